@@ -1,0 +1,126 @@
+"""lightstore: immutable, content-addressed results of computations, with a SQLite catalogue.
+
+The core is explicit and typed: `Store` (tree + catalogue), `Registry`,
+`instantiate`, `realize_closure`. On top of it, this package exports the
+Pylightnix vocabulary (`mkdrv`, `realize1`, `mklens`, `autostage`, ...) so
+that a Pylightnix pipeline runs by changing its import to
+``from lightstore import *``. Errors are documented in `lightstore.errors`.
+"""
+
+from lightstore.compat.autostage import autostage
+from lightstore.compat.housekeeping import catref, diff, du, find, linkdref, linkrref, lsref, rmref, store_gc
+from lightstore.compat.lens import Attrs, Lens, mklens
+from lightstore.compat.queries import (
+    alldrefs,
+    allrrefs,
+    dref2path,
+    drefcfg,
+    drefcfg_,
+    drefdeps,
+    drefdeps1,
+    drefrrefs,
+    drefrrefsC,
+    path2dref,
+    path2rref,
+    rootdrefs,
+    rootrrefs,
+    rref2path,
+    rrefctx,
+    rrefdeps,
+    rrefdeps1,
+)
+from lightstore.compat.realize import realize, realize1, realized, realizeMany, redefine
+from lightstore.compat.storage import current_registry, current_storage, fsinit, mkregistry, mkSS
+from lightstore.config import Config, cfgdict, mkconfig
+from lightstore.engine.build import (
+    Build,
+    build_cattrs,
+    build_config,
+    build_context,
+    build_deref,
+    build_deref_,
+    build_name,
+    build_outpath,
+    build_outpaths,
+    build_path,
+    build_paths,
+    build_wrapper,
+)
+from lightstore.engine.matchers import match, match_all, match_exact, match_latest, match_only, match_some
+from lightstore.engine.realize import RealizeOptions, realize_closure
+from lightstore.engine.registry import Closure, Derivation, Registry, instantiate, mkdrv
+from lightstore.errors import (
+    ArchiveError,
+    BuildError,
+    CatalogueCorruptError,
+    CatalogueVersionError,
+    ChecksumError,
+    IntegrityError,
+    InvalidConfigError,
+    InvalidReferenceError,
+    LightstoreError,
+    LockTimeout,
+    MatcherError,
+    NotRealizedError,
+    PromiseError,
+    StoreError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+    UnknownReferenceError,
+)
+from lightstore.exchange import spack, sunpack
+from lightstore.refs import (
+    Context,
+    DRef,
+    Name,
+    Path,
+    RefPath,
+    RRef,
+    isdref,
+    isrefpath,
+    isrref,
+    mkdref,
+    mkrref,
+    rref2dref,
+    selfref,
+    undref,
+    unrref,
+)
+from lightstore.stages import fetchlocal, fetchurl, mkfile, mknode
+from lightstore.store import StorageSettings, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # core
+    "Store", "StorageSettings", "Registry", "Derivation", "Closure", "RealizeOptions",
+    "realize_closure", "Config",
+    # references
+    "DRef", "RRef", "RefPath", "Name", "Path", "Context", "selfref",
+    "isdref", "isrref", "isrefpath", "mkdref", "mkrref", "undref", "unrref", "rref2dref",
+    # storage
+    "mkSS", "fsinit", "current_storage", "current_registry", "mkregistry",
+    # registry and stages
+    "mkconfig", "cfgdict", "mkdrv", "instantiate", "realize", "realize1", "realizeMany",
+    "redefine", "realized",
+    "Build", "build_wrapper", "build_outpath", "build_outpaths", "build_path", "build_paths",
+    "build_cattrs", "build_config", "build_context", "build_deref", "build_deref_", "build_name",
+    # matchers
+    "match", "match_all", "match_only", "match_some", "match_latest", "match_exact",
+    # decorator and lenses
+    "autostage", "Attrs", "Lens", "mklens",
+    # queries
+    "alldrefs", "allrrefs", "drefrrefs", "drefrrefsC", "rootdrefs", "rootrrefs",
+    "drefdeps", "drefdeps1", "rrefdeps", "rrefdeps1", "drefcfg", "drefcfg_", "rrefctx",
+    "rref2path", "dref2path", "path2rref", "path2dref",
+    # housekeeping and exchange
+    "store_gc", "rmref", "linkrref", "linkdref", "lsref", "catref", "du", "find", "diff",
+    "spack", "sunpack",
+    # built-in stages
+    "mknode", "mkfile", "fetchurl", "fetchlocal",
+    # errors
+    "LightstoreError", "InvalidConfigError", "InvalidReferenceError", "UnknownReferenceError",
+    "StoreError", "StoreNotFoundError", "StoreReadOnlyError", "CatalogueVersionError",
+    "CatalogueCorruptError", "BuildError", "PromiseError", "MatcherError", "NotRealizedError",
+    "IntegrityError", "ArchiveError", "ChecksumError", "LockTimeout",
+]

@@ -1,0 +1,296 @@
+"""What the catalogue records, and the questions it answers, in SQL.
+
+Store-wide questions are single statements over indexed tables; dependency
+closures are recursive CTEs. Nothing here reads the tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lightstore.catalogue.database import Database
+from lightstore.refs import DRef, RRef, trusted_dref, trusted_rref
+
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class NewDerivation:
+    """A derivation to record: its reference, name, canonical config and dependencies."""
+
+    dref: DRef
+    name: str
+    config_json: str
+    deps: Sequence[DRef]
+
+
+@dataclass(frozen=True)
+class NewRealization:
+    """A published realization to record."""
+
+    rref: RRef
+    dref: DRef
+    context_json: str
+    context_hash: str
+    deps: Sequence[RRef]
+    size: int
+    file_count: int
+    build_started: float | None
+    build_stopped: float | None
+
+
+def _json_list(items: Iterable[str]) -> str:
+    return json.dumps(list(items))
+
+
+class Catalogue(Database):
+    """The catalogue of one store."""
+
+    # -- derivations -------------------------------------------------------
+
+    def known_drefs(self, drefs: Sequence[str]) -> set[str]:
+        """Which of `drefs` are recorded."""
+        if not drefs:
+            return set()
+        return set(
+            self.column("SELECT dref FROM derivations WHERE dref IN (SELECT value FROM json_each(?))", (_json_list(drefs),))
+        )
+
+    def add_derivations(self, new: Sequence[NewDerivation]) -> None:
+        """Record derivations (dependencies first) in one transaction; known ones are skipped."""
+        if not new:
+            return
+        now = time.time()
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO derivations (dref, name, config, created) VALUES (?, ?, ?, ?)",
+                [(d.dref, d.name, d.config_json, now) for d in new],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO derivation_deps (dref, dep) VALUES (?, ?)",
+                [(d.dref, dep) for d in new for dep in d.deps],
+            )
+
+    def config_json(self, dref: str) -> str | None:
+        """The canonical JSON config of a derivation, or None if unknown."""
+        rows = self.query("SELECT config FROM derivations WHERE dref = ?", (dref,))
+        return rows[0][0] if rows else None
+
+    def all_drefs(self) -> list[DRef]:
+        """Every recorded derivation."""
+        return [trusted_dref(d) for d in self.column("SELECT dref FROM derivations ORDER BY dref")]
+
+    # -- realizations ------------------------------------------------------
+
+    def realizations(self, dref: str, context_hash: str) -> list[RRef]:
+        """Realizations of `dref` in one context, oldest build first (one index lookup)."""
+        return [
+            trusted_rref(r)
+            for r in self.column(
+                "SELECT rref FROM realizations WHERE dref = ? AND context_hash = ? ORDER BY build_stopped, rowid",
+                (dref, context_hash),
+            )
+        ]
+
+    def realizations_any_context(self, dref: str) -> list[RRef]:
+        """Every realization of `dref`, whatever its context, oldest first."""
+        return [
+            trusted_rref(r)
+            for r in self.column("SELECT rref FROM realizations WHERE dref = ? ORDER BY build_stopped, rowid", (dref,))
+        ]
+
+    def all_rrefs(self) -> list[RRef]:
+        """Every recorded realization."""
+        return [trusted_rref(r) for r in self.column("SELECT rref FROM realizations ORDER BY rref")]
+
+    def known_rrefs(self, rrefs: Sequence[str]) -> set[str]:
+        """Which of `rrefs` are recorded."""
+        if not rrefs:
+            return set()
+        return set(
+            self.column("SELECT rref FROM realizations WHERE rref IN (SELECT value FROM json_each(?))", (_json_list(rrefs),))
+        )
+
+    def context_json(self, rref: str) -> str | None:
+        """The context of a realization as JSON, or None if unknown."""
+        rows = self.query("SELECT context FROM realizations WHERE rref = ?", (rref,))
+        return rows[0][0] if rows else None
+
+    def build_times(self, rrefs: Sequence[str]) -> dict[str, float]:
+        """When each realization's build stopped (for `match_latest`)."""
+        if not rrefs:
+            return {}
+        rows = self.query(
+            "SELECT rref, coalesce(build_stopped, created) FROM realizations "
+            "WHERE rref IN (SELECT value FROM json_each(?))",
+            (_json_list(rrefs),),
+        )
+        return {r: t for r, t in rows}
+
+    def realization_record(self, rref: str) -> dict[str, Any] | None:
+        """Everything recorded about one realization, or None."""
+        cur = self.conn.execute("SELECT * FROM realizations WHERE rref = ?", (rref,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([c[0] for c in cur.description], row, strict=True))
+
+    def add_realizations(self, new: Sequence[NewRealization], build_id: int | None) -> None:
+        """Record published realizations and their dependency edges, and close the build."""
+        now = time.time()
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO realizations (rref, dref, context, context_hash, build_id, "
+                "build_started, build_stopped, size, file_count, host, pid, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.rref, r.dref, r.context_json, r.context_hash, build_id,
+                        r.build_started, r.build_stopped, r.size, r.file_count, HOST, os.getpid(), now,
+                    )
+                    for r in new
+                ],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO realization_deps (rref, dep) VALUES (?, ?)",
+                [(r.rref, dep) for r in new for dep in r.deps],
+            )
+            if build_id is not None:
+                self._finish_build(conn, build_id, "succeeded", None)
+
+    # -- builds ------------------------------------------------------------
+
+    def start_build(self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]) -> int:
+        """Record a running build and pin its inputs as temporary roots; return its id."""
+        with self.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (dref, context_hash, context_json, time.time(), HOST, os.getpid()),
+            )
+            build_id = int(cur.lastrowid or 0)
+            conn.executemany(
+                "INSERT OR IGNORE INTO build_inputs (build_id, rref) VALUES (?, ?)",
+                [(build_id, r) for r in inputs],
+            )
+        return build_id
+
+    def _finish_build(self, conn: Any, build_id: int, status: str, error: str | None) -> None:
+        conn.execute(
+            "UPDATE builds SET status = ?, stopped = ?, error = ? WHERE id = ?",
+            (status, time.time(), error, build_id),
+        )
+        conn.execute("DELETE FROM build_inputs WHERE build_id = ?", (build_id,))
+
+    def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
+        """Close a build record as 'failed', 'interrupted' or 'succeeded'."""
+        with self.write() as conn:
+            self._finish_build(conn, build_id, status, error)
+
+    def running_builds(self, dref: str, context_hash: str) -> list[dict[str, Any]]:
+        """Builds of `dref` in a context that are recorded as running (who holds the build lock)."""
+        rows = self.query(
+            "SELECT pid, host, started FROM builds WHERE dref = ? AND context_hash = ? AND status = 'running'",
+            (dref, context_hash),
+        )
+        return [{"pid": p, "host": h, "since": s} for p, h, s in rows]
+
+    def mark_interrupted(self, dead_pids: Iterable[int]) -> int:
+        """Mark running builds of this host whose process is gone as interrupted."""
+        pids = list(dead_pids)
+        if not pids:
+            return 0
+        with self.write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM builds WHERE status = 'running' AND host = ? "
+                    "AND pid IN (SELECT value FROM json_each(?))",
+                    (HOST, json.dumps(pids)),
+                ).fetchall()
+            ]
+            for build_id in ids:
+                self._finish_build(conn, build_id, "interrupted", "the building process died")
+        return len(ids)
+
+    def running_build_pids(self) -> list[int]:
+        """Pids of this host's builds recorded as running."""
+        return self.column("SELECT DISTINCT pid FROM builds WHERE status = 'running' AND host = ?", (HOST,))
+
+    # -- dependency graph ----------------------------------------------------
+
+    def drefdeps1(self, drefs: Sequence[str]) -> set[DRef]:
+        """Direct dependencies of `drefs`."""
+        return {
+            trusted_dref(d)
+            for d in self.column(
+                "SELECT DISTINCT dep FROM derivation_deps WHERE dref IN (SELECT value FROM json_each(?))",
+                (_json_list(drefs),),
+            )
+        }
+
+    def drefdeps(self, drefs: Sequence[str]) -> set[DRef]:
+        """All dependencies of `drefs`, transitively (a recursive CTE)."""
+        sql = """
+        WITH RECURSIVE closure(dref) AS (
+          SELECT dep FROM derivation_deps WHERE dref IN (SELECT value FROM json_each(?))
+          UNION
+          SELECT d.dep FROM derivation_deps AS d JOIN closure AS c ON d.dref = c.dref
+        ) SELECT dref FROM closure"""
+        return {trusted_dref(d) for d in self.column(sql, (_json_list(drefs),))}
+
+    def rrefdeps1(self, rrefs: Sequence[str]) -> set[RRef]:
+        """Direct dependency realizations of `rrefs`."""
+        return {
+            trusted_rref(r)
+            for r in self.column(
+                "SELECT DISTINCT dep FROM realization_deps WHERE rref IN (SELECT value FROM json_each(?))",
+                (_json_list(rrefs),),
+            )
+        }
+
+    def rrefdeps(self, rrefs: Sequence[str]) -> set[RRef]:
+        """All dependency realizations of `rrefs`, transitively."""
+        sql = """
+        WITH RECURSIVE closure(rref) AS (
+          SELECT dep FROM realization_deps WHERE rref IN (SELECT value FROM json_each(?))
+          UNION
+          SELECT d.dep FROM realization_deps AS d JOIN closure AS c ON d.rref = c.rref
+        ) SELECT rref FROM closure"""
+        return {trusted_rref(r) for r in self.column(sql, (_json_list(rrefs),))}
+
+    def dref_referrers(self, drefs: Sequence[str]) -> set[DRef]:
+        """Derivations that depend on `drefs`, transitively."""
+        sql = """
+        WITH RECURSIVE users(dref) AS (
+          SELECT dref FROM derivation_deps WHERE dep IN (SELECT value FROM json_each(?))
+          UNION
+          SELECT d.dref FROM derivation_deps AS d JOIN users AS u ON d.dep = u.dref
+        ) SELECT dref FROM users"""
+        return {trusted_dref(d) for d in self.column(sql, (_json_list(drefs),))}
+
+    def rref_referrers(self, rrefs: Sequence[str]) -> set[RRef]:
+        """Realizations that depend on `rrefs`, transitively."""
+        sql = """
+        WITH RECURSIVE users(rref) AS (
+          SELECT rref FROM realization_deps WHERE dep IN (SELECT value FROM json_each(?))
+          UNION
+          SELECT d.rref FROM realization_deps AS d JOIN users AS u ON d.dep = u.rref
+        ) SELECT rref FROM users"""
+        return {trusted_rref(r) for r in self.column(sql, (_json_list(rrefs),))}
+
+    def root_drefs(self) -> set[DRef]:
+        """Derivations no other derivation depends on."""
+        sql = "SELECT dref FROM derivations WHERE dref NOT IN (SELECT dep FROM derivation_deps)"
+        return {trusted_dref(d) for d in self.column(sql)}
+
+    def root_rrefs(self) -> set[RRef]:
+        """Realizations no other realization depends on."""
+        sql = "SELECT rref FROM realizations WHERE rref NOT IN (SELECT dep FROM realization_deps)"
+        return {trusted_rref(r) for r in self.column(sql)}

@@ -1,0 +1,238 @@
+"""The catalogue's SQLite connection: pragmas, migrations, transactions.
+
+One connection per thread and per process (SQLite connections must not cross
+a fork). Writes go through `Database.write()`, a ``BEGIN IMMEDIATE``
+transaction: taking the write lock up front means a writer waits in SQLite's
+busy handler instead of failing half way when it upgrades a read transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from lightstore.errors import (
+    CatalogueCorruptError,
+    CatalogueVersionError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+)
+
+BUSY_TIMEOUT_S = 60.0
+MIGRATION_SET = "lightstore"
+# Filesystems on which SQLite's WAL mode (shared memory) is unsafe.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs", "fuse.sshfs"}
+)
+
+
+def schema_files() -> list[tuple[str, str]]:
+    """The migrations shipped with this version, as (name, SQL text), in order."""
+    folder = resources.files("lightstore") / "schema"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(n.removesuffix(".sql"), (folder / n).read_text(encoding="utf-8")) for n in names]
+
+
+def split_sql(script: str) -> list[str]:
+    """Split a SQL script into complete statements (comments and `;` in strings are safe)."""
+    statements: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf)
+            buf = ""
+    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buf[:80]!r}")
+    return statements
+
+
+def _migrations() -> Migrations:
+    migrations = Migrations(MIGRATION_SET)
+    for name, text in schema_files():
+
+        def apply(db: sqlite_utils.Database, text: str = text) -> None:
+            for stmt in split_sql(text):
+                db.execute(stmt)
+
+        migrations(name=name)(apply)
+    return migrations
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem holding `path` (Linux), or None if unknown."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, fstype = "", None
+    for line in lines:
+        parts = line.split()
+        if "-" not in parts:
+            continue
+        mount = parts[4].replace("\\040", " ")
+        sep = parts.index("-")
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, fstype = mount, parts[sep + 1]
+    return fstype
+
+
+class Database:
+    """Per-thread SQLite connections to one catalogue file."""
+
+    def __init__(self, path: str, *, durable: bool = False, readonly: bool = False) -> None:
+        self.path = path
+        self.durable = durable
+        self.readonly = readonly
+        fstype = filesystem_type(os.path.dirname(path) or ".")
+        # WAL needs shared memory between processes, which network filesystems
+        # do not provide; the rollback journal only needs their file locks.
+        self.journal_mode = "DELETE" if fstype in NETWORK_FILESYSTEMS else "WAL"
+        self._local = threading.local()
+
+    # -- connections -----------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                uri = f"file:{self.path}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not self.readonly:
+                mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
+                if mode.upper() != self.journal_mode:
+                    raise StoreReadOnlyError(f"cannot set journal mode {self.journal_mode} on {self.path}")
+            # WAL+NORMAL survives any process crash; FULL adds an fsync per
+            # commit so that a power loss loses no committed transaction.
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
+        except sqlite3.DatabaseError as e:
+            raise self._translate(e) from e
+        return conn
+
+    def _translate(self, e: sqlite3.Error) -> Exception:
+        msg = str(e)
+        if "file is not a database" in msg or "malformed" in msg:
+            return CatalogueCorruptError(
+                f"the catalogue {self.path} is damaged ({msg}); run `lightstore reindex` "
+                "to rebuild it from the tree"
+            )
+        if "readonly" in msg or "read-only" in msg:
+            return StoreReadOnlyError(f"the catalogue {self.path} is read-only ({msg}); check its permissions")
+        if "unable to open" in msg:
+            return StoreNotFoundError(f"cannot open the catalogue {self.path} ({msg})")
+        return e
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after a fork)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            conn = self._connect()
+            local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    # -- statements ------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read statement and return all rows."""
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._translate(e) from e
+
+    def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a read statement and return its first column."""
+        return [row[0] for row in self.query(sql, params)]
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A short ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on error."""
+        conn = self.conn
+        if conn.in_transaction:
+            # Nested use joins the outer transaction.
+            yield conn
+            return
+        self._begin_immediate(conn)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        # The busy handler already waits BUSY_TIMEOUT_S; a few retries cover the
+        # rare SQLITE_BUSY that WAL returns without calling it (recovery).
+        for attempt in range(5):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or attempt == 4:
+                    raise self._translate(e) from e
+                time.sleep(0.05 * (attempt + 1))
+
+    # -- schema ------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """How many migrations this catalogue has applied (also `PRAGMA user_version`)."""
+        return int(self.query("PRAGMA user_version")[0][0])
+
+    def check_version(self) -> list[str]:
+        """Raise CatalogueVersionError if the catalogue is newer than this code; return pending names."""
+        known = [name for name, _ in schema_files()]
+        db = sqlite_utils.Database(self.conn)
+        migrations = _migrations()
+        applied = [m.name for m in migrations.applied(db)]
+        unknown = [n for n in applied if n not in known]
+        version = self.schema_version()
+        if unknown or version > len(known):
+            found = max(version, len(applied))
+            raise CatalogueVersionError(
+                f"the catalogue {self.path} has schema version {found} but this lightstore supports "
+                f"up to {len(known)} (unknown migrations: {', '.join(unknown) or 'none'}); "
+                "upgrade lightstore to open this store",
+                found=found,
+                supported=len(known),
+            )
+        return [m.name for m in migrations.pending(db)]
+
+    def migrate(self) -> int:
+        """Apply pending migrations in order, each in its own transaction; return the version."""
+        if not self.check_version():
+            return self.schema_version()
+        db = sqlite_utils.Database(self.conn)
+        try:
+            _migrations().apply(db)
+            self.conn.execute(f"PRAGMA user_version = {len(schema_files())}")
+        except sqlite3.DatabaseError as e:
+            raise self._translate(e) from e
+        return self.schema_version()

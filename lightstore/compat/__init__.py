@@ -1,0 +1,1 @@
+"""The Pylightnix-compatible vocabulary, over the typed core."""

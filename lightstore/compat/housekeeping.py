@@ -1,0 +1,183 @@
+"""Pylightnix-style housekeeping: gc candidates, removal, links, listing, disk usage."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from lightstore.defaults import resolve_store
+from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
+from lightstore.refs import DRef, Path, RRef, isdref, isrefpath, isrref, parse_dref, parse_rref, rref2dref
+from lightstore.store import remove_tree
+
+
+def store_gc(keep_drefs: Iterable[DRef], keep_rrefs: Iterable[RRef], S: Any = None) -> tuple[set[DRef], set[RRef]]:
+    """What garbage collection would remove if only these were kept (nothing is deleted).
+
+    Kept: `keep_rrefs` and the realizations they depend on; `keep_drefs`, their
+    dependencies and all their realizations; the derivations of everything kept.
+    Returns ``(drefs, rrefs)`` that would go.
+    """
+    store = resolve_store(S)
+    cat = store.catalogue
+    kd = [parse_dref(d) for d in keep_drefs]
+    kr = [parse_rref(r) for r in keep_rrefs]
+    keep_d = set(kd) | cat.drefdeps(kd)
+    keep_r = set(kr) | {r for d in keep_d for r in cat.realizations_any_context(d)}
+    keep_r |= cat.rrefdeps(list(keep_r))
+    keep_d |= {rref2dref(r) for r in keep_r}
+    keep_d |= cat.drefdeps(list(keep_d))
+    return set(cat.all_drefs()) - keep_d, set(cat.all_rrefs()) - keep_r
+
+
+def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> list[str]:
+    """Remove a realization, or a derivation with all its realizations; return what was removed.
+
+    Refuses (IntegrityError) if anything else still depends on it, unless
+    `with_referrers` is set, which removes those referrers too. The catalogue
+    rows go first, in one transaction, then the folders.
+    """
+    store = resolve_store(S)
+    cat = store.catalogue
+    if isrref(ref):
+        rrefs = [parse_rref(ref)]
+        drefs: list[DRef] = []
+        if not cat.known_rrefs(rrefs):
+            raise UnknownReferenceError(f"{ref} is not in the store", ref)
+    elif isdref(ref):
+        d = parse_dref(ref)
+        if not cat.known_drefs([d]):
+            raise UnknownReferenceError(f"{ref} is not in the store", ref)
+        drefs = [d]
+        if with_referrers:
+            drefs += sorted(cat.dref_referrers([d]))
+        rrefs = [r for x in drefs for r in cat.realizations_any_context(x)]
+    else:
+        raise InvalidReferenceError(f"rmref expects a DRef or an RRef, got {ref!r}")
+    users = cat.rref_referrers(rrefs) - set(rrefs)
+    if users and not with_referrers:
+        raise IntegrityError(
+            f"cannot remove {ref}: {len(users)} realization(s) depend on it, e.g. {sorted(users)[0]}; "
+            "remove them first or pass with_referrers=True"
+        )
+    rrefs += sorted(users)
+    if drefs and not with_referrers:
+        dusers = cat.dref_referrers(drefs) - set(drefs)
+        if dusers:
+            raise IntegrityError(
+                f"cannot remove {ref}: derivation {sorted(dusers)[0]} depends on it; "
+                "pass with_referrers=True to remove it too"
+            )
+    try:
+        with cat.write() as conn:
+            # Dependents first, so ON DELETE RESTRICT never fires inside the set.
+            order = sorted(set(rrefs), key=lambda r: -len(cat.rrefdeps([r])))
+            conn.executemany("DELETE FROM realizations WHERE rref = ?", [(r,) for r in order])
+            conn.executemany("DELETE FROM derivations WHERE dref = ?", [(d,) for d in reversed(drefs)])
+    except sqlite3.IntegrityError as e:
+        raise IntegrityError(
+            f"cannot remove {ref}: it is pinned, linked, or used by a running build ({e}); "
+            "unpin it or wait for the build"
+        ) from e
+    for r in rrefs:
+        remove_tree(store.rref_path(r))
+    for d in drefs:
+        remove_tree(store.dref_path(d))
+    return [*rrefs, *drefs]
+
+
+def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, name: str) -> Path:
+    link = os.path.abspath(os.path.join(destdir or os.getcwd(), name))
+    if os.path.islink(link):
+        os.unlink(link)
+    os.symlink(target, link)
+    with store.catalogue.write() as conn:
+        conn.execute("DELETE FROM links WHERE path = ?", (link,))
+        conn.execute(f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)", (link, ref, time.time()))
+    return Path(link)
+
+
+def linkrref(rref: RRef, destdir: str | None = None, name: str | None = None, S: Any = None) -> Path:
+    """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists."""
+    store = resolve_store(S)
+    r = parse_rref(rref)
+    return _link(store, store.rref_path(r), "rref", r, destdir, name or f"result-{r.rsplit('-', 1)[1]}")
+
+
+def linkdref(dref: DRef, destdir: str | None = None, name: str | None = None, S: Any = None) -> Path:
+    """Make a symlink to a derivation's folder; it is a GC root while it exists."""
+    store = resolve_store(S)
+    d = parse_dref(dref)
+    return _link(store, store.dref_path(d), "dref", d, destdir, name or f"drv-{d.rsplit('-', 1)[1]}")
+
+
+def _folder(ref: Any, store: Any) -> str:
+    if isrref(ref):
+        return store.rref_path(parse_rref(ref))
+    if isdref(ref):
+        return store.dref_path(parse_dref(ref))
+    raise InvalidReferenceError(f"expected a DRef or an RRef, got {ref!r}")
+
+
+def lsref(ref: DRef | RRef, S: Any = None) -> list[str]:
+    """Names in the folder of a derivation or realization."""
+    return sorted(os.listdir(_folder(ref, resolve_store(S))))
+
+
+def catref(ref: Any, fn: list[str] | None = None, S: Any = None) -> list[str]:
+    """Lines of a file in a realization: ``catref(rref, ['out.txt'])`` or ``catref([dref, 'out.txt'])``."""
+    store = resolve_store(S)
+    if isrefpath(ref):
+        rrefs = store.catalogue.realizations_any_context(parse_dref(ref[0]))
+        if len(rrefs) != 1:
+            raise InvalidReferenceError(f"{ref[0]} has {len(rrefs)} realizations; pass an RRef")
+        path = os.path.join(store.rref_path(rrefs[0]), *ref[1:])
+    else:
+        path = os.path.join(_folder(ref, store), *(fn or []))
+    with open(path, encoding="utf-8") as f:
+        return f.readlines()
+
+
+def du(S: Any = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
+    """Bytes used per derivation: ``{dref: (total, {rref: size})}`` (from the catalogue)."""
+    store = resolve_store(S)
+    out: dict[DRef, tuple[int, dict[RRef, int]]] = {}
+    for rref, dref, size in store.catalogue.query("SELECT rref, dref, size FROM realizations"):
+        total, per = out.get(dref, (0, {}))
+        per[RRef(rref)] = size
+        out[DRef(dref)] = (total + size, per)
+    return out
+
+
+def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RRef]:
+    """Realizations by derivation name (a str, or a stage function's name) built in the last `newer` seconds."""
+    store = resolve_store(S)
+    sql = "SELECT r.rref FROM realizations r JOIN derivations d ON d.dref = r.dref WHERE 1"
+    params: list[Any] = []
+    if name is not None:
+        sql += " AND d.name = ?"
+        params.append(name if isinstance(name, str) else getattr(name, "__name__", str(name)))
+    if newer is not None:
+        sql += " AND coalesce(r.build_stopped, r.created) >= ?"
+        params.append(time.time() - newer)
+    sql += " ORDER BY coalesce(r.build_stopped, r.created)"
+    return [RRef(r) for r in store.catalogue.column(sql, params)]
+
+
+def diff(a: DRef | RRef, b: DRef | RRef, S: Any = None) -> str:
+    """A unified diff of the configs of two derivations (or realizations)."""
+    store = resolve_store(S)
+
+    def text(ref: Any) -> list[str]:
+        d = rref2dref(ref) if isrref(ref) else parse_dref(ref)
+        return json.dumps(store.config(d), indent=2, sort_keys=True).splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(text(a), text(b), fromfile=str(a), tofile=str(b)))
+
+
+

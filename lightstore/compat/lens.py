@@ -1,0 +1,267 @@
+"""Lenses: dotted navigation through configs, following dependencies.
+
+``mklens(rref).ref_anneal.out.syspath`` starts at a realization, steps into
+its config field ``ref_anneal`` (a DRef, resolved through the realization's
+context to the dependency's RRef), then into that config's ``out`` field (a
+RefPath) and ends with its system path. A lens ends with ``.val``,
+``.optval``, ``.syspath``, ``.rref``, ``.dref``, ``.refpath`` or ``.contents``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lightstore.config import resolve_selfrefs
+from lightstore.defaults import resolve_store
+from lightstore.engine.build import Build
+from lightstore.engine.registry import Closure
+from lightstore.errors import InvalidReferenceError, LightstoreError, UnknownReferenceError
+from lightstore.refs import Context, DRef, Path, RefPath, RRef, isdref, isrefpath, isrref, rref2dref
+from lightstore.store import Store
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A value inside the config of `owner`, with what is needed to resolve references in it."""
+
+    store: Store
+    value: Any
+    owner: DRef | None = None
+    owner_rref: RRef | None = None
+    deps: Context | None = None
+    build: Build | None = None
+    index: int = 0
+
+
+def _resolve_dref(node: _Node, dref: DRef) -> RRef | None:
+    """The realization of `dref` that the node's context designates, if any."""
+    if dref == node.owner and node.owner_rref is not None:
+        return node.owner_rref
+    if node.build is not None and dref == node.build.dref:
+        return None
+    if node.deps is not None and dref in node.deps:
+        rrefs = node.deps[dref]
+        if len(rrefs) != 1:
+            raise InvalidReferenceError(
+                f"{dref} has {len(rrefs)} realizations in this context; a lens cannot pick one"
+            )
+        return rrefs[0]
+    return None
+
+
+def _unique_realization(store: Store, dref: DRef) -> RRef:
+    rrefs = store.catalogue.realizations_any_context(dref)
+    if len(rrefs) != 1:
+        raise InvalidReferenceError(
+            f"{dref} has {len(rrefs)} realizations in the store and the lens has no realization "
+            "context to choose one; start the lens from an RRef instead"
+        )
+    return rrefs[0]
+
+
+def _enter(node: _Node) -> _Node:
+    """Turn a reference-valued node into the node of the referenced config."""
+    v = node.value
+    store = node.store
+    if isinstance(v, dict):
+        return node
+    if isrref(v):
+        rref = RRef(v)
+        dref = rref2dref(rref)
+        return _Node(store, resolve_selfrefs(store.config(dref), dref), dref, rref, store.context(rref))
+    if isdref(v):
+        dref = DRef(v)
+        if node.build is not None and dref == node.build.dref:
+            b = node.build
+            return _Node(store, b.config, dref, None, b.context, b, node.index)
+        rref = _resolve_dref(node, dref)
+        if rref is not None:
+            return _enter(replace(node, value=rref, build=None))
+        return _Node(store, resolve_selfrefs(store.config(dref), dref), dref)
+    raise LightstoreError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
+
+
+def _step(node: _Node, key: str) -> _Node:
+    inner = _enter(node)
+    cfg = inner.value
+    if key not in cfg:
+        raise UnknownReferenceError(
+            f"field {key!r} not found in the config of {inner.owner or 'the dict'}; "
+            f"fields: {', '.join(sorted(cfg))}",
+            key,
+        )
+    return replace(inner, value=cfg[key])
+
+
+def _syspath(node: _Node) -> Path:
+    v = node.value
+    store = node.store
+    if isrefpath(v):
+        dref, rest = DRef(v[0]), [str(p) for p in v[1:]]
+        if node.build is not None and dref == node.build.dref:
+            return node.build.path(v, node.index)
+        rref = _resolve_dref(node, dref) or _unique_realization(store, dref)
+        return Path(os.path.join(store.rref_path(rref), *rest))
+    if isrref(v):
+        return store.rref_path(RRef(v))
+    if isdref(v):
+        dref = DRef(v)
+        if node.build is not None and dref == node.build.dref:
+            return node.build.outpaths[node.index]
+        rref = _resolve_dref(node, dref)
+        return store.rref_path(rref) if rref is not None else store.dref_path(dref)
+    if isinstance(v, str) and os.path.isabs(v):
+        return Path(v)
+    raise InvalidReferenceError(f"{v!r} is not a path, a RefPath, a DRef or an RRef")
+
+
+class Lens:
+    """A position inside a config tree; see the module docstring."""
+
+    def __init__(self, node: _Node, path: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "_path", path)
+
+    def __getattr__(self, key: str) -> Lens:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return self.get(key)
+
+    def get(self, key: str) -> Lens:
+        """The lens of field `key`."""
+        return Lens(_step(self._node, key), (*self._path, key))
+
+    def __repr__(self) -> str:
+        return f"Lens({'.'.join(self._path) or '<start>'} = {self._node.value!r})"
+
+    @property
+    def optval(self) -> Any:
+        """The raw value here (None allowed)."""
+        return self._node.value
+
+    @property
+    def val(self) -> Any:
+        """The raw value here; raises if it is None."""
+        if self._node.value is None:
+            raise LightstoreError(f"lens {'.'.join(self._path)} is None; use .optval to accept None")
+        return self._node.value
+
+    @property
+    def dref(self) -> DRef:
+        """The DRef here (an RRef is turned into its DRef)."""
+        v = self._node.value
+        if isdref(v):
+            return DRef(v)
+        if isrref(v):
+            return rref2dref(v)
+        if isrefpath(v):
+            return DRef(v[0])
+        if self._node.owner is not None and isinstance(v, dict):
+            return self._node.owner
+        raise InvalidReferenceError(f"{v!r} is not a DRef")
+
+    @property
+    def rref(self) -> RRef:
+        """The RRef here: a DRef is resolved through the realization context."""
+        v = self._node.value
+        if isrref(v):
+            return RRef(v)
+        if isinstance(v, dict) and self._node.owner_rref is not None:
+            return self._node.owner_rref
+        dref = self.dref
+        rref = _resolve_dref(self._node, dref)
+        return rref if rref is not None else _unique_realization(self._node.store, dref)
+
+    @property
+    def refpath(self) -> RefPath:
+        """The RefPath here."""
+        v = self._node.value
+        if not isrefpath(v):
+            raise InvalidReferenceError(f"{v!r} is not a RefPath")
+        return list(v)
+
+    @property
+    def syspath(self) -> Path:
+        """The system path this value designates."""
+        return _syspath(self._node)
+
+    @property
+    def contents(self) -> str:
+        """The text of the file this value designates."""
+        p = self.syspath
+        if not os.path.isfile(p):
+            raise InvalidReferenceError(f"{p} is not a file")
+        with open(p, encoding="utf-8") as f:
+            return f.read()
+
+
+def mklens(x: Any, b: Build | None = None, S: Any = None, **_: Any) -> Lens:
+    """A lens starting at a DRef, RRef, Build, config dict or Closure.
+
+    `b` gives a build's context (paths of the build's own outputs and of the
+    dependencies it uses); `S` the storage.
+    """
+    if isinstance(x, Build):
+        return Lens(_Node(x.store, x.dref, build=x))
+    if isinstance(x, Closure):
+        return mklens(x.result, b, x.store)
+    store = b.store if b is not None and S is None else resolve_store(S)
+    if isinstance(x, dict | str):
+        return Lens(_Node(store, x, build=b, owner=b.dref if b else None, deps=b.context if b else None))
+    raise LightstoreError(f"mklens cannot start from {type(x).__name__}; give a DRef, RRef, Build, dict or Closure")
+
+
+class Attrs:
+    """A read-only view of a realization's config whose references are resolved:
+    DRefs become `Attrs` of the dependency realization, RefPaths become system paths.
+    `_rref` is the realization."""
+
+    def __init__(self, node: _Node) -> None:
+        object.__setattr__(self, "_node", _enter(node))
+
+    @property
+    def _rref(self) -> RRef | None:
+        return self._node.owner_rref
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return unroll_value(_step(self._node, key))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Attrs are read-only")
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._node.value)
+
+    def __repr__(self) -> str:
+        return f"Attrs({self._node.owner_rref or self._node.owner})"
+
+
+def unroll_value(node: _Node, always_multiref: bool = False) -> Any:
+    """A config value as a stage function receives it (see `Attrs`)."""
+    v = node.value
+    if isdref(v):
+        dref = DRef(v)
+        if node.deps is not None and dref in node.deps and len(node.deps[dref]) != 1:
+            return [Attrs(replace(node, value=r)) for r in node.deps[dref]]
+        attrs = Attrs(node)
+        return [attrs] if always_multiref else attrs
+    if isrefpath(v):
+        dref = DRef(v[0])
+        if node.deps is not None and dref in node.deps and len(node.deps[dref]) != 1:
+            rest = [str(p) for p in v[1:]]
+            return [Path(os.path.join(node.store.rref_path(r), *rest)) for r in node.deps[dref]]
+        return _syspath(node)
+    if isinstance(v, list):
+        return [unroll_value(replace(node, value=x), always_multiref) for x in v]
+    if isinstance(v, dict):
+        return {k: unroll_value(replace(node, value=x), always_multiref) for k, x in v.items()}
+    return v
+
+
+def build_node(b: Build, index: int = 0) -> _Node:
+    """The node of a build's own config, for output `index`."""
+    return _Node(b.store, b.config, b.dref, None, b.context, b, index)

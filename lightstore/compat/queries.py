@@ -1,0 +1,154 @@
+"""Pylightnix-style queries, answered from the catalogue.
+
+Each takes the storage as an optional last argument `S` (StorageSettings,
+Store, a root path, or None for the current/default store).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from lightstore.config import Config, mkconfig, resolve_selfrefs
+from lightstore.defaults import resolve_store
+from lightstore.hashing import context_hash
+from lightstore.refs import (
+    HASH_LEN,
+    Context,
+    DRef,
+    Path,
+    RRef,
+    isdref,
+    isrref,
+    parse_dref,
+    parse_rref,
+    rref2dref,
+)
+
+
+def alldrefs(S: Any = None) -> list[DRef]:
+    """Every derivation in the store."""
+    return resolve_store(S).catalogue.all_drefs()
+
+
+def allrrefs(S: Any = None) -> list[RRef]:
+    """Every realization in the store."""
+    return resolve_store(S).catalogue.all_rrefs()
+
+
+def drefrrefs(dref: DRef, S: Any = None) -> list[RRef]:
+    """Every realization of a derivation, in any context, oldest first."""
+    return resolve_store(S).catalogue.realizations_any_context(parse_dref(dref))
+
+
+def drefrrefsC(dref: DRef, context: Context, S: Any = None) -> list[RRef]:
+    """Realizations of a derivation made in `context`, oldest first."""
+    return resolve_store(S).catalogue.realizations(parse_dref(dref), context_hash(context))
+
+
+def rootdrefs(S: Any = None) -> set[DRef]:
+    """Derivations no other derivation depends on."""
+    return resolve_store(S).catalogue.root_drefs()
+
+
+def rootrrefs(S: Any = None) -> set[RRef]:
+    """Realizations no other realization depends on."""
+    return resolve_store(S).catalogue.root_rrefs()
+
+
+def drefdeps1(drefs: Iterable[DRef], S: Any = None) -> set[DRef]:
+    """Direct dependencies of `drefs`."""
+    return resolve_store(S).catalogue.drefdeps1([parse_dref(d) for d in drefs])
+
+
+def drefdeps(drefs: Iterable[DRef], S: Any = None) -> set[DRef]:
+    """All dependencies of `drefs`, transitively."""
+    return resolve_store(S).catalogue.drefdeps([parse_dref(d) for d in drefs])
+
+
+def rrefdeps1(rrefs: Iterable[RRef], S: Any = None) -> set[RRef]:
+    """Direct dependency realizations of `rrefs`."""
+    return resolve_store(S).catalogue.rrefdeps1([parse_rref(r) for r in rrefs])
+
+
+def rrefdeps(rrefs: Iterable[RRef], S: Any = None) -> set[RRef]:
+    """All dependency realizations of `rrefs`, transitively."""
+    return resolve_store(S).catalogue.rrefdeps([parse_rref(r) for r in rrefs])
+
+
+def drefcfg_(dref: DRef, S: Any = None) -> Config:
+    """The config of a derivation as stored (selfrefs unresolved)."""
+    return mkconfig(copy.deepcopy(resolve_store(S).config(parse_dref(dref))))
+
+
+def drefcfg(dref: DRef, S: Any = None) -> dict[str, Any]:
+    """The config of a derivation with ``[selfref, ...]`` resolved to its own DRef."""
+    d = parse_dref(dref)
+    return resolve_selfrefs(resolve_store(S).config(d), d)
+
+
+def rrefctx(rref: RRef, S: Any = None) -> Context:
+    """The context of a realization: dependency DRef -> RRefs it used."""
+    return {k: list(v) for k, v in resolve_store(S).context(parse_rref(rref)).items()}
+
+
+def rref2path(rref: RRef, S: Any = None) -> Path:
+    """The folder of a realization's artifacts."""
+    return resolve_store(S).rref_path(parse_rref(rref))
+
+
+def dref2path(dref: DRef, S: Any = None) -> Path:
+    """The folder of a derivation."""
+    return resolve_store(S).dref_path(parse_dref(dref))
+
+
+def _hex(s: str) -> bool:
+    return len(s) == HASH_LEN and all(c in "0123456789abcdef" for c in s)
+
+
+def path2dref(path: str) -> DRef | None:
+    """The DRef whose folder contains `path`, or None if it is not inside a store's objects."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    for i in range(len(parts) - 1, -1, -1):
+        head, _, name = parts[i].partition("-")
+        if _hex(head) and name and (i == 0 or parts[i - 1] == "objects"):
+            candidate = f"dref:{head}-{name}"
+            if isdref(candidate):
+                return DRef(candidate)
+    return None
+
+
+def path2rref(path: str) -> RRef | None:
+    """The RRef whose folder contains `path`, or None."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    for i in range(len(parts) - 2, -1, -1):
+        head, _, name = parts[i].partition("-")
+        if _hex(head) and name and _hex(parts[i + 1]) and (i == 0 or parts[i - 1] == "objects"):
+            candidate = f"rref:{parts[i + 1]}-{head}-{name}"
+            if isrref(candidate):
+                return RRef(candidate)
+    return None
+
+
+__all__ = [
+    "alldrefs",
+    "allrrefs",
+    "dref2path",
+    "drefcfg",
+    "drefcfg_",
+    "drefdeps",
+    "drefdeps1",
+    "drefrrefs",
+    "drefrrefsC",
+    "path2dref",
+    "path2rref",
+    "rootdrefs",
+    "rootrrefs",
+    "rref2dref",
+    "rref2path",
+    "rrefctx",
+    "rrefdeps",
+    "rrefdeps1",
+]

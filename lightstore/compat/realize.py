@@ -1,0 +1,114 @@
+"""Pylightnix-style realize functions and stage combinators."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from lightstore.engine.realize import RealizeOptions, force_list, realize_closure, unpack_closure
+from lightstore.engine.registry import Matcher, Realizer, Registry, current_registry_or_new, find_drefs, mkdrv
+from lightstore.errors import LightstoreError, NotRealizedError
+from lightstore.refs import Context, DRef, RRef
+
+
+def realize(
+    closure: Any,
+    force_rebuild: bool | list[DRef] = False,
+    assert_realized: list[DRef] | None = None,
+    realize_args: dict[DRef, Any] | None = None,
+    dry_run: bool = False,
+) -> tuple[Any, Any, Context]:
+    """Realize an instantiated closure; return ``(result, closure, context)``.
+
+    `context` maps every derivation of the closure to the RRefs chosen for it.
+    `force_rebuild` (True for the targets, or a list of DRefs) runs realizers
+    even if matchers are satisfied; `assert_realized` lists DRefs that must not
+    need a build (NotRealizedError); `realize_args` passes an extra argument to
+    the realizers of the given DRefs; `dry_run` builds nothing and maps what
+    would be built (and everything after it) to ``[]``.
+    """
+    result, cl = unpack_closure(closure)
+    options = RealizeOptions(
+        force_rebuild=set(force_list(cl, force_rebuild)),
+        assert_realized=set(assert_realized or ()),
+        realize_args=dict(realize_args or {}),
+        dry_run=dry_run,
+    )
+    return result, cl, realize_closure(cl, options)
+
+
+def realizeMany(
+    closure: Any,
+    force_rebuild: bool | list[DRef] = False,
+    assert_realized: list[DRef] | None = None,
+    realize_args: dict[DRef, Any] | None = None,
+    dry_run: bool = False,
+) -> list[RRef]:
+    """Realize a one-target closure and return all RRefs chosen for the target."""
+    _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    if len(cl.targets) != 1:
+        raise LightstoreError(
+            f"realizeMany expects a closure with one target, this one has {len(cl.targets)}; use realize()"
+        )
+    return list(ctx[cl.targets[0]])
+
+
+def realize1(
+    closure: Any,
+    force_rebuild: bool | list[DRef] = False,
+    assert_realized: list[DRef] | None = None,
+    realize_args: dict[DRef, Any] | None = None,
+    dry_run: bool = False,
+) -> RRef:
+    """Realize a one-target, one-output closure and return its RRef.
+
+    With `dry_run`, returns None when the target would have to be built.
+    """
+    rrefs = realizeMany(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    if dry_run and not rrefs:
+        return None  # type: ignore[return-value]
+    if len(rrefs) != 1:
+        raise LightstoreError(
+            f"realize1 expects one realization but the matcher chose {len(rrefs)}; use realizeMany()"
+        )
+    return rrefs[0]
+
+
+def redefine(
+    stage: Callable[..., Any],
+    new_config: Callable[[dict[str, Any]], Any] = lambda c: None,
+    new_matcher: Matcher | None = None,
+    new_realizer: Realizer | None = None,
+) -> Callable[..., DRef]:
+    """A stage like `stage` whose config is edited in place by `new_config`,
+    and whose matcher/realizer are replaced when given."""
+
+    def _stage(*args: Any, r: Registry | None = None, **kwargs: Any) -> DRef:
+        reg = current_registry_or_new(r)
+        dref = stage(*args, r=reg, **kwargs)
+        drv = reg[DRef(dref)]
+        config = copy.deepcopy(drv.config.val)
+        new_config(config)
+        return mkdrv(config, new_matcher or drv.matcher, new_realizer or drv.realizer, r=reg)
+
+    return _stage
+
+
+def realized(stage: Callable[..., Any]) -> Callable[..., Any]:
+    """A stage like `stage` whose realization fails with NotRealizedError if anything would be built."""
+
+    def _stage(*args: Any, r: Registry | None = None, **kwargs: Any) -> Any:
+        reg = current_registry_or_new(r)
+        result = stage(*args, r=reg, **kwargs)
+        for drv in reg.closure_of(find_drefs(result)):
+
+            def refuse(S: Any, dref: DRef, context: Context, arg: Any) -> list[str]:
+                raise NotRealizedError(
+                    f"{dref} is not realized in this context, and the stage was wrapped in realized()", dref
+                )
+
+            reg.derivations[drv.dref] = type(drv)(drv.dref, drv.config, drv.matcher, refuse, drv.deps, drv.promises)
+        return result
+
+    return _stage

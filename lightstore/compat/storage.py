@@ -1,0 +1,85 @@
+"""Pylightnix-style storage and registry helpers over `Store` and `Registry`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from lightstore.defaults import current, default_root, resolve_store
+from lightstore.engine.registry import Registry
+from lightstore.errors import StoreError
+from lightstore.store import CATALOGUE_FILE, StorageSettings, Store, remove_tree
+
+
+def mkSS(root: str) -> StorageSettings:
+    """Storage settings for a store rooted at `root` (nothing is created)."""
+    return StorageSettings(os.path.abspath(os.path.expanduser(str(root))))
+
+
+def _settings(S: Any) -> StorageSettings:
+    if isinstance(S, StorageSettings):
+        return S
+    if isinstance(S, Store):
+        return S.settings
+    if isinstance(S, str):
+        return mkSS(S)
+    if S is None:
+        return current.storage or mkSS(default_root())
+    raise TypeError(f"expected StorageSettings, Store, a path or None, got {type(S).__name__}")
+
+
+def fsinit(S: Any = None, remove_existing: bool = False, use_as_default: bool = False) -> Store:
+    """Create the store at `S` (default: the current/default store) and return it.
+
+    `remove_existing` first deletes an existing store there; a non-empty folder
+    that is not a lightstore store is never deleted (StoreError).
+    `use_as_default` makes it this thread's current storage.
+    """
+    ss = _settings(S)
+    if remove_existing and os.path.isdir(ss.root):
+        if os.listdir(ss.root) and not os.path.isfile(os.path.join(ss.root, CATALOGUE_FILE)):
+            raise StoreError(
+                f"refusing to delete {ss.root}: it is not empty and holds no lightstore catalogue; "
+                "remove it yourself or choose another root"
+            )
+        remove_tree(ss.root)
+        Store.forget_instances()
+    store = Store.open(ss.root, create=True)
+    if use_as_default:
+        current.storage = store.settings
+    return store
+
+
+@contextmanager
+def current_storage(S: Any) -> Iterator[StorageSettings]:
+    """Use `S` as this thread's current storage inside the block."""
+    old = current.storage
+    current.storage = _settings(S)
+    try:
+        yield current.storage
+    finally:
+        current.storage = old
+
+
+@contextmanager
+def current_registry(r: Registry) -> Iterator[Registry]:
+    """Use `r` (and its storage) as this thread's current registry inside the block."""
+    old = current.registry
+    current.registry = r
+    try:
+        with current_storage(r.S):
+            yield r
+    finally:
+        current.registry = old
+
+
+def mkregistry(S: Any = None) -> Registry:
+    """A new, empty registry for storage `S`."""
+    return Registry(S)
+
+
+def storage_store(S: Any = None) -> Store:
+    """The `Store` behind storage settings `S` (the core object)."""
+    return resolve_store(S)

@@ -1,0 +1,1 @@
+"""The realization engine: registry, matchers, builds and the realize algorithm."""

@@ -1,0 +1,137 @@
+"""The exceptions lightstore raises.
+
+Every error a user can cause is one of these; each also subclasses the
+matching built-in where one fits, so ``except KeyError`` keeps working::
+
+    LightstoreError
+    ├── InvalidConfigError (ValueError)        a config is not JSON-compatible, or has a bad name
+    ├── InvalidReferenceError (ValueError)     a string is not a well-formed DRef/RRef/RefPath
+    ├── UnknownReferenceError (KeyError)       a well-formed reference the registry/store does not know
+    ├── StoreError (OSError)                   the store root or its catalogue cannot be used
+    │   ├── StoreNotFoundError                 the root is missing or is not a lightstore store
+    │   ├── StoreReadOnlyError                 the root is not writable
+    │   ├── CatalogueVersionError              the catalogue was written by a newer lightstore
+    │   └── CatalogueCorruptError              the catalogue file is damaged (see `reindex`)
+    ├── BuildError                             a realizer raised; the original is `.cause`
+    │   └── PromiseError                       a realizer did not create a promised path
+    ├── MatcherError                           a matcher cannot be satisfied
+    ├── NotRealizedError                       `assert_realized` / `realized()` found work to do
+    ├── IntegrityError                         an operation would break the store's references
+    ├── ArchiveError (ValueError)              an archive is malformed, hostile or does not verify
+    ├── ChecksumError (ValueError)             downloaded/local data does not match its sha256
+    └── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
+
+Messages say what was wrong and what to do next; details stay available as
+attributes for programs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LightstoreError(Exception):
+    """Base class of every error lightstore raises on purpose."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would quote the message; keep it readable.
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class InvalidConfigError(LightstoreError, ValueError):
+    """A config is not JSON-compatible, or its `name` is invalid."""
+
+
+class InvalidReferenceError(LightstoreError, ValueError):
+    """A string is not a well-formed reference (DRef, RRef, RefPath or hash)."""
+
+
+class UnknownReferenceError(LightstoreError, KeyError):
+    """A well-formed reference that the registry or the store does not hold."""
+
+    def __init__(self, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.ref = ref
+
+
+class StoreError(LightstoreError, OSError):
+    """The store root or its catalogue cannot be used."""
+
+
+class StoreNotFoundError(StoreError):
+    """The store root does not exist or holds no lightstore store."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store root cannot be written to."""
+
+
+class CatalogueVersionError(StoreError):
+    """The catalogue was written by a newer version of lightstore."""
+
+    def __init__(self, message: str, found: int, supported: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
+
+
+class CatalogueCorruptError(StoreError):
+    """The catalogue file is damaged; `reindex` rebuilds it from the tree."""
+
+
+class BuildError(LightstoreError):
+    """A realizer failed. The store is unchanged except for the failed build record."""
+
+    def __init__(self, message: str, dref: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.dref = dref
+        self.cause = cause
+
+
+class PromiseError(BuildError):
+    """A realizer returned without creating a path its config promised."""
+
+    def __init__(self, message: str, dref: str, missing: list[Any]) -> None:
+        super().__init__(message, dref)
+        self.missing = missing
+
+
+class MatcherError(LightstoreError):
+    """A matcher rejected the realizations even after the realizer ran."""
+
+    def __init__(self, message: str, dref: str | None = None) -> None:
+        super().__init__(message)
+        self.dref = dref
+
+
+class NotRealizedError(LightstoreError):
+    """Realization was required to be cached but would have to run a realizer."""
+
+    def __init__(self, message: str, dref: str | None = None) -> None:
+        super().__init__(message)
+        self.dref = dref
+
+
+class IntegrityError(LightstoreError):
+    """An operation would leave references pointing at nothing."""
+
+
+class ArchiveError(LightstoreError, ValueError):
+    """An archive is malformed, hostile, too large, or does not verify."""
+
+
+class ChecksumError(LightstoreError, ValueError):
+    """Data does not match the checksum it was promised to have."""
+
+    def __init__(self, message: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class LockTimeout(LightstoreError, TimeoutError):
+    """A lock was not acquired in time. `holder` describes who held it, if known."""
+
+    def __init__(self, message: str, holder: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder

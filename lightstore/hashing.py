@@ -1,0 +1,146 @@
+"""Content addressing with blake3.
+
+Every hash feeds a type tag first, then a canonical encoding, so that a
+config, a context and a file tree can never collide with each other, and a
+change of encoding shows up as a change of the pinned test vectors.
+
+- `config_hash`: tag + canonical JSON of the config.
+- `context_hash`: tag + canonical JSON of ``{dref: sorted(rrefs)}``.
+- `tree_digest`: tag + one record per entry of an output folder, in sorted
+  order of relative path: entry type, path, executable bit, then the blake3 of
+  the file's bytes (streamed, constant memory) or the symlink's target text.
+- `realization_hash`: tag + context hash + tree digest.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from blake3 import blake3
+
+from lightstore.config import canonical_json
+from lightstore.errors import BuildError
+from lightstore.refs import HASH_LEN, HashPart
+
+CONTEXT_FILE = "context.json"
+
+_CHUNK = 8 * 1024 * 1024
+# Files above this size are hashed with blake3's own thread pool; below it the
+# thread start-up costs more than it saves.
+_MULTITHREAD_THRESHOLD = 4 * 1024 * 1024
+
+
+def _tagged(tag: bytes) -> blake3:
+    return blake3(tag + b"\0")
+
+
+def config_hash(config: dict[str, Any]) -> HashPart:
+    """The 32-hex hash part of a config's DRef."""
+    h = _tagged(b"lightstore:config:v1")
+    h.update(canonical_json(config).encode("utf-8"))
+    return HashPart(h.hexdigest()[:HASH_LEN])
+
+
+def canonical_context(context: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The order-free form of a context: keys sorted, each RRef list sorted and unique."""
+    return {k: sorted(set(context[k])) for k in sorted(context)}
+
+
+def context_hash(context: dict[str, list[str]]) -> str:
+    """The hash of a context (which realizations of each dependency were used)."""
+    h = _tagged(b"lightstore:context:v1")
+    h.update(canonical_json(canonical_context(context)).encode("utf-8"))
+    return h.hexdigest()[:HASH_LEN]
+
+
+def realization_hash(ctx_hash: str, tree: str) -> HashPart:
+    """The 32-hex hash part of an RRef: content and context together."""
+    h = _tagged(b"lightstore:realization:v1")
+    h.update(ctx_hash.encode("ascii"))
+    h.update(b"\0")
+    h.update(tree.encode("ascii"))
+    return HashPart(h.hexdigest()[:HASH_LEN])
+
+
+def file_digest(path: str, size: int | None = None, buffer: bytearray | None = None) -> bytes:
+    """blake3 of a file's bytes, streamed through a fixed buffer."""
+    if size is None:
+        size = os.stat(path).st_size
+    threads = blake3.AUTO if size >= _MULTITHREAD_THRESHOLD else 1
+    h = blake3(max_threads=threads)
+    if size <= _CHUNK // 8:
+        with open(path, "rb") as f:
+            h.update(f.read())
+        return h.digest()
+    buf = buffer if buffer is not None else bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.digest()
+
+
+def _len_prefixed(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "little") + data
+
+
+@dataclass(frozen=True)
+class TreeDigest:
+    """What hashing an output folder found."""
+
+    digest: str
+    size: int
+    files: int
+
+
+def tree_digest(root: str, skip_context: bool = True) -> TreeDigest:
+    """Hash every entry below `root` (not `root` itself) in a canonical order.
+
+    Raises BuildError for entries that are neither files, folders nor symlinks
+    (devices, sockets, fifos): they cannot be stored.
+    """
+    h = _tagged(b"lightstore:tree:v1")
+    buffer: bytearray | None = None
+    total = 0
+    count = 0
+    # An explicit stack keeps memory proportional to the depth, not the size.
+    stack: list[tuple[str, str]] = [(root, "")]
+    while stack:
+        folder, rel = stack.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name.encode("utf-8", "surrogateescape"))
+        subdirs: list[tuple[str, str]] = []
+        for e in entries:
+            if skip_context and rel == "" and e.name == CONTEXT_FILE:
+                continue
+            relpath = f"{rel}/{e.name}" if rel else e.name
+            encoded = _len_prefixed(relpath.encode("utf-8", "surrogateescape"))
+            st = e.stat(follow_symlinks=False)
+            mode = st.st_mode
+            if stat.S_ISLNK(mode):
+                target = os.readlink(e.path).encode("utf-8", "surrogateescape")
+                h.update(b"l" + encoded + _len_prefixed(target))
+                count += 1
+            elif stat.S_ISREG(mode):
+                kind = b"x" if mode & stat.S_IXUSR else b"f"
+                if st.st_size > _CHUNK // 8 and buffer is None:
+                    buffer = bytearray(_CHUNK)
+                h.update(kind + encoded + file_digest(e.path, st.st_size, buffer))
+                total += st.st_size
+                count += 1
+            elif stat.S_ISDIR(mode):
+                h.update(b"d" + encoded)
+                subdirs.append((e.path, relpath))
+            else:
+                raise BuildError(
+                    f"{relpath!r} in an output is neither a file, a folder nor a symlink; "
+                    "devices, sockets and fifos cannot be stored",
+                    dref="",
+                )
+        # Depth-first in sorted order: push in reverse so the smallest pops first.
+        # Records carry full relative paths, so the order only needs to be fixed.
+        stack.extend(reversed(subdirs))
+    return TreeDigest(h.hexdigest(), total, count)

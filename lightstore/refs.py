@@ -1,0 +1,169 @@
+"""References: the typed names of derivations and realizations.
+
+- ``DRef``  ``dref:<H>-<name>``: a derivation, `<H>` = 32 hex of its config hash.
+- ``RRef``  ``rref:<R>-<H>-<name>``: a realization of that derivation, `<R>` =
+  32 hex of the hash of its content and context.
+- ``RefPath`` ``[DRef, "dir", "file"]``: a path inside a derivation's output.
+- ``selfref`` in ``[selfref, "file"]`` promises a path in the derivation's own output.
+
+A `DRef` or `RRef` built by `mkdref`/`mkrref`/`parse_*` is well-formed; the
+constructors check it once, so the rest of the code never builds a filesystem
+path from an unchecked string.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NewType
+
+from lightstore.errors import InvalidConfigError, InvalidReferenceError
+
+HASH_LEN = 32
+NAME_PATTERN = r"[A-Za-z0-9_-]+"
+
+Name = NewType("Name", str)
+HashPart = NewType("HashPart", str)
+Context = dict["DRef", list["RRef"]]
+RefPath = list[Any]
+
+#: Marks a promised output path in a config: ``[selfref, "out.json"]``.
+selfref = "__self__"
+
+_HEX = f"[0-9a-f]{{{HASH_LEN}}}"
+_NAME_RE = re.compile(NAME_PATTERN)
+_HASH_RE = re.compile(_HEX)
+_DREF_RE = re.compile(f"dref:({_HEX})-({NAME_PATTERN})")
+_RREF_RE = re.compile(f"rref:({_HEX})-({_HEX})-({NAME_PATTERN})")
+
+
+class DRef(str):
+    """A derivation reference, ``dref:<H>-<name>``. Create with `mkdref` or `parse_dref`."""
+
+    __slots__ = ()
+
+
+class RRef(str):
+    """A realization reference, ``rref:<R>-<H>-<name>``. Create with `mkrref` or `parse_rref`."""
+
+    __slots__ = ()
+
+
+class Path(str):
+    """A filesystem path (a plain `str`, typed for readers)."""
+
+    __slots__ = ()
+
+
+def mkname(s: str) -> Name:
+    """Check that `s` is a valid object name and return it.
+
+    Raises InvalidConfigError for names outside ``[A-Za-z0-9_-]+``.
+    """
+    if not isinstance(s, str) or not _NAME_RE.fullmatch(s):
+        raise InvalidConfigError(
+            f"invalid name {s!r}: names use only letters, digits, '_' and '-' "
+            f"(pattern {NAME_PATTERN}); rename the config's 'name' field"
+        )
+    return Name(s)
+
+
+def _hashpart(h: str) -> HashPart:
+    if not isinstance(h, str) or not _HASH_RE.fullmatch(h):
+        raise InvalidReferenceError(f"invalid hash part {h!r}: expected {HASH_LEN} lowercase hex digits")
+    return HashPart(h)
+
+
+def mkdref(dhash: str, name: str) -> DRef:
+    """Build a DRef from a config hash part and a name."""
+    return DRef(f"dref:{_hashpart(dhash)}-{mkname(name)}")
+
+
+def mkrref(rhash: str, dhash: str, name: str) -> RRef:
+    """Build an RRef from a realization hash part, a config hash part and a name."""
+    return RRef(f"rref:{_hashpart(rhash)}-{_hashpart(dhash)}-{mkname(name)}")
+
+
+def isdref(x: Any) -> bool:
+    """True if `x` is a string in DRef format."""
+    return isinstance(x, str) and _DREF_RE.fullmatch(x) is not None
+
+
+def isrref(x: Any) -> bool:
+    """True if `x` is a string in RRef format."""
+    return isinstance(x, str) and _RREF_RE.fullmatch(x) is not None
+
+
+def isrefpath(x: Any) -> bool:
+    """True if `x` is a RefPath: a list whose head is a DRef and whose tail are strings."""
+    return (
+        isinstance(x, list)
+        and len(x) > 0
+        and isdref(x[0])
+        and all(isinstance(p, str) for p in x[1:])
+    )
+
+
+def isselfpath(x: Any) -> bool:
+    """True if `x` is a promise path ``[selfref, ...]``."""
+    return (
+        isinstance(x, list)
+        and len(x) > 0
+        and x[0] == selfref
+        and all(isinstance(p, str) for p in x[1:])
+    )
+
+
+def parse_dref(s: Any) -> DRef:
+    """Return `s` as a DRef, or raise InvalidReferenceError saying what is wrong."""
+    if isinstance(s, DRef):
+        return s
+    if not isdref(s):
+        hint = " (this is an RRef; use rref2dref)" if isrref(s) else ""
+        raise InvalidReferenceError(f"not a derivation reference: {s!r}{hint}; expected 'dref:<32 hex>-<name>'")
+    return DRef(s)
+
+
+def parse_rref(s: Any) -> RRef:
+    """Return `s` as an RRef, or raise InvalidReferenceError saying what is wrong."""
+    if isinstance(s, RRef):
+        return s
+    if not isrref(s):
+        hint = " (this is a DRef; realize it to get an RRef)" if isdref(s) else ""
+        raise InvalidReferenceError(
+            f"not a realization reference: {s!r}{hint}; expected 'rref:<32 hex>-<32 hex>-<name>'"
+        )
+    return RRef(s)
+
+
+def undref(r: DRef | str) -> tuple[HashPart, Name]:
+    """Split a DRef into its hash part and name."""
+    m = _DREF_RE.fullmatch(r) if isinstance(r, str) else None
+    if m is None:
+        parse_dref(r)  # raises with the explanation
+        raise AssertionError("unreachable")
+    return HashPart(m.group(1)), Name(m.group(2))
+
+
+def unrref(r: RRef | str) -> tuple[HashPart, HashPart, Name]:
+    """Split an RRef into its realization hash, config hash and name."""
+    m = _RREF_RE.fullmatch(r) if isinstance(r, str) else None
+    if m is None:
+        parse_rref(r)
+        raise AssertionError("unreachable")
+    return HashPart(m.group(1)), HashPart(m.group(2)), Name(m.group(3))
+
+
+def rref2dref(r: RRef | str) -> DRef:
+    """The DRef of the derivation that `r` realizes."""
+    _, dhash, name = unrref(r)
+    return DRef(f"dref:{dhash}-{name}")
+
+
+def trusted_dref(s: str) -> DRef:
+    """Wrap a string already known to be a DRef (read back from our own catalogue)."""
+    return DRef(s)
+
+
+def trusted_rref(s: str) -> RRef:
+    """Wrap a string already known to be an RRef (read back from our own catalogue)."""
+    return RRef(s)

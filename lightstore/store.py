@@ -1,0 +1,383 @@
+"""The store: one root folder holding the tree of objects and the catalogue.
+
+Layout of a root::
+
+    catalogue.sqlite            the SQLite catalogue (WAL mode)
+    objects/<H>-<name>/         one folder per derivation
+        config.json             its canonical config (read-only)
+        <R>/                    one read-only folder per realization
+            context.json        which dependency realizations it used
+            ...                 the artifacts
+    tmp/<host>.<pid>.<rand>/    build areas, on the same filesystem as objects/
+    locks/                      lock files
+
+A realization is valid only when it is both in the tree and in the catalogue.
+It enters the tree by one atomic rename of a finished, read-only folder, and
+the catalogue by one short transaction after that; a crash in between leaves
+a complete folder that `recover`/`verify` recognise.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lightstore.catalogue import HOST, Catalogue, NewDerivation, NewRealization
+from lightstore.config import Config, canonical_json, config_deps
+from lightstore.errors import (
+    BuildError,
+    InvalidReferenceError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+    UnknownReferenceError,
+)
+from lightstore.hashing import (
+    CONTEXT_FILE,
+    canonical_context,
+    config_hash,
+    context_hash,
+    realization_hash,
+    tree_digest,
+)
+from lightstore.locks import exclusive, shared_flock
+from lightstore.refs import Context, DRef, Path, RRef, mkdref, mkrref, undref, unrref
+
+CATALOGUE_FILE = "catalogue.sqlite"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where a store lives. `root` is the only setting; the rest derive from it."""
+
+    root: str
+
+    @property
+    def storage(self) -> str:
+        """The folder of objects (Pylightnix name)."""
+        return os.path.join(self.root, "objects")
+
+    @property
+    def tmpdir(self) -> str:
+        """The build area, on the same filesystem as the objects."""
+        return os.path.join(self.root, "tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_readonly(root: str, *, include_root: bool = True) -> None:
+    """Remove write permission below `root` (folders last, so the walk can finish).
+
+    Moving a folder to another parent needs write permission on the folder
+    itself (its `..` entry changes), so publishing keeps the root writable
+    until after the rename.
+    """
+    for folder, dirs, files in os.walk(root, topdown=False):
+        for f in files:
+            p = os.path.join(folder, f)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, st.st_mode & ~0o222)
+        for d in dirs:
+            p = os.path.join(folder, d)
+            if not os.path.islink(p):
+                os.chmod(p, os.lstat(p).st_mode & ~0o222)
+    if include_root:
+        os.chmod(root, os.stat(root).st_mode & ~0o222)
+
+
+def remove_tree(path: str) -> None:
+    """Delete a file or folder even if it was made read-only; a missing path is fine."""
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+        return
+    # Read-only folders must become writable before their entries can go.
+    for folder, dirs, _ in os.walk(path):
+        os.chmod(folder, stat.S_IRWXU)
+        for d in dirs:
+            p = os.path.join(folder, d)
+            if not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
+    shutil.rmtree(path, ignore_errors=False)
+
+
+class Store:
+    """A lightstore store: the tree under `root` and its catalogue.
+
+    Open one with `Store.open(root)`; instances are shared per process and root.
+    """
+
+    _instances: dict[tuple[str, int], Store] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, root: str, *, durable: bool = False) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.settings = StorageSettings(self.root)
+        self.objects_dir = os.path.join(self.root, "objects")
+        self.tmp_dir = os.path.join(self.root, "tmp")
+        self.locks_dir = os.path.join(self.root, "locks")
+        self.catalogue = Catalogue(os.path.join(self.root, CATALOGUE_FILE), durable=durable)
+        self.durable = durable
+        # Configs and contexts are immutable for a given reference: cache them.
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._contexts: dict[str, Context] = {}
+
+    # -- opening -----------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | StorageSettings, *, create: bool = False, durable: bool = False) -> Store:
+        """Open the store at `root` (creating it if `create`), migrating its catalogue.
+
+        Raises StoreNotFoundError if the root holds no store and `create` is
+        false, StoreReadOnlyError if it cannot be written, CatalogueVersionError
+        if its catalogue is newer than this code.
+        """
+        if isinstance(root, StorageSettings):
+            root = root.root
+        key = (os.path.realpath(root), os.getpid())
+        with cls._instances_lock:
+            store = cls._instances.get(key)
+            if store is not None and os.path.isfile(store.catalogue.path):
+                return store
+            store = cls(root, durable=durable)
+            store._initialize(create)
+            cls._instances[key] = store
+            return store
+
+    @classmethod
+    def forget_instances(cls) -> None:
+        """Drop cached instances (after a store folder was deleted by hand)."""
+        with cls._instances_lock:
+            cls._instances.clear()
+
+    def _initialize(self, create: bool) -> None:
+        catalogue_exists = os.path.isfile(self.catalogue.path)
+        if not catalogue_exists and not create:
+            raise StoreNotFoundError(
+                f"no lightstore store at {self.root}; create one with `lightstore init --root {self.root}` "
+                "or fsinit()"
+            )
+        try:
+            for d in (self.root, self.objects_dir, self.tmp_dir, self.locks_dir):
+                os.makedirs(d, exist_ok=True)
+        except PermissionError as e:
+            raise StoreReadOnlyError(f"cannot create the store at {self.root}: {e.strerror}") from e
+        if not os.access(self.root, os.W_OK) or not os.access(self.objects_dir, os.W_OK):
+            raise StoreReadOnlyError(
+                f"the store at {self.root} is read-only for this user; realizing needs write access "
+                "(check the folder's permissions or choose another root)"
+            )
+        # Re-check the version after taking the lock: another process may have
+        # migrated while this one waited.
+        self.catalogue.check_version()
+        with exclusive(os.path.join(self.locks_dir, "schema.lock")):
+            self.catalogue.migrate()
+        self.recover()
+
+    def recover(self) -> dict[str, int]:
+        """Clean up after processes of this host that died: builds marked running, build areas.
+
+        Returns counts of what was cleaned.
+        """
+        dead = [pid for pid in self.catalogue.running_build_pids() if not pid_alive(pid)]
+        interrupted = self.catalogue.mark_interrupted(dead)
+        removed = 0
+        try:
+            entries = os.listdir(self.tmp_dir)
+        except FileNotFoundError:
+            entries = []
+        for name in entries:
+            parts = name.split(".")
+            if len(parts) >= 3 and parts[0] == HOST and parts[1].isdigit() and not pid_alive(int(parts[1])):
+                remove_tree(os.path.join(self.tmp_dir, name))
+                removed += 1
+        return {"interrupted_builds": interrupted, "removed_build_areas": removed}
+
+    # -- paths ---------------------------------------------------------------
+
+    def dref_path(self, dref: DRef) -> Path:
+        """The folder of a derivation (it need not exist)."""
+        h, name = undref(dref)
+        return Path(os.path.join(self.objects_dir, f"{h}-{name}"))
+
+    def rref_path(self, rref: RRef) -> Path:
+        """The folder of a realization's artifacts (it need not exist)."""
+        r, h, name = unrref(rref)
+        return Path(os.path.join(self.objects_dir, f"{h}-{name}", r))
+
+    def new_build_area(self, label: str = "build") -> Path:
+        """A fresh, unique folder in the store's temporary area (same filesystem as objects)."""
+        path = os.path.join(self.tmp_dir, f"{HOST}.{os.getpid()}.{secrets.token_hex(6)}.{label}")
+        os.makedirs(path)
+        return Path(path)
+
+    def lock_path(self, *parts: str) -> str:
+        """Path of a lock file under `locks/`."""
+        return os.path.join(self.locks_dir, "-".join(parts) + ".lock")
+
+    @contextmanager
+    def realizing(self) -> Iterator[None]:
+        """Held (shared) by every realization in progress; gc takes it exclusively."""
+        with shared_flock(os.path.join(self.locks_dir, "collector.lock")):
+            yield
+
+    @contextmanager
+    def collecting(self, timeout: float | None = None) -> Iterator[None]:
+        """Held exclusively while garbage is collected: no realization runs meanwhile."""
+        with shared_flock(os.path.join(self.locks_dir, "collector.lock"), exclusive_mode=True, timeout=timeout):
+            yield
+
+    # -- derivations -------------------------------------------------------
+
+    def record_derivations(self, derivations: Sequence[tuple[DRef, Config]]) -> None:
+        """Make sure each derivation (dependencies first) is in the tree and the catalogue.
+
+        One catalogue query when all are known, which is the cached case.
+        """
+        known = self.catalogue.known_drefs([d for d, _ in derivations])
+        new: list[NewDerivation] = []
+        for dref, config in derivations:
+            if dref in known:
+                continue
+            text = canonical_json(config.val)
+            folder = self.dref_path(dref)
+            target = os.path.join(folder, CONFIG_FILE)
+            if not os.path.exists(target):
+                os.makedirs(folder, exist_ok=True)
+                tmp = os.path.join(folder, f".{CONFIG_FILE}.{secrets.token_hex(4)}")
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(text)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, target)
+            new.append(NewDerivation(dref, config.name, text, config_deps(config)))
+            known.add(dref)
+        self.catalogue.add_derivations(new)
+
+    def config(self, dref: DRef) -> dict[str, Any]:
+        """The config of a recorded derivation (selfrefs unresolved). Do not mutate it."""
+        cached = self._configs.get(dref)
+        if cached is None:
+            text = self.catalogue.config_json(dref)
+            if text is None:
+                raise UnknownReferenceError(f"derivation {dref} is not in the store {self.root}", dref)
+            cached = self._configs[dref] = json.loads(text)
+        return cached
+
+    def context(self, rref: RRef) -> Context:
+        """The context of a recorded realization. Do not mutate it."""
+        cached = self._contexts.get(rref)
+        if cached is None:
+            text = self.catalogue.context_json(rref)
+            if text is None:
+                raise UnknownReferenceError(f"realization {rref} is not in the store {self.root}", rref)
+            raw = json.loads(text)
+            cached = self._contexts[rref] = {DRef(k): [RRef(r) for r in v] for k, v in raw.items()}
+        return cached
+
+    # -- realizations ------------------------------------------------------
+
+    def realizations(self, dref: DRef, context: Context) -> list[RRef]:
+        """Realizations of `dref` made in `context`, oldest first."""
+        return self.catalogue.realizations(dref, context_hash(context))
+
+    def publish(
+        self,
+        dref: DRef,
+        context: Context,
+        outputs: Sequence[str],
+        promises: Sequence[Sequence[str]] = (),
+        build_id: int | None = None,
+        started: float | None = None,
+    ) -> list[RRef]:
+        """Move finished output folders into the store and record them.
+
+        Each output is checked against the config's promises, hashed, made
+        read-only and renamed into place; then all are recorded in one
+        transaction. Outputs outside the store's temporary area are copied.
+        Raises PromiseError (nothing stored) if a promised path is missing.
+        """
+        from lightstore.errors import PromiseError
+
+        dhash, name = undref(dref)
+        ctx = canonical_context(context)
+        ctx_json = canonical_json(ctx)
+        ctx_hash = context_hash(ctx)
+        deps = sorted({r for rrefs in ctx.values() for r in rrefs})
+        staged: list[str] = []
+        for out in outputs:
+            if not os.path.isdir(out):
+                raise BuildError(f"the realizer of {dref} returned {out!r}, which is not a folder", dref)
+            missing = [p for p in promises if not os.path.lexists(os.path.join(out, *p))]
+            if missing:
+                raise PromiseError(
+                    f"the realizer of {dref} did not create the promised path(s) "
+                    f"{', '.join('/'.join(p) for p in missing)} in {out}; nothing was stored",
+                    dref,
+                    missing,
+                )
+            if os.path.lexists(os.path.join(out, CONTEXT_FILE)):
+                raise BuildError(
+                    f"the realizer of {dref} created {CONTEXT_FILE!r} at the top of its output; "
+                    "that name is reserved for the store, rename the artifact",
+                    dref,
+                )
+            if not os.path.realpath(out).startswith(os.path.realpath(self.tmp_dir) + os.sep):
+                copy = os.path.join(self.new_build_area("copy"), "out")
+                shutil.copytree(out, copy, symlinks=True)
+                out = copy
+            staged.append(out)
+        stopped = time.time()
+        records: list[NewRealization] = []
+        for out in staged:
+            digest = tree_digest(out)
+            rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
+            with open(os.path.join(out, CONTEXT_FILE), "w", encoding="utf-8") as f:
+                f.write(ctx_json)
+            make_readonly(out, include_root=False)
+            target = self.rref_path(rref)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                os.rename(out, target)
+                os.chmod(target, os.stat(target).st_mode & ~0o222)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # The same content in the same context is already there: dedupe.
+                remove_tree(out)
+            records.append(
+                NewRealization(rref, dref, ctx_json, ctx_hash, deps, digest.size, digest.files, started, stopped)
+            )
+        self.catalogue.add_realizations(records, build_id)
+        return [r.rref for r in records]
+
+    def check_known_dref(self, dref: str) -> DRef:
+        """Return `dref` as a DRef if it is recorded, else raise."""
+        if not isinstance(dref, str):
+            raise InvalidReferenceError(f"expected a DRef, got {type(dref).__name__}")
+        self.config(DRef(dref))
+        return DRef(dref)
+
+    def derivation_of(self, config: Config) -> DRef:
+        """The DRef a config would have."""
+        return mkdref(config_hash(config.val), config.name)
