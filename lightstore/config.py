@@ -32,7 +32,9 @@ def _check(value: Any, where: str) -> Any:
         return value
     if t is float:
         if not math.isfinite(value):
-            raise InvalidConfigError(f"{where}: {value!r} is not allowed in configs (JSON has no NaN/inf)")
+            raise InvalidConfigError(
+                f"{where}: {value!r} is not allowed in configs (JSON has no NaN/inf)"
+            )
         return value
     if t is list:
         return [_check(v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -40,7 +42,9 @@ def _check(value: Any, where: str) -> Any:
         out = {}
         for k, v in value.items():
             if type(k) is not str:
-                raise InvalidConfigError(f"{where}: key {k!r} is not a string; config keys must be str")
+                raise InvalidConfigError(
+                    f"{where}: key {k!r} is not a string; config keys must be str"
+                )
             out[k] = _check(v, f"{where}[{k!r}]")
         return out
     # Subclasses of the JSON types (DRef, Path, IntEnum...) become their base type.
@@ -93,7 +97,9 @@ def cfgname(c: Config) -> Name:
 
 def canonical_json(value: Any) -> str:
     """The canonical JSON text of a config or context: the input of hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def _walk(value: Any) -> Iterator[Any]:

@@ -34,7 +34,9 @@ def default_root() -> str:
     root = os.environ.get(ROOT_VARIABLE)
     if root:
         return os.path.abspath(os.path.expanduser(root))
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return os.path.join(data, "lightstore")
 
 
@@ -53,4 +55,6 @@ def resolve_store(S: Any = None) -> Store:
         if current.storage is not None:
             return Store.open(current.storage.root)
         return Store.open(default_root(), create=True)
-    raise TypeError(f"expected StorageSettings, Store, a path or None for S, got {type(S).__name__}")
+    raise TypeError(
+        f"expected StorageSettings, Store, a path or None for S, got {type(S).__name__}"
+    )

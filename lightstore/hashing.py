@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from blake3 import blake3
 
@@ -26,6 +27,8 @@ from lightstore.errors import BuildError
 from lightstore.refs import HASH_LEN, HashPart
 
 CONTEXT_FILE = "context.json"
+
+_K = TypeVar("_K", bound=str)
 
 _CHUNK = 8 * 1024 * 1024
 # Files above this size are hashed with blake3's own thread pool; below it the
@@ -44,12 +47,12 @@ def config_hash(config: dict[str, Any]) -> HashPart:
     return HashPart(h.hexdigest()[:HASH_LEN])
 
 
-def canonical_context(context: dict[str, list[str]]) -> dict[str, list[str]]:
+def canonical_context(context: Mapping[_K, Sequence[str]]) -> dict[str, list[str]]:
     """The order-free form of a context: keys sorted, each RRef list sorted and unique."""
-    return {k: sorted(set(context[k])) for k in sorted(context)}
+    return {str(k): sorted(set(context[k])) for k in sorted(context)}
 
 
-def context_hash(context: dict[str, list[str]]) -> str:
+def context_hash(context: Mapping[_K, Sequence[str]]) -> str:
     """The hash of a context (which realizations of each dependency were used)."""
     h = _tagged(b"lightstore:context:v1")
     h.update(canonical_json(canonical_context(context)).encode("utf-8"))

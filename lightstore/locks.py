@@ -58,8 +58,10 @@ def exclusive(
     last_report = start
     while True:
         try:
-            lock.acquire(timeout=REPORT_EVERY_S if timeout is None else min(timeout, REPORT_EVERY_S),
-                         poll_interval=POLL_INTERVAL_S)
+            lock.acquire(
+                timeout=REPORT_EVERY_S if timeout is None else min(timeout, REPORT_EVERY_S),
+                poll_interval=POLL_INTERVAL_S,
+            )
             break
         except Timeout:
             found = holders() if holders else []
@@ -80,7 +82,9 @@ def exclusive(
 
 
 @contextmanager
-def shared_flock(path: str, *, exclusive_mode: bool = False, timeout: float | None = None) -> Iterator[None]:
+def shared_flock(
+    path: str, *, exclusive_mode: bool = False, timeout: float | None = None
+) -> Iterator[None]:
     """Hold a shared (or exclusive) flock on `path` (blocks in the kernel, no polling)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

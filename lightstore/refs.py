@@ -69,7 +69,9 @@ def mkname(s: str) -> Name:
 
 def _hashpart(h: str) -> HashPart:
     if not isinstance(h, str) or not _HASH_RE.fullmatch(h):
-        raise InvalidReferenceError(f"invalid hash part {h!r}: expected {HASH_LEN} lowercase hex digits")
+        raise InvalidReferenceError(
+            f"invalid hash part {h!r}: expected {HASH_LEN} lowercase hex digits"
+        )
     return HashPart(h)
 
 
@@ -119,7 +121,9 @@ def parse_dref(s: Any) -> DRef:
         return s
     if not isdref(s):
         hint = " (this is an RRef; use rref2dref)" if isrref(s) else ""
-        raise InvalidReferenceError(f"not a derivation reference: {s!r}{hint}; expected 'dref:<32 hex>-<name>'")
+        raise InvalidReferenceError(
+            f"not a derivation reference: {s!r}{hint}; expected 'dref:<32 hex>-<name>'"
+        )
     return DRef(s)
 
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from lightstore.catalogue import HOST, Catalogue, NewDerivation, NewRealization
 from lightstore.config import Config, canonical_json, config_deps
@@ -128,8 +128,8 @@ class Store:
     Open one with `Store.open(root)`; instances are shared per process and root.
     """
 
-    _instances: dict[tuple[str, int], Store] = {}
-    _instances_lock = threading.Lock()
+    _instances: ClassVar[dict[tuple[str, int], Store]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, root: str, *, durable: bool = False) -> None:
         self.root = Path(os.path.abspath(root))
@@ -146,7 +146,9 @@ class Store:
     # -- opening -----------------------------------------------------------
 
     @classmethod
-    def open(cls, root: str | StorageSettings, *, create: bool = False, durable: bool = False) -> Store:
+    def open(
+        cls, root: str | StorageSettings, *, create: bool = False, durable: bool = False
+    ) -> Store:
         """Open the store at `root` (creating it if `create`), migrating its catalogue.
 
         Raises StoreNotFoundError if the root holds no store and `create` is
@@ -209,7 +211,12 @@ class Store:
             entries = []
         for name in entries:
             parts = name.split(".")
-            if len(parts) >= 3 and parts[0] == HOST and parts[1].isdigit() and not pid_alive(int(parts[1])):
+            if (
+                len(parts) >= 3
+                and parts[0] == HOST
+                and parts[1].isdigit()
+                and not pid_alive(int(parts[1]))
+            ):
                 remove_tree(os.path.join(self.tmp_dir, name))
                 removed += 1
         return {"interrupted_builds": interrupted, "removed_build_areas": removed}
@@ -245,7 +252,9 @@ class Store:
     @contextmanager
     def collecting(self, timeout: float | None = None) -> Iterator[None]:
         """Held exclusively while garbage is collected: no realization runs meanwhile."""
-        with shared_flock(os.path.join(self.locks_dir, "collector.lock"), exclusive_mode=True, timeout=timeout):
+        with shared_flock(
+            os.path.join(self.locks_dir, "collector.lock"), exclusive_mode=True, timeout=timeout
+        ):
             yield
 
     # -- derivations -------------------------------------------------------
@@ -280,7 +289,9 @@ class Store:
         if cached is None:
             text = self.catalogue.config_json(dref)
             if text is None:
-                raise UnknownReferenceError(f"derivation {dref} is not in the store {self.root}", dref)
+                raise UnknownReferenceError(
+                    f"derivation {dref} is not in the store {self.root}", dref
+                )
             cached = self._configs[dref] = json.loads(text)
         return cached
 
@@ -290,7 +301,9 @@ class Store:
         if cached is None:
             text = self.catalogue.context_json(rref)
             if text is None:
-                raise UnknownReferenceError(f"realization {rref} is not in the store {self.root}", rref)
+                raise UnknownReferenceError(
+                    f"realization {rref} is not in the store {self.root}", rref
+                )
             raw = json.loads(text)
             cached = self._contexts[rref] = {DRef(k): [RRef(r) for r in v] for k, v in raw.items()}
         return cached
@@ -327,7 +340,9 @@ class Store:
         staged: list[str] = []
         for out in outputs:
             if not os.path.isdir(out):
-                raise BuildError(f"the realizer of {dref} returned {out!r}, which is not a folder", dref)
+                raise BuildError(
+                    f"the realizer of {dref} returned {out!r}, which is not a folder", dref
+                )
             missing = [p for p in promises if not os.path.lexists(os.path.join(out, *p))]
             if missing:
                 raise PromiseError(
@@ -366,7 +381,17 @@ class Store:
                 # The same content in the same context is already there: dedupe.
                 remove_tree(out)
             records.append(
-                NewRealization(rref, dref, ctx_json, ctx_hash, deps, digest.size, digest.files, started, stopped)
+                NewRealization(
+                    rref,
+                    dref,
+                    ctx_json,
+                    ctx_hash,
+                    deps,
+                    digest.size,
+                    digest.files,
+                    started,
+                    stopped,
+                )
             )
         self.catalogue.add_realizations(records, build_id)
         return [r.rref for r in records]

@@ -38,7 +38,7 @@ class NewRealization:
     dref: DRef
     context_json: str
     context_hash: str
-    deps: Sequence[RRef]
+    deps: Sequence[str]
     size: int
     file_count: int
     build_started: float | None
@@ -59,7 +59,10 @@ class Catalogue(Database):
         if not drefs:
             return set()
         return set(
-            self.column("SELECT dref FROM derivations WHERE dref IN (SELECT value FROM json_each(?))", (_json_list(drefs),))
+            self.column(
+                "SELECT dref FROM derivations WHERE dref IN (SELECT value FROM json_each(?))",
+                (_json_list(drefs),),
+            )
         )
 
     def add_derivations(self, new: Sequence[NewDerivation]) -> None:
@@ -102,7 +105,10 @@ class Catalogue(Database):
         """Every realization of `dref`, whatever its context, oldest first."""
         return [
             trusted_rref(r)
-            for r in self.column("SELECT rref FROM realizations WHERE dref = ? ORDER BY build_stopped, rowid", (dref,))
+            for r in self.column(
+                "SELECT rref FROM realizations WHERE dref = ? ORDER BY build_stopped, rowid",
+                (dref,),
+            )
         ]
 
     def all_rrefs(self) -> list[RRef]:
@@ -114,7 +120,10 @@ class Catalogue(Database):
         if not rrefs:
             return set()
         return set(
-            self.column("SELECT rref FROM realizations WHERE rref IN (SELECT value FROM json_each(?))", (_json_list(rrefs),))
+            self.column(
+                "SELECT rref FROM realizations WHERE rref IN (SELECT value FROM json_each(?))",
+                (_json_list(rrefs),),
+            )
         )
 
     def context_json(self, rref: str) -> str | None:
@@ -151,8 +160,18 @@ class Catalogue(Database):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        r.rref, r.dref, r.context_json, r.context_hash, build_id,
-                        r.build_started, r.build_stopped, r.size, r.file_count, HOST, os.getpid(), now,
+                        r.rref,
+                        r.dref,
+                        r.context_json,
+                        r.context_hash,
+                        build_id,
+                        r.build_started,
+                        r.build_stopped,
+                        r.size,
+                        r.file_count,
+                        HOST,
+                        os.getpid(),
+                        now,
                     )
                     for r in new
                 ],
@@ -166,7 +185,9 @@ class Catalogue(Database):
 
     # -- builds ------------------------------------------------------------
 
-    def start_build(self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]) -> int:
+    def start_build(
+        self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
+    ) -> int:
         """Record a running build and pin its inputs as temporary roots; return its id."""
         with self.write() as conn:
             cur = conn.execute(
@@ -221,7 +242,9 @@ class Catalogue(Database):
 
     def running_build_pids(self) -> list[int]:
         """Pids of this host's builds recorded as running."""
-        return self.column("SELECT DISTINCT pid FROM builds WHERE status = 'running' AND host = ?", (HOST,))
+        return self.column(
+            "SELECT DISTINCT pid FROM builds WHERE status = 'running' AND host = ?", (HOST,)
+        )
 
     # -- dependency graph ----------------------------------------------------
 

@@ -31,7 +31,19 @@ BUSY_TIMEOUT_S = 60.0
 MIGRATION_SET = "lightstore"
 # Filesystems on which SQLite's WAL mode (shared memory) is unsafe.
 NETWORK_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs", "fuse.sshfs"}
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "afs",
+        "fuse.sshfs",
+    }
 )
 
 
@@ -52,7 +64,9 @@ def split_sql(script: str) -> list[str]:
             if buf.strip():
                 statements.append(buf)
             buf = ""
-    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
+    if buf.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
+    ):
         raise ValueError(f"incomplete SQL statement at the end of a migration: {buf[:80]!r}")
     return statements
 
@@ -116,7 +130,9 @@ class Database:
             if not self.readonly:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if mode.upper() != self.journal_mode:
-                    raise StoreReadOnlyError(f"cannot set journal mode {self.journal_mode} on {self.path}")
+                    raise StoreReadOnlyError(
+                        f"cannot set journal mode {self.journal_mode} on {self.path}"
+                    )
             # WAL+NORMAL survives any process crash; FULL adds an fsync per
             # commit so that a power loss loses no committed transaction.
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
@@ -132,7 +148,9 @@ class Database:
                 "to rebuild it from the tree"
             )
         if "readonly" in msg or "read-only" in msg:
-            return StoreReadOnlyError(f"the catalogue {self.path} is read-only ({msg}); check its permissions")
+            return StoreReadOnlyError(
+                f"the catalogue {self.path} is read-only ({msg}); check its permissions"
+            )
         if "unable to open" in msg:
             return StoreNotFoundError(f"cannot open the catalogue {self.path} ({msg})")
         return e
@@ -196,7 +214,7 @@ class Database:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e) or attempt == 4:
+                if ("locked" not in str(e) and "busy" not in str(e)) or attempt == 4:
                     raise self._translate(e) from e
                 time.sleep(0.05 * (attempt + 1))
 

@@ -114,7 +114,9 @@ def autostage(
 
         realizer = build_wrapper(make, nouts=nouts)
 
-        def stage(r_: Registry | None = None, *, r: Registry | None = None, **overrides: Any) -> DRef:
+        def stage(
+            r_: Registry | None = None, *, r: Registry | None = None, **overrides: Any
+        ) -> DRef:
             reg = current_registry_or_new(r or r_ or decorator_registry)
             config: dict[str, Any] = {}
             for k, v in {**base, **overrides}.items():

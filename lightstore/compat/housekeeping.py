@@ -12,11 +12,23 @@ from typing import Any
 
 from lightstore.defaults import resolve_store
 from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
-from lightstore.refs import DRef, Path, RRef, isdref, isrefpath, isrref, parse_dref, parse_rref, rref2dref
+from lightstore.refs import (
+    DRef,
+    Path,
+    RRef,
+    isdref,
+    isrefpath,
+    isrref,
+    parse_dref,
+    parse_rref,
+    rref2dref,
+)
 from lightstore.store import remove_tree
 
 
-def store_gc(keep_drefs: Iterable[DRef], keep_rrefs: Iterable[RRef], S: Any = None) -> tuple[set[DRef], set[RRef]]:
+def store_gc(
+    keep_drefs: Iterable[DRef], keep_rrefs: Iterable[RRef], S: Any = None
+) -> tuple[set[DRef], set[RRef]]:
     """What garbage collection would remove if only these were kept (nothing is deleted).
 
     Kept: `keep_rrefs` and the realizations they depend on; `keep_drefs`, their
@@ -78,7 +90,9 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
             # Dependents first, so ON DELETE RESTRICT never fires inside the set.
             order = sorted(set(rrefs), key=lambda r: -len(cat.rrefdeps([r])))
             conn.executemany("DELETE FROM realizations WHERE rref = ?", [(r,) for r in order])
-            conn.executemany("DELETE FROM derivations WHERE dref = ?", [(d,) for d in reversed(drefs)])
+            conn.executemany(
+                "DELETE FROM derivations WHERE dref = ?", [(d,) for d in reversed(drefs)]
+            )
     except sqlite3.IntegrityError as e:
         raise IntegrityError(
             f"cannot remove {ref}: it is pinned, linked, or used by a running build ({e}); "
@@ -98,22 +112,33 @@ def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, n
     os.symlink(target, link)
     with store.catalogue.write() as conn:
         conn.execute("DELETE FROM links WHERE path = ?", (link,))
-        conn.execute(f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)", (link, ref, time.time()))
+        conn.execute(
+            f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)",
+            (link, ref, time.time()),
+        )
     return Path(link)
 
 
-def linkrref(rref: RRef, destdir: str | None = None, name: str | None = None, S: Any = None) -> Path:
+def linkrref(
+    rref: RRef, destdir: str | None = None, name: str | None = None, S: Any = None
+) -> Path:
     """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists."""
     store = resolve_store(S)
     r = parse_rref(rref)
-    return _link(store, store.rref_path(r), "rref", r, destdir, name or f"result-{r.rsplit('-', 1)[1]}")
+    return _link(
+        store, store.rref_path(r), "rref", r, destdir, name or f"result-{r.rsplit('-', 1)[1]}"
+    )
 
 
-def linkdref(dref: DRef, destdir: str | None = None, name: str | None = None, S: Any = None) -> Path:
+def linkdref(
+    dref: DRef, destdir: str | None = None, name: str | None = None, S: Any = None
+) -> Path:
     """Make a symlink to a derivation's folder; it is a GC root while it exists."""
     store = resolve_store(S)
     d = parse_dref(dref)
-    return _link(store, store.dref_path(d), "dref", d, destdir, name or f"drv-{d.rsplit('-', 1)[1]}")
+    return _link(
+        store, store.dref_path(d), "dref", d, destdir, name or f"drv-{d.rsplit('-', 1)[1]}"
+    )
 
 
 def _folder(ref: Any, store: Any) -> str:
@@ -178,6 +203,3 @@ def diff(a: DRef | RRef, b: DRef | RRef, S: Any = None) -> str:
         return json.dumps(store.config(d), indent=2, sort_keys=True).splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(text(a), text(b), fromfile=str(a), tofile=str(b)))
-
-
-

@@ -70,15 +70,17 @@ def _enter(node: _Node) -> _Node:
     if isrref(v):
         rref = RRef(v)
         dref = rref2dref(rref)
-        return _Node(store, resolve_selfrefs(store.config(dref), dref), dref, rref, store.context(rref))
+        return _Node(
+            store, resolve_selfrefs(store.config(dref), dref), dref, rref, store.context(rref)
+        )
     if isdref(v):
         dref = DRef(v)
         if node.build is not None and dref == node.build.dref:
             b = node.build
             return _Node(store, b.config, dref, None, b.context, b, node.index)
-        rref = _resolve_dref(node, dref)
-        if rref is not None:
-            return _enter(replace(node, value=rref, build=None))
+        chosen = _resolve_dref(node, dref)
+        if chosen is not None:
+            return _enter(replace(node, value=chosen, build=None))
         return _Node(store, resolve_selfrefs(store.config(dref), dref), dref)
     raise LightstoreError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
 
@@ -110,8 +112,8 @@ def _syspath(node: _Node) -> Path:
         dref = DRef(v)
         if node.build is not None and dref == node.build.dref:
             return node.build.outpaths[node.index]
-        rref = _resolve_dref(node, dref)
-        return store.rref_path(rref) if rref is not None else store.dref_path(dref)
+        chosen = _resolve_dref(node, dref)
+        return store.rref_path(chosen) if chosen is not None else store.dref_path(dref)
     if isinstance(v, str) and os.path.isabs(v):
         return Path(v)
     raise InvalidReferenceError(f"{v!r} is not a path, a RefPath, a DRef or an RRef")
@@ -119,6 +121,9 @@ def _syspath(node: _Node) -> Path:
 
 class Lens:
     """A position inside a config tree; see the module docstring."""
+
+    _node: _Node
+    _path: tuple[str, ...]
 
     def __init__(self, node: _Node, path: tuple[str, ...] = ()) -> None:
         object.__setattr__(self, "_node", node)
@@ -145,7 +150,9 @@ class Lens:
     def val(self) -> Any:
         """The raw value here; raises if it is None."""
         if self._node.value is None:
-            raise LightstoreError(f"lens {'.'.join(self._path)} is None; use .optval to accept None")
+            raise LightstoreError(
+                f"lens {'.'.join(self._path)} is None; use .optval to accept None"
+            )
         return self._node.value
 
     @property
@@ -209,14 +216,20 @@ def mklens(x: Any, b: Build | None = None, S: Any = None, **_: Any) -> Lens:
         return mklens(x.result, b, x.store)
     store = b.store if b is not None and S is None else resolve_store(S)
     if isinstance(x, dict | str):
-        return Lens(_Node(store, x, build=b, owner=b.dref if b else None, deps=b.context if b else None))
-    raise LightstoreError(f"mklens cannot start from {type(x).__name__}; give a DRef, RRef, Build, dict or Closure")
+        return Lens(
+            _Node(store, x, build=b, owner=b.dref if b else None, deps=b.context if b else None)
+        )
+    raise LightstoreError(
+        f"mklens cannot start from {type(x).__name__}; give a DRef, RRef, Build, dict or Closure"
+    )
 
 
 class Attrs:
     """A read-only view of a realization's config whose references are resolved:
     DRefs become `Attrs` of the dependency realization, RefPaths become system paths.
     `_rref` is the realization."""
+
+    _node: _Node
 
     def __init__(self, node: _Node) -> None:
         object.__setattr__(self, "_node", _enter(node))

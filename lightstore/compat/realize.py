@@ -7,7 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 from lightstore.engine.realize import RealizeOptions, force_list, realize_closure, unpack_closure
-from lightstore.engine.registry import Matcher, Realizer, Registry, current_registry_or_new, find_drefs, mkdrv
+from lightstore.engine.registry import (
+    Matcher,
+    Realizer,
+    Registry,
+    current_registry_or_new,
+    find_drefs,
+    mkdrv,
+)
 from lightstore.errors import LightstoreError, NotRealizedError
 from lightstore.refs import Context, DRef, RRef
 
@@ -105,10 +112,13 @@ def realized(stage: Callable[..., Any]) -> Callable[..., Any]:
 
             def refuse(S: Any, dref: DRef, context: Context, arg: Any) -> list[str]:
                 raise NotRealizedError(
-                    f"{dref} is not realized in this context, and the stage was wrapped in realized()", dref
+                    f"{dref} is not realized in this context, and the stage was wrapped in realized()",
+                    dref,
                 )
 
-            reg.derivations[drv.dref] = type(drv)(drv.dref, drv.config, drv.matcher, refuse, drv.deps, drv.promises)
+            reg.derivations[drv.dref] = type(drv)(
+                drv.dref, drv.config, drv.matcher, refuse, drv.deps, drv.promises
+            )
         return result
 
     return _stage

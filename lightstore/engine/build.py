@@ -53,14 +53,17 @@ class Build:
         """The realizations of dependency `dref` that this build uses."""
         if dref not in self.context:
             raise UnknownReferenceError(
-                f"{dref} is not a dependency of {self.dref}; mention it in the config to depend on it", dref
+                f"{dref} is not a dependency of {self.dref}; mention it in the config to depend on it",
+                dref,
             )
         return self.context[dref]
 
     def path(self, refpath: RefPath, index: int = 0) -> Path:
         """The system path of a RefPath: in this build's output, or in a dependency's realization."""
         if not isrefpath(refpath):
-            raise InvalidReferenceError(f"not a RefPath: {refpath!r}; expected [DRef, 'dir', 'file']")
+            raise InvalidReferenceError(
+                f"not a RefPath: {refpath!r}; expected [DRef, 'dir', 'file']"
+            )
         head, rest = refpath[0], [str(p) for p in refpath[1:]]
         if head == self.dref:
             return Path(os.path.join(self.outpaths[index], *rest))
@@ -76,7 +79,10 @@ class Build:
         """Every system path a RefPath resolves to (one per realization used)."""
         if isrefpath(refpath) and refpath[0] != self.dref:
             rest = [str(p) for p in refpath[1:]]
-            return [Path(os.path.join(self.store.rref_path(r), *rest)) for r in self.deref(DRef(refpath[0]))]
+            return [
+                Path(os.path.join(self.store.rref_path(r), *rest))
+                for r in self.deref(DRef(refpath[0]))
+            ]
         return [self.path(refpath, i) for i in range(len(self.outpaths))]
 
 
@@ -110,7 +116,9 @@ def build_outpaths(b: Build) -> list[Path]:
 def build_outpath(b: Build) -> Path:
     """The output folder of a single-output build."""
     if len(b.outpaths) != 1:
-        raise InvalidReferenceError(f"build of {b.dref} has {len(b.outpaths)} outputs; use build_outpaths()")
+        raise InvalidReferenceError(
+            f"build of {b.dref} has {len(b.outpaths)} outputs; use build_outpaths()"
+        )
     return b.outpaths[0]
 
 
@@ -143,7 +151,9 @@ def build_deref(b: Build, dref: DRef) -> RRef:
     """The single realization of dependency `dref` used by this build."""
     rrefs = b.deref(dref)
     if len(rrefs) != 1:
-        raise InvalidReferenceError(f"{dref} has {len(rrefs)} realizations in this build; use build_deref_()")
+        raise InvalidReferenceError(
+            f"{dref} has {len(rrefs)} realizations in this build; use build_deref_()"
+        )
     return rrefs[0]
 
 

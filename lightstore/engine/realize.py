@@ -60,7 +60,9 @@ def _tmp_roots(store: Store, outputs: list[str]) -> set[str]:
     return roots
 
 
-def _build(store: Store, drv: Derivation, context: Context, ctx_hash: str, options: RealizeOptions) -> list[RRef]:
+def _build(
+    store: Store, drv: Derivation, context: Context, ctx_hash: str, options: RealizeOptions
+) -> list[RRef]:
     """Run the realizer of `drv` once and publish its outputs. Caller holds the build lock."""
     ctx = canonical_context(context)
     inputs = sorted({r for rrefs in ctx.values() for r in rrefs})
@@ -68,7 +70,9 @@ def _build(store: Store, drv: Derivation, context: Context, ctx_hash: str, optio
     outputs: list[str] = []
     try:
         started = time.time()
-        outputs = list(drv.realizer(store.settings, drv.dref, context, options.realize_args.get(drv.dref)))
+        outputs = list(
+            drv.realizer(store.settings, drv.dref, context, options.realize_args.get(drv.dref))
+        )
         if not outputs:
             raise BuildError(f"the realizer of {drv.dref} returned no output folder", drv.dref)
         return store.publish(drv.dref, context, outputs, drv.promises, build_id, started)
@@ -91,7 +95,9 @@ def _build(store: Store, drv: Derivation, context: Context, ctx_hash: str, optio
             remove_tree(root)
 
 
-def _realize_one(store: Store, drv: Derivation, context: Context, options: RealizeOptions) -> list[RRef] | None:
+def _realize_one(
+    store: Store, drv: Derivation, context: Context, options: RealizeOptions
+) -> list[RRef] | None:
     ctx_hash = context_hash(context)
     forced = drv.dref in options.force_rebuild
     S = store.settings
@@ -174,4 +180,3 @@ def force_list(closure: Closure, force_rebuild: bool | Collection[str]) -> list[
     if isinstance(force_rebuild, bool):
         return list(closure.targets) if force_rebuild else []
     return [DRef(d) for d in force_rebuild]
-

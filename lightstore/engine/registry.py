@@ -52,7 +52,8 @@ class Registry:
             return self.derivations[dref]
         except KeyError:
             raise UnknownReferenceError(
-                f"{dref} is not registered in this registry; call its stage with the same `r` first", dref
+                f"{dref} is not registered in this registry; call its stage with the same `r` first",
+                dref,
             ) from None
 
     def add(self, config: Config | dict[str, Any], matcher: Matcher, realizer: Realizer) -> DRef:
@@ -127,7 +128,9 @@ def current_registry_or_new(r: Registry | None, S: Any = None) -> Registry:
     return Registry(S)
 
 
-def mkdrv(config: Config | dict[str, Any], matcher: Matcher, realizer: Realizer, r: Registry | None = None) -> DRef:
+def mkdrv(
+    config: Config | dict[str, Any], matcher: Matcher, realizer: Realizer, r: Registry | None = None
+) -> DRef:
     """Register a derivation (config + matcher + realizer) in `r` and return its DRef."""
     if r is None:
         r = current.registry
@@ -139,7 +142,9 @@ def mkdrv(config: Config | dict[str, Any], matcher: Matcher, realizer: Realizer,
     return r.add(config, matcher, realizer)
 
 
-def instantiate(stage: Any, *args: Any, S: Any = None, r: Registry | None = None, **kwargs: Any) -> tuple[Any, Closure]:
+def instantiate(
+    stage: Any, *args: Any, S: Any = None, r: Registry | None = None, **kwargs: Any
+) -> tuple[Any, Closure]:
     """Run a stage function (or take DRefs) and return ``(result, closure)``.
 
     The derivations of the closure are recorded in the store. Raises
@@ -148,10 +153,14 @@ def instantiate(stage: Any, *args: Any, S: Any = None, r: Registry | None = None
     """
     reg = current_registry_or_new(r, S)
     if S is not None and resolve_store(S) is not reg.store:
-        raise LightstoreError(f"S={S} differs from the registry's store {reg.store.root}; pass one of them")
+        raise LightstoreError(
+            f"S={S} differs from the registry's store {reg.store.root}; pass one of them"
+        )
     if callable(stage):
         if reg.in_instantiate:
-            raise LightstoreError("instantiate was called recursively with the same registry; call stages directly")
+            raise LightstoreError(
+                "instantiate was called recursively with the same registry; call stages directly"
+            )
         reg.in_instantiate = True
         try:
             result = stage(*args, r=reg, **kwargs)
@@ -161,7 +170,9 @@ def instantiate(stage: Any, *args: Any, S: Any = None, r: Registry | None = None
         result = stage
     targets = find_drefs(result)
     if not targets:
-        raise LightstoreError(f"nothing to instantiate: the stage returned {result!r}, which holds no DRef")
+        raise LightstoreError(
+            f"nothing to instantiate: the stage returned {result!r}, which holds no DRef"
+        )
     derivations = reg.closure_of(targets)
     reg.store.record_derivations([(d.dref, d.config) for d in derivations])
     return result, Closure(result, targets, derivations, reg.S, reg.store)

@@ -23,7 +23,14 @@ from lightstore.catalogue import NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
 from lightstore.defaults import resolve_store
 from lightstore.errors import ArchiveError
-from lightstore.hashing import CONTEXT_FILE, canonical_context, config_hash, context_hash, realization_hash, tree_digest
+from lightstore.hashing import (
+    CONTEXT_FILE,
+    canonical_context,
+    config_hash,
+    context_hash,
+    realization_hash,
+    tree_digest,
+)
 from lightstore.refs import DRef, RRef, mkdref, parse_dref, parse_rref, rref2dref, unrref
 from lightstore.store import CONFIG_FILE, Store, make_readonly, remove_tree
 
@@ -41,7 +48,9 @@ def archive_kind(path: str) -> str:
         return "tar.gz"
     if lower.endswith(".tar"):
         return "tar"
-    raise ArchiveError(f"unknown archive type for {path!r}; use a name ending in .zip, .tar, .tar.gz or .tgz")
+    raise ArchiveError(
+        f"unknown archive type for {path!r}; use a name ending in .zip, .tar, .tar.gz or .tgz"
+    )
 
 
 def _relpath_of(store: Store, path: str) -> str:
@@ -70,7 +79,9 @@ def spack(rrefs: Iterable[RRef], archive_path: str, S: Any = None) -> None:
             {
                 "rref": r,
                 "context": store.context(r),
-                "build_started": (rec := store.catalogue.realization_record(r) or {}).get("build_started"),
+                "build_started": (rec := store.catalogue.realization_record(r) or {}).get(
+                    "build_started"
+                ),
                 "build_stopped": rec.get("build_stopped"),
             }
             for r in closure
@@ -105,9 +116,9 @@ def spack(rrefs: Iterable[RRef], archive_path: str, S: Any = None) -> None:
                         z.write(p, name)
         else:
             with tarfile.open(tmp, "w:gz" if kind == "tar.gz" else "w") as t:
-                info = tarfile.TarInfo(MANIFEST)
-                info.size = len(data)
-                t.addfile(info, io.BytesIO(data))
+                tinfo = tarfile.TarInfo(MANIFEST)
+                tinfo.size = len(data)
+                t.addfile(tinfo, io.BytesIO(data))
                 for p, name in files:
                     t.add(p, name, recursive=False)
         os.replace(tmp, archive_path)
@@ -117,8 +128,14 @@ def spack(rrefs: Iterable[RRef], archive_path: str, S: Any = None) -> None:
 
 
 def _safe_name(name: str) -> str:
-    if name.startswith("/") or "\\" in name or any(part in ("..", "") for part in name.rstrip("/").split("/")):
-        raise ArchiveError(f"unsafe member name {name!r} (absolute, '..' or empty parts); the archive is refused")
+    if (
+        name.startswith("/")
+        or "\\" in name
+        or any(part in ("..", "") for part in name.rstrip("/").split("/"))
+    ):
+        raise ArchiveError(
+            f"unsafe member name {name!r} (absolute, '..' or empty parts); the archive is refused"
+        )
     return name.rstrip("/")
 
 
@@ -131,10 +148,14 @@ def _check_link(name: str, target: str, floor: int) -> None:
     for part in target.split("/"):
         level += -1 if part == ".." else (0 if part in ("", ".") else 1)
         if level < floor:
-            raise ArchiveError(f"member {name!r} is a symlink pointing outside its realization ({target!r}); refused")
+            raise ArchiveError(
+                f"member {name!r} is a symlink pointing outside its realization ({target!r}); refused"
+            )
 
 
-def safe_extract(archive_path: str, dest: str, max_bytes: int | None = None, link_floor: int = 0) -> None:
+def safe_extract(
+    archive_path: str, dest: str, max_bytes: int | None = None, link_floor: int = 0
+) -> None:
     """Extract a .zip/.tar/.tar.gz into `dest`, refusing absolute or `..` names,
     links leaving the archive, hard links, devices, and more than `max_bytes` of data.
 
@@ -148,7 +169,9 @@ def safe_extract(archive_path: str, dest: str, max_bytes: int | None = None, lin
         nonlocal total
         total += n
         if max_bytes is not None and total > max_bytes:
-            raise ArchiveError(f"the archive unpacks to more than {max_bytes} bytes; refused (raise max_bytes to allow)")
+            raise ArchiveError(
+                f"the archive unpacks to more than {max_bytes} bytes; refused (raise max_bytes to allow)"
+            )
 
     try:
         if kind == "zip":
@@ -167,7 +190,9 @@ def safe_extract(archive_path: str, dest: str, max_bytes: int | None = None, lin
                         os.symlink(link, target)
                         continue
                     if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
-                        raise ArchiveError(f"member {name!r} is not a regular file, folder or symlink; refused")
+                        raise ArchiveError(
+                            f"member {name!r} is not a regular file, folder or symlink; refused"
+                        )
                     with z.open(info) as src, open(target, "wb") as out:
                         while chunk := src.read(_COPY_CHUNK):
                             count(len(chunk))
@@ -188,11 +213,11 @@ def safe_extract(archive_path: str, dest: str, max_bytes: int | None = None, lin
                     elif m.isfile():
                         count(m.size)
                         os.makedirs(os.path.dirname(target), exist_ok=True)
-                        src = t.extractfile(m)
-                        if src is None:
+                        data_file = t.extractfile(m)
+                        if data_file is None:
                             raise ArchiveError(f"member {name!r} has no data")
-                        with src, open(target, "wb") as out:
-                            shutil.copyfileobj(src, out, _COPY_CHUNK)
+                        with data_file, open(target, "wb") as out:
+                            shutil.copyfileobj(data_file, out, _COPY_CHUNK)
                         if m.mode & 0o111:
                             os.chmod(target, 0o755)
                     else:
@@ -218,7 +243,9 @@ def sunpack(archive_path: str, S: Any = None, max_bytes: int | None = None) -> l
             with open(os.path.join(area, MANIFEST), encoding="utf-8") as f:
                 manifest = json.load(f)
         except (OSError, ValueError) as e:
-            raise ArchiveError(f"{archive_path} has no valid {MANIFEST}; is it a lightstore archive?") from e
+            raise ArchiveError(
+                f"{archive_path} has no valid {MANIFEST}; is it a lightstore archive?"
+            ) from e
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ArchiveError(f"{archive_path} is not a lightstore archive")
         return _import(store, area, manifest)
@@ -232,7 +259,9 @@ def _import(store: Store, area: str, manifest: dict[str, Any]) -> list[RRef]:
         dref = parse_dref(entry.get("dref"))
         config = mkconfig(entry.get("config"))
         if mkdref(config_hash(config.val), config.name) != dref:
-            raise ArchiveError(f"the manifest's config for {dref} does not hash to it; the archive lies")
+            raise ArchiveError(
+                f"the manifest's config for {dref} does not hash to it; the archive lies"
+            )
         derivations.append((dref, config))
     known_drefs = {d for d, _ in derivations}
     records: list[NewRealization] = []
@@ -243,7 +272,9 @@ def _import(store: Store, area: str, manifest: dict[str, Any]) -> list[RRef]:
         dref = rref2dref(rref)
         if dref not in known_drefs:
             raise ArchiveError(f"{rref} has no derivation in the manifest")
-        ctx = canonical_context({parse_dref(k): [parse_rref(r) for r in v] for k, v in entry["context"].items()})
+        ctx = canonical_context(
+            {parse_dref(k): [parse_rref(r) for r in v] for k, v in entry["context"].items()}
+        )
         rhash, dhash, name = unrref(rref)
         folder = os.path.join(area, "objects", f"{dhash}-{name}", rhash)
         if not os.path.isdir(folder):
@@ -251,7 +282,9 @@ def _import(store: Store, area: str, manifest: dict[str, Any]) -> list[RRef]:
         digest = tree_digest(folder)
         ctx_hash = context_hash(ctx)
         if realization_hash(ctx_hash, digest.digest) != rhash:
-            raise ArchiveError(f"the content of {rref} in the archive does not hash to its RRef; refused")
+            raise ArchiveError(
+                f"the content of {rref} in the archive does not hash to its RRef; refused"
+            )
         deps = sorted({r for rrefs in ctx.values() for r in rrefs})
         if rref in have:
             continue
@@ -259,8 +292,15 @@ def _import(store: Store, area: str, manifest: dict[str, Any]) -> list[RRef]:
             f.write(canonical_json(ctx))
         records.append(
             NewRealization(
-                rref, dref, canonical_json(ctx), ctx_hash, deps, digest.size, digest.files,
-                entry.get("build_started"), entry.get("build_stopped"),
+                rref,
+                dref,
+                canonical_json(ctx),
+                ctx_hash,
+                deps,
+                digest.size,
+                digest.files,
+                entry.get("build_started"),
+                entry.get("build_stopped"),
             )
         )
         moves.append((folder, store.rref_path(rref)))
@@ -296,7 +336,7 @@ def _topological(derivations: list[tuple[DRef, Any]]) -> list[tuple[DRef, Any]]:
 
 
 def _topological_rrefs(records: list[NewRealization]) -> list[NewRealization]:
-    by = {r.rref: r for r in records}
+    by: dict[str, NewRealization] = {r.rref: r for r in records}
     done: set[str] = set()
     out: list[NewRealization] = []
 
@@ -311,4 +351,3 @@ def _topological_rrefs(records: list[NewRealization]) -> list[NewRealization]:
     for r in sorted(by):
         visit(r)
     return out
-

@@ -29,7 +29,9 @@ def _as_bytes(data: bytes | str) -> bytes:
     raise InvalidConfigError(f"artifacts are bytes or str, not {type(data).__name__}")
 
 
-def mknode(r: Registry | None, config: dict[str, Any], artifacts: dict[str, bytes | str] | None = None) -> DRef:
+def mknode(
+    r: Registry | None, config: dict[str, Any], artifacts: dict[str, bytes | str] | None = None
+) -> DRef:
     """A stage whose output holds `artifacts` ({file name: bytes or str}); the config records their hashes."""
     files = {name: _as_bytes(data) for name, data in (artifacts or {}).items()}
     for name in files:
@@ -47,7 +49,9 @@ def mknode(r: Registry | None, config: dict[str, Any], artifacts: dict[str, byte
     return mkdrv(cfg, match_only(), build_wrapper(make), r)
 
 
-def mkfile(r: Registry | None, name: str, contents: bytes | str, filename: str | None = None) -> DRef:
+def mkfile(
+    r: Registry | None, name: str, contents: bytes | str, filename: str | None = None
+) -> DRef:
     """A stage holding one file `filename` (default: `name`) with `contents`."""
     fname = filename or mkname(name)
     return mknode(r, {"name": name, "out": [selfref, fname]}, {fname: contents})
@@ -78,8 +82,20 @@ def _copy_checked(src: Any, dst: str, sha256: str, total: int | None, what: str)
         )
 
 
-def _fetch_stage(r: Registry | None, source: str, sha256: str, name: str, filename: str, unpack: bool, local: bool) -> DRef:
-    if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256):
+def _fetch_stage(
+    r: Registry | None,
+    source: str,
+    sha256: str,
+    name: str,
+    filename: str,
+    unpack: bool,
+    local: bool,
+) -> DRef:
+    if (
+        not isinstance(sha256, str)
+        or len(sha256) != 64
+        or any(c not in "0123456789abcdefABCDEF" for c in sha256)
+    ):
         raise InvalidConfigError(f"sha256 must be 64 hex digits, got {sha256!r}")
     cfg = {
         "name": mkname(name),
@@ -92,7 +108,11 @@ def _fetch_stage(r: Registry | None, source: str, sha256: str, name: str, filena
 
     def make(b: Build) -> None:
         out = build_outpath(b)
-        target = os.path.join(out, filename) if not unpack else os.path.join(out, "..", f"download-{filename}")
+        target = (
+            os.path.join(out, filename)
+            if not unpack
+            else os.path.join(out, "..", f"download-{filename}")
+        )
         try:
             if local:
                 with open(source, "rb") as src:
@@ -133,6 +153,6 @@ def fetchlocal(
 ) -> DRef:
     """A stage that copies a local file, checks its sha256, and optionally unpacks it."""
     fname = filename or os.path.basename(path)
-    return _fetch_stage(r, os.path.abspath(path), sha256, name or "fetchlocal", fname, unpack, local=True)
-
-
+    return _fetch_stage(
+        r, os.path.abspath(path), sha256, name or "fetchlocal", fname, unpack, local=True
+    )
