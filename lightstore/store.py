@@ -37,10 +37,12 @@ from lightstore.config import Config, canonical_json, config_deps
 from lightstore.errors import (
     BuildError,
     InvalidReferenceError,
+    LockTimeout,
     StoreNotFoundError,
     StoreReadOnlyError,
     UnknownReferenceError,
 )
+from lightstore.failpoints import failpoint
 from lightstore.hashing import (
     CONTEXT_FILE,
     canonical_context,
@@ -54,6 +56,9 @@ from lightstore.refs import Context, DRef, Path, RRef, mkdref, mkrref, undref, u
 
 CATALOGUE_FILE = "catalogue.sqlite"
 CONFIG_FILE = "config.json"
+INTENT_FILE = "intent.json"
+# Build areas are named <host>.<pid>.<random>.<label>; dots in the host would break that.
+HOST_TAG = HOST.replace(".", "_")
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,9 @@ class Store:
         self.locks_dir = os.path.join(self.root, "locks")
         self.catalogue = Catalogue(os.path.join(self.root, CATALOGUE_FILE), durable=durable)
         self.durable = durable
+        self._collector_lock = os.path.join(self.locks_dir, "collector.lock")
+        self._gc_intent_lock = os.path.join(self.locks_dir, "gc-intent.lock")
+        self._held = threading.local()
         # Configs and contexts are immutable for a given reference: cache them.
         self._configs: dict[str, dict[str, Any]] = {}
         self._contexts: dict[str, Context] = {}
@@ -198,28 +206,58 @@ class Store:
         self.recover()
 
     def recover(self) -> dict[str, int]:
-        """Clean up after processes of this host that died: builds marked running, build areas.
+        """Clean up after processes of this host that died.
 
-        Returns counts of what was cleaned.
+        Builds they left 'running' become 'interrupted'; their build areas are
+        removed; an interrupted install is rolled back (folders renamed into
+        the tree but never recorded are removed, under their build lock); an
+        interrupted gc is rolled back or finished, whichever matches the
+        catalogue. Returns counts of what was done.
         """
         dead = [pid for pid in self.catalogue.running_build_pids() if not pid_alive(pid)]
-        interrupted = self.catalogue.mark_interrupted(dead)
-        removed = 0
+        counts = {
+            "interrupted_builds": self.catalogue.mark_interrupted(dead),
+            "removed_build_areas": 0,
+        }
         try:
-            entries = os.listdir(self.tmp_dir)
+            entries = sorted(os.listdir(self.tmp_dir))
         except FileNotFoundError:
             entries = []
         for name in entries:
             parts = name.split(".")
-            if (
-                len(parts) >= 3
-                and parts[0] == HOST
-                and parts[1].isdigit()
-                and not pid_alive(int(parts[1]))
-            ):
-                remove_tree(os.path.join(self.tmp_dir, name))
-                removed += 1
-        return {"interrupted_builds": interrupted, "removed_build_areas": removed}
+            if len(parts) < 3 or parts[0] != HOST_TAG or not parts[1].isdigit():
+                continue
+            if pid_alive(int(parts[1])):
+                continue
+            area = os.path.join(self.tmp_dir, name)
+            try:
+                with exclusive(self.lock_path("recover", name), timeout=0):
+                    if not os.path.exists(area):
+                        continue
+                    if parts[-1] == "install":
+                        self._rollback_install(area)
+                    elif parts[-1] == "gc":
+                        from lightstore.maintenance.gc import recover_gc_area
+
+                        recover_gc_area(self, area)
+                    remove_tree(area)
+                    counts["removed_build_areas"] += 1
+            except LockTimeout:
+                continue  # another process is recovering it
+        return counts
+
+    def _rollback_install(self, area: str) -> None:
+        try:
+            with open(os.path.join(area, INTENT_FILE), encoding="utf-8") as f:
+                intent = json.load(f)
+        except (OSError, ValueError):
+            return  # died before the intent was complete: nothing was renamed
+        for rref_text, ctx_hash in intent:
+            rref = RRef(rref_text)
+            dhash = unrref(rref)[1]
+            with exclusive(self.lock_path("build", dhash, ctx_hash)):
+                if not self.catalogue.known_rrefs([rref]):
+                    remove_tree(self.rref_path(rref))
 
     # -- paths ---------------------------------------------------------------
 
@@ -235,7 +273,9 @@ class Store:
 
     def new_build_area(self, label: str = "build") -> Path:
         """A fresh, unique folder in the store's temporary area (same filesystem as objects)."""
-        path = os.path.join(self.tmp_dir, f"{HOST}.{os.getpid()}.{secrets.token_hex(6)}.{label}")
+        path = os.path.join(
+            self.tmp_dir, f"{HOST_TAG}.{os.getpid()}.{secrets.token_hex(6)}.{label}"
+        )
         os.makedirs(path)
         return Path(path)
 
@@ -245,15 +285,38 @@ class Store:
 
     @contextmanager
     def realizing(self) -> Iterator[None]:
-        """Held (shared) by every realization in progress; gc takes it exclusively."""
-        with shared_flock(os.path.join(self.locks_dir, "collector.lock")):
-            yield
+        """Held (shared) while a realization or an import runs; gc waits for all of them.
+
+        Re-entrant per thread, so a realizer may realize other stages. A
+        waiting gc holds the intent lock, so new realizations queue behind it
+        instead of starving it.
+        """
+        depth = getattr(self._held, "depth", 0)
+        if depth:
+            self._held.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
+        with shared_flock(self._gc_intent_lock):
+            pass
+        with shared_flock(self._collector_lock):
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
 
     @contextmanager
     def collecting(self, timeout: float | None = None) -> Iterator[None]:
-        """Held exclusively while garbage is collected: no realization runs meanwhile."""
-        with shared_flock(
-            os.path.join(self.locks_dir, "collector.lock"), exclusive_mode=True, timeout=timeout
+        """Held exclusively while garbage is collected: no realization runs meanwhile.
+
+        Raises LockTimeout after `timeout` seconds of waiting for running realizations.
+        """
+        with (
+            shared_flock(self._gc_intent_lock, exclusive_mode=True, timeout=timeout),
+            shared_flock(self._collector_lock, exclusive_mode=True, timeout=timeout),
         ):
             yield
 
@@ -338,6 +401,7 @@ class Store:
         ctx_hash = context_hash(ctx)
         deps = sorted({r for rrefs in ctx.values() for r in rrefs})
         staged: list[str] = []
+        copies: list[str] = []
         for out in outputs:
             if not os.path.isdir(out):
                 raise BuildError(
@@ -358,43 +422,59 @@ class Store:
                     dref,
                 )
             if not os.path.realpath(out).startswith(os.path.realpath(self.tmp_dir) + os.sep):
-                copy = os.path.join(self.new_build_area("copy"), "out")
-                shutil.copytree(out, copy, symlinks=True)
-                out = copy
+                area = self.new_build_area("copy")
+                copies.append(area)
+                shutil.copytree(out, os.path.join(area, "out"), symlinks=True)
+                out = os.path.join(area, "out")
             staged.append(out)
         stopped = time.time()
-        records: list[NewRealization] = []
+        installs: list[tuple[NewRealization, str]] = []
         for out in staged:
+            failpoint("publish:hashing")
             digest = tree_digest(out)
             rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
             with open(os.path.join(out, CONTEXT_FILE), "w", encoding="utf-8") as f:
                 f.write(ctx_json)
-            make_readonly(out, include_root=False)
-            target = self.rref_path(rref)
+            record = NewRealization(
+                rref, dref, ctx_json, ctx_hash, deps, digest.size, digest.files, started, stopped
+            )
+            installs.append((record, out))
+        try:
+            self.install(installs, build_id)
+        finally:
+            for copy_area in copies:
+                remove_tree(copy_area)
+        return [r.rref for r, _ in installs]
+
+    def install(
+        self, installs: Sequence[tuple[NewRealization, str]], build_id: int | None = None
+    ) -> None:
+        """Move verified realization folders into the tree, then record them in one transaction.
+
+        An intent file listing the targets is written first: if this process
+        dies between a rename and the commit, `recover` finds the intent and
+        removes the unrecorded folders (under their build locks), so the tree
+        never keeps a realization the catalogue does not know.
+        """
+        intent_area = self.new_build_area("install")
+        with open(os.path.join(intent_area, INTENT_FILE), "w", encoding="utf-8") as f:
+            json.dump([[r.rref, r.context_hash] for r, _ in installs], f)
+        for record, folder in installs:
+            make_readonly(folder, include_root=False)
+            target = self.rref_path(record.rref)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             try:
-                os.rename(out, target)
+                os.rename(folder, target)
                 os.chmod(target, os.stat(target).st_mode & ~0o222)
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
                 # The same content in the same context is already there: dedupe.
-                remove_tree(out)
-            records.append(
-                NewRealization(
-                    rref,
-                    dref,
-                    ctx_json,
-                    ctx_hash,
-                    deps,
-                    digest.size,
-                    digest.files,
-                    started,
-                    stopped,
-                )
-            )
-        self.catalogue.add_realizations(records, build_id)
-        return [r.rref for r in records]
+                remove_tree(folder)
+        failpoint("publish:renamed")
+        self.catalogue.add_realizations([r for r, _ in installs], build_id)
+        failpoint("publish:committed")
+        remove_tree(intent_area)
 
     def check_known_dref(self, dref: str) -> DRef:
         """Return `dref` as a DRef if it is recorded, else raise."""
@@ -406,3 +486,46 @@ class Store:
     def derivation_of(self, config: Config) -> DRef:
         """The DRef a config would have."""
         return mkdref(config_hash(config.val), config.name)
+
+    # -- maintenance (implemented in lightstore.maintenance) ----------------
+
+    def pin(self, name: str, ref: str) -> None:
+        """Pin a DRef or RRef under `name`: gc keeps it and everything it depends on."""
+        from lightstore.maintenance.roots import pin
+
+        pin(self, name, ref)
+
+    def unpin(self, name: str) -> bool:
+        """Remove a pin; return whether it existed."""
+        from lightstore.maintenance.roots import unpin
+
+        return unpin(self, name)
+
+    def pins(self) -> dict[str, str]:
+        """Every pin: name -> reference."""
+        from lightstore.maintenance.roots import pins
+
+        return pins(self)
+
+    def gc(self, dry_run: bool = False, timeout: float | None = None) -> Any:
+        """Collect garbage: keep the closure of pins, live links and running builds; delete the rest.
+
+        Returns a GCReport (what went, or would go with `dry_run`, and bytes freed).
+        """
+        from lightstore.maintenance.gc import collect
+
+        return collect(self, dry_run=dry_run, timeout=timeout)
+
+    def verify(
+        self, check_contents: bool = False, repair: bool = False, progress: Any = None
+    ) -> Any:
+        """Check catalogue against tree (and hashes, with `check_contents`); returns a VerifyReport."""
+        from lightstore.maintenance.verify import verify
+
+        return verify(self, check_contents=check_contents, repair=repair, progress=progress)
+
+    def reindex(self, progress: Any = None) -> Any:
+        """Rebuild the catalogue from the tree; returns a ReindexReport."""
+        from lightstore.maintenance.verify import reindex
+
+        return reindex(self, progress=progress)

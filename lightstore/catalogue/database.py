@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -127,6 +127,9 @@ class Database:
             else:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute("PRAGMA foreign_keys = ON")
+            if not self.readonly and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # Only possible before the first table exists: lets gc give pages back.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             if not self.readonly:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if mode.upper() != self.journal_mode:
@@ -174,14 +177,16 @@ class Database:
 
     # -- statements ------------------------------------------------------
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """Run a read statement and return all rows."""
         try:
             return self.conn.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as e:
             raise self._translate(e) from e
 
-    def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def column(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """Run a read statement and return its first column."""
         return [row[0] for row in self.query(sql, params)]
 
@@ -217,6 +222,14 @@ class Database:
                 if ("locked" not in str(e) and "busy" not in str(e)) or attempt == 4:
                     raise self._translate(e) from e
                 time.sleep(0.05 * (attempt + 1))
+
+    def shrink(self) -> None:
+        """Give freed pages back to the filesystem and truncate the WAL (after gc)."""
+        try:
+            self.conn.execute("PRAGMA incremental_vacuum").fetchall()
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass  # busy readers: the next gc shrinks it
 
     # -- schema ------------------------------------------------------------
 

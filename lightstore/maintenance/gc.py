@@ -1,0 +1,170 @@
+"""Garbage collection: keep the closure of the roots, delete the rest.
+
+Marking is SQL (recursive CTEs over the dependency tables). Sweeping holds the
+collector lock exclusively, so no realization runs meanwhile, and goes in an
+order that a crash at any instant leaves recoverable:
+
+1. move the doomed folders into a trash area ``tmp/<host>.<pid>.<r>.gc/``;
+2. delete their catalogue rows in one transaction;
+3. delete the trash.
+
+If the process dies after 1, `recover_gc_area` moves back what the catalogue
+still lists; after 2, it deletes the trash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lightstore.failpoints import failpoint
+from lightstore.maintenance.roots import roots
+from lightstore.refs import DRef, RRef, parse_dref, parse_rref, rref2dref
+from lightstore.store import remove_tree
+
+if TYPE_CHECKING:
+    from lightstore.store import Store
+
+_LIVE_SQL = """
+WITH RECURSIVE
+  root_rrefs(rref) AS (
+    SELECT value FROM json_each(:rrefs)
+    UNION SELECT rref FROM realizations WHERE dref IN (SELECT value FROM json_each(:drefs))
+  ),
+  live_rrefs(rref) AS (
+    SELECT rref FROM root_rrefs
+    UNION SELECT d.dep FROM realization_deps AS d JOIN live_rrefs AS l ON d.rref = l.rref
+  ),
+  root_drefs(dref) AS (
+    SELECT value FROM json_each(:drefs)
+    UNION SELECT r.dref FROM realizations AS r JOIN live_rrefs AS l ON r.rref = l.rref
+  ),
+  live_drefs(dref) AS (
+    SELECT dref FROM root_drefs
+    UNION SELECT d.dep FROM derivation_deps AS d JOIN live_drefs AS l ON d.dref = l.dref
+  )
+SELECT 'r', rref, size FROM realizations WHERE rref NOT IN (SELECT rref FROM live_rrefs)
+UNION ALL
+SELECT 'd', dref, 0 FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs)
+"""
+
+
+@dataclass
+class GCReport:
+    """What a collection removed (or, for a dry run, would remove)."""
+
+    drefs: list[DRef] = field(default_factory=list)
+    rrefs: list[RRef] = field(default_factory=list)
+    bytes_freed: int = 0
+    stale_links: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+
+def garbage(
+    store: Store,
+    keep_drefs: Iterable[str] = (),
+    keep_rrefs: Iterable[str] = (),
+    use_roots: bool = True,
+) -> GCReport:
+    """Mark: what is not reachable from the roots (and the extra keeps). One SQL statement."""
+    drefs = {parse_dref(d) for d in keep_drefs}
+    rrefs = {parse_rref(r) for r in keep_rrefs}
+    stale: list[str] = []
+    if use_roots:
+        found = roots(store)
+        drefs |= found.drefs
+        rrefs |= found.rrefs
+        stale = found.stale_links
+    rows = store.catalogue.query(
+        _LIVE_SQL, {"rrefs": json.dumps(sorted(rrefs)), "drefs": json.dumps(sorted(drefs))}
+    )
+    report = GCReport(stale_links=stale, dry_run=True)
+    for kind, ref, size in rows:
+        if kind == "r":
+            report.rrefs.append(RRef(ref))
+            report.bytes_freed += size or 0
+        else:
+            report.drefs.append(DRef(ref))
+    report.rrefs.sort()
+    report.drefs.sort()
+    return report
+
+
+def collect(store: Store, dry_run: bool = False, timeout: float | None = None) -> GCReport:
+    """Delete everything not reachable from the roots, in tree and catalogue.
+
+    Waits for running realizations (they hold the collector lock shared);
+    raises LockTimeout after `timeout` seconds.
+    """
+    if dry_run:
+        return garbage(store)
+    with store.collecting(timeout=timeout):
+        report = garbage(store)
+        report.dry_run = False
+        if not report.rrefs and not report.drefs and not report.stale_links:
+            return report
+        area = store.new_build_area("gc")
+        dead_drefs = set(report.drefs)
+        for rref in report.rrefs:
+            if rref2dref(rref) not in dead_drefs:
+                _move(
+                    store.rref_path(rref),
+                    os.path.join(area, os.path.relpath(store.rref_path(rref), store.root)),
+                )
+        for dref in report.drefs:
+            _move(
+                store.dref_path(dref),
+                os.path.join(area, os.path.relpath(store.dref_path(dref), store.root)),
+            )
+        failpoint("gc:moved")
+        with store.catalogue.write() as conn:
+            conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
+            # Edges out of doomed rows first: RESTRICT is checked row by row.
+            conn.executemany(
+                "DELETE FROM realization_deps WHERE rref = ?", [(r,) for r in report.rrefs]
+            )
+            conn.executemany(
+                "DELETE FROM realizations WHERE rref = ?", [(r,) for r in report.rrefs]
+            )
+            conn.executemany(
+                "DELETE FROM derivation_deps WHERE dref = ?", [(d,) for d in report.drefs]
+            )
+            conn.executemany("DELETE FROM derivations WHERE dref = ?", [(d,) for d in report.drefs])
+        failpoint("gc:committed")
+        remove_tree(area)
+    store.catalogue.shrink()
+    return report
+
+
+def _move(src: str, dst: str) -> None:
+    if not os.path.lexists(src):
+        return
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    # Moving a folder to another parent rewrites its `..`: it must be writable.
+    os.chmod(src, os.stat(src).st_mode | stat.S_IWUSR)
+    os.rename(src, dst)
+
+
+def recover_gc_area(store: Store, area: str) -> None:
+    """Finish or undo a gc that died: put back what the catalogue still lists."""
+    objects = os.path.join(area, "objects")
+    if not os.path.isdir(objects):
+        return
+    for dname in sorted(os.listdir(objects)):
+        dhash, _, name = dname.partition("-")
+        dref = DRef(f"dref:{dhash}-{name}")
+        if not store.catalogue.known_drefs([dref]):
+            continue
+        trashed = os.path.join(objects, dname)
+        home = store.dref_path(dref)
+        if not os.path.exists(home):
+            os.rename(trashed, home)
+            continue
+        for rname in sorted(os.listdir(trashed)):
+            rref = RRef(f"rref:{rname}-{dhash}-{name}")
+            if os.path.isdir(os.path.join(trashed, rname)) and store.catalogue.known_rrefs([rref]):
+                os.rename(os.path.join(trashed, rname), os.path.join(home, rname))

@@ -1,0 +1,128 @@
+"""GC roots: named pins, registered symlinks, and the inputs of running builds.
+
+A pin is a row of the `pins` table and a file ``pins/<name>`` holding the
+reference, so that `reindex` can restore pins from the tree. A link is a root
+while the symlink exists and still points at its object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lightstore.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.refs import DRef, RRef, isdref, isrref, parse_dref, parse_rref
+
+if TYPE_CHECKING:
+    from lightstore.store import Store
+
+PIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+PINS_DIR = "pins"
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not PIN_NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidReferenceError(
+            f"invalid pin name {name!r}: use letters, digits, '.', '_' and '-'"
+        )
+    return name
+
+
+def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
+    """Pin `ref` under `name` (replacing an older pin of that name): gc keeps it and its closure.
+
+    Raises UnknownReferenceError if `ref` is not in the store.
+    """
+    _check_name(name)
+    column, value = ("rref", parse_rref(ref)) if isrref(ref) else ("dref", parse_dref(ref))
+    folder = os.path.join(store.root, PINS_DIR)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        with store.catalogue.write() as conn:
+            conn.execute("DELETE FROM pins WHERE name = ?", (name,))
+            conn.execute(
+                f"INSERT INTO pins (name, {column}, created) VALUES (?, ?, ?)",
+                (name, value, time.time()),
+            )
+            tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(value + "\n")
+            os.replace(tmp, os.path.join(folder, name))
+    except sqlite3.IntegrityError:
+        raise UnknownReferenceError(
+            f"cannot pin {value}: it is not in the store {store.root}", value
+        ) from None
+
+
+def unpin(store: Store, name: str) -> bool:
+    """Remove the pin `name`; return whether it existed."""
+    _check_name(name)
+    with store.catalogue.write() as conn:
+        existed = conn.execute("DELETE FROM pins WHERE name = ?", (name,)).rowcount > 0
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(store.root, PINS_DIR, name))
+    return existed
+
+
+def pins(store: Store) -> dict[str, str]:
+    """Every pin: name -> reference."""
+    return {
+        n: r
+        for n, r in store.catalogue.query(
+            "SELECT name, coalesce(rref, dref) FROM pins ORDER BY name"
+        )
+    }
+
+
+@dataclass(frozen=True)
+class Roots:
+    """What garbage collection keeps, before taking closures."""
+
+    drefs: set[DRef]
+    rrefs: set[RRef]
+    stale_links: list[str]
+
+
+def roots(store: Store) -> Roots:
+    """All current GC roots: pins, live links, inputs of running builds."""
+    drefs: set[DRef] = set()
+    rrefs: set[RRef] = set()
+    for d, r in store.catalogue.query("SELECT dref, rref FROM pins"):
+        if r:
+            rrefs.add(RRef(r))
+        else:
+            drefs.add(DRef(d))
+    stale: list[str] = []
+    for path, d, r in store.catalogue.query("SELECT path, dref, rref FROM links"):
+        target = store.rref_path(RRef(r)) if r else store.dref_path(DRef(d))
+        try:
+            alive = os.path.realpath(path) == os.path.realpath(target) and os.path.islink(path)
+        except OSError:
+            alive = False
+        if not alive:
+            stale.append(path)
+        elif r:
+            rrefs.add(RRef(r))
+        else:
+            drefs.add(DRef(d))
+    rrefs |= {RRef(r) for r in store.catalogue.column("SELECT rref FROM build_inputs")}
+    return Roots(drefs, rrefs, stale)
+
+
+def resolve_ref(store: Store, ref: str) -> DRef | RRef:
+    """`ref` as a DRef or RRef known to the store, or raise."""
+    if isrref(ref):
+        if not store.catalogue.known_rrefs([ref]):
+            raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
+        return RRef(ref)
+    if isdref(ref):
+        if not store.catalogue.known_drefs([ref]):
+            raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
+        return DRef(ref)
+    raise InvalidReferenceError(f"{ref!r} is neither a DRef nor an RRef")

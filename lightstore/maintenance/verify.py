@@ -1,0 +1,440 @@
+"""Checking the catalogue against the tree, repairing what can be repaired, and reindexing.
+
+`verify` holds the collector lock exclusively, so that a realization being
+published (renamed into the tree, not yet committed) is never mistaken for
+an unregistered folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightstore.catalogue import NewDerivation, NewRealization
+from lightstore.config import canonical_json, config_deps, mkconfig
+from lightstore.errors import CatalogueCorruptError, LightstoreError
+from lightstore.hashing import (
+    CONTEXT_FILE,
+    canonical_context,
+    config_hash,
+    context_hash,
+    realization_hash,
+    tree_digest,
+)
+from lightstore.maintenance.roots import PINS_DIR, roots
+from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
+from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, Store, remove_tree
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Problem:
+    """One inconsistency: its kind, the object, what is wrong, and what repair did."""
+
+    kind: str
+    ref: str
+    detail: str
+    repaired: bool = False
+    action: str = ""
+
+
+@dataclass
+class VerifyReport:
+    """The result of `verify`."""
+
+    problems: list[Problem] = field(default_factory=list)
+    derivations: int = 0
+    realizations: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True if nothing is wrong (or everything wrong was repaired)."""
+        return all(p.repaired for p in self.problems)
+
+
+def _hex(s: str) -> bool:
+    return len(s) == HASH_LEN and all(c in "0123456789abcdef" for c in s)
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_readonly(path: str, text: str) -> None:
+    folder = os.path.dirname(path)
+    mode = os.stat(folder).st_mode
+    os.chmod(folder, mode | 0o200)
+    try:
+        if os.path.exists(path):
+            os.chmod(path, 0o644)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(path, 0o444)
+    finally:
+        os.chmod(folder, mode)
+
+
+def _delete_rows(store: Store, rref: str) -> str | None:
+    """Delete a realization's rows; return why not if something still refers to it."""
+    users = store.catalogue.rref_referrers([rref])
+    if users:
+        return f"{len(users)} realization(s) depend on it (e.g. {sorted(users)[0]}); rebuild or remove them"
+    try:
+        with store.catalogue.write() as conn:
+            conn.execute("DELETE FROM realization_deps WHERE rref = ?", (rref,))
+            conn.execute("DELETE FROM realizations WHERE rref = ?", (rref,))
+    except sqlite3.IntegrityError:
+        return "it is pinned or used by a running build; unpin it first"
+    return None
+
+
+def verify(
+    store: Store,
+    check_contents: bool = False,
+    repair: bool = False,
+    progress: Progress | None = None,
+    timeout: float | None = None,
+) -> VerifyReport:
+    """Check the catalogue against the tree; with `repair`, fix what can be fixed."""
+    store.recover()
+    report = VerifyReport()
+    with store.collecting(timeout=timeout):
+        _check_sqlite(store, report)
+        _check_derivations(store, report, repair)
+        _check_realizations(store, report, check_contents, repair, progress)
+        _check_unregistered(store, report, repair)
+        for path in roots(store).stale_links:
+            p = Problem("stale_link", path, "the symlink no longer points at its object")
+            if repair:
+                with store.catalogue.write() as conn:
+                    conn.execute("DELETE FROM links WHERE path = ?", (path,))
+                p.repaired, p.action = True, "forgot the link"
+            report.problems.append(p)
+    return report
+
+
+def _check_sqlite(store: Store, report: VerifyReport) -> None:
+    try:
+        rows = store.catalogue.column("PRAGMA quick_check")
+        if rows != ["ok"]:
+            report.problems.append(
+                Problem(
+                    "catalogue",
+                    store.catalogue.path,
+                    "; ".join(map(str, rows[:5])) + " (run `reindex`)",
+                )
+            )
+        for table, rowid, parent, _ in store.catalogue.query("PRAGMA foreign_key_check"):
+            report.problems.append(
+                Problem(
+                    "foreign_key",
+                    f"{table}:{rowid}",
+                    f"refers to a missing row of {parent} (run `reindex`)",
+                )
+            )
+    except sqlite3.DatabaseError as e:
+        raise CatalogueCorruptError(
+            f"the catalogue is damaged ({e}); run `lightstore reindex`"
+        ) from e
+
+
+def _check_derivations(store: Store, report: VerifyReport, repair: bool) -> None:
+    for dref, text in store.catalogue.query("SELECT dref, config FROM derivations"):
+        report.derivations += 1
+        path = os.path.join(store.dref_path(DRef(dref)), CONFIG_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                ok = f.read() == text
+        except OSError:
+            ok = False
+        if not ok:
+            p = Problem("config", dref, f"{path} is missing or differs from the catalogue")
+            if repair:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                _write_readonly(path, text)
+                p.repaired, p.action = True, "rewrote config.json from the catalogue"
+            report.problems.append(p)
+
+
+def _check_realizations(
+    store: Store,
+    report: VerifyReport,
+    check_contents: bool,
+    repair: bool,
+    progress: Progress | None,
+) -> None:
+    rows = store.catalogue.query(
+        "SELECT rref, context, context_hash FROM realizations ORDER BY rref"
+    )
+    for i, (rref, ctx_text, ctx_hash) in enumerate(rows):
+        report.realizations += 1
+        if progress is not None:
+            progress(i + 1, len(rows))
+        folder = store.rref_path(RRef(rref))
+        if not os.path.isdir(folder):
+            p = Problem("missing", rref, f"{folder} does not exist")
+            if repair:
+                why = _delete_rows(store, rref)
+                p.repaired, p.action = why is None, why or "forgot the realization"
+            report.problems.append(p)
+            continue
+        if _read_json(os.path.join(folder, CONTEXT_FILE)) != json.loads(ctx_text):
+            p = Problem("context", rref, f"{CONTEXT_FILE} differs from the catalogue")
+            if repair:
+                _write_readonly(os.path.join(folder, CONTEXT_FILE), ctx_text)
+                p.repaired, p.action = True, f"rewrote {CONTEXT_FILE} from the catalogue"
+            report.problems.append(p)
+        if check_contents:
+            digest = tree_digest(folder)
+            if realization_hash(ctx_hash, digest.digest) != rref.split(":", 1)[1].split("-", 1)[0]:
+                p = Problem(
+                    "content",
+                    rref,
+                    "the artifacts do not hash to the RRef (edited after publication)",
+                )
+                if repair:
+                    why = _delete_rows(store, rref)
+                    if why is None:
+                        remove_tree(folder)
+                    p.repaired, p.action = why is None, why or "removed the damaged realization"
+                report.problems.append(p)
+
+
+def _check_unregistered(store: Store, report: VerifyReport, repair: bool) -> None:
+    known_d = set(store.catalogue.column("SELECT dref FROM derivations"))
+    known_r = set(store.catalogue.column("SELECT rref FROM realizations"))
+    for dname in sorted(os.listdir(store.objects_dir)):
+        dfolder = os.path.join(store.objects_dir, dname)
+        head, _, name = dname.partition("-")
+        dref = f"dref:{head}-{name}"
+        if not (_hex(head) and isdref(dref)) or not os.path.isdir(dfolder):
+            p = Problem("unknown", dfolder, "not a lightstore object")
+            if repair:
+                remove_tree(dfolder)
+                p.repaired, p.action = True, "removed"
+            report.problems.append(p)
+            continue
+        if dref not in known_d:
+            p = Problem("unregistered", dref, "derivation folder not in the catalogue")
+            if repair:
+                p.repaired, p.action = _register_derivation(store, DRef(dref), known_d)
+            report.problems.append(p)
+        for rname in sorted(os.listdir(dfolder)):
+            rfolder = os.path.join(dfolder, rname)
+            if rname == CONFIG_FILE or rname.startswith(f".{CONFIG_FILE}"):
+                continue
+            rref = f"rref:{rname}-{head}-{name}"
+            if rref in known_r:
+                continue
+            p = Problem(
+                "unregistered",
+                rref if isrref(rref) else rfolder,
+                "realization folder not in the catalogue",
+            )
+            if repair:
+                p.repaired, p.action = _register_realization(store, rref, rfolder, known_d, known_r)
+            report.problems.append(p)
+
+
+def _register_derivation(store: Store, dref: DRef, known: set[str]) -> tuple[bool, str]:
+    folder = store.dref_path(dref)
+    raw = _read_json(os.path.join(folder, CONFIG_FILE))
+    try:
+        config = mkconfig(raw)
+    except LightstoreError:
+        config = None
+    if config is None or mkdref(config_hash(config.val), config.name) != dref:
+        return (
+            False,
+            "config.json is missing or does not hash to the DRef; remove the folder by hand",
+        )
+    deps = config_deps(config)
+    if any(d not in known for d in deps):
+        return False, "its dependencies are not in the catalogue; run `reindex`"
+    store.catalogue.add_derivations(
+        [NewDerivation(dref, config.name, canonical_json(config.val), deps)]
+    )
+    known.add(dref)
+    return True, "registered from config.json"
+
+
+def _register_realization(
+    store: Store, rref: str, folder: str, known_d: set[str], known_r: set[str]
+) -> tuple[bool, str]:
+    if not isrref(rref) or not os.path.isdir(folder):
+        remove_tree(folder)
+        return True, "removed (not a realization)"
+    record = _realization_record(rref, folder)
+    if record is None or record.dref not in known_d or any(d not in known_r for d in record.deps):
+        remove_tree(folder)
+        return True, "removed (damaged, or its dependencies are gone)"
+    store.catalogue.add_realizations([record], None)
+    known_r.add(rref)
+    return True, "registered (content verified)"
+
+
+def _realization_record(rref: str, folder: str) -> NewRealization | None:
+    """A catalogue record for a realization folder, if its content matches its RRef."""
+    raw = _read_json(os.path.join(folder, CONTEXT_FILE))
+    if not isinstance(raw, dict) or not all(
+        isdref(k) and isinstance(v, list) for k, v in raw.items()
+    ):
+        return None
+    ctx = canonical_context(raw)
+    ctx_hash = context_hash(ctx)
+    digest = tree_digest(folder)
+    rhash, _, rest = rref.removeprefix("rref:").partition("-")
+    if realization_hash(ctx_hash, digest.digest) != rhash:
+        return None
+    mtime = os.stat(folder).st_mtime
+    deps = sorted({r for rs in ctx.values() for r in rs})
+    return NewRealization(
+        RRef(rref),
+        DRef(f"dref:{rest}"),
+        canonical_json(ctx),
+        ctx_hash,
+        deps,
+        digest.size,
+        digest.files,
+        None,
+        mtime,
+    )
+
+
+@dataclass
+class ReindexReport:
+    """What `reindex` rebuilt, and what it had to leave out."""
+
+    derivations: int = 0
+    realizations: int = 0
+    pins: int = 0
+    skipped: list[Problem] = field(default_factory=list)
+    old_catalogue: str | None = None
+
+
+def reindex(root: str | Store, progress: Progress | None = None) -> ReindexReport:
+    """Rebuild the catalogue from the tree (configs, contexts, pins).
+
+    The old catalogue is kept beside it as ``catalogue.sqlite.old-<time>``.
+    Build records and links cannot be recovered from the tree.
+    """
+    path = root.root if isinstance(root, Store) else os.path.abspath(root)
+    Store.forget_instances()
+    raw = Store(path)
+    report = ReindexReport()
+    os.makedirs(raw.locks_dir, exist_ok=True)
+    from lightstore.locks import shared_flock
+
+    with shared_flock(os.path.join(raw.locks_dir, "collector.lock"), exclusive_mode=True):
+        cat_path = os.path.join(path, CATALOGUE_FILE)
+        if os.path.exists(cat_path):
+            report.old_catalogue = f"{cat_path}.old-{int(time.time())}"
+            os.replace(cat_path, report.old_catalogue)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(cat_path + suffix):
+                os.replace(cat_path + suffix, (report.old_catalogue or cat_path) + suffix)
+        store = Store.open(path, create=True)
+        _reindex_tree(store, report, progress)
+    return report
+
+
+def _reindex_tree(store: Store, report: ReindexReport, progress: Progress | None) -> None:
+    configs: dict[DRef, Any] = {}
+    folders: list[tuple[str, str]] = []
+    for dname in sorted(os.listdir(store.objects_dir)):
+        head, _, name = dname.partition("-")
+        dref = DRef(f"dref:{head}-{name}")
+        dfolder = os.path.join(store.objects_dir, dname)
+        if not isdref(dref) or not os.path.isdir(dfolder):
+            continue
+        try:
+            config = mkconfig(_read_json(os.path.join(dfolder, CONFIG_FILE)))
+        except LightstoreError:
+            config = None
+        if config is None or mkdref(config_hash(config.val), config.name) != dref:
+            report.skipped.append(
+                Problem("config", dref, "config.json missing or does not hash to the DRef")
+            )
+            continue
+        configs[dref] = config
+        folders += [
+            (f"rref:{r}-{head}-{name}", os.path.join(dfolder, r))
+            for r in sorted(os.listdir(dfolder))
+            if _hex(r)
+        ]
+    ordered: list[NewDerivation] = []
+    seen: set[DRef] = set()
+
+    def visit(d: DRef) -> bool:
+        if d in seen:
+            return True
+        if d not in configs:
+            return False
+        if not all(visit(dep) for dep in config_deps(configs[d])):
+            report.skipped.append(Problem("config", d, "a dependency's config is missing"))
+            return False
+        seen.add(d)
+        ordered.append(
+            NewDerivation(
+                d, configs[d].name, canonical_json(configs[d].val), config_deps(configs[d])
+            )
+        )
+        return True
+
+    for d in sorted(configs):
+        visit(d)
+    store.catalogue.add_derivations(ordered)
+    report.derivations = len(ordered)
+    records: dict[str, NewRealization] = {}
+    for i, (rref, folder) in enumerate(folders):
+        if progress is not None:
+            progress(i + 1, len(folders))
+        record = _realization_record(rref, folder)
+        if record is None or record.dref not in seen:
+            report.skipped.append(
+                Problem("content", rref, "context.json or content does not match the RRef")
+            )
+            continue
+        records[rref] = record
+    ordered_r: list[NewRealization] = []
+    placed: set[str] = set()
+
+    def place(r: str) -> bool:
+        if r in placed:
+            return True
+        rec = records.get(r)
+        if rec is None or not all(place(dep) for dep in rec.deps):
+            return False
+        placed.add(r)
+        ordered_r.append(rec)
+        return True
+
+    for r in sorted(records):
+        if not place(r):
+            report.skipped.append(Problem("context", r, "a dependency realization is missing"))
+    store.catalogue.add_realizations(ordered_r, None)
+    report.realizations = len(ordered_r)
+    pins_dir = os.path.join(store.root, PINS_DIR)
+    if os.path.isdir(pins_dir):
+        from lightstore.maintenance.roots import pin
+
+        for name in sorted(os.listdir(pins_dir)):
+            if name.startswith("."):
+                continue
+            with open(os.path.join(pins_dir, name), encoding="utf-8") as f:
+                ref = f.read().strip()
+            if ref in placed or ref in seen:
+                pin(store, name, ref)
+                report.pins += 1
+            else:
+                report.skipped.append(Problem("pin", name, f"pinned object {ref} is gone"))
