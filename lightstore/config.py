@@ -20,15 +20,27 @@ from lightstore.refs import DRef, Name, isdref, isrref, isselfpath, mkname, self
 DEFAULT_NAME = "unnamed"
 
 
+def _check_str(value: str, where: str) -> str:
+    if isrref(value):
+        raise InvalidConfigError(
+            f"{where}: configs may not contain realization references ({value!r}); "
+            "refer to the derivation (DRef) instead and let the matcher choose"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidConfigError(
+            f"{where}: {value!r} is not valid Unicode (lone surrogate)"
+        ) from None
+    return value
+
+
 def _check(value: Any, where: str) -> Any:
     """Return a deep copy of `value` made of plain JSON types, or raise."""
     t = type(value)
-    if value is None or t is bool or t is int or t is str:
-        if t is str and isrref(value):
-            raise InvalidConfigError(
-                f"{where}: configs may not contain realization references ({value!r}); "
-                "refer to the derivation (DRef) instead and let the matcher choose"
-            )
+    if t is str:
+        return _check_str(value, where)
+    if value is None or t is bool or t is int:
         return value
     if t is float:
         if not math.isfinite(value):
@@ -41,11 +53,11 @@ def _check(value: Any, where: str) -> Any:
     if t is dict:
         out = {}
         for k, v in value.items():
-            if type(k) is not str:
+            if not isinstance(k, str):
                 raise InvalidConfigError(
                     f"{where}: key {k!r} is not a string; config keys must be str"
                 )
-            out[k] = _check(v, f"{where}[{k!r}]")
+            out[_check_str(str(k), f"{where} key")] = _check(v, f"{where}[{k!r}]")
         return out
     # Subclasses of the JSON types (DRef, Path, IntEnum...) become their base type.
     for base in (bool, int, float, str):

@@ -15,8 +15,11 @@ realize pays, so the collector lock uses `fcntl.flock` directly.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -104,3 +107,107 @@ def shared_flock(
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+class KeyedLocks:
+    """Exclusive locks on 2**60 independent keys, all in one file.
+
+    Build locks are POSIX record locks on one byte of ``locks/builds.lock``
+    at an offset derived from the key: no lock file is created per build
+    (creating files is the slow part of publishing on many filesystems), a
+    waiter sleeps in the kernel until the holder releases or dies, and
+    distinct keys never contend. Record locks belong to the process, not to a
+    thread, so a per-key thread lock serialises the threads of one process
+    first; and the file descriptor stays open for the life of the process,
+    because closing any descriptor of the file would drop all its record locks.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+        self._guard = threading.Lock()
+        self._threads: dict[int, tuple[threading.Lock, int]] = {}
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            # After a fork the inherited descriptor holds none of our locks; open our own.
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._pid = os.getpid()
+            self._threads = {}
+        return self._fd
+
+    @staticmethod
+    def key(*parts: str) -> int:
+        """The byte offset that stands for a key made of `parts`."""
+        return int(hashlib.blake2b("\0".join(parts).encode(), digest_size=8).hexdigest(), 16) >> 4
+
+    @contextmanager
+    def hold(
+        self,
+        key: int,
+        *,
+        timeout: float | None = None,
+        holders: Callable[[], list[dict[str, Any]]] | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
+        """Hold the lock of `key`; raises LockTimeout after `timeout` seconds."""
+        with self._guard:
+            fd = self._descriptor()
+            tlock, users = self._threads.get(key, (threading.Lock(), 0))
+            self._threads[key] = (tlock, users + 1)
+        try:
+            if not tlock.acquire(timeout=-1 if timeout is None else timeout):
+                raise LockTimeout(
+                    f"build lock {key:x} not acquired in {timeout:.0f}s (held in this process)"
+                )
+            try:
+                self._lock_range(fd, key, timeout, holders, on_wait)
+                try:
+                    yield
+                finally:
+                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
+            finally:
+                tlock.release()
+        finally:
+            with self._guard:
+                tlock, users = self._threads[key]
+                if users == 1:
+                    del self._threads[key]
+                else:
+                    self._threads[key] = (tlock, users - 1)
+
+    def _lock_range(
+        self,
+        fd: int,
+        key: int,
+        timeout: float | None,
+        holders: Callable[[], list[dict[str, Any]]] | None,
+        on_wait: Callable[[str], None] | None,
+    ) -> None:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if on_wait is not None:
+            on_wait(f"waiting for a build held by {describe_holders(holders() if holders else [])}")
+        if timeout is None:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, key)  # sleeps in the kernel
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                found = holders() if holders else []
+                raise LockTimeout(
+                    f"build lock not acquired in {timeout:.0f}s; held by {describe_holders(found)}",
+                    holder=found[0] if found else None,
+                )
+            time.sleep(POLL_INTERVAL_S)

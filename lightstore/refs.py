@@ -117,26 +117,22 @@ def isselfpath(x: Any) -> bool:
 
 def parse_dref(s: Any) -> DRef:
     """Return `s` as a DRef, or raise InvalidReferenceError saying what is wrong."""
-    if isinstance(s, DRef):
-        return s
     if not isdref(s):
         hint = " (this is an RRef; use rref2dref)" if isrref(s) else ""
         raise InvalidReferenceError(
             f"not a derivation reference: {s!r}{hint}; expected 'dref:<32 hex>-<name>'"
         )
-    return DRef(s)
+    return s if isinstance(s, DRef) else DRef(s)
 
 
 def parse_rref(s: Any) -> RRef:
     """Return `s` as an RRef, or raise InvalidReferenceError saying what is wrong."""
-    if isinstance(s, RRef):
-        return s
     if not isrref(s):
         hint = " (this is a DRef; realize it to get an RRef)" if isdref(s) else ""
         raise InvalidReferenceError(
             f"not a realization reference: {s!r}{hint}; expected 'rref:<32 hex>-<32 hex>-<name>'"
         )
-    return RRef(s)
+    return s if isinstance(s, RRef) else RRef(s)
 
 
 def undref(r: DRef | str) -> tuple[HashPart, Name]:

@@ -19,6 +19,7 @@ a complete folder that `recover`/`verify` recognise.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -38,6 +39,7 @@ from lightstore.errors import (
     BuildError,
     InvalidReferenceError,
     LockTimeout,
+    PromiseError,
     StoreNotFoundError,
     StoreReadOnlyError,
     UnknownReferenceError,
@@ -51,12 +53,11 @@ from lightstore.hashing import (
     realization_hash,
     tree_digest,
 )
-from lightstore.locks import exclusive, shared_flock
-from lightstore.refs import Context, DRef, Path, RRef, mkdref, mkrref, undref, unrref
+from lightstore.locks import KeyedLocks, exclusive, shared_flock
+from lightstore.refs import Context, DRef, Path, RRef, mkdref, mkrref, rref2dref, undref, unrref
 
 CATALOGUE_FILE = "catalogue.sqlite"
 CONFIG_FILE = "config.json"
-INTENT_FILE = "intent.json"
 # Build areas are named <host>.<pid>.<random>.<label>; dots in the host would break that.
 HOST_TAG = HOST.replace(".", "_")
 
@@ -117,6 +118,11 @@ def remove_tree(path: str) -> None:
     if os.path.islink(path) or not os.path.isdir(path):
         os.unlink(path)
         return
+    try:
+        shutil.rmtree(path)
+        return
+    except PermissionError:
+        pass
     # Read-only folders must become writable before their entries can go.
     for folder, dirs, _ in os.walk(path):
         os.chmod(folder, stat.S_IRWXU)
@@ -124,7 +130,7 @@ def remove_tree(path: str) -> None:
             p = os.path.join(folder, d)
             if not os.path.islink(p):
                 os.chmod(p, stat.S_IRWXU)
-    shutil.rmtree(path, ignore_errors=False)
+    shutil.rmtree(path)
 
 
 class Store:
@@ -144,6 +150,7 @@ class Store:
         self.locks_dir = os.path.join(self.root, "locks")
         self.catalogue = Catalogue(os.path.join(self.root, CATALOGUE_FILE), durable=durable)
         self.durable = durable
+        self.build_locks = KeyedLocks(os.path.join(self.locks_dir, "builds.lock"))
         self._collector_lock = os.path.join(self.locks_dir, "collector.lock")
         self._gc_intent_lock = os.path.join(self.locks_dir, "gc-intent.lock")
         self._held = threading.local()
@@ -208,56 +215,51 @@ class Store:
     def recover(self) -> dict[str, int]:
         """Clean up after processes of this host that died.
 
-        Builds they left 'running' become 'interrupted'; their build areas are
-        removed; an interrupted install is rolled back (folders renamed into
-        the tree but never recorded are removed, under their build lock); an
-        interrupted gc is rolled back or finished, whichever matches the
-        catalogue. Returns counts of what was done.
+        Builds they left 'running' become 'interrupted'; their intents are
+        finished (derivations) or undone (installs); their temporary files are
+        removed; an interrupted gc is rolled back or finished, whichever matches
+        the catalogue. Returns counts of what was done.
         """
         dead = [pid for pid in self.catalogue.running_build_pids() if not pid_alive(pid)]
         counts = {
             "interrupted_builds": self.catalogue.mark_interrupted(dead),
+            "intents": 0,
             "removed_build_areas": 0,
         }
+        for intent, kind, refs, pid in self.catalogue.host_intents():
+            if pid_alive(pid):
+                continue
+            if kind == "derive":
+                self._rollforward_derivations([DRef(d) for d in refs])
+            else:
+                self._rollback_install(refs)
+            self.catalogue.close_intent(intent)
+            counts["intents"] += 1
         try:
             entries = sorted(os.listdir(self.tmp_dir))
         except FileNotFoundError:
             entries = []
         for name in entries:
             parts = name.split(".")
-            if len(parts) < 3 or parts[0] != HOST_TAG or not parts[1].isdigit():
+            if (
+                len(parts) < 3
+                or parts[0] != HOST_TAG
+                or not parts[1].isdigit()
+                or pid_alive(int(parts[1]))
+            ):
                 continue
-            if pid_alive(int(parts[1])):
-                continue
-            area = os.path.join(self.tmp_dir, name)
+            path = os.path.join(self.tmp_dir, name)
             try:
                 with exclusive(self.lock_path("recover", name), timeout=0):
-                    if not os.path.exists(area):
-                        continue
-                    if parts[-1] == "install":
-                        self._rollback_install(area)
-                    elif parts[-1] == "gc":
+                    if parts[-1] == "gc" and os.path.isdir(path):
                         from lightstore.maintenance.gc import recover_gc_area
 
-                        recover_gc_area(self, area)
-                    remove_tree(area)
+                        recover_gc_area(self, path)
+                    remove_tree(path)
                     counts["removed_build_areas"] += 1
             except LockTimeout:
                 continue  # another process is recovering it
         return counts
-
-    def _rollback_install(self, area: str) -> None:
-        try:
-            with open(os.path.join(area, INTENT_FILE), encoding="utf-8") as f:
-                intent = json.load(f)
-        except (OSError, ValueError):
-            return  # died before the intent was complete: nothing was renamed
-        for rref_text, ctx_hash in intent:
-            rref = RRef(rref_text)
-            dhash = unrref(rref)[1]
-            with exclusive(self.lock_path("build", dhash, ctx_hash)):
-                if not self.catalogue.known_rrefs([rref]):
-                    remove_tree(self.rref_path(rref))
 
     # -- paths ---------------------------------------------------------------
 
@@ -325,26 +327,58 @@ class Store:
     def record_derivations(self, derivations: Sequence[tuple[DRef, Config]]) -> None:
         """Make sure each derivation (dependencies first) is in the tree and the catalogue.
 
-        One catalogue query when all are known, which is the cached case.
+        One catalogue query when all are known, which is the cached case. New
+        ones are announced by an intent, then their config.json is written,
+        then they are recorded (closing the intent); `recover` rolls a dead
+        process's intent forward.
         """
         known = self.catalogue.known_drefs([d for d, _ in derivations])
+        missing = [(d, c) for d, c in derivations if d not in known]
+        if not missing:
+            return
+        intent = self.catalogue.open_intent("derive", [d for d, _ in missing])
         new: list[NewDerivation] = []
-        for dref, config in derivations:
-            if dref in known:
-                continue
+        for dref, config in missing:
             text = canonical_json(config.val)
-            folder = self.dref_path(dref)
-            target = os.path.join(folder, CONFIG_FILE)
-            if not os.path.exists(target):
-                os.makedirs(folder, exist_ok=True)
-                tmp = os.path.join(folder, f".{CONFIG_FILE}.{secrets.token_hex(4)}")
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, target)
+            self._write_config(dref, text)
             new.append(NewDerivation(dref, config.name, text, config_deps(config)))
-            known.add(dref)
-        self.catalogue.add_derivations(new)
+        failpoint("derive:written")
+        self.catalogue.add_derivations(new, intent)
+
+    def _write_config(self, dref: DRef, text: str) -> None:
+        folder = self.dref_path(dref)
+        target = os.path.join(folder, CONFIG_FILE)
+        if os.path.exists(target):
+            return
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(self.tmp_dir, f"{HOST_TAG}.{os.getpid()}.{secrets.token_hex(6)}.config")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+
+    def _rollforward_derivations(self, drefs: list[DRef]) -> None:
+        """Record the derivations a dead process wrote but did not commit."""
+        from lightstore.config import mkconfig
+
+        for dref in drefs:
+            if self.catalogue.known_drefs([dref]):
+                continue
+            try:
+                with open(os.path.join(self.dref_path(dref), CONFIG_FILE), encoding="utf-8") as f:
+                    config = mkconfig(json.loads(f.read()))
+            except (OSError, ValueError):
+                # Died before config.json was in place: drop the empty folder, if any.
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.dref_path(dref))
+                continue
+            if self.derivation_of(config) != dref:
+                continue
+            deps = config_deps(config)
+            if len(self.catalogue.known_drefs(deps)) == len(deps):
+                self.catalogue.add_derivations(
+                    [NewDerivation(dref, config.name, canonical_json(config.val), deps)]
+                )
 
     def config(self, dref: DRef) -> dict[str, Any]:
         """The config of a recorded derivation (selfrefs unresolved). Do not mutate it."""
@@ -393,88 +427,119 @@ class Store:
         transaction. Outputs outside the store's temporary area are copied.
         Raises PromiseError (nothing stored) if a promised path is missing.
         """
-        from lightstore.errors import PromiseError
-
         dhash, name = undref(dref)
         ctx = canonical_context(context)
         ctx_json = canonical_json(ctx)
         ctx_hash = context_hash(ctx)
         deps = sorted({r for rrefs in ctx.values() for r in rrefs})
-        staged: list[str] = []
-        copies: list[str] = []
         for out in outputs:
-            if not os.path.isdir(out):
-                raise BuildError(
-                    f"the realizer of {dref} returned {out!r}, which is not a folder", dref
-                )
-            missing = [p for p in promises if not os.path.lexists(os.path.join(out, *p))]
-            if missing:
-                raise PromiseError(
-                    f"the realizer of {dref} did not create the promised path(s) "
-                    f"{', '.join('/'.join(p) for p in missing)} in {out}; nothing was stored",
-                    dref,
-                    missing,
-                )
-            if os.path.lexists(os.path.join(out, CONTEXT_FILE)):
-                raise BuildError(
-                    f"the realizer of {dref} created {CONTEXT_FILE!r} at the top of its output; "
-                    "that name is reserved for the store, rename the artifact",
-                    dref,
-                )
-            if not os.path.realpath(out).startswith(os.path.realpath(self.tmp_dir) + os.sep):
-                area = self.new_build_area("copy")
-                copies.append(area)
-                shutil.copytree(out, os.path.join(area, "out"), symlinks=True)
-                out = os.path.join(area, "out")
-            staged.append(out)
-        stopped = time.time()
-        installs: list[tuple[NewRealization, str]] = []
-        for out in staged:
-            failpoint("publish:hashing")
-            digest = tree_digest(out)
-            rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
-            with open(os.path.join(out, CONTEXT_FILE), "w", encoding="utf-8") as f:
-                f.write(ctx_json)
-            record = NewRealization(
-                rref, dref, ctx_json, ctx_hash, deps, digest.size, digest.files, started, stopped
-            )
-            installs.append((record, out))
+            self._check_output(dref, out, promises)
+        copies: list[str] = []
         try:
+            staged: list[str] = []
+            for out in outputs:
+                if not os.path.realpath(out).startswith(os.path.realpath(self.tmp_dir) + os.sep):
+                    area = self.new_build_area("copy")
+                    copies.append(area)
+                    shutil.copytree(out, os.path.join(area, "out"), symlinks=True)
+                    out = os.path.join(area, "out")
+                staged.append(out)
+            stopped = time.time()
+            installs: list[tuple[NewRealization, str]] = []
+            for out in staged:
+                failpoint("publish:hashing")
+                digest = tree_digest(out)
+                rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
+                with open(os.path.join(out, CONTEXT_FILE), "w", encoding="utf-8") as f:
+                    f.write(ctx_json)
+                record = NewRealization(
+                    rref,
+                    dref,
+                    ctx_json,
+                    ctx_hash,
+                    deps,
+                    digest.size,
+                    digest.files,
+                    started,
+                    stopped,
+                )
+                installs.append((record, out))
             self.install(installs, build_id)
         finally:
             for copy_area in copies:
                 remove_tree(copy_area)
         return [r.rref for r, _ in installs]
 
+    def _check_output(self, dref: DRef, out: str, promises: Sequence[Sequence[str]]) -> None:
+        """Refuse an output that is not a folder, lacks a promised path, or uses a reserved name."""
+        if not os.path.isdir(out):
+            raise BuildError(
+                f"the realizer of {dref} returned {out!r}, which is not a folder", dref
+            )
+        missing = [p for p in promises if not os.path.lexists(os.path.join(out, *p))]
+        if missing:
+            raise PromiseError(
+                f"the realizer of {dref} did not create the promised path(s) "
+                f"{', '.join('/'.join(p) for p in missing)} in {out}; nothing was stored",
+                dref,
+                missing,
+            )
+        if os.path.lexists(os.path.join(out, CONTEXT_FILE)):
+            raise BuildError(
+                f"the realizer of {dref} created {CONTEXT_FILE!r} at the top of its output; "
+                "that name is reserved for the store, rename the artifact",
+                dref,
+            )
+
     def install(
         self, installs: Sequence[tuple[NewRealization, str]], build_id: int | None = None
     ) -> None:
         """Move verified realization folders into the tree, then record them in one transaction.
 
-        An intent file listing the targets is written first: if this process
-        dies between a rename and the commit, `recover` finds the intent and
-        removes the unrecorded folders (under their build locks), so the tree
-        never keeps a realization the catalogue does not know.
+        An intent listing the targets is recorded first: if this process dies
+        between a rename and the commit, `recover` finds the intent and removes
+        the unrecorded folders (under their build locks), so the tree never
+        keeps a realization the catalogue does not know.
         """
-        intent_area = self.new_build_area("install")
-        with open(os.path.join(intent_area, INTENT_FILE), "w", encoding="utf-8") as f:
-            json.dump([[r.rref, r.context_hash] for r, _ in installs], f)
+        intent = self.catalogue.open_intent(
+            "install", [[r.rref, r.context_hash] for r, _ in installs]
+        )
         for record, folder in installs:
             make_readonly(folder, include_root=False)
             target = self.rref_path(record.rref)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
             try:
                 os.rename(folder, target)
-                os.chmod(target, os.stat(target).st_mode & ~0o222)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.rename(folder, target)
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
                 # The same content in the same context is already there: dedupe.
                 remove_tree(folder)
+                continue
+            os.chmod(target, os.stat(target).st_mode & ~0o222)
         failpoint("publish:renamed")
-        self.catalogue.add_realizations([r for r, _ in installs], build_id)
+        self.catalogue.add_realizations([r for r, _ in installs], build_id, intent)
         failpoint("publish:committed")
-        remove_tree(intent_area)
+
+    def _rollback_install(self, refs: list[list[str]]) -> None:
+        """Remove folders a dead process renamed into the tree but never recorded."""
+        for rref_text, ctx_hash in refs:
+            rref = RRef(rref_text)
+            with self.build_lock(rref2dref(rref), ctx_hash):
+                if not self.catalogue.known_rrefs([rref]):
+                    remove_tree(self.rref_path(rref))
+
+    @contextmanager
+    def build_lock(self, dref: DRef, ctx_hash: str, on_wait: Any = None) -> Iterator[None]:
+        """The lock that makes one process at a time build `dref` in one context."""
+        with self.build_locks.hold(
+            self.build_locks.key(dref, ctx_hash),
+            holders=lambda: self.catalogue.running_builds(dref, ctx_hash),
+            on_wait=on_wait,
+        ):
+            yield
 
     def check_known_dref(self, dref: str) -> DRef:
         """Return `dref` as a DRef if it is recorded, else raise."""

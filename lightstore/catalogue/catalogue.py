@@ -65,12 +65,15 @@ class Catalogue(Database):
             )
         )
 
-    def add_derivations(self, new: Sequence[NewDerivation]) -> None:
-        """Record derivations (dependencies first) in one transaction; known ones are skipped."""
-        if not new:
-            return
+    def add_derivations(self, new: Sequence[NewDerivation], intent: int | None = None) -> None:
+        """Record derivations (dependencies first) in one transaction; known ones are skipped.
+
+        `intent`, if given, is closed by the same transaction.
+        """
         now = time.time()
         with self.write() as conn:
+            if intent is not None:
+                conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
             conn.executemany(
                 "INSERT OR IGNORE INTO derivations (dref, name, config, created) VALUES (?, ?, ?, ?)",
                 [(d.dref, d.name, d.config_json, now) for d in new],
@@ -150,10 +153,14 @@ class Catalogue(Database):
             return None
         return dict(zip([c[0] for c in cur.description], row, strict=True))
 
-    def add_realizations(self, new: Sequence[NewRealization], build_id: int | None) -> None:
-        """Record published realizations and their dependency edges, and close the build."""
+    def add_realizations(
+        self, new: Sequence[NewRealization], build_id: int | None, intent: int | None = None
+    ) -> None:
+        """Record published realizations and their dependency edges; close the build and the intent."""
         now = time.time()
         with self.write() as conn:
+            if intent is not None:
+                conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
             conn.executemany(
                 "INSERT OR IGNORE INTO realizations (rref, dref, context, context_hash, build_id, "
                 "build_started, build_stopped, size, file_count, host, pid, created) "
@@ -182,6 +189,29 @@ class Catalogue(Database):
             )
             if build_id is not None:
                 self._finish_build(conn, build_id, "succeeded", None)
+
+    # -- intents -------------------------------------------------------------
+
+    def open_intent(self, kind: str, refs: Sequence[Any]) -> int:
+        """Record work on the tree that is about to start; returns its id."""
+        with self.write() as conn:
+            cur = conn.execute(
+                "INSERT INTO intents (kind, refs, host, pid, created) VALUES (?, ?, ?, ?, ?)",
+                (kind, json.dumps(list(refs)), HOST, os.getpid(), time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def close_intent(self, intent: int) -> None:
+        """Forget an intent whose work is finished or undone."""
+        with self.write() as conn:
+            conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
+
+    def host_intents(self) -> list[tuple[int, str, Any, int]]:
+        """Intents of processes on this host: (id, kind, refs, pid)."""
+        rows = self.query(
+            "SELECT id, kind, refs, pid FROM intents WHERE host = ? ORDER BY id", (HOST,)
+        )
+        return [(i, k, json.loads(r), p) for i, k, r, p in rows]
 
     # -- builds ------------------------------------------------------------
 

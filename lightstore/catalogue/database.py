@@ -9,6 +9,7 @@ busy handler instead of failing half way when it upgrades a read transaction.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -58,15 +59,12 @@ def split_sql(script: str) -> list[str]:
     """Split a SQL script into complete statements (comments and `;` in strings are safe)."""
     statements: list[str] = []
     buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
+    for piece in re.split(r"(?<=;)", script):
+        buf += piece
         if sqlite3.complete_statement(buf):
-            if buf.strip():
-                statements.append(buf)
+            statements.append(buf.strip())
             buf = ""
-    if buf.strip() and not all(
-        ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()
-    ):
+    if re.sub(r"/\*.*?\*/|--[^\n]*", "", buf, flags=re.S).strip():
         raise ValueError(f"incomplete SQL statement at the end of a migration: {buf[:80]!r}")
     return statements
 
@@ -226,7 +224,8 @@ class Database:
     def shrink(self) -> None:
         """Give freed pages back to the filesystem and truncate the WAL (after gc)."""
         try:
-            self.conn.execute("PRAGMA incremental_vacuum").fetchall()
+            # executescript steps the pragma to completion; execute() would free one page.
+            self.conn.executescript("PRAGMA incremental_vacuum;")
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError:
             pass  # busy readers: the next gc shrinks it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,7 +32,7 @@ class Build:
         store: Store,
         dref: DRef,
         context: Context,
-        outpaths: list[str],
+        outpaths: Sequence[str],
         args: Any = None,
     ) -> None:
         self.store = store
@@ -93,16 +93,17 @@ def build_wrapper(fn: Callable[[Build], Any], nouts: int = 1) -> Realizer:
 
     def realizer(S: Any, dref: DRef, context: Context, args: Any) -> list[str]:
         store = resolve_store(S)
-        area = store.new_build_area(dref.split("-", 1)[0].removeprefix("dref:")[:12])
-        outs = [os.path.join(area, str(i)) for i in range(nouts)]
-        for o in outs:
-            os.mkdir(o)
+        # Each output folder is its own build area: publishing renames it away,
+        # so nothing is left to delete (creating and removing folders is slow).
+        label = dref.removeprefix("dref:")[:12]
+        outs = [store.new_build_area(label) for _ in range(nouts)]
         try:
             fn(Build(store, dref, context, outs, args))
         except BaseException:
-            remove_tree(area)
+            for out in outs:
+                remove_tree(out)
             raise
-        return outs
+        return list(outs)
 
     realizer.__name__ = getattr(fn, "__name__", "realizer")
     return realizer

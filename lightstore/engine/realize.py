@@ -22,8 +22,7 @@ from lightstore.config import canonical_json
 from lightstore.engine.registry import Closure, Derivation
 from lightstore.errors import BuildError, LightstoreError, MatcherError, NotRealizedError
 from lightstore.hashing import canonical_context, context_hash
-from lightstore.locks import exclusive
-from lightstore.refs import Context, DRef, RRef, undref
+from lightstore.refs import Context, DRef, RRef
 from lightstore.store import Store, remove_tree
 
 log = logging.getLogger("lightstore")
@@ -57,7 +56,7 @@ def _tmp_roots(store: Store, outputs: list[str]) -> set[str]:
         real = os.path.realpath(out)
         if real.startswith(tmp):
             roots.add(os.path.join(store.tmp_dir, real[len(tmp) :].split(os.sep, 1)[0]))
-    return roots
+    return {r for r in roots if os.path.lexists(r)}
 
 
 def _build(
@@ -114,12 +113,8 @@ def _realize_one(
             "but it was required to be realized already",
             drv.dref,
         )
-    dhash, _ = undref(drv.dref)
-    lock = store.lock_path("build", dhash, ctx_hash)
-    with exclusive(
-        lock,
-        holders=lambda: store.catalogue.running_builds(drv.dref, ctx_hash),
-        on_wait=lambda msg: log.info("%s: %s", drv.dref, msg),
+    with store.build_lock(
+        drv.dref, ctx_hash, on_wait=lambda msg: log.info("%s: %s", drv.dref, msg)
     ):
         if not forced:
             # Someone may have built it while this process waited for the lock.

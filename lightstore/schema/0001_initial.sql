@@ -94,6 +94,20 @@ CREATE TABLE links (
   CHECK ((dref IS NULL) <> (rref IS NULL))
 );
 
+-- Work in progress on the tree that a crash could leave half done: the
+-- derivation configs being written ('derive') or realization folders being
+-- renamed into place ('install'). Rows of dead processes are rolled forward or
+-- back when the store is next opened; live rows are deleted by the same
+-- transaction that records the finished work.
+CREATE TABLE intents (
+  id       INTEGER PRIMARY KEY,
+  kind     TEXT NOT NULL CHECK (kind IN ('derive', 'install')),
+  refs     TEXT NOT NULL CHECK (json_valid(refs)),  -- derive: [dref]; install: [[rref, context_hash]]
+  host     TEXT NOT NULL,
+  pid      INTEGER NOT NULL,
+  created  REAL NOT NULL
+);
+
 -- One row per realization, for history queries.
 CREATE VIEW history AS
 SELECT
