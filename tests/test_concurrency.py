@@ -50,6 +50,11 @@ def root(tmp_path) -> str:
     return r
 
 
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def go(root: str) -> None:
     open(os.path.join(os.path.dirname(root), "go"), "w").close()
 
@@ -87,7 +92,7 @@ def test_waiter_takes_over_when_builder_dies(root, tmp_path):
     builder = spawn("same", root, log, "30")
     go(root)
     deadline = time.monotonic() + 30
-    while not (os.path.exists(log) and open(log).read().strip()):
+    while not (os.path.exists(log) and read(log).strip()):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     waiter = spawn("same", root, log, "0")

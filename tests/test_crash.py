@@ -33,6 +33,11 @@ def run_worker(root: str, *args: str, failpoint: str | None = None) -> subproces
     )
 
 
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def check_clean(root: str) -> Store:
     """Open the store as a new process would, and require a clean verify."""
     Store.forget_instances()
@@ -74,7 +79,7 @@ def test_kill_at_failpoint(root, point):
         if point == "publish:renamed":
             # Renamed but never recorded: rolled back, not left as an orphan.
             assert all(
-                f"{point}{i}" not in open(os.path.join(store.rref_path(r), "out.txt")).read()
+                f"{point}{i}" not in read(os.path.join(store.rref_path(r), "out.txt"))
                 for r in allrrefs(store)
                 if "-top" in r
             )

@@ -105,7 +105,7 @@ def test_foreign_keys_refuse_dangling(store):
     removed = rmref(dep, store, with_referrers=True)
     assert set(removed) >= {dep, top}
     assert top not in allrrefs(store)
-    store.pin("p", [r for r in allrrefs(store)][0])
+    store.pin("p", allrrefs(store)[0])
     with pytest.raises(IntegrityError):
         rmref(allrrefs(store)[0], store)
 
