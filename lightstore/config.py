@@ -88,6 +88,10 @@ def mkconfig(d: dict[str, Any] | Config) -> Config:
     sets, NaN/inf, non-str keys, RRefs, other objects, or an invalid `name`.
     """
     if isinstance(d, Config):
+        # Pylightnix code builds Config({...}) directly: validate it too.
+        _check(d.val, "config")
+        if "name" in d.val:
+            mkname(d.val["name"])
         return d
     if not isinstance(d, dict):
         raise InvalidConfigError(f"a config must be a dict, not {type(d).__name__}")

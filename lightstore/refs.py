@@ -101,7 +101,7 @@ def isrefpath(x: Any) -> bool:
         isinstance(x, list)
         and len(x) > 0
         and isdref(x[0])
-        and all(isinstance(p, str) for p in x[1:])
+        and all(isinstance(p, str) and not isdref(p) and not isrref(p) for p in x[1:])
     )
 
 

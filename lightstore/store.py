@@ -111,6 +111,25 @@ def make_readonly(root: str, *, include_root: bool = True) -> None:
         os.chmod(root, os.stat(root).st_mode & ~0o222)
 
 
+def fsync_path(path: str) -> None:
+    """Flush one file or folder entry to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str) -> None:
+    """Flush every file and folder below `root` (bottom-up), for `durable` stores."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for f in files:
+            p = os.path.join(folder, f)
+            if not os.path.islink(p):
+                fsync_path(p)
+        fsync_path(folder)
+
+
 def remove_tree(path: str) -> None:
     """Delete a file or folder even if it was made read-only; a missing path is fine."""
     if not os.path.lexists(path):
@@ -354,6 +373,9 @@ class Store:
         tmp = os.path.join(self.tmp_dir, f"{HOST_TAG}.{os.getpid()}.{secrets.token_hex(6)}.config")
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o444)
         os.replace(tmp, target)
 
@@ -506,6 +528,8 @@ class Store:
         )
         for record, folder in installs:
             make_readonly(folder, include_root=False)
+            if self.durable:
+                fsync_tree(folder)
             target = self.rref_path(record.rref)
             try:
                 os.rename(folder, target)
@@ -519,6 +543,8 @@ class Store:
                 remove_tree(folder)
                 continue
             os.chmod(target, os.stat(target).st_mode & ~0o222)
+            if self.durable:
+                fsync_path(os.path.dirname(target))
         failpoint("publish:renamed")
         self.catalogue.add_realizations([r for r, _ in installs], build_id, intent)
         failpoint("publish:committed")

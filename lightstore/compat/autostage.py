@@ -96,7 +96,14 @@ def autostage(
         base = _defaults(f)
         base.update(params)
         base.setdefault("name", f.__name__)
-        source = sources_hash([f, *sourcedeps])
+        try:
+            source = sources_hash([f, *sourcedeps])
+        except InvalidConfigError:
+            if sourcedeps:
+                raise
+            # A function typed at a prompt or made by exec has no source file;
+            # without sourcedeps that only means its edits are not tracked.
+            source = sources_hash([])
         chosen = matcher if matcher is not None else match_latest(nouts)
 
         def make(b: Build) -> None:

@@ -29,22 +29,16 @@ from lightstore.store import remove_tree
 def store_gc(
     keep_drefs: Iterable[DRef], keep_rrefs: Iterable[RRef], S: Any = None
 ) -> tuple[set[DRef], set[RRef]]:
-    """What garbage collection would remove if only these were kept (nothing is deleted).
+    """What garbage collection would remove if these were kept too (nothing is deleted).
 
-    Kept: `keep_rrefs` and the realizations they depend on; `keep_drefs`, their
-    dependencies and all their realizations; the derivations of everything kept.
-    Returns ``(drefs, rrefs)`` that would go.
+    Kept: `keep_drefs` with all their realizations, `keep_rrefs`, the store's
+    own roots (pins, live links, running builds), and everything those depend
+    on. Returns ``(drefs, rrefs)`` that would go; `Store.gc` deletes.
     """
-    store = resolve_store(S)
-    cat = store.catalogue
-    kd = [parse_dref(d) for d in keep_drefs]
-    kr = [parse_rref(r) for r in keep_rrefs]
-    keep_d = set(kd) | cat.drefdeps(kd)
-    keep_r = set(kr) | {r for d in keep_d for r in cat.realizations_any_context(d)}
-    keep_r |= cat.rrefdeps(list(keep_r))
-    keep_d |= {rref2dref(r) for r in keep_r}
-    keep_d |= cat.drefdeps(list(keep_d))
-    return set(cat.all_drefs()) - keep_d, set(cat.all_rrefs()) - keep_r
+    from lightstore.maintenance.gc import garbage
+
+    report = garbage(resolve_store(S), keep_drefs, keep_rrefs)
+    return set(report.drefs), set(report.rrefs)
 
 
 def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> list[str]:
@@ -87,12 +81,13 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
             )
     try:
         with cat.write() as conn:
-            # Dependents first, so ON DELETE RESTRICT never fires inside the set.
-            order = sorted(set(rrefs), key=lambda r: -len(cat.rrefdeps([r])))
-            conn.executemany("DELETE FROM realizations WHERE rref = ?", [(r,) for r in order])
-            conn.executemany(
-                "DELETE FROM derivations WHERE dref = ?", [(d,) for d in reversed(drefs)]
-            )
+            # Edges out of the doomed rows first: RESTRICT is checked row by row.
+            doomed_r = [(r,) for r in set(rrefs)]
+            doomed_d = [(d,) for d in set(drefs)]
+            conn.executemany("DELETE FROM realization_deps WHERE rref = ?", doomed_r)
+            conn.executemany("DELETE FROM realizations WHERE rref = ?", doomed_r)
+            conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", doomed_d)
+            conn.executemany("DELETE FROM derivations WHERE dref = ?", doomed_d)
     except sqlite3.IntegrityError as e:
         raise IntegrityError(
             f"cannot remove {ref}: it is pinned, linked, or used by a running build ({e}); "
@@ -180,16 +175,26 @@ def du(S: Any = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
 
 
 def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RRef]:
-    """Realizations by derivation name (a str, or a stage function's name) built in the last `newer` seconds."""
+    """Realizations whose derivation name matches `name` and that were built after `newer`.
+
+    `name` is a shell-style glob, or a stage function (its config's name is
+    used). `newer` is a Unix time; zero or negative counts back from now
+    (``newer=-3600``: the last hour).
+    """
     store = resolve_store(S)
     sql = "SELECT r.rref FROM realizations r JOIN derivations d ON d.dref = r.dref WHERE 1"
     params: list[Any] = []
     if name is not None:
-        sql += " AND d.name = ?"
-        params.append(name if isinstance(name, str) else getattr(name, "__name__", str(name)))
+        if callable(name):
+            from lightstore.engine.registry import Registry, instantiate
+
+            _, closure = instantiate(name, r=Registry(store))
+            name = store.config(closure.targets[-1]).get("name", "unnamed")
+        sql += " AND d.name GLOB ?"
+        params.append(str(name))
     if newer is not None:
         sql += " AND coalesce(r.build_stopped, r.created) >= ?"
-        params.append(time.time() - newer)
+        params.append(newer if newer > 0 else time.time() + newer)
     sql += " ORDER BY coalesce(r.build_stopped, r.created)"
     return [RRef(r) for r in store.catalogue.column(sql, params)]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +16,8 @@ from lightstore.engine.registry import (
     find_drefs,
     mkdrv,
 )
-from lightstore.errors import LightstoreError, NotRealizedError
-from lightstore.refs import Context, DRef, RRef
+from lightstore.errors import LightstoreError
+from lightstore.refs import Context, DRef, RRef, parse_dref
 
 
 def realize(
@@ -38,7 +39,7 @@ def realize(
     result, cl = unpack_closure(closure)
     options = RealizeOptions(
         force_rebuild=set(force_list(cl, force_rebuild)),
-        assert_realized=set(assert_realized or ()),
+        assert_realized={parse_dref(d) for d in (assert_realized or ())},
         realize_args=dict(realize_args or {}),
         dry_run=dry_run,
     )
@@ -109,16 +110,7 @@ def realized(stage: Callable[..., Any]) -> Callable[..., Any]:
         reg = current_registry_or_new(r)
         result = stage(*args, r=reg, **kwargs)
         for drv in reg.closure_of(find_drefs(result)):
-
-            def refuse(S: Any, dref: DRef, context: Context, arg: Any) -> list[str]:
-                raise NotRealizedError(
-                    f"{dref} is not realized in this context, and the stage was wrapped in realized()",
-                    dref,
-                )
-
-            reg.derivations[drv.dref] = type(drv)(
-                drv.dref, drv.config, drv.matcher, refuse, drv.deps, drv.promises
-            )
+            reg.derivations[drv.dref] = dataclasses.replace(drv, must_be_realized=True)
         return result
 
     return _stage

@@ -20,9 +20,15 @@ from typing import Any
 
 from lightstore.config import canonical_json
 from lightstore.engine.registry import Closure, Derivation
-from lightstore.errors import BuildError, LightstoreError, MatcherError, NotRealizedError
+from lightstore.errors import (
+    BuildError,
+    InvalidReferenceError,
+    LightstoreError,
+    MatcherError,
+    NotRealizedError,
+)
 from lightstore.hashing import canonical_context, context_hash
-from lightstore.refs import Context, DRef, RRef
+from lightstore.refs import Context, DRef, RRef, parse_dref
 from lightstore.store import Store, remove_tree
 
 log = logging.getLogger("lightstore")
@@ -107,7 +113,7 @@ def _realize_one(
             return _check_matched(drv, matched, available)
     if options.dry_run:
         return None
-    if drv.dref in options.assert_realized:
+    if drv.dref in options.assert_realized or drv.must_be_realized:
         raise NotRealizedError(
             f"{drv.dref} has no matching realization in this context and would have to be built, "
             "but it was required to be realized already",
@@ -174,4 +180,8 @@ def force_list(closure: Closure, force_rebuild: bool | Collection[str]) -> list[
     """Normalise the `force_rebuild` argument: True means the targets."""
     if isinstance(force_rebuild, bool):
         return list(closure.targets) if force_rebuild else []
-    return [DRef(d) for d in force_rebuild]
+    if isinstance(force_rebuild, str):
+        raise InvalidReferenceError(
+            f"force_rebuild takes True/False or a list of DRefs, not the string {force_rebuild!r}"
+        )
+    return [parse_dref(d) for d in force_rebuild]

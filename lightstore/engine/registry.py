@@ -29,6 +29,8 @@ class Derivation:
     realizer: Realizer
     deps: tuple[DRef, ...]
     promises: tuple[tuple[str, ...], ...]
+    #: Set by `realized()`: building this derivation is an error.
+    must_be_realized: bool = False
 
 
 class Registry:
