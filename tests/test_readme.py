@@ -1,0 +1,35 @@
+"""The README's Python examples run as written, and its quick start names real tools."""
+
+from __future__ import annotations
+
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme() -> str:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_python_examples_run(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", readme(), re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n".join(blocks), "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "45"
+    assert out[1].endswith("data.json") and os.path.exists(out[1])
+
+
+def test_quick_start_commands_exist():
+    block = re.search(r"## Quick start.*?```sh\n(.*?)```", readme(), re.S)
+    assert block is not None
+    commands = [line.split()[0] for line in block.group(1).splitlines() if line.strip()]
+    assert commands == ["./tools/demo", "./tools/test"]
+    for command in commands:
+        path = os.path.join(ROOT, command)
+        assert os.access(path, os.X_OK), path
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        assert "./tools/test" in f.read()
