@@ -81,13 +81,16 @@ def _migrations() -> Migrations:
     return migrations
 
 
-def filesystem_type(path: str) -> str | None:
-    """The type of the filesystem holding `path` (Linux), or None if unknown."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
+def filesystem_type(path: str, mountinfo: list[str] | None = None) -> str | None:
+    """The type of the filesystem holding `path` (from Linux's mountinfo), or None if unknown."""
+    if mountinfo is not None:
+        lines = mountinfo
+    else:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8") as f:
+                lines = f.readlines()
+        except OSError:
+            return None
     real = os.path.realpath(path)
     best, fstype = "", None
     for line in lines:
@@ -102,6 +105,15 @@ def filesystem_type(path: str) -> str | None:
     return fstype
 
 
+def journal_mode_for(fstype: str | None) -> str:
+    """WAL, except on network filesystems.
+
+    WAL needs memory shared between processes (the -shm file), which network
+    filesystems do not provide; the rollback journal only needs their file locks.
+    """
+    return "DELETE" if fstype in NETWORK_FILESYSTEMS else "WAL"
+
+
 class Database:
     """Per-thread SQLite connections to one catalogue file."""
 
@@ -109,10 +121,7 @@ class Database:
         self.path = path
         self.durable = durable
         self.readonly = readonly
-        fstype = filesystem_type(os.path.dirname(path) or ".")
-        # WAL needs shared memory between processes, which network filesystems
-        # do not provide; the rollback journal only needs their file locks.
-        self.journal_mode = "DELETE" if fstype in NETWORK_FILESYSTEMS else "WAL"
+        self.journal_mode = journal_mode_for(filesystem_type(os.path.dirname(path) or "."))
         self._local = threading.local()
 
     # -- connections -----------------------------------------------------
