@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from lightstore.errors import InvalidConfigError
@@ -20,54 +20,73 @@ from lightstore.refs import DRef, Name, isdref, isrref, isselfpath, mkname, self
 DEFAULT_NAME = "unnamed"
 
 
-def _check_str(value: str, where: str) -> str:
-    if isrref(value):
-        raise InvalidConfigError(
-            f"{where}: configs may not contain realization references ({value!r}); "
-            "refer to the derivation (DRef) instead and let the matcher choose"
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidConfigError(
-            f"{where}: {value!r} is not valid Unicode (lone surrogate)"
-        ) from None
-    return value
+def _where(path: tuple[Any, ...]) -> str:
+    # `path` is a linked list (parent, key), built cheaply on the way down.
+    keys: list[Any] = []
+    while path:
+        path, key = path
+        keys.append(key)
+    return "config" + "".join(f"[{k!r}]" for k in reversed(keys))
 
 
-def _check(value: Any, where: str) -> Any:
-    """Return a deep copy of `value` made of plain JSON types, or raise."""
-    t = type(value)
-    if t is str:
-        return _check_str(value, where)
-    if value is None or t is bool or t is int:
-        return value
-    if t is float:
-        if not math.isfinite(value):
+class _Scan:
+    """One pass over a config: validates, copies to plain types, and collects references."""
+
+    def __init__(self) -> None:
+        self.deps: set[str] = set()
+        self.promises: list[tuple[str, ...]] = []
+
+    def string(self, value: str, path: tuple[Any, ...]) -> str:
+        if value.startswith("rref:") and isrref(value):
             raise InvalidConfigError(
-                f"{where}: {value!r} is not allowed in configs (JSON has no NaN/inf)"
+                f"{_where(path)}: configs may not contain realization references ({value!r}); "
+                "refer to the derivation (DRef) instead and let the matcher choose"
             )
+        if value.startswith("dref:") and isdref(value):
+            self.deps.add(value)
+        try:
+            value.isascii() or value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidConfigError(
+                f"{_where(path)}: {value!r} is not valid Unicode (lone surrogate)"
+            ) from None
         return value
-    if t is list:
-        return [_check(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if t is dict:
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
+
+    def value(self, value: Any, path: tuple[Any, ...]) -> Any:
+        t = type(value)
+        if t is str:
+            return self.string(value, path)
+        if value is None or t is bool or t is int:
+            return value
+        if t is float:
+            if not math.isfinite(value):
                 raise InvalidConfigError(
-                    f"{where}: key {k!r} is not a string; config keys must be str"
+                    f"{_where(path)}: {value!r} is not allowed in configs (JSON has no NaN/inf)"
                 )
-            out[_check_str(str(k), f"{where} key")] = _check(v, f"{where}[{k!r}]")
-        return out
-    # Subclasses of the JSON types (DRef, Path, IntEnum...) become their base type.
-    for base in (bool, int, float, str):
-        if isinstance(value, base) and t is not base and base is not bool:
-            return _check(base(value), where)
-    hint = "; use a list" if isinstance(value, tuple) else ""
-    raise InvalidConfigError(
-        f"{where}: value of type {t.__name__} is not JSON-compatible{hint}. "
-        "Configs hold str, int, float, bool, None, and lists/dicts of these"
-    )
+            return value
+        if t is list:
+            out = [self.value(v, (path, i)) for i, v in enumerate(value)]
+            if out and out[0] == selfref and all(type(p) is str for p in out[1:]):
+                self.promises.append(tuple(out[1:]))
+            return out
+        if t is dict:
+            d = {}
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise InvalidConfigError(
+                        f"{_where(path)}: key {k!r} is not a string; config keys must be str"
+                    )
+                d[self.string(str(k), path)] = self.value(v, (path, k))
+            return d
+        # Subclasses of the JSON types (DRef, Path, IntEnum...) become their base type.
+        for base in (int, float, str):
+            if isinstance(value, base):
+                return self.value(base(value), path)
+        hint = "; use a list" if isinstance(value, tuple) else ""
+        raise InvalidConfigError(
+            f"{_where(path)}: value of type {t.__name__} is not JSON-compatible{hint}. "
+            "Configs hold str, int, float, bool, None, and lists/dicts of these"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,16 @@ class Config:
     def name(self) -> Name:
         return Name(self.val.get("name", DEFAULT_NAME))
 
+    @cached_property
+    def deps(self) -> tuple[DRef, ...]:
+        """The DRefs the config mentions anywhere (its dependencies), sorted."""
+        return mkconfig(self.val).deps
+
+    @cached_property
+    def promises(self) -> tuple[tuple[str, ...], ...]:
+        """The relative paths promised by ``[selfref, ...]`` lists."""
+        return mkconfig(self.val).promises
+
 
 def mkconfig(d: dict[str, Any] | Config) -> Config:
     """Validate a dict and return it as a `Config`.
@@ -89,16 +118,19 @@ def mkconfig(d: dict[str, Any] | Config) -> Config:
     """
     if isinstance(d, Config):
         # Pylightnix code builds Config({...}) directly: validate it too.
-        _check(d.val, "config")
-        if "name" in d.val:
-            mkname(d.val["name"])
+        mkconfig(d.val)
         return d
     if not isinstance(d, dict):
         raise InvalidConfigError(f"a config must be a dict, not {type(d).__name__}")
-    val = _check(d, "config")
+    scan = _Scan()
+    val = scan.value(d, ())
     if "name" in val:
         mkname(val["name"])
-    return Config(val)
+    config = Config(val)
+    # Fill the cached properties from this scan (cached_property stores in __dict__).
+    config.__dict__["deps"] = tuple(DRef(x) for x in sorted(scan.deps))
+    config.__dict__["promises"] = tuple(scan.promises)
+    return config
 
 
 def cfgdict(c: Config | dict[str, Any]) -> dict[str, Any]:
@@ -118,24 +150,14 @@ def canonical_json(value: Any) -> str:
     )
 
 
-def _walk(value: Any) -> Iterator[Any]:
-    yield value
-    if isinstance(value, list):
-        for v in value:
-            yield from _walk(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _walk(v)
-
-
 def config_deps(c: Config) -> list[DRef]:
     """The DRefs a config mentions anywhere (its dependencies), sorted, unique."""
-    return sorted({DRef(v) for v in _walk(c.val) if isinstance(v, str) and isdref(v)})
+    return list(c.deps)
 
 
 def config_promises(c: Config) -> list[list[str]]:
     """The relative paths a config promises, from every ``[selfref, ...]`` in it."""
-    return [list(v[1:]) for v in _walk(c.val) if isselfpath(v)]
+    return [list(p) for p in c.promises]
 
 
 def resolve_selfrefs(value: Any, dref: DRef) -> Any:

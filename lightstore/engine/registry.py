@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightstore.config import Config, config_deps, config_promises, mkconfig
+from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
 from lightstore.errors import LightstoreError, UnknownReferenceError
 from lightstore.hashing import config_hash
@@ -66,7 +66,7 @@ class Registry:
         """
         cfg = mkconfig(config)
         dref = mkdref(config_hash(cfg.val), cfg.name)
-        deps = tuple(config_deps(cfg))
+        deps = cfg.deps
         for dep in deps:
             if dep not in self.derivations:
                 raise UnknownReferenceError(
@@ -74,7 +74,7 @@ class Registry:
                     "create the dependency with a stage called with the same registry `r`",
                     dep,
                 )
-        promises = tuple(tuple(p) for p in config_promises(cfg))
+        promises = cfg.promises
         self.derivations[dref] = Derivation(dref, cfg, matcher, realizer, deps, promises)
         return dref
 
