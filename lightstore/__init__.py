@@ -85,7 +85,7 @@ from lightstore.errors import (
     StoreReadOnlyError,
     UnknownReferenceError,
 )
-from lightstore.exchange import spack, sunpack
+from lightstore.exchange import copy_closure, spack, sunpack
 from lightstore.refs import (
     Context,
     DRef,
@@ -204,6 +204,7 @@ __all__ = [
     "diff",
     "spack",
     "sunpack",
+    "copy_closure",
     # built-in stages
     "mknode",
     "mkfile",

@@ -351,10 +351,20 @@ class Store:
         then they are recorded (closing the intent); `recover` rolls a dead
         process's intent forward.
         """
+        staged = self._stage_derivations(derivations)
+        if staged is not None:
+            self.catalogue.add_derivations(*staged)
+
+    def _stage_derivations(
+        self, derivations: Sequence[tuple[DRef, Config]]
+    ) -> tuple[list[NewDerivation], int] | None:
+        """Write the config files of unrecorded derivations under an intent; return what to record."""
+        if not derivations:
+            return None
         known = self.catalogue.known_drefs([d for d, _ in derivations])
         missing = [(d, c) for d, c in derivations if d not in known]
         if not missing:
-            return
+            return None
         intent = self.catalogue.open_intent("derive", [d for d, _ in missing])
         new: list[NewDerivation] = []
         for dref, config in missing:
@@ -362,7 +372,7 @@ class Store:
             self._write_config(dref, text)
             new.append(NewDerivation(dref, config.name, text, config_deps(config)))
         failpoint("derive:written")
-        self.catalogue.add_derivations(new, intent)
+        return new, intent
 
     def _write_config(self, dref: DRef, text: str) -> None:
         folder = self.dref_path(dref)
@@ -514,15 +524,21 @@ class Store:
             )
 
     def install(
-        self, installs: Sequence[tuple[NewRealization, str]], build_id: int | None = None
+        self,
+        installs: Sequence[tuple[NewRealization, str]],
+        build_id: int | None = None,
+        derivations: Sequence[tuple[DRef, Config]] = (),
     ) -> None:
         """Move verified realization folders into the tree, then record them in one transaction.
 
         An intent listing the targets is recorded first: if this process dies
         between a rename and the commit, `recover` finds the intent and removes
         the unrecorded folders (under their build locks), so the tree never
-        keeps a realization the catalogue does not know.
+        keeps a realization the catalogue does not know. `derivations`
+        (dependencies first) not yet recorded are recorded by the same
+        transaction.
         """
+        staged = self._stage_derivations(derivations)
         intent = self.catalogue.open_intent(
             "install", [[r.rref, r.context_hash] for r, _ in installs]
         )
@@ -546,7 +562,10 @@ class Store:
             if self.durable:
                 fsync_path(os.path.dirname(target))
         failpoint("publish:renamed")
-        self.catalogue.add_realizations([r for r, _ in installs], build_id, intent)
+        with self.catalogue.write():
+            if staged is not None:
+                self.catalogue.add_derivations(*staged)
+            self.catalogue.add_realizations([r for r, _ in installs], build_id, intent)
         failpoint("publish:committed")
 
     def _rollback_install(self, refs: list[list[str]]) -> None:

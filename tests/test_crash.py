@@ -99,18 +99,22 @@ def test_kill_at_random_instants(root):
         child = subprocess.Popen(
             [sys.executable, WORKERS, "churn", root, str(round_)],
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         try:
-            time.sleep(rng.uniform(0.3, 1.5))
+            # Time the kill from when the child has opened the store, so a slow
+            # start on a loaded machine does not turn every kill into a kill at import.
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 1.2))
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
             child.send_signal(signal.SIGKILL)
         finally:
             child.wait(timeout=30)
-            if child.stderr:
-                child.stderr.close()
+            for stream in (child.stdout, child.stderr):
+                if stream:
+                    stream.close()
         kills += 1
         check_clean(root)
     assert kills == 25

@@ -61,6 +61,7 @@ EXPECTED = [
     "build_wrapper",
     "catref",
     "cfgdict",
+    "copy_closure",
     "current_registry",
     "current_storage",
     "diff",
@@ -194,7 +195,7 @@ SPEC_NAMES = {
         "find",
         "diff",
     ],
-    "exchange": ["spack", "sunpack"],
+    "exchange": ["spack", "sunpack", "copy_closure"],
     "built-in stages": ["mknode", "mkfile", "fetchurl", "fetchlocal"],
 }
 

@@ -162,6 +162,7 @@ def churn(root: str, seed: str) -> dict:
     rng = random.Random(int(seed))
     store = Store.open(root)
     S = store.settings
+    print("ready", flush=True)
     while True:
         i = rng.randrange(40)
         size = rng.choice([10, 100_000, 3_000_000])

@@ -21,7 +21,9 @@ from typing import Any
 from lightstore.config import canonical_json
 from lightstore.engine.registry import Closure, Derivation
 from lightstore.errors import (
+    ArchiveError,
     BuildError,
+    ChecksumError,
     InvalidReferenceError,
     LightstoreError,
     MatcherError,
@@ -89,6 +91,8 @@ def _build(
         if isinstance(e, BuildError):
             e.dref = e.dref or drv.dref
             raise
+        if isinstance(e, ChecksumError | ArchiveError):
+            raise  # built-in stages report bad downloads and archives with their own errors
         raise BuildError(
             f"the realizer of {drv.dref} raised {type(e).__name__}: {e}. The store is unchanged "
             f"(build #{build_id} is recorded as failed; see `.cause` for the original error)",

@@ -1,79 +1,85 @@
-"""Packing realizations into archives and unpacking them into another store.
+"""Packing realizations into archives (`spack`) and adding archives to a store (`sunpack`).
 
-An archive holds ``manifest.json`` and the ``objects/`` folders of the closure
-of the packed realizations (configs, contexts, artifacts). Unpacking extracts
-into the destination's temporary area, refuses unsafe members, recomputes
-every hash, and only then moves objects into place and records them in one
-transaction, so a bad archive leaves the destination as it was.
+An archive holds ``manifest.json`` first, then the ``objects/`` folders of
+the closure of the packed realizations, laid out as in a store::
+
+    manifest.json                       format, version, roots, configs, contexts
+    objects/<H>-<name>/config.json      canonical config of each derivation
+    objects/<H>-<name>/<R>/context.json canonical context of each realization
+    objects/<H>-<name>/<R>/...          its artifacts (files, folders, relative symlinks)
+
+The format follows the file name: ``.zip``, ``.tar``, ``.tar.gz``/``.tgz``,
+``.tar.bz2``, ``.tar.xz`` (Python's standard library only). Archives are
+reproducible: members are sorted, times and owners are fixed.
+
+Unpacking extracts into the destination's temporary area (see
+`safe_extract`), checks that the layout is exactly what the manifest says,
+recomputes every hash, and only then records the derivations and installs the
+realizations in one catalogue transaction. A refused archive leaves the
+destination as it was.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
+import secrets
 import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
 
-from lightstore.catalogue import NewRealization
-from lightstore.config import canonical_json, config_deps, mkconfig
+from lightstore.config import Config, canonical_json
 from lightstore.defaults import resolve_store
-from lightstore.errors import ArchiveError
-from lightstore.hashing import (
-    CONTEXT_FILE,
-    canonical_context,
-    config_hash,
-    context_hash,
-    realization_hash,
-    tree_digest,
+from lightstore.errors import ArchiveError, LightstoreError
+from lightstore.exchange._ingest import (
+    Incoming,
+    add_to_store,
+    check_references,
+    checked_config,
+    checked_context,
+    closure_of,
+    verify_folder,
 )
-from lightstore.refs import DRef, RRef, mkdref, parse_dref, parse_rref, rref2dref, unrref
-from lightstore.store import CONFIG_FILE, Store, make_readonly, remove_tree
+from lightstore.exchange._tree import COPY_CHUNK, check_links, walk_tree
+from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
+from lightstore.hashing import CONTEXT_FILE
+from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+from lightstore.store import CONFIG_FILE, Store, remove_tree
 
 MANIFEST = "manifest.json"
 FORMAT = "lightstore-archive"
-_COPY_CHUNK = 1024 * 1024
+VERSION = 1
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+#: ``progress(done, total, rref)``, called once per realization.
+Progress = Callable[[int, int, RRef], None]
 
 
-def archive_kind(path: str) -> str:
-    """'zip', 'tar' or 'tar.gz', from the file name; raises ArchiveError otherwise."""
-    lower = path.lower()
-    if lower.endswith(".zip"):
-        return "zip"
-    if lower.endswith((".tar.gz", ".tgz")):
-        return "tar.gz"
-    if lower.endswith(".tar"):
-        return "tar"
-    raise ArchiveError(
-        f"unknown archive type for {path!r}; use a name ending in .zip, .tar, .tar.gz or .tgz"
-    )
+@dataclass(frozen=True)
+class _Member:
+    """One archive member: its name, kind, and where its bytes come from."""
+
+    name: str
+    kind: str  # "dir", "file" or "link"
+    data: bytes | None = None
+    source: str | None = None
+    size: int = 0
+    executable: bool = False
+    target: str = ""
 
 
-def _relpath_of(store: Store, path: str) -> str:
-    return os.path.relpath(path, store.root).replace(os.sep, "/")
-
-
-def spack(rrefs: Iterable[RRef], archive_path: str, S: Any = None) -> None:
-    """Pack the given realizations and everything they depend on into `archive_path`.
-
-    The format follows the file name (.zip, .tar, .tar.gz/.tgz). The archive is
-    written under a temporary name and renamed when complete.
-    """
-    store = resolve_store(S)
-    roots = [parse_rref(r) for r in rrefs]
-    missing = set(roots) - store.catalogue.known_rrefs(roots)
-    if missing:
-        raise ArchiveError(f"cannot pack {sorted(missing)[0]}: it is not in the store {store.root}")
-    closure = sorted(set(roots) | store.catalogue.rrefdeps(roots))
-    drefs = sorted({rref2dref(r) for r in closure})
+def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iterator[_Member]:
+    rrefs, drefs = closure_of(store, roots)
     manifest = {
         "format": FORMAT,
-        "version": 1,
-        "roots": roots,
+        "version": VERSION,
+        "roots": sorted(set(roots)),
         "derivations": [{"dref": d, "config": store.config(d)} for d in drefs],
         "realizations": [
             {
@@ -84,270 +90,331 @@ def spack(rrefs: Iterable[RRef], archive_path: str, S: Any = None) -> None:
                 ),
                 "build_stopped": rec.get("build_stopped"),
             }
-            for r in closure
+            for r in rrefs
         ],
     }
-    files: list[tuple[str, str]] = []  # (path in store, name in archive)
+    yield _Member(MANIFEST, "file", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    done = 0
+    by_dref: dict[DRef, list[RRef]] = {d: [] for d in drefs}
+    for r in rrefs:
+        by_dref[rref2dref(r)].append(r)
     for d in drefs:
-        p = os.path.join(store.dref_path(d), CONFIG_FILE)
-        files.append((p, _relpath_of(store, p)))
-    for r in closure:
-        base = store.rref_path(r)
-        files.append((base, _relpath_of(store, base)))
-        for folder, dirs, names in os.walk(base):
-            dirs.sort()
-            for n in sorted(dirs) + sorted(names):
-                p = os.path.join(folder, n)
-                files.append((p, _relpath_of(store, p)))
-    kind = archive_kind(archive_path)
-    tmp = f"{archive_path}.part-{os.getpid()}"
-    data = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+        dhash, name = undref(d)
+        base = f"objects/{dhash}-{name}"
+        yield _Member(base, "dir")
+        yield _Member(f"{base}/{CONFIG_FILE}", "file", canonical_json(store.config(d)).encode())
+        for r in by_dref[d]:
+            folder = store.rref_path(r)
+            if not os.path.isdir(folder):
+                raise ArchiveError(
+                    f"cannot pack {r}: its folder {folder} is missing from the store; "
+                    "run `lightstore verify` on it"
+                )
+            check_links(folder, f"cannot pack {r}")
+            rbase = f"{base}/{unrref(r)[0]}"
+            yield _Member(rbase, "dir")
+            yield _Member(
+                f"{rbase}/{CONTEXT_FILE}", "file", canonical_json(store.context(r)).encode()
+            )
+            for e in walk_tree(folder, skip_top=frozenset({CONTEXT_FILE})):
+                yield _Member(
+                    f"{rbase}/{e.rel}", e.kind, None, e.path, e.size, e.executable, e.target
+                )
+            done += 1
+            if progress is not None:
+                progress(done, len(rrefs), r)
+
+
+def _open_source(m: _Member) -> IO[bytes]:
+    if m.data is not None:
+        return io.BytesIO(m.data)
+    if m.source is None:
+        raise ArchiveError(f"internal error: member {m.name!r} has no content")
+    return open(m.source, "rb")
+
+
+def _size(m: _Member) -> int:
+    return len(m.data) if m.data is not None else m.size
+
+
+def _write_zip(out: IO[bytes], members: Iterable[_Member]) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for m in members:
+            if m.kind == "dir":
+                info = zipfile.ZipInfo(m.name + "/", _ZIP_EPOCH)
+                info.external_attr = ((stat.S_IFDIR | 0o755) << 16) | 0x10
+                z.writestr(info, b"")
+            elif m.kind == "link":
+                info = zipfile.ZipInfo(m.name, _ZIP_EPOCH)
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                z.writestr(info, m.target.encode("utf-8", "surrogateescape"))
+            else:
+                info = zipfile.ZipInfo(m.name, _ZIP_EPOCH)
+                info.external_attr = (stat.S_IFREG | (0o755 if m.executable else 0o644)) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.file_size = _size(m)
+                with _open_source(m) as src, z.open(info, "w") as dst:
+                    shutil.copyfileobj(src, dst, COPY_CHUNK)
+
+
+def _write_tar(out: IO[bytes], kind: str, members: Iterable[_Member]) -> None:
+    # gzip stores a time in its header: fix it, so the same closure gives the same bytes.
+    gz = gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) if kind == "tar.gz" else None
+    mode = {"tar.bz2": "w:bz2", "tar.xz": "w:xz"}.get(kind, "w")
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-                z.writestr(MANIFEST, data)
-                for p, name in files:
-                    st = os.lstat(p)
-                    if stat.S_ISLNK(st.st_mode):
-                        info = zipfile.ZipInfo(name)
-                        info.external_attr = (stat.S_IFLNK | 0o777) << 16
-                        z.writestr(info, os.readlink(p))
-                    else:
-                        z.write(p, name)
-        else:
-            with tarfile.open(tmp, "w:gz" if kind == "tar.gz" else "w") as t:
-                tinfo = tarfile.TarInfo(MANIFEST)
-                tinfo.size = len(data)
-                t.addfile(tinfo, io.BytesIO(data))
-                for p, name in files:
-                    t.add(p, name, recursive=False)
-        os.replace(tmp, archive_path)
+        with tarfile.open(
+            fileobj=gz or out,
+            mode=mode,
+            format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+        ) as t:
+            for m in members:
+                info = tarfile.TarInfo(m.name)
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if m.kind == "dir":
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    t.addfile(info)
+                elif m.kind == "link":
+                    info.type, info.mode = tarfile.SYMTYPE, 0o777
+                    info.linkname = m.target
+                    t.addfile(info)
+                else:
+                    info.mode = 0o755 if m.executable else 0o644
+                    info.size = _size(m)
+                    with _open_source(m) as src:
+                        t.addfile(info, src)
     finally:
-        if os.path.exists(tmp):
+        if gz is not None:
+            gz.close()
+
+
+def spack(
+    rrefs: Iterable[RRef],
+    archive_path: str,
+    S: Any = None,
+    *,
+    progress: Progress | None = None,
+) -> None:
+    """Pack the realizations `rrefs` and everything they depend on into `archive_path`.
+
+    The format follows the file name (.zip, .tar, .tar.gz/.tgz, .tar.bz2,
+    .tar.xz). The archive is written under a temporary name in the same folder
+    and renamed when complete, so `archive_path` is never half-written.
+    `progress(done, total, rref)` is called after each realization is packed.
+
+    Raises UnknownReferenceError if a realization is not in the store, and
+    ArchiveError for an unknown archive type, a realization holding a symlink
+    that leaves it (it could not be unpacked safely), or a write error.
+    """
+    store = resolve_store(S)
+    roots = [parse_rref(r) for r in rrefs]
+    path = os.path.abspath(os.fspath(archive_path))
+    kind = archive_kind(path)
+    tmp = os.path.join(
+        os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.part"
+    )
+    try:
+        with store.realizing(), open(tmp, "xb") as out:
+            members = _members(store, roots, progress)
+            if kind == "zip":
+                _write_zip(out, members)
+            else:
+                _write_tar(out, kind, members)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except LightstoreError:
+        raise
+    except OSError as e:
+        raise ArchiveError(f"cannot write the archive {path}: {e}") from e
+    finally:
+        if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
-def _safe_name(name: str) -> str:
-    if (
-        name.startswith("/")
-        or "\\" in name
-        or any(part in ("..", "") for part in name.rstrip("/").split("/"))
-    ):
-        raise ArchiveError(
-            f"unsafe member name {name!r} (absolute, '..' or empty parts); the archive is refused"
-        )
-    return name.rstrip("/")
+# -- unpacking -----------------------------------------------------------------
 
 
-def _check_link(name: str, target: str, floor: int) -> None:
-    if os.path.isabs(target):
-        raise ArchiveError(f"member {name!r} is a symlink to an absolute path {target!r}; refused")
-    # The link may not climb above `floor` folders from the top of the archive
-    # (3 for store archives: a link stays inside objects/<dref>/<rref>/).
-    level = len(name.split("/")) - 1
-    for part in target.split("/"):
-        level += -1 if part == ".." else (0 if part in ("", ".") else 1)
-        if level < floor:
-            raise ArchiveError(
-                f"member {name!r} is a symlink pointing outside its realization ({target!r}); refused"
-            )
-
-
-def safe_extract(
-    archive_path: str, dest: str, max_bytes: int | None = None, link_floor: int = 0
-) -> None:
-    """Extract a .zip/.tar/.tar.gz into `dest`, refusing absolute or `..` names,
-    links leaving the archive, hard links, devices, and more than `max_bytes` of data.
-
-    Raises ArchiveError; `dest` may then hold a partial extraction (callers
-    extract into a temporary folder).
-    """
-    kind = archive_kind(archive_path)
-    total = 0
-
-    def count(n: int) -> None:
-        nonlocal total
-        total += n
-        if max_bytes is not None and total > max_bytes:
-            raise ArchiveError(
-                f"the archive unpacks to more than {max_bytes} bytes; refused (raise max_bytes to allow)"
-            )
-
+def _read_manifest(area: str, archive: str) -> dict[str, Any]:
+    path = os.path.join(area, MANIFEST)
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive_path) as z:
-                for info in z.infolist():
-                    name = _safe_name(info.filename)
-                    mode = info.external_attr >> 16
-                    target = os.path.join(dest, name)
-                    if info.is_dir():
-                        os.makedirs(target, exist_ok=True)
-                        continue
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    if stat.S_ISLNK(mode):
-                        link = z.read(info).decode("utf-8")
-                        _check_link(name, link, link_floor)
-                        os.symlink(link, target)
-                        continue
-                    if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
-                        raise ArchiveError(
-                            f"member {name!r} is not a regular file, folder or symlink; refused"
-                        )
-                    with z.open(info) as src, open(target, "wb") as out:
-                        while chunk := src.read(_COPY_CHUNK):
-                            count(len(chunk))
-                            out.write(chunk)
-                    if mode & 0o111:
-                        os.chmod(target, 0o755)
-        else:
-            with tarfile.open(archive_path, "r:*") as t:
-                for m in t:
-                    name = _safe_name(m.name)
-                    target = os.path.join(dest, name)
-                    if m.isdir():
-                        os.makedirs(target, exist_ok=True)
-                    elif m.issym():
-                        _check_link(name, m.linkname, link_floor)
-                        os.makedirs(os.path.dirname(target), exist_ok=True)
-                        os.symlink(m.linkname, target)
-                    elif m.isfile():
-                        count(m.size)
-                        os.makedirs(os.path.dirname(target), exist_ok=True)
-                        data_file = t.extractfile(m)
-                        if data_file is None:
-                            raise ArchiveError(f"member {name!r} has no data")
-                        with data_file, open(target, "wb") as out:
-                            shutil.copyfileobj(data_file, out, _COPY_CHUNK)
-                        if m.mode & 0o111:
-                            os.chmod(target, 0o755)
-                    else:
-                        raise ArchiveError(f"member {name!r} is a hard link or device; refused")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as e:
-        if isinstance(e, ArchiveError):
-            raise
-        raise ArchiveError(f"cannot read the archive {archive_path}: {e}") from e
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ArchiveError(
+            f"{archive} has no readable {MANIFEST}; is it an archive made by spack?"
+        ) from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArchiveError(f"{archive} is not a lightstore archive (its manifest has no format)")
+    version = manifest.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArchiveError(f"{archive}: the manifest has no valid version")
+    if version > VERSION:
+        raise ArchiveError(
+            f"{archive} has archive format version {version} but this lightstore reads up to "
+            f"{VERSION}; upgrade lightstore to unpack it"
+        )
+    for key in ("roots", "derivations", "realizations"):
+        if not isinstance(manifest.get(key), list):
+            raise ArchiveError(f"{archive}: the manifest's {key!r} is not a list")
+    return manifest
 
 
-def sunpack(archive_path: str, S: Any = None, max_bytes: int | None = None) -> list[RRef]:
+def _time(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ArchiveError(f"{where}: a build time is not a number")
+    return float(value)
+
+
+def _plan(
+    area: str, manifest: dict[str, Any], where: str
+) -> tuple[dict[DRef, Config], dict[RRef, Incoming], list[RRef]]:
+    """Check the manifest against itself and against the extracted tree."""
+    derivations: dict[DRef, Config] = {}
+    for entry in manifest["derivations"]:
+        if not isinstance(entry, dict):
+            raise ArchiveError(f"{where}: a derivation entry of the manifest is not an object")
+        dref, config = checked_config(entry.get("dref"), entry.get("config"), where)
+        if dref in derivations:
+            raise ArchiveError(f"{where}: the manifest lists {dref} twice")
+        derivations[dref] = config
+    incoming: dict[RRef, Incoming] = {}
+    objects = os.path.join(area, "objects")
+    for entry in manifest["realizations"]:
+        if not isinstance(entry, dict):
+            raise ArchiveError(f"{where}: a realization entry of the manifest is not an object")
+        try:
+            rref = parse_rref(entry.get("rref"))
+        except LightstoreError as e:
+            raise ArchiveError(f"{where}: {e}") from e
+        if rref in incoming:
+            raise ArchiveError(f"{where}: the manifest lists {rref} twice")
+        dref = rref2dref(rref)
+        if dref not in derivations:
+            raise ArchiveError(f"{where}: {rref} has no derivation in the manifest")
+        context = checked_context(rref, entry.get("context"), derivations[dref], where)
+        rhash, dhash, name = unrref(rref)
+        incoming[rref] = Incoming(
+            rref,
+            dref,
+            context,
+            os.path.join(objects, f"{dhash}-{name}", rhash),
+            _time(entry.get("build_started"), where),
+            _time(entry.get("build_stopped"), where),
+        )
+    roots: list[RRef] = []
+    for r in manifest["roots"]:
+        if not isinstance(r, str) or r not in incoming:
+            raise ArchiveError(f"{where}: the manifest's root {r!r} is not among its realizations")
+        roots.append(RRef(r))
+    _check_layout(area, derivations, incoming, where)
+    return derivations, incoming, roots
+
+
+def _regular_text(path: str) -> str | None:
+    """The text of a regular file (not a symlink), or None."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def _check_layout(
+    area: str, derivations: dict[DRef, Config], incoming: dict[RRef, Incoming], where: str
+) -> None:
+    """The extracted tree holds exactly what the manifest lists, and agrees with it."""
+    top = set(os.listdir(area))
+    if not top <= {MANIFEST, "objects"} or os.path.islink(os.path.join(area, MANIFEST)):
+        extra = sorted(top - {MANIFEST, "objects"})
+        raise ArchiveError(f"{where}: unexpected member(s) at the top: {extra or [MANIFEST]}")
+    objects = os.path.join(area, "objects")
+    if os.path.lexists(objects) and (os.path.islink(objects) or not os.path.isdir(objects)):
+        raise ArchiveError(f"{where}: 'objects' is not a folder")
+    expected: dict[str, set[str]] = {}
+    for d in derivations:
+        dhash, name = undref(d)
+        expected[f"{dhash}-{name}"] = set()
+    for inc in incoming.values():
+        rhash, dhash, name = unrref(inc.rref)
+        expected[f"{dhash}-{name}"].add(rhash)
+    found = set(os.listdir(objects)) if os.path.isdir(objects) else set()
+    if found != set(expected):
+        extra, lacking = sorted(found - set(expected)), sorted(set(expected) - found)
+        raise ArchiveError(
+            f"{where}: the objects do not match the manifest "
+            f"(not in the manifest: {extra}, missing: {lacking}); the archive lies or is truncated"
+        )
+    for folder_name, rhashes in expected.items():
+        folder = os.path.join(objects, folder_name)
+        if os.path.islink(folder) or not os.path.isdir(folder):
+            raise ArchiveError(f"{where}: objects/{folder_name} is not a folder")
+        dref = DRef(f"dref:{folder_name}")
+        if _regular_text(os.path.join(folder, CONFIG_FILE)) != canonical_json(
+            derivations[dref].val
+        ):
+            raise ArchiveError(
+                f"{where}: objects/{folder_name}/{CONFIG_FILE} is missing or disagrees with the "
+                "manifest; the archive lies or is damaged"
+            )
+        entries = set(os.listdir(folder)) - {CONFIG_FILE}
+        if entries != rhashes:
+            extra, lacking = sorted(entries - rhashes), sorted(rhashes - entries)
+            raise ArchiveError(
+                f"{where}: objects/{folder_name} does not match the manifest "
+                f"(not in the manifest: {extra}, missing: {lacking}); the archive lies or is truncated"
+            )
+    for inc in incoming.values():
+        if os.path.islink(inc.folder) or not os.path.isdir(inc.folder):
+            raise ArchiveError(f"{where}: the folder of {inc.rref} is not a folder")
+        if _regular_text(os.path.join(inc.folder, CONTEXT_FILE)) != inc.context_json:
+            raise ArchiveError(
+                f"{where}: the {CONTEXT_FILE} of {inc.rref} is missing or disagrees with the "
+                "manifest; the archive lies or is damaged"
+            )
+
+
+def sunpack(
+    archive_path: str,
+    S: Any = None,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    progress: Progress | None = None,
+) -> list[RRef]:
     """Add the contents of an archive made by `spack` to the store; return its root RRefs.
 
-    Every realization's content hash is recomputed and must match its RRef;
-    objects already present are skipped. Raises ArchiveError (store unchanged)
-    for unsafe, damaged or lying archives.
+    Every RRef stays identical: each realization's content hash is recomputed
+    and must match its RRef. Objects already in the store are skipped; the new
+    ones enter the catalogue in one transaction. `max_bytes` limits how much
+    the archive may unpack to (default 64 GiB; None for no limit).
+    `progress(done, total, rref)` is called after each realization is verified.
+
+    Raises ArchiveError, leaving the store as it was, for an unsafe member
+    (absolute, ``..``, a link leaving its realization, a device), a damaged,
+    truncated or oversized archive, or one whose manifest or content does not
+    verify.
     """
     store = resolve_store(S)
+    archive = os.path.abspath(os.fspath(archive_path))
+    archive_kind(archive)
+    if not os.path.isfile(archive):
+        raise ArchiveError(f"cannot read the archive {archive}: no such file")
     area = store.new_build_area("unpack")
     try:
-        safe_extract(archive_path, area, max_bytes, link_floor=3)
-        try:
-            with open(os.path.join(area, MANIFEST), encoding="utf-8") as f:
-                manifest = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ArchiveError(
-                f"{archive_path} has no valid {MANIFEST}; is it a lightstore archive?"
-            ) from e
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ArchiveError(f"{archive_path} is not a lightstore archive")
-        return _import(store, area, manifest)
+        safe_extract(archive, area, max_bytes=max_bytes)
+        where = os.path.basename(archive)
+        manifest = _read_manifest(area, archive)
+        derivations, incoming, roots = _plan(area, manifest, where)
+        for done, inc in enumerate(incoming.values(), 1):
+            verify_folder(inc, where)
+            if progress is not None:
+                progress(done, len(incoming), inc.rref)
+        store.recover()
+        with store.realizing():
+            check_references(store, derivations, incoming, where)
+            add_to_store(store, derivations, incoming.values())
+        return roots
     finally:
         remove_tree(area)
-
-
-def _import(store: Store, area: str, manifest: dict[str, Any]) -> list[RRef]:
-    derivations = []
-    for entry in manifest.get("derivations", []):
-        dref = parse_dref(entry.get("dref"))
-        config = mkconfig(entry.get("config"))
-        if mkdref(config_hash(config.val), config.name) != dref:
-            raise ArchiveError(
-                f"the manifest's config for {dref} does not hash to it; the archive lies"
-            )
-        derivations.append((dref, config))
-    known_drefs = {d for d, _ in derivations}
-    records: list[NewRealization] = []
-    moves: list[tuple[str, str]] = []
-    have = store.catalogue.known_rrefs([e.get("rref") for e in manifest.get("realizations", [])])
-    for entry in manifest.get("realizations", []):
-        rref = parse_rref(entry.get("rref"))
-        dref = rref2dref(rref)
-        if dref not in known_drefs:
-            raise ArchiveError(f"{rref} has no derivation in the manifest")
-        ctx = canonical_context(
-            {parse_dref(k): [parse_rref(r) for r in v] for k, v in entry["context"].items()}
-        )
-        rhash, dhash, name = unrref(rref)
-        folder = os.path.join(area, "objects", f"{dhash}-{name}", rhash)
-        if not os.path.isdir(folder):
-            raise ArchiveError(f"the archive lacks the folder of {rref}")
-        digest = tree_digest(folder)
-        ctx_hash = context_hash(ctx)
-        if realization_hash(ctx_hash, digest.digest) != rhash:
-            raise ArchiveError(
-                f"the content of {rref} in the archive does not hash to its RRef; refused"
-            )
-        deps = sorted({r for rrefs in ctx.values() for r in rrefs})
-        if rref in have:
-            continue
-        with open(os.path.join(folder, CONTEXT_FILE), "w", encoding="utf-8") as f:
-            f.write(canonical_json(ctx))
-        records.append(
-            NewRealization(
-                rref,
-                dref,
-                canonical_json(ctx),
-                ctx_hash,
-                deps,
-                digest.size,
-                digest.files,
-                entry.get("build_started"),
-                entry.get("build_stopped"),
-            )
-        )
-        moves.append((folder, store.rref_path(rref)))
-    store.record_derivations(_topological(derivations))
-    for src, dst in moves:
-        make_readonly(src, include_root=False)
-        try:
-            os.rename(src, dst)
-            os.chmod(dst, os.stat(dst).st_mode & ~0o222)
-        except OSError:
-            if not os.path.isdir(dst):
-                raise
-    store.catalogue.add_realizations(_topological_rrefs(records), None)
-    return [parse_rref(r) for r in manifest.get("roots", [])]
-
-
-def _topological(derivations: list[tuple[DRef, Any]]) -> list[tuple[DRef, Any]]:
-    by = dict(derivations)
-    done: set[DRef] = set()
-    out: list[tuple[DRef, Any]] = []
-
-    def visit(d: DRef) -> None:
-        if d in done or d not in by:
-            return
-        done.add(d)
-        for dep in config_deps(by[d]):
-            visit(dep)
-        out.append((d, by[d]))
-
-    for d in sorted(by):
-        visit(d)
-    return out
-
-
-def _topological_rrefs(records: list[NewRealization]) -> list[NewRealization]:
-    by: dict[str, NewRealization] = {r.rref: r for r in records}
-    done: set[str] = set()
-    out: list[NewRealization] = []
-
-    def visit(r: str) -> None:
-        if r in done or r not in by:
-            return
-        done.add(r)
-        for dep in by[r].deps:
-            visit(dep)
-        out.append(by[r])
-
-    for r in sorted(by):
-        visit(r)
-    return out

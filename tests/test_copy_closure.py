@@ -1,0 +1,288 @@
+"""Copying closures directly between stores: same checks as archives, and resumable after kill -9."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lightstore import (
+    ArchiveError,
+    Store,
+    UnknownReferenceError,
+    allrrefs,
+    fsinit,
+    instantiate,
+    mknode,
+    mkSS,
+    realize,
+    rrefdeps,
+)
+from lightstore.exchange import copy_closure
+from lightstore.failpoints import VARIABLE
+
+CHILD = """
+import sys
+from lightstore.exchange import copy_closure
+print("start", flush=True)
+copy_closure(sys.argv[3:], sys.argv[1], sys.argv[2])
+print("done", flush=True)
+"""
+
+
+def tree_state(store: Store, rrefs=None) -> dict[str, tuple]:
+    """Entries under objects/ (only those of `rrefs` and their derivations, if given)."""
+    folders: set[str] = set()
+    exact: set[str] = set()
+    if rrefs is not None:
+        folders = {os.path.relpath(store.rref_path(r), store.objects_dir) for r in rrefs}
+        exact = {os.path.dirname(f) for f in folders}
+        exact |= {f"{d}/config.json" for d in exact}
+    state: dict[str, tuple] = {}
+    for folder, dirs, files in os.walk(store.objects_dir):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, store.objects_dir)
+            wanted = rel in exact or any(rel == f or rel.startswith(f + "/") for f in folders)
+            if rrefs is not None and not wanted:
+                continue
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                state[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                state[rel] = ("dir", stat.S_IMODE(st.st_mode))
+            else:
+                with open(path, "rb") as f:
+                    state[rel] = ("file", stat.S_IMODE(st.st_mode), f.read())
+    return state
+
+
+def rows(store: Store) -> dict[str, set]:
+    conn = sqlite3.connect(store.catalogue.path)
+    try:
+        return {
+            "realizations": set(
+                conn.execute(
+                    "SELECT rref, dref, context, context_hash, size, file_count FROM realizations"
+                )
+            ),
+            "realization_deps": set(conn.execute("SELECT rref, dep FROM realization_deps")),
+            "derivations": set(conn.execute("SELECT dref, config FROM derivations")),
+            "derivation_deps": set(conn.execute("SELECT dref, dep FROM derivation_deps")),
+        }
+    finally:
+        conn.close()
+
+
+def wide_stage(n: int, tag: str = "w"):
+    """`n` layers of two nodes each, every layer depending on the previous one, then a top."""
+
+    def stage(r):
+        prev: list = []
+        for i in range(n):
+            layer = [
+                mknode(
+                    r, {"name": f"{tag}{i}{side}", "prev": prev}, {"f": f"{tag}{i}{side}" * (i + 1)}
+                )
+                for side in "ab"
+            ]
+            prev = layer
+        return mknode(r, {"name": f"{tag}top", "prev": prev}, {"top": "top"})
+
+    return stage
+
+
+def make_source(path, n: int = 5) -> tuple[Store, str]:
+    src = fsinit(mkSS(str(path)))
+    _, closure, ctx = realize(instantiate(wide_stage(n), S=src))
+    (top,) = ctx[closure.targets[0]]
+    return src, top
+
+
+def assert_complete(src: Store, dst: Store, top: str) -> None:
+    closure = {top} | rrefdeps([top], src)
+    assert closure <= set(allrrefs(dst))
+    assert tree_state(dst, closure) == tree_state(src, closure)
+    src_rows, dst_rows = rows(src), rows(dst)
+    for key in src_rows:
+        assert src_rows[key] <= dst_rows[key], key
+    report = dst.verify(check_contents=True)
+    assert report.ok, [(p.kind, p.ref, p.detail) for p in report.problems]
+    assert os.listdir(dst.tmp_dir) == []
+
+
+# -- plain copies --------------------------------------------------------------------
+
+
+def test_copy_into_empty_store(tmp_path):
+    src, top = make_source(tmp_path / "src")
+    dst = fsinit(mkSS(str(tmp_path / "dst")))
+    seen = []
+    added = copy_closure(
+        [top], src, dst, progress=lambda done, total, r: seen.append((done, total))
+    )
+    assert set(added) == {top} | rrefdeps([top], src)
+    assert added[-1] == top  # dependencies first
+    assert seen[-1] == (len(added), len(added))
+    assert rows(dst) == rows(src)
+    assert tree_state(dst) == tree_state(src)
+    assert_complete(src, dst, top)
+    assert copy_closure([top], src, dst) == []
+
+
+def test_copy_into_overlapping_store(tmp_path):
+    src, top = make_source(tmp_path / "src")
+    dst = fsinit(mkSS(str(tmp_path / "dst")))
+    realize(instantiate(wide_stage(2), S=dst))  # the same first layers: same RRefs
+    realize(instantiate(wide_stage(1, tag="other"), S=dst))
+    before = set(allrrefs(dst))
+    added = copy_closure([top], src.settings, str(dst.root))
+    assert not set(added) & before
+    assert set(allrrefs(dst)) == before | {top} | rrefdeps([top], src)
+    assert_complete(src, dst, top)
+
+
+def test_copy_to_the_same_store_is_a_no_op(tmp_path):
+    src, top = make_source(tmp_path / "src", n=1)
+    assert copy_closure([top], src, src) == []
+
+
+def test_unknown_rref(tmp_path):
+    src, top = make_source(tmp_path / "src", n=1)
+    dst = fsinit(mkSS(str(tmp_path / "dst")))
+    ghost = "rref:" + "1" * 32 + top[37:]
+    with pytest.raises(UnknownReferenceError):
+        copy_closure([ghost], src, dst)
+    assert allrrefs(dst) == []
+
+
+def test_corrupt_source_is_refused(tmp_path):
+    src, top = make_source(tmp_path / "src", n=2)
+    victim = next(r for r in rrefdeps([top], src) if r.endswith("-w1a"))
+    path = os.path.join(src.rref_path(victim), "f")
+    os.chmod(path, 0o644)
+    with open(path, "w") as f:
+        f.write("tampered")
+    dst = fsinit(mkSS(str(tmp_path / "dst")))
+    with pytest.raises(ArchiveError, match="does not hash"):
+        copy_closure([top], src, dst)
+    assert victim not in allrrefs(dst)
+    assert top not in allrrefs(dst)
+    assert dst.verify(check_contents=True).ok
+    assert os.listdir(dst.tmp_dir) == []
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_unrecorded_folder_in_destination(tmp_path, valid):
+    """A folder in objects/ without its row is verified and recorded, or replaced."""
+    src, top = make_source(tmp_path / "src", n=1)
+    dst = fsinit(mkSS(str(tmp_path / "dst")))
+    leftover = dst.rref_path(top)
+    if valid:
+        shutil.copytree(src.rref_path(top), leftover, symlinks=True)
+    else:
+        os.makedirs(leftover)
+        with open(os.path.join(leftover, "top"), "w") as f:
+            f.write("wrong")
+    os.chmod(leftover, 0o555)
+    copy_closure([top], src, dst)
+    assert_complete(src, dst, top)
+
+
+# -- killed half way, then run again ---------------------------------------------------
+
+
+def run_child(src: Store, dst: Store, top: str, failpoint: str | None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
+    if failpoint:
+        env[VARIABLE] = failpoint
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, src.root, dst.root, top],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def check_consistent(dst: Store) -> None:
+    """What a killed copy left: every recorded realization has its folder and its dependencies."""
+    Store.forget_instances()
+    fresh = Store.open(dst.root)  # as the next process would: recover() runs
+    report = fresh.verify(check_contents=True)
+    assert report.ok, [(p.kind, p.ref, p.detail) for p in report.problems]
+    assert os.listdir(fresh.tmp_dir) == []
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "copy:staged:4",  # copied into tmp/, not yet installed
+        "publish:renamed",  # renamed into objects/, not yet recorded
+        "copy:recorded:6",  # some recorded, the rest not started
+    ],
+)
+def test_resume_after_kill_at_failpoint(tmp_path, point):
+    src, top = make_source(tmp_path / "src")
+    dst = fsinit(mkSS(str(tmp_path / "dst")))
+    if point == "publish:renamed":
+        # Copy part of the closure first, so the child dies half way through the rest.
+        part = next(r for r in rrefdeps([top], src) if r.endswith("-w2a"))
+        copy_closure([part], src, dst)
+    child = run_child(src, dst, top, point)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, err
+    recorded = set(allrrefs(dst))
+    assert top not in recorded
+    if point == "publish:renamed":  # the window between rename and commit was hit
+        assert any(os.path.isdir(dst.rref_path(r)) for r in rrefdeps([top], src) - recorded)
+    elif point.startswith("copy:staged"):
+        assert os.listdir(dst.tmp_dir) != []  # the dead child's copy, until recovered
+    check_consistent(dst)
+    dst = Store.open(dst.root)
+    added = copy_closure([top], src, dst)
+    assert set(added) == ({top} | rrefdeps([top], src)) - recorded
+    assert_complete(src, dst, top)
+
+
+def test_resume_after_kills_at_random_instants(tmp_path):
+    src, top = make_source(tmp_path / "src", n=12)
+    dst = fsinit(mkSS(str(tmp_path / "dst")))
+    # How long a whole copy takes in a child, once it has started.
+    probe = run_child(src, fsinit(mkSS(str(tmp_path / "probe"))), top, None)
+    assert probe.stdout is not None
+    assert probe.stdout.readline() == "start\n"
+    started = time.monotonic()
+    probe.communicate(timeout=60)
+    duration = time.monotonic() - started
+    rng = random.Random(7)
+    progress: list[int] = []
+    total = 1 + len(rrefdeps([top], src))
+    fraction = 0.2
+    # Kill at random instants; wait longer after a kill that came before any progress,
+    # until one lands in the middle of the copy (or the copy finishes).
+    while len(progress) < 8 and not any(0 < n < total for n in progress):
+        child = run_child(src, dst, top, None)
+        assert child.stdout is not None
+        assert child.stdout.readline() == "start\n"
+        time.sleep(rng.uniform(0.8, 1.2) * fraction * duration)
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=60)
+        progress.append(len(allrrefs(dst)))
+        check_consistent(dst)
+        dst = Store.open(dst.root)
+        if progress[-1] == 0:
+            fraction *= 1.3
+        elif progress[-1] == total:
+            break
+    copy_closure([top], src, dst)
+    assert_complete(src, dst, top)
+    assert any(0 < n < total for n in progress), progress  # a kill hit mid-copy

@@ -1,0 +1,317 @@
+"""fetchurl and fetchlocal against a real HTTP server on 127.0.0.1 (SPEC §2 "Built-in stages")."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import sys
+import tarfile
+import threading
+import zipfile
+from functools import partial
+
+import pytest
+
+import lightstore.stages.fetch as fetch_module
+from lightstore import (
+    ArchiveError,
+    BuildError,
+    ChecksumError,
+    InvalidConfigError,
+    allrrefs,
+    cfgdict,
+    drefcfg,
+    fetchlocal,
+    fetchurl,
+    instantiate,
+    mklens,
+    realize1,
+)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cause(e: BaseException) -> BaseException:
+    """The original error under BuildError wrappers."""
+    while isinstance(e, BuildError) and e.cause is not None:
+        e = e.cause
+    return e
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    hits: list[str]
+
+    def do_GET(self):
+        self.hits.append(self.path)
+        if self.path == "/short":  # announces more than it sends
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"only this")
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def www(tmp_path):
+    folder = tmp_path / "www"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def server(www):
+    """Serves `www` on 127.0.0.1 (a missing file is a 404); yields (base URL, hits)."""
+    hits: list[str] = []
+    handler = partial(type("H", (Handler,), {"hits": hits}), directory=str(www))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def make_tar_gz(path, files: dict[str, bytes]) -> bytes:
+    with tarfile.open(path, "w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            t.addfile(info, io.BytesIO(data))
+    return path.read_bytes()
+
+
+def make_zip(path, files: dict[str, bytes]) -> bytes:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path.read_bytes()
+
+
+FILES = {"pkg/README": b"read me\n", "pkg/bin/run.sh": b"#!/bin/sh\n", "top.txt": b"top"}
+
+
+# -- fetchurl ------------------------------------------------------------------------
+
+
+def test_fetchurl_downloads_and_checks(S, www, server):
+    base, hits = server
+    data = os.urandom(3000)
+    (www / "data.bin").write_bytes(data)
+
+    def stage(r):
+        return fetchurl(r, f"{base}/data.bin", sha(data))
+
+    rref = realize1(instantiate(stage, S=S))
+    with open(mklens(rref, S=S).out_path.syspath, "rb") as f:
+        assert f.read() == data
+    assert sorted(os.listdir(os.path.dirname(mklens(rref, S=S).out_path.syspath))) == [
+        "context.json",
+        "data.bin",
+    ]
+    cfg = cfgdict(drefcfg(mklens(rref, S=S).dref, S))
+    assert (
+        cfg["sha256"] == sha(data) and cfg["filename"] == "data.bin" and cfg["name"] == "fetchurl"
+    )
+    assert realize1(instantiate(stage, S=S)) == rref  # cached: no second download
+    assert hits == ["/data.bin"]
+    assert os.listdir(S.tmpdir) == []
+
+
+def test_fetchurl_name_filename_and_extra_config(S, www, server):
+    base, _ = server
+    (www / "x").write_bytes(b"x")
+    rref = realize1(
+        instantiate(
+            lambda r: fetchurl(
+                r, f"{base}/x?v=1", sha(b"x"), name="thing", filename="x.txt", note="n"
+            ),
+            S=S,
+        )
+    )
+    assert rref.endswith("-thing")
+    assert mklens(rref, S=S).out_path.syspath.endswith("/x.txt")
+    assert mklens(rref, S=S).note.val == "n"
+
+
+def test_fetchurl_wrong_checksum_stores_nothing(store, S, www, server):
+    base, _ = server
+    (www / "data.bin").write_bytes(b"actual data")
+    with pytest.raises((ChecksumError, BuildError)) as e:
+        realize1(instantiate(lambda r: fetchurl(r, f"{base}/data.bin", sha(b"other data")), S=S))
+    err = cause(e.value)
+    assert isinstance(err, ChecksumError)
+    assert err.expected == sha(b"other data") and err.actual == sha(b"actual data")
+    assert "sha256" in str(err)
+    assert allrrefs(S) == []
+    assert os.listdir(S.tmpdir) == []
+    assert store.catalogue.column("SELECT status FROM builds") == ["failed"]
+
+
+def test_fetchurl_http_404(S, server):
+    base, _ = server
+    with pytest.raises(BuildError, match="404"):
+        realize1(instantiate(lambda r: fetchurl(r, f"{base}/missing.bin", "0" * 64), S=S))
+    assert allrrefs(S) == []
+    assert os.listdir(S.tmpdir) == []
+
+
+def test_fetchurl_cut_short(S, server):
+    base, _ = server
+    with pytest.raises(BuildError, match=r"short|IncompleteRead|announced"):
+        realize1(instantiate(lambda r: fetchurl(r, f"{base}/short", "0" * 64, filename="s"), S=S))
+    assert allrrefs(S) == []
+
+
+def test_fetchurl_unreachable(S):
+    with pytest.raises(BuildError, match="cannot download"):
+        realize1(
+            instantiate(lambda r: fetchurl(r, "http://127.0.0.1:9/x", "0" * 64, timeout=5), S=S)
+        )
+    assert allrrefs(S) == []
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_fetchurl_unpack(S, www, server, kind):
+    base, _ = server
+    archive = www / f"pkg.{kind}"
+    data = make_tar_gz(archive, FILES) if kind == "tar.gz" else make_zip(archive, FILES)
+    rref = realize1(
+        instantiate(lambda r: fetchurl(r, f"{base}/pkg.{kind}", sha(data), unpack=True), S=S)
+    )
+    out = mklens(rref, S=S).out_path.syspath
+    assert sorted(os.listdir(out)) == ["context.json", "pkg", "top.txt"]  # the archive is not kept
+    for name, content in FILES.items():
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read() == content
+    if kind == "tar.gz":
+        assert os.access(os.path.join(out, "pkg", "bin", "run.sh"), os.X_OK)
+
+
+def test_fetchurl_unpack_refuses_hostile_archive(S, www, server, tmp_path):
+    base, _ = server
+    with tarfile.open(www / "evil.tar", "w") as t:
+        info = tarfile.TarInfo("../../escaped")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    data = (www / "evil.tar").read_bytes()
+    with pytest.raises((ArchiveError, BuildError)) as e:
+        realize1(
+            instantiate(lambda r: fetchurl(r, f"{base}/evil.tar", sha(data), unpack=True), S=S)
+        )
+    assert isinstance(cause(e.value), ArchiveError)
+    assert allrrefs(S) == []
+    assert not os.path.exists(os.path.join(S.tmpdir, "..", "escaped"))
+
+
+def test_fetchurl_unpack_size_limit(S, www, server):
+    base, _ = server
+    data = make_zip(www / "big.zip", {"zeros": bytes(200_000)})
+    with pytest.raises((ArchiveError, BuildError)) as e:
+        realize1(
+            instantiate(
+                lambda r: fetchurl(r, f"{base}/big.zip", sha(data), unpack=True, max_bytes=100_000),
+                S=S,
+            )
+        )
+    assert "max_bytes" in str(cause(e.value))
+
+
+def test_fetchurl_file_url(S, tmp_path):
+    path = tmp_path / "local.txt"
+    path.write_bytes(b"local")
+    rref = realize1(instantiate(lambda r: fetchurl(r, path.as_uri(), sha(b"local")), S=S))
+    assert mklens(rref, S=S).out_path.contents == "local"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("ftp://host/x", "0" * 64), {}, "http, https or file"),
+        (("http://host/x", "abc"), {}, "64 hexadecimal"),
+        (("http://host/", "0" * 64), {}, "filename="),
+        (("http://host/x", "0" * 64), {"filename": "a/b"}, "plain file name"),
+        (("http://host/x.rar", "0" * 64), {"unpack": True}, "unknown archive type"),
+        (("http://host/x", "0" * 64), {"name": "bad name"}, "invalid name"),
+        (("http://host/x", "0" * 64), {"out_path": 1}, "out_path"),
+    ],
+)
+def test_fetchurl_bad_arguments_fail_at_once(S, args, kwargs, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        instantiate(lambda r: fetchurl(r, *args, **kwargs), S=S)
+
+
+# -- fetchlocal --------------------------------------------------------------------------
+
+
+def test_fetchlocal(S, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,b\n")
+    rref = realize1(instantiate(lambda r: fetchlocal(r, str(path), sha(b"a,b\n")), S=S))
+    assert mklens(rref, S=S).out_path.contents == "a,b\n"
+    assert rref.endswith("-fetchlocal")
+    assert mklens(rref, S=S).path.val == str(path)
+
+
+def test_fetchlocal_wrong_checksum_and_missing_file(S, tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,b\n")
+    with pytest.raises((ChecksumError, BuildError)) as e:
+        realize1(instantiate(lambda r: fetchlocal(r, str(path), sha(b"other")), S=S))
+    assert isinstance(cause(e.value), ChecksumError)
+    with pytest.raises(BuildError, match="cannot read"):
+        realize1(instantiate(lambda r: fetchlocal(r, str(tmp_path / "nope"), "0" * 64), S=S))
+    assert allrrefs(S) == []
+    assert os.listdir(S.tmpdir) == []
+
+
+def test_fetchlocal_unpack(S, tmp_path):
+    data = make_tar_gz(tmp_path / "pkg.tgz", FILES)
+    rref = realize1(
+        instantiate(lambda r: fetchlocal(r, str(tmp_path / "pkg.tgz"), sha(data), unpack=True), S=S)
+    )
+    with open(os.path.join(mklens(rref, S=S).out_path.syspath, "top.txt"), "rb") as f:
+        assert f.read() == b"top"
+
+
+# -- progress on a terminal ----------------------------------------------------------------
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_only_on_a_terminal(S, www, server, monkeypatch, tty):
+    base, _ = server
+    data = os.urandom(50_000)
+    (www / "big.bin").write_bytes(data)
+    monkeypatch.setattr(fetch_module, "PROGRESS_MIN_BYTES", 10_000)
+    err = FakeTerminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    realize1(instantiate(lambda r: fetchurl(r, f"{base}/big.bin", sha(data)), S=S))
+    if tty:
+        assert "(100%)" in err.getvalue() and err.getvalue().endswith("\n")
+    else:
+        assert err.getvalue() == ""
+
+
+def test_no_progress_for_small_downloads(S, www, server, monkeypatch):
+    base, _ = server
+    (www / "small.bin").write_bytes(b"small")
+    err = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    realize1(instantiate(lambda r: fetchurl(r, f"{base}/small.bin", sha(b"small")), S=S))
+    assert err.getvalue() == ""
