@@ -6,6 +6,8 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     LightstoreError
     ├── InvalidConfigError (ValueError)        a config is not JSON-compatible, or has a bad name
     ├── InvalidReferenceError (ValueError)     a string is not a well-formed DRef/RRef/RefPath
+    │   └── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
+    ├── QueryError (ValueError)                a catalogue query is malformed or would write
     ├── UnknownReferenceError (KeyError)       a well-formed reference the registry/store does not know
     ├── StoreError (OSError)                   the store root or its catalogue cannot be used
     │   ├── StoreNotFoundError                 the root is missing or is not a lightstore store
@@ -44,6 +46,18 @@ class InvalidConfigError(LightstoreError, ValueError):
 
 class InvalidReferenceError(LightstoreError, ValueError):
     """A string is not a well-formed reference (DRef, RRef, RefPath or hash)."""
+
+
+class AmbiguousReferenceError(InvalidReferenceError):
+    """A reference prefix or name matches more than one object; `candidates` lists them."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class QueryError(LightstoreError, ValueError):
+    """A query is malformed or refused: bad SQL, a write on the read-only catalogue, a bad filter."""
 
 
 class UnknownReferenceError(LightstoreError, KeyError):

@@ -617,14 +617,14 @@ class Store:
 
         return pins(self)
 
-    def gc(self, dry_run: bool = False, timeout: float | None = None) -> Any:
+    def gc(self, dry_run: bool = False, timeout: float | None = None, progress: Any = None) -> Any:
         """Collect garbage: keep the closure of pins, live links and running builds; delete the rest.
 
         Returns a GCReport (what went, or would go with `dry_run`, and bytes freed).
         """
         from lightstore.maintenance.gc import collect
 
-        return collect(self, dry_run=dry_run, timeout=timeout)
+        return collect(self, dry_run=dry_run, timeout=timeout, progress=progress)
 
     def verify(
         self, check_contents: bool = False, repair: bool = False, progress: Any = None

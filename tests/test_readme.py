@@ -33,3 +33,34 @@ def test_quick_start_commands_exist():
         assert os.access(path, os.X_OK), path
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         assert "./tools/test" in f.read()
+
+
+def test_sql_examples_run(store):
+    from lightstore import (
+        build_outpath,
+        build_wrapper,
+        instantiate,
+        match_only,
+        mkdrv,
+        realize1,
+        selfref,
+    )
+
+    def stage(r):
+        def real(b):
+            with open(os.path.join(build_outpath(b), "f"), "w") as f:
+                f.write("x")
+
+        data = mkdrv({"name": "data", "out": [selfref, "f"]}, match_only(), build_wrapper(real), r)
+        return mkdrv(
+            {"name": "train", "lr": 1e-4, "data": [data, "f"], "out": [selfref, "f"]},
+            match_only(),
+            build_wrapper(real),
+            r,
+        )
+
+    realize1(instantiate(stage, S=store))
+    queries = re.findall(r"```sql\n(.*?)```", readme(), re.S)
+    assert len(queries) >= 3
+    results = [store.catalogue.query(q) for q in queries]
+    assert [len(r) for r in results[:3]] == [1, 2, 1]

@@ -16,10 +16,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any
-
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from typing import TYPE_CHECKING, Any
 
 from lightstore.errors import (
     CatalogueCorruptError,
@@ -69,7 +66,19 @@ def split_sql(script: str) -> list[str]:
     return statements
 
 
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
+
+#: The table where sqlite-utils' Migrations records what was applied.
+MIGRATIONS_TABLE = "_sqlite_migrations"
+
+
 def _migrations() -> Migrations:
+    # Imported here: sqlite_utils (and numpy, which it loads when installed)
+    # costs about 0.25 s, and only a store being migrated needs it.
+    from sqlite_utils.migrations import Migrations
+
     migrations = Migrations(MIGRATION_SET)
     for name, text in schema_files():
 
@@ -248,9 +257,7 @@ class Database:
     def check_version(self) -> list[str]:
         """Raise CatalogueVersionError if the catalogue is newer than this code; return pending names."""
         known = [name for name, _ in schema_files()]
-        db = sqlite_utils.Database(self.conn)
-        migrations = _migrations()
-        applied = [m.name for m in migrations.applied(db)]
+        applied = self.applied_migrations()
         unknown = [n for n in applied if n not in known]
         version = self.schema_version()
         if unknown or version > len(known):
@@ -262,12 +269,26 @@ class Database:
                 found=found,
                 supported=len(known),
             )
-        return [m.name for m in migrations.pending(db)]
+        return [name for name in known if name not in applied]
+
+    def applied_migrations(self) -> list[str]:
+        """Names of the applied migrations, in order (what `Migrations.applied` reads)."""
+        exists = self.query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (MIGRATIONS_TABLE,)
+        )
+        if not exists:
+            return []
+        return self.column(
+            f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = ? ORDER BY rowid",
+            (MIGRATION_SET,),
+        )
 
     def migrate(self) -> int:
         """Apply pending migrations in order, each in its own transaction; return the version."""
         if not self.check_version():
             return self.schema_version()
+        import sqlite_utils
+
         db = sqlite_utils.Database(self.conn)
         try:
             _migrations().apply(db)

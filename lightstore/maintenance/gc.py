@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -94,7 +94,12 @@ def garbage(
     return report
 
 
-def collect(store: Store, dry_run: bool = False, timeout: float | None = None) -> GCReport:
+def collect(
+    store: Store,
+    dry_run: bool = False,
+    timeout: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> GCReport:
     """Delete everything not reachable from the roots, in tree and catalogue.
 
     Waits for running realizations (they hold the collector lock shared);
@@ -109,17 +114,12 @@ def collect(store: Store, dry_run: bool = False, timeout: float | None = None) -
             return report
         area = store.new_build_area("gc")
         dead_drefs = set(report.drefs)
-        for rref in report.rrefs:
-            if rref2dref(rref) not in dead_drefs:
-                _move(
-                    store.rref_path(rref),
-                    os.path.join(area, os.path.relpath(store.rref_path(rref), store.root)),
-                )
-        for dref in report.drefs:
-            _move(
-                store.dref_path(dref),
-                os.path.join(area, os.path.relpath(store.dref_path(dref), store.root)),
-            )
+        moved = [
+            _trash(store, area, store.rref_path(r))
+            for r in report.rrefs
+            if rref2dref(r) not in dead_drefs
+        ]
+        moved += [_trash(store, area, store.dref_path(d)) for d in report.drefs]
         failpoint("gc:moved")
         with store.catalogue.write() as conn:
             conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
@@ -135,9 +135,21 @@ def collect(store: Store, dry_run: bool = False, timeout: float | None = None) -
             )
             conn.executemany("DELETE FROM derivations WHERE dref = ?", [(d,) for d in report.drefs])
         failpoint("gc:committed")
+        # Deleting files is the slow part on a big store: one object at a time, with progress.
+        for i, folder in enumerate(moved):
+            remove_tree(folder)
+            if progress is not None:
+                progress(i + 1, len(moved))
         remove_tree(area)
     store.catalogue.shrink()
     return report
+
+
+def _trash(store: Store, area: str, path: str) -> str:
+    """Move an object folder into the trash area, keeping its layout; return where it went."""
+    dst = os.path.join(area, os.path.relpath(path, store.root))
+    _move(path, dst)
+    return dst
 
 
 def _move(src: str, dst: str) -> None:

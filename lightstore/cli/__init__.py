@@ -1,0 +1,77 @@
+"""The `lightstore` command: a thin layer over the Python API.
+
+Each command parses its options, calls one function of the library
+(`lightstore.query` for questions, `Store` and `lightstore.maintenance` for
+changes, `lightstore.exchange` for archives) and formats the result. Commands
+live in small modules: `inspect` (reading), `maintain` (changing), `sql`,
+`exchange`, `demo`; shared pieces in `context` (store, errors, exit statuses)
+and `output` (tables, JSON, CSV, progress bars).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from lightstore.cli import demo, exchange, inspect, maintain, sql
+from lightstore.cli.context import EXIT_STATUS_HELP, Env, LightstoreGroup
+
+__all__ = ["cli", "main"]
+
+
+def _version() -> str:
+    try:
+        return version("lightstore")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from lightstore import __version__
+
+        return __version__
+
+
+@click.group(
+    cls=LightstoreGroup,
+    epilog=EXIT_STATUS_HELP,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--root",
+    metavar="DIR",
+    envvar="LIGHTSTORE_ROOT",
+    show_envvar=True,
+    help="The store's root folder (default: $LIGHTSTORE_ROOT, else ~/.local/share/lightstore).",
+)
+@click.version_option(_version(), "--version", "-V", prog_name="lightstore")
+@click.pass_context
+def cli(ctx: click.Context, root: str | None) -> None:
+    """lightstore: a content-addressed store of experiment results, with a SQLite catalogue.
+
+    Every command takes --root (before or after the command name). References
+    (REF) may be full DRefs/RRefs, a unique prefix of their hash (as with git),
+    a pin name, or a unique derivation name. Run `lightstore COMMAND --help`
+    for each command's options and examples.
+
+    \b
+    Examples:
+      lightstore --root ./store init
+      lightstore history --name train --field lr --since 7d
+      lightstore sql "SELECT name, count(*), sum(size) FROM history GROUP BY name"
+    """
+    env = Env(root)
+    ctx.obj = env
+    ctx.call_on_close(env.close)
+
+
+for _module in (maintain, inspect, sql, exchange, demo):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with `argv` (default: sys.argv); return the exit status."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="lightstore")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0

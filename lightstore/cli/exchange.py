@@ -1,0 +1,70 @@
+"""`lightstore pack` and `lightstore unpack`: moving realizations between stores."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from lightstore.cli.context import EXIT_NOT_FOUND, CliError, Env, pass_env, root_option
+from lightstore.cli.output import call_with_progress, human_size
+from lightstore.exchange import spack, sunpack
+from lightstore.query import resolve_all
+from lightstore.refs import RRef, isrref
+
+
+@click.command("pack")
+@click.argument("out", metavar="OUT")
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@root_option
+@pass_env
+def pack_command(env: Env, out: str, refs: tuple[str, ...]) -> None:
+    """Pack REF... and everything they depend on into the archive OUT.
+
+    The format follows OUT's name: .zip, .tar, .tar.gz or .tgz. A derivation
+    stands for all its realizations. Unpack it into another store with
+    `lightstore unpack`.
+
+    \b
+    Examples:
+      lightstore pack results.tar.gz 3fa2c9d1
+      lightstore pack train-runs.zip train
+    """
+    view = env.view()
+    rrefs: list[RRef] = []
+    for ref in resolve_all(view, refs):
+        found = [RRef(ref)] if isrref(ref) else view.catalogue.realizations_any_context(ref)
+        if not found:
+            raise CliError(f"{ref} has no realizations to pack", EXIT_NOT_FOUND)
+        rrefs += [r for r in found if r not in rrefs]
+    call_with_progress(spack, "packing", rrefs, out, view)
+    closure = len(set(rrefs) | view.catalogue.rrefdeps(rrefs))
+    click.echo(
+        f"packed {len(rrefs)} realization(s) ({closure} with dependencies) into {out} "
+        f"({human_size(os.path.getsize(out))})"
+    )
+
+
+@click.command("unpack")
+@click.argument("archive")
+@root_option
+@pass_env
+def unpack_command(env: Env, archive: str) -> None:
+    """Add the realizations in ARCHIVE (made by `lightstore pack`) to the store.
+
+    Every hash is checked; an archive that is damaged, unsafe or lying leaves
+    the store unchanged (exit 2). Prints the packed realizations' RRefs.
+
+    \b
+    Examples:
+      lightstore unpack results.tar.gz
+      lightstore --root ./bob unpack alice.zip
+    """
+    if not os.path.isfile(archive):
+        raise CliError(f"no such archive: {archive}", EXIT_NOT_FOUND)
+    rrefs = call_with_progress(sunpack, "unpacking", archive, env.store())
+    for r in rrefs:
+        click.echo(r)
+
+
+COMMANDS = [pack_command, unpack_command]

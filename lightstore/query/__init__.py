@@ -1,0 +1,63 @@
+"""Questions about a store's history, as a small Python API the command line wraps.
+
+- `history`, `derivations`, `realizations`, `disk_usage`: store-wide listings,
+  each one SQL statement over indexed tables, returning dict rows;
+- `resolve`: what a user typed (hash prefix, pin, name) -> DRef or RRef;
+- `neighbours`, `closure`, `tree_lines`, `dot`: the dependency graph;
+- `describe`: everything about one object;
+- `open_view`, `run_sql`: a read-only view of a store, and user SQL on it.
+
+Example::
+
+    from lightstore import Store
+    from lightstore.query import history
+
+    for row in history(Store.open(root), name="train", where="duration > 60", fields=["lr"]):
+        print(row["rref"], row["lr"], row["duration"])
+"""
+
+from lightstore.query.describe import describe, files
+from lightstore.query.errors import AmbiguousReferenceError, QueryError
+from lightstore.query.filters import ConfigCondition, json_path, parse_condition, parse_time
+from lightstore.query.graph import closure, closure_edges, dot, label, neighbours, tree_lines
+from lightstore.query.history import (
+    HISTORY_COLUMNS,
+    derivations,
+    disk_usage,
+    field_keys,
+    history,
+    realizations,
+    sizes_of,
+)
+from lightstore.query.readonly import ReadOnlyCatalogue, catalogue_path, open_view, run_sql
+from lightstore.query.resolve import resolve, resolve_all
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "AmbiguousReferenceError",
+    "ConfigCondition",
+    "QueryError",
+    "ReadOnlyCatalogue",
+    "catalogue_path",
+    "closure",
+    "closure_edges",
+    "derivations",
+    "describe",
+    "disk_usage",
+    "dot",
+    "field_keys",
+    "files",
+    "history",
+    "json_path",
+    "label",
+    "neighbours",
+    "open_view",
+    "parse_condition",
+    "parse_time",
+    "realizations",
+    "resolve",
+    "resolve_all",
+    "run_sql",
+    "sizes_of",
+    "tree_lines",
+]

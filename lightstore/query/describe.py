@@ -1,0 +1,137 @@
+"""Everything known about one object, for `lightstore show`."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Any
+
+from lightstore.hashing import CONTEXT_FILE
+from lightstore.query.graph import neighbours
+from lightstore.refs import DRef, RRef, isrref, rref2dref
+from lightstore.store import Store
+
+#: How many build attempts `describe` lists for a derivation (newest).
+MAX_BUILDS = 20
+
+
+def files(folder: str) -> list[dict[str, Any]] | None:
+    """The entries below `folder` (path, type, size), sorted; None if it does not exist.
+
+    The store's own `context.json` at the top is left out.
+    """
+    if not os.path.isdir(folder):
+        return None
+    out: list[dict[str, Any]] = []
+    for here, dirs, names in os.walk(folder):
+        dirs.sort()
+        for n in sorted(dirs) + sorted(names):
+            p = os.path.join(here, n)
+            rel = os.path.relpath(p, folder)
+            if rel == CONTEXT_FILE:
+                continue
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out.append({"path": rel, "type": "link", "size": 0, "target": os.readlink(p)})
+            elif stat.S_ISDIR(st.st_mode):
+                out.append({"path": rel + "/", "type": "dir", "size": 0})
+            else:
+                out.append({"path": rel, "type": "file", "size": st.st_size})
+    out.sort(key=lambda e: e["path"])
+    return out
+
+
+def _one(store: Store, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    cur = store.catalogue.conn.execute(sql, params)
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def _all(store: Store, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cur = store.catalogue.conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _pins(store: Store, ref: str) -> list[str]:
+    return store.catalogue.column(
+        "SELECT name FROM pins WHERE rref = ? OR dref = ? ORDER BY name", (ref, ref)
+    )
+
+
+def describe(store: Store, ref: DRef | RRef) -> dict[str, Any]:
+    """A dict describing a recorded DRef or RRef (see `lightstore show --json`).
+
+    Raises UnknownReferenceError if it is not in the store.
+    """
+    return _describe_rref(store, RRef(ref)) if isrref(ref) else _describe_dref(store, DRef(ref))
+
+
+def _describe_dref(store: Store, dref: DRef) -> dict[str, Any]:
+    config = store.config(dref)
+    row = _one(store, "SELECT name, created FROM derivations WHERE dref = ?", (dref,)) or {}
+    builds = _all(
+        store,
+        "SELECT * FROM (SELECT id, status, started, stopped, duration, host, pid, error "
+        "FROM build_log WHERE dref = ? ORDER BY started DESC, id DESC LIMIT ?) ORDER BY started, id",
+        (dref, MAX_BUILDS),
+    )
+    return {
+        "dref": dref,
+        "name": row.get("name"),
+        "created": row.get("created"),
+        "path": store.dref_path(dref),
+        "config": config,
+        "deps": neighbours(store.catalogue, dref),
+        "referrers": neighbours(store.catalogue, dref, reverse=True),
+        "pins": _pins(store, dref),
+        "realizations": _all(
+            store,
+            "SELECT rref, build_started AS started, build_stopped AS stopped, size, file_count "
+            "FROM realizations WHERE dref = ? ORDER BY coalesce(build_stopped, created), rref",
+            (dref,),
+        ),
+        "builds": builds,
+    }
+
+
+def _describe_rref(store: Store, rref: RRef) -> dict[str, Any]:
+    context = store.context(rref)
+    record = store.catalogue.realization_record(rref) or {}
+    build = None
+    if record.get("build_id") is not None:
+        build = _one(
+            store,
+            "SELECT id, status, started, stopped, duration, host, pid, error FROM build_log "
+            "WHERE id = ?",
+            (record["build_id"],),
+        )
+    dref = rref2dref(rref)
+    started, stopped = record.get("build_started"), record.get("build_stopped")
+    return {
+        "rref": rref,
+        "dref": dref,
+        "name": dref.rsplit("-", 1)[1],
+        "path": store.rref_path(rref),
+        "config": store.config(dref),
+        "context": {k: list(v) for k, v in context.items()},
+        "started": started,
+        "stopped": stopped,
+        "duration": None if started is None or stopped is None else stopped - started,
+        "size": record.get("size"),
+        "file_count": record.get("file_count"),
+        "host": record.get("host"),
+        "pid": record.get("pid"),
+        "created": record.get("created"),
+        "build": build,
+        "deps": neighbours(store.catalogue, rref),
+        "referrers": neighbours(store.catalogue, rref, reverse=True),
+        "pins": _pins(store, rref),
+        "files": files(store.rref_path(rref)),
+    }
+
+
+def config_text(config: dict[str, Any]) -> str:
+    """A config as indented JSON, keys sorted."""
+    return json.dumps(config, indent=2, sort_keys=True)

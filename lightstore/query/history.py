@@ -1,0 +1,249 @@
+"""Store-wide listings as single SQL statements: history, derivations, realizations, disk usage.
+
+Each function takes a `Store` (or its catalogue) and returns plain rows
+(dicts), so the command line only formats them. Filters are bound
+parameters, except `where`, which is raw SQL over the columns of the
+`history` view: give it only to a read-only catalogue (`open_view`) when the
+text comes from someone else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from lightstore.catalogue import Catalogue
+from lightstore.query.filters import (
+    ConfigCondition,
+    json_path,
+    name_condition,
+    parse_condition,
+    parse_time,
+)
+from lightstore.query.readonly import run_sql
+from lightstore.store import Store
+
+#: Columns of a history row, before the chosen config fields.
+HISTORY_COLUMNS = (
+    "rref",
+    "dref",
+    "name",
+    "started",
+    "stopped",
+    "duration",
+    "size",
+    "file_count",
+    "host",
+    "pid",
+)
+
+TimeLike = float | int | str | None
+
+
+def _catalogue(store: Store | Catalogue) -> Catalogue:
+    return store.catalogue if isinstance(store, Store) else store
+
+
+def _time(value: TimeLike) -> float | None:
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return parse_time(value)
+
+
+class _Where:
+    """Conditions joined by AND, with their parameters in order."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, term: str, params: Iterable[Any] = ()) -> None:
+        self.terms.append(term)
+        self.params.extend(params)
+
+    def sql(self) -> str:
+        return " WHERE " + " AND ".join(self.terms) if self.terms else ""
+
+
+def _filters(
+    where: _Where,
+    name: str | None,
+    config: Sequence[str | ConfigCondition],
+    since: TimeLike,
+    until: TimeLike,
+    time_column: str,
+    config_column: str = "config",
+    name_column: str = "name",
+) -> None:
+    if name is not None:
+        where.add(*name_condition(name, name_column))
+    for cond in config:
+        c = parse_condition(cond) if isinstance(cond, str) else cond
+        where.add(*c.sql(config_column))
+    t0, t1 = _time(since), _time(until)
+    if t0 is not None:
+        where.add(f"{time_column} >= ?", [t0])
+    if t1 is not None:
+        where.add(f"{time_column} < ?", [t1])
+
+
+def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) -> list[str]:
+    """The row keys `history` uses for config `fields`: the field, or ``config.<field>``
+    when a history column already has that name."""
+    used = set(taken)
+    keys = []
+    for f in fields:
+        key = f if f not in used else f"config.{f}"
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+def _rows(catalogue: Catalogue, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    # run_sql turns SQLite's complaints about a user's `where` into QueryError.
+    names, rows = run_sql(catalogue, sql, params)
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def _time_window_is_smaller(
+    catalogue: Catalogue, name: str, t0: float | None, t1: float | None
+) -> bool:
+    """Whether fewer realizations finished in [t0, t1) than derivations have the name.
+
+    Without statistics (the read-only view cannot ANALYZE) SQLite always
+    starts from the name index, even for a name most rows have; the time
+    index is better then. Both counts walk one index only, so they cost
+    little next to the query they steer.
+    """
+    term, params = name_condition(name, "name")
+    named = catalogue.query(f"SELECT count(*) FROM derivations WHERE {term}", params)[0][0]
+    bounds, args = [], []
+    if t0 is not None:
+        bounds.append("build_stopped >= ?")
+        args.append(t0)
+    if t1 is not None:
+        bounds.append("build_stopped < ?")
+        args.append(t1)
+    recent = catalogue.query(
+        f"SELECT count(*) FROM realizations WHERE {' AND '.join(bounds)}", args
+    )[0][0]
+    return bool(recent < named)
+
+
+def history(
+    store: Store | Catalogue,
+    name: str | None = None,
+    where: str | None = None,
+    fields: Sequence[str] = (),
+    *,
+    config: Sequence[str | ConfigCondition] = (),
+    since: TimeLike = None,
+    until: TimeLike = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """One row per realization, in the order they finished (with `limit`, the newest `limit`).
+
+    Each row has `HISTORY_COLUMNS` plus one key per config field in `fields`
+    (``lr``, ``model.depth``; prefixed ``config.`` if the name is taken).
+    Filters: `name` (exact, or a GLOB with ``*?[``), `config` conditions
+    (``'lr<1e-3'``), `since`/`until` on when the build finished (Unix
+    seconds, or text such as ``'7d'``/``'2024-05-01'``), and `where`, raw SQL
+    over the columns of the `history` view. Raises QueryError for malformed
+    filters or SQL.
+    """
+    catalogue = _catalogue(store)
+    keys = field_keys(fields)
+    select = list(HISTORY_COLUMNS)
+    params: list[Any] = []
+    for field, key in zip(fields, keys, strict=True):
+        select.append(f'json_extract(config, ?) AS "{key}"')
+        params.append(json_path(field))
+    w = _Where()
+    t0, t1 = _time(since), _time(until)
+    name_column = "name"
+    timed = t0 is not None or t1 is not None
+    if name is not None and timed and _time_window_is_smaller(catalogue, name, t0, t1):
+        name_column = "+name"  # unary + keeps SQLite off the name index
+    _filters(w, name, config, t0, t1, "stopped", name_column=name_column)
+    if where:
+        w.add(f"({where}\n)")  # the newline ends a trailing -- comment
+    sql = f"SELECT {', '.join(select)} FROM history{w.sql()}"
+    params += w.params
+    if limit is not None:
+        # Newest first, so the time index answers it, then back to oldest first.
+        sql += " ORDER BY stopped DESC, rref DESC LIMIT ?"
+        params.append(int(limit))
+        sql = f"SELECT * FROM ({sql}) ORDER BY stopped, rref"
+    else:
+        sql += " ORDER BY stopped, rref"
+    return _rows(catalogue, sql, params)
+
+
+def derivations(
+    store: Store | Catalogue,
+    name: str | None = None,
+    *,
+    config: Sequence[str | ConfigCondition] = (),
+    since: TimeLike = None,
+    until: TimeLike = None,
+    limit: int | None = None,
+    totals: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per derivation (dref, name, created, and with `totals` its number of
+    realizations, their size and last_built), oldest first.
+
+    Filters as in `history`; `since`/`until` apply to when it was recorded.
+    Without `totals` no realization is read, which is faster on big stores.
+    """
+    w = _Where()
+    _filters(w, name, config, since, until, "d.created", "d.config", "d.name")
+    if totals:
+        sql = (
+            "SELECT d.dref, d.name, d.created, count(r.rref) AS realizations, "
+            "coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built "
+            f"FROM derivations AS d LEFT JOIN realizations AS r ON r.dref = d.dref{w.sql()} "
+            "GROUP BY d.dref"
+        )
+    else:
+        sql = f"SELECT d.dref, d.name, d.created FROM derivations AS d{w.sql()}"
+    params = list(w.params)
+    if limit is not None:
+        sql += " ORDER BY d.created DESC, d.dref DESC LIMIT ?"
+        params.append(int(limit))
+    return _rows(_catalogue(store), f"SELECT * FROM ({sql}) ORDER BY created, dref", params)
+
+
+def realizations(
+    store: Store | Catalogue,
+    name: str | None = None,
+    *,
+    config: Sequence[str | ConfigCondition] = (),
+    since: TimeLike = None,
+    until: TimeLike = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """One row per realization (the `history` columns), oldest first; filters as in `history`."""
+    return history(store, name, config=config, since=since, until=until, limit=limit)
+
+
+def disk_usage(store: Store | Catalogue, name: str | None = None) -> list[dict[str, Any]]:
+    """Bytes per derivation (dref, name, realizations, files, size), largest first."""
+    w = _Where()
+    if name is not None:
+        w.add(*name_condition(name, "d.name"))
+    sql = (
+        "SELECT r.dref, d.name, count(*) AS realizations, sum(r.file_count) AS files, "
+        "sum(r.size) AS size FROM realizations AS r JOIN derivations AS d ON d.dref = r.dref"
+        f"{w.sql()} GROUP BY r.dref ORDER BY size DESC, r.dref"
+    )
+    return _rows(_catalogue(store), sql, w.params)
+
+
+def sizes_of(store: Store | Catalogue, rrefs: Sequence[str]) -> dict[str, int]:
+    """The recorded size in bytes of each of `rrefs` (unknown ones are left out)."""
+    rows = _catalogue(store).query(
+        "SELECT rref, size FROM realizations WHERE rref IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(rrefs)),),
+    )
+    return {r: s for r, s in rows}

@@ -1,0 +1,143 @@
+"""Read-only access to a store, for queries and for SQL that users write.
+
+A read-only view opens the catalogue with ``mode=ro`` and never takes a
+store lock, so it works while other processes realize into the store (WAL
+lets readers and one writer proceed together) and for users who may read
+but not write the store. On top of ``mode=ro`` an authorizer refuses the two
+things a read-only connection would still allow: ``ATTACH`` (which could
+create or write another database file, and which ``VACUUM INTO`` uses) and
+pragmas that change connection state (``query_only``, ``writable_schema``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lightstore.catalogue import Catalogue
+from lightstore.errors import CatalogueCorruptError, StoreNotFoundError
+from lightstore.query.errors import QueryError
+from lightstore.store import CATALOGUE_FILE, Store
+
+#: Pragmas user SQL may run: introspection only (writes fail on ``mode=ro`` anyway).
+SAFE_PRAGMAS = frozenset(
+    {
+        "collation_list",
+        "compile_options",
+        "data_version",
+        "database_list",
+        "foreign_key_check",
+        "foreign_key_list",
+        "foreign_keys",
+        "freelist_count",
+        "function_list",
+        "index_info",
+        "index_list",
+        "index_xinfo",
+        "integrity_check",
+        "module_list",
+        "page_count",
+        "page_size",
+        "pragma_list",
+        "quick_check",
+        "recursive_triggers",
+        "schema_version",
+        "synchronous",
+        "table_info",
+        "table_list",
+        "table_xinfo",
+        "user_version",
+    }
+)
+
+
+def _authorize(action: int, arg1: str | None, *_: Any) -> int:
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in SAFE_PRAGMAS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+class ReadOnlyCatalogue(Catalogue):
+    """A catalogue opened read-only (``mode=ro``), with ATTACH and state-changing pragmas refused."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, readonly=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = super()._connect()
+        conn.set_authorizer(_authorize)
+        return conn
+
+
+def catalogue_path(root: str) -> str:
+    """Where the catalogue of the store at `root` lives."""
+    return os.path.join(os.path.abspath(root), CATALOGUE_FILE)
+
+
+def open_view(root: str) -> Store:
+    """A read-only view of the store at `root`: its paths, and a `ReadOnlyCatalogue`.
+
+    Takes no lock and writes nothing, except that a catalogue still missing a
+    migration is first migrated by opening the store normally. Raises
+    StoreNotFoundError if `root` holds no store, CatalogueVersionError if the
+    catalogue is newer than this code.
+    """
+    path = catalogue_path(root)
+    if not os.path.isfile(path):
+        raise StoreNotFoundError(
+            f"no lightstore store at {os.path.abspath(root)}; create one with "
+            f"`lightstore --root {os.path.abspath(root)} init`, or pass --root / set $LIGHTSTORE_ROOT"
+        )
+    catalogue = ReadOnlyCatalogue(path)
+    if catalogue.check_version():
+        catalogue.close()
+        Store.open(root)  # applies the pending migrations
+        catalogue = ReadOnlyCatalogue(path)
+    # A Store that was never opened has no side effects: it is used for its
+    # path arithmetic, with the read-only catalogue in place of its own.
+    view = Store(root)
+    view.catalogue = catalogue
+    return view
+
+
+def run_sql(
+    catalogue: Catalogue, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one statement of user SQL; return (column names, rows).
+
+    Raises QueryError for a statement that would write, is refused by
+    the read-only authorizer, or is malformed, with a message that says which.
+    """
+    try:
+        cur = catalogue.conn.execute(sql, params)
+        rows = cur.fetchall()
+    except sqlite3.Warning as e:  # "You can only execute one statement at a time."
+        raise QueryError(f"{e} Run one statement per call.") from None
+    except sqlite3.ProgrammingError as e:
+        raise QueryError(f"cannot run this SQL: {e}") from None
+    except sqlite3.DatabaseError as e:
+        if "malformed" in str(e) or "not a database" in str(e):
+            raise CatalogueCorruptError(
+                f"the catalogue {catalogue.path} is damaged ({e}); run `lightstore reindex`"
+            ) from e
+        raise QueryError(_explain(str(e))) from None
+    headers = [d[0] for d in cur.description or ()]
+    return headers, rows
+
+
+def _explain(message: str) -> str:
+    if "readonly" in message or "read-only" in message:
+        return (
+            f"refused: the catalogue is opened read-only here and this statement would change it "
+            f"({message}); use SELECT, or the lightstore commands that change the store"
+        )
+    if "not authorized" in message or "authorization denied" in message:
+        return (
+            f"refused: {message}; ATTACH, VACUUM INTO and pragmas that change the connection "
+            "are not allowed on the read-only catalogue"
+        )
+    return f"SQL error: {message}; the tables and views are listed in docs/schema.md"

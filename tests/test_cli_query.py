@@ -1,0 +1,359 @@
+"""`lightstore.query`, the Python API under the command line: listings, filters,
+reference resolution, the read-only view, and the query plans that keep them fast."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sqlite3
+import time
+from datetime import datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_cli import LRS, Pipeline, build_pipeline, pipeline  # noqa: F401 - the fixture
+
+from lightstore import DRef, RRef, StoreNotFoundError, UnknownReferenceError
+from lightstore.catalogue import NewDerivation, NewRealization
+from lightstore.errors import InvalidReferenceError
+from lightstore.query import (
+    AmbiguousReferenceError,
+    QueryError,
+    closure,
+    derivations,
+    describe,
+    disk_usage,
+    dot,
+    field_keys,
+    history,
+    json_path,
+    label,
+    neighbours,
+    open_view,
+    parse_condition,
+    parse_time,
+    resolve,
+    run_sql,
+    tree_lines,
+)
+from lightstore.query.readonly import ReadOnlyCatalogue
+from lightstore.refs import mkdref, mkrref
+
+
+def test_history_rows_and_fields(store, pipeline):  # noqa: F811
+    rows = history(store, name="train", fields=["lr", "model.depth", "name"])
+    assert [r["lr"] for r in rows] == list(LRS)
+    assert all(r["model.depth"] == 4 and r["config.name"] == "train" for r in rows)
+    assert {r["rref"] for r in rows} == set(pipeline.train.values())
+    assert set(rows[0]) == {
+        "rref", "dref", "name", "started", "stopped", "duration", "size", "file_count",
+        "host", "pid", "lr", "model.depth", "config.name",
+    }  # fmt: skip
+    assert field_keys(["lr", "size"]) == ["lr", "config.size"]
+
+
+def test_history_filters(store, pipeline):  # noqa: F811
+    assert [r["rref"] for r in history(store, config=["lr<0.05"])] == [
+        pipeline.train[0.01],
+        pipeline.train[0.001],
+    ]
+    assert len(history(store, name="t*")) == 3
+    assert history(store, where="duration < 0") == []
+    assert history(store, since=time.time() + 60) == []
+    assert len(history(store, since="1h", until=time.time() + 60)) == 5
+    assert [r["rref"] for r in history(store, limit=2)] == [pipeline.train[0.001], pipeline.eval]
+    with pytest.raises(QueryError, match="no such column"):
+        history(store, where="nope = 1")
+
+
+def test_derivations_and_disk_usage(store, pipeline):  # noqa: F811
+    rows = derivations(store)
+    assert [r["name"] for r in rows].count("train") == 3
+    assert all(r["realizations"] == 1 for r in rows)
+    assert derivations(store, config=["lr=0.1"])[0]["dref"] == pipeline.dref(pipeline.train[0.1])
+    du = disk_usage(store)
+    assert [r["size"] for r in du] == sorted((r["size"] for r in du), reverse=True)
+    assert sum(r["size"] for r in du) == sum(r["size"] for r in history(store))
+
+
+def test_json_path_and_conditions():
+    assert json_path("lr") == '$."lr"'
+    assert json_path("model.depth") == '$."model"."depth"'
+    for bad in ["", "a..b", "a b", "$.x", "a'b"]:
+        with pytest.raises(QueryError):
+            json_path(bad)
+    c = parse_condition(" lr <= 1e-3 ")
+    assert (c.field, c.op, c.value) == ("lr", "<=", 1e-3)
+    assert parse_condition("opt=adam").value == "adam"
+    assert parse_condition('opt="adam"').value == "adam"
+    assert parse_condition("flag==true").op == "="
+    assert parse_condition("layers=[1,2]").value == [1, 2]
+    for bad in ["lr", "lr<", "=1", "lr<<1", "lr=>1", "lr<null"]:
+        with pytest.raises(QueryError):
+            parse_condition(bad)
+
+
+def test_parse_time():
+    now = 1_700_000_000.0
+    assert parse_time("30m", now) == now - 1800
+    assert parse_time("2h", now) == now - 7200
+    assert parse_time("7d", now) == now - 7 * 86400
+    assert parse_time("1w", now) == now - 7 * 86400
+    assert parse_time("1700000000", now) == now
+    assert parse_time("2024-05-01") == datetime(2024, 5, 1).timestamp()
+    assert parse_time("2024-05-01T12:00:00+00:00") == 1714564800.0
+    today = parse_time("today", now)
+    assert today <= now < today + 86400 + 3600
+    assert parse_time("yesterday", now) < today
+    for bad in ["soon", "7 parsecs", "2024-13-01", ""]:
+        with pytest.raises(QueryError):
+            parse_time(bad)
+
+
+@given(
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),
+    st.sampled_from(["s", "m", "h", "d", "w"]),
+)
+def test_parse_time_ages_property(amount, unit):
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    text = f"{amount:.3f}{unit}"
+    assert parse_time(text, 1e9) == pytest.approx(1e9 - float(f"{amount:.3f}") * seconds)
+
+
+@given(
+    st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z][a-z0-9_]{0,8}){0,2}", fullmatch=True),
+    st.sampled_from(["=", "!=", "<", "<=", ">", ">="]),
+    st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e6, 1e6, allow_nan=False), st.booleans()),
+)
+def test_conditions_round_trip_property(field, op, value):
+    c = parse_condition(f"{field}{op}{json.dumps(value)}")
+    assert (c.field, c.op, c.value) == (field, op, value)
+    sql, params = c.sql()
+    row = sqlite3.connect(":memory:").execute(
+        f"SELECT {sql.replace('config', '?', 1)}", [json.dumps({}), *params]
+    )
+    assert row.fetchone() is not None
+
+
+def test_resolve_every_form(store, pipeline):  # noqa: F811
+    rref = pipeline.eval
+    assert resolve(store, rref) == rref
+    assert resolve(store, rref.split(":")[1][:12]) == rref
+    assert resolve(store, "rref:" + rref.split(":")[1][:12]) == rref
+    assert resolve(store, store.rref_path(rref)) == rref
+    assert resolve(store, store.dref_path(pipeline.dref(rref))) == pipeline.dref(rref)
+    assert resolve(store, "eval") == pipeline.dref(rref)
+    store.pin("eval", pipeline.data)  # a pin wins over a derivation name
+    assert resolve(store, "eval") == pipeline.data
+    with pytest.raises(AmbiguousReferenceError) as e:
+        resolve(store, "train")
+    assert len(e.value.candidates) == 3
+    with pytest.raises(UnknownReferenceError):
+        resolve(store, mkrref("0" * 32, "1" * 32, "x"))
+    with pytest.raises(UnknownReferenceError):
+        resolve(store, "dref:" + "f" * 10)
+    with pytest.raises(InvalidReferenceError):
+        resolve(store, "!!")
+
+
+def test_resolve_lists_at_most_ten_candidates(store):
+    store.catalogue.add_derivations(
+        [
+            NewDerivation(mkdref(f"beef{i:028x}", "many"), "many", '{"name":"many"}', [])
+            for i in range(15)
+        ]
+    )
+    with pytest.raises(AmbiguousReferenceError, match=r"and more") as e:
+        resolve(store, "beef")
+    assert len(e.value.candidates) == 10
+    assert resolve(store, f"beef{3:028x}") == mkdref(f"beef{3:028x}", "many")
+
+
+def test_graph_functions(store, pipeline):  # noqa: F811
+    cat = store.catalogue
+    assert neighbours(cat, pipeline.eval) == [pipeline.train[0.01]]
+    assert closure(cat, [pipeline.eval]) == sorted([pipeline.train[0.01], pipeline.data])
+    assert sorted(closure(cat, [pipeline.data], reverse=True)) == sorted(
+        [*pipeline.train.values(), pipeline.eval]
+    )
+    assert label(pipeline.data) == f"data {pipeline.data[5:13]}"
+    assert tree_lines(cat, pipeline.data)[1:] == []
+    text = dot(cat, [pipeline.eval])
+    assert text.count("->") == 2
+    with pytest.raises(ValueError):
+        dot(cat, [pipeline.eval, pipeline.dref(pipeline.eval)])
+
+
+def test_tree_marks_repeated_subtrees(S, store):
+    """A diamond: top uses left and right, both use base; base's subtree is drawn once."""
+    deps = {
+        "base": [],
+        "mid": ["base"],
+        "left": ["mid"],
+        "right": ["mid"],
+        "top": ["left", "right"],
+    }
+    drefs: dict[str, DRef] = {}
+    for name, parents in deps.items():
+        d = mkdref(f"{len(drefs):032x}", name)
+        drefs[name] = d
+        store.catalogue.add_derivations(
+            [NewDerivation(d, name, json.dumps({"name": name}), [drefs[p] for p in parents])]
+        )
+    lines = tree_lines(store.catalogue, drefs["top"])
+    assert sum("mid" in ln for ln in lines) == 2
+    assert sum("base" in ln for ln in lines) == 1
+    assert any(ln.endswith("(see above)") for ln in lines)
+
+
+def test_describe(store, pipeline):  # noqa: F811
+    info = describe(store, pipeline.train[0.1])
+    assert info["config"]["lr"] == 0.1
+    assert [f["path"] for f in info["files"]] == ["logs/", "logs/loss.txt", "model.txt"]
+    d = describe(store, pipeline.dref(pipeline.data))
+    assert [r["rref"] for r in d["realizations"]] == [pipeline.data]
+    assert len(d["referrers"]) == 3 and d["builds"][0]["status"] == "succeeded"
+
+
+def test_open_view_is_read_only(store, pipeline, tmp_path):  # noqa: F811
+    view = open_view(store.root)
+    assert isinstance(view.catalogue, ReadOnlyCatalogue)
+    assert history(view) == history(store)
+    with pytest.raises(QueryError, match="read-only"):
+        run_sql(view.catalogue, "DELETE FROM realizations")
+    with pytest.raises(QueryError, match="not allowed"):
+        run_sql(view.catalogue, f"ATTACH '{tmp_path}/x.db' AS x")
+    assert not os.path.exists(tmp_path / "x.db")
+    with pytest.raises(sqlite3.OperationalError):
+        view.catalogue.conn.execute(
+            "INSERT INTO pins (name, dref, created) VALUES ('x', ?, 0)",
+            (pipeline.dref(pipeline.data),),
+        )
+    view.catalogue.close()
+    with pytest.raises(StoreNotFoundError):
+        open_view(str(tmp_path / "nothing"))
+
+
+# -- staying fast on big stores ----------------------------------------------------------------
+
+
+def _plan(catalogue, sql: str, params) -> str:
+    return " | ".join(row[-1] for row in catalogue.query(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+def test_filtered_history_uses_the_indexes(store):
+    """The name filter is an index lookup, then one index lookup per derivation: no scan of
+    realizations whatever the store's size."""
+    sql = "SELECT rref FROM history WHERE name = ? AND json_extract(config, '$.lr') < ?"
+    plan = _plan(store.catalogue, sql, ("train", 1e-3))
+    assert "derivations_by_name" in plan, plan
+    assert "SCAN r" not in plan and "SCAN realizations" not in plan, plan
+
+
+@pytest.fixture
+def big(store):
+    """5,000 realizations inserted directly (3/4 train, 1/4 eval), one finishing per hour."""
+    now = time.time()
+    drefs = [mkdref(f"{i:032x}", "train" if i % 4 else "eval") for i in range(5000)]
+    store.catalogue.add_derivations(
+        [
+            NewDerivation(
+                d,
+                d.rsplit("-", 1)[1],
+                json.dumps({"lr": 10 ** -(i % 6), "name": d.rsplit("-", 1)[1]}),
+                [],
+            )
+            for i, d in enumerate(drefs)
+        ]
+    )
+    store.catalogue.add_realizations(
+        [
+            NewRealization(
+                RRef(mkrref(f"{i:032x}", d.split(":")[1][:32], d.rsplit("-", 1)[1])),
+                d,
+                "{}",
+                "h",
+                [],
+                100 + i,
+                1,
+                now - 3600 * i - 1.5,
+                now - 3600 * i,
+            )
+            for i, d in enumerate(drefs)
+        ],
+        None,
+    )
+    return store, now
+
+
+def test_history_on_a_store_of_thousands(big):
+    """The filtered history stays well under a second (the 50,000-realization figure is
+    measured by tools/bench_history.py)."""
+    store, _ = big
+    t0 = time.perf_counter()
+    rows = history(store, name="train", config=["lr<1e-3"], since="30d", fields=["lr"])
+    elapsed = time.perf_counter() - t0
+    assert len(rows) == sum(1 for i in range(24 * 30) if i % 4 and i % 6 > 3)
+    assert elapsed < 1.0, elapsed
+
+
+@pytest.mark.parametrize(
+    ("name", "days", "time_first"),
+    [("train", 2, True), ("eval", 365, False), ("t*", 1, True), ("nothing", 1, False)],
+)
+def test_history_starts_from_the_smaller_index(big, name, days, time_first):
+    """A common name with a short window starts from the time index, a rare name from
+    the name index; either way the answer is the same."""
+    from lightstore.query.history import _time_window_is_smaller
+
+    store, now = big
+    since = now - days * 86400
+    assert _time_window_is_smaller(store.catalogue, name, since, None) is time_first
+    rows = history(store, name=name, since=since)
+    expected = sorted(
+        (
+            r
+            for r in history(store)
+            if r["stopped"] >= since and fnmatch.fnmatchcase(r["name"], name)
+        ),
+        key=lambda r: (r["stopped"], r["rref"]),
+    )
+    assert rows == expected
+    newest = history(store, name=name, since=since, limit=3)
+    assert newest == expected[-3:]
+
+
+def test_pipeline_helper_rebuilds_nothing(S):
+    first = build_pipeline(S)
+    assert build_pipeline(S) == first
+    assert isinstance(first, Pipeline)
+
+
+def test_progress_is_silent_off_a_terminal_and_draws_on_one(monkeypatch, capsys):
+    from lightstore.cli import output
+
+    with output.progress("work") as update:
+        assert update is None
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    seen = []
+    with output.progress("work") as update:
+        assert update is not None
+        for i in range(3):
+            update(i + 1, 3, "item")  # extra arguments (the item) are accepted
+            seen.append(i)
+    assert seen == [0, 1, 2]
+
+    def takes_progress(x, progress=None):
+        return (x, progress is not None)
+
+    assert output.call_with_progress(takes_progress, "work", 1) == (1, True)
+    assert output.call_with_progress(lambda x: x, "work", 2) == 2
+
+
+def test_derivations_without_totals(store, pipeline):  # noqa: F811
+    full = derivations(store, "train")
+    bare = derivations(store, "train", totals=False)
+    assert [r["dref"] for r in bare] == [r["dref"] for r in full]
+    assert set(bare[0]) == {"dref", "name", "created"}
