@@ -185,25 +185,15 @@ class KeyedLocks:
         holders: Callable[[], list[dict[str, Any]]] | None,
         on_wait: Callable[[str], None] | None,
     ) -> None:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+        if _try_lockf(fd, key):
             return
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
         if on_wait is not None:
             on_wait(f"waiting for a build held by {describe_holders(holders() if holders else [])}")
         if timeout is None:
             fcntl.lockf(fd, fcntl.LOCK_EX, 1, key)  # sleeps in the kernel
             return
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
-                return
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
+        while not _try_lockf(fd, key):
             if time.monotonic() >= deadline:
                 found = holders() if holders else []
                 raise LockTimeout(
@@ -211,3 +201,14 @@ class KeyedLocks:
                     holder=found[0] if found else None,
                 )
             time.sleep(POLL_INTERVAL_S)
+
+
+def _try_lockf(fd: int, key: int) -> bool:
+    """Take the record lock of `key` without waiting; False if someone holds it."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise

@@ -278,65 +278,70 @@ class Catalogue(Database):
 
     # -- dependency graph ----------------------------------------------------
 
+    def _neighbours(
+        self, table: str, refs: Sequence[str], *, reverse: bool, closure: bool
+    ) -> list[str]:
+        """Dependencies (or, `reverse`, referrers) of `refs` along `table`; transitively with `closure`.
+
+        `table` is `derivation_deps` or `realization_deps`, whose columns are
+        (object, dep); the closure is one recursive CTE over its indexes.
+        """
+        obj = "dref" if table == "derivation_deps" else "rref"
+        src, dst = ("dep", obj) if reverse else (obj, "dep")
+        start = (
+            f"SELECT DISTINCT {dst} FROM {table} WHERE {src} IN (SELECT value FROM json_each(?))"
+        )
+        if not closure:
+            return self.column(start, (_json_list(refs),))
+        sql = f"""
+        WITH RECURSIVE reached(ref) AS (
+          {start}
+          UNION
+          SELECT e.{dst} FROM {table} AS e JOIN reached AS r ON e.{src} = r.ref
+        ) SELECT ref FROM reached"""
+        return self.column(sql, (_json_list(refs),))
+
     def drefdeps1(self, drefs: Sequence[str]) -> set[DRef]:
         """Direct dependencies of `drefs`."""
         return {
             trusted_dref(d)
-            for d in self.column(
-                "SELECT DISTINCT dep FROM derivation_deps WHERE dref IN (SELECT value FROM json_each(?))",
-                (_json_list(drefs),),
-            )
+            for d in self._neighbours("derivation_deps", drefs, reverse=False, closure=False)
         }
 
     def drefdeps(self, drefs: Sequence[str]) -> set[DRef]:
         """All dependencies of `drefs`, transitively (a recursive CTE)."""
-        sql = """
-        WITH RECURSIVE closure(dref) AS (
-          SELECT dep FROM derivation_deps WHERE dref IN (SELECT value FROM json_each(?))
-          UNION
-          SELECT d.dep FROM derivation_deps AS d JOIN closure AS c ON d.dref = c.dref
-        ) SELECT dref FROM closure"""
-        return {trusted_dref(d) for d in self.column(sql, (_json_list(drefs),))}
+        return {
+            trusted_dref(d)
+            for d in self._neighbours("derivation_deps", drefs, reverse=False, closure=True)
+        }
 
     def rrefdeps1(self, rrefs: Sequence[str]) -> set[RRef]:
         """Direct dependency realizations of `rrefs`."""
         return {
             trusted_rref(r)
-            for r in self.column(
-                "SELECT DISTINCT dep FROM realization_deps WHERE rref IN (SELECT value FROM json_each(?))",
-                (_json_list(rrefs),),
-            )
+            for r in self._neighbours("realization_deps", rrefs, reverse=False, closure=False)
         }
 
     def rrefdeps(self, rrefs: Sequence[str]) -> set[RRef]:
         """All dependency realizations of `rrefs`, transitively."""
-        sql = """
-        WITH RECURSIVE closure(rref) AS (
-          SELECT dep FROM realization_deps WHERE rref IN (SELECT value FROM json_each(?))
-          UNION
-          SELECT d.dep FROM realization_deps AS d JOIN closure AS c ON d.rref = c.rref
-        ) SELECT rref FROM closure"""
-        return {trusted_rref(r) for r in self.column(sql, (_json_list(rrefs),))}
+        return {
+            trusted_rref(r)
+            for r in self._neighbours("realization_deps", rrefs, reverse=False, closure=True)
+        }
 
     def dref_referrers(self, drefs: Sequence[str]) -> set[DRef]:
         """Derivations that depend on `drefs`, transitively."""
-        sql = """
-        WITH RECURSIVE users(dref) AS (
-          SELECT dref FROM derivation_deps WHERE dep IN (SELECT value FROM json_each(?))
-          UNION
-          SELECT d.dref FROM derivation_deps AS d JOIN users AS u ON d.dep = u.dref
-        ) SELECT dref FROM users"""
-        return {trusted_dref(d) for d in self.column(sql, (_json_list(drefs),))}
+        return {
+            trusted_dref(d)
+            for d in self._neighbours("derivation_deps", drefs, reverse=True, closure=True)
+        }
 
     def rref_referrers(self, rrefs: Sequence[str]) -> set[RRef]:
         """Realizations that depend on `rrefs`, transitively."""
-        sql = """
-        WITH RECURSIVE users(rref) AS (
-          SELECT rref FROM realization_deps WHERE dep IN (SELECT value FROM json_each(?))
-          UNION
-          SELECT d.rref FROM realization_deps AS d JOIN users AS u ON d.dep = u.rref
-        ) SELECT rref FROM users"""
-        return {trusted_rref(r) for r in self.column(sql, (_json_list(rrefs),))}
+        return {
+            trusted_rref(r)
+            for r in self._neighbours("realization_deps", rrefs, reverse=True, closure=True)
+        }
 
     def root_drefs(self) -> set[DRef]:
         """Derivations no other derivation depends on."""
