@@ -14,6 +14,7 @@ change of encoding shows up as a change of the pinned test vectors.
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -30,10 +31,10 @@ CONTEXT_FILE = "context.json"
 
 _K = TypeVar("_K", bound=str)
 
-_CHUNK = 8 * 1024 * 1024
-# Files above this size are hashed with blake3's own thread pool; below it the
-# thread start-up costs more than it saves.
+# Files above this size are hashed with blake3's own thread pool through
+# memory-mapped windows; below it the thread start-up costs more than it saves.
 _MULTITHREAD_THRESHOLD = 4 * 1024 * 1024
+_WINDOW = 32 * 1024 * 1024
 
 
 def _tagged(tag: bytes) -> blake3:
@@ -68,22 +69,25 @@ def realization_hash(ctx_hash: str, tree: str) -> HashPart:
     return HashPart(h.hexdigest()[:HASH_LEN])
 
 
-def file_digest(path: str, size: int | None = None, buffer: bytearray | None = None) -> bytes:
-    """blake3 of a file's bytes, streamed through a fixed buffer."""
+def file_digest(path: str, size: int | None = None) -> bytes:
+    """blake3 of a file's bytes in constant memory.
+
+    Small files are read whole. Large ones are mapped window by window and
+    hashed with blake3's thread pool: a window is big enough for its threads
+    to pay off, and unmapping it returns its pages, so memory stays bounded
+    by the window whatever the file size.
+    """
     if size is None:
         size = os.stat(path).st_size
-    threads = blake3.AUTO if size >= _MULTITHREAD_THRESHOLD else 1
-    h = blake3(max_threads=threads)
-    if size <= _CHUNK // 8:
-        with open(path, "rb") as f:
-            h.update(f.read())
-        return h.digest()
-    buf = buffer if buffer is not None else bytearray(_CHUNK)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.digest()
+        if size < _MULTITHREAD_THRESHOLD:
+            return blake3(f.read()).digest()
+        h = blake3(max_threads=blake3.AUTO)
+        for offset in range(0, size, _WINDOW):
+            length = min(_WINDOW, size - offset)
+            with mmap.mmap(f.fileno(), length, offset=offset, access=mmap.ACCESS_READ) as window:
+                h.update(window)
+        return h.digest()
 
 
 def _len_prefixed(data: bytes) -> bytes:
@@ -99,14 +103,17 @@ class TreeDigest:
     files: int
 
 
-def tree_digest(root: str, skip_context: bool = True) -> TreeDigest:
+def tree_digest(root: str, skip_context: bool = True, make_readonly: bool = False) -> TreeDigest:
     """Hash every entry below `root` (not `root` itself) in a canonical order.
 
+    With `make_readonly`, write permission is removed from every file and
+    folder below `root` in the same pass (folders after their contents), which
+    saves publishing a second walk of the tree.
     Raises BuildError for entries that are neither files, folders nor symlinks
     (devices, sockets, fifos): they cannot be stored.
     """
     h = _tagged(b"lightstore:tree:v1")
-    buffer: bytearray | None = None
+    folders: list[str] = []
     total = 0
     count = 0
     # An explicit stack keeps memory proportional to the depth, not the size.
@@ -129,14 +136,15 @@ def tree_digest(root: str, skip_context: bool = True) -> TreeDigest:
                 count += 1
             elif stat.S_ISREG(mode):
                 kind = b"x" if mode & stat.S_IXUSR else b"f"
-                if st.st_size > _CHUNK // 8 and buffer is None:
-                    buffer = bytearray(_CHUNK)
-                h.update(kind + encoded + file_digest(e.path, st.st_size, buffer))
+                h.update(kind + encoded + file_digest(e.path, st.st_size))
+                if make_readonly and mode & 0o222:
+                    os.chmod(e.path, mode & ~0o222)
                 total += st.st_size
                 count += 1
             elif stat.S_ISDIR(mode):
                 h.update(b"d" + encoded)
                 subdirs.append((e.path, relpath))
+                folders.append(e.path)
             else:
                 raise BuildError(
                     f"{relpath!r} in an output is neither a file, a folder nor a symlink; "
@@ -146,4 +154,8 @@ def tree_digest(root: str, skip_context: bool = True) -> TreeDigest:
         # Depth-first in sorted order: push in reverse so the smallest pops first.
         # Records carry full relative paths, so the order only needs to be fixed.
         stack.extend(reversed(subdirs))
+    if make_readonly:
+        # Parents were found before their children: undo in reverse order.
+        for folder in reversed(folders):
+            os.chmod(folder, os.stat(folder).st_mode & ~0o222)
     return TreeDigest(h.hexdigest(), total, count)

@@ -169,6 +169,7 @@ class Store:
         self.locks_dir = os.path.join(self.root, "locks")
         self.catalogue = Catalogue(os.path.join(self.root, CATALOGUE_FILE), durable=durable)
         self.durable = durable
+        self.tmp_realpath = os.path.realpath(self.tmp_dir) + os.sep
         self.build_locks = KeyedLocks(os.path.join(self.locks_dir, "builds.lock"))
         self._collector_lock = os.path.join(self.locks_dir, "collector.lock")
         self._gc_intent_lock = os.path.join(self.locks_dir, "gc-intent.lock")
@@ -191,14 +192,21 @@ class Store:
         """
         if isinstance(root, StorageSettings):
             root = root.root
-        key = (os.path.realpath(root), os.getpid())
+        pid = os.getpid()
+        # The common case, a root seen before: no realpath (a system call per component).
+        store = cls._instances.get((root, pid))
+        if store is not None and os.path.isfile(store.catalogue.path):
+            return store
+        key = (os.path.realpath(root), pid)
         with cls._instances_lock:
             store = cls._instances.get(key)
             if store is not None and os.path.isfile(store.catalogue.path):
+                cls._instances[(root, pid)] = store
                 return store
             store = cls(root, durable=durable)
             store._initialize(create)
             cls._instances[key] = store
+            cls._instances[(root, pid)] = store
             return store
 
     @classmethod
@@ -354,6 +362,9 @@ class Store:
         staged = self._stage_derivations(derivations)
         if staged is not None:
             self.catalogue.add_derivations(*staged)
+        for dref, config in derivations:
+            # Recorded configs never change: later reads (builds, lenses) skip SQL.
+            self._configs.setdefault(dref, config.val)
 
     def _stage_derivations(
         self, derivations: Sequence[tuple[DRef, Config]]
@@ -470,7 +481,7 @@ class Store:
         try:
             staged: list[str] = []
             for out in outputs:
-                if not os.path.realpath(out).startswith(os.path.realpath(self.tmp_dir) + os.sep):
+                if not os.path.realpath(out).startswith(self.tmp_realpath):
                     area = self.new_build_area("copy")
                     copies.append(area)
                     shutil.copytree(out, os.path.join(area, "out"), symlinks=True)
@@ -480,9 +491,12 @@ class Store:
             installs: list[tuple[NewRealization, str]] = []
             for out in staged:
                 failpoint("publish:hashing")
-                digest = tree_digest(out)
+                digest = tree_digest(out, make_readonly=True)
                 rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
-                with open(os.path.join(out, CONTEXT_FILE), "w", encoding="utf-8") as f:
+                fd = os.open(
+                    os.path.join(out, CONTEXT_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444
+                )
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(ctx_json)
                 record = NewRealization(
                     rref,
@@ -496,7 +510,7 @@ class Store:
                     stopped,
                 )
                 installs.append((record, out))
-            self.install(installs, build_id)
+            self.install(installs, build_id, readonly_done=True)
         finally:
             for copy_area in copies:
                 remove_tree(copy_area)
@@ -528,6 +542,7 @@ class Store:
         installs: Sequence[tuple[NewRealization, str]],
         build_id: int | None = None,
         derivations: Sequence[tuple[DRef, Config]] = (),
+        readonly_done: bool = False,
     ) -> None:
         """Move verified realization folders into the tree, then record them in one transaction.
 
@@ -543,7 +558,8 @@ class Store:
             "install", [[r.rref, r.context_hash] for r, _ in installs]
         )
         for record, folder in installs:
-            make_readonly(folder, include_root=False)
+            if not readonly_done:
+                make_readonly(folder, include_root=False)
             if self.durable:
                 fsync_tree(folder)
             target = self.rref_path(record.rref)

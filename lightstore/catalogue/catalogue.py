@@ -45,6 +45,10 @@ class NewRealization:
     build_stopped: float | None
 
 
+class ByBuildTime(list[RRef]):
+    """Realizations listed oldest build first, as the catalogue returns them."""
+
+
 def _json_list(items: Iterable[str]) -> str:
     return json.dumps(list(items))
 
@@ -95,14 +99,17 @@ class Catalogue(Database):
     # -- realizations ------------------------------------------------------
 
     def realizations(self, dref: str, context_hash: str) -> list[RRef]:
-        """Realizations of `dref` in one context, oldest build first (one index lookup)."""
-        return [
+        """Realizations of `dref` in one context, oldest build first (one index lookup).
+
+        The list is a `ByBuildTime`, so `match_latest` needs no second query.
+        """
+        return ByBuildTime(
             trusted_rref(r)
             for r in self.column(
                 "SELECT rref FROM realizations WHERE dref = ? AND context_hash = ? ORDER BY build_stopped, rowid",
                 (dref, context_hash),
             )
-        ]
+        )
 
     def realizations_any_context(self, dref: str) -> list[RRef]:
         """Every realization of `dref`, whatever its context, oldest first."""

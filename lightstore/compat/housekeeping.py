@@ -35,10 +35,10 @@ def store_gc(
     own roots (pins, live links, running builds), and everything those depend
     on. Returns ``(drefs, rrefs)`` that would go; `Store.gc` deletes.
     """
-    from lightstore.maintenance.gc import garbage
+    from lightstore.maintenance.gc import garbage_sets
 
-    report = garbage(resolve_store(S), keep_drefs, keep_rrefs)
-    return set(report.drefs), set(report.rrefs)
+    drefs, rrefs, _, _ = garbage_sets(resolve_store(S), keep_drefs, keep_rrefs)
+    return drefs, rrefs
 
 
 def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lightstore.catalogue.catalogue import ByBuildTime
 from lightstore.defaults import resolve_store
 from lightstore.engine.registry import Matcher
 from lightstore.errors import InvalidConfigError, MatcherError
@@ -80,6 +81,8 @@ def match_latest(n: int = 1) -> Matcher:
     def matcher(S: Any, rrefs: list[RRef]) -> list[RRef] | None:
         if len(rrefs) < n:
             return None
+        if isinstance(rrefs, ByBuildTime):
+            return list(reversed(rrefs[-n:]))
         times = resolve_store(S).catalogue.build_times(rrefs)
         newest = sorted(rrefs, key=lambda r: (times.get(r, 0.0), r), reverse=True)
         return newest[:n]

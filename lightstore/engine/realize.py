@@ -47,7 +47,8 @@ class RealizeOptions:
 
 
 def _check_matched(drv: Derivation, matched: Any, available: list[RRef]) -> list[RRef]:
-    if not isinstance(matched, list) or any(r not in available for r in matched):
+    given = set(available)
+    if not isinstance(matched, list) or any(r not in given for r in matched):
         raise MatcherError(
             f"the matcher of {drv.dref} returned {matched!r}; a matcher returns None or a list "
             "of the realizations it was given",
@@ -58,7 +59,7 @@ def _check_matched(drv: Derivation, matched: Any, available: list[RRef]) -> list
 
 def _tmp_roots(store: Store, outputs: list[str]) -> set[str]:
     """The top-level build-area folders holding `outputs` (to delete after publishing)."""
-    tmp = os.path.realpath(store.tmp_dir) + os.sep
+    tmp = store.tmp_realpath
     roots = set()
     for out in outputs:
         real = os.path.realpath(out)

@@ -47,9 +47,11 @@ WITH RECURSIVE
     SELECT dref FROM root_drefs
     UNION SELECT d.dep FROM derivation_deps AS d JOIN live_drefs AS l ON d.dref = l.dref
   )
-SELECT 'r', rref, size FROM realizations WHERE rref NOT IN (SELECT rref FROM live_rrefs)
+SELECT 'r', x.rref, x.size FROM realizations AS x
+WHERE NOT EXISTS (SELECT 1 FROM live_rrefs AS l WHERE l.rref = x.rref)
 UNION ALL
-SELECT 'd', dref, 0 FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs)
+SELECT 'd', x.dref, 0 FROM derivations AS x
+WHERE NOT EXISTS (SELECT 1 FROM live_drefs AS l WHERE l.dref = x.dref)
 """
 
 
@@ -64,13 +66,14 @@ class GCReport:
     dry_run: bool = False
 
 
-def garbage(
+def garbage_sets(
     store: Store,
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
-) -> GCReport:
-    """Mark: what is not reachable from the roots (and the extra keeps). One SQL statement."""
+) -> tuple[set[DRef], set[RRef], int, list[str]]:
+    """Mark: the derivations and realizations not reachable from the roots (and the extra
+    keeps), the bytes they hold, and the stale links. One SQL statement."""
     drefs = {parse_dref(d) for d in keep_drefs}
     rrefs = {parse_rref(r) for r in keep_rrefs}
     stale: list[str] = []
@@ -82,16 +85,20 @@ def garbage(
     rows = store.catalogue.query(
         _LIVE_SQL, {"rrefs": json.dumps(sorted(rrefs)), "drefs": json.dumps(sorted(drefs))}
     )
-    report = GCReport(stale_links=stale, dry_run=True)
-    for kind, ref, size in rows:
-        if kind == "r":
-            report.rrefs.append(RRef(ref))
-            report.bytes_freed += size or 0
-        else:
-            report.drefs.append(DRef(ref))
-    report.rrefs.sort()
-    report.drefs.sort()
-    return report
+    dead_r = {RRef(ref) for kind, ref, _ in rows if kind == "r"}
+    dead_d = {DRef(ref) for kind, ref, _ in rows if kind == "d"}
+    return dead_d, dead_r, sum(size or 0 for kind, _, size in rows if kind == "r"), stale
+
+
+def garbage(
+    store: Store,
+    keep_drefs: Iterable[str] = (),
+    keep_rrefs: Iterable[str] = (),
+    use_roots: bool = True,
+) -> GCReport:
+    """What a collection would remove, as a report (sorted lists)."""
+    dead_d, dead_r, size, stale = garbage_sets(store, keep_drefs, keep_rrefs, use_roots)
+    return GCReport(sorted(dead_d), sorted(dead_r), size, stale, dry_run=True)
 
 
 def collect(

@@ -1,0 +1,454 @@
+"""Turn the runners' records into the benchmark table, growth lines, target checks and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench_common import GiB, MiB, median
+
+LIBS = ("lightstore", "pylightnix")
+
+#: Display order of the workloads, and one line on what each measures.
+WORKLOADS = {
+    "populate": "realize N independent trivial stages into a fresh store, per realization",
+    "disk": "disk per trivial realization (tree blocks + catalogue), and inodes",
+    "list": "every realization of a store of N (allrrefs)",
+    "gc": "what garbage collection would remove, keeping one chain (store_gc)",
+    "history": "realizations of one stage name with config lr < 0.05 (lightstore: SQL; Pylightnix: scan)",
+    "cached-chain": "re-realize a realized 20-stage chain, declaration included, in a store of N",
+    "new-chain": "realize a fresh 20-stage chain in a store of N",
+    "deep-realize": "realize a fresh chain of the given depth",
+    "deep-cached": "re-realize a realized chain of the given depth",
+    "closure": "all dependencies of the last realization of the deepest chain (rrefdeps)",
+    "many-cached": "cached realize of a match_latest(1) stage holding K realizations",
+    "hash-big": "publish one big output file: time after the realizer returns, throughput, peak RSS",
+    "hash-small": "publish many 4 KiB files: time after the realizer returns, throughput, peak RSS",
+    "contention-same": "8 processes realize the same stage at once: builds, errors, realizations left",
+    "contention-distinct": "8 processes x M distinct stages vs 1 process doing all 8M",
+}
+
+#: Metrics with a direction: ratios say how many times better lightstore is.
+_HIGHER_BETTER = {"throughput"}
+_NO_RATIO = {"builds", "errors", "realizations"}
+
+
+@dataclass
+class Entry:
+    workload: str
+    metric: str
+    param: dict[str, Any]
+    unit: str
+    values: dict[str, dict[str, Any]]  # lib -> {"median", "samples", "extra"}
+
+    def median(self, lib: str) -> float | None:
+        v = self.values.get(lib)
+        return None if v is None else v["median"]
+
+    @property
+    def ratio(self) -> float | None:
+        """Pylightnix / lightstore for costs, lightstore / Pylightnix for throughput."""
+        if self.metric in _NO_RATIO:
+            return None
+        ls, pl = self.median("lightstore"), self.median("pylightnix")
+        if not ls or not pl:
+            return None
+        return ls / pl if self.metric in _HIGHER_BETTER else pl / ls
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload,
+            "metric": self.metric,
+            "param": self.param,
+            "unit": self.unit,
+            "ratio": self.ratio,
+            **self.values,
+        }
+
+
+def entries_from_json(results: list[dict[str, Any]]) -> list[Entry]:
+    """The entries of a saved JSON document (its "results")."""
+    return [
+        Entry(r["workload"], r["metric"], r["param"], r["unit"], {k: r[k] for k in LIBS if k in r})
+        for r in results
+    ]
+
+
+def param_text(param: dict[str, Any]) -> str:
+    names = {"size": "N", "depth": "depth", "K": "K", "procs": "procs"}
+    return " ".join(f"{names.get(k, k)}={v}" for k, v in param.items())
+
+
+def aggregate(records: list[tuple[str, dict[str, Any]]]) -> list[Entry]:
+    """Group (lib, record) pairs by workload, metric and parameter; order as WORKLOADS."""
+    entries: dict[tuple[str, str, str], Entry] = {}
+    for lib, r in records:
+        key = (r["workload"], r["metric"], repr(sorted(r["param"].items())))
+        e = entries.get(key)
+        if e is None:
+            e = entries[key] = Entry(r["workload"], r["metric"], r["param"], r["unit"], {})
+        v = e.values.setdefault(lib, {"samples": [], "extra": {}})
+        v["samples"].extend(r["samples"])
+        v["extra"].update(r.get("extra", {}))
+    for e in entries.values():
+        for v in e.values.values():
+            v["median"] = median(v["samples"])
+    order = list(WORKLOADS)
+    return sorted(
+        entries.values(),
+        key=lambda e: (
+            order.index(e.workload) if e.workload in order else len(order),
+            list(entries.values()).index(e),
+        ),
+    )
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        if value < 1e-3:
+            return f"{value * 1e6:.1f} µs"
+        if value < 1:
+            return f"{value * 1e3:.2f} ms"
+        return f"{value:.2f} s"
+    if unit == "bytes":
+        if value >= GiB:
+            return f"{value / GiB:.2f} GiB"
+        if value >= MiB:
+            return f"{value / MiB:.1f} MiB"
+        return f"{value / 1024:.1f} KiB"
+    if unit == "B/s":
+        return f"{value / 1e9:.2f} GB/s"
+    if unit == "count":
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
+    return f"{value:.4g} {unit}"
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.1f}x" if r < 100 else f"{r:.0f}x"
+
+
+def cell(e: Entry, lib: str) -> str:
+    """A median; for counts (builds, errors) that differ between runs, every run's value."""
+    v = e.values.get(lib)
+    if v is None:
+        return "-"
+    if e.unit == "count" and len(set(v["samples"])) > 1:
+        return "/".join(fmt(x, e.unit) for x in v["samples"])
+    return fmt(v["median"], e.unit)
+
+
+def table_rows(entries: list[Entry]) -> list[list[str]]:
+    rows = [["workload", "metric", "param", "lightstore", "Pylightnix", "ratio"]]
+    for e in entries:
+        rows.append(
+            [
+                e.workload,
+                e.metric,
+                param_text(e.param),
+                cell(e, "lightstore"),
+                cell(e, "pylightnix"),
+                fmt_ratio(e.ratio),
+            ]
+        )
+    return rows
+
+
+def table_text(entries: list[Entry]) -> str:
+    rows = table_rows(entries)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def table_markdown(entries: list[Entry]) -> str:
+    rows = table_rows(entries)
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * 3 + "---:|" * 3]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def _series(entries: list[Entry], workload: str, key: str) -> list[Entry]:
+    found = [e for e in entries if e.workload == workload and key in e.param]
+    return sorted(found, key=lambda e: e.param[key])
+
+
+def growth(entries: list[Entry]) -> list[str]:
+    """How each cost grows with store size (and chain depth, and K)."""
+    lines = []
+    for workload, key in [
+        ("populate", "size"),
+        ("list", "size"),
+        ("gc", "size"),
+        ("history", "size"),
+        ("cached-chain", "size"),
+        ("new-chain", "size"),
+        ("deep-realize", "depth"),
+        ("deep-cached", "depth"),
+        ("many-cached", "K"),
+    ]:
+        s = _series(entries, workload, key)
+        if len(s) < 2:
+            continue
+        lo, hi = s[0], s[-1]
+        parts = []
+        for lib, label in (("lightstore", "lightstore"), ("pylightnix", "Pylightnix")):
+            a, b = lo.median(lib), hi.median(lib)
+            if a and b:
+                parts.append(f"{label} x{b / a:.2f}")
+        factor = hi.param[key] / lo.param[key]
+        lines.append(
+            f"{workload}: {', '.join(parts)} from {key}={lo.param[key]} to {key}={hi.param[key]}"
+            f" ({key} x{factor:g})"
+        )
+    return lines
+
+
+# -- targets ------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    check: Callable[[list[Entry], dict[str, Any]], tuple[str, str]]
+
+
+def _status(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def _ratio_at_all(workload: str, key: str, need: float) -> Callable[..., tuple[str, str]]:
+    def check(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+        s = [e for e in _series(entries, workload, key) if e.ratio is not None]
+        if not s:
+            return "n/a", "no baseline figures"
+        worst = min(s, key=lambda e: e.ratio or 0.0)
+        detail = "; ".join(f"{param_text(e.param)}: {fmt_ratio(e.ratio)}" for e in s)
+        return _status((worst.ratio or 0) >= need), detail
+
+    return check
+
+
+def _ratio_at_largest(
+    workload: str, key: str, need: float, metric: str = "time"
+) -> Callable[..., tuple[str, str]]:
+    def check(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+        s = [e for e in _series(entries, workload, key) if e.metric == metric]
+        if not s or s[-1].ratio is None:
+            return "n/a", "no baseline figures"
+        e = s[-1]
+        return _status((e.ratio or 0) >= need), f"{fmt_ratio(e.ratio)} at {param_text(e.param)}"
+
+    return check
+
+
+def _one(entries: list[Entry], workload: str, metric: str) -> Entry | None:
+    for e in entries:
+        if e.workload == workload and e.metric == metric:
+            return e
+    return None
+
+
+def _ratio_one(workload: str, metric: str, need: float) -> Callable[..., tuple[str, str]]:
+    def check(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+        e = _one(entries, workload, metric)
+        if e is None or e.ratio is None:
+            return "n/a", "no baseline figures"
+        return _status(e.ratio >= need), (
+            f"{fmt_ratio(e.ratio)} ({fmt(e.median('lightstore'), e.unit)} vs "
+            f"{fmt(e.median('pylightnix'), e.unit)})"
+        )
+
+    return check
+
+
+def _flat(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    s = _series(entries, "cached-chain", "size")
+    if len(s) < 2 or not s[0].median("lightstore"):
+        return "n/a", "needs two store sizes"
+    g = (s[-1].median("lightstore") or 0) / (s[0].median("lightstore") or 1)
+    return _status(g <= 1.5), (
+        f"lightstore x{g:.2f} from N={s[0].param['size']} to N={s[-1].param['size']} (limit x1.5)"
+    )
+
+
+def _linear_depth(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    s = _series(entries, "deep-cached", "depth")
+    if len(s) < 2 or not s[0].median("lightstore"):
+        return "n/a", "needs two depths"
+    per = [(e.median("lightstore") or 0) / e.param["depth"] for e in s]
+    g = per[-1] / per[0]
+    return _status(g <= 1.5), (
+        f"per-stage cost x{g:.2f} from depth {s[0].param['depth']} to {s[-1].param['depth']}"
+        " (limit x1.5)"
+    )
+
+
+def _history(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    s = _series(entries, "history", "size")
+    if not s or s[-1].median("lightstore") is None:
+        return "n/a", "not measured"
+    t = s[-1].median("lightstore") or 0
+    return _status(t < 0.050), f"{fmt(t, 's')} at N={s[-1].param['size']}"
+
+
+def _big_speed(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    e = _one(entries, "hash-big", "throughput")
+    if e is None or e.median("lightstore") is None:
+        return "n/a", "not measured"
+    v = e.median("lightstore") or 0
+    size = e.values["lightstore"]["extra"].get("bytes", 0)
+    return _status(v >= 3e9), f"{fmt(v, 'B/s')} for {fmt(size, 'bytes')}"
+
+
+def _big_memory(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    e = _one(entries, "hash-big", "peak memory")
+    if e is None or e.median("lightstore") is None:
+        return "n/a", "not measured"
+    v = e.median("lightstore") or 0
+    return _status(v < 100 * MiB), f"peak RSS {fmt(v, 'bytes')} (whole process)"
+
+
+def _same(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    b, err = _one(entries, "contention-same", "builds"), _one(entries, "contention-same", "errors")
+    if b is None or err is None or "lightstore" not in b.values:
+        return "n/a", "not measured"
+    builds = b.values["lightstore"]["samples"]
+    errors = err.values["lightstore"]["samples"]
+    ok = all(x == 1 for x in builds) and all(x == 0 for x in errors)
+    return _status(ok), f"builds per run {builds}, errors per run {errors}"
+
+
+def _distinct(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    s = _series(entries, "contention-distinct", "procs")
+    if len(s) < 2 or s[0].median("lightstore") is None:
+        return "n/a", "not measured"
+    one, many = s[0].median("lightstore") or 0, s[-1].median("lightstore") or 0
+    return _status(many <= one), (
+        f"{s[-1].param['procs']} processes {fmt(many, 's')} vs 1 process {fmt(one, 's')}"
+    )
+
+
+def _disk(metric: str) -> Callable[..., tuple[str, str]]:
+    def check(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+        e = _one(entries, "disk", metric)
+        if e is None or e.median("pylightnix") is None or e.median("lightstore") is None:
+            return "n/a", "no baseline figures"
+        ls, pl = e.median("lightstore") or 0, e.median("pylightnix") or 0
+        return _status(ls <= pl / 2), f"{fmt(ls, e.unit)} vs {fmt(pl, e.unit)}"
+
+    return check
+
+
+TARGETS = [
+    Target(
+        "cached 20-chain ≥ 20x faster, at every store size",
+        _ratio_at_all("cached-chain", "size", 20),
+    ),
+    Target("cached 20-chain flat in store size (lightstore)", _flat),
+    Target("populate ≥ 3x, at every store size", _ratio_at_all("populate", "size", 3)),
+    Target("new 20-chain ≥ 3x, at every store size", _ratio_at_all("new-chain", "size", 3)),
+    Target("cached deepest chain ≥ 100x", _ratio_at_largest("deep-cached", "depth", 100)),
+    Target("cached deep chain linear in depth (lightstore)", _linear_depth),
+    Target("list ≥ 50x at the largest store", _ratio_at_largest("list", "size", 50)),
+    Target("gc ≥ 20x at the largest store", _ratio_at_largest("gc", "size", 20)),
+    Target(
+        "stage with the most realizations: cached realize ≥ 30x",
+        _ratio_at_largest("many-cached", "K", 30),
+    ),
+    Target("history query at the largest store under 50 ms", _history),
+    Target("big output published at ≥ 3 GB/s", _big_speed),
+    Target("big output: peak memory under 100 MiB", _big_memory),
+    Target("many small files ≥ 2x", _ratio_one("hash-small", "time after realizer", 2)),
+    Target("same stage, 8 processes: one build, zero errors", _same),
+    Target("8 processes finish the distinct stages at least as fast as one", _distinct),
+    Target("disk per trivial realization ≤ half of Pylightnix's", _disk("bytes per realization")),
+    Target(
+        "inodes per trivial realization ≤ half of Pylightnix's", _disk("inodes per realization")
+    ),
+]
+
+
+def evaluate(entries: list[Entry], plan: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    for t in TARGETS:
+        status, detail = t.check(entries, plan)
+        out.append({"target": t.name, "status": status, "detail": detail})
+    return out
+
+
+def targets_text(results: list[dict[str, str]]) -> str:
+    width = max(len(r["target"]) for r in results)
+    return "\n".join(
+        f"{r['status']:>6}  {r['target'].ljust(width)}  {r['detail']}" for r in results
+    )
+
+
+def markdown(doc: dict[str, Any], entries: list[Entry]) -> str:
+    """BENCHMARKS.md: machine, command, figures, growth and targets of one run."""
+    m = doc["machine"]
+    plan = doc["plan"]
+    lines = [
+        "# Benchmarks: lightstore and Pylightnix 0.3.0 side by side",
+        "",
+        "Written by `tools/bench` (see the README); do not edit by hand, re-run instead.",
+        "",
+        *(
+            []
+            if doc["full"]
+            else [
+                "> **Partial run** (small stores or a subset of workloads): figures are",
+                "> indicative only. `tools/bench` with no option does the full run.",
+                "",
+            ]
+        ),
+        "Every figure is the median of several repetitions; *ratio* says how many times",
+        "better lightstore is (Pylightnix time / lightstore time; for throughput the inverse).",
+        "Both libraries ran in the same run, on the same machine, with the same stages,",
+        "each in fresh stores under a temporary folder.",
+        "",
+        f"- Machine: {m['line']}",
+        f"- Command: `{doc['command']}`",
+        f"- Date: {doc['started']} ({doc['duration_s'] / 60:.1f} min)",
+        f"- lightstore {doc['versions'].get('lightstore', '?')} ({m.get('commit', '?')}), "
+        f"Pylightnix {doc['versions'].get('pylightnix', 'not run')}",
+        f"- Store sizes {plan['sizes']}, chain depths {plan['depths']}, K {plan['ks']}, "
+        f"{plan['reps']} repetitions; big file {fmt(plan['big_bytes'], 'bytes')}, "
+        f"{plan['small_files']} small files; contention {plan['procs']} processes x "
+        f"{plan['distinct_each']} stages",
+        "",
+        "## Figures",
+        "",
+        table_markdown(entries),
+        "",
+        "## Growth",
+        "",
+        *[f"- {g}" for g in doc["growth"]],
+        "",
+        "## Targets",
+        "",
+        "| status | target | figures |",
+        "|---|---|---|",
+        *[f"| {t['status']} | {t['target']} | {t['detail']} |" for t in doc["targets"]],
+        "",
+        *(
+            ["## Failures", "", *[f"- {f}" for f in doc["failures"]], ""]
+            if doc.get("failures")
+            else []
+        ),
+        "## Workloads",
+        "",
+        *[f"- **{w}**: {d}" for w, d in WORKLOADS.items()],
+        "",
+    ]
+    return "\n".join(lines)
