@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightstore.catalogue.database import Database
-from lightstore.refs import DRef, RRef, trusted_dref, trusted_rref
+from lightstore.refs import DRef, RRef
 
 HOST = socket.gethostname()
 
@@ -94,7 +94,7 @@ class Catalogue(Database):
 
     def all_drefs(self) -> list[DRef]:
         """Every recorded derivation."""
-        return [trusted_dref(d) for d in self.column("SELECT dref FROM derivations ORDER BY dref")]
+        return list(map(DRef, self.column("SELECT dref FROM derivations ORDER BY dref")))
 
     # -- realizations ------------------------------------------------------
 
@@ -104,7 +104,7 @@ class Catalogue(Database):
         The list is a `ByBuildTime`, so `match_latest` needs no second query.
         """
         return ByBuildTime(
-            trusted_rref(r)
+            RRef(r)
             for r in self.column(
                 "SELECT rref FROM realizations WHERE dref = ? AND context_hash = ? ORDER BY build_stopped, rowid",
                 (dref, context_hash),
@@ -114,7 +114,7 @@ class Catalogue(Database):
     def realizations_any_context(self, dref: str) -> list[RRef]:
         """Every realization of `dref`, whatever its context, oldest first."""
         return [
-            trusted_rref(r)
+            RRef(r)
             for r in self.column(
                 "SELECT rref FROM realizations WHERE dref = ? ORDER BY build_stopped, rowid",
                 (dref,),
@@ -123,7 +123,7 @@ class Catalogue(Database):
 
     def all_rrefs(self) -> list[RRef]:
         """Every recorded realization."""
-        return [trusted_rref(r) for r in self.column("SELECT rref FROM realizations ORDER BY rref")]
+        return list(map(RRef, self.column("SELECT rref FROM realizations ORDER BY rref")))
 
     def known_rrefs(self, rrefs: Sequence[str]) -> set[str]:
         """Which of `rrefs` are recorded."""
@@ -311,51 +311,51 @@ class Catalogue(Database):
     def drefdeps1(self, drefs: Sequence[str]) -> set[DRef]:
         """Direct dependencies of `drefs`."""
         return {
-            trusted_dref(d)
+            DRef(d)
             for d in self._neighbours("derivation_deps", drefs, reverse=False, closure=False)
         }
 
     def drefdeps(self, drefs: Sequence[str]) -> set[DRef]:
         """All dependencies of `drefs`, transitively (a recursive CTE)."""
         return {
-            trusted_dref(d)
+            DRef(d)
             for d in self._neighbours("derivation_deps", drefs, reverse=False, closure=True)
         }
 
     def rrefdeps1(self, rrefs: Sequence[str]) -> set[RRef]:
         """Direct dependency realizations of `rrefs`."""
         return {
-            trusted_rref(r)
+            RRef(r)
             for r in self._neighbours("realization_deps", rrefs, reverse=False, closure=False)
         }
 
     def rrefdeps(self, rrefs: Sequence[str]) -> set[RRef]:
         """All dependency realizations of `rrefs`, transitively."""
         return {
-            trusted_rref(r)
+            RRef(r)
             for r in self._neighbours("realization_deps", rrefs, reverse=False, closure=True)
         }
 
     def dref_referrers(self, drefs: Sequence[str]) -> set[DRef]:
         """Derivations that depend on `drefs`, transitively."""
         return {
-            trusted_dref(d)
+            DRef(d)
             for d in self._neighbours("derivation_deps", drefs, reverse=True, closure=True)
         }
 
     def rref_referrers(self, rrefs: Sequence[str]) -> set[RRef]:
         """Realizations that depend on `rrefs`, transitively."""
         return {
-            trusted_rref(r)
+            RRef(r)
             for r in self._neighbours("realization_deps", rrefs, reverse=True, closure=True)
         }
 
     def root_drefs(self) -> set[DRef]:
         """Derivations no other derivation depends on."""
         sql = "SELECT dref FROM derivations WHERE dref NOT IN (SELECT dep FROM derivation_deps)"
-        return {trusted_dref(d) for d in self.column(sql)}
+        return set(map(DRef, self.column(sql)))
 
     def root_rrefs(self) -> set[RRef]:
         """Realizations no other realization depends on."""
         sql = "SELECT rref FROM realizations WHERE rref NOT IN (SELECT dep FROM realization_deps)"
-        return {trusted_rref(r) for r in self.column(sql)}
+        return set(map(RRef, self.column(sql)))

@@ -204,7 +204,7 @@ class Database:
 
     def column(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         """Run a read statement and return its first column."""
-        return [row[0] for row in self.query(sql, params)]
+        return [value for value, *_ in self.query(sql, params)]
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

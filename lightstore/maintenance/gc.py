@@ -87,7 +87,8 @@ def garbage_sets(
     )
     dead_r = {RRef(ref) for kind, ref, _ in rows if kind == "r"}
     dead_d = {DRef(ref) for kind, ref, _ in rows if kind == "d"}
-    return dead_d, dead_r, sum(size or 0 for kind, _, size in rows if kind == "r"), stale
+    size = sum(size for kind, _, size in rows if kind == "r")
+    return dead_d, dead_r, size, stale
 
 
 def garbage(
