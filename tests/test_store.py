@@ -34,8 +34,9 @@ from lightstore import (
 from lightstore.catalogue import HOST
 from lightstore.config import canonical_json
 from lightstore.errors import InvalidReferenceError
+from lightstore.files import pid_alive, remove_tree
 from lightstore.refs import mkdref, mkrref, rref2dref, undref, unrref
-from lightstore.store import CATALOGUE_FILE, StorageSettings, Store, pid_alive, remove_tree
+from lightstore.store import CATALOGUE_FILE, StorageSettings, Store
 
 UNKNOWN_DREF = mkdref("0" * 32, "nothing")
 UNKNOWN_RREF = mkrref("f" * 32, "0" * 32, "nothing")

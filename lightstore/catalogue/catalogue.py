@@ -318,8 +318,7 @@ class Catalogue(Database):
     def drefdeps(self, drefs: Sequence[str]) -> set[DRef]:
         """All dependencies of `drefs`, transitively (a recursive CTE)."""
         return {
-            DRef(d)
-            for d in self._neighbours("derivation_deps", drefs, reverse=False, closure=True)
+            DRef(d) for d in self._neighbours("derivation_deps", drefs, reverse=False, closure=True)
         }
 
     def rrefdeps1(self, rrefs: Sequence[str]) -> set[RRef]:
@@ -339,15 +338,13 @@ class Catalogue(Database):
     def dref_referrers(self, drefs: Sequence[str]) -> set[DRef]:
         """Derivations that depend on `drefs`, transitively."""
         return {
-            DRef(d)
-            for d in self._neighbours("derivation_deps", drefs, reverse=True, closure=True)
+            DRef(d) for d in self._neighbours("derivation_deps", drefs, reverse=True, closure=True)
         }
 
     def rref_referrers(self, rrefs: Sequence[str]) -> set[RRef]:
         """Realizations that depend on `rrefs`, transitively."""
         return {
-            RRef(r)
-            for r in self._neighbours("realization_deps", rrefs, reverse=True, closure=True)
+            RRef(r) for r in self._neighbours("realization_deps", rrefs, reverse=True, closure=True)
         }
 
     def root_drefs(self) -> set[DRef]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from lightstore.defaults import resolve_store
 from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
+from lightstore.files import remove_tree
 from lightstore.refs import (
     DRef,
     Path,
@@ -23,7 +24,6 @@ from lightstore.refs import (
     parse_rref,
     rref2dref,
 )
-from lightstore.store import remove_tree
 
 
 def store_gc(

@@ -10,7 +10,8 @@ from typing import Any
 from lightstore.defaults import current, default_root, resolve_store
 from lightstore.engine.registry import Registry
 from lightstore.errors import StoreError
-from lightstore.store import CATALOGUE_FILE, StorageSettings, Store, remove_tree
+from lightstore.files import remove_tree
+from lightstore.store import CATALOGUE_FILE, StorageSettings, Store
 
 
 def mkSS(root: str) -> StorageSettings:

@@ -12,8 +12,9 @@ from lightstore.config import resolve_selfrefs
 from lightstore.defaults import resolve_store
 from lightstore.engine.registry import Realizer
 from lightstore.errors import InvalidConfigError, InvalidReferenceError, UnknownReferenceError
+from lightstore.files import remove_tree
 from lightstore.refs import Context, DRef, Path, RefPath, RRef, isrefpath
-from lightstore.store import StorageSettings, Store, remove_tree
+from lightstore.store import StorageSettings, Store
 
 
 class Outputs(list[Path]):

@@ -29,9 +29,10 @@ from lightstore.errors import (
     MatcherError,
     NotRealizedError,
 )
+from lightstore.files import remove_tree
 from lightstore.hashing import canonical_context, context_hash
 from lightstore.refs import Context, DRef, RRef, parse_dref
-from lightstore.store import Store, remove_tree
+from lightstore.store import Store
 
 log = logging.getLogger("lightstore")
 

@@ -27,6 +27,7 @@ from lightstore.catalogue import NewRealization
 from lightstore.config import Config, canonical_json, config_deps, mkconfig
 from lightstore.errors import ArchiveError, BuildError, LightstoreError, UnknownReferenceError
 from lightstore.exchange._tree import check_links
+from lightstore.files import make_readonly, remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
     canonical_context,
@@ -36,7 +37,7 @@ from lightstore.hashing import (
     tree_digest,
 )
 from lightstore.refs import DRef, RRef, mkdref, parse_dref, parse_rref, rref2dref, unrref
-from lightstore.store import Store, make_readonly, remove_tree
+from lightstore.store import Store
 
 
 @dataclass

@@ -48,9 +48,10 @@ from lightstore.exchange._ingest import (
 )
 from lightstore.exchange._tree import COPY_CHUNK, check_links, walk_tree
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
+from lightstore.files import remove_tree
 from lightstore.hashing import CONTEXT_FILE
 from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
-from lightstore.store import CONFIG_FILE, Store, remove_tree
+from lightstore.store import CONFIG_FILE, Store
 
 MANIFEST = "manifest.json"
 FORMAT = "lightstore-archive"

@@ -30,10 +30,11 @@ from lightstore.exchange._ingest import (
 )
 from lightstore.exchange._tree import copy_tree
 from lightstore.failpoints import failpoint
+from lightstore.files import remove_tree
 from lightstore.hashing import CONTEXT_FILE
 from lightstore.locks import exclusive
 from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref
-from lightstore.store import Store, remove_tree
+from lightstore.store import Store
 
 #: ``progress(done, total, rref)`` after each realization is added.
 Progress = Callable[[int, int, RRef], None]

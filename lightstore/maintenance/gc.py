@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lightstore.failpoints import failpoint
+from lightstore.files import remove_tree
 from lightstore.maintenance.roots import roots
 from lightstore.refs import DRef, RRef, parse_dref, parse_rref, rref2dref
-from lightstore.store import remove_tree
 
 if TYPE_CHECKING:
     from lightstore.store import Store

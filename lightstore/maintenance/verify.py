@@ -18,6 +18,7 @@ from typing import Any
 from lightstore.catalogue import NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
 from lightstore.errors import CatalogueCorruptError, LightstoreError
+from lightstore.files import remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
     canonical_context,
@@ -28,7 +29,7 @@ from lightstore.hashing import (
 )
 from lightstore.maintenance.roots import PINS_DIR, roots
 from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
-from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, Store, remove_tree
+from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, Store
 
 Progress = Callable[[int, int], None]
 
