@@ -94,7 +94,7 @@ class Catalogue(Database):
 
     def all_drefs(self) -> list[DRef]:
         """Every recorded derivation."""
-        return list(map(DRef, self.column("SELECT dref FROM derivations ORDER BY dref")))
+        return self.column("SELECT dref FROM derivations ORDER BY dref", wrap=DRef)
 
     # -- realizations ------------------------------------------------------
 
@@ -123,7 +123,7 @@ class Catalogue(Database):
 
     def all_rrefs(self) -> list[RRef]:
         """Every recorded realization."""
-        return list(map(RRef, self.column("SELECT rref FROM realizations ORDER BY rref")))
+        return self.column("SELECT rref FROM realizations ORDER BY rref", wrap=RRef)
 
     def known_rrefs(self, rrefs: Sequence[str]) -> set[str]:
         """Which of `rrefs` are recorded."""

@@ -10,7 +10,7 @@ from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
 from lightstore.errors import LightstoreError, UnknownReferenceError
 from lightstore.hashing import config_hash
-from lightstore.refs import Context, DRef, RRef, isdref, mkdref
+from lightstore.refs import Context, DRef, RRef, isdref
 from lightstore.store import StorageSettings, Store
 
 #: ``(S, rrefs) -> None | [rref, ...]``: which realizations to use, or None to build.
@@ -65,7 +65,8 @@ class Registry:
         the config depends on a DRef this registry does not know.
         """
         cfg = mkconfig(config)
-        dref = mkdref(config_hash(cfg.val), cfg.name)
+        # The hash is ours and mkconfig checked the name: no need to re-validate.
+        dref = DRef(f"dref:{config_hash(cfg.val)}-{cfg.name}")
         deps = cfg.deps
         for dep in deps:
             if dep not in self.derivations:

@@ -47,11 +47,9 @@ WITH RECURSIVE
     SELECT dref FROM root_drefs
     UNION SELECT d.dep FROM derivation_deps AS d JOIN live_drefs AS l ON d.dref = l.dref
   )
-SELECT 'r', x.rref, x.size FROM realizations AS x
-WHERE NOT EXISTS (SELECT 1 FROM live_rrefs AS l WHERE l.rref = x.rref)
+SELECT 'r', rref, size FROM realizations WHERE rref NOT IN (SELECT rref FROM live_rrefs)
 UNION ALL
-SELECT 'd', x.dref, 0 FROM derivations AS x
-WHERE NOT EXISTS (SELECT 1 FROM live_drefs AS l WHERE l.dref = x.dref)
+SELECT 'd', dref, 0 FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs)
 """
 
 
@@ -82,12 +80,18 @@ def garbage_sets(
         drefs |= found.drefs
         rrefs |= found.rrefs
         stale = found.stale_links
-    rows = store.catalogue.query(
-        _LIVE_SQL, {"rrefs": json.dumps(sorted(rrefs)), "drefs": json.dumps(sorted(drefs))}
-    )
-    dead_r = {RRef(ref) for kind, ref, _ in rows if kind == "r"}
-    dead_d = {DRef(ref) for kind, ref, _ in rows if kind == "d"}
-    size = sum(size for kind, _, size in rows if kind == "r")
+    # NOT IN builds one temporary index of the live set: linear in the store,
+    # where a correlated NOT EXISTS would rescan the live set for every row.
+    params = {"rrefs": json.dumps(sorted(rrefs)), "drefs": json.dumps(sorted(drefs))}
+    dead_r: set[RRef] = set()
+    dead_d: set[DRef] = set()
+    size = 0
+    for kind, ref, bytes_ in store.catalogue.conn.execute(_LIVE_SQL, params):
+        if kind == "r":
+            dead_r.add(RRef(ref))
+            size += bytes_
+        else:
+            dead_d.add(DRef(ref))
     return dead_d, dead_r, size, stale
 
 
