@@ -70,24 +70,33 @@ def realization_hash(ctx_hash: str, tree: str) -> HashPart:
 
 
 def file_digest(path: str, size: int | None = None) -> bytes:
-    """blake3 of a file's bytes in constant memory.
+    """blake3 of a file's bytes in constant memory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _fd_digest(fd, os.fstat(fd).st_size if size is None else size)
+    finally:
+        os.close(fd)
+
+
+def _fd_digest(fd: int, size: int) -> bytes:
+    """blake3 of an open file's bytes.
 
     Small files are read whole. Large ones are mapped window by window and
     hashed with blake3's thread pool: a window is big enough for its threads
     to pay off, and unmapping it returns its pages, so memory stays bounded
     by the window whatever the file size.
     """
-    if size is None:
-        size = os.stat(path).st_size
-    with open(path, "rb", buffering=0) as f:
-        if size < _MULTITHREAD_THRESHOLD:
-            return blake3(f.read()).digest()
-        h = blake3(max_threads=blake3.AUTO)
-        for offset in range(0, size, _WINDOW):
-            length = min(_WINDOW, size - offset)
-            with mmap.mmap(f.fileno(), length, offset=offset, access=mmap.ACCESS_READ) as window:
-                h.update(window)
+    if size < _MULTITHREAD_THRESHOLD:
+        h = blake3()
+        while chunk := os.read(fd, max(size, 65536)):
+            h.update(chunk)
         return h.digest()
+    h = blake3(max_threads=blake3.AUTO)
+    for offset in range(0, size, _WINDOW):
+        length = min(_WINDOW, size - offset)
+        with mmap.mmap(fd, length, offset=offset, access=mmap.ACCESS_READ) as window:
+            h.update(window)
+    return h.digest()
 
 
 def _len_prefixed(data: bytes) -> bytes:
@@ -128,20 +137,26 @@ def tree_digest(root: str, skip_context: bool = True, make_readonly: bool = Fals
                 continue
             relpath = f"{rel}/{e.name}" if rel else e.name
             encoded = _len_prefixed(relpath.encode("utf-8", "surrogateescape"))
-            st = e.stat(follow_symlinks=False)
-            mode = st.st_mode
-            if stat.S_ISLNK(mode):
+            # d_type from the directory listing avoids an lstat per entry; a
+            # regular file's size and mode come from fstat on the descriptor
+            # that also reads it and, with make_readonly, fchmods it.
+            if e.is_symlink():
                 target = os.readlink(e.path).encode("utf-8", "surrogateescape")
                 h.update(b"l" + encoded + _len_prefixed(target))
                 count += 1
-            elif stat.S_ISREG(mode):
-                kind = b"x" if mode & stat.S_IXUSR else b"f"
-                h.update(kind + encoded + file_digest(e.path, st.st_size))
-                if make_readonly and mode & 0o222:
-                    os.chmod(e.path, mode & ~0o222)
+            elif e.is_file(follow_symlinks=False):
+                fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    st = os.fstat(fd)
+                    kind = b"x" if st.st_mode & stat.S_IXUSR else b"f"
+                    h.update(kind + encoded + _fd_digest(fd, st.st_size))
+                    if make_readonly and st.st_mode & 0o222:
+                        os.fchmod(fd, st.st_mode & ~0o222)
+                finally:
+                    os.close(fd)
                 total += st.st_size
                 count += 1
-            elif stat.S_ISDIR(mode):
+            elif e.is_dir(follow_symlinks=False):
                 h.update(b"d" + encoded)
                 subdirs.append((e.path, relpath))
                 folders.append(e.path)
