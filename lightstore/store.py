@@ -286,9 +286,13 @@ class Store:
         then they are recorded (closing the intent); `recover` rolls a dead
         process's intent forward.
         """
-        staged = self._stage_derivations(derivations)
-        if staged is not None:
-            self.catalogue.add_derivations(*staged)
+        if self.catalogue.known_drefs([d for d, _ in derivations]) != {d for d, _ in derivations}:
+            # Held shared like a realization, so that verify (which holds it
+            # exclusively) never sees a config written but not yet recorded.
+            with self.realizing():
+                staged = self._stage_derivations(derivations)
+                if staged is not None:
+                    self.catalogue.add_derivations(*staged)
         for dref, config in derivations:
             # Recorded configs never change: later reads (builds, lenses) skip SQL.
             self._configs.setdefault(dref, config.val)
