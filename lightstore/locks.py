@@ -19,6 +19,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,30 +113,23 @@ def shared_flock(
 class KeyedLocks:
     """Exclusive locks on 2**60 independent keys, all in one file.
 
-    Build locks are POSIX record locks on one byte of ``locks/builds.lock``
-    at an offset derived from the key: no lock file is created per build
+    Build locks are byte-range locks on one byte of ``locks/builds.lock`` at
+    an offset derived from the key: no lock file is created per build
     (creating files is the slow part of publishing on many filesystems), a
     waiter sleeps in the kernel until the holder releases or dies, and
-    distinct keys never contend. Record locks belong to the process, not to a
-    thread, so a per-key thread lock serialises the threads of one process
-    first; and the file descriptor stays open for the life of the process,
-    because closing any descriptor of the file would drop all its record locks.
+    distinct keys never contend. They are open-file-description locks (Linux
+    ``F_OFD_SETLKW``): owned by the descriptor each `hold` opens, so threads
+    and `Store` instances of one process exclude each other too, and the
+    kernel's per-process deadlock detection (which misfires when several
+    threads of two processes wait on each other's keys) does not apply.
+    Where OFD locks are missing, classic record locks are used, with a
+    per-key thread lock and polling instead of EDEADLK.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd: int | None = None
-        self._pid = 0
         self._guard = threading.Lock()
         self._threads: dict[int, tuple[threading.Lock, int]] = {}
-
-    def _descriptor(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
-            # After a fork the inherited descriptor holds none of our locks; open our own.
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            self._pid = os.getpid()
-            self._threads = {}
-        return self._fd
 
     @staticmethod
     def key(*parts: str) -> int:
@@ -152,21 +146,22 @@ class KeyedLocks:
         on_wait: Callable[[str], None] | None = None,
     ) -> Iterator[None]:
         """Hold the lock of `key`; raises LockTimeout after `timeout` seconds."""
+        if not _HAVE_OFD:
+            with self._thread_lock(key, timeout):
+                yield from _held(self.path, key, timeout, holders, on_wait, ofd=False)
+            return
+        yield from _held(self.path, key, timeout, holders, on_wait, ofd=True)
+
+    @contextmanager
+    def _thread_lock(self, key: int, timeout: float | None) -> Iterator[None]:
         with self._guard:
-            fd = self._descriptor()
             tlock, users = self._threads.get(key, (threading.Lock(), 0))
             self._threads[key] = (tlock, users + 1)
         try:
             if not tlock.acquire(timeout=-1 if timeout is None else timeout):
-                raise LockTimeout(
-                    f"build lock {key:x} not acquired in {timeout:.0f}s (held in this process)"
-                )
+                raise LockTimeout(f"build lock {key:x} not acquired in {timeout:.0f}s (held in this process)")
             try:
-                self._lock_range(fd, key, timeout, holders, on_wait)
-                try:
-                    yield
-                finally:
-                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
+                yield
             finally:
                 tlock.release()
         finally:
@@ -177,38 +172,73 @@ class KeyedLocks:
                 else:
                     self._threads[key] = (tlock, users - 1)
 
-    def _lock_range(
-        self,
-        fd: int,
-        key: int,
-        timeout: float | None,
-        holders: Callable[[], list[dict[str, Any]]] | None,
-        on_wait: Callable[[str], None] | None,
-    ) -> None:
-        if _try_lockf(fd, key):
-            return
-        if on_wait is not None:
-            on_wait(f"waiting for a build held by {describe_holders(holders() if holders else [])}")
-        if timeout is None:
-            fcntl.lockf(fd, fcntl.LOCK_EX, 1, key)  # sleeps in the kernel
-            return
-        deadline = time.monotonic() + timeout
-        while not _try_lockf(fd, key):
-            if time.monotonic() >= deadline:
-                found = holders() if holders else []
-                raise LockTimeout(
-                    f"build lock not acquired in {timeout:.0f}s; held by {describe_holders(found)}",
-                    holder=found[0] if found else None,
-                )
-            time.sleep(POLL_INTERVAL_S)
+
+_HAVE_OFD = hasattr(fcntl, "F_OFD_SETLKW")
 
 
-def _try_lockf(fd: int, key: int) -> bool:
-    """Take the record lock of `key` without waiting; False if someone holds it."""
+def _flock_struct(kind: int, key: int) -> bytes:
+    # struct flock {short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid;}
+    # (pid must be 0 for OFD locks); padded to its C size.
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, key, 1, 0)
+
+
+def _try_lock(fd: int, key: int, ofd: bool, wait: bool) -> bool:
+    """Take the lock of `key` on `fd`; without `wait`, False if someone holds it."""
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, key)
+        if ofd:
+            cmd = fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK
+            fcntl.fcntl(fd, cmd, _flock_struct(fcntl.F_WRLCK, key))
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB), 1, key)
         return True
     except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES):
+        # EDEADLK: record locks' per-process deadlock detection; treat as busy and poll.
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
             return False
         raise
+
+
+def _held(
+    path: str,
+    key: int,
+    timeout: float | None,
+    holders: Callable[[], list[dict[str, Any]]] | None,
+    on_wait: Callable[[str], None] | None,
+    ofd: bool,
+) -> Iterator[None]:
+    # Record locks (the fallback) belong to the process: closing any descriptor
+    # of the file would drop them all, so that case shares one that stays open.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644) if ofd else _shared_descriptor(path)
+    try:
+        if not _try_lock(fd, key, ofd, wait=False):
+            if on_wait is not None:
+                on_wait(f"waiting for a build held by {describe_holders(holders() if holders else [])}")
+            deadline = None if timeout is None else time.monotonic() + timeout
+            # Sleep in the kernel when we may wait forever (and OFD locks cannot misfire EDEADLK).
+            if not (deadline is None and ofd and _try_lock(fd, key, ofd, wait=True)):
+                while not _try_lock(fd, key, ofd, wait=False):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        found = holders() if holders else []
+                        raise LockTimeout(
+                            f"build lock not acquired in {timeout:.0f}s; held by {describe_holders(found)}",
+                            holder=found[0] if found else None,
+                        )
+                    time.sleep(POLL_INTERVAL_S)
+        try:
+            yield
+        finally:
+            if not ofd:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
+    finally:
+        if ofd:
+            os.close(fd)  # closing the descriptor releases its lock
+
+
+_shared: dict[tuple[str, int], int] = {}
+
+
+def _shared_descriptor(path: str) -> int:
+    key = (path, os.getpid())  # a forked child needs its own
+    if key not in _shared:
+        _shared[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    return _shared[key]
