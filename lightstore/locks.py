@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from filelock import FileLock, Timeout
 
@@ -159,7 +159,9 @@ class KeyedLocks:
             self._threads[key] = (tlock, users + 1)
         try:
             if not tlock.acquire(timeout=-1 if timeout is None else timeout):
-                raise LockTimeout(f"build lock {key:x} not acquired in {timeout:.0f}s (held in this process)")
+                raise LockTimeout(
+                    f"build lock {key:x} not acquired in {timeout:.0f}s (held in this process)"
+                )
             try:
                 yield
             finally:
@@ -212,7 +214,9 @@ def _held(
     try:
         if not _try_lock(fd, key, ofd, wait=False):
             if on_wait is not None:
-                on_wait(f"waiting for a build held by {describe_holders(holders() if holders else [])}")
+                on_wait(
+                    f"waiting for a build held by {describe_holders(holders() if holders else [])}"
+                )
             deadline = None if timeout is None else time.monotonic() + timeout
             # Sleep in the kernel when we may wait forever (and OFD locks cannot misfire EDEADLK).
             if not (deadline is None and ofd and _try_lock(fd, key, ofd, wait=True)):
@@ -242,3 +246,56 @@ def _shared_descriptor(path: str) -> int:
     if key not in _shared:
         _shared[key] = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     return _shared[key]
+
+
+class ProcessSharedLock:
+    """A shared flock held once per process however many threads (or Store
+    instances) use it, with writer preference for an exclusive holder.
+
+    Threads of a process share one descriptor and a counter: a realizer that
+    realizes in a thread pool cannot deadlock against a waiting collector by
+    queueing behind it while its parent holds the lock. `held_here` lets the
+    collector refuse to wait for its own process.
+    """
+
+    _registry: ClassVar[dict[tuple[str, int], list[int]]] = {}  # (path, pid) -> [count, fd]
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: str, intent_path: str) -> None:
+        self.path = path
+        self.intent_path = intent_path
+
+    def held_here(self) -> bool:
+        """True if this process holds the lock shared."""
+        entry = self._registry.get((self.path, os.getpid()))
+        return entry is not None and entry[0] > 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """Hold the lock shared (waits while an exclusive holder waits or holds)."""
+        key = (self.path, os.getpid())
+        with self._guard:
+            entry = self._registry.get(key)
+            if entry is None or entry[0] == 0:
+                with shared_flock(self.intent_path):
+                    pass  # queue behind a waiting collector
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                entry = self._registry[key] = [0, fd]
+            entry[0] += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    os.close(entry[1])
+
+    @contextmanager
+    def exclusive(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock exclusively; raises LockTimeout after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with shared_flock(self.intent_path, exclusive_mode=True, timeout=timeout):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with shared_flock(self.path, exclusive_mode=True, timeout=left):
+                yield

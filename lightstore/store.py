@@ -37,6 +37,7 @@ from lightstore.config import Config, canonical_json, config_deps
 from lightstore.errors import (
     BuildError,
     InvalidReferenceError,
+    LightstoreError,
     LockTimeout,
     PromiseError,
     StoreNotFoundError,
@@ -53,10 +54,12 @@ from lightstore.hashing import (
     realization_hash,
     tree_digest,
 )
-from lightstore.locks import KeyedLocks, exclusive, shared_flock
+from lightstore.locks import KeyedLocks, ProcessSharedLock, exclusive
 from lightstore.refs import Context, DRef, Path, RRef, mkdref, mkrref, rref2dref, undref, unrref
 
 CATALOGUE_FILE = "catalogue.sqlite"
+#: How long gc and verify wait for running realizations before giving up.
+DEFAULT_GC_TIMEOUT_S = 60.0
 CONFIG_FILE = "config.json"
 # Build areas are named <host>.<pid>.<random>.<label>; dots in the host would break that.
 HOST_TAG = HOST.replace(".", "_")
@@ -98,9 +101,10 @@ class Store:
         self.durable = durable
         self.tmp_realpath = os.path.realpath(self.tmp_dir) + os.sep
         self.build_locks = KeyedLocks(os.path.join(self.locks_dir, "builds.lock"))
-        self._collector_lock = os.path.join(self.locks_dir, "collector.lock")
-        self._gc_intent_lock = os.path.join(self.locks_dir, "gc-intent.lock")
-        self._held = threading.local()
+        self._collector = ProcessSharedLock(
+            os.path.join(self.locks_dir, "collector.lock"),
+            os.path.join(self.locks_dir, "gc-intent.lock"),
+        )
         # Configs and contexts are immutable for a given reference: cache them.
         self._configs: dict[str, dict[str, Any]] = {}
         self._contexts: dict[str, Context] = {}
@@ -241,39 +245,29 @@ class Store:
 
     @contextmanager
     def realizing(self) -> Iterator[None]:
-        """Held (shared) while a realization or an import runs; gc waits for all of them.
+        """Held (shared) while a realization, an import or a pin runs; gc waits for all of them.
 
-        Re-entrant per thread, so a realizer may realize other stages. A
-        waiting gc holds the intent lock, so new realizations queue behind it
-        instead of starving it.
+        Re-entrant within a process (a realizer may realize other stages, in
+        any thread). A waiting gc holds the intent lock, so new realizations
+        queue behind it instead of starving it.
         """
-        depth = getattr(self._held, "depth", 0)
-        if depth:
-            self._held.depth = depth + 1
-            try:
-                yield
-            finally:
-                self._held.depth -= 1
-            return
-        with shared_flock(self._gc_intent_lock):
-            pass
-        with shared_flock(self._collector_lock):
-            self._held.depth = 1
-            try:
-                yield
-            finally:
-                self._held.depth = 0
+        with self._collector.shared():
+            yield
 
     @contextmanager
-    def collecting(self, timeout: float | None = None) -> Iterator[None]:
-        """Held exclusively while garbage is collected: no realization runs meanwhile.
+    def collecting(self, timeout: float | None = DEFAULT_GC_TIMEOUT_S) -> Iterator[None]:
+        """Held exclusively while garbage is collected or the store verified.
 
-        Raises LockTimeout after `timeout` seconds of waiting for running realizations.
+        Raises LockTimeout after `timeout` seconds of waiting for running
+        realizations (realizations started meanwhile wait for it), and
+        LightstoreError if this process itself is inside `realizing()`.
         """
-        with (
-            shared_flock(self._gc_intent_lock, exclusive_mode=True, timeout=timeout),
-            shared_flock(self._collector_lock, exclusive_mode=True, timeout=timeout),
-        ):
+        if self._collector.held_here():
+            raise LightstoreError(
+                "gc and verify cannot run inside store.realizing() or a realizer of this process; "
+                "call them outside"
+            )
+        with self._collector.exclusive(timeout=timeout):
             yield
 
     # -- derivations -------------------------------------------------------
@@ -564,7 +558,12 @@ class Store:
 
         return pins(self)
 
-    def gc(self, dry_run: bool = False, timeout: float | None = None, progress: Any = None) -> Any:
+    def gc(
+        self,
+        dry_run: bool = False,
+        timeout: float | None = DEFAULT_GC_TIMEOUT_S,
+        progress: Any = None,
+    ) -> Any:
         """Collect garbage: keep the closure of pins, live links and running builds; delete the rest.
 
         Returns a GCReport (what went, or would go with `dry_run`, and bytes freed).

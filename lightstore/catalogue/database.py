@@ -114,6 +114,14 @@ def filesystem_type(path: str, mountinfo: list[str] | None = None) -> str | None
     return fstype
 
 
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def journal_mode_for(fstype: str | None) -> str:
     """WAL, except on network filesystems.
 
@@ -182,7 +190,19 @@ class Database:
         if conn is None or local.pid != os.getpid():
             conn = self._connect()
             local.conn, local.pid = conn, os.getpid()
+            local.inode = _inode(self.path)
         return conn
+
+    def _follow_replacement(self) -> None:
+        """Reconnect if the catalogue file was replaced (by `reindex`) since this thread connected.
+
+        Checked before every write, so no transaction lands in a replaced file.
+        """
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid() and _inode(self.path) != local.inode:
+            conn.close()
+            local.conn = None
 
     def close(self) -> None:
         """Close this thread's connection."""
@@ -224,6 +244,9 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A short ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on error."""
+        current = getattr(self._local, "conn", None)
+        if current is None or not current.in_transaction:
+            self._follow_replacement()
         conn = self.conn
         if conn.in_transaction:
             # Nested use joins the outer transaction.
@@ -256,12 +279,20 @@ class Database:
 
     def shrink(self) -> None:
         """Give freed pages back to the filesystem and truncate the WAL (after gc)."""
+        conn = self.conn
         try:
             # executescript steps the pragma to completion; execute() would free one page.
-            self.conn.executescript("PRAGMA incremental_vacuum;")
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.executescript("PRAGMA incremental_vacuum;")
+            # Truncating the WAL waits for every reader; writers would queue
+            # behind it. Try once without waiting, else copy back what we can.
+            conn.execute("PRAGMA busy_timeout = 0")
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.OperationalError:
-            pass  # busy readers: the next gc shrinks it
+            pass  # busy: the next gc shrinks it
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
     # -- schema ------------------------------------------------------------
 

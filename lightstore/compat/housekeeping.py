@@ -105,7 +105,7 @@ def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, n
     if os.path.islink(link):
         os.unlink(link)
     os.symlink(target, link)
-    with store.catalogue.write() as conn:
+    with store.realizing(), store.catalogue.write() as conn:
         conn.execute("DELETE FROM links WHERE path = ?", (link,))
         conn.execute(
             f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)",

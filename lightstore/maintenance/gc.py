@@ -14,6 +14,7 @@ still lists; after 2, it deletes the trash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -24,7 +25,8 @@ from typing import TYPE_CHECKING
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.maintenance.roots import roots
-from lightstore.refs import DRef, RRef, parse_dref, parse_rref, rref2dref
+from lightstore.refs import DRef, RRef, parse_dref, parse_rref
+from lightstore.store import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
 
 if TYPE_CHECKING:
     from lightstore.store import Store
@@ -109,44 +111,30 @@ def garbage(
 def collect(
     store: Store,
     dry_run: bool = False,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_GC_TIMEOUT_S,
     progress: Callable[[int, int], None] | None = None,
 ) -> GCReport:
     """Delete everything not reachable from the roots, in tree and catalogue.
 
-    Waits for running realizations (they hold the collector lock shared);
-    raises LockTimeout after `timeout` seconds.
+    Waits up to `timeout` seconds for running realizations (they hold the
+    collector lock shared), then raises LockTimeout.
     """
     if dry_run:
         return garbage(store)
     with store.collecting(timeout=timeout):
+        store.recover()  # finish an earlier gc that died, before marking
         report = garbage(store)
         report.dry_run = False
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
-        dead_drefs = set(report.drefs)
-        moved = [
-            _trash(store, area, store.rref_path(r))
-            for r in report.rrefs
-            if rref2dref(r) not in dead_drefs
-        ]
-        moved += [_trash(store, area, store.dref_path(d)) for d in report.drefs]
-        failpoint("gc:moved")
-        with store.catalogue.write() as conn:
-            conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
-            # Edges out of doomed rows first: RESTRICT is checked row by row.
-            conn.executemany(
-                "DELETE FROM realization_deps WHERE rref = ?", [(r,) for r in report.rrefs]
-            )
-            conn.executemany(
-                "DELETE FROM realizations WHERE rref = ?", [(r,) for r in report.rrefs]
-            )
-            conn.executemany(
-                "DELETE FROM derivation_deps WHERE dref = ?", [(d,) for d in report.drefs]
-            )
-            conn.executemany("DELETE FROM derivations WHERE dref = ?", [(d,) for d in report.drefs])
-        failpoint("gc:committed")
+        try:
+            moved = _sweep(store, area, report)
+        except BaseException:
+            # Nothing was deleted: put back whatever the catalogue still lists.
+            recover_gc_area(store, area)
+            remove_tree(area)
+            raise
         # Deleting files is the slow part on a big store: one object at a time, with progress.
         for i, folder in enumerate(moved):
             remove_tree(folder)
@@ -155,6 +143,28 @@ def collect(
         remove_tree(area)
     store.catalogue.shrink()
     return report
+
+
+def _sweep(store: Store, area: str, report: GCReport) -> list[str]:
+    """Move the doomed objects into the trash area, then delete their rows in one transaction."""
+    moved = [_trash(store, area, store.rref_path(r)) for r in report.rrefs]
+    for dref in report.drefs:
+        # Only what the catalogue knows goes: a folder unknown to it is left for verify.
+        moved.append(_trash(store, area, os.path.join(store.dref_path(dref), CONFIG_FILE)))
+        with contextlib.suppress(OSError):
+            os.rmdir(store.dref_path(dref))
+    failpoint("gc:moved")
+    with store.catalogue.write() as conn:
+        conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
+        # Edges out of doomed rows first: RESTRICT is checked row by row.
+        conn.executemany(
+            "DELETE FROM realization_deps WHERE rref = ?", [(r,) for r in report.rrefs]
+        )
+        conn.executemany("DELETE FROM realizations WHERE rref = ?", [(r,) for r in report.rrefs])
+        conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", [(d,) for d in report.drefs])
+        conn.executemany("DELETE FROM derivations WHERE dref = ?", [(d,) for d in report.drefs])
+    failpoint("gc:committed")
+    return moved
 
 
 def _trash(store: Store, area: str, path: str) -> str:
@@ -174,7 +184,11 @@ def _move(src: str, dst: str) -> None:
 
 
 def recover_gc_area(store: Store, area: str) -> None:
-    """Finish or undo a gc that died: put back what the catalogue still lists."""
+    """Finish or undo a gc that died or failed: put back what the catalogue still lists.
+
+    Whatever is already back in place (an identical realization rebuilt
+    meanwhile) is left as it is; the trash is deleted by the caller.
+    """
     objects = os.path.join(area, "objects")
     if not os.path.isdir(objects):
         return
@@ -185,10 +199,13 @@ def recover_gc_area(store: Store, area: str) -> None:
             continue
         trashed = os.path.join(objects, dname)
         home = store.dref_path(dref)
-        if not os.path.exists(home):
-            os.rename(trashed, home)
-            continue
-        for rname in sorted(os.listdir(trashed)):
-            rref = RRef(f"rref:{rname}-{dhash}-{name}")
-            if os.path.isdir(os.path.join(trashed, rname)) and store.catalogue.known_rrefs([rref]):
-                os.rename(os.path.join(trashed, rname), os.path.join(home, rname))
+        os.makedirs(home, exist_ok=True)
+        for entry in sorted(os.listdir(trashed)):
+            source, target = os.path.join(trashed, entry), os.path.join(home, entry)
+            if entry == CONFIG_FILE:
+                if not os.path.exists(target):
+                    os.rename(source, target)
+                continue
+            rref = RRef(f"rref:{entry}-{dhash}-{name}")
+            if store.catalogue.known_rrefs([rref]) and not os.path.lexists(target):
+                os.rename(source, target)

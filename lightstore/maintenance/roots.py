@@ -44,7 +44,8 @@ def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
     folder = os.path.join(store.root, PINS_DIR)
     os.makedirs(folder, exist_ok=True)
     try:
-        with store.catalogue.write() as conn:
+        # Held shared like a realization: a collection marks and sweeps as one step.
+        with store.realizing(), store.catalogue.write() as conn:
             conn.execute("DELETE FROM pins WHERE name = ?", (name,))
             conn.execute(
                 f"INSERT INTO pins (name, {column}, created) VALUES (?, ?, ?)",
@@ -63,7 +64,7 @@ def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
 def unpin(store: Store, name: str) -> bool:
     """Remove the pin `name`; return whether it existed."""
     _check_name(name)
-    with store.catalogue.write() as conn:
+    with store.realizing(), store.catalogue.write() as conn:
         existed = conn.execute("DELETE FROM pins WHERE name = ?", (name,)).rowcount > 0
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(store.root, PINS_DIR, name))

@@ -7,6 +7,7 @@ an unregistered folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightstore.catalogue import NewDerivation, NewRealization
+from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
 from lightstore.errors import CatalogueCorruptError, LightstoreError
 from lightstore.files import remove_tree
@@ -29,7 +30,7 @@ from lightstore.hashing import (
 )
 from lightstore.maintenance.roots import PINS_DIR, roots
 from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
-from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, Store
+from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S, Store
 
 Progress = Callable[[int, int], None]
 
@@ -104,7 +105,7 @@ def verify(
     check_contents: bool = False,
     repair: bool = False,
     progress: Progress | None = None,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_GC_TIMEOUT_S,
 ) -> VerifyReport:
     """Check the catalogue against the tree; with `repair`, fix what can be fixed."""
     store.recover()
@@ -326,30 +327,69 @@ class ReindexReport:
 def reindex(root: str | Store, progress: Progress | None = None) -> ReindexReport:
     """Rebuild the catalogue from the tree (configs, contexts, pins).
 
-    The old catalogue is kept beside it as ``catalogue.sqlite.old-<time>``.
-    Build records and links cannot be recovered from the tree.
+    The new catalogue is built complete in ``catalogue.sqlite.new`` and then
+    renamed into place, so a reindex killed half way leaves the old catalogue
+    (or none) rather than a partial one. The old file is kept beside it as
+    ``catalogue.sqlite.old-<time>``. Build records cannot be recovered from
+    the tree; links are kept if the old catalogue is readable. Run it while no
+    other process uses the store: a process that kept a connection open goes
+    on writing to the old file.
     """
     path = root.root if isinstance(root, Store) else os.path.abspath(root)
     Store.forget_instances()
     raw = Store(path)
     report = ReindexReport()
     os.makedirs(raw.locks_dir, exist_ok=True)
-    from lightstore.locks import shared_flock
-
-    with shared_flock(os.path.join(raw.locks_dir, "collector.lock"), exclusive_mode=True):
-        cat_path = os.path.join(path, CATALOGUE_FILE)
+    cat_path = os.path.join(path, CATALOGUE_FILE)
+    new_path = cat_path + ".new"
+    with raw._collector.exclusive(timeout=DEFAULT_GC_TIMEOUT_S):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(new_path + suffix)
+        new = Catalogue(new_path)
+        new.migrate()
+        _reindex_tree(raw, new, report, progress)
+        _carry_links(cat_path, new)
+        new.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        new.close()
         if os.path.exists(cat_path):
             report.old_catalogue = f"{cat_path}.old-{int(time.time())}"
+            with contextlib.suppress(Exception):
+                # Fold the old WAL into its file, so the kept copy is whole.
+                old = sqlite3.connect(cat_path, timeout=1)
+                old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                old.close()
             os.replace(cat_path, report.old_catalogue)
         for suffix in ("-wal", "-shm"):
             if os.path.exists(cat_path + suffix):
                 os.replace(cat_path + suffix, (report.old_catalogue or cat_path) + suffix)
-        store = Store.open(path, create=True)
-        _reindex_tree(store, report, progress)
+        os.replace(new_path, cat_path)
+    Store.forget_instances()
+    Store.open(path)
     return report
 
 
-def _reindex_tree(store: Store, report: ReindexReport, progress: Progress | None) -> None:
+def _carry_links(old_path: str, new: Catalogue) -> None:
+    """Copy the registered links of a readable old catalogue whose objects still exist."""
+    try:
+        old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True, timeout=1)
+        rows = old.execute("SELECT path, dref, rref, created FROM links").fetchall()
+        old.close()
+    except sqlite3.Error:
+        return
+    with new.write() as conn:
+        for path, dref, rref, created in rows:
+            with contextlib.suppress(sqlite3.IntegrityError):
+                conn.execute(
+                    "INSERT INTO links (path, dref, rref, created) VALUES (?, ?, ?, ?)",
+                    (path, dref, rref, created),
+                )
+
+
+def _reindex_tree(
+    store: Store, catalogue: Catalogue, report: ReindexReport, progress: Progress | None
+) -> None:
+    """Record in `catalogue` what the tree of `store` holds."""
     configs: dict[DRef, Any] = {}
     folders: list[tuple[str, str]] = []
     for dname in sorted(os.listdir(store.objects_dir)):
@@ -394,7 +434,7 @@ def _reindex_tree(store: Store, report: ReindexReport, progress: Progress | None
 
     for d in sorted(configs):
         visit(d)
-    store.catalogue.add_derivations(ordered)
+    catalogue.add_derivations(ordered)
     report.derivations = len(ordered)
     records: dict[str, NewRealization] = {}
     for i, (rref, folder) in enumerate(folders):
@@ -423,19 +463,22 @@ def _reindex_tree(store: Store, report: ReindexReport, progress: Progress | None
     for r in sorted(records):
         if not place(r):
             report.skipped.append(Problem("context", r, "a dependency realization is missing"))
-    store.catalogue.add_realizations(ordered_r, None)
+    catalogue.add_realizations(ordered_r, None)
     report.realizations = len(ordered_r)
     pins_dir = os.path.join(store.root, PINS_DIR)
     if os.path.isdir(pins_dir):
-        from lightstore.maintenance.roots import pin
-
         for name in sorted(os.listdir(pins_dir)):
             if name.startswith("."):
                 continue
             with open(os.path.join(pins_dir, name), encoding="utf-8") as f:
                 ref = f.read().strip()
             if ref in placed or ref in seen:
-                pin(store, name, ref)
+                column = "rref" if isrref(ref) else "dref"
+                with catalogue.write() as conn:
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO pins (name, {column}, created) VALUES (?, ?, ?)",
+                        (name, ref, time.time()),
+                    )
                 report.pins += 1
             else:
                 report.skipped.append(Problem("pin", name, f"pinned object {ref} is gone"))
