@@ -189,8 +189,8 @@ class Store:
                 continue
             if kind == "derive":
                 self._rollforward_derivations([DRef(d) for d in refs])
-            else:
-                self._rollback_install(refs)
+            elif not self._rollback_install(refs):
+                continue
             self.catalogue.close_intent(intent)
             counts["intents"] += 1
         try:
@@ -323,7 +323,12 @@ class Store:
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o444)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except FileNotFoundError:
+            # A recovery removed the empty folder meanwhile: make it again.
+            os.makedirs(folder, exist_ok=True)
+            os.replace(tmp, target)
 
     def _rollforward_derivations(self, drefs: list[DRef]) -> None:
         """Record the derivations a dead process wrote but did not commit."""
@@ -509,19 +514,31 @@ class Store:
             self.catalogue.add_realizations([r for r, _ in installs], build_id, intent)
         failpoint("publish:committed")
 
-    def _rollback_install(self, refs: list[list[str]]) -> None:
-        """Remove folders a dead process renamed into the tree but never recorded."""
+    def _rollback_install(self, refs: list[list[str]]) -> bool:
+        """Remove folders a dead process renamed into the tree but never recorded.
+
+        Returns False if a live process holds one of their build locks (it is
+        building the same thing): the intent is then left for a later recovery
+        rather than making this one, and `Store.open`, wait for that build.
+        """
         for rref_text, ctx_hash in refs:
             rref = RRef(rref_text)
-            with self.build_lock(rref2dref(rref), ctx_hash):
-                if not self.catalogue.known_rrefs([rref]):
-                    remove_tree(self.rref_path(rref))
+            try:
+                with self.build_lock(rref2dref(rref), ctx_hash, timeout=0):
+                    if not self.catalogue.known_rrefs([rref]):
+                        remove_tree(self.rref_path(rref))
+            except LockTimeout:
+                return False
+        return True
 
     @contextmanager
-    def build_lock(self, dref: DRef, ctx_hash: str, on_wait: Any = None) -> Iterator[None]:
+    def build_lock(
+        self, dref: DRef, ctx_hash: str, on_wait: Any = None, timeout: float | None = None
+    ) -> Iterator[None]:
         """The lock that makes one process at a time build `dref` in one context."""
         with self.build_locks.hold(
             self.build_locks.key(dref, ctx_hash),
+            timeout=timeout,
             holders=lambda: self.catalogue.running_builds(dref, ctx_hash),
             on_wait=on_wait,
         ):

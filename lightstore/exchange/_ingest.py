@@ -17,6 +17,7 @@ Only then are the derivations recorded and the folders installed with
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Iterable, Mapping
@@ -277,6 +278,12 @@ def add_to_store(
                 f.write(inc.context_json)
     order = {r: i for i, r in enumerate(topological_rrefs({inc.rref: inc.deps for inc in todo}))}
     todo.sort(key=lambda inc: order[inc.rref])
-    # Derivations and realizations enter the catalogue in one transaction.
-    store.install([(inc.record(), inc.folder) for inc in todo], None, derivations=ordered)
+    # Derivations and realizations enter the catalogue in one transaction,
+    # under the build locks of their (derivation, context) pairs, taken in
+    # sorted order: `recover` takes the same lock before removing a folder it
+    # believes a dead process left unrecorded.
+    with contextlib.ExitStack() as locks:
+        for dref, ctx_hash in sorted({(inc.dref, inc.context_hash) for inc in todo}):
+            locks.enter_context(store.build_lock(dref, ctx_hash))
+        store.install([(inc.record(), inc.folder) for inc in todo], None, derivations=ordered)
     return [inc.rref for inc in todo]

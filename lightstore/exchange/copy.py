@@ -32,8 +32,7 @@ from lightstore.exchange._tree import copy_tree
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.hashing import CONTEXT_FILE
-from lightstore.locks import exclusive
-from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref
+from lightstore.refs import DRef, RRef, parse_rref, rref2dref
 from lightstore.store import Store
 
 #: ``progress(done, total, rref)`` after each realization is added.
@@ -42,10 +41,9 @@ Progress = Callable[[int, int, RRef], None]
 
 def _copy_one(src: Store, dst: Store, inc: Incoming, index: int, where: str) -> bool:
     """Add one verified realization to `dst`; False if it was there already."""
-    dhash, _ = undref(inc.dref)
     # The build lock of (derivation, context): `recover` takes it before
     # removing an unrecorded folder, so it cannot remove one being recorded here.
-    with exclusive(dst.lock_path("build", dhash, inc.context_hash)):
+    with dst.build_lock(inc.dref, inc.context_hash):
         if dst.catalogue.known_rrefs([inc.rref]):
             return False
         if os.path.lexists(dst.rref_path(inc.rref)) and orphan_is_valid(dst, inc):
