@@ -157,13 +157,3 @@ def rref2dref(r: RRef | str) -> DRef:
     """The DRef of the derivation that `r` realizes."""
     _, dhash, name = unrref(r)
     return DRef(f"dref:{dhash}-{name}")
-
-
-def trusted_dref(s: str) -> DRef:
-    """Wrap a string already known to be a DRef (read back from our own catalogue)."""
-    return DRef(s)
-
-
-def trusted_rref(s: str) -> RRef:
-    """Wrap a string already known to be an RRef (read back from our own catalogue)."""
-    return RRef(s)

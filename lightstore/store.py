@@ -280,11 +280,13 @@ class Store:
         then they are recorded (closing the intent); `recover` rolls a dead
         process's intent forward.
         """
-        if self.catalogue.known_drefs([d for d, _ in derivations]) != {d for d, _ in derivations}:
+        known = self.catalogue.known_drefs([d for d, _ in derivations])
+        missing = [(d, c) for d, c in derivations if d not in known]
+        if missing:
             # Held shared like a realization, so that verify (which holds it
             # exclusively) never sees a config written but not yet recorded.
             with self.realizing():
-                staged = self._stage_derivations(derivations)
+                staged = self._stage_derivations(missing)
                 if staged is not None:
                     self.catalogue.add_derivations(*staged)
         for dref, config in derivations:

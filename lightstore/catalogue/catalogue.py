@@ -197,6 +197,21 @@ class Catalogue(Database):
             if build_id is not None:
                 self._finish_build(conn, build_id, "succeeded", None)
 
+    def delete_objects(self, rrefs: Iterable[str] = (), drefs: Iterable[str] = ()) -> None:
+        """Delete realizations and derivations (with their outgoing edges) in one transaction.
+
+        Raises sqlite3.IntegrityError, deleting nothing, if a pin, a running
+        build or an object outside the set still refers to one of them.
+        """
+        doomed_r = [(r,) for r in set(rrefs)]
+        doomed_d = [(d,) for d in set(drefs)]
+        with self.write() as conn:
+            # Edges out of the doomed rows first: RESTRICT is checked row by row.
+            conn.executemany("DELETE FROM realization_deps WHERE rref = ?", doomed_r)
+            conn.executemany("DELETE FROM realizations WHERE rref = ?", doomed_r)
+            conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", doomed_d)
+            conn.executemany("DELETE FROM derivations WHERE dref = ?", doomed_d)
+
     # -- intents -------------------------------------------------------------
 
     def open_intent(self, kind: str, refs: Sequence[Any]) -> int:

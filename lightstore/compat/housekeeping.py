@@ -80,14 +80,7 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
                 "pass with_referrers=True to remove it too"
             )
     try:
-        with cat.write() as conn:
-            # Edges out of the doomed rows first: RESTRICT is checked row by row.
-            doomed_r = [(r,) for r in set(rrefs)]
-            doomed_d = [(d,) for d in set(drefs)]
-            conn.executemany("DELETE FROM realization_deps WHERE rref = ?", doomed_r)
-            conn.executemany("DELETE FROM realizations WHERE rref = ?", doomed_r)
-            conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", doomed_d)
-            conn.executemany("DELETE FROM derivations WHERE dref = ?", doomed_d)
+        cat.delete_objects(rrefs, drefs)
     except sqlite3.IntegrityError as e:
         raise IntegrityError(
             f"cannot remove {ref}: it is pinned, linked, or used by a running build ({e}); "

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lightstore.defaults import current, default_root, resolve_store
+from lightstore.defaults import current, default_root
 from lightstore.engine.registry import Registry
 from lightstore.errors import StoreError
 from lightstore.files import remove_tree
@@ -79,8 +79,3 @@ def current_registry(r: Registry) -> Iterator[Registry]:
 def mkregistry(S: Any = None) -> Registry:
     """A new, empty registry for storage `S`."""
     return Registry(S)
-
-
-def storage_store(S: Any = None) -> Store:
-    """The `Store` behind storage settings `S` (the core object)."""
-    return resolve_store(S)

@@ -156,13 +156,7 @@ def _sweep(store: Store, area: str, report: GCReport) -> list[str]:
     failpoint("gc:moved")
     with store.catalogue.write() as conn:
         conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
-        # Edges out of doomed rows first: RESTRICT is checked row by row.
-        conn.executemany(
-            "DELETE FROM realization_deps WHERE rref = ?", [(r,) for r in report.rrefs]
-        )
-        conn.executemany("DELETE FROM realizations WHERE rref = ?", [(r,) for r in report.rrefs])
-        conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", [(d,) for d in report.drefs])
-        conn.executemany("DELETE FROM derivations WHERE dref = ?", [(d,) for d in report.drefs])
+        store.catalogue.delete_objects(report.rrefs, report.drefs)  # joins this transaction
     failpoint("gc:committed")
     return moved
 

@@ -92,9 +92,7 @@ def _delete_rows(store: Store, rref: str) -> str | None:
     if users:
         return f"{len(users)} realization(s) depend on it (e.g. {sorted(users)[0]}); rebuild or remove them"
     try:
-        with store.catalogue.write() as conn:
-            conn.execute("DELETE FROM realization_deps WHERE rref = ?", (rref,))
-            conn.execute("DELETE FROM realizations WHERE rref = ?", (rref,))
+        store.catalogue.delete_objects([rref])
     except sqlite3.IntegrityError:
         return "it is pinned or used by a running build; unpin it first"
     return None
