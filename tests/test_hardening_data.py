@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from lightstore import (
     allrrefs,
     build_outpath,
@@ -15,11 +17,14 @@ from lightstore import (
     rref2dref,
     selfref,
 )
+from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.config import mkconfig
+from lightstore.errors import InvalidReferenceError
 from lightstore.hashing import config_hash
+from lightstore.maintenance import reindex
 from lightstore.refs import mkdref
 from lightstore.store import CATALOGUE_FILE, Store
-from tests.test_cli import ok
+from tests.test_cli import fails, ok
 
 
 def _writer(text):
@@ -85,3 +90,36 @@ def test_repair_keeps_a_valid_realization_it_cannot_register(store):
     report = repaired.verify(repair=True)
     assert os.path.isdir(repaired.rref_path(top))
     assert not report.ok
+
+
+@pytest.mark.parametrize("name", [".best", "..", ".", ".x.1234abcd"])
+def test_pin_names_never_look_like_temporary_files(store, name):
+    top = _two_stage(store, dependent_first=True)
+    with pytest.raises(InvalidReferenceError):
+        store.pin(name, top)
+    assert fails(EXIT_BAD_INPUT, store.root, "pin", name, top)
+
+
+def test_reindex_restores_every_pin_and_gc_keeps_them(store):
+    top = _two_stage(store, dependent_first=True)
+    store.pin("best.v1", top)
+    store.pin("a-b_c", rref2dref(top))
+    report = reindex(store.root)
+    assert report.pins == 2
+    fresh = Store.open(store.root)
+    assert fresh.pins() == {"best.v1": top, "a-b_c": rref2dref(top)}
+    fresh.gc()
+    assert os.path.isdir(fresh.rref_path(top))
+
+
+def test_reindex_restores_a_legacy_dot_pin_but_not_temporary_files(store):
+    top = _two_stage(store, dependent_first=True)
+    os.makedirs(os.path.join(store.root, "pins"), exist_ok=True)
+    with open(os.path.join(store.root, "pins", ".best"), "w") as f:
+        f.write(top + "\n")  # as written by older versions
+    with open(os.path.join(store.root, "pins", ".best.0123abcd"), "w") as f:
+        f.write(top[:20])  # a temporary file left by a crash
+    assert reindex(store.root).pins == 1
+    fresh = Store.open(store.root)
+    assert fresh.pins() == {".best": top}
+    assert fresh.unpin(".best")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from lightstore.hashing import (
     realization_hash,
     tree_digest,
 )
-from lightstore.maintenance.roots import PINS_DIR, roots
+from lightstore.maintenance.roots import PINS_DIR, is_pin_name, roots
 from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
 from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S, Store
 
@@ -416,6 +417,15 @@ def reindex(root: str | Store, progress: Progress | None = None) -> ReindexRepor
     return report
 
 
+def _legacy_pin_name(name: str) -> bool:
+    """A pin named '.x' by an older version (not a `.x.<8 hex>` temporary file)."""
+    return (
+        name.startswith(".")
+        and is_pin_name(name[1:])
+        and re.fullmatch(r"\..+\.[0-9a-f]{8}", name) is None
+    )
+
+
 def _carry_links(old_path: str, new: Catalogue) -> None:
     """Copy the registered links of a readable old catalogue whose objects still exist."""
     try:
@@ -515,10 +525,14 @@ def _reindex_tree(
     pins_dir = os.path.join(store.root, PINS_DIR)
     if os.path.isdir(pins_dir):
         for name in sorted(os.listdir(pins_dir)):
-            if name.startswith("."):
+            if not is_pin_name(name) and not _legacy_pin_name(name):
+                continue  # a temporary file of `pin`
+            try:
+                with open(os.path.join(pins_dir, name), encoding="utf-8") as f:
+                    ref = f.read(4096).strip()
+            except (OSError, ValueError):
+                report.skipped.append(Problem("pin", name, "pins/ entry is not a readable file"))
                 continue
-            with open(os.path.join(pins_dir, name), encoding="utf-8") as f:
-                ref = f.read().strip()
             if ref in placed or ref in seen:
                 column = "rref" if isrref(ref) else "dref"
                 with catalogue.write() as conn:
