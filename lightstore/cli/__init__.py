@@ -47,10 +47,21 @@ def _version() -> str:
 def cli(ctx: click.Context, root: str | None) -> None:
     """lightstore: a content-addressed store of experiment results, with a SQLite catalogue.
 
-    Every command takes --root (before or after the command name). References
-    (REF) may be full DRefs/RRefs, a unique prefix of their hash (as with git),
-    a pin name, or a unique derivation name. Run `lightstore COMMAND --help`
-    for each command's options and examples.
+    Every command takes --root (before or after the command name). Run
+    `lightstore COMMAND --help` for each command's options and examples.
+
+    \b
+    References (REF) are any of:
+      dref:... / rref:...     a full reference
+      3fa2c9d1                a unique prefix of its hash (4+ hex digits, as with git)
+      best-model              a pin name, or a derivation name only one derivation has
+      train@latest            the newest run (realization) of the derivations named train
+      train@all               every run of them (commands taking REF... use them all)
+      train@lr=0.01           the derivations named train whose config has lr = 0.01
+      'train[lr<1e-3,model.depth=4]@latest'   several conditions (quote [ ] < > for the shell)
+    Conditions are FIELD OP VALUE with OP one of = != < <= > >=; FIELD may be
+    dotted (model.depth); VALUE is JSON when it parses (0.01, 4, true, null,
+    "1" for the text 1), else text. Names may be globs: 'eval*@all'.
 
     \b
     Examples:
