@@ -133,8 +133,11 @@ def _split_conditions(body: str) -> list[str]:
     out, buf, depth, quoted, escaped = [], "", 0, False, False
     for ch in body:
         if quoted:
-            escaped = (ch == "\\") and not escaped
-            if ch == '"' and not escaped:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
                 quoted = False
             buf += ch
             continue
