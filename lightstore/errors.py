@@ -6,7 +6,8 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     LightstoreError
     ├── InvalidConfigError (ValueError)        a config is not JSON-compatible, or has a bad name
     ├── InvalidReferenceError (ValueError)     a string is not a well-formed DRef/RRef/RefPath
-    │   └── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
+    │   ├── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
+    │   └── InvalidSelectorError               a selector (`train@latest`, `train[lr=0.01]`) does not parse
     ├── QueryError (ValueError)                a catalogue query is malformed or would write
     ├── UnknownReferenceError (KeyError)       a well-formed reference the registry/store does not know
     ├── StoreError (OSError)                   the store root or its catalogue cannot be used
@@ -54,6 +55,14 @@ class AmbiguousReferenceError(InvalidReferenceError):
     def __init__(self, message: str, candidates: list[str]) -> None:
         super().__init__(message)
         self.candidates = candidates
+
+
+class InvalidSelectorError(InvalidReferenceError):
+    """A selector such as ``train[lr=0.01]@latest`` is malformed; `text` is what was given."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
 
 
 class QueryError(LightstoreError, ValueError):
