@@ -22,7 +22,17 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     ├── IntegrityError                         an operation would break the store's references
     ├── ArchiveError (ValueError)              an archive is malformed, hostile or does not verify
     ├── ChecksumError (ValueError)             downloaded/local data does not match its sha256
-    └── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
+    ├── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
+    └── UsageError                             an API is called in a way it does not support
+
+Pylightnix checks its input with ``assert``; a Pylightnix program catches
+those failures with ``except AssertionError``. So that it keeps working, the
+errors that stand for such checks also subclass `AssertionError`:
+InvalidConfigError, InvalidReferenceError, UnknownReferenceError,
+MatcherError, NotRealizedError and UsageError (they are raised, not asserted,
+so ``python -O`` changes nothing). `PylightnixException` (lightstore.compat)
+is `LightstoreError`, `PromiseException` is `PromiseError` and Pylightnix's
+`BuildError` is ours, with its attributes (`exception`, `outpaths`, `S`).
 
 Messages say what was wrong and what to do next; details stay available as
 attributes for programs.
@@ -41,11 +51,11 @@ class LightstoreError(Exception):
         return str(self.args[0]) if self.args else self.__class__.__name__
 
 
-class InvalidConfigError(LightstoreError, ValueError):
+class InvalidConfigError(LightstoreError, ValueError, AssertionError):
     """A config is not JSON-compatible, or its `name` is invalid."""
 
 
-class InvalidReferenceError(LightstoreError, ValueError):
+class InvalidReferenceError(LightstoreError, ValueError, AssertionError):
     """A string is not a well-formed reference (DRef, RRef, RefPath or hash)."""
 
 
@@ -69,7 +79,7 @@ class QueryError(LightstoreError, ValueError):
     """A query is malformed or refused: bad SQL, a write on the read-only catalogue, a bad filter."""
 
 
-class UnknownReferenceError(LightstoreError, KeyError):
+class UnknownReferenceError(LightstoreError, KeyError, AssertionError):
     """A well-formed reference that the registry or the store does not hold."""
 
     def __init__(self, message: str, ref: str | None = None) -> None:
@@ -105,21 +115,42 @@ class CatalogueCorruptError(StoreError):
 class BuildError(LightstoreError):
     """A realizer failed. The store is unchanged except for the failed build record."""
 
-    def __init__(self, message: str, dref: str, cause: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        dref: str,
+        cause: BaseException | None = None,
+        outpaths: list[str] | None = None,
+        S: Any = None,
+    ) -> None:
         super().__init__(message)
         self.dref = dref
         self.cause = cause
+        #: Pylightnix's names: the output folders left behind (removed by now) and the storage.
+        self.outpaths: list[str] = list(outpaths or [])
+        self.S = S
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The realizer's own exception (Pylightnix's name for `cause`)."""
+        return self.cause
 
 
 class PromiseError(BuildError):
     """A realizer returned without creating a path its config promised."""
 
-    def __init__(self, message: str, dref: str, missing: list[Any]) -> None:
+    def __init__(
+        self, message: str, dref: str, missing: list[Any], outpath: str | None = None
+    ) -> None:
         super().__init__(message, dref)
         self.missing = missing
+        #: Pylightnix's form: ``(output folder, [selfref, *path])`` per missing path.
+        self.failed: list[tuple[str, list[str]]] = [
+            (outpath or "", ["__self__", *p]) for p in missing
+        ]
 
 
-class MatcherError(LightstoreError):
+class MatcherError(LightstoreError, AssertionError):
     """A matcher rejected the realizations even after the realizer ran."""
 
     def __init__(self, message: str, dref: str | None = None) -> None:
@@ -127,7 +158,7 @@ class MatcherError(LightstoreError):
         self.dref = dref
 
 
-class NotRealizedError(LightstoreError):
+class NotRealizedError(LightstoreError, AssertionError):
     """Realization was required to be cached but would have to run a realizer."""
 
     def __init__(self, message: str, dref: str | None = None) -> None:
@@ -158,3 +189,8 @@ class LockTimeout(LightstoreError, TimeoutError):
     def __init__(self, message: str, holder: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class UsageError(LightstoreError, AssertionError):
+    """An API was called in a way it does not support (say, recursively, or
+    with the wrong number of targets); the message says what to call instead."""
