@@ -92,3 +92,18 @@ def rewrite(path: str, data: bytes) -> None:
     os.chmod(path, 0o644)
     with open(path, "wb") as f:
         f.write(data)
+
+
+def many_files_stage(r, count: int = 120):
+    """One realization with `count` small files in a few folders."""
+
+    def real(b):
+        _count("many")
+        out = build_outpath(b)
+        for i in range(count):
+            folder = os.path.join(out, f"d{i % 7}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, f"f{i}.txt"), "w") as f:
+                f.write(f"file {i}\n" * (i % 13 + 1))
+
+    return mkdrv(mkconfig({"name": "many", "count": count}), match_only(), build_wrapper(real), r)

@@ -10,6 +10,7 @@ import secrets
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from remote_helpers import pipeline, remote_files, rewrite, snapshot
 
 import lightstore
 from lightstore import instantiate, realize1
@@ -33,7 +34,6 @@ from lightstore.remote import (
 )
 from lightstore.remote._layout import FileEntry, entries_digest, manifest_key
 from lightstore.store import Store
-from tests.remote_helpers import pipeline, remote_files, rewrite, snapshot
 
 
 @pytest.fixture
@@ -393,3 +393,61 @@ def test_rref_hash_parts_are_used_as_names(alice, file_url):
     names = remote_files(file_url[len("file://") :])
     assert f"realizations/{unrref(rref)[1]}-report/{unrref(rref)[0]}.json" in names
     assert not [n for n in names if ".tmp." in n]
+
+
+# -- command line -------------------------------------------------------------------
+
+
+def test_cli_push_ls_pull_keygen_trust(alice, bob, file_url, tmp_path):
+    from test_cli import fails, ok
+
+    rref = built(alice)
+    out = ok(alice.root, "push", file_url, "report")
+    assert "pushed 3 new realization(s) of 3" in out
+    assert "pushed 0 new" in ok(alice.root, "push", file_url, rref)
+    rows = json.loads(ok(None, "remote-ls", file_url, "--name", "report", "--json"))
+    assert [r["rref"] for r in rows] == [rref]
+    assert len(json.loads(ok(None, "remote-ls", file_url, "--json"))) == 3
+    ctx = rows[0]["context"]
+    rows = json.loads(
+        ok(None, "remote-ls", file_url, "--derivation", rref2dref(rref), "--context", ctx, "--json")
+    )
+    assert [r["rref"] for r in rows] == [rref]
+    keyfile = str(tmp_path / "k.key")
+    public = ok(None, "keygen", "alice-1", keyfile).strip()
+    assert public.startswith("alice-1:") and oct(os.stat(keyfile).st_mode & 0o777) == "0o600"
+    fails(2, None, "keygen", "alice-1", keyfile)
+    ok(bob.root, "trust", public)
+    # Bob trusts alice-1: the unsigned remote is refused, and the store is unchanged.
+    result = fails(2, bob.root, "pull", file_url, rref)
+    assert "not signed" in result.output
+    assert bob.catalogue.all_rrefs() == []
+    ok(alice.root, "push", file_url, rref, "--sign-key", keyfile)
+    added = ok(bob.root, "pull", file_url, rref).split()
+    assert rref in added and len(added) == 3
+    fails(3, bob.root, "pull", file_url, "dref:" + "0" * 32 + "-x")
+    fails(2, bob.root, "pull", file_url, "not-a-ref")
+    fails(2, None, "remote-ls", file_url, "-o", "novalue")
+
+
+def test_cli_options_reach_the_driver_and_secrets_stay_hidden(bob, tmp_path):
+    from test_cli import run
+
+    result = run(
+        bob.root,
+        "pull",
+        "s3://no-such-bucket-lightstore/x",
+        "dref:" + "0" * 32 + "-x",
+        "-o",
+        "key=AKIAEXAMPLEKEY",
+        "-o",
+        "secret=very-secret-value",
+        "-o",
+        "client_kwargs.endpoint_url=http://127.0.0.1:9",
+        "-o",
+        "config_kwargs.retries.max_attempts=1",
+        "-o",
+        "config_kwargs.connect_timeout=1",
+    )
+    assert result.exit_code != 0
+    assert "very-secret-value" not in result.output and "AKIAEXAMPLEKEY" not in result.output

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from lightstore.cli import demo, exchange, inspect, maintain, sql
+from lightstore.cli import demo, exchange, inspect, maintain, remote, sql
 from lightstore.cli.context import EXIT_STATUS_HELP, Env, LightstoreGroup
 
 __all__ = ["cli", "main"]
@@ -63,7 +63,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
     ctx.call_on_close(env.close)
 
 
-for _module in (maintain, inspect, sql, exchange, demo):
+for _module in (maintain, inspect, sql, exchange, remote, demo):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

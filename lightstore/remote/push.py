@@ -20,6 +20,7 @@ from typing import Any
 from lightstore.config import canonical_json, mkconfig
 from lightstore.errors import IntegrityError, RemoteError
 from lightstore.exchange._ingest import closure_of, topological_rrefs
+from lightstore.failpoints import failpoint
 from lightstore.hashing import context_hash, file_digest, realization_hash
 from lightstore.refs import RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
 from lightstore.remote._fs import Remote
@@ -113,7 +114,7 @@ class _Uploader:
         self.remote = remote
         self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push")
         self.lock = threading.Lock()
-        self.done_blobs: set[str] = set()
+        self.claims: dict[str, threading.Event] = {}
         self.progress = progress
         self.total = total
         self.done_bytes = 0
@@ -123,8 +124,15 @@ class _Uploader:
     def _one(self, path: str, entry: FileEntry) -> FileEntry:
         digest = file_digest(path).hex()
         with self.lock:
-            seen = digest in self.done_blobs
-        if not seen:
+            claim = self.claims.get(digest)
+            mine = claim is None
+            if mine:
+                claim = self.claims[digest] = threading.Event()
+        if not mine:
+            # Another file with the same content is being uploaded by another thread.
+            claim.wait()
+            return FileEntry(entry.path, "file", entry.executable, entry.size, digest)
+        try:
             key = blob_key(digest)
             # A blob of the wrong size is a torn write from a killed pusher on a
             # filesystem without atomic PUT: its name says what it must hold.
@@ -133,8 +141,14 @@ class _Uploader:
                 with self.lock:
                     self.blobs_uploaded += 1
                     self.bytes_uploaded += entry.size
+                    count = self.blobs_uploaded
+                failpoint(f"push:blob:{count}")
+        except BaseException:
             with self.lock:
-                self.done_blobs.add(digest)
+                del self.claims[digest]
+            raise
+        finally:
+            claim.set()
         return FileEntry(entry.path, "file", entry.executable, entry.size, digest)
 
     def entries(self, folder: str) -> list[FileEntry]:
@@ -263,3 +277,4 @@ def _push_one(
         record.get("build_stopped"),
     )
     remote.write_bytes(manifest_key(rref), manifest.to_bytes(), exclusive=True)
+    failpoint("push:manifest")
