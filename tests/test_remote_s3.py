@@ -158,7 +158,7 @@ def test_two_processes_push_overlapping_closures_at_once(tmp_path, s3_url, kind)
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     uploaded = [set(json.loads(out)["uploaded"]) for out, _ in outs]
     assert own in uploaded[1]

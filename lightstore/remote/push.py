@@ -124,10 +124,9 @@ class _Uploader:
     def _one(self, path: str, entry: FileEntry) -> FileEntry:
         digest = file_digest(path).hex()
         with self.lock:
-            claim = self.claims.get(digest)
-            mine = claim is None
-            if mine:
-                claim = self.claims[digest] = threading.Event()
+            found = self.claims.get(digest)
+            mine = found is None
+            claim = self.claims[digest] = found or threading.Event()
         if not mine:
             # Another file with the same content is being uploaded by another thread.
             claim.wait()
