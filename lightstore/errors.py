@@ -21,6 +21,9 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     ├── NotRealizedError                       `assert_realized` / `realized()` found work to do
     ├── IntegrityError                         an operation would break the store's references
     ├── ArchiveError (ValueError)              an archive is malformed, hostile or does not verify
+    │   └── RemoteIntegrityError               a remote's object is tampered, missing or lies
+    │       └── UntrustedError                 a manifest lacks a valid signature by a trusted key
+    ├── RemoteError (OSError)                  a remote cache cannot be reached, read or written
     ├── ChecksumError (ValueError)             downloaded/local data does not match its sha256
     ├── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
     └── UsageError                             an API is called in a way it does not support
@@ -172,6 +175,23 @@ class IntegrityError(LightstoreError):
 
 class ArchiveError(LightstoreError, ValueError):
     """An archive is malformed, hostile, too large, or does not verify."""
+
+
+class RemoteIntegrityError(ArchiveError):
+    """Something read from a remote cache does not verify: a blob whose bytes do not
+    hash to its name, a missing blob, a manifest that lies about its files, its
+    context or its RRef, or a path escaping its realization. Nothing was added."""
+
+
+class UntrustedError(RemoteIntegrityError):
+    """Trusted keys are configured and a manifest is unsigned or wrongly signed."""
+
+
+class RemoteError(LightstoreError, OSError):
+    """A remote cache cannot be used: bad URL, missing driver, unreachable, refused.
+
+    Messages never carry credentials (URLs are shown without user info and
+    option values are redacted)."""
 
 
 class ChecksumError(LightstoreError, ValueError):

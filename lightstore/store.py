@@ -559,6 +559,20 @@ class Store:
         """The DRef a config would have."""
         return mkdref(config_hash(config.val), config.name)
 
+    # -- remote caches (implemented in lightstore.remote) ----------------------
+
+    def push(self, url: str, refs: Sequence[str], **options: Any) -> Any:
+        """Upload the closures of `refs` to the remote cache at `url`; see `lightstore.remote.push`."""
+        from lightstore.remote import push
+
+        return push(self, url, refs, **options)
+
+    def pull(self, url: str, refs: Sequence[str], **options: Any) -> list[RRef]:
+        """Download the closures of `refs` from `url`, verified; see `lightstore.remote.pull`."""
+        from lightstore.remote import pull
+
+        return pull(self, url, refs, **options)
+
     # -- maintenance (implemented in lightstore.maintenance) ----------------
 
     def pin(self, name: str, ref: str) -> None:

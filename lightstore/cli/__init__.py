@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from lightstore.cli import demo, exchange, inspect, maintain, runs, sql
+from lightstore.cli import demo, exchange, inspect, maintain, remote, runs, sql
 from lightstore.cli.context import EXIT_STATUS_HELP, Env, LightstoreGroup
 
 __all__ = ["cli", "main"]
@@ -74,7 +74,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
     ctx.call_on_close(env.close)
 
 
-for _module in (maintain, inspect, runs, sql, exchange, demo):
+for _module in (maintain, inspect, runs, sql, exchange, remote, demo):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
