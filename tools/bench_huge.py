@@ -46,6 +46,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DATASETS = 100
 CHAIN = 20
+SWEEPS = 49
+SWEEP_OUTPUTS = 20
+#: Realizations per unit of the store: one chain and SWEEPS sweeps.
+UNIT = CHAIN + SWEEPS * SWEEP_OUTPUTS
 LR_BOUND = 0.05
 DEFAULT_SIZES = [10_000, 100_000, 1_000_000]
 
@@ -79,6 +83,35 @@ def pipeline(c: int, r: Any) -> Any:
     return prev
 
 
+def _build_many(b: Any) -> None:
+    import lightstore as L
+
+    for j, out in enumerate(L.build_outpaths(b)):
+        write_file(os.path.join(out, "out.txt"), f"{j}\n")
+
+
+def sweep(u: int, s: int, r: Any) -> Any:
+    """Sweep `s` of unit `u`: one trivial stage whose build makes SWEEP_OUTPUTS realizations
+    (seeds of one configuration), on top of a popular dataset."""
+    import lightstore as L
+
+    data = dataset(u % DATASETS, r)
+    lr = ((u * SWEEPS + s) * 7919 % 10007) / 10007
+    config = {"name": f"p{s % 10}", "unit": u, "sweep": s, "lr": lr, "data": data}
+    return L.mkdrv(
+        L.mkconfig(config), L.match_all, L.build_wrapper(_build_many, nouts=SWEEP_OUTPUTS), r
+    )
+
+
+def build_unit(u: int, root: str) -> None:
+    """Unit `u` of the store: one chain and SWEEPS sweeps, UNIT realizations in all."""
+    import lightstore as L
+
+    realize(lambda r: pipeline(u, r), root)
+    for s in range(SWEEPS):
+        L.realizeMany(L.instantiate(lambda r, s=s: sweep(u, s, r), S=L.mkSS(root)))
+
+
 def kept_chain(r: Any) -> Any:
     """The 20-stage chain whose cached realize is timed (no dataset below it)."""
     import lightstore as L
@@ -102,13 +135,13 @@ def realize(stage: Any, root: str) -> str:
 
 
 def worker(root: str, first: int, stop: int, step: int) -> None:
-    """Realize chains first, first+step, ... < stop into the store at `root`."""
+    """Build units first, first+step, ... < stop into the store at `root`."""
     t0 = time.perf_counter()
-    for done, c in enumerate(range(first, stop, step), start=1):
-        realize(lambda r, c=c: pipeline(c, r), root)
-        if done % 500 == 0:
-            rate = done * CHAIN / (time.perf_counter() - t0)
-            log(f"  worker {first % step}: {done} chains, {rate:.0f} realizations/s")
+    for done, u in enumerate(range(first, stop, step), start=1):
+        build_unit(u, root)
+        if done % 10 == 0:
+            rate = done * UNIT / (time.perf_counter() - t0)
+            log(f"  worker {first % step}: {done} units, {rate:.0f} realizations/s")
 
 
 def count(root: str) -> int:
@@ -118,14 +151,14 @@ def count(root: str) -> int:
 
 
 def grow(root: str, state: dict[str, Any], size: int, procs: int) -> float:
-    """Add chains until the store holds `size` realizations; return seconds per realization."""
+    """Add units until the store holds `size` realizations; return seconds per realization."""
     have = count(root)
-    chains = max(0, (size - have) // CHAIN)
-    if chains == 0:
+    units = max(0, round((size - have) / UNIT))
+    if units == 0:
         return 0.0
-    first, stop = state["next_chain"], state["next_chain"] + chains
+    first, stop = state["next_unit"], state["next_unit"] + units
     log(
-        f"huge: {have} realizations; building {chains} chains ({chains * CHAIN}) with {procs} processes"
+        f"huge: {have} realizations; building {units} units ({units * UNIT}) with {procs} processes"
     )
     t0 = time.perf_counter()
     workers = [
@@ -156,7 +189,7 @@ def grow(root: str, state: dict[str, Any], size: int, procs: int) -> float:
     if any(codes):
         raise RuntimeError(f"a build worker failed: exit codes {codes}")
     elapsed = time.perf_counter() - t0
-    state["next_chain"] = stop
+    state["next_unit"] = stop
     return elapsed / max(1, count(root) - have)
 
 
@@ -394,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None if args.root else tempfile.mkdtemp(prefix="lightstore-huge-")
     root = os.path.abspath(args.root or os.path.join(tmp or "", "store"))
     state_path = root + ".state.json"
-    state = {"next_chain": 0}
+    state = {"next_unit": 0}
     if os.path.exists(state_path):
         with open(state_path, encoding="utf-8") as f:
             state = json.load(f)
