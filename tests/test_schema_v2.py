@@ -123,6 +123,6 @@ def test_migration_runs_once_and_a_reopen_is_a_no_op(v1_root):
     assert again.catalogue.applied_migrations() == first
     again.unpin("best")
     rmref(history(again, name="evaluate")[0]["rref"], again)
-    assert [r["collected_reason"] for r in history(again, include_collected=True) if r["collected"]] == [
-        "rmref"
-    ]
+    assert [
+        r["collected_reason"] for r in history(again, include_collected=True) if r["collected"]
+    ] == ["rmref"]
