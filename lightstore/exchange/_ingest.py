@@ -53,6 +53,8 @@ class Incoming:
     build_stopped: float | None = None
     size: int = 0
     file_count: int = 0
+    host: str | None = None  # the builder's, when the source says
+    pid: int | None = None
 
     @property
     def context_json(self) -> str:
@@ -77,6 +79,9 @@ class Incoming:
             self.file_count,
             self.build_started,
             self.build_stopped,
+            host=self.host,
+            pid=self.pid,
+            imported=True,
         )
 
 

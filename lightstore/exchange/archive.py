@@ -90,6 +90,8 @@ def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iter
                     "build_started"
                 ),
                 "build_stopped": rec.get("build_stopped"),
+                "host": rec.get("host"),
+                "pid": rec.get("pid"),
             }
             for r in rrefs
         ],
@@ -305,6 +307,8 @@ def _plan(
             os.path.join(objects, f"{dhash}-{name}", rhash),
             _time(entry.get("build_started"), where),
             _time(entry.get("build_stopped"), where),
+            host=_provenance(entry.get("host"), str),
+            pid=_provenance(entry.get("pid"), int),
         )
     roots: list[RRef] = []
     for r in manifest["roots"]:
@@ -313,6 +317,14 @@ def _plan(
         roots.append(RRef(r))
     _check_layout(area, derivations, incoming, where)
     return derivations, incoming, roots
+
+
+def _provenance(value: Any, kind: type) -> Any:
+    """A builder's host or pid from a manifest, or None when absent or malformed (it is
+    information only, not part of any hash)."""
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value if not isinstance(value, str) else value[:255]
+    return None
 
 
 def _regular_text(path: str) -> str | None:

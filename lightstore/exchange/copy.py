@@ -103,6 +103,8 @@ def copy_closure(
                 src.rref_path(r),
                 record.get("build_started"),
                 record.get("build_stopped"),
+                host=record.get("host"),
+                pid=record.get("pid"),
             )
         check_references(dst, derivations, incoming, where)
         new_drefs = set(drefs) - dst.catalogue.known_drefs(drefs)

@@ -19,7 +19,7 @@ from typing import Any
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
-from lightstore.errors import CatalogueCorruptError, LightstoreError
+from lightstore.errors import CatalogueCorruptError, IntegrityError, LightstoreError
 from lightstore.files import remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
@@ -93,8 +93,8 @@ def _delete_rows(store: Store, rref: str) -> str | None:
     if users:
         return f"{len(users)} realization(s) depend on it (e.g. {sorted(users)[0]}); rebuild or remove them"
     try:
-        store.catalogue.delete_objects([rref])
-    except sqlite3.IntegrityError:
+        store.catalogue.delete_objects([rref], reason="repair")
+    except IntegrityError:
         return "it is pinned or used by a running build; unpin it first"
     return None
 
