@@ -306,8 +306,13 @@ def verify_command(
 
 @click.command("reindex")
 @root_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild even a catalogue written by a newer lightstore (what only it recorded is lost).",
+)
 @pass_env
-def reindex_command(env: Env) -> None:
+def reindex_command(env: Env, force: bool) -> None:
     """Rebuild the catalogue from the tree (configs, contexts, pins); exit 4 if some objects
     had to be left out.
 
@@ -321,13 +326,15 @@ def reindex_command(env: Env) -> None:
     Examples:
       lightstore reindex
       lightstore --root /data/store reindex
+
+    A catalogue written by a newer lightstore is refused (exit 5) unless --force.
     """
     from lightstore.maintenance.verify import reindex
 
     if not os.path.isdir(os.path.join(env.root, "objects")):
         raise StoreNotFoundError(f"no lightstore store at {env.root} (no objects/ folder)")
     env.close()
-    report = call_with_progress(reindex, "reindexing", env.root)
+    report = call_with_progress(reindex, "reindexing", env.root, force=force)
     if report.old_catalogue:
         click.echo(f"kept the old catalogue as {report.old_catalogue}")
     for p in report.skipped:

@@ -264,11 +264,21 @@ def _read_manifest(area: str, archive: str) -> dict[str, Any]:
     return manifest
 
 
+#: The latest accepted build time: the end of year 9999, the limit of `datetime`.
+MAX_TIME = 253402300799
+
+
 def _time(value: Any, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ArchiveError(f"{where}: a build time is not a number")
+    # Compare before converting: a huge int would overflow float().
+    if not (0 <= value <= MAX_TIME) or value != value:
+        raise ArchiveError(
+            f"{where}: build time {value!r} is not a time between 1970 and 9999; "
+            "the archive is damaged or hostile"
+        )
     return float(value)
 
 
