@@ -6,7 +6,8 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     LightstoreError
     ├── InvalidConfigError (ValueError)        a config is not JSON-compatible, or has a bad name
     ├── InvalidReferenceError (ValueError)     a string is not a well-formed DRef/RRef/RefPath
-    │   └── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
+    │   ├── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
+    │   └── InvalidSelectorError               a selector (`train@latest`, `train[lr=0.01]`) does not parse
     ├── QueryError (ValueError)                a catalogue query is malformed or would write
     ├── UnknownReferenceError (KeyError)       a well-formed reference the registry/store does not know
     ├── StoreError (OSError)                   the store root or its catalogue cannot be used
@@ -20,6 +21,9 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     ├── NotRealizedError                       `assert_realized` / `realized()` found work to do
     ├── IntegrityError                         an operation would break the store's references
     ├── ArchiveError (ValueError)              an archive is malformed, hostile or does not verify
+    │   └── RemoteIntegrityError               a remote's object is tampered, missing or lies
+    │       └── UntrustedError                 a manifest lacks a valid signature by a trusted key
+    ├── RemoteError (OSError)                  a remote cache cannot be reached, read or written
     ├── ChecksumError (ValueError)             downloaded/local data does not match its sha256
     ├── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
     └── UsageError                             an API is called in a way it does not support
@@ -64,6 +68,14 @@ class AmbiguousReferenceError(InvalidReferenceError):
     def __init__(self, message: str, candidates: list[str]) -> None:
         super().__init__(message)
         self.candidates = candidates
+
+
+class InvalidSelectorError(InvalidReferenceError):
+    """A selector such as ``train[lr=0.01]@latest`` is malformed; `text` is what was given."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
 
 
 class QueryError(LightstoreError, ValueError):
@@ -163,6 +175,23 @@ class IntegrityError(LightstoreError):
 
 class ArchiveError(LightstoreError, ValueError):
     """An archive is malformed, hostile, too large, or does not verify."""
+
+
+class RemoteIntegrityError(ArchiveError):
+    """Something read from a remote cache does not verify: a blob whose bytes do not
+    hash to its name, a missing blob, a manifest that lies about its files, its
+    context or its RRef, or a path escaping its realization. Nothing was added."""
+
+
+class UntrustedError(RemoteIntegrityError):
+    """Trusted keys are configured and a manifest is unsigned or wrongly signed."""
+
+
+class RemoteError(LightstoreError, OSError):
+    """A remote cache cannot be used: bad URL, missing driver, unreachable, refused.
+
+    Messages never carry credentials (URLs are shown without user info and
+    option values are redacted)."""
 
 
 class ChecksumError(LightstoreError, ValueError):

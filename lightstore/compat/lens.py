@@ -23,7 +23,18 @@ from lightstore.errors import (
     UnknownReferenceError,
     UsageError,
 )
-from lightstore.refs import Context, DRef, Path, RefPath, RRef, isdref, isrefpath, isrref, rref2dref
+from lightstore.refs import (
+    Context,
+    DRef,
+    Path,
+    RefPath,
+    RRef,
+    check_relpath,
+    isdref,
+    isrefpath,
+    isrref,
+    rref2dref,
+)
 from lightstore.store import Store
 
 
@@ -114,7 +125,7 @@ def _syspath(node: _Node) -> Path:
     v = node.value
     store = node.store
     if isrefpath(v):
-        dref, rest = DRef(v[0]), [str(p) for p in v[1:]]
+        dref, rest = DRef(v[0]), check_relpath(v[1:], f"RefPath {v!r}")
         if node.build is not None and dref == node.build.dref:
             return node.build.path(v, node.index)
         rref = _resolve_dref(node, dref) or _unique_realization(store, dref)
@@ -449,7 +460,7 @@ def unroll_value(node: _Node, always_multiref: bool = False) -> Any:
     if isrefpath(v):
         dref = DRef(v[0])
         if node.deps is not None and dref in node.deps and len(node.deps[dref]) != 1:
-            rest = [str(p) for p in v[1:]]
+            rest = check_relpath(v[1:], f"RefPath {v!r}")
             return [Path(os.path.join(node.store.rref_path(r), *rest)) for r in node.deps[dref]]
         return _syspath(node)
     if isinstance(v, list):

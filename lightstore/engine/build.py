@@ -14,7 +14,7 @@ from lightstore.defaults import resolve_store
 from lightstore.engine.registry import Realizer
 from lightstore.errors import InvalidConfigError, InvalidReferenceError, UnknownReferenceError
 from lightstore.files import remove_tree
-from lightstore.refs import Context, DRef, Path, RefPath, RRef, isrefpath
+from lightstore.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
 from lightstore.store import StorageSettings, Store
 
 
@@ -104,7 +104,7 @@ class Build:
             raise InvalidReferenceError(
                 f"not a RefPath: {refpath!r}; expected [DRef, 'dir', 'file']"
             )
-        head, rest = refpath[0], [str(p) for p in refpath[1:]]
+        head, rest = refpath[0], check_relpath(refpath[1:], f"RefPath {refpath!r}")
         if head == self.dref:
             return Path(os.path.join(self.outpaths[index], *rest))
         rrefs = self.deref(DRef(head))
@@ -118,7 +118,7 @@ class Build:
     def paths(self, refpath: RefPath) -> list[Path]:
         """Every system path a RefPath resolves to (one per realization used)."""
         if isrefpath(refpath) and refpath[0] != self.dref:
-            rest = [str(p) for p in refpath[1:]]
+            rest = check_relpath(refpath[1:], f"RefPath {refpath!r}")
             return [
                 Path(os.path.join(self.store.rref_path(r), *rest))
                 for r in self.deref(DRef(refpath[0]))
