@@ -49,6 +49,8 @@ from lightstore.engine.build import (
     build_context,
     build_deref,
     build_deref_,
+    build_metric,
+    build_metrics,
     build_name,
     build_outpath,
     build_outpaths,
@@ -74,6 +76,7 @@ from lightstore.errors import (
     ChecksumError,
     IntegrityError,
     InvalidConfigError,
+    InvalidMetricError,
     InvalidReferenceError,
     LightstoreError,
     LockTimeout,
@@ -161,6 +164,8 @@ __all__ = [
     "build_context",
     "build_deref",
     "build_deref_",
+    "build_metric",
+    "build_metrics",
     "build_name",
     # matchers
     "match",
@@ -213,6 +218,7 @@ __all__ = [
     # errors
     "LightstoreError",
     "InvalidConfigError",
+    "InvalidMetricError",
     "InvalidReferenceError",
     "UnknownReferenceError",
     "StoreError",

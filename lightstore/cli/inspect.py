@@ -31,6 +31,7 @@ from lightstore.query import (
     dot,
     field_keys,
     history,
+    metric_keys,
     neighbours,
     realizations,
     resolve,
@@ -156,6 +157,20 @@ def ls_command(
     multiple=True,
     help="Add a config field as a column (repeatable): -f lr -f model.depth.",
 )
+@click.option(
+    "--metric",
+    "-m",
+    "metrics",
+    metavar="NAME",
+    multiple=True,
+    help="Add a metric as a column (repeatable): -m loss -m accuracy.",
+)
+@click.option(
+    "--sort",
+    metavar="COLUMN",
+    help="Order by a column (a field, a metric or e.g. duration; -COLUMN for descending), "
+    "missing values last; with --limit N, the first N.",
+)
 @output_options
 @root_option
 @pass_env
@@ -169,9 +184,11 @@ def history_command(
     full: bool,
     where: str | None,
     fields: tuple[str, ...],
+    metrics: tuple[str, ...],
+    sort: str | None,
     fmt: str,
 ) -> None:
-    """One row per realization: name, references, start, duration, size, chosen config fields.
+    """One row per realization: name, references, start, duration, size, config fields, metrics.
 
     In the order they finished (with --limit N, the newest N); --since and
     --until filter on the finish time. The catalogue is opened
@@ -182,6 +199,7 @@ def history_command(
       lightstore history --name train --field lr --since 7d
       lightstore history -n train -f lr -w "json_extract(config, '$.lr') < 1e-3 AND duration > 60"
       lightstore history --limit 20 --csv > recent.csv
+      lightstore history -n train -f lr -m loss --sort loss --limit 5
     """
     rows = history(
         env.view(),
@@ -192,8 +210,11 @@ def history_command(
         since=since,
         until=until,
         limit=limit,
+        metrics=metrics,
+        sort=sort,
     )
     keys = field_keys(fields)
+    keys += metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
     if fmt in MACHINE_FORMATS:
         columns = [*HISTORY_COLUMNS, *keys]
     else:
