@@ -284,12 +284,14 @@ class Store:
         process's intent forward.
         """
         known = self.catalogue.known_drefs([d for d, _ in derivations])
-        missing = [(d, c) for d, c in derivations if d not in known]
-        if missing:
-            # Held shared like a realization, so that verify (which holds it
-            # exclusively) never sees a config written but not yet recorded.
+        if len(known) < len(set(d for d, _ in derivations)):
+            # Held shared like a realization, so that gc and verify (which hold
+            # it exclusively) neither remove a dependency between the check and
+            # the insert nor see a config written but not yet recorded. The
+            # check is made again, for every derivation, under this hold: one
+            # known outside it may have been collected since.
             with self.realizing():
-                staged = self._stage_derivations(missing)
+                staged = self._stage_derivations(derivations)
                 if staged is not None:
                     self.catalogue.add_derivations(*staged)
         for dref, config in derivations:
@@ -589,6 +591,20 @@ class Store:
     def metrics(self, rref: RRef) -> dict[str, int | float]:
         """The metrics recorded for a realization (empty if none; unknown RRefs give {})."""
         return self.catalogue.metrics_of([rref]).get(rref, {})
+
+    # -- remote caches (implemented in lightstore.remote) ----------------------
+
+    def push(self, url: str, refs: Sequence[str], **options: Any) -> Any:
+        """Upload the closures of `refs` to the remote cache at `url`; see `lightstore.remote.push`."""
+        from lightstore.remote import push
+
+        return push(self, url, refs, **options)
+
+    def pull(self, url: str, refs: Sequence[str], **options: Any) -> list[RRef]:
+        """Download the closures of `refs` from `url`, verified; see `lightstore.remote.pull`."""
+        from lightstore.remote import pull
+
+        return pull(self, url, refs, **options)
 
     # -- maintenance (implemented in lightstore.maintenance) ----------------
 

@@ -107,26 +107,43 @@ def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, n
     return Path(link)
 
 
+def _link_name(name: str, store: Any, dref: DRef, rref: RRef | None) -> str:
+    """`name`, or a Pylightnix format (``%(T)s`` build start time, ``%(N)s`` name) filled in."""
+    if "%(" not in name:
+        return name
+    started = None if rref is None else store.catalogue.build_times([rref]).get(rref)
+    from lightstore.compat.utils import timestring
+
+    try:
+        return name % {"T": timestring(started) if started else "", "N": dref.rsplit("-", 1)[1]}
+    except (KeyError, ValueError, TypeError) as e:
+        raise InvalidReferenceError(f"bad link name format {name!r}: {e}") from e
+
+
 def linkrref(
     rref: RRef, destdir: str | None = None, name: str | None = None, S: Any = None
 ) -> Path:
-    """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists."""
+    """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists.
+
+    `name` may be a Pylightnix `format` such as ``'_rref_%(T)s_%(N)s'``.
+    """
     store = resolve_store(S)
     r = parse_rref(rref)
-    return _link(
-        store, store.rref_path(r), "rref", r, destdir, name or f"result-{r.rsplit('-', 1)[1]}"
-    )
+    link = _link_name(name, store, rref2dref(r), r) if name else f"result-{r.rsplit('-', 1)[1]}"
+    return _link(store, store.rref_path(r), "rref", r, destdir, link)
 
 
 def linkdref(
     dref: DRef, destdir: str | None = None, name: str | None = None, S: Any = None
 ) -> Path:
-    """Make a symlink to a derivation's folder; it is a GC root while it exists."""
+    """Make a symlink to a derivation's folder; it is a GC root while it exists.
+
+    `name` may be a Pylightnix `format` such as ``'_rref_%(N)s'``.
+    """
     store = resolve_store(S)
     d = parse_dref(dref)
-    return _link(
-        store, store.dref_path(d), "dref", d, destdir, name or f"drv-{d.rsplit('-', 1)[1]}"
-    )
+    link = _link_name(name, store, d, None) if name else f"drv-{d.rsplit('-', 1)[1]}"
+    return _link(store, store.dref_path(d), "dref", d, destdir, link)
 
 
 def _folder(ref: Any, store: Any) -> str:
