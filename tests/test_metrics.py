@@ -320,3 +320,15 @@ def test_unpack_refuses_invalid_metrics(tmp_path, store, sweep, bad):
     with pytest.raises(ArchiveError, match="metrics"):
         sunpack(forged, other.settings)
     assert other.catalogue.query("SELECT count(*) FROM realizations")[0][0] == 0
+
+
+def test_push_and_pull_carry_metrics(tmp_path, store, sweep):
+    pytest.importorskip("fsspec")
+    url = (tmp_path / "remote").as_uri()
+    store.set_metric(sweep[0.01], "bad_later", 1)
+    store.push(url, [sweep[0.01], sweep[0.5]])
+    other = fsinit(mkSS(str(tmp_path / "pulled")))
+    other.pull(url, [sweep[0.01], sweep[0.5]])
+    assert other.metrics(sweep[0.01]) == {"loss": 0.1, "bad_later": 1}
+    assert type(other.metrics(sweep[0.01])["bad_later"]) is int
+    assert other.metrics(sweep[0.5]) == {}
