@@ -332,3 +332,10 @@ def test_push_and_pull_carry_metrics(tmp_path, store, sweep):
     assert other.metrics(sweep[0.01]) == {"loss": 0.1, "bad_later": 1}
     assert type(other.metrics(sweep[0.01])["bad_later"]) is int
     assert other.metrics(sweep[0.5]) == {}
+
+
+def test_reindex_keeps_metrics_of_a_readable_catalogue(store, sweep):
+    store.reindex()
+    again = Store.open(store.root)
+    assert again.metrics(sweep[0.01]) == {"loss": 0.1}
+    assert again.metrics(sweep[0.5]) == {}
