@@ -57,11 +57,11 @@ class Server:
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname, parts.port
 
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+    def get(self, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
         """GET `path` exactly as given (no normalisation of '..' by the client)."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers={"Host": host} if host else {})
             resp = conn.getresponse()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         finally:
@@ -236,6 +236,15 @@ def test_artifact_route_refuses_unknown_and_malformed_realizations(server, sweep
     assert server.get(artifact(unknown, "curve.png"))[0] == 404
     assert server.get(artifact("rref:zz", "curve.png"))[0] == 400
     assert server.get("/artifact/..%2F..%2Fcatalogue.sqlite/x")[0] == 400
+
+
+def test_only_loopback_host_names_are_answered(server):
+    """A page on a DNS-rebound name (evil.example -> 127.0.0.1) cannot read the store."""
+    for host in ("evil.example", "evil.example:8001", "10.0.0.1"):
+        status, _, body = server.get("/", host=host)
+        assert status == 421 and b"stage" not in body
+    for host in (f"127.0.0.1:{server.port}", "localhost", f"[::1]:{server.port}"):
+        assert server.get("/", host=host)[0] == 200
 
 
 # -- the command ------------------------------------------------------------------------------------

@@ -95,6 +95,47 @@ def exposure_warning(host: str, root: str) -> str:
     )
 
 
+class LoopbackHostsOnly:
+    """ASGI wrapper: refuse requests whose Host header is not a loopback name.
+
+    A server on 127.0.0.1 is still reachable from a web page the user visits,
+    by DNS rebinding (a hostile name that resolves to 127.0.0.1); such
+    requests carry the hostile name in Host, and get 421 here.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and not _loopback_host_header(scope):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 421,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"refused: this server answers only to 127.0.0.1 / localhost\n",
+                }
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+def _loopback_host_header(scope: Any) -> bool:
+    hosts = [v for k, v in scope.get("headers", []) if k == b"host"]
+    if not hosts:
+        return True  # HTTP/1.0 without Host: not a browser on a rebound name
+    value = hosts[0].decode("latin-1").strip()
+    name = value.rsplit(":", 1)[0] if not value.endswith("]") else value
+    if value.startswith("["):
+        name = value[1 : value.index("]")] if "]" in value else value
+    return is_loopback(name)
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port); port 0 picks a free one.
 
@@ -138,5 +179,8 @@ def serve(
     sys.stdout.flush()
     if open_browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()
-    config = uvicorn.Config(ds.app(), log_level="warning", lifespan="off")
+    app = ds.app()
+    if is_loopback(host):
+        app = LoopbackHostsOnly(app)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])

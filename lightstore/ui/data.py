@@ -228,7 +228,11 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
         raise UnknownReferenceError(f"{rref} is not in this store", rref)
     info = describe(store, rref)
     folder = store.rref_path(rref)
-    entries = (files(folder) or [])[:MAX_FILES]
+    try:
+        listed = files(folder)
+    except OSError:  # removed meanwhile (a gc beside), or unreadable
+        listed = None
+    entries = (listed or [])[:MAX_FILES]
     images: list[str] = []
     texts: list[dict[str, str]] = []
     for entry in entries:
@@ -249,7 +253,7 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
         (dref,),
     )
     info.update(
-        files=entries,
+        files=None if listed is None else entries,
         images=images,
         texts=texts,
         metrics=store.metrics(rref),
