@@ -73,6 +73,8 @@ from lightstore.engine.build import (
     build_markstart,
     build_markstop,
     build_markstop_noexcept,
+    build_metric,
+    build_metrics,
     build_name,
     build_outpath,
     build_outpaths,
@@ -99,6 +101,7 @@ from lightstore.errors import (
     ChecksumError,
     IntegrityError,
     InvalidConfigError,
+    InvalidMetricError,
     InvalidReferenceError,
     LightstoreError,
     LockTimeout,
@@ -189,6 +192,8 @@ __all__ = [
     "build_context",
     "build_deref",
     "build_deref_",
+    "build_metric",
+    "build_metrics",
     "build_name",
     # matchers
     "match",
@@ -241,6 +246,7 @@ __all__ = [
     # errors
     "LightstoreError",
     "InvalidConfigError",
+    "InvalidMetricError",
     "InvalidReferenceError",
     "UnknownReferenceError",
     "StoreError",

@@ -5,6 +5,7 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
 
     LightstoreError
     ├── InvalidConfigError (ValueError)        a config is not JSON-compatible, or has a bad name
+    │   └── InvalidMetricError                 a metric name or value is invalid (not finite, ...)
     ├── InvalidReferenceError (ValueError)     a string is not a well-formed DRef/RRef/RefPath
     │   ├── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
     │   └── InvalidSelectorError               a selector (`train@latest`, `train[lr=0.01]`) does not parse
@@ -57,6 +58,10 @@ class LightstoreError(Exception):
 
 class InvalidConfigError(LightstoreError, ValueError, AssertionError):
     """A config is not JSON-compatible, or its `name` is invalid."""
+
+
+class InvalidMetricError(InvalidConfigError):
+    """A metric's name is malformed or its value is not a finite int or float."""
 
 
 class InvalidReferenceError(LightstoreError, ValueError, AssertionError):

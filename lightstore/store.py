@@ -108,6 +108,9 @@ class Store:
         # Configs and contexts are immutable for a given reference: cache them.
         self._configs: dict[str, dict[str, Any]] = {}
         self._contexts: dict[str, Context] = {}
+        # Metrics recorded by running builds (`build_metric`), keyed by output
+        # folder; `publish` takes them into its transaction.
+        self.pending_metrics: dict[str, dict[str, int | float]] = {}
 
     # -- opening -----------------------------------------------------------
 
@@ -405,6 +408,8 @@ class Store:
         Raises PromiseError (nothing stored) if a promised path is missing.
         """
         dhash, name = undref(dref)
+        # Taken first, so that a failed publish leaves none behind.
+        metrics = [self.pending_metrics.pop(os.path.normpath(out), {}) for out in outputs]
         ctx = canonical_context(context)
         ctx_json = canonical_json(ctx)
         ctx_hash = context_hash(ctx)
@@ -423,7 +428,7 @@ class Store:
                 staged.append(out)
             stopped = time.time()
             installs: list[tuple[NewRealization, str]] = []
-            for out in staged:
+            for out, out_metrics in zip(staged, metrics, strict=True):
                 failpoint("publish:hashing")
                 digest = tree_digest(out, make_readonly=True)
                 rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
@@ -442,6 +447,7 @@ class Store:
                     digest.files,
                     started,
                     stopped,
+                    metrics=out_metrics,
                 )
                 installs.append((record, out))
             self.install(installs, build_id, readonly_done=True)
@@ -558,6 +564,33 @@ class Store:
     def derivation_of(self, config: Config) -> DRef:
         """The DRef a config would have."""
         return mkdref(config_hash(config.val), config.name)
+
+    # -- metrics -------------------------------------------------------------
+
+    def set_metric(self, rref: RRef, name: str, value: int | float) -> None:
+        """Attach (or replace) metric `name` of a recorded realization; not part of any hash.
+
+        Raises InvalidMetricError for a bad name or a value that is not a
+        finite int or float, UnknownReferenceError if `rref` is not recorded.
+        """
+        self.set_metrics(rref, {name: value})
+
+    def set_metrics(self, rref: RRef, metrics: dict[str, int | float]) -> None:
+        """Attach (or replace) several metrics of a realization in one transaction.
+
+        Raises as `set_metric`.
+        """
+        from lightstore.metrics import check_metrics
+        from lightstore.refs import parse_rref
+
+        rref = parse_rref(rref)
+        checked = check_metrics(metrics)
+        if not self.catalogue.set_metrics(rref, checked):
+            raise UnknownReferenceError(f"realization {rref} is not in the store {self.root}", rref)
+
+    def metrics(self, rref: RRef) -> dict[str, int | float]:
+        """The metrics recorded for a realization (empty if none; unknown RRefs give {})."""
+        return self.catalogue.metrics_of([rref]).get(rref, {})
 
     # -- remote caches (implemented in lightstore.remote) ----------------------
 

@@ -709,9 +709,9 @@ def test_exported_names():
     assert sorted(lightstore.query.__all__) == sorted(
         [
             "HISTORY_COLUMNS", "AmbiguousReferenceError", "ConfigCondition", "QueryError",
-            "ReadOnlyCatalogue", "catalogue_path", "closure", "closure_edges", "derivations",
+            "ReadOnlyCatalogue", "Rows", "catalogue_path", "closure", "closure_edges", "derivations",
             "describe", "disk_usage", "dot", "field_keys", "files", "history", "json_path",
-            "label", "neighbours", "open_view", "parse_condition", "parse_time", "realizations",
+            "label", "metric_keys", "neighbours", "open_view", "parse_condition", "parse_time", "realizations",
             "resolve", "resolve_all", "run_sql", "sizes_of", "tree_lines",
         ]
     )  # fmt: skip

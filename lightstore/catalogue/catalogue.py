@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.catalogue.database import Database
@@ -50,6 +50,8 @@ class NewRealization:
     #: True for an import (unpack, copy, pull): this process is recorded as
     #: the importer, `host`/`pid` stay the builder's (None if unknown).
     imported: bool = False
+    #: Validated metrics (name -> finite number), recorded by the same transaction.
+    metrics: dict[str, int | float] = field(default_factory=dict)
 
 
 #: Why objects left the store (the `reason` of the collected_* tables).
@@ -219,8 +221,41 @@ class Catalogue(Database):
                 "INSERT OR IGNORE INTO realization_deps (rref, dep) VALUES (?, ?)",
                 [(r.rref, dep) for r in new for dep in r.deps],
             )
+            # A realization already recorded keeps the values it had.
+            conn.executemany(
+                "INSERT OR IGNORE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
+                [(r.rref, k, v, now) for r in new for k, v in r.metrics.items()],
+            )
             if build_id is not None:
                 self._finish_build(conn, build_id, "succeeded", None)
+
+    def set_metrics(self, rref: str, metrics: dict[str, int | float]) -> bool:
+        """Set (insert or replace) validated metrics of a realization; False if it is unknown."""
+        now = time.time()
+        with self.write() as conn:
+            if (
+                conn.execute("SELECT 1 FROM realizations WHERE rref = ?", (rref,)).fetchone()
+                is None
+            ):
+                return False
+            conn.executemany(
+                "INSERT OR REPLACE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
+                [(rref, k, v, now) for k, v in metrics.items()],
+            )
+        return True
+
+    def metrics_of(self, rrefs: Sequence[str]) -> dict[str, dict[str, int | float]]:
+        """The metrics of each of `rrefs` that has any: rref -> {name: value}."""
+        if not rrefs:
+            return {}
+        found: dict[str, dict[str, int | float]] = {}
+        for rref, name, value in self.query(
+            "SELECT rref, name, value FROM metrics WHERE rref IN (SELECT value FROM json_each(?)) "
+            "ORDER BY rref, name",
+            (_json_list(rrefs),),
+        ):
+            found.setdefault(rref, {})[name] = value
+        return found
 
     def delete_objects(
         self, rrefs: Iterable[str] = (), drefs: Iterable[str] = (), reason: str = "gc"

@@ -31,6 +31,7 @@ from lightstore.query import (
     dot,
     field_keys,
     history,
+    metric_keys,
     neighbours,
     realizations,
     resolve,
@@ -183,6 +184,20 @@ def ls_command(
     multiple=True,
     help="Add a config field as a column (repeatable): -f lr -f model.depth.",
 )
+@click.option(
+    "--metric",
+    "-m",
+    "metrics",
+    metavar="NAME",
+    multiple=True,
+    help="Add a metric as a column (repeatable): -m loss -m accuracy.",
+)
+@click.option(
+    "--sort",
+    metavar="COLUMN",
+    help="Order by a column (a field, a metric or e.g. duration; -COLUMN for descending), "
+    "missing values last; with --limit N, the first N.",
+)
 @output_options
 @root_option
 @pass_env
@@ -197,9 +212,11 @@ def history_command(
     where: str | None,
     include_collected: bool,
     fields: tuple[str, ...],
+    metrics: tuple[str, ...],
+    sort: str | None,
     fmt: str,
 ) -> None:
-    """One row per realization: name, references, start, duration, size, chosen config fields.
+    """One row per realization: name, references, start, duration, size, config fields, metrics.
 
     In the order they finished (with --limit N, the newest N); --since and
     --until filter on the finish time. Only what is in the store is shown,
@@ -213,6 +230,7 @@ def history_command(
       lightstore history -n train -f lr -w "json_extract(config, '$.lr') < 1e-3 AND duration > 60"
       lightstore history --limit 20 --csv > recent.csv
       lightstore history --all --name train --since 90d
+      lightstore history -n train -f lr -m loss --sort loss --limit 5
     """
     rows = history(
         env.view(),
@@ -224,8 +242,11 @@ def history_command(
         until=until,
         limit=limit,
         include_collected=include_collected,
+        metrics=metrics,
+        sort=sort,
     )
     keys = field_keys(fields)
+    keys += metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
     if fmt in MACHINE_FORMATS:
         columns = [*HISTORY_COLUMNS, *keys]
     else:

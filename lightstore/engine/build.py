@@ -5,15 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from lightstore.config import resolve_selfrefs
 from lightstore.defaults import resolve_store
 from lightstore.engine.registry import Realizer
-from lightstore.errors import InvalidConfigError, InvalidReferenceError, UnknownReferenceError
+from lightstore.errors import (
+    InvalidConfigError,
+    InvalidMetricError,
+    InvalidReferenceError,
+    UnknownReferenceError,
+)
 from lightstore.files import remove_tree
+from lightstore.metrics import check_metric_name, check_metric_value, check_metrics
 from lightstore.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
 from lightstore.store import StorageSettings, Store
 
@@ -166,6 +172,7 @@ def build_wrapper(
             fn(Build(store, dref, context, outs, args))
         except BaseException:
             for out in outs:
+                store.pending_metrics.pop(os.path.normpath(out), None)
                 remove_tree(out)
             raise
         return list(outs)
@@ -256,6 +263,7 @@ def build_wrapper_(
             fn(b)
         except BaseException:
             for out in b.outpaths:
+                b.store.pending_metrics.pop(os.path.normpath(out), None)
                 remove_tree(out)
             raise
         build_markstop(b)
@@ -298,3 +306,29 @@ def build_markstop_noexcept(b: Build) -> None:
     """`build_markstop` that never raises."""
     with contextlib.suppress(Exception):
         build_markstop(b)
+
+
+def build_metric(b: Build, name: str, value: Any, output: int | None = None) -> None:
+    """Record metric `name` = `value` for the build's output (every output, or output #`output`).
+
+    Stored in the catalogue's `metrics` table by the transaction that
+    publishes the realization; not part of its hash. Recording a name again
+    replaces the value. Raises InvalidMetricError for a bad name, a value
+    that is not a finite int or float, or an output index out of range.
+    """
+    build_metrics(b, {check_metric_name(name): check_metric_value(name, value)}, output)
+
+
+def build_metrics(b: Build, metrics: Mapping[str, Any], output: int | None = None) -> None:
+    """Record several metrics at once (see `build_metric`); all are checked before any is kept."""
+    checked = check_metrics(metrics)
+    if output is None:
+        indexes = range(len(b.outpaths))
+    elif isinstance(output, int) and not isinstance(output, bool) and 0 <= output < len(b.outpaths):
+        indexes = range(output, output + 1)
+    else:
+        raise InvalidMetricError(
+            f"build of {b.dref} has {len(b.outpaths)} output(s); output={output!r} is not one of them"
+        )
+    for i in indexes:
+        b.store.pending_metrics.setdefault(os.path.normpath(b.outpaths[i]), {}).update(checked)

@@ -21,7 +21,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.catalogue import NewRealization
@@ -55,6 +55,7 @@ class Incoming:
     file_count: int = 0
     host: str | None = None  # the builder's, when the source says
     pid: int | None = None
+    metrics: dict[str, int | float] = field(default_factory=dict)
 
     @property
     def context_json(self) -> str:
@@ -82,6 +83,7 @@ class Incoming:
             host=self.host,
             pid=self.pid,
             imported=True,
+            metrics=self.metrics,
         )
 
 

@@ -318,6 +318,10 @@ def forget(
             f"DELETE FROM collected_derivations WHERE dref IN ({doomed_d})", params_d
         ).rowcount
         report.builds = conn.execute(f"DELETE FROM builds WHERE id IN ({orphan_builds})").rowcount
+        conn.execute(
+            "DELETE FROM metrics WHERE rref NOT IN (SELECT rref FROM realizations) "
+            "AND rref NOT IN (SELECT rref FROM collected_realizations)"
+        )
         if dry_run:
             conn.execute("ROLLBACK TO forget")
         conn.execute("RELEASE forget")

@@ -386,7 +386,7 @@ def reindex(
     renamed into place, so a reindex killed half way leaves the old catalogue
     (or none) rather than a partial one. The old file is kept beside it as
     ``catalogue.sqlite.old-<time>``. Build records cannot be recovered from
-    the tree; links are kept if the old catalogue is readable. Run it while no
+    the tree; links and metrics are kept if the old catalogue is readable. Run it while no
     other process uses the store: a process that kept a connection open goes
     on writing to the old file.
 
@@ -410,6 +410,7 @@ def reindex(
         new.migrate()
         _reindex_tree(raw, new, report, progress)
         _carry_links(cat_path, new)
+        _carry_metrics(cat_path, new)
         new.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         new.close()
         if os.path.exists(cat_path):
@@ -472,6 +473,23 @@ def _carry_links(old_path: str, new: Catalogue) -> None:
                 conn.execute(
                     "INSERT INTO links (path, dref, rref, created) VALUES (?, ?, ?, ?)",
                     (path, dref, rref, created),
+                )
+
+
+def _carry_metrics(old_path: str, new: Catalogue) -> None:
+    """Copy the metrics of a readable old catalogue (they are not in the tree) for the
+    realizations the new one holds; rows its constraints refuse are dropped."""
+    try:
+        old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True, timeout=1)
+        rows = old.execute("SELECT rref, name, value, recorded FROM metrics").fetchall()
+        old.close()
+    except sqlite3.Error:
+        return
+    with new.write() as conn:
+        for row in rows:
+            with contextlib.suppress(sqlite3.IntegrityError):
+                conn.execute(
+                    "INSERT INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)", row
                 )
 
 

@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
+from lightstore.errors import InvalidMetricError
+from lightstore.metrics import check_metric_name
+from lightstore.query.errors import QueryError
 from lightstore.query.filters import (
     ConfigCondition,
     json_path,
@@ -22,6 +25,7 @@ from lightstore.query.filters import (
     parse_time,
 )
 from lightstore.query.readonly import run_sql
+from lightstore.query.rows import Rows
 from lightstore.store import Store
 
 #: Columns of a history row, before the chosen config fields.
@@ -115,10 +119,34 @@ def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) ->
     return keys
 
 
-def _rows(catalogue: Catalogue, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+def _rows(catalogue: Catalogue, sql: str, params: Sequence[Any]) -> Rows:
     # run_sql turns SQLite's complaints about a user's `where` into QueryError.
     names, rows = run_sql(catalogue, sql, params)
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    return Rows((dict(zip(names, row, strict=True)) for row in rows), names)
+
+
+def metric_keys(metrics: Sequence[str], taken: Iterable[str]) -> list[str]:
+    """The row keys `history` uses for `metrics`: the name, or ``metric.<name>`` when taken."""
+    used = set(taken)
+    keys = []
+    for m in metrics:
+        key = m if m not in used else f"metric.{m}"
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+def _sort_order(sort: str, keys: Sequence[str]) -> str:
+    """ORDER BY terms for `sort` (a row key; ``-key`` for descending), missing values last."""
+    descending = sort.startswith("-")
+    key = sort[1:] if descending else sort
+    if key not in keys:
+        raise QueryError(
+            f"cannot sort by {key!r}: it is not a column of this listing "
+            f"(columns: {', '.join(keys)}); add it with a field (-f) or a metric (-m)"
+        )
+    column = '"' + key.replace('"', '""') + '"'
+    return f"{column} IS NULL, {column}{' DESC' if descending else ''}, stopped, rref"
 
 
 def _time_window_is_smaller(
@@ -157,7 +185,9 @@ def history(
     until: TimeLike = None,
     limit: int | None = None,
     include_collected: bool = False,
-) -> list[dict[str, Any]]:
+    metrics: Sequence[str] = (),
+    sort: str | None = None,
+) -> Rows:
     """One row per realization, in the order they finished (with `limit`, the newest `limit`).
 
     Only what is in the store, unless `include_collected`: then also the
@@ -165,12 +195,17 @@ def history(
     removal time and `collected_reason` why; None for present ones). A
     realization built again after it was collected has both rows.
     Each row has `HISTORY_COLUMNS` plus one key per config field in `fields`
-    (``lr``, ``model.depth``; prefixed ``config.`` if the name is taken).
+    (``lr``, ``model.depth``; prefixed ``config.`` if the name is taken) and
+    one per metric in `metrics` (``loss``; ``metric.loss`` if taken; None
+    where a realization has no such metric). `sort` orders by one of the
+    row's keys instead (``-key``: descending), missing values last; with
+    `limit`, the first `limit` in that order. The result is a list of dicts
+    with `.to_pandas()`.
     Filters: `name` (exact, or a GLOB with ``*?[``), `config` conditions
     (``'lr<1e-3'``), `since`/`until` on when the build finished (Unix
     seconds, or text such as ``'7d'``/``'2024-05-01'``), and `where`, raw SQL
     over the columns of the `history` view. Raises QueryError for malformed
-    filters or SQL.
+    filters or SQL, an invalid metric name, or a `sort` that is not a column.
     """
     catalogue = _catalogue(store)
     keys = field_keys(fields)
@@ -179,6 +214,18 @@ def history(
     for field, key in zip(fields, keys, strict=True):
         select.append(f'json_extract(config, ?) AS "{key}"')
         params.append(json_path(field))
+    mkeys = metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
+    for metric, key in zip(metrics, mkeys, strict=True):
+        try:
+            check_metric_name(metric)
+        except InvalidMetricError as e:
+            raise QueryError(str(e)) from None
+        # One primary-key lookup per row.
+        select.append(
+            "(SELECT m.value FROM metrics AS m WHERE m.rref = history.rref AND m.name = ?) "
+            f'AS "{key}"'
+        )
+        params.append(metric)
     w = _Where()
     t0, t1 = _time(since), _time(until)
     name_column = "name"
@@ -191,7 +238,14 @@ def history(
     source = "history" if include_collected else _PRESENT_HISTORY
     sql = f"SELECT {', '.join(select)} FROM {source}{w.sql()}"
     params += w.params
-    if limit is not None:
+    if sort is not None:
+        sql = (
+            f"SELECT * FROM ({sql}) ORDER BY {_sort_order(sort, [*HISTORY_COLUMNS, *keys, *mkeys])}"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+    elif limit is not None:
         # Newest first, so the time index answers it, then back to oldest first.
         sql += " ORDER BY stopped DESC, rref DESC LIMIT ?"
         params.append(int(limit))
