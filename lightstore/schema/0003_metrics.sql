@@ -17,6 +17,14 @@ CREATE TABLE metrics (
   recorded  REAL NOT NULL,                          -- when it was recorded or last set
   PRIMARY KEY (rref, name)
 ) WITHOUT ROWID;
+-- What the missing foreign key would check: a metric belongs to a realization
+-- that is, or was, in the store.
+CREATE TRIGGER metrics_of_known_realizations BEFORE INSERT ON metrics
+WHEN NOT EXISTS (SELECT 1 FROM realizations WHERE rref = NEW.rref)
+  AND NOT EXISTS (SELECT 1 FROM collected_realizations WHERE rref = NEW.rref)
+BEGIN
+  SELECT RAISE(ABORT, 'metrics: no such realization');
+END;
 -- "Runs with metric X, best first" walks this index.
 CREATE INDEX metrics_by_name ON metrics (name, value);
 
