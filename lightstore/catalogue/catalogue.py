@@ -302,7 +302,8 @@ class Catalogue(Database):
 
     def open_intent(self, kind: str, refs: Sequence[Any]) -> int:
         """Record work on the tree that is about to start; returns its id."""
-        with self.write() as conn:
+        doing = "recording derivations" if kind == "derive" else "recording realizations"
+        with self.write(doing) as conn:
             cur = conn.execute(
                 "INSERT INTO intents (kind, refs, host, pid, created) VALUES (?, ?, ?, ?, ?)",
                 (kind, json.dumps(list(refs)), HOST, os.getpid(), time.time()),
@@ -311,7 +312,7 @@ class Catalogue(Database):
 
     def close_intent(self, intent: int) -> None:
         """Forget an intent whose work is finished or undone."""
-        with self.write() as conn:
+        with self.write("closing finished work on the tree") as conn:
             conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
 
     def host_intents(self) -> list[tuple[int, str, Any, int]]:
@@ -327,7 +328,7 @@ class Catalogue(Database):
         self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
     ) -> int:
         """Record a running build and pin its inputs as temporary roots; return its id."""
-        with self.write() as conn:
+        with self.write(f"recording the start of a build of {dref}") as conn:
             cur = conn.execute(
                 "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
                 "VALUES (?, ?, ?, 'running', ?, ?, ?)",
@@ -349,7 +350,7 @@ class Catalogue(Database):
 
     def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
         """Close a build record as 'failed', 'interrupted' or 'succeeded'."""
-        with self.write() as conn:
+        with self.write(f"recording that build #{build_id} {status}") as conn:
             self._finish_build(conn, build_id, status, error)
 
     def running_builds(self, dref: str, context_hash: str) -> list[dict[str, Any]]:
@@ -365,7 +366,7 @@ class Catalogue(Database):
         pids = list(dead_pids)
         if not pids:
             return 0
-        with self.write() as conn:
+        with self.write("marking the builds of dead processes interrupted") as conn:
             ids = [
                 r[0]
                 for r in conn.execute(

@@ -121,7 +121,7 @@ def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
         )
     if "locked" in low or "busy" in low or code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return LockTimeout(
-            f"timed out after {BUSY_TIMEOUT_S:.0f} s waiting for the catalogue {path} while "
+            f"timed out after {BUSY_TIMEOUT_S:g} s waiting for the catalogue {path} while "
             f"{doing} ({msg}): another process kept it locked; retry when it is done"
         )
     if "readonly" in low or "read-only" in low:

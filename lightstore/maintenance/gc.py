@@ -190,6 +190,7 @@ def _sweep(store: Store, area: str, report: GCReport) -> list[str]:
         conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
         # Joins this transaction; the rows move to the collected_* tables.
         store.catalogue.delete_objects(report.rrefs, report.drefs, reason="gc")
+    store.evict([*report.rrefs, *report.drefs])
     failpoint("gc:committed")
     return moved
 
