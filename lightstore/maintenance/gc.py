@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lightstore.engine.logs import remove_orphan_logs
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.maintenance.roots import roots
@@ -125,6 +126,7 @@ def collect(
         store.recover()  # finish an earlier gc that died, before marking
         report = garbage(store)
         report.dry_run = False
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
@@ -141,6 +143,8 @@ def collect(
             if progress is not None:
                 progress(i + 1, len(moved))
         remove_tree(area)
+        # Build logs go with their build records (deleted with their derivation).
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
     store.catalogue.shrink()
     return report
 
