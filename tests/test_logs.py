@@ -156,3 +156,30 @@ def test_killed_build_shows_interrupted_to_readers(S, store, tmp_path):
     Store.forget_instances()
     Store.open(S.root)  # a writer marks it
     assert store.catalogue.query("SELECT status FROM builds") == [("interrupted",)]
+
+
+def test_a_subprocess_outliving_its_build_writes_into_no_log(S, store):
+    children = []
+
+    def stage(r=None):
+        def real(b):
+            print("before", flush=True)
+            code = "import time; time.sleep(3); print('late', flush=True)"
+            children.append(subprocess.Popen([sys.executable, "-c", code]))
+            with open(os.path.join(build_outpath(b), "x"), "w") as f:
+                f.write("x")
+
+        return mkdrv({"name": "leaky"}, match_only(), build_wrapper(real), r)
+
+    try:
+        started = time.monotonic()
+        rref = realize1(instantiate(stage, S=S))
+        assert time.monotonic() - started < 30
+        # Build logs opened after it must not receive the orphan's output.
+        realize1(instantiate(noisy, 30, S=S))
+    finally:
+        for child in children:
+            child.wait(30)
+    time.sleep(0.2)
+    assert build_log(store, rref)["log"] == "before\n"  # it printed after the drain wait
+    assert "late" not in build_log(store, "noisy@i=30@latest")["log"]

@@ -34,6 +34,7 @@ import io
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
@@ -61,17 +62,24 @@ class _Log:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         self.closed = False
+        # A reader thread may outlive the build (a subprocess still holds the pipe):
+        # never write to the fd number after it was closed and perhaps reused.
+        self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
-        if self.closed or not data:
+        if not data:
             return
-        with suppress(OSError):  # a full disk must not fail the build: the log is a convenience
-            os.write(self.fd, data)
+        with self._lock:
+            if self.closed:
+                return
+            with suppress(OSError):  # a full disk must not fail the build: the log is a convenience
+                os.write(self.fd, data)
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            os.close(self.fd)
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                os.close(self.fd)
 
 
 class _State:
@@ -177,8 +185,13 @@ class _FdCapture:
             self.terminal[fd] = open(  # noqa: SIM115 - closed in stop()
                 saved, "w", encoding=encoding, errors="replace", closefd=False, buffering=1
             )
+            # The reader gets its own copy of the terminal fd and closes it itself: it may
+            # outlive stop() when a subprocess keeps the pipe open.
             t = threading.Thread(
-                target=self._copy, args=(read_end, saved), daemon=True, name=f"lightstore-log-{fd}"
+                target=self._copy,
+                args=(read_end, os.dup(saved)),
+                daemon=True,
+                name=f"lightstore-log-{fd}",
             )
             t.start()
             self.readers.append(t)
@@ -197,6 +210,7 @@ class _FdCapture:
             return
         finally:
             os.close(read_end)
+            os.close(terminal)
 
     def stop(self) -> None:
         for fd in (1, 2):
@@ -204,8 +218,9 @@ class _FdCapture:
             # Restoring the fd closes our write end of the pipe: the reader sees EOF
             # once every other holder (a subprocess still running) lets go.
             os.dup2(self.saved[fd], fd)
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         for t in self.readers:
-            t.join(_DRAIN_TIMEOUT_S)
+            t.join(max(0.0, deadline - time.monotonic()))
         for fd in (1, 2):
             self.terminal[fd].close()
             os.close(self.saved[fd])
