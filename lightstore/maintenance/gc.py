@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lightstore.catalogue.database import translate_error
+from lightstore.engine.logs import remove_orphan_logs
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.maintenance.roots import roots
@@ -157,6 +158,7 @@ def collect(
         store.recover()  # finish an earlier gc that died, before marking
         report = garbage(store, keep_since=keep_since, only=only)
         report.dry_run = False
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
@@ -173,6 +175,8 @@ def collect(
             if progress is not None:
                 progress(i + 1, len(moved))
         remove_tree(area)
+        # Build logs go with their build records (deleted with their derivation).
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
     store.catalogue.shrink()
     return report
 
@@ -327,5 +331,6 @@ def forget(
             conn.execute("ROLLBACK TO forget")
         conn.execute("RELEASE forget")
     if not dry_run:
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
         store.catalogue.shrink()
     return report
