@@ -28,7 +28,7 @@ def pack_command(env: Env, out: str, refs: tuple[str, ...]) -> None:
     \b
     Examples:
       lightstore pack results.tar.gz 3fa2c9d1
-      lightstore pack train-runs.zip train
+      lightstore pack train-runs.zip train@all
     """
     view = env.view()
     rrefs: list[RRef] = []

@@ -60,11 +60,18 @@ def _pins(store: Store, ref: str) -> list[str]:
     )
 
 
-def describe(store: Store, ref: DRef | RRef) -> dict[str, Any]:
-    """A dict describing a recorded DRef or RRef (see `lightstore show --json`).
+def describe(store: Store, ref: DRef | RRef | str) -> dict[str, Any]:
+    """A dict describing one object (see `lightstore show --json`).
 
-    Raises UnknownReferenceError if it is not in the store.
+    `ref` is anything the command line accepts: a full reference, a hash
+    prefix, a pin, a unique name, a selector (``train@latest``). Raises
+    UnknownReferenceError if it designates nothing in the store,
+    AmbiguousReferenceError if several objects, InvalidReferenceError if it
+    is not a reference.
     """
+    from lightstore.query.resolve import resolve
+
+    ref = resolve(store, ref)
     return _describe_rref(store, RRef(ref)) if isrref(ref) else _describe_dref(store, DRef(ref))
 
 

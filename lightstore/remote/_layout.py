@@ -25,16 +25,18 @@ a pull refuse a lying manifest before downloading anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.config import Config, canonical_json
-from lightstore.errors import LightstoreError, RemoteIntegrityError
+from lightstore.errors import InvalidMetricError, LightstoreError, RemoteIntegrityError
 from lightstore.exchange._ingest import checked_config, checked_context
 from lightstore.exchange._tree import walk_tree
 from lightstore.hashing import CONTEXT_FILE, _len_prefixed, _tagged, realization_hash
+from lightstore.metrics import check_metric_name, check_metric_value
 from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
 
 FORMAT = "lightstore-remote"
@@ -101,7 +103,7 @@ class Manifest:
     files: list[FileEntry]
     build_started: float | None = None
     build_stopped: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, int | float] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
@@ -259,15 +261,12 @@ def parse_manifest(data: bytes, rref: RRef, where: str) -> Manifest:
     times = [doc.get("build_started"), doc.get("build_stopped")]
     times = [t if isinstance(t, int | float) and not isinstance(t, bool) else None for t in times]
     raw_metrics = doc.get("metrics") or {}
-    metrics = (
-        {
-            k: float(v)
-            for k, v in raw_metrics.items()
-            if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        if isinstance(raw_metrics, dict)
-        else {}
-    )
+    # Informational: entries that are not valid metrics are dropped, not fatal.
+    metrics: dict[str, int | float] = {}
+    if isinstance(raw_metrics, dict):
+        for k, v in raw_metrics.items():
+            with contextlib.suppress(InvalidMetricError):
+                metrics[check_metric_name(k)] = check_metric_value(k, v)
     return Manifest(rref, dref, config, context, files, times[0], times[1], metrics)
 
 

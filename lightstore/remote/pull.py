@@ -262,7 +262,7 @@ def pull(
             store.record_derivations(list(derivations.items()))
         return []
     incoming = {
-        r: Incoming(r, m.dref, m.context, "", m.build_started, m.build_stopped)
+        r: Incoming(r, m.dref, m.context, "", m.build_started, m.build_stopped, metrics=m.metrics)
         for r, m in manifests.items()
     }
     check_references(store, derivations, incoming, where)

@@ -308,6 +308,7 @@ def _push_one(
         entries,
         record.get("build_started"),
         record.get("build_stopped"),
+        store.metrics(rref),
     )
     remote.write_bytes(manifest_key(rref), manifest.to_bytes(), exclusive=True)
     failpoint("push:manifest")
