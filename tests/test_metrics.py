@@ -133,16 +133,20 @@ def test_numpy_scalars_are_accepted():
         check_metric_value("m", np.array([1.0, 2.0]))
 
 
-@given(
-    st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**63), 2**63 - 1))
-)
-def test_finite_values_round_trip_exactly(tmp_path_factory, value):
-    root = str(tmp_path_factory.mktemp("m"))
-    store = fsinit(mkSS(root))
-    rref = realize1(instantiate(_train(0.5), S=store.settings))
-    store.set_metric(rref, "v", value)
-    got = store.metrics(rref)["v"]
-    assert got == value and type(got) is type(value)
+def test_finite_values_round_trip_exactly(store, S):
+    rref = realize1(instantiate(_train(0.5), S=S))
+
+    @given(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**63), 2**63 - 1)
+        )
+    )
+    def round_trip(value):
+        store.set_metric(rref, "v", value)
+        got = store.metrics(rref)["v"]
+        assert got == value and type(got) is type(value)
+
+    round_trip()
 
 
 @given(st.text(max_size=140))
