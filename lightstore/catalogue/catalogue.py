@@ -361,6 +361,31 @@ class Catalogue(Database):
         )
         return [{"pid": p, "host": h, "since": s} for p, h, s in rows]
 
+    def interrupt_stale_builds(self, dref: str, context_hash: str) -> int:
+        """Close the running builds of `dref` in a context as interrupted (caller holds its build lock).
+
+        Only the build lock's holder builds, so while it is held a 'running'
+        record belongs to a process that died, on any host. Reads once, writes only if there are some.
+        """
+        if not self.running_builds(dref, context_hash):
+            return 0
+        with self.write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM builds WHERE dref = ? AND context_hash = ? AND status = 'running'",
+                    (dref, context_hash),
+                ).fetchall()
+            ]
+            for build_id in ids:
+                self._finish_build(
+                    conn,
+                    build_id,
+                    "interrupted",
+                    "the building process died (its build lock was free)",
+                )
+        return len(ids)
+
     def mark_interrupted(self, dead_pids: Iterable[int]) -> int:
         """Mark running builds of this host whose process is gone as interrupted."""
         pids = list(dead_pids)
