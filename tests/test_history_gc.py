@@ -410,3 +410,21 @@ def test_cli_gc_asks_on_a_terminal(store, monkeypatch):
     assert status == 0, out
     assert "removed 8 realization(s)" in out
     assert allrrefs(store) == []
+
+
+def test_cli_reports_a_damaged_catalogue_without_a_traceback(store):
+    top = realize1(instantiate(pipeline(), S=store))
+    store.catalogue.shrink()  # fold the WAL into the file
+    Store.forget_instances()
+    path = store.catalogue.path
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # keep the header page, damage the rest
+        f.seek(4096)
+        f.write(b"\xff\x13" * ((size - 4096) // 2))
+    for args in (["history"], ["show", top], ["ls", "-r"], ["gc", "--dry-run"]):
+        result = fails(5, store.root, *args)
+        assert "reindex" in result.output and "internal error" not in result.output, (
+            args,
+            result.output,
+        )
+    Store.forget_instances()
