@@ -428,3 +428,20 @@ def test_cli_reports_a_damaged_catalogue_without_a_traceback(store):
             result.output,
         )
     Store.forget_instances()
+
+
+def test_times_given_as_text_are_parsed_never_compared_as_text(store):
+    realize1(instantiate(pipeline(), S=store))
+    # As text, '1d' would sort after every number in SQL and keep nothing.
+    assert store.gc(dry_run=True, keep_since="1d").rrefs == []
+    assert store.gc(keep_since="1d").rrefs == []
+    store.gc()
+    assert store.forget(before="30d").realizations == 0  # collected just now
+    for bad in (object(), True, float("nan"), "next tuesday"):
+        with pytest.raises(QueryError):
+            store.forget(before=bad)
+        with pytest.raises(QueryError):
+            store.gc(dry_run=True, keep_since=bad)
+    with pytest.raises(QueryError):
+        store.forget(name=3)
+    assert len(history(store, include_collected=True)) == 4
