@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -178,8 +179,11 @@ class Catalogue(Database):
 
     def realization_record(self, rref: str) -> dict[str, Any] | None:
         """Everything recorded about one realization, or None."""
-        cur = self.conn.execute("SELECT * FROM realizations WHERE rref = ?", (rref,))
-        row = cur.fetchone()
+        try:
+            cur = self.conn.execute("SELECT * FROM realizations WHERE rref = ?", (rref,))
+            row = cur.fetchone()
+        except sqlite3.Error as e:
+            raise self._translate(e, f"reading the record of {rref}") from e
         if row is None:
             return None
         return dict(zip([c[0] for c in cur.description], row, strict=True))
