@@ -342,7 +342,7 @@ class Store:
             try:
                 with open(os.path.join(self.dref_path(dref), CONFIG_FILE), encoding="utf-8") as f:
                     config = mkconfig(json.loads(f.read()))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 # Died before config.json was in place: drop the empty folder, if any.
                 with contextlib.suppress(OSError):
                     os.rmdir(self.dref_path(dref))

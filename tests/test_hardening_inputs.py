@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
 
+from lightstore import (
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkconfig,
+    mkdrv,
+    realize1,
+    rref2dref,
+)
 from lightstore.cli.context import EXIT_BAD_INPUT
-from lightstore.errors import QueryError
+from lightstore.config import MAX_CONFIG_DEPTH
+from lightstore.errors import ArchiveError, InvalidConfigError, QueryError
+from lightstore.exchange import sunpack
+from lightstore.maintenance import reindex
 from lightstore.query import history, iter_sql, open_view
 from lightstore.store import Store
 from tests.test_cli import build_pipeline, fails, ok
@@ -107,3 +121,57 @@ def test_sql_streams_rows(S):
         {"a": 2},
     ]
     assert json.loads(ok(p.root, "sql", "SELECT 1 AS a WHERE 0", "--json")) == []
+
+
+def _chain(S, n: int):
+    """A pipeline of `n` stages, each depending on the one before."""
+
+    def stages(r):
+        prev = None
+        for i in range(n):
+            config = {"name": f"s{i}"} if prev is None else {"name": f"s{i}", "prev": prev}
+            prev = mkdrv(config, match_only(), build_wrapper(lambda b: None), r)
+        return prev
+
+    return instantiate(stages, S=S)
+
+
+@pytest.mark.slow
+def test_deep_chains_are_walked_without_recursion(S):
+    top = realize1(_chain(S, 1100))
+    first = Store.open(S.root).catalogue.column("SELECT rref FROM history WHERE name = 's0'")[0]
+    tree = ok(S.root, "deps", top, "--tree")
+    assert tree.count("\n") == 1100
+    tree = ok(S.root, "referrers", first, "--tree")
+    assert tree.count("\n") == 1100
+    ok(S.root, "deps", rref2dref(top), "--tree")
+    report = reindex(S.root)
+    assert (report.derivations, report.realizations, report.skipped) == (1100, 1100, [])
+
+
+def test_deeply_nested_configs_are_refused():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InvalidConfigError, match="nested"):
+        mkconfig({"name": "deep", "x": deep})
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(InvalidConfigError, match="nested"):
+        mkconfig({"x": loop})
+    fine: list = []
+    for _ in range(MAX_CONFIG_DEPTH - 2):
+        fine = [fine]
+    mkconfig({"x": fine})
+
+
+def test_deeply_nested_archive_manifest_is_refused(S, tmp_path):
+    path = str(tmp_path / "deep.tar")
+    data = ('{"format": "lightstore-archive", "x": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ArchiveError):
+        sunpack(path, Store.open(S.root))
+    assert fails(EXIT_BAD_INPUT, S.root, "unpack", path)

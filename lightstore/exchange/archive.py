@@ -242,7 +242,7 @@ def _read_manifest(area: str, archive: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ArchiveError(
             f"{archive} has no readable {MANIFEST}; is it an archive made by spack?"
         ) from e

@@ -13,9 +13,9 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
@@ -69,7 +69,7 @@ def _read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -470,6 +470,39 @@ def _carry_links(old_path: str, new: Catalogue) -> None:
                 )
 
 
+_K = TypeVar("_K", bound=str)
+
+
+def _dependencies_first(deps: Mapping[_K, Sequence[_K]]) -> tuple[list[_K], set[_K]]:
+    """The nodes whose dependencies are all present, dependencies first; and the others.
+
+    Iterative (an explicit stack), so a chain of thousands of stages is fine.
+    """
+    done: dict[_K, bool] = {}  # node -> whether it and all its dependencies are present
+    order: list[_K] = []
+    for start in sorted(deps):
+        if start in done:
+            continue
+        stack: list[tuple[_K, int]] = [(start, 0)]
+        active = {start}
+        while stack:
+            node, i = stack.pop()
+            kids = deps[node]
+            if i < len(kids):
+                stack.append((node, i + 1))
+                kid = kids[i]
+                if kid not in done and kid in deps and kid not in active:
+                    active.add(kid)
+                    stack.append((kid, 0))
+                continue
+            active.discard(node)
+            ok = all(done.get(k, False) for k in kids)
+            done[node] = ok
+            if ok:
+                order.append(node)
+    return order, {n for n, ok in done.items() if not ok}
+
+
 def _reindex_tree(
     store: Store, catalogue: Catalogue, report: ReindexReport, progress: Progress | None
 ) -> None:
@@ -497,27 +530,14 @@ def _reindex_tree(
             for r in sorted(os.listdir(dfolder))
             if _hex(r)
         ]
-    ordered: list[NewDerivation] = []
-    seen: set[DRef] = set()
-
-    def visit(d: DRef) -> bool:
-        if d in seen:
-            return True
-        if d not in configs:
-            return False
-        if not all(visit(dep) for dep in config_deps(configs[d])):
-            report.skipped.append(Problem("config", d, "a dependency's config is missing"))
-            return False
-        seen.add(d)
-        ordered.append(
-            NewDerivation(
-                d, configs[d].name, canonical_json(configs[d].val), config_deps(configs[d])
-            )
-        )
-        return True
-
-    for d in sorted(configs):
-        visit(d)
+    order, _ = _dependencies_first({d: config_deps(c) for d, c in configs.items()})
+    seen: set[DRef] = set(order)
+    for d in sorted(set(configs) - seen):
+        report.skipped.append(Problem("config", d, "a dependency's config is missing"))
+    ordered = [
+        NewDerivation(d, configs[d].name, canonical_json(configs[d].val), config_deps(configs[d]))
+        for d in order
+    ]
     catalogue.add_derivations(ordered)
     report.derivations = len(ordered)
     records: dict[str, NewRealization] = {}
@@ -531,22 +551,11 @@ def _reindex_tree(
             )
             continue
         records[rref] = record
-    ordered_r: list[NewRealization] = []
-    placed: set[str] = set()
-
-    def place(r: str) -> bool:
-        if r in placed:
-            return True
-        rec = records.get(r)
-        if rec is None or not all(place(dep) for dep in rec.deps):
-            return False
-        placed.add(r)
-        ordered_r.append(rec)
-        return True
-
-    for r in sorted(records):
-        if not place(r):
-            report.skipped.append(Problem("context", r, "a dependency realization is missing"))
+    order_r, failed_r = _dependencies_first({r: rec.deps for r, rec in records.items()})
+    placed: set[str] = set(order_r)
+    for r in sorted(failed_r):
+        report.skipped.append(Problem("context", r, "a dependency realization is missing"))
+    ordered_r = [records[r] for r in order_r]
     catalogue.add_realizations(ordered_r, None)
     report.realizations = len(ordered_r)
     pins_dir = os.path.join(store.root, PINS_DIR)
