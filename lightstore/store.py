@@ -40,6 +40,7 @@ from lightstore.errors import (
     LightstoreError,
     LockTimeout,
     PromiseError,
+    StoreError,
     StoreNotFoundError,
     StoreReadOnlyError,
     UnknownReferenceError,
@@ -153,6 +154,17 @@ class Store:
                 f"no lightstore store at {self.root}; create one with `lightstore init --root {self.root}` "
                 "or fsinit()"
             )
+        for d in (self.root, self.objects_dir, self.tmp_dir, self.locks_dir):
+            if os.path.exists(d) and not os.path.isdir(d):
+                raise StoreError(
+                    f"{d} is a file where the store needs a folder; "
+                    + (
+                        "choose another root"
+                        if d == self.root
+                        else "the store is damaged: move that file away (lightstore recreates "
+                        "the folder), then run `lightstore verify --repair`"
+                    )
+                )
         try:
             for d in (self.root, self.objects_dir, self.tmp_dir, self.locks_dir):
                 os.makedirs(d, exist_ok=True)
@@ -315,8 +327,10 @@ class Store:
     def _write_config(self, dref: DRef, text: str) -> None:
         folder = self.dref_path(dref)
         target = os.path.join(folder, CONFIG_FILE)
-        if os.path.exists(target):
+        if os.path.isfile(target):
             return
+        if os.path.lexists(target) or (os.path.lexists(folder) and not os.path.isdir(folder)):
+            raise self._damaged(dref)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(self.tmp_dir, f"{HOST_TAG}.{os.getpid()}.{secrets.token_hex(6)}.config")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -331,6 +345,12 @@ class Store:
             # A recovery removed the empty folder meanwhile: make it again.
             os.makedirs(folder, exist_ok=True)
             os.replace(tmp, target)
+
+    def _damaged(self, dref: DRef) -> StoreError:
+        return StoreError(
+            f"the folder of {dref} in {self.objects_dir} is damaged (a file stands where a "
+            "folder belongs, or the reverse); run `lightstore verify --repair`"
+        )
 
     def _rollforward_derivations(self, drefs: list[DRef]) -> None:
         """Record the derivations a dead process wrote but did not commit."""
@@ -500,6 +520,8 @@ class Store:
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.rename(folder, target)
+            except NotADirectoryError:
+                raise self._damaged(record.dref) from None
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise

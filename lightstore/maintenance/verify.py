@@ -19,10 +19,16 @@ from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
-from lightstore.errors import CatalogueCorruptError, CatalogueVersionError, LightstoreError
+from lightstore.errors import (
+    BuildError,
+    CatalogueCorruptError,
+    CatalogueVersionError,
+    LightstoreError,
+)
 from lightstore.files import remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
+    TreeDigest,
     canonical_context,
     config_hash,
     context_hash,
@@ -75,6 +81,16 @@ def _read_json(path: str) -> Any:
 
 def _write_readonly(path: str, text: str) -> None:
     folder = os.path.dirname(path)
+    if os.path.lexists(folder) and (os.path.islink(folder) or not os.path.isdir(folder)):
+        remove_tree(folder)  # a file (or link) where the object's folder belongs
+    os.makedirs(folder, exist_ok=True)
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        mode = os.stat(folder).st_mode
+        os.chmod(folder, mode | 0o200)
+        try:
+            remove_tree(path)  # a folder (or link) where the file belongs
+        finally:
+            os.chmod(folder, mode)
     mode = os.stat(folder).st_mode
     os.chmod(folder, mode | 0o200)
     try:
@@ -161,7 +177,6 @@ def _check_derivations(store: Store, report: VerifyReport, repair: bool) -> None
         if not ok:
             p = Problem("config", dref, f"{path} is missing or differs from the catalogue")
             if repair:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
                 _write_readonly(path, text)
                 p.repaired, p.action = True, "rewrote config.json from the catalogue"
             report.problems.append(p)
@@ -196,13 +211,18 @@ def _check_realizations(
                 p.repaired, p.action = True, f"rewrote {CONTEXT_FILE} from the catalogue"
             report.problems.append(p)
         if check_contents:
-            digest = tree_digest(folder)
-            if realization_hash(ctx_hash, digest.digest) != rref.split(":", 1)[1].split("-", 1)[0]:
-                p = Problem(
-                    "content",
-                    rref,
-                    "the artifacts do not hash to the RRef (edited after publication)",
-                )
+            try:
+                digest: TreeDigest | None = tree_digest(folder)
+                detail = "the artifacts do not hash to the RRef (edited after publication)"
+            except (BuildError, OSError) as e:
+                # A FIFO or an unreadable folder: this realization is damaged, the run goes on.
+                digest, detail = None, f"the artifacts cannot be hashed ({e})"
+            if (
+                digest is None
+                or realization_hash(ctx_hash, digest.digest)
+                != rref.split(":", 1)[1].split("-", 1)[0]
+            ):
+                p = Problem("content", rref, detail)
                 if repair:
                     why = _delete_rows(store, rref)
                     if why is None:
@@ -281,11 +301,15 @@ def _register_all(
         pending_d = left
     valid: list[tuple[NewRealization, Problem]] = []
     for rref, folder, p in new_r:
-        record = (
-            _realization_record(rref, folder)
-            if isrref(rref) and os.path.isdir(folder) and not os.path.islink(folder)
-            else None
-        )
+        try:
+            record = (
+                _realization_record(rref, folder)
+                if isrref(rref) and os.path.isdir(folder) and not os.path.islink(folder)
+                else None
+            )
+        except OSError as e:
+            p.action = f"cannot be read ({e}); kept, fix its permissions and run again"
+            continue
         if record is None:
             remove_tree(folder)
             p.repaired, p.action = True, "removed (not a realization, or damaged)"
@@ -342,7 +366,10 @@ def _realization_record(rref: str, folder: str) -> NewRealization | None:
         return None
     ctx = canonical_context(raw)
     ctx_hash = context_hash(ctx)
-    digest = tree_digest(folder)
+    try:
+        digest = tree_digest(folder)
+    except BuildError:
+        return None  # holds a FIFO, socket or device: never a valid realization
     rhash, _, rest = rref.removeprefix("rref:").partition("-")
     if realization_hash(ctx_hash, digest.digest) != rhash:
         return None
@@ -544,7 +571,11 @@ def _reindex_tree(
     for i, (rref, folder) in enumerate(folders):
         if progress is not None:
             progress(i + 1, len(folders))
-        record = _realization_record(rref, folder)
+        try:
+            record = _realization_record(rref, folder)
+        except OSError as e:
+            report.skipped.append(Problem("content", rref, f"cannot be read ({e})"))
+            continue
         if record is None or record.dref not in seen:
             report.skipped.append(
                 Problem("content", rref, "context.json or content does not match the RRef")
