@@ -44,6 +44,7 @@ from lightstore.errors import (
     StoreNotFoundError,
     StoreReadOnlyError,
     UnknownReferenceError,
+    disk_full,
 )
 from lightstore.failpoints import failpoint
 from lightstore.files import fsync_path, fsync_tree, make_readonly, pid_alive, remove_tree
@@ -298,7 +299,13 @@ class Store:
             # Held shared like a realization, so that verify (which holds it
             # exclusively) never sees a config written but not yet recorded.
             with self.realizing():
-                staged = self._stage_derivations(missing)
+                try:
+                    staged = self._stage_derivations(missing)
+                except OSError as e:
+                    full = disk_full(e, "recording derivations")
+                    if full is None or full is e:
+                        raise
+                    raise full from e
                 if staged is not None:
                     self.catalogue.add_derivations(*staged)
         for dref, config in derivations:
@@ -422,6 +429,23 @@ class Store:
         transaction. Outputs outside the store's temporary area are copied.
         Raises PromiseError (nothing stored) if a promised path is missing.
         """
+        try:
+            return self._publish(dref, context, outputs, promises, build_id, started)
+        except OSError as e:
+            full = disk_full(e, f"publishing {dref}")
+            if full is None or full is e:
+                raise
+            raise full from e
+
+    def _publish(
+        self,
+        dref: DRef,
+        context: Context,
+        outputs: Sequence[str],
+        promises: Sequence[Sequence[str]],
+        build_id: int | None,
+        started: float | None,
+    ) -> list[RRef]:
         dhash, name = undref(dref)
         ctx = canonical_context(context)
         ctx_json = canonical_json(ctx)

@@ -24,6 +24,7 @@ EXPECTED = [
     "Context",
     "DRef",
     "Derivation",
+    "DiskFullError",
     "IntegrityError",
     "InvalidConfigError",
     "InvalidReferenceError",

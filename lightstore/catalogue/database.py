@@ -23,6 +23,7 @@ from lightstore.errors import (
     CatalogueVersionError,
     StoreNotFoundError,
     StoreReadOnlyError,
+    disk_full,
 )
 
 BUSY_TIMEOUT_S = 60.0
@@ -169,6 +170,9 @@ class Database:
 
     def _translate(self, e: sqlite3.Error) -> Exception:
         msg = str(e)
+        full = disk_full(e, f"writing the catalogue {self.path}")
+        if full is not None:
+            return full
         if "file is not a database" in msg or "malformed" in msg:
             return CatalogueCorruptError(
                 f"the catalogue {self.path} is damaged ({msg}); run `lightstore reindex` "
@@ -255,14 +259,21 @@ class Database:
         self._begin_immediate(conn)
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            full = disk_full(e, f"writing the catalogue {self.path}")
+            if full is not None and full is not e:
+                raise full from e
             raise
         try:
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            full = disk_full(e, f"writing the catalogue {self.path}")
+            if full is not None and full is not e:
+                raise full from e
             raise
 
     def _begin_immediate(self, conn: sqlite3.Connection) -> None:

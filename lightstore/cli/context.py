@@ -30,6 +30,7 @@ from lightstore.errors import (
     LightstoreError,
     StoreNotFoundError,
     UnknownReferenceError,
+    disk_full,
 )
 from lightstore.query import QueryError, open_view
 from lightstore.store import Store
@@ -81,6 +82,9 @@ class LightstoreGroup(click.Group):
         except LightstoreError as e:
             raise CliError(str(e), exit_code_for(e)) from e
         except Exception as e:
+            full = disk_full(e, f"running `{ctx.invoked_subcommand}`")
+            if full is not None:
+                raise CliError(str(full), EXIT_REFUSED) from e
             click.echo(traceback.format_exc(), err=True, nl=False)
             raise CliError(
                 f"internal error: {type(e).__name__}: {e}\n"
