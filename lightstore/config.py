@@ -27,6 +27,10 @@ from lightstore.refs import (
 )
 
 DEFAULT_NAME = "unnamed"
+#: The most digits an integer in a config may have (Python refuses to print
+#: more than 4300 by default, and JSON readers lose precision long before).
+MAX_INT_DIGITS = 4000
+MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
 #: The deepest nesting of lists and dicts a config may have (well within Python's recursion limit).
 MAX_CONFIG_DEPTH = 100
 
@@ -68,6 +72,11 @@ class _Scan:
         t = type(value)
         if t is str:
             return self.string(value, path)
+        if t is int and value.bit_length() > MAX_INT_BITS:
+            raise InvalidConfigError(
+                f"{_where(path)}: an integer of more than {MAX_INT_DIGITS} digits is not allowed "
+                "in configs; store it as a string"
+            )
         if value is None or t is bool or t is int:
             return value
         if t is float:

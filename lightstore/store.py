@@ -115,7 +115,11 @@ class Store:
 
     @classmethod
     def open(
-        cls, root: str | StorageSettings, *, create: bool = False, durable: bool = False
+        cls,
+        root: str | os.PathLike[str] | StorageSettings | Store,
+        *,
+        create: bool = False,
+        durable: bool = False,
     ) -> Store:
         """Open the store at `root` (creating it if `create`), migrating its catalogue.
 
@@ -123,8 +127,14 @@ class Store:
         false, StoreReadOnlyError if it cannot be written, CatalogueVersionError
         if its catalogue is newer than this code.
         """
-        if isinstance(root, StorageSettings):
+        if isinstance(root, Store | StorageSettings):
             root = root.root
+        if isinstance(root, os.PathLike):
+            root = os.fspath(root)
+        if not isinstance(root, str) or not root or "\0" in root:
+            raise StoreNotFoundError(
+                f"a store root is a folder path, not {root!r} ({type(root).__name__})"
+            )
         pid = os.getpid()
         # The common case, a root seen before: no realpath (a system call per component).
         store = cls._instances.get((root, pid))

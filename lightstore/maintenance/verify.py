@@ -24,6 +24,8 @@ from lightstore.errors import (
     CatalogueCorruptError,
     CatalogueVersionError,
     LightstoreError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
 )
 from lightstore.files import remove_tree
 from lightstore.hashing import (
@@ -416,8 +418,24 @@ def reindex(
     newer lightstore (its records would be lost), unless `force`.
     """
     path = root.root if isinstance(root, Store) else os.path.abspath(root)
+    if not os.path.isdir(os.path.join(path, "objects")):
+        raise StoreNotFoundError(f"no lightstore store at {path} (no objects/ folder)")
     if not force:
         _check_not_newer(os.path.join(path, CATALOGUE_FILE))
+    if not os.access(path, os.W_OK):
+        raise StoreReadOnlyError(
+            f"reindex needs write access to the store at {path}; run it as the store's owner"
+        )
+    try:
+        return _reindex(path, progress)
+    except PermissionError as e:
+        raise StoreReadOnlyError(
+            f"reindex needs write access to the store at {path} ({e.strerror}: {e.filename}); "
+            "run it as the store's owner"
+        ) from e
+
+
+def _reindex(path: str, progress: Progress | None) -> ReindexReport:
     Store.forget_instances()
     raw = Store(path)
     report = ReindexReport()

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
+from lightstore.query.errors import QueryError
 from lightstore.query.filters import (
     ConfigCondition,
     json_path,
@@ -86,6 +87,13 @@ def _filters(
         where.add(f"{time_column} >= ?", [t0])
     if t1 is not None:
         where.add(f"{time_column} < ?", [t1])
+
+
+def _limit(limit: Any) -> int:
+    """A row limit SQLite can bind: a non-negative int, capped at the largest 64-bit value."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise QueryError(f"limit must be a non-negative integer, not {limit!r}")
+    return min(limit, 2**63 - 1)
 
 
 def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) -> list[str]:
@@ -177,7 +185,7 @@ def history(
     if limit is not None:
         # Newest first, so the time index answers it, then back to oldest first.
         sql += " ORDER BY stopped DESC, rref DESC LIMIT ?"
-        params.append(int(limit))
+        params.append(_limit(limit))
         sql = f"SELECT * FROM ({sql}) ORDER BY stopped, rref"
     else:
         sql += " ORDER BY stopped, rref"
@@ -216,7 +224,7 @@ def derivations(
     params = list(w.params)
     if limit is not None:
         sql += " ORDER BY d.created DESC, d.dref DESC LIMIT ?"
-        params.append(int(limit))
+        params.append(_limit(limit))
     return _rows(_catalogue(store), f"SELECT * FROM ({sql}) ORDER BY created, dref", params)
 
 
