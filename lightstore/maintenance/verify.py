@@ -23,6 +23,7 @@ from lightstore.errors import (
     BuildError,
     CatalogueCorruptError,
     CatalogueVersionError,
+    IntegrityError,
     LightstoreError,
     StoreNotFoundError,
     StoreReadOnlyError,
@@ -111,8 +112,8 @@ def _delete_rows(store: Store, rref: str) -> str | None:
     if users:
         return f"{len(users)} realization(s) depend on it (e.g. {sorted(users)[0]}); rebuild or remove them"
     try:
-        store.catalogue.delete_objects([rref])
-    except sqlite3.IntegrityError:
+        store.catalogue.delete_objects([rref], reason="repair")
+    except IntegrityError:
         return "it is pinned or used by a running build; unpin it first"
     return None
 
@@ -410,7 +411,7 @@ def reindex(
     renamed into place, so a reindex killed half way leaves the old catalogue
     (or none) rather than a partial one. The old file is kept beside it as
     ``catalogue.sqlite.old-<time>``. Build records cannot be recovered from
-    the tree; links are kept if the old catalogue is readable. Run it while no
+    the tree; links and metrics are kept if the old catalogue is readable. Run it while no
     other process uses the store: a process that kept a connection open goes
     on writing to the old file.
 
@@ -450,6 +451,7 @@ def _reindex(path: str, progress: Progress | None) -> ReindexReport:
         new.migrate()
         _reindex_tree(raw, new, report, progress)
         _carry_links(cat_path, new)
+        _carry_metrics(cat_path, new)
         new.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         new.close()
         if os.path.exists(cat_path):
@@ -512,6 +514,23 @@ def _carry_links(old_path: str, new: Catalogue) -> None:
                 conn.execute(
                     "INSERT INTO links (path, dref, rref, created) VALUES (?, ?, ?, ?)",
                     (path, dref, rref, created),
+                )
+
+
+def _carry_metrics(old_path: str, new: Catalogue) -> None:
+    """Copy the metrics of a readable old catalogue (they are not in the tree) for the
+    realizations the new one holds; rows its constraints refuse are dropped."""
+    try:
+        old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True, timeout=1)
+        rows = old.execute("SELECT rref, name, value, recorded FROM metrics").fetchall()
+        old.close()
+    except sqlite3.Error:
+        return
+    with new.write() as conn:
+        for row in rows:
+            with contextlib.suppress(sqlite3.IntegrityError):
+                conn.execute(
+                    "INSERT INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)", row
                 )
 
 

@@ -15,6 +15,9 @@ Example::
 
     for row in history(Store.open(root), name="train", where="duration > 60", fields=["lr"]):
         print(row["rref"], row["lr"], row["duration"])
+
+    # runs of train with their lr and loss, best first, as a DataFrame
+    history(store, "train", fields=["lr"], metrics=["loss"], sort="loss").to_pandas()
 """
 
 from lightstore.query.describe import describe, files
@@ -27,6 +30,7 @@ from lightstore.query.history import (
     disk_usage,
     field_keys,
     history,
+    metric_keys,
     realizations,
     sizes_of,
 )
@@ -38,6 +42,7 @@ from lightstore.query.readonly import (
     run_sql,
 )
 from lightstore.query.resolve import resolve, resolve_all
+from lightstore.query.rows import Rows
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -45,6 +50,7 @@ __all__ = [
     "ConfigCondition",
     "QueryError",
     "ReadOnlyCatalogue",
+    "Rows",
     "catalogue_path",
     "closure",
     "closure_edges",
@@ -57,6 +63,7 @@ __all__ = [
     "history",
     "json_path",
     "label",
+    "metric_keys",
     "neighbours",
     "open_view",
     "parse_condition",
