@@ -54,12 +54,19 @@ def realizeMany(
     dry_run: bool = False,
 ) -> list[RRef]:
     """Realize a one-target closure and return all RRefs chosen for the target."""
+    _one_target(closure, "realizeMany")
     _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    return list(ctx[cl.targets[0]])
+
+
+def _one_target(closure: Any, function: str) -> None:
+    """Refuse a closure of several targets before anything is built."""
+    _, cl = unpack_closure(closure)
     if len(cl.targets) != 1:
         raise LightstoreError(
-            f"realizeMany expects a closure with one target, this one has {len(cl.targets)}; use realize()"
+            f"{function} expects a closure with one target, this one has {len(cl.targets)}; "
+            "use realize() (nothing was built)"
         )
-    return list(ctx[cl.targets[0]])
 
 
 def realize1(
@@ -73,6 +80,7 @@ def realize1(
 
     With `dry_run`, returns None when the target would have to be built.
     """
+    _one_target(closure, "realize1")
     rrefs = realizeMany(closure, force_rebuild, assert_realized, realize_args, dry_run)
     if dry_run and not rrefs:
         return None  # type: ignore[return-value]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
-from lightstore.errors import LightstoreError, UnknownReferenceError
+from lightstore.engine.sources import SOURCE_FIELD, sources_hash
+from lightstore.errors import InvalidConfigError, LightstoreError, UnknownReferenceError
 from lightstore.hashing import config_hash
 from lightstore.refs import Context, DRef, RRef, isdref
 from lightstore.store import StorageSettings, Store
@@ -132,9 +133,31 @@ def current_registry_or_new(r: Registry | None, S: Any = None) -> Registry:
 
 
 def mkdrv(
-    config: Config | dict[str, Any], matcher: Matcher, realizer: Realizer, r: Registry | None = None
+    config: Config | dict[str, Any],
+    matcher: Matcher,
+    realizer: Realizer,
+    r: Registry | None = None,
+    *,
+    sourcedeps: Sequence[Any] = (),
 ) -> DRef:
-    """Register a derivation (config + matcher + realizer) in `r` and return its DRef."""
+    """Register a derivation (config + matcher + realizer) in `r` and return its DRef.
+
+    The realizer's code is not part of the config: editing it reuses old
+    results. `sourcedeps` (functions, classes, modules or source text) hashes
+    their source into the config field ``__source__``, so an edit makes a new
+    derivation. Raises InvalidConfigError (bad config, unreadable source, or
+    a config that already has ``__source__``), UnknownReferenceError,
+    LightstoreError (no registry).
+    """
+    if sourcedeps:
+        val = dict(config.val if isinstance(config, Config) else config)
+        if SOURCE_FIELD in val:
+            raise InvalidConfigError(
+                f"mkdrv: the config already has a {SOURCE_FIELD!r} field; pass sourcedeps or "
+                "set the field yourself, not both"
+            )
+        val[SOURCE_FIELD] = sources_hash(list(sourcedeps))
+        config = val
     if r is None:
         r = current.registry
         if r is None:
