@@ -7,7 +7,24 @@ that a Pylightnix pipeline runs by changing its import to
 ``from lightstore import *``. Errors are documented in `lightstore.errors`.
 """
 
+# Pylightnix's remaining vocabulary, module by module (see tests/data/pylightnix_names.txt).
+from lightstore.compat import bashlike as _bashlike
+from lightstore.compat import build as _build
+from lightstore.compat import core as _core
+from lightstore.compat import deco as _deco
+from lightstore.compat import either as _either
+from lightstore.compat import fetch as _fetch
+from lightstore.compat import lens as _lens
+from lightstore.compat import types as _types
+from lightstore.compat import utils as _utils
 from lightstore.compat.autostage import autostage
+from lightstore.compat.bashlike import *  # noqa: F403
+from lightstore.compat.build import *  # noqa: F403
+from lightstore.compat.core import *  # noqa: F403
+from lightstore.compat.core import match
+from lightstore.compat.deco import *  # noqa: F403
+from lightstore.compat.either import *  # noqa: F403
+from lightstore.compat.fetch import *  # noqa: F403
 from lightstore.compat.housekeeping import (
     catref,
     diff,
@@ -19,6 +36,7 @@ from lightstore.compat.housekeeping import (
     rmref,
     store_gc,
 )
+from lightstore.compat.lens import *  # noqa: F403
 from lightstore.compat.lens import Attrs, Lens, mklens
 from lightstore.compat.queries import (
     alldrefs,
@@ -41,23 +59,31 @@ from lightstore.compat.queries import (
 )
 from lightstore.compat.realize import realize, realize1, realized, realizeMany, redefine
 from lightstore.compat.storage import current_registry, current_storage, fsinit, mkregistry, mkSS
+from lightstore.compat.types import *  # noqa: F403
+from lightstore.compat.utils import *  # noqa: F403
 from lightstore.config import Config, cfgdict, mkconfig
 from lightstore.engine.build import (
     Build,
+    BuildArgs,
     build_cattrs,
     build_config,
     build_context,
     build_deref,
     build_deref_,
+    build_markstart,
+    build_markstop,
+    build_markstop_noexcept,
+    build_metric,
+    build_metrics,
     build_name,
     build_outpath,
     build_outpaths,
     build_path,
     build_paths,
     build_wrapper,
+    build_wrapper_,
 )
 from lightstore.engine.matchers import (
-    match,
     match_all,
     match_exact,
     match_latest,
@@ -67,6 +93,7 @@ from lightstore.engine.matchers import (
 from lightstore.engine.realize import RealizeOptions, realize_closure
 from lightstore.engine.registry import Closure, Derivation, Registry, instantiate, mkdrv
 from lightstore.errors import (
+    AmbiguousReferenceError,
     ArchiveError,
     BuildError,
     CatalogueCorruptError,
@@ -74,6 +101,7 @@ from lightstore.errors import (
     ChecksumError,
     IntegrityError,
     InvalidConfigError,
+    InvalidMetricError,
     InvalidReferenceError,
     LightstoreError,
     LockTimeout,
@@ -84,6 +112,7 @@ from lightstore.errors import (
     StoreNotFoundError,
     StoreReadOnlyError,
     UnknownReferenceError,
+    UsageError,
 )
 from lightstore.exchange import copy_closure, spack, sunpack
 from lightstore.refs import (
@@ -96,7 +125,9 @@ from lightstore.refs import (
     isdref,
     isrefpath,
     isrref,
+    isselfpath,
     mkdref,
+    mkname,
     mkrref,
     rref2dref,
     selfref,
@@ -161,6 +192,8 @@ __all__ = [
     "build_context",
     "build_deref",
     "build_deref_",
+    "build_metric",
+    "build_metrics",
     "build_name",
     # matchers
     "match",
@@ -213,6 +246,7 @@ __all__ = [
     # errors
     "LightstoreError",
     "InvalidConfigError",
+    "InvalidMetricError",
     "InvalidReferenceError",
     "UnknownReferenceError",
     "StoreError",
@@ -228,4 +262,17 @@ __all__ = [
     "ArchiveError",
     "ChecksumError",
     "LockTimeout",
+    "UsageError",
+    "AmbiguousReferenceError",
+    # more of Pylightnix
+    "BuildArgs",
+    "build_wrapper_",
+    "build_markstart",
+    "build_markstop",
+    "build_markstop_noexcept",
+    "isselfpath",
+    "mkname",
 ]
+for _module in (_types, _utils, _core, _build, _lens, _deco, _bashlike, _fetch, _either):
+    __all__ += [n for n in _module.__all__ if n not in __all__]
+del _module

@@ -15,7 +15,16 @@ from functools import cached_property
 from typing import Any
 
 from lightstore.errors import InvalidConfigError
-from lightstore.refs import DRef, Name, isdref, isrref, isselfpath, mkname, selfref
+from lightstore.refs import (
+    DRef,
+    Name,
+    check_relpath,
+    isdref,
+    isrref,
+    isselfpath,
+    mkname,
+    selfref,
+)
 
 DEFAULT_NAME = "unnamed"
 
@@ -66,8 +75,12 @@ class _Scan:
             return value
         if t is list:
             out = [self.value(v, (path, i)) for i, v in enumerate(value)]
-            if out and out[0] == selfref and all(type(p) is str for p in out[1:]):
-                self.promises.append(tuple(out[1:]))
+            if out and all(type(p) is str for p in out[1:]):
+                if out[0] == selfref:
+                    check_relpath(out[1:], f"{_where(path)} (a promised path)")
+                    self.promises.append(tuple(out[1:]))
+                elif isdref(out[0]) and len(out) > 1:
+                    check_relpath(out[1:], f"{_where(path)} (a RefPath)")
             return out
         if t is dict:
             d = {}

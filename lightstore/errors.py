@@ -5,23 +5,39 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
 
     LightstoreError
     ├── InvalidConfigError (ValueError)        a config is not JSON-compatible, or has a bad name
+    │   └── InvalidMetricError                 a metric name or value is invalid (not finite, ...)
     ├── InvalidReferenceError (ValueError)     a string is not a well-formed DRef/RRef/RefPath
-    │   └── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
+    │   ├── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
+    │   └── InvalidSelectorError               a selector (`train@latest`, `train[lr=0.01]`) does not parse
     ├── QueryError (ValueError)                a catalogue query is malformed or would write
     ├── UnknownReferenceError (KeyError)       a well-formed reference the registry/store does not know
     ├── StoreError (OSError)                   the store root or its catalogue cannot be used
     │   ├── StoreNotFoundError                 the root is missing or is not a lightstore store
     │   ├── StoreReadOnlyError                 the root is not writable
     │   ├── CatalogueVersionError              the catalogue was written by a newer lightstore
-    │   └── CatalogueCorruptError              the catalogue file is damaged (see `reindex`)
+    │   ├── CatalogueCorruptError              the catalogue file is damaged (see `verify`, `reindex`)
+    │   └── CatalogueError                     SQLite failed otherwise; the message says what lightstore was doing
     ├── BuildError                             a realizer raised; the original is `.cause`
     │   └── PromiseError                       a realizer did not create a promised path
     ├── MatcherError                           a matcher cannot be satisfied
     ├── NotRealizedError                       `assert_realized` / `realized()` found work to do
     ├── IntegrityError                         an operation would break the store's references
     ├── ArchiveError (ValueError)              an archive is malformed, hostile or does not verify
+    │   └── RemoteIntegrityError               a remote's object is tampered, missing or lies
+    │       └── UntrustedError                 a manifest lacks a valid signature by a trusted key
+    ├── RemoteError (OSError)                  a remote cache cannot be reached, read or written
     ├── ChecksumError (ValueError)             downloaded/local data does not match its sha256
-    └── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
+    ├── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
+    └── UsageError                             an API is called in a way it does not support
+
+Pylightnix checks its input with ``assert``; a Pylightnix program catches
+those failures with ``except AssertionError``. So that it keeps working, the
+errors that stand for such checks also subclass `AssertionError`:
+InvalidConfigError, InvalidReferenceError, UnknownReferenceError,
+MatcherError, NotRealizedError and UsageError (they are raised, not asserted,
+so ``python -O`` changes nothing). `PylightnixException` (lightstore.compat)
+is `LightstoreError`, `PromiseException` is `PromiseError` and Pylightnix's
+`BuildError` is ours, with its attributes (`exception`, `outpaths`, `S`).
 
 Messages say what was wrong and what to do next; details stay available as
 attributes for programs.
@@ -40,11 +56,15 @@ class LightstoreError(Exception):
         return str(self.args[0]) if self.args else self.__class__.__name__
 
 
-class InvalidConfigError(LightstoreError, ValueError):
+class InvalidConfigError(LightstoreError, ValueError, AssertionError):
     """A config is not JSON-compatible, or its `name` is invalid."""
 
 
-class InvalidReferenceError(LightstoreError, ValueError):
+class InvalidMetricError(InvalidConfigError):
+    """A metric's name is malformed or its value is not a finite int or float."""
+
+
+class InvalidReferenceError(LightstoreError, ValueError, AssertionError):
     """A string is not a well-formed reference (DRef, RRef, RefPath or hash)."""
 
 
@@ -56,11 +76,19 @@ class AmbiguousReferenceError(InvalidReferenceError):
         self.candidates = candidates
 
 
+class InvalidSelectorError(InvalidReferenceError):
+    """A selector such as ``train[lr=0.01]@latest`` is malformed; `text` is what was given."""
+
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+
 class QueryError(LightstoreError, ValueError):
     """A query is malformed or refused: bad SQL, a write on the read-only catalogue, a bad filter."""
 
 
-class UnknownReferenceError(LightstoreError, KeyError):
+class UnknownReferenceError(LightstoreError, KeyError, AssertionError):
     """A well-formed reference that the registry or the store does not hold."""
 
     def __init__(self, message: str, ref: str | None = None) -> None:
@@ -93,24 +121,50 @@ class CatalogueCorruptError(StoreError):
     """The catalogue file is damaged; `reindex` rebuilds it from the tree."""
 
 
+class CatalogueError(StoreError):
+    """SQLite failed for a reason that is neither contention nor damage (a full disk, an I/O
+    error, a refused constraint); the message says what lightstore was doing."""
+
+
 class BuildError(LightstoreError):
     """A realizer failed. The store is unchanged except for the failed build record."""
 
-    def __init__(self, message: str, dref: str, cause: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        dref: str,
+        cause: BaseException | None = None,
+        outpaths: list[str] | None = None,
+        S: Any = None,
+    ) -> None:
         super().__init__(message)
         self.dref = dref
         self.cause = cause
+        #: Pylightnix's names: the output folders left behind (removed by now) and the storage.
+        self.outpaths: list[str] = list(outpaths or [])
+        self.S = S
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The realizer's own exception (Pylightnix's name for `cause`)."""
+        return self.cause
 
 
 class PromiseError(BuildError):
     """A realizer returned without creating a path its config promised."""
 
-    def __init__(self, message: str, dref: str, missing: list[Any]) -> None:
+    def __init__(
+        self, message: str, dref: str, missing: list[Any], outpath: str | None = None
+    ) -> None:
         super().__init__(message, dref)
         self.missing = missing
+        #: Pylightnix's form: ``(output folder, [selfref, *path])`` per missing path.
+        self.failed: list[tuple[str, list[str]]] = [
+            (outpath or "", ["__self__", *p]) for p in missing
+        ]
 
 
-class MatcherError(LightstoreError):
+class MatcherError(LightstoreError, AssertionError):
     """A matcher rejected the realizations even after the realizer ran."""
 
     def __init__(self, message: str, dref: str | None = None) -> None:
@@ -118,7 +172,7 @@ class MatcherError(LightstoreError):
         self.dref = dref
 
 
-class NotRealizedError(LightstoreError):
+class NotRealizedError(LightstoreError, AssertionError):
     """Realization was required to be cached but would have to run a realizer."""
 
     def __init__(self, message: str, dref: str | None = None) -> None:
@@ -132,6 +186,23 @@ class IntegrityError(LightstoreError):
 
 class ArchiveError(LightstoreError, ValueError):
     """An archive is malformed, hostile, too large, or does not verify."""
+
+
+class RemoteIntegrityError(ArchiveError):
+    """Something read from a remote cache does not verify: a blob whose bytes do not
+    hash to its name, a missing blob, a manifest that lies about its files, its
+    context or its RRef, or a path escaping its realization. Nothing was added."""
+
+
+class UntrustedError(RemoteIntegrityError):
+    """Trusted keys are configured and a manifest is unsigned or wrongly signed."""
+
+
+class RemoteError(LightstoreError, OSError):
+    """A remote cache cannot be used: bad URL, missing driver, unreachable, refused.
+
+    Messages never carry credentials (URLs are shown without user info and
+    option values are redacted)."""
 
 
 class ChecksumError(LightstoreError, ValueError):
@@ -149,3 +220,8 @@ class LockTimeout(LightstoreError, TimeoutError):
     def __init__(self, message: str, holder: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class UsageError(LightstoreError, AssertionError):
+    """An API was called in a way it does not support (say, recursively, or
+    with the wrong number of targets); the message says what to call instead."""

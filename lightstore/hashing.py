@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import shutil
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,17 @@ def _fd_digest(fd: int, size: int) -> bytes:
     return h.digest()
 
 
+def _private_copy(path: str, fd_mode: int) -> int:
+    """Replace the hard link `path` by a copy of its bytes; return a read descriptor of the copy."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, f".lightstore-copy.{os.getpid()}.{os.path.basename(path)}"[:255])
+    with open(path, "rb") as src, open(tmp, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.chmod(tmp, stat.S_IMODE(fd_mode))
+    os.replace(tmp, path)
+    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+
+
 def _len_prefixed(data: bytes) -> bytes:
     return len(data).to_bytes(8, "little") + data
 
@@ -148,6 +160,13 @@ def tree_digest(root: str, skip_context: bool = True, make_readonly: bool = Fals
                 fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW)
                 try:
                     st = os.fstat(fd)
+                    if make_readonly and st.st_nlink > 1:
+                        # A hard link shares its inode with a file outside the
+                        # output: never chmod it, and never let later edits of
+                        # that file change the store. Publish a private copy.
+                        os.close(fd)
+                        fd = _private_copy(e.path, fd_mode=st.st_mode)
+                        st = os.fstat(fd)
                     kind = b"x" if st.st_mode & stat.S_IXUSR else b"f"
                     h.update(kind + encoded + _fd_digest(fd, st.st_size))
                     if make_readonly and st.st_mode & 0o222:

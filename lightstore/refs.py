@@ -115,6 +115,27 @@ def isselfpath(x: Any) -> bool:
     )
 
 
+def check_relpath(parts: Any, what: str = "path") -> list[str]:
+    """Return the components of a relative path inside an object folder, or raise.
+
+    Components may contain '/', but no piece may be empty (absolute paths,
+    ``a//b``), be ``..``, or hold a NUL: such a path would leave the folder.
+    Raises InvalidConfigError naming `what`.
+    """
+    out = []
+    for p in parts:
+        if not isinstance(p, str):
+            raise InvalidConfigError(f"{what}: component {p!r} is not a string")
+        pieces = p.split("/")
+        if "\0" in p or any(x in ("", "..") for x in pieces):
+            raise InvalidConfigError(
+                f"{what}: component {p!r} would leave the object's folder; paths inside "
+                "an object must be relative, without '..', empty components or NUL"
+            )
+        out.append(p)
+    return out
+
+
 def parse_dref(s: Any) -> DRef:
     """Return `s` as a DRef, or raise InvalidReferenceError saying what is wrong."""
     if not isdref(s):

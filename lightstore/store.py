@@ -108,6 +108,9 @@ class Store:
         # Configs and contexts are immutable for a given reference: cache them.
         self._configs: dict[str, dict[str, Any]] = {}
         self._contexts: dict[str, Context] = {}
+        # Metrics recorded by running builds (`build_metric`), keyed by output
+        # folder; `publish` takes them into its transaction.
+        self.pending_metrics: dict[str, dict[str, int | float]] = {}
 
     # -- opening -----------------------------------------------------------
 
@@ -281,12 +284,14 @@ class Store:
         process's intent forward.
         """
         known = self.catalogue.known_drefs([d for d, _ in derivations])
-        missing = [(d, c) for d, c in derivations if d not in known]
-        if missing:
-            # Held shared like a realization, so that verify (which holds it
-            # exclusively) never sees a config written but not yet recorded.
+        if len(known) < len(set(d for d, _ in derivations)):
+            # Held shared like a realization, so that gc and verify (which hold
+            # it exclusively) neither remove a dependency between the check and
+            # the insert nor see a config written but not yet recorded. The
+            # check is made again, for every derivation, under this hold: one
+            # known outside it may have been collected since.
             with self.realizing():
-                staged = self._stage_derivations(missing)
+                staged = self._stage_derivations(derivations)
                 if staged is not None:
                     self.catalogue.add_derivations(*staged)
         for dref, config in derivations:
@@ -355,6 +360,13 @@ class Store:
                     [NewDerivation(dref, config.name, canonical_json(config.val), deps)]
                 )
 
+    def evict(self, refs: Sequence[str]) -> None:
+        """Drop cached configs/contexts of objects this process removed, so that asking
+        for them again raises UnknownReferenceError as if they were never there."""
+        for ref in refs:
+            self._configs.pop(ref, None)
+            self._contexts.pop(ref, None)
+
     def config(self, dref: DRef) -> dict[str, Any]:
         """The config of a recorded derivation (selfrefs unresolved). Do not mutate it."""
         cached = self._configs.get(dref)
@@ -403,6 +415,8 @@ class Store:
         Raises PromiseError (nothing stored) if a promised path is missing.
         """
         dhash, name = undref(dref)
+        # Taken first, so that a failed publish leaves none behind.
+        metrics = [self.pending_metrics.pop(os.path.normpath(out), {}) for out in outputs]
         ctx = canonical_context(context)
         ctx_json = canonical_json(ctx)
         ctx_hash = context_hash(ctx)
@@ -421,7 +435,7 @@ class Store:
                 staged.append(out)
             stopped = time.time()
             installs: list[tuple[NewRealization, str]] = []
-            for out in staged:
+            for out, out_metrics in zip(staged, metrics, strict=True):
                 failpoint("publish:hashing")
                 digest = tree_digest(out, make_readonly=True)
                 rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
@@ -440,6 +454,7 @@ class Store:
                     digest.files,
                     started,
                     stopped,
+                    metrics=out_metrics,
                 )
                 installs.append((record, out))
             self.install(installs, build_id, readonly_done=True)
@@ -557,6 +572,47 @@ class Store:
         """The DRef a config would have."""
         return mkdref(config_hash(config.val), config.name)
 
+    # -- metrics -------------------------------------------------------------
+
+    def set_metric(self, rref: RRef, name: str, value: int | float) -> None:
+        """Attach (or replace) metric `name` of a recorded realization; not part of any hash.
+
+        Raises InvalidMetricError for a bad name or a value that is not a
+        finite int or float, UnknownReferenceError if `rref` is not recorded.
+        """
+        self.set_metrics(rref, {name: value})
+
+    def set_metrics(self, rref: RRef, metrics: dict[str, int | float]) -> None:
+        """Attach (or replace) several metrics of a realization in one transaction.
+
+        Raises as `set_metric`.
+        """
+        from lightstore.metrics import check_metrics
+        from lightstore.refs import parse_rref
+
+        rref = parse_rref(rref)
+        checked = check_metrics(metrics)
+        if not self.catalogue.set_metrics(rref, checked):
+            raise UnknownReferenceError(f"realization {rref} is not in the store {self.root}", rref)
+
+    def metrics(self, rref: RRef) -> dict[str, int | float]:
+        """The metrics recorded for a realization (empty if none; unknown RRefs give {})."""
+        return self.catalogue.metrics_of([rref]).get(rref, {})
+
+    # -- remote caches (implemented in lightstore.remote) ----------------------
+
+    def push(self, url: str, refs: Sequence[str], **options: Any) -> Any:
+        """Upload the closures of `refs` to the remote cache at `url`; see `lightstore.remote.push`."""
+        from lightstore.remote import push
+
+        return push(self, url, refs, **options)
+
+    def pull(self, url: str, refs: Sequence[str], **options: Any) -> list[RRef]:
+        """Download the closures of `refs` from `url`, verified; see `lightstore.remote.pull`."""
+        from lightstore.remote import pull
+
+        return pull(self, url, refs, **options)
+
     # -- maintenance (implemented in lightstore.maintenance) ----------------
 
     def pin(self, name: str, ref: str) -> None:
@@ -582,14 +638,35 @@ class Store:
         dry_run: bool = False,
         timeout: float | None = DEFAULT_GC_TIMEOUT_S,
         progress: Any = None,
+        keep_since: float | None = None,
     ) -> Any:
-        """Collect garbage: keep the closure of pins, live links and running builds; delete the rest.
+        """Collect garbage: keep the closure of pins, live links and running builds; remove the
+        rest from the tree. Their catalogue records stay, marked collected (see `forget`).
 
-        Returns a GCReport (what went, or would go with `dry_run`, and bytes freed).
+        `keep_since` (Unix time) also keeps what was built since then. Returns a
+        GCReport (what went, or would go with `dry_run`, and bytes freed).
+        Raises LockTimeout if running realizations hold the store past `timeout`.
         """
         from lightstore.maintenance.gc import collect
 
-        return collect(self, dry_run=dry_run, timeout=timeout, progress=progress)
+        return collect(
+            self, dry_run=dry_run, timeout=timeout, progress=progress, keep_since=keep_since
+        )
+
+    def forget(
+        self,
+        *,
+        before: float | None = None,
+        name: str | None = None,
+        everything: bool = False,
+        dry_run: bool = False,
+    ) -> Any:
+        """Delete the records of collected objects (by age, by name, or all); see
+        `lightstore.maintenance.gc.forget`. Returns a ForgetReport; raises QueryError
+        without a filter."""
+        from lightstore.maintenance.gc import forget
+
+        return forget(self, before=before, name=name, everything=everything, dry_run=dry_run)
 
     def verify(
         self, check_contents: bool = False, repair: bool = False, progress: Any = None

@@ -495,7 +495,7 @@ def test_gc_dry_run_then_collect(pipeline, store):
     expected = sum(json.loads(ok(root, "show", r, "--json"))["size"] for r in doomed)
     assert f"({expected} bytes)" in dry.splitlines()[-1]
     assert set(ok(root, "ls", "-r", "-q").split()) >= doomed  # nothing went
-    report = json.loads(ok(root, "gc", "--json"))
+    report = json.loads(ok(root, "gc", "--yes", "--json"))
     assert set(report["rrefs"]) == doomed and report["bytes_freed"] == expected
     assert not report["dry_run"]
     assert set(ok(root, "ls", "-r", "-q").split()) == {
@@ -504,7 +504,7 @@ def test_gc_dry_run_then_collect(pipeline, store):
         pipeline.data,
     }
     assert not os.path.exists(store.rref_path(pipeline.train[0.1]))
-    assert ok(root, "gc", "-q").startswith("removed 0 realization(s)")
+    assert ok(root, "gc", "-y", "-q").startswith("removed 0 realization(s)")
 
 
 # -- verify and reindex ------------------------------------------------------------------------
@@ -709,10 +709,10 @@ def test_exported_names():
     assert sorted(lightstore.query.__all__) == sorted(
         [
             "HISTORY_COLUMNS", "AmbiguousReferenceError", "ConfigCondition", "QueryError",
-            "ReadOnlyCatalogue", "catalogue_path", "closure", "closure_edges", "derivations",
+            "ReadOnlyCatalogue", "Rows", "catalogue_path", "closure", "closure_edges", "derivations",
             "describe", "disk_usage", "dot", "field_keys", "files", "history", "json_path",
-            "label", "neighbours", "open_view", "parse_condition", "parse_time", "realizations",
-            "resolve", "resolve_all", "run_sql", "sizes_of", "tree_lines",
+            "label", "metric_keys", "neighbours", "open_view", "parse_condition", "parse_time", "realizations",
+            "resolve", "resolve_all", "run_sql", "iter_sql", "sizes_of", "tree_lines",
         ]
     )  # fmt: skip
     for name in lightstore.query.__all__:

@@ -142,6 +142,25 @@ def test_custom_matcher_picked_the_lower_value(demo):
     assert demo.find(r"the chosen one: (\w+)") == ["yes"]
 
 
+def test_annealing_records_its_final_value_as_a_metric(demo):
+    (alice_anneal,) = demo.find(r"Alice's anneal: (rref:\S+)")
+    bob = Store.open(demo.bob.root)
+    candidates = drefrrefs(rref2dref(alice_anneal), demo.bob)
+    for rref in candidates:  # Bob's own, and Alice's, which came with her archive
+        metrics = bob.metrics(rref)
+        assert metrics["final_value"] == quickstart.final_value(rref, demo.bob)
+        assert isinstance(metrics["evaluations"], int) and metrics["evaluations"] > 0
+    # Without metrics the matcher falls back to the files, and agrees.
+    with bob.catalogue.write() as conn:
+        conn.execute("DELETE FROM metrics WHERE rref = ?", (alice_anneal,))
+    try:
+        values = {r: quickstart.final_value(r, demo.bob) for r in candidates}
+        best = min(candidates, key=lambda r: (values[r], r))
+        assert quickstart.match_lowest_value(demo.bob, candidates) == [best]
+    finally:
+        bob.set_metric(alice_anneal, "final_value", quickstart.final_value(alice_anneal, demo.bob))
+
+
 def test_module_entry_point(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "lightstore.demo", "--help"],

@@ -6,12 +6,48 @@ Adding or removing an export is a deliberate act: update EXPECTED here too.
 from __future__ import annotations
 
 import builtins
+import pathlib
 
 import pytest
 
 import lightstore
 
-EXPECTED = [
+#: Every public name Pylightnix defines in its own modules, as ``module name``
+#: lines, made by ``tools/pylightnix_names.py`` from stagedml/pylightnix.
+PYLIGHTNIX_NAMES_FILE = pathlib.Path(__file__).parent / "data" / "pylightnix_names.txt"
+PYLIGHTNIX_NAMES = [
+    tuple(line.split())
+    for line in PYLIGHTNIX_NAMES_FILE.read_text(encoding="utf-8").splitlines()
+    if line.strip()
+]
+#: Pylightnix names not provided yet (the list shrinks to nothing).
+NOT_YET: set[str] = set(
+    [
+        "repl_continueBuild",
+        "repl_buildargs",
+        "repl_build",
+        "repl_cancelBuild",
+        "RealizeSeqGen",
+        "realizeSeq",
+        "evaluate",
+        "ReplHelper",
+        "ERR_INVALID_RH",
+        "ERR_INACTIVE_RH",
+        "PYLIGHTNIX_REPL_HELPER",
+        "repl_continue",
+        "repl_continueMany",
+        "repl_continue1",
+        "repl_realize",
+        "repl_result",
+        "repl_rrefs",
+        "repl_rref",
+        "repl_cancel",
+        "repl_continueAll",
+    ]
+)
+
+#: lightstore's own names (its core API, errors, and the SPEC's vocabulary).
+EXPECTED_CORE = [
     "ArchiveError",
     "Attrs",
     "Build",
@@ -26,6 +62,7 @@ EXPECTED = [
     "Derivation",
     "IntegrityError",
     "InvalidConfigError",
+    "InvalidMetricError",
     "InvalidReferenceError",
     "Lens",
     "LightstoreError",
@@ -53,6 +90,8 @@ EXPECTED = [
     "build_context",
     "build_deref",
     "build_deref_",
+    "build_metric",
+    "build_metrics",
     "build_name",
     "build_outpath",
     "build_outpaths",
@@ -121,7 +160,13 @@ EXPECTED = [
     "sunpack",
     "undref",
     "unrref",
+    "UsageError",
+    "AmbiguousReferenceError",
 ]
+
+EXPECTED = sorted(
+    set(EXPECTED_CORE) | {name for _, name in PYLIGHTNIX_NAMES if name not in NOT_YET}
+)
 
 #: SPEC §2, group by group: what `from lightstore import *` must provide.
 SPEC_NAMES = {
@@ -205,9 +250,31 @@ def test_all_is_pinned():
     assert len(set(lightstore.__all__)) == len(lightstore.__all__)
 
 
+def test_pylightnix_names_are_pinned():
+    """The list itself is pinned: 303 names from 16 modules (Reference.md adds one)."""
+    assert len(PYLIGHTNIX_NAMES) == 303
+    assert len({name for _, name in PYLIGHTNIX_NAMES}) == 303
+    modules = {module for module, _ in PYLIGHTNIX_NAMES}
+    assert modules == {
+        "arch", "bashlike", "build", "core", "deco", "either", "garb", "lens", "repl",
+        "types", "tz", "utils", "stages.fetch", "stages.fetch2", "stages.trivial", "reference",
+    }  # fmt: skip
+    assert ("reference", "repl_continueAll") in PYLIGHTNIX_NAMES
+
+
+@pytest.mark.parametrize("module", sorted({m for m, _ in PYLIGHTNIX_NAMES}))
+def test_every_pylightnix_name_imports_from_lightstore(module):
+    names = [n for m, n in PYLIGHTNIX_NAMES if m == module and n not in NOT_YET]
+    namespace: dict[str, object] = {}
+    exec("from lightstore import *", namespace)
+    assert [n for n in names if n not in namespace] == []
+    for name in names:
+        exec(f"from lightstore import {name}", {})
+
+
 def test_every_exported_name_resolves():
     for name in lightstore.__all__:
-        assert getattr(lightstore, name, None) is not None, name
+        assert hasattr(lightstore, name), name
 
 
 def test_exported_functions_and_classes_are_documented():
@@ -239,7 +306,11 @@ def test_star_import_does_not_shadow_builtins_unexpectedly():
 
 
 def test_error_hierarchy():
-    errors = [n for n in lightstore.__all__ if n.endswith("Error") or n == "LockTimeout"]
+    errors = [
+        n
+        for n in lightstore.__all__
+        if n.endswith("Error") or n in ("LockTimeout", "PylightnixException", "PromiseException")
+    ]
     for name in errors:
         assert issubclass(getattr(lightstore, name), lightstore.LightstoreError), name
     assert issubclass(lightstore.InvalidConfigError, ValueError)

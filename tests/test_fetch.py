@@ -315,3 +315,25 @@ def test_no_progress_for_small_downloads(S, www, server, monkeypatch):
     monkeypatch.setattr(sys, "stderr", err)
     realize1(instantiate(lambda r: fetchurl(r, f"{base}/small.bin", sha(b"small")), S=S))
     assert err.getvalue() == ""
+
+
+def test_unpacking_fetches_work_repeatedly_and_leave_no_download(S, www, server, tmp_path):
+    """Each unpacking fetch downloads into its own build area, removed after success or failure."""
+    base, _ = server
+    first = make_tar_gz(tmp_path / "a.tgz", {"one.txt": b"1"})
+    second = make_tar_gz(tmp_path / "b.tgz", {"two.txt": b"2"})
+    (www / "b.tgz").write_bytes(second)
+    with pytest.raises(ChecksumError):
+        realize1(
+            instantiate(
+                lambda r: fetchlocal(r, str(tmp_path / "a.tgz"), "0" * 64, unpack=True), S=S
+            )
+        )
+    assert os.listdir(S.tmpdir) == []
+    a = realize1(
+        instantiate(lambda r: fetchlocal(r, str(tmp_path / "a.tgz"), sha(first), unpack=True), S=S)
+    )
+    b = realize1(instantiate(lambda r: fetchurl(r, f"{base}/b.tgz", sha(second), unpack=True), S=S))
+    assert os.path.isfile(os.path.join(mklens(a, S=S).out_path.syspath, "one.txt"))
+    assert os.path.isfile(os.path.join(mklens(b, S=S).out_path.syspath, "two.txt"))
+    assert os.listdir(S.tmpdir) == []

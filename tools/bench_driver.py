@@ -31,7 +31,16 @@ ROOT = os.path.dirname(HERE)
 RUNNER = os.path.join(HERE, "bench_workloads.py")
 
 GROUPS = {
-    "scaling": ["populate", "disk", "list", "gc", "history", "cached-chain", "new-chain"],
+    "scaling": [
+        "populate",
+        "populate-files",
+        "disk",
+        "list",
+        "gc",
+        "history",
+        "cached-chain",
+        "new-chain",
+    ],
     "deep": ["deep-realize", "deep-cached", "closure"],
     "many": ["many-cached"],
     "hash": ["hash-big", "hash-small"],

@@ -13,6 +13,8 @@ LIBS = ("lightstore", "pylightnix")
 #: Display order of the workloads, and one line on what each measures.
 WORKLOADS = {
     "populate": "realize N independent trivial stages into a fresh store, per realization",
+    "populate-files": "the file operations alone of one trivial realization (folders, files, chmods, "
+    "renames; no catalogue, no locks, no hashing), timed between the populate batches",
     "disk": "disk per trivial realization (tree blocks + catalogue), and inodes",
     "list": "every realization of a store of N (allrrefs)",
     "gc": "what garbage collection would remove, keeping one chain (store_gc)",
@@ -188,6 +190,7 @@ def growth(entries: list[Entry]) -> list[str]:
     lines = []
     for workload, key in [
         ("populate", "size"),
+        ("populate-files", "size"),
         ("list", "size"),
         ("gc", "size"),
         ("history", "size"),
@@ -302,6 +305,23 @@ def _history(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
     return _status(t < 0.050), f"{fmt(t, 's')} at N={s[-1].param['size']}"
 
 
+def _populate_floor(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
+    pop = {e.param["size"]: e for e in _series(entries, "populate", "size")}
+    base = _series(entries, "populate-files", "size")
+    pairs = [
+        (
+            e.param["size"],
+            (pop[e.param["size"]].median("lightstore") or 0) / (e.median("lightstore") or 1),
+        )
+        for e in base
+        if e.param["size"] in pop and pop[e.param["size"]].median("lightstore")
+    ]
+    if not pairs:
+        return "n/a", "not measured"
+    detail = "; ".join(f"N={n}: x{r:.2f}" for n, r in pairs)
+    return _status(max(r for _, r in pairs) <= 1.5), detail + " (populate / file operations)"
+
+
 def _big_speed(entries: list[Entry], plan: dict[str, Any]) -> tuple[str, str]:
     e = _one(entries, "hash-big", "throughput")
     if e is None or e.median("lightstore") is None:
@@ -357,6 +377,7 @@ TARGETS = [
     ),
     Target("cached 20-chain flat in store size (lightstore)", _flat),
     Target("populate ≥ 3x, at every store size", _ratio_at_all("populate", "size", 3)),
+    Target("populate within 1.5x of its file operations, at every store size", _populate_floor),
     Target("new 20-chain ≥ 3x, at every store size", _ratio_at_all("new-chain", "size", 3)),
     Target("cached deepest chain ≥ 100x", _ratio_at_largest("deep-cached", "depth", 100)),
     Target("cached deep chain linear in depth (lightstore)", _linear_depth),

@@ -16,7 +16,9 @@ a record being one metric of one workload at one parameter with its samples.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import json
 import os
 import sqlite3
 import sys
@@ -181,6 +183,62 @@ def many_stage(lib: Lib, k: int) -> Callable[..., Any]:
     return stage
 
 
+class FileOperations:
+    """Exactly the file operations one trivial realization needs, and nothing else.
+
+    No catalogue, no locks, no hashing: create the derivation folder; write its
+    config to a temporary file, make it read-only and rename it into place;
+    make a build folder, write the realizer's one file, make it read-only,
+    write context.json read-only, rename the folder into place and make it
+    read-only. The layout is the store's (objects/<H>-<name>/<R>, tmp/), on
+    the same filesystem, so `populate` can be compared with it side by side.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.objects = os.path.join(root, "objects")
+        self.tmp = os.path.join(root, "tmp")
+        os.makedirs(self.objects, exist_ok=True)
+        os.makedirs(self.tmp, exist_ok=True)
+        self.done = 0
+
+    def names(self, n: int) -> list[tuple[str, str, str, str]]:
+        """Paths for the next `n` realizations (computed before the clock starts)."""
+        out = []
+        for i in range(self.done, self.done + n):
+            h = hashlib.blake2b(f"d{i}".encode(), digest_size=16).hexdigest()
+            r = hashlib.blake2b(f"r{i}".encode(), digest_size=16).hexdigest()
+            dfolder = os.path.join(self.objects, f"{h}-p{i % 10}")
+            text = json.dumps({"i": i, "lr": 0.5, "name": f"p{i % 10}"}, separators=(",", ":"))
+            out.append((dfolder, os.path.join(dfolder, r), os.path.join(self.tmp, f"b{i}"), text))
+        self.done += n
+        return out
+
+    def realize(self, dfolder: str, target: str, area: str, config: str) -> None:
+        os.mkdir(dfolder)
+        staged = area + ".config"
+        write_file(staged, config)
+        os.chmod(staged, 0o444)
+        os.rename(staged, os.path.join(dfolder, "config.json"))
+        os.mkdir(area)
+        out = os.path.join(area, "out.txt")
+        write_file(out, "result\n")
+        os.chmod(out, 0o444)
+        fd = os.open(
+            os.path.join(area, "context.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("{}")
+        os.rename(area, target)
+        os.chmod(target, 0o555)
+
+    def time_per_realization(self, n: int) -> float:
+        batch = self.names(n)
+        t0 = time.perf_counter()
+        for paths in batch:
+            self.realize(*paths)
+        return (time.perf_counter() - t0) / n
+
+
 # -- records ------------------------------------------------------------------
 
 
@@ -232,10 +290,15 @@ def run_scaling(lib: Lib, rec: Recorder, tmp: str, sizes: list[int], reps: int) 
     empty = lib.disk(root)
     done = 0
     kept: tuple[str, str] | None = None
+    # The file-operations floor, timed between populate batches (same moment, same disk).
+    files = (
+        FileOperations(os.path.join(tmp, f"{lib.name}-files")) if lib.name == "lightstore" else None
+    )
     for size in sizes:
         param = {"size": size}
         batch = max(1, (size - done) // 10)
         per_realization: list[float] = []
+        per_files: list[float] = []
         log(f"[{lib.name}] populate to {size}")
         while done < size:
             n = min(batch, size - done)
@@ -244,9 +307,13 @@ def run_scaling(lib: Lib, rec: Recorder, tmp: str, sizes: list[int], reps: int) 
             for stage in stages:
                 lib.realize(stage, S)
             per_realization.append((time.perf_counter() - t0) / n)
+            if files is not None and rec.wanted("populate-files"):
+                per_files.append(files.time_per_realization(min(n, 1000)))
             done += n
         if rec.wanted("populate"):
             rec.add("populate", "time per realization", per_realization, "s", param)
+        if per_files:
+            rec.add("populate-files", "time per realization", per_files, "s", param)
         if rec.wanted("disk") and size == sizes[0]:
             usage = lib.disk(root)
             per = {k: (usage[k] - empty[k]) / size for k in usage}

@@ -11,10 +11,11 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.catalogue.database import Database
+from lightstore.errors import LightstoreError
 from lightstore.refs import DRef, RRef
 
 HOST = socket.gethostname()
@@ -43,6 +44,23 @@ class NewRealization:
     file_count: int
     build_started: float | None
     build_stopped: float | None
+    #: The builder's host and pid: None means this process (a local build).
+    host: str | None = None
+    pid: int | None = None
+    #: True for an import (unpack, copy, pull): this process is recorded as
+    #: the importer, `host`/`pid` stay the builder's (None if unknown).
+    imported: bool = False
+    #: Validated metrics (name -> finite number), recorded by the same transaction.
+    metrics: dict[str, int | float] = field(default_factory=dict)
+
+
+#: Why objects left the store (the `reason` of the collected_* tables).
+COLLECT_REASONS = ("gc", "rmref", "repair")
+
+_REALIZATION_COLUMNS = (
+    "rref, dref, context, context_hash, build_id, build_started, build_stopped, size, "
+    "file_count, host, pid, created, imported, import_host, import_pid"
+)
 
 
 class ByBuildTime(list[RRef]):
@@ -75,12 +93,18 @@ class Catalogue(Database):
         `intent`, if given, is closed by the same transaction.
         """
         now = time.time()
-        with self.write() as conn:
+        with self.write("recording derivations") as conn:
             if intent is not None:
                 conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
+            # A derivation recorded again after it was collected keeps its
+            # first `created` and leaves the collected records.
             conn.executemany(
-                "INSERT OR IGNORE INTO derivations (dref, name, config, created) VALUES (?, ?, ?, ?)",
-                [(d.dref, d.name, d.config_json, now) for d in new],
+                "INSERT OR IGNORE INTO derivations (dref, name, config, created) VALUES (?, ?, ?, "
+                "coalesce((SELECT created FROM collected_derivations WHERE dref = ?), ?))",
+                [(d.dref, d.name, d.config_json, d.dref, now) for d in new],
+            )
+            conn.executemany(
+                "DELETE FROM collected_derivations WHERE dref = ?", [(d.dref,) for d in new]
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO derivation_deps (dref, dep) VALUES (?, ?)",
@@ -165,13 +189,13 @@ class Catalogue(Database):
     ) -> None:
         """Record published realizations and their dependency edges; close the build and the intent."""
         now = time.time()
-        with self.write() as conn:
+        me = os.getpid()
+        with self.write("recording realizations") as conn:
             if intent is not None:
                 conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
             conn.executemany(
-                "INSERT OR IGNORE INTO realizations (rref, dref, context, context_hash, build_id, "
-                "build_started, build_stopped, size, file_count, host, pid, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO realizations ({_REALIZATION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.rref,
@@ -183,9 +207,12 @@ class Catalogue(Database):
                         r.build_stopped,
                         r.size,
                         r.file_count,
-                        HOST,
-                        os.getpid(),
+                        r.host if r.imported else (r.host or HOST),
+                        r.pid if r.imported else (r.pid if r.pid is not None else me),
                         now,
+                        now if r.imported else None,
+                        HOST if r.imported else None,
+                        me if r.imported else None,
                     )
                     for r in new
                 ],
@@ -194,29 +221,89 @@ class Catalogue(Database):
                 "INSERT OR IGNORE INTO realization_deps (rref, dep) VALUES (?, ?)",
                 [(r.rref, dep) for r in new for dep in r.deps],
             )
+            # A realization already recorded keeps the values it had.
+            conn.executemany(
+                "INSERT OR IGNORE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
+                [(r.rref, k, v, now) for r in new for k, v in r.metrics.items()],
+            )
             if build_id is not None:
                 self._finish_build(conn, build_id, "succeeded", None)
 
-    def delete_objects(self, rrefs: Iterable[str] = (), drefs: Iterable[str] = ()) -> None:
-        """Delete realizations and derivations (with their outgoing edges) in one transaction.
-
-        Raises sqlite3.IntegrityError, deleting nothing, if a pin, a running
-        build or an object outside the set still refers to one of them.
-        """
-        doomed_r = [(r,) for r in set(rrefs)]
-        doomed_d = [(d,) for d in set(drefs)]
+    def set_metrics(self, rref: str, metrics: dict[str, int | float]) -> bool:
+        """Set (insert or replace) validated metrics of a realization; False if it is unknown."""
+        now = time.time()
         with self.write() as conn:
+            if (
+                conn.execute("SELECT 1 FROM realizations WHERE rref = ?", (rref,)).fetchone()
+                is None
+            ):
+                return False
+            conn.executemany(
+                "INSERT OR REPLACE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
+                [(rref, k, v, now) for k, v in metrics.items()],
+            )
+        return True
+
+    def metrics_of(self, rrefs: Sequence[str]) -> dict[str, dict[str, int | float]]:
+        """The metrics of each of `rrefs` that has any: rref -> {name: value}."""
+        if not rrefs:
+            return {}
+        found: dict[str, dict[str, int | float]] = {}
+        for rref, name, value in self.query(
+            "SELECT rref, name, value FROM metrics WHERE rref IN (SELECT value FROM json_each(?)) "
+            "ORDER BY rref, name",
+            (_json_list(rrefs),),
+        ):
+            found.setdefault(rref, {})[name] = value
+        return found
+
+    def delete_objects(
+        self, rrefs: Iterable[str] = (), drefs: Iterable[str] = (), reason: str = "gc"
+    ) -> None:
+        """Remove realizations and derivations (with their outgoing edges) in one transaction.
+
+        Their rows move to `collected_realizations` / `collected_derivations`,
+        stamped with the time and `reason` ('gc', 'rmref' or 'repair'), so
+        history outlives them. Raises IntegrityError, removing nothing, if a
+        pin, a running build or an object outside the set still refers to one.
+        """
+        if reason not in COLLECT_REASONS:
+            raise LightstoreError(f"unknown reason {reason!r}; expected one of {COLLECT_REASONS}")
+        doomed_r = sorted(set(rrefs))
+        doomed_d = sorted(set(drefs))
+        now = time.time()
+        with self.write(
+            f"removing {len(doomed_r)} realization(s) and {len(doomed_d)} derivation(s)"
+        ) as conn:
+            if doomed_r:
+                conn.execute(
+                    f"INSERT INTO collected_realizations ({_REALIZATION_COLUMNS}, collected, reason) "
+                    f"SELECT {_REALIZATION_COLUMNS}, ?, ? FROM realizations "
+                    "WHERE rref IN (SELECT value FROM json_each(?))",
+                    (now, reason, _json_list(doomed_r)),
+                )
+            if doomed_d:
+                conn.execute(
+                    "INSERT OR REPLACE INTO collected_derivations "
+                    "(dref, name, config, created, collected, reason) "
+                    "SELECT dref, name, config, created, ?, ? FROM derivations "
+                    "WHERE dref IN (SELECT value FROM json_each(?))",
+                    (now, reason, _json_list(doomed_d)),
+                )
             # Edges out of the doomed rows first: RESTRICT is checked row by row.
-            conn.executemany("DELETE FROM realization_deps WHERE rref = ?", doomed_r)
-            conn.executemany("DELETE FROM realizations WHERE rref = ?", doomed_r)
-            conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", doomed_d)
-            conn.executemany("DELETE FROM derivations WHERE dref = ?", doomed_d)
+            params_r = [(r,) for r in doomed_r]
+            params_d = [(d,) for d in doomed_d]
+            conn.executemany("DELETE FROM realization_deps WHERE rref = ?", params_r)
+            conn.executemany("DELETE FROM realizations WHERE rref = ?", params_r)
+            conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", params_d)
+            conn.executemany("DELETE FROM derivations WHERE dref = ?", params_d)
 
     # -- intents -------------------------------------------------------------
 
     def open_intent(self, kind: str, refs: Sequence[Any]) -> int:
         """Record work on the tree that is about to start; returns its id."""
-        with self.write() as conn:
+        doing = "recording derivations" if kind == "derive" else "recording realizations"
+        with self.write(doing) as conn:
             cur = conn.execute(
                 "INSERT INTO intents (kind, refs, host, pid, created) VALUES (?, ?, ?, ?, ?)",
                 (kind, json.dumps(list(refs)), HOST, os.getpid(), time.time()),
@@ -225,7 +312,7 @@ class Catalogue(Database):
 
     def close_intent(self, intent: int) -> None:
         """Forget an intent whose work is finished or undone."""
-        with self.write() as conn:
+        with self.write("closing finished work on the tree") as conn:
             conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
 
     def host_intents(self) -> list[tuple[int, str, Any, int]]:
@@ -241,7 +328,7 @@ class Catalogue(Database):
         self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
     ) -> int:
         """Record a running build and pin its inputs as temporary roots; return its id."""
-        with self.write() as conn:
+        with self.write(f"recording the start of a build of {dref}") as conn:
             cur = conn.execute(
                 "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
                 "VALUES (?, ?, ?, 'running', ?, ?, ?)",
@@ -263,7 +350,7 @@ class Catalogue(Database):
 
     def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
         """Close a build record as 'failed', 'interrupted' or 'succeeded'."""
-        with self.write() as conn:
+        with self.write(f"recording that build #{build_id} {status}") as conn:
             self._finish_build(conn, build_id, status, error)
 
     def running_builds(self, dref: str, context_hash: str) -> list[dict[str, Any]]:
@@ -304,7 +391,7 @@ class Catalogue(Database):
         pids = list(dead_pids)
         if not pids:
             return 0
-        with self.write() as conn:
+        with self.write("marking the builds of dead processes interrupted") as conn:
             ids = [
                 r[0]
                 for r in conn.execute(

@@ -3,8 +3,8 @@
 Each command parses its options, calls one function of the library
 (`lightstore.query` for questions, `Store` and `lightstore.maintenance` for
 changes, `lightstore.exchange` for archives) and formats the result. Commands
-live in small modules: `inspect` (reading), `maintain` (changing), `sql`,
-`exchange`, `demo`; shared pieces in `context` (store, errors, exit statuses)
+live in small modules: `inspect` (reading), `runs` (diff, cat, log), `maintain` (changing), `sql`,
+`exchange`, `demo`, `ui`; shared pieces in `context` (store, errors, exit statuses)
 and `output` (tables, JSON, CSV, progress bars).
 """
 
@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from lightstore.cli import demo, exchange, inspect, maintain, sql
+from lightstore.cli import demo, exchange, inspect, maintain, remote, runs, sql, ui
 from lightstore.cli.context import EXIT_STATUS_HELP, Env, LightstoreGroup
 
 __all__ = ["cli", "main"]
@@ -47,10 +47,21 @@ def _version() -> str:
 def cli(ctx: click.Context, root: str | None) -> None:
     """lightstore: a content-addressed store of experiment results, with a SQLite catalogue.
 
-    Every command takes --root (before or after the command name). References
-    (REF) may be full DRefs/RRefs, a unique prefix of their hash (as with git),
-    a pin name, or a unique derivation name. Run `lightstore COMMAND --help`
-    for each command's options and examples.
+    Every command takes --root (before or after the command name). Run
+    `lightstore COMMAND --help` for each command's options and examples.
+
+    \b
+    References (REF) are any of:
+      dref:... / rref:...     a full reference
+      3fa2c9d1                a unique prefix of its hash (4+ hex digits, as with git)
+      best-model              a pin name, or a derivation name only one derivation has
+      train@latest            the newest run (realization) of the derivations named train
+      train@all               every run of them (commands taking REF... use them all)
+      train@lr=0.01           the derivations named train whose config has lr = 0.01
+      'train[lr<1e-3,model.depth=4]@latest'   several conditions (quote [ ] < > for the shell)
+    Conditions are FIELD OP VALUE with OP one of = != < <= > >=; FIELD may be
+    dotted (model.depth); VALUE is JSON when it parses (0.01, 4, true, null,
+    "1" for the text 1), else text. Names may be globs: 'eval*@all'.
 
     \b
     Examples:
@@ -63,7 +74,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
     ctx.call_on_close(env.close)
 
 
-for _module in (maintain, inspect, sql, exchange, demo):
+for _module in (maintain, inspect, runs, sql, exchange, remote, demo, ui):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

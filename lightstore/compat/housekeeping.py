@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -80,8 +80,9 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
                 "pass with_referrers=True to remove it too"
             )
     try:
-        cat.delete_objects(rrefs, drefs)
-    except sqlite3.IntegrityError as e:
+        cat.delete_objects(rrefs, drefs, reason="rmref")
+        store.evict([*rrefs, *drefs])
+    except IntegrityError as e:
         raise IntegrityError(
             f"cannot remove {ref}: it is pinned, linked, or used by a running build ({e}); "
             "unpin it or wait for the build"
@@ -98,35 +99,59 @@ def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, n
     if os.path.islink(link):
         os.unlink(link)
     os.symlink(target, link)
-    with store.realizing(), store.catalogue.write() as conn:
-        conn.execute("DELETE FROM links WHERE path = ?", (link,))
-        conn.execute(
-            f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)",
-            (link, ref, time.time()),
-        )
+    try:
+        # The check (the foreign key) and the insert under one hold: gc cannot
+        # remove the target in between.
+        with store.realizing(), store.catalogue.write(f"linking {ref}") as conn:
+            conn.execute("DELETE FROM links WHERE path = ?", (link,))
+            conn.execute(
+                f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)",
+                (link, ref, time.time()),
+            )
+    except IntegrityError:
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+        raise UnknownReferenceError(f"cannot link {ref}: it is not in the store", ref) from None
     return Path(link)
+
+
+def _link_name(name: str, store: Any, dref: DRef, rref: RRef | None) -> str:
+    """`name`, or a Pylightnix format (``%(T)s`` build start time, ``%(N)s`` name) filled in."""
+    if "%(" not in name:
+        return name
+    started = None if rref is None else store.catalogue.build_times([rref]).get(rref)
+    from lightstore.compat.utils import timestring
+
+    try:
+        return name % {"T": timestring(started) if started else "", "N": dref.rsplit("-", 1)[1]}
+    except (KeyError, ValueError, TypeError) as e:
+        raise InvalidReferenceError(f"bad link name format {name!r}: {e}") from e
 
 
 def linkrref(
     rref: RRef, destdir: str | None = None, name: str | None = None, S: Any = None
 ) -> Path:
-    """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists."""
+    """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists.
+
+    `name` may be a Pylightnix `format` such as ``'_rref_%(T)s_%(N)s'``.
+    """
     store = resolve_store(S)
     r = parse_rref(rref)
-    return _link(
-        store, store.rref_path(r), "rref", r, destdir, name or f"result-{r.rsplit('-', 1)[1]}"
-    )
+    link = _link_name(name, store, rref2dref(r), r) if name else f"result-{r.rsplit('-', 1)[1]}"
+    return _link(store, store.rref_path(r), "rref", r, destdir, link)
 
 
 def linkdref(
     dref: DRef, destdir: str | None = None, name: str | None = None, S: Any = None
 ) -> Path:
-    """Make a symlink to a derivation's folder; it is a GC root while it exists."""
+    """Make a symlink to a derivation's folder; it is a GC root while it exists.
+
+    `name` may be a Pylightnix `format` such as ``'_rref_%(N)s'``.
+    """
     store = resolve_store(S)
     d = parse_dref(dref)
-    return _link(
-        store, store.dref_path(d), "dref", d, destdir, name or f"drv-{d.rsplit('-', 1)[1]}"
-    )
+    link = _link_name(name, store, d, None) if name else f"drv-{d.rsplit('-', 1)[1]}"
+    return _link(store, store.dref_path(d), "dref", d, destdir, link)
 
 
 def _folder(ref: Any, store: Any) -> str:

@@ -11,14 +11,30 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightstore.config import resolve_selfrefs
 from lightstore.defaults import resolve_store
 from lightstore.engine.build import Build
 from lightstore.engine.registry import Closure
-from lightstore.errors import InvalidReferenceError, LightstoreError, UnknownReferenceError
-from lightstore.refs import Context, DRef, Path, RefPath, RRef, isdref, isrefpath, isrref, rref2dref
+from lightstore.errors import (
+    InvalidReferenceError,
+    LightstoreError,
+    UnknownReferenceError,
+    UsageError,
+)
+from lightstore.refs import (
+    Context,
+    DRef,
+    Path,
+    RefPath,
+    RRef,
+    check_relpath,
+    isdref,
+    isrefpath,
+    isrref,
+    rref2dref,
+)
 from lightstore.store import Store
 
 
@@ -33,6 +49,14 @@ class _Node:
     deps: Context | None = None
     build: Build | None = None
     index: int = 0
+
+
+def _config(store: Store, dref: DRef) -> dict[str, Any]:
+    """A derivation's config, also right after `mkdrv` (before `instantiate` records it)."""
+    from lightstore.engine.registry import pending_config
+
+    pending = pending_config(store, dref)
+    return pending if pending is not None else store.config(dref)
 
 
 def _resolve_dref(node: _Node, dref: DRef) -> RRef | None:
@@ -71,7 +95,7 @@ def _enter(node: _Node) -> _Node:
         rref = RRef(v)
         dref = rref2dref(rref)
         return _Node(
-            store, resolve_selfrefs(store.config(dref), dref), dref, rref, store.context(rref)
+            store, resolve_selfrefs(_config(store, dref), dref), dref, rref, store.context(rref)
         )
     if isdref(v):
         dref = DRef(v)
@@ -81,7 +105,7 @@ def _enter(node: _Node) -> _Node:
         chosen = _resolve_dref(node, dref)
         if chosen is not None:
             return _enter(replace(node, value=chosen, build=None))
-        return _Node(store, resolve_selfrefs(store.config(dref), dref), dref)
+        return _Node(store, resolve_selfrefs(_config(store, dref), dref), dref)
     raise LightstoreError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
 
 
@@ -101,7 +125,7 @@ def _syspath(node: _Node) -> Path:
     v = node.value
     store = node.store
     if isrefpath(v):
-        dref, rest = DRef(v[0]), [str(p) for p in v[1:]]
+        dref, rest = DRef(v[0]), check_relpath(v[1:], f"RefPath {v!r}")
         if node.build is not None and dref == node.build.dref:
             return node.build.path(v, node.index)
         rref = _resolve_dref(node, dref) or _unique_realization(store, dref)
@@ -124,19 +148,50 @@ class Lens:
 
     _node: _Node
     _path: tuple[str, ...]
+    _start: Any
+    _ctx: LensContext | None
 
-    def __init__(self, node: _Node, path: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        node: _Node,
+        path: tuple[str, ...] = (),
+        start: Any = None,
+        ctx: LensContext | None = None,
+    ) -> None:
         object.__setattr__(self, "_node", node)
         object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_start", node.value if start is None else start)
+        object.__setattr__(self, "_ctx", ctx)
+
+    @property
+    def _steps(self) -> list[str]:
+        return list(self._path)
 
     def __getattr__(self, key: str) -> Lens:
         if key.startswith("__"):
             raise AttributeError(key)
         return self.get(key)
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "val":
+            mutate(self, value, lens_repr(self, "val"))
+            return
+        raise UsageError(f"lens fields cannot be assigned ({key}); use mklens(d).{key}.val = ...")
+
     def get(self, key: str) -> Lens:
         """The lens of field `key`."""
-        return Lens(_step(self._node, key), (*self._path, key))
+        return Lens(_step(self._node, key), (*self._path, key), self._start, self._ctx)
+
+    @property
+    def closure(self) -> Closure:
+        """A closure whose result is the DRef here (from the closure the lens started at)."""
+        v = self._node.value
+        if not isdref(v):
+            raise InvalidReferenceError(f"lens {'.'.join(self._path)} is {v!r}, not a DRef")
+        if self._ctx is None or self._ctx.closure is None:
+            raise UsageError("lens.closure needs a lens made from a Closure (mklens(closure))")
+        c = self._ctx.closure
+        return Closure(DRef(v), [DRef(v)], c.derivations, c.S, c.store)
 
     def __repr__(self) -> str:
         return f"Lens({'.'.join(self._path) or '<start>'} = {self._node.value!r})"
@@ -204,24 +259,164 @@ class Lens:
             return f.read()
 
 
-def mklens(x: Any, b: Build | None = None, S: Any = None, **_: Any) -> Lens:
-    """A lens starting at a DRef, RRef, Build, config dict or Closure.
+class LensContext(NamedTuple):
+    """What a lens resolves references with: storage, a build's output folder,
+    a realization context and the closure it started from."""
+
+    S: Any
+    build_path: Path | None
+    context: Context | None
+    closure: Closure | None
+
+
+def mklens(
+    x: Any,
+    o: Any = None,
+    b: Build | None = None,
+    rref: RRef | None = None,
+    ctx: Context | None = None,
+    closure: Closure | None = None,
+    build_output_idx: int = 0,
+    S: Any = None,
+    r: Any = None,
+) -> Lens:
+    """A lens starting at a DRef, RRef, Build, config dict or Closure (Pylightnix's signature).
 
     `b` gives a build's context (paths of the build's own outputs and of the
-    dependencies it uses); `S` the storage.
+    dependencies it uses; a Build given as `o` counts as `b`), `rref` or `ctx`
+    a realization context for resolving DRefs, `S` the storage and `r` a
+    Registry (a DRef's config is readable right after `mkdrv`).
+    Raises LightstoreError for a start it cannot navigate.
     """
+    if isinstance(o, Build):
+        o, b = None, o
+    if S is None and r is not None:
+        S = r.S
     if isinstance(x, Build):
-        return Lens(_Node(x.store, x.dref, build=x))
+        node = _Node(x.store, x.dref, build=x, index=build_output_idx)
+        return Lens(node, ctx=LensContext(x.S, None, x.context, None))
     if isinstance(x, Closure):
-        return mklens(x.result, b, x.store)
+        lens = mklens(x.result, o, b, rref, ctx, x, build_output_idx, S or x.store, r)
+        return lens
     store = b.store if b is not None and S is None else resolve_store(S)
+    if ctx is None and rref is not None:
+        parsed = RRef(rref)
+        ctx = {**store.context(parsed), rref2dref(parsed): [parsed]}
+    if ctx is None and b is not None:
+        ctx = b.context
     if isinstance(x, dict | str):
-        return Lens(
-            _Node(store, x, build=b, owner=b.dref if b else None, deps=b.context if b else None)
+        node = _Node(
+            store,
+            x,
+            build=b,
+            owner=b.dref if b else None,
+            deps=ctx,
+            index=build_output_idx,
         )
+        return Lens(node, ctx=LensContext(store.settings, o, ctx, closure))
     raise LightstoreError(
         f"mklens cannot start from {type(x).__name__}; give a DRef, RRef, Build, dict or Closure"
     )
+
+
+def _lens_node(v: Any, ctx: LensContext) -> _Node:
+    store = resolve_store(ctx.S)
+    return _Node(store, v, deps=ctx.context)
+
+
+def val2dict(v: Any, ctx: LensContext) -> dict[str, Any] | None:
+    """The dict a lens value stands for (a config, a JSON file, the dict itself), or None."""
+    if isinstance(v, Build):
+        return dict(v.config)
+    if isinstance(v, Closure):
+        if len(v.targets) != 1:
+            raise UsageError("a lens supports closures with one target")
+        return val2dict(v.targets[0], ctx)
+    if isinstance(v, dict):
+        return v
+    if isrefpath(v):
+        import json
+
+        with open(val2path(v, ctx), encoding="utf-8") as f:
+            d = json.load(f)
+        if not isinstance(d, dict):
+            raise InvalidReferenceError(f"the file of {v} holds no JSON dict")
+        return d
+    if isdref(v) or isrref(v):
+        return dict(_enter(_lens_node(v, ctx)).value)
+    return None
+
+
+def val2rref(v: Any, ctx: LensContext) -> RRef:
+    """The RRef a lens value stands for (a DRef is resolved through the context)."""
+    if isinstance(v, Closure):
+        if len(v.targets) != 1:
+            raise UsageError("a lens supports closures with one target")
+        return val2rref(v.targets[0], ctx)
+    if isrref(v):
+        return RRef(v)
+    if isdref(v):
+        if ctx.context is None or v not in ctx.context:
+            raise UnknownReferenceError(
+                f"cannot resolve {v} to an RRef without a context holding it", v
+            )
+        rrefs = ctx.context[DRef(v)]
+        if len(rrefs) != 1:
+            raise InvalidReferenceError(f"{v} has {len(rrefs)} realizations in the context")
+        return rrefs[0]
+    raise InvalidReferenceError(f"a lens expected an RRef, got {v!r}")
+
+
+def val2path(v: Any, ctx: LensContext) -> Path:
+    """The system path a lens value stands for."""
+    if isinstance(v, Closure):
+        if len(v.targets) != 1:
+            raise UsageError("a lens supports closures with one target")
+        return val2path(v.targets[0], ctx)
+    if isinstance(v, Build):
+        if ctx.build_path is not None:
+            return ctx.build_path
+        return v.outpaths[0]
+    if (
+        isrefpath(v)
+        and ctx.build_path is not None
+        and (ctx.context is None or v[0] not in ctx.context)
+    ):
+        return Path(os.path.join(ctx.build_path, *v[1:]))
+    return _syspath(_lens_node(v, ctx))
+
+
+def traverse(l: Lens, hint: str) -> Any:  # noqa: E741
+    """The value a lens points at (`hint` names the lens in error messages)."""
+    return l._node.value
+
+
+def mutate(l: Lens, v: Any, hint: str) -> None:  # noqa: E741
+    """Set the value a lens points at; only lenses started at a plain dict can do that.
+
+    Raises UsageError otherwise, or for a field the dict does not have.
+    """
+    if not l._path:
+        raise UsageError(f"{hint}: no field to set")
+    target = l._start
+    if not isinstance(target, dict):
+        raise UsageError(
+            f"{hint}: only a lens made from a dict can be changed, not from {target!r}"
+        )
+    for step in l._path[:-1]:
+        target = target.get(step) if isinstance(target, dict) else None
+        if not isinstance(target, dict):
+            raise UsageError(f"{hint}: {step!r} is not a dict of the lens's dict")
+    if l._path[-1] not in target:
+        raise UsageError(
+            f"{hint}: field {l._path[-1]!r} does not exist; a lens sets existing fields"
+        )
+    target[l._path[-1]] = v
+
+
+def lens_repr(l: Lens, accessor: str) -> str:  # noqa: E741
+    """How a lens reads in code: ``mklens(x).a.b.<accessor>``."""
+    return f"mklens(x).{'.'.join([*l._path, accessor])}"
 
 
 class Attrs:
@@ -265,7 +460,7 @@ def unroll_value(node: _Node, always_multiref: bool = False) -> Any:
     if isrefpath(v):
         dref = DRef(v[0])
         if node.deps is not None and dref in node.deps and len(node.deps[dref]) != 1:
-            rest = [str(p) for p in v[1:]]
+            rest = check_relpath(v[1:], f"RefPath {v!r}")
             return [Path(os.path.join(node.store.rref_path(r), *rest)) for r in node.deps[dref]]
         return _syspath(node)
     if isinstance(v, list):
@@ -278,3 +473,17 @@ def unroll_value(node: _Node, always_multiref: bool = False) -> Any:
 def build_node(b: Build, index: int = 0) -> _Node:
     """The node of a build's own config, for output `index`."""
     return _Node(b.store, b.config, b.dref, None, b.context, b, index)
+
+
+__all__ = [
+    "Attrs",
+    "Lens",
+    "LensContext",
+    "lens_repr",
+    "mklens",
+    "mutate",
+    "traverse",
+    "val2dict",
+    "val2path",
+    "val2rref",
+]

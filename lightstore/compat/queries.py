@@ -78,15 +78,32 @@ def rrefdeps(rrefs: Iterable[RRef], S: Any = None) -> set[RRef]:
     return resolve_store(S).catalogue.rrefdeps([parse_rref(r) for r in rrefs])
 
 
+def config_of(dref: DRef, S: Any = None) -> dict[str, Any]:
+    """The config of a derivation: from a live registry of this process (so it is
+    readable right after `mkdrv`, before `instantiate` records it), else from the store.
+
+    Raises UnknownReferenceError if neither holds it.
+    """
+    from lightstore.compat.core import tlstorage
+    from lightstore.engine.registry import pending_config
+
+    d = parse_dref(dref)
+    store = resolve_store(tlstorage(S))
+    pending = pending_config(store, d)
+    return pending if pending is not None else store.config(d)
+
+
 def drefcfg_(dref: DRef, S: Any = None) -> Config:
     """The config of a derivation as stored (selfrefs unresolved)."""
-    return mkconfig(copy.deepcopy(resolve_store(S).config(parse_dref(dref))))
+    return mkconfig(copy.deepcopy(config_of(dref, S)))
 
 
 def drefcfg(dref: DRef, S: Any = None) -> dict[str, Any]:
-    """The config of a derivation with ``[selfref, ...]`` resolved to its own DRef."""
+    """The config of a derivation with ``[selfref, ...]`` resolved to its own DRef (an `RConfig`)."""
+    from lightstore.compat.types import RConfig
+
     d = parse_dref(dref)
-    return resolve_selfrefs(resolve_store(S).config(d), d)
+    return RConfig(resolve_selfrefs(config_of(d, S), d))
 
 
 def rrefctx(rref: RRef, S: Any = None) -> Context:

@@ -9,14 +9,25 @@ from typing import Any
 
 from lightstore.defaults import current, default_root
 from lightstore.engine.registry import Registry
-from lightstore.errors import StoreError
+from lightstore.errors import StoreError, UsageError
 from lightstore.files import remove_tree
 from lightstore.store import CATALOGUE_FILE, StorageSettings, Store
 
 
-def mkSS(root: str) -> StorageSettings:
-    """Storage settings for a store rooted at `root` (nothing is created)."""
-    return StorageSettings(os.path.abspath(os.path.expanduser(str(root))))
+def mkSS(root: str, stordir: str | None = None, tmpdir: str | None = None) -> StorageSettings:
+    """Storage settings for a store rooted at `root` (nothing is created).
+
+    A store's objects and build area are always `root`/objects and `root`/tmp;
+    `stordir`/`tmpdir` are accepted when they say the same, else UsageError.
+    """
+    ss = StorageSettings(os.path.abspath(os.path.expanduser(str(root))))
+    for given, fixed, what in ((stordir, ss.storage, "stordir"), (tmpdir, ss.tmpdir, "tmpdir")):
+        if given is not None and os.path.abspath(os.path.expanduser(given)) != fixed:
+            raise UsageError(
+                f"mkSS: {what}={given!r}, but a lightstore store keeps it at {fixed}; "
+                "give only the root"
+            )
+    return ss
 
 
 def _settings(S: Any) -> StorageSettings:
@@ -31,14 +42,22 @@ def _settings(S: Any) -> StorageSettings:
     raise TypeError(f"expected StorageSettings, Store, a path or None, got {type(S).__name__}")
 
 
-def fsinit(S: Any = None, remove_existing: bool = False, use_as_default: bool = False) -> Store:
+def fsinit(
+    S: Any = None,
+    check_not_exist: bool = False,
+    remove_existing: bool = False,
+    use_as_default: bool = False,
+) -> Store:
     """Create the store at `S` (default: the current/default store) and return it.
 
+    `check_not_exist` refuses (StoreError) if a store is already there.
     `remove_existing` first deletes an existing store there; a non-empty folder
     that is not a lightstore store is never deleted (StoreError).
     `use_as_default` makes it this thread's current storage.
     """
     ss = _settings(S)
+    if check_not_exist and os.path.isfile(os.path.join(ss.root, CATALOGUE_FILE)):
+        raise StoreError(f"a store already exists at {ss.root} (check_not_exist=True)")
     if remove_existing and os.path.isdir(ss.root):
         if os.listdir(ss.root) and not os.path.isfile(os.path.join(ss.root, CATALOGUE_FILE)):
             raise StoreError(

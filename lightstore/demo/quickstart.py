@@ -6,7 +6,9 @@ Three stages, written with the Pylightnix vocabulary that lightstore keeps:
   function to ``params.json``. Deterministic, so ``match_only()``.
 - ``anneal`` (`autostage`): runs ``scipy.optimize.dual_annealing`` from
   (2, 2), traces every improvement and the minima its callback reports, and saves
-  ``trace.json`` and ``result.json``. No random seed is fixed, so every run
+  ``trace.json`` and ``result.json``, and records the final value and the
+  number of evaluations as metrics (``final_value``, ``evaluations``) in the
+  catalogue. No random seed is fixed, so every run
   gives a new realization; ``match_latest()`` picks the newest, and the
   source of `objective` is part of the config (``sourcedeps``), so editing
   the function re-runs the stage.
@@ -14,7 +16,8 @@ Three stages, written with the Pylightnix vocabulary that lightstore keeps:
   contour map to ``trace.png`` (matplotlib, Agg canvas).
 
 `main` walks through caching, reuse, two independent stores (Alice and Bob),
-moving results between them with `spack`/`sunpack`, and a custom matcher.
+moving results between them with `spack`/`sunpack`, and a custom matcher
+that is a query over the recorded metrics.
 Run it with ``python -m lightstore.demo --help``.
 """
 
@@ -41,9 +44,11 @@ from lightstore import (
     Registry,
     RRef,
     StorageSettings,
+    Store,
     allrrefs,
     autostage,
     build_cattrs,
+    build_metrics,
     build_path,
     build_wrapper,
     drefrrefs,
@@ -140,12 +145,14 @@ def stage_anneal(
     x0: list[float],
     trace: str,
     result: str,
+    build: Build,
 ) -> None:
     """Minimize `objective` with dual annealing, tracing every improvement of the best value.
 
     `ref_params` is the parameter stage's realization (its ``out`` field is the
     system path of ``params.json``); `trace` and `result` are paths in this
-    stage's output folder. The trace holds every evaluation that improved on
+    stage's output folder; `build` is the running build (to record metrics). The
+    trace holds every evaluation that improved on
     the best value so far, and the minima that dual annealing reported
     through its callback.
     """
@@ -199,6 +206,8 @@ def stage_anneal(
     }
     with open(result, "w", encoding="utf-8") as f:
         json.dump(optimum, f, indent=1)
+    # Into the catalogue with the realization: queryable, and not part of its hash.
+    build_metrics(build, {"final_value": float(found.fun), "evaluations": int(found.nfev)})
 
 
 # -- stage 3: the plot (mkdrv + build_wrapper) ----------------------------------
@@ -288,13 +297,28 @@ def final_value(rref: RRef, S: StorageSettings) -> float:
     return float(json.loads(mklens(rref, S=S).result.contents)["f"])
 
 
+#: The matcher's question, over the catalogue's `metrics` table: the best
+#: candidate, and how many candidates have the metric at all.
+LOWEST_VALUE_SQL = """
+SELECT rref, count(*) OVER () FROM metrics
+WHERE name = 'final_value' AND rref IN (SELECT value FROM json_each(:rrefs))
+ORDER BY value, rref LIMIT 1
+"""
+
+
 def match_lowest_value(S: StorageSettings, rrefs: list[RRef]) -> list[RRef] | None:
     """A custom matcher: of the annealing results in this context, the one with the lowest value.
 
-    (The same as ``match_some(1, key=lambda S, r: -final_value(r, S))``.)
+    One SQL query over the metrics the annealing stage recorded. If some
+    candidate has no metric (built before metrics existed), every candidate
+    is compared by its ``result.json`` instead, as
+    ``match_some(1, key=lambda S, r: -final_value(r, S))`` would.
     """
     if not rrefs:
         return None
+    rows = Store.open(S).catalogue.query(LOWEST_VALUE_SQL, {"rrefs": json.dumps(rrefs)})
+    if rows and rows[0][1] == len(set(rrefs)):
+        return [RRef(rows[0][0])]
     return [min(rrefs, key=lambda rref: (final_value(rref, S), rref))]
 
 
@@ -454,6 +478,8 @@ def walk_through(maxiter: int, root: str | None, workdir: str | None) -> None:
     for rref in sorted(held):
         owner = "Alice" if rref == alice.rrefs["anneal"] else "Bob"
         _say(f"  candidate {rref}  ({owner}'s)  final value {final_value(rref, S_bob)!r}")
+    _say("  the matcher is one query over the metrics the annealing stage recorded:")
+    _say("    " + " ".join(LOWEST_VALUE_SQL.split()))
     best_anneal = redefine(stage_anneal, new_matcher=match_lowest_value)
     chosen = run_pipeline(S_bob, maxiter, anneal=best_anneal)
     winner = chosen.rrefs["anneal"]

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightstore.config import resolve_selfrefs
 from lightstore.defaults import resolve_store
 from lightstore.engine.registry import Realizer
-from lightstore.errors import InvalidConfigError, InvalidReferenceError, UnknownReferenceError
+from lightstore.errors import (
+    InvalidConfigError,
+    InvalidMetricError,
+    InvalidReferenceError,
+    UnknownReferenceError,
+)
 from lightstore.files import remove_tree
-from lightstore.refs import Context, DRef, Path, RefPath, RRef, isrefpath
+from lightstore.metrics import check_metric_name, check_metric_value, check_metrics
+from lightstore.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
 from lightstore.store import StorageSettings, Store
 
 
@@ -25,30 +32,68 @@ class Outputs(list[Path]):
         return list(self)
 
 
+class BuildArgs(NamedTuple):
+    """What a `Build` is made from (Pylightnix's constructor argument)."""
+
+    S: Any
+    dref: DRef
+    context: Context
+    starttime: str | None
+    stoptime: str | None
+    iarg: dict[str, Any]
+    rarg: Any
+
+
 class Build:
-    """What a realizer needs: its derivation, context, resolved config and output folders."""
+    """What a realizer needs: its derivation, context, resolved config and output folders.
+
+    Made by `build_wrapper` as ``Build(store, dref, context, outpaths, args)``,
+    or, as in Pylightnix, from a `BuildArgs` (then without output folders until
+    `build_markstart`); subclasses keep the one-argument constructor.
+    """
 
     def __init__(
         self,
-        store: Store,
-        dref: DRef,
-        context: Context,
-        outpaths: Sequence[str],
+        store: Store | BuildArgs,
+        dref: DRef | None = None,
+        context: Context | None = None,
+        outpaths: Sequence[str] = (),
         args: Any = None,
     ) -> None:
+        starttime: str | None = "AUTO"
+        stoptime: str | None = "AUTO"
+        if isinstance(store, BuildArgs):
+            ba = store
+            store, dref, context, args = resolve_store(ba.S), ba.dref, ba.context, ba.rarg
+            starttime, stoptime = ba.starttime, ba.stoptime
+        if dref is None or context is None:
+            raise TypeError("Build(store, dref, context, outpaths) or Build(BuildArgs)")
         self.store = store
         self.S: StorageSettings = store.settings
         self.dref = dref
         self.context = context
-        self.config: dict[str, Any] = resolve_selfrefs(store.config(dref), dref)
+        self.config: dict[str, Any] = _rconfig(resolve_selfrefs(_config_of(store, dref), dref))
         self.outpaths = Outputs(Path(p) for p in outpaths)
         self.args = args
         self.started = time.time()
+        self.stopped: float | None = None
+        #: Pylightnix's fields: instantiate/realize arguments, time settings, cattrs cache.
+        self.iarg: dict[str, Any] = {}
+        self.starttime = starttime
+        self.stoptime = stoptime
+        self.cattrs_cache: Any = None
 
     @property
-    def cattrs(self) -> SimpleNamespace:
-        """The resolved config as attributes."""
-        return SimpleNamespace(**self.config)
+    def rarg(self) -> Any:
+        """The realize argument (`realize_args[dref]`), Pylightnix's name for `args`."""
+        return self.args
+
+    @property
+    def cattrs(self) -> Any:
+        """The resolved config as attributes; one object per build, so a realizer may keep state on it."""
+        if self.cattrs_cache is None:
+            self.cattrs_cache = SimpleNamespace(**self.config)
+        return self.cattrs_cache
 
     def deref(self, dref: DRef) -> list[RRef]:
         """The realizations of dependency `dref` that this build uses."""
@@ -65,7 +110,7 @@ class Build:
             raise InvalidReferenceError(
                 f"not a RefPath: {refpath!r}; expected [DRef, 'dir', 'file']"
             )
-        head, rest = refpath[0], [str(p) for p in refpath[1:]]
+        head, rest = refpath[0], check_relpath(refpath[1:], f"RefPath {refpath!r}")
         if head == self.dref:
             return Path(os.path.join(self.outpaths[index], *rest))
         rrefs = self.deref(DRef(head))
@@ -79,7 +124,7 @@ class Build:
     def paths(self, refpath: RefPath) -> list[Path]:
         """Every system path a RefPath resolves to (one per realization used)."""
         if isrefpath(refpath) and refpath[0] != self.dref:
-            rest = [str(p) for p in refpath[1:]]
+            rest = check_relpath(refpath[1:], f"RefPath {refpath!r}")
             return [
                 Path(os.path.join(self.store.rref_path(r), *rest))
                 for r in self.deref(DRef(refpath[0]))
@@ -87,8 +132,33 @@ class Build:
         return [self.path(refpath, i) for i in range(len(self.outpaths))]
 
 
-def build_wrapper(fn: Callable[[Build], Any], nouts: int = 1) -> Realizer:
-    """Turn a function of a `Build` into a realizer producing `nouts` output folders."""
+def _config_of(store: Store, dref: DRef) -> dict[str, Any]:
+    # A derivation registered but not yet recorded (a REPL build right after mkdrv).
+    from lightstore.engine.registry import pending_config
+
+    pending = pending_config(store, dref)
+    return pending if pending is not None else store.config(dref)
+
+
+def _rconfig(d: dict[str, Any]) -> dict[str, Any]:
+    from lightstore.compat.types import RConfig
+
+    return RConfig(d)
+
+
+def build_wrapper(
+    fn: Callable[[Build], Any],
+    nouts: int | None = 1,
+    starttime: str | None = "AUTO",
+    stoptime: str | None = "AUTO",
+) -> Realizer:
+    """Turn a function of a `Build` into a realizer producing `nouts` output folders.
+
+    `starttime`/`stoptime` are accepted for Pylightnix code; build times come
+    from the catalogue's build records. Raises InvalidConfigError for a bad `nouts`.
+    """
+    if nouts is None:
+        return build_wrapper_(fn, Build, None, starttime, stoptime)
     if not isinstance(nouts, int) or isinstance(nouts, bool) or nouts < 1:
         raise InvalidConfigError(f"build_wrapper: nouts must be a positive integer, got {nouts!r}")
 
@@ -102,6 +172,7 @@ def build_wrapper(fn: Callable[[Build], Any], nouts: int = 1) -> Realizer:
             fn(Build(store, dref, context, outs, args))
         except BaseException:
             for out in outs:
+                store.pending_metrics.pop(os.path.normpath(out), None)
                 remove_tree(out)
             raise
         return list(outs)
@@ -167,3 +238,97 @@ def build_deref_(b: Build, dref: DRef) -> list[RRef]:
 def build_name(b: Build) -> str:
     """The name of the derivation being built."""
     return str(b.config.get("name", "unnamed"))
+
+
+def build_wrapper_(
+    fn: Callable[[Any], Any],
+    ctr: Callable[[BuildArgs], Build],
+    nouts: int | None = 1,
+    starttime: str | None = "AUTO",
+    stoptime: str | None = "AUTO",
+) -> Realizer:
+    """Like `build_wrapper`, but the Build is made by ``ctr(BuildArgs)`` (a subclass of Build).
+
+    With ``nouts=None`` the function makes its output folders itself with
+    `build_markstart`. Raises InvalidConfigError for a bad `nouts`.
+    """
+    if nouts is not None and (not isinstance(nouts, int) or isinstance(nouts, bool) or nouts < 1):
+        raise InvalidConfigError(f"build_wrapper_: nouts must be a positive integer, got {nouts!r}")
+
+    def realizer(S: Any, dref: DRef, context: Context, args: Any) -> list[str]:
+        b = ctr(BuildArgs(resolve_store(S), dref, context, starttime, stoptime, {}, args))
+        try:
+            if nouts is not None:
+                build_markstart(b, nouts)
+            fn(b)
+        except BaseException:
+            for out in b.outpaths:
+                b.store.pending_metrics.pop(os.path.normpath(out), None)
+                remove_tree(out)
+            raise
+        build_markstop(b)
+        if not b.outpaths:
+            raise InvalidConfigError(
+                f"the realizer of {dref} made no output folder; call build_markstart(b, n)"
+            )
+        return list(b.outpaths)
+
+    realizer.__name__ = getattr(fn, "__name__", "realizer")
+    return realizer
+
+
+def build_markstart(b: Build, nouts: int) -> list[Path]:
+    """Create the `nouts` output folders of a build that has none yet, and note its start time.
+
+    Raises InvalidConfigError for a bad `nouts` and UsageError if the build
+    already has output folders.
+    """
+    from lightstore.errors import UsageError
+
+    if not isinstance(nouts, int) or isinstance(nouts, bool) or nouts < 1:
+        raise InvalidConfigError(
+            f"build_markstart: nouts must be a positive integer, got {nouts!r}"
+        )
+    if b.outpaths:
+        raise UsageError(f"the build of {b.dref} already has output folders: {list(b.outpaths)}")
+    label = b.dref.removeprefix("dref:")[:12]
+    b.outpaths = Outputs(b.store.new_build_area(label) for _ in range(nouts))
+    b.started = time.time()
+    return list(b.outpaths)
+
+
+def build_markstop(b: Build) -> None:
+    """Note the stop time of a build (recorded in the catalogue when it is published)."""
+    b.stopped = time.time()
+
+
+def build_markstop_noexcept(b: Build) -> None:
+    """`build_markstop` that never raises."""
+    with contextlib.suppress(Exception):
+        build_markstop(b)
+
+
+def build_metric(b: Build, name: str, value: Any, output: int | None = None) -> None:
+    """Record metric `name` = `value` for the build's output (every output, or output #`output`).
+
+    Stored in the catalogue's `metrics` table by the transaction that
+    publishes the realization; not part of its hash. Recording a name again
+    replaces the value. Raises InvalidMetricError for a bad name, a value
+    that is not a finite int or float, or an output index out of range.
+    """
+    build_metrics(b, {check_metric_name(name): check_metric_value(name, value)}, output)
+
+
+def build_metrics(b: Build, metrics: Mapping[str, Any], output: int | None = None) -> None:
+    """Record several metrics at once (see `build_metric`); all are checked before any is kept."""
+    checked = check_metrics(metrics)
+    if output is None:
+        indexes = range(len(b.outpaths))
+    elif isinstance(output, int) and not isinstance(output, bool) and 0 <= output < len(b.outpaths):
+        indexes = range(output, output + 1)
+    else:
+        raise InvalidMetricError(
+            f"build of {b.dref} has {len(b.outpaths)} output(s); output={output!r} is not one of them"
+        )
+    for i in indexes:
+        b.store.pending_metrics.setdefault(os.path.normpath(b.outpaths[i]), {}).update(checked)

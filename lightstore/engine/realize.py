@@ -39,6 +39,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from lightstore.config import canonical_json
+from lightstore.engine.logs import capture_output
 from lightstore.engine.plan import (
     BuildsFailed,
     BuildTask,
@@ -97,9 +98,10 @@ def _build(
     outputs: list[str] = []
     try:
         started = time.time()
-        outputs = list(
-            drv.realizer(store.settings, drv.dref, context, options.realize_args.get(drv.dref))
-        )
+        with capture_output(store.root, build_id):  # stdout/stderr -> logs/<build id>.log
+            outputs = list(
+                drv.realizer(store.settings, drv.dref, context, options.realize_args.get(drv.dref))
+            )
         if not outputs:
             raise BuildError(f"the realizer of {drv.dref} returned no output folder", drv.dref)
         return store.publish(drv.dref, context, outputs, drv.promises, build_id, started)

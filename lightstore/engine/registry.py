@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
 from lightstore.engine.sources import SOURCE_FIELD, sources_hash
-from lightstore.errors import InvalidConfigError, LightstoreError, UnknownReferenceError
+from lightstore.errors import InvalidConfigError, UnknownReferenceError, UsageError
 from lightstore.hashing import config_hash
 from lightstore.refs import Context, DRef, RRef, isdref
 from lightstore.store import StorageSettings, Store
+
+_REF = TypeVar("_REF")
+
+
+class Output(Generic[_REF]):
+    """An ordered collection of output folders (`Path`) or realizations (`RRef`) in `val`
+    (Pylightnix's type for matchers and realizers that use it)."""
+
+    def __init__(self, val: Iterable[_REF]) -> None:
+        self.val: list[_REF] = list(val)
+
+    def __repr__(self) -> str:
+        return f"Output({self.val!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Output) and self.val == other.val
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 #: ``(S, rrefs) -> None | [rref, ...]``: which realizations to use, or None to build.
 Matcher = Callable[[StorageSettings, list[RRef]], list[RRef] | None]
@@ -33,6 +54,9 @@ class Derivation:
     #: Set by `realized()`: building this derivation is an error.
     must_be_realized: bool = False
 
+    def __repr__(self) -> str:
+        return f"<Derivation {self.dref}>"
+
 
 class Registry:
     """Collects the derivations that stage functions declare, in declaration order.
@@ -46,6 +70,13 @@ class Registry:
         self.S: StorageSettings = self.store.settings
         self.derivations: dict[DRef, Derivation] = {}
         self.in_instantiate = False
+        with _live_lock:
+            _live_registries.add(self)
+
+    @property
+    def builders(self) -> dict[DRef, Derivation]:
+        """The registered derivations by DRef (Pylightnix's name for `derivations`)."""
+        return self.derivations
 
     def __contains__(self, dref: object) -> bool:
         return dref in self.derivations
@@ -103,6 +134,39 @@ class Closure:
     S: StorageSettings
     store: Store = field(repr=False)
 
+    def __repr__(self) -> str:
+        # Short: a sweep's closure holds hundreds of configs and functions.
+        counts: dict[str, int] = {}
+        for drv in self.derivations:
+            name = drv.dref.rsplit("-", 1)[1]
+            counts[name] = counts.get(name, 0) + 1
+        names = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+        if len(names) > 120:
+            names = names[:117] + "..."
+        targets = self.targets[0] if len(self.targets) == 1 else f"{len(self.targets)} targets"
+        return (
+            f"<Closure of {targets}: {len(self.derivations)} derivation(s) ({names}) "
+            f"in {self.S.root}>"
+        )
+
+
+# Registries alive in this process: the configs they hold are readable
+# (drefcfg, mklens) before `instantiate` records them in the store.
+_live_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def pending_config(store: Store, dref: str) -> dict[str, Any] | None:
+    """The config of `dref` if a live registry of `store` holds it (recorded or not), else None."""
+    with _live_lock:
+        registries = list(_live_registries)
+    for reg in registries:
+        if reg.store is store:
+            drv = reg.derivations.get(dref)  # type: ignore[call-overload]
+            if drv is not None:
+                return drv.config.val
+    return None
+
 
 def find_drefs(value: Any) -> list[DRef]:
     """DRefs inside a stage result (a DRef, or lists/tuples/dicts holding them), in order."""
@@ -133,23 +197,34 @@ def current_registry_or_new(r: Registry | None, S: Any = None) -> Registry:
 
 
 def mkdrv(
-    config: Config | dict[str, Any],
-    matcher: Matcher,
-    realizer: Realizer,
-    r: Registry | None = None,
+    config: Config | dict[str, Any] | Registry,
+    matcher: Any,
+    realizer: Any,
+    r: Any = None,
     *,
     sourcedeps: Sequence[Any] = (),
 ) -> DRef:
     """Register a derivation (config + matcher + realizer) in `r` and return its DRef.
 
+    Both of Pylightnix's call forms work: ``mkdrv(config, matcher, realizer, r)``
+    and the older ``mkdrv(r, config, matcher, realizer)``; matchers and
+    realizers may work on plain lists or on `Output` values. The config is
+    readable at once (`drefcfg`, `mklens`) in this process; `instantiate`
+    records it in the store.
+
     The realizer's code is not part of the config: editing it reuses old
     results. `sourcedeps` (functions, classes, modules or source text) hashes
     their source into the config field ``__source__``, so an edit makes a new
-    derivation. Raises InvalidConfigError (bad config, unreadable source, or
-    a config that already has ``__source__``), UnknownReferenceError,
-    LightstoreError (no registry).
+    derivation.
+
+    Raises UsageError without a registry, InvalidConfigError (as
+    `Registry.add`, for unreadable source, or for a config that already has
+    ``__source__`` when `sourcedeps` is given) and UnknownReferenceError as
+    `Registry.add`.
     """
-    if sourcedeps:
+    if isinstance(config, Registry):
+        config, matcher, realizer, r = matcher, realizer, r, config
+    if sourcedeps and not isinstance(config, Registry):
         val = dict(config.val if isinstance(config, Config) else config)
         if SOURCE_FIELD in val:
             raise InvalidConfigError(
@@ -161,11 +236,62 @@ def mkdrv(
     if r is None:
         r = current.registry
         if r is None:
-            raise LightstoreError(
+            raise UsageError(
                 "mkdrv needs a registry: pass `r=` (stage functions receive it from instantiate) "
                 "or use `with current_registry(Registry()):`"
             )
-    return r.add(config, matcher, realizer)
+    if not isinstance(r, Registry):
+        raise UsageError(f"mkdrv: r must be a Registry, got {type(r).__name__}")
+    if isinstance(config, Registry):
+        raise UsageError("mkdrv: give one registry, as r= or as the first argument")
+    return r.add(config, _any_matcher(matcher), _any_realizer(realizer))
+
+
+def _any_matcher(matcher: Matcher) -> Matcher:
+    """A matcher that also serves Pylightnix `MatcherO` functions (`Output` in and out)."""
+    if getattr(matcher, "_lightstore_any", False):
+        return matcher
+
+    def wrapped(S: Any, rrefs: list[RRef]) -> list[RRef] | None:
+        result: Any = matcher(S, _with_val(rrefs))
+        if result is not None and not isinstance(result, list) and hasattr(result, "val"):
+            result = list(result.val)
+        return result
+
+    wrapped._lightstore_any = True  # type: ignore[attr-defined]
+    wrapped.__wrapped__ = matcher  # type: ignore[attr-defined]
+    wrapped.__name__ = getattr(matcher, "__name__", "matcher")
+    return wrapped
+
+
+def _any_realizer(realizer: Realizer) -> Realizer:
+    """A realizer that also serves Pylightnix `RealizerO` functions (returning `Output`)."""
+    if getattr(realizer, "_lightstore_any", False):
+        return realizer
+
+    def wrapped(S: Any, dref: DRef, context: Context, args: Any) -> list[str]:
+        result: Any = realizer(S, dref, context, args)
+        if not isinstance(result, list) and hasattr(result, "val"):
+            result = list(result.val)
+        return result
+
+    wrapped._lightstore_any = True  # type: ignore[attr-defined]
+    wrapped.__wrapped__ = realizer  # type: ignore[attr-defined]
+    wrapped.__name__ = getattr(realizer, "__name__", "realizer")
+    return wrapped
+
+
+def _with_val(rrefs: list[RRef]) -> list[RRef]:
+    """`rrefs` as a list that is also an `Output` (with `.val`), keeping its class."""
+    cls = _VAL_CLASSES.get(type(rrefs))
+    if cls is None:
+        base = type(rrefs) if isinstance(rrefs, list) else list
+        cls = type(base.__name__, (base, Output), {"val": property(lambda self: list(self))})
+        _VAL_CLASSES[type(rrefs)] = cls
+    return cls(rrefs)
+
+
+_VAL_CLASSES: dict[type, type] = {}
 
 
 def instantiate(
@@ -175,16 +301,16 @@ def instantiate(
 
     The derivations of the closure are recorded in the store. Raises
     UnknownReferenceError if the result names DRefs the registry does not hold,
-    and LightstoreError if the stage returns no DRef.
+    and UsageError if the stage returns no DRef.
     """
     reg = current_registry_or_new(r, S)
     if S is not None and resolve_store(S) is not reg.store:
-        raise LightstoreError(
+        raise UsageError(
             f"S={S} differs from the registry's store {reg.store.root}; pass one of them"
         )
     if callable(stage):
         if reg.in_instantiate:
-            raise LightstoreError(
+            raise UsageError(
                 "instantiate was called recursively with the same registry; call stages directly"
             )
         reg.in_instantiate = True
@@ -196,7 +322,7 @@ def instantiate(
         result = stage
     targets = find_drefs(result)
     if not targets:
-        raise LightstoreError(
+        raise UsageError(
             f"nothing to instantiate: the stage returned {result!r}, which holds no DRef"
         )
     derivations = reg.closure_of(targets)

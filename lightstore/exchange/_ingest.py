@@ -21,7 +21,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.catalogue import NewRealization
@@ -53,6 +53,9 @@ class Incoming:
     build_stopped: float | None = None
     size: int = 0
     file_count: int = 0
+    host: str | None = None  # the builder's, when the source says
+    pid: int | None = None
+    metrics: dict[str, int | float] = field(default_factory=dict)
 
     @property
     def context_json(self) -> str:
@@ -77,6 +80,10 @@ class Incoming:
             self.file_count,
             self.build_started,
             self.build_stopped,
+            host=self.host,
+            pid=self.pid,
+            imported=True,
+            metrics=self.metrics,
         )
 
 

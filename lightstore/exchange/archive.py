@@ -50,6 +50,7 @@ from lightstore.exchange._tree import COPY_CHUNK, check_links, walk_tree
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
 from lightstore.files import remove_tree
 from lightstore.hashing import CONTEXT_FILE
+from lightstore.metrics import check_metrics
 from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
 from lightstore.store import CONFIG_FILE, Store
 
@@ -77,6 +78,7 @@ class _Member:
 
 def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iterator[_Member]:
     rrefs, drefs = closure_of(store, roots)
+    metrics = store.catalogue.metrics_of(rrefs)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -90,6 +92,10 @@ def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iter
                     "build_started"
                 ),
                 "build_stopped": rec.get("build_stopped"),
+                "host": rec.get("host"),
+                "pid": rec.get("pid"),
+                # Optional: only realizations with metrics carry the field.
+                **({"metrics": metrics[r]} if r in metrics else {}),
             }
             for r in rrefs
         ],
@@ -262,12 +268,31 @@ def _read_manifest(area: str, archive: str) -> dict[str, Any]:
     return manifest
 
 
+#: The latest accepted build time: the end of year 9999, the limit of `datetime`.
+MAX_TIME = 253402300799
+
+
 def _time(value: Any, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ArchiveError(f"{where}: a build time is not a number")
+    # Compare before converting: a huge int would overflow float().
+    if not (0 <= value <= MAX_TIME) or value != value:
+        raise ArchiveError(
+            f"{where}: build time {value!r} is not a time between 1970 and 9999; "
+            "the archive is damaged or hostile"
+        )
     return float(value)
+
+
+def _metrics(value: Any, rref: RRef, where: str) -> dict[str, int | float]:
+    if value is None:
+        return {}
+    try:
+        return check_metrics(value)
+    except LightstoreError as e:
+        raise ArchiveError(f"{where}: the metrics of {rref} are invalid: {e}") from e
 
 
 def _plan(
@@ -305,6 +330,9 @@ def _plan(
             os.path.join(objects, f"{dhash}-{name}", rhash),
             _time(entry.get("build_started"), where),
             _time(entry.get("build_stopped"), where),
+            host=_provenance(entry.get("host"), str),
+            pid=_provenance(entry.get("pid"), int),
+            metrics=_metrics(entry.get("metrics"), rref, where),
         )
     roots: list[RRef] = []
     for r in manifest["roots"]:
@@ -313,6 +341,14 @@ def _plan(
         roots.append(RRef(r))
     _check_layout(area, derivations, incoming, where)
     return derivations, incoming, roots
+
+
+def _provenance(value: Any, kind: type) -> Any:
+    """A builder's host or pid from a manifest, or None when absent or malformed (it is
+    information only, not part of any hash)."""
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value if not isinstance(value, str) else value[:255]
+    return None
 
 
 def _regular_text(path: str) -> str | None:

@@ -93,6 +93,7 @@ def copy_closure(
         for d in drefs:
             derivations[d] = checked_config(d, src.config(d), where)[1]
         incoming: dict[RRef, Incoming] = {}
+        metrics = src.catalogue.metrics_of(closure)
         for r in closure:
             dref = rref2dref(r)
             record = src.catalogue.realization_record(r) or {}
@@ -103,6 +104,9 @@ def copy_closure(
                 src.rref_path(r),
                 record.get("build_started"),
                 record.get("build_stopped"),
+                host=record.get("host"),
+                pid=record.get("pid"),
+                metrics=metrics.get(r, {}),
             )
         check_references(dst, derivations, incoming, where)
         new_drefs = set(drefs) - dst.catalogue.known_drefs(drefs)

@@ -11,25 +11,32 @@ import contextlib
 import os
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightstore.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
 from lightstore.refs import DRef, RRef, isdref, isrref, parse_dref, parse_rref
 
 if TYPE_CHECKING:
     from lightstore.store import Store
 
-PIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# A pin name never starts with '.': the temporary files of pins/ do, so
+# `reindex` can tell them apart by name alone.
+PIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 PINS_DIR = "pins"
 
 
+def is_pin_name(name: str) -> bool:
+    """True if `name` is a valid pin name (and so never a temporary file of pins/)."""
+    return isinstance(name, str) and PIN_NAME.fullmatch(name) is not None
+
+
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not PIN_NAME.fullmatch(name) or name in (".", ".."):
+    if not is_pin_name(name):
         raise InvalidReferenceError(
-            f"invalid pin name {name!r}: use letters, digits, '.', '_' and '-'"
+            f"invalid pin name {name!r}: use letters, digits, '.', '_' and '-', "
+            "not starting with '.'"
         )
     return name
 
@@ -55,15 +62,20 @@ def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(value + "\n")
             os.replace(tmp, os.path.join(folder, name))
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise UnknownReferenceError(
             f"cannot pin {value}: it is not in the store {store.root}", value
         ) from None
 
 
 def unpin(store: Store, name: str) -> bool:
-    """Remove the pin `name`; return whether it existed."""
-    _check_name(name)
+    """Remove the pin `name`; return whether it existed.
+
+    Raises InvalidReferenceError for a malformed name. Names starting with
+    '.' (accepted by older versions) can still be removed.
+    """
+    if not (isinstance(name, str) and name.startswith(".") and is_pin_name(name[1:])):
+        _check_name(name)
     with store.realizing(), store.catalogue.write() as conn:
         existed = conn.execute("DELETE FROM pins WHERE name = ?", (name,)).rowcount > 0
         with contextlib.suppress(FileNotFoundError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,7 +19,12 @@ from typing import Any
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
-from lightstore.errors import CatalogueCorruptError, LightstoreError
+from lightstore.errors import (
+    CatalogueCorruptError,
+    CatalogueVersionError,
+    IntegrityError,
+    LightstoreError,
+)
 from lightstore.files import remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
@@ -28,7 +34,7 @@ from lightstore.hashing import (
     realization_hash,
     tree_digest,
 )
-from lightstore.maintenance.roots import PINS_DIR, roots
+from lightstore.maintenance.roots import PINS_DIR, is_pin_name, roots
 from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
 from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S, Store
 
@@ -92,8 +98,8 @@ def _delete_rows(store: Store, rref: str) -> str | None:
     if users:
         return f"{len(users)} realization(s) depend on it (e.g. {sorted(users)[0]}); rebuild or remove them"
     try:
-        store.catalogue.delete_objects([rref])
-    except sqlite3.IntegrityError:
+        store.catalogue.delete_objects([rref], reason="repair")
+    except IntegrityError:
         return "it is pinned or used by a running build; unpin it first"
     return None
 
@@ -213,6 +219,8 @@ def _check_realizations(
 def _check_unregistered(store: Store, report: VerifyReport, repair: bool) -> None:
     known_d = set(store.catalogue.column("SELECT dref FROM derivations"))
     known_r = set(store.catalogue.column("SELECT rref FROM realizations"))
+    new_d: list[tuple[DRef, Problem]] = []
+    new_r: list[tuple[str, str, Problem]] = []
     for dname in sorted(os.listdir(store.objects_dir)):
         dfolder = os.path.join(store.objects_dir, dname)
         head, _, name = dname.partition("-")
@@ -226,10 +234,9 @@ def _check_unregistered(store: Store, report: VerifyReport, repair: bool) -> Non
             continue
         if dref not in known_d:
             p = Problem("unregistered", dref, "derivation folder not in the catalogue")
-            if repair:
-                p.repaired, p.action = _register_derivation(store, DRef(dref), known_d)
+            new_d.append((DRef(dref), p))
             report.problems.append(p)
-        for rname in sorted(os.listdir(dfolder)):
+        for rname in _listdir(dfolder):
             rfolder = os.path.join(dfolder, rname)
             if rname == CONFIG_FILE or rname.startswith(f".{CONFIG_FILE}"):
                 continue
@@ -241,9 +248,72 @@ def _check_unregistered(store: Store, report: VerifyReport, repair: bool) -> Non
                 rref if isrref(rref) else rfolder,
                 "realization folder not in the catalogue",
             )
-            if repair:
-                p.repaired, p.action = _register_realization(store, rref, rfolder, known_d, known_r)
+            new_r.append((rref, rfolder, p))
             report.problems.append(p)
+    if repair:
+        _register_all(store, new_d, new_r, known_d, known_r)
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
+
+
+def _register_all(
+    store: Store,
+    new_d: list[tuple[DRef, Problem]],
+    new_r: list[tuple[str, str, Problem]],
+    known_d: set[str],
+    known_r: set[str],
+) -> None:
+    """Register unregistered folders dependencies first, whatever order their names sort in.
+
+    Rounds repeat until one registers nothing, so a dependency whose folder
+    sorts later is registered before its dependents. A realization whose
+    content verifies is never deleted, even when it cannot be registered.
+    """
+    pending_d = list(new_d)
+    while pending_d:
+        left = []
+        for dref, p in pending_d:
+            p.repaired, p.action = _register_derivation(store, dref, known_d)
+            if not p.repaired:
+                left.append((dref, p))
+        if len(left) == len(pending_d):
+            break
+        pending_d = left
+    valid: list[tuple[NewRealization, Problem]] = []
+    for rref, folder, p in new_r:
+        record = (
+            _realization_record(rref, folder)
+            if isrref(rref) and os.path.isdir(folder) and not os.path.islink(folder)
+            else None
+        )
+        if record is None:
+            remove_tree(folder)
+            p.repaired, p.action = True, "removed (not a realization, or damaged)"
+        else:
+            valid.append((record, p))
+    while valid:
+        left_r = []
+        for record, p in valid:
+            if record.dref in known_d and all(d in known_r for d in record.deps):
+                store.catalogue.add_realizations([record], None)
+                known_r.add(record.rref)
+                p.repaired, p.action = True, "registered (content verified)"
+            else:
+                left_r.append((record, p))
+        if len(left_r) == len(valid):
+            break
+        valid = left_r
+    for _record, p in valid:
+        p.repaired, p.action = (
+            False,
+            "content verified but its derivation or dependencies are not in the catalogue; "
+            "kept (run `reindex`)",
+        )
 
 
 def _register_derivation(store: Store, dref: DRef, known: set[str]) -> tuple[bool, str]:
@@ -266,21 +336,6 @@ def _register_derivation(store: Store, dref: DRef, known: set[str]) -> tuple[boo
     )
     known.add(dref)
     return True, "registered from config.json"
-
-
-def _register_realization(
-    store: Store, rref: str, folder: str, known_d: set[str], known_r: set[str]
-) -> tuple[bool, str]:
-    if not isrref(rref) or not os.path.isdir(folder):
-        remove_tree(folder)
-        return True, "removed (not a realization)"
-    record = _realization_record(rref, folder)
-    if record is None or record.dref not in known_d or any(d not in known_r for d in record.deps):
-        remove_tree(folder)
-        return True, "removed (damaged, or its dependencies are gone)"
-    store.catalogue.add_realizations([record], None)
-    known_r.add(rref)
-    return True, "registered (content verified)"
 
 
 def _realization_record(rref: str, folder: str) -> NewRealization | None:
@@ -322,18 +377,25 @@ class ReindexReport:
     old_catalogue: str | None = None
 
 
-def reindex(root: str | Store, progress: Progress | None = None) -> ReindexReport:
+def reindex(
+    root: str | Store, progress: Progress | None = None, *, force: bool = False
+) -> ReindexReport:
     """Rebuild the catalogue from the tree (configs, contexts, pins).
 
     The new catalogue is built complete in ``catalogue.sqlite.new`` and then
     renamed into place, so a reindex killed half way leaves the old catalogue
     (or none) rather than a partial one. The old file is kept beside it as
     ``catalogue.sqlite.old-<time>``. Build records cannot be recovered from
-    the tree; links are kept if the old catalogue is readable. Run it while no
+    the tree; links and metrics are kept if the old catalogue is readable. Run it while no
     other process uses the store: a process that kept a connection open goes
     on writing to the old file.
+
+    Raises CatalogueVersionError if the current catalogue was written by a
+    newer lightstore (its records would be lost), unless `force`.
     """
     path = root.root if isinstance(root, Store) else os.path.abspath(root)
+    if not force:
+        _check_not_newer(os.path.join(path, CATALOGUE_FILE))
     Store.forget_instances()
     raw = Store(path)
     report = ReindexReport()
@@ -348,6 +410,7 @@ def reindex(root: str | Store, progress: Progress | None = None) -> ReindexRepor
         new.migrate()
         _reindex_tree(raw, new, report, progress)
         _carry_links(cat_path, new)
+        _carry_metrics(cat_path, new)
         new.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         new.close()
         if os.path.exists(cat_path):
@@ -367,6 +430,35 @@ def reindex(root: str | Store, progress: Progress | None = None) -> ReindexRepor
     return report
 
 
+def _check_not_newer(cat_path: str) -> None:
+    """Refuse to replace a catalogue written by a newer lightstore; a damaged one is fine."""
+    if not os.path.isfile(cat_path):
+        return
+    old = Catalogue(cat_path, readonly=True)
+    try:
+        old.check_version()
+    except CatalogueVersionError as e:
+        raise CatalogueVersionError(
+            f"{e}; reindex would replace it by an older catalogue and lose what the newer "
+            "version recorded. Upgrade lightstore, or force it (`lightstore reindex --force`)",
+            found=e.found,
+            supported=e.supported,
+        ) from None
+    except (LightstoreError, sqlite3.Error, OSError):
+        pass  # damaged or unreadable: that is what reindex is for
+    finally:
+        old.close()
+
+
+def _legacy_pin_name(name: str) -> bool:
+    """A pin named '.x' by an older version (not a `.x.<8 hex>` temporary file)."""
+    return (
+        name.startswith(".")
+        and is_pin_name(name[1:])
+        and re.fullmatch(r"\..+\.[0-9a-f]{8}", name) is None
+    )
+
+
 def _carry_links(old_path: str, new: Catalogue) -> None:
     """Copy the registered links of a readable old catalogue whose objects still exist."""
     try:
@@ -381,6 +473,23 @@ def _carry_links(old_path: str, new: Catalogue) -> None:
                 conn.execute(
                     "INSERT INTO links (path, dref, rref, created) VALUES (?, ?, ?, ?)",
                     (path, dref, rref, created),
+                )
+
+
+def _carry_metrics(old_path: str, new: Catalogue) -> None:
+    """Copy the metrics of a readable old catalogue (they are not in the tree) for the
+    realizations the new one holds; rows its constraints refuse are dropped."""
+    try:
+        old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True, timeout=1)
+        rows = old.execute("SELECT rref, name, value, recorded FROM metrics").fetchall()
+        old.close()
+    except sqlite3.Error:
+        return
+    with new.write() as conn:
+        for row in rows:
+            with contextlib.suppress(sqlite3.IntegrityError):
+                conn.execute(
+                    "INSERT INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)", row
                 )
 
 
@@ -466,10 +575,14 @@ def _reindex_tree(
     pins_dir = os.path.join(store.root, PINS_DIR)
     if os.path.isdir(pins_dir):
         for name in sorted(os.listdir(pins_dir)):
-            if name.startswith("."):
+            if not is_pin_name(name) and not _legacy_pin_name(name):
+                continue  # a temporary file of `pin`
+            try:
+                with open(os.path.join(pins_dir, name), encoding="utf-8") as f:
+                    ref = f.read(4096).strip()
+            except (OSError, ValueError):
+                report.skipped.append(Problem("pin", name, "pins/ entry is not a readable file"))
                 continue
-            with open(os.path.join(pins_dir, name), encoding="utf-8") as f:
-                ref = f.read().strip()
             if ref in placed or ref in seen:
                 column = "rref" if isrref(ref) else "dref"
                 with catalogue.write() as conn:

@@ -5,7 +5,8 @@
 - `resolve`: what a user typed (hash prefix, pin, name) -> DRef or RRef;
 - `neighbours`, `closure`, `tree_lines`, `dot`: the dependency graph;
 - `describe`: everything about one object;
-- `open_view`, `run_sql`: a read-only view of a store, and user SQL on it.
+- `open_view`, `run_sql`, `iter_sql`: a read-only view of a store, and user SQL on it
+  (with a deadline; `iter_sql` streams the rows).
 
 Example::
 
@@ -14,6 +15,9 @@ Example::
 
     for row in history(Store.open(root), name="train", where="duration > 60", fields=["lr"]):
         print(row["rref"], row["lr"], row["duration"])
+
+    # runs of train with their lr and loss, best first, as a DataFrame
+    history(store, "train", fields=["lr"], metrics=["loss"], sort="loss").to_pandas()
 """
 
 from lightstore.query.describe import describe, files
@@ -26,11 +30,19 @@ from lightstore.query.history import (
     disk_usage,
     field_keys,
     history,
+    metric_keys,
     realizations,
     sizes_of,
 )
-from lightstore.query.readonly import ReadOnlyCatalogue, catalogue_path, open_view, run_sql
+from lightstore.query.readonly import (
+    ReadOnlyCatalogue,
+    catalogue_path,
+    iter_sql,
+    open_view,
+    run_sql,
+)
 from lightstore.query.resolve import resolve, resolve_all
+from lightstore.query.rows import Rows
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -38,6 +50,7 @@ __all__ = [
     "ConfigCondition",
     "QueryError",
     "ReadOnlyCatalogue",
+    "Rows",
     "catalogue_path",
     "closure",
     "closure_edges",
@@ -50,6 +63,7 @@ __all__ = [
     "history",
     "json_path",
     "label",
+    "metric_keys",
     "neighbours",
     "open_view",
     "parse_condition",
@@ -57,6 +71,7 @@ __all__ = [
     "realizations",
     "resolve",
     "resolve_all",
+    "iter_sql",
     "run_sql",
     "sizes_of",
     "tree_lines",

@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
+from lightstore.errors import InvalidMetricError
+from lightstore.metrics import check_metric_name
+from lightstore.query.errors import QueryError
 from lightstore.query.filters import (
     ConfigCondition,
     json_path,
@@ -21,7 +24,8 @@ from lightstore.query.filters import (
     parse_condition,
     parse_time,
 )
-from lightstore.query.readonly import run_sql
+from lightstore.query.readonly import WHERE_TIMEOUT_S, run_sql
+from lightstore.query.rows import Rows
 from lightstore.store import Store
 
 #: Columns of a history row, before the chosen config fields.
@@ -36,7 +40,22 @@ HISTORY_COLUMNS = (
     "file_count",
     "host",
     "pid",
+    "build_id",
+    "imported",
+    "import_host",
+    "collected",
+    "collected_reason",
 )
+
+# The `history` view's rows for what is present (what version 1's view
+# returned), with the same columns: the default listings read this, so
+# that they use the indexes of `realizations` alone.
+_PRESENT_HISTORY = """(SELECT r.rref, r.dref, d.name, d.config, r.context,
+  r.build_started AS started, r.build_stopped AS stopped,
+  r.build_stopped - r.build_started AS duration, r.size, r.file_count, r.host, r.pid,
+  r.build_id, r.created, r.imported, r.import_host,
+  NULL AS collected, NULL AS collected_reason
+FROM realizations AS r JOIN derivations AS d ON d.dref = r.dref) AS history"""
 
 TimeLike = float | int | str | None
 
@@ -100,10 +119,36 @@ def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) ->
     return keys
 
 
-def _rows(catalogue: Catalogue, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+def _rows(
+    catalogue: Catalogue, sql: str, params: Sequence[Any], timeout: float | None = None
+) -> Rows:
     # run_sql turns SQLite's complaints about a user's `where` into QueryError.
-    names, rows = run_sql(catalogue, sql, params)
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    names, rows = run_sql(catalogue, sql, params, timeout)
+    return Rows((dict(zip(names, row, strict=True)) for row in rows), names)
+
+
+def metric_keys(metrics: Sequence[str], taken: Iterable[str]) -> list[str]:
+    """The row keys `history` uses for `metrics`: the name, or ``metric.<name>`` when taken."""
+    used = set(taken)
+    keys = []
+    for m in metrics:
+        key = m if m not in used else f"metric.{m}"
+        used.add(key)
+        keys.append(key)
+    return keys
+
+
+def _sort_order(sort: str, keys: Sequence[str]) -> str:
+    """ORDER BY terms for `sort` (a row key; ``-key`` for descending), missing values last."""
+    descending = sort.startswith("-")
+    key = sort[1:] if descending else sort
+    if key not in keys:
+        raise QueryError(
+            f"cannot sort by {key!r}: it is not a column of this listing "
+            f"(columns: {', '.join(keys)}); add it with a field (-f) or a metric (-m)"
+        )
+    column = '"' + key.replace('"', '""') + '"'
+    return f"{column} IS NULL, {column}{' DESC' if descending else ''}, stopped, rref"
 
 
 def _time_window_is_smaller(
@@ -141,16 +186,31 @@ def history(
     since: TimeLike = None,
     until: TimeLike = None,
     limit: int | None = None,
-) -> list[dict[str, Any]]:
+    include_collected: bool = False,
+    metrics: Sequence[str] = (),
+    sort: str | None = None,
+    timeout: float | None = None,
+) -> Rows:
     """One row per realization, in the order they finished (with `limit`, the newest `limit`).
 
+    Only what is in the store, unless `include_collected`: then also the
+    records of realizations gc/rmref/repair removed (`collected` is their
+    removal time and `collected_reason` why; None for present ones). A
+    realization built again after it was collected has both rows.
     Each row has `HISTORY_COLUMNS` plus one key per config field in `fields`
-    (``lr``, ``model.depth``; prefixed ``config.`` if the name is taken).
+    (``lr``, ``model.depth``; prefixed ``config.`` if the name is taken) and
+    one per metric in `metrics` (``loss``; ``metric.loss`` if taken; None
+    where a realization has no such metric). `sort` orders by one of the
+    row's keys instead (``-key``: descending), missing values last; with
+    `limit`, the first `limit` in that order. The result is a list of dicts
+    with `.to_pandas()`.
     Filters: `name` (exact, or a GLOB with ``*?[``), `config` conditions
     (``'lr<1e-3'``), `since`/`until` on when the build finished (Unix
     seconds, or text such as ``'7d'``/``'2024-05-01'``), and `where`, raw SQL
-    over the columns of the `history` view. Raises QueryError for malformed
-    filters or SQL.
+    over the columns of the `history` view. A query with `where` is stopped
+    after `timeout` seconds (default `WHERE_TIMEOUT_S`). Raises QueryError
+    for malformed filters or SQL, a `where` that runs too long, an invalid
+    metric name, or a `sort` that is not a column.
     """
     catalogue = _catalogue(store)
     keys = field_keys(fields)
@@ -159,6 +219,18 @@ def history(
     for field, key in zip(fields, keys, strict=True):
         select.append(f'json_extract(config, ?) AS "{key}"')
         params.append(json_path(field))
+    mkeys = metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
+    for metric, key in zip(metrics, mkeys, strict=True):
+        try:
+            check_metric_name(metric)
+        except InvalidMetricError as e:
+            raise QueryError(str(e)) from None
+        # One primary-key lookup per row.
+        select.append(
+            "(SELECT m.value FROM metrics AS m WHERE m.rref = history.rref AND m.name = ?) "
+            f'AS "{key}"'
+        )
+        params.append(metric)
     w = _Where()
     t0, t1 = _time(since), _time(until)
     name_column = "name"
@@ -168,16 +240,26 @@ def history(
     _filters(w, name, config, t0, t1, "stopped", name_column=name_column)
     if where:
         w.add(f"({where}\n)")  # the newline ends a trailing -- comment
-    sql = f"SELECT {', '.join(select)} FROM history{w.sql()}"
+    source = "history" if include_collected else _PRESENT_HISTORY
+    sql = f"SELECT {', '.join(select)} FROM {source}{w.sql()}"
     params += w.params
-    if limit is not None:
+    if sort is not None:
+        sql = (
+            f"SELECT * FROM ({sql}) ORDER BY {_sort_order(sort, [*HISTORY_COLUMNS, *keys, *mkeys])}"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+    elif limit is not None:
         # Newest first, so the time index answers it, then back to oldest first.
         sql += " ORDER BY stopped DESC, rref DESC LIMIT ?"
         params.append(int(limit))
         sql = f"SELECT * FROM ({sql}) ORDER BY stopped, rref"
     else:
         sql += " ORDER BY stopped, rref"
-    return _rows(catalogue, sql, params)
+    if timeout is None and where:
+        timeout = WHERE_TIMEOUT_S
+    return _rows(catalogue, sql, params, timeout)
 
 
 def derivations(
@@ -189,27 +271,48 @@ def derivations(
     until: TimeLike = None,
     limit: int | None = None,
     totals: bool = True,
+    include_collected: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per derivation (dref, name, created, and with `totals` its number of
     realizations, their size and last_built), oldest first.
 
     Filters as in `history`; `since`/`until` apply to when it was recorded.
     Without `totals` no realization is read, which is faster on big stores.
+    With `include_collected`, derivations gc removed are listed too, with
+    `collected` set (and, with `totals`, their collected realization records
+    counted); present ones have ``collected = None``.
     """
     w = _Where()
     _filters(w, name, config, since, until, "d.created", "d.config", "d.name")
+    collected = ", NULL AS collected" if include_collected else ""
     if totals:
         sql = (
             "SELECT d.dref, d.name, d.created, count(r.rref) AS realizations, "
-            "coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built "
+            f"coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built{collected} "
             f"FROM derivations AS d LEFT JOIN realizations AS r ON r.dref = d.dref{w.sql()} "
             "GROUP BY d.dref"
         )
     else:
-        sql = f"SELECT d.dref, d.name, d.created FROM derivations AS d{w.sql()}"
+        sql = f"SELECT d.dref, d.name, d.created{collected} FROM derivations AS d{w.sql()}"
     params = list(w.params)
+    if include_collected:
+        c = _Where()
+        _filters(c, name, config, since, until, "d.created", "d.config", "d.name")
+        if totals:
+            sql += (
+                " UNION ALL SELECT d.dref, d.name, d.created, count(r.id), "
+                "coalesce(sum(r.size), 0), max(r.build_stopped), d.collected "
+                "FROM collected_derivations AS d LEFT JOIN collected_realizations AS r "
+                f"ON r.dref = d.dref{c.sql()} GROUP BY d.dref"
+            )
+        else:
+            sql += (
+                " UNION ALL SELECT d.dref, d.name, d.created, d.collected "
+                f"FROM collected_derivations AS d{c.sql()}"
+            )
+        params += c.params
     if limit is not None:
-        sql += " ORDER BY d.created DESC, d.dref DESC LIMIT ?"
+        sql = f"SELECT * FROM ({sql}) ORDER BY created DESC, dref DESC LIMIT ?"
         params.append(int(limit))
     return _rows(_catalogue(store), f"SELECT * FROM ({sql}) ORDER BY created, dref", params)
 
@@ -222,9 +325,19 @@ def realizations(
     since: TimeLike = None,
     until: TimeLike = None,
     limit: int | None = None,
+    include_collected: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per realization (the `history` columns), oldest first; filters as in `history`."""
-    return history(store, name, config=config, since=since, until=until, limit=limit)
+    """One row per realization (the `history` columns), oldest first; filters and
+    `include_collected` as in `history`."""
+    return history(
+        store,
+        name,
+        config=config,
+        since=since,
+        until=until,
+        limit=limit,
+        include_collected=include_collected,
+    )
 
 
 def disk_usage(store: Store | Catalogue, name: str | None = None) -> list[dict[str, Any]]:

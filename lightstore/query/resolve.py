@@ -8,20 +8,30 @@ Accepted, in this order:
   ``rref:3fa2`` restricts the kind);
 - the path of an object folder in the store (``objects/<H>-<name>/<R>``);
 - a pin name, then a derivation name (``train``) when exactly one derivation
-  has it.
+  has it;
+- a selector (`lightstore.query.selectors`): ``train@latest`` (the newest
+  run of any derivation named train), ``train@all`` (every run),
+  ``train[lr=0.01]`` or ``train@lr=0.01`` (the derivations whose config
+  matches), combined as ``train[lr=0.01,seed=1]@latest``.
 
 Something that matches several objects raises AmbiguousReferenceError listing
-them; something that matches nothing raises UnknownReferenceError.
+them (`resolve_all` takes every object a selector matches); something that
+matches nothing raises UnknownReferenceError.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from lightstore.catalogue import Catalogue
-from lightstore.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.errors import InvalidReferenceError, InvalidSelectorError, UnknownReferenceError
 from lightstore.query.errors import AmbiguousReferenceError
+from lightstore.query.filters import name_condition
+from lightstore.query.selectors import Selector, is_selector, parse_selector
 from lightstore.refs import DRef, RRef, isdref, isrref
 from lightstore.store import Store
 
@@ -31,13 +41,25 @@ _PREFIX_RE = re.compile(rf"(?:(dref|rref):)?([0-9a-f]{{{MIN_PREFIX},32}})")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def _ambiguous(text: str, found: list[str]) -> AmbiguousReferenceError:
+def _ambiguous(
+    text: str, found: Sequence[str], selector: bool = False, name: bool = False
+) -> AmbiguousReferenceError:
     listed = "\n  ".join(found[:_MAX_LISTED])
     more = "\n  ... and more" if len(found) > _MAX_LISTED else ""
+    if selector:
+        sel = parse_selector(text)
+        latest = str(Selector(sel.base, sel.conditions, "latest"))
+        hint = f"add config conditions, or pick the newest run with {latest}"
+    elif name:
+        hint = (
+            f"give a hash prefix, or a selector: {text}@latest (newest run), {text}@all "
+            f"(every run), {text}[FIELD=VALUE] (by config)"
+        )
+    else:
+        hint = "give more hex digits or the full reference"
     return AmbiguousReferenceError(
-        f"{text!r} is ambiguous; it matches:\n  {listed}{more}\n"
-        "give more hex digits or the full reference",
-        found[:_MAX_LISTED],
+        f"{text!r} is ambiguous; it matches:\n  {listed}{more}\n{hint}",
+        list(found[:_MAX_LISTED]),
     )
 
 
@@ -81,15 +103,24 @@ def _known(store: Store, ref: str) -> DRef | RRef:
     raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
 
 
-def resolve(store: Store, text: str) -> DRef | RRef:
+def resolve(store: Store, text: str | os.PathLike[str]) -> DRef | RRef:
     """The one DRef or RRef of `store` that `text` designates (see the module docstring).
 
     Raises UnknownReferenceError if nothing matches, AmbiguousReferenceError
     if several objects do, InvalidReferenceError if `text` cannot be a reference.
     """
+    if isinstance(text, os.PathLike):
+        text = os.fspath(text)
+    if not isinstance(text, str):
+        raise InvalidReferenceError(f"a reference is text, not {type(text).__name__}: {text!r}")
     text = text.strip()
     if isdref(text) or isrref(text):
         return _known(store, text)
+    if is_selector(text) and not _is_object_path(store, text):
+        selected = select(store, text)
+        if len(selected) == 1:
+            return selected[0]
+        raise _ambiguous(text, list(selected), selector=True)
     m = _PREFIX_RE.fullmatch(text)
     if m:
         found = prefix_matches(store.catalogue, m.group(2), m.group(1))
@@ -125,7 +156,7 @@ def _by_name(store: Store, text: str, hex_prefix: bool = False) -> DRef | RRef:
     if len(drefs) == 1:
         return DRef(drefs[0])
     if drefs:
-        raise _ambiguous(text, drefs)
+        raise _ambiguous(text, drefs, name=True)
     what = "no hash starts with it, and no pin or derivation has that name"
     if not hex_prefix:
         what = "no pin or derivation has that name" + (
@@ -140,10 +171,125 @@ def _by_name(store: Store, text: str, hex_prefix: bool = False) -> DRef | RRef:
 
 
 def resolve_all(store: Store, texts: list[str] | tuple[str, ...]) -> list[DRef | RRef]:
-    """`resolve` each of `texts`, keeping their order and dropping repeats."""
+    """`resolve` each of `texts`, keeping their order and dropping repeats.
+
+    A selector stands for every object it matches (``train@all``, ``train[seed=1]``).
+    """
+    if isinstance(texts, str):
+        texts = [texts]
     out: list[DRef | RRef] = []
+    seen: set[str] = set()
     for t in texts:
-        ref = resolve(store, t)
-        if ref not in out:
-            out.append(ref)
+        if isinstance(t, str) and is_selector(t) and not _is_object_path(store, t):
+            refs: list[DRef | RRef] = list(select(store, t))
+        else:
+            refs = [resolve(store, t)]
+        for ref in refs:
+            if ref not in seen:
+                seen.add(ref)
+                out.append(ref)
     return out
+
+
+def _is_object_path(store: Store, text: str) -> bool:
+    return os.sep in text and _from_path(store, text) is not None
+
+
+def _selector_drefs(store: Store, sel: Selector, text: str) -> list[str]:
+    """The derivations the base and conditions of `sel` designate, oldest first."""
+    base = sel.base
+    if isrref(base):
+        raise InvalidSelectorError(
+            f"invalid selector {text!r}: {base} is a realization; a selector starts from a "
+            "derivation name, pin, DRef or hash prefix",
+            text,
+        )
+    where, params = name_condition(base, "name")
+    pinned = store.catalogue.column("SELECT coalesce(dref, rref) FROM pins WHERE name = ?", (base,))
+    m = _PREFIX_RE.fullmatch(base)
+    if isdref(base) or pinned or (m and prefix_matches(store.catalogue, m.group(2), m.group(1))):
+        target = resolve(store, base)
+        if isrref(target):
+            raise InvalidSelectorError(
+                f"invalid selector {text!r}: {base} designates the realization {target}; "
+                "a selector starts from a derivation",
+                text,
+            )
+        where, params = "dref = ?", [target]
+    elif not _NAME_RE.fullmatch(base.replace("*", "").replace("?", "") or "x"):
+        raise InvalidSelectorError(
+            f"invalid selector {text!r}: {base!r} is not a derivation name, glob, pin, "
+            "DRef or hash prefix",
+            text,
+        )
+    terms, args = [where], list(params)
+    for cond in sel.conditions:
+        term, more = cond.sql("config")
+        terms.append(term)
+        args += more
+    drefs = store.catalogue.column(
+        f"SELECT dref FROM derivations WHERE {' AND '.join(terms)} ORDER BY created, dref",
+        args,
+    )
+    if not drefs:
+        raise UnknownReferenceError(_nothing_matched(store, sel, where, list(params)), text)
+    return drefs
+
+
+def _nothing_matched(store: Store, sel: Selector, where: str, params: list[Any]) -> str:
+    """Say which part of a selector matched nothing, with the values that do exist."""
+    named = store.catalogue.column(f"SELECT dref FROM derivations WHERE {where} LIMIT 1", params)
+    if not named:
+        return (
+            f"no derivation matches {sel.base!r} in the store {store.root}; "
+            "list names with `lightstore ls`"
+        )
+    terms, args = [where], list(params)
+    for cond in sel.conditions:
+        values = store.catalogue.column(
+            f"SELECT DISTINCT json_extract(config, ?) FROM derivations WHERE {' AND '.join(terms)} "
+            "AND json_type(config, ?) IS NOT NULL ORDER BY 1 LIMIT 11",
+            [cond.sql()[1][0], *args, cond.sql()[1][0]],
+        )
+        term, more = cond.sql("config")
+        terms.append(term)
+        args += more
+        if not store.catalogue.column(
+            f"SELECT 1 FROM derivations WHERE {' AND '.join(terms)} LIMIT 1", args
+        ):
+            shown = ", ".join(json.dumps(v) for v in values[:10]) + (
+                ", ..." if len(values) > 10 else ""
+            )
+            return (
+                f"no derivation {sel.base!r} has {cond.field} {cond.op} {json.dumps(cond.value)}"
+                f" (values of {cond.field} there: {shown or 'none: the field is missing'})"
+            )
+    return f"nothing matches {sel}"
+
+
+def select(store: Store, text: str | Selector) -> list[DRef | RRef]:
+    """Every object selector `text` designates: derivations, or with ``@all`` their
+    realizations (oldest first), or with ``@latest`` the newest one.
+
+    Raises InvalidSelectorError if `text` does not parse, UnknownReferenceError
+    if nothing matches (naming the condition that matched nothing, and the
+    values that exist), AmbiguousReferenceError if its base is an ambiguous prefix.
+    """
+    sel = text if isinstance(text, Selector) else parse_selector(text)
+    drefs = _selector_drefs(store, sel, str(text))
+    if sel.pick is None:
+        return [DRef(d) for d in drefs]
+    order = "DESC" if sel.pick == "latest" else "ASC"
+    rrefs = store.catalogue.column(
+        "SELECT rref FROM realizations WHERE dref IN (SELECT value FROM json_each(?)) "
+        f"ORDER BY coalesce(build_stopped, created) {order}, rowid {order}"
+        + (" LIMIT 1" if sel.pick == "latest" else ""),
+        (json.dumps(drefs),),
+    )
+    if not rrefs:
+        raise UnknownReferenceError(
+            f"{str(text)!r} matches {len(drefs)} derivation(s) but none has a realization yet "
+            "(realize it first, or drop @" + sel.pick + " to refer to the derivation)",
+            str(text),
+        )
+    return [RRef(r) for r in rrefs]

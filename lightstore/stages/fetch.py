@@ -26,6 +26,7 @@ from lightstore.engine.matchers import match_only
 from lightstore.engine.registry import Registry, mkdrv
 from lightstore.errors import ArchiveError, BuildError, ChecksumError, InvalidConfigError
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
+from lightstore.files import remove_tree
 from lightstore.hashing import CONTEXT_FILE
 from lightstore.refs import DRef, mkname, selfref
 from lightstore.stages.trivial import check_file_name
@@ -149,14 +150,21 @@ def _fetch_stage(
 
     def make(b: Build) -> None:
         out = build_outpath(b)
-        if unpack:
-            # Download next to the output, under its own name, so the archive
-            # type is known and the archive itself is not stored.
-            folder = os.path.join(os.path.dirname(out), "download")
-            os.mkdir(folder)
+        if not unpack:
+            _download(b, os.path.join(out, filename))
+            return
+        # Download into a build area of its own (named like every build area,
+        # so recovery removes it if this process dies), under its own name so
+        # the archive type is known, and the archive itself is not stored.
+        folder = b.store.new_build_area("download")
+        try:
             target = os.path.join(folder, filename)
-        else:
-            target = os.path.join(out, filename)
+            _download(b, target)
+            safe_extract(target, out, max_bytes=max_bytes)
+        finally:
+            remove_tree(folder)
+
+    def _download(b: Build, target: str) -> None:
         try:
             if local is not None:
                 with open(local, "rb") as f:
@@ -176,9 +184,6 @@ def _fetch_stage(
         except (OSError, http.client.HTTPException) as e:
             verb = "read" if local is not None else "download"
             raise BuildError(f"cannot {verb} {source}: {e}", b.dref, e) from e
-        if unpack:
-            safe_extract(target, out, max_bytes=max_bytes)
-            os.unlink(target)
 
     return mkdrv(config, match_only(), build_wrapper(make), r)
 

@@ -1,0 +1,263 @@
+"""`lightstore push`, `pull`, `remote-ls`, `keygen` and `trust`: remote caches."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
+from lightstore.cli.output import call_with_progress, emit_rows, human_size, output_options
+from lightstore.query import resolve_all
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as storage options; VALUE is JSON if it parses, else a string.
+
+    A dotted KEY nests (``client_kwargs.endpoint_url=...``).
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {key!r}...", param_hint="--option")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        target = out
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                raise click.BadParameter(f"{key} mixes a value and a group", param_hint="--option")
+        target[last] = value
+    return out
+
+
+def remote_options(fn: Any) -> Any:
+    fn = click.option(
+        "--option",
+        "-o",
+        "options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="An option for the remote's fsspec driver (repeatable; VALUE is JSON or a string; "
+        "KEY.SUB nests), e.g. -o client_kwargs.endpoint_url=http://127.0.0.1:9000.",
+    )(fn)
+    return fn
+
+
+def _jobs(fn: Any) -> Any:
+    return click.option(
+        "--jobs",
+        "-j",
+        type=click.IntRange(1, 256),
+        default=8,
+        show_default=True,
+        help="Transfers at once.",
+    )(fn)
+
+
+@click.command("push")
+@click.argument("url")
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@remote_options
+@click.option(
+    "--sign-key",
+    metavar="FILE",
+    envvar="LIGHTSTORE_SIGNING_KEY",
+    show_envvar=True,
+    help="Sign what is pushed with this secret key file (made by `lightstore keygen`).",
+)
+@_jobs
+@root_option
+@pass_env
+def push_command(
+    env: Env,
+    url: str,
+    refs: tuple[str, ...],
+    options: tuple[str, ...],
+    sign_key: str | None,
+    jobs: int,
+) -> None:
+    """Upload REF... and everything they depend on to the remote cache at URL.
+
+    URL is any fsspec URL: file:///srv/cache, s3://bucket/prefix (needs
+    `pip install 'lightstore[s3]'`), memory://... A derivation stands for all
+    its realizations. Files the remote already holds are not sent again; an
+    interrupted push is finished by running it again.
+
+    \b
+    Examples:
+      lightstore push file:///srv/lightstore-cache train
+      lightstore push s3://team-bucket/cache 3fa2c9d1 --sign-key ~/.config/lightstore/me.key
+      lightstore push s3://bucket/cache train -o client_kwargs.endpoint_url=http://127.0.0.1:9000
+    """
+    from lightstore.remote import push
+
+    store = env.store()
+    targets = resolve_all(env.view(), refs)
+    report = call_with_progress(
+        push,
+        "pushing",
+        store,
+        url,
+        targets,
+        storage_options=_parse_options(options),
+        signing_key=sign_key,
+        jobs=jobs,
+    )
+    click.echo(
+        f"pushed {len(report.uploaded)} new realization(s) of {len(report.realizations)} "
+        f"({report.blobs_uploaded} file(s), {human_size(report.bytes_uploaded)} uploaded)"
+    )
+
+
+@click.command("pull")
+@click.argument("url")
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@remote_options
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    metavar="NAME:KEY",
+    help="Accept only realizations signed by this public key (repeatable). Default: "
+    "$LIGHTSTORE_TRUSTED_KEYS and the store's trusted-keys file (see `lightstore trust`).",
+)
+@_jobs
+@root_option
+@pass_env
+def pull_command(
+    env: Env,
+    url: str,
+    refs: tuple[str, ...],
+    options: tuple[str, ...],
+    trusted_keys: tuple[str, ...],
+    jobs: int,
+) -> None:
+    """Download REF... and everything they depend on from the remote cache at URL.
+
+    REF is a full DRef (all its realizations on the remote) or RRef. Every
+    hash is checked before anything is added; a remote that is damaged,
+    lying or unsigned (when keys are trusted) leaves the store unchanged
+    (exit 2). Prints the RRefs added.
+
+    \b
+    Examples:
+      lightstore pull file:///srv/lightstore-cache rref:5d0c41aa9e8b7a6f5d4c3b2a1f0e9d8c-3fa2c9d1e8b7a6f5d4c3b2a1f0e9d8c7-train
+      lightstore pull s3://team-bucket/cache dref:3fa2c9d1e8b7a6f5d4c3b2a1f0e9d8c7-train
+    """
+    from lightstore.remote import pull
+
+    added = call_with_progress(
+        pull,
+        "pulling",
+        env.store(),
+        url,
+        list(refs),
+        storage_options=_parse_options(options),
+        trusted_keys=list(trusted_keys) or None,
+        jobs=jobs,
+    )
+    for r in added:
+        click.echo(r)
+
+
+@click.command("remote-ls")
+@click.argument("url")
+@click.option("--name", default=None, help="Only realizations of derivations with this name.")
+@click.option("--derivation", "dref", default=None, metavar="DREF", help="Only this derivation.")
+@click.option(
+    "--context",
+    default=None,
+    metavar="HASH",
+    help="Only realizations in this context (its hash, as `lightstore show` prints); needs --derivation.",
+)
+@remote_options
+@output_options
+@root_option
+def remote_ls_command(
+    url: str,
+    name: str | None,
+    dref: str | None,
+    context: str | None,
+    options: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """List the realizations the remote cache at URL holds.
+
+    Reads the remote's index only (one listing per derivation); no store is
+    needed.
+
+    \b
+    Examples:
+      lightstore remote-ls file:///srv/lightstore-cache
+      lightstore remote-ls s3://team-bucket/cache --name train --json
+    """
+    from lightstore.remote import list_remote
+
+    found = list_remote(
+        url, name=name, dref=dref, context=context, storage_options=_parse_options(options)
+    )
+    rows = [
+        {
+            "rref": x.rref,
+            "dref": x.dref,
+            "name": x.dref.rsplit("-", 1)[-1],
+            "context": x.context_hash,
+        }
+        for x in found
+    ]
+    emit_rows(rows, ["name", "rref", "dref", "context"], fmt)
+
+
+@click.command("keygen")
+@click.argument("name")
+@click.argument("out", metavar="FILE")
+def keygen_command(name: str, out: str) -> None:
+    """Make an ed25519 signing key NAME, write its secret to FILE, print its public key.
+
+    Keep FILE private (it is created readable by you only); give the
+    printed public key to the people who pull (`lightstore trust`).
+
+    \b
+    Examples:
+      lightstore keygen alice-laptop-1 ~/.config/lightstore/alice.key
+    """
+    from lightstore.remote import generate_signing_key
+
+    key = generate_signing_key(name)
+    try:
+        fd = os.open(os.path.expanduser(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(f"{out} exists; choose another file", EXIT_BAD_INPUT) from None
+    except OSError as e:
+        raise CliError(f"cannot create {out}: {e.strerror}", EXIT_BAD_INPUT) from None
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key.secret_text() + "\n")
+    click.echo(key.public)
+
+
+@click.command("trust")
+@click.argument("key", metavar="NAME:KEY")
+@root_option
+@pass_env
+def trust_command(env: Env, key: str) -> None:
+    """Trust the public KEY: from now on `pull` and substitution into this store accept
+    only realizations signed by a trusted key.
+
+    \b
+    Examples:
+      lightstore trust alice-laptop-1:Xq3c0VZ5mUeP9k1v3s9jPZ4f0b2Jtq9V4yS0QmBf1yE=
+    """
+    from lightstore.remote import add_trusted_key
+
+    add_trusted_key(env.store().root, key)
+    click.echo(f"trusted {key.split(':', 1)[0]}")
+
+
+COMMANDS = [push_command, pull_command, remote_ls_command, keygen_command, trust_command]

@@ -1,0 +1,105 @@
+"""Pylightnix's type names (module ``pylightnix.types``), over lightstore's own types.
+
+Most are aliases: `DRef`, `RRef`, `Path`, `Registry`, `Build`, `Closure`,
+`Derivation`, `Config` and `StorageSettings` are lightstore's classes. The
+rest are small types that only the Pylightnix vocabulary needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, Union
+
+from lightstore.engine.build import Build, BuildArgs
+from lightstore.engine.registry import Closure, Derivation, Matcher, Output, Realizer, Registry
+from lightstore.errors import LightstoreError, PromiseError
+from lightstore.refs import Context, DRef, HashPart, Name, Path, RefPath, RRef
+
+
+class SPath(Path):
+    """A path to a store (a plain `str`, typed for readers)."""
+
+    __slots__ = ()
+
+
+class Hash(str):
+    """A full hash digest in hex (a plain `str`, typed for readers)."""
+
+    __slots__ = ()
+
+
+#: Pylightnix's base exception is lightstore's: ``except PylightnixException`` catches ours.
+PylightnixException = LightstoreError
+#: A realizer did not create a promised path (`.failed` lists ``(folder, refpath)``).
+PromiseException = PromiseError
+
+
+#: Extra arguments a stage is instantiated with (kept for signatures; always ``{}``).
+InstantiateArg = dict[str, Any]
+#: The extra argument `realize(..., realize_args={dref: arg})` passes to a realizer.
+RealizeArg = Any
+#: ``(S, Output[RRef]) -> Output[RRef] | None``: a matcher over `Output` values.
+MatcherO = Callable[[Any, Output[RRef]], Union[Output[RRef], None]]  # noqa: UP007
+#: ``(S, dref, context, realize_arg) -> Output[Path]``: a realizer returning `Output`.
+RealizerO = Callable[[Any, DRef, Context, Any], Output[Path]]
+
+
+class RConfig(dict[str, Any]):
+    """A config dict whose ``[selfref, ...]`` promises are resolved to the derivation's DRef.
+
+    It is a `dict`; `val` gives the same dict, as Pylightnix's `RConfig.val` does.
+    """
+
+    @property
+    def val(self) -> dict[str, Any]:
+        """The dict itself."""
+        return self
+
+
+class ConfigAttrs:
+    """A config's fields as attributes (superseded by lenses, kept for old code)."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+    def __repr__(self) -> str:
+        return f"ConfigAttrs({vars(self)!r})"
+
+
+DRefLike = TypeVar("DRefLike", bound=DRef)
+#: What a stage returns: a DRef, or lists, tuples and dicts holding DRefs.
+StageResult = Union[DRef, list[DRef], dict[Any, DRef], tuple[DRef, ...]]  # noqa: UP007
+#: A stage: a function of ``r=Registry`` (and more arguments) returning a `StageResult`.
+Stage = Callable[..., StageResult]
+
+__all__ = [
+    "Build",
+    "BuildArgs",
+    "Closure",
+    "ConfigAttrs",
+    "Context",
+    "DRef",
+    "DRefLike",
+    "Derivation",
+    "Hash",
+    "HashPart",
+    "InstantiateArg",
+    "Matcher",
+    "MatcherO",
+    "Name",
+    "Output",
+    "Path",
+    "PromiseException",
+    "PylightnixException",
+    "RConfig",
+    "RRef",
+    "RealizeArg",
+    "Realizer",
+    "RealizerO",
+    "RefPath",
+    "Registry",
+    "SPath",
+    "Stage",
+    "StageResult",
+]

@@ -1,0 +1,652 @@
+"""Pylightnix's utilities (modules ``pylightnix.utils`` and ``pylightnix.tz``).
+
+Hashes are blake3 (64 hex digits) and, unlike Pylightnix's, cover file names,
+modes and files whose names start with ``_``: `dirhash` is the digest that
+names realizations. Checks raise errors of `lightstore.errors` that are also
+`AssertionError`s, so Pylightnix's ``except AssertionError`` still catches them.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import datetime as _dt
+import errno
+import inspect
+import json
+import logging
+import os
+import shutil
+import stat
+import textwrap
+import time as _time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from functools import partial
+from heapq import heappop, heappush
+from itertools import chain
+from typing import Any, TypeVar
+
+from blake3 import blake3
+
+from lightstore.errors import InvalidConfigError, UsageError
+from lightstore.files import remove_tree
+from lightstore.hashing import file_digest, tree_digest
+from lightstore.refs import (
+    DRef,
+    Path,
+    RRef,
+    isdref,
+    isrefpath,
+    isrref,
+    isselfpath,
+    selfref,
+)
+
+#: The format of `timestring`/`parsetime` (local time with a UTC offset).
+PYLIGHTNIX_TIME = "%y%m%d-%H:%M:%S:%f%z"
+#: The marker of a promised path: ``[selfref, "file"]``.
+PYLIGHTNIX_SELF_TAG = selfref
+
+logger = logging.getLogger("lightstore.compat")
+info = logger.info
+warning = logger.warning
+debug = logger.debug
+error = logger.error
+
+# -- pylightnix.tz -------------------------------------------------------------
+
+ZERO = _dt.timedelta(0)
+EPOCH = _dt.datetime(1970, 1, 1)
+EPOCHORDINAL = EPOCH.toordinal()
+
+
+def enfold(dt: _dt.datetime, fold: int = 1) -> _dt.datetime:
+    """`dt` with its PEP 495 `fold` set (which of two repeated wall-clock times it is)."""
+    return dt.replace(fold=fold)
+
+
+class tzlocal(_dt.tzinfo):
+    """The local time zone of this machine, as the C library knows it (DST included)."""
+
+    def _local(self, dt: _dt.datetime) -> _time.struct_time:
+        # mktime with isdst=-1 lets the C library decide whether DST applies.
+        return _time.localtime(_time.mktime((*dt.replace(tzinfo=None).timetuple()[:8], -1)))
+
+    def fromutc(self, dt: _dt.datetime) -> _dt.datetime:
+        """Local time of the UTC instant `dt` (exact, also around DST changes)."""
+        seconds = (dt.replace(tzinfo=None) - EPOCH).total_seconds()
+        offset = _time.localtime(seconds).tm_gmtoff
+        return dt + _dt.timedelta(seconds=offset)
+
+    def utcoffset(self, dt: _dt.datetime | None) -> _dt.timedelta:
+        """Offset from UTC at `dt` (now when None)."""
+        if dt is None:
+            return _dt.timedelta(seconds=_time.localtime().tm_gmtoff)
+        return _dt.timedelta(seconds=self._local(dt).tm_gmtoff)
+
+    def dst(self, dt: _dt.datetime | None) -> _dt.timedelta:
+        """Daylight saving offset at `dt`."""
+        if dt is None:
+            return ZERO
+        is_dst = self._local(dt).tm_isdst > 0
+        return _dt.timedelta(seconds=_time.timezone - _time.altzone) if is_dst else ZERO
+
+    def tzname(self, dt: _dt.datetime | None) -> str:
+        """The zone's abbreviation at `dt`."""
+        if dt is None:
+            return _time.tzname[0]
+        return _time.tzname[1 if self._local(dt).tm_isdst > 0 else 0]
+
+    def __repr__(self) -> str:
+        return "tzlocal()"
+
+
+# -- time and logs -------------------------------------------------------------
+
+
+def timestring(sec: float | None = None) -> str:
+    """Local time (now, or `sec` seconds since the Epoch) in the `PYLIGHTNIX_TIME` format."""
+    dt = _dt.datetime.now(tzlocal()) if sec is None else _dt.datetime.fromtimestamp(sec, tzlocal())
+    return dt.strftime(PYLIGHTNIX_TIME)
+
+
+def parsetime(time: str) -> float | None:
+    """Seconds since the Epoch of a `timestring`, or None if it is not one."""
+    try:
+        return _dt.datetime.strptime(time, PYLIGHTNIX_TIME).timestamp()
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def logdir(tag: str, logrootdir: Path, timetag: str | None = None) -> str:
+    """The path ``<logrootdir>/<tag>_<time>`` (nothing is created)."""
+    timetag = timestring() if timetag is None else timetag
+    return os.path.join(logrootdir, (f"{tag}_" if tag else "") + timetag)
+
+
+def mklogdir(
+    tag: str,
+    logrootdir: Path,
+    subdirs: list[str] | None = None,
+    symlinks: bool = True,
+    timetag: str | None = None,
+) -> Path:
+    """Create ``<logrootdir>/<tag>_<time>`` (with `subdirs`) and point ``_<tag>_latest`` at it."""
+    logpath = logdir(tag, logrootdir=logrootdir, timetag=timetag)
+    os.makedirs(logpath, exist_ok=True)
+    if symlinks:
+        linkname = os.path.join(logrootdir, f"_{tag}_latest" if tag else "_latest")
+        forcelink(Path(os.path.basename(logpath)), Path(linkname))
+    for sd in subdirs or []:
+        os.makedirs(os.path.join(logpath, sd), exist_ok=True)
+    return Path(logpath)
+
+
+def forcelink(src: Path, dst: Path, **kwargs: Any) -> None:
+    """Make `dst` a symlink to `src`, replacing whatever `dst` was (atomically)."""
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    tmp = f"{dst}__"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+    os.symlink(src, tmp, **kwargs)
+    os.replace(tmp, dst)
+
+
+# -- hashes --------------------------------------------------------------------
+
+
+def encode(s: str, encoding: str = "utf-8") -> bytes:
+    """`s` as bytes."""
+    return bytes(s, encoding)
+
+
+def datahash(data: Iterable[tuple[str, bytes]], verbose: bool = False) -> str:
+    """The blake3 hex digest of the byte strings of ``(hint, bytes)`` pairs, in order."""
+    h = blake3()
+    for hint, chunk in data:
+        h.update(chunk)
+        if verbose:
+            debug("adding %s: %s", hint, h.hexdigest())
+    return h.hexdigest()
+
+
+def dirhash_iter(path: Path) -> Iterable[tuple[str, bytes]]:
+    """``(path, bytes)`` of each file below `path` (symlinks give their target text).
+
+    Raises InvalidConfigError if `path` is not a folder.
+    """
+    if not os.path.isdir(path):
+        raise InvalidConfigError(f"dirhash() expects a folder, not {path!r}")
+    for root, dirs, filenames in os.walk(os.path.abspath(path), topdown=True):
+        dirs.sort()
+        for filename in sorted(filenames):
+            local = os.path.join(root, filename)
+            if os.path.islink(local):
+                yield (f"link:{local}", encode(os.readlink(local)))
+            else:
+                with open(local, "rb") as f:
+                    yield (local, f.read())
+
+
+def dirshash(paths: Iterable[Path], verbose: bool = False) -> str:
+    """One digest over several folders (each hashed as `dirhash` does), in order."""
+    h = blake3()
+    for p in paths:
+        h.update(dirhash(p, verbose).encode())
+    return h.hexdigest()
+
+
+def dirhash(path: Path, verbose: bool = False) -> str:
+    """The blake3 digest of a folder's tree: names, types, executable bits, bytes, symlinks.
+
+    Raises InvalidConfigError if `path` is not a folder.
+    """
+    if not os.path.isdir(path):
+        raise InvalidConfigError(f"dirhash() expects a folder, not {path!r}")
+    digest = tree_digest(path, skip_context=False).digest
+    if verbose:
+        debug("dirhash %s: %s", path, digest)
+    return digest
+
+
+def filehash(path: Path) -> str:
+    """The blake3 hex digest of a file's bytes. Raises InvalidConfigError if it is no file."""
+    if not os.path.isfile(path):
+        raise InvalidConfigError(f"filehash() expects a file, not {path!r}")
+    return file_digest(path).hex()
+
+
+def pyobjhash(pyobjs: list[Any]) -> str:
+    """A hash of the parsed source of Python objects, the same in every process.
+
+    Raises InvalidConfigError for an object whose source Python cannot find.
+    """
+    h = blake3()
+    for o in pyobjs:
+        try:
+            src = textwrap.dedent("".join(inspect.getsourcelines(o)[0]))
+        except (OSError, TypeError) as e:
+            raise InvalidConfigError(f"cannot read the source of {o!r}: {e}") from e
+        h.update(ast.dump(ast.parse(src)).encode())
+    return h.hexdigest()
+
+
+# -- permissions and folders ---------------------------------------------------
+
+_WRITE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def _need_file(f: str) -> None:
+    if not os.path.isfile(f):
+        raise InvalidConfigError(f"{f!r} is not a file")
+
+
+def filerw(f: Path) -> None:
+    """Give the owner write permission on file `f`."""
+    _need_file(f)
+    os.chmod(f, os.stat(f).st_mode | stat.S_IWUSR)
+
+
+def filero(f: Path) -> None:
+    """Remove every write permission from file `f`."""
+    _need_file(f)
+    os.chmod(f, os.stat(f).st_mode & ~_WRITE)
+
+
+def _chmod_tree(o: str, writable: bool) -> None:
+    for root, dirs, files in os.walk(o):
+        for name in [*dirs, *files]:
+            p = os.path.join(root, name)
+            if os.path.islink(p):
+                continue  # a link's target may be outside the folder: never touch it
+            mode = os.stat(p).st_mode
+            os.chmod(p, (mode | stat.S_IWUSR) if writable else (mode & ~_WRITE))
+    mode = os.stat(o).st_mode
+    os.chmod(o, (mode | stat.S_IWUSR) if writable else (mode & ~_WRITE))
+
+
+def dirro(o: Path) -> None:
+    """Make a folder and everything in it read-only (symlinks are left alone)."""
+    _chmod_tree(o, writable=False)
+
+
+def dirrw(o: Path) -> None:
+    """Give the owner write permission on a folder and everything in it."""
+    _chmod_tree(o, writable=True)
+
+
+def dirsize(o: Path) -> int:
+    """Bytes of the files below `o` (symlinks not followed)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(o):
+        for f in filenames:
+            fp = os.path.join(dirpath, f)
+            if not os.path.islink(fp):
+                total += os.path.getsize(fp)
+    return total
+
+
+def dirchmod(o: Path, mode: str) -> None:
+    """`dirro` for ``mode='ro'``, `dirrw` for ``'rw'``; raises InvalidConfigError otherwise."""
+    if mode == "ro":
+        dirro(o)
+    elif mode == "rw":
+        dirrw(o)
+    else:
+        raise InvalidConfigError(f"dirchmod: mode must be 'ro' or 'rw', got {mode!r} for {o}")
+
+
+def dirrm(path: Path, ignore_not_found: bool = True) -> None:
+    """Remove a folder tree, write-protected or not; first renamed away so it vanishes at once.
+
+    Raises FileNotFoundError if it is missing and `ignore_not_found` is False.
+    """
+    if not os.path.lexists(path):
+        if not ignore_not_found:
+            raise FileNotFoundError(errno.ENOENT, "no such folder", path)
+        return
+    tmp = f"{path}.tmp"
+    try:
+        os.rename(path, tmp)
+    except FileNotFoundError:
+        if not ignore_not_found:
+            raise
+        return
+    remove_tree(tmp)
+
+
+def dircp(src: Path, dst: Path, make_rw: bool = False) -> None:
+    """Copy folder `src` to a new folder `dst` (which appears complete, by a rename).
+
+    Raises InvalidConfigError if `src` is no folder or `dst` exists.
+    """
+    if not os.path.isdir(src):
+        raise InvalidConfigError(f"dircp: {src!r} is not a folder")
+    if os.path.lexists(dst):
+        raise InvalidConfigError(f"dircp: {dst!r} already exists")
+    tmp = f"{dst}.tmp"
+    shutil.copytree(src, tmp, symlinks=True)
+    if make_rw:
+        dirrw(Path(tmp))
+    os.rename(tmp, dst)
+
+
+def isclosure(x: Any) -> bool:
+    """True if `x` is a Closure."""
+    from lightstore.engine.registry import Closure
+
+    return isinstance(x, Closure)
+
+
+# -- traversal -----------------------------------------------------------------
+
+#: ``(key, value) -> new value``: called for every item by the `traverse_*` functions.
+Mutator = Callable[[Any, Any], Any]
+
+
+def _descend(v: Any, mut: Mutator) -> None:
+    if isinstance(v, list):
+        traverse_list(v, mut)
+    elif isinstance(v, dict):
+        traverse_dict(v, mut)
+    elif isinstance(v, tuple):
+        traverse_tuple(v, mut)
+
+
+def traverse_tuple(t: tuple[Any, ...], mut: Mutator) -> None:
+    """Call `mut` on every item of a tuple, recursively; a tuple item cannot be changed (UsageError)."""
+    for i, item in enumerate(t):
+        if mut(i, item) != item:
+            raise UsageError("traverse_tuple: a tuple item cannot be changed")
+        _descend(item, mut)
+
+
+def traverse_list(lst: list[Any], mut: Mutator) -> None:
+    """Replace every item of a list by ``mut(index, item)``, recursively (in place)."""
+    for i in range(len(lst)):
+        lst[i] = mut(i, lst[i])
+        _descend(lst[i], mut)
+
+
+def traverse_dict(d: dict[Any, Any], mut: Mutator) -> None:
+    """Replace every value of a dict by ``mut(key, value)``, recursively (in place)."""
+    for k in list(d.keys()):
+        d[k] = mut(k, d[k])
+        _descend(d[k], mut)
+
+
+def scanref_list(lst: list[Any]) -> tuple[list[DRef], list[RRef]]:
+    """The DRefs and RRefs found anywhere in a list, in order."""
+    drefs: list[DRef] = []
+    rrefs: list[RRef] = []
+
+    def visit(_: Any, v: Any) -> Any:
+        if isrref(v):
+            rrefs.append(RRef(v))
+        elif isdref(v):
+            drefs.append(DRef(v))
+        return v
+
+    traverse_list(list(lst), visit)
+    return drefs, rrefs
+
+
+def scanref_dict(d: dict[Any, Any]) -> tuple[list[DRef], list[RRef]]:
+    """The DRefs and RRefs found anywhere in a dict's values, in order."""
+    if not isinstance(d, dict):
+        raise InvalidConfigError(f"scanref_dict expects a dict, got {type(d).__name__}")
+    return scanref_list(list(d.values()))
+
+
+def dicthash(d: dict[str, Any]) -> str:
+    """A hash of a dict's top-level items, ignoring keys that start with ``_``."""
+    text = "_".join(f"{k}={v}" for k, v in sorted(d.items()) if k and k[0] != "_")
+    return blake3(text.encode("utf-8")).hexdigest()
+
+
+def assert_serializable(d: Any, argname: str = "dict") -> Any:
+    """`d` after a JSON round trip; raises InvalidConfigError if that changes or fails."""
+    try:
+        d2 = json.loads(json.dumps(d, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise InvalidConfigError(f"{argname} is not JSON-serializable: {e}") from e
+    if str(d) != str(d2):
+        raise InvalidConfigError(
+            f"{argname} does not survive JSON: {d!r} reads back as {d2!r} "
+            "(tuples, numpy numbers and other objects are not allowed)"
+        )
+    return d2
+
+
+def assert_valid_dict(d: dict[str, Any], argname: str) -> dict[str, Any]:
+    """`d` if it is a dict that survives JSON unchanged; raises InvalidConfigError."""
+    if not isinstance(d, dict):
+        raise InvalidConfigError(f"{argname} must be a dict, got {type(d).__name__}")
+    assert_serializable(d, argname)
+    return d
+
+
+# -- files ---------------------------------------------------------------------
+
+
+def readstr(path: str) -> str:
+    """The text of a file."""
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def writestr(path: str, data: str) -> None:
+    """Write text to a file."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(data)
+
+
+def writejson(path: str, data: Any, indent: int | None = None) -> None:
+    """Write a JSON value to a file."""
+    writestr(path, json.dumps(data, indent=indent))
+
+
+def readjson(json_path: str) -> Any:
+    """The JSON value of a file."""
+    with open(json_path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+C = TypeVar("C")
+D = TypeVar("D")
+
+
+def trycatch(f: Callable[[], _A], default: _A, mp: Callable[[_A], _B]) -> _B:
+    """``mp(f())``, or ``mp(default)`` if `f` raises an Exception."""
+    try:
+        return mp(f())
+    except Exception:
+        return mp(default)
+
+
+def tryreadjson(json_path: str) -> Any | None:
+    """The JSON value of a file, or None if it cannot be read or parsed."""
+    return trycatch(partial(readjson, json_path), None, lambda x: x)
+
+
+def maybereadjson(path: str, default: Any, mp: Callable[[Any], C]) -> C:
+    """``mp`` of the JSON value of a file, or of `default`."""
+    return trycatch(partial(readjson, path), default, mp)
+
+
+def tryreadstr(path: str) -> str | None:
+    """The text of a file, or None."""
+    return trycatch(partial(readstr, path), None, lambda x: x)
+
+
+def maybereadstr(path: str, default: str, mp: Callable[[str], D]) -> D:
+    """``mp`` of the text of a file, or of `default`."""
+    return trycatch(partial(readstr, path), default, mp)
+
+
+def tryreadjson_def(json_path: str, default: Any) -> Any:
+    """The JSON value of a file, or `default`."""
+    return trycatch(partial(readjson, json_path), default, lambda x: x)
+
+
+def tryreadstr_def(path: str, default: str) -> str:
+    """The text of a file, or `default`."""
+    return trycatch(partial(readstr, path), default, lambda x: x)
+
+
+def tryread(path: Path) -> str | None:
+    """The text of a file, or None."""
+    return tryreadstr(path)
+
+
+def tryread_def(path: Path, default: str) -> str:
+    """The text of a file, or `default`."""
+    return tryreadstr_def(path, default)
+
+
+def trywrite(path: Path, data: str) -> bool:
+    """Write text to a file; False if that failed."""
+
+    def _do() -> bool:
+        writestr(path, data)
+        return True
+
+    return trycatch(_do, False, lambda x: x)
+
+
+def try_executable(
+    name: str, envname: str, not_found_message: str | None, not_found_warning: str | None
+) -> Callable[[], str]:
+    """A function returning the path of executable `name` (``$envname`` first).
+
+    If it is missing, the function raises UsageError with `not_found_message`.
+    """
+    exe = os.environ.get(envname) or shutil.which(name)
+
+    def executable() -> str:
+        """The path of the executable; raises UsageError if it was not found."""
+        if exe is None:
+            raise UsageError(not_found_message or f"{name} not found; set ${envname}")
+        return str(exe)
+
+    executable.__name__ = name
+    return executable
+
+
+def concat(lst: list[list[Any]]) -> list[Any]:
+    """The lists of `lst`, one after the other."""
+    return list(chain.from_iterable(lst))
+
+
+def kahntsort(nodes: Iterable[Any], inbounds: Callable[[Any], set[Any]]) -> list[Any] | None:
+    """Nodes in topological order (Kahn's algorithm, ties by value), or None if there is a cycle.
+
+    `inbounds(n)` gives the nodes `n` depends on; those come first.
+    """
+    indeg: dict[Any, int] = {}
+    outbounds: dict[Any, set[Any]] = defaultdict(set)
+    queue: list[Any] = []
+    for n in nodes:
+        ins = inbounds(n)
+        outbounds[n] |= set()
+        indeg[n] = len(ins)
+        for i in ins:
+            outbounds[i].add(n)
+    for n, d in indeg.items():
+        if d == 0:
+            heappush(queue, n)
+    order: list[Any] = []
+    while queue:
+        n = heappop(queue)
+        order.append(n)
+        for o in outbounds[n]:
+            if o in indeg:
+                indeg[o] -= 1
+                if indeg[o] == 0:
+                    heappush(queue, o)
+    return order if len(order) == len(indeg) else None
+
+
+def dagroots(sorted_nodes: list[Any], inbounds: Callable[[Any], set[Any]]) -> set[Any]:
+    """The nodes of a topologically sorted DAG that nothing depends on."""
+    nonroots: set[Any] = set()
+    roots: set[Any] = set()
+    for node in reversed(sorted_nodes):
+        if node not in nonroots:
+            roots.add(node)
+        nonroots |= set(inbounds(node))
+    return roots
+
+
+__all__ = [
+    "EPOCH",
+    "EPOCHORDINAL",
+    "PYLIGHTNIX_SELF_TAG",
+    "PYLIGHTNIX_TIME",
+    "ZERO",
+    "C",
+    "D",
+    "Mutator",
+    "assert_serializable",
+    "assert_valid_dict",
+    "concat",
+    "dagroots",
+    "datahash",
+    "debug",
+    "dicthash",
+    "dircp",
+    "dirchmod",
+    "dirhash",
+    "dirhash_iter",
+    "dirro",
+    "dirrm",
+    "dirrw",
+    "dirshash",
+    "dirsize",
+    "encode",
+    "enfold",
+    "error",
+    "filehash",
+    "filero",
+    "filerw",
+    "forcelink",
+    "info",
+    "isclosure",
+    "isdref",
+    "isrefpath",
+    "isrref",
+    "isselfpath",
+    "kahntsort",
+    "logdir",
+    "logger",
+    "maybereadjson",
+    "maybereadstr",
+    "mklogdir",
+    "parsetime",
+    "pyobjhash",
+    "readjson",
+    "readstr",
+    "scanref_dict",
+    "scanref_list",
+    "selfref",
+    "timestring",
+    "traverse_dict",
+    "traverse_list",
+    "traverse_tuple",
+    "try_executable",
+    "trycatch",
+    "tryread",
+    "tryread_def",
+    "tryreadjson",
+    "tryreadjson_def",
+    "tryreadstr",
+    "tryreadstr_def",
+    "trywrite",
+    "tzlocal",
+    "warning",
+    "writejson",
+    "writestr",
+]

@@ -1,0 +1,158 @@
+"""Two runs side by side (`compare`), and one artifact of a run (`artifact_path`).
+
+`compare` is what `lightstore diff A B` prints: the config fields whose
+values differ (nested keys dotted), for two realizations also the
+dependency realizations they were built on, and their metrics when the
+catalogue has a ``metrics`` table (realization, name, value).
+
+`artifact_path` is what `lightstore cat REF PATH` reads: a path inside one
+realization's folder, confined to it (no ``..``, no absolute paths, no
+symlink that leads outside).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from lightstore.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.query.errors import AmbiguousReferenceError
+from lightstore.query.graph import differing_fields, flatten
+from lightstore.query.resolve import resolve
+from lightstore.refs import DRef, RRef, isrref, rref2dref
+from lightstore.store import Store
+
+_MISSING: Any = None
+
+
+def _metrics_columns(store: Store) -> tuple[str, str, str] | None:
+    """(realization column, name column, value column) of a ``metrics`` table, if there is one."""
+    rows = store.catalogue.query("SELECT name FROM pragma_table_info('metrics')")
+    columns = [r[0] for r in rows]
+    ref = next((c for c in ("rref", "realization") if c in columns), None)
+    name = next((c for c in ("name", "metric", "key") if c in columns), None)
+    if ref is None or name is None or "value" not in columns:
+        return None
+    return ref, name, "value"
+
+
+def metrics(store: Store, rref: str) -> dict[str, Any] | None:
+    """The metrics recorded for `rref`, or None if the catalogue has no metrics table."""
+    cols = _metrics_columns(store)
+    if cols is None:
+        return None
+    ref, name, value = cols
+    rows = store.catalogue.query(
+        f'SELECT "{name}", "{value}" FROM metrics WHERE "{ref}" = ? ORDER BY 1', (rref,)
+    )
+    return {n: v for n, v in rows}
+
+
+def _changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    fields = differing_fields([a, b])
+    return [
+        {
+            "field": f,
+            "a": a.get(f, _MISSING),
+            "b": b.get(f, _MISSING),
+            "in_a": f in a,
+            "in_b": f in b,
+        }
+        for f in fields
+    ]
+
+
+def compare(store: Store, a: str, b: str) -> dict[str, Any]:
+    """What differs between two objects (derivations or realizations, any REF form).
+
+    Returns ``{"a", "b", "config": [...], "context": [...], "metrics": [...] or None}``;
+    each change is ``{"field", "a", "b", "in_a", "in_b"}`` (``in_x`` is false
+    where the field is missing). ``context`` compares the dependency
+    realizations of two realizations (by dependency name); ``metrics`` is None
+    unless both are realizations and the catalogue has a metrics table.
+    Raises the errors of `resolve`.
+    """
+    ref_a, ref_b = resolve(store, a), resolve(store, b)
+    dref_a = rref2dref(ref_a) if isrref(ref_a) else DRef(ref_a)
+    dref_b = rref2dref(ref_b) if isrref(ref_b) else DRef(ref_b)
+    config = _changes(flatten(store.config(dref_a)), flatten(store.config(dref_b)))
+    context: list[dict[str, Any]] = []
+    found_metrics: list[dict[str, Any]] | None = None
+    if isrref(ref_a) and isrref(ref_b):
+        context = _changes(_inputs(store, RRef(ref_a)), _inputs(store, RRef(ref_b)))
+        ma, mb = metrics(store, ref_a), metrics(store, ref_b)
+        if ma is not None and mb is not None:
+            found_metrics = _changes(ma, mb)
+    return {"a": ref_a, "b": ref_b, "config": config, "context": context, "metrics": found_metrics}
+
+
+def _inputs(store: Store, rref: RRef) -> dict[str, Any]:
+    """The dependency realizations of `rref`, keyed by the dependency's name (or DRef if
+    two dependencies share a name)."""
+    context = store.context(rref)
+    names = [d.rsplit("-", 1)[1] for d in context]
+    out: dict[str, Any] = {}
+    for dref, rrefs in context.items():
+        name = dref.rsplit("-", 1)[1]
+        key = name if names.count(name) == 1 else dref
+        out[key] = rrefs[0] if len(rrefs) == 1 else list(rrefs)
+    return out
+
+
+def realization_of(store: Store, ref: str) -> RRef:
+    """The one realization `ref` designates: an RRef, or a derivation with exactly one.
+
+    Raises AmbiguousReferenceError for a derivation with several (listing
+    them and suggesting ``@latest``), UnknownReferenceError for one with none.
+    """
+    target = resolve(store, ref)
+    if isrref(target):
+        return RRef(target)
+    rrefs = store.catalogue.realizations_any_context(target)
+    if len(rrefs) == 1:
+        return rrefs[0]
+    if not rrefs:
+        raise UnknownReferenceError(f"{target} has no realization yet", target)
+    listed = "\n  ".join(rrefs[:10])
+    raise AmbiguousReferenceError(
+        f"{ref!r} is a derivation with {len(rrefs)} realizations:\n  {listed}\n"
+        f"pick one: {target}@latest, or give an RRef",
+        list(rrefs[:10]),
+    )
+
+
+def artifact_path(store: Store, ref: str, path: str) -> str:
+    """The system path of `path` inside the realization `ref` designates (see `realization_of`).
+
+    Raises InvalidReferenceError for an absolute path, a path with ``..``, or
+    one that leads outside the realization through a symlink;
+    UnknownReferenceError if there is no such file.
+    """
+    rref = realization_of(store, ref)
+    parts = path.replace("\\", "/").split("/")
+    if os.path.isabs(path) or path.startswith("/") or ".." in parts or "\x00" in path:
+        raise InvalidReferenceError(
+            f"{path!r} is not a path inside a realization: give a relative path without '..' "
+            "(see `lightstore show REF` for its files)"
+        )
+    folder = os.path.realpath(store.rref_path(rref))
+    if not os.path.isdir(folder):
+        raise UnknownReferenceError(
+            f"the folder of {rref} is missing; run `lightstore verify`", rref
+        )
+    target = os.path.realpath(os.path.join(folder, *[p for p in parts if p not in ("", ".")]))
+    if target != folder and not target.startswith(folder + os.sep):
+        raise InvalidReferenceError(
+            f"{path!r} in {rref} is a symlink that leads outside the realization; refused"
+        )
+    if not os.path.exists(target):
+        raise UnknownReferenceError(
+            f"{rref} has no file {path!r}; list its files with `lightstore show {rref}`", rref
+        )
+    return target
+
+
+def json_value(value: Any) -> str:
+    """A config or metric value as short text (JSON, strings unquoted)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

@@ -1,0 +1,288 @@
+"""How a remote cache is laid out, and what a manifest holds.
+
+Layout under the remote's root (every object is written once and never
+replaced with different content)::
+
+    lightstore-remote.json                 {"format": "lightstore-remote", "version": 1}
+    blobs/<h[:2]>/<h>                      file contents, named by their 64-hex blake3
+    derivations/<H>-<name>.json            canonical config of each derivation
+    realizations/<H>-<name>/<R>.json       one manifest per realization
+    index/<H>-<name>/<context hash>/<R>    empty marker: <R> exists in that context
+    signatures/<H>-<name>/<R>/<key name>   base64 ed25519 signature of the RRef
+
+A push writes, for each realization, dependencies first: its blobs, the
+configs, the manifest, then the index marker and signatures. So a reader
+that finds a marker finds its manifest, and a manifest's blobs and
+dependencies exist. Finding the realizations of (derivation, context) is one
+listing of ``index/<H>-<name>/<context hash>/``.
+
+A manifest records the RRef, DRef, config, context and every entry of the
+realization (path, type, executable bit, size, blake3, link target), plus
+informational fields (build times, metrics) that no hash covers. The tree
+digest, and so the RRef, can be recomputed from the entries alone, which lets
+a pull refuse a lying manifest before downloading anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightstore.config import Config, canonical_json
+from lightstore.errors import InvalidMetricError, LightstoreError, RemoteIntegrityError
+from lightstore.exchange._ingest import checked_config, checked_context
+from lightstore.exchange._tree import walk_tree
+from lightstore.hashing import CONTEXT_FILE, _len_prefixed, _tagged, realization_hash
+from lightstore.metrics import check_metric_name, check_metric_value
+from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+
+FORMAT = "lightstore-remote"
+MANIFEST_FORMAT = "lightstore-manifest"
+VERSION = 1
+MARKER = "lightstore-remote.json"
+_BLOB_RE = re.compile(r"[0-9a-f]{64}")
+_KEYNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def blob_key(digest: str) -> str:
+    return f"blobs/{digest[:2]}/{digest}"
+
+
+def dref_folder(dref: DRef) -> str:
+    h, name = undref(dref)
+    return f"{h}-{name}"
+
+
+def derivation_key(dref: DRef) -> str:
+    return f"derivations/{dref_folder(dref)}.json"
+
+
+def manifest_key(rref: RRef) -> str:
+    return f"realizations/{dref_folder(rref2dref(rref))}/{unrref(rref)[0]}.json"
+
+
+def index_key(rref: RRef, ctx_hash: str) -> str:
+    return f"index/{dref_folder(rref2dref(rref))}/{ctx_hash}/{unrref(rref)[0]}"
+
+
+def signature_folder(rref: RRef) -> str:
+    return f"signatures/{dref_folder(rref2dref(rref))}/{unrref(rref)[0]}"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One entry of a realization: '/'-separated path, type, and what identifies its content."""
+
+    path: str
+    type: str  # "dir", "file" or "link"
+    executable: bool = False
+    size: int = 0
+    blake3: str = ""
+    target: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "type": self.type}
+        if self.type == "file":
+            out.update(executable=self.executable, size=self.size, blake3=self.blake3)
+        elif self.type == "link":
+            out["target"] = self.target
+        return out
+
+
+@dataclass
+class Manifest:
+    """What a remote says about one realization."""
+
+    rref: RRef
+    dref: DRef
+    config: Config
+    context: dict[str, list[str]]
+    files: list[FileEntry]
+    build_started: float | None = None
+    build_stopped: float | None = None
+    metrics: dict[str, int | float] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        doc: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "version": VERSION,
+            "rref": self.rref,
+            "dref": self.dref,
+            "config": self.config.val,
+            "context": self.context,
+            "files": [e.to_json() for e in self.files],
+            "build_started": self.build_started,
+            "build_stopped": self.build_stopped,
+        }
+        if self.metrics:
+            doc["metrics"] = self.metrics
+        return canonical_json(doc).encode("utf-8")
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.files)
+
+    @property
+    def deps(self) -> list[RRef]:
+        return sorted({RRef(r) for rrefs in self.context.values() for r in rrefs})
+
+
+def _sort_key(path: str) -> tuple[tuple[bytes, ...], bytes]:
+    # tree_digest hashes a folder's entries (sorted by their UTF-8 bytes), then
+    # descends into its subfolders in that order: entries are ordered by their
+    # parent folder in depth-first preorder (its component tuple), then by name.
+    parts = [p.encode("utf-8", "surrogateescape") for p in path.split("/")]
+    return tuple(parts[:-1]), parts[-1]
+
+
+def entries_digest(files: list[FileEntry]) -> str:
+    """The tree digest `hashing.tree_digest` would compute for a folder holding `files`."""
+    h = _tagged(b"lightstore:tree:v1")
+    for e in sorted(files, key=lambda e: _sort_key(e.path)):
+        encoded = _len_prefixed(e.path.encode("utf-8", "surrogateescape"))
+        if e.type == "dir":
+            h.update(b"d" + encoded)
+        elif e.type == "link":
+            h.update(b"l" + encoded + _len_prefixed(e.target.encode("utf-8", "surrogateescape")))
+        else:
+            h.update((b"x" if e.executable else b"f") + encoded + bytes.fromhex(e.blake3))
+    return h.hexdigest()
+
+
+def local_entries(folder: str) -> list[FileEntry]:
+    """The entries of a local realization folder (without hashes of file contents)."""
+    out = []
+    for e in walk_tree(folder, skip_top=frozenset({CONTEXT_FILE})):
+        out.append(FileEntry(e.rel, e.kind, e.executable, e.size, "", e.target))
+    return out
+
+
+def _bad(where: str, why: str) -> RemoteIntegrityError:
+    return RemoteIntegrityError(
+        f"{where}: {why}; the remote is damaged or hostile, nothing was added"
+    )
+
+
+def _check_path(path: Any, where: str) -> str:
+    if not isinstance(path, str) or not path:
+        raise _bad(where, f"an entry has the path {path!r}")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") or "\0" in p or "\\" in p for p in parts):
+        raise _bad(where, f"the path {path!r} escapes its realization or is not normalised")
+    if path == CONTEXT_FILE:
+        raise _bad(where, f"the entry {CONTEXT_FILE!r} is reserved for the store")
+    return path
+
+
+def _check_files(raw: Any, where: str) -> list[FileEntry]:
+    if not isinstance(raw, list):
+        raise _bad(where, "'files' is not a list")
+    seen: dict[str, str] = {}
+    out: list[FileEntry] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise _bad(where, "an entry of 'files' is not an object")
+        path = _check_path(item.get("path"), where)
+        kind = item.get("type")
+        if path in seen:
+            raise _bad(where, f"the path {path!r} is listed twice")
+        parent = path.rpartition("/")[0]
+        if parent and seen.get(parent) != "dir":
+            raise _bad(where, f"the parent of {path!r} is not a folder listed before it")
+        if kind == "dir":
+            entry = FileEntry(path, "dir")
+        elif kind == "file":
+            size, digest, exe = item.get("size"), item.get("blake3"), item.get("executable")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise _bad(where, f"the size of {path!r} is {size!r}")
+            if not isinstance(digest, str) or not _BLOB_RE.fullmatch(digest):
+                raise _bad(where, f"the blake3 of {path!r} is {digest!r}")
+            if not isinstance(exe, bool):
+                raise _bad(where, f"the executable bit of {path!r} is {exe!r}")
+            entry = FileEntry(path, "file", exe, size, digest)
+        elif kind == "link":
+            target = item.get("target")
+            if not isinstance(target, str) or not target or "\0" in target:
+                raise _bad(where, f"the link {path!r} has the target {target!r}")
+            if target.startswith("/"):
+                raise _bad(where, f"the link {path!r} points to the absolute path {target!r}")
+            depth = len(path.split("/")) - 1
+            for part in target.split("/"):
+                depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
+                if depth < 0:
+                    raise _bad(where, f"the link {path!r} points outside its realization")
+            entry = FileEntry(path, "link", target=target)
+        else:
+            raise _bad(where, f"the entry {path!r} has the type {kind!r}")
+        seen[path] = kind
+        out.append(entry)
+    return out
+
+
+def parse_manifest(data: bytes, rref: RRef, where: str) -> Manifest:
+    """Parse and check a manifest read from a remote for `rref`.
+
+    Checks that the config hashes to the DRef, the context fits the config,
+    every path stays inside the realization, and that the entries with the
+    context hash to `rref`. Raises RemoteIntegrityError otherwise.
+    """
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeError, ValueError) as e:
+        raise _bad(where, f"the manifest of {rref} is not JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise _bad(where, f"the manifest of {rref} is not a lightstore manifest")
+    if doc.get("version") != VERSION:
+        raise RemoteIntegrityError(
+            f"{where}: the manifest of {rref} has version {doc.get('version')!r}; this "
+            f"lightstore reads version {VERSION} (upgrade lightstore)"
+        )
+    if doc.get("rref") != rref:
+        raise _bad(where, f"the manifest stored for {rref} describes {doc.get('rref')!r}")
+    dref = rref2dref(rref)
+    if doc.get("dref") != dref:
+        raise _bad(where, f"the manifest of {rref} names the derivation {doc.get('dref')!r}")
+    try:
+        _, config = checked_config(dref, doc.get("config"), where)
+        context = checked_context(rref, doc.get("context"), config, where)
+    except LightstoreError as e:
+        raise _bad(where, str(e)) from None
+    files = _check_files(doc.get("files"), where)
+    from lightstore.hashing import context_hash
+
+    if realization_hash(context_hash(context), entries_digest(files)) != unrref(rref)[0]:
+        raise _bad(
+            where,
+            f"the manifest of {rref} lists files (or a context) that do not hash to its RRef",
+        )
+    times = [doc.get("build_started"), doc.get("build_stopped")]
+    times = [t if isinstance(t, int | float) and not isinstance(t, bool) else None for t in times]
+    raw_metrics = doc.get("metrics") or {}
+    # Informational: entries that are not valid metrics are dropped, not fatal.
+    metrics: dict[str, int | float] = {}
+    if isinstance(raw_metrics, dict):
+        for k, v in raw_metrics.items():
+            with contextlib.suppress(InvalidMetricError):
+                metrics[check_metric_name(k)] = check_metric_value(k, v)
+    return Manifest(rref, dref, config, context, files, times[0], times[1], metrics)
+
+
+def check_keyname(name: str) -> str:
+    """A signing key's name (used as an object name on the remote)."""
+    if not isinstance(name, str) or not _KEYNAME_RE.fullmatch(name) or name in (".", ".."):
+        raise LightstoreError(
+            f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def parse_rref_key(folder: str, name: str) -> RRef | None:
+    """The RRef named by a manifest or marker file name in a derivation folder, or None."""
+    r = name[:-5] if name.endswith(".json") else name
+    try:
+        return parse_rref(f"rref:{r}-{folder}")
+    except LightstoreError:
+        return None

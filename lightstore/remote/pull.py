@@ -1,0 +1,303 @@
+"""Downloading closures of realizations from a remote cache, verified.
+
+A pull reads the manifests of the closure first and checks each one (config
+hashes to the DRef, context fits the config, paths stay inside, entries and
+context hash to the RRef, a trusted signature when keys are configured), so a
+lying manifest is refused before any data moves. Then the blobs are
+downloaded into the store's temporary area (several at once, streamed), each
+hashed and compared with its name; the realizations are assembled, their
+folders hashed once more as archive imports do, and published by the same
+atomic install (intents, build locks, one catalogue transaction). Anything
+refused leaves the local store as it was.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from lightstore.config import Config, config_deps
+from lightstore.errors import (
+    ArchiveError,
+    LightstoreError,
+    RemoteIntegrityError,
+    StoreError,
+    UnknownReferenceError,
+    UntrustedError,
+)
+from lightstore.exchange._ingest import (
+    Incoming,
+    add_to_store,
+    check_references,
+    checked_config,
+    verify_folder,
+)
+from lightstore.files import remove_tree
+from lightstore.hashing import file_digest
+from lightstore.refs import DRef, RRef, isdref, parse_dref, parse_rref
+from lightstore.remote._fs import Remote
+from lightstore.remote._layout import (
+    Manifest,
+    blob_key,
+    derivation_key,
+    dref_folder,
+    manifest_key,
+    parse_manifest,
+    parse_rref_key,
+    signature_folder,
+)
+from lightstore.remote._sign import TrustedKeys, trusted_keys_for
+from lightstore.remote.push import DEFAULT_JOBS, Progress, ensure_marker, open_remote
+from lightstore.store import Store
+
+_CHUNK = 1024 * 1024
+
+
+def remote_realizations_of(remote: Remote, dref: DRef) -> list[RRef]:
+    """Every realization of `dref` the remote holds (one listing)."""
+    folder = dref_folder(dref)
+    out = []
+    for name in remote.listdir(f"realizations/{folder}"):
+        if name.endswith(".json"):
+            r = parse_rref_key(folder, name)
+            if r is not None:
+                out.append(r)
+    return out
+
+
+def _resolve_remote_refs(remote: Remote, refs: Iterable[str]) -> list[RRef]:
+    out: list[RRef] = []
+    for ref in refs:
+        if isdref(ref):
+            found = remote_realizations_of(remote, parse_dref(ref))
+            if not found:
+                raise UnknownReferenceError(
+                    f"the remote {remote.shown} holds nothing of {ref}", ref
+                )
+            out += found
+        else:
+            out.append(parse_rref(ref))
+    return sorted(set(out))
+
+
+def check_signature(remote: Remote, trusted: TrustedKeys, rref: RRef, where: str) -> None:
+    """Refuse `rref` unless a trusted key signed it (when keys are configured)."""
+    if not trusted:
+        return
+    found_any = False
+    for name in sorted(trusted.keys):
+        sig = remote.read(f"{signature_folder(rref)}/{name}", limit=4096)
+        if sig is None:
+            continue
+        found_any = True
+        if trusted.valid(rref, name, sig):
+            return
+    if found_any:
+        raise UntrustedError(
+            f"{where}: the signature of {rref} does not verify with the trusted key(s) "
+            f"{', '.join(sorted(trusted.keys))}: forged or damaged; nothing was added"
+        )
+    raise UntrustedError(
+        f"{where}: {rref} is not signed by any trusted key ({', '.join(sorted(trusted.keys))}); "
+        "nothing was added (push it with a trusted signing key, or trust its signer's key)"
+    )
+
+
+def read_manifest(remote: Remote, rref: RRef, where: str, dependency_of: str | None) -> Manifest:
+    data = remote.read(manifest_key(rref))
+    if data is None:
+        if dependency_of is None:
+            raise UnknownReferenceError(f"the remote {remote.shown} does not hold {rref}", rref)
+        raise RemoteIntegrityError(
+            f"{where}: the manifest of {rref}, a dependency of {dependency_of}, is missing; the "
+            "remote is incomplete (push it again from a store that has it); nothing was added"
+        )
+    return parse_manifest(data, rref, where)
+
+
+def plan_pull(
+    store: Store, remote: Remote, roots: list[RRef], trusted: TrustedKeys, where: str
+) -> tuple[dict[DRef, Config], dict[RRef, Manifest]]:
+    """The manifests of the closure of `roots` not yet in `store`, checked, and their configs."""
+    manifests: dict[RRef, Manifest] = {}
+    queue: collections.deque[tuple[RRef, str | None]] = collections.deque((r, None) for r in roots)
+    while queue:
+        rref, parent = queue.popleft()
+        if rref in manifests or store.catalogue.known_rrefs([rref]):
+            continue
+        m = read_manifest(remote, rref, where, parent)
+        check_signature(remote, trusted, rref, where)
+        manifests[rref] = m
+        queue.extend((d, rref) for d in m.deps)
+    derivations: dict[DRef, Config] = {m.dref: m.config for m in manifests.values()}
+    pending = [d for cfg in list(derivations.values()) for d in config_deps(cfg)]
+    while pending:
+        d = pending.pop()
+        if d in derivations or store.catalogue.known_drefs([d]):
+            continue
+        data = remote.read(derivation_key(d))
+        if data is None:
+            raise RemoteIntegrityError(
+                f"{where}: the config of {d} is missing on the remote; nothing was added"
+            )
+        try:
+            import json
+
+            raw = json.loads(data.decode("utf-8"))
+        except (UnicodeError, ValueError):
+            raise RemoteIntegrityError(f"{where}: the config of {d} is not JSON") from None
+        try:
+            derivations[d] = checked_config(d, raw, where)[1]
+        except LightstoreError as e:
+            raise RemoteIntegrityError(str(e)) from None
+        pending.extend(config_deps(derivations[d]))
+    return derivations, manifests
+
+
+class _Downloader:
+    """Downloads blobs into a folder with a pool of threads, checking each hash."""
+
+    def __init__(self, remote: Remote, folder: str, jobs: int) -> None:
+        self.remote = remote
+        self.folder = folder
+        self.jobs = max(1, jobs)
+
+    def path(self, digest: str) -> str:
+        return os.path.join(self.folder, digest)
+
+    def _one(self, digest: str, size: int, used_by: str) -> int:
+        part = self.path(digest) + ".part"
+        try:
+            self.remote.download_file(blob_key(digest), part, size)
+        except FileNotFoundError:
+            raise RemoteIntegrityError(
+                f"the blob {digest} ({used_by}) is missing on the remote {self.remote.shown}; "
+                "nothing was added"
+            ) from None
+        got = os.path.getsize(part)
+        if got != size or file_digest(part).hex() != digest:
+            raise RemoteIntegrityError(
+                f"the blob {digest} ({used_by}) on the remote {self.remote.shown} does not match "
+                f"its hash ({got} bytes, {size} expected): tampered or truncated; nothing was added"
+            )
+        os.rename(part, self.path(digest))
+        return size
+
+    def fetch(self, wanted: Mapping[str, tuple[int, str]], progress: Progress | None) -> None:
+        total = sum(size for size, _ in wanted.values())
+        done = 0
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="pull") as pool:
+            pending: set[Future[int]] = {
+                pool.submit(self._one, d, size, used) for d, (size, used) in wanted.items()
+            }
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                for f in finished:
+                    exc = f.exception()
+                    if exc is not None:
+                        for p in pending:
+                            p.cancel()
+                        raise exc
+                    done += f.result()
+                if progress is not None and finished:
+                    progress(done, total)
+
+
+def _assemble(m: Manifest, out: str, blobs: _Downloader, uses: collections.Counter[str]) -> None:
+    """Make the folder of `m` from downloaded blobs (moved on their last use, else copied)."""
+    os.mkdir(out, 0o755)
+    for e in m.files:
+        target = os.path.join(out, *e.path.split("/"))
+        if e.type == "dir":
+            os.mkdir(target, 0o755)
+        elif e.type == "link":
+            os.symlink(e.target, target)
+        else:
+            uses[e.blake3] -= 1
+            source = blobs.path(e.blake3)
+            if uses[e.blake3] == 0:
+                os.rename(source, target)
+            else:
+                with open(source, "rb") as fin, open(target, "xb") as fout:
+                    shutil.copyfileobj(fin, fout, _CHUNK)
+            os.chmod(target, 0o755 if e.executable else 0o644)
+
+
+def pull(
+    store: Store,
+    url: Any,
+    refs: Iterable[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    trusted_keys: Iterable[str] | None = None,
+    jobs: int = DEFAULT_JOBS,
+    progress: Progress | None = None,
+) -> list[RRef]:
+    """Download the closures of `refs` (RRefs, or DRefs for all their remote realizations).
+
+    Realizations already in the store are skipped (nothing is transferred).
+    With trusted keys (the call's, else ``$LIGHTSTORE_TRUSTED_KEYS`` and the
+    store's ``trusted-keys`` file) every new realization must carry a valid
+    signature by one of them. Returns the RRefs added, dependencies first.
+
+    Raises UnknownReferenceError if the remote lacks a requested reference,
+    RemoteIntegrityError (UntrustedError for signatures) if anything does not
+    verify, RemoteError if the remote cannot be read; the store is then unchanged.
+    """
+    remote = open_remote(url, storage_options)
+    trusted = trusted_keys_for(store.root, trusted_keys)
+    where = f"pull from {remote.shown}"
+    if not ensure_marker(remote, create=False):
+        raise UnknownReferenceError(
+            f"{remote.shown} is not a lightstore remote (nothing was pushed there)"
+        )
+    roots = _resolve_remote_refs(remote, refs)
+    derivations, manifests = plan_pull(store, remote, roots, trusted, where)
+    if not manifests:
+        if derivations:
+            store.record_derivations(list(derivations.items()))
+        return []
+    incoming = {
+        r: Incoming(r, m.dref, m.context, "", m.build_started, m.build_stopped, metrics=m.metrics)
+        for r, m in manifests.items()
+    }
+    check_references(store, derivations, incoming, where)
+    store.recover()
+    area = store.new_build_area("pull")
+    try:
+        uses: collections.Counter[str] = collections.Counter()
+        wanted: dict[str, tuple[int, str]] = {}
+        for r, m in manifests.items():
+            for e in m.files:
+                if e.type == "file":
+                    uses[e.blake3] += 1
+                    wanted.setdefault(e.blake3, (e.size, f"{e.path} of {r}"))
+        blobs = _Downloader(remote, os.path.join(area, "blobs"), jobs)
+        os.mkdir(blobs.folder)
+        blobs.fetch(wanted, progress)
+        for i, (r, m) in enumerate(sorted(manifests.items())):
+            inc = incoming[r]
+            inc.folder = os.path.join(area, f"r{i}")
+            _assemble(m, inc.folder, blobs, uses)
+            try:
+                verify_folder(inc, where)  # the same check as an archive import
+            except ArchiveError as e:
+                if isinstance(e, RemoteIntegrityError):
+                    raise
+                raise RemoteIntegrityError(str(e)) from None
+        with store.realizing():
+            check_references(store, derivations, incoming, where)
+            added = add_to_store(store, derivations, incoming.values())
+        return added
+    except OSError as e:
+        if isinstance(e, LightstoreError):
+            raise
+        raise StoreError(
+            f"{where}: cannot assemble the realizations in {store.root}: {e.strerror or e}"
+        ) from None
+    finally:
+        remove_tree(area)

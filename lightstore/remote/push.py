@@ -1,0 +1,314 @@
+"""Uploading closures of realizations to a remote cache.
+
+Realizations go dependencies first; for each one its files are hashed and
+uploaded (several at once, each streamed by the driver), skipping blobs the
+remote already holds with the right size, then its manifest, then its index
+marker and signature. A realization whose manifest is already there is
+skipped whole. Every write is idempotent and write-once objects are never
+replaced, so pushes from many machines can overlap and a killed push is
+finished by running it again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from lightstore.config import canonical_json, mkconfig
+from lightstore.errors import IntegrityError, RemoteError
+from lightstore.exchange._ingest import closure_of, topological_rrefs
+from lightstore.failpoints import failpoint
+from lightstore.hashing import context_hash, file_digest, realization_hash
+from lightstore.refs import RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
+from lightstore.remote._fs import Remote
+from lightstore.remote._layout import (
+    FORMAT,
+    MARKER,
+    VERSION,
+    FileEntry,
+    Manifest,
+    blob_key,
+    derivation_key,
+    entries_digest,
+    index_key,
+    local_entries,
+    manifest_key,
+    signature_folder,
+)
+from lightstore.remote._sign import load_signing_key
+from lightstore.store import Store
+
+#: ``progress(done_bytes, total_bytes)`` while transferring.
+Progress = Callable[[int, int], None]
+DEFAULT_JOBS = 8
+
+
+@dataclass
+class PushReport:
+    """What a push did."""
+
+    realizations: list[RRef]  # the closure that is now on the remote
+    uploaded: list[RRef]  # realizations whose manifest this push wrote
+    blobs_uploaded: int = 0
+    bytes_uploaded: int = 0
+
+
+def open_remote(remote: Any, storage_options: Mapping[str, Any] | None = None) -> Remote:
+    """A Remote for a URL (or the Remote itself)."""
+    return remote if isinstance(remote, Remote) else Remote(remote, storage_options)
+
+
+def ensure_marker(remote: Remote, create: bool) -> bool:
+    """Check the remote's format marker (write it if `create`); False if absent."""
+    data = remote.read(MARKER, limit=4096)
+    if data is None:
+        if not create:
+            return False
+        remote.write_bytes(
+            MARKER, canonical_json({"format": FORMAT, "version": VERSION}).encode(), exclusive=True
+        )
+        return True
+    import json
+
+    try:
+        doc = json.loads(data)
+        ok = isinstance(doc, dict) and doc.get("format") == FORMAT
+        version = doc.get("version") if ok else None
+    except ValueError:
+        ok, version = False, None
+    if not ok:
+        raise RemoteError(f"{remote.shown} is not a lightstore remote (its {MARKER} is not ours)")
+    if version != VERSION:
+        raise RemoteError(
+            f"the remote {remote.shown} has layout version {version!r}; this lightstore uses "
+            f"version {VERSION} (upgrade lightstore)"
+        )
+    return True
+
+
+def resolve_local_refs(store: Store, refs: Iterable[str]) -> list[RRef]:
+    """RRefs for `refs`: an RRef stands for itself, a DRef for all its local realizations."""
+    out: list[RRef] = []
+    for ref in refs:
+        if isdref(ref):
+            found = store.catalogue.realizations_any_context(parse_dref(ref))
+            if not found:
+                from lightstore.errors import UnknownReferenceError
+
+                raise UnknownReferenceError(
+                    f"{ref} has no realizations in the store {store.root} to push", ref
+                )
+            out += found
+        else:
+            out.append(parse_rref(ref))
+    return sorted(set(out))
+
+
+#: With more new blobs than this in a realization, the remote's blob folders are
+#: listed (one listing per shard, with sizes) instead of asking for each blob.
+LIST_THRESHOLD = 128
+
+
+class _Uploader:
+    """Hashes, checks and uploads the files of realizations with a pool of threads.
+
+    Blobs uploaded (or found) by this push are remembered, so a file that
+    repeats within or across realizations is sent once.
+    """
+
+    def __init__(self, remote: Remote, jobs: int, progress: Progress | None, total: int) -> None:
+        self.remote = remote
+        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push")
+        self.lock = threading.Lock()
+        self.present: set[str] = set()
+        self.progress = progress
+        self.total = total
+        self.done_bytes = 0
+        self.blobs_uploaded = 0
+        self.bytes_uploaded = 0
+
+    def _run(
+        self, fn: Callable[..., Any], items: list[Any], on_done: Callable[[Any], None]
+    ) -> None:
+        """Run `fn` on every item in the pool; stop at the first error and raise it."""
+        pending: set[Future[Any]] = {self.pool.submit(fn, *item) for item in items}
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for f in finished:
+                exc = f.exception()
+                if exc is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise exc
+                on_done(f.result())
+
+    def _hash(self, index: int, path: str) -> tuple[int, str]:
+        return index, file_digest(path).hex()
+
+    def _existing(self, digests: list[str], sizes: dict[str, int]) -> set[str]:
+        """Which blobs the remote holds with the right size (a wrong size is a torn write
+        by a killed pusher on a filesystem without atomic PUT: it is uploaded again)."""
+        found: set[str] = set()
+        if len(digests) > LIST_THRESHOLD:
+            shards = sorted({d[:2] for d in digests})
+            listed: dict[str, int] = {}
+            self._run(
+                lambda shard: self.remote.list_sizes(f"blobs/{shard}"),
+                [(sh,) for sh in shards],
+                listed.update,
+            )
+            return {d for d in digests if listed.get(d) == sizes[d]}
+
+        def check(d: str) -> str | None:
+            return d if self.remote.size(blob_key(d)) == sizes[d] else None
+
+        self._run(check, [(d,) for d in digests], lambda d: found.add(d) if d else None)
+        return found
+
+    def _upload(self, digest: str, path: str, size: int) -> int:
+        self.remote.upload_file(blob_key(digest), path, size)
+        with self.lock:
+            self.blobs_uploaded += 1
+            self.bytes_uploaded += size
+            count = self.blobs_uploaded
+        failpoint(f"push:blob:{count}")
+        return size
+
+    def entries(self, folder: str) -> list[FileEntry]:
+        """Every entry of the folder, with its blob on the remote; in the folder's order."""
+        import os
+
+        entries = local_entries(folder)
+        paths = {
+            i: os.path.join(folder, *e.path.split("/"))
+            for i, e in enumerate(entries)
+            if e.type == "file"
+        }
+
+        def hashed(result: tuple[int, str]) -> None:
+            i, digest = result
+            e = entries[i]
+            entries[i] = FileEntry(e.path, "file", e.executable, e.size, digest)
+
+        self._run(self._hash, list(paths.items()), hashed)
+        sizes: dict[str, int] = {}
+        source: dict[str, str] = {}
+        for i, path in paths.items():
+            sizes[entries[i].blake3] = entries[i].size
+            source.setdefault(entries[i].blake3, path)
+        new = sorted(d for d in sizes if d not in self.present)
+        missing = sorted(set(new) - self._existing(new, sizes))
+
+        def uploaded(size: int) -> None:
+            self.done_bytes += size
+            if self.progress is not None:
+                self.progress(self.done_bytes, self.total)
+
+        self._run(self._upload, [(d, source[d], sizes[d]) for d in missing], uploaded)
+        self.present.update(new)
+        return entries
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def push(
+    store: Store,
+    url: Any,
+    refs: Iterable[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    signing_key: Any = None,
+    jobs: int = DEFAULT_JOBS,
+    progress: Progress | None = None,
+) -> PushReport:
+    """Upload the closures of `refs` (RRefs, or DRefs for all their realizations) to `url`.
+
+    `signing_key` (a SigningKey, its secret text or a key file) signs every
+    realization of the closure. Returns a PushReport.
+
+    Raises UnknownReferenceError for a reference the store does not hold,
+    IntegrityError if a local realization no longer hashes to its RRef (run
+    `lightstore verify`), RemoteError if the remote cannot be written.
+    """
+    remote = open_remote(url, storage_options)
+    key = load_signing_key(signing_key) if signing_key is not None else None
+    roots = resolve_local_refs(store, refs)
+    with store.realizing():  # gc keeps what is being read
+        closure, drefs = closure_of(store, roots)
+        ensure_marker(remote, create=True)
+        for d in drefs:
+            dkey = derivation_key(d)
+            if not remote.exists(dkey):
+                remote.write_bytes(
+                    dkey, canonical_json(store.config(d)).encode("utf-8"), exclusive=True
+                )
+        contexts = {r: store.context(r) for r in closure}
+        order = topological_rrefs(
+            {r: [x for v in contexts[r].values() for x in v] for r in closure}
+        )
+        todo = [r for r in order if not remote.exists(manifest_key(r))]
+        total = sum(
+            int((store.catalogue.realization_record(r) or {}).get("size") or 0) for r in todo
+        )  # an upper bound: blobs the remote has are not sent
+        report = PushReport(closure, [])
+        uploader = _Uploader(remote, jobs, progress, total)
+        try:
+            for r in order:
+                ctx = {str(k): sorted(str(x) for x in v) for k, v in contexts[r].items()}
+                ctx_hash = context_hash(ctx)
+                if r in todo:
+                    _push_one(store, remote, uploader, r, ctx, ctx_hash)
+                    report.uploaded.append(r)
+                # Markers and signatures after the manifest, and re-written if a
+                # killed push wrote the manifest but not them.
+                if r in todo or not remote.exists(index_key(r, ctx_hash)):
+                    remote.write_bytes(index_key(r, ctx_hash), b"", exclusive=True)
+                if key is not None:
+                    sig_key = f"{signature_folder(r)}/{key.name}"
+                    if not remote.exists(sig_key):
+                        remote.write_bytes(sig_key, key.sign(r).encode("ascii"), exclusive=True)
+        finally:
+            uploader.close()
+        report.blobs_uploaded = uploader.blobs_uploaded
+        report.bytes_uploaded = uploader.bytes_uploaded
+        return report
+
+
+def _push_one(
+    store: Store,
+    remote: Remote,
+    uploader: _Uploader,
+    rref: RRef,
+    ctx: dict[str, list[str]],
+    ctx_hash: str,
+) -> None:
+    folder = store.rref_path(rref)
+    try:
+        entries = uploader.entries(folder)
+    except FileNotFoundError as e:
+        raise IntegrityError(
+            f"{rref} is recorded but its folder is damaged ({e.strerror}: {e.filename}); "
+            "run `lightstore verify --repair`"
+        ) from None
+    if realization_hash(ctx_hash, entries_digest(entries)) != unrref(rref)[0]:
+        raise IntegrityError(
+            f"{rref} no longer hashes to its RRef in the store {store.root}; it was not pushed "
+            "(run `lightstore verify --check-contents`)"
+        )
+    record = store.catalogue.realization_record(rref) or {}
+    manifest = Manifest(
+        rref,
+        rref2dref(rref),
+        mkconfig(store.config(rref2dref(rref))),
+        ctx,
+        entries,
+        record.get("build_started"),
+        record.get("build_stopped"),
+        store.metrics(rref),
+    )
+    remote.write_bytes(manifest_key(rref), manifest.to_bytes(), exclusive=True)
+    failpoint("push:manifest")

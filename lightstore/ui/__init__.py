@@ -1,0 +1,186 @@
+"""`lightstore ui`: a read-only experiment browser on Datasette (the optional extra `ui`).
+
+`make_datasette(root)` returns a Datasette serving the store's catalogue
+read-only (``mode=ro``, as `lightstore sql`), with lightstore's pages from
+`lightstore.ui.plugin` in front; `serve` runs it. Datasette is imported only
+here, lazily: without it the error says ``pip install 'lightstore[ui]'``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+import threading
+import webbrowser
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from lightstore.errors import LightstoreError
+from lightstore.query.readonly import catalogue_path, open_view
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8001
+#: The name Datasette gives the catalogue (its SQL editor is at /catalogue).
+DATABASE = "catalogue"
+
+
+def _datasette() -> Any:
+    try:
+        import datasette.app
+    except ImportError as e:
+        raise LightstoreError(
+            f"the experiment browser needs Datasette ({e}); install it with "
+            "`pip install 'lightstore[ui]'`"
+        ) from e
+    return datasette.app
+
+
+def templates_dir() -> str:
+    """The folder of the package's templates (package data)."""
+    return str(resources.files("lightstore.ui") / "templates")
+
+
+def make_datasette(root: str) -> Any:
+    """A Datasette instance serving the store at `root` read-only, with lightstore's pages.
+
+    Raises LightstoreError (naming the extra) without Datasette, StoreNotFoundError if `root`
+    holds no store, CatalogueVersionError if its catalogue is newer than this code.
+    """
+    app = _datasette()
+    from datasette.plugins import pm
+
+    from lightstore.ui import plugin
+
+    view = open_view(root)  # also applies pending migrations, before Datasette opens it
+    if not pm.is_registered(plugin):
+        pm.register(plugin, name="lightstore-ui")
+    ds = app.Datasette(
+        files=[catalogue_path(root)],
+        template_dir=templates_dir(),
+        settings={
+            "allow_download": False,  # a copy of a live WAL database would be inconsistent
+            "default_page_size": 100,
+            "sql_time_limit_ms": 5000,
+        },
+        metadata={
+            "title": f"lightstore: {view.root}",
+            "description": "Experiment history of a lightstore store (read-only).",
+        },
+    )
+    ds.lightstore_store = view
+    return ds
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, root: str) -> str:
+    """What binding to a non-loopback address exposes, for the user to read before it does."""
+    return (
+        f"warning: serving on {host}, not on 127.0.0.1: anyone who can reach this machine can "
+        f"read, without logging in, the whole catalogue of {os.path.abspath(root)} (configs, "
+        "contexts, metrics, host names, build errors and tracebacks), every artifact file of "
+        "its realizations, and run read-only SQL on it. Use --host 127.0.0.1 (the default) to "
+        "keep it local."
+    )
+
+
+class LoopbackHostsOnly:
+    """ASGI wrapper: refuse requests whose Host header is not a loopback name.
+
+    A server on 127.0.0.1 is still reachable from a web page the user visits,
+    by DNS rebinding (a hostile name that resolves to 127.0.0.1); such
+    requests carry the hostile name in Host, and get 421 here.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and not _loopback_host_header(scope):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 421,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"refused: this server answers only to 127.0.0.1 / localhost\n",
+                }
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+def _loopback_host_header(scope: Any) -> bool:
+    hosts = [v for k, v in scope.get("headers", []) if k == b"host"]
+    if not hosts:
+        return True  # HTTP/1.0 without Host: not a browser on a rebound name
+    value = hosts[0].decode("latin-1").strip()
+    name = value.rsplit(":", 1)[0] if not value.endswith("]") else value
+    if value.startswith("["):
+        name = value[1 : value.index("]")] if "]" in value else value
+    return is_loopback(name)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on (host, port); port 0 picks a free one.
+
+    Raises LightstoreError if the address cannot be used.
+    """
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise LightstoreError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port or --host"
+        ) from e
+    return sock
+
+
+def serve(
+    root: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    open_browser: bool = False,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Serve the store at `root` until interrupted; print its URL first (and warn off loopback).
+
+    Raises LightstoreError (Datasette missing, address in use), StoreNotFoundError.
+    """
+    ds = make_datasette(root)
+    import uvicorn
+
+    if not is_loopback(host):
+        print(exposure_warning(host, root), file=sys.stderr, flush=True)
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    url = f"http://{shown}:{actual}/"
+    say(f"Serving {os.path.abspath(root)} read-only at {url}  (Ctrl-C to stop)")
+    sys.stdout.flush()
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, (url,)).start()
+    app = ds.app()
+    if is_loopback(host):
+        app = LoopbackHostsOnly(app)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])

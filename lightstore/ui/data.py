@@ -1,0 +1,371 @@
+"""What the experiment browser shows, as plain data read from a read-only view of a store.
+
+Every function takes a `Store` whose catalogue is a `ReadOnlyCatalogue`
+(`lightstore.query.open_view`) and returns dicts and lists; the web layer
+only renders them. Runs are read from the `runs` view, so whatever the
+`history` view means (for example, leaving collected records out) applies.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from lightstore.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.query.describe import describe, files
+from lightstore.query.graph import closure_edges
+from lightstore.refs import RRef, isdref, isrref, parse_rref, rref2dref
+from lightstore.store import Store
+
+#: Most runs a stage page lists (newest first, or in the chosen order).
+MAX_RUNS = 1000
+#: Most files a run page lists, images it shows inline, and text files it shows.
+MAX_FILES = 2000
+MAX_IMAGES = 12
+MAX_TEXTS = 8
+#: Largest text file shown inline, in bytes.
+MAX_TEXT_BYTES = 64 * 1024
+#: Most nodes of a lineage graph.
+MAX_LINEAGE = 150
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+TEXT_SUFFIXES = frozenset(
+    [
+        ".txt",
+        ".json",
+        ".csv",
+        ".tsv",
+        ".log",
+        ".md",
+        ".rst",
+        ".py",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".sh",
+        ".out",
+        ".err",
+    ]
+)
+FAILED = ("failed", "interrupted")
+
+
+def _rows(
+    store: Store, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+) -> list[dict[str, Any]]:
+    cur = store.catalogue.conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# -- home ------------------------------------------------------------------------------------
+
+
+def stages(store: Store) -> list[dict[str, Any]]:
+    """One row per stage name: runs, last run, failed builds, total size; newest activity first."""
+    return _rows(
+        store,
+        """
+        WITH names AS (SELECT DISTINCT name FROM derivations),
+        ran AS (SELECT name, count(*) AS runs, max(stopped) AS last_run,
+                       coalesce(sum(size), 0) AS size
+                FROM history GROUP BY name),
+        failed AS (SELECT name, count(*) AS failures, max(started) AS last_failure
+                   FROM build_log WHERE status IN ('failed', 'interrupted') GROUP BY name)
+        SELECT n.name, coalesce(r.runs, 0) AS runs, r.last_run,
+               coalesce(f.failures, 0) AS failures, coalesce(r.size, 0) AS size
+        FROM names AS n LEFT JOIN ran AS r USING (name) LEFT JOIN failed AS f USING (name)
+        ORDER BY max(coalesce(r.last_run, 0), coalesce(f.last_failure, 0)) DESC, n.name
+        """,
+    )
+
+
+# -- a stage ---------------------------------------------------------------------------------
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config keys joined by dots (``{"model": {"depth": 4}}`` -> ``model.depth``).
+
+    Lists stay values (shown as JSON).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    # Numbers before text before the rest; missing values go last in either direction.
+    if isinstance(value, bool):
+        return (1, str(value))
+    if isinstance(value, int | float):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    return (2, json.dumps(value, sort_keys=True))
+
+
+def cell_text(value: Any) -> str:
+    """How a config or metric value is written in a table cell and in a facet link."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def stage_table(
+    store: Store,
+    name: str,
+    sort: str | None = None,
+    descending: bool = False,
+    filters: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The runs of stage `name` with every config field and metric as columns.
+
+    `sort` is ``config:<field>``, ``metric:<name>`` or one of ``stopped``,
+    ``duration``, ``size`` (default: newest first). `filters` keep runs whose
+    config field (``config:<field>``) has the given `cell_text`. Returns the
+    rows, the column names, facets (value counts of fields with 2-20 values),
+    and counts.
+    """
+    runs = _rows(
+        store,
+        "SELECT rref, dref, started, stopped, duration, size, file_count, config, metrics "
+        "FROM runs WHERE name = ? ORDER BY stopped DESC, rref DESC",
+        (name,),
+    )
+    config_keys: dict[str, None] = {}
+    metric_keys: dict[str, None] = {}
+    for run in runs:
+        run["config"] = flatten(json.loads(run["config"]))
+        run["metrics"] = json.loads(run["metrics"] or "{}")
+        config_keys.update(dict.fromkeys(run["config"]))
+        metric_keys.update(dict.fromkeys(run["metrics"]))
+    configs = sorted(k for k in config_keys if k != "name")
+    metrics = sorted(metric_keys)
+    facets = []
+    for key in configs:
+        counts = Counter(cell_text(run["config"].get(key)) for run in runs)
+        if 2 <= len(counts) <= 20:
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            facets.append({"key": key, "values": ranked})
+    total = len(runs)
+    for column, wanted in (filters or {}).items():
+        kind, _, key = column.partition(":")
+        if kind == "config" and key in config_keys:
+            runs = [r for r in runs if cell_text(r["config"].get(key)) == wanted]
+    if sort:
+        kind, _, key = sort.partition(":")
+
+        def value(run: dict[str, Any]) -> Any:
+            if kind == "config":
+                return run["config"].get(key)
+            if kind == "metric":
+                return run["metrics"].get(key)
+            return run.get(sort) if sort in ("stopped", "duration", "size", "started") else None
+
+        present = [r for r in runs if value(r) is not None]
+        missing = [r for r in runs if value(r) is None]
+        present.sort(key=lambda r: _sort_key(value(r)), reverse=descending)
+        runs = present + missing
+    return {
+        "name": name,
+        "runs": runs[:MAX_RUNS],
+        "shown": min(len(runs), MAX_RUNS),
+        "matching": len(runs),
+        "total": total,
+        "config_keys": configs,
+        "metric_keys": metrics,
+        "facets": facets,
+        "failures": store.catalogue.query(
+            "SELECT count(*) FROM build_log WHERE name = ? AND status IN ('failed', 'interrupted')",
+            (name,),
+        )[0][0],
+    }
+
+
+def chart_points(
+    runs: Iterable[Mapping[str, Any]], x: str, y: str
+) -> list[tuple[float, float, str]]:
+    """(config field `x`, metric `y`, rref) of the runs where both are numbers."""
+    points = []
+    for run in runs:
+        xv, yv = run["config"].get(x), run["metrics"].get(y)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (xv, yv))
+        if numeric:
+            points.append((float(xv), float(yv), run["rref"]))
+    return points
+
+
+# -- a run -----------------------------------------------------------------------------------
+
+
+def run_details(store: Store, text: str) -> dict[str, Any]:
+    """Everything the run page shows about one realization.
+
+    Raises InvalidReferenceError for a malformed RRef, UnknownReferenceError
+    for one the catalogue does not hold.
+    """
+    rref = parse_rref(text)
+    if not store.catalogue.known_rrefs([rref]):
+        raise UnknownReferenceError(f"{rref} is not in this store", rref)
+    info = describe(store, rref)
+    folder = store.rref_path(rref)
+    try:
+        listed = files(folder)
+    except OSError:  # removed meanwhile (a gc beside), or unreadable
+        listed = None
+    entries = (listed or [])[:MAX_FILES]
+    images: list[str] = []
+    texts: list[dict[str, str]] = []
+    for entry in entries:
+        if entry["type"] != "file":
+            continue
+        suffix = os.path.splitext(entry["path"])[1].lower()
+        if suffix in IMAGE_TYPES and len(images) < MAX_IMAGES:
+            images.append(entry["path"])
+        elif len(texts) < MAX_TEXTS and entry["size"] <= MAX_TEXT_BYTES:
+            shown = _small_text(os.path.join(folder, entry["path"]), suffix)
+            if shown is not None:
+                texts.append({"path": entry["path"], "text": shown})
+    dref = rref2dref(rref)
+    failed = _rows(
+        store,
+        "SELECT id, status, started, stopped, duration, host, pid, error FROM build_log "
+        "WHERE dref = ? AND status IN ('failed', 'interrupted') ORDER BY started DESC LIMIT 50",
+        (dref,),
+    )
+    info.update(
+        files=None if listed is None else entries,
+        images=images,
+        texts=texts,
+        metrics=store.metrics(rref),
+        failed_builds=failed,
+        lineage=lineage(store, rref),
+    )
+    return info
+
+
+def _small_text(path: str, suffix: str) -> str | None:
+    """The text of a small file that looks like text, else None."""
+    try:
+        if os.path.islink(path):
+            return None
+        with open(path, "rb") as f:
+            data = f.read(MAX_TEXT_BYTES + 1)
+    except OSError:
+        return None
+    if b"\0" in data:
+        return None
+    if (
+        suffix not in TEXT_SUFFIXES
+        and (mimetypes.guess_type(path)[0] or "").split("/")[0] != "text"
+    ):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return data.decode("utf-8", errors="replace")
+
+
+def lineage(store: Store, rref: RRef) -> dict[str, Any]:
+    """The realizations `rref` was built on and those built on it, with their edges and levels.
+
+    Levels: 0 for `rref`, negative upstream (-1: used directly), positive
+    downstream. At most MAX_LINEAGE nodes (the nearest are kept).
+    """
+    up = closure_edges(store.catalogue, [rref])
+    down = closure_edges(store.catalogue, [rref], reverse=True)
+    level: dict[str, int] = {rref: 0}
+    # Longest distances, so that every edge goes from a lower level to a higher one.
+    # Up and down are disjoint (the graph has no cycles); each pass settles one more step.
+    for _ in range(len(up) + 1):
+        changed = False
+        for user, dep in up:
+            if user in level and (dep not in level or level[user] - 1 < level[dep]):
+                level[dep], changed = level[user] - 1, True
+        if not changed:
+            break
+    for _ in range(len(down) + 1):
+        changed = False
+        for user, dep in down:
+            if (
+                dep in level
+                and level[dep] >= 0
+                and (user not in level or level[dep] + 1 > level[user])
+            ):
+                level[user], changed = level[dep] + 1, True
+        if not changed:
+            break
+    nodes = sorted(level, key=lambda r: (abs(level[r]), level[r], r))[:MAX_LINEAGE]
+    kept = set(nodes)
+    edges = sorted({(u, d) for u, d in [*up, *down] if u in kept and d in kept})
+    return {
+        "root": rref,
+        "nodes": [{"rref": r, "level": level[r]} for r in nodes],
+        "edges": edges,
+        "truncated": len(level) > len(nodes),
+    }
+
+
+# -- failures, pins, disk --------------------------------------------------------------------
+
+
+def failed_builds(store: Store, name: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Failed and interrupted builds with their errors, newest first."""
+    where, params = "status IN ('failed', 'interrupted')", []
+    if name is not None:
+        where += " AND name = ?"
+        params.append(name)
+    return _rows(
+        store,
+        f"SELECT id, dref, name, status, started, stopped, duration, host, pid, error "
+        f"FROM build_log WHERE {where} ORDER BY started DESC, id DESC LIMIT ?",
+        [*params, int(limit)],
+    )
+
+
+def pins(store: Store) -> dict[str, list[dict[str, Any]]]:
+    """Named pins and registered links (GC roots)."""
+    return {
+        "pins": _rows(
+            store, "SELECT name, coalesce(rref, dref) AS ref, created FROM pins ORDER BY name"
+        ),
+        "links": _rows(
+            store, "SELECT path, coalesce(rref, dref) AS ref, created FROM links ORDER BY path"
+        ),
+    }
+
+
+def disk_use(store: Store) -> list[dict[str, Any]]:
+    """Bytes and files per stage name, largest first."""
+    return _rows(
+        store,
+        "SELECT name, count(*) AS runs, coalesce(sum(file_count), 0) AS files, "
+        "coalesce(sum(size), 0) AS size FROM history GROUP BY name ORDER BY size DESC, name",
+    )
+
+
+def ref_label(ref: str) -> str:
+    """``name 3fa2c9d1`` for a DRef or RRef."""
+    if not (isrref(ref) or isdref(ref)):
+        raise InvalidReferenceError(f"not a reference: {ref!r}")
+    body = ref.split(":", 1)[1]
+    return f"{body.rsplit('-', 1)[1]} {body[:8]}"

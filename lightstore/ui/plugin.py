@@ -1,0 +1,224 @@
+"""The Datasette plugin: lightstore's pages, registered as routes ahead of Datasette's own.
+
+Datasette itself keeps serving the catalogue as a database (`/catalogue`),
+with its read-only SQL editor. Pages: ``/`` (stages), ``/stage/NAME``,
+``/run/RREF``, ``/artifact/RREF/PATH``, ``/failures``, ``/pins``, ``/disk``.
+Imported only when Datasette is installed (`lightstore.ui.make_datasette`).
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from typing import Any
+from urllib.parse import quote, unquote, urlencode
+
+from datasette import hookimpl
+from datasette.utils.asgi import AsgiFileDownload, Response
+
+from lightstore.cli.output import human_duration, human_size, human_time
+from lightstore.errors import InvalidReferenceError, LightstoreError, UnknownReferenceError
+from lightstore.refs import isdref, isrref
+from lightstore.store import Store
+from lightstore.ui import data, svg
+from lightstore.ui.artifacts import ArtifactRefused, resolve_artifact
+
+#: Headers of every served artifact: never run its scripts, never guess its type.
+ARTIFACT_HEADERS = {
+    "content-security-policy": "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox",
+    "x-content-type-options": "nosniff",
+    "cache-control": "max-age=3600",  # realizations never change
+}
+#: Types sent as they are; anything else that a browser would render (HTML...) goes as text.
+INLINE_TYPES = frozenset({*data.IMAGE_TYPES.values(), "application/pdf", "application/json"})
+
+
+def store_of(datasette: Any) -> Store:
+    """The read-only store view that `make_datasette` attached to this Datasette.
+
+    Raises LightstoreError for a Datasette not made by `make_datasette`.
+    """
+    store: Store | None = getattr(datasette, "lightstore_store", None)
+    if store is None:
+        raise LightstoreError("this Datasette was not started by `lightstore ui`")
+    return store
+
+
+def run_url(rref: str) -> str:
+    return "/run/" + quote(rref, safe=":")
+
+
+def stage_url(name: str, **query: Any) -> str:
+    url = "/stage/" + quote(name, safe="")
+    params = {k: v for k, v in query.items() if v not in (None, "")}
+    return url + ("?" + urlencode(params) if params else "")
+
+
+def artifact_url(rref: str, path: str) -> str:
+    return f"/artifact/{quote(rref, safe=':')}/{quote(path)}"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str) and (isdref(value) or isrref(value)):
+        return data.ref_label(value)  # `name 3fa2c9d1`; the full reference is on the run page
+    return "" if value is None else data.cell_text(value)
+
+
+@hookimpl
+def prepare_jinja2_environment(env: Any, datasette: Any) -> None:
+    env.filters.update(
+        ls_time=human_time,
+        ls_size=human_size,
+        ls_duration=human_duration,
+        ls_label=data.ref_label,
+        ls_cell=_cell,
+        ls_run_url=run_url,
+        ls_stage_url=stage_url,
+        ls_artifact_url=artifact_url,
+        ls_json=lambda v: json.dumps(v, indent=2, sort_keys=True),
+    )
+
+
+async def _page(datasette: Any, request: Any, template: str, context: dict[str, Any]) -> Response:
+    store = store_of(datasette)
+    context = {"store_root": store.root, "page": template, **context}
+    html = await datasette.render_template(f"lightstore/{template}.html", context, request=request)
+    return Response.html(html)
+
+
+def _not_found(message: str, status: int = 404) -> Response:
+    return Response.text(message + "\n", status=status)
+
+
+async def home(datasette: Any, request: Any) -> Response:
+    return await _page(datasette, request, "home", {"stages": data.stages(store_of(datasette))})
+
+
+async def stage(datasette: Any, request: Any) -> Response:
+    name = unquote(request.url_vars["name"])
+    args = request.args
+    sort = args.get("sort") or None
+    descending = args.get("desc") == "1"
+    filters = {k[2:]: args.get(k) for k in args.keys() if k.startswith("f.")}  # noqa: SIM118
+    table = data.stage_table(store_of(datasette), name, sort, descending, filters)
+    if not table["total"] and not table["failures"]:
+        return _not_found(f"no stage named {name!r} has runs or failed builds in this store")
+    numeric_configs = [
+        k
+        for k in table["config_keys"]
+        if any(isinstance(r["config"].get(k), int | float) for r in table["runs"])
+    ]
+    x = args.get("x") or (numeric_configs[0] if numeric_configs else None)
+    y = args.get("y") or (table["metric_keys"][0] if table["metric_keys"] else None)
+    chart = ""
+    if x and y:
+        points = data.chart_points(table["runs"], x, y)
+        chart = svg.scatter_svg(points, x, y, run_url, width=560, height=300)
+    state = {"sort": sort, "desc": "1" if descending else None, "x": x, "y": y}
+    state.update({f"f.{k}": v for k, v in filters.items()})
+
+    def link(**changes: Any) -> str:
+        return stage_url(name, **{**state, **changes})
+
+    def sort_link(column: str) -> str:
+        # First click ascending, second descending.
+        return link(sort=column, desc="1" if sort == column and not descending else None)
+
+    return await _page(
+        datasette,
+        request,
+        "stage",
+        {
+            **table,
+            "sort": sort,
+            "descending": descending,
+            "filters": filters,
+            "x": x,
+            "y": y,
+            "numeric_configs": numeric_configs,
+            "chart": chart,
+            "link": link,
+            "sort_link": sort_link,
+            "failures_list": data.failed_builds(store_of(datasette), name, limit=20),
+        },
+    )
+
+
+async def run(datasette: Any, request: Any) -> Response:
+    store = store_of(datasette)
+    try:
+        info = data.run_details(store, unquote(request.url_vars["rref"]))
+    except InvalidReferenceError as e:
+        return _not_found(str(e), 400)
+    except UnknownReferenceError as e:
+        return _not_found(str(e))
+    graph = svg.lineage_svg(info["lineage"], run_url)
+    return await _page(datasette, request, "run", {"run": info, "lineage_svg": graph})
+
+
+async def artifact(datasette: Any, request: Any) -> Any:
+    store = store_of(datasette)
+    try:
+        # Datasette routes on the raw path: the parts are still percent-encoded.
+        path = resolve_artifact(
+            store, unquote(request.url_vars["rref"]), unquote(request.url_vars["path"])
+        )
+    except ArtifactRefused as e:
+        return _not_found(str(e), e.status)
+    kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if kind not in INLINE_TYPES and (kind.startswith("text/") or "xml" in kind or "html" in kind):
+        kind = "text/plain; charset=utf-8"
+    return AsgiFileDownload(path, content_type=kind, headers=dict(ARTIFACT_HEADERS))
+
+
+async def failures(datasette: Any, request: Any) -> Response:
+    name = request.args.get("name") or None
+    rows = data.failed_builds(store_of(datasette), name)
+    return await _page(datasette, request, "failures", {"builds": rows, "name": name})
+
+
+async def pins(datasette: Any, request: Any) -> Response:
+    return await _page(datasette, request, "pins", data.pins(store_of(datasette)))
+
+
+async def disk(datasette: Any, request: Any) -> Response:
+    rows = data.disk_use(store_of(datasette))
+    total = sum(r["size"] for r in rows)
+    return await _page(datasette, request, "disk", {"rows": rows, "total": total})
+
+
+def _guarded(view: Any) -> Any:
+    """A catalogue problem (damaged, locked for too long) becomes a plain 500 page that says so."""
+
+    async def inner(datasette: Any, request: Any) -> Any:
+        try:
+            return await view(datasette, request)
+        except LightstoreError as e:
+            return Response.text(f"lightstore: {e}\n", status=500)
+
+    inner.__name__ = view.__name__
+    return inner
+
+
+@hookimpl
+def register_routes(datasette: Any) -> list[tuple[str, Any]]:
+    return [
+        (r"^/$", _guarded(home)),
+        (r"^/stage/(?P<name>[^/]+)$", _guarded(stage)),
+        (r"^/run/(?P<rref>[^/]+)$", _guarded(run)),
+        (r"^/artifact/(?P<rref>[^/]+)/(?P<path>.*)$", _guarded(artifact)),
+        (r"^/failures$", _guarded(failures)),
+        (r"^/pins$", _guarded(pins)),
+        (r"^/disk$", _guarded(disk)),
+    ]
+
+
+@hookimpl
+def menu_links(datasette: Any) -> list[dict[str, str]]:
+    return [
+        {"href": "/", "label": "Stages"},
+        {"href": "/failures", "label": "Failed builds"},
+        {"href": "/pins", "label": "Pins"},
+        {"href": "/disk", "label": "Disk use"},
+        {"href": "/catalogue", "label": "SQL (read-only)"},
+    ]

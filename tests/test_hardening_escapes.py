@@ -1,0 +1,114 @@
+"""Hardening (issue 14): nothing a config or a realizer does reaches outside the store."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from lightstore import (
+    InvalidConfigError,
+    build_outpath,
+    build_path,
+    build_paths,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkconfig,
+    mkdrv,
+    mklens,
+    realize1,
+    rref2dref,
+    selfref,
+)
+
+
+def test_hard_linked_output_is_copied_and_the_outside_file_untouched(store, tmp_path):
+    outside = tmp_path / "big.bin"
+    outside.write_bytes(b"original")
+    os.chmod(outside, 0o664)
+
+    def real(b):
+        os.link(outside, os.path.join(build_outpath(b), "big.bin"))
+        os.makedirs(os.path.join(build_outpath(b), "sub"))
+        os.link(outside, os.path.join(build_outpath(b), "sub", "again.bin"))
+
+    def stage(r):
+        return mkdrv({"name": "linker"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=store.settings))
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o664
+    assert os.stat(outside).st_nlink == 1
+    stored = os.path.join(store.rref_path(rref), "big.bin")
+    assert not os.path.samestat(os.stat(stored), os.stat(outside))
+    outside.write_bytes(b"edited later")
+    with open(stored, "rb") as f:
+        assert f.read() == b"original"
+    assert store.verify(check_contents=True).problems == []
+
+
+BAD_TAILS = [
+    ["/etc/passwd"],
+    ["..", "..", "etc", "passwd"],
+    ["a", ""],
+    ["a/../../b"],
+    ["x\0y"],
+    ["a//b"],
+]
+
+
+@pytest.mark.parametrize("tail", BAD_TAILS)
+def test_promises_and_refpaths_must_stay_inside(store, tail):
+    with pytest.raises(InvalidConfigError):
+        mkconfig({"name": "p", "out": [selfref, *tail]})
+
+    def stage(r):
+        dep = mkdrv({"name": "dep"}, match_only(), build_wrapper(lambda b: None), r)
+        return mkdrv(
+            {"name": "user", "in": [dep, *tail]}, match_only(), build_wrapper(lambda b: None), r
+        )
+
+    with pytest.raises(InvalidConfigError):
+        instantiate(stage, S=store.settings)
+
+
+def test_good_relative_paths_are_accepted():
+    assert mkconfig({"out": [selfref, "sub/f.txt"], "o2": [selfref, ".", "f"]}).promises
+
+
+@pytest.mark.parametrize("tail", BAD_TAILS)
+def test_lens_and_build_path_refuse_escaping_tails(store, tail):
+    def real(b):
+        with open(os.path.join(build_outpath(b), "f"), "w") as f:
+            f.write("x")
+
+    def stage(r):
+        return mkdrv({"name": "dep"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=store.settings))
+    dref = rref2dref(rref)
+    lens = mklens({"p": [dref, *tail]}, S=store.settings).p
+    with pytest.raises(InvalidConfigError):
+        _ = lens.syspath
+    with pytest.raises(InvalidConfigError):
+        _ = lens.contents
+    seen = []
+
+    def user(b):
+        seen.append(b)
+        with pytest.raises(InvalidConfigError):
+            build_path(b, [dref, *tail])
+        with pytest.raises(InvalidConfigError):
+            build_path(b, [b.dref, *tail])
+        with pytest.raises(InvalidConfigError):
+            build_paths(b, [dref, *tail])
+        with open(os.path.join(build_outpath(b), "f"), "w") as f:
+            f.write("y")
+
+    def stage2(r):
+        d = stage(r)
+        return mkdrv({"name": "user", "in": d}, match_only(), build_wrapper(user), r)
+
+    realize1(instantiate(stage2, S=store.settings))
+    assert seen

@@ -1,0 +1,212 @@
+"""Remote caches on a real S3 endpoint (moto's server on 127.0.0.1), and pushes that
+overlap or are killed, on S3 and file:// remotes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from remote_helpers import remote_files, snapshot
+
+from lightstore.failpoints import VARIABLE as FAILPOINT
+from lightstore.remote import list_remote
+from lightstore.remote._layout import parse_manifest
+from lightstore.store import Store
+
+moto_server = pytest.importorskip("moto.server")
+s3fs = pytest.importorskip("s3fs")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "remote_worker.py")
+ROOT = os.path.dirname(HERE)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """One moto S3 server for the module, on 127.0.0.1 and a free port."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch) -> dict[str, str]:
+    """AWS variables pointing at moto, set for this test only (and its child processes)."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-access-key",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # fsspec caches filesystem instances by their options: start from a clean one.
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield env
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def s3_url(aws_env) -> str:
+    bucket = f"lightstore-{secrets.token_hex(4)}"
+    fs = s3fs.S3FileSystem()
+    fs.call_s3("create_bucket", Bucket=bucket)
+    return f"s3://{bucket}/cache"
+
+
+def worker(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    full = dict(os.environ)
+    full["PYTHONPATH"] = ROOT + os.pathsep + full.get("PYTHONPATH", "")
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, WORKER, *args], capture_output=True, text=True, env=full, timeout=timeout
+    )
+
+
+def build(root: str, variant: str) -> str:
+    done = worker("build", root, variant)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-1]
+
+
+def check_remote(url: str, store: Store, rrefs: list[str]) -> None:
+    """A fresh store pulls `rrefs` and verifies clean; every manifest parses."""
+    added = store.pull(url, rrefs)
+    assert set(rrefs) <= set(store.catalogue.all_rrefs())
+    assert set(added) == set(store.catalogue.all_rrefs())
+    assert store.verify(check_contents=True).problems == []
+    from lightstore.remote._fs import Remote
+    from lightstore.remote._layout import manifest_key
+
+    remote = Remote(url)
+    for x in list_remote(url):
+        parse_manifest(remote.read(manifest_key(x.rref)) or b"", x.rref, "test")
+
+
+def test_push_pull_on_s3(tmp_path, s3_url):
+    root = str(tmp_path / "alice")
+    rref = build(root, "a")
+    alice = Store.open(root)
+    report = alice.push(s3_url, [rref])
+    assert len(report.uploaded) == 3 and report.blobs_uploaded == 5
+    assert alice.push(s3_url, [rref]).uploaded == []
+    assert [x.rref for x in list_remote(s3_url, name="report")] == [rref]
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    check_remote(s3_url, bob, [rref])
+    before = snapshot(bob)
+    assert bob.pull(s3_url, [rref]) == []
+    assert snapshot(bob) == before
+
+
+def test_storage_options_instead_of_the_environment(tmp_path, s3_url, aws_env, monkeypatch):
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k)
+    s3fs.S3FileSystem.clear_instance_cache()
+    options = {
+        "key": aws_env["AWS_ACCESS_KEY_ID"],
+        "secret": aws_env["AWS_SECRET_ACCESS_KEY"],
+        "client_kwargs": {"endpoint_url": aws_env["AWS_ENDPOINT_URL"]},
+    }
+    root = str(tmp_path / "alice")
+    rref = build(root, "a")
+    Store.open(root).push(s3_url, [rref], storage_options=options)
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    assert rref in bob.pull(s3_url, [rref], storage_options=options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["s3", "file"])
+def test_two_processes_push_overlapping_closures_at_once(tmp_path, s3_url, kind):
+    url = s3_url if kind == "s3" else f"file://{tmp_path}/remote"
+    # Two stores built the same deterministic pipeline (equal RRefs, different build
+    # times), and each also has a target of its own; both push at the same instant.
+    roots = [str(tmp_path / f"pusher{i}" / "store") for i in range(2)]
+    shared = [build(r, "a") for r in roots]
+    assert shared[0] == shared[1]
+    own = build(roots[1], "b")
+    full = dict(os.environ, PYTHONPATH=ROOT)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, "--wait", "push", root, url, *refs],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full,
+        )
+        for root, refs in ((roots[0], [shared[0]]), (roots[1], [shared[1], own]))
+    ]
+    try:
+        time.sleep(0.5)
+        for root in roots:
+            open(os.path.join(os.path.dirname(root), "go"), "w").close()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    uploaded = [set(json.loads(out)["uploaded"]) for out, _ in outs]
+    assert own in uploaded[1]
+    check_remote(url, Store.open(str(tmp_path / "reader"), create=True), [shared[0], own])
+    if kind == "file":
+        assert not [f for f in remote_files(url[7:]) if ".tmp." in f]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["s3", "file"])
+def test_push_killed_then_run_again(tmp_path, s3_url, kind):
+    url = s3_url if kind == "s3" else f"file://{tmp_path}/remote"
+    root = str(tmp_path / "alice")
+    rref = build(root, "many")
+    # Killed by SIGKILL after 40 blobs, then after the manifest but before the marker.
+    died = worker("push", root, url, rref, env={FAILPOINT: "push:blob:40"})
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert list_remote(url) == []
+    reader = Store.open(str(tmp_path / "early-reader"), create=True)
+    with pytest.raises(KeyError):
+        reader.pull(url, [rref])
+    assert reader.catalogue.all_rrefs() == []
+    died = worker("push", root, url, rref, env={FAILPOINT: "push:manifest"})
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    done = worker("push", root, url, rref)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["blobs"] == 0  # everything had been uploaded before the kills
+    assert [x.rref for x in list_remote(url)] == [rref]
+    check_remote(url, Store.open(str(tmp_path / "bob"), create=True), [rref])
+
+
+@pytest.mark.slow
+def test_push_killed_at_a_random_instant(tmp_path):
+    url = f"file://{tmp_path}/remote"
+    root = str(tmp_path / "alice")
+    rref = build(root, "many")
+    full = dict(os.environ, PYTHONPATH=ROOT)
+    for delay in (0.3, 0.6):
+        p = subprocess.Popen(
+            [sys.executable, WORKER, "push", root, url, rref],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=full,
+        )
+        time.sleep(delay)
+        p.kill()
+        p.wait(timeout=30)
+    done = worker("push", root, url, rref)
+    assert done.returncode == 0, done.stderr
+    check_remote(url, Store.open(str(tmp_path / "bob"), create=True), [rref])

@@ -1,0 +1,325 @@
+"""`lightstore ui`, started as a real process on a small sweep (metrics, images, a failed build):
+HTTP-level checks of every page and of the artifact route against path traversal, and a real
+browser (Playwright driving Debian's Chromium) clicking through it.
+
+The browser test also writes a screenshot; set LIGHTSTORE_UPDATE_SCREENSHOT=1 to refresh the
+README's docs/ui.png with it (it is written there too when that file is missing).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+pytest.importorskip("datasette")
+
+from test_cli import run
+from ui_store import FAILURE, make_store
+
+from lightstore.ui import exposure_warning, is_loopback
+from lightstore.ui.data import flatten, lineage
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CHROMIUM = "/usr/bin/chromium"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class Server:
+    """`python -m lightstore ui --port 0` as a child process; its URL is read from its first line."""
+
+    def __init__(self, root: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lightstore", "--root", root, "ui", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))
+        reader.start()
+        reader.join(60)
+        if not line or "http://" not in line[0]:
+            self.stop()
+            raise RuntimeError(f"lightstore ui did not start: {line} {self.proc.stderr.read()}")
+        self.url = line[0].split(" at ", 1)[1].split()[0].rstrip("/")
+        parts = urlsplit(self.url)
+        self.host, self.port = parts.hostname, parts.port
+
+    def get(self, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        """GET `path` exactly as given (no normalisation of '..' by the client)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request("GET", path, headers={"Host": host} if host else {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("ui") / "store")
+    made = make_store(root)
+    made["root"] = root
+    return made
+
+
+@pytest.fixture(scope="module")
+def server(sweep):
+    srv = Server(sweep["root"])
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def url_of(rref: str) -> str:
+    return "/run/" + quote(rref, safe=":")
+
+
+def artifact(rref: str, path: str) -> str:
+    return f"/artifact/{quote(rref, safe=':')}/{path}"
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+def test_home_lists_each_stage_with_runs_failures_and_size(server):
+    status, headers, body = server.get("/")
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    for name in ("train", "data", "report", "broken"):
+        assert f'href="/stage/{name}"' in text
+    assert "read-only" in text
+
+
+def test_stage_page_has_config_and_metric_columns_facets_and_chart(server, sweep):
+    status, _, body = server.get("/stage/train?sort=metric:loss")
+    text = body.decode()
+    assert status == 200
+    for column in ("lr", "model.depth", "model.act", "loss", "steps"):
+        assert f">{column}</a>" in text
+    assert 'id="facets"' in text and 'class="chart"' in text
+    assert text.count('class="point"') == len(sweep["train"])
+    losses = [float(v) for v in _cells(text, "metric-value")[::2]]
+    assert losses == sorted(losses)
+    status, _, body = server.get("/stage/train?f.config:lr=0.1")
+    assert body.decode().count('class="run-link"') == 2
+    assert server.get("/stage/no-such-stage")[0] == 404
+
+
+def _cells(html: str, css: str) -> list[str]:
+    import re
+
+    return re.findall(rf'<td class="num {css}">([^<]*)</td>', html)
+
+
+def test_run_page_shows_everything(server, sweep):
+    rref = sweep["train"][(0.1, 2)]
+    status, _, body = server.get(url_of(rref))
+    text = body.decode()
+    assert status == 200
+    assert 'id="lineage"' in text and "<svg" in text and "report" in text  # downstream too
+    assert 'src="' + artifact(rref, "curve.png") in text
+    assert "shape.svg" in text and "final loss" in text  # a small text file, shown
+    assert "weights.bin" in text and "2.0 KiB" in text
+    assert "loss" in text and "steps" in text
+    assert server.get("/run/rref:nonsense")[0] == 400
+    unknown = "rref:" + "0" * 32 + rref[37:]
+    assert server.get(url_of(unknown))[0] == 404
+
+
+def test_failed_builds_show_their_traceback(server):
+    status, _, body = server.get("/failures")
+    assert status == 200
+    text = body.decode()
+    assert FAILURE in text and "Traceback" in text and "ValueError" in text
+
+
+def test_pins_and_disk_pages(server, sweep):
+    text = server.get("/pins")[2].decode()
+    assert "best" in text and quote(sweep["train"][(0.03, 2)], safe=":") in text
+    text = server.get("/disk")[2].decode()
+    assert all(f'href="/stage/{n}"' in text for n in ("train", "data", "report"))
+
+
+def test_sql_editor_is_read_only(server, sweep):
+    ok = server.get(
+        "/catalogue.json?sql=" + quote("SELECT count(*) AS n FROM metrics") + "&_shape=array"
+    )
+    assert ok[0] == 200 and json.loads(ok[2])[0]["n"] == 2 * len(sweep["train"])
+    for sql in (
+        "DELETE FROM metrics",
+        "UPDATE metrics SET value = 0",
+        "ATTACH DATABASE '/tmp/x.db' AS x",
+        "PRAGMA writable_schema = 1",
+    ):
+        status, _, body = server.get("/catalogue.json?sql=" + quote(sql))
+        assert status >= 400 or json.loads(body).get("ok") is False, sql
+    ok = server.get(
+        "/catalogue.json?sql=" + quote("SELECT count(*) AS n FROM metrics") + "&_shape=array"
+    )
+    assert json.loads(ok[2])[0]["n"] == 2 * len(sweep["train"])
+
+
+# -- the artifact route ---------------------------------------------------------------------------
+
+
+def test_artifacts_are_served_with_safe_headers(server, sweep):
+    rref = sweep["train"][(0.1, 2)]
+    status, headers, body = server.get(artifact(rref, "curve.png"))
+    assert status == 200 and body.startswith(PNG_MAGIC)
+    assert headers["content-type"] == "image/png"
+    assert "sandbox" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    status, headers, _ = server.get(artifact(rref, "shape.svg"))
+    assert status == 200 and headers["content-type"] == "image/svg+xml"
+    status, headers, body = server.get(artifact(rref, "ckpt/weights.bin"))
+    assert status == 200 and len(body) == 2048
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("../../../catalogue.sqlite", 400),
+        ("..%2F..%2F..%2Fcatalogue.sqlite", 400),
+        ("%2e%2e/%2e%2e/%2e%2e/catalogue.sqlite", 400),
+        ("ckpt/../log.txt", 400),
+        ("./log.txt", 400),
+        ("/etc/passwd", 400),
+        ("%2Fetc%2Fpasswd", 400),
+        ("..\\..\\catalogue.sqlite", 400),
+        ("log.txt%00.png", 400),
+        ("escape", 403),  # a symlink in the realization pointing at /etc/passwd
+        ("ckpt", 404),  # a folder
+        ("ckpt/", 400),
+        ("missing.txt", 404),
+        ("", 400),
+    ],
+)
+def test_artifact_route_refuses_paths_leaving_the_realization(server, sweep, path, status):
+    rref = sweep["train"][(0.1, 2)]
+    got, _, body = server.get(f"/artifact/{quote(rref, safe=':')}/{path}")
+    if path == "":
+        assert got in (400, 404)  # no file named: the route itself may not match
+    else:
+        assert got == status, body
+    assert b"root:" not in body and b"SQLite format" not in body
+
+
+def test_artifact_route_refuses_unknown_and_malformed_realizations(server, sweep):
+    rref = sweep["train"][(0.1, 2)]
+    unknown = "rref:" + "0" * 32 + rref[37:]
+    assert server.get(artifact(unknown, "curve.png"))[0] == 404
+    assert server.get(artifact("rref:zz", "curve.png"))[0] == 400
+    assert server.get("/artifact/..%2F..%2Fcatalogue.sqlite/x")[0] == 400
+
+
+def test_only_loopback_host_names_are_answered(server):
+    """A page on a DNS-rebound name (evil.example -> 127.0.0.1) cannot read the store."""
+    for host in ("evil.example", "evil.example:8001", "10.0.0.1"):
+        status, _, body = server.get("/", host=host)
+        assert status == 421 and b"stage" not in body
+    for host in (f"127.0.0.1:{server.port}", "localhost", f"[::1]:{server.port}"):
+        assert server.get("/", host=host)[0] == 200
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def test_loopback_is_the_default_and_elsewhere_is_warned_about(tmp_path):
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    warning = exposure_warning("0.0.0.0", str(tmp_path))
+    for word in ("0.0.0.0", str(tmp_path), "artifact", "SQL", "127.0.0.1"):
+        assert word in warning
+
+
+def test_without_datasette_the_error_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasette", None)
+    result = run(str(tmp_path), "ui")
+    assert result.exit_code == 5
+    assert "lightstore[ui]" in result.output
+
+
+def test_a_missing_store_is_not_found(tmp_path):
+    result = run(str(tmp_path / "nowhere"), "ui", "--port", "0")
+    assert result.exit_code == 3, result.output
+
+
+def test_flatten_and_lineage_levels(sweep):
+    assert flatten({"a": {"b": {"c": 1}}, "d": [1], "e": {}}) == {"a.b.c": 1, "d": [1], "e": {}}
+    graph = lineage(sweep["store"], sweep["train"][(0.1, 2)])
+    levels = {n["rref"]: n["level"] for n in graph["nodes"]}
+    assert sorted(levels.values()) == [-1, 0, 1]
+    assert all(levels[dep] < levels[user] for user, dep in graph["edges"])
+
+
+# -- a real browser -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_browse_in_chromium(server, sweep, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(
+            f"{CHROMIUM} is missing (tools/test installs Debian's chromium when run as root)"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], timeout=60000)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 820})
+            page.set_default_timeout(20000)
+            page.goto(server.url + "/")
+            page.click("a.stage-link:text-is('train')")
+            page.wait_for_url("**/stage/train")
+            page.click("#runs th.metric a:text-is('loss')")
+            page.wait_for_url("**sort=metric%3Aloss**")
+            cells = page.locator("#runs td.metric-value").all_inner_texts()
+            losses = [float(c) for c in cells[::2]]
+            assert losses == sorted(losses) and len(losses) == len(sweep["train"])
+            assert page.locator("#chart svg circle.point").count() == len(sweep["train"])
+            shot = tmp_path / "ui.png"
+            page.screenshot(path=str(shot), full_page=False)
+            page.locator("#runs a.run-link").first.click()
+            page.wait_for_url("**/run/**")
+            image = page.locator(".ls-images img").first
+            image.wait_for()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.ls-images img')].every(i => i.complete)"
+            )
+            assert image.evaluate("img => img.naturalWidth") == 120
+            assert page.locator("#lineage svg g.node").count() >= 2
+            assert page.locator("#lineage svg g.root").count() == 1
+            page.click("nav.ls-nav a:text-is('Failed builds')")
+            page.wait_for_url("**/failures")
+            assert FAILURE in page.locator("pre.traceback").first.inner_text()
+        finally:
+            browser.close()
+    assert shot.read_bytes().startswith(PNG_MAGIC)
+    target = REPO / "docs" / "ui.png"
+    if os.environ.get("LIGHTSTORE_UPDATE_SCREENSHOT") == "1" or not target.exists():
+        shutil.copyfile(shot, target)
