@@ -26,6 +26,7 @@ def realize(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    **parallel: Any,
 ) -> tuple[Any, Any, Context]:
     """Realize an instantiated closure; return ``(result, closure, context)``.
 
@@ -34,7 +35,9 @@ def realize(
     even if matchers are satisfied; `assert_realized` lists DRefs that must not
     need a build (NotRealizedError); `realize_args` passes an extra argument to
     the realizers of the given DRefs; `dry_run` builds nothing and maps what
-    would be built (and everything after it) to ``[]``.
+    would be built (and everything after it) to ``[]``. `parallel` takes
+    `client=`, `jobs=`, `keep_going=`, `remote=`, `worker_root=` (Dask; see
+    `realize_closure`).
     """
     result, cl = unpack_closure(closure)
     options = RealizeOptions(
@@ -42,8 +45,9 @@ def realize(
         assert_realized={parse_dref(d) for d in (assert_realized or ())},
         realize_args=dict(realize_args or {}),
         dry_run=dry_run,
+        keep_going=parallel.pop("keep_going", None),
     )
-    return result, cl, realize_closure(cl, options)
+    return result, cl, realize_closure(cl, options, **parallel)
 
 
 def realizeMany(
@@ -52,14 +56,22 @@ def realizeMany(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    **parallel: Any,
 ) -> list[RRef]:
     """Realize a one-target closure and return all RRefs chosen for the target."""
-    _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    _one_target(closure, "realizeMany")
+    _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run, **parallel)
+    return list(ctx[cl.targets[0]])
+
+
+def _one_target(closure: Any, function: str) -> None:
+    """Refuse a closure of several targets before anything is built."""
+    _, cl = unpack_closure(closure)
     if len(cl.targets) != 1:
         raise LightstoreError(
-            f"realizeMany expects a closure with one target, this one has {len(cl.targets)}; use realize()"
+            f"{function} expects a closure with one target, this one has {len(cl.targets)}; "
+            "use realize() (nothing was built)"
         )
-    return list(ctx[cl.targets[0]])
 
 
 def realize1(
@@ -68,12 +80,14 @@ def realize1(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    **parallel: Any,
 ) -> RRef:
     """Realize a one-target, one-output closure and return its RRef.
 
     With `dry_run`, returns None when the target would have to be built.
     """
-    rrefs = realizeMany(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    _one_target(closure, "realize1")
+    rrefs = realizeMany(closure, force_rebuild, assert_realized, realize_args, dry_run, **parallel)
     if dry_run and not rrefs:
         return None  # type: ignore[return-value]
     if len(rrefs) != 1:
