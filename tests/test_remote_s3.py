@@ -210,3 +210,20 @@ def test_push_killed_at_a_random_instant(tmp_path):
     done = worker("push", root, url, rref)
     assert done.returncode == 0, done.stderr
     check_remote(url, Store.open(str(tmp_path / "bob"), create=True), [rref])
+
+
+def test_bob_substitutes_from_the_bucket(tmp_path, s3_url):
+    import remote_helpers
+    from remote_helpers import pipeline
+
+    from lightstore import instantiate, realize
+
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    _, _, chosen_alice = realize(instantiate(pipeline, S=alice.settings), push_to=s3_url)
+    remote_helpers.RUNS.clear()
+    _, _, chosen_bob = realize(instantiate(pipeline, S=bob.settings), substituters=[s3_url])
+    assert remote_helpers.RUNS == {}
+    assert chosen_bob == chosen_alice
+    assert sorted(bob.catalogue.all_rrefs()) == sorted(alice.catalogue.all_rrefs())
+    assert bob.verify(check_contents=True).problems == []

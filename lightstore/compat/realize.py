@@ -26,6 +26,11 @@ def realize(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    *,
+    substituters: list[str] | str | None = None,
+    push_to: str | None = None,
+    trusted_keys: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, Context]:
     """Realize an instantiated closure; return ``(result, closure, context)``.
 
@@ -35,15 +40,30 @@ def realize(
     need a build (NotRealizedError); `realize_args` passes an extra argument to
     the realizers of the given DRefs; `dry_run` builds nothing and maps what
     would be built (and everything after it) to ``[]``.
+
+    Remote caches (`lightstore.remote`): `substituters` (default
+    ``$LIGHTSTORE_SUBSTITUTERS``, space-separated URLs) are asked before a
+    build for realizations of the derivation in its context, which are
+    fetched (verified) so that the matcher chooses among local and fetched
+    ones; `push_to` (default ``$LIGHTSTORE_PUSH``) uploads the closure of
+    what was chosen afterwards. `trusted_keys` require signed substitutes;
+    `storage_options` go to every remote's driver.
     """
     result, cl = unpack_closure(closure)
+    from lightstore.remote.substitute import remote_hooks
+
+    substitute, push = remote_hooks(substituters, push_to, trusted_keys, storage_options)
     options = RealizeOptions(
         force_rebuild=set(force_list(cl, force_rebuild)),
         assert_realized={parse_dref(d) for d in (assert_realized or ())},
         realize_args=dict(realize_args or {}),
         dry_run=dry_run,
+        substitute=substitute,
     )
-    return result, cl, realize_closure(cl, options)
+    context = realize_closure(cl, options)
+    if push is not None and not dry_run:
+        push(cl.store, [r for rrefs in context.values() for r in rrefs])
+    return result, cl, context
 
 
 def realizeMany(
@@ -52,9 +72,24 @@ def realizeMany(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    *,
+    substituters: list[str] | str | None = None,
+    push_to: str | None = None,
+    trusted_keys: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[RRef]:
     """Realize a one-target closure and return all RRefs chosen for the target."""
-    _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    _, cl, ctx = realize(
+        closure,
+        force_rebuild,
+        assert_realized,
+        realize_args,
+        dry_run,
+        substituters=substituters,
+        push_to=push_to,
+        trusted_keys=trusted_keys,
+        storage_options=storage_options,
+    )
     if len(cl.targets) != 1:
         raise LightstoreError(
             f"realizeMany expects a closure with one target, this one has {len(cl.targets)}; use realize()"
@@ -68,12 +103,27 @@ def realize1(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    *,
+    substituters: list[str] | str | None = None,
+    push_to: str | None = None,
+    trusted_keys: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> RRef:
     """Realize a one-target, one-output closure and return its RRef.
 
     With `dry_run`, returns None when the target would have to be built.
     """
-    rrefs = realizeMany(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    rrefs = realizeMany(
+        closure,
+        force_rebuild,
+        assert_realized,
+        realize_args,
+        dry_run,
+        substituters=substituters,
+        push_to=push_to,
+        trusted_keys=trusted_keys,
+        storage_options=storage_options,
+    )
     if dry_run and not rrefs:
         return None  # type: ignore[return-value]
     if len(rrefs) != 1:

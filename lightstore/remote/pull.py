@@ -236,13 +236,15 @@ def pull(
     trusted_keys: Iterable[str] | None = None,
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
+    held_locks: Iterable[tuple[str, str]] = (),
 ) -> list[RRef]:
     """Download the closures of `refs` (RRefs, or DRefs for all their remote realizations).
 
     Realizations already in the store are skipped (nothing is transferred).
     With trusted keys (the call's, else ``$LIGHTSTORE_TRUSTED_KEYS`` and the
     store's ``trusted-keys`` file) every new realization must carry a valid
-    signature by one of them. Returns the RRefs added, dependencies first.
+    signature by one of them. `held_locks`: (DRef, context hash) build locks
+    the caller holds. Returns the RRefs added, dependencies first.
 
     Raises UnknownReferenceError if the remote lacks a requested reference,
     RemoteIntegrityError (UntrustedError for signatures) if anything does not
@@ -291,7 +293,7 @@ def pull(
                 raise RemoteIntegrityError(str(e)) from None
         with store.realizing():
             check_references(store, derivations, incoming, where)
-            added = add_to_store(store, derivations, incoming.values())
+            added = add_to_store(store, derivations, incoming.values(), held_locks)
         return added
     except OSError as e:
         if isinstance(e, LightstoreError):
