@@ -227,3 +227,25 @@ def test_bob_substitutes_from_the_bucket(tmp_path, s3_url):
     assert chosen_bob == chosen_alice
     assert sorted(bob.catalogue.all_rrefs()) == sorted(alice.catalogue.all_rrefs())
     assert bob.verify(check_contents=True).problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["pull:assembled", "publish:renamed", "publish:committed"])
+def test_pull_killed_leaves_a_clean_store_and_runs_again(tmp_path, point):
+    url = f"file://{tmp_path}/remote"
+    root = str(tmp_path / "alice")
+    rref = build(root, "a")
+    Store.open(root).push(url, [rref])
+    bob_root = str(tmp_path / "bob")
+    died = worker("pull", bob_root, url, rref, env={FAILPOINT: point})
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    Store.forget_instances()
+    bob = Store.open(bob_root)
+    assert bob.verify(check_contents=True).problems == []
+    assert os.listdir(bob.tmp_dir) == []
+    done = worker("pull", bob_root, url, rref)
+    assert done.returncode == 0, done.stderr
+    Store.forget_instances()
+    bob = Store.open(bob_root)
+    assert rref in bob.catalogue.all_rrefs()
+    assert bob.verify(check_contents=True).problems == []

@@ -36,6 +36,7 @@ from lightstore.exchange._ingest import (
     checked_config,
     verify_folder,
 )
+from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.hashing import file_digest
 from lightstore.refs import DRef, RRef, isdref, parse_dref, parse_rref
@@ -291,6 +292,7 @@ def pull(
                 if isinstance(e, RemoteIntegrityError):
                     raise
                 raise RemoteIntegrityError(str(e)) from None
+        failpoint("pull:assembled")
         with store.realizing():
             check_references(store, derivations, incoming, where)
             added = add_to_store(store, derivations, incoming.values(), held_locks)
