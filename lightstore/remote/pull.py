@@ -149,7 +149,7 @@ def plan_pull(
             import json
 
             raw = json.loads(data.decode("utf-8"))
-        except (UnicodeError, ValueError):
+        except (UnicodeError, ValueError, RecursionError):
             raise RemoteIntegrityError(f"{where}: the config of {d} is not JSON") from None
         try:
             derivations[d] = checked_config(d, raw, where)[1]
