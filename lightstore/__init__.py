@@ -12,6 +12,7 @@ from lightstore.compat import bashlike as _bashlike
 from lightstore.compat import build as _build
 from lightstore.compat import core as _core
 from lightstore.compat import deco as _deco
+from lightstore.compat import either as _either
 from lightstore.compat import fetch as _fetch
 from lightstore.compat import lens as _lens
 from lightstore.compat import types as _types
@@ -22,6 +23,7 @@ from lightstore.compat.build import *  # noqa: F403
 from lightstore.compat.core import *  # noqa: F403
 from lightstore.compat.core import match
 from lightstore.compat.deco import *  # noqa: F403
+from lightstore.compat.either import *  # noqa: F403
 from lightstore.compat.fetch import *  # noqa: F403
 from lightstore.compat.housekeeping import (
     catref,
@@ -271,6 +273,6 @@ __all__ = [
     "isselfpath",
     "mkname",
 ]
-for _module in (_types, _utils, _core, _build, _lens, _deco, _bashlike, _fetch):
+for _module in (_types, _utils, _core, _build, _lens, _deco, _bashlike, _fetch, _either):
     __all__ += [n for n in _module.__all__ if n not in __all__]
 del _module

@@ -15,7 +15,8 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     │   ├── StoreNotFoundError                 the root is missing or is not a lightstore store
     │   ├── StoreReadOnlyError                 the root is not writable
     │   ├── CatalogueVersionError              the catalogue was written by a newer lightstore
-    │   └── CatalogueCorruptError              the catalogue file is damaged (see `reindex`)
+    │   ├── CatalogueCorruptError              the catalogue file is damaged (see `verify`, `reindex`)
+    │   └── CatalogueError                     SQLite failed otherwise; the message says what lightstore was doing
     ├── BuildError                             a realizer raised; the original is `.cause`
     │   └── PromiseError                       a realizer did not create a promised path
     ├── MatcherError                           a matcher cannot be satisfied
@@ -118,6 +119,11 @@ class CatalogueVersionError(StoreError):
 
 class CatalogueCorruptError(StoreError):
     """The catalogue file is damaged; `reindex` rebuilds it from the tree."""
+
+
+class CatalogueError(StoreError):
+    """SQLite failed for a reason that is neither contention nor damage (a full disk, an I/O
+    error, a refused constraint); the message says what lightstore was doing."""
 
 
 class BuildError(LightstoreError):

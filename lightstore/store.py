@@ -447,7 +447,7 @@ class Store:
                     digest.files,
                     started,
                     stopped,
-                    out_metrics,
+                    metrics=out_metrics,
                 )
                 installs.append((record, out))
             self.install(installs, build_id, readonly_done=True)
@@ -568,10 +568,12 @@ class Store:
     # -- metrics -------------------------------------------------------------
 
     def set_metric(self, rref: RRef, name: str, value: int | float) -> None:
-        """Attach (or replace) metric `name` of a recorded realization; not part of any hash.
+        """Attach (or replace) metric `name` of a realization; not part of any hash.
 
+        The realization may be present or collected (its record is history).
         Raises InvalidMetricError for a bad name or a value that is not a
-        finite int or float, UnknownReferenceError if `rref` is not recorded.
+        finite int or float, UnknownReferenceError if the catalogue has no
+        record of `rref`.
         """
         self.set_metrics(rref, {name: value})
 
@@ -631,14 +633,35 @@ class Store:
         dry_run: bool = False,
         timeout: float | None = DEFAULT_GC_TIMEOUT_S,
         progress: Any = None,
+        keep_since: float | None = None,
     ) -> Any:
-        """Collect garbage: keep the closure of pins, live links and running builds; delete the rest.
+        """Collect garbage: keep the closure of pins, live links and running builds; remove the
+        rest from the tree. Their catalogue records stay, marked collected (see `forget`).
 
-        Returns a GCReport (what went, or would go with `dry_run`, and bytes freed).
+        `keep_since` (Unix time) also keeps what was built since then. Returns a
+        GCReport (what went, or would go with `dry_run`, and bytes freed).
+        Raises LockTimeout if running realizations hold the store past `timeout`.
         """
         from lightstore.maintenance.gc import collect
 
-        return collect(self, dry_run=dry_run, timeout=timeout, progress=progress)
+        return collect(
+            self, dry_run=dry_run, timeout=timeout, progress=progress, keep_since=keep_since
+        )
+
+    def forget(
+        self,
+        *,
+        before: float | None = None,
+        name: str | None = None,
+        everything: bool = False,
+        dry_run: bool = False,
+    ) -> Any:
+        """Delete the records of collected objects (by age, by name, or all); see
+        `lightstore.maintenance.gc.forget`. Returns a ForgetReport; raises QueryError
+        without a filter."""
+        from lightstore.maintenance.gc import forget
+
+        return forget(self, before=before, name=name, everything=everything, dry_run=dry_run)
 
     def verify(
         self, check_contents: bool = False, repair: bool = False, progress: Any = None

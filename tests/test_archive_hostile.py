@@ -481,3 +481,12 @@ def test_safe_extract_accepts_ordinary_archives(tmp_path):
     assert os.readlink(out / "pkg" / "lib") == "bin"
     assert (out / "pkg" / "copy").read_bytes() == b"#!/bin/sh\n"
     assert (out / "pkg" / "copy").stat().st_ino != tool.stat().st_ino
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, float("nan"), float("inf"), 10**30, -1])
+@pytest.mark.parametrize("key", ["build_started", "build_stopped"])
+def test_absurd_build_times_are_refused(dst, members, tmp_path, key, value):
+    manifest = manifest_of(members)
+    manifest["realizations"][0][key] = value
+    path = write_archive(str(tmp_path / "a.tar"), with_manifest(members, manifest))
+    refused(dst, path, "build time")

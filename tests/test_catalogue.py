@@ -13,6 +13,7 @@ from lightstore import (
     BuildError,
     CatalogueCorruptError,
     CatalogueVersionError,
+    IntegrityError,
     Store,
     StoreError,
     build_outpath,
@@ -170,14 +171,15 @@ def test_not_a_database_is_corrupt_via_store_open(tmp_path):
 
 
 def test_schema_files_ship_valid_sql():
+    # Each migration applies on top of the ones before it.
+    conn = sqlite3.connect(":memory:")
     for name, text in schema_files():
-        conn = sqlite3.connect(":memory:")
         statements = split_sql(text)
         assert statements, name
         for stmt in statements:
             assert sqlite3.complete_statement(stmt)
             conn.execute(stmt)
-        conn.close()
+    conn.close()
 
 
 # -- split_sql ---------------------------------------------------------------------------
@@ -274,7 +276,7 @@ def test_nested_write_joins_outer_transaction(tmp_path):
 
 def test_check_constraints(tmp_path):
     cat = new_catalogue(tmp_path)
-    with pytest.raises(sqlite3.IntegrityError), cat.write() as conn:
+    with pytest.raises(IntegrityError), cat.write() as conn:
         conn.execute(
             "INSERT INTO derivations (dref, name, config, created) VALUES ('d', 'n', 'not json', 0)"
         )
@@ -282,17 +284,17 @@ def test_check_constraints(tmp_path):
         conn.execute(
             "INSERT INTO derivations (dref, name, config, created) VALUES ('d', 'n', '{}', 0)"
         )
-    with pytest.raises(sqlite3.IntegrityError), cat.write() as conn:
+    with pytest.raises(IntegrityError), cat.write() as conn:
         conn.execute(
             "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
             "VALUES ('d', 'h', '{}', 'exploded', 0, 'h', 1)"
         )
-    with pytest.raises(sqlite3.IntegrityError), cat.write() as conn:
+    with pytest.raises(IntegrityError), cat.write() as conn:
         conn.execute(
             "INSERT INTO realizations (rref, dref, context, context_hash, size, file_count, created) "
             "VALUES ('r', 'd', '{}', 'h', -1, 0, 0)"
         )
-    with pytest.raises(sqlite3.IntegrityError), cat.write() as conn:
+    with pytest.raises(IntegrityError), cat.write() as conn:
         conn.execute(
             "INSERT INTO realizations (rref, dref, context, context_hash, size, file_count, created) "
             "VALUES ('r', 'unknown', '{}', 'h', 0, 0, 0)"
@@ -426,7 +428,7 @@ def test_realizations_in_context_is_an_indexed_lookup(store, graph):
 
 def test_cannot_delete_a_used_realization(store, graph):
     _, r = graph
-    with pytest.raises(sqlite3.IntegrityError), store.catalogue.write() as conn:
+    with pytest.raises(IntegrityError), store.catalogue.write() as conn:
         conn.execute("DELETE FROM realizations WHERE rref = ?", (r["a"],))
     assert store.catalogue.known_rrefs([r["a"]]) == {r["a"]}
 
@@ -441,7 +443,7 @@ def test_cannot_delete_a_used_realization_from_plain_sqlite(store, graph):
 
 def test_cannot_delete_a_derivation_with_realizations(store, graph):
     d, _ = graph
-    with pytest.raises(sqlite3.IntegrityError), store.catalogue.write() as conn:
+    with pytest.raises(IntegrityError), store.catalogue.write() as conn:
         conn.execute("DELETE FROM derivations WHERE dref = ?", (d["d"],))
 
 
@@ -465,9 +467,9 @@ def test_pins_restrict_deletion(store, graph):
             "INSERT INTO pins (name, rref, created) VALUES ('keep', ?, 0)",
             (r["d"],),
         )
-    with pytest.raises(sqlite3.IntegrityError), store.catalogue.write() as conn:
+    with pytest.raises(IntegrityError), store.catalogue.write() as conn:
         conn.execute("DELETE FROM realizations WHERE rref = ?", (r["d"],))
-    with pytest.raises(sqlite3.IntegrityError), store.catalogue.write() as conn:
+    with pytest.raises(IntegrityError), store.catalogue.write() as conn:
         conn.execute(
             "INSERT INTO pins (name, rref, dref, created) VALUES ('both', ?, ?, 0)",
             (r["d"], "dref:x"),
@@ -482,7 +484,7 @@ def test_build_inputs_restrict_deletion(store, graph):
     with store.catalogue.write() as conn:
         conn.execute("DELETE FROM realizations WHERE rref = ?", (r["c"],))
         conn.execute("DELETE FROM realizations WHERE rref = ?", (r["b"],))
-    with pytest.raises(sqlite3.IntegrityError), store.catalogue.write() as conn:
+    with pytest.raises(IntegrityError), store.catalogue.write() as conn:
         conn.execute("DELETE FROM realizations WHERE rref = ?", (r["a"],))
     cat.finish_build(build_id, "failed", "test")
     assert cat.query("SELECT * FROM build_inputs") == []

@@ -495,7 +495,7 @@ def test_gc_dry_run_then_collect(pipeline, store):
     expected = sum(json.loads(ok(root, "show", r, "--json"))["size"] for r in doomed)
     assert f"({expected} bytes)" in dry.splitlines()[-1]
     assert set(ok(root, "ls", "-r", "-q").split()) >= doomed  # nothing went
-    report = json.loads(ok(root, "gc", "--json"))
+    report = json.loads(ok(root, "gc", "--yes", "--json"))
     assert set(report["rrefs"]) == doomed and report["bytes_freed"] == expected
     assert not report["dry_run"]
     assert set(ok(root, "ls", "-r", "-q").split()) == {
@@ -504,7 +504,7 @@ def test_gc_dry_run_then_collect(pipeline, store):
         pipeline.data,
     }
     assert not os.path.exists(store.rref_path(pipeline.train[0.1]))
-    assert ok(root, "gc", "-q").startswith("removed 0 realization(s)")
+    assert ok(root, "gc", "-y", "-q").startswith("removed 0 realization(s)")
 
 
 # -- verify and reindex ------------------------------------------------------------------------

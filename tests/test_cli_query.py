@@ -49,7 +49,8 @@ def test_history_rows_and_fields(store, pipeline):  # noqa: F811
     assert {r["rref"] for r in rows} == set(pipeline.train.values())
     assert set(rows[0]) == {
         "rref", "dref", "name", "started", "stopped", "duration", "size", "file_count",
-        "host", "pid", "lr", "model.depth", "config.name",
+        "host", "pid", "build_id", "imported", "import_host", "collected",
+        "collected_reason", "lr", "model.depth", "config.name",
     }  # fmt: skip
     assert field_keys(["lr", "size"]) == ["lr", "config.size"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import pytest
 
@@ -17,9 +18,9 @@ from lightstore import (
     rref2dref,
     selfref,
 )
-from lightstore.cli.context import EXIT_BAD_INPUT
+from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_REFUSED
 from lightstore.config import mkconfig
-from lightstore.errors import InvalidReferenceError
+from lightstore.errors import CatalogueVersionError, InvalidReferenceError
 from lightstore.hashing import config_hash
 from lightstore.maintenance import reindex
 from lightstore.refs import mkdref
@@ -123,3 +124,24 @@ def test_reindex_restores_a_legacy_dot_pin_but_not_temporary_files(store):
     fresh = Store.open(store.root)
     assert fresh.pins() == {".best": top}
     assert fresh.unpin(".best")
+
+
+def test_reindex_refuses_a_newer_catalogue_unless_forced(store):
+    top = _two_stage(store, dependent_first=True)
+    cat = os.path.join(store.root, CATALOGUE_FILE)
+    for opened in set(Store._instances.values()):
+        opened.catalogue.close()
+    Store.forget_instances()
+    conn = sqlite3.connect(cat)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(CatalogueVersionError, match="--force"):
+        reindex(store.root)
+    result = fails(EXIT_REFUSED, store.root, "reindex")
+    assert "newer" in result.output or "99" in result.output
+    conn = sqlite3.connect(cat)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 99
+    conn.close()
+    assert not [n for n in os.listdir(store.root) if ".old-" in n]
+    ok(store.root, "reindex", "--force")
+    assert top in allrrefs(Store.open(store.root))

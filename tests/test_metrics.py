@@ -36,7 +36,7 @@ from lightstore import (
     spack,
     sunpack,
 )
-from lightstore.errors import ArchiveError, QueryError
+from lightstore.errors import ArchiveError, IntegrityError, QueryError
 from lightstore.exchange import copy_closure
 from lightstore.metrics import check_metric_name, check_metric_value
 from lightstore.query import history, open_view
@@ -201,24 +201,36 @@ def test_set_metric_after_the_fact(store, S):
 def test_the_database_refuses_bad_rows(store, S):
     rref = realize1(instantiate(_train(0.1), S=S))
     for value in ("text", None, b"blob"):
-        with pytest.raises(sqlite3.IntegrityError), store.catalogue.write() as conn:
+        with (
+            pytest.raises((sqlite3.IntegrityError, IntegrityError)),
+            store.catalogue.write() as conn,
+        ):
             conn.execute(
                 "INSERT INTO metrics (rref, name, value, recorded) VALUES (?, 'x', ?, 0)",
                 (rref, value),
             )
-    with pytest.raises(sqlite3.IntegrityError), store.catalogue.write() as conn:
+    with pytest.raises((sqlite3.IntegrityError, IntegrityError)), store.catalogue.write() as conn:
         conn.execute("INSERT INTO metrics VALUES ('rref:nope', 'x', 1, 0)")
 
 
-def test_gc_removes_the_metrics_of_what_it_collects(store, S):
+def test_metrics_outlive_gc_and_go_with_forget(store, S):
     rref = realize1(instantiate(_train(0.1), S=S))
-    assert metric_rows(store)
     store.gc()
-    remaining = store.catalogue.query("SELECT count(*) FROM realizations")[0][0]
-    if remaining == 0:  # collected records deleted (marked collected elsewhere)
-        assert metric_rows(store) == []
-    else:
-        assert store.metrics(rref) == {"loss": 1.0}
+    assert store.catalogue.known_rrefs([rref]) == set()  # collected
+    assert store.metrics(rref) == {"loss": 1.0}  # still history
+    store.set_metric(rref, "late", 2)  # a collected record may still be annotated
+    row = store.catalogue.query(
+        "SELECT collected IS NOT NULL, metrics FROM runs WHERE rref = ?", (rref,)
+    )
+    assert row[0][0] == 1 and json.loads(row[0][1]) == {"loss": 1.0, "late": 2}
+    # Built again: present and collected records share the metrics.
+    again = realize1(instantiate(_train(0.1), S=S))
+    assert again == rref
+    store.forget(everything=True)
+    assert store.metrics(rref) == {"loss": 1.0, "late": 2}  # the present record keeps them
+    store.gc()
+    store.forget(everything=True)
+    assert metric_rows(store) == []
 
 
 # -- queries ---------------------------------------------------------------------------------

@@ -128,6 +128,15 @@ def test_stage_page_has_config_and_metric_columns_facets_and_chart(server, sweep
     assert losses == sorted(losses)
     status, _, body = server.get("/stage/train?f.config:lr=0.1")
     assert body.decode().count('class="run-link"') == 2
+    # The removed run is history: hidden by default, listed (without a link) on request.
+    assert "show 1 collected" in text and ">collected<" not in text
+    everything = server.get("/stage/train?all=1&sort=metric:loss")[2].decode()
+    assert everything.count('class="run-link"') == len(sweep["train"])
+    assert (
+        ">collected<" in everything and everything.count('class="point"') == len(sweep["train"]) + 1
+    )
+    status, _, body = server.get(url_of(sweep["collected"]))
+    assert status == 404 and b"removed from the store" in body
     assert server.get("/stage/no-such-stage")[0] == 404
 
 
@@ -170,7 +179,9 @@ def test_sql_editor_is_read_only(server, sweep):
     ok = server.get(
         "/catalogue.json?sql=" + quote("SELECT count(*) AS n FROM metrics") + "&_shape=array"
     )
-    assert ok[0] == 200 and json.loads(ok[2])[0]["n"] == 2 * len(sweep["train"])
+    assert ok[0] == 200 and json.loads(ok[2])[0]["n"] == 2 * (
+        len(sweep["train"]) + 1
+    )  # the collected run keeps its metrics
     for sql in (
         "DELETE FROM metrics",
         "UPDATE metrics SET value = 0",
@@ -182,7 +193,9 @@ def test_sql_editor_is_read_only(server, sweep):
     ok = server.get(
         "/catalogue.json?sql=" + quote("SELECT count(*) AS n FROM metrics") + "&_shape=array"
     )
-    assert json.loads(ok[2])[0]["n"] == 2 * len(sweep["train"])
+    assert json.loads(ok[2])[0]["n"] == 2 * (
+        len(sweep["train"]) + 1
+    )  # the collected run keeps its metrics
 
 
 # -- the artifact route ---------------------------------------------------------------------------

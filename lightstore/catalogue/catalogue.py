@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.catalogue.database import Database
+from lightstore.errors import LightstoreError
 from lightstore.refs import DRef, RRef
 
 HOST = socket.gethostname()
@@ -43,8 +44,23 @@ class NewRealization:
     file_count: int
     build_started: float | None
     build_stopped: float | None
+    #: The builder's host and pid: None means this process (a local build).
+    host: str | None = None
+    pid: int | None = None
+    #: True for an import (unpack, copy, pull): this process is recorded as
+    #: the importer, `host`/`pid` stay the builder's (None if unknown).
+    imported: bool = False
     #: Validated metrics (name -> finite number), recorded by the same transaction.
     metrics: dict[str, int | float] = field(default_factory=dict)
+
+
+#: Why objects left the store (the `reason` of the collected_* tables).
+COLLECT_REASONS = ("gc", "rmref", "repair")
+
+_REALIZATION_COLUMNS = (
+    "rref, dref, context, context_hash, build_id, build_started, build_stopped, size, "
+    "file_count, host, pid, created, imported, import_host, import_pid"
+)
 
 
 class ByBuildTime(list[RRef]):
@@ -77,12 +93,18 @@ class Catalogue(Database):
         `intent`, if given, is closed by the same transaction.
         """
         now = time.time()
-        with self.write() as conn:
+        with self.write("recording derivations") as conn:
             if intent is not None:
                 conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
+            # A derivation recorded again after it was collected keeps its
+            # first `created` and leaves the collected records.
             conn.executemany(
-                "INSERT OR IGNORE INTO derivations (dref, name, config, created) VALUES (?, ?, ?, ?)",
-                [(d.dref, d.name, d.config_json, now) for d in new],
+                "INSERT OR IGNORE INTO derivations (dref, name, config, created) VALUES (?, ?, ?, "
+                "coalesce((SELECT created FROM collected_derivations WHERE dref = ?), ?))",
+                [(d.dref, d.name, d.config_json, d.dref, now) for d in new],
+            )
+            conn.executemany(
+                "DELETE FROM collected_derivations WHERE dref = ?", [(d.dref,) for d in new]
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO derivation_deps (dref, dep) VALUES (?, ?)",
@@ -167,13 +189,13 @@ class Catalogue(Database):
     ) -> None:
         """Record published realizations and their dependency edges; close the build and the intent."""
         now = time.time()
-        with self.write() as conn:
+        me = os.getpid()
+        with self.write("recording realizations") as conn:
             if intent is not None:
                 conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
             conn.executemany(
-                "INSERT OR IGNORE INTO realizations (rref, dref, context, context_hash, build_id, "
-                "build_started, build_stopped, size, file_count, host, pid, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO realizations ({_REALIZATION_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.rref,
@@ -185,9 +207,12 @@ class Catalogue(Database):
                         r.build_stopped,
                         r.size,
                         r.file_count,
-                        HOST,
-                        os.getpid(),
+                        r.host if r.imported else (r.host or HOST),
+                        r.pid if r.imported else (r.pid if r.pid is not None else me),
                         now,
+                        now if r.imported else None,
+                        HOST if r.imported else None,
+                        me if r.imported else None,
                     )
                     for r in new
                 ],
@@ -205,13 +230,16 @@ class Catalogue(Database):
                 self._finish_build(conn, build_id, "succeeded", None)
 
     def set_metrics(self, rref: str, metrics: dict[str, int | float]) -> bool:
-        """Set (insert or replace) validated metrics of a realization; False if it is unknown."""
+        """Set (insert or replace) validated metrics of a realization, present or collected;
+        False if the catalogue has no record of it."""
         now = time.time()
         with self.write() as conn:
-            if (
-                conn.execute("SELECT 1 FROM realizations WHERE rref = ?", (rref,)).fetchone()
-                is None
-            ):
+            known = conn.execute(
+                "SELECT 1 FROM realizations WHERE rref = ? "
+                "UNION ALL SELECT 1 FROM collected_realizations WHERE rref = ? LIMIT 1",
+                (rref, rref),
+            ).fetchone()
+            if known is None:
                 return False
             conn.executemany(
                 "INSERT OR REPLACE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
@@ -232,20 +260,46 @@ class Catalogue(Database):
             found.setdefault(rref, {})[name] = value
         return found
 
-    def delete_objects(self, rrefs: Iterable[str] = (), drefs: Iterable[str] = ()) -> None:
-        """Delete realizations and derivations (with their outgoing edges) in one transaction.
+    def delete_objects(
+        self, rrefs: Iterable[str] = (), drefs: Iterable[str] = (), reason: str = "gc"
+    ) -> None:
+        """Remove realizations and derivations (with their outgoing edges) in one transaction.
 
-        Raises sqlite3.IntegrityError, deleting nothing, if a pin, a running
-        build or an object outside the set still refers to one of them.
+        Their rows move to `collected_realizations` / `collected_derivations`,
+        stamped with the time and `reason` ('gc', 'rmref' or 'repair'), so
+        history outlives them. Raises IntegrityError, removing nothing, if a
+        pin, a running build or an object outside the set still refers to one.
         """
-        doomed_r = [(r,) for r in set(rrefs)]
-        doomed_d = [(d,) for d in set(drefs)]
-        with self.write() as conn:
+        if reason not in COLLECT_REASONS:
+            raise LightstoreError(f"unknown reason {reason!r}; expected one of {COLLECT_REASONS}")
+        doomed_r = sorted(set(rrefs))
+        doomed_d = sorted(set(drefs))
+        now = time.time()
+        with self.write(
+            f"removing {len(doomed_r)} realization(s) and {len(doomed_d)} derivation(s)"
+        ) as conn:
+            if doomed_r:
+                conn.execute(
+                    f"INSERT INTO collected_realizations ({_REALIZATION_COLUMNS}, collected, reason) "
+                    f"SELECT {_REALIZATION_COLUMNS}, ?, ? FROM realizations "
+                    "WHERE rref IN (SELECT value FROM json_each(?))",
+                    (now, reason, _json_list(doomed_r)),
+                )
+            if doomed_d:
+                conn.execute(
+                    "INSERT OR REPLACE INTO collected_derivations "
+                    "(dref, name, config, created, collected, reason) "
+                    "SELECT dref, name, config, created, ?, ? FROM derivations "
+                    "WHERE dref IN (SELECT value FROM json_each(?))",
+                    (now, reason, _json_list(doomed_d)),
+                )
             # Edges out of the doomed rows first: RESTRICT is checked row by row.
-            conn.executemany("DELETE FROM realization_deps WHERE rref = ?", doomed_r)
-            conn.executemany("DELETE FROM realizations WHERE rref = ?", doomed_r)
-            conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", doomed_d)
-            conn.executemany("DELETE FROM derivations WHERE dref = ?", doomed_d)
+            params_r = [(r,) for r in doomed_r]
+            params_d = [(d,) for d in doomed_d]
+            conn.executemany("DELETE FROM realization_deps WHERE rref = ?", params_r)
+            conn.executemany("DELETE FROM realizations WHERE rref = ?", params_r)
+            conn.executemany("DELETE FROM derivation_deps WHERE dref = ?", params_d)
+            conn.executemany("DELETE FROM derivations WHERE dref = ?", params_d)
 
     # -- intents -------------------------------------------------------------
 

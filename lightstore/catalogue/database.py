@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from lightstore.errors import (
     CatalogueCorruptError,
+    CatalogueError,
     CatalogueVersionError,
+    IntegrityError,
+    LightstoreError,
+    LockTimeout,
     StoreNotFoundError,
     StoreReadOnlyError,
 )
@@ -88,6 +92,50 @@ def _migrations() -> Migrations:
 
         migrations(name=name)(apply)
     return migrations
+
+
+def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
+    """The error of lightstore's hierarchy for a SQLite error met while `doing` something.
+
+    Busy/locked becomes LockTimeout, damage CatalogueCorruptError (naming
+    verify and reindex), a refused constraint IntegrityError, anything else
+    CatalogueError; each message says what lightstore was doing.
+    """
+    msg = str(e)
+    low = msg.lower()
+    code = getattr(e, "sqlite_errorname", "") or ""
+    if isinstance(e, sqlite3.IntegrityError):
+        why = (
+            "something it refers to is missing, or something still refers to what it removes"
+            if "FOREIGN KEY" in msg
+            else "a value breaks the catalogue's rules (see docs/schema.md)"
+        )
+        return IntegrityError(
+            f"the catalogue {path} refused a change while {doing} ({msg}): {why}; "
+            "nothing was changed"
+        )
+    if "not a database" in low or "malformed" in low or "corrupt" in low or "CORRUPT" in code:
+        return CatalogueCorruptError(
+            f"the catalogue {path} is damaged ({msg}) while {doing}; run `lightstore verify` to "
+            "see what is wrong and `lightstore reindex` to rebuild it from the tree"
+        )
+    if "locked" in low or "busy" in low or code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return LockTimeout(
+            f"timed out after {BUSY_TIMEOUT_S:.0f} s waiting for the catalogue {path} while "
+            f"{doing} ({msg}): another process kept it locked; retry when it is done"
+        )
+    if "readonly" in low or "read-only" in low:
+        return StoreReadOnlyError(
+            f"the catalogue {path} is read-only ({msg}) while {doing}; check its permissions"
+        )
+    if "unable to open" in low:
+        return StoreNotFoundError(f"cannot open the catalogue {path} ({msg}) while {doing}")
+    if "full" in low:
+        return CatalogueError(
+            f"the disk holding the catalogue {path} is full ({msg}) while {doing}; free space "
+            "and retry (nothing half-written was kept)"
+        )
+    return CatalogueError(f"the catalogue {path} failed while {doing}: {msg}")
 
 
 def filesystem_type(path: str, mountinfo: list[str] | None = None) -> str | None:
@@ -163,24 +211,13 @@ class Database:
             # WAL+NORMAL survives any process crash; FULL adds an fsync per
             # commit so that a power loss loses no committed transaction.
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
-        except sqlite3.DatabaseError as e:
-            raise self._translate(e) from e
+        except sqlite3.Error as e:
+            raise self._translate(e, "opening the catalogue") from e
         return conn
 
-    def _translate(self, e: sqlite3.Error) -> Exception:
-        msg = str(e)
-        if "file is not a database" in msg or "malformed" in msg:
-            return CatalogueCorruptError(
-                f"the catalogue {self.path} is damaged ({msg}); run `lightstore reindex` "
-                "to rebuild it from the tree"
-            )
-        if "readonly" in msg or "read-only" in msg:
-            return StoreReadOnlyError(
-                f"the catalogue {self.path} is read-only ({msg}); check its permissions"
-            )
-        if "unable to open" in msg:
-            return StoreNotFoundError(f"cannot open the catalogue {self.path} ({msg})")
-        return e
+    def _translate(self, e: sqlite3.Error, doing: str = "reading the catalogue") -> LightstoreError:
+        """The error of our hierarchy for a SQLite error met while `doing` something."""
+        return translate_error(e, self.path, doing)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -219,7 +256,7 @@ class Database:
         """Run a read statement and return all rows."""
         try:
             return self.conn.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             raise self._translate(e) from e
 
     def column(
@@ -238,34 +275,53 @@ class Database:
             if wrap is None:
                 return [value for (value,) in cursor]
             return [wrap(value) for (value,) in cursor]
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             raise self._translate(e) from e
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A short ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on error."""
+    def write(self, doing: str = "writing the catalogue") -> Iterator[sqlite3.Connection]:
+        """A short ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on error.
+
+        A SQLite error inside it is rolled back and raised as an error of
+        lightstore's hierarchy (see `translate_error`) that says `doing`.
+        """
         current = getattr(self._local, "conn", None)
         if current is None or not current.in_transaction:
             self._follow_replacement()
         conn = self.conn
         if conn.in_transaction:
-            # Nested use joins the outer transaction.
-            yield conn
+            # Nested use joins the outer transaction (which rolls back).
+            try:
+                yield conn
+            except sqlite3.Error as e:
+                raise self._translate(e, doing) from e
             return
-        self._begin_immediate(conn)
+        self._begin_immediate(conn, doing)
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as e:
+            self._rollback(conn)
+            if isinstance(e, sqlite3.Error):
+                raise self._translate(e, doing) from e
             raise
         try:
             conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback(conn)
+            raise self._translate(e, doing) from e
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
 
-    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        # After some errors (a full disk) SQLite has already rolled back.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                raise self._translate(e, "rolling back a failed change") from e
+
+    def _begin_immediate(self, conn: sqlite3.Connection, doing: str) -> None:
         # The busy handler already waits BUSY_TIMEOUT_S; a few retries cover the
         # rare SQLITE_BUSY that WAL returns without calling it (recovery).
         for attempt in range(5):
@@ -274,7 +330,7 @@ class Database:
                 return
             except sqlite3.OperationalError as e:
                 if ("locked" not in str(e) and "busy" not in str(e)) or attempt == 4:
-                    raise self._translate(e) from e
+                    raise self._translate(e, doing) from e
                 time.sleep(0.05 * (attempt + 1))
 
     def shrink(self) -> None:
@@ -336,9 +392,16 @@ class Database:
         import sqlite_utils
 
         db = sqlite_utils.Database(self.conn)
+        # Foreign keys off while migrating (a no-op inside a transaction, so
+        # set here): rebuilding a table (0002 rebuilds `builds`) drops the old
+        # one, which would otherwise run its ON DELETE actions on every row
+        # that refers to it. Each migration copies every row, so none dangles.
+        self.conn.execute("PRAGMA foreign_keys = OFF")
         try:
             _migrations().apply(db)
             self.conn.execute(f"PRAGMA user_version = {len(schema_files())}")
-        except sqlite3.DatabaseError as e:
-            raise self._translate(e) from e
+        except sqlite3.Error as e:
+            raise self._translate(e, "upgrading the catalogue's schema") from e
+        finally:
+            self.conn.execute("PRAGMA foreign_keys = ON")
         return self.schema_version()

@@ -46,6 +46,7 @@ TIME_DISPLAY = {
     "started": human_time,
     "stopped": human_time,
     "last_built": human_time,
+    "collected": lambda t: "present" if t is None else f"collected {human_time(t)}",
     "duration": human_duration,
     "size": human_size,
 }
@@ -95,6 +96,13 @@ def filter_options(fn: Any) -> Any:
     help="List realizations instead of derivations.",
 )
 @filter_options
+@click.option(
+    "--all",
+    "-a",
+    "include_collected",
+    is_flag=True,
+    help="Also list what gc removed (its record is kept), with a 'collected' column.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only full references, one per line.")
 @output_options
 @root_option
@@ -102,6 +110,7 @@ def filter_options(fn: Any) -> Any:
 def ls_command(
     env: Env,
     list_realizations: bool,
+    include_collected: bool,
     name: str | None,
     config: tuple[str, ...],
     since: str | None,
@@ -114,17 +123,25 @@ def ls_command(
     """List derivations (or realizations with -r), oldest first.
 
     Filters combine with AND; times filter on when a derivation was recorded,
-    or when a realization's build finished.
+    or when a realization's build finished. Only what is in the store is
+    listed, unless --all.
 
     \b
     Examples:
       lightstore ls
       lightstore ls --name train --config 'lr<1e-3'
       lightstore ls -r --since 7d --json
+      lightstore ls -r --all -n train
       lightstore ls -r -n 'eval*' -q | xargs -n1 lightstore show
     """
     view = env.view()
-    kw: dict[str, Any] = {"config": config, "since": since, "until": until, "limit": limit}
+    kw: dict[str, Any] = {
+        "config": config,
+        "since": since,
+        "until": until,
+        "limit": limit,
+        "include_collected": include_collected,
+    }
     if list_realizations:
         rows = realizations(view, name, **kw)
         key = "rref"
@@ -133,6 +150,8 @@ def ls_command(
         rows = derivations(view, name, totals=not quiet, **kw)
         key = "dref"
         columns = ["dref", "name", "realizations", "size", "created", "last_built"]
+    if include_collected:
+        columns.append("collected")
     if quiet:
         if rows:
             click.echo("\n".join(row[key] for row in rows))
@@ -147,7 +166,15 @@ def ls_command(
     "-w",
     metavar="SQL",
     help="Extra SQL condition over the history view's columns (rref, dref, name, config, "
-    "context, started, stopped, duration, size, file_count, host, pid).",
+    "context, started, stopped, duration, size, file_count, host, pid, build_id, created, "
+    "imported, import_host, collected, collected_reason).",
+)
+@click.option(
+    "--all",
+    "-a",
+    "include_collected",
+    is_flag=True,
+    help="Also show realizations gc removed (their record is kept), with a 'collected' column.",
 )
 @click.option(
     "--field",
@@ -183,6 +210,7 @@ def history_command(
     limit: int | None,
     full: bool,
     where: str | None,
+    include_collected: bool,
     fields: tuple[str, ...],
     metrics: tuple[str, ...],
     sort: str | None,
@@ -191,14 +219,17 @@ def history_command(
     """One row per realization: name, references, start, duration, size, config fields, metrics.
 
     In the order they finished (with --limit N, the newest N); --since and
-    --until filter on the finish time. The catalogue is opened
-    read-only, so --where cannot change anything.
+    --until filter on the finish time. Only what is in the store is shown,
+    unless --all: then also the records of what gc, rmref or a repair
+    removed. The catalogue is opened read-only, so --where cannot change
+    anything.
 
     \b
     Examples:
       lightstore history --name train --field lr --since 7d
       lightstore history -n train -f lr -w "json_extract(config, '$.lr') < 1e-3 AND duration > 60"
       lightstore history --limit 20 --csv > recent.csv
+      lightstore history --all --name train --since 90d
       lightstore history -n train -f lr -m loss --sort loss --limit 5
     """
     rows = history(
@@ -210,6 +241,7 @@ def history_command(
         since=since,
         until=until,
         limit=limit,
+        include_collected=include_collected,
         metrics=metrics,
         sort=sort,
     )
@@ -219,6 +251,8 @@ def history_command(
         columns = [*HISTORY_COLUMNS, *keys]
     else:
         columns = ["name", "rref", "dref", "started", "duration", "size", *keys]
+        if include_collected:
+            columns.append("collected")
     emit_rows(rows, columns, fmt, _display(full))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict
 
 import click
@@ -10,6 +11,7 @@ import click
 from lightstore.cli.context import (
     EXIT_NOT_FOUND,
     EXIT_PROBLEMS,
+    EXIT_REFUSED,
     CliError,
     Env,
     pass_env,
@@ -23,8 +25,10 @@ from lightstore.cli.output import (
     output_options,
 )
 from lightstore.errors import StoreNotFoundError
-from lightstore.query import resolve, sizes_of
+from lightstore.maintenance.gc import GCReport, collect
+from lightstore.query import parse_time, resolve, sizes_of
 from lightstore.query.readonly import catalogue_path
+from lightstore.store import Store
 
 
 @click.command("init")
@@ -82,8 +86,45 @@ def unpin_command(env: Env, name: str) -> None:
     click.echo(f"unpinned {name}")
 
 
+def _interactive() -> bool:
+    """Whether a person can answer a question (stdin is a terminal)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+#: How many of the largest realizations the gc question lists.
+LARGEST_SHOWN = 5
+
+
+def _ask_before_collecting(store: Store, report: GCReport) -> bool:
+    """Show what gc would remove (count, bytes, the largest) and ask; True to go on."""
+    sizes = sizes_of(store, report.rrefs)
+    largest = sorted(report.rrefs, key=lambda r: (-sizes.get(r, 0), r))[:LARGEST_SHOWN]
+    click.echo(
+        f"gc would remove {len(report.rrefs)} realization(s) and {len(report.drefs)} "
+        f"derivation(s), freeing {human_size(report.bytes_freed)} "
+        f"({report.bytes_freed} bytes). Their records stay in `history --all`.",
+        err=True,
+    )
+    if largest:
+        click.echo("largest:", err=True)
+        for rref in largest:
+            click.echo(f"  {human_size(sizes.get(rref, 0)):>10}  {rref}", err=True)
+    return click.confirm("Remove them?", default=False, err=True)
+
+
 @click.command("gc")
 @click.option("--dry-run", "-n", is_flag=True, help="Only show what would be removed.")
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask before removing (needed without a terminal)."
+)
+@click.option(
+    "--keep-since",
+    metavar="TIME",
+    help="Also keep (as if pinned) what was built since TIME: 7d, 12h, 2024-05-01.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
@@ -94,21 +135,54 @@ def unpin_command(env: Env, name: str) -> None:
 )
 @root_option
 @pass_env
-def gc_command(env: Env, dry_run: bool, quiet: bool, as_json: bool, timeout: float | None) -> None:
-    """Delete everything the GC roots do not need, and show what went and the bytes freed.
+def gc_command(
+    env: Env,
+    dry_run: bool,
+    yes: bool,
+    keep_since: str | None,
+    quiet: bool,
+    as_json: bool,
+    timeout: float | None,
+) -> None:
+    """Remove from the tree everything the GC roots do not need, and show what went and the
+    bytes freed. The catalogue keeps their records (`history --all`; `forget` deletes them).
 
-    Roots are pins, live symlinks made by linkrref/linkdref, and the inputs of
-    running builds; gc keeps their closures. It waits for running
-    realizations to finish.
+    Roots are pins, live symlinks made by linkrref/linkdref, the inputs of
+    running builds and, with --keep-since, what was built in that period; gc
+    keeps their closures. It waits for running realizations to finish.
+
+    On a terminal gc first shows what it would remove (count, bytes, the
+    largest) and asks; it then removes nothing that was not shown. --yes
+    skips the question. Without a terminal and without --yes it refuses
+    (exit 5).
 
     \b
     Examples:
       lightstore gc --dry-run
       lightstore gc
-      lightstore gc --json > gc-report.json
+      lightstore gc --keep-since 7d
+      lightstore gc --yes --json > gc-report.json
     """
+    since = parse_time(keep_since) if keep_since is not None else None
     store = env.store()
-    report = call_with_progress(store.gc, "collecting", dry_run=dry_run, timeout=timeout)
+    only: GCReport | None = None
+    if not dry_run and not yes:
+        if not _interactive():
+            raise CliError(
+                "gc removes every result that is not pinned or linked, and there is no terminal "
+                "to ask for confirmation; run `lightstore gc --dry-run` to see what would go, "
+                "then `lightstore gc --yes`",
+                EXIT_REFUSED,
+            )
+        only = store.gc(dry_run=True, keep_since=since)
+        if (only.rrefs or only.drefs) and not _ask_before_collecting(store, only):
+            raise CliError("gc cancelled; nothing was removed", EXIT_REFUSED)
+    if dry_run:
+        report = store.gc(dry_run=True, keep_since=since)
+    else:
+        report = call_with_progress(
+            collect, "collecting", store, timeout=timeout, keep_since=since, only=only
+        )
     if as_json:
         emit_json(asdict(report))
         return
@@ -126,6 +200,42 @@ def gc_command(env: Env, dry_run: bool, quiet: bool, as_json: bool, timeout: flo
         f"{verb} {len(report.rrefs)} realization(s) and {len(report.drefs)} derivation(s); "
         f"{'would free' if dry_run else 'freed'} {human_size(report.bytes_freed)} "
         f"({report.bytes_freed} bytes)"
+    )
+
+
+@click.command("forget")
+@click.option("--name", "-n", metavar="NAME", help="Derivation name, or a glob: 'train*'.")
+@click.option(
+    "--older-than",
+    metavar="AGE",
+    help="Records of objects collected before AGE ago (30d) or before a date (2024-05-01).",
+)
+@click.option(
+    "--all-collected", "everything", is_flag=True, help="Every record of a collected object."
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@root_option
+@pass_env
+def forget_command(
+    env: Env, name: str | None, older_than: str | None, everything: bool, dry_run: bool
+) -> None:
+    """Delete the catalogue records of collected objects (what `history --all` shows as
+    collected), with their build attempts. Present objects are never touched.
+
+    Filters combine with AND; one of --name, --older-than, --all-collected is needed.
+
+    \b
+    Examples:
+      lightstore forget --older-than 90d
+      lightstore forget --name 'scratch*'
+      lightstore forget --all-collected --dry-run
+    """
+    before = parse_time(older_than) if older_than is not None else None
+    report = env.store().forget(before=before, name=name, everything=everything, dry_run=dry_run)
+    verb = "would forget" if dry_run else "forgot"
+    click.echo(
+        f"{verb} {report.realizations} realization record(s), {report.derivations} derivation "
+        f"record(s) and {report.builds} build record(s)"
     )
 
 
@@ -196,25 +306,35 @@ def verify_command(
 
 @click.command("reindex")
 @root_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild even a catalogue written by a newer lightstore (what only it recorded is lost).",
+)
 @pass_env
-def reindex_command(env: Env) -> None:
+def reindex_command(env: Env, force: bool) -> None:
     """Rebuild the catalogue from the tree (configs, contexts, pins); exit 4 if some objects
     had to be left out.
 
     Works when the catalogue is damaged or deleted. The old catalogue is kept
-    beside the new one. Build records and symlink roots cannot be recovered.
+    beside the new one. Build records and the records of collected objects
+    (`history --all`) are not in the tree, so the new catalogue does not have
+    them; query the old one for them. Symlink roots are carried over when the
+    old catalogue can be read.
 
     \b
     Examples:
       lightstore reindex
       lightstore --root /data/store reindex
+
+    A catalogue written by a newer lightstore is refused (exit 5) unless --force.
     """
     from lightstore.maintenance.verify import reindex
 
     if not os.path.isdir(os.path.join(env.root, "objects")):
         raise StoreNotFoundError(f"no lightstore store at {env.root} (no objects/ folder)")
     env.close()
-    report = call_with_progress(reindex, "reindexing", env.root)
+    report = call_with_progress(reindex, "reindexing", env.root, force=force)
     if report.old_catalogue:
         click.echo(f"kept the old catalogue as {report.old_catalogue}")
     for p in report.skipped:
@@ -232,6 +352,7 @@ COMMANDS = [
     pin_command,
     unpin_command,
     gc_command,
+    forget_command,
     verify_command,
     reindex_command,
 ]

@@ -14,6 +14,7 @@ import functools
 import inspect
 import io
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -48,13 +49,19 @@ def human_time(t: float | None) -> str:
     """Unix seconds -> local ``YYYY-MM-DD HH:MM:SS``."""
     if t is None:
         return ""
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError, TypeError):
+        # The catalogue is public and can be edited: show what is there.
+        return f"? ({t!r})"
 
 
 def human_duration(d: float | None) -> str:
     """Seconds -> ``0.42s``, ``3m07s``, ``2h05m``."""
     if d is None:
         return ""
+    if not isinstance(d, int | float) or not math.isfinite(d) or abs(d) > 1e12:
+        return f"? ({d!r})"
     if d < 60:
         return f"{d:.2f}s" if d < 10 else f"{d:.1f}s"
     minutes, seconds = divmod(round(d), 60)

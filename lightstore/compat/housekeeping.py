@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -80,8 +80,8 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
                 "pass with_referrers=True to remove it too"
             )
     try:
-        cat.delete_objects(rrefs, drefs)
-    except sqlite3.IntegrityError as e:
+        cat.delete_objects(rrefs, drefs, reason="rmref")
+    except IntegrityError as e:
         raise IntegrityError(
             f"cannot remove {ref}: it is pinned, linked, or used by a running build ({e}); "
             "unpin it or wait for the build"
@@ -98,12 +98,19 @@ def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, n
     if os.path.islink(link):
         os.unlink(link)
     os.symlink(target, link)
-    with store.realizing(), store.catalogue.write() as conn:
-        conn.execute("DELETE FROM links WHERE path = ?", (link,))
-        conn.execute(
-            f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)",
-            (link, ref, time.time()),
-        )
+    try:
+        # The check (the foreign key) and the insert under one hold: gc cannot
+        # remove the target in between.
+        with store.realizing(), store.catalogue.write(f"linking {ref}") as conn:
+            conn.execute("DELETE FROM links WHERE path = ?", (link,))
+            conn.execute(
+                f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)",
+                (link, ref, time.time()),
+            )
+    except IntegrityError:
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+        raise UnknownReferenceError(f"cannot link {ref}: it is not in the store", ref) from None
     return Path(link)
 
 

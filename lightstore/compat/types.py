@@ -7,15 +7,13 @@ rest are small types that only the Pylightnix vocabulary needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar, Union
+from collections.abc import Callable
+from typing import Any, TypeVar, Union
 
 from lightstore.engine.build import Build, BuildArgs
-from lightstore.engine.registry import Closure, Derivation, Matcher, Realizer, Registry
+from lightstore.engine.registry import Closure, Derivation, Matcher, Output, Realizer, Registry
 from lightstore.errors import LightstoreError, PromiseError
 from lightstore.refs import Context, DRef, HashPart, Name, Path, RefPath, RRef
-
-_REF = TypeVar("_REF")
 
 
 class SPath(Path):
@@ -34,21 +32,6 @@ class Hash(str):
 PylightnixException = LightstoreError
 #: A realizer did not create a promised path (`.failed` lists ``(folder, refpath)``).
 PromiseException = PromiseError
-
-
-class Output(Generic[_REF]):
-    """An ordered collection of output folders (`Path`) or realizations (`RRef`) in `val`."""
-
-    def __init__(self, val: Iterable[_REF]) -> None:
-        self.val: list[_REF] = list(val)
-
-    def __repr__(self) -> str:
-        return f"Output({self.val!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Output) and self.val == other.val
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 #: Extra arguments a stage is instantiated with (kept for signatures; always ``{}``).

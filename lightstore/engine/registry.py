@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
@@ -14,6 +14,25 @@ from lightstore.errors import UnknownReferenceError, UsageError
 from lightstore.hashing import config_hash
 from lightstore.refs import Context, DRef, RRef, isdref
 from lightstore.store import StorageSettings, Store
+
+_REF = TypeVar("_REF")
+
+
+class Output(Generic[_REF]):
+    """An ordered collection of output folders (`Path`) or realizations (`RRef`) in `val`
+    (Pylightnix's type for matchers and realizers that use it)."""
+
+    def __init__(self, val: Iterable[_REF]) -> None:
+        self.val: list[_REF] = list(val)
+
+    def __repr__(self) -> str:
+        return f"Output({self.val!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Output) and self.val == other.val
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 #: ``(S, rrefs) -> None | [rref, ...]``: which realizations to use, or None to build.
 Matcher = Callable[[StorageSettings, list[RRef]], list[RRef] | None]
@@ -224,11 +243,11 @@ def _any_realizer(realizer: Realizer) -> Realizer:
 
 
 def _with_val(rrefs: list[RRef]) -> list[RRef]:
-    """`rrefs` as a list that also has Pylightnix's `Output.val` (keeping its class)."""
+    """`rrefs` as a list that is also an `Output` (with `.val`), keeping its class."""
     cls = _VAL_CLASSES.get(type(rrefs))
     if cls is None:
         base = type(rrefs) if isinstance(rrefs, list) else list
-        cls = type(base.__name__, (base,), {"val": property(lambda self: list(self))})
+        cls = type(base.__name__, (base, Output), {"val": property(lambda self: list(self))})
         _VAL_CLASSES[type(rrefs)] = cls
     return cls(rrefs)
 

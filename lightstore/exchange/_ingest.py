@@ -53,6 +53,8 @@ class Incoming:
     build_stopped: float | None = None
     size: int = 0
     file_count: int = 0
+    host: str | None = None  # the builder's, when the source says
+    pid: int | None = None
     metrics: dict[str, int | float] = field(default_factory=dict)
 
     @property
@@ -78,7 +80,10 @@ class Incoming:
             self.file_count,
             self.build_started,
             self.build_stopped,
-            self.metrics,
+            host=self.host,
+            pid=self.pid,
+            imported=True,
+            metrics=self.metrics,
         )
 
 

@@ -92,6 +92,8 @@ def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iter
                     "build_started"
                 ),
                 "build_stopped": rec.get("build_stopped"),
+                "host": rec.get("host"),
+                "pid": rec.get("pid"),
                 # Optional: only realizations with metrics carry the field.
                 **({"metrics": metrics[r]} if r in metrics else {}),
             }
@@ -266,11 +268,21 @@ def _read_manifest(area: str, archive: str) -> dict[str, Any]:
     return manifest
 
 
+#: The latest accepted build time: the end of year 9999, the limit of `datetime`.
+MAX_TIME = 253402300799
+
+
 def _time(value: Any, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ArchiveError(f"{where}: a build time is not a number")
+    # Compare before converting: a huge int would overflow float().
+    if not (0 <= value <= MAX_TIME) or value != value:
+        raise ArchiveError(
+            f"{where}: build time {value!r} is not a time between 1970 and 9999; "
+            "the archive is damaged or hostile"
+        )
     return float(value)
 
 
@@ -318,6 +330,8 @@ def _plan(
             os.path.join(objects, f"{dhash}-{name}", rhash),
             _time(entry.get("build_started"), where),
             _time(entry.get("build_stopped"), where),
+            host=_provenance(entry.get("host"), str),
+            pid=_provenance(entry.get("pid"), int),
             metrics=_metrics(entry.get("metrics"), rref, where),
         )
     roots: list[RRef] = []
@@ -327,6 +341,14 @@ def _plan(
         roots.append(RRef(r))
     _check_layout(area, derivations, incoming, where)
     return derivations, incoming, roots
+
+
+def _provenance(value: Any, kind: type) -> Any:
+    """A builder's host or pid from a manifest, or None when absent or malformed (it is
+    information only, not part of any hash)."""
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value if not isinstance(value, str) else value[:255]
+    return None
 
 
 def _regular_text(path: str) -> str | None:

@@ -104,6 +104,8 @@ def copy_closure(
                 src.rref_path(r),
                 record.get("build_started"),
                 record.get("build_stopped"),
+                host=record.get("host"),
+                pid=record.get("pid"),
                 metrics=metrics.get(r, {}),
             )
         check_references(dst, derivations, incoming, where)

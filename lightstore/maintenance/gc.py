@@ -5,7 +5,8 @@ collector lock exclusively, so no realization runs meanwhile, and goes in an
 order that a crash at any instant leaves recoverable:
 
 1. move the doomed folders into a trash area ``tmp/<host>.<pid>.<r>.gc/``;
-2. delete their catalogue rows in one transaction;
+2. move their catalogue rows to the collected_* tables in one transaction
+   (the record of past experiments outlives the artifacts; `forget` deletes it);
 3. delete the trash.
 
 If the process dies after 1, `recover_gc_area` moves back what the catalogue
@@ -17,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lightstore.catalogue.database import translate_error
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.maintenance.roots import roots
@@ -36,6 +39,8 @@ WITH RECURSIVE
   root_rrefs(rref) AS (
     SELECT value FROM json_each(:rrefs)
     UNION SELECT rref FROM realizations WHERE dref IN (SELECT value FROM json_each(:drefs))
+    UNION SELECT rref FROM realizations
+      WHERE :since IS NOT NULL AND coalesce(build_stopped, created) >= :since
   ),
   live_rrefs(rref) AS (
     SELECT rref FROM root_rrefs
@@ -71,9 +76,11 @@ def garbage_sets(
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
+    keep_since: float | None = None,
 ) -> tuple[set[DRef], set[RRef], int, list[str]]:
     """Mark: the derivations and realizations not reachable from the roots (and the extra
-    keeps), the bytes they hold, and the stale links. One SQL statement."""
+    keeps, and realizations built at or after `keep_since`), the bytes they hold, and the
+    stale links. One SQL statement."""
     drefs = {parse_dref(d) for d in keep_drefs}
     rrefs = {parse_rref(r) for r in keep_rrefs}
     stale: list[str] = []
@@ -84,16 +91,23 @@ def garbage_sets(
         stale = found.stale_links
     # NOT IN builds one temporary index of the live set: linear in the store,
     # where a correlated NOT EXISTS would rescan the live set for every row.
-    params = {"rrefs": json.dumps(sorted(rrefs)), "drefs": json.dumps(sorted(drefs))}
+    params = {
+        "rrefs": json.dumps(sorted(rrefs)),
+        "drefs": json.dumps(sorted(drefs)),
+        "since": keep_since,
+    }
     dead_r: set[RRef] = set()
     dead_d: set[DRef] = set()
     size = 0
-    for kind, ref, bytes_ in store.catalogue.conn.execute(_LIVE_SQL, params):
-        if kind == "r":
-            dead_r.add(RRef(ref))
-            size += bytes_
-        else:
-            dead_d.add(DRef(ref))
+    try:
+        for kind, ref, bytes_ in store.catalogue.conn.execute(_LIVE_SQL, params):
+            if kind == "r":
+                dead_r.add(RRef(ref))
+                size += bytes_
+            else:
+                dead_d.add(DRef(ref))
+    except sqlite3.Error as e:
+        raise translate_error(e, store.catalogue.path, "marking garbage") from e
     return dead_d, dead_r, size, stale
 
 
@@ -102,9 +116,23 @@ def garbage(
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
+    keep_since: float | None = None,
+    only: GCReport | None = None,
 ) -> GCReport:
-    """What a collection would remove, as a report (sorted lists)."""
-    dead_d, dead_r, size, stale = garbage_sets(store, keep_drefs, keep_rrefs, use_roots)
+    """What a collection would remove, as a report (sorted lists).
+
+    With `only` (an earlier report, say one a user confirmed), nothing outside
+    it is removed: what became garbage since is kept, with its closure.
+    """
+    dead_d, dead_r, size, stale = garbage_sets(store, keep_drefs, keep_rrefs, use_roots, keep_since)
+    if only is not None:
+        extra_d = dead_d - set(only.drefs)
+        extra_r = dead_r - set(only.rrefs)
+        if extra_d or extra_r:
+            dead_d, dead_r, size, stale = garbage_sets(
+                store, [*keep_drefs, *extra_d], [*keep_rrefs, *extra_r], use_roots, keep_since
+            )
+        stale = [s for s in stale if s in set(only.stale_links)]
     return GCReport(sorted(dead_d), sorted(dead_r), size, stale, dry_run=True)
 
 
@@ -113,17 +141,21 @@ def collect(
     dry_run: bool = False,
     timeout: float | None = DEFAULT_GC_TIMEOUT_S,
     progress: Callable[[int, int], None] | None = None,
+    keep_since: float | None = None,
+    only: GCReport | None = None,
 ) -> GCReport:
-    """Delete everything not reachable from the roots, in tree and catalogue.
+    """Remove everything not reachable from the roots from the tree; keep its record.
 
-    Waits up to `timeout` seconds for running realizations (they hold the
-    collector lock shared), then raises LockTimeout.
+    Realizations built at or after `keep_since` (Unix time) are kept as if
+    pinned. With `only` (a dry run's report), nothing outside that report is
+    removed. Waits up to `timeout` seconds for running realizations (they
+    hold the collector lock shared), then raises LockTimeout.
     """
     if dry_run:
-        return garbage(store)
+        return garbage(store, keep_since=keep_since)
     with store.collecting(timeout=timeout):
         store.recover()  # finish an earlier gc that died, before marking
-        report = garbage(store)
+        report = garbage(store, keep_since=keep_since, only=only)
         report.dry_run = False
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
@@ -154,9 +186,10 @@ def _sweep(store: Store, area: str, report: GCReport) -> list[str]:
         with contextlib.suppress(OSError):
             os.rmdir(store.dref_path(dref))
     failpoint("gc:moved")
-    with store.catalogue.write() as conn:
+    with store.catalogue.write("recording what gc removed") as conn:
         conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
-        store.catalogue.delete_objects(report.rrefs, report.drefs)  # joins this transaction
+        # Joins this transaction; the rows move to the collected_* tables.
+        store.catalogue.delete_objects(report.rrefs, report.drefs, reason="gc")
     failpoint("gc:committed")
     return moved
 
@@ -203,3 +236,91 @@ def recover_gc_area(store: Store, area: str) -> None:
             rref = RRef(f"rref:{entry}-{dhash}-{name}")
             if store.catalogue.known_rrefs([rref]) and not os.path.lexists(target):
                 os.rename(source, target)
+
+
+@dataclass
+class ForgetReport:
+    """How many records `forget` deleted (or, for a dry run, would delete)."""
+
+    realizations: int = 0
+    derivations: int = 0
+    builds: int = 0
+    dry_run: bool = False
+
+
+def forget(
+    store: Store,
+    *,
+    before: float | None = None,
+    name: str | None = None,
+    everything: bool = False,
+    dry_run: bool = False,
+) -> ForgetReport:
+    """Delete the records of collected objects (what `history --all` shows as collected).
+
+    Selects collected realization records removed before `before` (Unix
+    time) and/or whose derivation's `name` matches (exact, or a GLOB with
+    ``*?[``); `everything` selects every collected record. A collected
+    derivation's record goes once none of its realization records is left
+    and it matches the same filters; build attempts go with the last record
+    of their derivation. Present objects are never touched. Raises QueryError
+    if no filter is given (and not `everything`), or for a malformed name.
+    """
+    from lightstore.query.errors import QueryError
+    from lightstore.query.filters import name_condition
+
+    if not everything and before is None and name is None:
+        raise QueryError(
+            "forget needs a filter: a name, an age (records collected before a time), "
+            "or everything collected"
+        )
+    terms_r: list[str] = []
+    terms_d: list[str] = []
+    params_r: list[object] = []
+    params_d: list[object] = []
+    if before is not None:
+        terms_r.append("c.collected < ?")
+        params_r.append(before)
+        terms_d.append("cd.collected < ?")
+        params_d.append(before)
+    if name is not None:
+        term, args = name_condition(name, "n.name")
+        terms_r.append(term)
+        params_r.extend(args)
+        term, args = name_condition(name, "cd.name")
+        terms_d.append(term)
+        params_d.extend(args)
+    where_r = " AND ".join(terms_r) or "1"
+    where_d = " AND ".join(terms_d) or "1"
+    doomed_r = (
+        "SELECT c.id FROM collected_realizations AS c JOIN ("
+        "SELECT dref, name FROM derivations UNION ALL SELECT dref, name FROM collected_derivations"
+        f") AS n ON n.dref = c.dref WHERE {where_r}"
+    )
+    doomed_d = (
+        f"SELECT cd.dref FROM collected_derivations AS cd WHERE {where_d} AND NOT EXISTS "
+        "(SELECT 1 FROM collected_realizations AS c WHERE c.dref = cd.dref)"
+    )
+    orphan_builds = (
+        "SELECT id FROM builds WHERE status != 'running' "
+        "AND dref NOT IN (SELECT dref FROM derivations) "
+        "AND dref NOT IN (SELECT dref FROM collected_derivations)"
+    )
+    report = ForgetReport(dry_run=dry_run)
+    with store.catalogue.write("forgetting collected records") as conn:
+        # A dry run counts by doing and undoing the same statements, so its
+        # counts cannot drift from what a real run deletes.
+        conn.execute("SAVEPOINT forget")
+        report.realizations = conn.execute(
+            f"DELETE FROM collected_realizations WHERE id IN ({doomed_r})", params_r
+        ).rowcount
+        report.derivations = conn.execute(
+            f"DELETE FROM collected_derivations WHERE dref IN ({doomed_d})", params_d
+        ).rowcount
+        report.builds = conn.execute(f"DELETE FROM builds WHERE id IN ({orphan_builds})").rowcount
+        if dry_run:
+            conn.execute("ROLLBACK TO forget")
+        conn.execute("RELEASE forget")
+    if not dry_run:
+        store.catalogue.shrink()
+    return report

@@ -11,12 +11,11 @@ import contextlib
 import os
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightstore.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
 from lightstore.refs import DRef, RRef, isdref, isrref, parse_dref, parse_rref
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(value + "\n")
             os.replace(tmp, os.path.join(folder, name))
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise UnknownReferenceError(
             f"cannot pin {value}: it is not in the store {store.root}", value
         ) from None

@@ -19,7 +19,12 @@ from typing import Any
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
-from lightstore.errors import CatalogueCorruptError, LightstoreError
+from lightstore.errors import (
+    CatalogueCorruptError,
+    CatalogueVersionError,
+    IntegrityError,
+    LightstoreError,
+)
 from lightstore.files import remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
@@ -93,8 +98,8 @@ def _delete_rows(store: Store, rref: str) -> str | None:
     if users:
         return f"{len(users)} realization(s) depend on it (e.g. {sorted(users)[0]}); rebuild or remove them"
     try:
-        store.catalogue.delete_objects([rref])
-    except sqlite3.IntegrityError:
+        store.catalogue.delete_objects([rref], reason="repair")
+    except IntegrityError:
         return "it is pinned or used by a running build; unpin it first"
     return None
 
@@ -372,7 +377,9 @@ class ReindexReport:
     old_catalogue: str | None = None
 
 
-def reindex(root: str | Store, progress: Progress | None = None) -> ReindexReport:
+def reindex(
+    root: str | Store, progress: Progress | None = None, *, force: bool = False
+) -> ReindexReport:
     """Rebuild the catalogue from the tree (configs, contexts, pins).
 
     The new catalogue is built complete in ``catalogue.sqlite.new`` and then
@@ -382,8 +389,13 @@ def reindex(root: str | Store, progress: Progress | None = None) -> ReindexRepor
     the tree; links and metrics are kept if the old catalogue is readable. Run it while no
     other process uses the store: a process that kept a connection open goes
     on writing to the old file.
+
+    Raises CatalogueVersionError if the current catalogue was written by a
+    newer lightstore (its records would be lost), unless `force`.
     """
     path = root.root if isinstance(root, Store) else os.path.abspath(root)
+    if not force:
+        _check_not_newer(os.path.join(path, CATALOGUE_FILE))
     Store.forget_instances()
     raw = Store(path)
     report = ReindexReport()
@@ -416,6 +428,26 @@ def reindex(root: str | Store, progress: Progress | None = None) -> ReindexRepor
     Store.forget_instances()
     Store.open(path)
     return report
+
+
+def _check_not_newer(cat_path: str) -> None:
+    """Refuse to replace a catalogue written by a newer lightstore; a damaged one is fine."""
+    if not os.path.isfile(cat_path):
+        return
+    old = Catalogue(cat_path, readonly=True)
+    try:
+        old.check_version()
+    except CatalogueVersionError as e:
+        raise CatalogueVersionError(
+            f"{e}; reindex would replace it by an older catalogue and lose what the newer "
+            "version recorded. Upgrade lightstore, or force it (`lightstore reindex --force`)",
+            found=e.found,
+            supported=e.supported,
+        ) from None
+    except (LightstoreError, sqlite3.Error, OSError):
+        pass  # damaged or unreadable: that is what reindex is for
+    finally:
+        old.close()
 
 
 def _legacy_pin_name(name: str) -> bool:

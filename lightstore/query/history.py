@@ -40,7 +40,22 @@ HISTORY_COLUMNS = (
     "file_count",
     "host",
     "pid",
+    "build_id",
+    "imported",
+    "import_host",
+    "collected",
+    "collected_reason",
 )
+
+# The `history` view's rows for what is present (what version 1's view
+# returned), with the same columns: the default listings read this, so
+# that they use the indexes of `realizations` alone.
+_PRESENT_HISTORY = """(SELECT r.rref, r.dref, d.name, d.config, r.context,
+  r.build_started AS started, r.build_stopped AS stopped,
+  r.build_stopped - r.build_started AS duration, r.size, r.file_count, r.host, r.pid,
+  r.build_id, r.created, r.imported, r.import_host,
+  NULL AS collected, NULL AS collected_reason
+FROM realizations AS r JOIN derivations AS d ON d.dref = r.dref) AS history"""
 
 TimeLike = float | int | str | None
 
@@ -169,11 +184,16 @@ def history(
     since: TimeLike = None,
     until: TimeLike = None,
     limit: int | None = None,
+    include_collected: bool = False,
     metrics: Sequence[str] = (),
     sort: str | None = None,
 ) -> Rows:
     """One row per realization, in the order they finished (with `limit`, the newest `limit`).
 
+    Only what is in the store, unless `include_collected`: then also the
+    records of realizations gc/rmref/repair removed (`collected` is their
+    removal time and `collected_reason` why; None for present ones). A
+    realization built again after it was collected has both rows.
     Each row has `HISTORY_COLUMNS` plus one key per config field in `fields`
     (``lr``, ``model.depth``; prefixed ``config.`` if the name is taken) and
     one per metric in `metrics` (``loss``; ``metric.loss`` if taken; None
@@ -215,7 +235,8 @@ def history(
     _filters(w, name, config, t0, t1, "stopped", name_column=name_column)
     if where:
         w.add(f"({where}\n)")  # the newline ends a trailing -- comment
-    sql = f"SELECT {', '.join(select)} FROM history{w.sql()}"
+    source = "history" if include_collected else _PRESENT_HISTORY
+    sql = f"SELECT {', '.join(select)} FROM {source}{w.sql()}"
     params += w.params
     if sort is not None:
         sql = (
@@ -243,27 +264,48 @@ def derivations(
     until: TimeLike = None,
     limit: int | None = None,
     totals: bool = True,
+    include_collected: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per derivation (dref, name, created, and with `totals` its number of
     realizations, their size and last_built), oldest first.
 
     Filters as in `history`; `since`/`until` apply to when it was recorded.
     Without `totals` no realization is read, which is faster on big stores.
+    With `include_collected`, derivations gc removed are listed too, with
+    `collected` set (and, with `totals`, their collected realization records
+    counted); present ones have ``collected = None``.
     """
     w = _Where()
     _filters(w, name, config, since, until, "d.created", "d.config", "d.name")
+    collected = ", NULL AS collected" if include_collected else ""
     if totals:
         sql = (
             "SELECT d.dref, d.name, d.created, count(r.rref) AS realizations, "
-            "coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built "
+            f"coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built{collected} "
             f"FROM derivations AS d LEFT JOIN realizations AS r ON r.dref = d.dref{w.sql()} "
             "GROUP BY d.dref"
         )
     else:
-        sql = f"SELECT d.dref, d.name, d.created FROM derivations AS d{w.sql()}"
+        sql = f"SELECT d.dref, d.name, d.created{collected} FROM derivations AS d{w.sql()}"
     params = list(w.params)
+    if include_collected:
+        c = _Where()
+        _filters(c, name, config, since, until, "d.created", "d.config", "d.name")
+        if totals:
+            sql += (
+                " UNION ALL SELECT d.dref, d.name, d.created, count(r.id), "
+                "coalesce(sum(r.size), 0), max(r.build_stopped), d.collected "
+                "FROM collected_derivations AS d LEFT JOIN collected_realizations AS r "
+                f"ON r.dref = d.dref{c.sql()} GROUP BY d.dref"
+            )
+        else:
+            sql += (
+                " UNION ALL SELECT d.dref, d.name, d.created, d.collected "
+                f"FROM collected_derivations AS d{c.sql()}"
+            )
+        params += c.params
     if limit is not None:
-        sql += " ORDER BY d.created DESC, d.dref DESC LIMIT ?"
+        sql = f"SELECT * FROM ({sql}) ORDER BY created DESC, dref DESC LIMIT ?"
         params.append(int(limit))
     return _rows(_catalogue(store), f"SELECT * FROM ({sql}) ORDER BY created, dref", params)
 
@@ -276,9 +318,19 @@ def realizations(
     since: TimeLike = None,
     until: TimeLike = None,
     limit: int | None = None,
+    include_collected: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per realization (the `history` columns), oldest first; filters as in `history`."""
-    return history(store, name, config=config, since=since, until=until, limit=limit)
+    """One row per realization (the `history` columns), oldest first; filters and
+    `include_collected` as in `history`."""
+    return history(
+        store,
+        name,
+        config=config,
+        since=since,
+        until=until,
+        limit=limit,
+        include_collected=include_collected,
+    )
 
 
 def disk_usage(store: Store | Catalogue, name: str | None = None) -> list[dict[str, Any]]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
-from lightstore.errors import CatalogueCorruptError, StoreNotFoundError
+from lightstore.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.store import CATALOGUE_FILE, Store
 
@@ -68,8 +69,32 @@ class ReadOnlyCatalogue(Catalogue):
         super().__init__(path, readonly=True)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = super()._connect()
+        try:
+            conn = super()._connect()
+            # The first read is what needs the WAL's shared-memory file.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except (StoreError, sqlite3.OperationalError) as e:
+            conn = self._connect_immutable(e)
         conn.set_authorizer(_authorize)
+        return conn
+
+    def _connect_immutable(self, error: BaseException) -> sqlite3.Connection:
+        """Open without the `-shm` file, for a reader that cannot create it.
+
+        With no write access to the store folder, a WAL catalogue whose last
+        writer has closed cannot be opened ``mode=ro`` (SQLite must create
+        ``-shm``). ``immutable=1`` reads the main file alone, which is whole
+        once no writer is open (closing checkpoints the WAL); a writer that
+        starts meanwhile is not seen by this connection.
+        """
+        if os.access(os.path.dirname(self.path) or ".", os.W_OK):
+            raise error
+        uri = f"file:{urllib.parse.quote(self.path)}?mode=ro&immutable=1"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._translate(e) from e
         return conn
 
 

@@ -100,8 +100,9 @@ async def stage(datasette: Any, request: Any) -> Response:
     sort = args.get("sort") or None
     descending = args.get("desc") == "1"
     filters = {k[2:]: args.get(k) for k in args.keys() if k.startswith("f.")}  # noqa: SIM118
-    table = data.stage_table(store_of(datasette), name, sort, descending, filters)
-    if not table["total"] and not table["failures"]:
+    everything = args.get("all") == "1"
+    table = data.stage_table(store_of(datasette), name, sort, descending, filters, everything)
+    if not table["total"] and not table["failures"] and not table["collected"]:
         return _not_found(f"no stage named {name!r} has runs or failed builds in this store")
     numeric_configs = [
         k
@@ -114,7 +115,13 @@ async def stage(datasette: Any, request: Any) -> Response:
     if x and y:
         points = data.chart_points(table["runs"], x, y)
         chart = svg.scatter_svg(points, x, y, run_url, width=560, height=300)
-    state = {"sort": sort, "desc": "1" if descending else None, "x": x, "y": y}
+    state = {
+        "sort": sort,
+        "desc": "1" if descending else None,
+        "x": x,
+        "y": y,
+        "all": "1" if everything else None,
+    }
     state.update({f"f.{k}": v for k, v in filters.items()})
 
     def link(**changes: Any) -> str:
@@ -132,6 +139,7 @@ async def stage(datasette: Any, request: Any) -> Response:
             **table,
             "sort": sort,
             "descending": descending,
+            "everything": everything,
             "filters": filters,
             "x": x,
             "y": y,
