@@ -7,6 +7,8 @@ import json
 import math
 import os
 import sqlite3
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -355,3 +357,64 @@ def test_reindex_keeps_metrics_of_a_readable_catalogue(store, sweep):
     again = Store.open(store.root)
     assert again.metrics(sweep[0.01]) == {"loss": 0.1}
     assert again.metrics(sweep[0.5]) == {}
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_metrics import _train
+from lightstore import Store, instantiate, mkSS, realize1
+root, lr = sys.argv[1], float(sys.argv[2])
+S = mkSS(root)
+rref = realize1(instantiate(_train(lr, loss=lr * 2), S=S))
+shared = realize1(instantiate(_train(0.5, loss=1.0), S=S))
+for i in range(10):
+    Store.open(root).set_metric(shared, "counter", i)
+print(rref, shared)
+"""
+
+
+def _child(root: str, lr: float, env: dict | None = None) -> subprocess.Popen:
+    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.Popen(
+        [sys.executable, "-c", code, root, str(lr)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_many_processes_record_metrics_at_once(store):
+    procs = [_child(store.root, lr) for lr in (0.1, 0.2, 0.3)]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    shared = {o[0].split()[1] for o in outs}
+    assert len(shared) == 1  # one build of the shared derivation, reused by the others
+    for (out, _), lr in zip(outs, (0.1, 0.2, 0.3), strict=True):
+        assert store.metrics(out.split()[0])["loss"] == lr * 2
+    assert store.metrics(shared.pop()) == {"loss": 1.0, "counter": 9}
+    assert store.verify(check_contents=True).ok
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["publish:renamed", "publish:committed"])
+def test_killed_while_publishing_leaves_metrics_with_their_realization(store, point):
+    proc = _child(store.root, 0.7, env={"LIGHTSTORE_FAILPOINT": point})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9
+    Store.forget_instances()
+    again = Store.open(store.root)
+    rows = again.catalogue.query("SELECT rref FROM realizations")
+    metric_rrefs = {r for (r,) in again.catalogue.query("SELECT DISTINCT rref FROM metrics")}
+    assert metric_rrefs == {r for (r,) in rows}  # both or neither
+    assert again.verify().ok
