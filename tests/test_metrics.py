@@ -362,14 +362,22 @@ def test_reindex_keeps_metrics_of_a_readable_catalogue(store, sweep):
 # -- processes -------------------------------------------------------------------------------------
 
 _CHILD = """
-import sys
-sys.path.insert(0, {tests!r})
-from test_metrics import _train
-from lightstore import Store, instantiate, mkSS, realize1
+import os, sys
+from lightstore import (Store, build_metric, build_outpath, build_wrapper, instantiate,
+                        match_only, mkdrv, mkSS, realize1, selfref)
+
+def train(lr, loss):
+    def real(b):
+        with open(os.path.join(build_outpath(b), "model.txt"), "w") as f:
+            f.write(f"lr={lr}\\n")
+        build_metric(b, "loss", loss)
+    return lambda r: mkdrv({"name": "train", "lr": lr, "out": [selfref, "model.txt"]},
+                           match_only(), build_wrapper(real), r)
+
 root, lr = sys.argv[1], float(sys.argv[2])
 S = mkSS(root)
-rref = realize1(instantiate(_train(lr, loss=lr * 2), S=S))
-shared = realize1(instantiate(_train(0.5, loss=1.0), S=S))
+rref = realize1(instantiate(train(lr, lr * 2), S=S))
+shared = realize1(instantiate(train(0.5, 1.0), S=S))
 for i in range(10):
     Store.open(root).set_metric(shared, "counter", i)
 print(rref, shared)
@@ -377,9 +385,8 @@ print(rref, shared)
 
 
 def _child(root: str, lr: float, env: dict | None = None) -> subprocess.Popen:
-    code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)))
     return subprocess.Popen(
-        [sys.executable, "-c", code, root, str(lr)],
+        [sys.executable, "-c", _CHILD, root, str(lr)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
