@@ -20,6 +20,7 @@ from lightstore import (
     BuildError,
     InvalidConfigError,
     InvalidMetricError,
+    LightstoreError,
     Store,
     UnknownReferenceError,
     build_metric,
@@ -272,6 +273,12 @@ def test_history_to_pandas(store, sweep):
     assert list(frame.columns)[-2:] == ["lr", "loss"]
     assert frame["lr"].tolist() == [0.01, 0.001, 0.1, 0.5]
     assert len(history(store, "nothing").to_pandas()) == 0
+
+
+def test_to_pandas_without_pandas_names_it(store, sweep, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(LightstoreError, match="pip install pandas"):
+        history(store, "train").to_pandas()
 
 
 def test_runs_view_answers_best_first_in_one_short_query(store, sweep):
