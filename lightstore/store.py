@@ -360,6 +360,13 @@ class Store:
                     [NewDerivation(dref, config.name, canonical_json(config.val), deps)]
                 )
 
+    def evict(self, refs: Sequence[str]) -> None:
+        """Drop cached configs/contexts of objects this process removed, so that asking
+        for them again raises UnknownReferenceError as if they were never there."""
+        for ref in refs:
+            self._configs.pop(ref, None)
+            self._contexts.pop(ref, None)
+
     def config(self, dref: DRef) -> dict[str, Any]:
         """The config of a recorded derivation (selfrefs unresolved). Do not mutate it."""
         cached = self._configs.get(dref)

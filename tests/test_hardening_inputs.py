@@ -7,11 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
+from lightstore.cli.context import EXIT_BAD_INPUT
+from lightstore.errors import QueryError
+from lightstore.query import history, iter_sql, open_view
 from lightstore.store import Store
-from tests.test_cli import build_pipeline, ok
+from tests.test_cli import build_pipeline, fails, ok
 
 
 @pytest.mark.parametrize("started,stopped", [(1e300, -1e300), (-1e300, 1e300), (None, 1e308)])
@@ -71,3 +75,35 @@ def test_a_user_who_can_only_read_can_run_every_reading_command(S, tmp_path):
         assert proc.returncode == 0, (args, proc.stderr)
     assert not os.path.exists(os.path.join(p.root, "catalogue.sqlite-shm"))
     os.chmod(p.root, 0o755)
+
+
+FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+
+
+def test_user_sql_has_a_deadline(S):
+    p = build_pipeline(S)
+    started = time.monotonic()
+    result = fails(EXIT_BAD_INPUT, p.root, "sql", FOREVER, "--timeout", "0.5")
+    assert "longer than 0.5 s" in result.output
+    with pytest.raises(QueryError, match="longer than"):
+        history(Store.open(p.root), where=f"({FOREVER}) > 0", timeout=0.3)
+    result = fails(EXIT_BAD_INPUT, p.root, "history", "-w", f"({FOREVER}) > 0")
+    assert "longer than" in result.output
+    assert time.monotonic() - started < 30
+    # The connection is usable afterwards, without a deadline left behind.
+    assert len(history(Store.open(p.root))) == 5
+
+
+def test_sql_streams_rows(S):
+    p = build_pipeline(S)
+    many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) SELECT x FROM c"
+    headers, rows = iter_sql(open_view(p.root).catalogue, many, timeout=30)
+    assert headers == ["x"] and next(rows) == (1,) and next(rows) == (2,)
+    rows.close()
+    out = ok(p.root, "sql", many, "--csv")
+    assert out.count("\n") == 200001
+    assert json.loads(ok(p.root, "sql", "SELECT 1 AS a UNION ALL SELECT 2", "--json")) == [
+        {"a": 1},
+        {"a": 2},
+    ]
+    assert json.loads(ok(p.root, "sql", "SELECT 1 AS a WHERE 0", "--json")) == []

@@ -143,3 +143,46 @@ def test_cat(S, store, pipeline):  # noqa: F811
             artifact_path(store, rref, name)
     with pytest.raises(UnknownReferenceError):
         artifact_path(store, rref, "missing")
+
+
+def test_second_unpack_says_what_was_already_present(pipeline, tmp_path):  # noqa: F811
+    archive = str(tmp_path / "eval.tar.gz")
+    ok(pipeline.root, "pack", archive, "eval@latest")
+    bob = str(tmp_path / "bob")
+    ok(bob, "init")
+    first = fails(0, bob, "unpack", archive)
+    assert first.stdout.split() == [pipeline.eval]
+    assert "added 3 realization(s)" in first.stderr and "already" not in first.stderr
+    second = fails(0, bob, "unpack", archive)
+    assert second.stdout.strip() == f"{pipeline.eval}  (already present)"
+    assert "added 0 realization(s); 3 of the 3" in second.stderr
+
+
+def test_catalogue_query_rows_have_column_names(store, pipeline):  # noqa: F811
+    import pickle
+
+    rows = store.catalogue.query("SELECT rref, size, size AS bytes FROM realizations ORDER BY rref")
+    row = rows[0]
+    rref, size, _ = row  # still a tuple
+    assert row == (rref, size, size) and row[0] == rref and row[-1] == size
+    assert row["rref"] == rref and row["bytes"] == size
+    assert row.keys() == ["rref", "size", "bytes"] and dict(row) == row.asdict()
+    assert dict(row)["size"] == size and "Row(rref=" in repr(row)
+    assert pickle.loads(pickle.dumps(row)) == row
+    with pytest.raises(KeyError, match="its columns are rref, size, bytes"):
+        row["nope"]
+    assert dict(store.catalogue.query("SELECT rref, size FROM realizations"))[rref] == size
+    assert store.catalogue.query("SELECT 1 WHERE 0") == []
+
+
+def test_instantiate_prints_short(S):
+    from test_cli import train_stage
+
+    def sweep(r=None):
+        return [train_stage(lr, r) for lr in (0.1, 0.2, 0.3)]
+
+    result = instantiate(sweep, S=S)
+    text = repr(result)
+    assert len(text) < 400, text
+    assert "3 targets: 4 derivation(s) (data, train x3)" in text
+    assert repr(result[1].derivations[0]).startswith("<Derivation dref:")

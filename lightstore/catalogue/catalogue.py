@@ -305,7 +305,8 @@ class Catalogue(Database):
 
     def open_intent(self, kind: str, refs: Sequence[Any]) -> int:
         """Record work on the tree that is about to start; returns its id."""
-        with self.write() as conn:
+        doing = "recording derivations" if kind == "derive" else "recording realizations"
+        with self.write(doing) as conn:
             cur = conn.execute(
                 "INSERT INTO intents (kind, refs, host, pid, created) VALUES (?, ?, ?, ?, ?)",
                 (kind, json.dumps(list(refs)), HOST, os.getpid(), time.time()),
@@ -314,7 +315,7 @@ class Catalogue(Database):
 
     def close_intent(self, intent: int) -> None:
         """Forget an intent whose work is finished or undone."""
-        with self.write() as conn:
+        with self.write("closing finished work on the tree") as conn:
             conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
 
     def host_intents(self) -> list[tuple[int, str, Any, int]]:
@@ -330,7 +331,7 @@ class Catalogue(Database):
         self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
     ) -> int:
         """Record a running build and pin its inputs as temporary roots; return its id."""
-        with self.write() as conn:
+        with self.write(f"recording the start of a build of {dref}") as conn:
             cur = conn.execute(
                 "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
                 "VALUES (?, ?, ?, 'running', ?, ?, ?)",
@@ -352,7 +353,7 @@ class Catalogue(Database):
 
     def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:
         """Close a build record as 'failed', 'interrupted' or 'succeeded'."""
-        with self.write() as conn:
+        with self.write(f"recording that build #{build_id} {status}") as conn:
             self._finish_build(conn, build_id, status, error)
 
     def running_builds(self, dref: str, context_hash: str) -> list[dict[str, Any]]:
@@ -363,12 +364,37 @@ class Catalogue(Database):
         )
         return [{"pid": p, "host": h, "since": s} for p, h, s in rows]
 
+    def interrupt_stale_builds(self, dref: str, context_hash: str) -> int:
+        """Close the running builds of `dref` in a context as interrupted (caller holds its build lock).
+
+        Only the build lock's holder builds, so while it is held a 'running'
+        record belongs to a process that died, on any host. Reads once, writes only if there are some.
+        """
+        if not self.running_builds(dref, context_hash):
+            return 0
+        with self.write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM builds WHERE dref = ? AND context_hash = ? AND status = 'running'",
+                    (dref, context_hash),
+                ).fetchall()
+            ]
+            for build_id in ids:
+                self._finish_build(
+                    conn,
+                    build_id,
+                    "interrupted",
+                    "the building process died (its build lock was free)",
+                )
+        return len(ids)
+
     def mark_interrupted(self, dead_pids: Iterable[int]) -> int:
         """Mark running builds of this host whose process is gone as interrupted."""
         pids = list(dead_pids)
         if not pids:
             return 0
-        with self.write() as conn:
+        with self.write("marking the builds of dead processes interrupted") as conn:
             ids = [
                 r[0]
                 for r in conn.execute(

@@ -38,7 +38,7 @@ from lightstore.query import (
     resolve_all,
     tree_lines,
 )
-from lightstore.query.describe import config_text
+from lightstore.query.describe import config_text, holder_gone
 
 REF_DISPLAY = {"rref": short_ref, "dref": short_ref}
 TIME_DISPLAY = {
@@ -468,10 +468,13 @@ def roots_command(env: Env, fmt: str) -> None:
     ):
         stale = path in found.stale_links
         rows.append({"kind": "link", "name": path, "ref": ref, "status": "stale" if stale else ""})
-    for build_id, ref in view.catalogue.query(
-        "SELECT build_id, rref FROM build_inputs ORDER BY build_id, rref"
+    for build_id, ref, host, pid in view.catalogue.query(
+        "SELECT i.build_id, i.rref, b.host, b.pid FROM build_inputs AS i "
+        "JOIN builds AS b ON b.id = i.build_id ORDER BY i.build_id, i.rref"
     ):
-        rows.append({"kind": "build", "name": f"#{build_id}", "ref": ref, "status": "running"})
+        gone = holder_gone({"status": "running", "host": host, "pid": pid})
+        status = "holder gone (kept until a writer opens the store)" if gone else "running"
+        rows.append({"kind": "build", "name": f"#{build_id}", "ref": ref, "status": status})
     emit_rows(rows, ["kind", "name", "ref", "status"], fmt, {"ref": plain})
 
 

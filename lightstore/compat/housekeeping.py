@@ -81,6 +81,7 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
             )
     try:
         cat.delete_objects(rrefs, drefs, reason="rmref")
+        store.evict([*rrefs, *drefs])
     except IntegrityError as e:
         raise IntegrityError(
             f"cannot remove {ref}: it is pinned, linked, or used by a running build ({e}); "

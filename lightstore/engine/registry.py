@@ -53,6 +53,9 @@ class Derivation:
     #: Set by `realized()`: building this derivation is an error.
     must_be_realized: bool = False
 
+    def __repr__(self) -> str:
+        return f"<Derivation {self.dref}>"
+
 
 class Registry:
     """Collects the derivations that stage functions declare, in declaration order.
@@ -129,6 +132,21 @@ class Closure:
     derivations: list[Derivation]
     S: StorageSettings
     store: Store = field(repr=False)
+
+    def __repr__(self) -> str:
+        # Short: a sweep's closure holds hundreds of configs and functions.
+        counts: dict[str, int] = {}
+        for drv in self.derivations:
+            name = drv.dref.rsplit("-", 1)[1]
+            counts[name] = counts.get(name, 0) + 1
+        names = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+        if len(names) > 120:
+            names = names[:117] + "..."
+        targets = self.targets[0] if len(self.targets) == 1 else f"{len(self.targets)} targets"
+        return (
+            f"<Closure of {targets}: {len(self.derivations)} derivation(s) ({names}) "
+            f"in {self.S.root}>"
+        )
 
 
 # Registries alive in this process: the configs they hold are readable

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lightstore.catalogue.database import translate_error
+from lightstore.engine.logs import remove_orphan_logs
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.maintenance.roots import roots
@@ -157,6 +158,7 @@ def collect(
         store.recover()  # finish an earlier gc that died, before marking
         report = garbage(store, keep_since=keep_since, only=only)
         report.dry_run = False
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
@@ -173,6 +175,8 @@ def collect(
             if progress is not None:
                 progress(i + 1, len(moved))
         remove_tree(area)
+        # Build logs go with their build records (deleted with their derivation).
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
     store.catalogue.shrink()
     return report
 
@@ -190,6 +194,7 @@ def _sweep(store: Store, area: str, report: GCReport) -> list[str]:
         conn.executemany("DELETE FROM links WHERE path = ?", [(p,) for p in report.stale_links])
         # Joins this transaction; the rows move to the collected_* tables.
         store.catalogue.delete_objects(report.rrefs, report.drefs, reason="gc")
+    store.evict([*report.rrefs, *report.drefs])
     failpoint("gc:committed")
     return moved
 
@@ -318,9 +323,14 @@ def forget(
             f"DELETE FROM collected_derivations WHERE dref IN ({doomed_d})", params_d
         ).rowcount
         report.builds = conn.execute(f"DELETE FROM builds WHERE id IN ({orphan_builds})").rowcount
+        conn.execute(
+            "DELETE FROM metrics WHERE rref NOT IN (SELECT rref FROM realizations) "
+            "AND rref NOT IN (SELECT rref FROM collected_realizations)"
+        )
         if dry_run:
             conn.execute("ROLLBACK TO forget")
         conn.execute("RELEASE forget")
     if not dry_run:
+        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
         store.catalogue.shrink()
     return report

@@ -5,7 +5,8 @@
 - `resolve`: what a user typed (hash prefix, pin, name) -> DRef or RRef;
 - `neighbours`, `closure`, `tree_lines`, `dot`: the dependency graph;
 - `describe`: everything about one object;
-- `open_view`, `run_sql`: a read-only view of a store, and user SQL on it.
+- `open_view`, `run_sql`, `iter_sql`: a read-only view of a store, and user SQL on it
+  (with a deadline; `iter_sql` streams the rows).
 
 Example::
 
@@ -33,7 +34,13 @@ from lightstore.query.history import (
     realizations,
     sizes_of,
 )
-from lightstore.query.readonly import ReadOnlyCatalogue, catalogue_path, open_view, run_sql
+from lightstore.query.readonly import (
+    ReadOnlyCatalogue,
+    catalogue_path,
+    iter_sql,
+    open_view,
+    run_sql,
+)
 from lightstore.query.resolve import resolve, resolve_all
 from lightstore.query.rows import Rows
 
@@ -64,6 +71,7 @@ __all__ = [
     "realizations",
     "resolve",
     "resolve_all",
+    "iter_sql",
     "run_sql",
     "sizes_of",
     "tree_lines",

@@ -24,7 +24,7 @@ from lightstore.query.filters import (
     parse_condition,
     parse_time,
 )
-from lightstore.query.readonly import run_sql
+from lightstore.query.readonly import WHERE_TIMEOUT_S, run_sql
 from lightstore.query.rows import Rows
 from lightstore.store import Store
 
@@ -119,9 +119,11 @@ def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) ->
     return keys
 
 
-def _rows(catalogue: Catalogue, sql: str, params: Sequence[Any]) -> Rows:
+def _rows(
+    catalogue: Catalogue, sql: str, params: Sequence[Any], timeout: float | None = None
+) -> Rows:
     # run_sql turns SQLite's complaints about a user's `where` into QueryError.
-    names, rows = run_sql(catalogue, sql, params)
+    names, rows = run_sql(catalogue, sql, params, timeout)
     return Rows((dict(zip(names, row, strict=True)) for row in rows), names)
 
 
@@ -187,6 +189,7 @@ def history(
     include_collected: bool = False,
     metrics: Sequence[str] = (),
     sort: str | None = None,
+    timeout: float | None = None,
 ) -> Rows:
     """One row per realization, in the order they finished (with `limit`, the newest `limit`).
 
@@ -204,8 +207,10 @@ def history(
     Filters: `name` (exact, or a GLOB with ``*?[``), `config` conditions
     (``'lr<1e-3'``), `since`/`until` on when the build finished (Unix
     seconds, or text such as ``'7d'``/``'2024-05-01'``), and `where`, raw SQL
-    over the columns of the `history` view. Raises QueryError for malformed
-    filters or SQL, an invalid metric name, or a `sort` that is not a column.
+    over the columns of the `history` view. A query with `where` is stopped
+    after `timeout` seconds (default `WHERE_TIMEOUT_S`). Raises QueryError
+    for malformed filters or SQL, a `where` that runs too long, an invalid
+    metric name, or a `sort` that is not a column.
     """
     catalogue = _catalogue(store)
     keys = field_keys(fields)
@@ -252,7 +257,9 @@ def history(
         sql = f"SELECT * FROM ({sql}) ORDER BY stopped, rref"
     else:
         sql += " ORDER BY stopped, rref"
-    return _rows(catalogue, sql, params)
+    if timeout is None and where:
+        timeout = WHERE_TIMEOUT_S
+    return _rows(catalogue, sql, params, timeout)
 
 
 def derivations(

@@ -172,7 +172,7 @@ class _Downloader:
     def _one(self, digest: str, size: int, used_by: str) -> int:
         part = self.path(digest) + ".part"
         try:
-            self.remote.download_file(blob_key(digest), part)
+            self.remote.download_file(blob_key(digest), part, size)
         except FileNotFoundError:
             raise RemoteIntegrityError(
                 f"the blob {digest} ({used_by}) is missing on the remote {self.remote.shown}; "
