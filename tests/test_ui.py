@@ -336,3 +336,48 @@ def test_browse_in_chromium(server, sweep, tmp_path):
     target = REPO / "docs" / "ui.png"
     if os.environ.get("LIGHTSTORE_UPDATE_SCREENSHOT") == "1" or not target.exists():
         shutil.copyfile(shot, target)
+
+
+def test_file_names_that_are_not_utf8_or_need_quoting(tmp_path):
+    """A realization's files are listed and served whatever bytes or URL characters their
+    names hold (in-process, through Datasette's own ASGI client)."""
+    import asyncio
+    import re
+
+    from lightstore import (
+        build_outpath,
+        build_wrapper,
+        fsinit,
+        instantiate,
+        match_only,
+        mkdrv,
+        mkSS,
+        realize1,
+    )
+    from lightstore.ui import make_datasette
+
+    S = fsinit(mkSS(str(tmp_path / "s"))).settings
+
+    def real(b):
+        out = os.fsencode(build_outpath(b))
+        for name, data in ((b"caf\xff.txt", b"latin\n"), (b"a b#c?%.txt", b"quoted\n")):
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(data)
+
+    rref = realize1(
+        instantiate(lambda r: mkdrv({"name": "odd"}, match_only(), build_wrapper(real), r), S=S)
+    )
+    ds = make_datasette(S.root)
+
+    async def fetch() -> dict[str, bytes]:
+        await ds.invoke_startup()
+        page = await ds.client.get(url_of(rref))
+        assert page.status_code == 200
+        got = {}
+        for href in re.findall(r'href="(/artifact/[^"]+)"', page.text):
+            resp = await ds.client.get(href)
+            got[href.rsplit("/", 1)[1]] = (resp.status_code, resp.content)
+        return got
+
+    got = asyncio.run(fetch())
+    assert got == {"caf%FF.txt": (200, b"latin\n"), "a%20b%23c%3F%25.txt": (200, b"quoted\n")}

@@ -55,7 +55,13 @@ def stage_url(name: str, **query: Any) -> str:
 
 
 def artifact_url(rref: str, path: str) -> str:
-    return f"/artifact/{quote(rref, safe=':')}/{quote(path)}"
+    # File names that are not UTF-8 arrive from os.walk with surrogates: keep their bytes.
+    return f"/artifact/{quote(rref, safe=':')}/{quote(path, errors='surrogateescape')}"
+
+
+def shown_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogates from os.walk) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _cell(value: Any) -> str:
@@ -76,6 +82,7 @@ def prepare_jinja2_environment(env: Any, datasette: Any) -> None:
         ls_stage_url=stage_url,
         ls_artifact_url=artifact_url,
         ls_json=lambda v: json.dumps(v, indent=2, sort_keys=True),
+        ls_name=shown_name,
     )
 
 
@@ -169,7 +176,9 @@ async def artifact(datasette: Any, request: Any) -> Any:
     try:
         # Datasette routes on the raw path: the parts are still percent-encoded.
         path = resolve_artifact(
-            store, unquote(request.url_vars["rref"]), unquote(request.url_vars["path"])
+            store,
+            unquote(request.url_vars["rref"]),
+            unquote(request.url_vars["path"], errors="surrogateescape"),
         )
     except ArtifactRefused as e:
         return _not_found(str(e), e.status)
