@@ -631,10 +631,12 @@ class Store:
     # -- metrics -------------------------------------------------------------
 
     def set_metric(self, rref: RRef, name: str, value: int | float) -> None:
-        """Attach (or replace) metric `name` of a recorded realization; not part of any hash.
+        """Attach (or replace) metric `name` of a realization; not part of any hash.
 
+        The realization may be present or collected (its record is history).
         Raises InvalidMetricError for a bad name or a value that is not a
-        finite int or float, UnknownReferenceError if `rref` is not recorded.
+        finite int or float, UnknownReferenceError if the catalogue has no
+        record of `rref`.
         """
         self.set_metrics(rref, {name: value})
 
