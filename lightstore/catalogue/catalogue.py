@@ -234,13 +234,16 @@ class Catalogue(Database):
                 self._finish_build(conn, build_id, "succeeded", None)
 
     def set_metrics(self, rref: str, metrics: dict[str, int | float]) -> bool:
-        """Set (insert or replace) validated metrics of a realization; False if it is unknown."""
+        """Set (insert or replace) validated metrics of a realization, present or collected;
+        False if the catalogue has no record of it."""
         now = time.time()
         with self.write() as conn:
-            if (
-                conn.execute("SELECT 1 FROM realizations WHERE rref = ?", (rref,)).fetchone()
-                is None
-            ):
+            known = conn.execute(
+                "SELECT 1 FROM realizations WHERE rref = ? "
+                "UNION ALL SELECT 1 FROM collected_realizations WHERE rref = ? LIMIT 1",
+                (rref, rref),
+            ).fetchone()
+            if known is None:
                 return False
             conn.executemany(
                 "INSERT OR REPLACE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",

@@ -32,6 +32,7 @@ from lightstore.errors import (
     LightstoreError,
     StoreNotFoundError,
     UnknownReferenceError,
+    disk_full,
 )
 from lightstore.query import QueryError, open_view
 from lightstore.store import Store
@@ -89,6 +90,9 @@ class LightstoreGroup(click.Group):
             error = translate_error(e, path, f"running `lightstore {ctx.invoked_subcommand}`")
             raise CliError(str(error), exit_code_for(error)) from e
         except Exception as e:
+            full = disk_full(e, f"running `{ctx.invoked_subcommand}`")
+            if full is not None:
+                raise CliError(str(full), EXIT_REFUSED) from e
             click.echo(traceback.format_exc(), err=True, nl=False)
             raise CliError(
                 f"internal error: {type(e).__name__}: {e}\n"
