@@ -40,7 +40,13 @@ from lightstore import (
 )
 from lightstore.catalogue import database
 from lightstore.catalogue.database import translate_error
-from lightstore.errors import CatalogueCorruptError, CatalogueError, IntegrityError, QueryError
+from lightstore.errors import (
+    CatalogueCorruptError,
+    CatalogueError,
+    DiskFullError,
+    IntegrityError,
+    QueryError,
+)
 from lightstore.exchange import copy_closure
 from lightstore.query import derivations, history
 from lightstore.store import Store
@@ -306,7 +312,7 @@ def test_every_sqlite_error_becomes_ours():
         sqlite3.OperationalError("database is locked"): LockTimeout,
         sqlite3.DatabaseError("database disk image is malformed"): CatalogueCorruptError,
         sqlite3.IntegrityError("FOREIGN KEY constraint failed"): IntegrityError,
-        sqlite3.OperationalError("database or disk is full"): CatalogueError,
+        sqlite3.OperationalError("database or disk is full"): DiskFullError,
         sqlite3.OperationalError("disk I/O error"): CatalogueError,
         sqlite3.ProgrammingError("Cannot operate on a closed database."): CatalogueError,
     }
