@@ -631,10 +631,12 @@ class Store:
     # -- metrics -------------------------------------------------------------
 
     def set_metric(self, rref: RRef, name: str, value: int | float) -> None:
-        """Attach (or replace) metric `name` of a recorded realization; not part of any hash.
+        """Attach (or replace) metric `name` of a realization; not part of any hash.
 
+        The realization may be present or collected (its record is history).
         Raises InvalidMetricError for a bad name or a value that is not a
-        finite int or float, UnknownReferenceError if `rref` is not recorded.
+        finite int or float, UnknownReferenceError if the catalogue has no
+        record of `rref`.
         """
         self.set_metrics(rref, {name: value})
 
@@ -694,12 +696,13 @@ class Store:
         dry_run: bool = False,
         timeout: float | None = DEFAULT_GC_TIMEOUT_S,
         progress: Any = None,
-        keep_since: float | None = None,
+        keep_since: float | str | None = None,
     ) -> Any:
         """Collect garbage: keep the closure of pins, live links and running builds; remove the
         rest from the tree. Their catalogue records stay, marked collected (see `forget`).
 
-        `keep_since` (Unix time) also keeps what was built since then. Returns a
+        `keep_since` (Unix seconds, or a time such as ``'7d'`` or ``'2024-05-01'``)
+        also keeps what was built since then; QueryError if malformed. Returns a
         GCReport (what went, or would go with `dry_run`, and bytes freed).
         Raises LockTimeout if running realizations hold the store past `timeout`.
         """
@@ -712,7 +715,7 @@ class Store:
     def forget(
         self,
         *,
-        before: float | None = None,
+        before: float | str | None = None,
         name: str | None = None,
         everything: bool = False,
         dry_run: bool = False,
