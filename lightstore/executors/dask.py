@@ -39,7 +39,7 @@ from typing import Any
 
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
 from lightstore.engine.realize import execute
-from lightstore.errors import UsageError
+from lightstore.errors import BuildError, LightstoreError, StoreNotFoundError, UsageError
 from lightstore.refs import RRef
 from lightstore.store import Store
 
@@ -77,7 +77,14 @@ def build_on_worker(
     `execute` raises.
     """
     if remote is None:
-        store = Store.open(root)
+        try:
+            store = Store.open(root)
+        except StoreNotFoundError as e:
+            raise StoreNotFoundError(
+                f"worker {_worker_name()} cannot open the caller's store {root}: shared-root "
+                "mode needs the root on a filesystem every worker sees; otherwise give "
+                "remote= and worker_root= (separate roots)"
+            ) from e
         with store.realizing():
             rrefs = execute(store, task, options)
     else:
@@ -209,6 +216,14 @@ def _drive(
             try:
                 answer = future.result()
             except Exception as e:  # the realizer's error, or KilledWorker
+                if not isinstance(e, LightstoreError):
+                    e = BuildError(
+                        f"building {task.dref} on the cluster failed: {type(e).__name__}: {e} "
+                        "(a worker that keeps dying is out of memory or killed; see the "
+                        "cluster's logs)",
+                        task.dref,
+                        e,
+                    )
                 plan.failed(task, e)
                 if not keep_going:
                     break
