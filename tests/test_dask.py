@@ -337,3 +337,10 @@ def test_workers_that_cannot_see_the_root_say_so(client, S, store):
         cl.store.root = real
     with pytest.raises(StoreNotFoundError, match="shared-root mode needs the root"):
         plan.result()
+
+
+def test_a_cached_realize_with_jobs_starts_no_cluster(S, store, monkeypatch):
+    closure = instantiate(fanout(2, 0), r=Registry(S))
+    ctx = realize(closure)[2]
+    monkeypatch.setattr(distributed, "LocalCluster", None)  # starting one would raise
+    assert realize(closure, jobs=2)[2] == ctx

@@ -56,6 +56,7 @@ from lightstore.errors import (
     InvalidReferenceError,
     LightstoreError,
     MatcherError,
+    UsageError,
 )
 from lightstore.files import remove_tree
 from lightstore.hashing import canonical_context
@@ -255,8 +256,13 @@ def build_requests(
                     plan.failed(task, outcome)
                     if not options.keep_going:
                         raise outcome
-                else:
+                elif isinstance(outcome, list) and all(isinstance(r, str) for r in outcome):
                     plan.done(task, outcome)
+                else:
+                    raise UsageError(
+                        f"build_requests expects the RRefs of {task.dref} or an exception, "
+                        f"got {type(outcome).__name__}"
+                    )
     return plan.result()
 
 

@@ -140,6 +140,9 @@ def run_dask(
     if (remote is None) != (worker_root is None):
         raise UsageError("separate roots need both remote= (a cache URL) and worker_root=")
     keep_going = True if options.keep_going is None else options.keep_going
+    first = plan.next_tasks()
+    if not first and plan.finished:
+        return  # all cached: no cluster needed
     owned: list[Any] = []
     try:
         if client is None:
@@ -159,7 +162,7 @@ def run_dask(
             owned.append(client)
         if getattr(client, "dashboard_link", None) and client.dashboard_link:
             log.info("Dask dashboard: %s", client.dashboard_link)
-        _drive(distributed, client, plan, options, keep_going, remote, worker_root)
+        _drive(distributed, client, plan, first, options, keep_going, remote, worker_root)
     finally:
         for thing in owned:
             thing.close()
@@ -179,6 +182,7 @@ def _drive(
     distributed: Any,
     client: Any,
     plan: Plan,
+    first: list[BuildTask],
     options: RealizeOptions,
     keep_going: bool,
     remote: str | None,
@@ -209,7 +213,7 @@ def _drive(
             queue.add(future)
 
     try:
-        submit(plan.next_tasks())
+        submit(first)
         progress.show(len(plan.chosen))
         for future in queue:
             task = pending.pop(future)
