@@ -36,7 +36,7 @@ from lightstore import (  # noqa: E402
 )
 from lightstore.engine.plan import BuildsFailed  # noqa: E402
 from lightstore.engine.realize import realize_closure  # noqa: E402
-from lightstore.errors import UsageError  # noqa: E402
+from lightstore.errors import StoreNotFoundError, UsageError  # noqa: E402
 from lightstore.store import Store  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -320,3 +320,27 @@ def test_without_dask_the_error_names_the_extra(S, monkeypatch):
         realize(closure, jobs=2)
     with pytest.raises(UsageError, match=r"lightstore\[dask\]"):
         realize1(closure, client="tcp://127.0.0.1:1")
+
+
+def test_workers_that_cannot_see_the_root_say_so(client, S, store):
+    closure = instantiate(fanout(1, 0), r=Registry(S))
+    _, cl = closure
+    # The caller's root, as workers on another machine would see it: missing.
+    cl.store.root, real = cl.store.root + "-elsewhere", cl.store.root
+    try:
+        from lightstore.engine.plan import Plan, RealizeOptions
+        from lightstore.executors.dask import run_dask
+
+        plan = Plan(cl, RealizeOptions())
+        run_dask(plan, plan.options, client=client)
+    finally:
+        cl.store.root = real
+    with pytest.raises(StoreNotFoundError, match="shared-root mode needs the root"):
+        plan.result()
+
+
+def test_a_cached_realize_with_jobs_starts_no_cluster(S, store, monkeypatch):
+    closure = instantiate(fanout(2, 0), r=Registry(S))
+    ctx = realize(closure)[2]
+    monkeypatch.setattr(distributed, "LocalCluster", None)  # starting one would raise
+    assert realize(closure, jobs=2)[2] == ctx

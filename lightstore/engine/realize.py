@@ -57,6 +57,7 @@ from lightstore.errors import (
     InvalidReferenceError,
     LightstoreError,
     MatcherError,
+    UsageError,
     disk_full,
 )
 from lightstore.files import remove_tree
@@ -210,11 +211,13 @@ def _run_serial(plan: Plan, options: RealizeOptions) -> None:
     """
     store = plan.store
     queue: list[BuildTask] = []
+    deferred: set[DRef] = set()
     keep_going = bool(options.keep_going)
     while not plan.finished:
         queue.extend(plan.next_tasks())
         if not queue:
             break
+        queue.sort(key=lambda t: t.index)  # dependencies first, as a serial realize
         # Only one candidate left: sleep in the kernel until its lock is free.
         wait = len(queue) == 1
         for task in queue:
@@ -228,11 +231,13 @@ def _run_serial(plan: Plan, options: RealizeOptions) -> None:
                 if not keep_going:
                     raise
                 break
-            if outcome is BUSY:
-                log.info("%s is being built by another process; going on with another", task.dref)
+            if isinstance(outcome, _Busy):
+                if task.dref not in deferred:
+                    deferred.add(task.dref)
+                    log.info("%s is being built by another process; going on", task.dref)
                 continue
             queue.remove(task)
-            plan.done(task, outcome)  # type: ignore[arg-type]
+            plan.done(task, outcome)
             break  # dependents may be ready now: take them in closure order
         else:
             time.sleep(POLL_INTERVAL_S)
@@ -260,8 +265,13 @@ def build_requests(
                     plan.failed(task, outcome)
                     if not options.keep_going:
                         raise outcome
-                else:
+                elif isinstance(outcome, list) and all(isinstance(r, str) for r in outcome):
                     plan.done(task, outcome)
+                else:
+                    raise UsageError(
+                        f"build_requests expects the RRefs of {task.dref} or an exception, "
+                        f"got {type(outcome).__name__}"
+                    )
     return plan.result()
 
 

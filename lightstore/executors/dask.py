@@ -39,7 +39,7 @@ from typing import Any
 
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
 from lightstore.engine.realize import execute
-from lightstore.errors import UsageError
+from lightstore.errors import BuildError, LightstoreError, StoreNotFoundError, UsageError
 from lightstore.refs import RRef
 from lightstore.store import Store
 
@@ -77,7 +77,14 @@ def build_on_worker(
     `execute` raises.
     """
     if remote is None:
-        store = Store.open(root)
+        try:
+            store = Store.open(root)
+        except StoreNotFoundError as e:
+            raise StoreNotFoundError(
+                f"worker {_worker_name()} cannot open the caller's store {root}: shared-root "
+                "mode needs the root on a filesystem every worker sees; otherwise give "
+                "remote= and worker_root= (separate roots)"
+            ) from e
         with store.realizing():
             rrefs = execute(store, task, options)
     else:
@@ -133,6 +140,9 @@ def run_dask(
     if (remote is None) != (worker_root is None):
         raise UsageError("separate roots need both remote= (a cache URL) and worker_root=")
     keep_going = True if options.keep_going is None else options.keep_going
+    first = plan.next_tasks()
+    if not first and plan.finished:
+        return  # all cached: no cluster needed
     owned: list[Any] = []
     try:
         if client is None:
@@ -152,7 +162,7 @@ def run_dask(
             owned.append(client)
         if getattr(client, "dashboard_link", None) and client.dashboard_link:
             log.info("Dask dashboard: %s", client.dashboard_link)
-        _drive(distributed, client, plan, options, keep_going, remote, worker_root)
+        _drive(distributed, client, plan, first, options, keep_going, remote, worker_root)
     finally:
         for thing in owned:
             thing.close()
@@ -172,6 +182,7 @@ def _drive(
     distributed: Any,
     client: Any,
     plan: Plan,
+    first: list[BuildTask],
     options: RealizeOptions,
     keep_going: bool,
     remote: str | None,
@@ -202,13 +213,21 @@ def _drive(
             queue.add(future)
 
     try:
-        submit(plan.next_tasks())
+        submit(first)
         progress.show(len(plan.chosen))
         for future in queue:
             task = pending.pop(future)
             try:
                 answer = future.result()
             except Exception as e:  # the realizer's error, or KilledWorker
+                if not isinstance(e, LightstoreError):
+                    e = BuildError(
+                        f"building {task.dref} on the cluster failed: {type(e).__name__}: {e} "
+                        "(a worker that keeps dying is out of memory or killed; see the "
+                        "cluster's logs)",
+                        task.dref,
+                        e,
+                    )
                 plan.failed(task, e)
                 if not keep_going:
                     break
