@@ -108,7 +108,8 @@ def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> 
     For a realization, the build that made it; for a derivation, its newest
     attempt (--build ID picks another: `lightstore show DREF` lists them). A
     failed build's error follows its output. Logs are kept in
-    <root>/logs/<build id>.log while the derivation's build history is.
+    <root>/logs/<build id>.log as long as their build record (gc keeps it;
+    `lightstore forget` deletes both).
 
     \b
     Examples:

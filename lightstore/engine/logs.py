@@ -7,9 +7,9 @@ process killed with -9 printed up to its death is kept; and big logs do not
 bloat the catalogue. The build record (`builds`, one row per attempt, failed
 ones too) names the file, and `realizations.build_id` leads from a run to it.
 Build ids are reused only after their row is deleted, so a new build
-truncates a stale file of the same id; gc deletes the logs whose build record
-is gone (`remove_orphan_logs`): logs live as long as the build history of
-their derivation.
+truncates a stale file of the same id. Logs live as long as their build
+record: gc keeps build history, and `forget` (and gc, for records it does
+drop) delete the logs whose record is gone (`remove_orphan_logs`).
 
 How (tee: the terminal still shows everything):
 
