@@ -190,3 +190,21 @@ def test_a_subprocess_outliving_its_build_writes_into_no_log(S, store):
     time.sleep(0.2)
     assert build_log(store, rref)["log"] == "before\n"  # it printed after the drain wait
     assert "late" not in build_log(store, "noisy@i=30@latest")["log"]
+
+
+def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
+    from lightstore.engine.logs import remove_orphan_logs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("3.log", "7.log", "notes.txt"):
+        (logs / name).write_text("x")
+    seen = []
+
+    def known():  # build 7 "started" after the folder was listed
+        seen.append(sorted(os.listdir(logs)))
+        return {7}
+
+    assert remove_orphan_logs(str(tmp_path), known) == 1
+    assert seen == [["3.log", "7.log", "notes.txt"]]
+    assert sorted(os.listdir(logs)) == ["7.log", "notes.txt"]

@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
@@ -315,20 +315,23 @@ def read_log(root: str, build_id: int) -> bytes | None:
         return None
 
 
-def remove_orphan_logs(root: str, known_build_ids: set[int]) -> int:
+def remove_orphan_logs(root: str, known_build_ids: Callable[[], set[int]] | set[int]) -> int:
     """Delete the logs whose build is not in `known_build_ids`; return how many went.
 
-    gc calls it after deleting objects (build records go with their derivation).
+    Give a function that reads the build ids from the catalogue: it is called
+    after the folder is listed, so a build that started meanwhile (its row is
+    committed before its log is created) keeps its log. `forget` and gc call it.
     """
     folder = logs_dir(root)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return 0
+    known = known_build_ids() if callable(known_build_ids) else known_build_ids
     removed = 0
     for name in names:
         stem, _dot, ext = name.partition(".")
-        if ext != "log" or not stem.isdigit() or int(stem) in known_build_ids:
+        if ext != "log" or not stem.isdigit() or int(stem) in known:
             continue
         try:
             os.remove(os.path.join(folder, name))
