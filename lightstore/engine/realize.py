@@ -22,7 +22,7 @@ The pieces, for drivers of other kinds:
   one sweep share the work), `build_requests` (a generator: yields each
   task, receives its RRefs or exception), and `lightstore.executors.dask`
   (submits every ready task to a Dask cluster at once).
-- `realize_closure(closure, options)` runs the serial driver.
+- `realize_closure(closure, options, client=, jobs=)` picks the driver.
 
 The store's collector lock is held (shared) for the whole realization, so
 garbage collection never removes what was chosen but not yet used.
@@ -36,7 +36,7 @@ import time
 import traceback
 from collections.abc import Collection, Generator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Literal, overload
 
 from lightstore.config import canonical_json
 from lightstore.engine.logs import capture_output
@@ -53,9 +53,11 @@ from lightstore.errors import (
     ArchiveError,
     BuildError,
     ChecksumError,
+    DiskFullError,
     InvalidReferenceError,
     LightstoreError,
     MatcherError,
+    disk_full,
 )
 from lightstore.files import remove_tree
 from lightstore.hashing import canonical_context
@@ -113,8 +115,11 @@ def _build(
         if isinstance(e, BuildError):
             e.dref = e.dref or drv.dref
             raise
-        if isinstance(e, ChecksumError | ArchiveError):
+        if isinstance(e, ChecksumError | ArchiveError | DiskFullError):
             raise  # built-in stages report bad downloads and archives with their own errors
+        full = disk_full(e, f"the realizer of {drv.dref} wrote its output")
+        if full is not None:
+            raise full from e
         raise BuildError(
             f"the realizer of {drv.dref} raised {type(e).__name__}: {e}. The store is unchanged "
             f"(build #{build_id} is recorded as failed; see `.cause` for the original error)",
@@ -137,6 +142,14 @@ class _Busy:
 BUSY = _Busy()
 
 
+@overload
+def execute(
+    store: Store, task: BuildTask, options: RealizeOptions, *, wait: Literal[True] = True
+) -> list[RRef]: ...
+@overload
+def execute(
+    store: Store, task: BuildTask, options: RealizeOptions, *, wait: bool
+) -> list[RRef] | _Busy: ...
 def execute(
     store: Store, task: BuildTask, options: RealizeOptions, *, wait: bool = True
 ) -> list[RRef] | _Busy:
@@ -252,13 +265,28 @@ def build_requests(
     return plan.result()
 
 
-def realize_closure(closure: Closure, options: RealizeOptions | None = None) -> Context:
+def realize_closure(
+    closure: Closure,
+    options: RealizeOptions | None = None,
+    *,
+    client: Any = None,
+    jobs: int | None = None,
+    remote: str | None = None,
+    worker_root: str | None = None,
+) -> Context:
     """Realize every derivation of the closure; return the chosen RRefs of each.
 
     With `dry_run`, nothing is built: derivations that would be built, and
     everything downstream of them, map to an empty list.
+
+    `client` (a `distributed.Client` or a scheduler address) or `jobs=N` (a
+    LocalCluster of N worker processes for this call) build on Dask, in the
+    caller's store root, or with `remote=URL, worker_root=PATH` in worker
+    stores exchanging through a remote cache (`lightstore.executors.dask`).
+    Without either, builds run in this process.
     Raises BuildError (BuildsFailed when several builds failed), PromiseError,
-    MatcherError, NotRealizedError.
+    MatcherError, NotRealizedError, UsageError (client/jobs without
+    `lightstore[dask]`, or bad arguments).
     """
     options = options or RealizeOptions()
     store = closure.store
@@ -267,7 +295,14 @@ def realize_closure(closure: Closure, options: RealizeOptions | None = None) -> 
         # garbage collection removed since `instantiate`.
         store.record_derivations([(d.dref, d.config) for d in closure.derivations])
         plan = Plan(closure, options)
-        _run_serial(plan, options)
+        if client is not None or jobs is not None or remote is not None:
+            from lightstore.executors.dask import run_dask
+
+            run_dask(
+                plan, options, client=client, jobs=jobs, remote=remote, worker_root=worker_root
+            )
+        else:
+            _run_serial(plan, options)
     return plan.result()
 
 
