@@ -96,33 +96,21 @@ def test_threads_each_get_their_own_log(S, store):
         assert not any(f" {j}\n" in text for j in others), text  # nothing of another build
 
 
-<<<<<<< HEAD
 def test_logs_stay_with_the_history_until_forgotten(S, store):
     from lightstore.maintenance.gc import forget
 
-=======
-def test_logs_outlive_gc_and_go_with_forget(S, store):
->>>>>>> main
     kept = realize1(instantiate(noisy, 20, S=S))
     gone = realize1(instantiate(noisy, 21, S=S))
     kept_log = build_log(store, kept)
     gone_log = build_log(store, gone)
     store.pin("keep", kept)
     store.gc()
-<<<<<<< HEAD
     # gc keeps build history, so the log of a collected run is still there.
     assert build_log(store, build=gone_log["build"]["id"])["log"] == gone_log["log"]
     assert "python out 21" in ok(S.root, "log", "--build", str(gone_log["build"]["id"]))
     forget(store, everything=True)
     assert os.path.exists(kept_log["path"]) and not os.path.exists(gone_log["path"])
     fails(EXIT_NOT_FOUND, S.root, "log", "--build", str(gone_log["build"]["id"]))
-=======
-    # The build record outlives gc, and so does its log...
-    assert os.path.exists(kept_log) and os.path.exists(gone_log)
-    # ...until the record is forgotten.
-    store.forget(everything=True)
-    assert os.path.exists(kept_log) and not os.path.exists(gone_log)
->>>>>>> main
 
 
 SCRIPT = textwrap.dedent(
