@@ -208,3 +208,25 @@ def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
     assert remove_orphan_logs(str(tmp_path), known) == 1
     assert seen == [["3.log", "7.log", "notes.txt"]]
     assert sorted(os.listdir(logs)) == ["7.log", "notes.txt"]
+
+
+def test_running_out_of_fds_falls_back_to_python_capture(S, store, monkeypatch):
+    import errno
+
+    real_pipe, calls = os.pipe, []
+
+    def pipe():  # the second pipe (for fd 2) hits the process's fd limit
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_pipe()
+
+    before = [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+    open_fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "pipe", pipe)
+    rref = realize1(instantiate(noisy, 40, S=S))
+    monkeypatch.undo()
+    assert [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)] == before
+    assert len(os.listdir("/proc/self/fd")) <= open_fds + 1  # nothing leaked
+    text = build_log(store, rref)["log"]
+    assert "python out 40" in text and "python err 40" in text  # Python level still works

@@ -173,11 +173,26 @@ class _FdCapture:
         self.saved: dict[int, int] = {}
         self.terminal: dict[int, TextIO] = {}
         self.readers: list[threading.Thread] = []
-        for fd in (1, 2):
+        # Every fd is allocated before fds 1 and 2 change, so running out of fds
+        # (EMFILE) leaves the process as it was.
+        opened: list[int] = []
+        try:
+            plan = []
+            for fd in (1, 2):
+                saved = os.dup(fd)
+                opened.append(saved)
+                read_end, write_end = os.pipe()
+                opened += [read_end, write_end]
+                reader_terminal = os.dup(saved)
+                opened.append(reader_terminal)
+                plan.append((fd, saved, read_end, write_end, reader_terminal))
+        except OSError:
+            for x in opened:
+                os.close(x)
+            raise
+        for fd, saved, read_end, write_end, reader_terminal in plan:
             stream = sys.stdout if fd == 1 else sys.stderr
             stream.flush()
-            saved = os.dup(fd)
-            read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)
             self.saved[fd] = saved
@@ -185,11 +200,11 @@ class _FdCapture:
             self.terminal[fd] = open(  # noqa: SIM115 - closed in stop()
                 saved, "w", encoding=encoding, errors="replace", closefd=False, buffering=1
             )
-            # The reader gets its own copy of the terminal fd and closes it itself: it may
-            # outlive stop() when a subprocess keeps the pipe open.
+            # The reader has its own copy of the terminal fd and closes it itself: it
+            # may outlive stop() when a subprocess keeps the pipe open.
             t = threading.Thread(
                 target=self._copy,
-                args=(read_end, os.dup(saved)),
+                args=(read_end, reader_terminal),
                 daemon=True,
                 name=f"lightstore-log-{fd}",
             )
