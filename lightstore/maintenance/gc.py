@@ -179,7 +179,7 @@ def collect(
         store.recover()  # finish an earlier gc that died, before marking
         report = garbage(store, keep_since=keep_since, only=only)
         report.dry_run = False
-        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
+        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
@@ -197,7 +197,7 @@ def collect(
                 progress(i + 1, len(moved))
         remove_tree(area)
         # Build logs go with their build records (deleted with their derivation).
-        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
+        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
     store.catalogue.shrink()
     return report
 
@@ -355,6 +355,6 @@ def forget(
             conn.execute("ROLLBACK TO forget")
         conn.execute("RELEASE forget")
     if not dry_run:
-        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
+        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         store.catalogue.shrink()
     return report
