@@ -39,6 +39,21 @@ def repeat(fn: Callable[[], Any], reps: int, warmup: int = 0) -> list[float]:
     return samples
 
 
+def repeat_both(fn: Callable[[], Any], reps: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds (user + system) of each of `reps` calls of `fn`.
+
+    On a loaded machine the wall clock mostly measures the wait for a CPU, and
+    two libraries measured minutes apart see different loads; CPU time does not.
+    """
+    wall, cpu = [], []
+    for _ in range(reps):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
