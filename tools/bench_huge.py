@@ -479,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--label", help="name the size column after this instead of the count (e.g. 1M-catalogue)"
     )
+    p.add_argument("--notes", help="markdown file appended to the report (findings, limits)")
     p.add_argument(
         "--from-json", help="render the report of a saved JSON (with --merge); build nothing"
     )
