@@ -153,6 +153,42 @@ class KeyedLocks:
         yield from _held(self.path, key, timeout, holders, on_wait, ofd=True)
 
     @contextmanager
+    def try_hold(self, key: int) -> Iterator[bool]:
+        """Hold the lock of `key` if it is free: yields True if held, False (holding nothing) if not."""
+        if not _HAVE_OFD:
+            with self._guard:
+                tlock, users = self._threads.get(key, (threading.Lock(), 0))
+                got = tlock.acquire(blocking=False)
+                if got:
+                    self._threads[key] = (tlock, users + 1)
+            if not got:
+                yield False
+                return
+            try:
+                fd = _shared_descriptor(self.path)
+                if not _try_lock(fd, key, ofd=False, wait=False):
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
+            finally:
+                tlock.release()
+                with self._guard:
+                    tlock, users = self._threads[key]
+                    if users == 1:
+                        del self._threads[key]
+                    else:
+                        self._threads[key] = (tlock, users - 1)
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            yield _try_lock(fd, key, ofd=True, wait=False)
+        finally:
+            os.close(fd)  # closing the descriptor releases its lock
+
+    @contextmanager
     def _thread_lock(self, key: int, timeout: float | None) -> Iterator[None]:
         with self._guard:
             tlock, users = self._threads.get(key, (threading.Lock(), 0))

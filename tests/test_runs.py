@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 
 import pytest
 from test_cli import LRS, fails, ok, pipeline  # noqa: F401 - the fixture
@@ -76,7 +75,7 @@ def test_label_values_are_safe_in_dot(S, store):
 def test_diff(store, pipeline):  # noqa: F811
     d = compare(store, "train[lr=0.1]@latest", "train[lr=0.01]@latest")
     assert [(c["field"], c["a"], c["b"]) for c in d["config"]] == [("lr", 0.1, 0.01)]
-    assert d["context"] == [] and d["metrics"] is None  # same data run; no metrics table
+    assert d["context"] == [] and not d["metrics"]  # the same data run; no metrics recorded
     d = compare(store, "eval", "data")
     fields = {c["field"]: c for c in d["config"]}
     assert fields["rows"]["in_a"] is False and fields["rows"]["b"] == 1
@@ -89,17 +88,13 @@ def test_diff(store, pipeline):  # noqa: F811
 
 
 def test_diff_shows_metrics_when_the_catalogue_has_them(store, pipeline):  # noqa: F811
-    with sqlite3.connect(store.catalogue.path) as db:  # as a metrics migration would make it
-        db.execute("CREATE TABLE metrics (rref TEXT, name TEXT, value REAL)")
-        db.executemany(
-            "INSERT INTO metrics VALUES (?, ?, ?)",
-            [
-                (pipeline.train[0.1], "loss", 0.5),
-                (pipeline.train[0.01], "loss", 0.25),
-                (pipeline.train[0.1], "acc", 0.9),
-                (pipeline.train[0.01], "acc", 0.9),
-            ],
-        )
+    for rref, name, value in [
+        (pipeline.train[0.1], "loss", 0.5),
+        (pipeline.train[0.01], "loss", 0.25),
+        (pipeline.train[0.1], "acc", 0.9),
+        (pipeline.train[0.01], "acc", 0.9),
+    ]:
+        store.set_metric(rref, name, value)
     d = compare(store, pipeline.train[0.1], pipeline.train[0.01])
     assert [(c["field"], c["a"], c["b"]) for c in d["metrics"]] == [("loss", 0.5, 0.25)]
     assert "metrics:\n  loss  0.5 -> 0.25" in ok(
@@ -143,3 +138,46 @@ def test_cat(S, store, pipeline):  # noqa: F811
             artifact_path(store, rref, name)
     with pytest.raises(UnknownReferenceError):
         artifact_path(store, rref, "missing")
+
+
+def test_second_unpack_says_what_was_already_present(pipeline, tmp_path):  # noqa: F811
+    archive = str(tmp_path / "eval.tar.gz")
+    ok(pipeline.root, "pack", archive, "eval@latest")
+    bob = str(tmp_path / "bob")
+    ok(bob, "init")
+    first = fails(0, bob, "unpack", archive)
+    assert first.stdout.split() == [pipeline.eval]
+    assert "added 3 realization(s)" in first.stderr and "already" not in first.stderr
+    second = fails(0, bob, "unpack", archive)
+    assert second.stdout.strip() == f"{pipeline.eval}  (already present)"
+    assert "added 0 realization(s); 3 of the 3" in second.stderr
+
+
+def test_catalogue_query_rows_have_column_names(store, pipeline):  # noqa: F811
+    import pickle
+
+    rows = store.catalogue.query("SELECT rref, size, size AS bytes FROM realizations ORDER BY rref")
+    row = rows[0]
+    rref, size, _ = row  # still a tuple
+    assert row == (rref, size, size) and row[0] == rref and row[-1] == size
+    assert row["rref"] == rref and row["bytes"] == size
+    assert row.keys() == ["rref", "size", "bytes"] and dict(row) == row.asdict()
+    assert dict(row)["size"] == size and "Row(rref=" in repr(row)
+    assert pickle.loads(pickle.dumps(row)) == row
+    with pytest.raises(KeyError, match="its columns are rref, size, bytes"):
+        row["nope"]
+    assert dict(store.catalogue.query("SELECT rref, size FROM realizations"))[rref] == size
+    assert store.catalogue.query("SELECT 1 WHERE 0") == []
+
+
+def test_instantiate_prints_short(S):
+    from test_cli import train_stage
+
+    def sweep(r=None):
+        return [train_stage(lr, r) for lr in (0.1, 0.2, 0.3)]
+
+    result = instantiate(sweep, S=S)
+    text = repr(result)
+    assert len(text) < 400, text
+    assert "3 targets: 4 derivation(s) (data, train x3)" in text
+    assert repr(result[1].derivations[0]).startswith("<Derivation dref:")

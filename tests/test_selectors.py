@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 from hypothesis import given
@@ -118,6 +119,8 @@ def test_resolve_selectors(store, pipeline):  # noqa: F811
         resolve(store, "train")
     with pytest.raises(UnknownReferenceError, match=r"values of lr there: 0.001, 0.01, 0.1"):
         resolve(store, "train[lr=0.5]")
+    with pytest.raises(UnknownReferenceError, match="values of lr there"):
+        resolve(store, 'train[lr="0.1"]')  # the text "0.1" is not the number 0.1
     with pytest.raises(UnknownReferenceError, match="the field is missing"):
         resolve(store, "train[nope=1]")
     with pytest.raises(UnknownReferenceError, match="no derivation matches 'trian'"):
@@ -136,3 +139,12 @@ def test_selectors_on_the_command_line(pipeline):  # noqa: F811
     assert "@latest, @all" in fails(EXIT_BAD_INPUT, root, "show", "train@last").output
     fails(EXIT_NOT_FOUND, root, "deps", "train[lr=7]")
     assert "train@latest" in ok(None, "--help")
+
+
+def test_huge_selectors_are_refused_cleanly(store, pipeline):  # noqa: F811
+    with pytest.raises(InvalidSelectorError, match="more than 64 conditions"):
+        resolve(store, "train" + "@lr=1" * 65)
+    with pytest.raises(InvalidSelectorError, match="longer than"):
+        resolve(store, "train[" + "x" * 5000 + "=1]")
+    assert resolve(store, "train" + "@lr=0.1" * 60) == pipeline.dref(pipeline.train[0.1])
+    assert resolve(store, pathlib.Path(store.rref_path(pipeline.eval))) == pipeline.eval

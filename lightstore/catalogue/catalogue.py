@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -178,8 +179,11 @@ class Catalogue(Database):
 
     def realization_record(self, rref: str) -> dict[str, Any] | None:
         """Everything recorded about one realization, or None."""
-        cur = self.conn.execute("SELECT * FROM realizations WHERE rref = ?", (rref,))
-        row = cur.fetchone()
+        try:
+            cur = self.conn.execute("SELECT * FROM realizations WHERE rref = ?", (rref,))
+            row = cur.fetchone()
+        except sqlite3.Error as e:
+            raise self._translate(e, f"reading the record of {rref}") from e
         if row is None:
             return None
         return dict(zip([c[0] for c in cur.description], row, strict=True))
@@ -230,13 +234,16 @@ class Catalogue(Database):
                 self._finish_build(conn, build_id, "succeeded", None)
 
     def set_metrics(self, rref: str, metrics: dict[str, int | float]) -> bool:
-        """Set (insert or replace) validated metrics of a realization; False if it is unknown."""
+        """Set (insert or replace) validated metrics of a realization, present or collected;
+        False if the catalogue has no record of it."""
         now = time.time()
         with self.write() as conn:
-            if (
-                conn.execute("SELECT 1 FROM realizations WHERE rref = ?", (rref,)).fetchone()
-                is None
-            ):
+            known = conn.execute(
+                "SELECT 1 FROM realizations WHERE rref = ? "
+                "UNION ALL SELECT 1 FROM collected_realizations WHERE rref = ? LIMIT 1",
+                (rref, rref),
+            ).fetchone()
+            if known is None:
                 return False
             conn.executemany(
                 "INSERT OR REPLACE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
@@ -360,6 +367,31 @@ class Catalogue(Database):
             (dref, context_hash),
         )
         return [{"pid": p, "host": h, "since": s} for p, h, s in rows]
+
+    def interrupt_stale_builds(self, dref: str, context_hash: str) -> int:
+        """Close the running builds of `dref` in a context as interrupted (caller holds its build lock).
+
+        Only the build lock's holder builds, so while it is held a 'running'
+        record belongs to a process that died, on any host. Reads once, writes only if there are some.
+        """
+        if not self.running_builds(dref, context_hash):
+            return 0
+        with self.write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM builds WHERE dref = ? AND context_hash = ? AND status = 'running'",
+                    (dref, context_hash),
+                ).fetchall()
+            ]
+            for build_id in ids:
+                self._finish_build(
+                    conn,
+                    build_id,
+                    "interrupted",
+                    "the building process died (its build lock was free)",
+                )
+        return len(ids)
 
     def mark_interrupted(self, dead_pids: Iterable[int]) -> int:
         """Mark running builds of this host whose process is gone as interrupted."""

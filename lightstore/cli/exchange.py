@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import click
 
@@ -53,7 +55,9 @@ def unpack_command(env: Env, archive: str) -> None:
     """Add the realizations in ARCHIVE (made by `lightstore pack`) to the store.
 
     Every hash is checked; an archive that is damaged, unsafe or lying leaves
-    the store unchanged (exit 2). Prints the packed realizations' RRefs.
+    the store unchanged (exit 2). Prints the packed realizations' RRefs
+    (marking those the store already had), then on stderr how many
+    realizations were added and how many were already present.
 
     \b
     Examples:
@@ -62,9 +66,28 @@ def unpack_command(env: Env, archive: str) -> None:
     """
     if not os.path.isfile(archive):
         raise CliError(f"no such archive: {archive}", EXIT_NOT_FOUND)
-    rrefs = call_with_progress(sunpack, "unpacking", archive, env.store())
+    store = env.store()
+    # What was there before: objects recorded before this command started.
+    started = time.time()
+    rrefs = call_with_progress(sunpack, "unpacking", archive, store)
+    everything = sorted(set(rrefs) | store.catalogue.rrefdeps(rrefs))
+    created: dict[str, float] = dict(
+        store.catalogue.query(
+            "SELECT rref, created FROM realizations WHERE rref IN (SELECT value FROM json_each(?))",
+            (json.dumps(everything),),
+        )
+    )
+    old = {r for r in everything if created.get(r, started) < started}
     for r in rrefs:
-        click.echo(r)
+        click.echo(r + ("  (already present)" if r in old else ""))
+    new = len(everything) - len(old)
+    click.echo(
+        f"added {new} realization(s); {len(old)} of the {len(everything)} in the archive's "
+        "closure were already present"
+        if old
+        else f"added {new} realization(s)",
+        err=True,
+    )
 
 
 COMMANDS = [pack_command, unpack_command]

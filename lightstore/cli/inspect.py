@@ -38,7 +38,7 @@ from lightstore.query import (
     resolve_all,
     tree_lines,
 )
-from lightstore.query.describe import config_text
+from lightstore.query.describe import config_text, holder_gone
 
 REF_DISPLAY = {"rref": short_ref, "dref": short_ref}
 TIME_DISPLAY = {
@@ -78,7 +78,10 @@ def filter_options(fn: Any) -> Any:
                 "--until", metavar="TIME", help="Only before TIME (same forms as --since)."
             ),
             click.option(
-                "--limit", type=click.IntRange(min=0), metavar="N", help="Only the newest N rows."
+                "--limit",
+                type=click.IntRange(min=0, max=2**63 - 1),
+                metavar="N",
+                help="Only the newest N rows.",
             ),
             click.option("--full", is_flag=True, help="Show full references in tables."),
         ]
@@ -416,7 +419,9 @@ def graph_command(env: Env, refs: tuple[str, ...], referrers: bool) -> None:
 
 @click.command("du")
 @click.option("--name", "-n", metavar="NAME", help="Only derivations of this name (or glob).")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Only the N largest.")
+@click.option(
+    "--limit", type=click.IntRange(min=0, max=2**63 - 1), metavar="N", help="Only the N largest."
+)
 @click.option("--full", is_flag=True, help="Show full references.")
 @output_options
 @root_option
@@ -468,10 +473,13 @@ def roots_command(env: Env, fmt: str) -> None:
     ):
         stale = path in found.stale_links
         rows.append({"kind": "link", "name": path, "ref": ref, "status": "stale" if stale else ""})
-    for build_id, ref in view.catalogue.query(
-        "SELECT build_id, rref FROM build_inputs ORDER BY build_id, rref"
+    for build_id, ref, host, pid in view.catalogue.query(
+        "SELECT i.build_id, i.rref, b.host, b.pid FROM build_inputs AS i "
+        "JOIN builds AS b ON b.id = i.build_id ORDER BY i.build_id, i.rref"
     ):
-        rows.append({"kind": "build", "name": f"#{build_id}", "ref": ref, "status": "running"})
+        gone = holder_gone({"status": "running", "host": host, "pid": pid})
+        status = "holder gone (kept until a writer opens the store)" if gone else "running"
+        rows.append({"kind": "build", "name": f"#{build_id}", "ref": ref, "status": status})
     emit_rows(rows, ["kind", "name", "ref", "status"], fmt, {"ref": plain})
 
 

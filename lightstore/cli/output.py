@@ -16,7 +16,8 @@ import io
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -115,7 +116,7 @@ def output_options(
 
 
 def emit_rows(
-    rows: Sequence[Row],
+    rows: Iterable[Row],
     columns: Sequence[str],
     fmt: str,
     display: dict[str, Formatter] | None = None,
@@ -123,10 +124,15 @@ def emit_rows(
 ) -> None:
     """Print `rows` in `fmt`. Tables apply `display[column]` to cells and rename
     columns with `headers`; the other formats print raw values under the column names.
+    JSON, lines and CSV are written row by row, so an iterator of rows is streamed.
     """
     if fmt == "json":
-        data = [{c: r.get(c) for c in columns} for r in rows]
-        click.echo(json.dumps(data, indent=2, default=_json_default))
+        first = True
+        for r in rows:
+            text = json.dumps({c: r.get(c) for c in columns}, indent=2, default=_json_default)
+            click.echo(("[\n" if first else ",\n") + textwrap.indent(text, "  "), nl=False)
+            first = False
+        click.echo("[]" if first else "\n]")
     elif fmt == "nl":
         for r in rows:
             click.echo(json.dumps({c: r.get(c) for c in columns}, default=_json_default))
@@ -136,8 +142,13 @@ def emit_rows(
         writer.writerow(columns)
         for r in rows:
             writer.writerow([_csv_cell(r.get(c)) for c in columns])
+            if buf.tell() > 1 << 16:
+                click.echo(buf.getvalue(), nl=False)
+                buf.seek(0)
+                buf.truncate()
         click.echo(buf.getvalue(), nl=False)
     else:
+        rows = list(rows)
         display = display or {}
         headers = headers or {}
         names = [headers.get(c, c) for c in columns]

@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
-from lightstore.cli.output import emit_json
+from lightstore.cli.output import emit_json, human_duration, human_time
+from lightstore.query.buildlog import build_log
 from lightstore.query.compare import artifact_path, compare, json_value
 
 
@@ -95,4 +96,50 @@ def cat_command(env: Env, ref: str, path: str) -> None:
     out.flush()
 
 
-COMMANDS = [diff_command, cat_command]
+@click.command("log")
+@click.argument("ref", required=False)
+@click.option("--build", "-b", "build", type=int, metavar="ID", help="This build attempt (#ID).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record and the log as JSON.")
+@root_option
+@pass_env
+def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> None:
+    """Print what a build printed (its realizer's stdout and stderr), failed builds too.
+
+    For a realization, the build that made it; for a derivation, its newest
+    attempt (--build ID picks another: `lightstore show DREF` lists them). A
+    failed build's error follows its output. Logs are kept in
+    <root>/logs/<build id>.log as long as their build record (gc keeps it;
+    `lightstore forget` deletes both).
+
+    \b
+    Examples:
+      lightstore log train@latest
+      lightstore log 'train[lr=0.01]'
+      lightstore log --build 42
+    """
+    if ref is None and build is None:
+        raise click.UsageError("give a REF, or --build ID")
+    info = build_log(env.view(), ref, build, read=as_json)
+    if as_json:
+        emit_json(info)
+        return
+    b = info["build"]
+    status = b["status"] + (" (holder gone)" if b.get("holder_gone") else "")
+    click.echo(
+        f"# build #{b['id']} of {b['dref']}: {status}, started {human_time(b['started'])}, "
+        f"{human_duration(b['duration'])} on {b['host']} (pid {b['pid']})",
+        err=True,
+    )
+    try:
+        with open(info["path"], "rb") as f:
+            sys.stdout.flush()
+            shutil.copyfileobj(f, sys.stdout.buffer)  # streamed: logs may be large
+            sys.stdout.buffer.flush()
+    except FileNotFoundError:
+        click.echo("# (no output was captured for this build)", err=True)
+    if b["status"] != "succeeded" and b.get("error"):
+        click.echo(f"# build #{b['id']} {b['status']}:", err=True)
+        click.echo(b["error"].rstrip("\n"), err=True)
+
+
+COMMANDS = [diff_command, cat_command, log_command]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
-from lightstore.errors import UnknownReferenceError, UsageError
+from lightstore.engine.sources import SOURCE_FIELD, sources_hash
+from lightstore.errors import InvalidConfigError, UnknownReferenceError, UsageError
 from lightstore.hashing import config_hash
 from lightstore.refs import Context, DRef, RRef, isdref
 from lightstore.store import StorageSettings, Store
@@ -52,6 +53,9 @@ class Derivation:
     promises: tuple[tuple[str, ...], ...]
     #: Set by `realized()`: building this derivation is an error.
     must_be_realized: bool = False
+
+    def __repr__(self) -> str:
+        return f"<Derivation {self.dref}>"
 
 
 class Registry:
@@ -130,6 +134,21 @@ class Closure:
     S: StorageSettings
     store: Store = field(repr=False)
 
+    def __repr__(self) -> str:
+        # Short: a sweep's closure holds hundreds of configs and functions.
+        counts: dict[str, int] = {}
+        for drv in self.derivations:
+            name = drv.dref.rsplit("-", 1)[1]
+            counts[name] = counts.get(name, 0) + 1
+        names = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+        if len(names) > 120:
+            names = names[:117] + "..."
+        targets = self.targets[0] if len(self.targets) == 1 else f"{len(self.targets)} targets"
+        return (
+            f"<Closure of {targets}: {len(self.derivations)} derivation(s) ({names}) "
+            f"in {self.S.root}>"
+        )
+
 
 # Registries alive in this process: the configs they hold are readable
 # (drefcfg, mklens) before `instantiate` records them in the store.
@@ -182,6 +201,8 @@ def mkdrv(
     matcher: Any,
     realizer: Any,
     r: Any = None,
+    *,
+    sourcedeps: Sequence[Any] = (),
 ) -> DRef:
     """Register a derivation (config + matcher + realizer) in `r` and return its DRef.
 
@@ -189,11 +210,29 @@ def mkdrv(
     and the older ``mkdrv(r, config, matcher, realizer)``; matchers and
     realizers may work on plain lists or on `Output` values. The config is
     readable at once (`drefcfg`, `mklens`) in this process; `instantiate`
-    records it in the store. Raises UsageError without a registry,
-    InvalidConfigError and UnknownReferenceError as `Registry.add`.
+    records it in the store.
+
+    The realizer's code is not part of the config: editing it reuses old
+    results. `sourcedeps` (functions, classes, modules or source text) hashes
+    their source into the config field ``__source__``, so an edit makes a new
+    derivation.
+
+    Raises UsageError without a registry, InvalidConfigError (as
+    `Registry.add`, for unreadable source, or for a config that already has
+    ``__source__`` when `sourcedeps` is given) and UnknownReferenceError as
+    `Registry.add`.
     """
     if isinstance(config, Registry):
         config, matcher, realizer, r = matcher, realizer, r, config
+    if sourcedeps and not isinstance(config, Registry):
+        val = dict(config.val if isinstance(config, Config) else config)
+        if SOURCE_FIELD in val:
+            raise InvalidConfigError(
+                f"mkdrv: the config already has a {SOURCE_FIELD!r} field; pass sourcedeps or "
+                "set the field yourself, not both"
+            )
+        val[SOURCE_FIELD] = sources_hash(list(sourcedeps))
+        config = val
     if r is None:
         r = current.registry
         if r is None:

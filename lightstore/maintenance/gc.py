@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lightstore.catalogue.database import translate_error
+from lightstore.engine.logs import remove_orphan_logs
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.maintenance.roots import roots
@@ -69,6 +70,26 @@ FROM dead_rrefs
 """
 
 
+def _point_in_time(value: float | int | str | None, what: str) -> float | None:
+    """Unix seconds from a number or a text such as '7d' / '2024-05-01'; None stays None.
+
+    A string must never reach SQL as is: SQLite orders every number before
+    every text, so `build_stopped >= '7d'` would keep nothing.
+    """
+    from lightstore.query.errors import QueryError
+    from lightstore.query.filters import parse_time
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_time(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    raise QueryError(
+        f"{what} takes Unix seconds or a time such as '7d' or '2024-05-01', not {value!r}"
+    )
+
+
 @dataclass
 class GCReport:
     """What a collection removed (or, for a dry run, would remove)."""
@@ -85,13 +106,14 @@ def _mark(
     keep_drefs: Iterable[str],
     keep_rrefs: Iterable[str],
     use_roots: bool,
-    keep_since: float | None,
+    keep_since: float | str | None,
 ) -> tuple[list[str], list[str], int, list[str]]:
     """The dead derivations and realizations (each list sorted), their bytes, the stale links.
 
     One SQL statement that also sorts and joins the references: Python only
     splits two strings, instead of handling a row (and a sort key) per object.
     """
+    keep_since = _point_in_time(keep_since, "keep_since")
     drefs = {parse_dref(d) for d in keep_drefs}
     rrefs = {parse_rref(r) for r in keep_rrefs}
     stale: list[str] = []
@@ -139,7 +161,7 @@ def garbage(
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
-    keep_since: float | None = None,
+    keep_since: float | str | None = None,
     only: GCReport | None = None,
 ) -> GCReport:
     """What a collection would remove, as a report (sorted lists).
@@ -164,7 +186,7 @@ def collect(
     dry_run: bool = False,
     timeout: float | None = DEFAULT_GC_TIMEOUT_S,
     progress: Callable[[int, int], None] | None = None,
-    keep_since: float | None = None,
+    keep_since: float | str | None = None,
     only: GCReport | None = None,
 ) -> GCReport:
     """Remove everything not reachable from the roots from the tree; keep its record.
@@ -180,6 +202,9 @@ def collect(
         store.recover()  # finish an earlier gc that died, before marking
         report = garbage(store, keep_since=keep_since, only=only)
         report.dry_run = False
+        # Logs follow build records, which outlive gc; this only clears logs
+        # whose record is gone (forgotten, or lost to a reindex).
+        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
@@ -275,7 +300,7 @@ class ForgetReport:
 def forget(
     store: Store,
     *,
-    before: float | None = None,
+    before: float | str | None = None,
     name: str | None = None,
     everything: bool = False,
     dry_run: bool = False,
@@ -293,6 +318,9 @@ def forget(
     from lightstore.query.errors import QueryError
     from lightstore.query.filters import name_condition
 
+    before = _point_in_time(before, "before")
+    if name is not None and not isinstance(name, str):
+        raise QueryError(f"forget takes a derivation name (or a glob), not {name!r}")
     if not everything and before is None and name is None:
         raise QueryError(
             "forget needs a filter: a name, an age (records collected before a time), "
@@ -350,5 +378,6 @@ def forget(
             conn.execute("ROLLBACK TO forget")
         conn.execute("RELEASE forget")
     if not dry_run:
+        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         store.catalogue.shrink()
     return report

@@ -7,6 +7,8 @@ import os
 import stat
 from typing import Any
 
+from lightstore.catalogue import HOST
+from lightstore.files import pid_alive
 from lightstore.hashing import CONTEXT_FILE
 from lightstore.query.graph import neighbours
 from lightstore.refs import DRef, RRef, isrref, rref2dref
@@ -54,6 +56,34 @@ def _all(store: Store, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def holder_gone(build: dict[str, Any]) -> bool:
+    """Whether a build recorded as running belongs to a process of this host that is gone.
+
+    A writer marks such builds interrupted when it next opens the store;
+    read-only commands cannot write, so they report them with this.
+    """
+    return bool(
+        build.get("status") == "running"
+        and build.get("host") == HOST
+        and build.get("pid") is not None
+        and not pid_alive(int(build["pid"]))
+    )
+
+
+def live_status(build: dict[str, Any]) -> dict[str, Any]:
+    """`build` with the status a reader should see: a running build whose process is gone
+    becomes 'interrupted', with ``holder_gone`` set (the stored record is unchanged)."""
+    gone = holder_gone(build)
+    out = dict(build)
+    out["holder_gone"] = gone
+    if gone:
+        out["status"] = "interrupted"
+        out["error"] = out.get("error") or (
+            f"holder gone: process {build['pid']} on {build['host']} is not running"
+        )
+    return out
+
+
 def _pins(store: Store, ref: str) -> list[str]:
     return store.catalogue.column(
         "SELECT name FROM pins WHERE rref = ? OR dref = ? ORDER BY name", (ref, ref)
@@ -84,6 +114,7 @@ def _describe_dref(store: Store, dref: DRef) -> dict[str, Any]:
         "FROM build_log WHERE dref = ? ORDER BY started DESC, id DESC LIMIT ?) ORDER BY started, id",
         (dref, MAX_BUILDS),
     )
+    builds = [live_status(b) for b in builds]
     return {
         "dref": dref,
         "name": row.get("name"),
@@ -114,6 +145,7 @@ def _describe_rref(store: Store, rref: RRef) -> dict[str, Any]:
             "WHERE id = ?",
             (record["build_id"],),
         )
+        build = live_status(build) if build is not None else None
     dref = rref2dref(rref)
     started, stopped = record.get("build_started"), record.get("build_stopped")
     return {

@@ -24,7 +24,7 @@ from lightstore.query.filters import (
     parse_condition,
     parse_time,
 )
-from lightstore.query.readonly import run_sql
+from lightstore.query.readonly import WHERE_TIMEOUT_S, run_sql
 from lightstore.query.rows import Rows
 from lightstore.store import Store
 
@@ -107,6 +107,13 @@ def _filters(
         where.add(f"{time_column} < ?", [t1])
 
 
+def _limit(limit: Any) -> int:
+    """A row limit SQLite can bind: a non-negative int, capped at the largest 64-bit value."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise QueryError(f"limit must be a non-negative integer, not {limit!r}")
+    return min(limit, 2**63 - 1)
+
+
 def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) -> list[str]:
     """The row keys `history` uses for config `fields`: the field, or ``config.<field>``
     when a history column already has that name."""
@@ -119,9 +126,11 @@ def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) ->
     return keys
 
 
-def _rows(catalogue: Catalogue, sql: str, params: Sequence[Any]) -> Rows:
+def _rows(
+    catalogue: Catalogue, sql: str, params: Sequence[Any], timeout: float | None = None
+) -> Rows:
     # run_sql turns SQLite's complaints about a user's `where` into QueryError.
-    names, rows = run_sql(catalogue, sql, params)
+    names, rows = run_sql(catalogue, sql, params, timeout)
     return Rows((dict(zip(names, row, strict=True)) for row in rows), names)
 
 
@@ -187,6 +196,7 @@ def history(
     include_collected: bool = False,
     metrics: Sequence[str] = (),
     sort: str | None = None,
+    timeout: float | None = None,
 ) -> Rows:
     """One row per realization, in the order they finished (with `limit`, the newest `limit`).
 
@@ -204,8 +214,10 @@ def history(
     Filters: `name` (exact, or a GLOB with ``*?[``), `config` conditions
     (``'lr<1e-3'``), `since`/`until` on when the build finished (Unix
     seconds, or text such as ``'7d'``/``'2024-05-01'``), and `where`, raw SQL
-    over the columns of the `history` view. Raises QueryError for malformed
-    filters or SQL, an invalid metric name, or a `sort` that is not a column.
+    over the columns of the `history` view. A query with `where` is stopped
+    after `timeout` seconds (default `WHERE_TIMEOUT_S`). Raises QueryError
+    for malformed filters or SQL, a `where` that runs too long, an invalid
+    metric name, or a `sort` that is not a column.
     """
     catalogue = _catalogue(store)
     keys = field_keys(fields)
@@ -244,15 +256,17 @@ def history(
         )
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(int(limit))
+            params.append(_limit(limit))
     elif limit is not None:
         # Newest first, so the time index answers it, then back to oldest first.
         sql += " ORDER BY stopped DESC, rref DESC LIMIT ?"
-        params.append(int(limit))
+        params.append(_limit(limit))
         sql = f"SELECT * FROM ({sql}) ORDER BY stopped, rref"
     else:
         sql += " ORDER BY stopped, rref"
-    return _rows(catalogue, sql, params)
+    if timeout is None and where:
+        timeout = WHERE_TIMEOUT_S
+    return _rows(catalogue, sql, params, timeout)
 
 
 def derivations(
@@ -306,7 +320,7 @@ def derivations(
         params += c.params
     if limit is not None:
         sql = f"SELECT * FROM ({sql}) ORDER BY created DESC, dref DESC LIMIT ?"
-        params.append(int(limit))
+        params.append(_limit(limit))
     return _rows(_catalogue(store), f"SELECT * FROM ({sql}) ORDER BY created, dref", params)
 
 

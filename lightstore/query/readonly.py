@@ -11,16 +11,20 @@ pragmas that change connection state (``query_only``, ``writable_schema``).
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
+import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue
 from lightstore.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.store import CATALOGUE_FILE, Store
+
+_T = TypeVar("_T")
 
 #: Pragmas user SQL may run: introspection only (writes fail on ``mode=ro`` anyway).
 SAFE_PRAGMAS = frozenset(
@@ -129,29 +133,88 @@ def open_view(root: str) -> Store:
     return view
 
 
+#: Default time limit of a user's `where` in `history` (seconds).
+WHERE_TIMEOUT_S = 5.0
+#: Default time limit of `lightstore sql` (seconds).
+SQL_TIMEOUT_S = 60.0
+# SQLite calls the progress handler every this many virtual machine steps.
+_PROGRESS_STEPS = 10_000
+
+
 def run_sql(
-    catalogue: Catalogue, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    catalogue: Catalogue,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] = (),
+    timeout: float | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one statement of user SQL; return (column names, rows).
 
-    Raises QueryError for a statement that would write, is refused by
-    the read-only authorizer, or is malformed, with a message that says which.
+    Raises QueryError for a statement that would write, is refused by the
+    read-only authorizer, is malformed, or runs longer than `timeout` seconds
+    (None: no limit), with a message that says which.
     """
+    headers, rows = iter_sql(catalogue, sql, params, timeout)
+    return headers, list(rows)
+
+
+def iter_sql(
+    catalogue: Catalogue,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] = (),
+    timeout: float | None = None,
+) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+    """Like `run_sql`, but the rows come one at a time, so memory stays bounded.
+
+    The deadline covers the whole statement, fetching included: a recursive
+    CTE that never ends is interrupted after `timeout` seconds. Consume or
+    close the iterator before running other SQL on the same catalogue.
+    """
+    conn = catalogue.conn
+    if timeout is not None:
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise QueryError(f"the timeout must be a positive number of seconds, not {timeout!r}")
+        deadline = time.monotonic() + timeout
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
     try:
-        cur = catalogue.conn.execute(sql, params)
-        rows = cur.fetchall()
+        cur = _sql_step(catalogue, timeout, lambda: conn.execute(sql, params))
+    except BaseException:
+        conn.set_progress_handler(None, 0)
+        raise
+    headers = [d[0] for d in cur.description or ()]
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        try:
+            while True:
+                batch = _sql_step(catalogue, timeout, lambda: cur.fetchmany(1000))
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            cur.close()
+            conn.set_progress_handler(None, 0)
+
+    return headers, rows()
+
+
+def _sql_step(catalogue: Catalogue, timeout: float | None, step: Callable[[], _T]) -> _T:
+    """Run one step of user SQL, turning SQLite's errors into ours."""
+    try:
+        return step()
     except sqlite3.Warning as e:  # "You can only execute one statement at a time."
         raise QueryError(f"{e} Run one statement per call.") from None
     except sqlite3.ProgrammingError as e:
         raise QueryError(f"cannot run this SQL: {e}") from None
     except sqlite3.DatabaseError as e:
+        if "interrupted" in str(e) and timeout is not None:
+            raise QueryError(
+                f"the query ran longer than {timeout:g} s and was stopped; narrow it, or allow "
+                "more time (`lightstore sql --timeout SECONDS`, history(timeout=...))"
+            ) from None
         if "malformed" in str(e) or "not a database" in str(e):
             raise CatalogueCorruptError(
                 f"the catalogue {catalogue.path} is damaged ({e}); run `lightstore reindex`"
             ) from e
         raise QueryError(_explain(str(e))) from None
-    headers = [d[0] for d in cur.description or ()]
-    return headers, rows
 
 
 def _explain(message: str) -> str:

@@ -103,12 +103,14 @@ def _known(store: Store, ref: str) -> DRef | RRef:
     raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
 
 
-def resolve(store: Store, text: str) -> DRef | RRef:
+def resolve(store: Store, text: str | os.PathLike[str]) -> DRef | RRef:
     """The one DRef or RRef of `store` that `text` designates (see the module docstring).
 
     Raises UnknownReferenceError if nothing matches, AmbiguousReferenceError
     if several objects do, InvalidReferenceError if `text` cannot be a reference.
     """
+    if isinstance(text, os.PathLike):
+        text = os.fspath(text)
     if not isinstance(text, str):
         raise InvalidReferenceError(f"a reference is text, not {type(text).__name__}: {text!r}")
     text = text.strip()

@@ -37,6 +37,9 @@ from lightstore.query.filters import ConfigCondition, parse_condition
 Pick = Literal["latest", "all"]
 PICKS: tuple[Pick, ...] = ("latest", "all")
 _OPEN, _CLOSE = "[", "]"
+#: Limits that keep the SQL a selector becomes well inside SQLite's own limits.
+MAX_CONDITIONS = 64
+MAX_SELECTOR_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,8 @@ def _condition(text: str, body: str) -> ConfigCondition:
 
 def parse_selector(text: str) -> Selector:
     """Parse selector `text` (see the module docstring). Raises InvalidSelectorError."""
+    if len(text) > MAX_SELECTOR_LENGTH:
+        raise _error(text[:40] + "...", f"it is longer than {MAX_SELECTOR_LENGTH} characters")
     pieces = _split(text)
     base = pieces[0][1].strip()
     if not base:
@@ -187,4 +192,6 @@ def parse_selector(text: str) -> Selector:
             if not word:
                 raise _error(text, "empty '[]'")
             conditions += [_condition(text, c) for c in _split_conditions(body)]
+    if len(conditions) > MAX_CONDITIONS:
+        raise _error(text, f"more than {MAX_CONDITIONS} conditions")
     return Selector(base, tuple(conditions), pick)

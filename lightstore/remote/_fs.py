@@ -28,6 +28,8 @@ from lightstore.errors import RemoteError
 
 #: Protocols whose writes become visible atomically when complete (a PUT).
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
+#: Objects up to this size move in one request, held in memory; larger ones stream.
+SMALL_OBJECT = 8 * 1024 * 1024
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 _DRIVERS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs"}
 
@@ -123,7 +125,12 @@ class Remote:
 
     @contextlib.contextmanager
     def guard(self, what: str) -> Iterator[None]:
-        """Turn driver errors inside the block into RemoteError (without credentials)."""
+        """Turn driver errors inside the block into RemoteError (without credentials).
+
+        FileNotFoundError passes through when reading (the caller knows what
+        a missing object means); when writing it means a missing bucket or
+        folder and becomes a RemoteError too.
+        """
         try:
             yield
         except RemoteError:
@@ -131,7 +138,7 @@ class Remote:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
-            if isinstance(e, FileNotFoundError):
+            if isinstance(e, FileNotFoundError) and what.startswith("cannot read"):
                 raise
             raise self.error(what, e) from None
 
@@ -234,23 +241,56 @@ class Remote:
                 self.fs.pipe_file(self.path(key), data)
         return True
 
-    def upload_file(self, key: str, local_path: str) -> None:
-        """Upload a local file as `key` (streamed by the driver, in chunks)."""
+    def upload_file(self, key: str, local_path: str, size: int | None = None) -> None:
+        """Upload a local file as `key`: small ones in one request, large ones streamed
+        by the driver in chunks (bounded memory)."""
         if self.local:
             self._local_write(key, source=local_path, exclusive=False)
             return
         with self.guard("cannot upload to"):
-            if self.atomic_put:
-                self.fs.put_file(local_path, self.path(key))
+            target = self.path(key) if self.atomic_put else self.path(self._temporary(key))
+            if size is not None and size <= SMALL_OBJECT:
+                with open(local_path, "rb") as f:
+                    self.fs.pipe_file(target, f.read())
             else:
-                tmp = self._temporary(key)
-                self.fs.put_file(local_path, self.path(tmp))
-                self.fs.mv(self.path(tmp), self.path(key))
+                self.fs.put_file(local_path, target)
+            if not self.atomic_put:
+                self.fs.mv(target, self.path(key))
 
-    def download_file(self, key: str, local_path: str) -> None:
-        """Download `key` into the new local file `local_path` (streamed)."""
-        with self.guard("cannot download from"):
+    def download_file(self, key: str, local_path: str, size: int | None = None) -> None:
+        """Download `key` into the new local file `local_path`: small ones in one
+        request, large ones streamed by the driver."""
+        with self.guard("cannot read (download)"):
+            # Never read more than `size` + 1 bytes: a hostile remote may serve a
+            # huge object under a small manifest entry.
+            if size is not None and size <= SMALL_OBJECT and not self.local:
+                data = self.fs.cat_file(self.path(key), start=0, end=size + 1)
+                with open(local_path, "xb") as f:
+                    f.write(data)
+                return
+            if size is not None:
+                actual = self.size(key)
+                if actual is None:
+                    raise FileNotFoundError(key)
+                if actual != size:
+                    with open(local_path, "xb"):
+                        pass  # the caller sees the wrong size and refuses the blob
+                    return
             self.fs.get_file(self.path(key), local_path)
+
+    def list_sizes(self, key: str) -> dict[str, int]:
+        """Name -> size of the objects directly below `key` (one listing)."""
+        with self.guard("cannot list"):
+            self.fs.invalidate_cache()
+            try:
+                entries = self.fs.ls(self.path(key), detail=True)
+            except FileNotFoundError:
+                return {}
+        out = {}
+        for e in entries:
+            if e.get("type") == "file":
+                out[str(e["name"]).rstrip("/").rsplit("/", 1)[-1]] = int(e.get("size") or 0)
+        return out
 
     def _local_write(
         self, key: str, *, data: bytes | None = None, source: str | None = None, exclusive: bool

@@ -77,7 +77,7 @@ def ensure_marker(remote: Remote, create: bool) -> bool:
         doc = json.loads(data)
         ok = isinstance(doc, dict) and doc.get("format") == FORMAT
         version = doc.get("version") if ok else None
-    except ValueError:
+    except (ValueError, RecursionError):
         ok, version = False, None
     if not ok:
         raise RemoteError(f"{remote.shown} is not a lightstore remote (its {MARKER} is not ours)")
@@ -107,61 +107,34 @@ def resolve_local_refs(store: Store, refs: Iterable[str]) -> list[RRef]:
     return sorted(set(out))
 
 
+#: With more new blobs than this in a realization, the remote's blob folders are
+#: listed (one listing per shard, with sizes) instead of asking for each blob.
+LIST_THRESHOLD = 128
+
+
 class _Uploader:
-    """Hashes and uploads files of realizations with a pool of threads."""
+    """Hashes, checks and uploads the files of realizations with a pool of threads.
+
+    Blobs uploaded (or found) by this push are remembered, so a file that
+    repeats within or across realizations is sent once.
+    """
 
     def __init__(self, remote: Remote, jobs: int, progress: Progress | None, total: int) -> None:
         self.remote = remote
         self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push")
         self.lock = threading.Lock()
-        self.claims: dict[str, threading.Event] = {}
+        self.present: set[str] = set()
         self.progress = progress
         self.total = total
         self.done_bytes = 0
         self.blobs_uploaded = 0
         self.bytes_uploaded = 0
 
-    def _one(self, path: str, entry: FileEntry) -> FileEntry:
-        digest = file_digest(path).hex()
-        with self.lock:
-            found = self.claims.get(digest)
-            mine = found is None
-            claim = self.claims[digest] = found or threading.Event()
-        if not mine:
-            # Another file with the same content is being uploaded by another thread.
-            claim.wait()
-            return FileEntry(entry.path, "file", entry.executable, entry.size, digest)
-        try:
-            key = blob_key(digest)
-            # A blob of the wrong size is a torn write from a killed pusher on a
-            # filesystem without atomic PUT: its name says what it must hold.
-            if self.remote.size(key) != entry.size:
-                self.remote.upload_file(key, path)
-                with self.lock:
-                    self.blobs_uploaded += 1
-                    self.bytes_uploaded += entry.size
-                    count = self.blobs_uploaded
-                failpoint(f"push:blob:{count}")
-        except BaseException:
-            with self.lock:
-                del self.claims[digest]
-            raise
-        finally:
-            claim.set()
-        return FileEntry(entry.path, "file", entry.executable, entry.size, digest)
-
-    def entries(self, folder: str) -> list[FileEntry]:
-        """Every entry of the folder with its blob uploaded; in the folder's order."""
-        import os
-
-        entries = local_entries(folder)
-        futures: dict[Future[FileEntry], int] = {}
-        for i, e in enumerate(entries):
-            if e.type == "file":
-                futures[
-                    self.pool.submit(self._one, os.path.join(folder, *e.path.split("/")), e)
-                ] = i
-        pending: set[Future[FileEntry]] = set(futures)
+    def _run(
+        self, fn: Callable[..., Any], items: list[Any], on_done: Callable[[Any], None]
+    ) -> None:
+        """Run `fn` on every item in the pool; stop at the first error and raise it."""
+        pending: set[Future[Any]] = {self.pool.submit(fn, *item) for item in items}
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
             for f in finished:
@@ -170,11 +143,72 @@ class _Uploader:
                     for p in pending:
                         p.cancel()
                     raise exc
-                entry = f.result()
-                entries[futures[f]] = entry
-                self.done_bytes += entry.size
-            if self.progress is not None and finished:
+                on_done(f.result())
+
+    def _hash(self, index: int, path: str) -> tuple[int, str]:
+        return index, file_digest(path).hex()
+
+    def _existing(self, digests: list[str], sizes: dict[str, int]) -> set[str]:
+        """Which blobs the remote holds with the right size (a wrong size is a torn write
+        by a killed pusher on a filesystem without atomic PUT: it is uploaded again)."""
+        found: set[str] = set()
+        if len(digests) > LIST_THRESHOLD:
+            shards = sorted({d[:2] for d in digests})
+            listed: dict[str, int] = {}
+            self._run(
+                lambda shard: self.remote.list_sizes(f"blobs/{shard}"),
+                [(sh,) for sh in shards],
+                listed.update,
+            )
+            return {d for d in digests if listed.get(d) == sizes[d]}
+
+        def check(d: str) -> str | None:
+            return d if self.remote.size(blob_key(d)) == sizes[d] else None
+
+        self._run(check, [(d,) for d in digests], lambda d: found.add(d) if d else None)
+        return found
+
+    def _upload(self, digest: str, path: str, size: int) -> int:
+        self.remote.upload_file(blob_key(digest), path, size)
+        with self.lock:
+            self.blobs_uploaded += 1
+            self.bytes_uploaded += size
+            count = self.blobs_uploaded
+        failpoint(f"push:blob:{count}")
+        return size
+
+    def entries(self, folder: str) -> list[FileEntry]:
+        """Every entry of the folder, with its blob on the remote; in the folder's order."""
+        import os
+
+        entries = local_entries(folder)
+        paths = {
+            i: os.path.join(folder, *e.path.split("/"))
+            for i, e in enumerate(entries)
+            if e.type == "file"
+        }
+
+        def hashed(result: tuple[int, str]) -> None:
+            i, digest = result
+            e = entries[i]
+            entries[i] = FileEntry(e.path, "file", e.executable, e.size, digest)
+
+        self._run(self._hash, list(paths.items()), hashed)
+        sizes: dict[str, int] = {}
+        source: dict[str, str] = {}
+        for i, path in paths.items():
+            sizes[entries[i].blake3] = entries[i].size
+            source.setdefault(entries[i].blake3, path)
+        new = sorted(d for d in sizes if d not in self.present)
+        missing = sorted(set(new) - self._existing(new, sizes))
+
+        def uploaded(size: int) -> None:
+            self.done_bytes += size
+            if self.progress is not None:
                 self.progress(self.done_bytes, self.total)
+
+        self._run(self._upload, [(d, source[d], sizes[d]) for d in missing], uploaded)
+        self.present.update(new)
         return entries
 
     def close(self) -> None:
@@ -219,7 +253,7 @@ def push(
         todo = [r for r in order if not remote.exists(manifest_key(r))]
         total = sum(
             int((store.catalogue.realization_record(r) or {}).get("size") or 0) for r in todo
-        )
+        )  # an upper bound: blobs the remote has are not sent
         report = PushReport(closure, [])
         uploader = _Uploader(remote, jobs, progress, total)
         try:

@@ -1,0 +1,356 @@
+"""What a realizer printed: captured while it runs, kept as ``<root>/logs/<build id>.log``.
+
+Where: one file per build attempt, beside the catalogue (not in it, and not
+in the realization, whose content is hashed). A file can be appended to as
+the build runs, so `lightstore log` shows a running build's progress; what a
+process killed with -9 printed up to its death is kept; and big logs do not
+bloat the catalogue. The build record (`builds`, one row per attempt, failed
+ones too) names the file, and `realizations.build_id` leads from a run to it.
+Build ids are reused only after their row is deleted, so a new build
+truncates a stale file of the same id. Logs live as long as their build
+record: gc keeps build history, and `forget` (and gc, for records it does
+drop) delete the logs whose record is gone (`remove_orphan_logs`).
+
+How (tee: the terminal still shows everything):
+
+- Python level, always: ``sys.stdout``/``sys.stderr`` are wrapped by a tee
+  that copies text written *by the thread running the build* into that
+  build's log. Several threads realizing at once in one process each get
+  their own log; threads a realizer starts itself are not captured (their
+  writes still reach the terminal).
+- File-descriptor level, when only one build captures in the process: fds 1
+  and 2 are pointed at a pipe, and a reader thread copies what arrives (from
+  subprocesses, C extensions, ``os.write(1, ...)``) to the terminal and into
+  the log. The fds are process-wide, so while builds of several threads
+  overlap, fd-level output cannot be told apart: from the moment a second
+  build starts until the owner ends, it goes to the terminal only, into the
+  log of no build (Python-level output is still captured per thread). Output
+  is never put into the wrong log. The first build owns the fds until it ends.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TextIO
+
+LOGS_DIR = "logs"
+_READ_CHUNK = 65536
+#: How long the end of a build waits for the fd reader to drain the pipe.
+_DRAIN_TIMEOUT_S = 2.0
+
+
+def logs_dir(root: str) -> str:
+    """The folder of build logs of the store at `root`."""
+    return os.path.join(str(root), LOGS_DIR)
+
+
+def log_path(root: str, build_id: int) -> str:
+    """The log file of build `build_id` of the store at `root` (it need not exist)."""
+    return os.path.join(logs_dir(root), f"{int(build_id)}.log")
+
+
+class _Log:
+    """One build's log file, written with O_APPEND so the tee and the fd reader interleave safely."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self.closed = False
+        # A reader thread may outlive the build (a subprocess still holds the pipe):
+        # never write to the fd number after it was closed and perhaps reused.
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._lock:
+            if self.closed:
+                return
+            with suppress(OSError):  # a full disk must not fail the build: the log is a convenience
+                os.write(self.fd, data)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                os.close(self.fd)
+
+
+class _State:
+    """Process-wide capture state (guarded by `lock`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.logs: dict[int, list[_Log]] = {}  # thread id -> its captures, innermost last
+        self.count = 0
+        self.fd: _FdCapture | None = None
+        self.pid = os.getpid()
+
+    def current(self) -> _Log | None:
+        stack = self.logs.get(threading.get_ident())
+        return stack[-1] if stack else None
+
+
+_state = _State()
+
+
+class _Tee(io.TextIOBase):
+    """Stands in for sys.stdout/sys.stderr: the text goes on to the terminal and to the
+    log of the build the writing thread runs."""
+
+    def __init__(self, original: TextIO, fd: int) -> None:
+        self.original = original
+        self.fd = fd  # 1 or 2
+
+    def _terminal(self) -> Any:
+        capture = _state.fd
+        if capture is not None and _writes_to(self.original, self.fd):
+            # fd 1/2 lead to the capture pipe now: write past it, to what they were.
+            return capture.terminal[self.fd]
+        return self.original
+
+    def write(self, text: str) -> int:
+        try:
+            self._terminal().write(text)
+        except ValueError:  # the fd capture ended under us: its terminal stream is closed
+            self.original.write(text)
+        log = _state.current()
+        if log is not None:
+            log.write(text.encode(self.encoding or "utf-8", errors="replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        self._terminal().flush()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.original, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self.original, "errors", None)
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    def isatty(self) -> bool:
+        return self.original.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def buffer(self) -> Any:
+        # Binary writes bypass the Python-level tee; at fd level they are still captured.
+        return self.original.buffer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.original, name)
+
+
+def _writes_to(stream: Any, fd: int) -> bool:
+    try:
+        return bool(stream.fileno() == fd)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
+class _FdCapture:
+    """fds 1 and 2 pointed at pipes; a reader thread per fd copies to the terminal and a log."""
+
+    def __init__(self, owner: _Log) -> None:
+        self.owner = owner
+        # Set for good once another build starts in the process: from then on fd-level
+        # output cannot be attributed (the pipe is read after the fact), so it goes to
+        # the terminal only. Output is never put into the wrong log; some may be left out.
+        self.shared = False
+        self.saved: dict[int, int] = {}
+        self.terminal: dict[int, TextIO] = {}
+        self.readers: list[threading.Thread] = []
+        # Every fd is allocated before fds 1 and 2 change, so running out of fds
+        # (EMFILE) leaves the process as it was.
+        opened: list[int] = []
+        try:
+            plan = []
+            for fd in (1, 2):
+                saved = os.dup(fd)
+                opened.append(saved)
+                read_end, write_end = os.pipe()
+                opened += [read_end, write_end]
+                reader_terminal = os.dup(saved)
+                opened.append(reader_terminal)
+                plan.append((fd, saved, read_end, write_end, reader_terminal))
+        except OSError:
+            for x in opened:
+                os.close(x)
+            raise
+        for fd, saved, read_end, write_end, reader_terminal in plan:
+            stream = sys.stdout if fd == 1 else sys.stderr
+            stream.flush()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            self.saved[fd] = saved
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            self.terminal[fd] = open(  # noqa: SIM115 - closed in stop()
+                saved, "w", encoding=encoding, errors="replace", closefd=False, buffering=1
+            )
+            # The reader has its own copy of the terminal fd and closes it itself: it
+            # may outlive stop() when a subprocess keeps the pipe open.
+            t = threading.Thread(
+                target=self._copy,
+                args=(read_end, reader_terminal),
+                daemon=True,
+                name=f"lightstore-log-{fd}",
+            )
+            t.start()
+            self.readers.append(t)
+
+    def _copy(self, read_end: int, terminal: int) -> None:
+        try:
+            while True:
+                data = os.read(read_end, _READ_CHUNK)
+                if not data:
+                    return
+                _write_all(terminal, data)
+                # No lock: stop() joins this thread while holding it.
+                if not self.shared:
+                    self.owner.write(data)
+        except OSError:
+            return
+        finally:
+            os.close(read_end)
+            os.close(terminal)
+
+    def stop(self) -> None:
+        for fd in (1, 2):
+            self.terminal[fd].flush()
+            # Restoring the fd closes our write end of the pipe: the reader sees EOF
+            # once every other holder (a subprocess still running) lets go.
+            os.dup2(self.saved[fd], fd)
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        for t in self.readers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for fd in (1, 2):
+            self.terminal[fd].close()
+            os.close(self.saved[fd])
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _install_tees() -> None:
+    if not isinstance(sys.stdout, _Tee) and sys.stdout is not None:
+        sys.stdout = _Tee(sys.stdout, 1)
+    if not isinstance(sys.stderr, _Tee) and sys.stderr is not None:
+        sys.stderr = _Tee(sys.stderr, 2)
+
+
+def _remove_tees() -> None:
+    if isinstance(sys.stdout, _Tee):
+        sys.stdout.flush()
+        sys.stdout = sys.stdout.original
+    if isinstance(sys.stderr, _Tee):
+        sys.stderr.flush()
+        sys.stderr = sys.stderr.original
+
+
+def _fds_usable() -> bool:
+    try:
+        os.fstat(1)
+        os.fstat(2)
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def capture_output(root: str, build_id: int, fd_level: bool = True) -> Iterator[str]:
+    """Tee what the current thread (and, when it is the only build, the process's fds 1
+    and 2) print into the log of build `build_id`; yields the log's path.
+
+    Never raises for a log it cannot write: the build goes on without one.
+    """
+    path = log_path(root, build_id)
+    try:
+        log = _Log(path)
+    except OSError:
+        yield path
+        return
+    ident = threading.get_ident()
+    with _state.lock:
+        if _state.pid != os.getpid():  # a forked child: the parent's state is not ours
+            _state.__init__()  # type: ignore[misc]
+        _state.count += 1
+        if _state.fd is not None:
+            _state.fd.shared = True
+        _state.logs.setdefault(ident, []).append(log)
+        _install_tees()
+        if fd_level and _state.fd is None and _state.count == 1 and _fds_usable():
+            try:
+                _state.fd = _FdCapture(log)
+            except OSError:
+                _state.fd = None
+    try:
+        yield path
+    finally:
+        with _state.lock:
+            for stream in (sys.stdout, sys.stderr):
+                with suppress(OSError, ValueError, AttributeError):
+                    stream.flush()
+            if _state.fd is not None and _state.fd.owner is log:
+                capture, _state.fd = _state.fd, None
+                capture.stop()
+            stack = _state.logs.get(ident, [])
+            if log in stack:
+                stack.remove(log)
+            if not stack:
+                _state.logs.pop(ident, None)
+            _state.count -= 1
+            if _state.count == 0:
+                _remove_tees()
+            log.close()
+
+
+def read_log(root: str, build_id: int) -> bytes | None:
+    """The captured output of build `build_id`, or None if it has no log."""
+    try:
+        with open(log_path(root, build_id), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def remove_orphan_logs(root: str, known_build_ids: Callable[[], set[int]] | set[int]) -> int:
+    """Delete the logs whose build is not in `known_build_ids`; return how many went.
+
+    Give a function that reads the build ids from the catalogue: it is called
+    after the folder is listed, so a build that started meanwhile (its row is
+    committed before its log is created) keeps its log. `forget` and gc call it.
+    """
+    folder = logs_dir(root)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    known = known_build_ids() if callable(known_build_ids) else known_build_ids
+    removed = 0
+    for name in names:
+        stem, _dot, ext = name.partition(".")
+        if ext != "log" or not stem.isdigit() or int(stem) in known:
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

@@ -1,0 +1,78 @@
+"""What a build printed (`lightstore log`): its record and captured output.
+
+Logs are written by `lightstore.engine.logs` to ``<root>/logs/<build id>.log``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightstore.engine.logs import log_path, read_log
+from lightstore.errors import UnknownReferenceError
+from lightstore.query.describe import live_status
+from lightstore.query.resolve import resolve
+from lightstore.refs import isrref
+from lightstore.store import Store
+
+_BUILD_COLUMNS = "id, dref, name, status, started, stopped, duration, host, pid, error"
+
+
+def builds_of(store: Store, ref: str) -> list[dict[str, Any]]:
+    """The build attempts behind `ref`, newest first: for a realization the one that made
+    it; for a derivation every attempt (failed and interrupted ones too).
+
+    Raises the errors of `resolve`.
+    """
+    target = resolve(store, ref)
+    if isrref(target):
+        sql = (
+            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE id = "
+            "(SELECT build_id FROM realizations WHERE rref = ?)"
+        )
+    else:
+        sql = (
+            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE dref = ? ORDER BY started DESC, id DESC"
+        )
+    cur = store.catalogue.conn.execute(sql, (target,))
+    names = [d[0] for d in cur.description]
+    return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+
+
+def build_log(
+    store: Store, ref: str | None = None, build: int | None = None, *, read: bool = True
+) -> dict[str, Any]:
+    """One build's record and captured output: ``{"build": {...}, "path", "log"}``, where
+    ``log`` is the text printed (None if nothing was captured).
+
+    `ref` picks the realization's build, or a derivation's newest attempt;
+    `build` picks an attempt by id (of `ref`'s derivation, if `ref` is given).
+    With `read` false, ``log`` is left out (stream the file at ``path``
+    instead: a realizer may print gigabytes). Raises UnknownReferenceError if there is no such build record (a
+    realization imported from another store has none here), and the errors of
+    `resolve`.
+    """
+    if ref is None and build is None:
+        raise UnknownReferenceError("give a REF or a build id")
+    if ref is not None:
+        found = builds_of(store, ref)
+        if build is not None:
+            found = [b for b in found if b["id"] == build]
+    else:
+        cur = store.catalogue.conn.execute(
+            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE id = ?", (build,)
+        )
+        names = [d[0] for d in cur.description]
+        found = [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+    if not found:
+        what = f"build #{build}" if build is not None else repr(ref)
+        raise UnknownReferenceError(
+            f"no build record for {what} in {store.root}: realizations imported with unpack "
+            "or built before a reindex have none; see `lightstore show REF` for the builds",
+            str(ref or build),
+        )
+    record = found[0]
+    out: dict[str, Any] = {"build": record, "path": log_path(store.root, record["id"])}
+    if read:
+        data = read_log(store.root, record["id"])
+        out["log"] = None if data is None else data.decode("utf-8", errors="replace")
+    return out

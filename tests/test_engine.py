@@ -1,0 +1,249 @@
+"""The engine's scheduler (Plan), its build step (execute) and its drivers.
+
+Real stores in tmp folders; the lock tests hold build locks from a real
+child process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lightstore import (
+    BuildError,
+    NotRealizedError,
+    Registry,
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkdrv,
+    realize,
+    selfref,
+)
+from lightstore.engine.plan import BuildsFailed, Plan, RealizeOptions
+from lightstore.engine.realize import BUSY, _build, build_requests, execute, realize_closure
+
+
+def stage_of(name, calls, deps=(), fail=False, extra=None):
+    """A stage writing its name; appends to `calls` when it builds; `fail` raises."""
+
+    def real(b):
+        calls.append(name)
+        if fail:
+            raise RuntimeError(f"{name} broke")
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write(name)
+
+    def stage(r):
+        cfg = {"name": name, "out": [selfref, "out.txt"], **(extra or {})}
+        for i, d in enumerate(deps):
+            cfg[f"dep{i}"] = d(r)
+        return mkdrv(cfg, match_only(), build_wrapper(real), r)
+
+    return stage
+
+
+def diamond(calls, fail=()):
+    a = stage_of("a", calls, fail="a" in fail)
+    b = stage_of("b", calls, [a], fail="b" in fail)
+    c = stage_of("c", calls, [a], fail="c" in fail)
+    d = stage_of("d", calls, [b, c], fail="d" in fail)
+    return a, b, c, d
+
+
+def test_plan_hands_out_ready_tasks_and_dependents_follow(S):
+    calls: list[str] = []
+    *_, d = diamond(calls)
+    _, cl = instantiate(d, r=Registry(S))
+    plan = Plan(cl)
+    names = lambda ts: [t.derivation.config.val["name"] for t in ts]  # noqa: E731
+    first = plan.next_tasks()
+    assert names(first) == ["a"] and plan.next_tasks() == []
+    rrefs = execute(cl.store, first[0], plan.options)
+    plan.done(first[0], rrefs)
+    second = plan.next_tasks()
+    assert names(second) == ["b", "c"]
+    assert second[0].context == {first[0].dref: rrefs}
+    for t in second:
+        plan.done(t, execute(cl.store, t, plan.options))
+    third = plan.next_tasks()
+    assert names(third) == ["d"]
+    plan.done(third[0], execute(cl.store, third[0], plan.options))
+    assert plan.finished and len(plan.result()) == 4
+    # The same closure again: everything resolves from the catalogue, nothing to build.
+    again = Plan(cl)
+    assert again.next_tasks() == [] and again.finished
+    assert again.result() == plan.result()
+
+
+def test_cached_plan_writes_nothing(S, store):
+    calls: list[str] = []
+    *_, d = diamond(calls)
+    _, cl = instantiate(d, r=Registry(S))
+    first = realize_closure(cl)
+    before = os.stat(store.catalogue.path).st_mtime_ns, os.path.getsize(store.catalogue.path)
+    wal = store.catalogue.path + "-wal"
+    wal_before = os.path.getsize(wal) if os.path.exists(wal) else 0
+    assert realize_closure(cl) == first
+    assert (
+        os.stat(store.catalogue.path).st_mtime_ns,
+        os.path.getsize(store.catalogue.path),
+    ) == before
+    assert (os.path.getsize(wal) if os.path.exists(wal) else 0) == wal_before
+    assert calls == ["a", "b", "c", "d"]
+
+
+def test_build_requests_generator_matches_serial(S, tmp_path):
+    calls: list[str] = []
+    *_, d = diamond(calls)
+    _, cl = instantiate(d, r=Registry(S))
+    steps = build_requests(cl)
+    seen = []
+    outcome = None
+    try:
+        while True:
+            task = steps.send(outcome)
+            seen.append(task.derivation.config.val["name"])
+            outcome = execute(cl.store, task, RealizeOptions())
+    except StopIteration as stop:
+        ctx = stop.value
+    assert seen == ["a", "b", "c", "d"]
+    assert ctx == realize_closure(cl)
+
+
+def test_build_requests_receives_errors(S):
+    calls: list[str] = []
+    *_, d = diamond(calls)
+    _, cl = instantiate(d, r=Registry(S))
+    steps = build_requests(cl)
+    next(steps)
+    with pytest.raises(ValueError, match="from the driver"):
+        steps.send(ValueError("from the driver"))
+
+
+def test_keep_going_builds_independent_branches_and_names_every_failure(S, store):
+    calls: list[str] = []
+    a = stage_of("a", calls)
+    b = stage_of("b", calls, [a], fail=True)
+    c = stage_of("c", calls, [a], fail=True)
+    e = stage_of("e", calls, [a])
+    d = stage_of("d", calls, [b, c])
+
+    def top(r):
+        return [d(r), e(r)]
+
+    r = Registry(S)
+    _, cl = instantiate(top, r=r)
+    with pytest.raises(BuildsFailed) as info:
+        realize_closure(cl, RealizeOptions(keep_going=True))
+    err = info.value
+    assert isinstance(err, BuildError)
+    assert set(err.failures) == {b(r), c(r)}
+    assert "b broke" in str(err) and "c broke" in str(err) and "1 dependent" in str(err)
+    assert sorted(calls) == ["a", "b", "c", "e"]  # d skipped, e built
+    # e stayed published: realizing it now builds nothing.
+    realize(instantiate(e, r=r), assert_realized=[e(r)])
+
+
+def test_serial_default_stops_at_first_failure(S):
+    calls: list[str] = []
+    a = stage_of("a", calls)
+    b = stage_of("b", calls, [a], fail=True)
+    c = stage_of("c", calls, [a])
+
+    def top(r):
+        return [b(r), c(r)]
+
+    _, cl = instantiate(top, r=Registry(S))
+    with pytest.raises(BuildError, match="b broke"):
+        realize_closure(cl)
+    assert calls == ["a", "b"]
+
+
+def test_substitute_is_asked_under_the_lock_before_building(S, store):
+    calls: list[str] = []
+    asked = []
+
+    def substitute(st, task):
+        asked.append(task.dref)
+        # Stand in for a remote cache: publish a realization made elsewhere
+        # (the caller holds the build lock, so no execute() here).
+        _build(st, task.derivation, task.context, task.context_hash, RealizeOptions())
+        return True
+
+    _, cl = instantiate(stage_of("a", calls), r=Registry(S))
+    ctx = realize_closure(cl, RealizeOptions(substitute=substitute))
+    assert asked == [cl.targets[0]] and len(ctx[cl.targets[0]]) == 1
+    assert calls == ["a"]  # built once, by the substitute; the engine did not build again
+    asked.clear()
+    realize_closure(cl, RealizeOptions(substitute=substitute))
+    assert asked == []  # cached: never asked
+
+
+def test_dry_run_assert_realized_and_force_rebuild_keep_their_meaning(S):
+    calls: list[str] = []
+    *_, d = diamond(calls)
+    _, cl = instantiate(d, r=Registry(S))
+    assert realize_closure(cl, RealizeOptions(dry_run=True)) == {x.dref: [] for x in cl.derivations}
+    with pytest.raises(NotRealizedError):
+        realize_closure(cl, RealizeOptions(assert_realized=set(cl.targets)))
+    assert calls == ["a", "b", "c"]  # what comes before the asserted target is built
+    first = realize(cl)[2]
+    second = realize(cl, force_rebuild=True)[2]
+    assert calls == ["a", "b", "c", "d", "d"]
+    assert first[cl.targets[0]] == second[cl.targets[0]]  # deterministic: same RRef
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from lightstore.store import Store
+    store = Store.open(sys.argv[1])
+    with store.build_lock(sys.argv[2], sys.argv[3]):
+        print("held", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_execute_without_waiting_returns_busy_while_another_process_builds(S, store):
+    calls: list[str] = []
+    _, cl = instantiate(stage_of("a", calls), r=Registry(S))
+    plan = Plan(cl)
+    (task,) = plan.next_tasks()
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, store.root, task.dref, task.context_hash],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "held"
+        assert execute(store, task, plan.options, wait=False) is BUSY
+        assert calls == []
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=30)
+        assert execute(store, task, plan.options, wait=False) != BUSY
+        assert calls == ["a"]
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
+def test_build_requests_refuses_a_wrong_outcome(S):
+    from lightstore.errors import UsageError
+
+    _, cl = instantiate(stage_of("a", []), r=Registry(S))
+    steps = build_requests(cl)
+    next(steps)
+    with pytest.raises(UsageError, match="expects the RRefs"):
+        steps.send(None)

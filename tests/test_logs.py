@@ -1,0 +1,232 @@
+"""Realizers' output captured into build logs (tee), `lightstore log`, and read-only
+commands reporting builds of dead processes as interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import fails, ok
+
+from lightstore import (
+    BuildError,
+    Store,
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkdrv,
+    realize1,
+)
+from lightstore.cli.context import EXIT_NOT_FOUND
+from lightstore.engine.logs import log_path
+from lightstore.query.buildlog import build_log
+
+
+def noisy(i, fail=False, r=None):
+    def real(b):
+        print(f"python out {i}")
+        print(f"python err {i}", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", f"print('child {i}')"], check=True, timeout=30)
+        os.write(2, f"fd {i}\n".encode())
+        with open(os.path.join(build_outpath(b), "x"), "w") as f:
+            f.write(str(i))
+        if fail:
+            raise RuntimeError(f"boom {i}")
+
+    return mkdrv({"name": "noisy", "i": i, "fail": fail}, match_only(), build_wrapper(real), r)
+
+
+def test_output_is_teed_into_the_log(S, store, capfd):
+    before = (sys.stdout, sys.stderr)
+    rref = realize1(instantiate(noisy, 1, S=S))
+    assert (sys.stdout, sys.stderr) == before  # the tee is gone after the build
+    out, err = capfd.readouterr()  # the terminal still saw everything
+    assert "python out 1" in out and "child 1" in out
+    assert "python err 1" in err and "fd 1" in err
+    info = build_log(store, rref)
+    assert info["build"]["status"] == "succeeded"
+    for line in ("python out 1", "python err 1", "child 1", "fd 1"):
+        assert line in info["log"], info["log"]
+    text = ok(S.root, "log", "noisy@latest")
+    assert "child 1" in text and "python err 1" in text
+    assert info["path"] == log_path(store.root, info["build"]["id"])
+    assert json.loads(ok(S.root, "log", "--json", rref))["build"]["id"] == info["build"]["id"]
+
+
+def test_failed_builds_keep_their_log(S, store):
+    with pytest.raises(BuildError):
+        realize1(instantiate(noisy, 2, True, S=S))
+    info = build_log(store, "noisy[fail=true]")  # the derivation's newest attempt
+    assert info["build"]["status"] == "failed" and "python out 2" in info["log"]
+    result = ok(S.root, "log", "noisy@i=2")
+    assert "child 2" in result
+    full = fails(0, S.root, "log", "noisy@i=2")  # stderr carries the record and the error
+    assert "RuntimeError: boom 2" in full.stderr and "failed" in full.stderr
+    assert build_log(store, build=info["build"]["id"])["log"] == info["log"]
+    fails(EXIT_NOT_FOUND, S.root, "log", "--build", "999")
+
+
+def test_threads_each_get_their_own_log(S, store):
+    errors = []
+
+    def work(i):
+        try:
+            realize1(instantiate(noisy, 10 + i, S=S))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    for i in range(4):
+        text = build_log(store, f"noisy[i={10 + i}]@latest")["log"]
+        assert f"python out {10 + i}" in text and f"python err {10 + i}" in text
+        others = [j for j in range(10, 14) if j != 10 + i]
+        assert not any(f" {j}\n" in text for j in others), text  # nothing of another build
+
+
+def test_logs_stay_with_the_history_until_forgotten(S, store):
+    from lightstore.maintenance.gc import forget
+
+    kept = realize1(instantiate(noisy, 20, S=S))
+    gone = realize1(instantiate(noisy, 21, S=S))
+    kept_log = build_log(store, kept)
+    gone_log = build_log(store, gone)
+    store.pin("keep", kept)
+    store.gc()
+    # gc keeps build history, so the log of a collected run is still there.
+    assert build_log(store, build=gone_log["build"]["id"])["log"] == gone_log["log"]
+    assert "python out 21" in ok(S.root, "log", "--build", str(gone_log["build"]["id"]))
+    forget(store, everything=True)
+    assert os.path.exists(kept_log["path"]) and not os.path.exists(gone_log["path"])
+    fails(EXIT_NOT_FOUND, S.root, "log", "--build", str(gone_log["build"]["id"]))
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from lightstore import *
+    def stage(r=None):
+        def real(b):
+            print("working", flush=True)
+            time.sleep(60)
+        return mkdrv({"name": "slow"}, match_only(), build_wrapper(real), r)
+    realize1(instantiate(stage, S=mkSS(sys.argv[1])))
+    """
+)
+
+
+def test_killed_build_shows_interrupted_to_readers(S, store, tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), S.root],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        logs = os.path.join(S.root, "logs")
+        while time.time() < deadline:
+            found = os.listdir(logs) if os.path.isdir(logs) else []
+            if found and "working" in Path(logs, found[0]).read_text():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the build never printed")
+        assert "running" in build_log(store, "slow")["build"]["status"]
+    finally:
+        proc.kill()
+        proc.wait(30)
+    # Read-only: nothing opened the store for writing since the kill.
+    info = build_log(store, "slow")
+    assert info["build"]["status"] == "interrupted" and info["build"]["holder_gone"]
+    assert info["log"] == "working\n"  # what it printed before dying is kept
+    shown = ok(S.root, "show", "slow")
+    assert "interrupted" in shown and "holder gone" in shown
+    assert "(holder gone)" in fails(0, S.root, "log", "slow").stderr
+    raw = store.catalogue.query("SELECT status FROM builds")
+    assert raw == [("running",)]  # the record itself waits for a writer
+    Store.forget_instances()
+    Store.open(S.root)  # a writer marks it
+    assert store.catalogue.query("SELECT status FROM builds") == [("interrupted",)]
+
+
+def test_a_subprocess_outliving_its_build_writes_into_no_log(S, store):
+    children = []
+
+    def stage(r=None):
+        def real(b):
+            print("before", flush=True)
+            code = "import time; time.sleep(3); print('late', flush=True)"
+            children.append(subprocess.Popen([sys.executable, "-c", code]))
+            with open(os.path.join(build_outpath(b), "x"), "w") as f:
+                f.write("x")
+
+        return mkdrv({"name": "leaky"}, match_only(), build_wrapper(real), r)
+
+    try:
+        started = time.monotonic()
+        rref = realize1(instantiate(stage, S=S))
+        assert time.monotonic() - started < 30
+        # Build logs opened after it must not receive the orphan's output.
+        realize1(instantiate(noisy, 30, S=S))
+    finally:
+        for child in children:
+            child.wait(30)
+    time.sleep(0.2)
+    assert build_log(store, rref)["log"] == "before\n"  # it printed after the drain wait
+    assert "late" not in build_log(store, "noisy@i=30@latest")["log"]
+
+
+def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
+    from lightstore.engine.logs import remove_orphan_logs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("3.log", "7.log", "notes.txt"):
+        (logs / name).write_text("x")
+    seen = []
+
+    def known():  # build 7 "started" after the folder was listed
+        seen.append(sorted(os.listdir(logs)))
+        return {7}
+
+    assert remove_orphan_logs(str(tmp_path), known) == 1
+    assert seen == [["3.log", "7.log", "notes.txt"]]
+    assert sorted(os.listdir(logs)) == ["7.log", "notes.txt"]
+
+
+def test_running_out_of_fds_falls_back_to_python_capture(S, store, monkeypatch):
+    import errno
+
+    real_pipe, calls = os.pipe, []
+
+    def pipe():  # the second pipe (for fd 2) hits the process's fd limit
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_pipe()
+
+    before = [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+    open_fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "pipe", pipe)
+    rref = realize1(instantiate(noisy, 40, S=S))
+    monkeypatch.undo()
+    assert [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)] == before
+    assert len(os.listdir("/proc/self/fd")) <= open_fds + 1  # nothing leaked
+    text = build_log(store, rref)["log"]
+    assert "python out 40" in text and "python err 40" in text  # Python level still works
