@@ -60,6 +60,7 @@ EXPECTED_CORE = [
     "Context",
     "DRef",
     "Derivation",
+    "DiskFullError",
     "IntegrityError",
     "InvalidConfigError",
     "InvalidMetricError",

@@ -96,13 +96,17 @@ def test_threads_each_get_their_own_log(S, store):
         assert not any(f" {j}\n" in text for j in others), text  # nothing of another build
 
 
-def test_gc_removes_the_logs_of_collected_derivations(S, store):
+def test_logs_outlive_gc_and_go_with_forget(S, store):
     kept = realize1(instantiate(noisy, 20, S=S))
     gone = realize1(instantiate(noisy, 21, S=S))
     kept_log = build_log(store, kept)["path"]
     gone_log = build_log(store, gone)["path"]
     store.pin("keep", kept)
     store.gc()
+    # The build record outlives gc, and so does its log...
+    assert os.path.exists(kept_log) and os.path.exists(gone_log)
+    # ...until the record is forgotten.
+    store.forget(everything=True)
     assert os.path.exists(kept_log) and not os.path.exists(gone_log)
 
 

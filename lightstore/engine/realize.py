@@ -53,10 +53,12 @@ from lightstore.errors import (
     ArchiveError,
     BuildError,
     ChecksumError,
+    DiskFullError,
     InvalidReferenceError,
     LightstoreError,
     MatcherError,
     UsageError,
+    disk_full,
 )
 from lightstore.files import remove_tree
 from lightstore.hashing import canonical_context
@@ -114,8 +116,11 @@ def _build(
         if isinstance(e, BuildError):
             e.dref = e.dref or drv.dref
             raise
-        if isinstance(e, ChecksumError | ArchiveError):
+        if isinstance(e, ChecksumError | ArchiveError | DiskFullError):
             raise  # built-in stages report bad downloads and archives with their own errors
+        full = disk_full(e, f"the realizer of {drv.dref} wrote its output")
+        if full is not None:
+            raise full from e
         raise BuildError(
             f"the realizer of {drv.dref} raised {type(e).__name__}: {e}. The store is unchanged "
             f"(build #{build_id} is recorded as failed; see `.cause` for the original error)",

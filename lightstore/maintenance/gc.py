@@ -61,6 +61,26 @@ SELECT 'd', dref, 0 FROM derivations WHERE dref NOT IN (SELECT dref FROM live_dr
 """
 
 
+def _point_in_time(value: float | int | str | None, what: str) -> float | None:
+    """Unix seconds from a number or a text such as '7d' / '2024-05-01'; None stays None.
+
+    A string must never reach SQL as is: SQLite orders every number before
+    every text, so `build_stopped >= '7d'` would keep nothing.
+    """
+    from lightstore.query.errors import QueryError
+    from lightstore.query.filters import parse_time
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_time(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    raise QueryError(
+        f"{what} takes Unix seconds or a time such as '7d' or '2024-05-01', not {value!r}"
+    )
+
+
 @dataclass
 class GCReport:
     """What a collection removed (or, for a dry run, would remove)."""
@@ -77,11 +97,12 @@ def garbage_sets(
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
-    keep_since: float | None = None,
+    keep_since: float | str | None = None,
 ) -> tuple[set[DRef], set[RRef], int, list[str]]:
     """Mark: the derivations and realizations not reachable from the roots (and the extra
     keeps, and realizations built at or after `keep_since`), the bytes they hold, and the
     stale links. One SQL statement."""
+    keep_since = _point_in_time(keep_since, "keep_since")
     drefs = {parse_dref(d) for d in keep_drefs}
     rrefs = {parse_rref(r) for r in keep_rrefs}
     stale: list[str] = []
@@ -117,7 +138,7 @@ def garbage(
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
-    keep_since: float | None = None,
+    keep_since: float | str | None = None,
     only: GCReport | None = None,
 ) -> GCReport:
     """What a collection would remove, as a report (sorted lists).
@@ -142,7 +163,7 @@ def collect(
     dry_run: bool = False,
     timeout: float | None = DEFAULT_GC_TIMEOUT_S,
     progress: Callable[[int, int], None] | None = None,
-    keep_since: float | None = None,
+    keep_since: float | str | None = None,
     only: GCReport | None = None,
 ) -> GCReport:
     """Remove everything not reachable from the roots from the tree; keep its record.
@@ -256,7 +277,7 @@ class ForgetReport:
 def forget(
     store: Store,
     *,
-    before: float | None = None,
+    before: float | str | None = None,
     name: str | None = None,
     everything: bool = False,
     dry_run: bool = False,
@@ -274,6 +295,9 @@ def forget(
     from lightstore.query.errors import QueryError
     from lightstore.query.filters import name_condition
 
+    before = _point_in_time(before, "before")
+    if name is not None and not isinstance(name, str):
+        raise QueryError(f"forget takes a derivation name (or a glob), not {name!r}")
     if not everything and before is None and name is None:
         raise QueryError(
             "forget needs a filter: a name, an age (records collected before a time), "

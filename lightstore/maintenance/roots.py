@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
-from lightstore.refs import DRef, RRef, isdref, isrref, parse_dref, parse_rref
+from lightstore.refs import (
+    MAX_NAME_LENGTH,
+    DRef,
+    RRef,
+    isdref,
+    isrref,
+    parse_dref,
+    parse_rref,
+)
 
 if TYPE_CHECKING:
     from lightstore.store import Store
@@ -29,10 +37,19 @@ PINS_DIR = "pins"
 
 def is_pin_name(name: str) -> bool:
     """True if `name` is a valid pin name (and so never a temporary file of pins/)."""
-    return isinstance(name, str) and PIN_NAME.fullmatch(name) is not None
+    return (
+        isinstance(name, str)
+        and len(name) <= MAX_NAME_LENGTH
+        and PIN_NAME.fullmatch(name) is not None
+    )
 
 
 def _check_name(name: str) -> str:
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise InvalidReferenceError(
+            f"the pin name {name[:40]}... is {len(name)} characters long; "
+            f"pin names may have at most {MAX_NAME_LENGTH}"
+        )
     if not is_pin_name(name):
         raise InvalidReferenceError(
             f"invalid pin name {name!r}: use letters, digits, '.', '_' and '-', "
