@@ -15,6 +15,7 @@ from lightstore.compat import deco as _deco
 from lightstore.compat import either as _either
 from lightstore.compat import fetch as _fetch
 from lightstore.compat import lens as _lens
+from lightstore.compat import repl as _repl
 from lightstore.compat import types as _types
 from lightstore.compat import utils as _utils
 from lightstore.compat.autostage import autostage
@@ -58,6 +59,7 @@ from lightstore.compat.queries import (
     rrefdeps1,
 )
 from lightstore.compat.realize import realize, realize1, realized, realizeMany, redefine
+from lightstore.compat.repl import *  # noqa: F403
 from lightstore.compat.storage import current_registry, current_storage, fsinit, mkregistry, mkSS
 from lightstore.compat.types import *  # noqa: F403
 from lightstore.compat.utils import *  # noqa: F403
@@ -275,6 +277,6 @@ __all__ = [
     "isselfpath",
     "mkname",
 ]
-for _module in (_types, _utils, _core, _build, _lens, _deco, _bashlike, _fetch, _either):
+for _module in (_types, _utils, _core, _build, _lens, _deco, _bashlike, _fetch, _either, _repl):
     __all__ += [n for n in _module.__all__ if n not in __all__]
 del _module

@@ -21,30 +21,7 @@ PYLIGHTNIX_NAMES = [
     if line.strip()
 ]
 #: Pylightnix names not provided yet (the list shrinks to nothing).
-NOT_YET: set[str] = set(
-    [
-        "repl_continueBuild",
-        "repl_buildargs",
-        "repl_build",
-        "repl_cancelBuild",
-        "RealizeSeqGen",
-        "realizeSeq",
-        "evaluate",
-        "ReplHelper",
-        "ERR_INVALID_RH",
-        "ERR_INACTIVE_RH",
-        "PYLIGHTNIX_REPL_HELPER",
-        "repl_continue",
-        "repl_continueMany",
-        "repl_continue1",
-        "repl_realize",
-        "repl_result",
-        "repl_rrefs",
-        "repl_rref",
-        "repl_cancel",
-        "repl_continueAll",
-    ]
-)
+NOT_YET: set[str] = set()
 
 #: lightstore's own names (its core API, errors, and the SPEC's vocabulary).
 EXPECTED_CORE = [

@@ -25,7 +25,7 @@ from typing import Any
 
 import bench_parallel
 import bench_report
-from bench_common import GiB, MiB, force_rmtree, log, touch
+from bench_common import GiB, MiB, force_rmtree, log, read_section, touch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -456,8 +456,10 @@ def show(
             json.dump(doc, f, indent=1)
         print(f"\nJSON: {json_path}")
     if report:
+        # The section `tools/bench --huge` keeps in the same file survives a rewrite.
+        kept = read_section(report, "million")
         with open(report, "w", encoding="utf-8") as f:
-            f.write(bench_report.markdown(doc, entries))
+            f.write(bench_report.markdown(doc, entries) + ("\n" + kept if kept else ""))
         print(f"Report: {report}")
     print(f"Took {doc['duration_s'] / 60:.1f} min")
 

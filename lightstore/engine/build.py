@@ -62,6 +62,7 @@ class Build:
     ) -> None:
         starttime: str | None = "AUTO"
         stoptime: str | None = "AUTO"
+        self.from_buildargs = isinstance(store, BuildArgs)
         if isinstance(store, BuildArgs):
             ba = store
             store, dref, context, args = resolve_store(ba.S), ba.dref, ba.context, ba.rarg
@@ -181,13 +182,22 @@ def build_wrapper(
     return realizer
 
 
+def _lazy_output(b: Build) -> None:
+    # A Build made by hand from BuildArgs (as in a REPL session) gets one
+    # output folder when first asked for it, as Pylightnix's did.
+    if not b.outpaths and b.from_buildargs:
+        build_markstart(b, 1)
+
+
 def build_outpaths(b: Build) -> list[Path]:
     """All output folders of the build."""
+    _lazy_output(b)
     return list(b.outpaths)
 
 
 def build_outpath(b: Build) -> Path:
     """The output folder of a single-output build."""
+    _lazy_output(b)
     if len(b.outpaths) != 1:
         raise InvalidReferenceError(
             f"build of {b.dref} has {len(b.outpaths)} outputs; use build_outpaths()"

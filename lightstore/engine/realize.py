@@ -34,7 +34,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Collection, Generator
+from collections.abc import Callable, Collection, Generator
 from contextlib import AbstractContextManager
 from typing import Any, Literal, overload
 
@@ -91,13 +91,40 @@ def _tmp_roots(store: Store, outputs: list[str]) -> set[str]:
     return {r for r in roots if os.path.lexists(r)}
 
 
+#: Hooks called by `execute` before it takes a build lock, as ``guard(store, dref,
+#: ctx_hash)``; one may raise to refuse a wait that could never end (the REPL
+#: refuses to wait, in the same thread, for a build that thread holds paused).
+BUILD_GUARDS: list[Callable[[Store, DRef, str], None]] = []
+
+
+def run_build(
+    store: Store,
+    drv: Derivation,
+    context: Context,
+    ctx_hash: str,
+    options: RealizeOptions,
+    build_id: int,
+) -> list[RRef]:
+    """`_build` under a build record the caller already started (a paused REPL build).
+
+    The caller holds the build lock. The record is closed as `_build` closes its own.
+    """
+    return _build(store, drv, context, ctx_hash, options, build_id)
+
+
 def _build(
-    store: Store, drv: Derivation, context: Context, ctx_hash: str, options: RealizeOptions
+    store: Store,
+    drv: Derivation,
+    context: Context,
+    ctx_hash: str,
+    options: RealizeOptions,
+    build_id: int | None = None,
 ) -> list[RRef]:
     """Run the realizer of `drv` once and publish its outputs. Caller holds the build lock."""
     ctx = canonical_context(context)
     inputs = sorted({r for rrefs in ctx.values() for r in rrefs})
-    build_id = store.catalogue.start_build(drv.dref, ctx_hash, canonical_json(ctx), inputs)
+    if build_id is None:
+        build_id = store.catalogue.start_build(drv.dref, ctx_hash, canonical_json(ctx), inputs)
     outputs: list[str] = []
     try:
         started = time.time()
@@ -162,6 +189,8 @@ def execute(
     holds the lock. Raises BuildError, PromiseError, MatcherError.
     """
     drv, ctx_hash = task.derivation, task.context_hash
+    for guard in BUILD_GUARDS:
+        guard(store, drv.dref, ctx_hash)
     locks = store.build_locks
     key = locks.key(drv.dref, ctx_hash)
     lock: AbstractContextManager[bool | None]

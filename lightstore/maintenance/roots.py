@@ -15,7 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
+from lightstore.errors import (
+    IntegrityError,
+    InvalidReferenceError,
+    UnknownReferenceError,
+    disk_full,
+)
 from lightstore.refs import (
     MAX_NAME_LENGTH,
     DRef,
@@ -76,9 +81,18 @@ def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
                 (name, value, time.time()),
             )
             tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(value + "\n")
-            os.replace(tmp, os.path.join(folder, name))
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(value + "\n")
+                os.replace(tmp, os.path.join(folder, name))
+            except OSError as e:
+                # The transaction rolls back; leave no partial file behind either.
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                full = disk_full(e, f"pinning {value} as {name!r}")
+                if full is not None:
+                    raise full from e
+                raise
     except IntegrityError:
         raise UnknownReferenceError(
             f"cannot pin {value}: it is not in the store {store.root}", value
