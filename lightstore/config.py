@@ -27,6 +27,12 @@ from lightstore.refs import (
 )
 
 DEFAULT_NAME = "unnamed"
+#: The most digits an integer in a config may have (Python refuses to print
+#: more than 4300 by default, and JSON readers lose precision long before).
+MAX_INT_DIGITS = 4000
+MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
+#: The deepest nesting of lists and dicts a config may have (well within Python's recursion limit).
+MAX_CONFIG_DEPTH = 100
 
 
 def _where(path: tuple[Any, ...]) -> str:
@@ -44,6 +50,7 @@ class _Scan:
     def __init__(self) -> None:
         self.deps: set[str] = set()
         self.promises: list[tuple[str, ...]] = []
+        self.depth = 0
 
     def string(self, value: str, path: tuple[Any, ...]) -> str:
         if value.startswith("rref:") and isrref(value):
@@ -65,6 +72,11 @@ class _Scan:
         t = type(value)
         if t is str:
             return self.string(value, path)
+        if t is int and value.bit_length() > MAX_INT_BITS:
+            raise InvalidConfigError(
+                f"{_where(path)}: an integer of more than {MAX_INT_DIGITS} digits is not allowed "
+                "in configs; store it as a string"
+            )
         if value is None or t is bool or t is int:
             return value
         if t is float:
@@ -73,24 +85,17 @@ class _Scan:
                     f"{_where(path)}: {value!r} is not allowed in configs (JSON has no NaN/inf)"
                 )
             return value
-        if t is list:
-            out = [self.value(v, (path, i)) for i, v in enumerate(value)]
-            if out and all(type(p) is str for p in out[1:]):
-                if out[0] == selfref:
-                    check_relpath(out[1:], f"{_where(path)} (a promised path)")
-                    self.promises.append(tuple(out[1:]))
-                elif isdref(out[0]) and len(out) > 1:
-                    check_relpath(out[1:], f"{_where(path)} (a RefPath)")
-            return out
-        if t is dict:
-            d = {}
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise InvalidConfigError(
-                        f"{_where(path)}: key {k!r} is not a string; config keys must be str"
-                    )
-                d[self.string(str(k), path)] = self.value(v, (path, k))
-            return d
+        if t is list or t is dict:
+            self.depth += 1
+            if self.depth > MAX_CONFIG_DEPTH:
+                raise InvalidConfigError(
+                    f"{_where(path)[:200]}: nested more than {MAX_CONFIG_DEPTH} lists/dicts deep; "
+                    "flatten the config"
+                )
+            try:
+                return self.container(value, path)
+            finally:
+                self.depth -= 1
         # Subclasses of the JSON types (DRef, Path, IntEnum...) become their base type.
         for base in (int, float, str):
             if isinstance(value, base):
@@ -100,6 +105,26 @@ class _Scan:
             f"{_where(path)}: value of type {t.__name__} is not JSON-compatible{hint}. "
             "Configs hold str, int, float, bool, None, and lists/dicts of these"
         )
+
+    def container(self, value: Any, path: tuple[Any, ...]) -> Any:
+        if type(value) is list:
+            out = [self.value(v, (path, i)) for i, v in enumerate(value)]
+            if out and all(type(p) is str for p in out[1:]):
+                if out[0] == selfref:
+                    check_relpath(out[1:], f"{_where(path)} (a promised path)")
+                    self.promises.append(tuple(out[1:]))
+                elif isdref(out[0]) and len(out) > 1:
+                    check_relpath(out[1:], f"{_where(path)} (a RefPath)")
+            return out
+        else:
+            d = {}
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise InvalidConfigError(
+                        f"{_where(path)}: key {k!r} is not a string; config keys must be str"
+                    )
+                d[self.string(str(k), path)] = self.value(v, (path, k))
+            return d
 
 
 @dataclass(frozen=True)
@@ -127,7 +152,8 @@ def mkconfig(d: dict[str, Any] | Config) -> Config:
     """Validate a dict and return it as a `Config`.
 
     Raises InvalidConfigError naming the offending field for tuples, bytes,
-    sets, NaN/inf, non-str keys, RRefs, other objects, or an invalid `name`.
+    sets, NaN/inf, non-str keys, RRefs, other objects, an invalid `name`,
+    paths that leave their folder, or nesting deeper than `MAX_CONFIG_DEPTH`.
     """
     if isinstance(d, Config):
         # Pylightnix code builds Config({...}) directly: validate it too.

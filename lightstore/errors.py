@@ -14,6 +14,7 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     ├── StoreError (OSError)                   the store root or its catalogue cannot be used
     │   ├── StoreNotFoundError                 the root is missing or is not a lightstore store
     │   ├── StoreReadOnlyError                 the root is not writable
+    │   ├── DiskFullError                      the disk holding the store is full (ENOSPC, SQLite 'disk is full')
     │   ├── CatalogueVersionError              the catalogue was written by a newer lightstore
     │   ├── CatalogueCorruptError              the catalogue file is damaged (see `verify`, `reindex`)
     │   └── CatalogueError                     SQLite failed otherwise; the message says what lightstore was doing
@@ -115,6 +116,29 @@ class CatalogueVersionError(StoreError):
         super().__init__(message)
         self.found = found
         self.supported = supported
+
+
+class DiskFullError(StoreError):
+    """The filesystem holding the store has no space left; nothing half-written was kept."""
+
+
+def disk_full(error: BaseException, what: str) -> DiskFullError | None:
+    """A DiskFullError for `error` if it is ENOSPC/EDQUOT or SQLite's 'disk is full', else None."""
+    import errno
+    import sqlite3
+
+    if isinstance(error, DiskFullError):
+        return error
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        detail = error.strerror
+    elif isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error):
+        detail = str(error)
+    else:
+        return None
+    return DiskFullError(
+        f"the disk holding the store is full ({detail}) while {what}; nothing half-written "
+        "was kept: free some space (for instance `lightstore gc`) and try again"
+    )
 
 
 class CatalogueCorruptError(StoreError):

@@ -20,6 +20,10 @@ from lightstore.errors import InvalidConfigError, InvalidReferenceError
 
 HASH_LEN = 32
 NAME_PATTERN = r"[A-Za-z0-9_-]+"
+#: The longest object (and pin) name: an object folder is ``<32 hex>-<name>``, and
+#: file names stop at 255 bytes on common filesystems; this leaves room for
+#: temporary names built from it.
+MAX_NAME_LENGTH = 200
 
 Name = NewType("Name", str)
 HashPart = NewType("HashPart", str)
@@ -57,12 +61,18 @@ class Path(str):
 def mkname(s: str) -> Name:
     """Check that `s` is a valid object name and return it.
 
-    Raises InvalidConfigError for names outside ``[A-Za-z0-9_-]+``.
+    Raises InvalidConfigError for names outside ``[A-Za-z0-9_-]+`` or longer
+    than `MAX_NAME_LENGTH`.
     """
     if not isinstance(s, str) or not _NAME_RE.fullmatch(s):
         raise InvalidConfigError(
             f"invalid name {s!r}: names use only letters, digits, '_' and '-' "
             f"(pattern {NAME_PATTERN}); rename the config's 'name' field"
+        )
+    if len(s) > MAX_NAME_LENGTH:
+        raise InvalidConfigError(
+            f"the name {s[:40]}... is {len(s)} characters long; names may have at most "
+            f"{MAX_NAME_LENGTH} (they become folder names); shorten the config's 'name' field"
         )
     return Name(s)
 

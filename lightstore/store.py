@@ -40,9 +40,11 @@ from lightstore.errors import (
     LightstoreError,
     LockTimeout,
     PromiseError,
+    StoreError,
     StoreNotFoundError,
     StoreReadOnlyError,
     UnknownReferenceError,
+    disk_full,
 )
 from lightstore.failpoints import failpoint
 from lightstore.files import fsync_path, fsync_tree, make_readonly, pid_alive, remove_tree
@@ -116,7 +118,11 @@ class Store:
 
     @classmethod
     def open(
-        cls, root: str | StorageSettings, *, create: bool = False, durable: bool = False
+        cls,
+        root: str | os.PathLike[str] | StorageSettings | Store,
+        *,
+        create: bool = False,
+        durable: bool = False,
     ) -> Store:
         """Open the store at `root` (creating it if `create`), migrating its catalogue.
 
@@ -124,8 +130,14 @@ class Store:
         false, StoreReadOnlyError if it cannot be written, CatalogueVersionError
         if its catalogue is newer than this code.
         """
-        if isinstance(root, StorageSettings):
+        if isinstance(root, Store | StorageSettings):
             root = root.root
+        if isinstance(root, os.PathLike):
+            root = os.fspath(root)
+        if not isinstance(root, str) or not root or "\0" in root:
+            raise StoreNotFoundError(
+                f"a store root is a folder path, not {root!r} ({type(root).__name__})"
+            )
         pid = os.getpid()
         # The common case, a root seen before: no realpath (a system call per component).
         store = cls._instances.get((root, pid))
@@ -156,6 +168,17 @@ class Store:
                 f"no lightstore store at {self.root}; create one with `lightstore init --root {self.root}` "
                 "or fsinit()"
             )
+        for d in (self.root, self.objects_dir, self.tmp_dir, self.locks_dir):
+            if os.path.exists(d) and not os.path.isdir(d):
+                raise StoreError(
+                    f"{d} is a file where the store needs a folder; "
+                    + (
+                        "choose another root"
+                        if d == self.root
+                        else "the store is damaged: move that file away (lightstore recreates "
+                        "the folder), then run `lightstore verify --repair`"
+                    )
+                )
         try:
             for d in (self.root, self.objects_dir, self.tmp_dir, self.locks_dir):
                 os.makedirs(d, exist_ok=True)
@@ -291,7 +314,13 @@ class Store:
             # check is made again, for every derivation, under this hold: one
             # known outside it may have been collected since.
             with self.realizing():
-                staged = self._stage_derivations(derivations)
+                try:
+                    staged = self._stage_derivations(derivations)
+                except OSError as e:
+                    full = disk_full(e, "recording derivations")
+                    if full is None or full is e:
+                        raise
+                    raise full from e
                 if staged is not None:
                     self.catalogue.add_derivations(*staged)
         for dref, config in derivations:
@@ -320,8 +349,10 @@ class Store:
     def _write_config(self, dref: DRef, text: str) -> None:
         folder = self.dref_path(dref)
         target = os.path.join(folder, CONFIG_FILE)
-        if os.path.exists(target):
+        if os.path.isfile(target):
             return
+        if os.path.lexists(target) or (os.path.lexists(folder) and not os.path.isdir(folder)):
+            raise self._damaged(dref)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(self.tmp_dir, f"{HOST_TAG}.{os.getpid()}.{secrets.token_hex(6)}.config")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -337,6 +368,12 @@ class Store:
             os.makedirs(folder, exist_ok=True)
             os.replace(tmp, target)
 
+    def _damaged(self, dref: DRef) -> StoreError:
+        return StoreError(
+            f"the folder of {dref} in {self.objects_dir} is damaged (a file stands where a "
+            "folder belongs, or the reverse); run `lightstore verify --repair`"
+        )
+
     def _rollforward_derivations(self, drefs: list[DRef]) -> None:
         """Record the derivations a dead process wrote but did not commit."""
         from lightstore.config import mkconfig
@@ -347,7 +384,7 @@ class Store:
             try:
                 with open(os.path.join(self.dref_path(dref), CONFIG_FILE), encoding="utf-8") as f:
                     config = mkconfig(json.loads(f.read()))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 # Died before config.json was in place: drop the empty folder, if any.
                 with contextlib.suppress(OSError):
                     os.rmdir(self.dref_path(dref))
@@ -414,6 +451,23 @@ class Store:
         transaction. Outputs outside the store's temporary area are copied.
         Raises PromiseError (nothing stored) if a promised path is missing.
         """
+        try:
+            return self._publish(dref, context, outputs, promises, build_id, started)
+        except OSError as e:
+            full = disk_full(e, f"publishing {dref}")
+            if full is None or full is e:
+                raise
+            raise full from e
+
+    def _publish(
+        self,
+        dref: DRef,
+        context: Context,
+        outputs: Sequence[str],
+        promises: Sequence[Sequence[str]],
+        build_id: int | None,
+        started: float | None,
+    ) -> list[RRef]:
         dhash, name = undref(dref)
         # Taken first, so that a failed publish leaves none behind.
         metrics = [self.pending_metrics.pop(os.path.normpath(out), {}) for out in outputs]
@@ -515,6 +569,8 @@ class Store:
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.rename(folder, target)
+            except NotADirectoryError:
+                raise self._damaged(record.dref) from None
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
@@ -575,10 +631,12 @@ class Store:
     # -- metrics -------------------------------------------------------------
 
     def set_metric(self, rref: RRef, name: str, value: int | float) -> None:
-        """Attach (or replace) metric `name` of a recorded realization; not part of any hash.
+        """Attach (or replace) metric `name` of a realization; not part of any hash.
 
+        The realization may be present or collected (its record is history).
         Raises InvalidMetricError for a bad name or a value that is not a
-        finite int or float, UnknownReferenceError if `rref` is not recorded.
+        finite int or float, UnknownReferenceError if the catalogue has no
+        record of `rref`.
         """
         self.set_metrics(rref, {name: value})
 
@@ -638,12 +696,13 @@ class Store:
         dry_run: bool = False,
         timeout: float | None = DEFAULT_GC_TIMEOUT_S,
         progress: Any = None,
-        keep_since: float | None = None,
+        keep_since: float | str | None = None,
     ) -> Any:
         """Collect garbage: keep the closure of pins, live links and running builds; remove the
         rest from the tree. Their catalogue records stay, marked collected (see `forget`).
 
-        `keep_since` (Unix time) also keeps what was built since then. Returns a
+        `keep_since` (Unix seconds, or a time such as ``'7d'`` or ``'2024-05-01'``)
+        also keeps what was built since then; QueryError if malformed. Returns a
         GCReport (what went, or would go with `dry_run`, and bytes freed).
         Raises LockTimeout if running realizations hold the store past `timeout`.
         """
@@ -656,7 +715,7 @@ class Store:
     def forget(
         self,
         *,
-        before: float | None = None,
+        before: float | str | None = None,
         name: str | None = None,
         everything: bool = False,
         dry_run: bool = False,

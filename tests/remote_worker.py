@@ -2,6 +2,7 @@
 
 - ``build ROOT VARIANT``: realize the test pipeline (VARIANT: "a" or "b", two
   targets sharing their dependencies) and print its RRef.
+- ``pull ROOT URL REF...``: pull and print the RRefs added as JSON.
 - ``push ROOT URL REF...``: push, after waiting for ``ROOT/../go`` if
   ``--wait`` is given first; prints the report as JSON.
 """
@@ -43,6 +44,10 @@ def main(argv: list[str]) -> int:
                 time.sleep(0.002)
         report = store.push(url, refs, jobs=4)
         print(json.dumps({"uploaded": report.uploaded, "blobs": report.blobs_uploaded}))
+        return 0
+    if mode == "pull":
+        url, *refs = rest
+        print(json.dumps(store.pull(url, refs, jobs=4)))
         return 0
     raise SystemExit(f"unknown mode {mode}")
 

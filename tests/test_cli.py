@@ -713,6 +713,8 @@ def test_exported_names():
             "describe", "disk_usage", "dot", "field_keys", "files", "history", "json_path",
             "label", "metric_keys", "neighbours", "open_view", "parse_condition", "parse_time", "realizations",
             "resolve", "resolve_all", "run_sql", "iter_sql", "sizes_of", "tree_lines",
+            "Selector", "artifact_path", "build_log", "compare", "labels", "parse_selector",
+            "select",
         ]
     )  # fmt: skip
     for name in lightstore.query.__all__:

@@ -237,3 +237,13 @@ def test_execute_without_waiting_returns_busy_while_another_process_builds(S, st
     finally:
         child.kill()
         child.wait(timeout=30)
+
+
+def test_build_requests_refuses_a_wrong_outcome(S):
+    from lightstore.errors import UsageError
+
+    _, cl = instantiate(stage_of("a", []), r=Registry(S))
+    steps = build_requests(cl)
+    next(steps)
+    with pytest.raises(UsageError, match="expects the RRefs"):
+        steps.send(None)

@@ -37,6 +37,7 @@ EXPECTED_CORE = [
     "Context",
     "DRef",
     "Derivation",
+    "DiskFullError",
     "IntegrityError",
     "InvalidConfigError",
     "InvalidMetricError",

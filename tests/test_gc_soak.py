@@ -62,7 +62,10 @@ def test_realizers_and_a_collector_side_by_side(tmp_path):
     report = store.verify(check_contents=True)
     assert report.ok, report.problems
     pins = store.pins()
-    assert pins
+    # Every pin the collector left is still there. (On a loaded machine the
+    # realizers may finish before the collector finds a leaf to pin, so the
+    # count itself can be 0.)
+    assert len(pins) == collected["pins"], (pins, collected)
     present = set(allrrefs(store))
     for ref in pins.values():
         assert ref in present and os.path.isdir(store.rref_path(ref))

@@ -8,20 +8,26 @@ import stat
 import pytest
 
 from lightstore import (
+    ArchiveError,
     InvalidConfigError,
     build_outpath,
     build_path,
     build_paths,
     build_wrapper,
+    fsinit,
     instantiate,
     match_only,
     mkconfig,
     mkdrv,
     mklens,
+    mkSS,
     realize1,
     rref2dref,
     selfref,
 )
+from lightstore.cli.context import EXIT_BAD_INPUT
+from lightstore.exchange import spack, sunpack
+from tests.test_cli import fails
 
 
 def test_hard_linked_output_is_copied_and_the_outside_file_untouched(store, tmp_path):
@@ -112,3 +118,26 @@ def test_lens_and_build_path_refuse_escaping_tails(store, tail):
 
     realize1(instantiate(stage2, S=store.settings))
     assert seen
+
+
+def test_non_utf8_names_pack_to_tar_and_are_refused_by_zip(store, tmp_path):
+    raw = os.fsdecode(b"caf\xe9.txt")
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), raw), "w") as f:
+            f.write("latin-1 name")
+
+    def stage(r):
+        return mkdrv({"name": "latin"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=store.settings))
+    spack([rref], str(tmp_path / "ok.tar"), store)
+    with pytest.raises(ArchiveError, match=r"caf\\\\xe9.*tar"):
+        spack([rref], str(tmp_path / "bad.zip"), store)
+    assert not (tmp_path / "bad.zip").exists()
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
+    result = fails(EXIT_BAD_INPUT, store.root, "pack", str(tmp_path / "bad2.zip"), rref)
+    assert "tar" in result.output
+    other = fsinit(mkSS(str(tmp_path / "other")))
+    sunpack(str(tmp_path / "ok.tar"), other)
+    assert os.path.isfile(os.path.join(other.rref_path(rref), raw))

@@ -40,7 +40,13 @@ from lightstore import (
 )
 from lightstore.catalogue import database
 from lightstore.catalogue.database import translate_error
-from lightstore.errors import CatalogueCorruptError, CatalogueError, IntegrityError, QueryError
+from lightstore.errors import (
+    CatalogueCorruptError,
+    CatalogueError,
+    DiskFullError,
+    IntegrityError,
+    QueryError,
+)
 from lightstore.exchange import copy_closure
 from lightstore.query import derivations, history
 from lightstore.store import Store
@@ -306,7 +312,7 @@ def test_every_sqlite_error_becomes_ours():
         sqlite3.OperationalError("database is locked"): LockTimeout,
         sqlite3.DatabaseError("database disk image is malformed"): CatalogueCorruptError,
         sqlite3.IntegrityError("FOREIGN KEY constraint failed"): IntegrityError,
-        sqlite3.OperationalError("database or disk is full"): CatalogueError,
+        sqlite3.OperationalError("database or disk is full"): DiskFullError,
         sqlite3.OperationalError("disk I/O error"): CatalogueError,
         sqlite3.ProgrammingError("Cannot operate on a closed database."): CatalogueError,
     }
@@ -410,3 +416,38 @@ def test_cli_gc_asks_on_a_terminal(store, monkeypatch):
     assert status == 0, out
     assert "removed 8 realization(s)" in out
     assert allrrefs(store) == []
+
+
+def test_cli_reports_a_damaged_catalogue_without_a_traceback(store):
+    top = realize1(instantiate(pipeline(), S=store))
+    store.catalogue.shrink()  # fold the WAL into the file
+    Store.forget_instances()
+    path = store.catalogue.path
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # keep the header page, damage the rest
+        f.seek(4096)
+        f.write(b"\xff\x13" * ((size - 4096) // 2))
+    for args in (["history"], ["show", top], ["ls", "-r"], ["gc", "--dry-run"]):
+        result = fails(5, store.root, *args)
+        assert "reindex" in result.output and "internal error" not in result.output, (
+            args,
+            result.output,
+        )
+    Store.forget_instances()
+
+
+def test_times_given_as_text_are_parsed_never_compared_as_text(store):
+    realize1(instantiate(pipeline(), S=store))
+    # As text, '1d' would sort after every number in SQL and keep nothing.
+    assert store.gc(dry_run=True, keep_since="1d").rrefs == []
+    assert store.gc(keep_since="1d").rrefs == []
+    store.gc()
+    assert store.forget(before="30d").realizations == 0  # collected just now
+    for bad in (object(), True, float("nan"), "next tuesday"):
+        with pytest.raises(QueryError):
+            store.forget(before=bad)
+        with pytest.raises(QueryError):
+            store.gc(dry_run=True, keep_since=bad)
+    with pytest.raises(QueryError):
+        store.forget(name=3)
+    assert len(history(store, include_collected=True)) == 4

@@ -96,14 +96,21 @@ def test_threads_each_get_their_own_log(S, store):
         assert not any(f" {j}\n" in text for j in others), text  # nothing of another build
 
 
-def test_gc_removes_the_logs_of_collected_derivations(S, store):
+def test_logs_stay_with_the_history_until_forgotten(S, store):
+    from lightstore.maintenance.gc import forget
+
     kept = realize1(instantiate(noisy, 20, S=S))
     gone = realize1(instantiate(noisy, 21, S=S))
-    kept_log = build_log(store, kept)["path"]
-    gone_log = build_log(store, gone)["path"]
+    kept_log = build_log(store, kept)
+    gone_log = build_log(store, gone)
     store.pin("keep", kept)
     store.gc()
-    assert os.path.exists(kept_log) and not os.path.exists(gone_log)
+    # gc keeps build history, so the log of a collected run is still there.
+    assert build_log(store, build=gone_log["build"]["id"])["log"] == gone_log["log"]
+    assert "python out 21" in ok(S.root, "log", "--build", str(gone_log["build"]["id"]))
+    forget(store, everything=True)
+    assert os.path.exists(kept_log["path"]) and not os.path.exists(gone_log["path"])
+    fails(EXIT_NOT_FOUND, S.root, "log", "--build", str(gone_log["build"]["id"]))
 
 
 SCRIPT = textwrap.dedent(
@@ -183,3 +190,43 @@ def test_a_subprocess_outliving_its_build_writes_into_no_log(S, store):
     time.sleep(0.2)
     assert build_log(store, rref)["log"] == "before\n"  # it printed after the drain wait
     assert "late" not in build_log(store, "noisy@i=30@latest")["log"]
+
+
+def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
+    from lightstore.engine.logs import remove_orphan_logs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("3.log", "7.log", "notes.txt"):
+        (logs / name).write_text("x")
+    seen = []
+
+    def known():  # build 7 "started" after the folder was listed
+        seen.append(sorted(os.listdir(logs)))
+        return {7}
+
+    assert remove_orphan_logs(str(tmp_path), known) == 1
+    assert seen == [["3.log", "7.log", "notes.txt"]]
+    assert sorted(os.listdir(logs)) == ["7.log", "notes.txt"]
+
+
+def test_running_out_of_fds_falls_back_to_python_capture(S, store, monkeypatch):
+    import errno
+
+    real_pipe, calls = os.pipe, []
+
+    def pipe():  # the second pipe (for fd 2) hits the process's fd limit
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_pipe()
+
+    before = [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+    open_fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "pipe", pipe)
+    rref = realize1(instantiate(noisy, 40, S=S))
+    monkeypatch.undo()
+    assert [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)] == before
+    assert len(os.listdir("/proc/self/fd")) <= open_fds + 1  # nothing leaked
+    text = build_log(store, rref)["log"]
+    assert "python out 40" in text and "python err 40" in text  # Python level still works

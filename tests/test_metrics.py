@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -17,6 +19,7 @@ from lightstore import (
     BuildError,
     InvalidConfigError,
     InvalidMetricError,
+    LightstoreError,
     Store,
     UnknownReferenceError,
     build_metric,
@@ -211,11 +214,22 @@ def test_the_database_refuses_bad_rows(store, S):
 
 def test_metrics_outlive_gc_and_go_with_forget(store, S):
     rref = realize1(instantiate(_train(0.1), S=S))
-    assert metric_rows(store)
     store.gc()
-    assert store.catalogue.query("SELECT count(*) FROM realizations")[0][0] == 0
+    assert store.catalogue.known_rrefs([rref]) == set()  # collected
+    assert store.metrics(rref) == {"loss": 1.0}  # still history
+    store.set_metric(rref, "late", 2)  # a collected record may still be annotated
+    row = store.catalogue.query(
+        "SELECT collected IS NOT NULL, metrics FROM runs WHERE rref = ?", (rref,)
+    )
+    assert row[0][0] == 1 and json.loads(row[0][1]) == {"loss": 1.0, "late": 2}
+    # Built again: present and collected records share the metrics.
+    again = realize1(instantiate(_train(0.1), S=S))
+    assert again == rref
+    store.forget(everything=True)
+    assert store.metrics(rref) == {"loss": 1.0, "late": 2}  # the present record keeps them
+    store.gc()
     # The record of a collected run keeps its metrics...
-    (row,) = history(store, metrics=["loss"], include_collected=True)
+    (row,) = [r for r in history(store, metrics=["loss"], include_collected=True) if r["collected"]]
     assert row["rref"] == rref and row["loss"] == 1.0 and row["collected"] is not None
     # ...until the record itself is forgotten.
     store.forget(everything=True)
@@ -259,6 +273,12 @@ def test_history_to_pandas(store, sweep):
     assert list(frame.columns)[-2:] == ["lr", "loss"]
     assert frame["lr"].tolist() == [0.01, 0.001, 0.1, 0.5]
     assert len(history(store, "nothing").to_pandas()) == 0
+
+
+def test_to_pandas_without_pandas_names_it(store, sweep, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(LightstoreError, match="pip install pandas"):
+        history(store, "train").to_pandas()
 
 
 def test_runs_view_answers_best_first_in_one_short_query(store, sweep):
@@ -344,3 +364,71 @@ def test_reindex_keeps_metrics_of_a_readable_catalogue(store, sweep):
     again = Store.open(store.root)
     assert again.metrics(sweep[0.01]) == {"loss": 0.1}
     assert again.metrics(sweep[0.5]) == {}
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+_CHILD = """
+import os, sys
+from lightstore import (Store, build_metric, build_outpath, build_wrapper, instantiate,
+                        match_only, mkdrv, mkSS, realize1, selfref)
+
+def train(lr, loss):
+    def real(b):
+        with open(os.path.join(build_outpath(b), "model.txt"), "w") as f:
+            f.write(f"lr={lr}\\n")
+        build_metric(b, "loss", loss)
+    return lambda r: mkdrv({"name": "train", "lr": lr, "out": [selfref, "model.txt"]},
+                           match_only(), build_wrapper(real), r)
+
+root, lr = sys.argv[1], float(sys.argv[2])
+S = mkSS(root)
+rref = realize1(instantiate(train(lr, lr * 2), S=S))
+shared = realize1(instantiate(train(0.5, 1.0), S=S))
+for i in range(10):
+    Store.open(root).set_metric(shared, "counter", i)
+print(rref, shared)
+"""
+
+
+def _child(root: str, lr: float, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, root, str(lr)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_many_processes_record_metrics_at_once(store):
+    procs = [_child(store.root, lr) for lr in (0.1, 0.2, 0.3)]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    shared = {o[0].split()[1] for o in outs}
+    assert len(shared) == 1  # one build of the shared derivation, reused by the others
+    for (out, _), lr in zip(outs, (0.1, 0.2, 0.3), strict=True):
+        assert store.metrics(out.split()[0])["loss"] == lr * 2
+    assert store.metrics(shared.pop()) == {"loss": 1.0, "counter": 9}
+    assert store.verify(check_contents=True).ok
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["publish:renamed", "publish:committed"])
+def test_killed_while_publishing_leaves_metrics_with_their_realization(store, point):
+    proc = _child(store.root, 0.7, env={"LIGHTSTORE_FAILPOINT": point})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9
+    Store.forget_instances()
+    again = Store.open(store.root)
+    rows = again.catalogue.query("SELECT rref FROM realizations")
+    metric_rrefs = {r for (r,) in again.catalogue.query("SELECT DISTINCT rref FROM metrics")}
+    assert metric_rrefs == {r for (r,) in rows}  # both or neither
+    assert again.verify().ok

@@ -451,3 +451,15 @@ def test_cli_options_reach_the_driver_and_secrets_stay_hidden(bob, tmp_path):
     )
     assert result.exit_code != 0
     assert "very-secret-value" not in result.output and "AKIAEXAMPLEKEY" not in result.output
+
+
+@pytest.mark.parametrize("depth", [50_000, 2_000])
+def test_deeply_nested_manifest_is_refused_cleanly(alice, bob, file_url, depth):
+    rref, folder, _ = _pushed(alice, file_url)
+    path, _ = _manifest(folder, rref)
+    text = (
+        '{"format": "lightstore-manifest", "version": 1, "rref": "%s", "dref": "%s", "config": %s}'
+    )
+    nested = "[" * depth + "]" * depth
+    rewrite(path, (text % (rref, rref2dref(rref), nested)).encode())
+    _refused(bob, file_url, rref, "not JSON|does not hash|invalid|deep")

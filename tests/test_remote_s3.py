@@ -210,3 +210,42 @@ def test_push_killed_at_a_random_instant(tmp_path):
     done = worker("push", root, url, rref)
     assert done.returncode == 0, done.stderr
     check_remote(url, Store.open(str(tmp_path / "bob"), create=True), [rref])
+
+
+def test_bob_substitutes_from_the_bucket(tmp_path, s3_url):
+    import remote_helpers
+    from remote_helpers import pipeline
+
+    from lightstore import instantiate, realize
+
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    _, _, chosen_alice = realize(instantiate(pipeline, S=alice.settings), push_to=s3_url)
+    remote_helpers.RUNS.clear()
+    _, _, chosen_bob = realize(instantiate(pipeline, S=bob.settings), substituters=[s3_url])
+    assert remote_helpers.RUNS == {}
+    assert chosen_bob == chosen_alice
+    assert sorted(bob.catalogue.all_rrefs()) == sorted(alice.catalogue.all_rrefs())
+    assert bob.verify(check_contents=True).problems == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["pull:assembled", "publish:renamed", "publish:committed"])
+def test_pull_killed_leaves_a_clean_store_and_runs_again(tmp_path, point):
+    url = f"file://{tmp_path}/remote"
+    root = str(tmp_path / "alice")
+    rref = build(root, "a")
+    Store.open(root).push(url, [rref])
+    bob_root = str(tmp_path / "bob")
+    died = worker("pull", bob_root, url, rref, env={FAILPOINT: point})
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    Store.forget_instances()
+    bob = Store.open(bob_root)
+    assert bob.verify(check_contents=True).problems == []
+    assert os.listdir(bob.tmp_dir) == []
+    done = worker("pull", bob_root, url, rref)
+    assert done.returncode == 0, done.stderr
+    Store.forget_instances()
+    bob = Store.open(bob_root)
+    assert rref in bob.catalogue.all_rrefs()
+    assert bob.verify(check_contents=True).problems == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 
 import pytest
 from test_cli import LRS, fails, ok, pipeline  # noqa: F401 - the fixture
@@ -76,7 +75,7 @@ def test_label_values_are_safe_in_dot(S, store):
 def test_diff(store, pipeline):  # noqa: F811
     d = compare(store, "train[lr=0.1]@latest", "train[lr=0.01]@latest")
     assert [(c["field"], c["a"], c["b"]) for c in d["config"]] == [("lr", 0.1, 0.01)]
-    assert d["context"] == [] and d["metrics"] is None  # same data run; no metrics table
+    assert d["context"] == [] and not d["metrics"]  # the same data run; no metrics recorded
     d = compare(store, "eval", "data")
     fields = {c["field"]: c for c in d["config"]}
     assert fields["rows"]["in_a"] is False and fields["rows"]["b"] == 1
@@ -89,17 +88,13 @@ def test_diff(store, pipeline):  # noqa: F811
 
 
 def test_diff_shows_metrics_when_the_catalogue_has_them(store, pipeline):  # noqa: F811
-    with sqlite3.connect(store.catalogue.path) as db:  # as a metrics migration would make it
-        db.execute("CREATE TABLE metrics (rref TEXT, name TEXT, value REAL)")
-        db.executemany(
-            "INSERT INTO metrics VALUES (?, ?, ?)",
-            [
-                (pipeline.train[0.1], "loss", 0.5),
-                (pipeline.train[0.01], "loss", 0.25),
-                (pipeline.train[0.1], "acc", 0.9),
-                (pipeline.train[0.01], "acc", 0.9),
-            ],
-        )
+    for rref, name, value in [
+        (pipeline.train[0.1], "loss", 0.5),
+        (pipeline.train[0.01], "loss", 0.25),
+        (pipeline.train[0.1], "acc", 0.9),
+        (pipeline.train[0.01], "acc", 0.9),
+    ]:
+        store.set_metric(rref, name, value)
     d = compare(store, pipeline.train[0.1], pipeline.train[0.01])
     assert [(c["field"], c["a"], c["b"]) for c in d["metrics"]] == [("loss", 0.5, 0.25)]
     assert "metrics:\n  loss  0.5 -> 0.25" in ok(

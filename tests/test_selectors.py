@@ -119,6 +119,8 @@ def test_resolve_selectors(store, pipeline):  # noqa: F811
         resolve(store, "train")
     with pytest.raises(UnknownReferenceError, match=r"values of lr there: 0.001, 0.01, 0.1"):
         resolve(store, "train[lr=0.5]")
+    with pytest.raises(UnknownReferenceError, match="values of lr there"):
+        resolve(store, 'train[lr="0.1"]')  # the text "0.1" is not the number 0.1
     with pytest.raises(UnknownReferenceError, match="the field is missing"):
         resolve(store, "train[nope=1]")
     with pytest.raises(UnknownReferenceError, match="no derivation matches 'trian'"):

@@ -128,6 +128,15 @@ def test_stage_page_has_config_and_metric_columns_facets_and_chart(server, sweep
     assert losses == sorted(losses)
     status, _, body = server.get("/stage/train?f.config:lr=0.1")
     assert body.decode().count('class="run-link"') == 2
+    # The removed run is history: hidden by default, listed (without a link) on request.
+    assert "show 1 collected" in text and ">collected<" not in text
+    everything = server.get("/stage/train?all=1&sort=metric:loss")[2].decode()
+    assert everything.count('class="run-link"') == len(sweep["train"])
+    assert (
+        ">collected<" in everything and everything.count('class="point"') == len(sweep["train"]) + 1
+    )
+    status, _, body = server.get(url_of(sweep["collected"]))
+    assert status == 404 and b"removed from the store" in body
     assert server.get("/stage/no-such-stage")[0] == 404
 
 
@@ -170,7 +179,9 @@ def test_sql_editor_is_read_only(server, sweep):
     ok = server.get(
         "/catalogue.json?sql=" + quote("SELECT count(*) AS n FROM metrics") + "&_shape=array"
     )
-    assert ok[0] == 200 and json.loads(ok[2])[0]["n"] == 2 * len(sweep["train"])
+    assert ok[0] == 200 and json.loads(ok[2])[0]["n"] == 2 * (
+        len(sweep["train"]) + 1
+    )  # the collected run keeps its metrics
     for sql in (
         "DELETE FROM metrics",
         "UPDATE metrics SET value = 0",
@@ -182,7 +193,9 @@ def test_sql_editor_is_read_only(server, sweep):
     ok = server.get(
         "/catalogue.json?sql=" + quote("SELECT count(*) AS n FROM metrics") + "&_shape=array"
     )
-    assert json.loads(ok[2])[0]["n"] == 2 * len(sweep["train"])
+    assert json.loads(ok[2])[0]["n"] == 2 * (
+        len(sweep["train"]) + 1
+    )  # the collected run keeps its metrics
 
 
 # -- the artifact route ---------------------------------------------------------------------------
@@ -323,3 +336,48 @@ def test_browse_in_chromium(server, sweep, tmp_path):
     target = REPO / "docs" / "ui.png"
     if os.environ.get("LIGHTSTORE_UPDATE_SCREENSHOT") == "1" or not target.exists():
         shutil.copyfile(shot, target)
+
+
+def test_file_names_that_are_not_utf8_or_need_quoting(tmp_path):
+    """A realization's files are listed and served whatever bytes or URL characters their
+    names hold (in-process, through Datasette's own ASGI client)."""
+    import asyncio
+    import re
+
+    from lightstore import (
+        build_outpath,
+        build_wrapper,
+        fsinit,
+        instantiate,
+        match_only,
+        mkdrv,
+        mkSS,
+        realize1,
+    )
+    from lightstore.ui import make_datasette
+
+    S = fsinit(mkSS(str(tmp_path / "s"))).settings
+
+    def real(b):
+        out = os.fsencode(build_outpath(b))
+        for name, data in ((b"caf\xff.txt", b"latin\n"), (b"a b#c?%.txt", b"quoted\n")):
+            with open(os.path.join(out, name), "wb") as f:
+                f.write(data)
+
+    rref = realize1(
+        instantiate(lambda r: mkdrv({"name": "odd"}, match_only(), build_wrapper(real), r), S=S)
+    )
+    ds = make_datasette(S.root)
+
+    async def fetch() -> dict[str, bytes]:
+        await ds.invoke_startup()
+        page = await ds.client.get(url_of(rref))
+        assert page.status_code == 200
+        got = {}
+        for href in re.findall(r'href="(/artifact/[^"]+)"', page.text):
+            resp = await ds.client.get(href)
+            got[href.rsplit("/", 1)[1]] = (resp.status_code, resp.content)
+        return got
+
+    got = asyncio.run(fetch())
+    assert got == {"caf%FF.txt": (200, b"latin\n"), "a%20b%23c%3F%25.txt": (200, b"quoted\n")}

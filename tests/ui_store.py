@@ -23,6 +23,7 @@ from lightstore import (
     mkdrv,
     mkSS,
     realize1,
+    rmref,
     selfref,
 )
 
@@ -129,9 +130,12 @@ def make_store(root: str) -> dict[str, object]:
     report = realize1(instantiate(report_stage, S=S))
     with contextlib.suppress(BuildError):
         realize1(instantiate(broken_stage, S=S))
+    # One run removed again: its record (and metrics) stay as history.
+    collected = realize1(instantiate(train_stage(0.9, 8), S=S))
+    rmref(collected, S)
     store = Store.open(root)
     store.pin("best", train[(0.03, 2)])
-    return {"train": train, "report": report, "store": store}
+    return {"train": train, "report": report, "store": store, "collected": collected}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from lightstore import (
     match_some,
     mkdrv,
     mkSS,
+    realize,
     realize1,
     realizeMany,
     selfref,
@@ -231,6 +232,70 @@ def crashpoint(root: str, seed: str, collect: str) -> dict:
     return {"rref": rref}
 
 
+def sweep_stage(log: str, branch_s: float, hang_lr: float | None = None):
+    """A data stage, 6 train branches (lr) of `branch_s` seconds, an evaluate stage
+    with a custom matcher. `hang_lr`: that branch sleeps for a minute (to be killed)."""
+
+    def logged(name: str, body):
+        def real(b):
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {name}\n")
+            body(b)
+
+        return real
+
+    def data(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("data")
+
+    def train(lr):
+        def body(b):
+            time.sleep(60 if lr == hang_lr else branch_s)
+            with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+                f.write(f"model {lr}")
+
+        return body
+
+    def newest_first(S, rrefs):  # a custom matcher: any one, in a stable order
+        return sorted(rrefs)[:1] or None
+
+    def stage(r):
+        d = mkdrv(
+            {"name": "data", "out": [selfref, "out.txt"]},
+            match_only(),
+            build_wrapper(logged("data", data)),
+            r,
+        )
+        models = [
+            mkdrv(
+                {"name": "train", "lr": lr, "data": [d, "out.txt"], "out": [selfref, "out.txt"]},
+                match_only(),
+                build_wrapper(logged(f"train{lr}", train(lr))),
+                r,
+            )
+            for lr in (0.1, 0.03, 0.01, 0.003, 0.001, 0.0003)
+        ]
+        return mkdrv(
+            {"name": "evaluate", "models": [[m, "out.txt"] for m in models]},
+            newest_first,
+            build_wrapper(logged("evaluate", lambda b: None)),
+            r,
+        )
+
+    return stage
+
+
+def sweep(root: str, log: str, branch_s: str, hang_lr: str = "") -> dict:
+    """Realize the 6-branch sweep; report the chosen RRefs of every derivation and the time."""
+    S = mkSS(root)
+    stage = sweep_stage(log, float(branch_s), float(hang_lr) if hang_lr else None)
+    open(os.path.join(os.path.dirname(root), f"ready-{os.getpid()}"), "w").close()
+    wait_for_go(root)
+    t0 = time.monotonic()
+    _, _, ctx = realize(instantiate(stage, S=S))
+    return {"context": {d: sorted(r) for d, r in ctx.items()}, "wall": time.monotonic() - t0}
+
+
 MODES = {
     "crashpoint": crashpoint,
     "same": same,
@@ -238,6 +303,7 @@ MODES = {
     "distinct": distinct,
     "pipeline": pipeline,
     "churn": churn,
+    "sweep": sweep,
 }
 
 if __name__ == "__main__":

@@ -39,6 +39,21 @@ def repeat(fn: Callable[[], Any], reps: int, warmup: int = 0) -> list[float]:
     return samples
 
 
+def repeat_both(fn: Callable[[], Any], reps: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds (user + system) of each of `reps` calls of `fn`.
+
+    On a loaded machine the wall clock mostly measures the wait for a CPU, and
+    two libraries measured minutes apart see different loads; CPU time does not.
+    """
+    wall, cpu = [], []
+    for _ in range(reps):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
@@ -107,3 +122,41 @@ def emit(document: dict[str, Any]) -> None:
     json.dump(document, sys.stdout)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def read_section(path: str, name: str) -> str:
+    """The marked section `name` of a markdown file (markers included), or ""."""
+    start, end = _markers(name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    a, b = text.find(start), text.find(end)
+    return text[a : b + len(end)] + "\n" if a >= 0 and b > a else ""
+
+
+def replace_section(path: str, name: str, body: str) -> None:
+    """Put `body` between the markers of section `name` in a markdown file (appended if absent).
+
+    Lets `tools/bench --huge` keep its table in BENCHMARKS.md, which a full
+    `tools/bench` run otherwise rewrites (it carries the section over).
+    """
+    start, end = _markers(name)
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    a, b = text.find(start), text.find(end)
+    if a >= 0 and b > a:
+        text = text[:a] + block + text[b + len(end) :].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -23,8 +23,9 @@ import tempfile
 import time
 from typing import Any
 
+import bench_parallel
 import bench_report
-from bench_common import GiB, MiB, force_rmtree, log, touch
+from bench_common import GiB, MiB, force_rmtree, log, read_section, touch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -45,6 +46,7 @@ GROUPS = {
     "many": ["many-cached"],
     "hash": ["hash-big", "hash-small"],
     "contention": ["contention-same", "contention-distinct"],
+    "parallel": bench_parallel.WORKLOADS,  # lightstore only: serial vs parallel in the same run
 }
 ALL_WORKLOADS = [w for ws in GROUPS.values() for w in ws]
 
@@ -281,6 +283,11 @@ def run_all(
                 group(lib, "hash", *args, "--files", str(plan.small_files))
     for lib in libs if wanted(only, "contention") else []:
         attempt(lib, "contention", lambda lib=lib: contention_records(runner, lib, plan, only))
+    if wanted(only, "parallel"):
+        python = runner.pythons["lightstore"]
+        attempt(
+            "lightstore", "parallel", lambda: bench_parallel.records(python, runner.env, tmp, only)
+        )
     return out
 
 
@@ -449,8 +456,10 @@ def show(
             json.dump(doc, f, indent=1)
         print(f"\nJSON: {json_path}")
     if report:
+        # The section `tools/bench --huge` keeps in the same file survives a rewrite.
+        kept = read_section(report, "million")
         with open(report, "w", encoding="utf-8") as f:
-            f.write(bench_report.markdown(doc, entries))
+            f.write(bench_report.markdown(doc, entries) + ("\n" + kept if kept else ""))
         print(f"Report: {report}")
     print(f"Took {doc['duration_s'] / 60:.1f} min")
 

@@ -34,6 +34,7 @@ from bench_common import (
     log,
     peak_rss_bytes,
     repeat,
+    repeat_both,
     touch,
     wait_for,
 )
@@ -334,12 +335,14 @@ def measure_at_size(
     if rec.wanted("list"):
         log(f"[{lib.name}] list at {size}")
         answer: list[int] = []
-        samples = repeat(lambda: answer.append(len(lib.list_all(S))), reps)
-        rec.add("list", "time", samples, "s", param, answer=answer[-1])
+        wall, cpu = repeat_both(lambda: answer.append(len(lib.list_all(S))), reps)
+        rec.add("list", "time", wall, "s", param, answer=answer[-1])
+        rec.add("list", "cpu time", cpu, "s", param)
     if rec.wanted("gc"):
         log(f"[{lib.name}] gc plan at {size}")
-        samples = repeat(lambda: lib.gc_plan(S, *kept), reps)
-        rec.add("gc", "time", samples, "s", param)
+        wall, cpu = repeat_both(lambda: lib.gc_plan(S, *kept), reps)
+        rec.add("gc", "time", wall, "s", param)
+        rec.add("gc", "cpu time", cpu, "s", param)
     if rec.wanted("history"):
         log(f"[{lib.name}] history at {size}")
         found: list[int] = []

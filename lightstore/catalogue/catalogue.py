@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -178,8 +179,11 @@ class Catalogue(Database):
 
     def realization_record(self, rref: str) -> dict[str, Any] | None:
         """Everything recorded about one realization, or None."""
-        cur = self.conn.execute("SELECT * FROM realizations WHERE rref = ?", (rref,))
-        row = cur.fetchone()
+        try:
+            cur = self.conn.execute("SELECT * FROM realizations WHERE rref = ?", (rref,))
+            row = cur.fetchone()
+        except sqlite3.Error as e:
+            raise self._translate(e, f"reading the record of {rref}") from e
         if row is None:
             return None
         return dict(zip([c[0] for c in cur.description], row, strict=True))
@@ -230,13 +234,16 @@ class Catalogue(Database):
                 self._finish_build(conn, build_id, "succeeded", None)
 
     def set_metrics(self, rref: str, metrics: dict[str, int | float]) -> bool:
-        """Set (insert or replace) validated metrics of a realization; False if it is unknown."""
+        """Set (insert or replace) validated metrics of a realization, present or collected;
+        False if the catalogue has no record of it."""
         now = time.time()
         with self.write() as conn:
-            if (
-                conn.execute("SELECT 1 FROM realizations WHERE rref = ?", (rref,)).fetchone()
-                is None
-            ):
+            known = conn.execute(
+                "SELECT 1 FROM realizations WHERE rref = ? "
+                "UNION ALL SELECT 1 FROM collected_realizations WHERE rref = ? LIMIT 1",
+                (rref, rref),
+            ).fetchone()
+            if known is None:
                 return False
             conn.executemany(
                 "INSERT OR REPLACE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",

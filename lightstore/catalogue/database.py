@@ -22,6 +22,7 @@ from lightstore.errors import (
     CatalogueCorruptError,
     CatalogueError,
     CatalogueVersionError,
+    DiskFullError,
     IntegrityError,
     LightstoreError,
     LockTimeout,
@@ -131,7 +132,7 @@ def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
     if "unable to open" in low:
         return StoreNotFoundError(f"cannot open the catalogue {path} ({msg}) while {doing}")
     if "full" in low:
-        return CatalogueError(
+        return DiskFullError(
             f"the disk holding the catalogue {path} is full ({msg}) while {doing}; free space "
             "and retry (nothing half-written was kept)"
         )

@@ -15,12 +15,14 @@ Exit statuses (also in ``lightstore --help`` and docs/cli.md):
 from __future__ import annotations
 
 import os
+import sqlite3
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from lightstore.catalogue.database import translate_error
 from lightstore.defaults import ROOT_VARIABLE, default_root
 from lightstore.errors import (
     ArchiveError,
@@ -30,6 +32,7 @@ from lightstore.errors import (
     LightstoreError,
     StoreNotFoundError,
     UnknownReferenceError,
+    disk_full,
 )
 from lightstore.query import QueryError, open_view
 from lightstore.store import Store
@@ -80,7 +83,16 @@ class LightstoreGroup(click.Group):
             raise
         except LightstoreError as e:
             raise CliError(str(e), exit_code_for(e)) from e
+        except sqlite3.Error as e:
+            # A safety net for reads that went to SQLite directly.
+            env = ctx.find_object(Env)
+            path = os.path.join(env.root, "catalogue.sqlite") if env else "the catalogue"
+            error = translate_error(e, path, f"running `lightstore {ctx.invoked_subcommand}`")
+            raise CliError(str(error), exit_code_for(error)) from e
         except Exception as e:
+            full = disk_full(e, f"running `{ctx.invoked_subcommand}`")
+            if full is not None:
+                raise CliError(str(full), EXIT_REFUSED) from e
             click.echo(traceback.format_exc(), err=True, nl=False)
             raise CliError(
                 f"internal error: {type(e).__name__}: {e}\n"

@@ -78,7 +78,10 @@ def filter_options(fn: Any) -> Any:
                 "--until", metavar="TIME", help="Only before TIME (same forms as --since)."
             ),
             click.option(
-                "--limit", type=click.IntRange(min=0), metavar="N", help="Only the newest N rows."
+                "--limit",
+                type=click.IntRange(min=0, max=2**63 - 1),
+                metavar="N",
+                help="Only the newest N rows.",
             ),
             click.option("--full", is_flag=True, help="Show full references in tables."),
         ]
@@ -416,7 +419,9 @@ def graph_command(env: Env, refs: tuple[str, ...], referrers: bool) -> None:
 
 @click.command("du")
 @click.option("--name", "-n", metavar="NAME", help="Only derivations of this name (or glob).")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Only the N largest.")
+@click.option(
+    "--limit", type=click.IntRange(min=0, max=2**63 - 1), metavar="N", help="Only the N largest."
+)
 @click.option("--full", is_flag=True, help="Show full references.")
 @output_options
 @root_option

@@ -108,7 +108,8 @@ def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> 
     For a realization, the build that made it; for a derivation, its newest
     attempt (--build ID picks another: `lightstore show DREF` lists them). A
     failed build's error follows its output. Logs are kept in
-    <root>/logs/<build id>.log while the derivation's build history is.
+    <root>/logs/<build id>.log as long as their build record (gc keeps it;
+    `lightstore forget` deletes both).
 
     \b
     Examples:
@@ -118,7 +119,7 @@ def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> 
     """
     if ref is None and build is None:
         raise click.UsageError("give a REF, or --build ID")
-    info = build_log(env.view(), ref, build)
+    info = build_log(env.view(), ref, build, read=as_json)
     if as_json:
         emit_json(info)
         return
@@ -129,10 +130,13 @@ def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> 
         f"{human_duration(b['duration'])} on {b['host']} (pid {b['pid']})",
         err=True,
     )
-    if info["log"] is None:
+    try:
+        with open(info["path"], "rb") as f:
+            sys.stdout.flush()
+            shutil.copyfileobj(f, sys.stdout.buffer)  # streamed: logs may be large
+            sys.stdout.buffer.flush()
+    except FileNotFoundError:
         click.echo("# (no output was captured for this build)", err=True)
-    else:
-        click.echo(info["log"], nl=False)
     if b["status"] != "succeeded" and b.get("error"):
         click.echo(f"# build #{b['id']} {b['status']}:", err=True)
         click.echo(b["error"].rstrip("\n"), err=True)

@@ -16,47 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from blake3 import blake3
-
 from lightstore.compat.lens import build_node, unroll_value
 from lightstore.engine.build import Build, build_wrapper
 from lightstore.engine.matchers import match_latest
 from lightstore.engine.registry import Matcher, Registry, current_registry_or_new, mkdrv
+from lightstore.engine.sources import SOURCE_FIELD, sources_hash
 from lightstore.errors import InvalidConfigError
 from lightstore.refs import DRef
 
-SOURCE_FIELD = "__source__"
 _RESERVED = ("build", "rindex")
-
-
-def source_text(obj: Any) -> str:
-    """The source text of a function, class, method or module (a str is taken as source).
-
-    Raises InvalidConfigError for objects whose source Python cannot find.
-    """
-    if isinstance(obj, str):
-        return obj
-    target = inspect.unwrap(obj) if callable(obj) else obj
-    try:
-        return inspect.getsource(target)
-    except (OSError, TypeError) as e:
-        raise InvalidConfigError(
-            f"cannot read the source of {obj!r} for sourcedeps ({e}); list functions, classes or "
-            "modules defined in files, or pass the source text as a str"
-        ) from e
-
-
-def sources_hash(objs: Sequence[Any]) -> str:
-    """A hash of the source texts of `objs`, the same in every process.
-
-    The raw text is hashed as Python returns it (no parsing), so any source
-    Python can read works, backslash continuations included.
-    """
-    h = blake3(b"lightstore:sources:v1\0")
-    for obj in objs:
-        data = source_text(obj).encode("utf-8")
-        h.update(len(data).to_bytes(8, "little") + data)
-    return h.hexdigest()[:32]
 
 
 def _defaults(f: Callable[..., Any]) -> dict[str, Any]:

@@ -26,24 +26,48 @@ def realize(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    *,
+    substituters: list[str] | str | None = None,
+    push_to: str | None = None,
+    trusted_keys: list[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **parallel: Any,
 ) -> tuple[Any, Any, Context]:
     """Realize an instantiated closure; return ``(result, closure, context)``.
 
-    `context` maps every derivation of the closure to the RRefs chosen for it.
-    `force_rebuild` (True for the targets, or a list of DRefs) runs realizers
+    `force_rebuild` (True, or a list of DRefs) runs the given realizers again
     even if matchers are satisfied; `assert_realized` lists DRefs that must not
     need a build (NotRealizedError); `realize_args` passes an extra argument to
     the realizers of the given DRefs; `dry_run` builds nothing and maps what
     would be built (and everything after it) to ``[]``.
+
+    Remote caches (`lightstore.remote`): `substituters` (default
+    ``$LIGHTSTORE_SUBSTITUTERS``, space-separated URLs) are asked before a
+    build for realizations of the derivation in its context, which are
+    fetched (verified) so that the matcher chooses among local and fetched
+    ones; `push_to` (default ``$LIGHTSTORE_PUSH``) uploads the closure of
+    what was chosen afterwards. `trusted_keys` require signed substitutes;
+    `storage_options` go to every remote's driver.
+
+    `parallel` takes `client=`, `jobs=`, `keep_going=`, `remote=`,
+    `worker_root=` (Dask; see `realize_closure`).
     """
+    from lightstore.remote.substitute import remote_hooks
+
     result, cl = unpack_closure(closure)
+    substitute, push = remote_hooks(substituters, push_to, trusted_keys, storage_options)
     options = RealizeOptions(
         force_rebuild=set(force_list(cl, force_rebuild)),
         assert_realized={parse_dref(d) for d in (assert_realized or ())},
         realize_args=dict(realize_args or {}),
         dry_run=dry_run,
+        keep_going=parallel.pop("keep_going", None),
+        substitute=substitute,
     )
-    return result, cl, realize_closure(cl, options)
+    context = realize_closure(cl, options, **parallel)
+    if push is not None and not dry_run:
+        push(cl.store, [r for rrefs in context.values() for r in rrefs])
+    return result, cl, context
 
 
 def realizeMany(
@@ -52,14 +76,24 @@ def realizeMany(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    **options: Any,
 ) -> list[RRef]:
-    """Realize a one-target closure and return all RRefs chosen for the target."""
-    _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    """Realize a one-target closure and return all RRefs chosen for the target.
+
+    Takes the keyword options of `realize` (remote caches, Dask)."""
+    _one_target(closure, "realizeMany")
+    _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run, **options)
+    return list(ctx[cl.targets[0]])
+
+
+def _one_target(closure: Any, function: str) -> None:
+    """Refuse a closure of several targets before anything is built."""
+    _, cl = unpack_closure(closure)
     if len(cl.targets) != 1:
         raise LightstoreError(
-            f"realizeMany expects a closure with one target, this one has {len(cl.targets)}; use realize()"
+            f"{function} expects a closure with one target, this one has {len(cl.targets)}; "
+            "use realize() (nothing was built)"
         )
-    return list(ctx[cl.targets[0]])
 
 
 def realize1(
@@ -68,12 +102,15 @@ def realize1(
     assert_realized: list[DRef] | None = None,
     realize_args: dict[DRef, Any] | None = None,
     dry_run: bool = False,
+    **options: Any,
 ) -> RRef:
     """Realize a one-target, one-output closure and return its RRef.
 
     With `dry_run`, returns None when the target would have to be built.
+    Takes the keyword options of `realize` (remote caches, Dask).
     """
-    rrefs = realizeMany(closure, force_rebuild, assert_realized, realize_args, dry_run)
+    _one_target(closure, "realize1")
+    rrefs = realizeMany(closure, force_rebuild, assert_realized, realize_args, dry_run, **options)
     if dry_run and not rrefs:
         return None  # type: ignore[return-value]
     if len(rrefs) != 1:

@@ -503,3 +503,7 @@ def walk_through(maxiter: int, root: str | None, workdir: str | None) -> None:
     _say(f"  Bob's plot folder:          {rref2path(chosen.rrefs['plot'], S_bob)}")
     _say()
     _say(f"Done. Alice's and Bob's stores and the archive are kept in {work}.")
+    _say(
+        f"Compare the runs: lightstore --root {S_bob.root} history -n anneal -m final_value --sort final_value"
+    )
+    _say(f"Browse them:      lightstore --root {S_bob.root} ui   (pip install 'lightstore[ui]')")

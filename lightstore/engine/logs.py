@@ -7,9 +7,9 @@ process killed with -9 printed up to its death is kept; and big logs do not
 bloat the catalogue. The build record (`builds`, one row per attempt, failed
 ones too) names the file, and `realizations.build_id` leads from a run to it.
 Build ids are reused only after their row is deleted, so a new build
-truncates a stale file of the same id; gc deletes the logs whose build record
-is gone (`remove_orphan_logs`): logs live as long as the build history of
-their derivation.
+truncates a stale file of the same id. Logs live as long as their build
+record: gc keeps build history, and `forget` (and gc, for records it does
+drop) delete the logs whose record is gone (`remove_orphan_logs`).
 
 How (tee: the terminal still shows everything):
 
@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
@@ -173,11 +173,26 @@ class _FdCapture:
         self.saved: dict[int, int] = {}
         self.terminal: dict[int, TextIO] = {}
         self.readers: list[threading.Thread] = []
-        for fd in (1, 2):
+        # Every fd is allocated before fds 1 and 2 change, so running out of fds
+        # (EMFILE) leaves the process as it was.
+        opened: list[int] = []
+        try:
+            plan = []
+            for fd in (1, 2):
+                saved = os.dup(fd)
+                opened.append(saved)
+                read_end, write_end = os.pipe()
+                opened += [read_end, write_end]
+                reader_terminal = os.dup(saved)
+                opened.append(reader_terminal)
+                plan.append((fd, saved, read_end, write_end, reader_terminal))
+        except OSError:
+            for x in opened:
+                os.close(x)
+            raise
+        for fd, saved, read_end, write_end, reader_terminal in plan:
             stream = sys.stdout if fd == 1 else sys.stderr
             stream.flush()
-            saved = os.dup(fd)
-            read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)
             self.saved[fd] = saved
@@ -185,11 +200,11 @@ class _FdCapture:
             self.terminal[fd] = open(  # noqa: SIM115 - closed in stop()
                 saved, "w", encoding=encoding, errors="replace", closefd=False, buffering=1
             )
-            # The reader gets its own copy of the terminal fd and closes it itself: it may
-            # outlive stop() when a subprocess keeps the pipe open.
+            # The reader has its own copy of the terminal fd and closes it itself: it
+            # may outlive stop() when a subprocess keeps the pipe open.
             t = threading.Thread(
                 target=self._copy,
-                args=(read_end, os.dup(saved)),
+                args=(read_end, reader_terminal),
                 daemon=True,
                 name=f"lightstore-log-{fd}",
             )
@@ -315,20 +330,23 @@ def read_log(root: str, build_id: int) -> bytes | None:
         return None
 
 
-def remove_orphan_logs(root: str, known_build_ids: set[int]) -> int:
+def remove_orphan_logs(root: str, known_build_ids: Callable[[], set[int]] | set[int]) -> int:
     """Delete the logs whose build is not in `known_build_ids`; return how many went.
 
-    gc calls it after deleting objects (build records go with their derivation).
+    Give a function that reads the build ids from the catalogue: it is called
+    after the folder is listed, so a build that started meanwhile (its row is
+    committed before its log is created) keeps its log. `forget` and gc call it.
     """
     folder = logs_dir(root)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return 0
+    known = known_build_ids() if callable(known_build_ids) else known_build_ids
     removed = 0
     for name in names:
         stem, _dot, ext = name.partition(".")
-        if ext != "log" or not stem.isdigit() or int(stem) in known_build_ids:
+        if ext != "log" or not stem.isdigit() or int(stem) in known:
             continue
         try:
             os.remove(os.path.join(folder, name))

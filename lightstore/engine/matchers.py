@@ -7,7 +7,7 @@ context and returns the ones to use, or None to ask for a build.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from lightstore.catalogue.catalogue import ByBuildTime
 from lightstore.defaults import resolve_store
@@ -30,9 +30,29 @@ def match(key: Key, trim: Callable[[list[RRef]], list[RRef] | None]) -> Matcher:
     return matcher
 
 
-def match_all(S: Any, rrefs: list[RRef]) -> list[RRef] | None:
-    """Use every realization; build if there is none."""
+def _match_all(S: Any, rrefs: list[RRef]) -> list[RRef] | None:
     return list(rrefs) if rrefs else None
+
+
+_NOT_GIVEN: Any = object()
+
+
+@overload
+def match_all() -> Matcher: ...
+@overload
+def match_all(S: Any, rrefs: list[RRef]) -> list[RRef] | None: ...
+def match_all(S: Any = _NOT_GIVEN, rrefs: Any = _NOT_GIVEN) -> Any:
+    """Use every realization; build if there is none.
+
+    Both spellings work: ``match_all`` is a matcher, and ``match_all()``
+    returns one, like every other matcher constructor. Raises TypeError when
+    given one argument.
+    """
+    if S is _NOT_GIVEN and rrefs is _NOT_GIVEN:
+        return _match_all
+    if rrefs is _NOT_GIVEN:
+        raise TypeError("match_all takes no argument (or, as a matcher, S and rrefs)")
+    return _match_all(S, rrefs)
 
 
 def match_only() -> Matcher:

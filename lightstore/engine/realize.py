@@ -22,7 +22,7 @@ The pieces, for drivers of other kinds:
   one sweep share the work), `build_requests` (a generator: yields each
   task, receives its RRefs or exception), and `lightstore.executors.dask`
   (submits every ready task to a Dask cluster at once).
-- `realize_closure(closure, options)` runs the serial driver.
+- `realize_closure(closure, options, client=, jobs=)` picks the driver.
 
 The store's collector lock is held (shared) for the whole realization, so
 garbage collection never removes what was chosen but not yet used.
@@ -36,7 +36,7 @@ import time
 import traceback
 from collections.abc import Callable, Collection, Generator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Literal, overload
 
 from lightstore.config import canonical_json
 from lightstore.engine.logs import capture_output
@@ -53,9 +53,12 @@ from lightstore.errors import (
     ArchiveError,
     BuildError,
     ChecksumError,
+    DiskFullError,
     InvalidReferenceError,
     LightstoreError,
     MatcherError,
+    UsageError,
+    disk_full,
 )
 from lightstore.files import remove_tree
 from lightstore.hashing import canonical_context
@@ -140,8 +143,11 @@ def _build(
         if isinstance(e, BuildError):
             e.dref = e.dref or drv.dref
             raise
-        if isinstance(e, ChecksumError | ArchiveError):
+        if isinstance(e, ChecksumError | ArchiveError | DiskFullError):
             raise  # built-in stages report bad downloads and archives with their own errors
+        full = disk_full(e, f"the realizer of {drv.dref} wrote its output")
+        if full is not None:
+            raise full from e
         raise BuildError(
             f"the realizer of {drv.dref} raised {type(e).__name__}: {e}. The store is unchanged "
             f"(build #{build_id} is recorded as failed; see `.cause` for the original error)",
@@ -164,6 +170,14 @@ class _Busy:
 BUSY = _Busy()
 
 
+@overload
+def execute(
+    store: Store, task: BuildTask, options: RealizeOptions, *, wait: Literal[True] = True
+) -> list[RRef]: ...
+@overload
+def execute(
+    store: Store, task: BuildTask, options: RealizeOptions, *, wait: bool
+) -> list[RRef] | _Busy: ...
 def execute(
     store: Store, task: BuildTask, options: RealizeOptions, *, wait: bool = True
 ) -> list[RRef] | _Busy:
@@ -226,11 +240,13 @@ def _run_serial(plan: Plan, options: RealizeOptions) -> None:
     """
     store = plan.store
     queue: list[BuildTask] = []
+    deferred: set[DRef] = set()
     keep_going = bool(options.keep_going)
     while not plan.finished:
         queue.extend(plan.next_tasks())
         if not queue:
             break
+        queue.sort(key=lambda t: t.index)  # dependencies first, as a serial realize
         # Only one candidate left: sleep in the kernel until its lock is free.
         wait = len(queue) == 1
         for task in queue:
@@ -244,11 +260,13 @@ def _run_serial(plan: Plan, options: RealizeOptions) -> None:
                 if not keep_going:
                     raise
                 break
-            if outcome is BUSY:
-                log.info("%s is being built by another process; going on with another", task.dref)
+            if isinstance(outcome, _Busy):
+                if task.dref not in deferred:
+                    deferred.add(task.dref)
+                    log.info("%s is being built by another process; going on", task.dref)
                 continue
             queue.remove(task)
-            plan.done(task, outcome)  # type: ignore[arg-type]
+            plan.done(task, outcome)
             break  # dependents may be ready now: take them in closure order
         else:
             time.sleep(POLL_INTERVAL_S)
@@ -276,18 +294,38 @@ def build_requests(
                     plan.failed(task, outcome)
                     if not options.keep_going:
                         raise outcome
-                else:
+                elif isinstance(outcome, list) and all(isinstance(r, str) for r in outcome):
                     plan.done(task, outcome)
+                else:
+                    raise UsageError(
+                        f"build_requests expects the RRefs of {task.dref} or an exception, "
+                        f"got {type(outcome).__name__}"
+                    )
     return plan.result()
 
 
-def realize_closure(closure: Closure, options: RealizeOptions | None = None) -> Context:
+def realize_closure(
+    closure: Closure,
+    options: RealizeOptions | None = None,
+    *,
+    client: Any = None,
+    jobs: int | None = None,
+    remote: str | None = None,
+    worker_root: str | None = None,
+) -> Context:
     """Realize every derivation of the closure; return the chosen RRefs of each.
 
     With `dry_run`, nothing is built: derivations that would be built, and
     everything downstream of them, map to an empty list.
+
+    `client` (a `distributed.Client` or a scheduler address) or `jobs=N` (a
+    LocalCluster of N worker processes for this call) build on Dask, in the
+    caller's store root, or with `remote=URL, worker_root=PATH` in worker
+    stores exchanging through a remote cache (`lightstore.executors.dask`).
+    Without either, builds run in this process.
     Raises BuildError (BuildsFailed when several builds failed), PromiseError,
-    MatcherError, NotRealizedError.
+    MatcherError, NotRealizedError, UsageError (client/jobs without
+    `lightstore[dask]`, or bad arguments).
     """
     options = options or RealizeOptions()
     store = closure.store
@@ -296,7 +334,14 @@ def realize_closure(closure: Closure, options: RealizeOptions | None = None) -> 
         # garbage collection removed since `instantiate`.
         store.record_derivations([(d.dref, d.config) for d in closure.derivations])
         plan = Plan(closure, options)
-        _run_serial(plan, options)
+        if client is not None or jobs is not None or remote is not None:
+            from lightstore.executors.dask import run_dask
+
+            run_dask(
+                plan, options, client=client, jobs=jobs, remote=remote, worker_root=worker_root
+            )
+        else:
+            _run_serial(plan, options)
     return plan.result()
 
 

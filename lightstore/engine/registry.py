@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
-from lightstore.errors import UnknownReferenceError, UsageError
+from lightstore.engine.sources import SOURCE_FIELD, sources_hash
+from lightstore.errors import InvalidConfigError, UnknownReferenceError, UsageError
 from lightstore.hashing import config_hash
 from lightstore.refs import Context, DRef, RRef, isdref
 from lightstore.store import StorageSettings, Store
@@ -200,6 +201,8 @@ def mkdrv(
     matcher: Any,
     realizer: Any,
     r: Any = None,
+    *,
+    sourcedeps: Sequence[Any] = (),
 ) -> DRef:
     """Register a derivation (config + matcher + realizer) in `r` and return its DRef.
 
@@ -207,11 +210,29 @@ def mkdrv(
     and the older ``mkdrv(r, config, matcher, realizer)``; matchers and
     realizers may work on plain lists or on `Output` values. The config is
     readable at once (`drefcfg`, `mklens`) in this process; `instantiate`
-    records it in the store. Raises UsageError without a registry,
-    InvalidConfigError and UnknownReferenceError as `Registry.add`.
+    records it in the store.
+
+    The realizer's code is not part of the config: editing it reuses old
+    results. `sourcedeps` (functions, classes, modules or source text) hashes
+    their source into the config field ``__source__``, so an edit makes a new
+    derivation.
+
+    Raises UsageError without a registry, InvalidConfigError (as
+    `Registry.add`, for unreadable source, or for a config that already has
+    ``__source__`` when `sourcedeps` is given) and UnknownReferenceError as
+    `Registry.add`.
     """
     if isinstance(config, Registry):
         config, matcher, realizer, r = matcher, realizer, r, config
+    if sourcedeps and not isinstance(config, Registry):
+        val = dict(config.val if isinstance(config, Config) else config)
+        if SOURCE_FIELD in val:
+            raise InvalidConfigError(
+                f"mkdrv: the config already has a {SOURCE_FIELD!r} field; pass sourcedeps or "
+                "set the field yourself, not both"
+            )
+        val[SOURCE_FIELD] = sources_hash(list(sourcedeps))
+        config = val
     if r is None:
         r = current.registry
         if r is None:

@@ -261,13 +261,18 @@ def topological_rrefs(deps: Mapping[RRef, Iterable[str]]) -> list[RRef]:
 
 
 def add_to_store(
-    store: Store, derivations: Mapping[DRef, Config], incoming: Iterable[Incoming]
+    store: Store,
+    derivations: Mapping[DRef, Config],
+    incoming: Iterable[Incoming],
+    held: Iterable[tuple[str, str]] = (),
 ) -> list[RRef]:
     """Record new derivations, then install the new realizations in one transaction.
 
     The caller has verified everything and holds `store.realizing()`. Objects
     already recorded are skipped; folders left unrecorded in the tree are
-    verified and kept, or replaced. Returns the RRefs added.
+    verified and kept, or replaced. `held` lists (DRef, context hash) build
+    locks the caller already holds (a substitution inside a build step).
+    Returns the RRefs added.
     """
     items = list(incoming)
     known = store.catalogue.known_rrefs([inc.rref for inc in items])
@@ -290,7 +295,8 @@ def add_to_store(
     # sorted order: `recover` takes the same lock before removing a folder it
     # believes a dead process left unrecorded.
     with contextlib.ExitStack() as locks:
-        for dref, ctx_hash in sorted({(inc.dref, inc.context_hash) for inc in todo}):
-            locks.enter_context(store.build_lock(dref, ctx_hash))
+        pairs = {(str(inc.dref), inc.context_hash) for inc in todo} - set(held)
+        for dref, ctx_hash in sorted(pairs):
+            locks.enter_context(store.build_lock(DRef(dref), ctx_hash))
         store.install([(inc.record(), inc.folder) for inc in todo], None, derivations=ordered)
     return [inc.rref for inc in todo]

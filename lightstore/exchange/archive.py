@@ -144,9 +144,24 @@ def _size(m: _Member) -> int:
     return len(m.data) if m.data is not None else m.size
 
 
+def _check_zip_name(m: _Member) -> None:
+    """Zip stores names as UTF-8 (or cp437): a name that is not valid UTF-8 cannot go in."""
+    for i, text in enumerate((m.name, m.target if m.kind == "link" else "")):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            what = "file name" if i == 0 else f"symlink target of {m.name!r}"
+            raise ArchiveError(
+                f"the {what} {shown!r} is not valid UTF-8, which zip archives cannot hold; "
+                "pack to a tar archive instead (.tar, .tar.gz), which keeps the bytes"
+            ) from None
+
+
 def _write_zip(out: IO[bytes], members: Iterable[_Member]) -> None:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for m in members:
+            _check_zip_name(m)
             if m.kind == "dir":
                 info = zipfile.ZipInfo(m.name + "/", _ZIP_EPOCH)
                 info.external_attr = ((stat.S_IFDIR | 0o755) << 16) | 0x10
@@ -248,7 +263,7 @@ def _read_manifest(area: str, archive: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ArchiveError(
             f"{archive} has no readable {MANIFEST}; is it an archive made by spack?"
         ) from e

@@ -54,11 +54,36 @@ WITH RECURSIVE
   live_drefs(dref) AS (
     SELECT dref FROM root_drefs
     UNION SELECT d.dep FROM derivation_deps AS d JOIN live_drefs AS l ON d.dref = l.dref
+  ),
+  dead_rrefs(rref, size) AS (
+    SELECT rref, size FROM realizations WHERE rref NOT IN (SELECT rref FROM live_rrefs)
   )
-SELECT 'r', rref, size FROM realizations WHERE rref NOT IN (SELECT rref FROM live_rrefs)
-UNION ALL
-SELECT 'd', dref, 0 FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs)
+SELECT
+  (SELECT group_concat(rref, char(10)) FROM (SELECT rref FROM dead_rrefs ORDER BY rref)),
+  (SELECT coalesce(sum(size), 0) FROM dead_rrefs),
+  (SELECT group_concat(dref, char(10)) FROM (
+    SELECT dref FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs) ORDER BY dref))
 """
+
+
+def _point_in_time(value: float | int | str | None, what: str) -> float | None:
+    """Unix seconds from a number or a text such as '7d' / '2024-05-01'; None stays None.
+
+    A string must never reach SQL as is: SQLite orders every number before
+    every text, so `build_stopped >= '7d'` would keep nothing.
+    """
+    from lightstore.query.errors import QueryError
+    from lightstore.query.filters import parse_time
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_time(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    raise QueryError(
+        f"{what} takes Unix seconds or a time such as '7d' or '2024-05-01', not {value!r}"
+    )
 
 
 @dataclass
@@ -72,16 +97,19 @@ class GCReport:
     dry_run: bool = False
 
 
-def garbage_sets(
+def _mark(
     store: Store,
-    keep_drefs: Iterable[str] = (),
-    keep_rrefs: Iterable[str] = (),
-    use_roots: bool = True,
-    keep_since: float | None = None,
-) -> tuple[set[DRef], set[RRef], int, list[str]]:
-    """Mark: the derivations and realizations not reachable from the roots (and the extra
-    keeps, and realizations built at or after `keep_since`), the bytes they hold, and the
-    stale links. One SQL statement."""
+    keep_drefs: Iterable[str],
+    keep_rrefs: Iterable[str],
+    use_roots: bool,
+    keep_since: float | str | None,
+) -> tuple[list[str], list[str], int, list[str]]:
+    """The dead derivations and realizations (each list sorted), their bytes, the stale links.
+
+    One SQL statement that also sorts and joins the references: Python only
+    splits two strings, instead of handling a row (and a sort key) per object.
+    """
+    keep_since = _point_in_time(keep_since, "keep_since")
     drefs = {parse_dref(d) for d in keep_drefs}
     rrefs = {parse_rref(r) for r in keep_rrefs}
     stale: list[str] = []
@@ -93,23 +121,35 @@ def garbage_sets(
     # NOT IN builds one temporary index of the live set: linear in the store,
     # where a correlated NOT EXISTS would rescan the live set for every row.
     params = {
-        "rrefs": json.dumps(sorted(rrefs)),
-        "drefs": json.dumps(sorted(drefs)),
+        "rrefs": json.dumps(list(rrefs)),
+        "drefs": json.dumps(list(drefs)),
         "since": keep_since,
     }
-    dead_r: set[RRef] = set()
-    dead_d: set[DRef] = set()
-    size = 0
     try:
-        for kind, ref, bytes_ in store.catalogue.conn.execute(_LIVE_SQL, params):
-            if kind == "r":
-                dead_r.add(RRef(ref))
-                size += bytes_
-            else:
-                dead_d.add(DRef(ref))
+        dead_r, size, dead_d = store.catalogue.conn.execute(_LIVE_SQL, params).fetchone()
     except sqlite3.Error as e:
         raise translate_error(e, store.catalogue.path, "marking garbage") from e
-    return dead_d, dead_r, size, stale
+    # References hold no newline (they are checked when recorded). SQLite
+    # returns them in order; sorting a sorted list is one linear pass.
+    rrefs_out = dead_r.split("\n") if dead_r else []
+    drefs_out = dead_d.split("\n") if dead_d else []
+    rrefs_out.sort()
+    drefs_out.sort()
+    return drefs_out, rrefs_out, int(size), stale
+
+
+def garbage_sets(
+    store: Store,
+    keep_drefs: Iterable[str] = (),
+    keep_rrefs: Iterable[str] = (),
+    use_roots: bool = True,
+    keep_since: float | None = None,
+) -> tuple[set[DRef], set[RRef], int, list[str]]:
+    """Mark: the derivations and realizations not reachable from the roots (and the extra
+    keeps, and realizations built at or after `keep_since`), the bytes they hold, and the
+    stale links. One SQL statement."""
+    dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_roots, keep_since)
+    return set(map(DRef, dead_d)), set(map(RRef, dead_r)), size, stale
 
 
 def garbage(
@@ -117,7 +157,7 @@ def garbage(
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
-    keep_since: float | None = None,
+    keep_since: float | str | None = None,
     only: GCReport | None = None,
 ) -> GCReport:
     """What a collection would remove, as a report (sorted lists).
@@ -125,16 +165,16 @@ def garbage(
     With `only` (an earlier report, say one a user confirmed), nothing outside
     it is removed: what became garbage since is kept, with its closure.
     """
-    dead_d, dead_r, size, stale = garbage_sets(store, keep_drefs, keep_rrefs, use_roots, keep_since)
+    dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_roots, keep_since)
     if only is not None:
-        extra_d = dead_d - set(only.drefs)
-        extra_r = dead_r - set(only.rrefs)
+        extra_d = set(dead_d) - set(only.drefs)
+        extra_r = set(dead_r) - set(only.rrefs)
         if extra_d or extra_r:
-            dead_d, dead_r, size, stale = garbage_sets(
+            dead_d, dead_r, size, stale = _mark(
                 store, [*keep_drefs, *extra_d], [*keep_rrefs, *extra_r], use_roots, keep_since
             )
         stale = [s for s in stale if s in set(only.stale_links)]
-    return GCReport(sorted(dead_d), sorted(dead_r), size, stale, dry_run=True)
+    return GCReport(list(map(DRef, dead_d)), list(map(RRef, dead_r)), size, stale, dry_run=True)
 
 
 def collect(
@@ -142,7 +182,7 @@ def collect(
     dry_run: bool = False,
     timeout: float | None = DEFAULT_GC_TIMEOUT_S,
     progress: Callable[[int, int], None] | None = None,
-    keep_since: float | None = None,
+    keep_since: float | str | None = None,
     only: GCReport | None = None,
 ) -> GCReport:
     """Remove everything not reachable from the roots from the tree; keep its record.
@@ -158,7 +198,9 @@ def collect(
         store.recover()  # finish an earlier gc that died, before marking
         report = garbage(store, keep_since=keep_since, only=only)
         report.dry_run = False
-        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
+        # Logs follow build records, which outlive gc; this only clears logs
+        # whose record is gone (forgotten, or lost to a reindex).
+        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
@@ -175,8 +217,6 @@ def collect(
             if progress is not None:
                 progress(i + 1, len(moved))
         remove_tree(area)
-        # Build logs go with their build records (deleted with their derivation).
-        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
     store.catalogue.shrink()
     return report
 
@@ -256,7 +296,7 @@ class ForgetReport:
 def forget(
     store: Store,
     *,
-    before: float | None = None,
+    before: float | str | None = None,
     name: str | None = None,
     everything: bool = False,
     dry_run: bool = False,
@@ -274,6 +314,9 @@ def forget(
     from lightstore.query.errors import QueryError
     from lightstore.query.filters import name_condition
 
+    before = _point_in_time(before, "before")
+    if name is not None and not isinstance(name, str):
+        raise QueryError(f"forget takes a derivation name (or a glob), not {name!r}")
     if not everything and before is None and name is None:
         raise QueryError(
             "forget needs a filter: a name, an age (records collected before a time), "
@@ -331,6 +374,6 @@ def forget(
             conn.execute("ROLLBACK TO forget")
         conn.execute("RELEASE forget")
     if not dry_run:
-        remove_orphan_logs(store.root, set(store.catalogue.column("SELECT id FROM builds")))
+        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         store.catalogue.shrink()
     return report

@@ -15,8 +15,21 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
-from lightstore.refs import DRef, RRef, isdref, isrref, parse_dref, parse_rref
+from lightstore.errors import (
+    IntegrityError,
+    InvalidReferenceError,
+    UnknownReferenceError,
+    disk_full,
+)
+from lightstore.refs import (
+    MAX_NAME_LENGTH,
+    DRef,
+    RRef,
+    isdref,
+    isrref,
+    parse_dref,
+    parse_rref,
+)
 
 if TYPE_CHECKING:
     from lightstore.store import Store
@@ -29,10 +42,19 @@ PINS_DIR = "pins"
 
 def is_pin_name(name: str) -> bool:
     """True if `name` is a valid pin name (and so never a temporary file of pins/)."""
-    return isinstance(name, str) and PIN_NAME.fullmatch(name) is not None
+    return (
+        isinstance(name, str)
+        and len(name) <= MAX_NAME_LENGTH
+        and PIN_NAME.fullmatch(name) is not None
+    )
 
 
 def _check_name(name: str) -> str:
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise InvalidReferenceError(
+            f"the pin name {name[:40]}... is {len(name)} characters long; "
+            f"pin names may have at most {MAX_NAME_LENGTH}"
+        )
     if not is_pin_name(name):
         raise InvalidReferenceError(
             f"invalid pin name {name!r}: use letters, digits, '.', '_' and '-', "
@@ -59,9 +81,18 @@ def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
                 (name, value, time.time()),
             )
             tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(value + "\n")
-            os.replace(tmp, os.path.join(folder, name))
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(value + "\n")
+                os.replace(tmp, os.path.join(folder, name))
+            except OSError as e:
+                # The transaction rolls back; leave no partial file behind either.
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                full = disk_full(e, f"pinning {value} as {name!r}")
+                if full is not None:
+                    raise full from e
+                raise
     except IntegrityError:
         raise UnknownReferenceError(
             f"cannot pin {value}: it is not in the store {store.root}", value

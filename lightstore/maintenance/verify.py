@@ -13,21 +13,25 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.config import canonical_json, config_deps, mkconfig
 from lightstore.errors import (
+    BuildError,
     CatalogueCorruptError,
     CatalogueVersionError,
     IntegrityError,
     LightstoreError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
 )
 from lightstore.files import remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
+    TreeDigest,
     canonical_context,
     config_hash,
     context_hash,
@@ -74,12 +78,22 @@ def _read_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
 def _write_readonly(path: str, text: str) -> None:
     folder = os.path.dirname(path)
+    if os.path.lexists(folder) and (os.path.islink(folder) or not os.path.isdir(folder)):
+        remove_tree(folder)  # a file (or link) where the object's folder belongs
+    os.makedirs(folder, exist_ok=True)
+    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        mode = os.stat(folder).st_mode
+        os.chmod(folder, mode | 0o200)
+        try:
+            remove_tree(path)  # a folder (or link) where the file belongs
+        finally:
+            os.chmod(folder, mode)
     mode = os.stat(folder).st_mode
     os.chmod(folder, mode | 0o200)
     try:
@@ -166,7 +180,6 @@ def _check_derivations(store: Store, report: VerifyReport, repair: bool) -> None
         if not ok:
             p = Problem("config", dref, f"{path} is missing or differs from the catalogue")
             if repair:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
                 _write_readonly(path, text)
                 p.repaired, p.action = True, "rewrote config.json from the catalogue"
             report.problems.append(p)
@@ -201,13 +214,18 @@ def _check_realizations(
                 p.repaired, p.action = True, f"rewrote {CONTEXT_FILE} from the catalogue"
             report.problems.append(p)
         if check_contents:
-            digest = tree_digest(folder)
-            if realization_hash(ctx_hash, digest.digest) != rref.split(":", 1)[1].split("-", 1)[0]:
-                p = Problem(
-                    "content",
-                    rref,
-                    "the artifacts do not hash to the RRef (edited after publication)",
-                )
+            try:
+                digest: TreeDigest | None = tree_digest(folder)
+                detail = "the artifacts do not hash to the RRef (edited after publication)"
+            except (BuildError, OSError) as e:
+                # A FIFO or an unreadable folder: this realization is damaged, the run goes on.
+                digest, detail = None, f"the artifacts cannot be hashed ({e})"
+            if (
+                digest is None
+                or realization_hash(ctx_hash, digest.digest)
+                != rref.split(":", 1)[1].split("-", 1)[0]
+            ):
+                p = Problem("content", rref, detail)
                 if repair:
                     why = _delete_rows(store, rref)
                     if why is None:
@@ -286,11 +304,15 @@ def _register_all(
         pending_d = left
     valid: list[tuple[NewRealization, Problem]] = []
     for rref, folder, p in new_r:
-        record = (
-            _realization_record(rref, folder)
-            if isrref(rref) and os.path.isdir(folder) and not os.path.islink(folder)
-            else None
-        )
+        try:
+            record = (
+                _realization_record(rref, folder)
+                if isrref(rref) and os.path.isdir(folder) and not os.path.islink(folder)
+                else None
+            )
+        except OSError as e:
+            p.action = f"cannot be read ({e}); kept, fix its permissions and run again"
+            continue
         if record is None:
             remove_tree(folder)
             p.repaired, p.action = True, "removed (not a realization, or damaged)"
@@ -347,7 +369,10 @@ def _realization_record(rref: str, folder: str) -> NewRealization | None:
         return None
     ctx = canonical_context(raw)
     ctx_hash = context_hash(ctx)
-    digest = tree_digest(folder)
+    try:
+        digest = tree_digest(folder)
+    except BuildError:
+        return None  # holds a FIFO, socket or device: never a valid realization
     rhash, _, rest = rref.removeprefix("rref:").partition("-")
     if realization_hash(ctx_hash, digest.digest) != rhash:
         return None
@@ -394,8 +419,24 @@ def reindex(
     newer lightstore (its records would be lost), unless `force`.
     """
     path = root.root if isinstance(root, Store) else os.path.abspath(root)
+    if not os.path.isdir(os.path.join(path, "objects")):
+        raise StoreNotFoundError(f"no lightstore store at {path} (no objects/ folder)")
     if not force:
         _check_not_newer(os.path.join(path, CATALOGUE_FILE))
+    if not os.access(path, os.W_OK):
+        raise StoreReadOnlyError(
+            f"reindex needs write access to the store at {path}; run it as the store's owner"
+        )
+    try:
+        return _reindex(path, progress)
+    except PermissionError as e:
+        raise StoreReadOnlyError(
+            f"reindex needs write access to the store at {path} ({e.strerror}: {e.filename}); "
+            "run it as the store's owner"
+        ) from e
+
+
+def _reindex(path: str, progress: Progress | None) -> ReindexReport:
     Store.forget_instances()
     raw = Store(path)
     report = ReindexReport()
@@ -493,6 +534,39 @@ def _carry_metrics(old_path: str, new: Catalogue) -> None:
                 )
 
 
+_K = TypeVar("_K", bound=str)
+
+
+def _dependencies_first(deps: Mapping[_K, Sequence[_K]]) -> tuple[list[_K], set[_K]]:
+    """The nodes whose dependencies are all present, dependencies first; and the others.
+
+    Iterative (an explicit stack), so a chain of thousands of stages is fine.
+    """
+    done: dict[_K, bool] = {}  # node -> whether it and all its dependencies are present
+    order: list[_K] = []
+    for start in sorted(deps):
+        if start in done:
+            continue
+        stack: list[tuple[_K, int]] = [(start, 0)]
+        active = {start}
+        while stack:
+            node, i = stack.pop()
+            kids = deps[node]
+            if i < len(kids):
+                stack.append((node, i + 1))
+                kid = kids[i]
+                if kid not in done and kid in deps and kid not in active:
+                    active.add(kid)
+                    stack.append((kid, 0))
+                continue
+            active.discard(node)
+            ok = all(done.get(k, False) for k in kids)
+            done[node] = ok
+            if ok:
+                order.append(node)
+    return order, {n for n, ok in done.items() if not ok}
+
+
 def _reindex_tree(
     store: Store, catalogue: Catalogue, report: ReindexReport, progress: Progress | None
 ) -> None:
@@ -520,56 +594,36 @@ def _reindex_tree(
             for r in sorted(os.listdir(dfolder))
             if _hex(r)
         ]
-    ordered: list[NewDerivation] = []
-    seen: set[DRef] = set()
-
-    def visit(d: DRef) -> bool:
-        if d in seen:
-            return True
-        if d not in configs:
-            return False
-        if not all(visit(dep) for dep in config_deps(configs[d])):
-            report.skipped.append(Problem("config", d, "a dependency's config is missing"))
-            return False
-        seen.add(d)
-        ordered.append(
-            NewDerivation(
-                d, configs[d].name, canonical_json(configs[d].val), config_deps(configs[d])
-            )
-        )
-        return True
-
-    for d in sorted(configs):
-        visit(d)
+    order, _ = _dependencies_first({d: config_deps(c) for d, c in configs.items()})
+    seen: set[DRef] = set(order)
+    for d in sorted(set(configs) - seen):
+        report.skipped.append(Problem("config", d, "a dependency's config is missing"))
+    ordered = [
+        NewDerivation(d, configs[d].name, canonical_json(configs[d].val), config_deps(configs[d]))
+        for d in order
+    ]
     catalogue.add_derivations(ordered)
     report.derivations = len(ordered)
     records: dict[str, NewRealization] = {}
     for i, (rref, folder) in enumerate(folders):
         if progress is not None:
             progress(i + 1, len(folders))
-        record = _realization_record(rref, folder)
+        try:
+            record = _realization_record(rref, folder)
+        except OSError as e:
+            report.skipped.append(Problem("content", rref, f"cannot be read ({e})"))
+            continue
         if record is None or record.dref not in seen:
             report.skipped.append(
                 Problem("content", rref, "context.json or content does not match the RRef")
             )
             continue
         records[rref] = record
-    ordered_r: list[NewRealization] = []
-    placed: set[str] = set()
-
-    def place(r: str) -> bool:
-        if r in placed:
-            return True
-        rec = records.get(r)
-        if rec is None or not all(place(dep) for dep in rec.deps):
-            return False
-        placed.add(r)
-        ordered_r.append(rec)
-        return True
-
-    for r in sorted(records):
-        if not place(r):
-            report.skipped.append(Problem("context", r, "a dependency realization is missing"))
+    order_r, failed_r = _dependencies_first({r: rec.deps for r, rec in records.items()})
+    placed: set[str] = set(order_r)
+    for r in sorted(failed_r):
+        report.skipped.append(Problem("context", r, "a dependency realization is missing"))
+    ordered_r = [records[r] for r in order_r]
     catalogue.add_realizations(ordered_r, None)
     report.realizations = len(ordered_r)
     pins_dir = os.path.join(store.root, PINS_DIR)

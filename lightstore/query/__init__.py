@@ -2,9 +2,14 @@
 
 - `history`, `derivations`, `realizations`, `disk_usage`: store-wide listings,
   each one SQL statement over indexed tables, returning dict rows;
-- `resolve`: what a user typed (hash prefix, pin, name) -> DRef or RRef;
-- `neighbours`, `closure`, `tree_lines`, `dot`: the dependency graph;
-- `describe`: everything about one object;
+- `resolve`, `resolve_all`, `select`: what a user typed (hash prefix, pin,
+  name, selector such as ``train@latest`` or ``train[lr=0.01]``) -> DRef(s)/RRef(s);
+- `neighbours`, `closure`, `tree_lines`, `dot`, `labels`: the dependency graph;
+- `describe`: everything about one object; `compare`: two of them side by
+  side; `build_log`: what a build printed; `artifact_path`: a file of a run.
+
+Every function that takes a reference takes a `Store` and anything the
+command line accepts as REF.
 - `open_view`, `run_sql`, `iter_sql`: a read-only view of a store, and user SQL on it
   (with a deadline; `iter_sql` streams the rows).
 
@@ -20,10 +25,20 @@ Example::
     history(store, "train", fields=["lr"], metrics=["loss"], sort="loss").to_pandas()
 """
 
+from lightstore.query.buildlog import build_log
+from lightstore.query.compare import artifact_path, compare
 from lightstore.query.describe import describe, files
 from lightstore.query.errors import AmbiguousReferenceError, QueryError
 from lightstore.query.filters import ConfigCondition, json_path, parse_condition, parse_time
-from lightstore.query.graph import closure, closure_edges, dot, label, neighbours, tree_lines
+from lightstore.query.graph import (
+    closure,
+    closure_edges,
+    dot,
+    label,
+    labels,
+    neighbours,
+    tree_lines,
+)
 from lightstore.query.history import (
     HISTORY_COLUMNS,
     derivations,
@@ -41,8 +56,9 @@ from lightstore.query.readonly import (
     open_view,
     run_sql,
 )
-from lightstore.query.resolve import resolve, resolve_all
+from lightstore.query.resolve import resolve, resolve_all, select
 from lightstore.query.rows import Rows
+from lightstore.query.selectors import Selector, parse_selector
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -51,9 +67,13 @@ __all__ = [
     "QueryError",
     "ReadOnlyCatalogue",
     "Rows",
+    "Selector",
+    "artifact_path",
+    "build_log",
     "catalogue_path",
     "closure",
     "closure_edges",
+    "compare",
     "derivations",
     "describe",
     "disk_usage",
@@ -63,16 +83,19 @@ __all__ = [
     "history",
     "json_path",
     "label",
+    "labels",
     "metric_keys",
     "neighbours",
     "open_view",
     "parse_condition",
+    "parse_selector",
     "parse_time",
     "realizations",
     "resolve",
     "resolve_all",
     "iter_sql",
     "run_sql",
+    "select",
     "sizes_of",
     "tree_lines",
 ]

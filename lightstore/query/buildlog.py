@@ -38,13 +38,16 @@ def builds_of(store: Store, ref: str) -> list[dict[str, Any]]:
     return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
 
 
-def build_log(store: Store, ref: str | None = None, build: int | None = None) -> dict[str, Any]:
+def build_log(
+    store: Store, ref: str | None = None, build: int | None = None, *, read: bool = True
+) -> dict[str, Any]:
     """One build's record and captured output: ``{"build": {...}, "path", "log"}``, where
     ``log`` is the text printed (None if nothing was captured).
 
     `ref` picks the realization's build, or a derivation's newest attempt;
     `build` picks an attempt by id (of `ref`'s derivation, if `ref` is given).
-    Raises UnknownReferenceError if there is no such build record (a
+    With `read` false, ``log`` is left out (stream the file at ``path``
+    instead: a realizer may print gigabytes). Raises UnknownReferenceError if there is no such build record (a
     realization imported from another store has none here), and the errors of
     `resolve`.
     """
@@ -68,9 +71,8 @@ def build_log(store: Store, ref: str | None = None, build: int | None = None) ->
             str(ref or build),
         )
     record = found[0]
-    data = read_log(store.root, record["id"])
-    return {
-        "build": record,
-        "path": log_path(store.root, record["id"]),
-        "log": None if data is None else data.decode("utf-8", errors="replace"),
-    }
+    out: dict[str, Any] = {"build": record, "path": log_path(store.root, record["id"])}
+    if read:
+        data = read_log(store.root, record["id"])
+        out["log"] = None if data is None else data.decode("utf-8", errors="replace")
+    return out

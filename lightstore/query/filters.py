@@ -72,7 +72,7 @@ def parse_condition(text: str) -> ConfigCondition:
     json_path(field)
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         value = raw
     if value is None and op not in ("=", "==", "!="):
         raise QueryError(f"invalid config condition {text!r}: null only compares with = or !=")

@@ -200,18 +200,22 @@ def tree_lines(store: StoreLike, ref: str, reverse: bool = False, full: bool = F
     lines = [show(ref)]
     seen = {ref}
 
-    def walk(node: str, prefix: str) -> None:
+    # An explicit stack, not recursion: a chain of thousands of stages is legitimate.
+    stack: list[tuple[str, str, int]] = [(ref, "", 0)]
+    while stack:
+        node, prefix, i = stack.pop()
         kids = children.get(node, [])
-        for i, kid in enumerate(kids):
-            last = i == len(kids) - 1
-            branch, extend = ("└── ", "    ") if last else ("├── ", "│   ")
-            repeated = kid in seen and kid in children
-            lines.append(prefix + branch + show(kid) + ("  (see above)" if repeated else ""))
-            if not repeated:
-                seen.add(kid)
-                walk(kid, prefix + extend)
-
-    walk(ref, "")
+        if i >= len(kids):
+            continue
+        stack.append((node, prefix, i + 1))
+        kid = kids[i]
+        last = i == len(kids) - 1
+        branch, extend = ("└── ", "    ") if last else ("├── ", "│   ")
+        repeated = kid in seen and kid in children
+        lines.append(prefix + branch + show(kid) + ("  (see above)" if repeated else ""))
+        if not repeated:
+            seen.add(kid)
+            stack.append((kid, prefix + extend, 0))
     return lines
 
 

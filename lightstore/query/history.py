@@ -107,6 +107,13 @@ def _filters(
         where.add(f"{time_column} < ?", [t1])
 
 
+def _limit(limit: Any) -> int:
+    """A row limit SQLite can bind: a non-negative int, capped at the largest 64-bit value."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise QueryError(f"limit must be a non-negative integer, not {limit!r}")
+    return min(limit, 2**63 - 1)
+
+
 def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) -> list[str]:
     """The row keys `history` uses for config `fields`: the field, or ``config.<field>``
     when a history column already has that name."""
@@ -249,11 +256,11 @@ def history(
         )
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(int(limit))
+            params.append(_limit(limit))
     elif limit is not None:
         # Newest first, so the time index answers it, then back to oldest first.
         sql += " ORDER BY stopped DESC, rref DESC LIMIT ?"
-        params.append(int(limit))
+        params.append(_limit(limit))
         sql = f"SELECT * FROM ({sql}) ORDER BY stopped, rref"
     else:
         sql += " ORDER BY stopped, rref"
@@ -313,7 +320,7 @@ def derivations(
         params += c.params
     if limit is not None:
         sql = f"SELECT * FROM ({sql}) ORDER BY created DESC, dref DESC LIMIT ?"
-        params.append(int(limit))
+        params.append(_limit(limit))
     return _rows(_catalogue(store), f"SELECT * FROM ({sql}) ORDER BY created, dref", params)
 
 

@@ -23,7 +23,7 @@ class Rows(list[dict[str, Any]]):
             import pandas
         except ImportError as e:
             raise LightstoreError(
-                "to_pandas() needs pandas: `pip install pandas` (or 'lightstore[ui]')"
+                "to_pandas() needs pandas; install it with `pip install pandas`"
             ) from e
         columns = self.columns or (list(self[0]) if self else [])
         return pandas.DataFrame.from_records(list(self), columns=columns)

@@ -125,7 +125,12 @@ class Remote:
 
     @contextlib.contextmanager
     def guard(self, what: str) -> Iterator[None]:
-        """Turn driver errors inside the block into RemoteError (without credentials)."""
+        """Turn driver errors inside the block into RemoteError (without credentials).
+
+        FileNotFoundError passes through when reading (the caller knows what
+        a missing object means); when writing it means a missing bucket or
+        folder and becomes a RemoteError too.
+        """
         try:
             yield
         except RemoteError:
@@ -133,7 +138,7 @@ class Remote:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:
-            if isinstance(e, FileNotFoundError):
+            if isinstance(e, FileNotFoundError) and what.startswith("cannot read"):
                 raise
             raise self.error(what, e) from None
 
@@ -255,7 +260,7 @@ class Remote:
     def download_file(self, key: str, local_path: str, size: int | None = None) -> None:
         """Download `key` into the new local file `local_path`: small ones in one
         request, large ones streamed by the driver."""
-        with self.guard("cannot download from"):
+        with self.guard("cannot read (download)"):
             # Never read more than `size` + 1 bytes: a hostile remote may serve a
             # huge object under a small manifest entry.
             if size is not None and size <= SMALL_OBJECT and not self.local:

@@ -231,7 +231,7 @@ def parse_manifest(data: bytes, rref: RRef, where: str) -> Manifest:
     """
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeError, ValueError) as e:
+    except (UnicodeError, ValueError, RecursionError) as e:
         raise _bad(where, f"the manifest of {rref} is not JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise _bad(where, f"the manifest of {rref} is not a lightstore manifest")

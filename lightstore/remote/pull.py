@@ -36,6 +36,7 @@ from lightstore.exchange._ingest import (
     checked_config,
     verify_folder,
 )
+from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.hashing import file_digest
 from lightstore.refs import DRef, RRef, isdref, parse_dref, parse_rref
@@ -148,7 +149,7 @@ def plan_pull(
             import json
 
             raw = json.loads(data.decode("utf-8"))
-        except (UnicodeError, ValueError):
+        except (UnicodeError, ValueError, RecursionError):
             raise RemoteIntegrityError(f"{where}: the config of {d} is not JSON") from None
         try:
             derivations[d] = checked_config(d, raw, where)[1]
@@ -236,13 +237,15 @@ def pull(
     trusted_keys: Iterable[str] | None = None,
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
+    held_locks: Iterable[tuple[str, str]] = (),
 ) -> list[RRef]:
     """Download the closures of `refs` (RRefs, or DRefs for all their remote realizations).
 
     Realizations already in the store are skipped (nothing is transferred).
     With trusted keys (the call's, else ``$LIGHTSTORE_TRUSTED_KEYS`` and the
     store's ``trusted-keys`` file) every new realization must carry a valid
-    signature by one of them. Returns the RRefs added, dependencies first.
+    signature by one of them. `held_locks`: (DRef, context hash) build locks
+    the caller holds. Returns the RRefs added, dependencies first.
 
     Raises UnknownReferenceError if the remote lacks a requested reference,
     RemoteIntegrityError (UntrustedError for signatures) if anything does not
@@ -289,9 +292,10 @@ def pull(
                 if isinstance(e, RemoteIntegrityError):
                     raise
                 raise RemoteIntegrityError(str(e)) from None
+        failpoint("pull:assembled")
         with store.realizing():
             check_references(store, derivations, incoming, where)
-            added = add_to_store(store, derivations, incoming.values())
+            added = add_to_store(store, derivations, incoming.values(), held_locks)
         return added
     except OSError as e:
         if isinstance(e, LightstoreError):

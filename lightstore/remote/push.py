@@ -77,7 +77,7 @@ def ensure_marker(remote: Remote, create: bool) -> bool:
         doc = json.loads(data)
         ok = isinstance(doc, dict) and doc.get("format") == FORMAT
         version = doc.get("version") if ok else None
-    except ValueError:
+    except (ValueError, RecursionError):
         ok, version = False, None
     if not ok:
         raise RemoteError(f"{remote.shown} is not a lightstore remote (its {MARKER} is not ours)")

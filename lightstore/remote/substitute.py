@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightstore.errors import LightstoreError
@@ -54,27 +54,77 @@ def substitute(
     *,
     storage_options: Mapping[str, Any] | None = None,
     trusted_keys: Iterable[str] | None = None,
+    held_lock: bool = False,
 ) -> list[RRef]:
     """Pull every realization of `dref` in `context` that the remotes `urls` hold.
 
-    Returns the RRefs added. Remotes that fail are skipped with a warning
-    (logged without credentials).
+    One listing of each remote's index for (derivation, context); the
+    dependencies named by the context are already local. Returns the RRefs
+    added. Remotes that fail (unreachable, or content that does not verify)
+    are skipped with a warning, logged without credentials. `held_lock`: the
+    caller holds the build lock of (dref, context).
     """
     ctx = context_hash(context)
+    held = [(str(dref), ctx)] if held_lock else []
     added: list[RRef] = []
     for url in urls:
         try:
             remote = open_remote(url, storage_options)
-            held = [x.rref for x in _derivation(remote, dref_folder(dref), ctx)]
-            missing = sorted(set(held) - store.catalogue.known_rrefs(held))
+            found = [x.rref for x in _derivation(remote, dref_folder(dref), ctx)]
+            missing = sorted(set(found) - store.catalogue.known_rrefs(found))
             if missing:
-                added += pull(store, remote, missing, trusted_keys=trusted_keys)
+                added += pull(store, remote, missing, trusted_keys=trusted_keys, held_locks=held)
         except LightstoreError as e:
             log.warning("substituter skipped for %s: %s", dref, e)
     return added
 
 
-def push_built(store: Store, url: str, rrefs: Sequence[RRef], **kw: Any) -> None:
-    """Upload what a realize chose (`push_to=`); raises like `push` (the builds stay local)."""
-    if rrefs:
-        push(store, url, rrefs, **kw)
+def make_substituter(
+    urls: Sequence[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    trusted_keys: Iterable[str] | None = None,
+) -> Callable[[Store, Any], bool]:
+    """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`."""
+    keys = list(trusted_keys) if trusted_keys is not None else None
+
+    def hook(store: Store, task: Any) -> bool:
+        return bool(
+            substitute(
+                store,
+                task.dref,
+                task.context,
+                urls,
+                storage_options=storage_options,
+                trusted_keys=keys,
+                held_lock=True,
+            )
+        )
+
+    return hook
+
+
+def remote_hooks(
+    substituters: Iterable[str] | str | None,
+    push_to: str | None,
+    trusted_keys: Iterable[str] | None,
+    storage_options: Mapping[str, Any] | None,
+) -> tuple[Callable[[Store, Any], bool] | None, Callable[[Store, list[RRef]], Any] | None]:
+    """The substitute hook and the push step a realize uses (None for each that is off)."""
+    urls = default_substituters(substituters)
+    hook = (
+        make_substituter(urls, storage_options=storage_options, trusted_keys=trusted_keys)
+        if urls
+        else None
+    )
+    target = default_push_to(push_to)
+    if target is None:
+        return hook, None
+
+    def push_chosen(store: Store, rrefs: list[RRef]) -> Any:
+        """Upload what a realize chose (`push_to=`); raises like `push` (the builds stay)."""
+        if rrefs:
+            return push(store, target, sorted(set(rrefs)), storage_options=storage_options)
+        return None
+
+    return hook, push_chosen

@@ -78,13 +78,16 @@ def stages(store: Store) -> list[dict[str, Any]]:
     return _rows(
         store,
         """
-        WITH names AS (SELECT DISTINCT name FROM derivations),
-        ran AS (SELECT name, count(*) AS runs, max(stopped) AS last_run,
-                       coalesce(sum(size), 0) AS size
+        WITH names AS (SELECT name FROM derivations UNION SELECT name FROM history),
+        ran AS (SELECT name, count(*) FILTER (WHERE collected IS NULL) AS runs,
+                       count(*) FILTER (WHERE collected IS NOT NULL) AS collected,
+                       max(stopped) AS last_run,
+                       coalesce(sum(size) FILTER (WHERE collected IS NULL), 0) AS size
                 FROM history GROUP BY name),
         failed AS (SELECT name, count(*) AS failures, max(started) AS last_failure
                    FROM build_log WHERE status IN ('failed', 'interrupted') GROUP BY name)
-        SELECT n.name, coalesce(r.runs, 0) AS runs, r.last_run,
+        SELECT n.name, coalesce(r.runs, 0) AS runs, coalesce(r.collected, 0) AS collected,
+               r.last_run,
                coalesce(f.failures, 0) AS failures, coalesce(r.size, 0) AS size
         FROM names AS n LEFT JOIN ran AS r USING (name) LEFT JOIN failed AS f USING (name)
         ORDER BY max(coalesce(r.last_run, 0), coalesce(f.last_failure, 0)) DESC, n.name
@@ -136,6 +139,7 @@ def stage_table(
     sort: str | None = None,
     descending: bool = False,
     filters: Mapping[str, str] | None = None,
+    include_collected: bool = False,
 ) -> dict[str, Any]:
     """The runs of stage `name` with every config field and metric as columns.
 
@@ -143,13 +147,15 @@ def stage_table(
     ``duration``, ``size`` (default: newest first). `filters` keep runs whose
     config field (``config:<field>``) has the given `cell_text`. Returns the
     rows, the column names, facets (value counts of fields with 2-20 values),
-    and counts.
+    and counts. Records that gc removed (history) are left out unless
+    `include_collected`.
     """
     runs = _rows(
         store,
-        "SELECT rref, dref, started, stopped, duration, size, file_count, config, metrics "
-        "FROM runs WHERE name = ? ORDER BY stopped DESC, rref DESC",
-        (name,),
+        "SELECT rref, dref, started, stopped, duration, size, file_count, config, metrics, "
+        "collected FROM runs WHERE name = ? AND (? OR collected IS NULL) "
+        "ORDER BY stopped DESC, rref DESC",
+        (name, int(include_collected)),
     )
     config_keys: dict[str, None] = {}
     metric_keys: dict[str, None] = {}
@@ -194,6 +200,9 @@ def stage_table(
         "config_keys": configs,
         "metric_keys": metrics,
         "facets": facets,
+        "collected": store.catalogue.query(
+            "SELECT count(*) FROM history WHERE name = ? AND collected IS NOT NULL", (name,)
+        )[0][0],
         "failures": store.catalogue.query(
             "SELECT count(*) FROM build_log WHERE name = ? AND status IN ('failed', 'interrupted')",
             (name,),
@@ -225,6 +234,15 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
     """
     rref = parse_rref(text)
     if not store.catalogue.known_rrefs([rref]):
+        gone = store.catalogue.query(
+            "SELECT max(collected), reason FROM collected_realizations WHERE rref = ?", (rref,)
+        )
+        if gone and gone[0][0] is not None:
+            raise UnknownReferenceError(
+                f"{rref} was removed from the store ({gone[0][1]}); its record stays in the "
+                "history view, its artifacts are gone",
+                rref,
+            )
         raise UnknownReferenceError(f"{rref} is not in this store", rref)
     info = describe(store, rref)
     folder = store.rref_path(rref)
@@ -359,7 +377,8 @@ def disk_use(store: Store) -> list[dict[str, Any]]:
     return _rows(
         store,
         "SELECT name, count(*) AS runs, coalesce(sum(file_count), 0) AS files, "
-        "coalesce(sum(size), 0) AS size FROM history GROUP BY name ORDER BY size DESC, name",
+        "coalesce(sum(size), 0) AS size FROM history WHERE collected IS NULL "
+        "GROUP BY name ORDER BY size DESC, name",
     )
 
 

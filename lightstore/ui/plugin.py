@@ -55,7 +55,13 @@ def stage_url(name: str, **query: Any) -> str:
 
 
 def artifact_url(rref: str, path: str) -> str:
-    return f"/artifact/{quote(rref, safe=':')}/{quote(path)}"
+    # File names that are not UTF-8 arrive from os.walk with surrogates: keep their bytes.
+    return f"/artifact/{quote(rref, safe=':')}/{quote(path, errors='surrogateescape')}"
+
+
+def shown_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogates from os.walk) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _cell(value: Any) -> str:
@@ -76,6 +82,7 @@ def prepare_jinja2_environment(env: Any, datasette: Any) -> None:
         ls_stage_url=stage_url,
         ls_artifact_url=artifact_url,
         ls_json=lambda v: json.dumps(v, indent=2, sort_keys=True),
+        ls_name=shown_name,
     )
 
 
@@ -100,8 +107,9 @@ async def stage(datasette: Any, request: Any) -> Response:
     sort = args.get("sort") or None
     descending = args.get("desc") == "1"
     filters = {k[2:]: args.get(k) for k in args.keys() if k.startswith("f.")}  # noqa: SIM118
-    table = data.stage_table(store_of(datasette), name, sort, descending, filters)
-    if not table["total"] and not table["failures"]:
+    everything = args.get("all") == "1"
+    table = data.stage_table(store_of(datasette), name, sort, descending, filters, everything)
+    if not table["total"] and not table["failures"] and not table["collected"]:
         return _not_found(f"no stage named {name!r} has runs or failed builds in this store")
     numeric_configs = [
         k
@@ -114,7 +122,13 @@ async def stage(datasette: Any, request: Any) -> Response:
     if x and y:
         points = data.chart_points(table["runs"], x, y)
         chart = svg.scatter_svg(points, x, y, run_url, width=560, height=300)
-    state = {"sort": sort, "desc": "1" if descending else None, "x": x, "y": y}
+    state = {
+        "sort": sort,
+        "desc": "1" if descending else None,
+        "x": x,
+        "y": y,
+        "all": "1" if everything else None,
+    }
     state.update({f"f.{k}": v for k, v in filters.items()})
 
     def link(**changes: Any) -> str:
@@ -132,6 +146,7 @@ async def stage(datasette: Any, request: Any) -> Response:
             **table,
             "sort": sort,
             "descending": descending,
+            "everything": everything,
             "filters": filters,
             "x": x,
             "y": y,
@@ -161,7 +176,9 @@ async def artifact(datasette: Any, request: Any) -> Any:
     try:
         # Datasette routes on the raw path: the parts are still percent-encoded.
         path = resolve_artifact(
-            store, unquote(request.url_vars["rref"]), unquote(request.url_vars["path"])
+            store,
+            unquote(request.url_vars["rref"]),
+            unquote(request.url_vars["path"], errors="surrogateescape"),
         )
     except ArtifactRefused as e:
         return _not_found(str(e), e.status)

@@ -1,0 +1,346 @@
+"""Realizing on a real Dask LocalCluster of 2 worker processes (issue 12).
+
+One cluster serves the module (starting one takes seconds). Realizers are
+closures shipped by cloudpickle; this module is pickled by value because
+the workers cannot import it by name.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+
+from lightstore import (  # noqa: E402
+    BuildError,
+    Registry,
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    match_some,
+    mkdrv,
+    realize,
+    realize1,
+    realizeMany,
+    selfref,
+)
+from lightstore.engine.plan import BuildsFailed  # noqa: E402
+from lightstore.engine.realize import realize_closure  # noqa: E402
+from lightstore.errors import StoreNotFoundError, UsageError  # noqa: E402
+from lightstore.store import Store  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    )
+    c = distributed.Client(cluster)
+    c.run(lambda: __import__("lightstore.executors.dask"))  # warm: imports done once
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def writer(name, sleep=0.0, log=None, fail=False, pid=False):
+    def real(b):
+        if log:
+            with open(os.path.join(log, f"{name}.{os.getpid()}.{time.monotonic_ns()}"), "w"):
+                pass
+        time.sleep(sleep)
+        if fail:
+            raise RuntimeError(f"{name} broke")
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write(name)
+        if pid:  # which process built it (makes the content differ per process)
+            with open(os.path.join(build_outpath(b), "pid"), "w") as f:
+                f.write(str(os.getpid()))
+
+    return real
+
+
+def node(r, name, deps=(), **kw):
+    cfg = {"name": name, "out": [selfref, "out.txt"]}
+    for i, d in enumerate(deps):
+        cfg[f"dep{i}"] = d
+    return mkdrv(cfg, match_only(), build_wrapper(writer(name, **kw)), r)
+
+
+def fanout(n, sleep, log=None, fail=()):
+    def stage(r):
+        leaves = [
+            node(r, f"leaf{i}", sleep=sleep, log=log, fail=i in fail, pid=True) for i in range(n)
+        ]
+        return leaves
+
+    return stage
+
+
+def dag(r):
+    """A diamond under a deeper chain: a -> (b, c) -> d -> e -> f, plus g(a, e)."""
+    a = node(r, "a")
+    b = node(r, "b", [a])
+    c = node(r, "c", [a])
+    d = node(r, "d", [b, c])
+    e = node(r, "e", [d])
+    f = node(r, "f", [e])
+    g = node(r, "g", [a, e])
+    return [f, g]
+
+
+def builds(store):
+    return store.catalogue.query("SELECT dref, status, pid, host FROM builds ORDER BY id")
+
+
+def test_fan_out_runs_in_parallel_on_workers(client, S, store, tmp_path):
+    n, sleep = 8, 1.0
+    t0 = time.monotonic()
+    ctx = realize(instantiate(fanout(n, sleep), r=Registry(S)), client=client)[2]
+    wall = time.monotonic() - t0
+    assert len(ctx) == n
+    # 8 x 1 s serially is 8 s; two workers take about half.
+    assert wall < 0.75 * n * sleep, wall
+    pids = set()
+    for rs in ctx.values():
+        with open(os.path.join(store.rref_path(rs[0]), "pid")) as f:
+            pids.add(int(f.read()))
+    assert os.getpid() not in pids and len(pids) == 2
+    rows = builds(store)
+    assert len(rows) == n and {row[1] for row in rows} == {"succeeded"}
+    assert {row[2] for row in rows} == pids  # the builds table says which worker built
+
+
+def test_dag_gives_the_same_rrefs_as_serial(client, tmp_path):
+    serial_store = Store.open(str(tmp_path / "serial"), create=True)
+    cluster_store = Store.open(str(tmp_path / "cluster"), create=True)
+    serial = realize(instantiate(dag, r=Registry(serial_store)))[2]
+    parallel = realize(instantiate(dag, r=Registry(cluster_store)), client=client)[2]
+    assert serial == parallel and len(serial) == 7
+    # Cached through the cluster path too: nothing is submitted, nothing built again.
+    again = realize(instantiate(dag, r=Registry(cluster_store)), client=client)[2]
+    assert again == parallel and len(builds(cluster_store)) == 7
+
+
+def test_match_some_of_a_nondeterministic_stage_gives_exactly_k(client, S, store):
+    def real(b):
+        for out in b.outpaths:
+            with open(os.path.join(out, "out.txt"), "w") as f:
+                f.write(os.urandom(8).hex())
+
+    def stage(r):
+        base = node(r, "base")
+        return mkdrv(
+            {"name": "nd", "base": base, "out": [selfref, "out.txt"]},
+            match_some(3),
+            build_wrapper(real, nouts=3),
+            r,
+        )
+
+    rrefs = realizeMany(instantiate(stage, r=Registry(S)), client=client)
+    assert len(rrefs) == 3 and len(set(rrefs)) == 3
+
+
+def test_two_callers_through_one_cluster_build_each_once(client, S, store, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+
+    def overlapping(k):
+        def stage(r):
+            shared = [node(r, f"shared{i}", sleep=0.3, log=str(log)) for i in range(3)]
+            return node(r, f"top{k}", shared, log=str(log))
+
+        return stage
+
+    results, errors = {}, []
+
+    def caller(k):
+        try:
+            results[k] = realize1(instantiate(overlapping(k), r=Registry(S)), client=client)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(results) == 2
+    names = sorted(f.split(".")[0] for f in os.listdir(log))
+    assert names == ["shared0", "shared1", "shared2", "top0", "top1"]
+
+
+def test_failures_are_confined_to_dependents(client, S, store):
+    def stage(r):
+        ok = node(r, "ok", sleep=0.2)
+        bad1 = node(r, "bad1", fail=True)
+        bad2 = node(r, "bad2", fail=True)
+        after = node(r, "after", [bad1])
+        return [ok, after, bad2]
+
+    r = Registry(S)
+    with pytest.raises(BuildsFailed) as info:
+        realize(instantiate(stage, r=r), client=client)
+    err = info.value
+    assert isinstance(err, BuildError) and len(err.failures) == 2
+    assert "bad1 broke" in str(err) and "bad2 broke" in str(err)
+    for d in err.failures:
+        assert d in str(err)
+    # The independent branch is published; the dependent was never built.
+    statuses = {
+        row[0].split("-", 1)[1]: row[1]
+        for row in store.catalogue.query("SELECT dref, status FROM builds")
+    }
+    assert statuses == {"ok": "succeeded", "bad1": "failed", "bad2": "failed"}
+    report = store.verify(check_contents=True)
+    assert report.ok, report.problems
+
+
+def test_one_failure_raises_it_and_keep_going_false_stops(client, S, store, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+
+    def stage(r):
+        bad = node(r, "bad", fail=True)
+        slow = [node(r, f"slow{i}", [bad]) for i in range(3)]
+        return [*slow, node(r, "other", sleep=0.5, log=str(log))]
+
+    with pytest.raises(BuildError, match="bad broke") as info:
+        realize(instantiate(stage, r=Registry(S)), client=client)
+    assert not isinstance(info.value, BuildsFailed)
+
+    def chain(r):
+        first = node(r, "first", fail=True)
+        return [first] + [node(r, f"x{i}", sleep=0.5, log=str(log)) for i in range(6)]
+
+    with pytest.raises(BuildError, match="first broke"):
+        realize(instantiate(chain, r=Registry(S)), client=client, keep_going=False)
+    # Stopped at the first failure: not all six independent builds were submitted after it.
+    assert len([f for f in os.listdir(log) if f.startswith("x")]) < 6
+
+
+def test_separate_roots_exchange_through_a_remote_cache(client, tmp_path):
+    caller = Store.open(str(tmp_path / "caller"), create=True)
+    url = "file://" + str(tmp_path / "cache")
+    os.makedirs(tmp_path / "cache")
+    ctx = realize(
+        instantiate(dag, r=Registry(caller)),
+        client=client,
+        remote=url,
+        worker_root=str(tmp_path / "workers"),
+    )[2]
+    serial_store = Store.open(str(tmp_path / "serial"), create=True)
+    assert ctx == realize(instantiate(dag, r=Registry(serial_store)))[2]
+    # Nothing was built in the caller's store; the targets were pulled into it.
+    assert builds(caller) == []
+    _, cl = instantiate(dag, r=Registry(caller))
+    for t in cl.targets:
+        assert caller.catalogue.known_rrefs(ctx[t]) == set(ctx[t])
+    assert caller.verify(check_contents=True).ok
+    with pytest.raises(UsageError, match="worker_root"):
+        realize(instantiate(dag, r=Registry(caller)), client=client, remote=url)
+
+
+def test_a_worker_killed_mid_build_is_rerun_and_the_store_verifies(client, S, store, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            started = [f for f in os.listdir(log) if f.startswith("victim.")]
+            if started:
+                pid = int(started[0].split(".")[1])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    def stage(r):
+        victim = node(r, "victim", sleep=2.0, log=str(log))
+        return node(r, "after", [victim])
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        rref = realize1(instantiate(stage, r=Registry(S)), client=client)
+    finally:
+        thread.join(timeout=60)
+    assert killed and rref
+    attempts = sorted(f for f in os.listdir(log) if f.startswith("victim."))
+    assert len(attempts) == 2  # killed once, rerun once
+    statuses = [row[1] for row in builds(store) if row[0].endswith("-victim")]
+    assert statuses == ["interrupted", "succeeded"]
+    report = store.verify(check_contents=True)
+    assert report.ok, report.problems
+    assert os.listdir(store.tmp_dir) == []
+    client.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.slow
+def test_jobs_starts_and_closes_a_local_cluster(S, store):
+    ctx = realize_closure(instantiate(fanout(2, 0.1), r=Registry(S))[1], jobs=2)
+    assert len(ctx) == 2
+    with pytest.raises(UsageError, match="positive integer"):
+        realize_closure(instantiate(fanout(2, 0.1), r=Registry(S))[1], jobs=0)
+
+
+def test_without_dask_the_error_names_the_extra(S, monkeypatch):
+    real_import = builtins.__import__
+
+    def hiding(name, *args, **kwargs):
+        if name == "distributed" or name.startswith("distributed."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", hiding)
+    for mod in [m for m in sys.modules if m == "distributed" or m.startswith("distributed.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    closure = instantiate(fanout(1, 0), r=Registry(S))
+    with pytest.raises(UsageError, match=r"pip install 'lightstore\[dask\]'"):
+        realize(closure, jobs=2)
+    with pytest.raises(UsageError, match=r"lightstore\[dask\]"):
+        realize1(closure, client="tcp://127.0.0.1:1")
+
+
+def test_workers_that_cannot_see_the_root_say_so(client, S, store):
+    closure = instantiate(fanout(1, 0), r=Registry(S))
+    _, cl = closure
+    # The caller's root, as workers on another machine would see it: missing.
+    cl.store.root, real = cl.store.root + "-elsewhere", cl.store.root
+    try:
+        from lightstore.engine.plan import Plan, RealizeOptions
+        from lightstore.executors.dask import run_dask
+
+        plan = Plan(cl, RealizeOptions())
+        run_dask(plan, plan.options, client=client)
+    finally:
+        cl.store.root = real
+    with pytest.raises(StoreNotFoundError, match="shared-root mode needs the root"):
+        plan.result()
+
+
+def test_a_cached_realize_with_jobs_starts_no_cluster(S, store, monkeypatch):
+    closure = instantiate(fanout(2, 0), r=Registry(S))
+    ctx = realize(closure)[2]
+    monkeypatch.setattr(distributed, "LocalCluster", None)  # starting one would raise
+    assert realize(closure, jobs=2)[2] == ctx

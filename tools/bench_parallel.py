@@ -1,0 +1,296 @@
+"""Parallel realization benchmarks (lightstore only; the baseline is lightstore's own serial path).
+
+- sweep-share: a 6-branch sweep (1 s per branch) realized by 1 process, then
+  by 3 processes on one store started together: wall time of each, speedup
+  (ideal 3), builds counted (each realization once).
+- parallel-cpu: 32 independent stages of 0.2 s of CPU work each, serial vs
+  `jobs=2` (an embedded LocalCluster, its start-up included): speedup
+  (ideal 2 on 2 cores).
+- parallel-overhead: per-derivation time of trivial stages, serial vs
+  through an already running 2-worker cluster, uncached and cached.
+
+The driver (tools/bench_driver.py) calls `records()`; each measurement runs
+in a fresh subprocess of the lightstore interpreter: ``python
+tools/bench_parallel.py MODE ...`` answers one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOADS = ["sweep-share", "parallel-cpu", "parallel-overhead"]
+BRANCHES = (0.1, 0.03, 0.01, 0.003, 0.001, 0.0003)
+
+
+# -- driver side (standard library only) -------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _record(workload: str, metric: str, samples: list[float], unit: str, **extra: Any) -> dict:
+    return {
+        "workload": workload,
+        "metric": metric,
+        "param": {},
+        "unit": unit,
+        "samples": samples,
+        "extra": extra,
+    }
+
+
+def _answer(proc: subprocess.Popen[str], timeout: float = 900) -> dict[str, Any]:
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_parallel worker failed:\n{err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _start(python: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [python, os.path.abspath(__file__), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _sweep_run(python: str, env: dict[str, str], tmp: str, procs: int, branch: float) -> dict:
+    base = tempfile.mkdtemp(prefix=f"sweep{procs}-", dir=tmp)
+    root, go, log = (os.path.join(base, x) for x in ("store", "go", "builds.log"))
+    workers = [
+        _start(
+            python, env, "sweep", "--root", root, "--go", go, "--log", log, "--branch", str(branch)
+        )
+        for _ in range(procs)
+    ]
+    try:
+        deadline = time.monotonic() + 300
+        while len([f for f in os.listdir(base) if f.startswith("ready-")]) < procs:
+            if any(p.poll() is not None for p in workers) or time.monotonic() > deadline:
+                raise RuntimeError("sweep workers did not all start")
+            time.sleep(0.01)
+        started = time.time()
+        open(go, "w").close()
+        answers = [_answer(p) for p in workers]
+    finally:
+        for p in workers:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    with open(log, encoding="utf-8") as f:
+        builds = [line.split()[1] for line in f if line.strip()]
+    contexts = {json.dumps(a["context"], sort_keys=True) for a in answers}
+    return {
+        "time": max(a["stop"] for a in answers) - started,
+        "builds": len(builds),
+        "distinct": len(set(builds)),
+        "same_result": len(contexts) == 1,
+        "context": answers[0]["context"],
+    }
+
+
+def records(python: str, env: dict[str, str], tmp: str, only: set[str]) -> list[dict[str, Any]]:
+    """Run the selected parallel workloads; return records in the driver's shape."""
+    out: list[dict[str, Any]] = []
+    if "sweep-share" in only:
+        _log("[lightstore] 6-branch sweep: 1 process, then 3 processes on one store")
+        serial = _sweep_run(python, env, tmp, 1, 1.0)
+        shared = _sweep_run(python, env, tmp, 3, 1.0)
+        out.append(_record("sweep-share", "time 1 process", [serial["time"]], "s"))
+        out.append(_record("sweep-share", "time 3 processes", [shared["time"]], "s"))
+        out.append(
+            _record("sweep-share", "speedup", [serial["time"] / shared["time"]], "x", ideal=3)
+        )
+        out.append(
+            _record(
+                "sweep-share",
+                "builds",
+                [shared["builds"]],
+                "count",
+                distinct=shared["distinct"],
+                same_rrefs_as_serial=shared["same_result"]
+                and shared["context"] == serial["context"],
+            )
+        )
+    if "parallel-cpu" in only:
+        _log("[lightstore] 32 stages x 0.2 s CPU: serial vs jobs=2")
+        a = _answer(_start(python, env, "cpu", "--tmp", tmp, "--stages", "32", "--work", "0.2"))
+        out.append(_record("parallel-cpu", "time serial", [a["serial"]], "s"))
+        out.append(_record("parallel-cpu", "time jobs=2", [a["parallel"]], "s"))
+        out.append(_record("parallel-cpu", "speedup", [a["serial"] / a["parallel"]], "x", ideal=2))
+    if "parallel-overhead" in only:
+        _log("[lightstore] per-derivation overhead: serial vs a running 2-worker cluster")
+        a = _answer(_start(python, env, "overhead", "--tmp", tmp, "--stages", "40"))
+        for k in ("serial uncached", "serial cached", "cluster uncached", "cluster cached"):
+            out.append(_record("parallel-overhead", k, [a[k]], "s", stages=a["stages"]))
+    return out
+
+
+# -- runner side (imports lightstore) ---------------------------------------
+
+
+def _sweep_stage(log: str, branch: float) -> Any:
+    from lightstore import build_outpath, build_wrapper, match_only, mkdrv, selfref
+
+    def logged(name: str, body: Any) -> Any:
+        def real(b: Any) -> None:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"{os.getpid()} {name}\n")
+            body(b)
+
+        return real
+
+    def write(text: str, sleep: float = 0.0) -> Any:
+        def body(b: Any) -> None:
+            time.sleep(sleep)
+            with open(os.path.join(build_outpath(b), "out.txt"), "w", encoding="utf-8") as f:
+                f.write(text)
+
+        return body
+
+    def first(S: Any, rrefs: list[str]) -> list[str] | None:
+        return sorted(rrefs)[:1] or None
+
+    def stage(r: Any) -> Any:
+        d = mkdrv(
+            {"name": "data", "out": [selfref, "out.txt"]},
+            match_only(),
+            build_wrapper(logged("data", write("data"))),
+            r,
+        )
+        models = [
+            mkdrv(
+                {"name": "train", "lr": lr, "data": [d, "out.txt"], "out": [selfref, "out.txt"]},
+                match_only(),
+                build_wrapper(logged(f"train{lr}", write(f"model {lr}", branch))),
+                r,
+            )
+            for lr in BRANCHES
+        ]
+        return mkdrv(
+            {"name": "evaluate", "models": [[m, "out.txt"] for m in models]},
+            first,
+            build_wrapper(logged("evaluate", write("eval"))),
+            r,
+        )
+
+    return stage
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    x = 0
+    while time.process_time() < end:
+        x += 1
+
+
+def _cpu_stage(n: int, work: float) -> Any:
+    from lightstore import build_outpath, build_wrapper, match_only, mkdrv
+
+    def real(b: Any) -> None:
+        _burn(work)
+        with open(os.path.join(build_outpath(b), "out.txt"), "w", encoding="utf-8") as f:
+            f.write(str(b.config["i"]))
+
+    def stage(r: Any) -> Any:
+        return [
+            mkdrv({"name": f"cpu{i}", "i": i}, match_only(), build_wrapper(real), r)
+            for i in range(n)
+        ]
+
+    return stage
+
+
+def _trivial_stage(n: int) -> Any:
+    from lightstore import build_outpath, build_wrapper, match_only, mkdrv
+
+    def real(b: Any) -> None:
+        with open(os.path.join(build_outpath(b), "out.txt"), "w", encoding="utf-8") as f:
+            f.write(str(b.config["i"]))
+
+    def stage(r: Any) -> Any:
+        return [
+            mkdrv({"name": f"t{i}", "i": i}, match_only(), build_wrapper(real), r) for i in range(n)
+        ]
+
+    return stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["sweep", "cpu", "overhead"])
+    p.add_argument("--root")
+    p.add_argument("--go")
+    p.add_argument("--log")
+    p.add_argument("--branch", type=float, default=1.0)
+    p.add_argument("--tmp")
+    p.add_argument("--stages", type=int, default=32)
+    p.add_argument("--work", type=float, default=0.2)
+    a = p.parse_args(argv)
+
+    import cloudpickle
+
+    from lightstore import Registry, fsinit, instantiate, mkSS, realize
+    from lightstore.store import Store
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    if a.mode == "sweep":
+        fsinit(mkSS(a.root))
+        stage = _sweep_stage(a.log, a.branch)
+        open(os.path.join(os.path.dirname(a.root), f"ready-{os.getpid()}"), "w").close()
+        while not os.path.exists(a.go):
+            time.sleep(0.002)
+        ctx = realize(instantiate(stage, S=mkSS(a.root)))[2]
+        answer: dict[str, Any] = {
+            "context": {d: sorted(r) for d, r in ctx.items()},
+            "stop": time.time(),
+        }
+    elif a.mode == "cpu":
+        times = {}
+        for name, kw in (("serial", {}), ("parallel", {"jobs": 2})):
+            store = Store.open(tempfile.mkdtemp(prefix=f"cpu-{name}-", dir=a.tmp), create=True)
+            t0 = time.perf_counter()
+            realize(instantiate(_cpu_stage(a.stages, a.work), r=Registry(store)), **kw)
+            times[name] = time.perf_counter() - t0
+        answer = times
+    else:
+        import logging
+
+        import distributed
+
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        )
+        client = distributed.Client(cluster)
+        client.run(lambda: __import__("lightstore.executors.dask"))
+        answer = {"stages": a.stages}
+        try:
+            for name, kw in (("serial", {}), ("cluster", {"client": client})):
+                store = Store.open(tempfile.mkdtemp(prefix=f"ovh-{name}-", dir=a.tmp), create=True)
+                for state in ("uncached", "cached"):
+                    t0 = time.perf_counter()
+                    realize(instantiate(_trivial_stage(a.stages), r=Registry(store)), **kw)
+                    answer[f"{name} {state}"] = (time.perf_counter() - t0) / a.stages
+        finally:
+            client.close()
+            cluster.close()
+    print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main()
