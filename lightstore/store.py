@@ -3,6 +3,7 @@
 Layout of a root::
 
     catalogue.sqlite            the SQLite catalogue (WAL mode)
+    logs/<build id>.log         what each build printed (`lightstore.logs`)
     objects/<H>-<name>/         one folder per derivation
         config.json             its canonical config (read-only)
         <R>/                    one read-only folder per realization
@@ -15,6 +16,12 @@ A realization is valid only when it is both in the tree and in the catalogue.
 It enters the tree by one atomic rename of a finished, read-only folder, and
 the catalogue by one short transaction after that; a crash in between leaves
 a complete folder that `recover`/`verify` recognise.
+
+Layering: this module imports nothing built on top of it. Opening and
+recovering a store needs only the layers below (catalogue, files, locks,
+`trash`, `layout`); the conveniences `Store.pin/gc/verify/push/...` import
+`lightstore.maintenance` or `lightstore.remote` when called, and those
+modules take a `Store` and never the other way round.
 """
 
 from __future__ import annotations
@@ -56,13 +63,11 @@ from lightstore.hashing import (
     realization_hash,
     tree_digest,
 )
+from lightstore.layout import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
 from lightstore.locks import KeyedLocks, ProcessSharedLock, exclusive
 from lightstore.refs import Context, DRef, Path, RRef, mkdref, mkrref, rref2dref, undref, unrref
+from lightstore.trash import restore_trash
 
-CATALOGUE_FILE = "catalogue.sqlite"
-#: How long gc and verify wait for running realizations before giving up.
-DEFAULT_GC_TIMEOUT_S = 60.0
-CONFIG_FILE = "config.json"
 # Build areas are named <host>.<pid>.<random>.<label>; dots in the host would break that.
 HOST_TAG = HOST.replace(".", "_")
 
@@ -236,9 +241,7 @@ class Store:
             try:
                 with exclusive(self.lock_path("recover", name), timeout=0):
                     if parts[-1] == "gc" and os.path.isdir(path):
-                        from lightstore.maintenance.gc import recover_gc_area
-
-                        recover_gc_area(self, path)
+                        restore_trash(self, path)
                     remove_tree(path)
                     counts["removed_build_areas"] += 1
             except LockTimeout:

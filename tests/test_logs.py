@@ -26,7 +26,7 @@ from lightstore import (
     realize1,
 )
 from lightstore.cli.context import EXIT_NOT_FOUND
-from lightstore.engine.logs import log_path
+from lightstore.logs import log_path
 from lightstore.query.buildlog import build_log
 
 
@@ -193,7 +193,7 @@ def test_a_subprocess_outliving_its_build_writes_into_no_log(S, store):
 
 
 def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
-    from lightstore.engine.logs import remove_orphan_logs
+    from lightstore.logs import remove_orphan_logs
 
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -39,7 +39,6 @@ from contextlib import AbstractContextManager
 from typing import Any, Literal, overload
 
 from lightstore.config import canonical_json
-from lightstore.engine.logs import capture_output
 from lightstore.engine.plan import (
     BuildsFailed,
     BuildTask,
@@ -63,6 +62,7 @@ from lightstore.errors import (
 from lightstore.files import remove_tree
 from lightstore.hashing import canonical_context
 from lightstore.locks import POLL_INTERVAL_S
+from lightstore.logs import capture_output
 from lightstore.refs import Context, DRef, RRef, parse_dref
 from lightstore.store import Store
 

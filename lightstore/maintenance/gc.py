@@ -9,8 +9,9 @@ order that a crash at any instant leaves recoverable:
    (the record of past experiments outlives the artifacts; `forget` deletes it);
 3. delete the trash.
 
-If the process dies after 1, `recover_gc_area` moves back what the catalogue
-still lists; after 2, it deletes the trash.
+If the process dies after 1, `lightstore.trash.restore_trash` (run by the
+next open's recovery) moves back what the catalogue still lists; after 2, it
+deletes the trash.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lightstore.catalogue.database import translate_error
-from lightstore.engine.logs import remove_orphan_logs
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
+from lightstore.layout import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
+from lightstore.logs import remove_orphan_logs
 from lightstore.maintenance.roots import roots
 from lightstore.refs import DRef, RRef, parse_dref, parse_rref
-from lightstore.store import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
+from lightstore.trash import restore_trash
 
 if TYPE_CHECKING:
     from lightstore.store import Store
@@ -212,7 +214,7 @@ def collect(
             moved = _sweep(store, area, report)
         except BaseException:
             # Nothing was deleted: put back whatever the catalogue still lists.
-            recover_gc_area(store, area)
+            restore_trash(store, area)
             remove_tree(area)
             raise
         # Deleting files is the slow part on a big store: one object at a time, with progress.
@@ -257,34 +259,6 @@ def _move(src: str, dst: str) -> None:
     # Moving a folder to another parent rewrites its `..`: it must be writable.
     os.chmod(src, os.stat(src).st_mode | stat.S_IWUSR)
     os.rename(src, dst)
-
-
-def recover_gc_area(store: Store, area: str) -> None:
-    """Finish or undo a gc that died or failed: put back what the catalogue still lists.
-
-    Whatever is already back in place (an identical realization rebuilt
-    meanwhile) is left as it is; the trash is deleted by the caller.
-    """
-    objects = os.path.join(area, "objects")
-    if not os.path.isdir(objects):
-        return
-    for dname in sorted(os.listdir(objects)):
-        dhash, _, name = dname.partition("-")
-        dref = DRef(f"dref:{dhash}-{name}")
-        if not store.catalogue.known_drefs([dref]):
-            continue
-        trashed = os.path.join(objects, dname)
-        home = store.dref_path(dref)
-        os.makedirs(home, exist_ok=True)
-        for entry in sorted(os.listdir(trashed)):
-            source, target = os.path.join(trashed, entry), os.path.join(home, entry)
-            if entry == CONFIG_FILE:
-                if not os.path.exists(target):
-                    os.rename(source, target)
-                continue
-            rref = RRef(f"rref:{entry}-{dhash}-{name}")
-            if store.catalogue.known_rrefs([rref]) and not os.path.lexists(target):
-                os.rename(source, target)
 
 
 @dataclass

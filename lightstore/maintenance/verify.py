@@ -38,9 +38,10 @@ from lightstore.hashing import (
     realization_hash,
     tree_digest,
 )
+from lightstore.layout import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
 from lightstore.maintenance.roots import PINS_DIR, is_pin_name, roots
 from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
-from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S, Store
+from lightstore.store import Store
 
 Progress = Callable[[int, int], None]
 

@@ -1,14 +1,14 @@
 """What a build printed (`lightstore log`): its record and captured output.
 
-Logs are written by `lightstore.engine.logs` to ``<root>/logs/<build id>.log``.
+Logs are written by `lightstore.logs` to ``<root>/logs/<build id>.log``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightstore.engine.logs import log_path, read_log
 from lightstore.errors import UnknownReferenceError
+from lightstore.logs import log_path, read_log
 from lightstore.query.describe import live_status
 from lightstore.query.resolve import resolve
 from lightstore.refs import isrref
