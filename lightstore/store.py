@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -352,10 +353,21 @@ class Store:
     def _write_config(self, dref: DRef, text: str) -> None:
         folder = self.dref_path(dref)
         target = os.path.join(folder, CONFIG_FILE)
-        if os.path.isfile(target):
-            return
-        if os.path.lexists(target) or (os.path.lexists(folder) and not os.path.isdir(folder)):
+        # One lstat decides: another process may create the file between two
+        # separate checks, which must not look like damage.
+        try:
+            mode = os.lstat(target).st_mode
+        except FileNotFoundError:
+            pass
+        except NotADirectoryError:
+            raise self._damaged(dref) from None
+        else:
+            if stat.S_ISREG(mode):
+                return
             raise self._damaged(dref)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise self._damaged(dref)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(self.tmp_dir, f"{HOST_TAG}.{os.getpid()}.{secrets.token_hex(6)}.config")
         with open(tmp, "w", encoding="utf-8") as f:
