@@ -1,0 +1,86 @@
+"""Defects found by hostile review r1, each reproduced against the real store."""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+
+import pytest
+from remote_helpers import snapshot
+
+from lightstore import (
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkconfig,
+    mkdrv,
+    realize1,
+)
+from lightstore.errors import LightstoreError
+from lightstore.hashing import file_digest
+from lightstore.remote._layout import blob_key, manifest_key
+from lightstore.store import Store
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail (instead of hanging the suite) if the block takes longer than `seconds`."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds}s: the call hangs")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _with_empty_file(r):
+    def build(b):
+        out = build_outpath(b)
+        open(os.path.join(out, "empty"), "w").close()
+        with open(os.path.join(out, "a"), "w") as f:
+            f.write("x" * 10)
+
+    return mkdrv(mkconfig({"name": "e"}), match_only(), build_wrapper(build), r)
+
+
+def _pushed(tmp_path) -> tuple[Store, Store, str, str]:
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    rref = realize1(instantiate(_with_empty_file, S=alice.settings))
+    url = f"file://{tmp_path}/remote"
+    alice.push(url, [rref])
+    return alice, bob, rref, url
+
+
+def _replace(path: str, make) -> None:
+    os.chmod(os.path.dirname(path), 0o755)
+    os.unlink(path)
+    make(path)
+
+
+@pytest.mark.parametrize("what", ["manifest", "empty-blob", "blob"])
+@pytest.mark.parametrize("special", ["fifo", "zero"])
+def test_special_files_on_a_file_remote_are_refused(tmp_path, what, special):
+    # A hostile file:// remote serves a FIFO (the pull blocked forever) or a
+    # symlink to /dev/zero (an endless stream) in place of an object.
+    alice, bob, rref, url = _pushed(tmp_path)
+    remote = str(tmp_path / "remote")
+    if what == "manifest":
+        key = manifest_key(rref)
+    else:
+        name = "empty" if what == "empty-blob" else "a"
+        key = blob_key(file_digest(os.path.join(alice.rref_path(rref), name)).hex())
+    path = os.path.join(remote, key)
+    _replace(path, os.mkfifo if special == "fifo" else lambda p: os.symlink("/dev/zero", p))
+    before = snapshot(bob)
+    with deadline(8), pytest.raises(LightstoreError, match=r"not a regular file|missing"):
+        bob.pull(url, [rref])
+    assert snapshot(bob) == before
+    assert os.listdir(bob.tmp_dir) == []
