@@ -84,3 +84,28 @@ def test_special_files_on_a_file_remote_are_refused(tmp_path, what, special):
         bob.pull(url, [rref])
     assert snapshot(bob) == before
     assert os.listdir(bob.tmp_dir) == []
+
+
+def _two_stage(r):
+    def build(b):
+        with open(os.path.join(build_outpath(b), "ok"), "w") as f:
+            f.write("ok")
+
+    p = mkdrv(mkconfig({"name": "p"}), match_only(), build_wrapper(build), r)
+    return mkdrv(mkconfig({"name": "c", "p": p}), match_only(), build_wrapper(build), r)
+
+
+def test_a_pin_named_like_a_hash_prefix_is_never_silently_shadowed(tmp_path):
+    # `pin 1a2b REF` was accepted, then `cat 1a2b ...` / `resolve("1a2b")`
+    # answered with whatever object's hash starts with 1a2b, not the pin.
+    from lightstore.query import resolve
+    from lightstore.query.errors import AmbiguousReferenceError
+
+    store = Store.open(str(tmp_path / "s"), create=True)
+    child = realize1(instantiate(_two_stage, S=store.settings))
+    parent = next(iter(store.catalogue.rrefdeps([child])))
+    prefix = child[len("rref:") :][:6]
+    store.pin(prefix, parent)
+    with pytest.raises(AmbiguousReferenceError, match="pin"):
+        resolve(store, prefix)
+    assert resolve(store, child) == child
