@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 from contextlib import contextmanager
 
@@ -109,3 +110,22 @@ def test_a_pin_named_like_a_hash_prefix_is_never_silently_shadowed(tmp_path):
     with pytest.raises(AmbiguousReferenceError, match="pin"):
         resolve(store, prefix)
     assert resolve(store, child) == child
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300, -5.0, 10**400, "soon"])
+def test_remote_manifest_with_absurd_build_times_is_refused(tmp_path, value):
+    # Archives refuse such times (issue 14); a remote manifest stored them.
+    import json
+
+    from lightstore.errors import RemoteIntegrityError
+
+    _alice, bob, rref, url = _pushed(tmp_path)
+    path = os.path.join(tmp_path, "remote", manifest_key(rref))
+    with open(path) as f:
+        doc = json.load(f)
+    doc["build_started"] = value
+    _replace(path, lambda p: pathlib.Path(p).write_text(json.dumps(doc)))
+    before = snapshot(bob)
+    with pytest.raises(RemoteIntegrityError, match="build time"):
+        bob.pull(url, [rref])
+    assert snapshot(bob) == before
