@@ -128,3 +128,29 @@ def test_fetchurl2_and_unpack(S, tmp_path):
         ls.unpack(path="a", refpath=["b"], r=r)
     with pytest.raises(AssertionError):
         ls.unpack(path=str(archive), aunpack_args=["-q"], r=r)
+
+
+def test_link_formats_du_diff_and_json_lenses(S, tmp_path):
+    r = ls.Registry(S)
+    d = _stage(r, "fmt", "t")
+    rref = ls.realize1(ls.instantiate(d, r=r))
+    link = ls.linkrref(rref, str(tmp_path), format="_rref_%(T)s_%(N)s", S=S)
+    assert os.path.basename(link) == f"_rref_{ls.rrefbstart(rref, S)}_fmt"
+    dlink = ls.linkdref(d, str(tmp_path), format="_d_%(N)s", S=S)
+    assert os.path.basename(dlink) == "_d_fmt"
+    lone = ls.mkdrv_(ls.mkconfig({"name": "lone"}), S)
+    assert ls.du(S)[lone] == (0, {})
+    assert "fmt" in ls.diff(lambda r: _stage(r, "fmt", "t"), lambda r: _stage(r, "other", "t"), S)
+
+    def make_json(b):
+        with open(os.path.join(ls.build_outpath(b), "result.json"), "w") as f:
+            f.write('{"score": 3}')
+
+    j = ls.mkdrv(
+        {"name": "j", "out": [ls.selfref, "result.json"]},
+        ls.match_only(),
+        ls.build_wrapper(make_json),
+        r,
+    )
+    rj = ls.realize1(ls.instantiate(j, r=r))
+    assert ls.mklens(rj, S=S).out.score.val == 3

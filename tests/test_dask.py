@@ -43,7 +43,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(tmp_path_factory):
     cluster = distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -55,6 +55,9 @@ def client():
     c = distributed.Client(cluster)
     c.run(lambda: __import__("lightstore.executors.dask"))  # warm: imports done once
     try:
+        # Warm the build path too (first unpickling, store opening) on both workers.
+        warm = Store.open(str(tmp_path_factory.mktemp("warm") / "store"), create=True)
+        realize(instantiate(fanout(4, 0.05), r=Registry(warm)), client=c)
         yield c
     finally:
         c.close()

@@ -479,10 +479,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--label", help="name the size column after this instead of the count (e.g. 1M-catalogue)"
     )
+    p.add_argument("--notes", help="markdown file appended to the report (findings, limits)")
+    p.add_argument(
+        "--from-json", help="render the report of a saved JSON (with --merge); build nothing"
+    )
     p.add_argument("--merge", help="also report the rows of this earlier JSON (other sizes)")
     args = p.parse_args(argv)
     if args.command == "worker":
         worker(args.root, args.first, args.stop, args.step)
+        return 0
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            doc = json.load(f)
+        res = Results()
+        res.rows = doc["results"]
+        save(args, doc["command"], time.time() - doc["duration_s"], res, doc)
         return 0
     sizes = [int(x) for x in args.sizes.split(",") if x]
     tmp = None if args.root else tempfile.mkdtemp(prefix="lightstore-huge-")
@@ -519,7 +530,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def save(args: argparse.Namespace, command: str, started: float, res: Results) -> None:
+def save(
+    args: argparse.Namespace,
+    command: str,
+    started: float,
+    res: Results,
+    earlier: dict[str, Any] | None = None,
+) -> None:
     rows = list(res.rows)
     if args.merge:
         with open(args.merge, encoding="utf-8") as f:
@@ -531,7 +548,7 @@ def save(args: argparse.Namespace, command: str, started: float, res: Results) -
         .astimezone()
         .isoformat(timespec="seconds"),
         "duration_s": time.time() - started,
-        "load_average": os.getloadavg(),
+        "load_average": earlier["load_average"] if earlier else os.getloadavg(),
         "cpus": os.cpu_count(),
         "results": rows,
     }
@@ -541,7 +558,11 @@ def save(args: argparse.Namespace, command: str, started: float, res: Results) -
     text = "\n".join(report_lines(doc))
     print(text, flush=True)
     if args.report:
-        replace_section(args.report, "million", "\n".join(header(doc)) + "\n" + text)
+        notes = ""
+        if args.notes:
+            with open(args.notes, encoding="utf-8") as f:
+                notes = "\n" + f.read()
+        replace_section(args.report, "million", "\n".join(header(doc)) + "\n" + text + "\n" + notes)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def _link_name(name: str, store: Any, dref: DRef, rref: RRef | None) -> str:
     """`name`, or a Pylightnix format (``%(T)s`` build start time, ``%(N)s`` name) filled in."""
     if "%(" not in name:
         return name
-    started = None if rref is None else store.catalogue.build_times([rref]).get(rref)
+    record = None if rref is None else store.catalogue.realization_record(rref)
+    started = None if record is None else record.get("build_started")
     from lightstore.compat.utils import timestring
 
     try:
@@ -129,7 +130,12 @@ def _link_name(name: str, store: Any, dref: DRef, rref: RRef | None) -> str:
 
 
 def linkrref(
-    rref: RRef, destdir: str | None = None, name: str | None = None, S: Any = None
+    rref: RRef,
+    destdir: str | None = None,
+    name: str | None = None,
+    S: Any = None,
+    *,
+    format: str | None = None,
 ) -> Path:
     """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists.
 
@@ -137,12 +143,18 @@ def linkrref(
     """
     store = resolve_store(S)
     r = parse_rref(rref)
+    name = name or format
     link = _link_name(name, store, rref2dref(r), r) if name else f"result-{r.rsplit('-', 1)[1]}"
     return _link(store, store.rref_path(r), "rref", r, destdir, link)
 
 
 def linkdref(
-    dref: DRef, destdir: str | None = None, name: str | None = None, S: Any = None
+    dref: DRef,
+    destdir: str | None = None,
+    name: str | None = None,
+    S: Any = None,
+    *,
+    format: str | None = None,
 ) -> Path:
     """Make a symlink to a derivation's folder; it is a GC root while it exists.
 
@@ -150,6 +162,7 @@ def linkdref(
     """
     store = resolve_store(S)
     d = parse_dref(dref)
+    name = name or format
     link = _link_name(name, store, d, None) if name else f"drv-{d.rsplit('-', 1)[1]}"
     return _link(store, store.dref_path(d), "dref", d, destdir, link)
 
@@ -189,6 +202,9 @@ def du(S: Any = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
         total, per = out.get(dref, (0, {}))
         per[RRef(rref)] = size
         out[DRef(dref)] = (total + size, per)
+    # Derivations without realizations are listed too (as Pylightnix's du does).
+    for dref in store.catalogue.all_drefs():
+        out.setdefault(DRef(dref), (0, {}))
     return out
 
 
@@ -222,6 +238,11 @@ def diff(a: DRef | RRef, b: DRef | RRef, S: Any = None) -> str:
     store = resolve_store(S)
 
     def text(ref: Any) -> list[str]:
+        if callable(ref):  # a stage, as Pylightnix's diff accepts: its one target
+            from lightstore.engine.registry import Registry, instantiate
+
+            _, closure = instantiate(ref, r=Registry(store))
+            ref = closure.targets[-1]
         d = rref2dref(ref) if isrref(ref) else parse_dref(ref)
         return json.dumps(store.config(d), indent=2, sort_keys=True).splitlines(keepends=True)
 

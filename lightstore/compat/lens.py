@@ -97,6 +97,19 @@ def _enter(node: _Node) -> _Node:
         return _Node(
             store, resolve_selfrefs(_config(store, dref), dref), dref, rref, store.context(rref)
         )
+    if isrefpath(v):
+        # A RefPath to a JSON file holding a dict: navigate into that dict (as Pylightnix does).
+        import json
+
+        path = _syspath(node)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise InvalidReferenceError(f"cannot read {v} ({path}) as JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise InvalidReferenceError(f"{v} ({path}) holds no JSON dict")
+        return replace(node, value=data)
     if isdref(v):
         dref = DRef(v)
         if node.build is not None and dref == node.build.dref:

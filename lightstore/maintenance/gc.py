@@ -55,14 +55,18 @@ WITH RECURSIVE
     SELECT dref FROM root_drefs
     UNION SELECT d.dep FROM derivation_deps AS d JOIN live_drefs AS l ON d.dref = l.dref
   ),
-  dead_rrefs(rref, size) AS (
-    SELECT rref, size FROM realizations WHERE rref NOT IN (SELECT rref FROM live_rrefs)
+  dead_rrefs(refs, bytes) AS (
+    -- One pass over the (rref, size) index, in order: nothing to sort.
+    SELECT group_concat(rref, char(10)), coalesce(sum(size), 0) FROM (
+      SELECT rref, size FROM realizations INDEXED BY realizations_by_rref_size
+      WHERE rref NOT IN (SELECT rref FROM live_rrefs) ORDER BY rref)
   )
 SELECT
-  (SELECT group_concat(rref, char(10)) FROM (SELECT rref FROM dead_rrefs ORDER BY rref)),
-  (SELECT coalesce(sum(size), 0) FROM dead_rrefs),
+  refs,
+  bytes,
   (SELECT group_concat(dref, char(10)) FROM (
     SELECT dref FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs) ORDER BY dref))
+FROM dead_rrefs
 """
 
 
