@@ -14,7 +14,8 @@ Accepted, in this order:
   ``train[lr=0.01]`` or ``train@lr=0.01`` (the derivations whose config
   matches), combined as ``train[lr=0.01,seed=1]@latest``.
 
-Something that matches several objects raises AmbiguousReferenceError listing
+A pin named like a hash prefix that also matches another object is
+ambiguous. Something that matches several objects raises AmbiguousReferenceError listing
 them (`resolve_all` takes every object a selector matches); something that
 matches nothing raises UnknownReferenceError.
 """
@@ -124,6 +125,16 @@ def resolve(store: Store, text: str | os.PathLike[str]) -> DRef | RRef:
     m = _PREFIX_RE.fullmatch(text)
     if m:
         found = prefix_matches(store.catalogue, m.group(2), m.group(1))
+        pinned = store.catalogue.column(
+            "SELECT coalesce(rref, dref) FROM pins WHERE name = ?", (text,)
+        )
+        if found and pinned and found != pinned:
+            # A pin named like a hash prefix: never answer silently with the other one.
+            raise AmbiguousReferenceError(
+                f"{text!r} is ambiguous: it is the pin of {pinned[0]} and a hash prefix of "
+                f"{', '.join(found[:_MAX_LISTED])}; give the full reference",
+                [*pinned, *found[:_MAX_LISTED]],
+            )
         if len(found) == 1:
             return DRef(found[0]) if isdref(found[0]) else RRef(found[0])
         if found:

@@ -20,9 +20,10 @@ import contextlib
 import os
 import re
 import secrets
+import stat
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from lightstore.errors import RemoteError
 
@@ -162,11 +163,36 @@ class Remote:
                 return None
             return int(info.get("size") or 0)
 
+    def _open_local(self, key: str) -> BinaryIO:
+        """Open an object of a local remote; refuse anything but a regular file
+        (a hostile remote's FIFO would block a pull forever, a device never end)."""
+        path = self.path(key)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise self._not_a_file(key)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            # Checked again on the open file: the name may have been swapped.
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self._not_a_file(key)
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _not_a_file(self, key: str) -> RemoteError:
+        return RemoteError(
+            f"the object {key} of {self.shown} is not a regular file: the remote is damaged "
+            "or hostile; nothing was added"
+        )
+
     def read(self, key: str, limit: int = 64 * 1024 * 1024) -> bytes | None:
         """The bytes of a small object, or None if it does not exist."""
         with self.guard("cannot read"):
             try:
-                with self.fs.open(self.path(key), "rb") as f:
+                with (
+                    self._open_local(key) if self.local else self.fs.open(self.path(key), "rb") as f
+                ):
                     data = f.read(limit + 1)
             except FileNotFoundError:
                 return None
@@ -261,9 +287,22 @@ class Remote:
         """Download `key` into the new local file `local_path`: small ones in one
         request, large ones streamed by the driver."""
         with self.guard("cannot read (download)"):
+            if self.local:
+                # Never more than `size` + 1 bytes, from a regular file only.
+                remaining = -1 if size is None else size + 1
+                with self._open_local(key) as fin, open(local_path, "xb") as fout:
+                    while remaining != 0:
+                        chunk = fin.read(
+                            1024 * 1024 if remaining < 0 else min(remaining, 1024 * 1024)
+                        )
+                        if not chunk:
+                            break
+                        fout.write(chunk)
+                        remaining -= 0 if remaining < 0 else len(chunk)
+                return
             # Never read more than `size` + 1 bytes: a hostile remote may serve a
             # huge object under a small manifest entry.
-            if size is not None and size <= SMALL_OBJECT and not self.local:
+            if size is not None and size <= SMALL_OBJECT:
                 data = self.fs.cat_file(self.path(key), start=0, end=size + 1)
                 with open(local_path, "xb") as f:
                     f.write(data)

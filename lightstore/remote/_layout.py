@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.config import Config, canonical_json
-from lightstore.errors import InvalidMetricError, LightstoreError, RemoteIntegrityError
+from lightstore.errors import (
+    ArchiveError,
+    InvalidMetricError,
+    LightstoreError,
+    RemoteIntegrityError,
+)
 from lightstore.exchange._ingest import checked_config, checked_context
 from lightstore.exchange._tree import walk_tree
 from lightstore.hashing import CONTEXT_FILE, _len_prefixed, _tagged, realization_hash
@@ -258,8 +263,14 @@ def parse_manifest(data: bytes, rref: RRef, where: str) -> Manifest:
             where,
             f"the manifest of {rref} lists files (or a context) that do not hash to its RRef",
         )
-    times = [doc.get("build_started"), doc.get("build_stopped")]
-    times = [t if isinstance(t, int | float) and not isinstance(t, bool) else None for t in times]
+    # The same bounds as archives: a hostile time (NaN, 1e300, a 400-digit int)
+    # must not reach the catalogue (an int that large overflowed SQLite).
+    from lightstore.exchange.archive import _time
+
+    try:
+        times = [_time(doc.get(k), f"{where}: {rref}") for k in ("build_started", "build_stopped")]
+    except ArchiveError as e:
+        raise _bad(where, str(e)) from None
     raw_metrics = doc.get("metrics") or {}
     # Informational: entries that are not valid metrics are dropped, not fatal.
     metrics: dict[str, int | float] = {}
