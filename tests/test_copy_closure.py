@@ -268,8 +268,10 @@ def test_resume_after_kills_at_random_instants(tmp_path):
     total = 1 + len(rrefdeps([top], src))
     fraction = 0.2
     # Kill at random instants; wait longer after a kill that came before any progress,
-    # until one lands in the middle of the copy (or the copy finishes).
-    while len(progress) < 8 and not any(0 < n < total for n in progress):
+    # and start again in a fresh store, sooner, after one that came too late, until a
+    # kill lands in the middle of the copy.
+    fresh = 0
+    while len(progress) < 16 and not any(0 < n < total for n in progress):
         child = run_child(src, dst, top, None)
         assert child.stdout is not None
         assert child.stdout.readline() == "start\n"
@@ -282,7 +284,9 @@ def test_resume_after_kills_at_random_instants(tmp_path):
         if progress[-1] == 0:
             fraction *= 1.3
         elif progress[-1] == total:
-            break
+            fresh += 1
+            dst = fsinit(mkSS(str(tmp_path / f"dst{fresh}")))
+            fraction *= 0.5
     copy_closure([top], src, dst)
     assert_complete(src, dst, top)
     assert any(0 < n < total for n in progress), progress  # a kill hit mid-copy
