@@ -117,10 +117,15 @@ def _limit(limit: Any) -> int:
 def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) -> list[str]:
     """The row keys `history` uses for config `fields`: the field, or ``config.<field>``
     when a history column already has that name."""
+    return _unique_keys(fields, taken, "config.")
+
+
+def _unique_keys(names: Sequence[str], taken: Iterable[str], prefix: str) -> list[str]:
+    # A name already used by a column (or an earlier key) gets the prefix.
     used = set(taken)
     keys = []
-    for f in fields:
-        key = f if f not in used else f"config.{f}"
+    for n in names:
+        key = n if n not in used else f"{prefix}{n}"
         used.add(key)
         keys.append(key)
     return keys
@@ -136,13 +141,7 @@ def _rows(
 
 def metric_keys(metrics: Sequence[str], taken: Iterable[str]) -> list[str]:
     """The row keys `history` uses for `metrics`: the name, or ``metric.<name>`` when taken."""
-    used = set(taken)
-    keys = []
-    for m in metrics:
-        key = m if m not in used else f"metric.{m}"
-        used.add(key)
-        keys.append(key)
-    return keys
+    return _unique_keys(metrics, taken, "metric.")
 
 
 def _sort_order(sort: str, keys: Sequence[str]) -> str:

@@ -39,7 +39,7 @@ from lightstore.exchange._ingest import (
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.hashing import file_digest
-from lightstore.refs import DRef, RRef, isdref, parse_dref, parse_rref
+from lightstore.refs import DRef, RRef
 from lightstore.remote._fs import Remote
 from lightstore.remote._layout import (
     Manifest,
@@ -52,7 +52,7 @@ from lightstore.remote._layout import (
     signature_folder,
 )
 from lightstore.remote._sign import TrustedKeys, trusted_keys_for
-from lightstore.remote.push import DEFAULT_JOBS, Progress, ensure_marker, open_remote
+from lightstore.remote.push import DEFAULT_JOBS, Progress, ensure_marker, expand_refs, open_remote
 from lightstore.store import Store
 
 _CHUNK = 1024 * 1024
@@ -71,18 +71,9 @@ def remote_realizations_of(remote: Remote, dref: DRef) -> list[RRef]:
 
 
 def _resolve_remote_refs(remote: Remote, refs: Iterable[str]) -> list[RRef]:
-    out: list[RRef] = []
-    for ref in refs:
-        if isdref(ref):
-            found = remote_realizations_of(remote, parse_dref(ref))
-            if not found:
-                raise UnknownReferenceError(
-                    f"the remote {remote.shown} holds nothing of {ref}", ref
-                )
-            out += found
-        else:
-            out.append(parse_rref(ref))
-    return sorted(set(out))
+    return expand_refs(
+        refs, lambda d: remote_realizations_of(remote, d), f"on the remote {remote.shown}"
+    )
 
 
 def check_signature(remote: Remote, trusted: TrustedKeys, rref: RRef, where: str) -> None:

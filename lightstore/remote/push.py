@@ -22,7 +22,7 @@ from lightstore.errors import IntegrityError, RemoteError
 from lightstore.exchange._ingest import closure_of, topological_rrefs
 from lightstore.failpoints import failpoint
 from lightstore.hashing import context_hash, file_digest, realization_hash
-from lightstore.refs import RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
+from lightstore.refs import DRef, RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
 from lightstore.remote._fs import Remote
 from lightstore.remote._layout import (
     FORMAT,
@@ -89,22 +89,32 @@ def ensure_marker(remote: Remote, create: bool) -> bool:
     return True
 
 
-def resolve_local_refs(store: Store, refs: Iterable[str]) -> list[RRef]:
-    """RRefs for `refs`: an RRef stands for itself, a DRef for all its local realizations."""
+def expand_refs(
+    refs: Iterable[str], realizations_of: Callable[[DRef], list[RRef]], nothing: str
+) -> list[RRef]:
+    """RRefs for `refs`: an RRef stands for itself, a DRef for `realizations_of` it.
+
+    Raises UnknownReferenceError for a DRef with none (`nothing` ends the message).
+    """
+    from lightstore.errors import UnknownReferenceError
+
     out: list[RRef] = []
     for ref in refs:
         if isdref(ref):
-            found = store.catalogue.realizations_any_context(parse_dref(ref))
+            found = realizations_of(parse_dref(ref))
             if not found:
-                from lightstore.errors import UnknownReferenceError
-
-                raise UnknownReferenceError(
-                    f"{ref} has no realizations in the store {store.root} to push", ref
-                )
+                raise UnknownReferenceError(f"{ref} has no realizations {nothing}", ref)
             out += found
         else:
             out.append(parse_rref(ref))
     return sorted(set(out))
+
+
+def resolve_local_refs(store: Store, refs: Iterable[str]) -> list[RRef]:
+    """RRefs for `refs`: an RRef stands for itself, a DRef for all its local realizations."""
+    return expand_refs(
+        refs, store.catalogue.realizations_any_context, f"in the store {store.root} to push"
+    )
 
 
 #: With more new blobs than this in a realization, the remote's blob folders are
