@@ -13,7 +13,9 @@ path from an unchecked string.
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Callable
 from typing import Any, NewType
 
 from lightstore.errors import InvalidConfigError, InvalidReferenceError
@@ -188,3 +190,17 @@ def rref2dref(r: RRef | str) -> DRef:
     """The DRef of the derivation that `r` realizes."""
     _, dhash, name = unrref(r)
     return DRef(f"dref:{dhash}-{name}")
+
+
+def map_drefs(value: Any, replace: Callable[[DRef], Any]) -> Any:
+    """A copy of `value` (nested lists, tuples, dicts) with each DRef string replaced by
+    ``replace(dref)``; other values are kept as they are."""
+    if isdref(value):
+        return replace(DRef(value))
+    if isinstance(value, list):
+        return [map_drefs(x, replace) for x in value]
+    if isinstance(value, tuple):
+        return tuple(map_drefs(x, replace) for x in value)
+    if isinstance(value, dict):
+        return {k: map_drefs(x, replace) for k, x in value.items()}
+    return copy.deepcopy(value)

@@ -8,7 +8,6 @@ Dependencies unroll lazily (an attribute is resolved when it is read), so
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,7 +23,7 @@ from lightstore.engine.matchers import match_latest
 from lightstore.engine.realize import unpack_closure
 from lightstore.engine.registry import Matcher, Registry, current_registry_or_new, mkdrv
 from lightstore.errors import UsageError
-from lightstore.refs import Context, DRef, isdref
+from lightstore.refs import Context, DRef, map_drefs
 
 
 def unroll(
@@ -57,19 +56,11 @@ def unrollR(
     (a list when there are several, or always with `always_multiref`)."""
     store = resolve_store(S)
 
-    def visit(v: Any) -> Any:
-        if isdref(v):
-            attrs = [Attrs(_Node(store, r, deps=ctx)) for r in ctx.get(DRef(v), [])]
-            return attrs[0] if len(attrs) == 1 and not always_multiref else attrs
-        if isinstance(v, list):
-            return [visit(x) for x in v]
-        if isinstance(v, tuple):
-            return tuple(visit(x) for x in v)
-        if isinstance(v, dict):
-            return {k: visit(x) for k, x in v.items()}
-        return v
+    def attrs_of(dref: DRef) -> Any:
+        attrs = [Attrs(_Node(store, r, deps=ctx)) for r in ctx.get(dref, [])]
+        return attrs[0] if len(attrs) == 1 and not always_multiref else attrs
 
-    return visit(copy.deepcopy(sr))
+    return map_drefs(sr, attrs_of)
 
 
 def realizeU(

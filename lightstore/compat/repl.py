@@ -20,7 +20,6 @@ itself: needing the paused build there raises UsageError.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Generator, Iterable
@@ -36,7 +35,16 @@ from lightstore.engine.registry import Closure, Derivation, find_drefs, instanti
 from lightstore.errors import MatcherError, UsageError
 from lightstore.files import remove_tree
 from lightstore.hashing import canonical_context
-from lightstore.refs import Context, DRef, Path, RRef, isdref, parse_dref, parse_rref, rref2dref
+from lightstore.refs import (
+    Context,
+    DRef,
+    Path,
+    RRef,
+    map_drefs,
+    parse_dref,
+    parse_rref,
+    rref2dref,
+)
 from lightstore.store import StorageSettings, Store
 
 #: What `realizeSeq` yields, receives and returns.
@@ -340,22 +348,14 @@ def repl_result(rh: ReplHelper) -> Any:
     ctx = rh.context or {}
     incomplete = False
 
-    def visit(v: Any) -> Any:
+    def realizations(dref: DRef) -> Any:
         nonlocal incomplete
-        if isdref(v):
-            if v not in ctx:
-                incomplete = True
-                return None
-            return ctx[DRef(v)]
-        if isinstance(v, list):
-            return [visit(x) for x in v]
-        if isinstance(v, tuple):
-            return tuple(visit(x) for x in v)
-        if isinstance(v, dict):
-            return {k: visit(x) for k, x in v.items()}
-        return v
+        if dref not in ctx:
+            incomplete = True
+            return None
+        return ctx[dref]
 
-    out = visit(copy.deepcopy(rh.result))
+    out = map_drefs(rh.result, realizations)
     return None if incomplete or rh.gen is not None else out
 
 
