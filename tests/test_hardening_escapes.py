@@ -141,3 +141,39 @@ def test_non_utf8_names_pack_to_tar_and_are_refused_by_zip(store, tmp_path):
     other = fsinit(mkSS(str(tmp_path / "other")))
     sunpack(str(tmp_path / "ok.tar"), other)
     assert os.path.isfile(os.path.join(other.rref_path(rref), raw))
+
+
+def test_lens_contents_stays_inside_the_store(tmp_path):
+    from lightstore import (
+        build_outpath,
+        build_wrapper,
+        fsinit,
+        instantiate,
+        match_only,
+        mkdrv,
+        mklens,
+        mkSS,
+        realize1,
+        selfref,
+    )
+    from lightstore.errors import InvalidReferenceError
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    S = fsinit(mkSS(str(tmp_path / "store"))).settings
+
+    def stage(r):
+        def real(b):
+            out = build_outpath(b)
+            os.symlink(str(secret), os.path.join(out, "leak"))
+            with open(os.path.join(out, "ok"), "w") as f:
+                f.write("inside")
+            os.symlink(os.path.join(out, "ok"), os.path.join(out, "alias"))
+
+        config = {"name": "links", "leak": [selfref, "leak"], "ok": [selfref, "ok"]}
+        return mkdrv(config, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=S))
+    assert mklens(rref, S=S).ok.contents == "inside"
+    with pytest.raises(InvalidReferenceError, match="outside the store"):
+        mklens(rref, S=S).leak.contents

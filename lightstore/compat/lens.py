@@ -266,6 +266,16 @@ class Lens:
     def contents(self) -> str:
         """The text of the file this value designates."""
         p = self.syspath
+        v = self._node.value
+        if isrefpath(v) or isrref(v) or isdref(v):
+            # A store object's file may be a symlink (realizers link into their
+            # dependencies): it may lead anywhere in the store, never outside it.
+            root = os.path.realpath(self._node.store.root)
+            if not os.path.realpath(p).startswith(root + os.sep):
+                raise InvalidReferenceError(
+                    f"{p} leads outside the store {root} (a symlink); read it yourself if "
+                    "you trust it"
+                )
         if not os.path.isfile(p):
             raise InvalidReferenceError(f"{p} is not a file")
         with open(p, encoding="utf-8") as f:
