@@ -176,4 +176,4 @@ def test_lens_contents_stays_inside_the_store(tmp_path):
     rref = realize1(instantiate(stage, S=S))
     assert mklens(rref, S=S).ok.contents == "inside"
     with pytest.raises(InvalidReferenceError, match="outside the store"):
-        mklens(rref, S=S).leak.contents
+        _ = mklens(rref, S=S).leak.contents
