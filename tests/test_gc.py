@@ -183,3 +183,26 @@ def test_gc_while_processes_realize(tmp_path):
             assert pins[name] == rref
             assert os.path.isdir(store.rref_path(rref))
     assert store.verify(check_contents=True).ok
+
+
+def test_gc_plan_longer_than_sqlites_longest_string(store):
+    """The plan joins dead references into one string; past SQLite's limit it goes row by row."""
+    import sqlite3
+
+    for tag in "abcd":
+        realize1(instantiate(chain(tag), S=store))
+    store.pin("keep", allrrefs(store)[0])
+    joined = store.gc(dry_run=True)
+    # A limit shorter than the joined list (12 references of ~90 bytes) but
+    # longer than any statement or row here.
+    store.catalogue.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 600)
+    try:
+        rows = store.gc(dry_run=True)
+    finally:
+        store.catalogue.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000_000)
+    assert len(joined.rrefs) >= 9
+    assert (rows.rrefs, rows.drefs, rows.bytes_freed) == (
+        joined.rrefs,
+        joined.drefs,
+        joined.bytes_freed,
+    )

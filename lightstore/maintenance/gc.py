@@ -37,7 +37,7 @@ from lightstore.trash import restore_trash
 if TYPE_CHECKING:
     from lightstore.store import Store
 
-_LIVE_SQL = """
+_LIVE_CTE = """
 WITH RECURSIVE
   root_rrefs(rref) AS (
     SELECT value FROM json_each(:rrefs)
@@ -56,7 +56,11 @@ WITH RECURSIVE
   live_drefs(dref) AS (
     SELECT dref FROM root_drefs
     UNION SELECT d.dep FROM derivation_deps AS d JOIN live_drefs AS l ON d.dref = l.dref
-  ),
+  )
+"""
+_LIVE_SQL = (
+    _LIVE_CTE
+    + """,
   dead_rrefs(refs, bytes) AS (
     -- One pass over the (rref, size) index, in order: nothing to sort.
     SELECT group_concat(rref, char(10)), coalesce(sum(size), 0) FROM (
@@ -70,6 +74,16 @@ SELECT
     SELECT dref FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs) ORDER BY dref))
 FROM dead_rrefs
 """
+)
+# The same answer a row at a time, for a garbage list longer than SQLite's
+# longest string (1 GB: about ten million references).
+_DEAD_RREF_ROWS = (
+    _LIVE_CTE
+    + "SELECT rref, size FROM realizations WHERE rref NOT IN (SELECT rref FROM live_rrefs)"
+)
+_DEAD_DREF_ROWS = (
+    _LIVE_CTE + "SELECT dref FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs)"
+)
 
 
 def _point_in_time(value: float | int | str | None, what: str) -> float | None:
@@ -131,8 +145,15 @@ def _mark(
         "drefs": json.dumps(list(drefs)),
         "since": keep_since,
     }
+    conn = store.catalogue.conn
     try:
-        dead_r, size, dead_d = store.catalogue.conn.execute(_LIVE_SQL, params).fetchone()
+        try:
+            dead_r, size, dead_d = conn.execute(_LIVE_SQL, params).fetchone()
+        except sqlite3.DataError:  # "string or blob too big"
+            rows = conn.execute(_DEAD_RREF_ROWS, params).fetchall()
+            dead_r = "\n".join(r for r, _ in rows)
+            size = sum(s for _, s in rows)
+            dead_d = "\n".join(d for (d,) in conn.execute(_DEAD_DREF_ROWS, params))
     except sqlite3.Error as e:
         raise translate_error(e, store.catalogue.path, "marking garbage") from e
     # References hold no newline (they are checked when recorded). SQLite
