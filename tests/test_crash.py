@@ -118,4 +118,6 @@ def test_kill_at_random_instants(root):
         kills += 1
         check_clean(root)
     assert kills == 25
-    assert allrrefs(mkSS(root)), "the churn workers realized nothing"
+    # gc in the churn may have collected everything; the history keeps the record.
+    made = Store.open(root).catalogue.column("SELECT count(*) FROM history")[0]
+    assert made > 0, "the churn workers realized nothing"
