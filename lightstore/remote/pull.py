@@ -17,7 +17,7 @@ import collections
 import os
 import shutil
 from collections.abc import Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lightstore.config import Config, config_deps
@@ -52,7 +52,14 @@ from lightstore.remote._layout import (
     signature_folder,
 )
 from lightstore.remote._sign import TrustedKeys, trusted_keys_for
-from lightstore.remote.push import DEFAULT_JOBS, Progress, ensure_marker, expand_refs, open_remote
+from lightstore.remote.push import (
+    DEFAULT_JOBS,
+    Progress,
+    ensure_marker,
+    expand_refs,
+    open_remote,
+    run_all,
+)
 from lightstore.store import Store
 
 _CHUNK = 1024 * 1024
@@ -182,21 +189,16 @@ class _Downloader:
     def fetch(self, wanted: Mapping[str, tuple[int, str]], progress: Progress | None) -> None:
         total = sum(size for size, _ in wanted.values())
         done = 0
+
+        def advanced(size: int) -> None:
+            nonlocal done
+            done += size
+            if progress is not None:
+                progress(done, total)
+
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="pull") as pool:
-            pending: set[Future[int]] = {
-                pool.submit(self._one, d, size, used) for d, (size, used) in wanted.items()
-            }
-            while pending:
-                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-                for f in finished:
-                    exc = f.exception()
-                    if exc is not None:
-                        for p in pending:
-                            p.cancel()
-                        raise exc
-                    done += f.result()
-                if progress is not None and finished:
-                    progress(done, total)
+            items = [(d, size, used) for d, (size, used) in wanted.items()]
+            run_all(pool, self._one, items, advanced)
 
 
 def _assemble(m: Manifest, out: str, blobs: _Downloader, uses: collections.Counter[str]) -> None:

@@ -89,6 +89,25 @@ def ensure_marker(remote: Remote, create: bool) -> bool:
     return True
 
 
+def run_all(
+    pool: ThreadPoolExecutor,
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    on_done: Callable[[Any], None],
+) -> None:
+    """Run `fn(*item)` for every item in `pool`; stop at the first error and raise it."""
+    pending: set[Future[Any]] = {pool.submit(fn, *item) for item in items}
+    while pending:
+        finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+        for f in finished:
+            exc = f.exception()
+            if exc is not None:
+                for p in pending:
+                    p.cancel()
+                raise exc
+            on_done(f.result())
+
+
 def expand_refs(
     refs: Iterable[str], realizations_of: Callable[[DRef], list[RRef]], nothing: str
 ) -> list[RRef]:
@@ -143,17 +162,7 @@ class _Uploader:
     def _run(
         self, fn: Callable[..., Any], items: list[Any], on_done: Callable[[Any], None]
     ) -> None:
-        """Run `fn` on every item in the pool; stop at the first error and raise it."""
-        pending: set[Future[Any]] = {self.pool.submit(fn, *item) for item in items}
-        while pending:
-            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-            for f in finished:
-                exc = f.exception()
-                if exc is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise exc
-                on_done(f.result())
+        run_all(self.pool, fn, items, on_done)
 
     def _hash(self, index: int, path: str) -> tuple[int, str]:
         return index, file_digest(path).hex()
