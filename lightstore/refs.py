@@ -6,6 +6,11 @@
 - ``RefPath`` ``[DRef, "dir", "file"]``: a path inside a derivation's output.
 - ``selfref`` in ``[selfref, "file"]`` promises a path in the derivation's own output.
 
+`DRef`, `RRef` and `Path` are `NewType`s of `str`, as in Pylightnix: a type
+checker keeps them apart, while at run time they are plain strings, so a
+million references cost what a million strings cost. `isdref`/`isrref` tell
+them apart at run time.
+
 A `DRef` or `RRef` built by `mkdref`/`mkrref`/`parse_*` is well-formed; the
 constructors check it once, so the rest of the code never builds a filesystem
 path from an unchecked string.
@@ -42,22 +47,12 @@ _DREF_RE = re.compile(f"dref:({_HEX})-({NAME_PATTERN})")
 _RREF_RE = re.compile(f"rref:({_HEX})-({_HEX})-({NAME_PATTERN})")
 
 
-class DRef(str):
-    """A derivation reference, ``dref:<H>-<name>``. Create with `mkdref` or `parse_dref`."""
-
-    __slots__ = ()
-
-
-class RRef(str):
-    """A realization reference, ``rref:<R>-<H>-<name>``. Create with `mkrref` or `parse_rref`."""
-
-    __slots__ = ()
-
-
-class Path(str):
-    """A filesystem path (a plain `str`, typed for readers)."""
-
-    __slots__ = ()
+#: A derivation reference, ``dref:<H>-<name>``. Create with `mkdref` or `parse_dref`.
+DRef = NewType("DRef", str)
+#: A realization reference, ``rref:<R>-<H>-<name>``. Create with `mkrref` or `parse_rref`.
+RRef = NewType("RRef", str)
+#: A filesystem path (a plain `str`, typed for readers).
+Path = NewType("Path", str)
 
 
 def mkname(s: str) -> Name:
@@ -155,7 +150,7 @@ def parse_dref(s: Any) -> DRef:
         raise InvalidReferenceError(
             f"not a derivation reference: {s!r}{hint}; expected 'dref:<32 hex>-<name>'"
         )
-    return s if isinstance(s, DRef) else DRef(s)
+    return DRef(s)
 
 
 def parse_rref(s: Any) -> RRef:
@@ -165,7 +160,7 @@ def parse_rref(s: Any) -> RRef:
         raise InvalidReferenceError(
             f"not a realization reference: {s!r}{hint}; expected 'rref:<32 hex>-<32 hex>-<name>'"
         )
-    return s if isinstance(s, RRef) else RRef(s)
+    return RRef(s)
 
 
 def undref(r: DRef | str) -> tuple[HashPart, Name]:

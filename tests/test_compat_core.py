@@ -20,7 +20,9 @@ def _node(r, cfg, data="x"):
 
 
 def test_types():
-    assert issubclass(ls.SPath, ls.Path) and issubclass(ls.Hash, str)
+    # NewTypes, as in Pylightnix: plain strings at run time.
+    assert ls.SPath("/s") == ls.Path("/s") == "/s" and type(ls.Path("/s")) is str
+    assert issubclass(ls.Hash, str)
     assert ls.PylightnixException is ls.LightstoreError
     assert issubclass(ls.PromiseException, ls.BuildError)
     o = ls.Output([ls.Path("/a")])

@@ -25,7 +25,7 @@ from lightstore.config import (
 )
 from lightstore.errors import InvalidConfigError
 from lightstore.hashing import config_hash
-from lightstore.refs import DRef, Path, RRef, mkdref, mkrref, selfref
+from lightstore.refs import Path, RRef, isdref, mkdref, mkrref, selfref
 
 D1 = mkdref("1" * 32, "one")
 D2 = mkdref("2" * 32, "two")
@@ -303,7 +303,7 @@ def test_config_deps_finds_drefs_anywhere_sorted_unique():
     )
     deps = config_deps(c)
     assert deps == sorted({D1, D2})
-    assert all(isinstance(d, DRef) for d in deps)
+    assert all(isdref(d) for d in deps)
 
 
 def test_config_deps_empty():

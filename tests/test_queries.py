@@ -7,10 +7,8 @@ import os
 import pytest
 
 from lightstore import (
-    DRef,
     InvalidConfigError,
     InvalidReferenceError,
-    RRef,
     UnknownReferenceError,
     alldrefs,
     allrrefs,
@@ -87,8 +85,9 @@ def test_alldrefs_allrrefs(S, diamond):
     drefs, rrefs, _ = diamond
     assert sorted(alldrefs(S)) == sorted(drefs.values())
     assert sorted(allrrefs(S)) == sorted(rrefs.values())
-    assert all(isinstance(d, DRef) for d in alldrefs(S))
-    assert all(isinstance(r, RRef) for r in allrrefs(S))
+    assert all(isdref(d) for d in alldrefs(S))
+    assert all(isrref(r) for r in allrrefs(S))
+    assert allrrefs(S) == sorted(allrrefs(S)) and alldrefs(S) == sorted(alldrefs(S))
 
 
 def test_queries_default_to_the_current_storage(S, diamond):

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lightstore.catalogue.database import Database
 from lightstore.errors import LightstoreError
@@ -119,7 +119,7 @@ class Catalogue(Database):
 
     def all_drefs(self) -> list[DRef]:
         """Every recorded derivation."""
-        return self.column("SELECT dref FROM derivations ORDER BY dref", wrap=DRef)
+        return cast(list[DRef], self.sorted_refs("dref", "derivations"))
 
     # -- realizations ------------------------------------------------------
 
@@ -148,7 +148,7 @@ class Catalogue(Database):
 
     def all_rrefs(self) -> list[RRef]:
         """Every recorded realization."""
-        return self.column("SELECT rref FROM realizations ORDER BY rref", wrap=RRef)
+        return cast(list[RRef], self.sorted_refs("rref", "realizations"))
 
     def known_rrefs(self, rrefs: Sequence[str]) -> set[str]:
         """Which of `rrefs` are recorded."""
@@ -489,4 +489,4 @@ class Catalogue(Database):
     def root_rrefs(self) -> set[RRef]:
         """Realizations no other realization depends on."""
         sql = "SELECT rref FROM realizations WHERE rref NOT IN (SELECT dep FROM realization_deps)"
-        return set(map(RRef, self.column(sql)))
+        return cast(set[RRef], set(self.column(sql)))

@@ -341,6 +341,26 @@ class Database:
         except sqlite3.Error as e:
             raise self._translate(e) from e
 
+    def sorted_refs(self, column: str, table: str) -> list[str]:
+        """Every value of a column of references (never holding a comma), sorted.
+
+        Read as one joined string: on a million references that takes about
+        half the time of a cursor's rows. Row by row past SQLite's longest
+        string (a billion bytes).
+        """
+        try:
+            try:
+                joined = self.conn.execute(
+                    f"SELECT group_concat({column}) FROM {table}"
+                ).fetchone()[0]
+                out = joined.split(",") if joined else []
+            except sqlite3.DataError:  # "string or blob too big"
+                out = [value for (value,) in self.conn.execute(f"SELECT {column} FROM {table}")]
+        except sqlite3.Error as e:
+            raise self._translate(e) from e
+        out.sort()  # in index order already: one linear pass
+        return out
+
     @contextmanager
     def write(self, doing: str = "writing the catalogue") -> Iterator[sqlite3.Connection]:
         """A short ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on error.

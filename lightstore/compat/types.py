@@ -8,18 +8,15 @@ rest are small types that only the Pylightnix vocabulary needs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, Union
+from typing import Any, NewType, TypeVar, Union
 
 from lightstore.engine.build import Build, BuildArgs
 from lightstore.engine.registry import Closure, Derivation, Matcher, Output, Realizer, Registry
 from lightstore.errors import LightstoreError, PromiseError
 from lightstore.refs import Context, DRef, HashPart, Name, Path, RefPath, RRef
 
-
-class SPath(Path):
-    """A path to a store (a plain `str`, typed for readers)."""
-
-    __slots__ = ()
+#: A path to a store (a plain `str`, typed for readers).
+SPath = NewType("SPath", Path)
 
 
 class Hash(str):

@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lightstore.catalogue.database import translate_error
 from lightstore.failpoints import failpoint
@@ -31,7 +32,7 @@ from lightstore.files import remove_tree
 from lightstore.layout import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
 from lightstore.logs import remove_orphan_logs
 from lightstore.maintenance.roots import roots
-from lightstore.refs import DRef, RRef, parse_dref, parse_rref
+from lightstore.refs import _DREF_RE, _RREF_RE, DRef, RRef, parse_dref, parse_rref
 from lightstore.trash import restore_trash
 
 if TYPE_CHECKING:
@@ -63,18 +64,56 @@ _LIVE_SQL = (
     + """,
   dead_rrefs(refs, bytes) AS (
     -- One pass over the (rref, size) index, in order: nothing to sort.
-    SELECT group_concat(rref, char(10)), coalesce(sum(size), 0) FROM (
+    SELECT group_concat(rref), coalesce(sum(size), 0) FROM (
       SELECT rref, size FROM realizations INDEXED BY realizations_by_rref_size
       WHERE rref NOT IN (SELECT rref FROM live_rrefs) ORDER BY rref)
   )
 SELECT
   refs,
   bytes,
-  (SELECT group_concat(dref, char(10)) FROM (
+  (SELECT group_concat(dref) FROM (
     SELECT dref FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs) ORDER BY dref))
 FROM dead_rrefs
 """
 )
+# Dense marking (`_mark_dense`). The realizations that are not roots; all of
+# them (from the covering index) when no root is given by derivation or time.
+_ALL_RREFS = "SELECT group_concat(rref) FROM realizations INDEXED BY realizations_by_rref_size"
+_NON_ROOT_RREFS = """
+SELECT group_concat(rref) FROM realizations
+WHERE dref NOT IN (SELECT value FROM json_each(:drefs))
+  AND (:since IS NULL OR coalesce(build_stopped, created) < :since)
+"""
+_BYTES_OF = (
+    "SELECT coalesce(sum(size), 0) FROM realizations "
+    "WHERE rref IN (SELECT value FROM json_each(:refs))"
+)
+# Of the candidates in temp.gc_cand, those reachable from a non-candidate
+# along `edges` (src depends on dst): the seeds have a referrer that is not a
+# candidate; the walk goes down from them. Correlated subqueries test
+# membership through the temporary table's primary key (an IN over a CTE
+# inside one would be rebuilt for every row).
+_LIVE_CANDIDATES = """
+WITH RECURSIVE live(ref) AS (
+  SELECT c.ref FROM temp.gc_cand AS c WHERE EXISTS (
+    SELECT 1 FROM {edges} AS e WHERE e.{dst} = c.ref
+      AND NOT EXISTS (SELECT 1 FROM temp.gc_cand AS x WHERE x.ref = e.{src}))
+  UNION
+  SELECT e.{dst} FROM live AS l
+    JOIN {edges} AS e ON e.{src} = l.ref
+    JOIN temp.gc_cand AS c ON c.ref = e.{dst}
+)
+SELECT group_concat(ref) FROM live
+"""
+# Derivation candidates: not kept, and every realization of theirs dead (the
+# dead realizations are in temp.gc_cand).
+_DREF_CANDIDATES = """
+SELECT group_concat(v.dref) FROM derivations AS v
+WHERE v.dref NOT IN (SELECT value FROM json_each(:drefs))
+  AND NOT EXISTS (
+    SELECT 1 FROM realizations AS r WHERE r.dref = v.dref
+      AND NOT EXISTS (SELECT 1 FROM temp.gc_cand AS x WHERE x.ref = r.rref))
+"""
 # The same answer a row at a time, for a garbage list longer than SQLite's
 # longest string (1 GB: about ten million references).
 _DEAD_RREF_ROWS = (
@@ -117,52 +156,189 @@ class GCReport:
     dry_run: bool = False
 
 
+def _as_set(refs: Iterable[str], parse: Callable[[str], str]) -> set[str]:
+    """`refs` as a set of strings (not yet checked to be well-formed: see `_check`)."""
+    items = list(refs)
+    try:
+        if all(isinstance(r, str) for r in items):
+            return set(items)
+    except TypeError:
+        pass
+    for item in items:
+        parse(item)  # raises, saying what is wrong
+    raise AssertionError("unreachable")
+
+
+def _check(refs: Iterable[str], pattern: re.Pattern[str], parse: Callable[[str], str]) -> None:
+    """Raise InvalidReferenceError (through `parse`) unless every string is well-formed.
+
+    One C-level pass: a million references are checked in about half a
+    second, where parsing each into a typed reference takes seconds.
+    """
+    if not all(map(pattern.fullmatch, refs)):
+        for item in refs:
+            parse(item)
+
+
 def _mark(
     store: Store,
     keep_drefs: Iterable[str],
     keep_rrefs: Iterable[str],
     use_roots: bool,
     keep_since: float | str | None,
+    mode: str = "auto",
 ) -> tuple[list[str], list[str], int, list[str]]:
     """The dead derivations and realizations (each list sorted), their bytes, the stale links.
 
-    One SQL statement that also sorts and joins the references: Python only
-    splits two strings, instead of handling a row (and a sort key) per object.
+    Two ways to the same answer, chosen by how much of the store the roots
+    hold (see `_dense_roots`): few roots, walk forward from them (`_LIVE_SQL`,
+    work in proportion to what is live); roots covering most of the store,
+    decide only the realizations that are not roots (`_mark_dense`, work in
+    proportion to those). `mode` ("dense" or "sparse") forces one, for tests.
     """
     keep_since = _point_in_time(keep_since, "keep_since")
-    drefs = {parse_dref(d) for d in keep_drefs}
-    rrefs = {parse_rref(r) for r in keep_rrefs}
+    drefs = _as_set(keep_drefs, parse_dref)
+    _check(drefs, _DREF_RE, parse_dref)
+    # Kept realizations found in the store were checked when they were recorded:
+    # the dense marking checks the others only (for a million keeps, half a second).
+    rrefs = _as_set(keep_rrefs, parse_rref)
     stale: list[str] = []
     if use_roots:
         found = roots(store)
         drefs |= found.drefs
         rrefs |= found.rrefs
         stale = found.stale_links
-    # NOT IN builds one temporary index of the live set: linear in the store,
-    # where a correlated NOT EXISTS would rescan the live set for every row.
-    params = {
-        "rrefs": json.dumps(list(rrefs)),
-        "drefs": json.dumps(list(drefs)),
-        "since": keep_since,
-    }
     conn = store.catalogue.conn
     try:
-        try:
-            dead_r, size, dead_d = conn.execute(_LIVE_SQL, params).fetchone()
-        except sqlite3.DataError:  # "string or blob too big"
-            rows = conn.execute(_DEAD_RREF_ROWS, params).fetchall()
-            dead_r = "\n".join(r for r, _ in rows)
-            size = sum(s for _, s in rows)
-            dead_d = "\n".join(d for (d,) in conn.execute(_DEAD_DREF_ROWS, params))
+        with _snapshot(conn):
+            marked = None
+            if mode == "dense" or (mode == "auto" and _dense_roots(conn, rrefs, drefs, keep_since)):
+                marked = _mark_dense(conn, rrefs, drefs, keep_since)
+            if marked is None:
+                _check(rrefs, _RREF_RE, parse_rref)
+                marked = _mark_sparse(conn, rrefs, drefs, keep_since)
     except sqlite3.Error as e:
         raise translate_error(e, store.catalogue.path, "marking garbage") from e
-    # References hold no newline (they are checked when recorded). SQLite
+    dead_d, dead_r, size = marked
+    return dead_d, dead_r, size, stale
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, so that several statements see the same catalogue."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _dense_roots(
+    conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
+) -> bool:
+    """Whether the roots are (about) half the realizations or more: an estimate, from
+    indexes, that only chooses between two ways to the same answer."""
+    total = conn.execute("SELECT count(*) FROM realizations").fetchone()[0]
+    estimate = len(rrefs)
+    if drefs and estimate * 2 < total:
+        estimate += conn.execute(
+            "SELECT count(*) FROM realizations WHERE dref IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(drefs)),),
+        ).fetchone()[0]
+    if since is not None and estimate * 2 < total:
+        estimate += conn.execute(
+            "SELECT count(*) FROM realizations WHERE build_stopped >= ?", (since,)
+        ).fetchone()[0]
+    return total > 0 and estimate * 2 >= total
+
+
+def _mark_sparse(
+    conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
+) -> tuple[list[str], list[str], int]:
+    """Mark by walking forward from the roots: one SQL statement that also sorts and
+    joins the dead references, so Python only splits two strings."""
+    # NOT IN builds one temporary index of the live set: linear in the store,
+    # where a correlated NOT EXISTS would rescan the live set for every row.
+    params = {"rrefs": json.dumps(list(rrefs)), "drefs": json.dumps(list(drefs)), "since": since}
+    try:
+        dead_r, size, dead_d = conn.execute(_LIVE_SQL, params).fetchone()
+    except sqlite3.DataError:  # "string or blob too big"
+        rows = conn.execute(_DEAD_RREF_ROWS, params).fetchall()
+        dead_r = ",".join(r for r, _ in rows)
+        size = sum(s for _, s in rows)
+        dead_d = ",".join(d for (d,) in conn.execute(_DEAD_DREF_ROWS, params))
+    # References hold no comma (they are checked when recorded). SQLite
     # returns them in order; sorting a sorted list is one linear pass.
-    rrefs_out = dead_r.split("\n") if dead_r else []
-    drefs_out = dead_d.split("\n") if dead_d else []
-    rrefs_out.sort()
-    drefs_out.sort()
-    return drefs_out, rrefs_out, int(size), stale
+    return _split(dead_d), _split(dead_r), int(size)
+
+
+def _mark_dense(
+    conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
+) -> tuple[list[str], list[str], int] | None:
+    """Mark when the roots are most of the store, or None past SQLite's longest string.
+
+    A realization that is not a root is live only if a live realization
+    depends on it, so only the non-roots are decided: those nothing depends
+    on are dead; the rest are live if a root depends on them, or (walking
+    down) a realization found live that way. Derivations the same way, with
+    the derivations of live realizations as roots.
+    """
+    if drefs or since is not None:
+        query, params = _NON_ROOT_RREFS, {"drefs": json.dumps(list(drefs)), "since": since}
+    else:
+        query, params = _ALL_RREFS, {}
+    try:
+        joined = conn.execute(query, params).fetchone()[0]
+        every = joined.split(",") if joined else []
+        del joined
+        candidates = [r for r in every if r not in rrefs]
+        if drefs or since is not None or len(every) - len(candidates) < len(rrefs):
+            # Not every kept reference is known to be in the store: check each is well-formed.
+            _check(rrefs, _RREF_RE, parse_rref)
+        del every
+        live = _live_candidates(conn, candidates, "realization_deps", "rref", "dep")
+        dead_r = sorted(r for r in candidates if r not in live)
+        size = conn.execute(_BYTES_OF, {"refs": json.dumps(dead_r)}).fetchone()[0]
+        _fill_candidates(conn, dead_r)
+        joined = conn.execute(_DREF_CANDIDATES, {"drefs": json.dumps(list(drefs))}).fetchone()[0]
+        dref_candidates = joined.split(",") if joined else []
+        live = _live_candidates(conn, dref_candidates, "derivation_deps", "dref", "dep")
+        dead_d = sorted(d for d in dref_candidates if d not in live)
+    except sqlite3.DataError:  # a list longer than SQLite's longest string
+        return None
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp.gc_cand")
+    return dead_d, dead_r, int(size)
+
+
+def _fill_candidates(conn: sqlite3.Connection, refs: list[str]) -> None:
+    """Put `refs` into the temporary table temp.gc_cand (made anew)."""
+    conn.execute("DROP TABLE IF EXISTS temp.gc_cand")
+    conn.execute("CREATE TEMP TABLE gc_cand (ref TEXT PRIMARY KEY) WITHOUT ROWID")
+    conn.execute(
+        "INSERT OR IGNORE INTO temp.gc_cand SELECT value FROM json_each(?)", (json.dumps(refs),)
+    )
+
+
+def _live_candidates(
+    conn: sqlite3.Connection, candidates: list[str], edges: str, src: str, dst: str
+) -> set[str]:
+    """Of `candidates` (references that are not roots), those a root reaches along `edges`."""
+    _fill_candidates(conn, candidates)
+    sql = _LIVE_CANDIDATES.format(edges=edges, src=src, dst=dst)
+    joined = conn.execute(sql).fetchone()[0]
+    return set(joined.split(",")) if joined else set()
+
+
+def _split(joined: str | None) -> list[str]:
+    """The references of a group_concat (comma-separated; None for none), sorted."""
+    out = joined.split(",") if joined else []
+    out.sort()
+    return out
 
 
 def garbage_sets(
@@ -176,7 +352,7 @@ def garbage_sets(
     keeps, and realizations built at or after `keep_since`), the bytes they hold, and the
     stale links. One SQL statement."""
     dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_roots, keep_since)
-    return set(map(DRef, dead_d)), set(map(RRef, dead_r)), size, stale
+    return cast(set[DRef], set(dead_d)), cast(set[RRef], set(dead_r)), size, stale
 
 
 def garbage(
@@ -201,7 +377,7 @@ def garbage(
                 store, [*keep_drefs, *extra_d], [*keep_rrefs, *extra_r], use_roots, keep_since
             )
         stale = [s for s in stale if s in set(only.stale_links)]
-    return GCReport(list(map(DRef, dead_d)), list(map(RRef, dead_r)), size, stale, dry_run=True)
+    return GCReport(cast(list[DRef], dead_d), cast(list[RRef], dead_r), size, stale, dry_run=True)
 
 
 def collect(
