@@ -319,6 +319,11 @@ def capture_output(root: str, build_id: int, fd_level: bool = True) -> Iterator[
             if _state.count == 0:
                 _remove_tees()
             log.close()
+        # A silent build leaves no file: on a big store most builds print nothing,
+        # and an empty file per build is an inode and a directory entry each.
+        with suppress(OSError):
+            if os.path.getsize(path) == 0:
+                os.remove(path)
 
 
 def read_log(root: str, build_id: int) -> bytes | None:

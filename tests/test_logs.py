@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from test_cli import fails, ok
+from test_cli import run as run_cli
 
 from lightstore import (
     BuildError,
@@ -230,3 +231,22 @@ def test_running_out_of_fds_falls_back_to_python_capture(S, store, monkeypatch):
     assert len(os.listdir("/proc/self/fd")) <= open_fds + 1  # nothing leaked
     text = build_log(store, rref)["log"]
     assert "python out 40" in text and "python err 40" in text  # Python level still works
+
+
+def test_a_silent_build_leaves_no_log_file(S, store):
+    """Most builds of a big store print nothing: no empty file (an inode) per build."""
+
+    def quiet(r=None):
+        def real(b):
+            with open(os.path.join(build_outpath(b), "x"), "w") as f:
+                f.write("quiet")
+
+        return mkdrv({"name": "quiet"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(quiet, S=S))
+    info = build_log(store, rref)
+    assert info["build"]["status"] == "succeeded" and info["log"] is None
+    assert not os.path.exists(info["path"])
+    assert os.listdir(os.path.join(store.root, "logs")) == []
+    result = run_cli(S.root, "log", "quiet@latest")
+    assert result.exit_code == 0 and "no output was captured" in result.stderr
