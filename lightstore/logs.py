@@ -19,9 +19,9 @@ How (tee: the terminal still shows everything):
   their own log; threads a realizer starts itself are not captured (their
   writes still reach the terminal).
 - File-descriptor level, when only one build captures in the process: fds 1
-  and 2 are pointed at a pipe, and a reader thread copies what arrives (from
-  subprocesses, C extensions, ``os.write(1, ...)``) to the terminal and into
-  the log. The fds are process-wide, so while builds of several threads
+  and 2 are pointed at a pipe, and the process's log pump (one thread, started
+  once) copies what arrives (from subprocesses, C extensions,
+  ``os.write(1, ...)``) to the terminal and into the log. The fds are process-wide, so while builds of several threads
   overlap, fd-level output cannot be told apart: from the moment a second
   build starts until the owner ends, it goes to the terminal only, into the
   log of no build (Python-level output is still captured per thread). Output
@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import io
 import os
+import selectors
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
@@ -62,7 +62,7 @@ class _Log:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         self.closed = False
-        # A reader thread may outlive the build (a subprocess still holds the pipe):
+        # The pump may copy after the build ended (a subprocess still holds the pipe):
         # never write to the fd number after it was closed and perhaps reused.
         self._lock = threading.Lock()
 
@@ -161,8 +161,89 @@ def _writes_to(stream: Any, fd: int) -> bool:
         return False
 
 
+class _Pump:
+    """One daemon thread per process that copies every capture pipe to its terminal and log.
+
+    Starting and joining two threads per build cost about 0.6 ms of CPU,
+    most of the price of capturing a trivial build; the pump is started once.
+    Pipes are handed to it through `add` (its selector is its own).
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.pending: list[tuple[int, _Pipe]] = []
+        self.wake_read, self.wake_write = os.pipe()
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.wake_read, selectors.EVENT_READ, None)
+        self.thread = threading.Thread(target=self._run, daemon=True, name="lightstore-log")
+        self.thread.start()
+
+    def add(self, read_end: int, pipe: _Pipe) -> None:
+        with self.lock:
+            self.pending.append((read_end, pipe))
+        os.write(self.wake_write, b"\0")
+
+    def _run(self) -> None:
+        while True:
+            for key, _events in self.selector.select():
+                if key.data is None:
+                    os.read(self.wake_read, _READ_CHUNK)
+                    with self.lock:
+                        new, self.pending = self.pending, []
+                    for fd, pipe in new:
+                        self.selector.register(fd, selectors.EVENT_READ, pipe)
+                    continue
+                pipe = key.data
+                try:
+                    data = os.read(key.fd, _READ_CHUNK)
+                except OSError:
+                    data = b""
+                if data:
+                    pipe.copy(data)
+                    continue
+                # End of file: every holder of the write end (the build, its
+                # subprocesses) has let go.
+                self.selector.unregister(key.fd)
+                with suppress(OSError):
+                    os.close(key.fd)
+                pipe.close()
+
+
+_pump_instance: _Pump | None = None
+
+
+def _pump() -> _Pump:
+    global _pump_instance
+    pump = _pump_instance
+    if pump is None or pump.pid != os.getpid() or not pump.thread.is_alive():
+        # A forked child has the fds of its parent's pump but not its thread.
+        _pump_instance = pump = _Pump()
+    return pump
+
+
+class _Pipe:
+    """One captured fd's pipe, as the pump sees it: where its data goes."""
+
+    def __init__(self, capture: _FdCapture, terminal: int) -> None:
+        self.capture = capture
+        self.terminal = terminal  # the pump's own copy of the terminal fd
+
+    def copy(self, data: bytes) -> None:
+        with suppress(OSError):
+            _write_all(self.terminal, data)
+        # Never attributed once shared; a closed log drops what comes late.
+        if not self.capture.shared:
+            self.capture.owner.write(data)
+
+    def close(self) -> None:
+        with suppress(OSError):
+            os.close(self.terminal)
+        self.capture.pipe_closed()
+
+
 class _FdCapture:
-    """fds 1 and 2 pointed at pipes; a reader thread per fd copies to the terminal and a log."""
+    """fds 1 and 2 pointed at pipes; the process's pump copies them to the terminal and a log."""
 
     def __init__(self, owner: _Log) -> None:
         self.owner = owner
@@ -172,7 +253,10 @@ class _FdCapture:
         self.shared = False
         self.saved: dict[int, int] = {}
         self.terminal: dict[int, TextIO] = {}
-        self.readers: list[threading.Thread] = []
+        self._open_pipes = 2
+        self._lock = threading.Lock()
+        self.drained = threading.Event()
+        pump = _pump()
         # Every fd is allocated before fds 1 and 2 change, so running out of fds
         # (EMFILE) leaves the process as it was.
         opened: list[int] = []
@@ -183,14 +267,14 @@ class _FdCapture:
                 opened.append(saved)
                 read_end, write_end = os.pipe()
                 opened += [read_end, write_end]
-                reader_terminal = os.dup(saved)
-                opened.append(reader_terminal)
-                plan.append((fd, saved, read_end, write_end, reader_terminal))
+                pump_terminal = os.dup(saved)
+                opened.append(pump_terminal)
+                plan.append((fd, saved, read_end, write_end, pump_terminal))
         except OSError:
             for x in opened:
                 os.close(x)
             raise
-        for fd, saved, read_end, write_end, reader_terminal in plan:
+        for fd, saved, read_end, write_end, pump_terminal in plan:
             stream = sys.stdout if fd == 1 else sys.stderr
             stream.flush()
             os.dup2(write_end, fd)
@@ -200,42 +284,23 @@ class _FdCapture:
             self.terminal[fd] = open(  # noqa: SIM115 - closed in stop()
                 saved, "w", encoding=encoding, errors="replace", closefd=False, buffering=1
             )
-            # The reader has its own copy of the terminal fd and closes it itself: it
-            # may outlive stop() when a subprocess keeps the pipe open.
-            t = threading.Thread(
-                target=self._copy,
-                args=(read_end, reader_terminal),
-                daemon=True,
-                name=f"lightstore-log-{fd}",
-            )
-            t.start()
-            self.readers.append(t)
+            # The pump closes its own copy of the terminal fd at the pipe's end,
+            # which may come after stop() when a subprocess keeps the pipe open.
+            pump.add(read_end, _Pipe(self, pump_terminal))
 
-    def _copy(self, read_end: int, terminal: int) -> None:
-        try:
-            while True:
-                data = os.read(read_end, _READ_CHUNK)
-                if not data:
-                    return
-                _write_all(terminal, data)
-                # No lock: stop() joins this thread while holding it.
-                if not self.shared:
-                    self.owner.write(data)
-        except OSError:
-            return
-        finally:
-            os.close(read_end)
-            os.close(terminal)
+    def pipe_closed(self) -> None:
+        with self._lock:
+            self._open_pipes -= 1
+            if self._open_pipes == 0:
+                self.drained.set()
 
     def stop(self) -> None:
         for fd in (1, 2):
             self.terminal[fd].flush()
-            # Restoring the fd closes our write end of the pipe: the reader sees EOF
-            # once every other holder (a subprocess still running) lets go.
+            # Restoring the fd closes our write end of the pipe: the pump sees its
+            # end once every other holder (a subprocess still running) lets go.
             os.dup2(self.saved[fd], fd)
-        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-        for t in self.readers:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self.drained.wait(_DRAIN_TIMEOUT_S)
         for fd in (1, 2):
             self.terminal[fd].close()
             os.close(self.saved[fd])
