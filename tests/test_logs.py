@@ -250,3 +250,25 @@ def test_a_silent_build_leaves_no_log_file(S, store):
     assert os.listdir(os.path.join(store.root, "logs")) == []
     result = run_cli(S.root, "log", "quiet@latest")
     assert result.exit_code == 0 and "no output was captured" in result.stderr
+
+
+def test_one_pump_thread_serves_every_build_and_forked_children(S, store):
+    """fd-level capture starts one copying thread per process, not two per build; a forked
+    child (whose parent's pump thread does not exist in it) starts its own."""
+    realize1(instantiate(noisy, 100, S=S))
+    threads = threading.active_count()
+    rrefs = [realize1(instantiate(noisy, i, S=S)) for i in range(101, 111)]
+    assert threading.active_count() == threads
+    for i, rref in zip(range(101, 111), rrefs, strict=True):
+        log = build_log(store, rref)["log"]
+        assert f"child {i}" in log and f"fd {i}" in log and f"child {i - 1}\n" not in log
+    pid = os.fork()
+    if pid == 0:  # the child: realize, check its own log, report through the exit code
+        try:
+            rref = realize1(instantiate(noisy, 200, S=S))
+            log = build_log(store, rref)["log"]
+            os._exit(0 if "child 200" in log and "fd 200" in log else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
