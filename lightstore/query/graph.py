@@ -86,7 +86,9 @@ def closure_edges(
     store: StoreLike, refs: str | Sequence[str], reverse: bool = False
 ) -> list[tuple[str, str]]:
     """Every edge (user, dependency) reachable from `refs`, following dependencies
-    (or, with `reverse`, following users). One recursive CTE.
+    (or, with `reverse`, following users). One recursive CTE; CROSS JOIN keeps the
+    closure as the outer loop (SQLite otherwise scanned every edge of the store: 3.4 s
+    instead of 0.07 s for the 11,000 users of a popular realization among a million).
 
     Raises ValueError if `refs` mixes derivations and realizations.
     """
@@ -101,7 +103,7 @@ def closure_edges(
       SELECT value FROM json_each(?)
       UNION SELECT e.{b} FROM {table} AS e JOIN reach ON e.{a} = reach.node
     )
-    SELECT e.{src}, e.dep FROM {table} AS e JOIN reach ON e.{a} = reach.node
+    SELECT e.{src}, e.dep FROM reach CROSS JOIN {table} AS e ON e.{a} = reach.node
     ORDER BY e.{src}, e.dep"""
     return [(u, d) for u, d in catalogue.query(sql, (json.dumps(list(refs)),))]
 
