@@ -109,3 +109,26 @@ def test_dense_marking_checks_keeps_not_in_the_store(tmp_path):
         well_formed_unknown = "rref:" + "0" * 32 + "-" + "1" * 32 + "-x"
         assert _mark(g, [], [*rrefs, well_formed_unknown], True, None, mode)[1] == []
         assert _mark(g, [], [*rrefs], True, time.time(), mode)[1] == []
+
+
+def test_a_collection_with_most_of_the_store_pinned_removes_only_the_rest(tmp_path):
+    """The real collection (not a plan) in the dense mode: pins on all but one chain."""
+    from lightstore.maintenance.gc import _dense_roots
+    from lightstore.maintenance.roots import roots
+
+    store = build_graph(str(tmp_path / "s"), (set(), {0}, {1}, set(), {3}), [1, 1, 1, 1, 6])
+    tips = sorted(store.catalogue.root_rrefs())
+    doomed = [t for t in tips if "-n2" in t]  # the tip of the first chain (n0 <- n1 <- n2)
+    kept = [t for t in tips if t not in doomed]
+    for i, rref in enumerate(kept):
+        store.pin(f"p{i}", rref)
+    found = roots(store)
+    with store.catalogue.conn:
+        assert _dense_roots(store.catalogue.conn, found.rrefs, found.drefs, None)
+    report = store.gc()
+    names = sorted(r.rsplit("-", 1)[1] for r in report.rrefs)
+    assert names == ["n0", "n1", "n2"]
+    assert sorted(store.catalogue.all_rrefs()) == sorted(
+        {*kept} | {d for k in kept for d in lightstore.rrefdeps([k], store)}
+    )
+    assert store.verify().ok
