@@ -132,3 +132,26 @@ def test_a_collection_with_most_of_the_store_pinned_removes_only_the_rest(tmp_pa
         {*kept} | {d for k in kept for d in lightstore.rrefdeps([k], store)}
     )
     assert store.verify().ok
+
+
+class _EqStr(str):
+    """A str subclass that defines == and so has no hash (as Python makes it)."""
+
+    def __eq__(self, other: object) -> bool:
+        return str.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_malformed_keeps_raise_invalid_reference_error(tmp_path):
+    g = build_graph(str(tmp_path / "g"), (set(), {0}), [1, 1])
+    rrefs = g.catalogue.all_rrefs()
+    want = _mark(g, [], rrefs, True, None, "sparse")
+    for mode in ("dense", "sparse"):
+        # A str subclass is a string: kept as its value.
+        assert _mark(g, [], [_EqStr(r) for r in rrefs], True, None, mode) == want
+        for bad in (None, 3, rrefs[0], [None], [b"rref:"], [[rrefs[0]]], [rrefs[0] + ","]):
+            with pytest.raises(InvalidReferenceError):
+                _mark(g, [], bad, True, None, mode)
+            with pytest.raises(InvalidReferenceError):
+                _mark(g, bad, [], True, None, mode)

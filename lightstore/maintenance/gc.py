@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from lightstore.catalogue.database import translate_error
+from lightstore.errors import InvalidReferenceError
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.layout import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
@@ -157,16 +158,17 @@ class GCReport:
 
 
 def _as_set(refs: Iterable[str], parse: Callable[[str], str]) -> set[str]:
-    """`refs` as a set of strings (not yet checked to be well-formed: see `_check`)."""
-    items = list(refs)
+    """`refs` as a set of plain strings (not yet checked to be well-formed: see `_check`)."""
+    if isinstance(refs, str):
+        raise InvalidReferenceError(f"expected a list of references, not the string {refs!r}")
     try:
-        if all(isinstance(r, str) for r in items):
-            return set(items)
+        items = list(refs)
     except TypeError:
-        pass
-    for item in items:
-        parse(item)  # raises, saying what is wrong
-    raise AssertionError("unreachable")
+        raise InvalidReferenceError(f"expected a list of references, not {refs!r}") from None
+    if not all(type(r) is str for r in items):
+        # A str subclass may lack a hash or redefine ==: keep its plain value.
+        items = [str.__str__(r) if isinstance(r, str) else parse(r) for r in items]
+    return set(items)
 
 
 def _check(refs: Iterable[str], pattern: re.Pattern[str], parse: Callable[[str], str]) -> None:
