@@ -155,3 +155,19 @@ def test_malformed_keeps_raise_invalid_reference_error(tmp_path):
                 _mark(g, [], bad, True, None, mode)
             with pytest.raises(InvalidReferenceError):
                 _mark(g, bad, [], True, None, mode)
+
+
+def test_marking_while_a_cursor_of_the_same_connection_is_open(tmp_path):
+    """Marking inside a loop over rows of the same connection: the loop goes on, and the
+    temporary table goes once nothing holds it."""
+    g = build_graph(str(tmp_path / "g"), (set(), {0}, {1}), [1, 2, 1])
+    rrefs = g.catalogue.all_rrefs()
+    want = _mark(g, [], rrefs[:2], True, None, "sparse")
+    for mode in ("dense", "sparse"):
+        seen = []
+        for (rref,) in g.catalogue.conn.execute("SELECT rref FROM realizations ORDER BY rref"):
+            assert _mark(g, [], rrefs[:2], True, None, mode) == want
+            seen.append(rref)
+        assert seen == rrefs, mode
+        _mark(g, [], rrefs[:2], True, None, mode)
+        assert g.catalogue.column("SELECT name FROM temp.sqlite_master") == []

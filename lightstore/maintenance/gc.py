@@ -235,8 +235,10 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     finally:
+        # Only temp.gc_cand was written. COMMIT, unlike ROLLBACK after a write,
+        # does not abort a statement of the caller still reading this connection.
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
 
 
 def _dense_roots(
@@ -313,14 +315,18 @@ def _mark_dense(
     except sqlite3.DataError:  # a list longer than SQLite's longest string
         return None
     finally:
-        conn.execute("DROP TABLE IF EXISTS temp.gc_cand")
+        try:
+            conn.execute("DROP TABLE IF EXISTS temp.gc_cand")
+        except sqlite3.OperationalError:  # "table is locked": a statement is still reading
+            conn.execute("DELETE FROM temp.gc_cand")
     return dead_d, dead_r, int(size)
 
 
 def _fill_candidates(conn: sqlite3.Connection, refs: list[str]) -> None:
-    """Put `refs` into the temporary table temp.gc_cand (made anew)."""
-    conn.execute("DROP TABLE IF EXISTS temp.gc_cand")
-    conn.execute("CREATE TEMP TABLE gc_cand (ref TEXT PRIMARY KEY) WITHOUT ROWID")
+    """Put `refs` into the temporary table temp.gc_cand, emptied first."""
+    # Not dropped and made anew: DROP fails while the caller reads this connection.
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS gc_cand (ref TEXT PRIMARY KEY) WITHOUT ROWID")
+    conn.execute("DELETE FROM temp.gc_cand")
     conn.execute(
         "INSERT OR IGNORE INTO temp.gc_cand SELECT value FROM json_each(?)", (json.dumps(refs),)
     )
