@@ -27,8 +27,11 @@ graphs = st.integers(min_value=1, max_value=9).flatmap(
 )
 
 
-def build_graph(root: str, deps: tuple[set[int], ...], outs: list[int]) -> lightstore.Store:
-    """Realize every node of the graph into a new store at `root`."""
+def build_graph(
+    root: str, deps: tuple[set[int], ...], outs: list[int], realized: list[bool] | None = None
+) -> lightstore.Store:
+    """Realize the nodes of the graph (those `realized` says; the others are only
+    recorded, with their dependencies) into a new store at `root`."""
     store = lightstore.fsinit(lightstore.mkSS(root))
 
     def node(i: int, r: Any) -> Any:
@@ -42,15 +45,22 @@ def build_graph(root: str, deps: tuple[set[int], ...], outs: list[int]) -> light
         return mkdrv(cfg, match_all, build_wrapper(make, nouts=outs[i]), r)
 
     for i in range(len(deps)):
-        realizeMany(instantiate(lambda r, i=i: node(i, r), S=store))
+        if realized is None or realized[i]:
+            realizeMany(instantiate(lambda r, i=i: node(i, r), S=store))
+        else:
+            instantiate(lambda r, i=i: node(i, r), S=store)
     return store
 
 
 def reference_dead(
     store: lightstore.Store, keep_d: set[str], keep_r: set[str], since: float | None
 ) -> tuple[list[str], list[str]]:
-    """Reachability over the edge tables, one step at a time in Python."""
+    """Reachability over the edge tables, one step at a time in Python; pins and the
+    inputs of running builds are kept too."""
     q = store.catalogue.query
+    keep_d = set(keep_d) | {d for (d,) in q("SELECT dref FROM pins WHERE dref IS NOT NULL")}
+    keep_r = set(keep_r) | {r for (r,) in q("SELECT rref FROM pins WHERE rref IS NOT NULL")}
+    keep_r |= {r for (r,) in q("SELECT rref FROM build_inputs")}
     redges = [(a, b) for a, b in q("SELECT rref, dep FROM realization_deps")]
     dedges = [(a, b) for a, b in q("SELECT dref, dep FROM derivation_deps")]
     rows = q("SELECT rref, dref, coalesce(build_stopped, created) FROM realizations")
@@ -78,17 +88,23 @@ def reference_dead(
 @given(graph=graphs, data=st.data())
 def test_both_markings_agree_with_reachability(graph, data):
     deps, outs = graph
+    # Some derivations recorded but never realized; pins on derivations and realizations.
+    realized = data.draw(st.lists(st.booleans(), min_size=len(deps), max_size=len(deps)))
     with tempfile.TemporaryDirectory() as tmp:
-        store = build_graph(os.path.join(tmp, "s"), deps, outs)
+        store = build_graph(os.path.join(tmp, "s"), deps, outs, realized)
         rrefs = sorted(store.catalogue.all_rrefs())
         drefs = sorted(store.catalogue.all_drefs())
+        pinned = data.draw(st.lists(st.sampled_from(rrefs + drefs), max_size=2)) if rrefs else []
+        for k, ref in enumerate(pinned):
+            store.pin(f"p{k}", ref)
         times = sorted(
             t for (t,) in store.catalogue.query("SELECT build_stopped FROM realizations")
         )
         for _ in range(3):
-            keep_r = set(data.draw(st.lists(st.sampled_from(rrefs), max_size=len(rrefs))))
+            some_r = st.lists(st.sampled_from(rrefs), max_size=len(rrefs)) if rrefs else st.just([])
+            keep_r = set(data.draw(some_r))
             keep_d = set(data.draw(st.lists(st.sampled_from(drefs), max_size=3)))
-            since = data.draw(st.one_of(st.none(), st.sampled_from(times)))
+            since = data.draw(st.one_of(st.none(), st.sampled_from(times))) if times else None
             want_d, want_r = reference_dead(store, keep_d, keep_r, since)
             for mode in ("dense", "sparse", "auto"):
                 dead_d, dead_r, size, _ = _mark(store, keep_d, keep_r, True, since, mode)
@@ -171,3 +187,28 @@ def test_marking_while_a_cursor_of_the_same_connection_is_open(tmp_path):
         assert seen == rrefs, mode
         _mark(g, [], rrefs[:2], True, None, mode)
         assert g.catalogue.column("SELECT name FROM temp.sqlite_master") == []
+
+
+def test_both_markings_keep_the_inputs_of_a_running_build(tmp_path):
+    """Asked while a build runs, with nothing pinned: its inputs and their closure are roots."""
+    store = lightstore.fsinit(lightstore.mkSS(str(tmp_path / "s")))
+    seen: dict[str, Any] = {}
+
+    def stage(r: Any) -> Any:
+        def leaf(i: int) -> Any:
+            return mkdrv({"name": f"leaf{i}"}, match_all, build_wrapper(lambda b: None), r)
+
+        a = mkdrv({"name": "a", "dep": leaf(0)}, match_all, build_wrapper(lambda b: None), r)
+
+        def top(b: Any) -> None:
+            seen["want"] = reference_dead(store, set(), set(), None)
+            for mode in ("dense", "sparse", "auto"):
+                seen[mode] = _mark(store, [], [], True, None, mode)[:2]
+
+        return mkdrv({"name": "top", "a": a, "x": leaf(1)}, match_all, build_wrapper(top), r)
+
+    realizeMany(instantiate(stage, S=store))
+    want_d, want_r = seen["want"]
+    assert want_r == [] and len(want_d) == 1, "only the running build's own derivation goes"
+    for mode in ("dense", "sparse", "auto"):
+        assert seen[mode] == (want_d, want_r), mode
