@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import stat
+import sys
 import tarfile
 
 import pytest
@@ -154,3 +155,40 @@ def test_link_formats_du_diff_and_json_lenses(S, tmp_path):
     )
     rj = ls.realize1(ls.instantiate(j, r=r))
     assert ls.mklens(rj, S=S).out.score.val == 3
+
+
+def test_console_gc_keeps_what_was_built_meanwhile_on_a_shown_object(S, tmp_path, monkeypatch):
+    """Between the list shown and the answer, another realization starts to depend on a
+    shown object: the removal marks again under the collector lock and keeps both."""
+    r = ls.Registry(S)
+    base_stage = _stage(r, "base", "b")
+    base = ls.realize1(ls.instantiate(base_stage, r=r))
+    gone = ls.realize1(ls.instantiate(_stage(r, "gone", "g"), r=r))
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def answer(*_):
+        # Another user of the store builds on top of `base` while the question is shown.
+        r2 = ls.Registry(S)
+        dep = _stage(r2, "base", "b")
+        top = ls.mkdrv(
+            {"name": "top", "base": dep}, ls.match_only(), ls.build_wrapper(lambda b: None), r2
+        )
+        built.append(ls.realize1(ls.instantiate(top, r=r2)))
+        return "y"
+
+    built: list[str] = []
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr("builtins.input", answer)
+    ls.gc([], interactive=True, verbose=True, S=S)
+    left = set(ls.allrrefs(S))
+    assert gone not in left  # shown and still garbage: removed
+    assert base in left and built[0] in left  # a new user keeps what it depends on
+    assert ls.Store.open(S.root).verify().ok
+
+
+def test_gc_refuses_to_run_inside_an_open_catalogue_transaction(store):
+    with store.catalogue.write(), pytest.raises(ls.UsageError):
+        store.gc()

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lightstore.compat.housekeeping import linkrref, rmref, store_gc
+from lightstore.compat.housekeeping import linkrref, store_gc
 from lightstore.compat.queries import path2dref, path2rref
 from lightstore.defaults import resolve_store
 from lightstore.engine.build import Build
@@ -151,8 +151,12 @@ def gc(
     """
     if interactive and not (sys.stdin is not None and sys.stdin.isatty()):
         raise UsageError("gc(interactive=True) needs a terminal; pass interactive=False")
+    from lightstore.maintenance.gc import collect, garbage
+
     store = resolve_store(S)
-    drefs, rrefs = gc_candidates(gc_exceptions(keep_dirs), S=store)
+    keep_drefs, keep_rrefs = gc_exceptions(keep_dirs)
+    plan = garbage(store, keep_drefs, keep_rrefs)
+    drefs, rrefs = plan.drefs, plan.rrefs
     if verbose or interactive:
         sizes = {
             r: (store.catalogue.realization_record(r) or {}).get("size", 0) or 0 for r in rrefs
@@ -169,13 +173,9 @@ def gc(
         if input().strip().lower() != "y":
             print("Cancelled by user")
             return
-    known_r = store.catalogue.known_rrefs(sorted(rrefs))
-    for rref in sorted(rrefs):
-        if rref in known_r and store.catalogue.known_rrefs([rref]):
-            rmref(rref, S=store, with_referrers=True)
-    for dref in sorted(drefs):
-        if store.catalogue.known_drefs([dref]):
-            rmref(dref, S=store, with_referrers=True)
+    # Marked again under the collector lock, removing only what was shown: what
+    # another process built meanwhile on top of a shown object keeps it.
+    collect(store, only=plan, keep_drefs=keep_drefs, keep_rrefs=keep_rrefs)
 
 
 __all__ = [

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from lightstore.catalogue.database import translate_error
-from lightstore.errors import InvalidReferenceError
+from lightstore.errors import InvalidReferenceError, UsageError
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.layout import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
@@ -395,19 +395,29 @@ def collect(
     progress: Callable[[int, int], None] | None = None,
     keep_since: float | str | None = None,
     only: GCReport | None = None,
+    keep_drefs: Iterable[str] = (),
+    keep_rrefs: Iterable[str] = (),
 ) -> GCReport:
     """Remove everything not reachable from the roots from the tree; keep its record.
 
-    Realizations built at or after `keep_since` (Unix time) are kept as if
-    pinned. With `only` (a dry run's report), nothing outside that report is
-    removed. Waits up to `timeout` seconds for running realizations (they
-    hold the collector lock shared), then raises LockTimeout.
+    Realizations built at or after `keep_since` (Unix time), and `keep_drefs` /
+    `keep_rrefs`, are kept as if pinned. With `only` (a dry run's report),
+    nothing outside that report is removed. Waits up to `timeout` seconds for
+    running realizations (they hold the collector lock shared), then raises
+    LockTimeout. Raises UsageError inside an open catalogue transaction (the
+    removal commits on its own, after the folders are moved).
     """
+    keep_drefs, keep_rrefs = list(keep_drefs), list(keep_rrefs)
     if dry_run:
-        return garbage(store, keep_since=keep_since)
+        return garbage(store, keep_drefs, keep_rrefs, keep_since=keep_since)
+    if store.catalogue.conn.in_transaction:
+        raise UsageError(
+            "gc cannot run inside an open catalogue transaction: its removal commits on its "
+            "own, after the folders are moved; run it after the transaction ends"
+        )
     with store.collecting(timeout=timeout):
         store.recover()  # finish an earlier gc that died, before marking
-        report = garbage(store, keep_since=keep_since, only=only)
+        report = garbage(store, keep_drefs, keep_rrefs, keep_since=keep_since, only=only)
         report.dry_run = False
         # Logs follow build records, which outlive gc; this only clears logs
         # whose record is gone (forgotten, or lost to a reindex).
