@@ -606,3 +606,24 @@ def test_database_class_alone_opens_a_file(tmp_path):
     db = Database(str(tmp_path / "x.sqlite"))
     assert db.query("SELECT 1") == [(1,)]
     assert db.schema_version() == 0
+
+
+def test_every_foreign_key_column_is_indexed(store):
+    """Deleting an object makes SQLite check each foreign key pointing at it: without an
+    index on the referring column, that check reads the whole table (collecting 10,000
+    realizations beside 49,000 pins took 79 s)."""
+    conn = store.catalogue.conn
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert {"pins", "links", "realizations", "realization_deps"} <= set(tables)
+    for table in tables:
+        leading = set()
+        for _, index, *_ in conn.execute(f"PRAGMA index_list({table})"):
+            first = conn.execute(f"PRAGMA index_info({index})").fetchone()
+            if first is not None:
+                leading.add(first[2])
+        pk = [r for r in conn.execute(f"PRAGMA table_info({table})") if r[5] == 1]
+        if pk and pk[0][2].upper() == "INTEGER":
+            leading.add(pk[0][1])  # the rowid alias is its own index
+        for fk in conn.execute(f"PRAGMA foreign_key_list({table})"):
+            column = fk[3]
+            assert column in leading, f"{table}.{column} refers to {fk[2]} without an index"
