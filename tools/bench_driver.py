@@ -49,6 +49,9 @@ GROUPS = {
     "parallel": bench_parallel.WORKLOADS,  # lightstore only: serial vs parallel in the same run
 }
 ALL_WORKLOADS = [w for ws in GROUPS.values() for w in ws]
+#: Marked sections of BENCHMARKS.md that other benchmarks write (`--huge`, the parallel and
+#: remote-cache runs); a full run keeps them.
+KEPT_SECTIONS = ["million", "parallel", "remote"]
 
 
 @dataclasses.dataclass
@@ -456,8 +459,8 @@ def show(
             json.dump(doc, f, indent=1)
         print(f"\nJSON: {json_path}")
     if report:
-        # The section `tools/bench --huge` keeps in the same file survives a rewrite.
-        kept = read_section(report, "million")
+        # Sections other benchmarks keep in the same file survive a rewrite.
+        kept = "".join(read_section(report, name) for name in KEPT_SECTIONS)
         with open(report, "w", encoding="utf-8") as f:
             f.write(bench_report.markdown(doc, entries) + ("\n" + kept if kept else ""))
         print(f"Report: {report}")
