@@ -174,10 +174,20 @@ class _Pump:
         self.lock = threading.Lock()
         self.pending: list[tuple[int, _Pipe]] = []
         self.wake_read, self.wake_write = os.pipe()
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.wake_read, selectors.EVENT_READ, None)
-        self.thread = threading.Thread(target=self._run, daemon=True, name="lightstore-log")
-        self.thread.start()
+        selector: selectors.BaseSelector | None = None
+        try:
+            selector = selectors.DefaultSelector()
+            selector.register(self.wake_read, selectors.EVENT_READ, None)
+            self.selector = selector
+            self.thread = threading.Thread(target=self._run, daemon=True, name="lightstore-log")
+            self.thread.start()
+        except BaseException:
+            # EMFILE (or no thread to start): leave the process's fds as they were.
+            if selector is not None:
+                selector.close()
+            os.close(self.wake_read)
+            os.close(self.wake_write)
+            raise
 
     def add(self, read_end: int, pipe: _Pipe) -> None:
         with self.lock:
@@ -276,7 +286,7 @@ class _FdCapture:
             raise
         for fd, saved, read_end, write_end, pump_terminal in plan:
             stream = sys.stdout if fd == 1 else sys.stderr
-            stream.flush()
+            _flush(stream)  # None or a non-file object: nothing to flush
             os.dup2(write_end, fd)
             os.close(write_end)
             self.saved[fd] = saved
@@ -306,6 +316,11 @@ class _FdCapture:
             os.close(self.saved[fd])
 
 
+def _flush(stream: Any) -> None:
+    with suppress(OSError, ValueError, AttributeError):
+        stream.flush()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -322,10 +337,10 @@ def _install_tees() -> None:
 
 def _remove_tees() -> None:
     if isinstance(sys.stdout, _Tee):
-        sys.stdout.flush()
+        _flush(sys.stdout)
         sys.stdout = sys.stdout.original
     if isinstance(sys.stderr, _Tee):
-        sys.stderr.flush()
+        _flush(sys.stderr)
         sys.stderr = sys.stderr.original
 
 
@@ -363,15 +378,14 @@ def capture_output(root: str, build_id: int, fd_level: bool = True) -> Iterator[
         if fd_level and _state.fd is None and _state.count == 1 and _fds_usable():
             try:
                 _state.fd = _FdCapture(log)
-            except OSError:
+            except (OSError, RuntimeError):  # out of fds, or no thread for the pump
                 _state.fd = None
     try:
         yield path
     finally:
         with _state.lock:
             for stream in (sys.stdout, sys.stderr):
-                with suppress(OSError, ValueError, AttributeError):
-                    stream.flush()
+                _flush(stream)
             if _state.fd is not None and _state.fd.owner is log:
                 capture, _state.fd = _state.fd, None
                 capture.stop()

@@ -272,3 +272,43 @@ def test_one_pump_thread_serves_every_build_and_forked_children(S, store):
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_running_out_of_fds_while_starting_the_pump_leaks_nothing(S, store, monkeypatch):
+    """EMFILE after the pump's wake pipe was made (its selector needs one fd more): the
+    pipe must not leak, or the realizer runs out of the fds it would have had."""
+    import errno
+    import selectors
+
+    import lightstore.logs as logs
+
+    def no_selector():
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(logs, "_pump_instance", None)
+    monkeypatch.setattr(selectors, "DefaultSelector", no_selector)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    rref = realize1(instantiate(noisy, 41, S=S))
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) <= open_fds + 1  # nothing leaked
+    text = build_log(store, rref)["log"]
+    assert "python out 41" in text and "python err 41" in text
+
+
+@pytest.mark.parametrize("replacement", [None, "no flush"])
+def test_stdout_replaced_by_a_non_file_does_not_fail_the_build(S, store, monkeypatch, replacement):
+    import lightstore.logs as logs
+
+    class NoFlush:
+        def write(self, text):
+            return len(text)
+
+    monkeypatch.setattr(sys, "stdout", NoFlush() if replacement else None)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    rref = realize1(instantiate(noisy, 42, S=S))
+    assert sys.stdout is None or isinstance(sys.stdout, NoFlush)  # the tee is gone
+    monkeypatch.undo()
+    assert logs._state.count == 0 and logs._state.fd is None
+    assert len(os.listdir("/proc/self/fd")) <= open_fds + 3  # at most the pump's fds
+    text = build_log(store, rref)["log"]
+    assert "python err 42" in text and "fd 42" in text and "child 42" in text
