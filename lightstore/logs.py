@@ -202,6 +202,10 @@ class _Pump:
                     with self.lock:
                         new, self.pending = self.pending, []
                     for fd, pipe in new:
+                        # A number closed behind the pump's back (a realizer closing every
+                        # fd) may be registered still: the new pipe replaces it.
+                        with suppress(KeyError, ValueError):
+                            self.selector.unregister(fd)
                         self.selector.register(fd, selectors.EVENT_READ, pipe)
                     continue
                 pipe = key.data

@@ -192,3 +192,20 @@ def test_console_gc_keeps_what_was_built_meanwhile_on_a_shown_object(S, tmp_path
 def test_gc_refuses_to_run_inside_an_open_catalogue_transaction(store):
     with store.catalogue.write(), pytest.raises(ls.UsageError):
         store.gc()
+
+
+def test_console_gc_takes_the_end_of_input_for_no(S, monkeypatch):
+    r = ls.Registry(S)
+    gone = ls.realize1(ls.instantiate(_stage(r, "gone", "g"), r=r))
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def eof(*_):
+        raise EOFError
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    monkeypatch.setattr("builtins.input", eof)
+    ls.gc([], interactive=True, S=S)
+    assert gone in ls.allrrefs(S)

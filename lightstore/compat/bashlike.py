@@ -170,7 +170,11 @@ def gc(
         print(f"{diskspace_h(sum(sizes.values()))}\ttotal")
     if interactive:
         print("Confirm removal? [yN]")
-        if input().strip().lower() != "y":
+        try:
+            answer = input()
+        except EOFError:  # the input ended: no answer is no
+            answer = ""
+        if answer.strip().lower() != "y":
             print("Cancelled by user")
             return
     # Marked again under the collector lock, removing only what was shown: what
