@@ -152,15 +152,15 @@ def gc(
     if interactive and not (sys.stdin is not None and sys.stdin.isatty()):
         raise UsageError("gc(interactive=True) needs a terminal; pass interactive=False")
     from lightstore.maintenance.gc import collect, garbage
+    from lightstore.query.history import sizes_of
 
     store = resolve_store(S)
     keep_drefs, keep_rrefs = gc_exceptions(keep_dirs)
     plan = garbage(store, keep_drefs, keep_rrefs)
     drefs, rrefs = plan.drefs, plan.rrefs
     if verbose or interactive:
-        sizes = {
-            r: (store.catalogue.realization_record(r) or {}).get("size", 0) or 0 for r in rrefs
-        }
+        known = sizes_of(store, rrefs)  # one query for the whole list
+        sizes = {r: known.get(r, 0) for r in rrefs}
         if drefs or rrefs:
             print("Objects to be removed:")
         for dref in sorted(drefs):

@@ -176,10 +176,6 @@ class Lens:
         object.__setattr__(self, "_start", node.value if start is None else start)
         object.__setattr__(self, "_ctx", ctx)
 
-    @property
-    def _steps(self) -> list[str]:
-        return list(self._path)
-
     def __getattr__(self, key: str) -> Lens:
         if key.startswith("__"):
             raise AttributeError(key)
