@@ -124,14 +124,21 @@ class TreeDigest:
     files: int
 
 
-def tree_digest(root: str, skip_context: bool = True, make_readonly: bool = False) -> TreeDigest:
+def tree_digest(
+    root: str,
+    skip_context: bool = True,
+    make_readonly: bool = False,
+    max_path: int | None = None,
+) -> TreeDigest:
     """Hash every entry below `root` (not `root` itself) in a canonical order.
 
     With `make_readonly`, write permission is removed from every file and
     folder below `root` in the same pass (folders after their contents), which
-    saves publishing a second walk of the tree.
+    saves publishing a second walk of the tree. Iterative: any depth works.
     Raises BuildError for entries that are neither files, folders nor symlinks
-    (devices, sockets, fifos): they cannot be stored.
+    (devices, sockets, fifos): they cannot be stored; and, with `max_path`,
+    for a relative path longer than that many UTF-8 bytes (checked before the
+    walk goes below it, so a tree too deep for the system is never entered).
     """
     h = _tagged(b"lightstore:tree:v1")
     folders: list[str] = []
@@ -148,7 +155,15 @@ def tree_digest(root: str, skip_context: bool = True, make_readonly: bool = Fals
             if skip_context and rel == "" and e.name == CONTEXT_FILE:
                 continue
             relpath = f"{rel}/{e.name}" if rel else e.name
-            encoded = _len_prefixed(relpath.encode("utf-8", "surrogateescape"))
+            raw = relpath.encode("utf-8", "surrogateescape")
+            if max_path is not None and len(raw) > max_path:
+                raise BuildError(
+                    f"the path {relpath[:60]!r}... is {len(raw)} bytes long; paths inside a "
+                    f"realization are at most {max_path} bytes (so that they fit the system's "
+                    "PATH_MAX wherever the store is): use shorter names or a shallower tree",
+                    dref="",
+                )
+            encoded = _len_prefixed(raw)
             # d_type from the directory listing avoids an lstat per entry; a
             # regular file's size and mode come from fstat on the descriptor
             # that also reads it and, with make_readonly, fchmods it.

@@ -10,6 +10,7 @@ Layout of a root::
             context.json        which dependency realizations it used
             ...                 the artifacts
     tmp/<host>.<pid>.<rand>/    build areas, on the same filesystem as objects/
+    tmp/quarantine/             leftovers recovery could not delete (logged; delete by hand)
     locks/                      lock files
 
 A realization is valid only when it is both in the tree and in the catalogue.
@@ -29,13 +30,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import secrets
-import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -54,8 +55,17 @@ from lightstore.errors import (
     UnknownReferenceError,
     disk_full,
 )
-from lightstore.failpoints import failpoint
-from lightstore.files import fsync_path, fsync_tree, make_readonly, pid_alive, remove_tree
+from lightstore.failpoints import failpoint, fault
+from lightstore.files import (
+    MAX_RELATIVE_PATH,
+    Entry,
+    copy_tree,
+    fsync_path,
+    fsync_tree,
+    make_readonly,
+    pid_alive,
+    remove_tree,
+)
 from lightstore.hashing import (
     CONTEXT_FILE,
     canonical_context,
@@ -71,6 +81,21 @@ from lightstore.trash import restore_trash
 
 # Build areas are named <host>.<pid>.<random>.<label>; dots in the host would break that.
 HOST_TAG = HOST.replace(".", "_")
+#: The folder of `tmp/` where recovery sets aside leftovers it cannot delete.
+QUARANTINE = "quarantine"
+
+log = logging.getLogger("lightstore")
+
+
+def _unstorable(dref: DRef) -> Callable[[Entry], BuildError]:
+    def refuse(entry: Entry) -> BuildError:
+        return BuildError(
+            f"{entry.rel!r} in the output of {dref} is neither a file, a folder nor a symlink; "
+            "devices, sockets and fifos cannot be stored",
+            dref,
+        )
+
+    return refuse
 
 
 @dataclass(frozen=True)
@@ -208,21 +233,35 @@ class Store:
         Builds they left 'running' become 'interrupted'; their intents are
         finished (derivations) or undone (installs); their temporary files are
         removed; an interrupted gc is rolled back or finished, whichever matches
-        the catalogue. Returns counts of what was done.
+        the catalogue. A leftover that cannot be removed is logged and set
+        aside in `tmp/quarantine/` (never an error). Returns counts of what
+        was done.
         """
         dead = [pid for pid in self.catalogue.running_build_pids() if not pid_alive(pid)]
         counts = {
             "interrupted_builds": self.catalogue.mark_interrupted(dead),
             "intents": 0,
             "removed_build_areas": 0,
+            "set_aside": 0,
+            "kept_leftovers": 0,
         }
         for intent, kind, refs, pid in self.catalogue.host_intents():
             if pid_alive(pid):
                 continue
             if kind == "derive":
                 self._rollforward_derivations([DRef(d) for d in refs])
-            elif not self._rollback_install(refs):
-                continue
+            else:
+                try:
+                    undone = self._rollback_install(refs)
+                except OSError as e:  # kept open: tried again at the next open
+                    log.warning(
+                        "lightstore: could not remove a realization a dead process left "
+                        "unrecorded (%s); it is tried again at the next open",
+                        e,
+                    )
+                    undone = False
+                if not undone:
+                    continue
             self.catalogue.close_intent(intent)
             counts["intents"] += 1
         try:
@@ -238,16 +277,64 @@ class Store:
                 or pid_alive(int(parts[1]))
             ):
                 continue
-            path = os.path.join(self.tmp_dir, name)
             try:
                 with exclusive(self.lock_path("recover", name), timeout=0):
-                    if parts[-1] == "gc" and os.path.isdir(path):
-                        restore_trash(self, path)
-                    remove_tree(path)
-                    counts["removed_build_areas"] += 1
+                    outcome = self._remove_leftover(name, gc=parts[-1] == "gc")
             except LockTimeout:
                 continue  # another process is recovering it
+            counts[outcome] += 1
         return counts
+
+    def _remove_leftover(self, name: str, gc: bool) -> str:
+        """Delete the area `tmp/<name>` of a dead process; never raise.
+
+        Returns which count of `recover` it adds to. What cannot be deleted is
+        logged and moved into `tmp/quarantine/`, which recovery skips, so one
+        bad leftover cannot stop every later open of the store. A gc's trash
+        whose objects cannot be put back is left in place for the next open.
+        """
+        path = os.path.join(self.tmp_dir, name)
+        if gc and os.path.isdir(path):
+            try:
+                restore_trash(self, path)
+            except Exception as e:  # recovery must never stop an open
+                log.warning(
+                    "lightstore: could not put back what the interrupted gc %s holds (%s: %s); "
+                    "it is kept and tried again at the next open (run `lightstore verify`)",
+                    path,
+                    type(e).__name__,
+                    e,
+                )
+                return "kept_leftovers"
+        try:
+            fault("recover:remove")
+            remove_tree(path)
+            return "removed_build_areas"
+        except Exception as e:  # recovery must never stop an open
+            error = f"{type(e).__name__}: {e}"
+        quarantine = os.path.join(self.tmp_dir, QUARANTINE)
+        try:
+            os.makedirs(quarantine, exist_ok=True)
+            with contextlib.suppress(OSError):  # moving a folder rewrites its '..'
+                os.chmod(path, os.lstat(path).st_mode | stat.S_IWUSR)
+            os.rename(path, os.path.join(quarantine, name))
+        except OSError as e:
+            log.warning(
+                "lightstore: could not delete the leftover %s of a dead process (%s), nor set "
+                "it aside (%s); delete it by hand",
+                path,
+                error,
+                e.strerror or e,
+            )
+            return "kept_leftovers"
+        log.warning(
+            "lightstore: could not delete the leftover %s of a dead process (%s); it was "
+            "moved to %s: delete it by hand when the cause is fixed",
+            path,
+            error,
+            quarantine,
+        )
+        return "set_aside"
 
     # -- paths ---------------------------------------------------------------
 
@@ -499,14 +586,14 @@ class Store:
                 if not os.path.realpath(out).startswith(self.tmp_realpath):
                     area = self.new_build_area("copy")
                     copies.append(area)
-                    shutil.copytree(out, os.path.join(area, "out"), symlinks=True)
+                    copy_tree(out, os.path.join(area, "out"), _unstorable(dref))
                     out = os.path.join(area, "out")
                 staged.append(out)
             stopped = time.time()
             installs: list[tuple[NewRealization, str]] = []
             for out, out_metrics in zip(staged, metrics, strict=True):
                 failpoint("publish:hashing")
-                digest = tree_digest(out, make_readonly=True)
+                digest = tree_digest(out, make_readonly=True, max_path=MAX_RELATIVE_PATH)
                 rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
                 fd = os.open(
                     os.path.join(out, CONTEXT_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444
@@ -717,8 +804,9 @@ class Store:
         rest from the tree. Their catalogue records stay, marked collected (see `forget`).
 
         `keep_since` (Unix seconds, or a time such as ``'7d'`` or ``'2024-05-01'``)
-        also keeps what was built since then; QueryError if malformed. Returns a
-        GCReport (what went, or would go with `dry_run`, and bytes freed).
+        also keeps what was built or imported since then; QueryError if malformed
+        or not finite (``"nan"``, ``"inf"``). Returns a GCReport (what went, or
+        would go with `dry_run`, and bytes freed).
         Raises LockTimeout if running realizations hold the store past `timeout`.
         """
         from lightstore.maintenance.gc import collect

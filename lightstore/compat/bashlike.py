@@ -14,6 +14,7 @@ from lightstore.compat.queries import path2dref, path2rref
 from lightstore.defaults import resolve_store
 from lightstore.engine.build import Build
 from lightstore.errors import InvalidReferenceError, UsageError
+from lightstore.files import walk
 from lightstore.refs import DRef, Path, RRef, isdref, isrref, parse_dref, parse_rref
 
 
@@ -129,7 +130,7 @@ def gc_exceptions(keep_paths: list[Path]) -> tuple[list[DRef], list[RRef]]:
         if os.path.islink(path):
             check(path)
         elif os.path.isdir(path):
-            for root, dirs, _ in os.walk(path, topdown=True):
+            for root, dirs, _ in walk(path):
                 for name in sorted(dirs):
                     check(os.path.join(root, name))
     return keep_drefs, keep_rrefs

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from blake3 import blake3
 
 from lightstore.errors import InvalidConfigError, UsageError
-from lightstore.files import remove_tree
+from lightstore.files import Entry, copy_tree, make_readonly, make_writable, remove_tree, walk
 from lightstore.hashing import file_digest, tree_digest
 from lightstore.refs import (
     DRef,
@@ -178,7 +178,7 @@ def dirhash_iter(path: Path) -> Iterable[tuple[str, bytes]]:
     """
     if not os.path.isdir(path):
         raise InvalidConfigError(f"dirhash() expects a folder, not {path!r}")
-    for root, dirs, filenames in os.walk(os.path.abspath(path), topdown=True):
+    for root, dirs, filenames in walk(os.path.abspath(path)):
         dirs.sort()
         for filename in sorted(filenames):
             local = os.path.join(root, filename)
@@ -254,32 +254,20 @@ def filero(f: Path) -> None:
     os.chmod(f, os.stat(f).st_mode & ~_WRITE)
 
 
-def _chmod_tree(o: str, writable: bool) -> None:
-    for root, dirs, files in os.walk(o):
-        for name in [*dirs, *files]:
-            p = os.path.join(root, name)
-            if os.path.islink(p):
-                continue  # a link's target may be outside the folder: never touch it
-            mode = os.stat(p).st_mode
-            os.chmod(p, (mode | stat.S_IWUSR) if writable else (mode & ~_WRITE))
-    mode = os.stat(o).st_mode
-    os.chmod(o, (mode | stat.S_IWUSR) if writable else (mode & ~_WRITE))
-
-
 def dirro(o: Path) -> None:
     """Make a folder and everything in it read-only (symlinks are left alone)."""
-    _chmod_tree(o, writable=False)
+    make_readonly(o)
 
 
 def dirrw(o: Path) -> None:
     """Give the owner write permission on a folder and everything in it."""
-    _chmod_tree(o, writable=True)
+    make_writable(o)
 
 
 def dirsize(o: Path) -> int:
     """Bytes of the files below `o` (symlinks not followed)."""
     total = 0
-    for dirpath, _, filenames in os.walk(o):
+    for dirpath, _, filenames in walk(o):
         for f in filenames:
             fp = os.path.join(dirpath, f)
             if not os.path.islink(fp):
@@ -326,10 +314,14 @@ def dircp(src: Path, dst: Path, make_rw: bool = False) -> None:
     if os.path.lexists(dst):
         raise InvalidConfigError(f"dircp: {dst!r} already exists")
     tmp = f"{dst}.tmp"
-    shutil.copytree(src, tmp, symlinks=True)
+    copy_tree(src, tmp, _not_copyable, keep_modes=True)
     if make_rw:
         dirrw(Path(tmp))
     os.rename(tmp, dst)
+
+
+def _not_copyable(entry: Entry) -> InvalidConfigError:
+    return InvalidConfigError(f"dircp: {entry.path!r} is a device, fifo or socket; not copied")
 
 
 def isclosure(x: Any) -> bool:

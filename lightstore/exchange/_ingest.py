@@ -28,7 +28,7 @@ from lightstore.catalogue import NewRealization
 from lightstore.config import Config, canonical_json, config_deps, mkconfig
 from lightstore.errors import ArchiveError, BuildError, LightstoreError, UnknownReferenceError
 from lightstore.exchange._tree import check_links
-from lightstore.files import make_readonly, remove_tree
+from lightstore.files import MAX_RELATIVE_PATH, make_readonly, remove_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
     canonical_context,
@@ -132,7 +132,7 @@ def verify_folder(inc: Incoming, where: str) -> None:
     """Check the folder of `inc` hashes to its RRef (with its context); fill size and count."""
     check_links(inc.folder, f"{where}: {inc.rref}")
     try:
-        digest = tree_digest(inc.folder)
+        digest = tree_digest(inc.folder, max_path=MAX_RELATIVE_PATH)
     except BuildError as e:
         raise ArchiveError(f"{where}: {inc.rref}: {e}") from e
     rhash = unrref(inc.rref)[0]

@@ -1,67 +1,50 @@
-"""Walking, copying and checking realization folders without following symlinks."""
+"""Walking, copying and checking realization folders for exchange, without following symlinks.
+
+The walks themselves are `lightstore.files`'s (iterative, any depth); this
+adds what exchange refuses: devices, fifos, sockets and escaping links.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+from lightstore import files
 from lightstore.errors import ArchiveError
+from lightstore.files import COPY_CHUNK, Entry
 
-COPY_CHUNK = 1024 * 1024
+__all__ = ["COPY_CHUNK", "Entry", "check_links", "copy_tree", "inside", "walk_tree"]
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One entry below a root: its '/'-separated relative path, kind and details."""
-
-    rel: str
-    path: str
-    kind: str  # "dir", "file" or "link"
-    executable: bool = False
-    size: int = 0
-    target: str = ""
+def _special(entry: Entry) -> ArchiveError:
+    return ArchiveError(
+        f"{entry.path} is neither a file, a folder nor a symlink; devices, fifos and "
+        "sockets cannot be exchanged"
+    )
 
 
 def walk_tree(root: str, skip_top: frozenset[str] = frozenset()) -> Iterator[Entry]:
     """Every entry below `root` in sorted order, folders before their contents.
 
-    Symlinks are reported, never followed (``os.walk`` would list a link to a
-    folder as a folder). Raises ArchiveError for devices, fifos and sockets.
-    `skip_top` names entries of the top folder to leave out.
+    Symlinks are reported, never followed. Raises ArchiveError for devices,
+    fifos and sockets. `skip_top` names entries of the top folder to leave out.
     """
-    stack: list[tuple[str, str]] = [(root, "")]
-    while stack:
-        folder, rel = stack.pop()
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs: list[tuple[str, str]] = []
-        for e in entries:
-            if not rel and e.name in skip_top:
-                continue
-            relpath = f"{rel}/{e.name}" if rel else e.name
-            st = e.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                yield Entry(relpath, e.path, "link", target=os.readlink(e.path))
-            elif stat.S_ISREG(st.st_mode):
-                yield Entry(relpath, e.path, "file", bool(st.st_mode & stat.S_IXUSR), st.st_size)
-            elif stat.S_ISDIR(st.st_mode):
-                yield Entry(relpath, e.path, "dir")
-                subdirs.append((e.path, relpath))
-            else:
-                raise ArchiveError(
-                    f"{e.path} is neither a file, a folder nor a symlink; devices, fifos and "
-                    "sockets cannot be exchanged"
-                )
-        stack.extend(reversed(subdirs))
+    for entry in files.walk_tree(root, skip_top):
+        if entry.kind == "other":
+            raise _special(entry)
+        yield entry
 
 
 def inside(path: str, root: str) -> bool:
-    """True if the real location of `path` is `root` or below it (both resolved)."""
-    real = os.path.realpath(path)
-    base = os.path.realpath(root)
+    """True if the real location of `path` is `root` or below it (both resolved).
+
+    A chain of more links than the system follows resolves nowhere: False.
+    """
+    try:
+        real = files.real_path(path)
+        base = files.real_path(root)
+    except OSError:
+        return False
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
@@ -82,24 +65,13 @@ def check_links(root: str, what: str) -> None:
         if not inside(entry.path, root):
             raise ArchiveError(
                 f"{what}: {entry.rel!r} is a symlink pointing outside its realization "
-                f"({entry.target!r}); refused"
+                f"({entry.target!r}), or through more than {files.MAX_SYMLINKS} links; refused"
             )
 
 
 def copy_tree(src: str, dst: str, skip_top: frozenset[str] = frozenset()) -> None:
-    """Copy the folder `src` to the new folder `dst`: content, links and executable bits only.
+    """Copy the folder `src` to the new folder `dst` (see `lightstore.files.copy_tree`).
 
-    Owners, times and write protection are not copied, so the copy can be
-    completed and then published like a fresh build output.
+    Raises ArchiveError for devices, fifos and sockets.
     """
-    os.mkdir(dst, 0o755)
-    for entry in walk_tree(src, skip_top):
-        target = os.path.join(dst, *entry.rel.split("/"))
-        if entry.kind == "dir":
-            os.mkdir(target, 0o755)
-        elif entry.kind == "link":
-            os.symlink(entry.target, target)
-        else:
-            with open(entry.path, "rb") as fin, open(target, "xb") as fout:
-                shutil.copyfileobj(fin, fout, COPY_CHUNK)
-            os.chmod(target, 0o755 if entry.executable else 0o644)
+    files.copy_tree(src, dst, _special, skip_top)

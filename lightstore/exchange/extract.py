@@ -40,6 +40,7 @@ from typing import IO
 
 from lightstore.errors import ArchiveError
 from lightstore.exchange._tree import COPY_CHUNK, inside
+from lightstore.files import PATH_MAX
 
 #: Default limit of the bytes an archive may unpack to (64 GiB); pass
 #: ``max_bytes=None`` for no limit or a smaller number to be stricter.
@@ -118,6 +119,9 @@ class _Extractor:
         self.written = 0
         self.members = 0
         self.links: list[tuple[str, str]] = []  # (member name, path on disk)
+        # Folders already checked to be real folders: a deep tree costs one
+        # lookup per member, not one lstat per level of every member.
+        self.folders: set[str] = {self.dest}
         self.free: int | None
         try:
             self.free = shutil.disk_usage(self.dest).free
@@ -160,9 +164,15 @@ class _Extractor:
 
     def _folder(self, parts: list[str], name: str, create: bool = True) -> str:
         """The real folder `dest/parts...`, made if missing; never through a symlink or a file."""
+        whole = os.path.join(self.dest, *parts)
+        if whole in self.folders:
+            return whole
+        self._fits(whole, name)
         path = self.dest
         for part in parts:
             path = os.path.join(path, part)
+            if path in self.folders:
+                continue
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
@@ -172,13 +182,22 @@ class _Extractor:
                         "archive does not contain before it; refused"
                     ) from None
                 os.mkdir(path, 0o755)
+                self.folders.add(path)
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise ArchiveError(
                     f"member {name!r} would be written through {'/'.join(parts)!r}, which is "
                     "a symlink or a file; refused"
                 )
+            self.folders.add(path)
         return path
+
+    def _fits(self, path: str, name: str) -> None:
+        if len(os.fsencode(path)) >= PATH_MAX:
+            raise ArchiveError(
+                f"member {name[:60]!r}... makes a path of {len(os.fsencode(path))} bytes, longer "
+                f"than this system allows (PATH_MAX, {PATH_MAX} bytes); refused"
+            )
 
     def directory(self, name: str) -> None:
         parts = member_parts(name)
@@ -189,7 +208,9 @@ class _Extractor:
         if not parts:
             raise ArchiveError(f"member {name!r} names the top folder but is not a folder")
         folder = self._folder(parts[:-1], name)
-        return parts, os.path.join(folder, parts[-1])
+        target = os.path.join(folder, parts[-1])
+        self._fits(target, name)
+        return parts, target
 
     def file(self, name: str, source: IO[bytes], executable: bool) -> None:
         _, target = self._target(name)

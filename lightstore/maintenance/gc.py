@@ -34,18 +34,23 @@ from lightstore.layout import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
 from lightstore.logs import remove_orphan_logs
 from lightstore.maintenance.roots import roots
 from lightstore.refs import _DREF_RE, _RREF_RE, DRef, RRef, parse_dref, parse_rref
+from lightstore.times import parse_optional_time
 from lightstore.trash import restore_trash
 
 if TYPE_CHECKING:
     from lightstore.store import Store
 
-_LIVE_CTE = """
+# `keep_since` keeps what was built or imported since: a run pulled today
+# but built a month ago is as new to this store as a fresh build.
+_KEPT_SINCE = (
+    "max(coalesce(build_stopped, created), coalesce(imported, build_stopped, created)) >= :since"
+)
+_LIVE_CTE = f"""
 WITH RECURSIVE
   root_rrefs(rref) AS (
     SELECT value FROM json_each(:rrefs)
     UNION SELECT rref FROM realizations WHERE dref IN (SELECT value FROM json_each(:drefs))
-    UNION SELECT rref FROM realizations
-      WHERE :since IS NOT NULL AND coalesce(build_stopped, created) >= :since
+    UNION SELECT rref FROM realizations WHERE :since IS NOT NULL AND {_KEPT_SINCE}
   ),
   live_rrefs(rref) AS (
     SELECT rref FROM root_rrefs
@@ -80,10 +85,10 @@ FROM dead_rrefs
 # Dense marking (`_mark_dense`). The realizations that are not roots; all of
 # them (from the covering index) when no root is given by derivation or time.
 _ALL_RREFS = "SELECT group_concat(rref) FROM realizations INDEXED BY realizations_by_rref_size"
-_NON_ROOT_RREFS = """
+_NON_ROOT_RREFS = f"""
 SELECT group_concat(rref) FROM realizations
 WHERE dref NOT IN (SELECT value FROM json_each(:drefs))
-  AND (:since IS NULL OR coalesce(build_stopped, created) < :since)
+  AND (:since IS NULL OR NOT {_KEPT_SINCE})
 """
 _BYTES_OF = (
     "SELECT coalesce(sum(size), 0) FROM realizations "
@@ -124,26 +129,6 @@ _DEAD_RREF_ROWS = (
 _DEAD_DREF_ROWS = (
     _LIVE_CTE + "SELECT dref FROM derivations WHERE dref NOT IN (SELECT dref FROM live_drefs)"
 )
-
-
-def _point_in_time(value: float | int | str | None, what: str) -> float | None:
-    """Unix seconds from a number or a text such as '7d' / '2024-05-01'; None stays None.
-
-    A string must never reach SQL as is: SQLite orders every number before
-    every text, so `build_stopped >= '7d'` would keep nothing.
-    """
-    from lightstore.query.errors import QueryError
-    from lightstore.query.filters import parse_time
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return parse_time(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-        return float(value)
-    raise QueryError(
-        f"{what} takes Unix seconds or a time such as '7d' or '2024-05-01', not {value!r}"
-    )
 
 
 @dataclass
@@ -198,7 +183,7 @@ def _mark(
     decide only the realizations that are not roots (`_mark_dense`, work in
     proportion to those). `mode` ("dense" or "sparse") forces one, for tests.
     """
-    keep_since = _point_in_time(keep_since, "keep_since")
+    keep_since = parse_optional_time(keep_since, "keep_since")
     drefs = _as_set(keep_drefs, parse_dref)
     _check(drefs, _DREF_RE, parse_dref)
     # Kept realizations found in the store were checked when they were recorded:
@@ -357,7 +342,7 @@ def garbage_sets(
     keep_since: float | None = None,
 ) -> tuple[set[DRef], set[RRef], int, list[str]]:
     """Mark: the derivations and realizations not reachable from the roots (and the extra
-    keeps, and realizations built at or after `keep_since`), the bytes they hold, and the
+    keeps, and realizations built or imported at or after `keep_since`), the bytes they hold, and the
     stale links. One SQL statement."""
     dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_roots, keep_since)
     return cast(set[DRef], set(dead_d)), cast(set[RRef], set(dead_r)), size, stale
@@ -400,7 +385,7 @@ def collect(
 ) -> GCReport:
     """Remove everything not reachable from the roots from the tree; keep its record.
 
-    Realizations built at or after `keep_since` (Unix time), and `keep_drefs` /
+    Realizations built or imported at or after `keep_since` (Unix time), and `keep_drefs` /
     `keep_rrefs`, are kept as if pinned. With `only` (a dry run's report),
     nothing outside that report is removed. Waits up to `timeout` seconds for
     running realizations (they hold the collector lock shared), then raises
@@ -507,7 +492,7 @@ def forget(
     from lightstore.query.errors import QueryError
     from lightstore.query.filters import name_condition
 
-    before = _point_in_time(before, "before")
+    before = parse_optional_time(before, "before")
     if name is not None and not isinstance(name, str):
         raise QueryError(f"forget takes a derivation name (or a glob), not {name!r}")
     if not everything and before is None and name is None:

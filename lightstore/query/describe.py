@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from typing import Any
 
 from lightstore.catalogue import HOST
-from lightstore.files import pid_alive
+from lightstore.files import pid_alive, walk_tree
 from lightstore.hashing import CONTEXT_FILE
 from lightstore.query.graph import neighbours
 from lightstore.refs import DRef, RRef, isrref, rref2dref
@@ -26,20 +25,13 @@ def files(folder: str) -> list[dict[str, Any]] | None:
     if not os.path.isdir(folder):
         return None
     out: list[dict[str, Any]] = []
-    for here, dirs, names in os.walk(folder):
-        dirs.sort()
-        for n in sorted(dirs) + sorted(names):
-            p = os.path.join(here, n)
-            rel = os.path.relpath(p, folder)
-            if rel == CONTEXT_FILE:
-                continue
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                out.append({"path": rel, "type": "link", "size": 0, "target": os.readlink(p)})
-            elif stat.S_ISDIR(st.st_mode):
-                out.append({"path": rel + "/", "type": "dir", "size": 0})
-            else:
-                out.append({"path": rel, "type": "file", "size": st.st_size})
+    for e in walk_tree(folder, skip_top=frozenset({CONTEXT_FILE})):
+        if e.kind == "link":
+            out.append({"path": e.rel, "type": "link", "size": 0, "target": e.target})
+        elif e.kind == "dir":
+            out.append({"path": e.rel + "/", "type": "dir", "size": 0})
+        else:
+            out.append({"path": e.rel, "type": "file", "size": e.size})
     out.sort(key=lambda e: e["path"])
     return out
 

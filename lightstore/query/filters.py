@@ -1,21 +1,23 @@
-"""Parsing the filters users type: config conditions (``lr<1e-3``) and times (``7d``, ``2024-05-01``)."""
+"""Parsing the filters users type: config conditions (``lr<1e-3``) and times (``7d``, ``2024-05-01``).
+
+Times are parsed by `lightstore.times.parse_time`, the one parser of every time-like input.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from lightstore.query.errors import QueryError
+from lightstore.times import parse_time
+
+__all__ = ["ConfigCondition", "json_path", "name_condition", "parse_condition", "parse_time"]
 
 _FIELD = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
 _FIELD_RE = re.compile(_FIELD)
 _CONDITION_RE = re.compile(rf"\s*({_FIELD})\s*(<=|>=|!=|==|=|<|>)\s*(.*?)\s*", re.DOTALL)
-_AGO_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|week|weeks)")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _OPERATORS = {"=": "=", "==": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
 
@@ -77,34 +79,6 @@ def parse_condition(text: str) -> ConfigCondition:
     if value is None and op not in ("=", "==", "!="):
         raise QueryError(f"invalid config condition {text!r}: null only compares with = or !=")
     return ConfigCondition(field, _OPERATORS[op], value)
-
-
-def parse_time(text: str, now: float | None = None) -> float:
-    """A point in time as Unix seconds.
-
-    Accepts an age (``30m``, ``12h``, ``7d``, ``2w``: that long ago), ``today``,
-    ``yesterday``, an ISO date or date-time (local time unless it has an
-    offset), or Unix seconds. Raises QueryError.
-    """
-    now = time.time() if now is None else now
-    s = text.strip().lower()
-    m = _AGO_RE.fullmatch(s)
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)[0]]
-    if s in ("today", "yesterday"):
-        midnight = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
-        return (midnight - timedelta(days=1 if s == "yesterday" else 0)).timestamp()
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise QueryError(
-            f"invalid time {text!r}: give an age like 30m, 12h, 7d, 2w, or a date like "
-            "2024-05-01 or 2024-05-01T14:30, or 'today'"
-        ) from None
 
 
 def name_condition(name: str, column: str = "name") -> tuple[str, list[Any]]:

@@ -17,16 +17,11 @@ from lightstore.catalogue import Catalogue
 from lightstore.errors import InvalidMetricError
 from lightstore.metrics import check_metric_name
 from lightstore.query.errors import QueryError
-from lightstore.query.filters import (
-    ConfigCondition,
-    json_path,
-    name_condition,
-    parse_condition,
-    parse_time,
-)
+from lightstore.query.filters import ConfigCondition, json_path, name_condition, parse_condition
 from lightstore.query.readonly import WHERE_TIMEOUT_S, run_sql
 from lightstore.query.rows import Rows
 from lightstore.store import Store
+from lightstore.times import TimeLike, parse_optional_time
 
 #: Columns of a history row, before the chosen config fields.
 HISTORY_COLUMNS = (
@@ -57,17 +52,9 @@ _PRESENT_HISTORY = """(SELECT r.rref, r.dref, d.name, d.config, r.context,
   NULL AS collected, NULL AS collected_reason
 FROM realizations AS r JOIN derivations AS d ON d.dref = r.dref) AS history"""
 
-TimeLike = float | int | str | None
-
 
 def _catalogue(store: Store | Catalogue) -> Catalogue:
     return store.catalogue if isinstance(store, Store) else store
-
-
-def _time(value: TimeLike) -> float | None:
-    if value is None or isinstance(value, (int, float)):
-        return value
-    return parse_time(value)
 
 
 class _Where:
@@ -100,7 +87,7 @@ def _filters(
     for cond in config:
         c = parse_condition(cond) if isinstance(cond, str) else cond
         where.add(*c.sql(config_column))
-    t0, t1 = _time(since), _time(until)
+    t0, t1 = parse_optional_time(since, "since"), parse_optional_time(until, "until")
     if t0 is not None:
         where.add(f"{time_column} >= ?", [t0])
     if t1 is not None:
@@ -238,7 +225,7 @@ def history(
         )
         params.append(metric)
     w = _Where()
-    t0, t1 = _time(since), _time(until)
+    t0, t1 = parse_optional_time(since, "since"), parse_optional_time(until, "until")
     name_column = "name"
     timed = t0 is not None or t1 is not None
     if name is not None and timed and _time_window_is_smaller(catalogue, name, t0, t1):
