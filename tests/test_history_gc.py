@@ -48,6 +48,7 @@ from lightstore.errors import (
     QueryError,
 )
 from lightstore.exchange import copy_closure
+from lightstore.maintenance import gc as gc_marking
 from lightstore.query import derivations, history
 from lightstore.store import Store
 
@@ -272,6 +273,42 @@ def test_unpack_and_copy_keep_the_builders_provenance(tmp_path):
     first = sql(bob, "SELECT rref, imported FROM realizations ORDER BY rref")
     sunpack(archive, S=bob)
     assert sql(bob, "SELECT rref, imported FROM realizations ORDER BY rref") == first
+
+
+def test_keep_since_counts_the_later_of_built_and_imported(tmp_path):
+    month = 30 * 86400
+    alice = fsinit(mkSS(str(tmp_path / "alice")))
+    bob = fsinit(mkSS(str(tmp_path / "bob")))
+    imported = realize1(instantiate(pipeline("alice"), S=alice))
+    # Built a month ago (the catalogue is where build times are recorded).
+    with Store.open(alice.root).catalogue.write() as conn:
+        conn.execute(
+            "UPDATE realizations SET build_started = build_started - ?, "
+            "build_stopped = build_stopped - ?",
+            (month, month),
+        )
+    archive = str(tmp_path / "a.zip")
+    spack([imported], archive, S=alice)
+    sunpack(archive, S=bob)
+    own = realize1(instantiate(pipeline("bob"), S=bob))
+    store = Store.open(bob.root)
+    with store.catalogue.write() as conn:
+        conn.execute(
+            "UPDATE realizations SET build_started = build_started - ?, "
+            "build_stopped = build_stopped - ? WHERE imported IS NULL",
+            (month, month),
+        )
+    week_ago = time.time() - 7 * 86400
+    assert all(r["stopped"] < week_ago for r in history(store))  # every build is old
+    came = {r for (r,) in sql(store, "SELECT rref FROM realizations WHERE imported IS NOT NULL")}
+    assert imported in came and own not in came
+    for mode in ("sparse", "dense"):
+        dead = gc_marking._mark(store, [], [], True, "7d", mode)[1]
+        assert set(dead).isdisjoint(came), mode
+    report = store.gc(keep_since="7d")
+    assert own in report.rrefs and not set(report.rrefs) & came
+    assert set(allrrefs(bob)) == came
+    assert store.verify().ok
 
 
 # -- SQLite errors -----------------------------------------------------------------------------

@@ -296,8 +296,45 @@ def sweep(root: str, log: str, branch_s: str, hang_lr: str = "") -> dict:
     return {"context": {d: sorted(r) for d, r in ctx.items()}, "wall": time.monotonic() - t0}
 
 
+def make_deep(folder: str, depth: int, name: str = "d") -> None:
+    """Nest `depth` folders `name` below `folder`, with leaf.txt and a link to it at the bottom.
+
+    Made through directory descriptors, one level at a time, so the total
+    path may be longer than PATH_MAX (as a realizer can make it).
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        leaf = os.open("leaf.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+        os.write(leaf, b"the bottom")
+        os.close(leaf)
+        os.symlink("leaf.txt", "link", dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def deep(root: str, depth: str, name: str = "d") -> dict:
+    """Realize one stage whose output is `depth` folders deep (no waiting for go)."""
+    S = mkSS(root)
+
+    def stage(r):
+        return mkdrv(
+            {"name": "deep", "depth": int(depth), "folder": name},
+            match_only(),
+            build_wrapper(lambda b: make_deep(build_outpath(b), int(depth), name)),
+            r,
+        )
+
+    return {"rref": realize1(instantiate(stage, S=S))}
+
+
 MODES = {
     "crashpoint": crashpoint,
+    "deep": deep,
     "same": same,
     "nondet": nondet,
     "distinct": distinct,

@@ -1,0 +1,99 @@
+"""Points in time users give (`--since`, `--until`, gc's keep-since, forget's
+`--older-than`): one parser for all of them, which refuses anything that is not a
+finite time instead of letting SQL read it as "nothing" or "everything"."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_cli import fails, ok, pipeline  # noqa: F401 - the fixture
+
+from lightstore.errors import QueryError
+from lightstore.query import derivations, history, realizations
+from lightstore.store import Store
+from lightstore.times import parse_time
+
+NOW = 1_700_000_000.0
+NOT_FINITE_TEXTS = [
+    "nan",
+    " NaN ",
+    "inf",
+    "-inf",
+    "+Infinity",
+    "1e400",
+    "-1e400",
+    "9" * 400,
+    "9" * 400 + "d",
+    "9" * 320 + "w",
+]
+NOT_FINITE_NUMBERS = [math.nan, math.inf, -math.inf, 10**400, -(10**400)]
+
+
+@given(st.text())
+def test_any_text_is_a_finite_time_or_refused(text):
+    try:
+        seconds = parse_time(text, NOW)
+    except QueryError:
+        return
+    assert isinstance(seconds, float) and math.isfinite(seconds)
+
+
+@given(st.floats() | st.integers(min_value=-(10**400), max_value=10**400))
+def test_numbers_are_taken_as_unix_seconds_when_finite(value):
+    try:
+        expected = float(value)
+    except OverflowError:
+        expected = math.inf
+    if math.isfinite(expected):
+        assert parse_time(value) == expected
+        assert parse_time(repr(float(value)), NOW) == expected
+    else:
+        with pytest.raises(QueryError, match="finite"):
+            parse_time(value)
+
+
+@pytest.mark.parametrize("bad", NOT_FINITE_TEXTS + NOT_FINITE_NUMBERS + [True, None, [1]])
+def test_not_finite_or_not_a_time_is_refused(bad):
+    with pytest.raises(QueryError):
+        parse_time(bad, NOW)
+
+
+def test_every_time_input_of_the_library_refuses_non_finite_values(pipeline):  # noqa: F811
+    store = Store.open(pipeline.root)
+    present = sorted(r["rref"] for r in realizations(store))
+    assert present
+    for bad in NOT_FINITE_TEXTS[:6] + NOT_FINITE_NUMBERS:
+        with pytest.raises(QueryError):
+            store.gc(keep_since=bad)  # once read as "keep nothing": it collected everything
+        with pytest.raises(QueryError):
+            store.gc(dry_run=True, keep_since=bad)
+        with pytest.raises(QueryError):
+            store.forget(before=bad)
+        for query in (history, derivations, realizations):
+            with pytest.raises(QueryError):
+                query(store, since=bad)
+            with pytest.raises(QueryError):
+                query(store, until=bad)
+    assert sorted(r["rref"] for r in realizations(store)) == present
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "--since", "nan"],
+        ["ls", "-r", "--since", "inf"],
+        ["history", "--until", "-inf"],
+        ["history", "--since", "1e400"],
+        ["gc", "--keep-since", "nan", "--yes"],
+        ["gc", "--keep-since", "inf", "--dry-run"],
+        ["forget", "--older-than", "nan"],
+    ],
+)
+def test_the_command_line_refuses_non_finite_times_as_bad_input(pipeline, args):  # noqa: F811
+    before = ok(pipeline.root, "ls", "-r", "-q")
+    result = fails(2, pipeline.root, *args)
+    assert "finite" in result.output
+    assert ok(pipeline.root, "ls", "-r", "-q") == before
