@@ -141,3 +141,25 @@ def test_an_output_with_a_path_longer_than_realizations_allow_is_refused(store, 
     assert f"at most {MAX_RELATIVE_PATH} bytes" in str(raised.value)
     assert os.listdir(store.tmp_dir) == []
     assert store.catalogue.query("SELECT count(*) FROM realizations") == [(0,)]
+
+
+def test_a_chain_of_links_longer_than_the_system_follows_is_refused_cleanly(store, S, tmp_path):
+    def chain(b):
+        out = build_outpath(b)
+        with open(os.path.join(out, "target.txt"), "w") as f:
+            f.write("end")
+        previous = "target.txt"
+        for i in range(DEPTH):
+            os.symlink(previous, os.path.join(out, f"l{i}"))
+            previous = f"l{i}"
+
+    def stage(r):
+        return mkdrv({"name": "chain"}, match_only(), build_wrapper(chain), r)
+
+    rref = realize1(instantiate(stage, S=S))
+    assert "l1499" in ok(store.root, "show", rref)
+    assert ok(store.root, "cat", rref, "l39") == "end"
+    for args in (["cat", rref, "l1499"], ["pack", str(tmp_path / "a.zip"), rref]):
+        result = lightstore(store.root, *args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "symlink" in result.stderr

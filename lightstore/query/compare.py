@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from lightstore.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.files import MAX_SYMLINKS, real_path
 from lightstore.query.errors import AmbiguousReferenceError
 from lightstore.query.graph import differing_fields, flatten
 from lightstore.query.resolve import resolve
@@ -141,7 +142,12 @@ def artifact_path(store: Store, ref: str, path: str) -> str:
         raise UnknownReferenceError(
             f"the folder of {rref} is missing; run `lightstore verify`", rref
         )
-    target = os.path.realpath(os.path.join(folder, *[p for p in parts if p not in ("", ".")]))
+    try:
+        target = real_path(os.path.join(folder, *[p for p in parts if p not in ("", ".")]))
+    except OSError:  # more links in a row than the system follows
+        raise InvalidReferenceError(
+            f"{path!r} in {rref} is a chain of more than {MAX_SYMLINKS} symlinks; refused"
+        ) from None
     if target != folder and not target.startswith(folder + os.sep):
         raise InvalidReferenceError(
             f"{path!r} in {rref} is a symlink that leads outside the realization; refused"
