@@ -123,7 +123,7 @@ def _ask_before_collecting(store: Store, report: GCReport) -> bool:
 @click.option(
     "--keep-since",
     metavar="TIME",
-    help="Also keep (as if pinned) what was built since TIME: 7d, 12h, 2024-05-01.",
+    help="Also keep (as if pinned) what was built or imported since TIME: 7d, 12h, 2024-05-01.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
