@@ -72,3 +72,27 @@ def _parse_text(text: str, what: str, now: float) -> float:
         return datetime.fromisoformat(text.strip()).timestamp()
     except (ValueError, OverflowError, OSError):
         raise QueryError(f"invalid {what} {text!r}: give {_FORMS}") from None
+
+
+def parse_timeout(value: float | int | None, what: str = "timeout") -> float | None:
+    """A wait in seconds: None or infinity for no limit, else a finite number >= 0.
+
+    Raises QueryError (a ValueError) for NaN, a negative number or a non-number:
+    NaN would compare as "never reached" and wait forever without saying so.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise QueryError(
+            f"{what} takes seconds (a number >= 0, or None for no limit), not {value!r}"
+        )
+    if value != value or value < 0:  # compared before float(): a huge int would overflow
+        shown = value if abs(value) < 10**20 else "a huge negative number"
+        raise QueryError(
+            f"{what} takes seconds (a number >= 0, or None for no limit), not {shown!r}"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float: no limit in practice
+        return None
+    return None if math.isinf(seconds) else seconds

@@ -5,6 +5,7 @@ finite time instead of letting SQL read it as "nothing" or "everything"."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 from hypothesis import given
@@ -12,9 +13,10 @@ from hypothesis import strategies as st
 from test_cli import fails, ok, pipeline  # noqa: F401 - the fixture
 
 from lightstore.errors import QueryError
+from lightstore.maintenance.verify import verify
 from lightstore.query import derivations, history, realizations
 from lightstore.store import Store
-from lightstore.times import parse_time
+from lightstore.times import parse_time, parse_timeout
 
 NOW = 1_700_000_000.0
 NOT_FINITE_TEXTS = [
@@ -55,7 +57,9 @@ def test_numbers_are_taken_as_unix_seconds_when_finite(value):
             parse_time(value)
 
 
-@pytest.mark.parametrize("bad", NOT_FINITE_TEXTS + NOT_FINITE_NUMBERS + [True, None, [1]])
+@pytest.mark.parametrize(
+    "bad", NOT_FINITE_TEXTS + NOT_FINITE_NUMBERS + [True, None, [1]], ids=lambda v: repr(v)[:24]
+)
 def test_not_finite_or_not_a_time_is_refused(bad):
     with pytest.raises(QueryError):
         parse_time(bad, NOW)
@@ -97,3 +101,26 @@ def test_the_command_line_refuses_non_finite_times_as_bad_input(pipeline, args):
     result = fails(2, pipeline.root, *args)
     assert "finite" in result.output
     assert ok(pipeline.root, "ls", "-r", "-q") == before
+
+
+@given(st.floats() | st.integers(min_value=-(10**400), max_value=10**400) | st.none())
+def test_timeouts_are_a_number_of_seconds_or_no_limit(value):
+    try:
+        seconds = parse_timeout(value)
+    except QueryError:
+        assert value != value or value < 0
+        return
+    if value is None or value > 1e308:
+        assert seconds is None
+    else:
+        assert seconds == float(value) and seconds >= 0
+
+
+def test_a_nan_timeout_is_refused_not_read_as_no_limit(pipeline):  # noqa: F811
+    store = Store.open(pipeline.root)
+    for call in (store.gc, partial(verify, store)):
+        for bad in (math.nan, -1, -(10**400), "10"):
+            with pytest.raises(QueryError, match="timeout"):
+                call(timeout=bad)
+    for args in (["gc", "--yes"], ["verify"]):
+        assert "timeout" in fails(2, pipeline.root, *args, "--timeout", "nan").output

@@ -34,7 +34,7 @@ from lightstore.layout import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
 from lightstore.logs import remove_orphan_logs
 from lightstore.maintenance.roots import roots
 from lightstore.refs import _DREF_RE, _RREF_RE, DRef, RRef, parse_dref, parse_rref
-from lightstore.times import parse_optional_time
+from lightstore.times import parse_optional_time, parse_timeout
 from lightstore.trash import restore_trash
 
 if TYPE_CHECKING:
@@ -389,9 +389,11 @@ def collect(
     `keep_rrefs`, are kept as if pinned. With `only` (a dry run's report),
     nothing outside that report is removed. Waits up to `timeout` seconds for
     running realizations (they hold the collector lock shared), then raises
-    LockTimeout. Raises UsageError inside an open catalogue transaction (the
-    removal commits on its own, after the folders are moved).
+    LockTimeout (QueryError for a NaN or negative `timeout`). Raises
+    UsageError inside an open catalogue transaction (the removal commits on
+    its own, after the folders are moved).
     """
+    timeout = parse_timeout(timeout)
     keep_drefs, keep_rrefs = list(keep_drefs), list(keep_rrefs)
     if dry_run:
         return garbage(store, keep_drefs, keep_rrefs, keep_since=keep_since)

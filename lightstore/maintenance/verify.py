@@ -42,6 +42,7 @@ from lightstore.layout import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
 from lightstore.maintenance.roots import PINS_DIR, is_pin_name, roots
 from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
 from lightstore.store import Store
+from lightstore.times import parse_timeout
 
 Progress = Callable[[int, int], None]
 
@@ -126,7 +127,11 @@ def verify(
     progress: Progress | None = None,
     timeout: float | None = DEFAULT_GC_TIMEOUT_S,
 ) -> VerifyReport:
-    """Check the catalogue against the tree; with `repair`, fix what can be fixed."""
+    """Check the catalogue against the tree; with `repair`, fix what can be fixed.
+
+    Raises QueryError for a `timeout` that is NaN or negative.
+    """
+    timeout = parse_timeout(timeout)
     store.recover()
     report = VerifyReport()
     with store.collecting(timeout=timeout):
