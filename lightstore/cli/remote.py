@@ -10,6 +10,7 @@ import click
 
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
 from lightstore.cli.output import call_with_progress, emit_rows, human_size, output_options
+from lightstore.errors import RemoteIntegrityError
 from lightstore.query import resolve_all
 
 
@@ -68,9 +69,8 @@ def _jobs(fn: Any) -> Any:
 @click.option(
     "--sign-key",
     metavar="FILE",
-    envvar="LIGHTSTORE_SIGNING_KEY",
-    show_envvar=True,
-    help="Sign what is pushed with this secret key file (made by `lightstore keygen`).",
+    help="Sign what is pushed with this secret key file (made by `lightstore keygen`). "
+    "Default: $LIGHTSTORE_SIGNING_KEY.",
 )
 @_jobs
 @root_option
@@ -142,9 +142,9 @@ def pull_command(
     """Download REF... and everything they depend on from the remote cache at URL.
 
     REF is a full DRef (all its realizations on the remote) or RRef. Every
-    hash is checked before anything is added; a remote that is damaged,
-    lying or unsigned (when keys are trusted) leaves the store unchanged
-    (exit 2). Prints the RRefs added.
+    hash is checked before anything is added. A realization that is damaged,
+    lying or unsigned (when keys are trusted) is left out and named (exit 2);
+    the others are added. Prints the RRefs added.
 
     \b
     Examples:
@@ -153,16 +153,21 @@ def pull_command(
     """
     from lightstore.remote import pull
 
-    added = call_with_progress(
-        pull,
-        "pulling",
-        env.store(),
-        url,
-        list(refs),
-        storage_options=_parse_options(options),
-        trusted_keys=list(trusted_keys) or None,
-        jobs=jobs,
-    )
+    try:
+        added = call_with_progress(
+            pull,
+            "pulling",
+            env.store(),
+            url,
+            list(refs),
+            storage_options=_parse_options(options),
+            trusted_keys=list(trusted_keys) or None,
+            jobs=jobs,
+        )
+    except RemoteIntegrityError as e:
+        for r in e.added:  # what verified was added; the error names the rest
+            click.echo(r)
+        raise
     for r in added:
         click.echo(r)
 
@@ -221,8 +226,8 @@ def remote_ls_command(
 def keygen_command(name: str, out: str) -> None:
     """Make an ed25519 signing key NAME, write its secret to FILE, print its public key.
 
-    Keep FILE private (it is created readable by you only); give the
-    printed public key to the people who pull (`lightstore trust`).
+    Keep FILE private (it is created readable by you only, its folder too if
+    new); give the printed public key to the people who pull (`lightstore trust`).
 
     \b
     Examples:
@@ -231,8 +236,15 @@ def keygen_command(name: str, out: str) -> None:
     from lightstore.remote import generate_signing_key
 
     key = generate_signing_key(name)
+    path = os.path.expanduser(out)
+    folder = os.path.dirname(path)
     try:
-        fd = os.open(os.path.expanduser(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if folder and not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700)  # a new folder for a secret: private too
+    except OSError as e:
+        raise CliError(f"cannot create the folder of {out}: {e.strerror}", EXIT_BAD_INPUT) from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise CliError(f"{out} exists; choose another file", EXIT_BAD_INPUT) from None
     except OSError as e:
@@ -256,8 +268,8 @@ def trust_command(env: Env, key: str) -> None:
     """
     from lightstore.remote import add_trusted_key
 
-    add_trusted_key(env.store().root, key)
-    click.echo(f"trusted {key.split(':', 1)[0]}")
+    name = add_trusted_key(env.store().root, key)
+    click.echo(f"trusted {name}")
 
 
 COMMANDS = [push_command, pull_command, remote_ls_command, keygen_command, trust_command]

@@ -3,8 +3,9 @@
 Realizations go dependencies first; for each one its files are hashed and
 uploaded (several at once, each streamed by the driver), skipping blobs the
 remote already holds with the right size, then its manifest, then its index
-marker and signature. A realization whose manifest is already there is
-skipped whole. Every write is idempotent and write-once objects are never
+marker and signatures (its own signed manifest, and a signature of the RRef
+for older readers). A realization whose manifest is already there is
+skipped, apart from signing it. Every write is idempotent and write-once objects are never
 replaced, so pushes from many machines can overlap and a killed push is
 finished by running it again.
 """
@@ -37,8 +38,9 @@ from lightstore.remote._layout import (
     local_entries,
     manifest_key,
     signature_folder,
+    signed_manifest_key,
 )
-from lightstore.remote._sign import load_signing_key
+from lightstore.remote._sign import SigningKey, signing_key_for
 from lightstore.store import Store
 
 #: ``progress(done_bytes, total_bytes)`` while transferring.
@@ -246,15 +248,16 @@ def push(
 ) -> PushReport:
     """Upload the closures of `refs` (RRefs, or DRefs for all their realizations) to `url`.
 
-    `signing_key` (a SigningKey, its secret text or a key file) signs every
-    realization of the closure. Returns a PushReport.
+    `signing_key` (a SigningKey, its secret text or a key file; default
+    ``$LIGHTSTORE_SIGNING_KEY``, False for none) signs every realization of
+    the closure, including the ones already on the remote. Returns a PushReport.
 
     Raises UnknownReferenceError for a reference the store does not hold,
     IntegrityError if a local realization no longer hashes to its RRef (run
     `lightstore verify`), RemoteError if the remote cannot be written.
     """
     remote = open_remote(url, storage_options)
-    key = load_signing_key(signing_key) if signing_key is not None else None
+    key = signing_key_for(signing_key)
     roots = resolve_local_refs(store, refs)
     with store.realizing():  # gc keeps what is being read
         closure, drefs = closure_of(store, roots)
@@ -279,22 +282,44 @@ def push(
             for r in order:
                 ctx = {str(k): sorted(str(x) for x in v) for k, v in contexts[r].items()}
                 ctx_hash = context_hash(ctx)
+                written = None
                 if r in todo:
-                    _push_one(store, remote, uploader, r, ctx, ctx_hash)
+                    written = _push_one(store, remote, uploader, r, ctx, ctx_hash)
                     report.uploaded.append(r)
                 # Markers and signatures after the manifest, and re-written if a
                 # killed push wrote the manifest but not them.
                 if r in todo or not remote.exists(index_key(r, ctx_hash)):
                     remote.write_bytes(index_key(r, ctx_hash), b"", exclusive=True)
+                    failpoint("push:indexed")
                 if key is not None:
-                    sig_key = f"{signature_folder(r)}/{key.name}"
-                    if not remote.exists(sig_key):
-                        remote.write_bytes(sig_key, key.sign(r).encode("ascii"), exclusive=True)
+                    _sign_one(store, remote, uploader, key, r, ctx, ctx_hash, written)
         finally:
             uploader.close()
         report.blobs_uploaded = uploader.blobs_uploaded
         report.bytes_uploaded = uploader.bytes_uploaded
         return report
+
+
+def _sign_one(
+    store: Store,
+    remote: Remote,
+    uploader: _Uploader,
+    key: SigningKey,
+    rref: RRef,
+    ctx: dict[str, list[str]],
+    ctx_hash: str,
+    manifest: bytes | None,
+) -> None:
+    """Write `key`'s signed manifest of `rref` (this store's manifest: another pusher's
+    build times and metrics are never vouched for) and its signature of the RRef."""
+    signed = signed_manifest_key(rref, key.name)
+    if not remote.exists(signed):
+        if manifest is None:
+            manifest = _push_one(store, remote, uploader, rref, ctx, ctx_hash, write=False)
+        remote.write_bytes(signed, key.sign_manifest(rref, manifest), exclusive=True)
+    sig_key = f"{signature_folder(rref)}/{key.name}"
+    if not remote.exists(sig_key):
+        remote.write_bytes(sig_key, key.sign(rref).encode("ascii"), exclusive=True)
 
 
 def _push_one(
@@ -304,7 +329,9 @@ def _push_one(
     rref: RRef,
     ctx: dict[str, list[str]],
     ctx_hash: str,
-) -> None:
+    write: bool = True,
+) -> bytes:
+    """Upload the files of `rref` and (if `write`) its manifest; returns the manifest."""
     folder = store.rref_path(rref)
     try:
         entries = uploader.entries(folder)
@@ -329,5 +356,8 @@ def _push_one(
         record.get("build_stopped"),
         store.metrics(rref),
     )
-    remote.write_bytes(manifest_key(rref), manifest.to_bytes(), exclusive=True)
-    failpoint("push:manifest")
+    data = manifest.to_bytes()
+    if write:
+        remote.write_bytes(manifest_key(rref), data, exclusive=True)
+        failpoint("push:manifest")
+    return data

@@ -3,9 +3,14 @@
 `realize(..., substituters=[...])` calls `substitute` for each derivation
 whose matcher is unsatisfied by the local realizations: every realization
 the remotes hold in that context is pulled (verified), and the matcher then
-chooses among local and fetched ones. A remote that cannot be reached, or
-whose objects do not verify, is skipped with a warning: the realizer runs
-instead, and nothing unverified enters the store.
+chooses among local and fetched ones. A realization that does not verify
+(unsigned when keys are trusted, damaged, lying) is left out with a warning
+and its verified siblings are taken; a remote that cannot be reached is
+skipped with a warning. If nothing fits, the realizer runs; nothing
+unverified enters the store.
+
+Trust and the signing key are resolved once, where the realize was asked
+for (`remote_hooks`), and travel inside the hooks to every worker.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from lightstore.errors import LightstoreError
 from lightstore.hashing import context_hash
 from lightstore.refs import DRef, RRef
 from lightstore.remote._layout import dref_folder
+from lightstore.remote._sign import TrustedKeys, signing_key_for, trusted_keys_for
 from lightstore.remote.listing import _derivation
 from lightstore.remote.pull import pull
 from lightstore.remote.push import open_remote, push
@@ -53,17 +59,22 @@ def substitute(
     urls: Sequence[str],
     *,
     storage_options: Mapping[str, Any] | None = None,
-    trusted_keys: Iterable[str] | None = None,
+    trusted_keys: Iterable[str] | TrustedKeys | None = None,
     held_lock: bool = False,
 ) -> list[RRef]:
-    """Pull every realization of `dref` in `context` that the remotes `urls` hold.
+    """Pull every realization of `dref` in `context` that the remotes `urls` hold and
+    that verifies.
 
     One listing of each remote's index for (derivation, context); the
-    dependencies named by the context are already local. Returns the RRefs
-    added. Remotes that fail (unreachable, or content that does not verify)
-    are skipped with a warning, logged without credentials. `held_lock`: the
-    caller holds the build lock of (dref, context).
+    dependencies named by the context are already local. `trusted_keys`:
+    as for `pull` (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's file).
+    Returns the RRefs added. A realization that does not verify is left out
+    with a warning (its siblings are still taken); a remote that fails is
+    skipped with a warning, logged without credentials. `held_lock`: the
+    caller holds the build lock of (dref, context). Raises InvalidKeyError
+    if a trusted key is malformed.
     """
+    trusted = trusted_keys_for(store.root, trusted_keys)
     ctx = context_hash(context)
     held = [(str(dref), ctx)] if held_lock else []
     added: list[RRef] = []
@@ -73,7 +84,12 @@ def substitute(
             found = [x.rref for x in _derivation(remote, dref_folder(dref), ctx)]
             missing = sorted(set(found) - store.catalogue.known_rrefs(found))
             if missing:
-                added += pull(store, remote, missing, trusted_keys=trusted_keys, held_locks=held)
+                refused: dict[RRef, LightstoreError] = {}
+                added += pull(
+                    store, remote, missing, trusted_keys=trusted, held_locks=held, refused=refused
+                )
+                for rref, e in sorted(refused.items()):
+                    log.warning("substitute %s left out for %s: %s", rref, dref, e)
         except LightstoreError as e:
             log.warning("substituter skipped for %s: %s", dref, e)
     return added
@@ -81,12 +97,15 @@ def substitute(
 
 def make_substituter(
     urls: Sequence[str],
+    trusted: TrustedKeys,
     *,
     storage_options: Mapping[str, Any] | None = None,
-    trusted_keys: Iterable[str] | None = None,
 ) -> Callable[[Store, Any], bool]:
-    """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`."""
-    keys = list(trusted_keys) if trusted_keys is not None else None
+    """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`.
+
+    `trusted` is resolved by the caller and travels with the hook, so a Dask
+    worker trusts what the caller trusts, not what its own environment says.
+    """
 
     def hook(store: Store, task: Any) -> bool:
         return bool(
@@ -96,7 +115,7 @@ def make_substituter(
                 task.context,
                 urls,
                 storage_options=storage_options,
-                trusted_keys=keys,
+                trusted_keys=trusted,
                 held_lock=True,
             )
         )
@@ -105,26 +124,40 @@ def make_substituter(
 
 
 def remote_hooks(
+    store: Store,
     substituters: Iterable[str] | str | None,
     push_to: str | None,
     trusted_keys: Iterable[str] | None,
     storage_options: Mapping[str, Any] | None,
+    signing_key: Any = None,
 ) -> tuple[Callable[[Store, Any], bool] | None, Callable[[Store, list[RRef]], Any] | None]:
-    """The substitute hook and the push step a realize uses (None for each that is off)."""
+    """The substitute hook and the push step a realize into `store` uses (None for each
+    that is off). Trust (`trusted_keys_for`) and the signing key (`signing_key_for`)
+    are resolved here, once, and only when a remote is used; raises InvalidKeyError
+    for a bad key before anything is built."""
     urls = default_substituters(substituters)
     hook = (
-        make_substituter(urls, storage_options=storage_options, trusted_keys=trusted_keys)
+        make_substituter(
+            urls, trusted_keys_for(store.root, trusted_keys), storage_options=storage_options
+        )
         if urls
         else None
     )
     target = default_push_to(push_to)
     if target is None:
         return hook, None
+    key = signing_key_for(signing_key)
 
     def push_chosen(store: Store, rrefs: list[RRef]) -> Any:
         """Upload what a realize chose (`push_to=`); raises like `push` (the builds stay)."""
         if rrefs:
-            return push(store, target, sorted(set(rrefs)), storage_options=storage_options)
+            return push(
+                store,
+                target,
+                sorted(set(rrefs)),
+                storage_options=storage_options,
+                signing_key=key or False,
+            )
         return None
 
     return hook, push_chosen
