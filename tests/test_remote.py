@@ -327,6 +327,53 @@ def test_malformed_keys_are_refused_without_quoting_them(tmp_path):
         load_signing_key(str(tmp_path / "none.key"))
 
 
+def _leaks(output: str, secret: str) -> bool:
+    """Whether any 8 characters in a row of the key's base64 appear in `output`."""
+    b64 = secret.rsplit(":", 1)[-1]
+    return any(b64[i : i + 8] in output for i in range(len(b64) - 7))
+
+
+def test_a_misplaced_key_is_bad_input_and_never_shown(alice, bob, file_url, tmp_path):
+    from test_cli import fails, run
+
+    key = generate_signing_key("alice-1")
+    secret, public = key.secret_text(), key.public
+    bare = secret.rsplit(":", 1)[-1]
+    rref = built(alice)
+    alice.push(file_url, [rref])
+    for pasted in (secret, bare, "alice-1:" + bare + ":x", "not a key:" + bare):
+        result = fails(2, bob.root, "trust", pasted)
+        assert not _leaks(result.output, secret), result.output
+        result = fails(2, bob.root, "pull", file_url, rref, "--trusted-key", pasted)
+        assert not _leaks(result.output, secret), result.output
+        result = run(bob.root, "pull", file_url, rref, env={"LIGHTSTORE_TRUSTED_KEYS": pasted})
+        assert result.exit_code == 2 and not _leaks(result.output, secret), result.output
+    assert "secret key" in fails(2, bob.root, "trust", secret).output
+    assert (
+        "LIGHTSTORE_TRUSTED_KEYS"
+        in run(bob.root, "pull", file_url, rref, env={"LIGHTSTORE_TRUSTED_KEYS": secret}).output
+    )
+    # A public key (or a bare key) where the signing key file goes: also not shown.
+    for pasted in (public, bare, secret[:-4]):
+        result = fails(2, alice.root, "push", file_url, rref, "--sign-key", pasted)
+        assert not _leaks(result.output, secret) and not _leaks(result.output, public)
+        result = run(alice.root, "push", file_url, rref, env={"LIGHTSTORE_SIGNING_KEY": pasted})
+        assert result.exit_code == 2 and not _leaks(result.output, secret), result.output
+    assert not os.path.exists(os.path.join(bob.root, "trusted-keys"))
+    assert bob.catalogue.all_rrefs() == []
+
+
+def test_keygen_makes_a_private_folder_for_the_key(tmp_path, monkeypatch):
+    from test_cli import ok
+
+    monkeypatch.setenv("HOME", str(tmp_path / "fresh-home"))
+    os.mkdir(tmp_path / "fresh-home")
+    public = ok(None, "keygen", "alice-1", "~/.config/lightstore/alice.key").strip()
+    folder = tmp_path / "fresh-home" / ".config" / "lightstore"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert load_signing_key(str(folder / "alice.key")).public == public
+
+
 # -- secrets and errors ---------------------------------------------------------
 
 

@@ -4,16 +4,14 @@ overlap or are killed, on S3 and file:// remotes."""
 from __future__ import annotations
 
 import json
-import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from remote_helpers import remote_files, snapshot
+from remote_helpers import ROOT, WORKER, build, remote_files, snapshot, worker
 
 from lightstore.failpoints import VARIABLE as FAILPOINT
 from lightstore.remote import list_remote
@@ -22,64 +20,6 @@ from lightstore.store import Store
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "remote_worker.py")
-ROOT = os.path.dirname(HERE)
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    """One moto S3 server for the module, on 127.0.0.1 and a free port."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(moto_endpoint, monkeypatch) -> dict[str, str]:
-    """AWS variables pointing at moto, set for this test only (and its child processes)."""
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing-key-id",
-        "AWS_SECRET_ACCESS_KEY": "testing-secret-access-key",
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    # fsspec caches filesystem instances by their options: start from a clean one.
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield env
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-@pytest.fixture
-def s3_url(aws_env) -> str:
-    bucket = f"lightstore-{secrets.token_hex(4)}"
-    fs = s3fs.S3FileSystem()
-    fs.call_s3("create_bucket", Bucket=bucket)
-    return f"s3://{bucket}/cache"
-
-
-def worker(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
-    full = dict(os.environ)
-    full["PYTHONPATH"] = ROOT + os.pathsep + full.get("PYTHONPATH", "")
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, WORKER, *args], capture_output=True, text=True, env=full, timeout=timeout
-    )
-
-
-def build(root: str, variant: str) -> str:
-    done = worker("build", root, variant)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()[-1]
 
 
 def check_remote(url: str, store: Store, rrefs: list[str]) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -139,9 +140,12 @@ def generate_signing_key(name: str) -> SigningKey:
     return SigningKey(check_keyname(name), seed)
 
 
+_BASE64_KEY = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+
+
 def _looks_like_key(text: str) -> bool:
     """Whether `text` may be key material rather than a file name (so it is not quoted)."""
-    return "/" not in text and (":" in text or len(text) >= 40)
+    return _BASE64_KEY.fullmatch(text.rsplit(":", 1)[-1]) is not None
 
 
 def load_signing_key(key: Any) -> SigningKey:
