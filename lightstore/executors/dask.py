@@ -21,7 +21,8 @@ otherwise builds, then pushes; the caller pulls the targets at the end.
 Trust and keys are the caller's: the caller resolves its trusted keys and
 signing key once and they travel with each task (the signing key too, so
 reach remote workers over TLS), so a worker never decides from its own
-environment. A substitute hook carries the caller's trust inside it.
+environment. A substitute hook carries the caller's trust inside it
+(resolved here, before the first task is submitted).
 
 Failures: a failed build fails only its dependents; independent branches
 finish and stay published, then one error names every failed derivation
@@ -172,6 +173,11 @@ def run_dask(
     first = plan.next_tasks()
     if not first and plan.finished:
         return  # all cached: no cluster needed
+    if options.substitute is not None:
+        from lightstore.remote.substitute import Substituter
+
+        if isinstance(options.substitute, Substituter):
+            options.substitute.trusted()  # the caller's trust, decided before tasks travel
     where = None
     if remote is not None and worker_root is not None:
         where = _exchange(plan, remote, worker_root, signing_key, trusted_keys)

@@ -95,32 +95,54 @@ def substitute(
     return added
 
 
-def make_substituter(
-    urls: Sequence[str],
-    trusted: TrustedKeys,
-    *,
-    storage_options: Mapping[str, Any] | None = None,
-) -> Callable[[Store, Any], bool]:
+class Substituter:
     """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`.
 
-    `trusted` is resolved by the caller and travels with the hook, so a Dask
-    worker trusts what the caller trusts, not what its own environment says.
+    Trust is the caller's: resolved (`trusted_keys_for` on the caller's store)
+    on first use in this process, or when the hook is pickled to travel to a
+    Dask worker, whichever comes first. A worker therefore trusts what the
+    caller trusts, never what its own environment says, and a cached realize
+    reads no key file.
     """
 
-    def hook(store: Store, task: Any) -> bool:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        store_root: str,
+        trusted_keys: Iterable[str] | TrustedKeys | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.urls = list(urls)
+        self.store_root = store_root
+        given = trusted_keys
+        if given is not None and not isinstance(given, str | TrustedKeys):
+            given = list(given)  # a generator must survive until the first use
+        self.given = given
+        self.storage_options = storage_options
+        self._trusted: TrustedKeys | None = None
+
+    def trusted(self) -> TrustedKeys:
+        """The resolved trust (resolved now if it was not yet)."""
+        if self._trusted is None:
+            self._trusted = trusted_keys_for(self.store_root, self.given)
+        return self._trusted
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.trusted()  # decided here, in the caller, before travelling
+        return dict(self.__dict__)
+
+    def __call__(self, store: Store, task: Any) -> bool:
         return bool(
             substitute(
                 store,
                 task.dref,
                 task.context,
-                urls,
-                storage_options=storage_options,
-                trusted_keys=trusted,
+                self.urls,
+                storage_options=self.storage_options,
+                trusted_keys=self.trusted(),
                 held_lock=True,
             )
         )
-
-    return hook
 
 
 def remote_hooks(
@@ -132,17 +154,11 @@ def remote_hooks(
     signing_key: Any = None,
 ) -> tuple[Callable[[Store, Any], bool] | None, Callable[[Store, list[RRef]], Any] | None]:
     """The substitute hook and the push step a realize into `store` uses (None for each
-    that is off). Trust (`trusted_keys_for`) and the signing key (`signing_key_for`)
-    are resolved here, once, and only when a remote is used; raises InvalidKeyError
-    for a bad key before anything is built."""
+    that is off). Trust (`trusted_keys_for`) is resolved once in this process (see
+    `Substituter`), the signing key (`signing_key_for`) here; raises InvalidKeyError
+    for a bad signing key before anything is built."""
     urls = default_substituters(substituters)
-    hook = (
-        make_substituter(
-            urls, trusted_keys_for(store.root, trusted_keys), storage_options=storage_options
-        )
-        if urls
-        else None
-    )
+    hook = Substituter(urls, store.root, trusted_keys, storage_options) if urls else None
     target = default_push_to(push_to)
     if target is None:
         return hook, None
