@@ -65,15 +65,39 @@ def inside(path: str, root: str) -> bool:
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
-def check_links(root: str, what: str) -> None:
+def check_utf8_name(text: str, what: str, hint: str = "") -> None:
+    """Refuse a file name or symlink target that is not valid UTF-8 text.
+
+    A name on disk that is not UTF-8 reaches Python with its bytes as lone
+    surrogates (surrogateescape); a name read from JSON may hold any lone
+    surrogate, which names no file at all. Zip archives and remote manifests
+    hold UTF-8 text only. `what` starts the message ("cannot push X: the file
+    name"), `hint` ends it (what to do). Raises ArchiveError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # repr() escapes every surrogate, so the message itself is printable.
+        raise ArchiveError(
+            f"{what} {text!r} is not valid UTF-8" + (f"; {hint}" if hint else "")
+        ) from None
+
+
+def check_links(root: str, what: str, utf8_hint: str | None = None) -> None:
     """Refuse symlinks below `root` that are absolute or resolve outside `root`.
 
     Links are resolved on disk, so a chain of individually harmless links
-    (``a -> b/..``, ``b -> ..``) that escapes is caught as well.
+    (``a -> b/..``, ``b -> ..``) that escapes is caught as well. With
+    `utf8_hint`, names and link targets that are not valid UTF-8 are refused
+    in the same walk (see `check_utf8_name`; the hint says what to do).
     """
     for entry in walk_tree(root):
+        if utf8_hint is not None:
+            check_utf8_name(entry.rel, f"{what}: the file name", utf8_hint)
         if entry.kind != "link":
             continue
+        if utf8_hint is not None:
+            check_utf8_name(entry.target, f"{what}: the target of {entry.rel!r}", utf8_hint)
         if os.path.isabs(entry.target):
             raise ArchiveError(
                 f"{what}: {entry.rel!r} is a symlink to the absolute path {entry.target!r}; "

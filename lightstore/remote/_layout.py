@@ -39,7 +39,7 @@ from lightstore.errors import (
     RemoteIntegrityError,
 )
 from lightstore.exchange._ingest import checked_config, checked_context
-from lightstore.exchange._tree import walk_tree
+from lightstore.exchange._tree import check_utf8_name, walk_tree
 from lightstore.hashing import CONTEXT_FILE, _len_prefixed, _tagged, realization_hash
 from lightstore.metrics import check_metric_name, check_metric_value
 from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
@@ -179,7 +179,16 @@ def _check_path(path: Any, where: str) -> str:
         raise _bad(where, f"the path {path!r} escapes its realization or is not normalised")
     if path == CONTEXT_FILE:
         raise _bad(where, f"the entry {CONTEXT_FILE!r} is reserved for the store")
+    _check_name(path, "the path", where)
     return path
+
+
+def _check_name(text: str, what: str, where: str) -> None:
+    """Names are UTF-8 text on both sides: push refuses others with the same check."""
+    try:
+        check_utf8_name(text, what)
+    except ArchiveError as e:
+        raise _bad(where, str(e)) from None
 
 
 def _check_files(raw: Any, where: str) -> list[FileEntry]:
@@ -212,6 +221,7 @@ def _check_files(raw: Any, where: str) -> list[FileEntry]:
             target = item.get("target")
             if not isinstance(target, str) or not target or "\0" in target:
                 raise _bad(where, f"the link {path!r} has the target {target!r}")
+            _check_name(target, f"the target of the link {path!r}", where)
             if target.startswith("/"):
                 raise _bad(where, f"the link {path!r} points to the absolute path {target!r}")
             depth = len(path.split("/")) - 1

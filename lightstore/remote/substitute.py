@@ -5,7 +5,8 @@ whose matcher is unsatisfied by the local realizations: every realization
 the remotes hold in that context is pulled (verified), and the matcher then
 chooses among local and fetched ones. A remote that cannot be reached, or
 whose objects do not verify, is skipped with a warning: the realizer runs
-instead, and nothing unverified enters the store.
+instead, and nothing unverified enters the store. A realize warns once per
+failing remote, and asks one it could not reach no more.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lightstore.errors import LightstoreError
+from lightstore.errors import LightstoreError, RemoteError
+from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from lightstore.hashing import context_hash
 from lightstore.refs import DRef, RRef
+from lightstore.remote._fs import redact_url
 from lightstore.remote._layout import dref_folder
 from lightstore.remote.listing import _derivation
 from lightstore.remote.pull import pull
@@ -46,6 +49,31 @@ def default_push_to(given: str | None = None) -> str | None:
     return os.environ.get(PUSH_VARIABLE) or None
 
 
+class _Failures:
+    """The remotes that failed during one realize: each is warned about once, and one
+    that could not be reached is not asked again (a sweep would wait for it, and warn,
+    once per derivation). Plain sets: the hook travels to Dask workers by pickle."""
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+        self.unreachable: set[str] = set()
+
+    def failed(self, url: str, dref: DRef, error: LightstoreError) -> None:
+        shown = redact_url(url)
+        if isinstance(error, RemoteError):
+            self.unreachable.add(url)
+        if url in self.warned:
+            log.debug("substituter %s skipped for %s: %s", shown, dref, error)
+            return
+        self.warned.add(url)
+        later = (
+            "not asked again during this realize"
+            if url in self.unreachable
+            else "later failures of this remote during this realize are logged at debug level"
+        )
+        log.warning("substituter %s skipped for %s (%s): %s", shown, dref, later, error)
+
+
 def substitute(
     store: Store,
     dref: DRef,
@@ -55,27 +83,42 @@ def substitute(
     storage_options: Mapping[str, Any] | None = None,
     trusted_keys: Iterable[str] | None = None,
     held_lock: bool = False,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_members: int | None = DEFAULT_MAX_MEMBERS,
+    _failures: _Failures | None = None,
 ) -> list[RRef]:
     """Pull every realization of `dref` in `context` that the remotes `urls` hold.
 
     One listing of each remote's index for (derivation, context); the
     dependencies named by the context are already local. Returns the RRefs
-    added. Remotes that fail (unreachable, or content that does not verify)
-    are skipped with a warning, logged without credentials. `held_lock`: the
-    caller holds the build lock of (dref, context).
+    added. Remotes that fail (unreachable, content that does not verify, or
+    more than `max_bytes` / `max_members`, as for `pull`) are skipped with a
+    warning, logged without credentials. `held_lock`: the caller holds the
+    build lock of (dref, context).
     """
+    failures = _Failures() if _failures is None else _failures
     ctx = context_hash(context)
     held = [(str(dref), ctx)] if held_lock else []
     added: list[RRef] = []
     for url in urls:
+        if url in failures.unreachable:
+            continue
         try:
             remote = open_remote(url, storage_options)
             found = [x.rref for x in _derivation(remote, dref_folder(dref), ctx)]
             missing = sorted(set(found) - store.catalogue.known_rrefs(found))
             if missing:
-                added += pull(store, remote, missing, trusted_keys=trusted_keys, held_locks=held)
+                added += pull(
+                    store,
+                    remote,
+                    missing,
+                    trusted_keys=trusted_keys,
+                    held_locks=held,
+                    max_bytes=max_bytes,
+                    max_members=max_members,
+                )
         except LightstoreError as e:
-            log.warning("substituter skipped for %s: %s", dref, e)
+            failures.failed(url, dref, e)
     return added
 
 
@@ -85,8 +128,12 @@ def make_substituter(
     storage_options: Mapping[str, Any] | None = None,
     trusted_keys: Iterable[str] | None = None,
 ) -> Callable[[Store, Any], bool]:
-    """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`."""
+    """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`.
+
+    Make one per realize: a failing remote is warned about once in it.
+    """
     keys = list(trusted_keys) if trusted_keys is not None else None
+    failures = _Failures()
 
     def hook(store: Store, task: Any) -> bool:
         return bool(
@@ -98,6 +145,7 @@ def make_substituter(
                 storage_options=storage_options,
                 trusted_keys=keys,
                 held_lock=True,
+                _failures=failures,
             )
         )
 
