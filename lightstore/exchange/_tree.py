@@ -83,15 +83,36 @@ def check_utf8_name(text: str, what: str, hint: str = "") -> None:
         ) from None
 
 
-def check_links(root: str, what: str, utf8_hint: str | None = None) -> None:
+def link_leaves(path: str, target: str) -> bool:
+    """True if a symlink at `path` ('/'-separated, below a root) pointing to `target`
+    leaves the root by its text alone: more '..' than the folders above it."""
+    depth = len(path.split("/")) - 1
+    for part in target.split("/"):
+        depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
+        if depth < 0:
+            return True
+    return False
+
+
+def check_links(
+    root: str, what: str, *, portable: bool = False, utf8_hint: str | None = None
+) -> None:
     """Refuse symlinks below `root` that are absolute or resolve outside `root`.
 
     Links are resolved on disk, so a chain of individually harmless links
     (``a -> b/..``, ``b -> ..``) that escapes is caught as well. With
-    `utf8_hint`, names and link targets that are not valid UTF-8 are refused
-    in the same walk (see `check_utf8_name`; the hint says what to do).
+    `portable` (before packing or pushing), also what every reader of an
+    archive or a remote refuses: a link that leaves `root` by its text alone,
+    and a name holding a backslash. With `utf8_hint`, names and link targets
+    that are not valid UTF-8 too (see `check_utf8_name`; the hint says what
+    to do). One walk; raises ArchiveError.
     """
     for entry in walk_tree(root):
+        if portable and "\\" in entry.rel:
+            raise ArchiveError(
+                f"{what}: the file name {entry.rel!r} holds a backslash, which archives and "
+                "remote caches refuse (it separates folders on Windows)"
+            )
         if utf8_hint is not None:
             check_utf8_name(entry.rel, f"{what}: the file name", utf8_hint)
         if entry.kind != "link":
@@ -103,7 +124,7 @@ def check_links(root: str, what: str, utf8_hint: str | None = None) -> None:
                 f"{what}: {entry.rel!r} is a symlink to the absolute path {entry.target!r}; "
                 "only relative links inside a realization can be exchanged"
             )
-        if not inside(entry.path, root):
+        if (portable and link_leaves(entry.rel, entry.target)) or not inside(entry.path, root):
             raise ArchiveError(
                 f"{what}: {entry.rel!r} is a symlink pointing outside its realization "
                 f"({entry.target!r}); refused"

@@ -117,7 +117,7 @@ def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iter
                     f"cannot pack {r}: its folder {folder} is missing from the store; "
                     "run `lightstore verify` on it"
                 )
-            check_links(folder, f"cannot pack {r}")
+            check_links(folder, f"cannot pack {r}", portable=True)
             rbase = f"{base}/{unrref(r)[0]}"
             yield _Member(rbase, "dir")
             yield _Member(
@@ -224,7 +224,8 @@ def spack(
 
     Raises UnknownReferenceError if a realization is not in the store, and
     ArchiveError for an unknown archive type, a realization holding a symlink
-    that leaves it (it could not be unpacked safely), or a write error.
+    that leaves it or a name with a backslash (`sunpack` would refuse it), or
+    a write error.
     """
     store = resolve_store(S)
     roots = [parse_rref(r) for r in rrefs]

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import IO
 
 from lightstore.errors import ArchiveError, UsageError
-from lightstore.exchange._tree import COPY_CHUNK, inside
+from lightstore.exchange._tree import COPY_CHUNK, inside, link_leaves
 
 #: Default limit of the bytes an archive may unpack to (64 GiB); pass
 #: ``max_bytes=None`` for no limit or a smaller number to be stricter.
@@ -250,16 +250,10 @@ class _Extractor(Limits):
                 f"member {name!r} is a symlink to the absolute path {link!r}; refused"
             )
         # A first, lexical check; the check on disk after extraction catches chains.
-        depth = len(parts) - 1
-        for part in link.split("/"):
-            if part == "..":
-                depth -= 1
-                if depth < 0:
-                    raise ArchiveError(
-                        f"member {name!r} is a symlink pointing outside the archive ({link!r}); refused"
-                    )
-            elif part not in ("", "."):
-                depth += 1
+        if link_leaves("/".join(parts), link):
+            raise ArchiveError(
+                f"member {name!r} is a symlink pointing outside the archive ({link!r}); refused"
+            )
         try:
             os.symlink(link, target)
         except FileExistsError:

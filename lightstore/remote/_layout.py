@@ -39,7 +39,7 @@ from lightstore.errors import (
     RemoteIntegrityError,
 )
 from lightstore.exchange._ingest import checked_config, checked_context
-from lightstore.exchange._tree import check_utf8_name, walk_tree
+from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
 from lightstore.hashing import CONTEXT_FILE, _len_prefixed, _tagged, realization_hash
 from lightstore.metrics import check_metric_name, check_metric_value
 from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
@@ -224,11 +224,8 @@ def _check_files(raw: Any, where: str) -> list[FileEntry]:
             _check_name(target, f"the target of the link {path!r}", where)
             if target.startswith("/"):
                 raise _bad(where, f"the link {path!r} points to the absolute path {target!r}")
-            depth = len(path.split("/")) - 1
-            for part in target.split("/"):
-                depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
-                if depth < 0:
-                    raise _bad(where, f"the link {path!r} points outside its realization")
+            if link_leaves(path, target):
+                raise _bad(where, f"the link {path!r} points outside its realization")
             entry = FileEntry(path, "link", target=target)
         else:
             raise _bad(where, f"the entry {path!r} has the type {kind!r}")

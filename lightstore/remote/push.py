@@ -351,7 +351,9 @@ def _damaged(rref: RRef, e: OSError) -> IntegrityError:
 def _check_pushable(store: Store, rref: RRef) -> None:
     """Refuse what every pull would refuse, with the check `pack` makes (and UTF-8 names)."""
     try:
-        check_links(store.rref_path(rref), f"cannot push {rref}", utf8_hint=_UTF8_HINT)
+        check_links(
+            store.rref_path(rref), f"cannot push {rref}", portable=True, utf8_hint=_UTF8_HINT
+        )
     except OSError as e:
         raise _damaged(rref, e) from None
 
