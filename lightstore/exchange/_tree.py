@@ -77,9 +77,12 @@ def check_utf8_name(text: str, what: str, hint: str = "") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        # repr() escapes every surrogate, so the message itself is printable.
+        try:  # the bytes a name from disk had: 'caf\\xe9'
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte: '\\ud800'
+            shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
         raise ArchiveError(
-            f"{what} {text!r} is not valid UTF-8" + (f"; {hint}" if hint else "")
+            f"{what} {shown!r} is not valid UTF-8" + (f"; {hint}" if hint else "")
         ) from None
 
 
