@@ -115,6 +115,29 @@ def many_files_stage(r, count: int = 120):
     return mkdrv(mkconfig({"name": "many", "count": count}), match_only(), build_wrapper(real), r)
 
 
+def folder_stage(name: str, make, r=None):
+    """One realization of the derivation `name`, whose output folder (bytes path) `make`
+    fills: for odd names, links and layouts that a pipeline would not make."""
+
+    def real(b):
+        _count(name)
+        make(os.fsencode(build_outpath(b)))
+
+    return mkdrv(mkconfig({"name": name}), match_only(), build_wrapper(real), r)
+
+
+def copies(count: int, size: int):
+    """A `folder_stage` maker: `count` files with the same `size` bytes (one blob)."""
+
+    def make(out: bytes) -> None:
+        data = bytes(range(256)) * (size // 256)
+        for i in range(count):
+            with open(os.path.join(out, b"copy%d" % i), "wb") as f:
+                f.write(data)
+
+    return make
+
+
 def worker(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
     """Run ``remote_worker.py args...`` in a child process (this environment plus `env`)."""
     full = dict(os.environ)

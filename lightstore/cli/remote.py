@@ -11,7 +11,9 @@ import click
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
 from lightstore.cli.output import call_with_progress, emit_rows, human_size, output_options
 from lightstore.errors import RemoteIntegrityError
+from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from lightstore.query import resolve_all
+from lightstore.refs import rref2dref
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -72,6 +74,13 @@ def _jobs(fn: Any) -> Any:
     help="Sign what is pushed with this secret key file (made by `lightstore keygen`). "
     "Default: $LIGHTSTORE_SIGNING_KEY.",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Hash the files the remote already holds (a download each, unless the remote is "
+    "local, where this is always done), also of realizations already there, and upload "
+    "damaged ones again.",
+)
 @_jobs
 @root_option
 @pass_env
@@ -81,6 +90,7 @@ def push_command(
     refs: tuple[str, ...],
     options: tuple[str, ...],
     sign_key: str | None,
+    repair: bool,
     jobs: int,
 ) -> None:
     """Upload REF... and everything they depend on to the remote cache at URL.
@@ -88,13 +98,16 @@ def push_command(
     URL is any fsspec URL: file:///srv/cache, s3://bucket/prefix (needs
     `pip install 'lightstore[s3]'`), memory://... A derivation stands for all
     its realizations. Files the remote already holds are not sent again; an
-    interrupted push is finished by running it again.
+    interrupted push is finished by running it again. A realization holding
+    a symlink that leaves it, or a name that is not UTF-8, is refused before
+    anything is sent.
 
     \b
     Examples:
       lightstore push file:///srv/lightstore-cache train
       lightstore push s3://team-bucket/cache 3fa2c9d1 --sign-key ~/.config/lightstore/me.key
       lightstore push s3://bucket/cache train -o client_kwargs.endpoint_url=http://127.0.0.1:9000
+      lightstore push s3://team-bucket/cache train --repair
     """
     from lightstore.remote import push
 
@@ -109,10 +122,17 @@ def push_command(
         storage_options=_parse_options(options),
         signing_key=sign_key,
         jobs=jobs,
+        repair=repair,
     )
+    uploaded = set(report.uploaded)
+    for r in report.realizations:
+        if r not in uploaded and (r in targets or rref2dref(r) in targets):
+            click.echo(f"already on the remote: {r}")
+    repaired = f", {report.blobs_repaired} damaged one(s) replaced" if report.blobs_repaired else ""
     click.echo(
         f"pushed {len(report.uploaded)} new realization(s) of {len(report.realizations)} "
-        f"({report.blobs_uploaded} file(s), {human_size(report.bytes_uploaded)} uploaded)"
+        f"({report.blobs_uploaded} file(s), {human_size(report.bytes_uploaded)} uploaded"
+        f"{repaired})"
     )
 
 
@@ -128,6 +148,23 @@ def push_command(
     help="Accept only realizations signed by this public key (repeatable). Default: "
     "$LIGHTSTORE_TRUSTED_KEYS and the store's trusted-keys file (see `lightstore trust`).",
 )
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_BYTES,
+    show_default=True,
+    metavar="BYTES",
+    help="Refuse, before downloading, a pull whose new files add up to more (each path counts, "
+    "as in `unpack`).",
+)
+@click.option(
+    "--max-members",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_MEMBERS,
+    show_default=True,
+    metavar="N",
+    help="Refuse a pull whose new realizations hold more files, folders and links.",
+)
 @_jobs
 @root_option
 @pass_env
@@ -137,6 +174,8 @@ def pull_command(
     refs: tuple[str, ...],
     options: tuple[str, ...],
     trusted_keys: tuple[str, ...],
+    max_bytes: int,
+    max_members: int,
     jobs: int,
 ) -> None:
     """Download REF... and everything they depend on from the remote cache at URL.
@@ -144,7 +183,9 @@ def pull_command(
     REF is a full DRef (all its realizations on the remote) or RRef. Every
     hash is checked before anything is added. A realization that is damaged,
     lying or unsigned (when keys are trusted) is left out and named (exit 2);
-    the others are added. Prints the RRefs added.
+    the others are added. One larger than --max-bytes or the free space
+    leaves the store unchanged (exit 2). Prints the RRefs added, and says
+    which requested ones were already present.
 
     \b
     Examples:
@@ -163,6 +204,8 @@ def pull_command(
             storage_options=_parse_options(options),
             trusted_keys=list(trusted_keys) or None,
             jobs=jobs,
+            max_bytes=max_bytes,
+            max_members=max_members,
         )
     except RemoteIntegrityError as e:
         for r in e.added:  # what verified was added; the error names the rest
@@ -170,6 +213,11 @@ def pull_command(
         raise
     for r in added:
         click.echo(r)
+    new = set(added) | {rref2dref(r) for r in added}
+    for ref in dict.fromkeys(refs):
+        if ref not in new:
+            # pull raises for what the remote lacks: anything not added was here already.
+            click.echo(f"already present: {ref}")
 
 
 @click.command("remote-ls")

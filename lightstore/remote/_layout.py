@@ -43,7 +43,7 @@ from lightstore.errors import (
     RemoteIntegrityError,
 )
 from lightstore.exchange._ingest import checked_config, checked_context
-from lightstore.exchange._tree import walk_tree
+from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
 from lightstore.hashing import (
     CONTEXT_FILE,
     _len_prefixed,
@@ -212,7 +212,16 @@ def _check_path(path: Any, where: str) -> str:
         raise _bad(where, f"the path {path!r} escapes its realization or is not normalised")
     if path == CONTEXT_FILE:
         raise _bad(where, f"the entry {CONTEXT_FILE!r} is reserved for the store")
+    _check_name(path, "the path", where)
     return path
+
+
+def _check_name(text: str, what: str, where: str) -> None:
+    """Names are UTF-8 text on both sides: push refuses others with the same check."""
+    try:
+        check_utf8_name(text, what)
+    except ArchiveError as e:
+        raise _bad(where, str(e)) from None
 
 
 def _check_files(raw: Any, where: str) -> list[FileEntry]:
@@ -245,13 +254,11 @@ def _check_files(raw: Any, where: str) -> list[FileEntry]:
             target = item.get("target")
             if not isinstance(target, str) or not target or "\0" in target:
                 raise _bad(where, f"the link {path!r} has the target {target!r}")
+            _check_name(target, f"the target of the link {path!r}", where)
             if target.startswith("/"):
                 raise _bad(where, f"the link {path!r} points to the absolute path {target!r}")
-            depth = len(path.split("/")) - 1
-            for part in target.split("/"):
-                depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
-                if depth < 0:
-                    raise _bad(where, f"the link {path!r} points outside its realization")
+            if link_leaves(path, target):
+                raise _bad(where, f"the link {path!r} points outside its realization")
             entry = FileEntry(path, "link", target=target)
         else:
             raise _bad(where, f"the entry {path!r} has the type {kind!r}")

@@ -1,9 +1,12 @@
 """Downloading closures of realizations from a remote cache, verified.
 
 A pull reads the manifests of the closure first and checks each one (config
-hashes to the DRef, context fits the config, paths stay inside, entries and
-context hash to the RRef, a trusted signature when keys are configured), so a
-lying manifest is refused before any data moves. Then the blobs are
+hashes to the DRef, context fits the config, paths stay inside and are UTF-8,
+entries and context hash to the RRef, a trusted signature when keys are
+configured), so a lying manifest is refused before any data moves. The
+closure is bounded as archives are (`max_bytes`, `max_members`, the free
+space), counting every path: a blob listed under many paths is written once
+per path. Then the blobs are
 downloaded into the store's temporary area (several at once, streamed), each
 hashed and compared with its name; the realizations are assembled, their
 folders hashed once more as archive imports do, and published by the same
@@ -37,6 +40,7 @@ from lightstore.exchange._ingest import (
     checked_config,
     verify_folder,
 )
+from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, Limits
 from lightstore.failpoints import failpoint
 from lightstore.files import remove_tree
 from lightstore.hashing import file_digest
@@ -285,9 +289,11 @@ class _Downloader:
             ) from None
         got = os.path.getsize(part)
         if got != size or file_digest(part).hex() != digest:
+            what = "its content" if got == size else f"its size ({got} bytes, {size} expected)"
             raise RemoteIntegrityError(
                 f"the blob {digest} ({used_by}) on the remote {self.remote.shown} does not match "
-                f"its hash ({got} bytes, {size} expected): tampered or truncated; nothing was added"
+                f"its hash: {what} differs, tampered or truncated; nothing was added (a store "
+                "that holds it repairs the remote with `lightstore push --repair`)"
             )
         os.rename(part, self.path(digest))
         return size
@@ -337,11 +343,17 @@ def pull(
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
     held_locks: Iterable[tuple[str, str]] = (),
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_members: int | None = DEFAULT_MAX_MEMBERS,
     refused: dict[RRef, LightstoreError] | None = None,
 ) -> list[RRef]:
     """Download the closures of `refs` (RRefs, or DRefs for all their remote realizations).
 
     Realizations already in the store are skipped (nothing is transferred).
+    As for archives, the new realizations may hold at most `max_bytes` of
+    files (default 64 GiB; None for no limit), counted per path, and at most
+    `max_members` entries, and no more than the free space of the store's
+    filesystem; this is checked before anything is downloaded.
     With trusted keys (the call's, else ``$LIGHTSTORE_TRUSTED_KEYS`` and the
     store's ``trusted-keys`` file; an empty list requires none) every new
     realization must carry a valid signature by one of them, checked before
@@ -355,12 +367,22 @@ def pull(
     refusals are recorded there instead, by requested RRef.
 
     Raises UnknownReferenceError if the remote lacks a requested reference,
-    RemoteIntegrityError if a file does not match its hash, RemoteError if
-    the remote cannot be read; the store is then unchanged.
+    RemoteIntegrityError if a file does not match its hash, ArchiveError if
+    the limits are exceeded, UsageError for a limit that is not a number,
+    RemoteError if the remote cannot be read; the store is then unchanged.
     """
     remote = open_remote(url, storage_options)
     trusted = trusted_keys_for(store.root, trusted_keys)
     where = f"pull from {remote.shown}"
+    # Checked now, not only when there is something to pull.
+    limits = Limits(
+        f"{where}: the closure",
+        store.tmp_dir,
+        max_bytes,
+        max_members,
+        noun="files, folders and links",
+        why="before downloading anything",
+    )
     if not ensure_marker(remote, create=False):
         raise UnknownReferenceError(
             f"{remote.shown} is not a lightstore remote (nothing was pushed there)"
@@ -380,6 +402,11 @@ def pull(
         for r, m in manifests.items()
     }
     check_references(store, derivations, incoming, where)
+    for r, m in sorted(manifests.items()):
+        for e in m.files:
+            limits.count_member(f"{e.path} of {r}")
+            if e.type == "file":
+                limits.declare(e.size, f"{e.path} of {r}")
     store.recover()
     area = store.new_build_area("pull")
     try:
@@ -389,7 +416,7 @@ def pull(
             for e in m.files:
                 if e.type == "file":
                     uses[e.blake3] += 1
-                    wanted.setdefault(e.blake3, (e.size, f"{e.path} of {r}"))
+                    wanted.setdefault(e.blake3, (e.size, f"the file {e.path!r} of {r}"))
         blobs = _Downloader(remote, os.path.join(area, "blobs"), jobs)
         os.mkdir(blobs.folder)
         blobs.fetch(wanted, progress)

@@ -4,13 +4,14 @@
 whose matcher is unsatisfied by the local realizations: every realization
 the remotes hold in that context is pulled (verified), and the matcher then
 chooses among local and fetched ones. A realization that does not verify
-(unsigned when keys are trusted, damaged, lying) is left out with a warning
-and its verified siblings are taken; a remote that cannot be reached is
-skipped with a warning. If nothing fits, the realizer runs; nothing
-unverified enters the store.
+(unsigned when keys are trusted, damaged, lying) is left out and its
+verified siblings are taken; a remote that cannot be reached is skipped. If
+nothing fits, the realizer runs; nothing unverified enters the store. A
+realize warns once per failing remote, and asks one it could not reach no
+more.
 
-Trust and the signing key are resolved once, where the realize was asked
-for (`remote_hooks`), and travel inside the hooks to every worker.
+Trust is resolved once, for the store the realize was asked for
+(`Substituter`), and travels inside the hook to every Dask worker.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lightstore.errors import LightstoreError
+from lightstore.errors import LightstoreError, RemoteError
+from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from lightstore.hashing import context_hash
 from lightstore.refs import DRef, RRef
+from lightstore.remote._fs import redact_url
 from lightstore.remote._layout import dref_folder
 from lightstore.remote._sign import TrustedKeys, signing_key_for, trusted_keys_for
 from lightstore.remote.listing import _derivation
@@ -52,6 +55,48 @@ def default_push_to(given: str | None = None) -> str | None:
     return os.environ.get(PUSH_VARIABLE) or None
 
 
+class _Failures:
+    """The remotes that failed during one realize: each is warned about once, and one
+    that could not be reached is not asked again (a sweep would wait for it, and warn,
+    once per derivation). Plain sets: the hook travels to Dask workers by pickle."""
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+        self.unreachable: set[str] = set()
+        self.warned_left_out: set[str] = set()
+
+    def left_out(self, url: str, rref: RRef, dref: DRef, error: LightstoreError) -> None:
+        """A realization of the remote did not verify; its siblings were still taken."""
+        shown = redact_url(url)
+        if url in self.warned_left_out:
+            log.debug("substitute %s from %s left out for %s: %s", rref, shown, dref, error)
+            return
+        self.warned_left_out.add(url)
+        log.warning(
+            "substitute %s from %s left out for %s (others that do not verify during this "
+            "realize are logged at debug level): %s",
+            rref,
+            shown,
+            dref,
+            error,
+        )
+
+    def failed(self, url: str, dref: DRef, error: LightstoreError) -> None:
+        shown = redact_url(url)
+        if isinstance(error, RemoteError):
+            self.unreachable.add(url)
+        if url in self.warned:
+            log.debug("substituter %s skipped for %s: %s", shown, dref, error)
+            return
+        self.warned.add(url)
+        later = (
+            "not asked again during this realize"
+            if url in self.unreachable
+            else "later failures of this remote during this realize are logged at debug level"
+        )
+        log.warning("substituter %s skipped for %s (%s): %s", shown, dref, later, error)
+
+
 def substitute(
     store: Store,
     dref: DRef,
@@ -61,24 +106,31 @@ def substitute(
     storage_options: Mapping[str, Any] | None = None,
     trusted_keys: Iterable[str] | TrustedKeys | None = None,
     held_lock: bool = False,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_members: int | None = DEFAULT_MAX_MEMBERS,
+    _failures: _Failures | None = None,
 ) -> list[RRef]:
     """Pull every realization of `dref` in `context` that the remotes `urls` hold and
     that verifies.
 
     One listing of each remote's index for (derivation, context); the
-    dependencies named by the context are already local. `trusted_keys`:
-    as for `pull` (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's file).
-    Returns the RRefs added. A realization that does not verify is left out
-    with a warning (its siblings are still taken); a remote that fails is
-    skipped with a warning, logged without credentials. `held_lock`: the
-    caller holds the build lock of (dref, context). Raises InvalidKeyError
-    if a trusted key is malformed.
+    dependencies named by the context are already local. `trusted_keys`: as
+    for `pull` (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's file).
+    Returns the RRefs added. A realization whose manifest or signature does
+    not verify is left out with a warning (its siblings are still taken);
+    remotes that fail (unreachable, a file that does not verify, or more than
+    `max_bytes` / `max_members`, as for `pull`) are skipped with a warning,
+    logged without credentials. `held_lock`: the caller holds the build lock
+    of (dref, context). Raises InvalidKeyError if a trusted key is malformed.
     """
     trusted = trusted_keys_for(store.root, trusted_keys)
+    failures = _Failures() if _failures is None else _failures
     ctx = context_hash(context)
     held = [(str(dref), ctx)] if held_lock else []
     added: list[RRef] = []
     for url in urls:
+        if url in failures.unreachable:
+            continue
         try:
             remote = open_remote(url, storage_options)
             found = [x.rref for x in _derivation(remote, dref_folder(dref), ctx)]
@@ -86,20 +138,28 @@ def substitute(
             if missing:
                 refused: dict[RRef, LightstoreError] = {}
                 added += pull(
-                    store, remote, missing, trusted_keys=trusted, held_locks=held, refused=refused
+                    store,
+                    remote,
+                    missing,
+                    trusted_keys=trusted,
+                    held_locks=held,
+                    max_bytes=max_bytes,
+                    max_members=max_members,
+                    refused=refused,
                 )
-                for rref, e in sorted(refused.items()):
-                    log.warning("substitute %s left out for %s: %s", rref, dref, e)
+                for rref, error in sorted(refused.items()):
+                    failures.left_out(url, rref, dref, error)
         except LightstoreError as e:
-            log.warning("substituter skipped for %s: %s", dref, e)
+            failures.failed(url, dref, e)
     return added
 
 
 class Substituter:
     """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`.
 
-    Trust is the caller's: resolved (`trusted_keys_for` on the caller's store)
-    on first use in this process, or when the hook is pickled to travel to a
+    Make one per realize: a failing remote is warned about once in it. Trust
+    is the caller's: resolved (`trusted_keys_for` on the caller's store) on
+    first use in this process, or when the hook is pickled to travel to a
     Dask worker, whichever comes first. A worker therefore trusts what the
     caller trusts, never what its own environment says, and a cached realize
     reads no key file.
@@ -119,6 +179,7 @@ class Substituter:
             given = list(given)  # a generator must survive until the first use
         self.given = given
         self.storage_options = storage_options
+        self.failures = _Failures()
         self._trusted: TrustedKeys | None = None
 
     def trusted(self) -> TrustedKeys:
@@ -141,6 +202,7 @@ class Substituter:
                 storage_options=self.storage_options,
                 trusted_keys=self.trusted(),
                 held_lock=True,
+                _failures=self.failures,
             )
         )
 
