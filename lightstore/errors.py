@@ -27,6 +27,7 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     │   └── RemoteIntegrityError               a remote's object is tampered, missing or lies
     │       └── UntrustedError                 a manifest lacks a valid signature by a trusted key
     ├── RemoteError (OSError)                  a remote cache cannot be reached, read or written
+    ├── InvalidKeyError (ValueError)           a signing or public key is malformed or of the wrong kind
     ├── ChecksumError (ValueError)             downloaded/local data does not match its sha256
     ├── LockTimeout (TimeoutError)             a lock was not acquired in time; says who holds it
     └── UsageError                             an API is called in a way it does not support
@@ -215,11 +216,20 @@ class ArchiveError(LightstoreError, ValueError):
 class RemoteIntegrityError(ArchiveError):
     """Something read from a remote cache does not verify: a blob whose bytes do not
     hash to its name, a missing blob, a manifest that lies about its files, its
-    context or its RRef, or a path escaping its realization. Nothing was added."""
+    context or its RRef, or a path escaping its realization. Nothing of it was
+    added; `added` lists the other realizations of the same pull that verified
+    and were added (empty when the whole pull was refused)."""
+
+    added: tuple[str, ...] = ()
 
 
 class UntrustedError(RemoteIntegrityError):
     """Trusted keys are configured and a manifest is unsigned or wrongly signed."""
+
+
+class InvalidKeyError(LightstoreError, ValueError):
+    """A signing key or a trusted public key is malformed, unreadable or of the wrong kind
+    (a secret key where a public one is expected). Messages never show key material."""
 
 
 class RemoteError(LightstoreError, OSError):

@@ -44,8 +44,13 @@ def _tagged(tag: bytes) -> blake3:
 
 def config_hash(config: dict[str, Any]) -> HashPart:
     """The 32-hex hash part of a config's DRef."""
+    return config_bytes_hash(canonical_json(config).encode("utf-8"))
+
+
+def config_bytes_hash(data: bytes) -> HashPart:
+    """`config_hash` of a config given as its canonical JSON bytes (checked before parsing)."""
     h = _tagged(b"lightstore:config:v1")
-    h.update(canonical_json(config).encode("utf-8"))
+    h.update(data)
     return HashPart(h.hexdigest()[:HASH_LEN])
 
 

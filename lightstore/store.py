@@ -761,11 +761,14 @@ class Store:
 
     # -- remote caches (implemented in lightstore.remote) ----------------------
 
-    def push(self, url: str, refs: Sequence[str], **options: Any) -> Any:
-        """Upload the closures of `refs` to the remote cache at `url`; see `lightstore.remote.push`."""
+    def push(
+        self, url: str, refs: Sequence[str], *, signing_key: Any = None, **options: Any
+    ) -> Any:
+        """Upload the closures of `refs` to the remote cache at `url`, signed with
+        `signing_key` (default ``$LIGHTSTORE_SIGNING_KEY``); see `lightstore.remote.push`."""
         from lightstore.remote import push
 
-        return push(self, url, refs, **options)
+        return push(self, url, refs, signing_key=signing_key, **options)
 
     def pull(self, url: str, refs: Sequence[str], **options: Any) -> list[RRef]:
         """Download the closures of `refs` from `url`, verified; see `lightstore.remote.pull`."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -37,8 +39,62 @@ def S(store) -> lightstore.StorageSettings:
 def _isolated_default_store(tmp_path, monkeypatch):
     """No test touches the user's default store or leaks a current registry."""
     monkeypatch.setenv("LIGHTSTORE_ROOT", str(tmp_path / "default-store"))
+    for name in (
+        "LIGHTSTORE_SIGNING_KEY",
+        "LIGHTSTORE_TRUSTED_KEYS",
+        "LIGHTSTORE_SUBSTITUTERS",
+        "LIGHTSTORE_PUSH",
+    ):
+        monkeypatch.delenv(name, raising=False)
     current.storage = None
     current.registry = None
     yield
     current.storage = None
     current.registry = None
+
+
+# -- a real S3 endpoint: moto's server on 127.0.0.1 ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto S3 server for the session, on 127.0.0.1 and a free port."""
+    moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch) -> dict[str, str]:
+    """AWS variables pointing at moto, set for this test only (and its child processes)."""
+    s3fs = pytest.importorskip("s3fs")
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-access-key",
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # fsspec caches filesystem instances by their options: start from a clean one.
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield env
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def s3_url(aws_env) -> str:
+    """A fresh bucket on the moto server, as an s3:// remote URL."""
+    import s3fs
+
+    bucket = f"lightstore-{secrets.token_hex(4)}"
+    fs = s3fs.S3FileSystem()
+    fs.call_s3("create_bucket", Bucket=bucket)
+    return f"s3://{bucket}/cache"

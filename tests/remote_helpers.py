@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 
 from lightstore import (
     build_outpath,
@@ -15,6 +17,10 @@ from lightstore import (
     mkdrv,
 )
 from lightstore.store import Store
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "remote_worker.py")
+ROOT = os.path.dirname(HERE)
 
 #: Realizer runs of this process, per stage name (tests check "no realizer ran").
 RUNS: dict[str, int] = {}
@@ -107,3 +113,43 @@ def many_files_stage(r, count: int = 120):
                 f.write(f"file {i}\n" * (i % 13 + 1))
 
     return mkdrv(mkconfig({"name": "many", "count": count}), match_only(), build_wrapper(real), r)
+
+
+def folder_stage(name: str, make, r=None):
+    """One realization of the derivation `name`, whose output folder (bytes path) `make`
+    fills: for odd names, links and layouts that a pipeline would not make."""
+
+    def real(b):
+        _count(name)
+        make(os.fsencode(build_outpath(b)))
+
+    return mkdrv(mkconfig({"name": name}), match_only(), build_wrapper(real), r)
+
+
+def copies(count: int, size: int):
+    """A `folder_stage` maker: `count` files with the same `size` bytes (one blob)."""
+
+    def make(out: bytes) -> None:
+        data = bytes(range(256)) * (size // 256)
+        for i in range(count):
+            with open(os.path.join(out, b"copy%d" % i), "wb") as f:
+                f.write(data)
+
+    return make
+
+
+def worker(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    """Run ``remote_worker.py args...`` in a child process (this environment plus `env`)."""
+    full = dict(os.environ)
+    full["PYTHONPATH"] = ROOT + os.pathsep + full.get("PYTHONPATH", "")
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, WORKER, *args], capture_output=True, text=True, env=full, timeout=timeout
+    )
+
+
+def build(root: str, variant: str, env: dict[str, str] | None = None) -> str:
+    """Realize the test pipeline `variant` in a child process; its target's RRef."""
+    done = worker("build", root, variant, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-1]

@@ -1,7 +1,8 @@
 """Child process for the remote-cache tests: ``python tests/remote_worker.py MODE ROOT URL ...``.
 
 - ``build ROOT VARIANT``: realize the test pipeline (VARIANT: "a" or "b", two
-  targets sharing their dependencies) and print its RRef.
+  targets sharing their dependencies; "nd", nondeterministic; "many", many
+  files) and print its RRef. Remote variables ($LIGHTSTORE_PUSH, ...) apply.
 - ``pull ROOT URL REF...``: pull and print the RRefs added as JSON.
 - ``push ROOT URL REF...``: push, after waiting for ``ROOT/../go`` if
   ``--wait`` is given first; prints the report as JSON.
@@ -32,6 +33,8 @@ def main(argv: list[str]) -> int:
         variant = rest[0]
         if variant == "many":
             print(realize1(instantiate(many_files_stage, S=store.settings)))
+        elif variant == "nd":  # random train and report: every store builds its own
+            print(realize1(instantiate(pipeline, S=store.settings, nondeterministic=True)))
         else:
             scale = 1 if variant == "a" else 2
             print(realize1(instantiate(pipeline, S=store.settings, scale=scale)))

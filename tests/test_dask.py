@@ -37,6 +37,7 @@ from lightstore import (  # noqa: E402
 from lightstore.engine.plan import BuildsFailed  # noqa: E402
 from lightstore.engine.realize import realize_closure  # noqa: E402
 from lightstore.errors import StoreNotFoundError, UsageError  # noqa: E402
+from lightstore.remote import list_remote  # noqa: E402
 from lightstore.store import Store  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -347,3 +348,59 @@ def test_a_cached_realize_with_jobs_starts_no_cluster(S, store, monkeypatch):
     ctx = realize(closure)[2]
     monkeypatch.setattr(distributed, "LocalCluster", None)  # starting one would raise
     assert realize(closure, jobs=2)[2] == ctx
+
+
+# -- trust and keys: decided where the realize was asked for, shipped to the workers ------
+
+
+def imported(store):
+    return store.catalogue.query("SELECT count(*) FROM realizations WHERE imported IS NOT NULL")
+
+
+def test_workers_trust_what_the_caller_trusts(client, tmp_path, monkeypatch):
+    pytest.importorskip("cryptography")
+    from lightstore.remote import generate_signing_key
+
+    key = generate_signing_key("team-1")
+    unsigned, signed = (f"file://{tmp_path}/{n}" for n in ("unsigned", "signed"))
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    realize(instantiate(dag, r=Registry(alice)), push_to=unsigned)
+    alice.push(signed, alice.catalogue.all_rrefs(), signing_key=key)
+    # The caller trusts the key through its environment; the workers, started before, do not.
+    monkeypatch.setenv("LIGHTSTORE_TRUSTED_KEYS", key.public)
+    serial = Store.open(str(tmp_path / "serial"), create=True)
+    realize(instantiate(dag, r=Registry(serial)), substituters=[unsigned])
+    cluster = Store.open(str(tmp_path / "cluster"), create=True)
+    realize(instantiate(dag, r=Registry(cluster)), client=client, substituters=[unsigned])
+    for store in (serial, cluster):  # both refused the unsigned ones and built
+        assert len(builds(store)) == 7 and imported(store) == [(0,)]
+    fetched = Store.open(str(tmp_path / "fetched"), create=True)
+    realize(instantiate(dag, r=Registry(fetched)), client=client, substituters=[signed])
+    assert builds(fetched) == [] and imported(fetched) == [(7,)]
+
+
+def test_separate_roots_sign_with_the_callers_key(client, tmp_path, monkeypatch):
+    pytest.importorskip("cryptography")
+    from lightstore.remote import add_trusted_key, generate_signing_key
+
+    key = generate_signing_key("team-1")
+    keyfile = tmp_path / "team.key"
+    keyfile.write_text(key.secret_text())
+    caller = Store.open(str(tmp_path / "caller"), create=True)
+    add_trusted_key(caller.root, key.public)
+    url = f"file://{tmp_path}/cache"
+    separate = {"client": client, "remote": url, "worker_root": str(tmp_path / "workers")}
+    # Trusting only signed realizations, with no key to sign: refused before any build.
+    with pytest.raises(UsageError, match="signing key"):
+        realize(instantiate(dag, r=Registry(caller)), **separate)
+    assert not os.path.exists(tmp_path / "cache")
+    # The key from the caller's environment (the workers' has none) signs the workers' pushes.
+    monkeypatch.setenv("LIGHTSTORE_SIGNING_KEY", str(keyfile))
+    ctx = realize(instantiate(dag, r=Registry(caller)), **separate)[2]
+    _, cl = instantiate(dag, r=Registry(caller))
+    for t in cl.targets:
+        assert caller.catalogue.known_rrefs(ctx[t]) == set(ctx[t])
+    assert builds(caller) == [] and caller.verify(check_contents=True).ok
+    reader = Store.open(str(tmp_path / "reader"), create=True)
+    everything = [x.rref for x in list_remote(url)]
+    assert len(reader.pull(url, everything, trusted_keys=[key.public])) == 7

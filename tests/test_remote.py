@@ -10,18 +10,20 @@ import secrets
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from remote_helpers import pipeline, remote_files, rewrite, snapshot
+from remote_helpers import copies, folder_stage, pipeline, remote_files, rewrite, snapshot
 
 import lightstore
 from lightstore import instantiate, realize1
 from lightstore.errors import (
+    ArchiveError,
     IntegrityError,
     RemoteError,
     RemoteIntegrityError,
     UnknownReferenceError,
     UntrustedError,
+    UsageError,
 )
-from lightstore.exchange._tree import walk_tree
+from lightstore.exchange._tree import check_links, walk_tree
 from lightstore.hashing import file_digest, tree_digest
 from lightstore.refs import rref2dref, unrref
 from lightstore.remote import (
@@ -32,7 +34,14 @@ from lightstore.remote import (
     pull,
     redact_url,
 )
-from lightstore.remote._layout import FileEntry, entries_digest, manifest_key
+from lightstore.remote._layout import (
+    FileEntry,
+    _check_files,
+    blob_key,
+    entries_digest,
+    local_entries,
+    manifest_key,
+)
 from lightstore.store import Store
 
 
@@ -56,7 +65,9 @@ def url(request, tmp_path) -> str:
     import fsspec
 
     fs = fsspec.filesystem("memory")
-    fs.rm(name.replace("memory://", "/").rsplit("/", 1)[0], recursive=True)
+    top = name.replace("memory://", "/").rsplit("/", 1)[0]
+    if fs.exists(top):  # a refused push writes nothing at all
+        fs.rm(top, recursive=True)
 
 
 @pytest.fixture
@@ -167,10 +178,12 @@ def _params_rref(alice: Store, rref: str) -> str:
     return next(r for r in alice.catalogue.rrefdeps([rref]) if "-params" in r)
 
 
-def _refused(bob: Store, url: str, rref: str, match: str, error=RemoteIntegrityError) -> None:
+def _refused(
+    bob: Store, url: str, rref: str, match: str, error=RemoteIntegrityError, **limits
+) -> None:
     before = snapshot(bob)
     with pytest.raises(error, match=match):
-        bob.pull(url, [rref])
+        bob.pull(url, [rref], **limits)
     assert snapshot(bob) == before
     assert os.listdir(bob.tmp_dir) == []
     assert bob.verify(check_contents=True).problems == []
@@ -226,6 +239,11 @@ def test_missing_dependency_manifest_is_refused(alice, bob, file_url):
             "absolute",
         ),
         (lambda m: m["files"].append({"path": "context.json", "type": "dir"}), "reserved"),
+        (lambda m: m["files"].append({"path": "\ud800", "type": "dir"}), "not valid UTF-8"),
+        (
+            lambda m: m["files"].append({"path": "l", "type": "link", "target": "a\ud800"}),
+            "not valid UTF-8",
+        ),
         (lambda m: m.update(rref="rref:" + "0" * 32 + m["rref"][37:]), "describes"),
         (lambda m: m["config"].update(extra=1), "does not hash"),
         (lambda m: m.update(context={}), "context"),
@@ -265,6 +283,171 @@ def test_not_json_manifest_and_foreign_marker(alice, bob, file_url):
     rewrite(os.path.join(folder, "lightstore-remote.json"), b'{"format": "other"}')
     with pytest.raises(RemoteError, match="not a lightstore remote"):
         bob.pull(file_url, [rref])
+
+
+# -- limits: pulls are bounded as archives are ----------------------------------------
+
+
+def _copies_rref(store: Store, count: int = 300, size: int = 4096) -> str:
+    return realize1(instantiate(folder_stage, "copies", copies(count, size), S=store.settings))
+
+
+def test_pull_is_bounded_like_an_archive_before_downloading(alice, bob, url):
+    # One 4 KiB blob under 300 paths: 1.2 MB to write, though only 4 KiB travels.
+    rref = _copies_rref(alice)
+    assert alice.push(url, [rref]).blobs_uploaded == 1
+    remote = Remote(url)
+    digest = file_digest(os.path.join(alice.rref_path(rref), "copy0")).hex()
+    # Without its blob: a refusal that names the limit shows nothing was downloaded first.
+    remote.fs.rm(remote.path(blob_key(digest)))
+    _refused(bob, url, rref, "more than 1000000 bytes.*max_bytes", ArchiveError, max_bytes=10**6)
+    _refused(
+        bob, url, rref, "more than 100 files, folders and links", ArchiveError, max_members=100
+    )
+    for bad in (float("nan"), -1, "1000", True):
+        with pytest.raises(UsageError, match="max_bytes"):
+            bob.pull(url, [rref], max_bytes=bad)
+    assert alice.push(url, [rref], repair=True).blobs_uploaded == 1  # the blob is back
+    assert bob.pull(url, [rref], max_bytes=2 * 10**6, max_members=301) == [rref]
+    assert bob.verify(check_contents=True).problems == []
+
+
+def test_pull_refuses_more_than_the_free_space(alice, bob, file_url):
+    # File sizes are not part of any hash: a hostile manifest may claim any size.
+    rref, folder, _ = _pushed(alice, file_url)
+    path, doc = _manifest(folder, rref)
+    next(e for e in doc["files"] if e["type"] == "file")["size"] = 2**62
+    rewrite(path, json.dumps(doc).encode())
+    _refused(bob, file_url, rref, "bytes are free", ArchiveError, max_bytes=None)
+
+
+# -- push refuses what every pull refuses, before uploading anything -------------------
+
+
+def _abs_link(out: bytes) -> None:
+    os.symlink(b"/etc/passwd", os.path.join(out, b"abs"))
+
+
+def _up_link(out: bytes) -> None:
+    os.symlink(b"../../x", os.path.join(out, b"up"))
+
+
+def _lexical_link(out: bytes) -> None:
+    # Inside once resolved on disk (d is sub/sub2), outside by its text: every pull refuses it.
+    os.makedirs(os.path.join(out, b"sub", b"sub2"))
+    os.symlink(b"sub/sub2", os.path.join(out, b"d"))
+    os.symlink(b"d/../..", os.path.join(out, b"l"))
+
+
+def _bytes_name(out: bytes) -> None:
+    with open(os.path.join(out, b"ok.txt"), "w") as f:
+        f.write("fine\n")
+    with open(os.path.join(out, b"caf\xe9.txt"), "w") as f:  # latin-1, not UTF-8
+        f.write("x\n")
+
+
+def _bytes_target(out: bytes) -> None:
+    os.symlink(b"caf\xe9", os.path.join(out, b"link"))
+
+
+def _backslash_name(out: bytes) -> None:
+    with open(os.path.join(out, b"a\\b.txt"), "w") as f:
+        f.write("x\n")
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (_abs_link, "absolute path"),
+        (_up_link, "outside"),
+        (_lexical_link, "outside"),
+        (_bytes_name, "not valid UTF-8"),
+        (_bytes_target, "not valid UTF-8"),
+        (_backslash_name, "backslash"),
+    ],
+)
+def test_push_refuses_what_pull_refuses_before_uploading(alice, url, make, match, tmp_path):
+    odd = realize1(instantiate(folder_stage, "odd", make, S=alice.settings))
+    with pytest.raises(ArchiveError, match=f"cannot push {odd}.*{match}"):
+        alice.push(url, [odd])
+    assert Remote(url).find("") == []  # not even the marker
+    # The same check as `pack` (UTF-8 aside: a tar archive keeps any name).
+    if match != "not valid UTF-8":
+        with pytest.raises(ArchiveError, match=match):
+            lightstore.spack([odd], str(tmp_path / "odd.tar"), alice)
+
+
+_name_bytes = st.lists(
+    st.sampled_from([b"a", b"\xff", b"\xc3\xa9", b"\\", b".", b" "]), min_size=1, max_size=4
+).map(b"".join)
+_target = st.tuples(
+    st.booleans(),
+    st.lists(st.sampled_from([b"..", b".", b"a", b"n", b"link", b"\xe9", b"\\", b""]), min_size=1),
+).map(lambda t: (b"/" if t[0] else b"") + b"/".join(t[1]))
+
+
+@given(name=_name_bytes, target=_target)
+def test_push_and_pull_agree_on_names_and_links(tmp_path_factory, name, target):
+    root = os.fsencode(str(tmp_path_factory.mktemp("names")))
+    if name in (b".", b".."):
+        return
+    with open(os.path.join(root, name), "wb"):
+        pass
+    if target:
+        os.symlink(target, os.path.join(root, b"link"))
+    top = os.fsdecode(root)
+    try:
+        check_links(top, "push", portable=True, utf8_hint="")
+        pushed = True
+    except ArchiveError:
+        pushed = False
+    # What pull checks: the manifest's entries (as push would write them), then the
+    # assembled folder.
+    items = [
+        {"path": e.path, "type": e.type, "target": e.target}
+        if e.type == "link"
+        else {"path": e.path, "type": "file", "size": 0, "blake3": "0" * 64, "executable": False}
+        for e in local_entries(top)
+    ]
+    try:
+        _check_files(items, "pull")
+        check_links(top, "pull")
+        pulled = True
+    except ArchiveError:
+        pulled = False
+    assert pushed == pulled, (name, target)
+
+
+# -- damaged blobs: named by pull, mended by push --------------------------------------
+
+
+def test_a_same_size_damaged_blob_is_named_and_repaired(alice, bob, file_url):
+    rref, folder, _ = _pushed(alice, file_url)
+    params = _params_rref(alice, rref)
+    blob = _blob_path(folder, alice, params, "data/deep/values.txt")
+    good = pathlib.Path(blob).read_bytes()
+    damaged = bytearray(good)
+    damaged[100] ^= 1
+    rewrite(blob, bytes(damaged))
+    digest = os.path.basename(blob)
+    with pytest.raises(RemoteIntegrityError) as e:
+        bob.pull(file_url, [rref])
+    for part in (digest, "'data/deep/values.txt'", params, "content", "push --repair"):
+        assert part in str(e.value)
+    # Already on the remote: a plain push does not look at it, a repairing one does.
+    report = alice.push(file_url, [rref])
+    assert (report.uploaded, report.blobs_repaired) == ([], 0)
+    assert pathlib.Path(blob).read_bytes() == bytes(damaged)
+    report = alice.push(file_url, [rref], repair=True)
+    assert (report.uploaded, report.blobs_repaired, report.blobs_uploaded) == ([], 1, 1)
+    assert pathlib.Path(blob).read_bytes() == good
+    assert rref in bob.pull(file_url, [rref])
+    # A new realization sharing a damaged blob: on a local remote, what is skipped is hashed.
+    rewrite(blob, bytes(damaged))
+    os.unlink(os.path.join(folder, manifest_key(params)))
+    report = alice.push(file_url, [rref])
+    assert (report.uploaded, report.blobs_repaired) == ([params], 1)
+    assert pathlib.Path(blob).read_bytes() == good
 
 
 # -- signatures -----------------------------------------------------------------
@@ -325,6 +508,53 @@ def test_malformed_keys_are_refused_without_quoting_them(tmp_path):
         generate_signing_key("../x")
     with pytest.raises(lightstore.LightstoreError, match="cannot read"):
         load_signing_key(str(tmp_path / "none.key"))
+
+
+def _leaks(output: str, secret: str) -> bool:
+    """Whether any 8 characters in a row of the key's base64 appear in `output`."""
+    b64 = secret.rsplit(":", 1)[-1]
+    return any(b64[i : i + 8] in output for i in range(len(b64) - 7))
+
+
+def test_a_misplaced_key_is_bad_input_and_never_shown(alice, bob, file_url, tmp_path):
+    from test_cli import fails, run
+
+    key = generate_signing_key("alice-1")
+    secret, public = key.secret_text(), key.public
+    bare = secret.rsplit(":", 1)[-1]
+    rref = built(alice)
+    alice.push(file_url, [rref])
+    for pasted in (secret, bare, "alice-1:" + bare + ":x", "not a key:" + bare):
+        result = fails(2, bob.root, "trust", pasted)
+        assert not _leaks(result.output, secret), result.output
+        result = fails(2, bob.root, "pull", file_url, rref, "--trusted-key", pasted)
+        assert not _leaks(result.output, secret), result.output
+        result = run(bob.root, "pull", file_url, rref, env={"LIGHTSTORE_TRUSTED_KEYS": pasted})
+        assert result.exit_code == 2 and not _leaks(result.output, secret), result.output
+    assert "secret key" in fails(2, bob.root, "trust", secret).output
+    assert (
+        "LIGHTSTORE_TRUSTED_KEYS"
+        in run(bob.root, "pull", file_url, rref, env={"LIGHTSTORE_TRUSTED_KEYS": secret}).output
+    )
+    # A public key (or a bare key) where the signing key file goes: also not shown.
+    for pasted in (public, bare, secret[:-4]):
+        result = fails(2, alice.root, "push", file_url, rref, "--sign-key", pasted)
+        assert not _leaks(result.output, secret) and not _leaks(result.output, public)
+        result = run(alice.root, "push", file_url, rref, env={"LIGHTSTORE_SIGNING_KEY": pasted})
+        assert result.exit_code == 2 and not _leaks(result.output, secret), result.output
+    assert not os.path.exists(os.path.join(bob.root, "trusted-keys"))
+    assert bob.catalogue.all_rrefs() == []
+
+
+def test_keygen_makes_a_private_folder_for_the_key(tmp_path, monkeypatch):
+    from test_cli import ok
+
+    monkeypatch.setenv("HOME", str(tmp_path / "fresh-home"))
+    os.mkdir(tmp_path / "fresh-home")
+    public = ok(None, "keygen", "alice-1", "~/.config/lightstore/alice.key").strip()
+    folder = tmp_path / "fresh-home" / ".config" / "lightstore"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert load_signing_key(str(folder / "alice.key")).public == public
 
 
 # -- secrets and errors ---------------------------------------------------------
@@ -463,3 +693,26 @@ def test_deeply_nested_manifest_is_refused_cleanly(alice, bob, file_url, depth):
     nested = "[" * depth + "]" * depth
     rewrite(path, (text % (rref, rref2dref(rref), nested)).encode())
     _refused(bob, file_url, rref, "not JSON|does not hash|invalid|deep")
+
+
+def test_cli_says_what_is_already_there_bounds_pulls_and_repairs(alice, bob, file_url):
+    from test_cli import fails, ok
+
+    rref = built(alice)
+    first = ok(alice.root, "push", file_url, rref)
+    assert "already on the remote" not in first
+    again = ok(alice.root, "push", file_url, rref, "report")
+    assert again.splitlines()[0] == f"already on the remote: {rref}"
+    assert "pushed 0 new realization(s) of 3" in again
+    result = fails(2, bob.root, "pull", file_url, rref, "--max-bytes", "1000")
+    assert "max_bytes" in result.output and bob.catalogue.all_rrefs() == []
+    fails(2, bob.root, "pull", file_url, rref, "--max-members", "3")
+    assert rref in ok(bob.root, "pull", file_url, rref).split()
+    assert ok(bob.root, "pull", file_url, rref, rref2dref(rref)).splitlines() == [
+        f"already present: {rref}",
+        f"already present: {rref2dref(rref)}",
+    ]
+    blob = _blob_path(file_url[len("file://") :], alice, rref, "report.txt")
+    rewrite(blob, b"report 1\n")  # the same size as "report 0\n"
+    assert "1 damaged one(s) replaced" in ok(alice.root, "push", file_url, rref, "--repair")
+    assert pathlib.Path(blob).read_bytes() == b"report 0\n"

@@ -4,16 +4,14 @@ overlap or are killed, on S3 and file:// remotes."""
 from __future__ import annotations
 
 import json
-import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from remote_helpers import remote_files, snapshot
+from remote_helpers import ROOT, WORKER, build, remote_files, snapshot, worker
 
 from lightstore.failpoints import VARIABLE as FAILPOINT
 from lightstore.remote import list_remote
@@ -22,64 +20,6 @@ from lightstore.store import Store
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "remote_worker.py")
-ROOT = os.path.dirname(HERE)
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    """One moto S3 server for the module, on 127.0.0.1 and a free port."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(moto_endpoint, monkeypatch) -> dict[str, str]:
-    """AWS variables pointing at moto, set for this test only (and its child processes)."""
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing-key-id",
-        "AWS_SECRET_ACCESS_KEY": "testing-secret-access-key",
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    # fsspec caches filesystem instances by their options: start from a clean one.
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield env
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-@pytest.fixture
-def s3_url(aws_env) -> str:
-    bucket = f"lightstore-{secrets.token_hex(4)}"
-    fs = s3fs.S3FileSystem()
-    fs.call_s3("create_bucket", Bucket=bucket)
-    return f"s3://{bucket}/cache"
-
-
-def worker(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
-    full = dict(os.environ)
-    full["PYTHONPATH"] = ROOT + os.pathsep + full.get("PYTHONPATH", "")
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, WORKER, *args], capture_output=True, text=True, env=full, timeout=timeout
-    )
-
-
-def build(root: str, variant: str) -> str:
-    done = worker("build", root, variant)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()[-1]
 
 
 def check_remote(url: str, store: Store, rrefs: list[str]) -> None:
@@ -249,3 +189,98 @@ def test_pull_killed_leaves_a_clean_store_and_runs_again(tmp_path, point):
     bob = Store.open(bob_root)
     assert rref in bob.catalogue.all_rrefs()
     assert bob.verify(check_contents=True).problems == []
+
+
+# -- limits, names, links and damaged blobs on S3 ---------------------------------------
+
+
+def _blob_of(store: Store, rref: str, rel: str) -> str:
+    from lightstore.hashing import file_digest
+
+    return file_digest(os.path.join(store.rref_path(rref), rel)).hex()
+
+
+def test_damaged_blob_on_s3_is_named_by_pull_and_mended_by_repair(tmp_path, s3_url):
+    from remote_helpers import pipeline
+
+    from lightstore import instantiate, realize1
+    from lightstore.errors import RemoteIntegrityError
+    from lightstore.remote._layout import blob_key
+
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    rref = realize1(instantiate(pipeline, S=alice.settings))
+    alice.push(s3_url, [rref])
+    digest = _blob_of(alice, rref, "report.txt")
+    fs = s3fs.S3FileSystem()
+    key = f"{s3_url[len('s3://') :]}/{blob_key(digest)}"
+    fs.pipe_file(key, b"report 1\n")  # the same size as the real "report 0\n"
+    before = snapshot(bob)
+    with pytest.raises(RemoteIntegrityError) as e:
+        bob.pull(s3_url, [rref])
+    for part in (digest, "'report.txt'", rref, "push --repair"):
+        assert part in str(e.value)
+    assert snapshot(bob) == before
+    # Hashing an S3 object is a download: only a repairing push does it.
+    assert alice.push(s3_url, [rref]).blobs_repaired == 0
+    report = alice.push(s3_url, [rref], repair=True)
+    assert (report.blobs_repaired, report.uploaded) == (1, [])
+    assert fs.cat_file(key) == b"report 0\n"
+    check_remote(s3_url, bob, [rref])
+
+
+def test_pull_from_s3_is_bounded_before_downloading(tmp_path, s3_url):
+    from remote_helpers import copies, folder_stage
+
+    from lightstore import instantiate, realize1
+    from lightstore.errors import ArchiveError
+    from lightstore.remote._layout import blob_key
+
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    rref = realize1(instantiate(folder_stage, "copies", copies(300, 4096), S=alice.settings))
+    assert alice.push(s3_url, [rref]).blobs_uploaded == 1
+    fs = s3fs.S3FileSystem()
+    fs.rm(f"{s3_url[len('s3://') :]}/{blob_key(_blob_of(alice, rref, 'copy0'))}")
+    before = snapshot(bob)
+    with pytest.raises(ArchiveError, match="max_bytes"):
+        bob.pull(s3_url, [rref], max_bytes=10**6)  # 1.2 MB over 300 paths
+    assert snapshot(bob) == before and os.listdir(bob.tmp_dir) == []
+    assert alice.push(s3_url, [rref], repair=True).blobs_uploaded == 1
+    assert bob.pull(s3_url, [rref], max_bytes=2 * 10**6) == [rref]
+
+
+def test_push_to_s3_refuses_what_pull_refuses_before_uploading(tmp_path, s3_url):
+    from remote_helpers import folder_stage
+
+    from lightstore import instantiate, realize1
+    from lightstore.errors import ArchiveError, RemoteIntegrityError
+    from lightstore.remote._layout import manifest_key
+
+    def escaping(out: bytes) -> None:
+        os.symlink(b"../../../etc", os.path.join(out, b"up"))
+
+    def latin1(out: bytes) -> None:
+        with open(os.path.join(out, b"caf\xe9"), "wb") as f:
+            f.write(b"x")
+
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    fs = s3fs.S3FileSystem()
+    bucket = s3_url[len("s3://") :].split("/")[0]
+    for name, make, match in (("up", escaping, "outside"), ("latin1", latin1, "UTF-8")):
+        odd = realize1(instantiate(folder_stage, name, make, S=alice.settings))
+        with pytest.raises(ArchiveError, match=match):
+            alice.push(s3_url, [odd])
+        fs.invalidate_cache()
+        assert fs.find(bucket) == []
+    # And a pull of a manifest holding a name that is not Unicode fails cleanly.
+    ok = realize1(instantiate(folder_stage, "fine", lambda out: None, S=alice.settings))
+    alice.push(s3_url, [ok])
+    key = f"{s3_url[len('s3://') :]}/{manifest_key(ok)}"
+    doc = json.loads(fs.cat_file(key))
+    doc["files"].append({"path": "\ud800", "type": "dir"})
+    fs.pipe_file(key, json.dumps(doc).encode())
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    with pytest.raises(RemoteIntegrityError, match="not valid UTF-8"):
+        bob.pull(s3_url, [ok])
+    assert bob.catalogue.all_rrefs() == []

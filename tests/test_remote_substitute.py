@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -21,7 +22,9 @@ from lightstore import (
     realizeMany,
 )
 from lightstore.hashing import file_digest
+from lightstore.refs import rref2dref
 from lightstore.remote import generate_signing_key, list_remote
+from lightstore.remote._layout import manifest_key
 from lightstore.store import Store
 
 
@@ -137,3 +140,89 @@ def test_dry_run_and_force_rebuild_do_not_fetch(alice, bob, url):
     remote_helpers.RUNS.clear()
     got = realize1(instantiate(pipeline, S=bob.settings), substituters=[url], force_rebuild=True)
     assert got == rref and remote_helpers.RUNS == {"report": 1}
+
+
+def _substituter_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "lightstore" and r.levelno == logging.WARNING and "substituter" in r.msg
+    ]
+
+
+def test_an_unreachable_substituter_is_warned_about_once_per_realize(bob, caplog, monkeypatch):
+    pytest.importorskip("s3fs")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = {
+        "key": "testing-key-id",
+        "secret": "testing-secret",
+        # Nothing listens on port 9 (discard) of 127.0.0.1: every request fails at once.
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"},
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
+    }
+    unreachable = "s3://no-bucket-here/cache"
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        realize1(
+            instantiate(pipeline, S=bob.settings),
+            substituters=[unreachable],
+            storage_options=options,
+        )
+    assert remote_helpers.RUNS == {"params": 1, "train": 1, "report": 1}
+    warned = _substituter_warnings(caplog)
+    assert len(warned) == 1, warned  # three derivations, one remote: one warning
+    assert "s3://no-bucket-here/cache" in warned[0] and "not asked again" in warned[0]
+    assert "testing-secret" not in caplog.text
+    # Each realize warns anew.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        realize1(
+            instantiate(pipeline, S=bob.settings, scale=2),
+            substituters=[unreachable],
+            storage_options=options,
+        )
+    assert len(_substituter_warnings(caplog)) == 1
+
+
+def test_a_damaged_substituter_is_warned_about_once_per_realize(alice, bob, url, caplog):
+    realize1(instantiate(pipeline, S=alice.settings), push_to=url)
+    # Every blob damaged: each of the three derivations fails on this remote.
+    for dirpath, _, names in os.walk(os.path.join(url[len("file://") :], "blobs")):
+        for n in names:
+            rewrite(os.path.join(dirpath, n), b"damaged")
+    remote_helpers.RUNS.clear()
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        realize1(instantiate(pipeline, S=bob.settings), substituters=[url])
+    assert remote_helpers.RUNS == {"params": 1, "train": 1, "report": 1}
+    warned = _substituter_warnings(caplog)
+    assert len(warned) == 1 and "does not match its hash" in warned[0], warned
+
+
+def test_a_name_that_is_not_unicode_on_a_substituter_is_skipped(alice, bob, url, caplog):
+    rref = realize1(instantiate(pipeline, S=alice.settings), push_to=url)
+    path = os.path.join(url[len("file://") :], manifest_key(rref))
+    with open(path) as f:
+        doc = json.load(f)
+    doc["files"].append({"path": "\ud800", "type": "dir"})
+    rewrite(path, json.dumps(doc).encode())
+    remote_helpers.RUNS.clear()
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        got = realize1(instantiate(pipeline, S=bob.settings), substituters=[url])
+    assert got == rref  # built locally; its dependencies came from the remote
+    assert remote_helpers.RUNS == {"report": 1}
+    assert "not valid UTF-8" in caplog.text
+    assert bob.verify(check_contents=True).problems == []
+
+
+def test_substitution_is_bounded_like_a_pull(alice, bob, url, caplog):
+    from remote_helpers import copies, folder_stage
+
+    from lightstore.remote import substitute
+
+    rref = realize1(instantiate(folder_stage, "copies", copies(300, 4096), S=alice.settings))
+    alice.push(url, [rref])
+    dref = rref2dref(rref)
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        assert substitute(bob, dref, {}, [url], max_bytes=10**6) == []
+    assert "max_bytes" in caplog.text
+    assert bob.catalogue.all_rrefs() == []
+    assert substitute(bob, dref, {}, [url]) == [rref]

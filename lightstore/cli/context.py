@@ -5,7 +5,7 @@ Exit statuses (also in ``lightstore --help`` and docs/cli.md):
     0  success
     1  internal error (a bug in lightstore: the traceback is printed)
     2  bad input: usage, a malformed reference, an ambiguous prefix, bad SQL,
-       a write attempted through `sql`, a bad archive
+       a write attempted through `sql`, a bad archive, a malformed key
     3  not found: no store at the root, an unknown reference, pin or file
     4  `verify` found problems it did not repair
     5  refused: the store is locked, read-only, damaged, newer than this
@@ -28,6 +28,7 @@ from lightstore.errors import (
     ArchiveError,
     ChecksumError,
     InvalidConfigError,
+    InvalidKeyError,
     InvalidReferenceError,
     LightstoreError,
     StoreNotFoundError,
@@ -48,7 +49,7 @@ EXIT_STATUS_HELP = """\b
 Exit status:
   0  success
   1  internal error (a bug: please report it with the traceback)
-  2  bad input (usage, malformed or ambiguous reference, bad SQL, bad archive)
+  2  bad input (usage, malformed or ambiguous reference, bad SQL, bad archive or key)
   3  not found (no store at the root, unknown reference, pin or file)
   4  verify found problems it did not repair
   5  refused (store locked, read-only, damaged or newer; would break references)"""
@@ -67,7 +68,15 @@ def exit_code_for(error: LightstoreError) -> int:
     if isinstance(error, (UnknownReferenceError, StoreNotFoundError)):
         return EXIT_NOT_FOUND
     if isinstance(
-        error, (InvalidReferenceError, InvalidConfigError, QueryError, ArchiveError, ChecksumError)
+        error,
+        (
+            InvalidReferenceError,
+            InvalidConfigError,
+            InvalidKeyError,
+            QueryError,
+            ArchiveError,
+            ChecksumError,
+        ),
     ):
         return EXIT_BAD_INPUT
     return EXIT_REFUSED

@@ -10,7 +10,10 @@ import click
 
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
 from lightstore.cli.output import call_with_progress, emit_rows, human_size, output_options
+from lightstore.errors import RemoteIntegrityError
+from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from lightstore.query import resolve_all
+from lightstore.refs import rref2dref
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -68,9 +71,15 @@ def _jobs(fn: Any) -> Any:
 @click.option(
     "--sign-key",
     metavar="FILE",
-    envvar="LIGHTSTORE_SIGNING_KEY",
-    show_envvar=True,
-    help="Sign what is pushed with this secret key file (made by `lightstore keygen`).",
+    help="Sign what is pushed with this secret key file (made by `lightstore keygen`). "
+    "Default: $LIGHTSTORE_SIGNING_KEY.",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Hash the files the remote already holds (a download each, unless the remote is "
+    "local, where this is always done), also of realizations already there, and upload "
+    "damaged ones again.",
 )
 @_jobs
 @root_option
@@ -81,6 +90,7 @@ def push_command(
     refs: tuple[str, ...],
     options: tuple[str, ...],
     sign_key: str | None,
+    repair: bool,
     jobs: int,
 ) -> None:
     """Upload REF... and everything they depend on to the remote cache at URL.
@@ -88,13 +98,16 @@ def push_command(
     URL is any fsspec URL: file:///srv/cache, s3://bucket/prefix (needs
     `pip install 'lightstore[s3]'`), memory://... A derivation stands for all
     its realizations. Files the remote already holds are not sent again; an
-    interrupted push is finished by running it again.
+    interrupted push is finished by running it again. A realization holding
+    a symlink that leaves it, or a name that is not UTF-8, is refused before
+    anything is sent.
 
     \b
     Examples:
       lightstore push file:///srv/lightstore-cache train
       lightstore push s3://team-bucket/cache 3fa2c9d1 --sign-key ~/.config/lightstore/me.key
       lightstore push s3://bucket/cache train -o client_kwargs.endpoint_url=http://127.0.0.1:9000
+      lightstore push s3://team-bucket/cache train --repair
     """
     from lightstore.remote import push
 
@@ -109,10 +122,17 @@ def push_command(
         storage_options=_parse_options(options),
         signing_key=sign_key,
         jobs=jobs,
+        repair=repair,
     )
+    uploaded = set(report.uploaded)
+    for r in report.realizations:
+        if r not in uploaded and (r in targets or rref2dref(r) in targets):
+            click.echo(f"already on the remote: {r}")
+    repaired = f", {report.blobs_repaired} damaged one(s) replaced" if report.blobs_repaired else ""
     click.echo(
         f"pushed {len(report.uploaded)} new realization(s) of {len(report.realizations)} "
-        f"({report.blobs_uploaded} file(s), {human_size(report.bytes_uploaded)} uploaded)"
+        f"({report.blobs_uploaded} file(s), {human_size(report.bytes_uploaded)} uploaded"
+        f"{repaired})"
     )
 
 
@@ -128,6 +148,23 @@ def push_command(
     help="Accept only realizations signed by this public key (repeatable). Default: "
     "$LIGHTSTORE_TRUSTED_KEYS and the store's trusted-keys file (see `lightstore trust`).",
 )
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_BYTES,
+    show_default=True,
+    metavar="BYTES",
+    help="Refuse, before downloading, a pull whose new files add up to more (each path counts, "
+    "as in `unpack`).",
+)
+@click.option(
+    "--max-members",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_MEMBERS,
+    show_default=True,
+    metavar="N",
+    help="Refuse a pull whose new realizations hold more files, folders and links.",
+)
 @_jobs
 @root_option
 @pass_env
@@ -137,14 +174,18 @@ def pull_command(
     refs: tuple[str, ...],
     options: tuple[str, ...],
     trusted_keys: tuple[str, ...],
+    max_bytes: int,
+    max_members: int,
     jobs: int,
 ) -> None:
     """Download REF... and everything they depend on from the remote cache at URL.
 
     REF is a full DRef (all its realizations on the remote) or RRef. Every
-    hash is checked before anything is added; a remote that is damaged,
-    lying or unsigned (when keys are trusted) leaves the store unchanged
-    (exit 2). Prints the RRefs added.
+    hash is checked before anything is added. A realization that is damaged,
+    lying or unsigned (when keys are trusted) is left out and named (exit 2);
+    the others are added. One larger than --max-bytes or the free space
+    leaves the store unchanged (exit 2). Prints the RRefs added, and says
+    which requested ones were already present.
 
     \b
     Examples:
@@ -153,18 +194,30 @@ def pull_command(
     """
     from lightstore.remote import pull
 
-    added = call_with_progress(
-        pull,
-        "pulling",
-        env.store(),
-        url,
-        list(refs),
-        storage_options=_parse_options(options),
-        trusted_keys=list(trusted_keys) or None,
-        jobs=jobs,
-    )
+    try:
+        added = call_with_progress(
+            pull,
+            "pulling",
+            env.store(),
+            url,
+            list(refs),
+            storage_options=_parse_options(options),
+            trusted_keys=list(trusted_keys) or None,
+            jobs=jobs,
+            max_bytes=max_bytes,
+            max_members=max_members,
+        )
+    except RemoteIntegrityError as e:
+        for r in e.added:  # what verified was added; the error names the rest
+            click.echo(r)
+        raise
     for r in added:
         click.echo(r)
+    new = set(added) | {rref2dref(r) for r in added}
+    for ref in dict.fromkeys(refs):
+        if ref not in new:
+            # pull raises for what the remote lacks: anything not added was here already.
+            click.echo(f"already present: {ref}")
 
 
 @click.command("remote-ls")
@@ -221,8 +274,8 @@ def remote_ls_command(
 def keygen_command(name: str, out: str) -> None:
     """Make an ed25519 signing key NAME, write its secret to FILE, print its public key.
 
-    Keep FILE private (it is created readable by you only); give the
-    printed public key to the people who pull (`lightstore trust`).
+    Keep FILE private (it is created readable by you only, its folder too if
+    new); give the printed public key to the people who pull (`lightstore trust`).
 
     \b
     Examples:
@@ -231,8 +284,15 @@ def keygen_command(name: str, out: str) -> None:
     from lightstore.remote import generate_signing_key
 
     key = generate_signing_key(name)
+    path = os.path.expanduser(out)
+    folder = os.path.dirname(path)
     try:
-        fd = os.open(os.path.expanduser(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if folder and not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700)  # a new folder for a secret: private too
+    except OSError as e:
+        raise CliError(f"cannot create the folder of {out}: {e.strerror}", EXIT_BAD_INPUT) from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise CliError(f"{out} exists; choose another file", EXIT_BAD_INPUT) from None
     except OSError as e:
@@ -256,8 +316,8 @@ def trust_command(env: Env, key: str) -> None:
     """
     from lightstore.remote import add_trusted_key
 
-    add_trusted_key(env.store().root, key)
-    click.echo(f"trusted {key.split(':', 1)[0]}")
+    name = add_trusted_key(env.store().root, key)
+    click.echo(f"trusted {name}")
 
 
 COMMANDS = [push_command, pull_command, remote_ls_command, keygen_command, trust_command]

@@ -30,6 +30,7 @@ def realize(
     substituters: list[str] | str | None = None,
     push_to: str | None = None,
     trusted_keys: list[str] | None = None,
+    signing_key: Any = None,
     storage_options: dict[str, Any] | None = None,
     **parallel: Any,
 ) -> tuple[Any, Any, Context]:
@@ -46,16 +47,22 @@ def realize(
     build for realizations of the derivation in its context, which are
     fetched (verified) so that the matcher chooses among local and fetched
     ones; `push_to` (default ``$LIGHTSTORE_PUSH``) uploads the closure of
-    what was chosen afterwards. `trusted_keys` require signed substitutes;
-    `storage_options` go to every remote's driver.
+    what was chosen afterwards, signed with `signing_key` (a key file, its
+    text or a SigningKey; default ``$LIGHTSTORE_SIGNING_KEY``). `trusted_keys`
+    (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's ``trusted-keys``
+    file) require signed substitutes; they are resolved here, once, and
+    travel to Dask workers. `storage_options` go to every remote's driver.
 
     `parallel` takes `client=`, `jobs=`, `keep_going=`, `remote=`,
-    `worker_root=` (Dask; see `realize_closure`).
+    `worker_root=` (Dask; see `realize_closure`, which also receives
+    `signing_key` and `trusted_keys`).
     """
     from lightstore.remote.substitute import remote_hooks
 
     result, cl = unpack_closure(closure)
-    substitute, push = remote_hooks(substituters, push_to, trusted_keys, storage_options)
+    substitute, push = remote_hooks(
+        cl.store, substituters, push_to, trusted_keys, storage_options, signing_key
+    )
     options = RealizeOptions(
         force_rebuild=set(force_list(cl, force_rebuild)),
         assert_realized={parse_dref(d) for d in (assert_realized or ())},
@@ -64,7 +71,9 @@ def realize(
         keep_going=parallel.pop("keep_going", None),
         substitute=substitute,
     )
-    context = realize_closure(cl, options, **parallel)
+    context = realize_closure(
+        cl, options, signing_key=signing_key, trusted_keys=trusted_keys, **parallel
+    )
     if push is not None and not dry_run:
         push(cl.store, [r for rrefs in context.values() for r in rrefs])
     return result, cl, context

@@ -34,7 +34,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Literal, overload
 
@@ -312,6 +312,8 @@ def realize_closure(
     jobs: int | None = None,
     remote: str | None = None,
     worker_root: str | None = None,
+    signing_key: Any = None,
+    trusted_keys: Iterable[str] | None = None,
 ) -> Context:
     """Realize every derivation of the closure; return the chosen RRefs of each.
 
@@ -321,7 +323,11 @@ def realize_closure(
     `client` (a `distributed.Client` or a scheduler address) or `jobs=N` (a
     LocalCluster of N worker processes for this call) build on Dask, in the
     caller's store root, or with `remote=URL, worker_root=PATH` in worker
-    stores exchanging through a remote cache (`lightstore.executors.dask`).
+    stores exchanging through a remote cache (`lightstore.executors.dask`);
+    there the workers sign what they push with `signing_key` (default
+    ``$LIGHTSTORE_SIGNING_KEY``) and pull with the caller's trust
+    (`trusted_keys`, default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's
+    ``trusted-keys`` file), both resolved here in the caller.
     Without either, builds run in this process.
     Raises BuildError (BuildsFailed when several builds failed), PromiseError,
     MatcherError, NotRealizedError, UsageError (client/jobs without
@@ -338,7 +344,14 @@ def realize_closure(
             from lightstore.executors.dask import run_dask
 
             run_dask(
-                plan, options, client=client, jobs=jobs, remote=remote, worker_root=worker_root
+                plan,
+                options,
+                client=client,
+                jobs=jobs,
+                remote=remote,
+                worker_root=worker_root,
+                signing_key=signing_key,
+                trusted_keys=trusted_keys,
             )
         else:
             _run_serial(plan, options)

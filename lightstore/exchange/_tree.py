@@ -48,21 +48,69 @@ def inside(path: str, root: str) -> bool:
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
-def check_links(root: str, what: str) -> None:
+def check_utf8_name(text: str, what: str, hint: str = "") -> None:
+    """Refuse a file name or symlink target that is not valid UTF-8 text.
+
+    A name on disk that is not UTF-8 reaches Python with its bytes as lone
+    surrogates (surrogateescape); a name read from JSON may hold any lone
+    surrogate, which names no file at all. Zip archives and remote manifests
+    hold UTF-8 text only. `what` starts the message ("cannot push X: the file
+    name"), `hint` ends it (what to do). Raises ArchiveError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:  # the bytes a name from disk had: 'caf\\xe9'
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte: '\\ud800'
+            shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ArchiveError(
+            f"{what} {shown!r} is not valid UTF-8" + (f"; {hint}" if hint else "")
+        ) from None
+
+
+def link_leaves(path: str, target: str) -> bool:
+    """True if a symlink at `path` ('/'-separated, below a root) pointing to `target`
+    leaves the root by its text alone: more '..' than the folders above it."""
+    depth = len(path.split("/")) - 1
+    for part in target.split("/"):
+        depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
+        if depth < 0:
+            return True
+    return False
+
+
+def check_links(
+    root: str, what: str, *, portable: bool = False, utf8_hint: str | None = None
+) -> None:
     """Refuse symlinks below `root` that are absolute or resolve outside `root`.
 
     Links are resolved on disk, so a chain of individually harmless links
-    (``a -> b/..``, ``b -> ..``) that escapes is caught as well.
+    (``a -> b/..``, ``b -> ..``) that escapes is caught as well. With
+    `portable` (before packing or pushing), also what every reader of an
+    archive or a remote refuses: a link that leaves `root` by its text alone,
+    and a name holding a backslash. With `utf8_hint`, names and link targets
+    that are not valid UTF-8 too (see `check_utf8_name`; the hint says what
+    to do). One walk; raises ArchiveError.
     """
     for entry in walk_tree(root):
+        if portable and "\\" in entry.rel:
+            raise ArchiveError(
+                f"{what}: the file name {entry.rel!r} holds a backslash, which archives and "
+                "remote caches refuse (it separates folders on Windows)"
+            )
+        if utf8_hint is not None:
+            check_utf8_name(entry.rel, f"{what}: the file name", utf8_hint)
         if entry.kind != "link":
             continue
+        if utf8_hint is not None:
+            check_utf8_name(entry.target, f"{what}: the target of {entry.rel!r}", utf8_hint)
         if os.path.isabs(entry.target):
             raise ArchiveError(
                 f"{what}: {entry.rel!r} is a symlink to the absolute path {entry.target!r}; "
                 "only relative links inside a realization can be exchanged"
             )
-        if not inside(entry.path, root):
+        if (portable and link_leaves(entry.rel, entry.target)) or not inside(entry.path, root):
             raise ArchiveError(
                 f"{what}: {entry.rel!r} is a symlink pointing outside its realization "
                 f"({entry.target!r}), or through more than {files.MAX_SYMLINKS} links; refused"

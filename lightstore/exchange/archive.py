@@ -46,7 +46,7 @@ from lightstore.exchange._ingest import (
     closure_of,
     verify_folder,
 )
-from lightstore.exchange._tree import COPY_CHUNK, check_links, walk_tree
+from lightstore.exchange._tree import COPY_CHUNK, check_links, check_utf8_name, walk_tree
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
 from lightstore.files import remove_tree
 from lightstore.hashing import CONTEXT_FILE
@@ -117,7 +117,7 @@ def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iter
                     f"cannot pack {r}: its folder {folder} is missing from the store; "
                     "run `lightstore verify` on it"
                 )
-            check_links(folder, f"cannot pack {r}")
+            check_links(folder, f"cannot pack {r}", portable=True)
             rbase = f"{base}/{unrref(r)[0]}"
             yield _Member(rbase, "dir")
             yield _Member(
@@ -146,16 +146,13 @@ def _size(m: _Member) -> int:
 
 def _check_zip_name(m: _Member) -> None:
     """Zip stores names as UTF-8 (or cp437): a name that is not valid UTF-8 cannot go in."""
-    for i, text in enumerate((m.name, m.target if m.kind == "link" else "")):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            what = "file name" if i == 0 else f"symlink target of {m.name!r}"
-            raise ArchiveError(
-                f"the {what} {shown!r} is not valid UTF-8, which zip archives cannot hold; "
-                "pack to a tar archive instead (.tar, .tar.gz), which keeps the bytes"
-            ) from None
+    hint = (
+        "zip archives cannot hold it; pack to a tar archive instead (.tar, .tar.gz), "
+        "which keeps the bytes"
+    )
+    check_utf8_name(m.name, "the file name", hint)
+    if m.kind == "link":
+        check_utf8_name(m.target, f"the symlink target of {m.name!r}", hint)
 
 
 def _write_zip(out: IO[bytes], members: Iterable[_Member]) -> None:
@@ -227,7 +224,8 @@ def spack(
 
     Raises UnknownReferenceError if a realization is not in the store, and
     ArchiveError for an unknown archive type, a realization holding a symlink
-    that leaves it (it could not be unpacked safely), or a write error.
+    that leaves it or a name with a backslash (`sunpack` would refuse it), or
+    a write error.
     """
     store = resolve_store(S)
     roots = [parse_rref(r) for r in rrefs]

@@ -38,8 +38,8 @@ import zlib
 from collections.abc import Callable
 from typing import IO
 
-from lightstore.errors import ArchiveError
-from lightstore.exchange._tree import COPY_CHUNK, inside
+from lightstore.errors import ArchiveError, UsageError
+from lightstore.exchange._tree import COPY_CHUNK, inside, link_leaves
 from lightstore.files import PATH_MAX
 
 #: Default limit of the bytes an archive may unpack to (64 GiB); pass
@@ -107,58 +107,92 @@ def member_parts(name: str) -> list[str]:
     return parts
 
 
-class _Extractor:
-    """The state of one extraction: destination, limits, counters, links made."""
+class Limits:
+    """What one extraction (or one pull from a remote cache) may write.
 
-    def __init__(self, archive: str, dest: str, max_bytes: int | None, max_members: int | None):
-        self.archive = archive
-        self.dest = os.path.abspath(dest)
+    At most `max_bytes` of content (None: no limit), at most `max_members`
+    entries, and never more declared content than the free space of the
+    filesystem of `dest`. `subject` names what is written in messages (an
+    archive's path, "pull from <url>: the closure"); `noun` names its entries.
+    Each check raises ArchiveError before the bytes it counts are written;
+    a limit that is not a number >= 0 (or None) raises UsageError.
+    """
+
+    def __init__(
+        self,
+        subject: str,
+        dest: str,
+        max_bytes: int | None,
+        max_members: int | None,
+        *,
+        noun: str = "members",
+        why: str = "as a possible archive bomb",
+    ) -> None:
+        for what, limit in (("max_bytes", max_bytes), ("max_members", max_members)):
+            # NaN compares false with everything: it would silently mean "no limit".
+            if limit is not None and (
+                isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0
+            ):
+                raise UsageError(f"{what} is a number of at least 0, or None; got {limit!r}")
+        self.subject = subject
+        self.dest = dest
         self.max_bytes = max_bytes
         self.max_members = max_members
+        self.noun = noun
+        self.why = why
         self.declared = 0
         self.written = 0
         self.members = 0
-        self.links: list[tuple[str, str]] = []  # (member name, path on disk)
-        # Folders already checked to be real folders: a deep tree costs one
-        # lookup per member, not one lstat per level of every member.
-        self.folders: set[str] = {self.dest}
         self.free: int | None
         try:
-            self.free = shutil.disk_usage(self.dest).free
+            self.free = shutil.disk_usage(dest).free
         except OSError:
             self.free = None
 
-    # -- limits --------------------------------------------------------------
-
     def count_member(self, name: str) -> None:
+        """Count one more entry (`name` is for messages)."""
         self.members += 1
         if self.max_members is not None and self.members > self.max_members:
             raise ArchiveError(
-                f"{self.archive} holds more than {self.max_members} members; refused "
+                f"{self.subject} holds more than {self.max_members} {self.noun}; refused "
                 "(raise max_members to allow it)"
             )
 
     def declare(self, size: int, name: str) -> None:
+        """Count `size` bytes an entry says it holds, before writing them."""
         if size < 0:
             raise ArchiveError(f"member {name!r} declares a negative size; refused")
         self.declared += size
         self._check(self.declared, "declares")
         if self.free is not None and self.declared > self.free:
             raise ArchiveError(
-                f"{self.archive} unpacks to at least {self.declared} bytes but only {self.free} "
+                f"{self.subject} unpacks to at least {self.declared} bytes but only {self.free} "
                 f"bytes are free on the filesystem of {self.dest}; free some space"
             )
 
     def wrote(self, n: int) -> None:
+        """Count `n` bytes actually written (a lying header cannot get past the limit)."""
         self.written += n
         self._check(self.written, "unpacks to")
 
     def _check(self, total: int, verb: str) -> None:
         if self.max_bytes is not None and total > self.max_bytes:
             raise ArchiveError(
-                f"{self.archive} {verb} more than {self.max_bytes} bytes; refused as a possible "
-                "archive bomb (pass a larger max_bytes, or None, if you trust it)"
+                f"{self.subject} {verb} more than {self.max_bytes} bytes; refused {self.why} "
+                "(pass a larger max_bytes, or None, if you trust it)"
             )
+
+
+class _Extractor(Limits):
+    """The state of one extraction: destination, limits, counters, links made."""
+
+    def __init__(self, archive: str, dest: str, max_bytes: int | None, max_members: int | None):
+        super().__init__(archive, os.path.abspath(dest), max_bytes, max_members)
+        self.archive = archive
+        self.links: list[tuple[str, str]] = []  # (member name, path on disk)
+        # Folders already checked to be real folders: a deep tree costs one
+        # lookup per member, not one lstat per level of every member.
+        self.folders: set[str] = {self.dest}
 
     # -- writing ---------------------------------------------------------------
 
@@ -237,16 +271,10 @@ class _Extractor:
                 f"member {name!r} is a symlink to the absolute path {link!r}; refused"
             )
         # A first, lexical check; the check on disk after extraction catches chains.
-        depth = len(parts) - 1
-        for part in link.split("/"):
-            if part == "..":
-                depth -= 1
-                if depth < 0:
-                    raise ArchiveError(
-                        f"member {name!r} is a symlink pointing outside the archive ({link!r}); refused"
-                    )
-            elif part not in ("", "."):
-                depth += 1
+        if link_leaves("/".join(parts), link):
+            raise ArchiveError(
+                f"member {name!r} is a symlink pointing outside the archive ({link!r}); refused"
+            )
         try:
             os.symlink(link, target)
         except FileExistsError:

@@ -18,6 +18,12 @@ store at `worker_root` and exchanges through the remote cache: it pulls the
 inputs of a build, substitutes from the remote if it holds the result,
 otherwise builds, then pushes; the caller pulls the targets at the end.
 
+Trust and keys are the caller's: the caller resolves its trusted keys and
+signing key once and they travel with each task (the signing key too, so
+reach remote workers over TLS), so a worker never decides from its own
+environment. A substitute hook carries the caller's trust inside it
+(resolved here, before the first task is submitted).
+
 Failures: a failed build fails only its dependents; independent branches
 finish and stay published, then one error names every failed derivation
 (`keep_going=False` stops submitting at the first failure). A worker that
@@ -98,22 +104,41 @@ def _build_separate(
     from lightstore.remote import pull, push, substitute
 
     url = remote["url"]
+    trusted, key = remote["trusted"], remote["signing_key"]
     store = Store.open(remote["worker_root"], create=True)
     drv = task.derivation
     with store.realizing():
         inputs = sorted({r for rrefs in task.context.values() for r in rrefs})
         missing = sorted(set(inputs) - store.catalogue.known_rrefs(inputs))
         if missing:
-            pull(store, url, missing)
+            pull(store, url, missing, trusted_keys=trusted)
         store.record_derivations([(drv.dref, drv.config)])
 
         def from_remote(st: Store, t: BuildTask) -> bool:
             context = {str(d): [str(r) for r in rs] for d, rs in t.context.items()}
-            return bool(substitute(st, t.dref, context, [url]))
+            return bool(substitute(st, t.dref, context, [url], trusted_keys=trusted))
 
         rrefs = execute(store, task, replace(options, substitute=from_remote))
-        push(store, url, list(rrefs))
+        push(store, url, list(rrefs), signing_key=key or False)
     return list(rrefs)
+
+
+def _exchange(
+    plan: Plan, remote: str, worker_root: str, signing_key: Any, trusted_keys: Any
+) -> dict[str, Any]:
+    """What separate-roots workers need, resolved in the caller: the remote, the trust
+    of the caller's store, and the key to sign with (which that trust must accept)."""
+    from lightstore.remote._sign import signing_key_for, trusted_keys_for
+
+    trusted = trusted_keys_for(plan.store.root, trusted_keys)
+    key = signing_key_for(signing_key)
+    if trusted and (key is None or not trusted.trusts(key)):
+        raise UsageError(
+            "separate roots exchange through the remote, and this store trusts only signed "
+            "realizations: give a signing key whose public key it trusts (signing_key= or "
+            "$LIGHTSTORE_SIGNING_KEY; nothing was built)"
+        )
+    return {"url": remote, "worker_root": worker_root, "trusted": trusted, "signing_key": key}
 
 
 def run_dask(
@@ -124,13 +149,18 @@ def run_dask(
     jobs: int | None = None,
     remote: str | None = None,
     worker_root: str | None = None,
+    signing_key: Any = None,
+    trusted_keys: Any = None,
 ) -> None:
     """Build the plan's tasks on a Dask cluster; the caller then reads `plan.result()`.
 
     `client` is a `distributed.Client` or a scheduler address; `jobs=N`
-    starts a LocalCluster of N worker processes for this call. Raises
-    UsageError (no Dask, bad arguments); build failures are recorded in the
-    plan (`keep_going`, default True here, decides whether to go on).
+    starts a LocalCluster of N worker processes for this call. With separate
+    roots, `signing_key` and `trusted_keys` are resolved here and shipped to
+    the workers. Raises UsageError (no Dask, bad arguments, a store that
+    trusts keys but no trusted signing key for separate roots), InvalidKeyError;
+    build failures are recorded in the plan (`keep_going`, default True here,
+    decides whether to go on).
     """
     distributed = distributed_module()
     if client is not None and jobs is not None:
@@ -143,6 +173,14 @@ def run_dask(
     first = plan.next_tasks()
     if not first and plan.finished:
         return  # all cached: no cluster needed
+    if options.substitute is not None:
+        from lightstore.remote.substitute import Substituter
+
+        if isinstance(options.substitute, Substituter):
+            options.substitute.trusted()  # the caller's trust, decided before tasks travel
+    where = None
+    if remote is not None and worker_root is not None:
+        where = _exchange(plan, remote, worker_root, signing_key, trusted_keys)
     owned: list[Any] = []
     try:
         if client is None:
@@ -162,20 +200,20 @@ def run_dask(
             owned.append(client)
         if getattr(client, "dashboard_link", None) and client.dashboard_link:
             log.info("Dask dashboard: %s", client.dashboard_link)
-        _drive(distributed, client, plan, first, options, keep_going, remote, worker_root)
+        _drive(distributed, client, plan, first, options, keep_going, where)
     finally:
         for thing in owned:
             thing.close()
         if remote is None:
             # A worker that died mid-build left a build area behind.
             plan.store.recover()
-    if remote is not None and not plan.failures:
+    if where is not None and not plan.failures:
         from lightstore.remote import pull
 
         wanted = sorted({r for d in plan.closure.targets for r in plan.chosen.get(d, [])})
         missing = sorted(set(wanted) - plan.store.catalogue.known_rrefs(wanted))
         if missing:
-            pull(plan.store, remote, missing)
+            pull(plan.store, where["url"], missing, trusted_keys=where["trusted"])
 
 
 def _drive(
@@ -185,11 +223,9 @@ def _drive(
     first: list[BuildTask],
     options: RealizeOptions,
     keep_going: bool,
-    remote: str | None,
-    worker_root: str | None,
+    where: Mapping[str, Any] | None,
 ) -> None:
     root = str(plan.store.root)
-    where = None if remote is None else {"url": remote, "worker_root": worker_root}
     pending: dict[Any, BuildTask] = {}
     done_count = 0
     progress = _Progress(plan.total)

@@ -13,10 +13,12 @@ configuration applies. See `lightstore.remote._layout` for the layout.
 - `substitute(store, dref, context, urls)` fetches the realizations of one
   derivation in one context (what `realize(..., substituters=[...])` does).
 - `generate_signing_key(name)`, `load_signing_key(key)`: ed25519 keys
-  (``pip install 'lightstore[sign]'``).
+  (``pip install 'lightstore[sign]'``). The key a push signs with is its
+  `signing_key`, else ``$LIGHTSTORE_SIGNING_KEY``; see `_sign` for what a
+  signature covers and where trust comes from.
 """
 
-from lightstore.errors import RemoteError, RemoteIntegrityError, UntrustedError
+from lightstore.errors import InvalidKeyError, RemoteError, RemoteIntegrityError, UntrustedError
 from lightstore.remote._fs import Remote, redact_url
 from lightstore.remote._sign import (
     SIGNING_KEY_VARIABLE,
@@ -38,6 +40,7 @@ from lightstore.remote.substitute import (
 )
 
 __all__ = [
+    "InvalidKeyError",
     "PUSH_VARIABLE",
     "SIGNING_KEY_VARIABLE",
     "SUBSTITUTERS_VARIABLE",

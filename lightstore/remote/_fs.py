@@ -25,6 +25,8 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
+from blake3 import blake3
+
 from lightstore.errors import RemoteError
 
 #: Protocols whose writes become visible atomically when complete (a PUT).
@@ -199,6 +201,23 @@ class Remote:
         if len(data) > limit:
             raise RemoteError(f"the object {key} of {self.shown} is larger than {limit} bytes")
         return bytes(data)
+
+    def digest(self, key: str) -> str | None:
+        """The blake3 (hex) of an object, read in chunks; None if it does not exist.
+
+        Reads the whole object: cheap on a local remote, a download elsewhere.
+        """
+        h = blake3()
+        with self.guard("cannot read"):
+            try:
+                with (
+                    self._open_local(key) if self.local else self.fs.open(self.path(key), "rb") as f
+                ):
+                    while chunk := f.read(1024 * 1024):
+                        h.update(chunk)
+            except FileNotFoundError:
+                return None
+        return str(h.hexdigest())
 
     def listdir(self, key: str) -> list[str]:
         """Names directly below `key` ([] if there is nothing)."""

@@ -8,7 +8,10 @@ replaced with different content)::
     derivations/<H>-<name>.json            canonical config of each derivation
     realizations/<H>-<name>/<R>.json       one manifest per realization
     index/<H>-<name>/<context hash>/<R>    empty marker: <R> exists in that context
-    signatures/<H>-<name>/<R>/<key name>   base64 ed25519 signature of the RRef
+    signatures/<H>-<name>/<R>/<key name>   base64 ed25519 signature of the RRef alone
+    signed-manifests/<H>-<name>/<R>/<key name>
+                                           the signer's own manifest, signed: base64
+                                           signature of its bytes, newline, the bytes
 
 A push writes, for each realization, dependencies first: its blobs, the
 configs, the manifest, then the index marker and signatures. So a reader
@@ -20,7 +23,8 @@ A manifest records the RRef, DRef, config, context and every entry of the
 realization (path, type, executable bit, size, blake3, link target), plus
 informational fields (build times, metrics) that no hash covers. The tree
 digest, and so the RRef, can be recomputed from the entries alone, which lets
-a pull refuse a lying manifest before downloading anything.
+a pull refuse a lying manifest before downloading anything. A signed
+manifest covers the informational fields too (see `lightstore.remote._sign`).
 """
 
 from __future__ import annotations
@@ -39,8 +43,14 @@ from lightstore.errors import (
     RemoteIntegrityError,
 )
 from lightstore.exchange._ingest import checked_config, checked_context
-from lightstore.exchange._tree import walk_tree
-from lightstore.hashing import CONTEXT_FILE, _len_prefixed, _tagged, realization_hash
+from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
+from lightstore.hashing import (
+    CONTEXT_FILE,
+    _len_prefixed,
+    _tagged,
+    config_bytes_hash,
+    realization_hash,
+)
 from lightstore.metrics import check_metric_name, check_metric_value
 from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
 
@@ -49,7 +59,7 @@ MANIFEST_FORMAT = "lightstore-manifest"
 VERSION = 1
 MARKER = "lightstore-remote.json"
 _BLOB_RE = re.compile(r"[0-9a-f]{64}")
-_KEYNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+KEYNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def blob_key(digest: str) -> str:
@@ -75,6 +85,16 @@ def index_key(rref: RRef, ctx_hash: str) -> str:
 
 def signature_folder(rref: RRef) -> str:
     return f"signatures/{dref_folder(rref2dref(rref))}/{unrref(rref)[0]}"
+
+
+def signed_manifest_key(rref: RRef, key_name: str) -> str:
+    return f"signed-manifests/{dref_folder(rref2dref(rref))}/{unrref(rref)[0]}/{key_name}"
+
+
+def config_bytes_match(dref: DRef, data: bytes) -> bool:
+    """Whether `data`, as a push writes it (canonical JSON), hashes to `dref`'s config
+    hash: a check of a derivation's config before anything parses it."""
+    return config_bytes_hash(data) == undref(dref)[0]
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,19 @@ class Manifest:
         if self.metrics:
             doc["metrics"] = self.metrics
         return canonical_json(doc).encode("utf-8")
+
+    def without_unsigned(self) -> tuple[Manifest, list[str]]:
+        """This manifest without what a signature of its RRef alone does not cover
+        (build times, metrics), and the names of what was dropped."""
+        dropped = [
+            k
+            for k, v in (
+                ("build times", self.build_started is not None or self.build_stopped is not None),
+                ("metrics", bool(self.metrics)),
+            )
+            if v
+        ]
+        return Manifest(self.rref, self.dref, self.config, self.context, self.files), dropped
 
     @property
     def size(self) -> int:
@@ -179,7 +212,16 @@ def _check_path(path: Any, where: str) -> str:
         raise _bad(where, f"the path {path!r} escapes its realization or is not normalised")
     if path == CONTEXT_FILE:
         raise _bad(where, f"the entry {CONTEXT_FILE!r} is reserved for the store")
+    _check_name(path, "the path", where)
     return path
+
+
+def _check_name(text: str, what: str, where: str) -> None:
+    """Names are UTF-8 text on both sides: push refuses others with the same check."""
+    try:
+        check_utf8_name(text, what)
+    except ArchiveError as e:
+        raise _bad(where, str(e)) from None
 
 
 def _check_files(raw: Any, where: str) -> list[FileEntry]:
@@ -212,13 +254,11 @@ def _check_files(raw: Any, where: str) -> list[FileEntry]:
             target = item.get("target")
             if not isinstance(target, str) or not target or "\0" in target:
                 raise _bad(where, f"the link {path!r} has the target {target!r}")
+            _check_name(target, f"the target of the link {path!r}", where)
             if target.startswith("/"):
                 raise _bad(where, f"the link {path!r} points to the absolute path {target!r}")
-            depth = len(path.split("/")) - 1
-            for part in target.split("/"):
-                depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
-                if depth < 0:
-                    raise _bad(where, f"the link {path!r} points outside its realization")
+            if link_leaves(path, target):
+                raise _bad(where, f"the link {path!r} points outside its realization")
             entry = FileEntry(path, "link", target=target)
         else:
             raise _bad(where, f"the entry {path!r} has the type {kind!r}")
@@ -283,7 +323,7 @@ def parse_manifest(data: bytes, rref: RRef, where: str) -> Manifest:
 
 def check_keyname(name: str) -> str:
     """A signing key's name (used as an object name on the remote)."""
-    if not isinstance(name, str) or not _KEYNAME_RE.fullmatch(name) or name in (".", ".."):
+    if not isinstance(name, str) or not KEYNAME_RE.fullmatch(name) or name in (".", ".."):
         raise LightstoreError(
             f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
         )

@@ -1,11 +1,19 @@
 """Uploading closures of realizations to a remote cache.
 
+Before anything is uploaded, every realization to send is checked as `pack`
+checks it: a symlink that is absolute or leaves its realization, or a name
+that is not UTF-8, is refused (every pull would refuse it).
+
 Realizations go dependencies first; for each one its files are hashed and
 uploaded (several at once, each streamed by the driver), skipping blobs the
 remote already holds with the right size, then its manifest, then its index
-marker and signature. A realization whose manifest is already there is
-skipped whole. Every write is idempotent and write-once objects are never
-replaced, so pushes from many machines can overlap and a killed push is
+marker and signatures (its own signed manifest, and a signature of the RRef
+for older readers). A blob that is skipped is hashed on the remote too
+when that is cheap (a local remote), or with `repair=True`: a damaged one is
+uploaded again. A realization whose manifest is already there is skipped,
+apart from signing it, unless `repair=True` (then its blobs are checked as
+well). Every write is idempotent and write-once objects are never replaced
+(damaged blobs excepted), so pushes from many machines can overlap and a killed push is
 finished by running it again.
 """
 
@@ -20,6 +28,7 @@ from typing import Any
 from lightstore.config import canonical_json, mkconfig
 from lightstore.errors import IntegrityError, RemoteError
 from lightstore.exchange._ingest import closure_of, topological_rrefs
+from lightstore.exchange._tree import check_links
 from lightstore.failpoints import failpoint
 from lightstore.hashing import context_hash, file_digest, realization_hash
 from lightstore.refs import DRef, RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
@@ -37,8 +46,9 @@ from lightstore.remote._layout import (
     local_entries,
     manifest_key,
     signature_folder,
+    signed_manifest_key,
 )
-from lightstore.remote._sign import load_signing_key
+from lightstore.remote._sign import SigningKey, signing_key_for
 from lightstore.store import Store
 
 #: ``progress(done_bytes, total_bytes)`` while transferring.
@@ -54,6 +64,7 @@ class PushReport:
     uploaded: list[RRef]  # realizations whose manifest this push wrote
     blobs_uploaded: int = 0
     bytes_uploaded: int = 0
+    blobs_repaired: int = 0  # damaged blobs of the remote found and uploaded again
 
 
 def open_remote(remote: Any, storage_options: Mapping[str, Any] | None = None) -> Remote:
@@ -148,8 +159,11 @@ class _Uploader:
     repeats within or across realizations is sent once.
     """
 
-    def __init__(self, remote: Remote, jobs: int, progress: Progress | None, total: int) -> None:
+    def __init__(
+        self, remote: Remote, jobs: int, progress: Progress | None, total: int, verify: bool
+    ) -> None:
         self.remote = remote
+        self.verify = verify
         self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push")
         self.lock = threading.Lock()
         self.present: set[str] = set()
@@ -158,6 +172,7 @@ class _Uploader:
         self.done_bytes = 0
         self.blobs_uploaded = 0
         self.bytes_uploaded = 0
+        self.blobs_repaired = 0
 
     def _run(
         self, fn: Callable[..., Any], items: list[Any], on_done: Callable[[Any], None]
@@ -168,8 +183,12 @@ class _Uploader:
         return index, file_digest(path).hex()
 
     def _existing(self, digests: list[str], sizes: dict[str, int]) -> set[str]:
-        """Which blobs the remote holds with the right size (a wrong size is a torn write
-        by a killed pusher on a filesystem without atomic PUT: it is uploaded again)."""
+        """Which blobs the remote holds intact.
+
+        A wrong size is a torn write by a killed pusher on a filesystem without
+        atomic PUT: it is uploaded again. With `verify`, a blob of the right size
+        is hashed as well, so a damaged one is uploaded again too.
+        """
         found: set[str] = set()
         if len(digests) > LIST_THRESHOLD:
             shards = sorted({d[:2] for d in digests})
@@ -179,13 +198,23 @@ class _Uploader:
                 [(sh,) for sh in shards],
                 listed.update,
             )
-            return {d for d in digests if listed.get(d) == sizes[d]}
+            found = {d for d in digests if listed.get(d) == sizes[d]}
+        else:
 
-        def check(d: str) -> str | None:
-            return d if self.remote.size(blob_key(d)) == sizes[d] else None
+            def check(d: str) -> str | None:
+                return d if self.remote.size(blob_key(d)) == sizes[d] else None
 
-        self._run(check, [(d,) for d in digests], lambda d: found.add(d) if d else None)
-        return found
+            self._run(check, [(d,) for d in digests], lambda d: found.add(d) if d else None)
+        if not self.verify:
+            return found
+        intact: set[str] = set()
+
+        def hashed(d: str) -> str | None:
+            return d if self.remote.digest(blob_key(d)) == d else None
+
+        self._run(hashed, [(d,) for d in sorted(found)], lambda d: intact.add(d) if d else None)
+        self.blobs_repaired += len(found) - len(intact)
+        return intact
 
     def _upload(self, digest: str, path: str, size: int) -> int:
         self.remote.upload_file(blob_key(digest), path, size)
@@ -243,21 +272,40 @@ def push(
     signing_key: Any = None,
     jobs: int = DEFAULT_JOBS,
     progress: Progress | None = None,
+    repair: bool = False,
 ) -> PushReport:
     """Upload the closures of `refs` (RRefs, or DRefs for all their realizations) to `url`.
 
-    `signing_key` (a SigningKey, its secret text or a key file) signs every
-    realization of the closure. Returns a PushReport.
+    `signing_key` (a SigningKey, its secret text or a key file; default
+    ``$LIGHTSTORE_SIGNING_KEY``, False for none) signs every realization of
+    the closure, including the ones already on the remote. Blobs the remote
+    already holds are hashed there when the remote is local; `repair` hashes
+    them on any remote (a download each) and checks the realizations already
+    on the remote too: damaged blobs are uploaded again. Returns a PushReport.
 
     Raises UnknownReferenceError for a reference the store does not hold,
-    IntegrityError if a local realization no longer hashes to its RRef (run
-    `lightstore verify`), RemoteError if the remote cannot be written.
+    ArchiveError, before anything is uploaded, for a realization no pull
+    would accept (a symlink that is absolute or leaves it, a name that is not
+    UTF-8), IntegrityError if a local realization no longer hashes to its
+    RRef (run `lightstore verify`), RemoteError if the remote cannot be written.
     """
     remote = open_remote(url, storage_options)
-    key = load_signing_key(signing_key) if signing_key is not None else None
+    key = signing_key_for(signing_key)
     roots = resolve_local_refs(store, refs)
     with store.realizing():  # gc keeps what is being read
         closure, drefs = closure_of(store, roots)
+        contexts = {r: store.context(r) for r in closure}
+        order = topological_rrefs(
+            {r: [x for v in contexts[r].values() for x in v] for r in closure}
+        )
+        present = {r for r in order if remote.exists(manifest_key(r))}
+        todo = [r for r in order if repair or r not in present]
+        unsigned: set[RRef] = set()
+        if key is not None:
+            unsigned = {r for r in order if not remote.exists(signed_manifest_key(r, key.name))}
+        for r in order:
+            if r in unsigned or r in todo:
+                _check_pushable(store, r)
         ensure_marker(remote, create=True)
         for d in drefs:
             dkey = derivation_key(d)
@@ -265,36 +313,79 @@ def push(
                 remote.write_bytes(
                     dkey, canonical_json(store.config(d)).encode("utf-8"), exclusive=True
                 )
-        contexts = {r: store.context(r) for r in closure}
-        order = topological_rrefs(
-            {r: [x for v in contexts[r].values() for x in v] for r in closure}
-        )
-        todo = [r for r in order if not remote.exists(manifest_key(r))]
         total = sum(
             int((store.catalogue.realization_record(r) or {}).get("size") or 0) for r in todo
         )  # an upper bound: blobs the remote has are not sent
         report = PushReport(closure, [])
-        uploader = _Uploader(remote, jobs, progress, total)
+        uploader = _Uploader(remote, jobs, progress, total, verify=repair or remote.local)
         try:
             for r in order:
                 ctx = {str(k): sorted(str(x) for x in v) for k, v in contexts[r].items()}
                 ctx_hash = context_hash(ctx)
-                if r in todo:
-                    _push_one(store, remote, uploader, r, ctx, ctx_hash)
-                    report.uploaded.append(r)
+                manifest = None
+                if r not in present or repair:
+                    written, manifest = _push_one(store, remote, uploader, r, ctx, ctx_hash)
+                    if written:
+                        report.uploaded.append(r)
                 # Markers and signatures after the manifest, and re-written if a
                 # killed push wrote the manifest but not them.
-                if r in todo or not remote.exists(index_key(r, ctx_hash)):
+                if r not in present or not remote.exists(index_key(r, ctx_hash)):
                     remote.write_bytes(index_key(r, ctx_hash), b"", exclusive=True)
+                    failpoint("push:indexed")
+                if key is not None and r in unsigned:
+                    _sign_one(store, remote, uploader, key, r, ctx, ctx_hash, manifest)
                 if key is not None:
                     sig_key = f"{signature_folder(r)}/{key.name}"
-                    if not remote.exists(sig_key):
+                    if not remote.exists(sig_key):  # what older lightstores check
                         remote.write_bytes(sig_key, key.sign(r).encode("ascii"), exclusive=True)
         finally:
             uploader.close()
         report.blobs_uploaded = uploader.blobs_uploaded
         report.bytes_uploaded = uploader.bytes_uploaded
+        report.blobs_repaired = uploader.blobs_repaired
         return report
+
+
+#: What to do about a name a remote cannot hold.
+_UTF8_HINT = (
+    "remote caches hold UTF-8 names only (a tar archive keeps any name: `lightstore pack X.tar`)"
+)
+
+
+def _damaged(rref: RRef, e: OSError) -> IntegrityError:
+    return IntegrityError(
+        f"{rref} is recorded but its folder is damaged ({e.strerror}: {e.filename}); "
+        "run `lightstore verify --repair`"
+    )
+
+
+def _check_pushable(store: Store, rref: RRef) -> None:
+    """Refuse what every pull would refuse, with the check `pack` makes (and UTF-8 names)."""
+    try:
+        check_links(
+            store.rref_path(rref), f"cannot push {rref}", portable=True, utf8_hint=_UTF8_HINT
+        )
+    except OSError as e:
+        raise _damaged(rref, e) from None
+
+
+def _sign_one(
+    store: Store,
+    remote: Remote,
+    uploader: _Uploader,
+    key: SigningKey,
+    rref: RRef,
+    ctx: dict[str, list[str]],
+    ctx_hash: str,
+    manifest: bytes | None,
+) -> None:
+    """Write `key`'s signed manifest of `rref`: this store's manifest (`manifest`, or
+    made now), so another pusher's build times and metrics are never vouched for."""
+    if manifest is None:
+        manifest = _push_one(store, remote, uploader, rref, ctx, ctx_hash, write=False)[1]
+    remote.write_bytes(
+        signed_manifest_key(rref, key.name), key.sign_manifest(rref, manifest), exclusive=True
+    )
 
 
 def _push_one(
@@ -304,15 +395,15 @@ def _push_one(
     rref: RRef,
     ctx: dict[str, list[str]],
     ctx_hash: str,
-) -> None:
+    write: bool = True,
+) -> tuple[bool, bytes]:
+    """Upload the blobs of `rref`, then (if `write`) its manifest; whether this push
+    wrote the manifest, and the manifest."""
     folder = store.rref_path(rref)
     try:
         entries = uploader.entries(folder)
     except FileNotFoundError as e:
-        raise IntegrityError(
-            f"{rref} is recorded but its folder is damaged ({e.strerror}: {e.filename}); "
-            "run `lightstore verify --repair`"
-        ) from None
+        raise _damaged(rref, e) from None
     if realization_hash(ctx_hash, entries_digest(entries)) != unrref(rref)[0]:
         raise IntegrityError(
             f"{rref} no longer hashes to its RRef in the store {store.root}; it was not pushed "
@@ -329,5 +420,9 @@ def _push_one(
         record.get("build_stopped"),
         store.metrics(rref),
     )
-    remote.write_bytes(manifest_key(rref), manifest.to_bytes(), exclusive=True)
+    data = manifest.to_bytes()
+    if not write:
+        return False, data
+    written = remote.write_bytes(manifest_key(rref), data, exclusive=True)
     failpoint("push:manifest")
+    return written, data

@@ -3,9 +3,15 @@
 `realize(..., substituters=[...])` calls `substitute` for each derivation
 whose matcher is unsatisfied by the local realizations: every realization
 the remotes hold in that context is pulled (verified), and the matcher then
-chooses among local and fetched ones. A remote that cannot be reached, or
-whose objects do not verify, is skipped with a warning: the realizer runs
-instead, and nothing unverified enters the store.
+chooses among local and fetched ones. A realization that does not verify
+(unsigned when keys are trusted, damaged, lying) is left out and its
+verified siblings are taken; a remote that cannot be reached is skipped. If
+nothing fits, the realizer runs; nothing unverified enters the store. A
+realize warns once per failing remote, and asks one it could not reach no
+more.
+
+Trust is resolved once, for the store the realize was asked for
+(`Substituter`), and travels inside the hook to every Dask worker.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lightstore.errors import LightstoreError
+from lightstore.errors import LightstoreError, RemoteError
+from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from lightstore.hashing import context_hash
 from lightstore.refs import DRef, RRef
+from lightstore.remote._fs import redact_url
 from lightstore.remote._layout import dref_folder
+from lightstore.remote._sign import TrustedKeys, signing_key_for, trusted_keys_for
 from lightstore.remote.listing import _derivation
 from lightstore.remote.pull import pull
 from lightstore.remote.push import open_remote, push
@@ -46,6 +55,48 @@ def default_push_to(given: str | None = None) -> str | None:
     return os.environ.get(PUSH_VARIABLE) or None
 
 
+class _Failures:
+    """The remotes that failed during one realize: each is warned about once, and one
+    that could not be reached is not asked again (a sweep would wait for it, and warn,
+    once per derivation). Plain sets: the hook travels to Dask workers by pickle."""
+
+    def __init__(self) -> None:
+        self.warned: set[str] = set()
+        self.unreachable: set[str] = set()
+        self.warned_left_out: set[str] = set()
+
+    def left_out(self, url: str, rref: RRef, dref: DRef, error: LightstoreError) -> None:
+        """A realization of the remote did not verify; its siblings were still taken."""
+        shown = redact_url(url)
+        if url in self.warned_left_out:
+            log.debug("substitute %s from %s left out for %s: %s", rref, shown, dref, error)
+            return
+        self.warned_left_out.add(url)
+        log.warning(
+            "substitute %s from %s left out for %s (others that do not verify during this "
+            "realize are logged at debug level): %s",
+            rref,
+            shown,
+            dref,
+            error,
+        )
+
+    def failed(self, url: str, dref: DRef, error: LightstoreError) -> None:
+        shown = redact_url(url)
+        if isinstance(error, RemoteError):
+            self.unreachable.add(url)
+        if url in self.warned:
+            log.debug("substituter %s skipped for %s: %s", shown, dref, error)
+            return
+        self.warned.add(url)
+        later = (
+            "not asked again during this realize"
+            if url in self.unreachable
+            else "later failures of this remote during this realize are logged at debug level"
+        )
+        log.warning("substituter %s skipped for %s (%s): %s", shown, dref, later, error)
+
+
 def substitute(
     store: Store,
     dref: DRef,
@@ -53,78 +104,138 @@ def substitute(
     urls: Sequence[str],
     *,
     storage_options: Mapping[str, Any] | None = None,
-    trusted_keys: Iterable[str] | None = None,
+    trusted_keys: Iterable[str] | TrustedKeys | None = None,
     held_lock: bool = False,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_members: int | None = DEFAULT_MAX_MEMBERS,
+    _failures: _Failures | None = None,
 ) -> list[RRef]:
-    """Pull every realization of `dref` in `context` that the remotes `urls` hold.
+    """Pull every realization of `dref` in `context` that the remotes `urls` hold and
+    that verifies.
 
     One listing of each remote's index for (derivation, context); the
-    dependencies named by the context are already local. Returns the RRefs
-    added. Remotes that fail (unreachable, or content that does not verify)
-    are skipped with a warning, logged without credentials. `held_lock`: the
-    caller holds the build lock of (dref, context).
+    dependencies named by the context are already local. `trusted_keys`: as
+    for `pull` (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's file).
+    Returns the RRefs added. A realization whose manifest or signature does
+    not verify is left out with a warning (its siblings are still taken);
+    remotes that fail (unreachable, a file that does not verify, or more than
+    `max_bytes` / `max_members`, as for `pull`) are skipped with a warning,
+    logged without credentials. `held_lock`: the caller holds the build lock
+    of (dref, context). Raises InvalidKeyError if a trusted key is malformed.
     """
+    trusted = trusted_keys_for(store.root, trusted_keys)
+    failures = _Failures() if _failures is None else _failures
     ctx = context_hash(context)
     held = [(str(dref), ctx)] if held_lock else []
     added: list[RRef] = []
     for url in urls:
+        if url in failures.unreachable:
+            continue
         try:
             remote = open_remote(url, storage_options)
             found = [x.rref for x in _derivation(remote, dref_folder(dref), ctx)]
             missing = sorted(set(found) - store.catalogue.known_rrefs(found))
             if missing:
-                added += pull(store, remote, missing, trusted_keys=trusted_keys, held_locks=held)
+                refused: dict[RRef, LightstoreError] = {}
+                added += pull(
+                    store,
+                    remote,
+                    missing,
+                    trusted_keys=trusted,
+                    held_locks=held,
+                    max_bytes=max_bytes,
+                    max_members=max_members,
+                    refused=refused,
+                )
+                for rref, error in sorted(refused.items()):
+                    failures.left_out(url, rref, dref, error)
         except LightstoreError as e:
-            log.warning("substituter skipped for %s: %s", dref, e)
+            failures.failed(url, dref, e)
     return added
 
 
-def make_substituter(
-    urls: Sequence[str],
-    *,
-    storage_options: Mapping[str, Any] | None = None,
-    trusted_keys: Iterable[str] | None = None,
-) -> Callable[[Store, Any], bool]:
-    """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`."""
-    keys = list(trusted_keys) if trusted_keys is not None else None
+class Substituter:
+    """The engine's substitute hook (`RealizeOptions.substitute`) for the remotes `urls`.
 
-    def hook(store: Store, task: Any) -> bool:
+    Make one per realize: a failing remote is warned about once in it. Trust
+    is the caller's: resolved (`trusted_keys_for` on the caller's store) on
+    first use in this process, or when the hook is pickled to travel to a
+    Dask worker, whichever comes first. A worker therefore trusts what the
+    caller trusts, never what its own environment says, and a cached realize
+    reads no key file.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        store_root: str,
+        trusted_keys: Iterable[str] | TrustedKeys | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.urls = list(urls)
+        self.store_root = store_root
+        given = trusted_keys
+        if given is not None and not isinstance(given, str | TrustedKeys):
+            given = list(given)  # a generator must survive until the first use
+        self.given = given
+        self.storage_options = storage_options
+        self.failures = _Failures()
+        self._trusted: TrustedKeys | None = None
+
+    def trusted(self) -> TrustedKeys:
+        """The resolved trust (resolved now if it was not yet)."""
+        if self._trusted is None:
+            self._trusted = trusted_keys_for(self.store_root, self.given)
+        return self._trusted
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.trusted()  # decided here, in the caller, before travelling
+        return dict(self.__dict__)
+
+    def __call__(self, store: Store, task: Any) -> bool:
         return bool(
             substitute(
                 store,
                 task.dref,
                 task.context,
-                urls,
-                storage_options=storage_options,
-                trusted_keys=keys,
+                self.urls,
+                storage_options=self.storage_options,
+                trusted_keys=self.trusted(),
                 held_lock=True,
+                _failures=self.failures,
             )
         )
 
-    return hook
-
 
 def remote_hooks(
+    store: Store,
     substituters: Iterable[str] | str | None,
     push_to: str | None,
     trusted_keys: Iterable[str] | None,
     storage_options: Mapping[str, Any] | None,
+    signing_key: Any = None,
 ) -> tuple[Callable[[Store, Any], bool] | None, Callable[[Store, list[RRef]], Any] | None]:
-    """The substitute hook and the push step a realize uses (None for each that is off)."""
+    """The substitute hook and the push step a realize into `store` uses (None for each
+    that is off). Trust (`trusted_keys_for`) is resolved once in this process (see
+    `Substituter`), the signing key (`signing_key_for`) here; raises InvalidKeyError
+    for a bad signing key before anything is built."""
     urls = default_substituters(substituters)
-    hook = (
-        make_substituter(urls, storage_options=storage_options, trusted_keys=trusted_keys)
-        if urls
-        else None
-    )
+    hook = Substituter(urls, store.root, trusted_keys, storage_options) if urls else None
     target = default_push_to(push_to)
     if target is None:
         return hook, None
+    key = signing_key_for(signing_key)
 
     def push_chosen(store: Store, rrefs: list[RRef]) -> Any:
         """Upload what a realize chose (`push_to=`); raises like `push` (the builds stay)."""
         if rrefs:
-            return push(store, target, sorted(set(rrefs)), storage_options=storage_options)
+            return push(
+                store,
+                target,
+                sorted(set(rrefs)),
+                storage_options=storage_options,
+                signing_key=key or False,
+            )
         return None
 
     return hook, push_chosen
