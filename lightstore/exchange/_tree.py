@@ -13,7 +13,16 @@ from lightstore import files
 from lightstore.errors import ArchiveError
 from lightstore.files import COPY_CHUNK, Entry
 
-__all__ = ["COPY_CHUNK", "Entry", "check_links", "copy_tree", "inside", "walk_tree"]
+__all__ = [
+    "COPY_CHUNK",
+    "Entry",
+    "check_links",
+    "check_utf8_name",
+    "copy_tree",
+    "inside",
+    "link_leaves",
+    "walk_tree",
+]
 
 
 def _special(entry: Entry) -> ArchiveError:
