@@ -51,11 +51,42 @@ from typing import Any
 
 
 class LightstoreError(Exception):
-    """Base class of every error lightstore raises on purpose."""
+    """Base class of every error lightstore raises on purpose.
+
+    Every one survives `pickle` (process pools, Dask) with its message and
+    attributes; an attribute that cannot be pickled (say, a realizer's own
+    exception holding a socket) travels as text.
+    """
 
     def __str__(self) -> str:
         # KeyError.__str__ would quote the message; keep it readable.
         return str(self.args[0]) if self.args else self.__class__.__name__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default, ``cls(*self.args)``, fails for the subclasses whose
+        # constructors take more than the message: rebuild without __init__.
+        return _rebuild, (type(self), self.args, _picklable(self.__dict__))
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def _picklable(state: dict[str, Any]) -> dict[str, Any]:
+    import pickle
+
+    kept: dict[str, Any] = {}
+    for name, value in state.items():
+        try:
+            pickle.dumps(value)
+        except Exception:  # any failure of a foreign object's own pickling
+            text = f"{type(value).__name__}: {value}"
+            value = Exception(text) if isinstance(value, BaseException) else text
+        kept[name] = value
+    return kept
 
 
 class InvalidConfigError(LightstoreError, ValueError, AssertionError):

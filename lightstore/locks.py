@@ -122,14 +122,18 @@ class KeyedLocks:
     and `Store` instances of one process exclude each other too, and the
     kernel's per-process deadlock detection (which misfires when several
     threads of two processes wait on each other's keys) does not apply.
-    Where OFD locks are missing, classic record locks are used, with a
-    per-key thread lock and polling instead of EDEADLK.
+    Where OFD locks are missing (macOS, old kernels) or ``$LIGHTSTORE_LOCKS``
+    is ``posix``, classic record locks are used, with a per-key thread lock
+    and polling instead of EDEADLK.
     """
+
+    # The fallback's per-key thread locks, shared by every instance on one file (as the
+    # process's record locks are): (path, pid, key) -> (lock, users).
+    _threads: ClassVar[dict[tuple[str, int, int], tuple[threading.Lock, int]]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._guard = threading.Lock()
-        self._threads: dict[int, tuple[threading.Lock, int]] = {}
 
     @staticmethod
     def key(*parts: str) -> int:
@@ -156,11 +160,12 @@ class KeyedLocks:
     def try_hold(self, key: int) -> Iterator[bool]:
         """Hold the lock of `key` if it is free: yields True if held, False (holding nothing) if not."""
         if not _HAVE_OFD:
+            slot = (self.path, os.getpid(), key)
             with self._guard:
-                tlock, users = self._threads.get(key, (threading.Lock(), 0))
+                tlock, users = self._threads.get(slot, (threading.Lock(), 0))
                 got = tlock.acquire(blocking=False)
                 if got:
-                    self._threads[key] = (tlock, users + 1)
+                    self._threads[slot] = (tlock, users + 1)
             if not got:
                 yield False
                 return
@@ -176,11 +181,11 @@ class KeyedLocks:
             finally:
                 tlock.release()
                 with self._guard:
-                    tlock, users = self._threads[key]
+                    tlock, users = self._threads[slot]
                     if users == 1:
-                        del self._threads[key]
+                        del self._threads[slot]
                     else:
-                        self._threads[key] = (tlock, users - 1)
+                        self._threads[slot] = (tlock, users - 1)
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -190,9 +195,10 @@ class KeyedLocks:
 
     @contextmanager
     def _thread_lock(self, key: int, timeout: float | None) -> Iterator[None]:
+        slot = (self.path, os.getpid(), key)
         with self._guard:
-            tlock, users = self._threads.get(key, (threading.Lock(), 0))
-            self._threads[key] = (tlock, users + 1)
+            tlock, users = self._threads.get(slot, (threading.Lock(), 0))
+            self._threads[slot] = (tlock, users + 1)
         try:
             if not tlock.acquire(timeout=-1 if timeout is None else timeout):
                 raise LockTimeout(
@@ -204,14 +210,19 @@ class KeyedLocks:
                 tlock.release()
         finally:
             with self._guard:
-                tlock, users = self._threads[key]
+                tlock, users = self._threads[slot]
                 if users == 1:
-                    del self._threads[key]
+                    del self._threads[slot]
                 else:
-                    self._threads[key] = (tlock, users - 1)
+                    self._threads[slot] = (tlock, users - 1)
 
 
-_HAVE_OFD = hasattr(fcntl, "F_OFD_SETLKW")
+#: ``LIGHTSTORE_LOCKS=posix`` makes build locks use the fallback (classic record locks) even
+#: where OFD locks exist, so that the fallback is tested on Linux too; read once, at import.
+LOCKS_VARIABLE = "LIGHTSTORE_LOCKS"
+_HAVE_OFD = (
+    hasattr(fcntl, "F_OFD_SETLKW") and os.environ.get(LOCKS_VARIABLE, "").strip().lower() != "posix"
+)
 
 
 def _flock_struct(kind: int, key: int) -> bytes:

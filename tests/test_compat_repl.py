@@ -230,6 +230,46 @@ def test_process_killed_while_paused(S):
     assert report.ok, report.problems
 
 
+def test_continue_with_no_output_is_refused_and_the_session_stays_paused(S):
+    r = ls.Registry(S)
+    _, n2 = _pair(r)
+    rh = ls.repl_realize(ls.instantiate(n2, r=r), force_interrupt=True)
+    for empty in ({"out_paths": []}, {"out_rrefs": []}):
+        with pytest.raises(ls.UsageError, match="no output"):
+            ls.repl_continue(rh=rh, **empty)
+        assert rh.gen is not None and rh.dref == n2
+    assert ls.drefrrefs(n2, S) == []
+    assert "succeeded" not in {s for d, s, _, _ in _builds(S) if d == n2}
+    rref = ls.repl_continue1(rh=rh)  # still paused: run the realizer
+    assert rref is not None and ls.rref2dref(rref) == n2
+
+
+def test_realizeSeq_refuses_an_empty_reply_and_records_no_success(S):
+    r = ls.Registry(S)
+    _, n2 = _pair(r)
+    _, clo = ls.instantiate(n2, r=r)
+    gen = ls.realizeSeq(clo, force_interrupt=[n2])
+    next(gen)
+    with pytest.raises(ls.UsageError, match="no output"):
+        gen.send(([], False))
+    assert [s for d, s, _, _ in _builds(S) if d == n2] == ["interrupted"]
+    assert ls.drefrrefs(n2, S) == []
+
+
+def test_published_folders_go_through_the_matcher(S):
+    """A matcher that wants two realizations is not satisfied by one folder published by hand."""
+    r = ls.Registry(S)
+
+    def make(b):
+        pass
+
+    two = ls.mkdrv(ls.mkconfig({"name": "two"}), ls.match_some(2), ls.build_wrapper(make), r)
+    rh = ls.repl_realize(ls.instantiate(two, r=r), force_interrupt=True)
+    b = ls.repl_build(rh)
+    with pytest.raises(ls.MatcherError, match="unsatisfied"):
+        ls.repl_continueBuild(b, rh)
+
+
 def test_repl_errors(S):
     r = ls.Registry(S)
     _, n2 = _pair(r)

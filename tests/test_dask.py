@@ -11,6 +11,7 @@ import builtins
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -404,3 +405,93 @@ def test_separate_roots_sign_with_the_callers_key(client, tmp_path, monkeypatch)
     reader = Store.open(str(tmp_path / "reader"), create=True)
     everything = [x.rref for x in list_remote(url)]
     assert len(reader.pull(url, everything, trusted_keys=[key.public])) == 7
+
+
+def test_an_unpicklable_realizer_is_named_with_its_derivation(client, S, store):
+    """Dask's own error ("Could not serialize object of type LLGExpr") says neither."""
+    lock = threading.Lock()
+
+    def real(b):
+        with lock, open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("x")
+
+    def stage(r):
+        cfg = {"name": "holds-a-lock", "out": [selfref, "out.txt"]}
+        return mkdrv(cfg, match_only(), build_wrapper(real), r)
+
+    closure = instantiate(stage, r=Registry(S))
+    with pytest.raises(UsageError) as raised:
+        realize1(closure, client=client)
+    message = str(raised.value)
+    assert closure[0] in message and "realizer" in message and "_thread.lock" in message
+    assert builds(store) == [] and store.verify().ok
+
+
+SCRIPT = """
+import os, sys
+from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, mkSS
+from lightstore import realize1, selfref
+
+def stage(r):
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("x")
+    return mkdrv({"name": "scripted", "out": [selfref, "out.txt"]}, match_only(),
+                 build_wrapper(real), r)
+
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # No guard at all: refused before any worker starts.
+        ("print(realize1(instantiate(stage, S=mkSS(sys.argv[1])), jobs=2))\n", "no `if __name__"),
+        # A guard, but the realize outside it: the workers fail to start, the error says why.
+        (
+            "print(realize1(instantiate(stage, S=mkSS(sys.argv[1])), jobs=2))\n"
+            "if __name__ == '__main__':\n    pass\n",
+            "did not start",
+        ),
+        ("if __name__ == '__main__':\n"
+         "    print(realize1(instantiate(stage, S=mkSS(sys.argv[1])), jobs=2))\n", None),
+    ],
+    ids=["no-guard", "realize-outside-the-guard", "guarded"],
+)  # fmt: skip
+def test_a_script_using_jobs_needs_the_main_guard(tmp_path, body, expected):
+    """A real script run as a subprocess: without `if __name__ == "__main__":` its workers
+    would import it and start clusters of their own (Dask: "Nanny failed to start", or a hang)."""
+    from lightstore import fsinit, mkSS
+
+    root = str(tmp_path / "store")
+    fsinit(mkSS(root))
+    script = tmp_path / "pipeline.py"
+    script.write_text(SCRIPT + body)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    # Its own process group, so that a hang is reaped with every worker it started.
+    proc = subprocess.Popen(
+        [sys.executable, str(script), root],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    if expected is None:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().startswith("rref:")
+        return
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("lightstore.errors.UsageError") and expected in last, done.stderr
+    assert 'under `if __name__ == "__main__":`' in last and "README" in last
+    assert Store.open(root).catalogue.query("SELECT count(*) FROM builds") == [(0,)]

@@ -22,11 +22,15 @@ import pytest
 
 pytest.importorskip("datasette")
 
+from hypothesis import given
+from hypothesis import strategies as st
 from test_cli import run
 from ui_store import FAILURE, make_store
 
-from lightstore.ui import exposure_warning, is_loopback
-from lightstore.ui.data import flatten, lineage
+from lightstore import fsinit, match_only, mkSS
+from lightstore.ui import exposure_warning, is_loopback, loopback_literal
+from lightstore.ui.data import chart_points, flatten, lineage
+from lightstore.ui.svg import scatter_svg
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -37,10 +41,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 class Server:
     """`python -m lightstore ui --port 0` as a child process; its URL is read from its first line."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *options: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lightstore", "--root", root, "ui", "--port", "0"],
+            [sys.executable, "-m", "lightstore", "--root", root, "ui", "--port", "0", *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -67,16 +71,19 @@ class Server:
         finally:
             conn.close()
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop the server; return what it wrote on stderr."""
         self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        errors = self.proc.stderr.read() if self.proc.stderr else ""
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
+        return errors
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +145,82 @@ def test_stage_page_has_config_and_metric_columns_facets_and_chart(server, sweep
     status, _, body = server.get(url_of(sweep["collected"]))
     assert status == 404 and b"removed from the store" in body
     assert server.get("/stage/no-such-stage")[0] == 404
+
+
+def _realize_runs(root: str, name: str, runs: list[tuple[dict, dict]], files: int = 1) -> list[str]:
+    """Realize one run of stage `name` per (config fields, metrics), each with `files` files."""
+    from lightstore import build_metrics, build_outpath, build_wrapper, instantiate, mkdrv, realize1
+
+    def stage(fields, metrics):
+        def real(b):
+            for i in range(files):
+                with open(os.path.join(build_outpath(b), f"f{i:05d}.bin"), "w") as f:
+                    f.write(str(i))
+            build_metrics(b, metrics)
+
+        return lambda r: mkdrv({"name": name, **fields}, match_only(), build_wrapper(real), r)
+
+    S = mkSS(root)
+    return [realize1(instantiate(stage(f, m), S=S)) for f, m in runs]
+
+
+EXTREMES = [
+    ({"n": 10**400, "lr": 0.1}, {"loss": 1.0, "acc": 1e308}),
+    ({"n": -(10**400), "lr": 1e-300}, {"loss": 1e308, "acc": -1e308}),
+    ({"n": 3, "lr": 1e300}, {"loss": -1e308, "acc": 5e-324}),
+    ({"n": 2**63, "lr": 5e-324}, {"loss": 1.7976931348623157e308, "acc": 0}),
+]
+
+
+def test_stage_page_shows_numbers_too_big_for_a_float(tmp_path):
+    """Configs take integers of any size, metrics any finite float: the runs table always shows
+    (the chart leaves out what it cannot place)."""
+    root = str(tmp_path / "store")
+    fsinit(mkSS(root))
+    rrefs = _realize_runs(root, "extreme", EXTREMES)
+    srv = Server(root)
+    try:
+        pages = [
+            f"/stage/extreme?x={x}&y={y}" + (f"&sort={sort}" if sort else "")
+            for x in ("n", "lr")
+            for y in ("loss", "acc")
+            for sort in ("", "config:n", "metric:loss", "metric:acc&desc=1")
+        ]
+        for path in pages:
+            status, _, body = srv.get(path)
+            text = body.decode()
+            assert status == 200, (path, text[-2000:])
+            assert text.count('class="run-link"') == len(rrefs), path
+            assert str(10**400) in text and "1e+308" in text
+        for rref in rrefs:
+            assert srv.get(url_of(rref))[0] == 200
+    finally:
+        srv.stop()
+
+
+finite_or_not = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.sampled_from([1e308, -1e308, 1.7976931348623157e308, 5e-324, -5e-324, 0.0, 10**309]),
+)
+
+
+@given(st.lists(st.tuples(finite_or_not, finite_or_not), min_size=1, max_size=8))
+def test_any_numbers_make_a_chart_with_finite_coordinates(values):
+    import math
+    import re
+
+    runs = [
+        {"config": {"x": x}, "metrics": {"y": y}, "rref": f"rref:{i}"}
+        for i, (x, y) in enumerate(values)
+    ]
+    points = chart_points(runs, "x", "y")
+    assert all(math.isfinite(a) and math.isfinite(b) for a, b, _ in points)
+    chart = scatter_svg(points, "x", "y", lambda r: "/run/" + r)
+    coordinates = [float(v) for v in re.findall(r'(?:cx|cy|x1|x2|y1|y2)="([^"]+)"', chart)]
+    assert all(math.isfinite(c) and -1 <= c <= 641 for c in coordinates)
+    assert chart.count('class="point"') == len(points)
+    assert "inf" not in chart and "nan" not in chart
 
 
 def _cells(html: str, css: str) -> list[str]:
@@ -260,7 +343,98 @@ def test_only_loopback_host_names_are_answered(server):
         assert server.get("/", host=host)[0] == 200
 
 
+def _in_process(root: str):
+    """A Datasette made by `make_datasette`, answering through its own ASGI client."""
+    from lightstore.ui import make_datasette
+
+    return make_datasette(root)
+
+
+def test_run_page_lists_the_first_files_and_says_how_many_more(tmp_path, monkeypatch):
+    import asyncio
+
+    from lightstore.ui import data as ui_data
+
+    root = str(tmp_path / "store")
+    fsinit(mkSS(root))
+    (rref,) = _realize_runs(root, "many", [({}, {})], files=30)
+    monkeypatch.setattr(ui_data, "MAX_FILES", 10)
+    entries, more = ui_data.listing(os.path.join(root, "objects"), 10)
+    assert len(entries) == 10 and more
+    ds = _in_process(root)
+
+    async def fetch() -> str:
+        await ds.invoke_startup()
+        page = await ds.client.get(url_of(rref))
+        assert page.status_code == 200
+        return page.text
+
+    text = asyncio.run(fetch())
+    assert text.count('href="/artifact/') == 10
+    assert "f00009.bin" in text and "f00010.bin" not in text
+    assert "20 more files not shown" in text
+
+
+def test_a_large_run_page_does_not_hold_up_other_pages(tmp_path, monkeypatch):
+    """While a run page walks its files (held here until the other pages have answered),
+    the server answers other pages: the walk runs in a thread, not on the event loop."""
+    import asyncio
+
+    from lightstore.ui import data as ui_data
+
+    root = str(tmp_path / "store")
+    fsinit(mkSS(root))
+    (rref,) = _realize_runs(root, "big", [({"k": 1}, {"loss": 0.5})], files=3)
+    entered, release = threading.Event(), threading.Event()
+    real_listing = ui_data.listing
+
+    def held_listing(folder: str, limit: int):
+        entered.set()
+        release.wait(60)  # stands for the walk of a folder of a million files
+        return real_listing(folder, limit)
+
+    monkeypatch.setattr(ui_data, "listing", held_listing)
+    # Only if the walk blocked the event loop: let it go on, so the test fails instead of hanging.
+    safety = threading.Timer(15, release.set)
+    safety.start()
+    ds = _in_process(root)
+
+    async def scenario():
+        await ds.invoke_startup()
+        run_page = asyncio.create_task(ds.client.get(url_of(rref)))
+        assert await asyncio.to_thread(entered.wait, 60)
+        others = [(await ds.client.get(p)).status_code for p in ("/", "/stage/big", "/disk")]
+        while_walking = not release.is_set()
+        release.set()
+        return (await run_page).status_code, others, while_walking
+
+    try:
+        run_status, others, while_walking = asyncio.run(scenario())
+    finally:
+        safety.cancel()
+    assert while_walking, "other pages waited for the run page's walk"
+    assert others == [200, 200, 200] and run_status == 200
+
+
 # -- the command ------------------------------------------------------------------------------------
+
+
+def test_loopback_is_decided_by_address_not_spelling():
+    for host in ("127.1", "127.0.0.2", "::1", "[::1]", "localhost", "0x7f.1", "::ffff:127.0.0.1"):
+        assert is_loopback(host) and loopback_literal(host), host
+    for host in ("0.0.0.0", "", "::", "[::]", "192.168.1.5", "10.0.0.1", "127.1 x", "evil.example"):
+        assert not is_loopback(host) and not loopback_literal(host), host
+
+
+def test_a_loopback_address_in_another_spelling_is_served_locally(sweep):
+    """`--host 127.1` is loopback: no exposure warning, and the Host check stays on."""
+    srv = Server(sweep["root"], "--host", "127.1")
+    try:
+        assert srv.get("/", host="evil.example")[0] == 421
+        assert srv.get("/", host=f"127.0.0.1:{srv.port}")[0] == 200
+    finally:
+        errors = srv.stop()
+    assert "warning" not in errors, errors
 
 
 def test_loopback_is_the_default_and_elsewhere_is_warned_about(tmp_path):

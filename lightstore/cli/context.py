@@ -62,6 +62,9 @@ class CliError(click.ClickException):
         super().__init__(message)
         self.exit_code = exit_code  # type: ignore[misc]  # a class default in click
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message, self.exit_code)
+
 
 def exit_code_for(error: LightstoreError) -> int:
     """The exit status for a library error."""

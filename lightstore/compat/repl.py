@@ -56,6 +56,10 @@ RealizeSeqGen = Generator[
 
 ERR_INVALID_RH = "no REPL session: pass rh= or start one with repl_realize()"
 ERR_INACTIVE_RH = "the REPL session is not paused (it finished or was cancelled)"
+NO_OUTPUT = (
+    "no output for {dref}: give repl_continue at least one output folder (out_paths) or "
+    "realization (out_rrefs), or neither to run its realizer; the session stays paused"
+)
 
 #: The session `repl_realize` started last in this process (Pylightnix's global helper).
 PYLIGHTNIX_REPL_HELPER: ReplHelper | None = None
@@ -112,15 +116,18 @@ def _pause(
                 store.catalogue.finish_build(build_id, "interrupted", "cancelled in the REPL")
                 closed = True
                 return None
+            if rrefs is not None and not rrefs:
+                raise UsageError(NO_OUTPUT.format(dref=drv.dref))
             if isinstance(rrefs, _Paths):
                 closed = True  # publishing closes the build record, or marks it failed
                 try:
-                    return store.publish(
+                    store.publish(
                         drv.dref, task.context, list(rrefs), drv.promises, build_id, started
                     )
                 except BaseException as e:
                     store.catalogue.finish_build(build_id, "failed", f"{type(e).__name__}: {e}")
                     raise
+                return _matched(store, drv, task.context_hash)
             if rrefs is not None:
                 given = [parse_rref(r) for r in rrefs]
                 known = store.catalogue.known_rrefs(given)
@@ -134,14 +141,7 @@ def _pause(
                 return given
             closed = True
             _engine.run_build(store, drv, task.context, task.context_hash, options, build_id)
-            available = store.catalogue.realizations(drv.dref, task.context_hash)
-            matched = drv.matcher(store.settings, available)
-            if matched is None:
-                raise MatcherError(
-                    f"the matcher of {drv.dref} is still unsatisfied after its realizer ran",
-                    drv.dref,
-                )
-            return _engine.check_matched(drv, matched, available)
+            return _matched(store, drv, task.context_hash)
         finally:
             with _paused_lock:
                 _paused.pop((store.root, key), None)
@@ -149,6 +149,17 @@ def _pause(
                 store.catalogue.finish_build(
                     build_id, "interrupted", "REPL session abandoned while paused"
                 )
+
+
+def _matched(store: Store, drv: Derivation, ctx_hash: str) -> list[RRef]:
+    """What the matcher chooses once a build has published; MatcherError if it is unsatisfied."""
+    available = store.catalogue.realizations(drv.dref, ctx_hash)
+    matched = drv.matcher(store.settings, available)
+    if matched is None:
+        raise MatcherError(
+            f"the matcher of {drv.dref} is still unsatisfied after its build", drv.dref
+        )
+    return _engine.check_matched(drv, matched, available)
 
 
 def realizeSeq(
@@ -278,8 +289,9 @@ def repl_continue(
     realizations, or use `out_rrefs`, or (neither) run its realizer.
 
     Returns ``(stage result, context so far)``. Raises UsageError if the
-    session is not paused or both are given, PromiseError (the session stays
-    paused) if a folder lacks a promised path.
+    session is not paused, both are given or one is empty (the session stays
+    paused), PromiseError (the session stays paused) if a folder lacks a
+    promised path, MatcherError if the matcher rejects what was published.
     """
     rh = _helper(rh)
     if rh.gen is None or rh.dref is None:
@@ -289,9 +301,13 @@ def repl_continue(
     reply: tuple[Any, bool]
     if out_paths is not None:
         paths = list(out_paths.val if isinstance(out_paths, Output) else out_paths)
+        if not paths:
+            raise UsageError(NO_OUTPUT.format(dref=rh.dref))
         output_validate(rh.dref, Output(paths), rh.S)
         reply = (_Paths(paths), False)
     elif out_rrefs is not None:
+        if not out_rrefs:
+            raise UsageError(NO_OUTPUT.format(dref=rh.dref))
         reply = ([parse_rref(r) for r in out_rrefs], False)
     else:
         reply = (None, False)

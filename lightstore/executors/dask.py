@@ -65,6 +65,72 @@ def distributed_module() -> Any:
     return distributed
 
 
+MAIN_GUARD = (
+    "the worker processes of jobs= import the main script again, so the code that realizes "
+    'must run under `if __name__ == "__main__":` (see the README, "Running on many cores")'
+)
+
+
+def _local_cluster(distributed: Any, jobs: int | None) -> Any:
+    """A LocalCluster of `jobs` worker processes; UsageError if they cannot start."""
+    if _importing_main():
+        raise UsageError(
+            f"realize(..., jobs=N) ran while a worker imported {_main()}: {MAIN_GUARD}"
+        )
+    unguarded = _unguarded_main()
+    if unguarded is not None:
+        raise UsageError(f'{unguarded} has no `if __name__ == "__main__":` block; {MAIN_GUARD}')
+    try:
+        return distributed.LocalCluster(
+            n_workers=jobs,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.WARNING,
+        )
+    except Exception as e:  # Dask's own errors are plain RuntimeError, OSError, ...
+        raise UsageError(
+            f"the local Dask cluster of jobs={jobs} did not start ({type(e).__name__}: {e}); "
+            f"if the workers' errors above come from importing {_main()}: {MAIN_GUARD}"
+        ) from e
+
+
+def _main() -> str:
+    return str(getattr(sys.modules.get("__main__"), "__file__", None) or "the main module")
+
+
+def _importing_main() -> bool:
+    """Whether this process is a spawned child still importing its parent's main module
+    (the flag that Python's own check, `multiprocessing.spawn._check_not_importing_main`, reads)."""
+    import multiprocessing
+
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _unguarded_main() -> str | None:
+    """The main script's path if worker processes would re-run it: it has no
+    ``if __name__ == "__main__":`` block and workers are not forked."""
+    import ast
+
+    import dask
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or dask.config.get("distributed.worker.multiprocessing-method", "spawn") == "fork":
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If):
+            test = ast.unparse(node.test)
+            if "__name__" in test and "__main__" in test:
+                return None
+    return str(path)
+
+
 def _worker_name() -> str:
     try:
         from distributed import get_worker
@@ -184,14 +250,7 @@ def run_dask(
     owned: list[Any] = []
     try:
         if client is None:
-            cluster = distributed.LocalCluster(
-                n_workers=jobs,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                silence_logs=logging.WARNING,
-            )
+            cluster = _local_cluster(distributed, jobs)
             owned.append(cluster)
             client = distributed.Client(cluster)
             owned.insert(0, client)
@@ -236,15 +295,21 @@ def _drive(
             # Only this task's realize argument travels, not everyone's.
             args = {task.dref: task.args} if task.args is not None else {}
             opts = RealizeOptions(realize_args=args, substitute=options.substitute)
-            future = client.submit(
-                build_on_worker,
-                root,
-                task,
-                opts,
-                where,
-                pure=False,
-                key=f"lightstore-{task.dref.removeprefix('dref:')}-{os.urandom(4).hex()}",
-            )
+            try:
+                future = client.submit(
+                    build_on_worker,
+                    root,
+                    task,
+                    opts,
+                    where,
+                    pure=False,
+                    key=f"lightstore-{task.dref.removeprefix('dref:')}-{os.urandom(4).hex()}",
+                )
+            except Exception as e:  # Dask serializes here: TypeError, PicklingError, ...
+                problem = _not_shippable(task, opts)
+                if problem is None:
+                    raise
+                raise problem from e
             pending[future] = task
             queue.add(future)
 
@@ -277,6 +342,31 @@ def _drive(
         for future in pending:
             future.cancel()
         progress.close()
+
+
+def _not_shippable(task: BuildTask, options: RealizeOptions) -> UsageError | None:
+    """A UsageError naming the part of `task` that cannot be pickled; None if all can."""
+    import cloudpickle
+
+    drv = task.derivation
+    parts = {
+        "realizer": drv.realizer,
+        "matcher": drv.matcher,
+        "config": drv.config,
+        "realize argument": task.args,
+        "substitute= function": options.substitute,
+    }
+    for what, value in parts.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as e:  # whatever the object's own pickling raises
+            return UsageError(
+                f"cannot ship the build of {drv.dref} to the Dask cluster: its {what} cannot be "
+                f"pickled ({type(e).__name__}: {e}). Everything a realizer uses travels to the "
+                "worker processes with cloudpickle: create locks, open files, connections and "
+                "sockets inside the realizer, or realize without client=/jobs="
+            )
+    return None
 
 
 class _Progress:

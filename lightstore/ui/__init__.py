@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import sys
 import threading
@@ -74,14 +75,42 @@ def make_datasette(root: str) -> Any:
     return ds
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` is only reachable from this machine."""
-    if host == "localhost":
+def loopback_literal(host: str) -> bool:
+    """Whether `host` is ``localhost`` or an address, in any spelling, of the loopback network
+    (``127.1``, ``127.0.0.2``, ``::1``, ``[::1]``, ``::ffff:127.0.0.1``). Names are not resolved."""
+    name = host.strip()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name.lower().rstrip(".") == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(name)
     except ValueError:
+        if not re.fullmatch(r"[0-9A-Fa-fXx.]+", name):  # inet_aton ignores trailing junk
+            return False
+        try:  # the short and old forms the C library accepts: 127.1, 0x7f.1, 2130706433
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, UnicodeError, ValueError):
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def is_loopback(host: str) -> bool:
+    """Whether serving on `host` is reachable only from this machine: it is a loopback
+    address in any spelling, or a name every address of which is loopback."""
+    if loopback_literal(host):
+        return True
+    name = host.strip().strip("[]")
+    if not name:
+        return False  # every interface
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
         return False
+    addresses = [str(info[4][0]).split("%")[0] for info in infos]
+    return bool(addresses) and all(loopback_literal(a) for a in addresses)
 
 
 def exposure_warning(host: str, root: str) -> str:
@@ -133,7 +162,8 @@ def _loopback_host_header(scope: Any) -> bool:
     name = value.rsplit(":", 1)[0] if not value.endswith("]") else value
     if value.startswith("["):
         name = value[1 : value.index("]")] if "]" in value else value
-    return is_loopback(name)
+    # Never resolved: a rebound name resolves to 127.0.0.1 by design.
+    return loopback_literal(name)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -169,7 +199,8 @@ def serve(
     ds = make_datasette(root)
     import uvicorn
 
-    if not is_loopback(host):
+    local = is_loopback(host)
+    if not local:
         print(exposure_warning(host, root), file=sys.stderr, flush=True)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
@@ -180,7 +211,7 @@ def serve(
     if open_browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()
     app = ds.app()
-    if is_loopback(host):
+    if local:
         app = LoopbackHostsOnly(app)
     config = uvicorn.Config(app, log_level="warning", lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])

@@ -9,14 +9,16 @@ only renders them. Runs are read from the `runs` view, so whatever the
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lightstore.errors import InvalidReferenceError, UnknownReferenceError
-from lightstore.query.describe import describe, files
+from lightstore.hashing import CONTEXT_FILE
+from lightstore.query.describe import describe
 from lightstore.query.graph import closure_edges
 from lightstore.refs import RRef, isdref, isrref, parse_rref, rref2dref
 from lightstore.store import Store
@@ -213,14 +215,28 @@ def stage_table(
 def chart_points(
     runs: Iterable[Mapping[str, Any]], x: str, y: str
 ) -> list[tuple[float, float, str]]:
-    """(config field `x`, metric `y`, rref) of the runs where both are numbers."""
+    """(config field `x`, metric `y`, rref) of the runs where both are finite floats.
+
+    Integers too large for a float (configs take integers of any size) and
+    non-finite values are left out of the chart; the table still shows them.
+    """
     points = []
     for run in runs:
-        xv, yv = run["config"].get(x), run["metrics"].get(y)
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (xv, yv))
-        if numeric:
-            points.append((float(xv), float(yv), run["rref"]))
+        xv, yv = finite_float(run["config"].get(x)), finite_float(run["metrics"].get(y))
+        if xv is not None and yv is not None:
+            points.append((xv, yv, run["rref"]))
     return points
+
+
+def finite_float(value: Any) -> float | None:
+    """`value` as a finite float, or None if it is not a number or has no finite float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return None
+    return number if math.isfinite(number) else None
 
 
 # -- a run -----------------------------------------------------------------------------------
@@ -247,10 +263,10 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
     info = describe(store, rref)
     folder = store.rref_path(rref)
     try:
-        listed = files(folder)
+        listed = listing(folder, MAX_FILES)
     except OSError:  # removed meanwhile (a gc beside), or unreadable
         listed = None
-    entries = (listed or [])[:MAX_FILES]
+    entries, more = listed or ([], False)
     images: list[str] = []
     texts: list[dict[str, str]] = []
     for entry in entries:
@@ -270,8 +286,13 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
         "WHERE dref = ? AND status IN ('failed', 'interrupted') ORDER BY started DESC LIMIT 50",
         (dref,),
     )
+    shown = sum(e["type"] != "dir" for e in entries)
+    count = info.get("file_count")
     info.update(
         files=None if listed is None else entries,
+        files_truncated=more,
+        # Files and links past the listing (the catalogue counts them: no walk needed).
+        files_more=max(count - shown, 1) if more and isinstance(count, int) else 0,
         images=images,
         texts=texts,
         metrics=store.metrics(rref),
@@ -279,6 +300,48 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
         lineage=lineage(store, rref),
     )
     return info
+
+
+def listing(folder: str, limit: int) -> tuple[list[dict[str, Any]], bool] | None:
+    """The first `limit` entries below `folder` (path, type, size; a link's target), folders
+    before their contents and names sorted, and whether more follow; None if `folder` is missing.
+
+    The walk stops at the limit, so a realization of a million files costs no
+    more than one of `limit` (beyond listing the names of one folder).
+    The store's own `context.json` at the top is left out; unreadable folders are skipped.
+    """
+    if not os.path.isdir(folder):
+        return None
+    out: list[dict[str, Any]] = []
+    stack: list[tuple[Iterator[os.DirEntry[str]], str]] = [(_sorted_entries(folder), "")]
+    while stack:
+        entries, rel = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        path = rel + entry.name
+        if path == CONTEXT_FILE:
+            continue
+        if len(out) >= limit:
+            return out, True
+        if entry.is_symlink():
+            out.append({"path": path, "type": "link", "size": 0, "target": os.readlink(entry)})
+        elif entry.is_dir(follow_symlinks=False):
+            out.append({"path": path + "/", "type": "dir", "size": 0})
+            stack.append((_sorted_entries(entry.path), path + "/"))
+        else:
+            size = entry.stat(follow_symlinks=False).st_size
+            out.append({"path": path, "type": "file", "size": size})
+    return out, False
+
+
+def _sorted_entries(folder: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return iter(sorted(it, key=lambda e: e.name))
+    except OSError:
+        return iter(())
 
 
 def _small_text(path: str, suffix: str) -> str | None:

@@ -8,6 +8,7 @@ Imported only when Datasette is installed (`lightstore.ui.make_datasette`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 from typing import Any
@@ -98,7 +99,8 @@ def _not_found(message: str, status: int = 404) -> Response:
 
 
 async def home(datasette: Any, request: Any) -> Response:
-    return await _page(datasette, request, "home", {"stages": data.stages(store_of(datasette))})
+    rows = await asyncio.to_thread(data.stages, store_of(datasette))
+    return await _page(datasette, request, "home", {"stages": rows})
 
 
 async def stage(datasette: Any, request: Any) -> Response:
@@ -108,7 +110,10 @@ async def stage(datasette: Any, request: Any) -> Response:
     descending = args.get("desc") == "1"
     filters = {k[2:]: args.get(k) for k in args.keys() if k.startswith("f.")}  # noqa: SIM118
     everything = args.get("all") == "1"
-    table = data.stage_table(store_of(datasette), name, sort, descending, filters, everything)
+    store = store_of(datasette)
+    table = await asyncio.to_thread(
+        data.stage_table, store, name, sort, descending, filters, everything
+    )
     if not table["total"] and not table["failures"] and not table["collected"]:
         return _not_found(f"no stage named {name!r} has runs or failed builds in this store")
     numeric_configs = [
@@ -122,6 +127,7 @@ async def stage(datasette: Any, request: Any) -> Response:
     if x and y:
         points = data.chart_points(table["runs"], x, y)
         chart = svg.scatter_svg(points, x, y, run_url, width=560, height=300)
+    failures_list = await asyncio.to_thread(data.failed_builds, store, name, 20)
     state = {
         "sort": sort,
         "desc": "1" if descending else None,
@@ -154,7 +160,7 @@ async def stage(datasette: Any, request: Any) -> Response:
             "chart": chart,
             "link": link,
             "sort_link": sort_link,
-            "failures_list": data.failed_builds(store_of(datasette), name, limit=20),
+            "failures_list": failures_list,
         },
     )
 
@@ -162,7 +168,9 @@ async def stage(datasette: Any, request: Any) -> Response:
 async def run(datasette: Any, request: Any) -> Response:
     store = store_of(datasette)
     try:
-        info = data.run_details(store, unquote(request.url_vars["rref"]))
+        # Walking the files and reading the catalogue block: keep them off the event loop,
+        # which serves every other page meanwhile.
+        info = await asyncio.to_thread(data.run_details, store, unquote(request.url_vars["rref"]))
     except InvalidReferenceError as e:
         return _not_found(str(e), 400)
     except UnknownReferenceError as e:
@@ -175,7 +183,8 @@ async def artifact(datasette: Any, request: Any) -> Any:
     store = store_of(datasette)
     try:
         # Datasette routes on the raw path: the parts are still percent-encoded.
-        path = resolve_artifact(
+        path = await asyncio.to_thread(
+            resolve_artifact,
             store,
             unquote(request.url_vars["rref"]),
             unquote(request.url_vars["path"], errors="surrogateescape"),
@@ -190,16 +199,17 @@ async def artifact(datasette: Any, request: Any) -> Any:
 
 async def failures(datasette: Any, request: Any) -> Response:
     name = request.args.get("name") or None
-    rows = data.failed_builds(store_of(datasette), name)
+    rows = await asyncio.to_thread(data.failed_builds, store_of(datasette), name)
     return await _page(datasette, request, "failures", {"builds": rows, "name": name})
 
 
 async def pins(datasette: Any, request: Any) -> Response:
-    return await _page(datasette, request, "pins", data.pins(store_of(datasette)))
+    rows = await asyncio.to_thread(data.pins, store_of(datasette))
+    return await _page(datasette, request, "pins", rows)
 
 
 async def disk(datasette: Any, request: Any) -> Response:
-    rows = data.disk_use(store_of(datasette))
+    rows = await asyncio.to_thread(data.disk_use, store_of(datasette))
     total = sum(r["size"] for r in rows)
     return await _page(datasette, request, "disk", {"rows": rows, "total": total})
 

@@ -1,0 +1,178 @@
+"""Build locks (`KeyedLocks`) against threads and real processes, in both implementations:
+Linux's open-file-description locks, and the classic record-lock fallback used where those are
+missing (macOS, old kernels), forced here on Linux as ``LIGHTSTORE_LOCKS=posix`` forces it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from lightstore import locks
+from lightstore.errors import LockTimeout
+from lightstore.locks import LOCKS_VARIABLE, KeyedLocks
+
+HOLD = textwrap.dedent(
+    """
+    import sys
+    from lightstore.locks import KeyedLocks
+    with KeyedLocks(sys.argv[1]).hold(int(sys.argv[2])):
+        print("held", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+@pytest.fixture(params=["ofd", "posix"])
+def mode(request, monkeypatch) -> str:
+    """The lock implementation under test, in this process and in the children it starts."""
+    if request.param == "ofd":
+        if not hasattr(fcntl, "F_OFD_SETLKW"):
+            pytest.skip("this system has no open-file-description locks")
+        monkeypatch.setattr(locks, "_HAVE_OFD", True)
+    else:
+        monkeypatch.setattr(locks, "_HAVE_OFD", False)
+    return request.param
+
+
+def _env(mode: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != LOCKS_VARIABLE}
+    if mode == "posix":
+        env[LOCKS_VARIABLE] = "posix"
+    return {**env, "PYTHONPATH": os.getcwd()}
+
+
+@contextmanager
+def held_by_child(path: str, key: int, mode: str) -> Iterator[subprocess.Popen]:
+    """A child process that holds `key` until the block ends (or it is killed)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, path, str(key)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(mode),
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        if child.poll() is None and child.stdin is not None:
+            child.stdin.write("\n")
+            child.stdin.flush()
+        try:
+            child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def _free(path: str, key: int) -> bool:
+    with KeyedLocks(path).try_hold(key) as got:
+        return got
+
+
+def test_the_variable_forces_the_fallback():
+    code = "import lightstore.locks as l; print(l._HAVE_OFD)"
+    for value, expected in (("posix", "False"), ("", str(hasattr(fcntl, "F_OFD_SETLKW")))):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, LOCKS_VARIABLE: value, "PYTHONPATH": os.getcwd()},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert out.strip() == expected
+
+
+def test_a_key_held_by_another_process_excludes_until_released(tmp_path, mode):
+    path = str(tmp_path / "builds.lock")
+    key, other = KeyedLocks.key("a"), KeyedLocks.key("b")
+    with held_by_child(path, key, mode):
+        assert not _free(path, key)
+        with pytest.raises(LockTimeout), KeyedLocks(path).hold(key, timeout=0.3):
+            pass
+        assert _free(path, other), "distinct keys never contend"
+    assert _free(path, key)
+
+
+def test_a_killed_holder_releases_its_key(tmp_path, mode):
+    path = str(tmp_path / "builds.lock")
+    key = KeyedLocks.key("k")
+    with held_by_child(path, key, mode) as child:
+        waited: list[float] = []
+
+        def wait() -> None:
+            start = time.monotonic()
+            with KeyedLocks(path).hold(key, timeout=60):
+                waited.append(time.monotonic() - start)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.3)
+        assert not waited
+        child.send_signal(signal.SIGKILL)
+        waiter.join(60)
+    assert waited, "the waiter never got the key of a dead holder"
+
+
+def test_threads_and_instances_of_one_process_exclude_each_other(tmp_path, mode):
+    path = str(tmp_path / "builds.lock")
+    key = KeyedLocks.key("shared")
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def work(i: int) -> None:
+        lock = KeyedLocks(path) if i % 2 else shared  # as separate Store instances do
+        for _ in range(20):
+            with lock.hold(key, timeout=60):
+                with guard:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.001)
+                with guard:
+                    inside[0] -= 1
+
+    shared = KeyedLocks(path)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert most[0] == 1
+
+
+def test_releasing_one_key_keeps_the_others_held(tmp_path, mode):
+    """Record locks belong to the process: closing any descriptor of the file drops them
+    all. A key taken and released beside a held one must not free the held one."""
+    path = str(tmp_path / "builds.lock")
+    kept, passing = KeyedLocks.key("kept"), KeyedLocks.key("passing")
+    with KeyedLocks(path).hold(kept):
+        with KeyedLocks(path).hold(passing):
+            pass
+        with KeyedLocks(path).try_hold(passing) as got:
+            assert got
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from lightstore.locks import KeyedLocks\n"
+                "with KeyedLocks(sys.argv[1]).try_hold(int(sys.argv[2])) as got: print(got)",
+                path,
+                str(kept),
+            ],
+            env=_env(mode),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert probe.stdout.strip() == "False", "another process could take a held key"
