@@ -174,6 +174,8 @@ def obtain_checkout(args: argparse.Namespace) -> str:
 
 
 def describe(checkout: str) -> str:
+    if not os.path.exists(os.path.join(checkout, ".git")):
+        return "not a git checkout"
     try:
         return git("rev-parse", "--short", "HEAD", cwd=checkout, timeout=30)
     except (CannotRun, OSError, subprocess.TimeoutExpired):
@@ -359,6 +361,7 @@ def run_suite(
             "-o",
             f"timeout={args.timeout}",
             "-q",
+            "--continue-on-collection-errors",
             *args.pytest_args,
             "tests",
         ]
