@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -468,6 +469,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    # A terminated run still removes its temporary folders (the `finally`s run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     args = parse_args(argv)
     args.cache = os.path.abspath(args.cache)
     try:
