@@ -319,6 +319,14 @@ def test_show_json_of_a_realization(pipeline):
     )
 
 
+def test_show_no_files_lists_no_files(pipeline):
+    out = ok(pipeline.root, "show", pipeline.train[0.1], "--no-files")
+    assert out.splitlines()[0] == pipeline.train[0.1] and '"lr": 0.1' in out
+    assert "files: (" not in out and "logs/loss.txt" not in out
+    out = ok(pipeline.root, "show", "data", "--no-files")
+    assert "realizations: (1)" in out and pipeline.data in out
+
+
 def test_show_a_derivation_by_name_and_by_pin(pipeline):
     out = ok(pipeline.root, "show", "data")
     assert out.splitlines()[0] == pipeline.dref(pipeline.data)

@@ -326,7 +326,9 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
     lines += [f"  {d}" for d in info["deps"]]
     lines.append("used by:" if info["referrers"] else "used by: nothing")
     lines += [f"  {d}" for d in info["referrers"]]
-    if is_rref and "files" in info:
+    if is_rref:
+        if "files" not in info:  # --no-files
+            return lines
         files = info["files"]
         if files is None:
             lines.append("files: the folder is missing (run `lightstore verify`)")
