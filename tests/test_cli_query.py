@@ -13,9 +13,21 @@ from datetime import datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import LRS, Pipeline, build_pipeline, pipeline  # noqa: F401 - the fixture
+from test_cli import LRS, Pipeline, build_pipeline, ok, pipeline  # noqa: F401 - the fixture
 
-from lightstore import DRef, RRef, StoreNotFoundError, UnknownReferenceError
+from lightstore import (
+    DRef,
+    RRef,
+    StoreNotFoundError,
+    UnknownReferenceError,
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkdrv,
+    realize1,
+    selfref,
+)
 from lightstore.catalogue import NewDerivation, NewRealization
 from lightstore.errors import InvalidReferenceError
 from lightstore.query import (
@@ -157,6 +169,57 @@ def test_resolve_every_form(store, pipeline):  # noqa: F811
         resolve(store, "dref:" + "f" * 10)
     with pytest.raises(InvalidReferenceError):
         resolve(store, "!!")
+
+
+def _same_output(seed, r):
+    """A derivation whose output does not depend on its config: runs of two seeds share <R>."""
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("diverged\n")
+
+    return mkdrv(
+        {"name": "twin", "seed": seed, "out": [selfref, "out.txt"]},
+        match_only(),
+        build_wrapper(real),
+        r,
+    )
+
+
+def test_runs_with_identical_outputs_are_told_apart_by_their_derivation(store):
+    a, b = (realize1(instantiate(_same_output, seed, S=store.settings)) for seed in (1, 2))
+    rhash = a.split(":")[1].split("-")[0]
+    assert b.split(":")[1].startswith(rhash + "-") and a != b
+    for text in (rhash[:8], rhash, "rref:" + rhash):
+        with pytest.raises(AmbiguousReferenceError) as e:
+            resolve(store, text)
+        assert sorted(e.value.candidates) == sorted([a, b])
+        # The message lists each candidate in a short form that resolve accepts.
+        listed = [line.split()[0] for line in str(e.value).splitlines()[1:3]]
+        assert sorted(resolve(store, short) for short in listed) == sorted([a, b])
+        assert "a prefix of its derivation's hash" in str(e.value)
+    for rref in (a, b):
+        dhash = rref.split("-")[1]
+        for text in (
+            f"{rhash[:4]}-{dhash[:1]}" if a.split("-")[1][0] != b.split("-")[1][0] else None,
+            f"{rhash[:8]}-{dhash[:8]}",
+            f"{rhash}-{dhash}",
+            f"rref:{rhash}-{dhash[:6]}",
+        ):
+            if text is not None:
+                assert resolve(store, text) == rref
+    assert ok(store.root, "show", f"{rhash[:8]}-{b.split('-')[1][:8]}").startswith(b + "\n")
+    with pytest.raises(UnknownReferenceError):
+        resolve(store, f"rref:{rhash}-00000000")
+    with pytest.raises(InvalidReferenceError, match="one hash"):
+        resolve(store, f"dref:{rhash[:8]}-{a.split('-')[1][:4]}")
+    # A derivation named like the short form is not silently shadowed.
+    short = f"{rhash[:8]}-{a.split('-')[1][:8]}"
+    store.catalogue.add_derivations(
+        [NewDerivation(mkdref("c" * 32, short), short, json.dumps({"name": short}), [])]
+    )
+    with pytest.raises(AmbiguousReferenceError, match="the name of"):
+        resolve(store, short)
 
 
 def test_resolve_lists_at_most_ten_candidates(store):
