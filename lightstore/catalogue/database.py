@@ -13,6 +13,7 @@ import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -139,6 +140,20 @@ def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
     return CatalogueError(f"the catalogue {path} failed while {doing}: {msg}")
 
 
+def sqlite_uri(path: str, **params: str) -> str:
+    """A SQLite ``file:`` URI for the file `path`, with query `params` (``mode="ro"``).
+
+    The path is percent-encoded: left as it is, a ``?`` or ``#`` in it would
+    end the file name and a ``%XX`` would be decoded, so that a store at
+    ``runs/a%2Fb`` would open the catalogue of the store at ``runs/a/b``.
+    """
+    quoted = urllib.parse.quote(os.fsencode(path), safe="/")
+    # 'file://' + '/abs' names no authority; a bare 'file://x' would make 'x' one.
+    head = "file://" if quoted.startswith("/") else "file:"
+    query = urllib.parse.urlencode(params)
+    return head + quoted + ("?" + query if query else "")
+
+
 def filesystem_type(path: str, mountinfo: list[str] | None = None) -> str | None:
     """The type of the filesystem holding `path` (from Linux's mountinfo), or None if unknown."""
     if mountinfo is not None:
@@ -253,7 +268,7 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         try:
             if self.readonly:
-                uri = f"file:{self.path}?mode=ro"
+                uri = sqlite_uri(self.path, mode="ro")
                 conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             else:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)

@@ -15,11 +15,11 @@ import math
 import os
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue
+from lightstore.catalogue.database import sqlite_uri
 from lightstore.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.store import CATALOGUE_FILE, Store
@@ -93,7 +93,7 @@ class ReadOnlyCatalogue(Catalogue):
         """
         if os.access(os.path.dirname(self.path) or ".", os.W_OK):
             raise error
-        uri = f"file:{urllib.parse.quote(self.path)}?mode=ro&immutable=1"
+        uri = sqlite_uri(self.path, mode="ro", immutable="1")
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
