@@ -8,6 +8,8 @@ busy handler instead of failing half way when it upgrades a read transaction.
 
 from __future__ import annotations
 
+import json
+import operator
 import os
 import re
 import sqlite3
@@ -154,6 +156,41 @@ def sqlite_uri(path: str, **params: str) -> str:
     return head + quoted + ("?" + query if query else "")
 
 
+#: The SQL function comparing a JSON number with a number exactly, whatever their sizes:
+#: ``lightstore_compare_json(json_extract(doc, path, path), op, json_value)`` is 1 or 0 (NULL
+#: when the field is not a number). SQLite reads JSON integers beyond 64 bits as the
+#: nearest REAL, so its own comparison cannot tell 2**64 from 2**64 + 1.
+COMPARE_JSON_FUNCTION = "lightstore_compare_json"
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _compare_json(pair: Any, op: Any, value: Any) -> int | None:
+    # `pair` is json_extract with the path given twice: JSON text '[x,x]' that keeps x's digits.
+    try:
+        x, v = json.loads(pair)[0], json.loads(value)
+    except (TypeError, ValueError, IndexError, KeyError, RecursionError):
+        return None  # not JSON, or an integer longer than Python parses
+    compare = _COMPARISONS.get(op)
+    numbers = (int, float)
+    if compare is None or isinstance(x, bool) or not isinstance(x, numbers):
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers):
+        return None
+    return int(compare(x, v))  # Python compares ints and floats exactly
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """Add lightstore's SQL functions (`COMPARE_JSON_FUNCTION`) to a connection."""
+    conn.create_function(COMPARE_JSON_FUNCTION, 3, _compare_json, deterministic=True)
+
+
 def filesystem_type(path: str, mountinfo: list[str] | None = None) -> str | None:
     """The type of the filesystem holding `path` (from Linux's mountinfo), or None if unknown."""
     if mountinfo is not None:
@@ -272,6 +309,7 @@ class Database:
                 conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             else:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            register_functions(conn)
             conn.execute("PRAGMA foreign_keys = ON")
             if not self.readonly and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
                 # Only possible before the first table exists: lets gc give pages back.

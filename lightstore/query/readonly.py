@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue
-from lightstore.catalogue.database import sqlite_uri
+from lightstore.catalogue.database import register_functions, sqlite_uri
 from lightstore.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.store import CATALOGUE_FILE, Store
@@ -96,6 +96,7 @@ class ReadOnlyCatalogue(Catalogue):
         uri = sqlite_uri(self.path, mode="ro", immutable="1")
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            register_functions(conn)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as e:
             raise self._translate(e) from e

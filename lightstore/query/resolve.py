@@ -314,11 +314,14 @@ def _nothing_matched(store: Store, sel: Selector, where: str, params: list[Any])
         )
     terms, args = [where], list(params)
     for cond in sel.conditions:
-        values = store.catalogue.column(
-            f"SELECT DISTINCT json_extract(config, ?) FROM derivations WHERE {' AND '.join(terms)} "
-            "AND json_type(config, ?) IS NOT NULL ORDER BY 1 LIMIT 11",
-            [cond.sql()[1][0], *args, cond.sql()[1][0]],
+        # The path twice gives JSON text '[v,v]', which keeps the digits of big integers.
+        pairs = store.catalogue.column(
+            "SELECT pair FROM (SELECT DISTINCT json_extract(config, ?, ?) AS pair, "
+            f"json_extract(config, ?) AS v FROM derivations WHERE {' AND '.join(terms)} "
+            "AND json_type(config, ?) IS NOT NULL ORDER BY v, pair LIMIT 11)",
+            [cond.path, cond.path, cond.path, *args, cond.path],
         )
+        values = [_first_of_pair(p) for p in pairs]
         term, more = cond.sql("config")
         terms.append(term)
         args += more
@@ -333,6 +336,13 @@ def _nothing_matched(store: Store, sel: Selector, where: str, params: list[Any])
                 f" (values of {cond.field} there: {shown or 'none: the field is missing'})"
             )
     return f"nothing matches {sel}"
+
+
+def _first_of_pair(pair: str) -> Any:
+    try:
+        return json.loads(pair)[0]
+    except (ValueError, IndexError, KeyError, RecursionError):
+        return pair
 
 
 def select(store: Store, text: str | Selector) -> list[DRef | RRef]:

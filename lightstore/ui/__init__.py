@@ -82,9 +82,7 @@ def make_datasette(root: str) -> Any:
 def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection:
     """Datasette's `Database.connect`, with the file name quoted: Datasette puts it into a
     ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file."""
-    conn = sqlite3.connect(
-        sqlite_uri(database.path, mode="ro"), uri=True, check_same_thread=False
-    )
+    conn = sqlite3.connect(sqlite_uri(database.path, mode="ro"), uri=True, check_same_thread=False)
     database._all_file_connections.append(conn)
     return conn
 
