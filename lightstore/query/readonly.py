@@ -44,7 +44,8 @@ _T = TypeVar("_T")
 
 
 class ReadOnlyCatalogue(Catalogue):
-    """A catalogue opened read-only (``mode=ro``), with ATTACH and state-changing pragmas refused."""
+    """A catalogue opened read-only (``mode=ro``), under the rules of `lightstore.query.sqlguard`
+    (ATTACH, state-changing pragmas and leaking functions refused; slow functions guarded)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path, readonly=True)
