@@ -255,10 +255,11 @@ def check_printf(args: tuple[Any, ...]) -> str | None:
     """Why SQLite's printf(*args) is refused, or None: a width or precision (written, or
     taken by ``*`` from the arguments) beyond `MAX_LENGTH`, whose result could not be that
     long anyway, and for which ``%c`` loops that many times before SQLite finds out."""
-    if not args or not isinstance(args[0], str):
+    if not args or not isinstance(args[0], (str, bytes)):
         return None
+    fmt = args[0] if isinstance(args[0], str) else args[0].decode("latin-1")  # a blob is text too
     remaining = list(args[1:])
-    for m in _CONVERSION.finditer(args[0]):
+    for m in _CONVERSION.finditer(fmt):
         spec, kind = m.groups()
         sizes = [float(d) for d in re.findall(r"\d+", spec)]
         for _ in range(spec.count("*")):
