@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from lightstore import (
     DRef,
     RRef,
+    build_metric,
     build_outpath,
     build_wrapper,
     instantiate,
@@ -164,6 +165,36 @@ def test_root_option_after_the_command_and_from_the_environment(tmp_path, pipeli
     assert out.exit_code == 0 and pipeline.dref(pipeline.eval) in out.stdout
     # The option wins over the environment.
     assert ok(None, "ls", "--root", other, "-q") == ""
+
+
+def _metric_stage(r):
+    def real(b):
+        _write(os.path.join(build_outpath(b), "out.txt"), "same\n")
+        build_metric(b, "loss", float(os.environ.get("TEST_LOSS", "1")))
+
+    return mkdrv({"name": "m", "out": [selfref, "out.txt"]}, match_only(), build_wrapper(real), r)
+
+
+@pytest.mark.parametrize("name", ["a?b", "a#b", "100%", "q?mode=rwc&cache=shared", "%41"])
+def test_a_store_at_a_path_that_needs_quoting_is_the_one_read(tmp_path, monkeypatch, name):
+    # '%41' unquoted in a SQLite URI is 'A': put another store there, with the same
+    # realization but another metric value.
+    monkeypatch.setenv("TEST_LOSS", "2")
+    decoy = Store.open(str(tmp_path / "A"), create=True)
+    realize1(instantiate(_metric_stage, S=decoy.settings))
+    monkeypatch.setenv("TEST_LOSS", "1")
+    target = Store.open(str(tmp_path / name), create=True)
+    rref = realize1(instantiate(_metric_stage, S=target.settings))
+    realize1(instantiate(data_stage, S=target.settings))
+    root = target.root
+    assert sorted(r["name"] for r in json.loads(ok(root, "ls", "--json"))) == ["data", "m"]
+    assert json.loads(ok(root, "sql", "SELECT value FROM metrics", "--json")) == [{"value": 1.0}]
+    assert json.loads(ok(root, "history", "-m", "loss", "-n", "m", "--json"))[0]["loss"] == 1.0
+    assert ok(root, "show", "m@latest").splitlines()[0] == rref
+    # reindex carries the metrics of the catalogue it replaces, not of the decoy's.
+    ok(root, "reindex")
+    assert json.loads(ok(root, "sql", "SELECT value FROM metrics", "--json")) == [{"value": 1.0}]
+    assert sorted(os.listdir(tmp_path)) == sorted(["A", name])  # nothing opened beside them
 
 
 @pytest.mark.parametrize(
@@ -317,6 +348,14 @@ def test_show_json_of_a_realization(pipeline):
     assert "files" not in json.loads(
         ok(pipeline.root, "show", pipeline.eval, "--json", "--no-files")
     )
+
+
+def test_show_no_files_lists_no_files(pipeline):
+    out = ok(pipeline.root, "show", pipeline.train[0.1], "--no-files")
+    assert out.splitlines()[0] == pipeline.train[0.1] and '"lr": 0.1' in out
+    assert "files: (" not in out and "logs/loss.txt" not in out
+    out = ok(pipeline.root, "show", "data", "--no-files")
+    assert "realizations: (1)" in out and pipeline.data in out
 
 
 def test_show_a_derivation_by_name_and_by_pin(pipeline):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import operator
 import os
 import sqlite3
 import time
@@ -13,10 +14,25 @@ from datetime import datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import LRS, Pipeline, build_pipeline, pipeline  # noqa: F401 - the fixture
+from test_cli import LRS, Pipeline, build_pipeline, fails, ok, pipeline  # noqa: F401 - the fixture
 
-from lightstore import DRef, RRef, StoreNotFoundError, UnknownReferenceError
+from lightstore import (
+    DRef,
+    RRef,
+    StoreNotFoundError,
+    UnknownReferenceError,
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkdrv,
+    realize1,
+    rref2dref,
+    selfref,
+)
 from lightstore.catalogue import NewDerivation, NewRealization
+from lightstore.catalogue.database import register_functions
+from lightstore.cli.context import EXIT_NOT_FOUND
 from lightstore.errors import InvalidReferenceError
 from lightstore.query import (
     AmbiguousReferenceError,
@@ -96,6 +112,85 @@ def test_json_path_and_conditions():
             parse_condition(bad)
 
 
+_EDGES = [2**63 - 1, 2**63, 2**63 + 1, -(2**63), -(2**63) - 1, 2**64, 2**64 + 1, -(2**64)]
+_NUMBERS = st.one_of(
+    st.sampled_from(_EDGES),
+    st.integers(),
+    st.integers(-(10**200), 10**200),
+    st.floats(allow_nan=False),
+    st.sampled_from([float(2**63), float(2**64), -float(2**63), 1e19, 0.5]),
+)
+_OPS = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _expected(op: str, x, v) -> bool:
+    """What a numeric condition means: numbers by value, exactly (ints of any size); true and
+    false as 1 and 0; text above every number (SQLite's order); a missing field never."""
+    if x is None:
+        return False
+    if isinstance(x, str):
+        return op in (">", ">=", "!=")
+    return _OPS[op](int(x) if isinstance(x, bool) else x, v)
+
+
+@given(
+    st.lists(st.one_of(_NUMBERS, st.booleans(), st.just("text"), st.none()), max_size=8),
+    st.sampled_from(sorted(_OPS)),
+    _NUMBERS,
+)
+def test_numeric_conditions_compare_exactly_whatever_the_size(values, op, value):
+    conn = sqlite3.connect(":memory:")
+    register_functions(conn)
+    conn.execute("CREATE TABLE d (i INTEGER, config TEXT)")
+    conn.executemany(
+        "INSERT INTO d VALUES (?, ?)",
+        [(i, json.dumps({} if x is None else {"n": x})) for i, x in enumerate(values)],
+    )
+    condition = parse_condition(f"n{op}{json.dumps(value)}")
+    assert condition.value == value
+    term, params = condition.sql()
+    found = {i for (i,) in conn.execute(f"SELECT i FROM d WHERE {term}", params)}
+    assert found == {i for i, x in enumerate(values) if _expected(op, x, value)}
+
+
+def test_integers_beyond_64_bits_in_listings_selectors_and_logs(S):
+    def stage(n, r):
+        def real(b):
+            with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+                f.write(str(n))
+
+        return mkdrv(
+            {"name": "big", "n": n, "out": [selfref, "out.txt"]},
+            match_only(),
+            build_wrapper(real),
+            r,
+        )
+
+    ns = [5, 2**63 - 1, 2**63, 2**64, 2**64 + 1, -(2**70)]
+    runs = {n: realize1(instantiate(stage, n, S=S)) for n in ns}
+    root = S.root
+    assert ok(root, "ls", "-q", "-c", f"n={2**64}").split() == [rref2dref(runs[2**64])]
+    for cmd in (["ls", "-r"], ["history"]):
+        rows = json.loads(ok(root, *cmd, "-c", f"n>{2**63 - 1}", "--json"))
+        assert sorted(r["rref"] for r in rows) == sorted(runs[n] for n in ns if n > 2**63 - 1)
+    rows = json.loads(ok(root, "history", "-n", "big", "-f", "n", "--json"))
+    assert sorted(r["n"] for r in rows) == sorted(ns)  # the digits, not a rounded float
+    out = ok(root, "show", f"big[n={2**64 + 1}]@latest")
+    assert out.splitlines()[0] == runs[2**64 + 1]
+    result = fails(EXIT_NOT_FOUND, root, "show", f"big[n={2**64 + 2}]")
+    assert str(2**64 + 1) in result.stderr  # the values there, exactly
+    for build in (str(2**64), str(-(2**70))):
+        assert "no build" in fails(EXIT_NOT_FOUND, root, "log", "--build", build).stderr
+    assert history(open_view(root), since=10**30) == []
+
+
 def test_parse_time():
     now = 1_700_000_000.0
     assert parse_time("30m", now) == now - 1800
@@ -157,6 +252,57 @@ def test_resolve_every_form(store, pipeline):  # noqa: F811
         resolve(store, "dref:" + "f" * 10)
     with pytest.raises(InvalidReferenceError):
         resolve(store, "!!")
+
+
+def _same_output(seed, r):
+    """A derivation whose output does not depend on its config: runs of two seeds share <R>."""
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("diverged\n")
+
+    return mkdrv(
+        {"name": "twin", "seed": seed, "out": [selfref, "out.txt"]},
+        match_only(),
+        build_wrapper(real),
+        r,
+    )
+
+
+def test_runs_with_identical_outputs_are_told_apart_by_their_derivation(store):
+    a, b = (realize1(instantiate(_same_output, seed, S=store.settings)) for seed in (1, 2))
+    rhash = a.split(":")[1].split("-")[0]
+    assert b.split(":")[1].startswith(rhash + "-") and a != b
+    for text in (rhash[:8], rhash, "rref:" + rhash):
+        with pytest.raises(AmbiguousReferenceError) as e:
+            resolve(store, text)
+        assert sorted(e.value.candidates) == sorted([a, b])
+        # The message lists each candidate in a short form that resolve accepts.
+        listed = [line.split()[0] for line in str(e.value).splitlines()[1:3]]
+        assert sorted(resolve(store, short) for short in listed) == sorted([a, b])
+        assert "a prefix of its derivation's hash" in str(e.value)
+    for rref in (a, b):
+        dhash = rref.split("-")[1]
+        for text in (
+            f"{rhash[:4]}-{dhash[:1]}" if a.split("-")[1][0] != b.split("-")[1][0] else None,
+            f"{rhash[:8]}-{dhash[:8]}",
+            f"{rhash}-{dhash}",
+            f"rref:{rhash}-{dhash[:6]}",
+        ):
+            if text is not None:
+                assert resolve(store, text) == rref
+    assert ok(store.root, "show", f"{rhash[:8]}-{b.split('-')[1][:8]}").startswith(b + "\n")
+    with pytest.raises(UnknownReferenceError):
+        resolve(store, f"rref:{rhash}-00000000")
+    with pytest.raises(InvalidReferenceError, match="one hash"):
+        resolve(store, f"dref:{rhash[:8]}-{a.split('-')[1][:4]}")
+    # A derivation named like the short form is not silently shadowed.
+    short = f"{rhash[:8]}-{a.split('-')[1][:8]}"
+    store.catalogue.add_derivations(
+        [NewDerivation(mkdref("c" * 32, short), short, json.dumps({"name": short}), [])]
+    )
+    with pytest.raises(AmbiguousReferenceError, match="the name of"):
+        resolve(store, short)
 
 
 def test_resolve_lists_at_most_ten_candidates(store):

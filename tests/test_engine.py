@@ -145,6 +145,15 @@ def test_keep_going_builds_independent_branches_and_names_every_failure(S, store
     assert isinstance(err, BuildError)
     assert set(err.failures) == {b(r), c(r)}
     assert "b broke" in str(err) and "c broke" in str(err) and "1 dependent" in str(err)
+    # The failures with their errors, then the dependents that were not built.
+    failed, _, skipped = str(err).partition("1 dependent(s) were not built:")
+    assert failed.startswith("2 builds failed:\n")
+    assert [line.split(": BuildError: ")[0].strip() for line in failed.splitlines()[1:]] == [
+        b(r),
+        c(r),
+    ]
+    assert skipped.splitlines()[1].strip().startswith(f"{d(r)} (needs ")
+    assert err.skipped.keys() == {d(r)}
     assert sorted(calls) == ["a", "b", "c", "e"]  # d skipped, e built
     # e stayed published: realizing it now builds nothing.
     realize(instantiate(e, r=r), assert_realized=[e(r)])

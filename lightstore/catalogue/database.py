@@ -8,11 +8,14 @@ busy handler instead of failing half way when it upgrades a read transaction.
 
 from __future__ import annotations
 
+import json
+import operator
 import os
 import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -139,6 +142,55 @@ def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
     return CatalogueError(f"the catalogue {path} failed while {doing}: {msg}")
 
 
+def sqlite_uri(path: str, **params: str) -> str:
+    """A SQLite ``file:`` URI for the file `path`, with query `params` (``mode="ro"``).
+
+    The path is percent-encoded: left as it is, a ``?`` or ``#`` in it would
+    end the file name and a ``%XX`` would be decoded, so that a store at
+    ``runs/a%2Fb`` would open the catalogue of the store at ``runs/a/b``.
+    """
+    quoted = urllib.parse.quote(os.fsencode(path), safe="/")
+    # 'file://' + '/abs' names no authority; a bare 'file://x' would make 'x' one.
+    head = "file://" if quoted.startswith("/") else "file:"
+    query = urllib.parse.urlencode(params)
+    return head + quoted + ("?" + query if query else "")
+
+
+#: The SQL function comparing a JSON number with a number exactly, whatever their sizes:
+#: ``lightstore_compare_json(json_extract(doc, path, path), op, json_value)`` is 1 or 0 (NULL
+#: when the field is not a number). SQLite reads JSON integers beyond 64 bits as the
+#: nearest REAL, so its own comparison cannot tell 2**64 from 2**64 + 1.
+COMPARE_JSON_FUNCTION = "lightstore_compare_json"
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _compare_json(pair: Any, op: Any, value: Any) -> int | None:
+    # `pair` is json_extract with the path given twice: JSON text '[x,x]' that keeps x's digits.
+    try:
+        x, v = json.loads(pair)[0], json.loads(value)
+    except (TypeError, ValueError, IndexError, KeyError, RecursionError):
+        return None  # not JSON, or an integer longer than Python parses
+    compare = _COMPARISONS.get(op)
+    numbers = (int, float)
+    if compare is None or isinstance(x, bool) or not isinstance(x, numbers):
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers):
+        return None
+    return int(compare(x, v))  # Python compares ints and floats exactly
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """Add lightstore's SQL functions (`COMPARE_JSON_FUNCTION`) to a connection."""
+    conn.create_function(COMPARE_JSON_FUNCTION, 3, _compare_json, deterministic=True)
+
+
 def filesystem_type(path: str, mountinfo: list[str] | None = None) -> str | None:
     """The type of the filesystem holding `path` (from Linux's mountinfo), or None if unknown."""
     if mountinfo is not None:
@@ -253,10 +305,11 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         try:
             if self.readonly:
-                uri = f"file:{self.path}?mode=ro"
+                uri = sqlite_uri(self.path, mode="ro")
                 conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             else:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            register_functions(conn)
             conn.execute("PRAGMA foreign_keys = ON")
             if not self.readonly and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
                 # Only possible before the first table exists: lets gc give pages back.

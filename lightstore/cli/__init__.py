@@ -54,6 +54,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
     References (REF) are any of:
       dref:... / rref:...     a full reference
       3fa2c9d1                a unique prefix of its hash (4+ hex digits, as with git)
+      3fa2c9d1-1b7e04aa       a realization's hash, '-', a prefix of its derivation's hash
       best-model              a pin name, or a derivation name only one derivation has
       train@latest            the newest run (realization) of the derivations named train
       train@all               every run of them (commands taking REF... use them all)

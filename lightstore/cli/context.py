@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from lightstore.catalogue.database import translate_error
+from lightstore.cli.output import echo_text, terminal_safe
 from lightstore.defaults import ROOT_VARIABLE, default_root
 from lightstore.errors import (
     ArchiveError,
@@ -56,7 +57,11 @@ Exit status:
 
 
 class CliError(click.ClickException):
-    """An error shown as ``Error: <message>`` with a chosen exit status."""
+    """An error shown as ``Error: <message>`` with a chosen exit status.
+
+    Messages quote file names, config values and references, so each line is shown
+    `terminal_safe`.
+    """
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -64,6 +69,9 @@ class CliError(click.ClickException):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.message, self.exit_code)
+
+    def format_message(self) -> str:
+        return "\n".join(terminal_safe(line) for line in self.message.split("\n"))
 
 
 def exit_code_for(error: LightstoreError) -> int:
@@ -105,7 +113,7 @@ class LightstoreGroup(click.Group):
             full = disk_full(e, f"running `{ctx.invoked_subcommand}`")
             if full is not None:
                 raise CliError(str(full), EXIT_REFUSED) from e
-            click.echo(traceback.format_exc(), err=True, nl=False)
+            echo_text(traceback.format_exc().rstrip("\n"), err=True)
             raise CliError(
                 f"internal error: {type(e).__name__}: {e}\n"
                 "This is a bug in lightstore; please report it with the traceback above.",

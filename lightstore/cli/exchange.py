@@ -9,7 +9,7 @@ import time
 import click
 
 from lightstore.cli.context import EXIT_NOT_FOUND, CliError, Env, pass_env, root_option
-from lightstore.cli.output import call_with_progress, human_size
+from lightstore.cli.output import call_with_progress, echo, human_size
 from lightstore.exchange import spack, sunpack
 from lightstore.query import resolve_all
 from lightstore.refs import RRef, isrref
@@ -41,7 +41,7 @@ def pack_command(env: Env, out: str, refs: tuple[str, ...]) -> None:
         rrefs += [r for r in found if r not in rrefs]
     call_with_progress(spack, "packing", rrefs, out, view)
     closure = len(set(rrefs) | view.catalogue.rrefdeps(rrefs))
-    click.echo(
+    echo(
         f"packed {len(rrefs)} realization(s) ({closure} with dependencies) into {out} "
         f"({human_size(os.path.getsize(out))})"
     )
@@ -79,9 +79,9 @@ def unpack_command(env: Env, archive: str) -> None:
     )
     old = {r for r in everything if created.get(r, started) < started}
     for r in rrefs:
-        click.echo(r + ("  (already present)" if r in old else ""))
+        echo(r + ("  (already present)" if r in old else ""))
     new = len(everything) - len(old)
-    click.echo(
+    echo(
         f"added {new} realization(s); {len(old)} of the {len(everything)} in the archive's "
         "closure were already present"
         if old

@@ -13,6 +13,7 @@ import click
 from lightstore.cli.context import Env, pass_env, root_option
 from lightstore.cli.output import (
     MACHINE_FORMATS,
+    echo,
     emit_json,
     emit_rows,
     human_duration,
@@ -157,7 +158,7 @@ def ls_command(
         columns.append("collected")
     if quiet:
         if rows:
-            click.echo("\n".join(row[key] for row in rows))
+            echo(*(row[key] for row in rows))
         return
     emit_rows(rows, columns, fmt, _display(full))
 
@@ -285,7 +286,7 @@ def show_command(env: Env, ref: str, as_json: bool, no_files: bool) -> None:
         emit_json(info)
         return
     for line in _show_lines(info):
-        click.echo(line)
+        echo(line)
 
 
 def _show_lines(info: dict[str, Any]) -> list[str]:
@@ -326,7 +327,9 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
     lines += [f"  {d}" for d in info["deps"]]
     lines.append("used by:" if info["referrers"] else "used by: nothing")
     lines += [f"  {d}" for d in info["referrers"]]
-    if is_rref and "files" in info:
+    if is_rref:
+        if "files" not in info:  # --no-files
+            return lines
         files = info["files"]
         if files is None:
             lines.append("files: the folder is missing (run `lightstore verify`)")
@@ -373,7 +376,7 @@ def _graph_command(reverse: bool) -> Any:
         else:
             lines = neighbours(view.catalogue, target, reverse=reverse)
         for line in lines:
-            click.echo(line)
+            echo(line)
 
     command.__doc__ = f"""List {what}: direct by default, --closure for all, --tree to draw them.
 
@@ -414,7 +417,7 @@ def graph_command(env: Env, refs: tuple[str, ...], referrers: bool) -> None:
     kinds = {t.split(":", 1)[0] for t in targets}
     if len(kinds) > 1:
         raise click.UsageError("give either derivations or realizations, not both")
-    click.echo(dot(view.catalogue, targets, reverse=referrers), nl=False)
+    click.echo(dot(view.catalogue, targets, reverse=referrers), nl=False)  # DOT: for programs
 
 
 @click.command("du")
@@ -441,7 +444,7 @@ def du_command(env: Env, name: str | None, limit: int | None, full: bool, fmt: s
         rows = rows[:limit]
     emit_rows(rows, ["size", "realizations", "files", "name", "dref"], fmt, _display(full))
     if fmt == "table" and rows:
-        click.echo(f"total {human_size(total)} in {count} derivation(s)")
+        echo(f"total {human_size(total)} in {count} derivation(s)")
 
 
 @click.command("roots")

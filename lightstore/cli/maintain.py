@@ -19,6 +19,7 @@ from lightstore.cli.context import (
 )
 from lightstore.cli.output import (
     call_with_progress,
+    echo,
     emit_json,
     emit_rows,
     human_size,
@@ -45,9 +46,9 @@ def init_command(env: Env) -> None:
     existed = os.path.isfile(catalogue_path(env.root))
     store = env.store(create=True)
     if existed:
-        click.echo(f"a store is already at {store.root}")
+        echo(f"a store is already at {store.root}")
     else:
-        click.echo(f"created an empty store at {store.root}")
+        echo(f"created an empty store at {store.root}")
 
 
 @click.command("pin")
@@ -67,7 +68,7 @@ def pin_command(env: Env, name: str, ref: str) -> None:
     """
     target = resolve(env.view(), ref)
     env.store().pin(name, target)
-    click.echo(f"pinned {name} -> {target}")
+    echo(f"pinned {name} -> {target}")
 
 
 @click.command("unpin")
@@ -83,7 +84,7 @@ def unpin_command(env: Env, name: str) -> None:
     """
     if not env.store().unpin(name):
         raise CliError(f"there is no pin named {name!r}; see `lightstore roots`", EXIT_NOT_FOUND)
-    click.echo(f"unpinned {name}")
+    echo(f"unpinned {name}")
 
 
 def _interactive() -> bool:
@@ -102,16 +103,16 @@ def _ask_before_collecting(store: Store, report: GCReport) -> bool:
     """Show what gc would remove (count, bytes, the largest) and ask; True to go on."""
     sizes = sizes_of(store, report.rrefs)
     largest = sorted(report.rrefs, key=lambda r: (-sizes.get(r, 0), r))[:LARGEST_SHOWN]
-    click.echo(
+    echo(
         f"gc would remove {len(report.rrefs)} realization(s) and {len(report.drefs)} "
         f"derivation(s), freeing {human_size(report.bytes_freed)} "
         f"({report.bytes_freed} bytes). Their records stay in `history --all`.",
         err=True,
     )
     if largest:
-        click.echo("largest:", err=True)
+        echo("largest:", err=True)
         for rref in largest:
-            click.echo(f"  {human_size(sizes.get(rref, 0)):>10}  {rref}", err=True)
+            echo(f"  {human_size(sizes.get(rref, 0)):>10}  {rref}", err=True)
     return click.confirm("Remove them?", default=False, err=True)
 
 
@@ -191,12 +192,12 @@ def gc_command(
         sizes = sizes_of(store, report.rrefs) if dry_run else {}
         for rref in report.rrefs:
             size = sizes.get(rref)
-            click.echo(f"{verb} {rref}" + (f"  ({human_size(size)})" if size is not None else ""))
+            echo(f"{verb} {rref}" + (f"  ({human_size(size)})" if size is not None else ""))
         for dref in report.drefs:
-            click.echo(f"{verb} {dref}")
+            echo(f"{verb} {dref}")
         for link in report.stale_links:
-            click.echo(f"{'would forget' if dry_run else 'forgot'} stale link {link}")
-    click.echo(
+            echo(f"{'would forget' if dry_run else 'forgot'} stale link {link}")
+    echo(
         f"{verb} {len(report.rrefs)} realization(s) and {len(report.drefs)} derivation(s); "
         f"{'would free' if dry_run else 'freed'} {human_size(report.bytes_freed)} "
         f"({report.bytes_freed} bytes)"
@@ -233,7 +234,7 @@ def forget_command(
     before = parse_time(older_than) if older_than is not None else None
     report = env.store().forget(before=before, name=name, everything=everything, dry_run=dry_run)
     verb = "would forget" if dry_run else "forgot"
-    click.echo(
+    echo(
         f"{verb} {report.realizations} realization record(s), {report.derivations} derivation "
         f"record(s) and {report.builds} build record(s)"
     )
@@ -294,7 +295,7 @@ def verify_command(
             emit_rows(rows, ["kind", "ref", "detail", "repaired", "action"], fmt)
         if fmt == "table":
             fixed = sum(1 for p in report.problems if p.repaired)
-            click.echo(
+            echo(
                 f"checked {report.derivations} derivation(s) and {report.realizations} "
                 f"realization(s): {len(rows)} problem(s)"
                 + (f", {fixed} repaired" if repair else "")
@@ -336,10 +337,10 @@ def reindex_command(env: Env, force: bool) -> None:
     env.close()
     report = call_with_progress(reindex, "reindexing", env.root, force=force)
     if report.old_catalogue:
-        click.echo(f"kept the old catalogue as {report.old_catalogue}")
+        echo(f"kept the old catalogue as {report.old_catalogue}")
     for p in report.skipped:
-        click.echo(f"left out {p.ref}: {p.detail}", err=True)
-    click.echo(
+        echo(f"left out {p.ref}: {p.detail}", err=True)
+    echo(
         f"recorded {report.derivations} derivation(s), {report.realizations} realization(s), "
         f"{report.pins} pin(s)" + (f"; left out {len(report.skipped)}" if report.skipped else "")
     )

@@ -4,6 +4,15 @@ Tables are for people (short references, local times, human sizes); JSON,
 newline-delimited JSON, CSV and TSV are for programs (full references, Unix
 seconds, bytes). Progress bars go to stderr, and only when stdout is a
 terminal, so piped output carries nothing extra.
+
+Text for people goes through `terminal_safe` (tables here, every other line
+through `echo`): file names, config values and host names come from
+realizations that may have been pulled from someone else, and a terminal
+acts on the escape sequences they could hold (set the title, write the
+clipboard with OSC 52, move the cursor, hide text). Control characters are
+shown escaped (``\x1b``, ``\n``) instead. JSON (which escapes them
+itself), CSV and TSV stay exact, as do `cat` and a build's log, which print
+bytes as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import inspect
 import io
 import json
 import math
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +42,44 @@ ProgressFn = Callable[..., None]
 FORMATS = ("table", "json", "nl", "csv", "tsv")
 #: Formats for programs: raw values, full references.
 MACHINE_FORMATS = ("json", "nl", "csv", "tsv")
+
+
+# What a terminal may act on: C0 controls (ESC starts CSI and OSC sequences), DEL, C1
+# controls (CSI and OSC in one character), the bidirectional overrides and isolates (text
+# shown in another order), and lone surrogates (bytes of a file name that are not UTF-8).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    code = ord(c)
+    if c in _NAMED:
+        return _NAMED[c]
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every character a terminal would act on written as an escape
+    (``\x1b``, ``\n``, ``\u202e``; a non-UTF-8 byte of a file name as ``\xff``)."""
+    if text.isprintable():  # the common case, checked fast (isprintable is stricter)
+        return text
+    return _UNSAFE.sub(_escape, text)
+
+
+def echo(*lines: str, err: bool = False) -> None:
+    """Print lines of text for people (on stderr with `err`), each made `terminal_safe`;
+    a newline inside one is shown as ``\n``, so no value can forge a line of its own."""
+    click.echo("\n".join(terminal_safe(line) for line in lines), err=err)
+
+
+def echo_text(text: str, err: bool = False) -> None:
+    """Print a message of several lines for people: `echo` of each of its lines."""
+    echo(*text.split("\n"), err=err)
 
 
 def human_size(n: int | float | None) -> str:
@@ -151,8 +199,8 @@ def emit_rows(
         rows = list(rows)
         display = display or {}
         headers = headers or {}
-        names = [headers.get(c, c) for c in columns]
-        cells = [[display.get(c, plain)(r.get(c)) for c in columns] for r in rows]
+        names = [terminal_safe(headers.get(c, c)) for c in columns]
+        cells = [[terminal_safe(display.get(c, plain)(r.get(c))) for c in columns] for r in rows]
         if fmt == "table":
             numeric = [_is_numeric(rows, c) for c in columns]
             click.echo(simple_table(names, cells, numeric))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
-from lightstore.cli.output import emit_json, human_duration, human_time
+from lightstore.cli.output import echo, echo_text, emit_json, human_duration, human_time
 from lightstore.query.buildlog import build_log
 from lightstore.query.compare import artifact_path, compare, json_value
 
@@ -48,7 +48,7 @@ def diff_command(env: Env, a: str, b: str, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    click.echo(f"--- {result['a']}\n+++ {result['b']}")
+    echo(f"--- {result['a']}", f"+++ {result['b']}")
     sections = [("config", result["config"]), ("inputs", result["context"])]
     if result["metrics"] is not None:
         sections.append(("metrics", result["metrics"]))
@@ -56,11 +56,11 @@ def diff_command(env: Env, a: str, b: str, as_json: bool) -> None:
     for title, changes in sections:
         if changes:
             same = False
-            click.echo(f"{title}:")
+            echo(f"{title}:")
             for line in _change_lines(changes):
-                click.echo(line)
+                echo(line)
     if same:
-        click.echo("no differences")
+        echo("no differences")
 
 
 @click.command("cat")
@@ -125,7 +125,7 @@ def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> 
         return
     b = info["build"]
     status = b["status"] + (" (holder gone)" if b.get("holder_gone") else "")
-    click.echo(
+    echo(
         f"# build #{b['id']} of {b['dref']}: {status}, started {human_time(b['started'])}, "
         f"{human_duration(b['duration'])} on {b['host']} (pid {b['pid']})",
         err=True,
@@ -136,10 +136,10 @@ def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> 
             shutil.copyfileobj(f, sys.stdout.buffer)  # streamed: logs may be large
             sys.stdout.buffer.flush()
     except FileNotFoundError:
-        click.echo("# (no output was captured for this build)", err=True)
+        echo("# (no output was captured for this build)", err=True)
     if b["status"] != "succeeded" and b.get("error"):
-        click.echo(f"# build #{b['id']} {b['status']}:", err=True)
-        click.echo(b["error"].rstrip("\n"), err=True)
+        echo(f"# build #{b['id']} {b['status']}:", err=True)
+        echo_text(b["error"].rstrip("\n"), err=True)
 
 
 COMMANDS = [diff_command, cat_command, log_command]

@@ -72,12 +72,23 @@ class BuildTask:
 
 
 class BuildsFailed(BuildError):
-    """Several builds failed; `failures` maps each failed DRef to its error."""
+    """Several builds failed; `failures` maps each failed DRef to its error, `skipped` each
+    derivation not built because of them to the failed dependency it waited for."""
 
-    def __init__(self, message: str, failures: dict[DRef, BaseException]) -> None:
+    def __init__(
+        self,
+        message: str,
+        failures: dict[DRef, BaseException],
+        skipped: dict[DRef, DRef] | None = None,
+    ) -> None:
         super().__init__(message, next(iter(failures), ""))
         self.failures = failures
+        self.skipped: dict[DRef, DRef] = dict(skipped or {})
         self.cause = next(iter(failures.values()), None)
+
+
+#: How many derivations that were not built a BuildsFailed message names.
+_MAX_SKIPPED_LISTED = 20
 
 
 def check_matched(drv: Derivation, matched: Any, available: list[RRef]) -> list[RRef]:
@@ -199,12 +210,15 @@ class Plan:
         """The error to raise for the failures: the failure itself if there is one, else BuildsFailed."""
         if len(self.failures) == 1:
             return next(iter(self.failures.values()))
-        lines = [f"  {d}: {type(e).__name__}: {e}" for d, e in self.failures.items()]
-        skipped = f"; {len(self.skipped)} dependent(s) were not built" if self.skipped else ""
-        return BuildsFailed(
-            f"{len(self.failures)} builds failed{skipped}:\n" + "\n".join(lines),
-            dict(self.failures),
-        )
+        lines = [f"{len(self.failures)} builds failed:"]
+        lines += [f"  {d}: {type(e).__name__}: {e}" for d, e in self.failures.items()]
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} dependent(s) were not built:")
+            listed = list(self.skipped.items())[:_MAX_SKIPPED_LISTED]
+            lines += [f"  {d} (needs {failed})" for d, failed in listed]
+            if len(self.skipped) > len(listed):
+                lines.append(f"  ... and {len(self.skipped) - len(listed)} more")
+        return BuildsFailed("\n".join(lines), dict(self.failures), dict(self.skipped))
 
     def _choose(self, dref: DRef, rrefs: list[RRef]) -> None:
         self.chosen[dref] = rrefs

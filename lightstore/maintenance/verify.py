@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
+from lightstore.catalogue.database import sqlite_uri
 from lightstore.config import canonical_json, config_deps, mkconfig
 from lightstore.errors import (
     BuildError,
@@ -509,7 +510,7 @@ def _legacy_pin_name(name: str) -> bool:
 def _carry_links(old_path: str, new: Catalogue) -> None:
     """Copy the registered links of a readable old catalogue whose objects still exist."""
     try:
-        old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True, timeout=1)
+        old = sqlite3.connect(sqlite_uri(old_path, mode="ro"), uri=True, timeout=1)
         rows = old.execute("SELECT path, dref, rref, created FROM links").fetchall()
         old.close()
     except sqlite3.Error:
@@ -527,7 +528,7 @@ def _carry_metrics(old_path: str, new: Catalogue) -> None:
     """Copy the metrics of a readable old catalogue (they are not in the tree) for the
     realizations the new one holds; rows its constraints refuse are dropped."""
     try:
-        old = sqlite3.connect(f"file:{old_path}?mode=ro", uri=True, timeout=1)
+        old = sqlite3.connect(sqlite_uri(old_path, mode="ro"), uri=True, timeout=1)
         rows = old.execute("SELECT rref, name, value, recorded FROM metrics").fetchall()
         old.close()
     except sqlite3.Error:

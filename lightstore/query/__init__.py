@@ -11,7 +11,8 @@
 Every function that takes a reference takes a `Store` and anything the
 command line accepts as REF.
 - `open_view`, `run_sql`, `iter_sql`: a read-only view of a store, and user SQL on it
-  (with a deadline; `iter_sql` streams the rows).
+  (with a deadline; `iter_sql` streams the rows), under the rules of
+  `lightstore.query.sqlguard`, which the browser's SQL editor shares.
 
 Example::
 

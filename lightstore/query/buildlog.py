@@ -53,6 +53,9 @@ def build_log(
     """
     if ref is None and build is None:
         raise UnknownReferenceError("give a REF or a build id")
+    if build is not None and not -(2**63) <= build < 2**63:
+        # No build id is that large (SQLite's integers have 64 bits).
+        raise UnknownReferenceError(f"no build #{build} in {store.root}", str(build))
     if ref is not None:
         found = builds_of(store, ref)
         if build is not None:

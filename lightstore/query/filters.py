@@ -6,10 +6,12 @@ Times are parsed by `lightstore.times.parse_time`, the one parser of every time-
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from lightstore.catalogue.database import COMPARE_JSON_FUNCTION
 from lightstore.query.errors import QueryError
 from lightstore.times import parse_time
 
@@ -42,18 +44,47 @@ class ConfigCondition:
     op: str
     value: Any
 
+    @property
+    def path(self) -> str:
+        """The SQLite JSON path of the field."""
+        return json_path(self.field)
+
     def sql(self, column: str = "config") -> tuple[str, list[Any]]:
-        """A SQL condition on the JSON `column`, with its parameters."""
-        value = self.value
+        """A SQL condition on the JSON `column`, with its parameters.
+
+        Numbers compare by value, exactly, integers of any size included.
+        """
+        value, path = self.value, self.path
         if isinstance(value, (dict, list)):
             return f"json_extract({column}, ?) {self.op} json(?)", [
-                json_path(self.field),
+                path,
                 json.dumps(value, sort_keys=True, separators=(",", ":")),
             ]
         if value is None:  # missing, or JSON null
             neg = "NOT " if self.op == "!=" else ""
-            return f"json_extract({column}, ?) IS {neg}NULL", [json_path(self.field)]
-        return f"json_extract({column}, ?) {self.op} ?", [json_path(self.field), value]
+            return f"json_extract({column}, ?) IS {neg}NULL", [path]
+        if _is_number(value) and abs(value) >= _EXACT_BOUND:
+            # SQLite compares 64-bit integers and reals exactly, but reads a JSON integer
+            # beyond 64 bits as the nearest REAL, which can only be equal to a value this
+            # large: there the numbers of the config are compared in Python. Other kinds
+            # (text, true/false) compare as below, against a stand-in of the same sign.
+            bindable = isinstance(value, float) or -(2**63) <= value < 2**63
+            stand_in = value if bindable else math.copysign(math.inf, value)
+            return (
+                f"CASE WHEN json_type({column}, ?) IN ('integer', 'real') "
+                f"THEN {COMPARE_JSON_FUNCTION}(json_extract({column}, ?, ?), ?, ?) "
+                f"ELSE json_extract({column}, ?) {self.op} ? END",
+                [path, path, path, self.op, json.dumps(value), path, stand_in],
+            )
+        return f"json_extract({column}, ?) {self.op} ?", [path, value]
+
+
+#: Numbers at least this large in magnitude (and -2**63 itself) may compare wrongly in SQLite.
+_EXACT_BOUND = 2**63
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def parse_condition(text: str) -> ConfigCondition:
@@ -78,6 +109,8 @@ def parse_condition(text: str) -> ConfigCondition:
         value = raw
     if value is None and op not in ("=", "==", "!="):
         raise QueryError(f"invalid config condition {text!r}: null only compares with = or !=")
+    if isinstance(value, float) and math.isnan(value):
+        raise QueryError(f"invalid config condition {text!r}: NaN is equal to nothing")
     return ConfigCondition(field, _OPERATORS[op], value)
 
 

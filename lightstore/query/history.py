@@ -252,7 +252,39 @@ def history(
         sql += " ORDER BY stopped, rref"
     if timeout is None and where:
         timeout = WHERE_TIMEOUT_S
-    return _rows(catalogue, sql, params, timeout)
+    rows = _rows(catalogue, sql, params, timeout)
+    if fields:
+        _exact_integers(catalogue, rows, fields, keys)
+    return rows
+
+
+def _exact_integers(
+    catalogue: Catalogue, rows: Rows, fields: Sequence[str], keys: Sequence[str]
+) -> None:
+    """Put back the digits of config integers beyond 64 bits, which SQLite read as REALs.
+
+    Only a whole REAL that large can be one, so the common rows cost one test each.
+    """
+    for row in rows:
+        for field, key in zip(fields, keys, strict=True):
+            value = row.get(key)
+            if isinstance(value, float) and abs(value) >= 2**63 and value.is_integer():
+                path = json_path(field)
+                found = catalogue.column(
+                    "SELECT json_extract(config, ?, ?) FROM derivations WHERE dref = ? UNION ALL "
+                    "SELECT json_extract(config, ?, ?) FROM collected_derivations WHERE dref = ?",
+                    (path, path, row["dref"], path, path, row["dref"]),
+                )
+                exact = _first_of_pair(found[0]) if found else None
+                if isinstance(exact, int) and not isinstance(exact, bool):
+                    row[key] = exact
+
+
+def _first_of_pair(pair: Any) -> Any:
+    try:
+        return json.loads(pair)[0]
+    except (TypeError, ValueError, IndexError, KeyError, RecursionError):
+        return None
 
 
 def derivations(

@@ -3,10 +3,12 @@
 A read-only view opens the catalogue with ``mode=ro`` and never takes a
 store lock, so it works while other processes realize into the store (WAL
 lets readers and one writer proceed together) and for users who may read
-but not write the store. On top of ``mode=ro`` an authorizer refuses the two
-things a read-only connection would still allow: ``ATTACH`` (which could
-create or write another database file, and which ``VACUUM INTO`` uses) and
-pragmas that change connection state (``query_only``, ``writable_schema``).
+but not write the store. On top of ``mode=ro`` the rules of
+`lightstore.query.sqlguard` apply (the browser's SQL editor has the same):
+an authorizer refuses ``ATTACH``, pragmas that change connection state and
+functions that leak process state; user statements run under size limits
+and a deadline, and the functions whose one call could outlast the deadline
+are guarded.
 """
 
 from __future__ import annotations
@@ -15,59 +17,35 @@ import math
 import os
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue
+from lightstore.catalogue.database import register_functions, sqlite_uri
 from lightstore.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
+from lightstore.query.sqlguard import (
+    DEADLINE_PASSED,
+    DENIED_FUNCTIONS,
+    DENIED_TABLES,
+    MAX_LENGTH,
+    MAX_PATTERN_LENGTH,
+    USER_SQL_LIMITS,
+    authorize,
+    enter_user_sql,
+    install_guards,
+    last_refusal,
+    leave_user_sql,
+    set_limits,
+)
 from lightstore.store import CATALOGUE_FILE, Store
 
 _T = TypeVar("_T")
 
-#: Pragmas user SQL may run: introspection only (writes fail on ``mode=ro`` anyway).
-SAFE_PRAGMAS = frozenset(
-    {
-        "collation_list",
-        "compile_options",
-        "data_version",
-        "database_list",
-        "foreign_key_check",
-        "foreign_key_list",
-        "foreign_keys",
-        "freelist_count",
-        "function_list",
-        "index_info",
-        "index_list",
-        "index_xinfo",
-        "integrity_check",
-        "module_list",
-        "page_count",
-        "page_size",
-        "pragma_list",
-        "quick_check",
-        "recursive_triggers",
-        "schema_version",
-        "synchronous",
-        "table_info",
-        "table_list",
-        "table_xinfo",
-        "user_version",
-    }
-)
-
-
-def _authorize(action: int, arg1: str | None, *_: Any) -> int:
-    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in SAFE_PRAGMAS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
 
 class ReadOnlyCatalogue(Catalogue):
-    """A catalogue opened read-only (``mode=ro``), with ATTACH and state-changing pragmas refused."""
+    """A catalogue opened read-only (``mode=ro``), under the rules of `lightstore.query.sqlguard`
+    (ATTACH, state-changing pragmas and leaking functions refused; slow functions guarded)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path, readonly=True)
@@ -79,7 +57,8 @@ class ReadOnlyCatalogue(Catalogue):
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except (StoreError, sqlite3.OperationalError) as e:
             conn = self._connect_immutable(e)
-        conn.set_authorizer(_authorize)
+        conn.set_authorizer(authorize)
+        install_guards(conn)
         return conn
 
     def _connect_immutable(self, error: BaseException) -> sqlite3.Connection:
@@ -93,9 +72,10 @@ class ReadOnlyCatalogue(Catalogue):
         """
         if os.access(os.path.dirname(self.path) or ".", os.W_OK):
             raise error
-        uri = f"file:{urllib.parse.quote(self.path)}?mode=ro&immutable=1"
+        uri = sqlite_uri(self.path, mode="ro", immutable="1")
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            register_functions(conn)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as e:
             raise self._translate(e) from e
@@ -137,8 +117,8 @@ def open_view(root: str) -> Store:
 WHERE_TIMEOUT_S = 5.0
 #: Default time limit of `lightstore sql` (seconds).
 SQL_TIMEOUT_S = 60.0
-# SQLite calls the progress handler every this many virtual machine steps.
-_PROGRESS_STEPS = 10_000
+# SQLite calls the progress handler every this many virtual machine steps (tens of rows).
+_PROGRESS_STEPS = 1_000
 
 
 def run_sql(
@@ -170,15 +150,26 @@ def iter_sql(
     close the iterator before running other SQL on the same catalogue.
     """
     conn = catalogue.conn
-    if timeout is not None:
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise QueryError(f"the timeout must be a positive number of seconds, not {timeout!r}")
-        deadline = time.monotonic() + timeout
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise QueryError(f"the timeout must be a positive number of seconds, not {timeout!r}")
+    # The size limits bound what one function call can cost, which the deadline (checked
+    # between steps) cannot; they are lifted after, for lightstore's own reads.
+    limits = set_limits(conn, USER_SQL_LIMITS)
+
+    def finish() -> None:
+        conn.set_progress_handler(None, 0)
+        leave_user_sql()
+        set_limits(conn, limits)
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    enter_user_sql(deadline)
+    if deadline is not None:
+        end = deadline
+        conn.set_progress_handler(lambda: time.monotonic() > end, _PROGRESS_STEPS)
     try:
         cur = _sql_step(catalogue, timeout, lambda: conn.execute(sql, params))
     except BaseException:
-        conn.set_progress_handler(None, 0)
+        finish()
         raise
     headers = [d[0] for d in cur.description or ()]
 
@@ -191,13 +182,14 @@ def iter_sql(
                 yield from batch
         finally:
             cur.close()
-            conn.set_progress_handler(None, 0)
+            finish()
 
     return headers, rows()
 
 
 def _sql_step(catalogue: Catalogue, timeout: float | None, step: Callable[[], _T]) -> _T:
     """Run one step of user SQL, turning SQLite's errors into ours."""
+    last_refusal()  # forget one left from an earlier statement
     try:
         return step()
     except sqlite3.Warning as e:  # "You can only execute one statement at a time."
@@ -205,7 +197,8 @@ def _sql_step(catalogue: Catalogue, timeout: float | None, step: Callable[[], _T
     except sqlite3.ProgrammingError as e:
         raise QueryError(f"cannot run this SQL: {e}") from None
     except sqlite3.DatabaseError as e:
-        if "interrupted" in str(e) and timeout is not None:
+        refusal = last_refusal()
+        if ("interrupted" in str(e) or refusal == DEADLINE_PASSED) and timeout is not None:
             raise QueryError(
                 f"the query ran longer than {timeout:g} s and was stopped; narrow it, or allow "
                 "more time (`lightstore sql --timeout SECONDS`, history(timeout=...))"
@@ -214,18 +207,27 @@ def _sql_step(catalogue: Catalogue, timeout: float | None, step: Callable[[], _T
             raise CatalogueCorruptError(
                 f"the catalogue {catalogue.path} is damaged ({e}); run `lightstore reindex`"
             ) from e
+        if refusal is not None:
+            raise QueryError(f"refused: {refusal}") from None
         raise QueryError(_explain(str(e))) from None
 
 
 def _explain(message: str) -> str:
+    if "too big" in message or "too complex" in message:
+        return (
+            f"refused: {message}: SQL typed here may make or read values of up to "
+            f"{MAX_LENGTH} bytes and LIKE/GLOB patterns of up to {MAX_PATTERN_LENGTH} "
+            "characters, so that no single function call outlasts the deadline"
+        )
     if "readonly" in message or "read-only" in message:
         return (
             f"refused: the catalogue is opened read-only here and this statement would change it "
             f"({message}); use SELECT, or the lightstore commands that change the store"
         )
-    if "not authorized" in message or "authorization denied" in message:
+    if "not authorized" in message or "authorization denied" in message or "prohibited" in message:
         return (
-            f"refused: {message}; ATTACH, VACUUM INTO and pragmas that change the connection "
-            "are not allowed on the read-only catalogue"
+            f"refused: {message}; ATTACH, VACUUM INTO, pragmas that change the connection, "
+            f"the functions {', '.join(sorted(DENIED_FUNCTIONS))} and the tables "
+            f"{', '.join(sorted(DENIED_TABLES))} are not allowed on the read-only catalogue"
         )
     return f"SQL error: {message}; the tables and views are listed in docs/schema.md"

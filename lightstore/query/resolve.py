@@ -6,6 +6,9 @@ Accepted, in this order:
 - a prefix of a hash, at least 4 hex digits: ``3fa2`` matches the DRefs whose
   ``<H>`` and the RRefs whose ``<R>`` start with it (``dref:3fa2`` or
   ``rref:3fa2`` restricts the kind);
+- a realization's hash (or a prefix of it), ``-`` and a prefix of its
+  derivation's hash: ``3fa2c9d1-1b7e`` (also ``rref:<R>-1b7e``). Runs of
+  different derivations with identical outputs share ``<R>``; this tells them apart;
 - the path of an object folder in the store (``objects/<H>-<name>/<R>``);
 - a pin name, then a derivation name (``train``) when exactly one derivation
   has it;
@@ -38,7 +41,9 @@ from lightstore.store import Store
 
 MIN_PREFIX = 4
 _MAX_LISTED = 10
-_PREFIX_RE = re.compile(rf"(?:(dref|rref):)?([0-9a-f]{{{MIN_PREFIX},32}})")
+# A hash prefix, optionally followed by '-' and a prefix of the derivation hash of an RRef.
+_PREFIX_RE = re.compile(rf"(?:(dref|rref):)?([0-9a-f]{{{MIN_PREFIX},32}})(?:-([0-9a-f]{{1,32}}))?")
+_SHORT = 8
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -58,18 +63,54 @@ def _ambiguous(
         )
     else:
         hint = "give more hex digits or the full reference"
+        shorts = short_forms([r for r in found[:_MAX_LISTED] if isrref(r)])
+        if shorts:
+            listed = "\n  ".join(
+                f"{shorts[r]}  {r}" if r in shorts else r for r in found[:_MAX_LISTED]
+            )
+            hint = (
+                "give a short form as listed (a realization's hash, '-' and a prefix of its "
+                f"derivation's hash: {next(iter(shorts.values()))}), more hex digits, or the "
+                "full reference"
+            )
     return AmbiguousReferenceError(
         f"{text!r} is ambiguous; it matches:\n  {listed}{more}\n{hint}",
         list(found[:_MAX_LISTED]),
     )
 
 
-def prefix_matches(catalogue: Catalogue, prefix: str, kind: str | None = None) -> list[str]:
+def short_forms(rrefs: Sequence[str]) -> dict[str, str]:
+    """``<R>-<H>`` short forms (8 hex digits each, more where two of `rrefs` would share
+    one) that `resolve` accepts: what tells apart runs with identical outputs."""
+    out: dict[str, str] = {}
+    for rref in rrefs:
+        rhash, dhash = rref.split(":", 1)[1].split("-")[:2]
+        same_r = [r for r in rrefs if r != rref and r.split(":", 1)[1].startswith(rhash)]
+        n = _SHORT
+        while n < 32 and any(r.split("-")[1].startswith(dhash[:n]) for r in same_r):
+            n += 1
+        out[rref] = f"{rhash[:_SHORT]}-{dhash[:n]}"
+    return out
+
+
+def prefix_matches(
+    catalogue: Catalogue, prefix: str, kind: str | None = None, dprefix: str | None = None
+) -> list[str]:
     """References whose hash starts with `prefix` (hex); `kind` 'dref'/'rref' restricts them.
+    With `dprefix`, only RRefs whose derivation hash also starts with it.
 
     GLOB on the primary key is an index range scan, so this is fast on big stores.
     """
     found: list[str] = []
+    if dprefix is not None:
+        if kind == "dref":
+            return []
+        # The class pins the '-' to the end of <R>: a bare '*' could reach into the name.
+        pattern = f"rref:{prefix}{'[0-9a-f]' * (32 - len(prefix))}-{dprefix}*"
+        return catalogue.column(
+            "SELECT rref FROM realizations WHERE rref GLOB ? ORDER BY rref LIMIT ?",
+            (pattern, _MAX_LISTED + 1),
+        )
     if kind in (None, "dref"):
         found += catalogue.column(
             "SELECT dref FROM derivations WHERE dref GLOB ? ORDER BY dref LIMIT ?",
@@ -124,14 +165,26 @@ def resolve(store: Store, text: str | os.PathLike[str]) -> DRef | RRef:
         raise _ambiguous(text, list(selected), selector=True)
     m = _PREFIX_RE.fullmatch(text)
     if m:
-        found = prefix_matches(store.catalogue, m.group(2), m.group(1))
+        if m.group(1) == "dref" and m.group(3):
+            raise InvalidReferenceError(
+                f"{text!r} is not a reference: a DRef has one hash; '<R>-<H>' designates a "
+                "realization (rref:<R>-<H>)"
+            )
+        found = prefix_matches(store.catalogue, m.group(2), m.group(1), m.group(3))
         pinned = store.catalogue.column(
             "SELECT coalesce(rref, dref) FROM pins WHERE name = ?", (text,)
         )
+        named = "the pin of"
+        if found and m.group(3) and not m.group(1) and not pinned:
+            # '<R>-<H>' is also a valid derivation name ('cafe-babe').
+            named = "the name of"
+            pinned = store.catalogue.column(
+                "SELECT dref FROM derivations WHERE name = ? ORDER BY dref LIMIT 1", (text,)
+            )
         if found and pinned and found != pinned:
-            # A pin named like a hash prefix: never answer silently with the other one.
+            # A pin or name that looks like a hash prefix: never answer silently with the other.
             raise AmbiguousReferenceError(
-                f"{text!r} is ambiguous: it is the pin of {pinned[0]} and a hash prefix of "
+                f"{text!r} is ambiguous: it is {named} {pinned[0]} and a hash prefix of "
                 f"{', '.join(found[:_MAX_LISTED])}; give the full reference",
                 [*pinned, *found[:_MAX_LISTED]],
             )
@@ -218,7 +271,11 @@ def _selector_drefs(store: Store, sel: Selector, text: str) -> list[str]:
     where, params = name_condition(base, "name")
     pinned = store.catalogue.column("SELECT coalesce(dref, rref) FROM pins WHERE name = ?", (base,))
     m = _PREFIX_RE.fullmatch(base)
-    if isdref(base) or pinned or (m and prefix_matches(store.catalogue, m.group(2), m.group(1))):
+    if (
+        isdref(base)
+        or pinned
+        or (m and prefix_matches(store.catalogue, m.group(2), m.group(1), m.group(3)))
+    ):
         target = resolve(store, base)
         if isrref(target):
             raise InvalidSelectorError(
@@ -257,11 +314,14 @@ def _nothing_matched(store: Store, sel: Selector, where: str, params: list[Any])
         )
     terms, args = [where], list(params)
     for cond in sel.conditions:
-        values = store.catalogue.column(
-            f"SELECT DISTINCT json_extract(config, ?) FROM derivations WHERE {' AND '.join(terms)} "
-            "AND json_type(config, ?) IS NOT NULL ORDER BY 1 LIMIT 11",
-            [cond.sql()[1][0], *args, cond.sql()[1][0]],
+        # The path twice gives JSON text '[v,v]', which keeps the digits of big integers.
+        pairs = store.catalogue.column(
+            "SELECT pair FROM (SELECT DISTINCT json_extract(config, ?, ?) AS pair, "
+            f"json_extract(config, ?) AS v FROM derivations WHERE {' AND '.join(terms)} "
+            "AND json_type(config, ?) IS NOT NULL ORDER BY v, pair LIMIT 11)",
+            [cond.path, cond.path, cond.path, *args, cond.path],
         )
+        values = [_first_of_pair(p) for p in pairs]
         term, more = cond.sql("config")
         terms.append(term)
         args += more
@@ -276,6 +336,13 @@ def _nothing_matched(store: Store, sel: Selector, where: str, params: list[Any])
                 f" (values of {cond.field} there: {shown or 'none: the field is missing'})"
             )
     return f"nothing matches {sel}"
+
+
+def _first_of_pair(pair: str) -> Any:
+    try:
+        return json.loads(pair)[0]
+    except (ValueError, IndexError, KeyError, RecursionError):
+        return pair
 
 
 def select(store: Store, text: str | Selector) -> list[DRef | RRef]:

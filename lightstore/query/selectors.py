@@ -20,9 +20,11 @@ special to any common shell, so ``train@lr=0.01@latest`` needs no quotes;
 redirections, so quote those forms: ``'train[lr<1e-3]@all'``. A value with
 ``@ , [ ]`` in it is written as a JSON string: ``train@tag="a@b"``.
 
-Numbers compare as numbers (``lr=0.01`` and ``lr=1e-2`` are the same
-condition, and match a config holding 0.01); to match the text "1" write
-``seed="1"``. ``field=null`` also matches a missing field.
+Numbers compare as numbers, exactly, integers of any size included
+(``lr=0.01`` and ``lr=1e-2`` are the same condition, and match a config
+holding 0.01; ``n=18446744073709551617`` matches that integer, not 2**64);
+to match the text "1" write ``seed="1"``. ``field=null`` also matches a
+missing field.
 """
 
 from __future__ import annotations

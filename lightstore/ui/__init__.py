@@ -8,10 +8,12 @@ here, lazily: without it the error says ``pip install 'lightstore[ui]'``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
 import socket
+import sqlite3
 import sys
 import threading
 import webbrowser
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+from lightstore.catalogue.database import sqlite_uri
 from lightstore.errors import LightstoreError
 from lightstore.query.readonly import catalogue_path, open_view
 
@@ -72,7 +75,17 @@ def make_datasette(root: str) -> Any:
         },
     )
     ds.lightstore_store = view
+    database = ds.databases[DATABASE]
+    database.connect = functools.partial(_connect_read_only, database)
     return ds
+
+
+def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection:
+    """Datasette's `Database.connect`, with the file name quoted: Datasette puts it into a
+    ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file."""
+    conn = sqlite3.connect(sqlite_uri(database.path, mode="ro"), uri=True, check_same_thread=False)
+    database._all_file_connections.append(conn)
+    return conn
 
 
 def loopback_literal(host: str) -> bool:

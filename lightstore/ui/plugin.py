@@ -19,6 +19,7 @@ from datasette.utils.asgi import AsgiFileDownload, Response
 
 from lightstore.cli.output import human_duration, human_size, human_time
 from lightstore.errors import InvalidReferenceError, LightstoreError, UnknownReferenceError
+from lightstore.query import sqlguard
 from lightstore.refs import isdref, isrref
 from lightstore.store import Store
 from lightstore.ui import data, svg
@@ -69,6 +70,14 @@ def _cell(value: Any) -> str:
     if isinstance(value, str) and (isdref(value) or isrref(value)):
         return data.ref_label(value)  # `name 3fa2c9d1`; the full reference is on the run page
     return "" if value is None else data.cell_text(value)
+
+
+@hookimpl
+def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
+    """Every connection that serves the browser's SQL runs under `lightstore sql`'s rules:
+    the same authorizer (deny-list), size limits and function guards."""
+    if database != "_internal":  # Datasette's own bookkeeping, which no user query reaches
+        sqlguard.prepare_connection(conn)
 
 
 @hookimpl

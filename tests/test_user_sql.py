@@ -1,0 +1,251 @@
+"""SQL that users type: `lightstore sql` (and `history --where`) and the browser's SQL editor
+(Datasette's, on the catalogue) run under one set of rules (`lightstore.query.sqlguard`):
+the same deny-list, size limits and guards of the functions whose one call could outlast
+the deadline. The browser is driven in-process, through Datasette's own client."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import sqlite3
+import time
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_cli import build_pipeline, fails, ok
+
+from lightstore import (
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkdrv,
+    realize1,
+    selfref,
+)
+from lightstore.cli.context import EXIT_BAD_INPUT
+from lightstore.query import QueryError, open_view, run_sql, sqlguard
+from lightstore.query.sqlguard import MAX_LENGTH
+from lightstore.store import Store
+
+needs_datasette = pytest.mark.skipif(
+    importlib.util.find_spec("datasette") is None, reason="the browser needs Datasette"
+)
+
+#: Statements refused because of what they would reveal or reach.
+DENIED = [
+    "SELECT fts3_tokenizer('simple')",  # the address of a C structure of this process
+    "SELECT hex(fts3_tokenizer('porter')) AS p",
+    "SELECT load_extension('/tmp/nothing.so')",
+    "SELECT fts5(NULL)",
+    "SELECT sqlite_log(1, 'forged')",
+    "SELECT sql FROM sqlite_stmt",  # the statements prepared on this connection
+    "SELECT 1 FROM derivations WHERE fts3_tokenizer(name) IS NOT NULL",
+]
+
+#: Single calls that ran for seconds or minutes, each refused at once.
+SLOW_CALLS = [
+    "SELECT length(printf('%.*c', 1e9, 'x'))",
+    "SELECT length(printf('%.*c', 2147483647, 'x'))",
+    "SELECT length(format('%.*c', 1e9, 'x'))",
+    "SELECT length(printf('%2000000000c', 'x'))",
+    "SELECT length(printf('%.1999999999c', 'x'))",
+    "SELECT printf('%.*c', '1e9', 'x') IS NULL",
+    "SELECT length(printf(CAST('%.1999999999c' AS BLOB), 'x'))",
+    "SELECT length(zeroblob(1e9))",
+    "SELECT length(randomblob(1e9))",
+    "SELECT instr(printf('%.*c', 1000000, 'a'), printf('%.*c', 500000, 'a') || 'b')",
+    "SELECT length(replace(printf('%.*c', 1000000, 'a'), printf('%.*c', 500000, 'a') || 'b', ''))",
+    "SELECT length(trim(printf('%.*c', 100000, 'a'), printf('%.*c', 100000, 'b') || 'a'))",
+    "SELECT printf('%.*c', 1000000, 'a') LIKE '%' || printf('%.*c', 40000, 'a') || 'b'",
+    "SELECT printf('%.*c', 1000000, 'a') GLOB '*' || printf('%.*c', 40000, 'a') || 'b'",
+    "SELECT length(printf('%.*c', 1e9, 'x')) FROM realizations",
+]
+
+
+def _stage(name: str):
+    def stage(r):
+        def real(b):
+            with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+                f.write(name)
+
+        return mkdrv(
+            {"name": name, "out": [selfref, "out.txt"]}, match_only(), build_wrapper(real), r
+        )
+
+    return stage
+
+
+def browser_sql(root: str, *queries: str) -> list[tuple[int, Any]]:
+    """Run `queries` in the browser's SQL editor of the store at `root`: (status, JSON) each."""
+    from lightstore.ui import make_datasette
+
+    ds = make_datasette(root)
+
+    async def fetch() -> list[tuple[int, Any]]:
+        await ds.invoke_startup()
+        out = []
+        for sql in queries:
+            resp = await ds.client.get(f"/catalogue.json?sql={quote(sql)}&_shape=objects")
+            out.append((resp.status_code, json.loads(resp.text)))
+        return out
+
+    return asyncio.run(fetch())
+
+
+@pytest.fixture
+def root(S) -> str:
+    return build_pipeline(S).root
+
+
+# -- the deny-list ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", DENIED)
+def test_functions_that_leak_process_state_are_refused_by_sql(root, query):
+    result = fails(EXIT_BAD_INPUT, root, "sql", query)
+    assert "not allowed" in result.stderr and "0x" not in result.stdout
+
+
+@needs_datasette
+def test_the_browser_refuses_the_same(root):
+    for query, (status, body) in zip(DENIED, browser_sql(root, *DENIED), strict=True):
+        assert status == 400 and body["ok"] is False, (query, body)
+        assert "prohibited" in body["error"] or "not authorized" in body["error"], body
+
+
+def test_the_deny_list_leaves_ordinary_sql_alone(root):
+    rows = json.loads(
+        ok(
+            root,
+            "sql",
+            "SELECT count(*) AS n, max(length(config)) > 0 AS c, sqlite_version() IS NOT NULL AS v"
+            " FROM derivations WHERE name LIKE 'tr%' AND name GLOB 't*'",
+            "--json",
+        )
+    )
+    assert rows == [{"n": 3, "c": 1, "v": 1}]
+
+
+# -- one call cannot outlast the deadline -----------------------------------------------------
+
+
+@pytest.mark.parametrize("query", SLOW_CALLS)
+def test_one_slow_function_call_is_refused_at_once(root, query):
+    started = time.monotonic()
+    result = fails(EXIT_BAD_INPUT, root, "sql", query)
+    assert time.monotonic() - started < 5, query
+    assert result.stderr.startswith("Error: refused:"), result.stderr
+    # The limits are lifted afterwards, for lightstore's own reads on the same connection.
+    view = open_view(root)
+    before = view.catalogue.conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    with pytest.raises(QueryError, match="refused"):
+        run_sql(view.catalogue, query, timeout=60)
+    assert view.catalogue.conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) == before > MAX_LENGTH
+
+
+@needs_datasette
+def test_the_browser_refuses_them_too(root):
+    started = time.monotonic()
+    answers = browser_sql(root, *SLOW_CALLS)
+    assert time.monotonic() - started < 5 * len(SLOW_CALLS)
+    for query, (status, body) in zip(SLOW_CALLS, answers, strict=True):
+        assert status == 400 and body["ok"] is False, (query, body)
+
+
+def test_many_guarded_calls_stop_at_the_deadline(root):
+    many = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 1000000) "
+        "SELECT count(instr(printf('%.*c', 40000, 'a'), printf('%.*c', 20000, 'a') || x)) FROM c"
+    )
+    started = time.monotonic()
+    result = fails(EXIT_BAD_INPUT, root, "sql", many, "--timeout", "1")
+    assert "longer than 1 s" in result.stderr
+    assert time.monotonic() - started < 5
+
+
+def test_guarded_functions_still_work(root):
+    row = json.loads(
+        ok(
+            root,
+            "sql",
+            "SELECT printf('%5.2f|%-4d|%%|%s|%.3c|%,d', 3.14159, 7, 'ok', 'x', 1234567) AS p, "
+            "format('%q', 'it''s') AS f, instr('hello', 'll') AS i, replace('abc', 'b', 'x') AS r,"
+            " trim('xxhixx', 'x') AS t, ltrim('..a', '.') AS l, rtrim('a  ') AS rt, "
+            "length(printf('%.*c', 5000000, 'x')) AS n",
+            "--json",
+        )
+    )
+    assert row == [
+        {
+            "p": " 3.14|7   |%|ok|xxx|1,234,567",
+            "f": "it''s",
+            "i": 3,
+            "r": "axc",
+            "t": "hi",
+            "l": "a",
+            "rt": "a",
+            "n": 5000000,
+        }
+    ]
+
+
+_ARG = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-50, 50),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+    st.none(),
+)
+_FORMAT = st.text(alphabet="%-+ #!0,.*123456789lcdsfgGeExXqQwzoiupnr%abT", max_size=12)
+
+
+@given(_FORMAT, st.lists(_ARG, max_size=4), st.lists(_ARG, min_size=3, max_size=3))
+def test_guards_give_exactly_sqlites_results(fmt, args, three):
+    """A guarded call that is not refused returns what SQLite's own function returns."""
+    plain = sqlite3.connect(":memory:")
+    sqlguard.set_limits(plain, sqlguard.USER_SQL_LIMITS)
+    guarded = sqlite3.connect(":memory:")
+    sqlguard.prepare_connection(guarded)
+    # Text that is not UTF-8 (replace() on blobs) comes back as its bytes (a blob, from a guard).
+    plain.text_factory = guarded.text_factory = sqlguard.text_or_bytes
+    calls = [
+        (f"printf({', '.join('?' * (len(args) + 1))})", [fmt, *args]),
+        ("instr(?, ?)", three[:2]),
+        ("replace(?, ?, ?)", three),
+        ("trim(?, ?)", three[:2]),
+        ("ltrim(?, ?)", three[1:]),
+        ("rtrim(?, ?)", three[:2]),
+    ]
+    for call, params in calls:
+        try:
+            expected: Any = plain.execute(f"SELECT {call}", params).fetchone()[0]
+        except sqlite3.Error as e:
+            expected = type(e)
+        try:
+            got: Any = guarded.execute(f"SELECT {call}", params).fetchone()[0]
+        except sqlite3.Error:
+            got = sqlite3.OperationalError
+        if expected is not sqlite3.OperationalError or got is not sqlite3.OperationalError:
+            assert got == expected or (got != got and expected != expected), (call, params)
+
+
+# -- the store that is read ---------------------------------------------------------------------
+
+
+@needs_datasette
+def test_the_browser_reads_the_store_at_a_path_that_needs_quoting(tmp_path):
+    # Unquoted in a SQLite URI, '%41' is 'A', the folder of another store.
+    decoy = Store.open(str(tmp_path / "A"), create=True)
+    realize1(instantiate(_stage("decoy"), S=decoy.settings))
+    for name in ("%41", "a?b", "a#b"):
+        store = Store.open(str(tmp_path / name), create=True)
+        realize1(instantiate(_stage("target"), S=store.settings))
+        [(status, body)] = browser_sql(store.root, "SELECT name FROM derivations")
+        assert status == 200 and body["rows"] == [{"name": "target"}], (name, body)
