@@ -4,7 +4,7 @@ The core is explicit and typed: `Store` (tree + catalogue), `Registry`,
 `instantiate`, `realize_closure`. On top of it, this package exports the
 Pylightnix vocabulary (`mkdrv`, `realize1`, `mklens`, `autostage`, ...) so
 that a Pylightnix pipeline runs by changing its import to
-``from lightstore import *``. Errors are documented in `lightstore.errors`.
+``from lightstore import *``. Errors are documented in `lightstore.foundation.errors`.
 """
 
 # Pylightnix's remaining vocabulary, module by module (see tests/data/pylightnix_names.txt).
@@ -25,6 +25,7 @@ from lightstore.compat.core import *  # noqa: F403
 from lightstore.compat.core import match
 from lightstore.compat.deco import *  # noqa: F403
 from lightstore.compat.either import *  # noqa: F403
+from lightstore.compat.exchange import copy_closure, spack, sunpack
 from lightstore.compat.fetch import *  # noqa: F403
 from lightstore.compat.housekeeping import (
     catref,
@@ -63,7 +64,6 @@ from lightstore.compat.repl import *  # noqa: F403
 from lightstore.compat.storage import current_registry, current_storage, fsinit, mkregistry, mkSS
 from lightstore.compat.types import *  # noqa: F403
 from lightstore.compat.utils import *  # noqa: F403
-from lightstore.config import Config, cfgdict, mkconfig
 from lightstore.engine.build import (
     Build,
     BuildArgs,
@@ -94,7 +94,9 @@ from lightstore.engine.matchers import (
 )
 from lightstore.engine.realize import RealizeOptions, realize_closure
 from lightstore.engine.registry import Closure, Derivation, Registry, instantiate, mkdrv
-from lightstore.errors import (
+from lightstore.facade import Store
+from lightstore.foundation.config import Config, cfgdict, mkconfig
+from lightstore.foundation.errors import (
     AmbiguousReferenceError,
     ArchiveError,
     BuildError,
@@ -117,8 +119,7 @@ from lightstore.errors import (
     UnknownReferenceError,
     UsageError,
 )
-from lightstore.exchange import copy_closure, spack, sunpack
-from lightstore.refs import (
+from lightstore.foundation.refs import (
     Context,
     DRef,
     Name,
@@ -138,7 +139,7 @@ from lightstore.refs import (
     unrref,
 )
 from lightstore.stages import fetchlocal, fetchurl, mkfile, mknode
-from lightstore.store import StorageSettings, Store
+from lightstore.store import StorageSettings
 
 __version__ = "0.1.0"
 

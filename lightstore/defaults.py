@@ -13,7 +13,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from lightstore.store import StorageSettings, Store
+from lightstore.facade import Store
+from lightstore.store import StorageSettings
 
 if TYPE_CHECKING:
     from lightstore.engine.registry import Registry

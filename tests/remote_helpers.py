@@ -16,7 +16,7 @@ from lightstore import (
     mkconfig,
     mkdrv,
 )
-from lightstore.store import Store
+from lightstore.facade import Store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "remote_worker.py")

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from remote_helpers import many_files_stage, pipeline
 
 from lightstore import instantiate, realize1
-from lightstore.store import Store
+from lightstore.facade import Store
 
 
 def main(argv: list[str]) -> int:

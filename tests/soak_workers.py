@@ -27,7 +27,7 @@ from lightstore import (
     realize1,
     selfref,
 )
-from lightstore.store import Store
+from lightstore.facade import Store
 
 
 def _write(text: str):

@@ -36,7 +36,8 @@ from lightstore.cli.context import (
     EXIT_PROBLEMS,
     EXIT_REFUSED,
 )
-from lightstore.store import CATALOGUE_FILE, Store
+from lightstore.facade import Store
+from lightstore.store import CATALOGUE_FILE
 
 LRS = (0.1, 0.01, 0.001)
 

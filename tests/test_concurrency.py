@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lightstore import allrrefs, fsinit, mkSS
-from lightstore.store import Store
+from lightstore.facade import Store
 
 WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
 TIMEOUT = 120

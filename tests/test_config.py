@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from lightstore.config import (
+from lightstore.foundation.config import (
     DEFAULT_NAME,
     Config,
     canonical_json,
@@ -23,9 +23,9 @@ from lightstore.config import (
     mkconfig,
     resolve_selfrefs,
 )
-from lightstore.errors import InvalidConfigError
-from lightstore.hashing import config_hash
-from lightstore.refs import Path, RRef, isdref, mkdref, mkrref, selfref
+from lightstore.foundation.errors import InvalidConfigError
+from lightstore.foundation.hashing import config_hash
+from lightstore.foundation.refs import Path, RRef, isdref, mkdref, mkrref, selfref
 
 D1 = mkdref("1" * 32, "one")
 D2 = mkdref("2" * 32, "two")

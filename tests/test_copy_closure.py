@@ -19,6 +19,7 @@ from lightstore import (
     Store,
     UnknownReferenceError,
     allrrefs,
+    copy_closure,
     fsinit,
     instantiate,
     mknode,
@@ -26,12 +27,11 @@ from lightstore import (
     realize,
     rrefdeps,
 )
-from lightstore.exchange import copy_closure
-from lightstore.failpoints import VARIABLE
+from lightstore.foundation.failpoints import VARIABLE
 
 CHILD = """
 import sys
-from lightstore.exchange import copy_closure
+from lightstore import copy_closure
 print("start", flush=True)
 copy_closure(sys.argv[3:], sys.argv[1], sys.argv[2])
 print("done", flush=True)

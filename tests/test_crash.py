@@ -13,8 +13,8 @@ import time
 import pytest
 
 from lightstore import allrrefs, fsinit, mkSS
-from lightstore.failpoints import VARIABLE
-from lightstore.store import Store
+from lightstore.facade import Store
+from lightstore.foundation.failpoints import VARIABLE
 
 WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
 

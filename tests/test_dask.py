@@ -37,9 +37,9 @@ from lightstore import (  # noqa: E402
 )
 from lightstore.engine.plan import BuildsFailed  # noqa: E402
 from lightstore.engine.realize import realize_closure  # noqa: E402
-from lightstore.errors import StoreNotFoundError, UsageError  # noqa: E402
+from lightstore.facade import Store  # noqa: E402
+from lightstore.foundation.errors import StoreNotFoundError, UsageError  # noqa: E402
 from lightstore.remote import list_remote  # noqa: E402
-from lightstore.store import Store  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -492,6 +492,8 @@ def test_a_script_using_jobs_needs_the_main_guard(tmp_path, body, expected):
         return
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("lightstore.errors.UsageError") and expected in last, done.stderr
+    assert last.startswith("lightstore.foundation.errors.UsageError") and expected in last, (
+        done.stderr
+    )
     assert 'under `if __name__ == "__main__":`' in last and "README" in last
     assert Store.open(root).catalogue.query("SELECT count(*) FROM builds") == [(0,)]

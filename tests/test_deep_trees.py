@@ -14,9 +14,10 @@ import pytest
 from workers import make_deep
 
 from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, realize1
-from lightstore.errors import BuildError
-from lightstore.files import MAX_RELATIVE_PATH, PATH_MAX
-from lightstore.store import HOST_TAG, Store
+from lightstore.facade import Store
+from lightstore.foundation.errors import BuildError
+from lightstore.foundation.files import MAX_RELATIVE_PATH, PATH_MAX
+from lightstore.store import HOST_TAG
 
 #: Past Python's recursion limit (1,000), yet within PATH_MAX with one-letter names.
 DEPTH = 1500

@@ -32,7 +32,7 @@ from lightstore import (
     rrefctx,
 )
 from lightstore.demo import quickstart
-from lightstore.hashing import tree_digest
+from lightstore.foundation.hashing import tree_digest
 from lightstore.maintenance import verify
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -211,7 +211,7 @@ def test_dry_run_assert_realized_and_force_rebuild_keep_their_meaning(S):
 HOLD = textwrap.dedent(
     """
     import sys, time
-    from lightstore.store import Store
+    from lightstore.facade import Store
     store = Store.open(sys.argv[1])
     with store.build_lock(sys.argv[2], sys.argv[3]):
         print("held", flush=True)
@@ -249,7 +249,7 @@ def test_execute_without_waiting_returns_busy_while_another_process_builds(S, st
 
 
 def test_build_requests_refuses_a_wrong_outcome(S):
-    from lightstore.errors import UsageError
+    from lightstore.foundation.errors import UsageError
 
     _, cl = instantiate(stage_of("a", []), r=Registry(S))
     steps = build_requests(cl)

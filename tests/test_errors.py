@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lightstore
-from lightstore.errors import BuildError, LightstoreError
+from lightstore.foundation.errors import BuildError, LightstoreError
 
 
 def _modules() -> list[types.ModuleType]:
@@ -141,7 +141,7 @@ def test_an_attribute_that_cannot_be_pickled_travels_as_text():
 
 @given(message=st.text(), extra=st.lists(st.text(), max_size=3))
 def test_messages_and_attributes_of_any_text_survive(message, extra):
-    from lightstore.errors import AmbiguousReferenceError
+    from lightstore.foundation.errors import AmbiguousReferenceError
 
     error = AmbiguousReferenceError(message, extra)
     copy = pickle.loads(pickle.dumps(error))

@@ -1,4 +1,4 @@
-"""The tree helpers of lightstore.files: walking, copying, chmod, fsync, deleting and
+"""The tree helpers of lightstore.foundation.files: walking, copying, chmod, fsync, deleting and
 resolving links at any depth, without recursion."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from workers import make_deep
 
-from lightstore.files import (
+from lightstore.foundation.files import (
     MAX_SYMLINKS,
     PATH_MAX,
     copy_tree,

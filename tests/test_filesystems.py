@@ -44,7 +44,7 @@ def test_rollback_journal_store_works(tmp_path):
         realize1,
         selfref,
     )
-    from lightstore.store import Store
+    from lightstore.facade import Store
 
     store = Store(str(tmp_path / "s"))
     store.catalogue.journal_mode = journal_mode_for("nfs")

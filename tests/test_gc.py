@@ -25,7 +25,7 @@ from lightstore import (
     rrefdeps,
     selfref,
 )
-from lightstore.errors import UnknownReferenceError
+from lightstore.foundation.errors import UnknownReferenceError
 
 WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
 
@@ -145,7 +145,7 @@ def test_gc_shrinks_catalogue(store):
 
 def test_gc_while_processes_realize(tmp_path):
     from lightstore import fsinit, mkSS
-    from lightstore.store import Store
+    from lightstore.facade import Store
 
     root = str(tmp_path / "store")
     store = fsinit(mkSS(root))

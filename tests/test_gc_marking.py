@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import lightstore
 from lightstore import build_outpaths, build_wrapper, instantiate, match_all, mkdrv, realizeMany
-from lightstore.errors import InvalidReferenceError
+from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.maintenance.gc import _mark
 
 # A graph: node i depends on some nodes before it, and its build makes 1 or 2 outputs.

@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from lightstore import LightstoreError, allrrefs, fsinit, mkSS
+from lightstore.facade import Store
 from lightstore.query import history
-from lightstore.store import Store
 
 WORKERS = os.path.join(os.path.dirname(__file__), "soak_workers.py")
 SECONDS = float(os.environ.get("LIGHTSTORE_SOAK_SECONDS", "25"))

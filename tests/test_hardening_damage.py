@@ -23,7 +23,7 @@ from lightstore import (
     rref2dref,
 )
 from lightstore.cli.context import EXIT_REFUSED
-from lightstore.store import Store
+from lightstore.facade import Store
 from tests.test_cli import fails, ok
 
 

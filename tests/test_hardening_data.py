@@ -19,12 +19,13 @@ from lightstore import (
     selfref,
 )
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_REFUSED
-from lightstore.config import mkconfig
-from lightstore.errors import CatalogueVersionError, InvalidReferenceError
-from lightstore.hashing import config_hash
+from lightstore.facade import Store
+from lightstore.foundation.config import mkconfig
+from lightstore.foundation.errors import CatalogueVersionError, InvalidReferenceError
+from lightstore.foundation.hashing import config_hash
+from lightstore.foundation.refs import mkdref
 from lightstore.maintenance import reindex
-from lightstore.refs import mkdref
-from lightstore.store import CATALOGUE_FILE, Store
+from lightstore.store import CATALOGUE_FILE
 from tests.test_cli import fails, ok
 
 

@@ -24,9 +24,10 @@ from lightstore import (
     realize1,
     rref2dref,
     selfref,
+    spack,
+    sunpack,
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
-from lightstore.exchange import spack, sunpack
 from tests.test_cli import fails
 
 
@@ -156,7 +157,7 @@ def test_lens_contents_stays_inside_the_store(tmp_path):
         realize1,
         selfref,
     )
-    from lightstore.errors import InvalidReferenceError
+    from lightstore.foundation.errors import InvalidReferenceError
 
     secret = tmp_path / "secret.txt"
     secret.write_text("outside")

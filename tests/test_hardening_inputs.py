@@ -22,20 +22,20 @@ from lightstore import (
     mkdrv,
     realize1,
     rref2dref,
+    sunpack,
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
-from lightstore.config import MAX_CONFIG_DEPTH
-from lightstore.errors import (
+from lightstore.facade import Store
+from lightstore.foundation.config import MAX_CONFIG_DEPTH
+from lightstore.foundation.errors import (
     ArchiveError,
     InvalidConfigError,
     InvalidReferenceError,
     LightstoreError,
     QueryError,
 )
-from lightstore.exchange import sunpack
 from lightstore.maintenance import reindex
 from lightstore.query import history, iter_sql, open_view
-from lightstore.store import Store
 from tests.test_cli import build_pipeline, fails, ok
 
 
@@ -185,7 +185,7 @@ def test_deeply_nested_archive_manifest_is_refused(S, tmp_path):
 
 
 def test_names_longer_than_the_limit_are_refused_up_front(store):
-    from lightstore.refs import MAX_NAME_LENGTH
+    from lightstore.foundation.refs import MAX_NAME_LENGTH
 
     def stage(name):
         return lambda r: mkdrv({"name": name}, match_only(), build_wrapper(lambda b: None), r)

@@ -10,9 +10,8 @@ from blake3 import blake3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lightstore.errors import BuildError
-from lightstore.hashing import (
-    CONTEXT_FILE,
+from lightstore.foundation.errors import BuildError
+from lightstore.foundation.hashing import (
     canonical_context,
     config_hash,
     context_hash,
@@ -20,7 +19,8 @@ from lightstore.hashing import (
     realization_hash,
     tree_digest,
 )
-from lightstore.refs import mkdref, mkrref
+from lightstore.foundation.refs import mkdref, mkrref
+from lightstore.store.layout import CONTEXT_FILE, realization_digest
 
 DA = mkdref("1" * 32, "one")
 DB = mkdref("2" * 32, "two")
@@ -82,7 +82,7 @@ def test_pinned_context_hash():
 
 
 def test_pinned_tree_digest(tmp_path):
-    t = tree_digest(make_pinned_tree(tmp_path / "t"))
+    t = realization_digest(make_pinned_tree(tmp_path / "t"))
     assert t.digest == PINNED_TREE_DIGEST
     assert t.size == len("hello\n") + 3 + len("#!/bin/sh\necho hi\n")
     assert t.files == 4  # three files and one symlink; folders and context.json not counted
@@ -311,14 +311,14 @@ def test_tree_digest_ignores_non_exec_permissions_and_times(tmp_path):
 
 def test_top_level_context_file_is_skipped(tmp_path):
     root = make_pinned_tree(tmp_path / "t")
-    before = tree_digest(root)
+    before = realization_digest(root)
     write(os.path.join(root, CONTEXT_FILE), '{"other": "context"}')
-    assert tree_digest(root) == before
+    assert realization_digest(root) == before
     os.unlink(os.path.join(root, CONTEXT_FILE))
+    assert realization_digest(root) == before
     assert tree_digest(root) == before
-    assert tree_digest(root, skip_context=False) == before
     write(os.path.join(root, CONTEXT_FILE), "{}")
-    with_context = tree_digest(root, skip_context=False)
+    with_context = tree_digest(root)
     assert with_context.digest != before.digest
 
 

@@ -23,6 +23,7 @@ from lightstore import (
     allrrefs,
     build_outpaths,
     build_wrapper,
+    copy_closure,
     drefcfg,
     drefrrefs,
     fsinit,
@@ -40,17 +41,16 @@ from lightstore import (
 )
 from lightstore.catalogue import database
 from lightstore.catalogue.database import translate_error
-from lightstore.errors import (
+from lightstore.facade import Store
+from lightstore.foundation.errors import (
     CatalogueCorruptError,
     CatalogueError,
     DiskFullError,
     IntegrityError,
     QueryError,
 )
-from lightstore.exchange import copy_closure
 from lightstore.maintenance import gc as gc_marking
 from lightstore.query import derivations, history
-from lightstore.store import Store
 
 RUNS: list[str] = []
 

@@ -17,14 +17,14 @@ from contextlib import contextmanager
 
 import pytest
 
-from lightstore import locks
-from lightstore.errors import LockTimeout
-from lightstore.locks import LOCKS_VARIABLE, KeyedLocks
+from lightstore.foundation import locks
+from lightstore.foundation.errors import LockTimeout
+from lightstore.foundation.locks import LOCKS_VARIABLE, KeyedLocks
 
 HOLD = textwrap.dedent(
     """
     import sys
-    from lightstore.locks import KeyedLocks
+    from lightstore.foundation.locks import KeyedLocks
     with KeyedLocks(sys.argv[1]).hold(int(sys.argv[2])):
         print("held", flush=True)
         sys.stdin.readline()
@@ -82,7 +82,7 @@ def _free(path: str, key: int) -> bool:
 
 
 def test_the_variable_forces_the_fallback():
-    code = "import lightstore.locks as l; print(l._HAVE_OFD)"
+    code = "import lightstore.foundation.locks as l; print(l._HAVE_OFD)"
     for value, expected in (("posix", "False"), ("", str(hasattr(fcntl, "F_OFD_SETLKW")))):
         out = subprocess.run(
             [sys.executable, "-c", code],
@@ -165,7 +165,7 @@ def test_releasing_one_key_keeps_the_others_held(tmp_path, mode):
             [
                 sys.executable,
                 "-c",
-                "import sys; from lightstore.locks import KeyedLocks\n"
+                "import sys; from lightstore.foundation.locks import KeyedLocks\n"
                 "with KeyedLocks(sys.argv[1]).try_hold(int(sys.argv[2])) as got: print(got)",
                 path,
                 str(kept),

@@ -27,8 +27,8 @@ from lightstore import (
     realize1,
 )
 from lightstore.cli.context import EXIT_NOT_FOUND
-from lightstore.logs import log_path
 from lightstore.query.buildlog import build_log
+from lightstore.store.layout import Layout
 
 
 def noisy(i, fail=False, r=None):
@@ -58,7 +58,7 @@ def test_output_is_teed_into_the_log(S, store, capfd):
         assert line in info["log"], info["log"]
     text = ok(S.root, "log", "noisy@latest")
     assert "child 1" in text and "python err 1" in text
-    assert info["path"] == log_path(store.root, info["build"]["id"])
+    assert info["path"] == store.log_path(info["build"]["id"])
     assert json.loads(ok(S.root, "log", "--json", rref))["build"]["id"] == info["build"]["id"]
 
 
@@ -194,7 +194,7 @@ def test_a_subprocess_outliving_its_build_writes_into_no_log(S, store):
 
 
 def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
-    from lightstore.logs import remove_orphan_logs
+    from lightstore.maintenance.gc import remove_orphan_logs
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -206,7 +206,7 @@ def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
         seen.append(sorted(os.listdir(logs)))
         return {7}
 
-    assert remove_orphan_logs(str(tmp_path), known) == 1
+    assert remove_orphan_logs(Layout(str(tmp_path)), known) == 1
     assert seen == [["3.log", "7.log", "notes.txt"]]
     assert sorted(os.listdir(logs)) == ["7.log", "notes.txt"]
 
@@ -280,7 +280,7 @@ def test_running_out_of_fds_while_starting_the_pump_leaks_nothing(S, store, monk
     import errno
     import selectors
 
-    import lightstore.logs as logs
+    import lightstore.foundation.logs as logs
 
     def no_selector():
         raise OSError(errno.EMFILE, "Too many open files")
@@ -297,7 +297,7 @@ def test_running_out_of_fds_while_starting_the_pump_leaks_nothing(S, store, monk
 
 @pytest.mark.parametrize("replacement", [None, "no flush"])
 def test_stdout_replaced_by_a_non_file_does_not_fail_the_build(S, store, monkeypatch, replacement):
-    import lightstore.logs as logs
+    import lightstore.foundation.logs as logs
 
     class NoFlush:
         def write(self, text):

@@ -26,6 +26,7 @@ from lightstore import (
     build_metrics,
     build_outpath,
     build_wrapper,
+    copy_closure,
     fsinit,
     instantiate,
     match_all,
@@ -38,9 +39,8 @@ from lightstore import (
     spack,
     sunpack,
 )
-from lightstore.errors import ArchiveError, IntegrityError, QueryError
-from lightstore.exchange import copy_closure
-from lightstore.metrics import check_metric_name, check_metric_value
+from lightstore.foundation.errors import ArchiveError, IntegrityError, QueryError
+from lightstore.foundation.metrics import check_metric_name, check_metric_value
 from lightstore.query import history, open_view
 
 

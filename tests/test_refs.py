@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lightstore.errors import InvalidConfigError, InvalidReferenceError, LightstoreError
-from lightstore.refs import (
+from lightstore.foundation.errors import InvalidConfigError, InvalidReferenceError, LightstoreError
+from lightstore.foundation.refs import (
     HASH_LEN,
     DRef,
     RRef,

@@ -14,7 +14,9 @@ from remote_helpers import copies, folder_stage, pipeline, remote_files, rewrite
 
 import lightstore
 from lightstore import instantiate, realize1
-from lightstore.errors import (
+from lightstore.exchange._tree import check_links, walk_tree
+from lightstore.facade import Store
+from lightstore.foundation.errors import (
     ArchiveError,
     IntegrityError,
     RemoteError,
@@ -23,9 +25,8 @@ from lightstore.errors import (
     UntrustedError,
     UsageError,
 )
-from lightstore.exchange._tree import check_links, walk_tree
-from lightstore.hashing import file_digest, tree_digest
-from lightstore.refs import rref2dref, unrref
+from lightstore.foundation.hashing import file_digest, tree_digest
+from lightstore.foundation.refs import rref2dref, unrref
 from lightstore.remote import (
     Remote,
     generate_signing_key,
@@ -42,7 +43,6 @@ from lightstore.remote._layout import (
     local_entries,
     manifest_key,
 )
-from lightstore.store import Store
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import time
 import pytest
 from remote_helpers import ROOT, WORKER, build, remote_files, snapshot, worker
 
-from lightstore.failpoints import VARIABLE as FAILPOINT
+from lightstore.facade import Store
+from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
 from lightstore.remote import list_remote
 from lightstore.remote._layout import parse_manifest
-from lightstore.store import Store
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
@@ -195,7 +195,7 @@ def test_pull_killed_leaves_a_clean_store_and_runs_again(tmp_path, point):
 
 
 def _blob_of(store: Store, rref: str, rel: str) -> str:
-    from lightstore.hashing import file_digest
+    from lightstore.foundation.hashing import file_digest
 
     return file_digest(os.path.join(store.rref_path(rref), rel)).hex()
 
@@ -204,7 +204,7 @@ def test_damaged_blob_on_s3_is_named_by_pull_and_mended_by_repair(tmp_path, s3_u
     from remote_helpers import pipeline
 
     from lightstore import instantiate, realize1
-    from lightstore.errors import RemoteIntegrityError
+    from lightstore.foundation.errors import RemoteIntegrityError
     from lightstore.remote._layout import blob_key
 
     alice = Store.open(str(tmp_path / "alice"), create=True)
@@ -233,7 +233,7 @@ def test_pull_from_s3_is_bounded_before_downloading(tmp_path, s3_url):
     from remote_helpers import copies, folder_stage
 
     from lightstore import instantiate, realize1
-    from lightstore.errors import ArchiveError
+    from lightstore.foundation.errors import ArchiveError
     from lightstore.remote._layout import blob_key
 
     alice = Store.open(str(tmp_path / "alice"), create=True)
@@ -254,7 +254,7 @@ def test_push_to_s3_refuses_what_pull_refuses_before_uploading(tmp_path, s3_url)
     from remote_helpers import folder_stage
 
     from lightstore import instantiate, realize1
-    from lightstore.errors import ArchiveError, RemoteIntegrityError
+    from lightstore.foundation.errors import ArchiveError, RemoteIntegrityError
     from lightstore.remote._layout import manifest_key
 
     def escaping(out: bytes) -> None:

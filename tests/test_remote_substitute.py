@@ -21,11 +21,11 @@ from lightstore import (
     realize1,
     realizeMany,
 )
-from lightstore.hashing import file_digest
-from lightstore.refs import rref2dref
+from lightstore.facade import Store
+from lightstore.foundation.hashing import file_digest
+from lightstore.foundation.refs import rref2dref
 from lightstore.remote import generate_signing_key, list_remote
 from lightstore.remote._layout import manifest_key
-from lightstore.store import Store
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import remote_helpers
 from remote_helpers import build, pipeline, snapshot, worker
 
 from lightstore import instantiate, realize, realize1
-from lightstore.errors import RemoteIntegrityError, UntrustedError
-from lightstore.failpoints import VARIABLE as FAILPOINT
+from lightstore.facade import Store
+from lightstore.foundation.errors import RemoteIntegrityError, UntrustedError
+from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
 from lightstore.remote import add_trusted_key, generate_signing_key, list_remote
 from lightstore.remote._layout import manifest_key, signed_manifest_key
-from lightstore.store import Store
 
 s3fs = pytest.importorskip("s3fs")
 pytest.importorskip("cryptography")

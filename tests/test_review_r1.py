@@ -19,10 +19,10 @@ from lightstore import (
     mkdrv,
     realize1,
 )
-from lightstore.errors import LightstoreError
-from lightstore.hashing import file_digest
+from lightstore.facade import Store
+from lightstore.foundation.errors import LightstoreError
+from lightstore.foundation.hashing import file_digest
 from lightstore.remote._layout import blob_key, manifest_key
-from lightstore.store import Store
 
 
 @contextmanager
@@ -117,7 +117,7 @@ def test_remote_manifest_with_absurd_build_times_is_refused(tmp_path, value):
     # Archives refuse such times (issue 14); a remote manifest stored them.
     import json
 
-    from lightstore.errors import RemoteIntegrityError
+    from lightstore.foundation.errors import RemoteIntegrityError
 
     _alice, bob, rref, url = _pushed(tmp_path)
     path = os.path.join(tmp_path, "remote", manifest_key(rref))

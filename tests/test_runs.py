@@ -11,7 +11,7 @@ from test_cli import LRS, fails, ok, pipeline  # noqa: F401 - the fixture
 
 from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, realize1
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
-from lightstore.errors import (
+from lightstore.foundation.errors import (
     AmbiguousReferenceError,
     InvalidReferenceError,
     LightstoreError,

@@ -14,8 +14,8 @@ import pytest
 
 from lightstore import allrrefs, rmref
 from lightstore.catalogue import schema_files
+from lightstore.facade import Store
 from lightstore.query import history
-from lightstore.store import Store
 
 DATA = Path(__file__).resolve().parent / "data"
 V1_TABLES = (

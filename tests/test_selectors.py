@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_cli import LRS, fails, ok, pipeline  # noqa: F401 - the fixture
 
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
-from lightstore.errors import (
+from lightstore.foundation.errors import (
     AmbiguousReferenceError,
     InvalidReferenceError,
     InvalidSelectorError,

@@ -32,11 +32,12 @@ from lightstore import (
     selfref,
 )
 from lightstore.catalogue import HOST
-from lightstore.config import canonical_json
-from lightstore.errors import InvalidReferenceError
-from lightstore.files import pid_alive, remove_tree
-from lightstore.refs import mkdref, mkrref, rref2dref, undref, unrref
-from lightstore.store import CATALOGUE_FILE, StorageSettings, Store
+from lightstore.facade import Store
+from lightstore.foundation.config import canonical_json
+from lightstore.foundation.errors import InvalidReferenceError
+from lightstore.foundation.files import pid_alive, remove_tree
+from lightstore.foundation.refs import mkdref, mkrref, rref2dref, undref, unrref
+from lightstore.store import CATALOGUE_FILE, StorageSettings
 
 UNKNOWN_DREF = mkdref("0" * 32, "nothing")
 UNKNOWN_RREF = mkrref("f" * 32, "0" * 32, "nothing")
@@ -563,13 +564,13 @@ def test_recover_with_dotted_hostname(store, monkeypatch):
     # Cluster nodes often report a fully qualified hostname; build areas made
     # under such a name must still be recognised as this host's.
     import lightstore.catalogue.catalogue as catalogue_module
-    import lightstore.store as store_module
+    import lightstore.store.layout as layout_module
+    import lightstore.store.recovery as recovery_module
 
     dotted = "node7.cluster.example.org"
-    monkeypatch.setattr(store_module, "HOST", dotted)
     monkeypatch.setattr(catalogue_module, "HOST", dotted)
-    if hasattr(store_module, "HOST_TAG"):
-        monkeypatch.setattr(store_module, "HOST_TAG", dotted.replace(".", "_"))
+    for module in (layout_module, recovery_module):
+        monkeypatch.setattr(module, "HOST_TAG", dotted.replace(".", "_"))
     area = store.new_build_area("build")
     name = os.path.basename(area)
     dead_name = name.replace(f".{os.getpid()}.", f".{dead_pid()}.", 1)

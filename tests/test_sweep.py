@@ -31,8 +31,8 @@ from lightstore import (
     realizeMany,
     selfref,
 )
-from lightstore.errors import InvalidConfigError
-from lightstore.store import Store
+from lightstore.facade import Store
+from lightstore.foundation.errors import InvalidConfigError
 
 WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
 TIMEOUT = 120

@@ -27,7 +27,8 @@ from lightstore import (
     realize1,
 )
 from lightstore.cli.output import emit_rows, terminal_safe
-from lightstore.store import CATALOGUE_FILE, Store
+from lightstore.facade import Store
+from lightstore.store import CATALOGUE_FILE
 
 #: What a terminal would act on (as in lightstore.cli.output, written out again here).
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

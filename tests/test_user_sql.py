@@ -29,9 +29,9 @@ from lightstore import (
     selfref,
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
+from lightstore.facade import Store
 from lightstore.query import QueryError, open_view, run_sql, sqlguard
 from lightstore.query.sqlguard import MAX_LENGTH
-from lightstore.store import Store
 
 needs_datasette = pytest.mark.skipif(
     importlib.util.find_spec("datasette") is None, reason="the browser needs Datasette"

@@ -20,8 +20,8 @@ from lightstore import (
     realize1,
     selfref,
 )
+from lightstore.facade import Store
 from lightstore.maintenance import reindex
-from lightstore.store import Store
 
 
 def pipeline(r):

@@ -27,7 +27,7 @@ from lightstore import (
     realizeMany,
     selfref,
 )
-from lightstore.store import Store
+from lightstore.facade import Store
 
 
 def wait_for_go(root: str) -> None:
@@ -200,7 +200,7 @@ def crashpoint(root: str, seed: str, collect: str) -> dict:
 
     Run with LIGHTSTORE_FAILPOINT set, this dies at the named point.
     """
-    from lightstore.failpoints import failpoint
+    from lightstore.foundation.failpoints import failpoint
 
     store = Store.open(root)
     S = store.settings

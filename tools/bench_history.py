@@ -36,9 +36,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lightstore.catalogue import NewDerivation, NewRealization
+from lightstore.facade import Store
+from lightstore.foundation.refs import DRef, RRef, mkdref, mkrref
 from lightstore.query import derivations, disk_usage, history, open_view, resolve
-from lightstore.refs import DRef, RRef, mkdref, mkrref
-from lightstore.store import Store
 
 DAY = 86400.0
 BATCH = 10_000

@@ -356,7 +356,7 @@ def measure(
 def collect(store: Any, tips: list[str], n: int, size: int, res: Results) -> None:
     """Pin the derivations of 99 % of the chain and sweep tips, collect the rest (about 1 %
     of the store), unpin."""
-    from lightstore.refs import rref2dref
+    from lightstore.foundation.refs import rref2dref
 
     drefs = sorted({rref2dref(t) for t in tips})
     pinned = drefs[: int(len(drefs) * 0.99)]

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     import cloudpickle
 
     from lightstore import Registry, fsinit, instantiate, mkSS, realize
-    from lightstore.store import Store
+    from lightstore.facade import Store
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     if a.mode == "sweep":

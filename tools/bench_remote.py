@@ -46,7 +46,7 @@ def _child(argv: list[str]) -> int:
     """``_build ROOT KIND SIZE`` / ``_push ROOT URL RREF`` / ``_pull ROOT URL RREF``."""
     sys.path.insert(0, ROOT)
     from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, realize1
-    from lightstore.store import Store
+    from lightstore.facade import Store
 
     mode, root, *rest = argv
     store = Store.open(root, create=True)
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"building the {kind} realization ({sizes[kind]})")
             rref = _run("_build", alice, kind, str(sizes[kind]))["rref"]
             sys.path.insert(0, ROOT)
-            from lightstore.store import Store
+            from lightstore.facade import Store
 
             folder = Store.open(alice).rref_path(rref)
             nbytes = _folder_bytes(folder)

@@ -25,7 +25,7 @@ DATA = os.path.join(HERE, "tests", "data")
 SCENARIO = r"""
 import os, sys
 from lightstore import *
-from lightstore.store import Store
+from lightstore.facade import Store
 root, other = sys.argv[1], sys.argv[2]
 S = mkSS(root); fsinit(S)
 

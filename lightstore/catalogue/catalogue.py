@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from lightstore.catalogue.database import Database
-from lightstore.errors import LightstoreError
-from lightstore.refs import DRef, RRef
+from lightstore.foundation.errors import LightstoreError
+from lightstore.foundation.refs import DRef, RRef
 
 HOST = socket.gethostname()
 

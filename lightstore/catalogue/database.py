@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from lightstore.errors import (
+from lightstore.foundation.errors import (
     CatalogueCorruptError,
     CatalogueError,
     CatalogueVersionError,

@@ -25,7 +25,8 @@ import click
 from lightstore.catalogue.database import translate_error
 from lightstore.cli.output import echo_text, terminal_safe
 from lightstore.defaults import ROOT_VARIABLE, default_root
-from lightstore.errors import (
+from lightstore.facade import Store
+from lightstore.foundation.errors import (
     ArchiveError,
     ChecksumError,
     InvalidConfigError,
@@ -37,7 +38,8 @@ from lightstore.errors import (
     disk_full,
 )
 from lightstore.query import QueryError, open_view
-from lightstore.store import Store
+from lightstore.store import LocalStore
+from lightstore.store.layout import CATALOGUE_FILE
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -106,7 +108,7 @@ class LightstoreGroup(click.Group):
         except sqlite3.Error as e:
             # A safety net for reads that went to SQLite directly.
             env = ctx.find_object(Env)
-            path = os.path.join(env.root, "catalogue.sqlite") if env else "the catalogue"
+            path = os.path.join(env.root, CATALOGUE_FILE) if env else "the catalogue"
             error = translate_error(e, path, f"running `lightstore {ctx.invoked_subcommand}`")
             raise CliError(str(error), exit_code_for(error)) from e
         except Exception as e:
@@ -126,9 +128,9 @@ class Env:
 
     def __init__(self, root: str | None) -> None:
         self.root = os.path.abspath(os.path.expanduser(root)) if root else default_root()
-        self._view: Store | None = None
+        self._view: LocalStore | None = None
 
-    def view(self) -> Store:
+    def view(self) -> LocalStore:
         """A read-only view of the store (no locks, no writes); raises StoreNotFoundError."""
         if self._view is None:
             self._view = open_view(self.root)

@@ -10,9 +10,9 @@ import click
 
 from lightstore.cli.context import EXIT_NOT_FOUND, CliError, Env, pass_env, root_option
 from lightstore.cli.output import call_with_progress, echo, human_size
-from lightstore.exchange import spack, sunpack
+from lightstore.exchange import pack, unpack
+from lightstore.foundation.refs import RRef, isrref
 from lightstore.query import resolve_all
-from lightstore.refs import RRef, isrref
 
 
 @click.command("pack")
@@ -39,7 +39,7 @@ def pack_command(env: Env, out: str, refs: tuple[str, ...]) -> None:
         if not found:
             raise CliError(f"{ref} has no realizations to pack", EXIT_NOT_FOUND)
         rrefs += [r for r in found if r not in rrefs]
-    call_with_progress(spack, "packing", rrefs, out, view)
+    call_with_progress(pack, "packing", view, rrefs, out)
     closure = len(set(rrefs) | view.catalogue.rrefdeps(rrefs))
     echo(
         f"packed {len(rrefs)} realization(s) ({closure} with dependencies) into {out} "
@@ -69,7 +69,7 @@ def unpack_command(env: Env, archive: str) -> None:
     store = env.store()
     # What was there before: objects recorded before this command started.
     started = time.time()
-    rrefs = call_with_progress(sunpack, "unpacking", archive, store)
+    rrefs = call_with_progress(unpack, "unpacking", store, archive)
     everything = sorted(set(rrefs) | store.catalogue.rrefdeps(rrefs))
     created: dict[str, float] = dict(
         store.catalogue.query(

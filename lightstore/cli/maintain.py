@@ -25,11 +25,12 @@ from lightstore.cli.output import (
     human_size,
     output_options,
 )
-from lightstore.errors import StoreNotFoundError
+from lightstore.facade import Store
+from lightstore.foundation.errors import StoreNotFoundError
 from lightstore.maintenance.gc import GCReport, collect
 from lightstore.query import parse_time, resolve, sizes_of
 from lightstore.query.readonly import catalogue_path
-from lightstore.store import Store
+from lightstore.store.layout import OBJECTS_DIR
 
 
 @click.command("init")
@@ -332,7 +333,7 @@ def reindex_command(env: Env, force: bool) -> None:
     """
     from lightstore.maintenance.verify import reindex
 
-    if not os.path.isdir(os.path.join(env.root, "objects")):
+    if not os.path.isdir(os.path.join(env.root, OBJECTS_DIR)):
         raise StoreNotFoundError(f"no lightstore store at {env.root} (no objects/ folder)")
     env.close()
     report = call_with_progress(reindex, "reindexing", env.root, force=force)

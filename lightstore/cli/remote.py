@@ -10,10 +10,10 @@ import click
 
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
 from lightstore.cli.output import call_with_progress, emit_rows, human_size, output_options
-from lightstore.errors import RemoteIntegrityError
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
+from lightstore.foundation.errors import RemoteIntegrityError
+from lightstore.foundation.refs import rref2dref
 from lightstore.query import resolve_all
-from lightstore.refs import rref2dref
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from lightstore.engine.build import Build, build_wrapper
 from lightstore.engine.matchers import match_latest
 from lightstore.engine.registry import Matcher, Registry, current_registry_or_new, mkdrv
 from lightstore.engine.sources import SOURCE_FIELD, sources_hash
-from lightstore.errors import InvalidConfigError
-from lightstore.refs import DRef
+from lightstore.foundation.errors import InvalidConfigError
+from lightstore.foundation.refs import DRef
 
 _RESERVED = ("build", "rindex")
 

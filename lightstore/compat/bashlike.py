@@ -13,9 +13,9 @@ from lightstore.compat.housekeeping import linkrref, store_gc
 from lightstore.compat.queries import path2dref, path2rref
 from lightstore.defaults import resolve_store
 from lightstore.engine.build import Build
-from lightstore.errors import InvalidReferenceError, UsageError
-from lightstore.files import walk
-from lightstore.refs import DRef, Path, RRef, isdref, isrref, parse_dref, parse_rref
+from lightstore.foundation.errors import InvalidReferenceError, UsageError
+from lightstore.foundation.files import walk
+from lightstore.foundation.refs import DRef, Path, RRef, isdref, isrref, parse_dref, parse_rref
 
 
 def lsdref_(r: DRef, S: Any = None) -> Iterable[str]:

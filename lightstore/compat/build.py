@@ -12,12 +12,12 @@ from typing import Any
 from lightstore.compat.queries import config_of
 from lightstore.compat.types import MatcherO, Output, RealizerO
 from lightstore.compat.utils import timestring
-from lightstore.config import mkconfig
 from lightstore.defaults import resolve_store
 from lightstore.engine.build import Build, BuildArgs, build_paths
 from lightstore.engine.registry import Matcher, Realizer
-from lightstore.errors import PromiseError, UnknownReferenceError
-from lightstore.refs import Context, DRef, Path, RRef, isrefpath, parse_dref, parse_rref
+from lightstore.foundation.config import mkconfig
+from lightstore.foundation.errors import PromiseError, UnknownReferenceError
+from lightstore.foundation.refs import Context, DRef, Path, RRef, isrefpath, parse_dref, parse_rref
 
 
 def mkbuildargs(

@@ -12,20 +12,20 @@ from typing import Any
 
 from lightstore.compat.types import ConfigAttrs, RConfig
 from lightstore.compat.utils import traverse_dict
-from lightstore.config import Config, canonical_json, mkconfig, resolve_selfrefs
 from lightstore.defaults import current, default_root, resolve_store
 from lightstore.engine import matchers as _matchers
 from lightstore.engine.realize import unpack_closure
 from lightstore.engine.registry import Closure, Matcher, Registry, find_drefs
-from lightstore.errors import (
+from lightstore.foundation.config import Config, canonical_json, mkconfig, resolve_selfrefs
+from lightstore.foundation.errors import (
     InvalidConfigError,
     InvalidReferenceError,
     StoreError,
     UnknownReferenceError,
     UsageError,
 )
-from lightstore.hashing import canonical_context, config_hash
-from lightstore.refs import (
+from lightstore.foundation.hashing import canonical_context, config_hash
+from lightstore.foundation.refs import (
     Context,
     DRef,
     HashPart,
@@ -43,6 +43,7 @@ from lightstore.refs import (
     unrref,
 )
 from lightstore.store import CONFIG_FILE, StorageSettings
+from lightstore.store.layout import OBJECTS_DIR, TMP_DIR
 
 #: The layout version of the store (lightstore's first layout).
 PYLIGHTNIX_STORE_VERSION = 1
@@ -90,7 +91,7 @@ def setregistry(r: Registry | None) -> Registry | None:
 
 def storagename() -> str:
     """The name of the folder of objects inside a store root."""
-    return "objects"
+    return OBJECTS_DIR
 
 
 def _settings_or_default(S: Any) -> StorageSettings:
@@ -107,7 +108,7 @@ def fsroot(S: Any = None) -> Path:
 
 def fstmpdir(S: Any = None) -> Path:
     """The build area of the store `S` (on the same filesystem as its objects)."""
-    return Path(os.path.join(fsroot(S), "tmp"))
+    return Path(os.path.join(fsroot(S), TMP_DIR))
 
 
 def fsstorage(S: Any = None) -> Path:

@@ -22,8 +22,8 @@ from lightstore.engine.build import Build, build_wrapper
 from lightstore.engine.matchers import match_latest
 from lightstore.engine.realize import unpack_closure
 from lightstore.engine.registry import Matcher, Registry, current_registry_or_new, mkdrv
-from lightstore.errors import UsageError
-from lightstore.refs import Context, DRef, map_drefs
+from lightstore.foundation.errors import UsageError
+from lightstore.foundation.refs import Context, DRef, map_drefs
 
 
 def unroll(

@@ -24,7 +24,6 @@ from typing import Any, Generic, TypeVar
 from lightstore.compat.build import output_validate
 from lightstore.compat.realize import realize, realize1
 from lightstore.compat.types import MatcherO, Output
-from lightstore.config import canonical_json
 from lightstore.defaults import resolve_store
 from lightstore.engine.realize import unpack_closure
 from lightstore.engine.registry import (
@@ -35,10 +34,11 @@ from lightstore.engine.registry import (
     current_registry_or_new,
     mkdrv,
 )
-from lightstore.errors import UsageError
-from lightstore.hashing import canonical_context, context_hash
-from lightstore.refs import Context, DRef, Path, RRef, parse_rref
-from lightstore.store import Store
+from lightstore.facade import Store
+from lightstore.foundation.config import canonical_json
+from lightstore.foundation.errors import UsageError
+from lightstore.foundation.hashing import canonical_context, context_hash
+from lightstore.foundation.refs import Context, DRef, Path, RRef, parse_rref
 
 _REF = TypeVar("_REF")
 

@@ -14,15 +14,15 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from lightstore.compat.exchange import copy_closure
 from lightstore.compat.lens import mklens
 from lightstore.compat.utils import try_executable
 from lightstore.engine.build import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
 from lightstore.engine.registry import Registry, current_registry_or_new, mkdrv
-from lightstore.errors import BuildError, ChecksumError, InvalidConfigError
-from lightstore.exchange import copy_closure
 from lightstore.exchange.extract import safe_extract
-from lightstore.refs import DRef, RefPath, RRef, mkname, parse_rref, rref2dref, selfref
+from lightstore.foundation.errors import BuildError, ChecksumError, InvalidConfigError
+from lightstore.foundation.refs import DRef, RefPath, RRef, mkname, parse_rref, rref2dref, selfref
 from lightstore.stages.trivial import check_file_name
 
 WGET = try_executable(

@@ -11,9 +11,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from lightstore.defaults import resolve_store
-from lightstore.errors import IntegrityError, InvalidReferenceError, UnknownReferenceError
-from lightstore.files import remove_tree
-from lightstore.refs import (
+from lightstore.foundation.errors import (
+    IntegrityError,
+    InvalidReferenceError,
+    UnknownReferenceError,
+)
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.refs import (
     DRef,
     Path,
     RRef,

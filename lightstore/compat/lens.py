@@ -13,17 +13,17 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from lightstore.config import resolve_selfrefs
 from lightstore.defaults import resolve_store
 from lightstore.engine.build import Build
 from lightstore.engine.registry import Closure
-from lightstore.errors import (
+from lightstore.foundation.config import resolve_selfrefs
+from lightstore.foundation.errors import (
     InvalidReferenceError,
     LightstoreError,
     UnknownReferenceError,
     UsageError,
 )
-from lightstore.refs import (
+from lightstore.foundation.refs import (
     Context,
     DRef,
     Path,
@@ -35,14 +35,14 @@ from lightstore.refs import (
     isrref,
     rref2dref,
 )
-from lightstore.store import Store
+from lightstore.store import LocalStore
 
 
 @dataclass(frozen=True)
 class _Node:
     """A value inside the config of `owner`, with what is needed to resolve references in it."""
 
-    store: Store
+    store: LocalStore
     value: Any
     owner: DRef | None = None
     owner_rref: RRef | None = None
@@ -51,7 +51,7 @@ class _Node:
     index: int = 0
 
 
-def _config(store: Store, dref: DRef) -> dict[str, Any]:
+def _config(store: LocalStore, dref: DRef) -> dict[str, Any]:
     """A derivation's config, also right after `mkdrv` (before `instantiate` records it)."""
     from lightstore.engine.registry import pending_config
 
@@ -75,7 +75,7 @@ def _resolve_dref(node: _Node, dref: DRef) -> RRef | None:
     return None
 
 
-def _unique_realization(store: Store, dref: DRef) -> RRef:
+def _unique_realization(store: LocalStore, dref: DRef) -> RRef:
     rrefs = store.catalogue.realizations_any_context(dref)
     if len(rrefs) != 1:
         raise InvalidReferenceError(

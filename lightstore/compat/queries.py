@@ -11,10 +11,10 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from lightstore.config import Config, mkconfig, resolve_selfrefs
 from lightstore.defaults import resolve_store
-from lightstore.hashing import context_hash
-from lightstore.refs import (
+from lightstore.foundation.config import Config, mkconfig, resolve_selfrefs
+from lightstore.foundation.hashing import context_hash
+from lightstore.foundation.refs import (
     HASH_LEN,
     Context,
     DRef,
@@ -26,6 +26,7 @@ from lightstore.refs import (
     parse_rref,
     rref2dref,
 )
+from lightstore.store.layout import OBJECTS_DIR
 
 
 def alldrefs(S: Any = None) -> list[DRef]:
@@ -130,7 +131,7 @@ def path2dref(path: str) -> DRef | None:
     parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
     for i in range(len(parts) - 1, -1, -1):
         head, _, name = parts[i].partition("-")
-        if _hex(head) and name and (i == 0 or parts[i - 1] == "objects"):
+        if _hex(head) and name and (i == 0 or parts[i - 1] == OBJECTS_DIR):
             candidate = f"dref:{head}-{name}"
             if isdref(candidate):
                 return DRef(candidate)
@@ -142,7 +143,7 @@ def path2rref(path: str) -> RRef | None:
     parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
     for i in range(len(parts) - 2, -1, -1):
         head, _, name = parts[i].partition("-")
-        if _hex(head) and name and _hex(parts[i + 1]) and (i == 0 or parts[i - 1] == "objects"):
+        if _hex(head) and name and _hex(parts[i + 1]) and (i == 0 or parts[i - 1] == OBJECTS_DIR):
             candidate = f"rref:{parts[i + 1]}-{head}-{name}"
             if isrref(candidate):
                 return RRef(candidate)

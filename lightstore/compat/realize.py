@@ -16,8 +16,8 @@ from lightstore.engine.registry import (
     find_drefs,
     mkdrv,
 )
-from lightstore.errors import LightstoreError
-from lightstore.refs import Context, DRef, RRef, parse_dref
+from lightstore.foundation.errors import LightstoreError
+from lightstore.foundation.refs import Context, DRef, RRef, parse_dref
 
 
 def realize(

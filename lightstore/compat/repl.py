@@ -28,14 +28,14 @@ from typing import Any
 from lightstore.compat.build import output_validate
 from lightstore.compat.realize import realize1
 from lightstore.compat.types import Output
-from lightstore.config import canonical_json
 from lightstore.engine import realize as _engine
 from lightstore.engine.build import Build, BuildArgs, build_markstart, build_markstop
 from lightstore.engine.registry import Closure, Derivation, find_drefs, instantiate
-from lightstore.errors import MatcherError, UsageError
-from lightstore.files import remove_tree
-from lightstore.hashing import canonical_context
-from lightstore.refs import (
+from lightstore.foundation.config import canonical_json
+from lightstore.foundation.errors import MatcherError, UsageError
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.hashing import canonical_context
+from lightstore.foundation.refs import (
     Context,
     DRef,
     Path,
@@ -45,7 +45,7 @@ from lightstore.refs import (
     parse_rref,
     rref2dref,
 )
-from lightstore.store import StorageSettings, Store
+from lightstore.store import LocalStore, StorageSettings
 
 #: What `realizeSeq` yields, receives and returns.
 RealizeSeqGen = Generator[
@@ -73,7 +73,7 @@ class _Paths(list[str]):
     """Output folders sent back to a paused build: publish them as its realizations."""
 
 
-def _guard(store: Store, dref: DRef, ctx_hash: str) -> None:
+def _guard(store: LocalStore, dref: DRef, ctx_hash: str) -> None:
     """Refuse to wait for a build that this very thread holds paused (it would wait forever)."""
     key = (store.root, store.build_locks.key(dref, ctx_hash))
     with _paused_lock:
@@ -89,7 +89,7 @@ _engine.BUILD_GUARDS.append(_guard)
 
 
 def _pause(
-    store: Store, task: Any, options: Any
+    store: LocalStore, task: Any, options: Any
 ) -> Generator[tuple[StorageSettings, DRef, Context, Derivation, Any], Any, list[RRef] | None]:
     """Hold the build of `task` paused; return its realizations, or None if cancelled."""
     drv: Derivation = task.derivation
@@ -151,7 +151,7 @@ def _pause(
                 )
 
 
-def _matched(store: Store, drv: Derivation, ctx_hash: str) -> list[RRef]:
+def _matched(store: LocalStore, drv: Derivation, ctx_hash: str) -> list[RRef]:
     """What the matcher chooses once a build has published; MatcherError if it is unsatisfied."""
     available = store.catalogue.realizations(drv.dref, ctx_hash)
     matched = drv.matcher(store.settings, available)
@@ -214,7 +214,9 @@ def evaluate(stage: Any, *args: Any, **kwargs: Any) -> RRef:
 class ReplHelper:
     """The state of a REPL realization: the paused generator and what it paused at."""
 
-    def __init__(self, gen: RealizeSeqGen | None, result: Any, store: Store | None = None) -> None:
+    def __init__(
+        self, gen: RealizeSeqGen | None, result: Any, store: LocalStore | None = None
+    ) -> None:
         self.gen: RealizeSeqGen | None = gen
         self.S: StorageSettings | None = None
         self.dref: DRef | None = None

@@ -9,9 +9,10 @@ from typing import Any
 
 from lightstore.defaults import current, default_root
 from lightstore.engine.registry import Registry
-from lightstore.errors import StoreError, UsageError
-from lightstore.files import remove_tree
-from lightstore.store import CATALOGUE_FILE, StorageSettings, Store
+from lightstore.facade import Store
+from lightstore.foundation.errors import StoreError, UsageError
+from lightstore.foundation.files import remove_tree
+from lightstore.store import CATALOGUE_FILE, StorageSettings
 
 
 def mkSS(root: str, stordir: str | None = None, tmpdir: str | None = None) -> StorageSettings:

@@ -12,8 +12,8 @@ from typing import Any, NewType, TypeVar, Union
 
 from lightstore.engine.build import Build, BuildArgs
 from lightstore.engine.registry import Closure, Derivation, Matcher, Output, Realizer, Registry
-from lightstore.errors import LightstoreError, PromiseError
-from lightstore.refs import Context, DRef, HashPart, Name, Path, RefPath, RRef
+from lightstore.foundation.errors import LightstoreError, PromiseError
+from lightstore.foundation.refs import Context, DRef, HashPart, Name, Path, RefPath, RRef
 
 #: A path to a store (a plain `str`, typed for readers).
 SPath = NewType("SPath", Path)

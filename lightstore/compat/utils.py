@@ -2,7 +2,7 @@
 
 Hashes are blake3 (64 hex digits) and, unlike Pylightnix's, cover file names,
 modes and files whose names start with ``_``: `dirhash` is the digest that
-names realizations. Checks raise errors of `lightstore.errors` that are also
+names realizations. Checks raise errors of `lightstore.foundation.errors` that are also
 `AssertionError`s, so Pylightnix's ``except AssertionError`` still catches them.
 """
 
@@ -29,10 +29,17 @@ from typing import Any, TypeVar
 
 from blake3 import blake3
 
-from lightstore.errors import InvalidConfigError, UsageError
-from lightstore.files import Entry, copy_tree, make_readonly, make_writable, remove_tree, walk
-from lightstore.hashing import file_digest, tree_digest
-from lightstore.refs import (
+from lightstore.foundation.errors import InvalidConfigError, UsageError
+from lightstore.foundation.files import (
+    Entry,
+    copy_tree,
+    make_readonly,
+    make_writable,
+    remove_tree,
+    walk,
+)
+from lightstore.foundation.hashing import file_digest, tree_digest
+from lightstore.foundation.refs import (
     DRef,
     Path,
     RRef,
@@ -204,7 +211,7 @@ def dirhash(path: Path, verbose: bool = False) -> str:
     """
     if not os.path.isdir(path):
         raise InvalidConfigError(f"dirhash() expects a folder, not {path!r}")
-    digest = tree_digest(path, skip_context=False).digest
+    digest = tree_digest(path).digest
     if verbose:
         debug("dirhash %s: %s", path, digest)
     return digest

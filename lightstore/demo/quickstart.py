@@ -68,7 +68,7 @@ from lightstore import (
     spack,
     sunpack,
 )
-from lightstore.errors import LightstoreError
+from lightstore.foundation.errors import LightstoreError
 
 #: The parameters of `objective`, as in the Pylightnix quick start.
 PARAMS: dict[str, float] = {

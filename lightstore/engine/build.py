@@ -9,19 +9,19 @@ from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
-from lightstore.config import resolve_selfrefs
 from lightstore.defaults import resolve_store
 from lightstore.engine.registry import Realizer
-from lightstore.errors import (
+from lightstore.foundation.config import resolve_selfrefs
+from lightstore.foundation.errors import (
     InvalidConfigError,
     InvalidMetricError,
     InvalidReferenceError,
     UnknownReferenceError,
 )
-from lightstore.files import remove_tree
-from lightstore.metrics import check_metric_name, check_metric_value, check_metrics
-from lightstore.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
-from lightstore.store import StorageSettings, Store
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.metrics import check_metric_name, check_metric_value, check_metrics
+from lightstore.foundation.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
+from lightstore.store import LocalStore, StorageSettings
 
 
 class Outputs(list[Path]):
@@ -54,7 +54,7 @@ class Build:
 
     def __init__(
         self,
-        store: Store | BuildArgs,
+        store: LocalStore | BuildArgs,
         dref: DRef | None = None,
         context: Context | None = None,
         outpaths: Sequence[str] = (),
@@ -133,7 +133,7 @@ class Build:
         return [self.path(refpath, i) for i in range(len(self.outpaths))]
 
 
-def _config_of(store: Store, dref: DRef) -> dict[str, Any]:
+def _config_of(store: LocalStore, dref: DRef) -> dict[str, Any]:
     # A derivation registered but not yet recorded (a REPL build right after mkdrv).
     from lightstore.engine.registry import pending_config
 
@@ -293,7 +293,7 @@ def build_markstart(b: Build, nouts: int) -> list[Path]:
     Raises InvalidConfigError for a bad `nouts` and UsageError if the build
     already has output folders.
     """
-    from lightstore.errors import UsageError
+    from lightstore.foundation.errors import UsageError
 
     if not isinstance(nouts, int) or isinstance(nouts, bool) or nouts < 1:
         raise InvalidConfigError(

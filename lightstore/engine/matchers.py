@@ -12,8 +12,8 @@ from typing import Any, overload
 from lightstore.catalogue.catalogue import ByBuildTime
 from lightstore.defaults import resolve_store
 from lightstore.engine.registry import Matcher
-from lightstore.errors import InvalidConfigError, MatcherError
-from lightstore.refs import RRef, parse_rref, rref2dref
+from lightstore.foundation.errors import InvalidConfigError, MatcherError
+from lightstore.foundation.refs import RRef, parse_rref, rref2dref
 
 #: ``(S, rref) -> sortable | None``: a score, higher is better; None excludes.
 Key = Callable[[Any, RRef], Any]

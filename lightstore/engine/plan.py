@@ -21,19 +21,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lightstore.engine.registry import Closure, Derivation
-from lightstore.errors import BuildError, MatcherError, NotRealizedError
-from lightstore.hashing import context_hash
-from lightstore.refs import Context, DRef, RRef
+from lightstore.foundation.errors import BuildError, MatcherError, NotRealizedError
+from lightstore.foundation.hashing import context_hash
+from lightstore.foundation.refs import Context, DRef, RRef
 
 if TYPE_CHECKING:
-    from lightstore.store import Store
+    from lightstore.store import LocalStore
 
 #: ``(store, task) -> bool``: called with the task's build lock held when no
 #: local realization matches; may install realizations of ``(task.dref,
 #: task.context)`` from elsewhere (a remote cache) and returns True if it did.
 #: The matcher is then asked again, and the realizer runs only if it is still
 #: unsatisfied.
-Substituter = Callable[["Store", "BuildTask"], bool]
+Substituter = Callable[["LocalStore", "BuildTask"], bool]
 
 
 @dataclass
@@ -103,7 +103,7 @@ def check_matched(drv: Derivation, matched: Any, available: list[RRef]) -> list[
     return matched
 
 
-def match_existing(store: Store, drv: Derivation, ctx_hash: str) -> list[RRef] | None:
+def match_existing(store: LocalStore, drv: Derivation, ctx_hash: str) -> list[RRef] | None:
     """Ask the matcher about the realizations of `drv` in a context (one indexed lookup)."""
     available = store.catalogue.realizations(drv.dref, ctx_hash)
     matched = drv.matcher(store.settings, available)
@@ -120,7 +120,7 @@ class Plan:
 
     def __init__(self, closure: Closure, options: RealizeOptions | None = None) -> None:
         self.closure = closure
-        self.store: Store = closure.store
+        self.store: LocalStore = closure.store
         self.options = options or RealizeOptions()
         self.chosen: Context = {}
         self.failures: dict[DRef, BaseException] = {}

@@ -38,7 +38,6 @@ from collections.abc import Callable, Collection, Generator, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Literal, overload
 
-from lightstore.config import canonical_json
 from lightstore.engine.plan import (
     BuildsFailed,
     BuildTask,
@@ -48,7 +47,8 @@ from lightstore.engine.plan import (
     match_existing,
 )
 from lightstore.engine.registry import Closure, Derivation
-from lightstore.errors import (
+from lightstore.foundation.config import canonical_json
+from lightstore.foundation.errors import (
     ArchiveError,
     BuildError,
     ChecksumError,
@@ -59,12 +59,12 @@ from lightstore.errors import (
     UsageError,
     disk_full,
 )
-from lightstore.files import remove_tree
-from lightstore.hashing import canonical_context
-from lightstore.locks import POLL_INTERVAL_S
-from lightstore.logs import capture_output
-from lightstore.refs import Context, DRef, RRef, parse_dref
-from lightstore.store import Store
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.hashing import canonical_context
+from lightstore.foundation.locks import POLL_INTERVAL_S
+from lightstore.foundation.logs import capture_output
+from lightstore.foundation.refs import Context, DRef, RRef, parse_dref
+from lightstore.store import LocalStore
 
 log = logging.getLogger("lightstore")
 
@@ -80,7 +80,7 @@ __all__ = [
 ]
 
 
-def _tmp_roots(store: Store, outputs: list[str]) -> set[str]:
+def _tmp_roots(store: LocalStore, outputs: list[str]) -> set[str]:
     """The top-level build-area folders holding `outputs` (to delete after publishing)."""
     tmp = store.tmp_realpath
     roots = set()
@@ -94,11 +94,11 @@ def _tmp_roots(store: Store, outputs: list[str]) -> set[str]:
 #: Hooks called by `execute` before it takes a build lock, as ``guard(store, dref,
 #: ctx_hash)``; one may raise to refuse a wait that could never end (the REPL
 #: refuses to wait, in the same thread, for a build that thread holds paused).
-BUILD_GUARDS: list[Callable[[Store, DRef, str], None]] = []
+BUILD_GUARDS: list[Callable[[LocalStore, DRef, str], None]] = []
 
 
 def run_build(
-    store: Store,
+    store: LocalStore,
     drv: Derivation,
     context: Context,
     ctx_hash: str,
@@ -113,7 +113,7 @@ def run_build(
 
 
 def _build(
-    store: Store,
+    store: LocalStore,
     drv: Derivation,
     context: Context,
     ctx_hash: str,
@@ -128,7 +128,7 @@ def _build(
     outputs: list[str] = []
     try:
         started = time.time()
-        with capture_output(store.root, build_id):  # stdout/stderr -> logs/<build id>.log
+        with capture_output(store.log_path(build_id)):  # stdout/stderr -> logs/<build id>.log
             outputs = list(
                 drv.realizer(store.settings, drv.dref, context, options.realize_args.get(drv.dref))
             )
@@ -172,14 +172,14 @@ BUSY = _Busy()
 
 @overload
 def execute(
-    store: Store, task: BuildTask, options: RealizeOptions, *, wait: Literal[True] = True
+    store: LocalStore, task: BuildTask, options: RealizeOptions, *, wait: Literal[True] = True
 ) -> list[RRef]: ...
 @overload
 def execute(
-    store: Store, task: BuildTask, options: RealizeOptions, *, wait: bool
+    store: LocalStore, task: BuildTask, options: RealizeOptions, *, wait: bool
 ) -> list[RRef] | _Busy: ...
 def execute(
-    store: Store, task: BuildTask, options: RealizeOptions, *, wait: bool = True
+    store: LocalStore, task: BuildTask, options: RealizeOptions, *, wait: bool = True
 ) -> list[RRef] | _Busy:
     """Build a task under its build lock and return the realizations its matcher chooses.
 

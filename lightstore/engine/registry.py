@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from lightstore.config import Config, mkconfig
 from lightstore.defaults import current, resolve_store
 from lightstore.engine.sources import SOURCE_FIELD, sources_hash
-from lightstore.errors import InvalidConfigError, UnknownReferenceError, UsageError
-from lightstore.hashing import config_hash
-from lightstore.refs import Context, DRef, RRef, isdref
-from lightstore.store import StorageSettings, Store
+from lightstore.foundation.config import Config, mkconfig
+from lightstore.foundation.errors import InvalidConfigError, UnknownReferenceError, UsageError
+from lightstore.foundation.hashing import config_hash
+from lightstore.foundation.refs import Context, DRef, RRef, isdref
+from lightstore.store import LocalStore, StorageSettings
 
 _REF = TypeVar("_REF")
 
@@ -61,12 +61,12 @@ class Derivation:
 class Registry:
     """Collects the derivations that stage functions declare, in declaration order.
 
-    `S` is the store (Store, StorageSettings, a root path, or None for the
+    `S` is the store (LocalStore, StorageSettings, a root path, or None for the
     current/default store).
     """
 
     def __init__(self, S: Any = None) -> None:
-        self.store: Store = resolve_store(S)
+        self.store: LocalStore = resolve_store(S)
         self.S: StorageSettings = self.store.settings
         self.derivations: dict[DRef, Derivation] = {}
         self.in_instantiate = False
@@ -132,7 +132,7 @@ class Closure:
     targets: list[DRef]
     derivations: list[Derivation]
     S: StorageSettings
-    store: Store = field(repr=False)
+    store: LocalStore = field(repr=False)
 
     def __repr__(self) -> str:
         # Short: a sweep's closure holds hundreds of configs and functions.
@@ -156,7 +156,7 @@ _live_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 
-def pending_config(store: Store, dref: str) -> dict[str, Any] | None:
+def pending_config(store: LocalStore, dref: str) -> dict[str, Any] | None:
     """The config of `dref` if a live registry of `store` holds it (recorded or not), else None."""
     with _live_lock:
         registries = list(_live_registries)

@@ -8,7 +8,7 @@ from typing import Any
 
 from blake3 import blake3
 
-from lightstore.errors import InvalidConfigError
+from lightstore.foundation.errors import InvalidConfigError
 
 #: The config field that holds the hash of the tracked source code.
 SOURCE_FIELD = "__source__"

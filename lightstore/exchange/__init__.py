@@ -1,14 +1,17 @@
-"""Moving realizations between stores: archives (`spack`/`sunpack`) and direct copies.
+"""Moving realizations between stores: archives and direct copies.
 
-- `spack(rrefs, path, S)` packs the closure of realizations into a .zip or .tar archive.
-- `sunpack(path, S)` adds an archive to a store, checking every hash first.
-- `copy_closure(rrefs, src, dst)` copies a closure between two stores, resumably.
+- `pack(store, rrefs, path)` packs the closure of realizations into a .zip or .tar archive.
+- `unpack(store, path)` adds an archive to a store, checking every hash first.
+- `copy(src, dst, rrefs)` copies a closure between two stores, resumably.
 - `safe_extract(path, dest)` extracts any .zip/.tar archive without letting it
-  write outside `dest` (used by `sunpack` and by `fetchurl(..., unpack=True)`).
+  write outside `dest` (used by `unpack` and by `fetchurl(..., unpack=True)`).
+
+Pylightnix's `spack`, `sunpack` and `copy_closure` (`lightstore.compat.exchange`)
+take a store in any of its forms and call these.
 """
 
-from lightstore.exchange.archive import spack, sunpack
-from lightstore.exchange.copy import copy_closure
+from lightstore.exchange.archive import pack, unpack
+from lightstore.exchange.copy import copy
 from lightstore.exchange.extract import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_MEMBERS,
@@ -22,8 +25,8 @@ __all__ = [
     "DEFAULT_MAX_MEMBERS",
     "SUPPORTED_SUFFIXES",
     "archive_kind",
-    "copy_closure",
+    "copy",
     "safe_extract",
-    "spack",
-    "sunpack",
+    "pack",
+    "unpack",
 ]

@@ -25,20 +25,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.catalogue import NewRealization
-from lightstore.config import Config, canonical_json, config_deps, mkconfig
-from lightstore.errors import ArchiveError, BuildError, LightstoreError, UnknownReferenceError
 from lightstore.exchange._tree import check_links
-from lightstore.files import MAX_RELATIVE_PATH, make_readonly, remove_tree
-from lightstore.hashing import (
-    CONTEXT_FILE,
+from lightstore.foundation.config import Config, canonical_json, config_deps, mkconfig
+from lightstore.foundation.errors import (
+    ArchiveError,
+    BuildError,
+    LightstoreError,
+    UnknownReferenceError,
+)
+from lightstore.foundation.files import MAX_RELATIVE_PATH, make_readonly, remove_tree
+from lightstore.foundation.hashing import (
     canonical_context,
     config_hash,
     context_hash,
     realization_hash,
-    tree_digest,
 )
-from lightstore.refs import DRef, RRef, mkdref, parse_dref, parse_rref, rref2dref, unrref
-from lightstore.store import Store
+from lightstore.foundation.refs import DRef, RRef, mkdref, parse_dref, parse_rref, rref2dref, unrref
+from lightstore.store import LocalStore
+from lightstore.store.layout import CONTEXT_FILE, realization_digest
 
 
 @dataclass
@@ -132,7 +136,7 @@ def verify_folder(inc: Incoming, where: str) -> None:
     """Check the folder of `inc` hashes to its RRef (with its context); fill size and count."""
     check_links(inc.folder, f"{where}: {inc.rref}")
     try:
-        digest = tree_digest(inc.folder, max_path=MAX_RELATIVE_PATH)
+        digest = realization_digest(inc.folder, max_path=MAX_RELATIVE_PATH)
     except BuildError as e:
         raise ArchiveError(f"{where}: {inc.rref}: {e}") from e
     rhash = unrref(inc.rref)[0]
@@ -145,7 +149,7 @@ def verify_folder(inc: Incoming, where: str) -> None:
 
 
 def check_references(
-    store: Store,
+    store: LocalStore,
     derivations: Mapping[DRef, Config],
     incoming: Mapping[RRef, Incoming],
     where: str,
@@ -171,7 +175,7 @@ def check_references(
         )
 
 
-def orphan_is_valid(store: Store, inc: Incoming) -> bool:
+def orphan_is_valid(store: LocalStore, inc: Incoming) -> bool:
     """For a folder already at the place of `inc` but not in the catalogue: is it `inc`?
 
     Such a folder is left by a process that died between its rename and its
@@ -207,7 +211,7 @@ def orphan_is_valid(store: Store, inc: Incoming) -> bool:
     return False
 
 
-def closure_of(store: Store, roots: list[RRef]) -> tuple[list[RRef], list[DRef]]:
+def closure_of(store: LocalStore, roots: list[RRef]) -> tuple[list[RRef], list[DRef]]:
     """The realizations `roots` depend on (with them) and their derivations, with dependencies.
 
     Raises UnknownReferenceError if a root is not in `store`.
@@ -261,7 +265,7 @@ def topological_rrefs(deps: Mapping[RRef, Iterable[str]]) -> list[RRef]:
 
 
 def add_to_store(
-    store: Store,
+    store: LocalStore,
     derivations: Mapping[DRef, Config],
     incoming: Iterable[Incoming],
     held: Iterable[tuple[str, str]] = (),

@@ -1,6 +1,6 @@
 """Walking, copying and checking realization folders for exchange, without following symlinks.
 
-The walks themselves are `lightstore.files`'s (iterative, any depth); this
+The walks themselves are `lightstore.foundation.files`'s (iterative, any depth); this
 adds what exchange refuses: devices, fifos, sockets and escaping links.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from lightstore import files
-from lightstore.errors import ArchiveError
-from lightstore.files import COPY_CHUNK, Entry
+from lightstore.foundation import files
+from lightstore.foundation.errors import ArchiveError
+from lightstore.foundation.files import COPY_CHUNK, Entry
 
 __all__ = [
     "COPY_CHUNK",
@@ -127,7 +127,7 @@ def check_links(
 
 
 def copy_tree(src: str, dst: str, skip_top: frozenset[str] = frozenset()) -> None:
-    """Copy the folder `src` to the new folder `dst` (see `lightstore.files.copy_tree`).
+    """Copy the folder `src` to the new folder `dst` (see `lightstore.foundation.files.copy_tree`).
 
     Raises ArchiveError for devices, fifos and sockets.
     """

@@ -1,4 +1,4 @@
-"""Packing realizations into archives (`spack`) and adding archives to a store (`sunpack`).
+"""Packing realizations into archives (`pack`) and adding archives to a store (`unpack`).
 
 An archive holds ``manifest.json`` first, then the ``objects/`` folders of
 the closure of the packed realizations, laid out as in a store::
@@ -34,9 +34,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from lightstore.config import Config, canonical_json
-from lightstore.defaults import resolve_store
-from lightstore.errors import ArchiveError, LightstoreError
 from lightstore.exchange._ingest import (
     Incoming,
     add_to_store,
@@ -48,11 +45,13 @@ from lightstore.exchange._ingest import (
 )
 from lightstore.exchange._tree import COPY_CHUNK, check_links, check_utf8_name, walk_tree
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
-from lightstore.files import remove_tree
-from lightstore.hashing import CONTEXT_FILE
-from lightstore.metrics import check_metrics
-from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
-from lightstore.store import CONFIG_FILE, Store
+from lightstore.foundation.config import Config, canonical_json
+from lightstore.foundation.errors import ArchiveError, LightstoreError
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.metrics import check_metrics
+from lightstore.foundation.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+from lightstore.store import CONFIG_FILE, LocalStore
+from lightstore.store.layout import CONTEXT_FILE, OBJECTS_DIR
 
 MANIFEST = "manifest.json"
 FORMAT = "lightstore-archive"
@@ -76,7 +75,7 @@ class _Member:
     target: str = ""
 
 
-def _members(store: Store, roots: list[RRef], progress: Progress | None) -> Iterator[_Member]:
+def _members(store: LocalStore, roots: list[RRef], progress: Progress | None) -> Iterator[_Member]:
     rrefs, drefs = closure_of(store, roots)
     metrics = store.catalogue.metrics_of(rrefs)
     manifest = {
@@ -208,10 +207,10 @@ def _write_tar(out: IO[bytes], kind: str, members: Iterable[_Member]) -> None:
             gz.close()
 
 
-def spack(
+def pack(
+    store: LocalStore,
     rrefs: Iterable[RRef],
     archive_path: str,
-    S: Any = None,
     *,
     progress: Progress | None = None,
 ) -> None:
@@ -227,7 +226,6 @@ def spack(
     that leaves it or a name with a backslash (`sunpack` would refuse it), or
     a write error.
     """
-    store = resolve_store(S)
     roots = [parse_rref(r) for r in rrefs]
     path = os.path.abspath(os.fspath(archive_path))
     kind = archive_kind(path)
@@ -321,7 +319,7 @@ def _plan(
             raise ArchiveError(f"{where}: the manifest lists {dref} twice")
         derivations[dref] = config
     incoming: dict[RRef, Incoming] = {}
-    objects = os.path.join(area, "objects")
+    objects = os.path.join(area, OBJECTS_DIR)
     for entry in manifest["realizations"]:
         if not isinstance(entry, dict):
             raise ArchiveError(f"{where}: a realization entry of the manifest is not an object")
@@ -377,12 +375,12 @@ def _check_layout(
 ) -> None:
     """The extracted tree holds exactly what the manifest lists, and agrees with it."""
     top = set(os.listdir(area))
-    if not top <= {MANIFEST, "objects"} or os.path.islink(os.path.join(area, MANIFEST)):
-        extra = sorted(top - {MANIFEST, "objects"})
+    if not top <= {MANIFEST, OBJECTS_DIR} or os.path.islink(os.path.join(area, MANIFEST)):
+        extra = sorted(top - {MANIFEST, OBJECTS_DIR})
         raise ArchiveError(f"{where}: unexpected member(s) at the top: {extra or [MANIFEST]}")
-    objects = os.path.join(area, "objects")
+    objects = os.path.join(area, OBJECTS_DIR)
     if os.path.lexists(objects) and (os.path.islink(objects) or not os.path.isdir(objects)):
-        raise ArchiveError(f"{where}: 'objects' is not a folder")
+        raise ArchiveError(f"{where}: {OBJECTS_DIR!r} is not a folder")
     expected: dict[str, set[str]] = {}
     for d in derivations:
         dhash, name = undref(d)
@@ -426,14 +424,14 @@ def _check_layout(
             )
 
 
-def sunpack(
+def unpack(
+    store: LocalStore,
     archive_path: str,
-    S: Any = None,
     *,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     progress: Progress | None = None,
 ) -> list[RRef]:
-    """Add the contents of an archive made by `spack` to the store; return its root RRefs.
+    """Add the contents of an archive made by `pack` to the store; return its root RRefs.
 
     Every RRef stays identical: each realization's content hash is recomputed
     and must match its RRef. Objects already in the store are skipped; the new
@@ -446,7 +444,6 @@ def sunpack(
     truncated or oversized archive, or one whose manifest or content does not
     verify.
     """
-    store = resolve_store(S)
     archive = os.path.abspath(os.fspath(archive_path))
     archive_kind(archive)
     if not os.path.isfile(archive):

@@ -16,7 +16,6 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lightstore.defaults import resolve_store
 from lightstore.exchange._ingest import (
     Incoming,
     check_references,
@@ -29,17 +28,17 @@ from lightstore.exchange._ingest import (
     verify_folder,
 )
 from lightstore.exchange._tree import copy_tree
-from lightstore.failpoints import failpoint
-from lightstore.files import remove_tree
-from lightstore.hashing import CONTEXT_FILE
-from lightstore.refs import DRef, RRef, parse_rref, rref2dref
-from lightstore.store import Store
+from lightstore.foundation.failpoints import failpoint
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.refs import DRef, RRef, parse_rref, rref2dref
+from lightstore.store import LocalStore
+from lightstore.store.layout import CONTEXT_FILE
 
 #: ``progress(done, total, rref)`` after each realization is added.
 Progress = Callable[[int, int, RRef], None]
 
 
-def _copy_one(src: Store, dst: Store, inc: Incoming, index: int, where: str) -> bool:
+def _copy_one(src: LocalStore, dst: LocalStore, inc: Incoming, index: int, where: str) -> bool:
     """Add one verified realization to `dst`; False if it was there already."""
     # The build lock of (derivation, context): `recover` takes it before
     # removing an unrecorded folder, so it cannot remove one being recorded here.
@@ -63,16 +62,16 @@ def _copy_one(src: Store, dst: Store, inc: Incoming, index: int, where: str) -> 
     return True
 
 
-def copy_closure(
+def copy(
+    src: LocalStore,
+    dst: LocalStore,
     rrefs: Iterable[RRef],
-    src_store: Any,
-    dst_store: Any,
     *,
     progress: Progress | None = None,
 ) -> list[RRef]:
     """Copy the realizations `rrefs` and everything they depend on from one store to another.
 
-    Stores are given as a Store, StorageSettings or root path. Every RRef
+    Every RRef
     stays identical; objects already in the destination are skipped. Returns
     the RRefs added, dependencies first. Resumable: if the copy is killed, run
     it again.
@@ -80,8 +79,6 @@ def copy_closure(
     Raises UnknownReferenceError if a realization is not in the source, and
     ArchiveError (nothing more is added) if a source object does not verify.
     """
-    src = resolve_store(src_store)
-    dst = resolve_store(dst_store)
     roots = [parse_rref(r) for r in rrefs]
     where = f"copy from {src.root}"
     dst.recover()

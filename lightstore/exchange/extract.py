@@ -38,9 +38,9 @@ import zlib
 from collections.abc import Callable
 from typing import IO
 
-from lightstore.errors import ArchiveError, UsageError
 from lightstore.exchange._tree import COPY_CHUNK, inside, link_leaves
-from lightstore.files import PATH_MAX
+from lightstore.foundation.errors import ArchiveError, UsageError
+from lightstore.foundation.files import PATH_MAX
 
 #: Default limit of the bytes an archive may unpack to (64 GiB); pass
 #: ``max_bytes=None`` for no limit or a smaller number to be stricter.

@@ -45,9 +45,10 @@ from typing import Any
 
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
 from lightstore.engine.realize import execute
-from lightstore.errors import BuildError, LightstoreError, StoreNotFoundError, UsageError
-from lightstore.refs import RRef
-from lightstore.store import Store
+from lightstore.facade import Store
+from lightstore.foundation.errors import BuildError, LightstoreError, StoreNotFoundError, UsageError
+from lightstore.foundation.refs import RRef
+from lightstore.store import LocalStore
 
 log = logging.getLogger("lightstore")
 
@@ -180,7 +181,7 @@ def _build_separate(
             pull(store, url, missing, trusted_keys=trusted)
         store.record_derivations([(drv.dref, drv.config)])
 
-        def from_remote(st: Store, t: BuildTask) -> bool:
+        def from_remote(st: LocalStore, t: BuildTask) -> bool:
             context = {str(d): [str(r) for r in rs] for d, rs in t.context.items()}
             return bool(substitute(st, t.dref, context, [url], trusted_keys=trusted))
 

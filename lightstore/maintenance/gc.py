@@ -27,18 +27,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from lightstore.catalogue.database import translate_error
-from lightstore.errors import InvalidReferenceError, UsageError
-from lightstore.failpoints import failpoint
-from lightstore.files import remove_tree
-from lightstore.layout import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
-from lightstore.logs import remove_orphan_logs
+from lightstore.foundation.errors import InvalidReferenceError, UsageError
+from lightstore.foundation.failpoints import failpoint
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.refs import _DREF_RE, _RREF_RE, DRef, RRef, parse_dref, parse_rref
+from lightstore.foundation.times import parse_optional_time, parse_timeout
 from lightstore.maintenance.roots import roots
-from lightstore.refs import _DREF_RE, _RREF_RE, DRef, RRef, parse_dref, parse_rref
-from lightstore.times import parse_optional_time, parse_timeout
-from lightstore.trash import restore_trash
+from lightstore.store import CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
+from lightstore.store.layout import Layout, log_build_id
+from lightstore.store.recovery import restore_trash
 
 if TYPE_CHECKING:
-    from lightstore.store import Store
+    from lightstore.store import LocalStore
 
 # `keep_since` keeps what was built or imported since: a run pulled today
 # but built a month ago is as new to this store as a fresh build.
@@ -168,7 +168,7 @@ def _check(refs: Iterable[str], pattern: re.Pattern[str], parse: Callable[[str],
 
 
 def _mark(
-    store: Store,
+    store: LocalStore,
     keep_drefs: Iterable[str],
     keep_rrefs: Iterable[str],
     use_roots: bool,
@@ -335,7 +335,7 @@ def _split(joined: str | None) -> list[str]:
 
 
 def garbage_sets(
-    store: Store,
+    store: LocalStore,
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
@@ -349,7 +349,7 @@ def garbage_sets(
 
 
 def garbage(
-    store: Store,
+    store: LocalStore,
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
     use_roots: bool = True,
@@ -374,7 +374,7 @@ def garbage(
 
 
 def collect(
-    store: Store,
+    store: LocalStore,
     dry_run: bool = False,
     timeout: float | None = DEFAULT_GC_TIMEOUT_S,
     progress: Callable[[int, int], None] | None = None,
@@ -408,7 +408,7 @@ def collect(
         report.dry_run = False
         # Logs follow build records, which outlive gc; this only clears logs
         # whose record is gone (forgotten, or lost to a reindex).
-        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
+        remove_orphan_logs(store, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         if not report.rrefs and not report.drefs and not report.stale_links:
             return report
         area = store.new_build_area("gc")
@@ -429,7 +429,7 @@ def collect(
     return report
 
 
-def _sweep(store: Store, area: str, report: GCReport) -> list[str]:
+def _sweep(store: LocalStore, area: str, report: GCReport) -> list[str]:
     """Move the doomed objects into the trash area, then delete their rows in one transaction."""
     moved = [_trash(store, area, store.rref_path(r)) for r in report.rrefs]
     for dref in report.drefs:
@@ -447,7 +447,7 @@ def _sweep(store: Store, area: str, report: GCReport) -> list[str]:
     return moved
 
 
-def _trash(store: Store, area: str, path: str) -> str:
+def _trash(store: LocalStore, area: str, path: str) -> str:
     """Move an object folder into the trash area, keeping its layout; return where it went."""
     dst = os.path.join(area, os.path.relpath(path, store.root))
     _move(path, dst)
@@ -474,7 +474,7 @@ class ForgetReport:
 
 
 def forget(
-    store: Store,
+    store: LocalStore,
     *,
     before: float | str | None = None,
     name: str | None = None,
@@ -554,6 +554,32 @@ def forget(
             conn.execute("ROLLBACK TO forget")
         conn.execute("RELEASE forget")
     if not dry_run:
-        remove_orphan_logs(store.root, lambda: set(store.catalogue.column("SELECT id FROM builds")))
+        remove_orphan_logs(store, lambda: set(store.catalogue.column("SELECT id FROM builds")))
         store.catalogue.shrink()
     return report
+
+
+def remove_orphan_logs(store: Layout, known_build_ids: Callable[[], set[int]] | set[int]) -> int:
+    """Delete the logs whose build is not in `known_build_ids`; return how many went.
+
+    Give a function that reads the build ids from the catalogue: it is called
+    after the folder is listed, so a build that started meanwhile (its row is
+    committed before its log is created) keeps its log. `forget` and gc call it.
+    """
+    folder = store.logs_dir
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    known = known_build_ids() if callable(known_build_ids) else known_build_ids
+    removed = 0
+    for name in names:
+        build_id = log_build_id(name)
+        if build_id is None or build_id in known:
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lightstore.errors import (
+from lightstore.foundation.errors import (
     IntegrityError,
     InvalidReferenceError,
     UnknownReferenceError,
     disk_full,
 )
-from lightstore.refs import (
+from lightstore.foundation.refs import (
     MAX_NAME_LENGTH,
     DRef,
     RRef,
@@ -32,12 +32,11 @@ from lightstore.refs import (
 )
 
 if TYPE_CHECKING:
-    from lightstore.store import Store
+    from lightstore.store import LocalStore
 
 # A pin name never starts with '.': the temporary files of pins/ do, so
 # `reindex` can tell them apart by name alone.
 PIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-PINS_DIR = "pins"
 
 
 def is_pin_name(name: str) -> bool:
@@ -63,14 +62,14 @@ def _check_name(name: str) -> str:
     return name
 
 
-def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
+def pin(store: LocalStore, name: str, ref: DRef | RRef | str) -> None:
     """Pin `ref` under `name` (replacing an older pin of that name): gc keeps it and its closure.
 
     Raises UnknownReferenceError if `ref` is not in the store.
     """
     _check_name(name)
     column, value = ("rref", parse_rref(ref)) if isrref(ref) else ("dref", parse_dref(ref))
-    folder = os.path.join(store.root, PINS_DIR)
+    folder = store.pins_dir
     os.makedirs(folder, exist_ok=True)
     try:
         # Held shared like a realization: a collection marks and sweeps as one step.
@@ -99,7 +98,7 @@ def pin(store: Store, name: str, ref: DRef | RRef | str) -> None:
         ) from None
 
 
-def unpin(store: Store, name: str) -> bool:
+def unpin(store: LocalStore, name: str) -> bool:
     """Remove the pin `name`; return whether it existed.
 
     Raises InvalidReferenceError for a malformed name. Names starting with
@@ -110,11 +109,11 @@ def unpin(store: Store, name: str) -> bool:
     with store.realizing(), store.catalogue.write() as conn:
         existed = conn.execute("DELETE FROM pins WHERE name = ?", (name,)).rowcount > 0
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(store.root, PINS_DIR, name))
+            os.unlink(os.path.join(store.pins_dir, name))
     return existed
 
 
-def pins(store: Store) -> dict[str, str]:
+def pins(store: LocalStore) -> dict[str, str]:
     """Every pin: name -> reference."""
     return {
         n: r
@@ -133,7 +132,7 @@ class Roots:
     stale_links: list[str]
 
 
-def roots(store: Store) -> Roots:
+def roots(store: LocalStore) -> Roots:
     """All current GC roots: pins, live links, inputs of running builds."""
     drefs: set[DRef] = set()
     rrefs: set[RRef] = set()
@@ -159,7 +158,7 @@ def roots(store: Store) -> Roots:
     return Roots(drefs, rrefs, stale)
 
 
-def resolve_ref(store: Store, ref: str) -> DRef | RRef:
+def resolve_ref(store: LocalStore, ref: str) -> DRef | RRef:
     """`ref` as a DRef or RRef known to the store, or raise."""
     if isrref(ref):
         if not store.catalogue.known_rrefs([ref]):

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue, NewDerivation, NewRealization
 from lightstore.catalogue.database import sqlite_uri
-from lightstore.config import canonical_json, config_deps, mkconfig
-from lightstore.errors import (
+from lightstore.foundation.config import canonical_json, config_deps, mkconfig
+from lightstore.foundation.errors import (
     BuildError,
     CatalogueCorruptError,
     CatalogueVersionError,
@@ -29,21 +29,19 @@ from lightstore.errors import (
     StoreNotFoundError,
     StoreReadOnlyError,
 )
-from lightstore.files import remove_tree
-from lightstore.hashing import (
-    CONTEXT_FILE,
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.hashing import (
     TreeDigest,
     canonical_context,
     config_hash,
     context_hash,
     realization_hash,
-    tree_digest,
 )
-from lightstore.layout import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S
-from lightstore.maintenance.roots import PINS_DIR, is_pin_name, roots
-from lightstore.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
-from lightstore.store import Store
-from lightstore.times import parse_timeout
+from lightstore.foundation.refs import HASH_LEN, DRef, RRef, isdref, isrref, mkdref
+from lightstore.foundation.times import parse_timeout
+from lightstore.maintenance.roots import is_pin_name, roots
+from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S, LocalStore
+from lightstore.store.layout import CONTEXT_FILE, OBJECTS_DIR, realization_digest
 
 Progress = Callable[[int, int], None]
 
@@ -109,7 +107,7 @@ def _write_readonly(path: str, text: str) -> None:
         os.chmod(folder, mode)
 
 
-def _delete_rows(store: Store, rref: str) -> str | None:
+def _delete_rows(store: LocalStore, rref: str) -> str | None:
     """Delete a realization's rows; return why not if something still refers to it."""
     users = store.catalogue.rref_referrers([rref])
     if users:
@@ -122,7 +120,7 @@ def _delete_rows(store: Store, rref: str) -> str | None:
 
 
 def verify(
-    store: Store,
+    store: LocalStore,
     check_contents: bool = False,
     repair: bool = False,
     progress: Progress | None = None,
@@ -150,7 +148,7 @@ def verify(
     return report
 
 
-def _check_sqlite(store: Store, report: VerifyReport) -> None:
+def _check_sqlite(store: LocalStore, report: VerifyReport) -> None:
     try:
         rows = store.catalogue.column("PRAGMA quick_check")
         if rows != ["ok"]:
@@ -175,7 +173,7 @@ def _check_sqlite(store: Store, report: VerifyReport) -> None:
         ) from e
 
 
-def _check_derivations(store: Store, report: VerifyReport, repair: bool) -> None:
+def _check_derivations(store: LocalStore, report: VerifyReport, repair: bool) -> None:
     for dref, text in store.catalogue.query("SELECT dref, config FROM derivations"):
         report.derivations += 1
         path = os.path.join(store.dref_path(DRef(dref)), CONFIG_FILE)
@@ -193,7 +191,7 @@ def _check_derivations(store: Store, report: VerifyReport, repair: bool) -> None
 
 
 def _check_realizations(
-    store: Store,
+    store: LocalStore,
     report: VerifyReport,
     check_contents: bool,
     repair: bool,
@@ -222,7 +220,7 @@ def _check_realizations(
             report.problems.append(p)
         if check_contents:
             try:
-                digest: TreeDigest | None = tree_digest(folder)
+                digest: TreeDigest | None = realization_digest(folder)
                 detail = "the artifacts do not hash to the RRef (edited after publication)"
             except (BuildError, OSError) as e:
                 # A FIFO or an unreadable folder: this realization is damaged, the run goes on.
@@ -241,7 +239,7 @@ def _check_realizations(
                 report.problems.append(p)
 
 
-def _check_unregistered(store: Store, report: VerifyReport, repair: bool) -> None:
+def _check_unregistered(store: LocalStore, report: VerifyReport, repair: bool) -> None:
     known_d = set(store.catalogue.column("SELECT dref FROM derivations"))
     known_r = set(store.catalogue.column("SELECT rref FROM realizations"))
     new_d: list[tuple[DRef, Problem]] = []
@@ -287,7 +285,7 @@ def _listdir(folder: str) -> list[str]:
 
 
 def _register_all(
-    store: Store,
+    store: LocalStore,
     new_d: list[tuple[DRef, Problem]],
     new_r: list[tuple[str, str, Problem]],
     known_d: set[str],
@@ -345,7 +343,7 @@ def _register_all(
         )
 
 
-def _register_derivation(store: Store, dref: DRef, known: set[str]) -> tuple[bool, str]:
+def _register_derivation(store: LocalStore, dref: DRef, known: set[str]) -> tuple[bool, str]:
     folder = store.dref_path(dref)
     raw = _read_json(os.path.join(folder, CONFIG_FILE))
     try:
@@ -377,7 +375,7 @@ def _realization_record(rref: str, folder: str) -> NewRealization | None:
     ctx = canonical_context(raw)
     ctx_hash = context_hash(ctx)
     try:
-        digest = tree_digest(folder)
+        digest = realization_digest(folder)
     except BuildError:
         return None  # holds a FIFO, socket or device: never a valid realization
     rhash, _, rest = rref.removeprefix("rref:").partition("-")
@@ -410,7 +408,7 @@ class ReindexReport:
 
 
 def reindex(
-    root: str | Store, progress: Progress | None = None, *, force: bool = False
+    root: str | LocalStore, progress: Progress | None = None, *, force: bool = False
 ) -> ReindexReport:
     """Rebuild the catalogue from the tree (configs, contexts, pins).
 
@@ -425,8 +423,8 @@ def reindex(
     Raises CatalogueVersionError if the current catalogue was written by a
     newer lightstore (its records would be lost), unless `force`.
     """
-    path = root.root if isinstance(root, Store) else os.path.abspath(root)
-    if not os.path.isdir(os.path.join(path, "objects")):
+    path = root.root if isinstance(root, LocalStore) else os.path.abspath(root)
+    if not os.path.isdir(os.path.join(path, OBJECTS_DIR)):
         raise StoreNotFoundError(f"no lightstore store at {path} (no objects/ folder)")
     if not force:
         _check_not_newer(os.path.join(path, CATALOGUE_FILE))
@@ -444,8 +442,8 @@ def reindex(
 
 
 def _reindex(path: str, progress: Progress | None) -> ReindexReport:
-    Store.forget_instances()
-    raw = Store(path)
+    LocalStore.forget_instances()
+    raw = LocalStore(path)
     report = ReindexReport()
     os.makedirs(raw.locks_dir, exist_ok=True)
     cat_path = os.path.join(path, CATALOGUE_FILE)
@@ -473,8 +471,8 @@ def _reindex(path: str, progress: Progress | None) -> ReindexReport:
             if os.path.exists(cat_path + suffix):
                 os.replace(cat_path + suffix, (report.old_catalogue or cat_path) + suffix)
         os.replace(new_path, cat_path)
-    Store.forget_instances()
-    Store.open(path)
+    LocalStore.forget_instances()
+    LocalStore.open(path)
     return report
 
 
@@ -575,7 +573,7 @@ def _dependencies_first(deps: Mapping[_K, Sequence[_K]]) -> tuple[list[_K], set[
 
 
 def _reindex_tree(
-    store: Store, catalogue: Catalogue, report: ReindexReport, progress: Progress | None
+    store: LocalStore, catalogue: Catalogue, report: ReindexReport, progress: Progress | None
 ) -> None:
     """Record in `catalogue` what the tree of `store` holds."""
     configs: dict[DRef, Any] = {}
@@ -633,7 +631,7 @@ def _reindex_tree(
     ordered_r = [records[r] for r in order_r]
     catalogue.add_realizations(ordered_r, None)
     report.realizations = len(ordered_r)
-    pins_dir = os.path.join(store.root, PINS_DIR)
+    pins_dir = store.pins_dir
     if os.path.isdir(pins_dir):
         for name in sorted(os.listdir(pins_dir)):
             if not is_pin_name(name) and not _legacy_pin_name(name):

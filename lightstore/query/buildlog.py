@@ -1,23 +1,23 @@
 """What a build printed (`lightstore log`): its record and captured output.
 
-Logs are written by `lightstore.logs` to ``<root>/logs/<build id>.log``.
+Logs are written by `lightstore.foundation.logs` to ``<root>/logs/<build id>.log``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightstore.errors import UnknownReferenceError
-from lightstore.logs import log_path, read_log
+from lightstore.foundation.errors import UnknownReferenceError
+from lightstore.foundation.logs import read_log
+from lightstore.foundation.refs import isrref
 from lightstore.query.describe import live_status
 from lightstore.query.resolve import resolve
-from lightstore.refs import isrref
-from lightstore.store import Store
+from lightstore.store import LocalStore
 
 _BUILD_COLUMNS = "id, dref, name, status, started, stopped, duration, host, pid, error"
 
 
-def builds_of(store: Store, ref: str) -> list[dict[str, Any]]:
+def builds_of(store: LocalStore, ref: str) -> list[dict[str, Any]]:
     """The build attempts behind `ref`, newest first: for a realization the one that made
     it; for a derivation every attempt (failed and interrupted ones too).
 
@@ -39,7 +39,7 @@ def builds_of(store: Store, ref: str) -> list[dict[str, Any]]:
 
 
 def build_log(
-    store: Store, ref: str | None = None, build: int | None = None, *, read: bool = True
+    store: LocalStore, ref: str | None = None, build: int | None = None, *, read: bool = True
 ) -> dict[str, Any]:
     """One build's record and captured output: ``{"build": {...}, "path", "log"}``, where
     ``log`` is the text printed (None if nothing was captured).
@@ -74,8 +74,8 @@ def build_log(
             str(ref or build),
         )
     record = found[0]
-    out: dict[str, Any] = {"build": record, "path": log_path(store.root, record["id"])}
+    out: dict[str, Any] = {"build": record, "path": store.log_path(record["id"])}
     if read:
-        data = read_log(store.root, record["id"])
+        data = read_log(store.log_path(record["id"]))
         out["log"] = None if data is None else data.decode("utf-8", errors="replace")
     return out

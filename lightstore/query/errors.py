@@ -1,5 +1,5 @@
-"""Errors of the query layer (defined with the others in `lightstore.errors`)."""
+"""Errors of the query layer (defined with the others in `lightstore.foundation.errors`)."""
 
-from lightstore.errors import AmbiguousReferenceError, QueryError
+from lightstore.foundation.errors import AmbiguousReferenceError, QueryError
 
 __all__ = ["AmbiguousReferenceError", "QueryError"]

@@ -1,6 +1,6 @@
 """Parsing the filters users type: config conditions (``lr<1e-3``) and times (``7d``, ``2024-05-01``).
 
-Times are parsed by `lightstore.times.parse_time`, the one parser of every time-like input.
+Times are parsed by `lightstore.foundation.times.parse_time`, the one parser of every time-like input.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightstore.catalogue.database import COMPARE_JSON_FUNCTION
+from lightstore.foundation.times import parse_time
 from lightstore.query.errors import QueryError
-from lightstore.times import parse_time
 
 __all__ = ["ConfigCondition", "json_path", "name_condition", "parse_condition", "parse_time"]
 

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
-from lightstore.errors import InvalidReferenceError
-from lightstore.refs import isdref, isrref, rref2dref
-from lightstore.store import Store
+from lightstore.foundation.errors import InvalidReferenceError
+from lightstore.foundation.refs import isdref, isrref, rref2dref
+from lightstore.store import LocalStore
 
 #: At most this many differing fields per label, each value cut to `_MAX_VALUE` characters.
 MAX_LABEL_FIELDS = 4
@@ -44,17 +44,17 @@ def _check_same_kind(refs: Sequence[str]) -> str:
     return kinds.pop()
 
 
-StoreLike = Store | Catalogue
+StoreLike = LocalStore | Catalogue
 
 
 def _catalogue(store: StoreLike) -> Catalogue:
-    return store.catalogue if isinstance(store, Store) else store
+    return store.catalogue if isinstance(store, LocalStore) else store
 
 
 def _targets(store: StoreLike, refs: str | Sequence[str]) -> list[str]:
-    """Resolve what a user typed (with a Store), or take full references (with a Catalogue)."""
+    """Resolve what a user typed (with a LocalStore), or take full references (with a Catalogue)."""
     texts = [refs] if isinstance(refs, str) else list(refs)
-    if isinstance(store, Store):
+    if isinstance(store, LocalStore):
         from lightstore.query.resolve import resolve_all
 
         return [str(r) for r in resolve_all(store, texts)]
@@ -62,7 +62,7 @@ def _targets(store: StoreLike, refs: str | Sequence[str]) -> list[str]:
 
 
 def _target(store: StoreLike, ref: str) -> str:
-    if isinstance(store, Store):
+    if isinstance(store, LocalStore):
         from lightstore.query.resolve import resolve
 
         return str(resolve(store, ref))

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue
 from lightstore.catalogue.database import register_functions, sqlite_uri
-from lightstore.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
+from lightstore.foundation.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.query.sqlguard import (
     DEADLINE_PASSED,
@@ -38,7 +38,7 @@ from lightstore.query.sqlguard import (
     leave_user_sql,
     set_limits,
 )
-from lightstore.store import CATALOGUE_FILE, Store
+from lightstore.store import CATALOGUE_FILE, LocalStore
 
 _T = TypeVar("_T")
 
@@ -87,7 +87,7 @@ def catalogue_path(root: str) -> str:
     return os.path.join(os.path.abspath(root), CATALOGUE_FILE)
 
 
-def open_view(root: str) -> Store:
+def open_view(root: str) -> LocalStore:
     """A read-only view of the store at `root`: its paths, and a `ReadOnlyCatalogue`.
 
     Takes no lock and writes nothing, except that a catalogue still missing a
@@ -104,11 +104,11 @@ def open_view(root: str) -> Store:
     catalogue = ReadOnlyCatalogue(path)
     if catalogue.check_version():
         catalogue.close()
-        Store.open(root)  # applies the pending migrations
+        LocalStore.open(root)  # applies the pending migrations
         catalogue = ReadOnlyCatalogue(path)
-    # A Store that was never opened has no side effects: it is used for its
+    # A LocalStore that was never opened has no side effects: it is used for its
     # path arithmetic, with the read-only catalogue in place of its own.
-    view = Store(root)
+    view = LocalStore(root)
     view.catalogue = catalogue
     return view
 

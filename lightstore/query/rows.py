@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightstore.errors import LightstoreError
+from lightstore.foundation.errors import LightstoreError
 
 
 class Rows(list[dict[str, Any]]):

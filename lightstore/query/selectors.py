@@ -33,7 +33,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from lightstore.errors import InvalidSelectorError, QueryError
+from lightstore.foundation.errors import InvalidSelectorError, QueryError
 from lightstore.query.filters import ConfigCondition, parse_condition
 
 Pick = Literal["latest", "all"]

@@ -18,7 +18,12 @@ configuration applies. See `lightstore.remote._layout` for the layout.
   signature covers and where trust comes from.
 """
 
-from lightstore.errors import InvalidKeyError, RemoteError, RemoteIntegrityError, UntrustedError
+from lightstore.foundation.errors import (
+    InvalidKeyError,
+    RemoteError,
+    RemoteIntegrityError,
+    UntrustedError,
+)
 from lightstore.remote._fs import Remote, redact_url
 from lightstore.remote._sign import (
     SIGNING_KEY_VARIABLE,

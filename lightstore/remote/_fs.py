@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 from blake3 import blake3
 
-from lightstore.errors import RemoteError
+from lightstore.foundation.errors import RemoteError
 
 #: Protocols whose writes become visible atomically when complete (a PUT).
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}

@@ -35,24 +35,24 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightstore.config import Config, canonical_json
-from lightstore.errors import (
+from lightstore.exchange._ingest import checked_config, checked_context
+from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
+from lightstore.foundation.config import Config, canonical_json
+from lightstore.foundation.errors import (
     ArchiveError,
     InvalidMetricError,
     LightstoreError,
     RemoteIntegrityError,
 )
-from lightstore.exchange._ingest import checked_config, checked_context
-from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
-from lightstore.hashing import (
-    CONTEXT_FILE,
+from lightstore.foundation.hashing import (
     _len_prefixed,
     _tagged,
     config_bytes_hash,
     realization_hash,
 )
-from lightstore.metrics import check_metric_name, check_metric_value
-from lightstore.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+from lightstore.foundation.metrics import check_metric_name, check_metric_value
+from lightstore.foundation.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+from lightstore.store.layout import CONTEXT_FILE
 
 FORMAT = "lightstore-remote"
 MANIFEST_FORMAT = "lightstore-manifest"
@@ -296,7 +296,7 @@ def parse_manifest(data: bytes, rref: RRef, where: str) -> Manifest:
     except LightstoreError as e:
         raise _bad(where, str(e)) from None
     files = _check_files(doc.get("files"), where)
-    from lightstore.hashing import context_hash
+    from lightstore.foundation.hashing import context_hash
 
     if realization_hash(context_hash(context), entries_digest(files)) != unrref(rref)[0]:
         raise _bad(

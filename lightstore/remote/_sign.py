@@ -34,8 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lightstore.errors import InvalidKeyError, LightstoreError
-from lightstore.refs import RRef
+from lightstore.foundation.errors import InvalidKeyError, LightstoreError
+from lightstore.foundation.refs import RRef
 from lightstore.remote._layout import KEYNAME_RE, check_keyname
 
 TRUSTED_KEYS_VARIABLE = "LIGHTSTORE_TRUSTED_KEYS"

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lightstore.errors import InvalidReferenceError
-from lightstore.hashing import context_hash
-from lightstore.refs import HASH_LEN, DRef, RRef, mkname, parse_dref, rref2dref
+from lightstore.foundation.errors import InvalidReferenceError
+from lightstore.foundation.hashing import context_hash
+from lightstore.foundation.refs import HASH_LEN, DRef, RRef, mkname, parse_dref, rref2dref
 from lightstore.remote._layout import dref_folder, parse_rref_key
 from lightstore.remote.push import open_remote
 

@@ -24,15 +24,6 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lightstore.config import Config, config_deps
-from lightstore.errors import (
-    ArchiveError,
-    LightstoreError,
-    RemoteIntegrityError,
-    StoreError,
-    UnknownReferenceError,
-    UntrustedError,
-)
 from lightstore.exchange._ingest import (
     Incoming,
     add_to_store,
@@ -41,10 +32,19 @@ from lightstore.exchange._ingest import (
     verify_folder,
 )
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, Limits
-from lightstore.failpoints import failpoint
-from lightstore.files import remove_tree
-from lightstore.hashing import file_digest
-from lightstore.refs import DRef, RRef
+from lightstore.foundation.config import Config, config_deps
+from lightstore.foundation.errors import (
+    ArchiveError,
+    LightstoreError,
+    RemoteIntegrityError,
+    StoreError,
+    UnknownReferenceError,
+    UntrustedError,
+)
+from lightstore.foundation.failpoints import failpoint
+from lightstore.foundation.files import remove_tree
+from lightstore.foundation.hashing import file_digest
+from lightstore.foundation.refs import DRef, RRef
 from lightstore.remote._fs import Remote
 from lightstore.remote._layout import (
     Manifest,
@@ -67,7 +67,7 @@ from lightstore.remote.push import (
     open_remote,
     run_all,
 )
-from lightstore.store import Store
+from lightstore.store import LocalStore
 
 _CHUNK = 1024 * 1024
 log = logging.getLogger("lightstore")
@@ -178,7 +178,7 @@ _PER_REALIZATION = (RemoteIntegrityError, UnknownReferenceError)
 
 
 def plan_pull(
-    store: Store, remote: Remote, roots: list[RRef], trusted: TrustedKeys, where: str
+    store: LocalStore, remote: Remote, roots: list[RRef], trusted: TrustedKeys, where: str
 ) -> tuple[dict[DRef, Config], dict[RRef, Manifest], dict[RRef, LightstoreError]]:
     """The manifests of the closures of `roots` not yet in `store`, checked, their configs,
     and the roots left out with the reason (their closure did not verify)."""
@@ -334,7 +334,7 @@ def _assemble(m: Manifest, out: str, blobs: _Downloader, uses: collections.Count
 
 
 def pull(
-    store: Store,
+    store: LocalStore,
     url: Any,
     refs: Iterable[str],
     *,

@@ -25,13 +25,13 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from lightstore.config import canonical_json, mkconfig
-from lightstore.errors import IntegrityError, RemoteError
 from lightstore.exchange._ingest import closure_of, topological_rrefs
 from lightstore.exchange._tree import check_links
-from lightstore.failpoints import failpoint
-from lightstore.hashing import context_hash, file_digest, realization_hash
-from lightstore.refs import DRef, RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
+from lightstore.foundation.config import canonical_json, mkconfig
+from lightstore.foundation.errors import IntegrityError, RemoteError
+from lightstore.foundation.failpoints import failpoint
+from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
+from lightstore.foundation.refs import DRef, RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
 from lightstore.remote._fs import Remote
 from lightstore.remote._layout import (
     FORMAT,
@@ -49,7 +49,7 @@ from lightstore.remote._layout import (
     signed_manifest_key,
 )
 from lightstore.remote._sign import SigningKey, signing_key_for
-from lightstore.store import Store
+from lightstore.store import LocalStore
 
 #: ``progress(done_bytes, total_bytes)`` while transferring.
 Progress = Callable[[int, int], None]
@@ -126,7 +126,7 @@ def expand_refs(
 
     Raises UnknownReferenceError for a DRef with none (`nothing` ends the message).
     """
-    from lightstore.errors import UnknownReferenceError
+    from lightstore.foundation.errors import UnknownReferenceError
 
     out: list[RRef] = []
     for ref in refs:
@@ -140,7 +140,7 @@ def expand_refs(
     return sorted(set(out))
 
 
-def resolve_local_refs(store: Store, refs: Iterable[str]) -> list[RRef]:
+def resolve_local_refs(store: LocalStore, refs: Iterable[str]) -> list[RRef]:
     """RRefs for `refs`: an RRef stands for itself, a DRef for all its local realizations."""
     return expand_refs(
         refs, store.catalogue.realizations_any_context, f"in the store {store.root} to push"
@@ -264,7 +264,7 @@ class _Uploader:
 
 
 def push(
-    store: Store,
+    store: LocalStore,
     url: Any,
     refs: Iterable[str],
     *,
@@ -359,7 +359,7 @@ def _damaged(rref: RRef, e: OSError) -> IntegrityError:
     )
 
 
-def _check_pushable(store: Store, rref: RRef) -> None:
+def _check_pushable(store: LocalStore, rref: RRef) -> None:
     """Refuse what every pull would refuse, with the check `pack` makes (and UTF-8 names)."""
     try:
         check_links(
@@ -370,7 +370,7 @@ def _check_pushable(store: Store, rref: RRef) -> None:
 
 
 def _sign_one(
-    store: Store,
+    store: LocalStore,
     remote: Remote,
     uploader: _Uploader,
     key: SigningKey,
@@ -389,7 +389,7 @@ def _sign_one(
 
 
 def _push_one(
-    store: Store,
+    store: LocalStore,
     remote: Remote,
     uploader: _Uploader,
     rref: RRef,

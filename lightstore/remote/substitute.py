@@ -21,17 +21,17 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lightstore.errors import LightstoreError, RemoteError
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
-from lightstore.hashing import context_hash
-from lightstore.refs import DRef, RRef
+from lightstore.foundation.errors import LightstoreError, RemoteError
+from lightstore.foundation.hashing import context_hash
+from lightstore.foundation.refs import DRef, RRef
 from lightstore.remote._fs import redact_url
 from lightstore.remote._layout import dref_folder
 from lightstore.remote._sign import TrustedKeys, signing_key_for, trusted_keys_for
 from lightstore.remote.listing import _derivation
 from lightstore.remote.pull import pull
 from lightstore.remote.push import open_remote, push
-from lightstore.store import Store
+from lightstore.store import LocalStore
 
 log = logging.getLogger("lightstore")
 
@@ -98,7 +98,7 @@ class _Failures:
 
 
 def substitute(
-    store: Store,
+    store: LocalStore,
     dref: DRef,
     context: Mapping[str, Sequence[str]],
     urls: Sequence[str],
@@ -192,7 +192,7 @@ class Substituter:
         self.trusted()  # decided here, in the caller, before travelling
         return dict(self.__dict__)
 
-    def __call__(self, store: Store, task: Any) -> bool:
+    def __call__(self, store: LocalStore, task: Any) -> bool:
         return bool(
             substitute(
                 store,
@@ -208,13 +208,15 @@ class Substituter:
 
 
 def remote_hooks(
-    store: Store,
+    store: LocalStore,
     substituters: Iterable[str] | str | None,
     push_to: str | None,
     trusted_keys: Iterable[str] | None,
     storage_options: Mapping[str, Any] | None,
     signing_key: Any = None,
-) -> tuple[Callable[[Store, Any], bool] | None, Callable[[Store, list[RRef]], Any] | None]:
+) -> tuple[
+    Callable[[LocalStore, Any], bool] | None, Callable[[LocalStore, list[RRef]], Any] | None
+]:
     """The substitute hook and the push step a realize into `store` uses (None for each
     that is off). Trust (`trusted_keys_for`) is resolved once in this process (see
     `Substituter`), the signing key (`signing_key_for`) here; raises InvalidKeyError
@@ -226,7 +228,7 @@ def remote_hooks(
         return hook, None
     key = signing_key_for(signing_key)
 
-    def push_chosen(store: Store, rrefs: list[RRef]) -> Any:
+    def push_chosen(store: LocalStore, rrefs: list[RRef]) -> Any:
         """Upload what a realize chose (`push_to=`); raises like `push` (the builds stay)."""
         if rrefs:
             return push(

@@ -12,9 +12,9 @@ from blake3 import blake3
 from lightstore.engine.build import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
 from lightstore.engine.registry import Registry, mkdrv
-from lightstore.errors import InvalidConfigError
-from lightstore.hashing import CONTEXT_FILE
-from lightstore.refs import DRef, selfref
+from lightstore.foundation.errors import InvalidConfigError
+from lightstore.foundation.refs import DRef, selfref
+from lightstore.store.layout import CONTEXT_FILE
 
 ARTIFACTS_KEY = "__artifacts__"
 

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from lightstore.catalogue.database import sqlite_uri
-from lightstore.errors import LightstoreError
+from lightstore.foundation.errors import LightstoreError
 from lightstore.query.readonly import catalogue_path, open_view
 
 DEFAULT_HOST = "127.0.0.1"

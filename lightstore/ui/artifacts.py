@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import stat
 
-from lightstore.errors import InvalidReferenceError, LightstoreError, UnknownReferenceError
-from lightstore.refs import parse_rref
-from lightstore.store import Store
+from lightstore.facade import Store
+from lightstore.foundation.errors import (
+    InvalidReferenceError,
+    LightstoreError,
+    UnknownReferenceError,
+)
+from lightstore.foundation.refs import parse_rref
 
 
 class ArtifactRefused(LightstoreError):

@@ -16,12 +16,12 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from lightstore.errors import InvalidReferenceError, UnknownReferenceError
-from lightstore.hashing import CONTEXT_FILE
+from lightstore.facade import Store
+from lightstore.foundation.errors import InvalidReferenceError, UnknownReferenceError
+from lightstore.foundation.refs import RRef, isdref, isrref, parse_rref, rref2dref
 from lightstore.query.describe import describe
 from lightstore.query.graph import closure_edges
-from lightstore.refs import RRef, isdref, isrref, parse_rref, rref2dref
-from lightstore.store import Store
+from lightstore.store.layout import CONTEXT_FILE
 
 #: Most runs a stage page lists (newest first, or in the chosen order).
 MAX_RUNS = 1000

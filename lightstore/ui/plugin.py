@@ -18,10 +18,14 @@ from datasette import hookimpl
 from datasette.utils.asgi import AsgiFileDownload, Response
 
 from lightstore.cli.output import human_duration, human_size, human_time
-from lightstore.errors import InvalidReferenceError, LightstoreError, UnknownReferenceError
+from lightstore.facade import Store
+from lightstore.foundation.errors import (
+    InvalidReferenceError,
+    LightstoreError,
+    UnknownReferenceError,
+)
+from lightstore.foundation.refs import isdref, isrref
 from lightstore.query import sqlguard
-from lightstore.refs import isdref, isrref
-from lightstore.store import Store
 from lightstore.ui import data, svg
 from lightstore.ui.artifacts import ArtifactRefused, resolve_artifact
 

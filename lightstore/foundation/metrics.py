@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from lightstore.errors import InvalidMetricError
+from lightstore.foundation.errors import InvalidMetricError
 
 Number = int | float
 #: Letters, digits and ``_ . - /``, starting with a letter or ``_``; at most 128 characters.

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from filelock import FileLock, Timeout
 
-from lightstore.errors import LockTimeout
+from lightstore.foundation.errors import LockTimeout
 
 POLL_INTERVAL_S = 0.05
 REPORT_EVERY_S = 10.0

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NewType
 
-from lightstore.errors import InvalidConfigError, InvalidReferenceError
+from lightstore.foundation.errors import InvalidConfigError, InvalidReferenceError
 
 HASH_LEN = 32
 NAME_PATTERN = r"[A-Za-z0-9_-]+"

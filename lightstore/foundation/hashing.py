@@ -24,11 +24,9 @@ from typing import Any, TypeVar
 
 from blake3 import blake3
 
-from lightstore.config import canonical_json
-from lightstore.errors import BuildError
-from lightstore.refs import HASH_LEN, HashPart
-
-CONTEXT_FILE = "context.json"
+from lightstore.foundation.config import canonical_json
+from lightstore.foundation.errors import BuildError
+from lightstore.foundation.refs import HASH_LEN, HashPart
 
 _K = TypeVar("_K", bound=str)
 
@@ -131,11 +129,12 @@ class TreeDigest:
 
 def tree_digest(
     root: str,
-    skip_context: bool = True,
+    skip_top: frozenset[str] = frozenset(),
     make_readonly: bool = False,
     max_path: int | None = None,
 ) -> TreeDigest:
-    """Hash every entry below `root` (not `root` itself) in a canonical order.
+    """Hash every entry below `root` (not `root` itself, nor the top-level names in `skip_top`)
+    in a canonical order.
 
     With `make_readonly`, write permission is removed from every file and
     folder below `root` in the same pass (folders after their contents), which
@@ -157,7 +156,7 @@ def tree_digest(
             entries = sorted(it, key=lambda e: e.name.encode("utf-8", "surrogateescape"))
         subdirs: list[tuple[str, str]] = []
         for e in entries:
-            if skip_context and rel == "" and e.name == CONTEXT_FILE:
+            if rel == "" and e.name in skip_top:
                 continue
             relpath = f"{rel}/{e.name}" if rel else e.name
             raw = relpath.encode("utf-8", "surrogateescape")

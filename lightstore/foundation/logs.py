@@ -1,4 +1,5 @@
-"""What a realizer printed: captured while it runs, kept as ``<root>/logs/<build id>.log``.
+"""What a realizer printed: captured while it runs into a file per build (``logs/<build id>.log``
+in the store, see `lightstore.store.layout`).
 
 Where: one file per build attempt, beside the catalogue (not in it, and not
 in the realization, whose content is hashed). A file can be appended to as
@@ -35,24 +36,13 @@ import os
 import selectors
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
-LOGS_DIR = "logs"
 _READ_CHUNK = 65536
 #: How long the end of a build waits for the fd reader to drain the pipe.
 _DRAIN_TIMEOUT_S = 2.0
-
-
-def logs_dir(root: str) -> str:
-    """The folder of build logs of the store at `root`."""
-    return os.path.join(str(root), LOGS_DIR)
-
-
-def log_path(root: str, build_id: int) -> str:
-    """The log file of build `build_id` of the store at `root` (it need not exist)."""
-    return os.path.join(logs_dir(root), f"{int(build_id)}.log")
 
 
 class _Log:
@@ -358,13 +348,12 @@ def _fds_usable() -> bool:
 
 
 @contextmanager
-def capture_output(root: str, build_id: int, fd_level: bool = True) -> Iterator[str]:
+def capture_output(path: str, fd_level: bool = True) -> Iterator[str]:
     """Tee what the current thread (and, when it is the only build, the process's fds 1
-    and 2) print into the log of build `build_id`; yields the log's path.
+    and 2) print into the log file `path`; yields `path`. A silent build leaves no file.
 
     Never raises for a log it cannot write: the build goes on without one.
     """
-    path = log_path(root, build_id)
     try:
         log = _Log(path)
     except OSError:
@@ -409,36 +398,10 @@ def capture_output(root: str, build_id: int, fd_level: bool = True) -> Iterator[
                 os.remove(path)
 
 
-def read_log(root: str, build_id: int) -> bytes | None:
-    """The captured output of build `build_id`, or None if it has no log."""
+def read_log(path: str) -> bytes | None:
+    """The captured output in the log file `path`, or None if there is none."""
     try:
-        with open(log_path(root, build_id), "rb") as f:
+        with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
         return None
-
-
-def remove_orphan_logs(root: str, known_build_ids: Callable[[], set[int]] | set[int]) -> int:
-    """Delete the logs whose build is not in `known_build_ids`; return how many went.
-
-    Give a function that reads the build ids from the catalogue: it is called
-    after the folder is listed, so a build that started meanwhile (its row is
-    committed before its log is created) keeps its log. `forget` and gc call it.
-    """
-    folder = logs_dir(root)
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return 0
-    known = known_build_ids() if callable(known_build_ids) else known_build_ids
-    removed = 0
-    for name in names:
-        stem, _dot, ext = name.partition(".")
-        if ext != "log" or not stem.isdigit() or int(stem) in known:
-            continue
-        try:
-            os.remove(os.path.join(folder, name))
-            removed += 1
-        except FileNotFoundError:
-            pass
-    return removed

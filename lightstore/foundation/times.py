@@ -14,7 +14,7 @@ import re
 import time
 from datetime import datetime, timedelta
 
-from lightstore.errors import QueryError
+from lightstore.foundation.errors import QueryError
 
 _AGO_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|week|weeks)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

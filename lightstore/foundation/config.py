@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from lightstore.errors import InvalidConfigError
-from lightstore.refs import (
+from lightstore.foundation.errors import InvalidConfigError
+from lightstore.foundation.refs import (
     DRef,
     Name,
     check_relpath,

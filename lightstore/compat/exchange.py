@@ -1,0 +1,40 @@
+"""Pylightnix's archive and copy functions: a store given in any form (`S`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from lightstore.defaults import resolve_store
+from lightstore.exchange import DEFAULT_MAX_BYTES, copy, pack, unpack
+from lightstore.foundation.refs import RRef
+
+Progress = Callable[[int, int, RRef], None]
+
+
+def spack(
+    rrefs: Iterable[RRef], archive_path: str, S: Any = None, *, progress: Progress | None = None
+) -> None:
+    """Pack the realizations `rrefs` and everything they depend on into `archive_path`
+    (.zip, .tar, .tar.gz, ...); see `lightstore.exchange.pack`."""
+    pack(resolve_store(S), rrefs, archive_path, progress=progress)
+
+
+def sunpack(
+    archive_path: str,
+    S: Any = None,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    progress: Progress | None = None,
+) -> list[RRef]:
+    """Add an archive made by `spack` to the store, verifying every hash; return its root
+    RRefs. See `lightstore.exchange.unpack`."""
+    return unpack(resolve_store(S), archive_path, max_bytes=max_bytes, progress=progress)
+
+
+def copy_closure(
+    rrefs: Iterable[RRef], src_store: Any, dst_store: Any, *, progress: Progress | None = None
+) -> list[RRef]:
+    """Copy the realizations `rrefs` and their closure from one store to another (each a
+    Store, StorageSettings or root path); see `lightstore.exchange.copy`."""
+    return copy(resolve_store(src_store), resolve_store(dst_store), rrefs, progress=progress)
