@@ -2,7 +2,7 @@
 
 Usage (normally through `tools/bench --against REV`)::
 
-    python tools/bench_against.py --against REV [--head REV2] [--rounds 3] [--size 1000]
+    python tools/bench_against.py --against REV [--head REV2] [--rounds 4] [--size 1000]
         [--reps N] [--only WORKLOAD,...] [--factor 1.1] [--json PATH] [--tmp DIR] [--keep]
 
 REV is checked out with `git worktree add` into a temporary folder (removed
@@ -16,9 +16,11 @@ Each process builds a fresh store and runs every workload once; processes of
 the two sides alternate A B B A, `--rounds` times, so a change of machine load
 falls on both. For each workload and for wall and CPU (process) time it prints
 the median over all samples of each side, their ratio (head / base, > 1 is
-slower), and the lowest and highest ratio of two neighbouring processes (one
-per side). A row is marked `+` (slower) or `-` (faster) when the ratio passes
---factor and every such pair agrees; the exit status is 1 if any row is `+`.
+slower), the lowest and highest ratio of two neighbouring processes (one per
+side), and p of a Mann-Whitney U test (scipy) on the per-process medians. A row
+is marked `+` (slower) or `-` (faster) when the ratio passes --factor with
+p < 0.05 (as `asv continuous` marks them); the exit status is 1 if any row is `+`.
+With one round (two processes a side) p cannot go below 0.05: use --rounds 3 or more.
 The samples are also written as two pyperf files, compared by `pyperf compare_to`
 (mean, standard deviation and Student's t-test), whose output follows the table.
 """
@@ -214,8 +216,14 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e9:.3g} ns"
 
 
-def compare(base: Side, head: Side, factor: float) -> list[dict[str, Any]]:
-    """Per workload and metric: both medians, their ratio and the ratios of neighbouring runs."""
+def compare(base: Side, head: Side, factor: float, alpha: float = 0.05) -> list[dict[str, Any]]:
+    """Per workload and metric: both medians, their ratio and the ratios of neighbouring runs.
+
+    A row is marked when the ratio passes `factor` and a Mann-Whitney U test of the
+    per-process medians of the two sides gives p < `alpha`.
+    """
+    from scipy.stats import mannwhitneyu
+
     rows = []
     for name, label, _ in WORKLOADS:
         for metric in METRICS:
@@ -230,10 +238,18 @@ def compare(base: Side, head: Side, factor: float) -> list[dict[str, Any]]:
                 statistics.median(y) / statistics.median(x) for x, y in zip(a, b, strict=False)
             ]
             ratio = mb / ma
+            # The process is the unit: samples within one share its luck (load, hash seed).
+            p = float(
+                mannwhitneyu(
+                    [statistics.median(x) for x in a],
+                    [statistics.median(y) for y in b],
+                    alternative="two-sided",
+                ).pvalue
+            )
             mark = ""
-            if ratio >= factor and min(pairs) > 1:
+            if p < alpha and ratio >= factor:
                 mark = "+"
-            elif ratio <= 1 / factor and max(pairs) < 1:
+            elif p < alpha and ratio <= 1 / factor:
                 mark = "-"
             rows.append(
                 {
@@ -244,6 +260,7 @@ def compare(base: Side, head: Side, factor: float) -> list[dict[str, Any]]:
                     "head": mb,
                     "ratio": ratio,
                     "pairs": pairs,
+                    "p": p,
                     "mark": mark,
                     "base_runs": a,
                     "head_runs": b,
@@ -253,7 +270,7 @@ def compare(base: Side, head: Side, factor: float) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]], base: Side, head: Side) -> str:
-    head_cells = ["", "workload", "time", base.label, head.label, "ratio", "pairs (min-max)"]
+    head_cells = ["", "workload", "time", base.label, head.label, "ratio", "pairs", "p"]
     lines = [head_cells]
     for r in rows:
         lines.append(
@@ -265,10 +282,11 @@ def table(rows: list[dict[str, Any]], base: Side, head: Side) -> str:
                 fmt_time(r["head"]),
                 f"{r['ratio']:.2f}",
                 f"{min(r['pairs']):.2f}-{max(r['pairs']):.2f}",
+                f"{r['p']:.3f}",
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head_cells))]
-    right = {3, 4, 5, 6}
+    right = {3, 4, 5, 6, 7}
     return "\n".join(
         "  ".join(
             c.rjust(w) if i in right else c.ljust(w)
@@ -301,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--against", metavar="REV", help="the git revision to compare with")
     p.add_argument("--head", metavar="REV", help="measure REV instead of the working tree")
-    p.add_argument("--rounds", type=int, default=3, help="A B B A blocks of processes (3)")
+    p.add_argument("--rounds", type=int, default=4, help="A B B A blocks of processes (4)")
     p.add_argument("--size", type=int, default=1000, help="realizations populated (1000)")
     p.add_argument("--reps", type=int, default=0, help="repetitions of each workload per process")
     p.add_argument("--only", default=",".join(NAMES), help="comma-separated workloads (all)")
@@ -365,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         ["python", "tools/bench_against.py", *(argv if argv is not None else sys.argv[1:])]
     )
     print(
-        f"\n{command}\nratio = {head.label} / {base.label}; + slower, - faster by {args.factor}x in every pair of neighbouring processes\n"
+        f"\n{command}\n"
+        f"ratio = {head.label} / {base.label} of the medians; pairs = lowest and highest ratio\n"
+        f"of two neighbouring processes; p = Mann-Whitney U on the per-process medians;\n"
+        f"+ slower, - faster: ratio past {args.factor} with p < 0.05\n"
     )
     print(table(rows, base, head))
     folder = os.path.dirname(os.path.abspath(args.json))
