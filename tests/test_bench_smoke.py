@@ -116,7 +116,9 @@ def test_bench_against_head(tmp_path):
     their own processes, every workload compared; the checkout and stores are removed."""
     out = tmp_path / "against.json"
     cmd = [sys.executable, AGAINST, "--against", "HEAD", "--size", "10", "--rounds", "1"]
-    cmd += ["--reps", "1", "--json", str(out), "--tmp", str(tmp_path)]
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\nfigures\n")
+    cmd += ["--reps", "1", "--json", str(out), "--tmp", str(tmp_path), "--report", str(report)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     # One round cannot reach p < 0.05, so nothing is marked and the exit status is 0.
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -137,8 +139,11 @@ def test_bench_against_head(tmp_path):
         assert w in proc.stdout
     assert "pyperf compare_to" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["against.json", f"{head[:9]}.json", f"{head[:9]}-tree.json"]
+        ["against.json", "BENCHMARKS.md", f"{head[:9]}.json", f"{head[:9]}-tree.json"]
     )
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nfigures\n") and "<!-- against:start -->" in text
+    assert "| populate, per trivial realization | cpu |" in text
     worktrees = subprocess.run(
         ["git", "-C", ROOT, "worktree", "list"], capture_output=True, text=True, check=True
     ).stdout

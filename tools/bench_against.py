@@ -28,6 +28,7 @@ The samples are also written as two pyperf files, compared by `pyperf compare_to
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shlex
@@ -38,6 +39,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from bench_common import force_rmtree, replace_section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -63,7 +66,6 @@ WIDTH, DEPTH = 10, 100
 
 def measure(size: int, reps: dict[str, int], only: set[str], tmp: str) -> dict[str, Any]:
     """Run the workloads on a fresh store under `tmp`; samples in seconds per workload."""
-    from bench_common import force_rmtree
     from bench_workloads import Lib, chain, populate_stage
 
     lib = Lib("lightstore")
@@ -72,9 +74,13 @@ def measure(size: int, reps: dict[str, int], only: set[str], tmp: str) -> dict[s
     S = lib.fresh(root)
     out: dict[str, dict[str, list[float]]] = {}
 
-    def timed(name: str, fn: Callable[[], Any], per: int = 1) -> None:
+    def timed(name: str, fn: Callable[..., Any], *args: Any, per: int = 1) -> None:
+        """Run fn(*args); if workload `name` is wanted, record its wall and CPU seconds / `per`."""
+        if name not in only:
+            fn(*args)
+            return
         c0, t0 = time.process_time(), time.perf_counter()
-        fn()
+        fn(*args)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         samples = out.setdefault(name, {"wall": [], "cpu": []})
         # pyperf takes positive values only; a clock tick is the floor.
@@ -101,6 +107,16 @@ def measure(size: int, reps: dict[str, int], only: set[str], tmp: str) -> dict[s
 
         return stage
 
+    def realize_all(stages: list[Callable[..., Any]]) -> None:
+        for stage in stages:
+            lib.realize(stage, S)
+
+    def instantiate(stage: Callable[..., Any]) -> None:
+        L.instantiate(stage, S=S)
+
+    def times(name: str) -> int:
+        return reps[name] if name in only else 0
+
     try:
         lib.realize(populate_stage(lib, -1), S)  # first-call costs (imports, caches) untimed
         batch = max(1, size // reps["populate"])
@@ -108,29 +124,20 @@ def measure(size: int, reps: dict[str, int], only: set[str], tmp: str) -> dict[s
         while done < size:
             n = min(batch, size - done)
             stages = [populate_stage(lib, i) for i in range(done, done + n)]
-            if "populate" in only:
-                timed("populate", lambda s=stages: [lib.realize(x, S) for x in s], per=n)
-            else:
-                for x in stages:
-                    lib.realize(x, S)
+            timed("populate", realize_all, stages, per=n)
             done += n
         lib.realize(chain(lib, CHAIN, "kept"), S)
-        for k in range(reps["new-chain"] if "new-chain" in only else 0):
-            timed("new-chain", lambda k=k: lib.realize(chain(lib, CHAIN, f"new-{k}"), S))
-        for k in range(reps["new-chain-200"] if "new-chain-200" in only else 0):
-            timed("new-chain-200", lambda k=k: lib.realize(chain(lib, LONG_CHAIN, f"long-{k}"), S))
-        for _ in range(reps["cached-chain"] if "cached-chain" in only else 0):
-            timed("cached-chain", lambda: lib.realize(chain(lib, CHAIN, "kept"), S))
-        if "instantiate" in only or "instantiate-cached" in only:
-            # The first closure is instantiated even when only its second instantiate is timed.
-            for k in range(reps["instantiate"] if "instantiate" in only else 1):
-                fresh = lambda k=k: L.instantiate(closure(f"c{k}"), S=S)  # noqa: E731
-                if "instantiate" in only:
-                    timed("instantiate", fresh)
-                else:
-                    fresh()
-            for _ in range(reps["instantiate-cached"] if "instantiate-cached" in only else 0):
-                timed("instantiate-cached", lambda: L.instantiate(closure("c0"), S=S))
+        for k in range(times("new-chain")):
+            timed("new-chain", lib.realize, chain(lib, CHAIN, f"new-{k}"), S)
+        for k in range(times("new-chain-200")):
+            timed("new-chain-200", lib.realize, chain(lib, LONG_CHAIN, f"long-{k}"), S)
+        for _ in range(times("cached-chain")):
+            timed("cached-chain", lib.realize, chain(lib, CHAIN, "kept"), S)
+        # The first closure is made even when only instantiating it again is timed.
+        for k in range(max(times("instantiate"), min(1, times("instantiate-cached")))):
+            timed("instantiate", instantiate, closure(f"c{k}"))
+        for _ in range(times("instantiate-cached")):
+            timed("instantiate-cached", instantiate, closure("c0"))
     finally:
         force_rmtree(root)
     return {"version": lib.version, "module": os.path.abspath(L.__file__), "samples": out}
@@ -313,6 +320,41 @@ def pyperf_files(rows: list[dict[str, Any]], base: Side, head: Side, folder: str
     return paths
 
 
+def markdown(
+    rows: list[dict[str, Any]],
+    base: Side,
+    head: Side,
+    command: str,
+    started: float,
+    load: tuple[float, float, float],
+    factor: float,
+) -> str:
+    """The comparison as a BENCHMARKS.md section."""
+    end = os.getloadavg()
+    when = datetime.datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds")
+    lines = [
+        "## Against another revision (`tools/bench --against REV`)",
+        "",
+        f"- Command: `{command}`; started {when}, took {(time.time() - started) / 60:.1f} min;"
+        f" load average {load[0]:.1f} at the start, {end[0]:.1f} at the end,"
+        f" on {os.cpu_count()} CPUs",
+        f"- base: {base.label}; head: {head.label}",
+        "- ratio = head / base of the medians (> 1: slower); pairs = lowest and highest ratio of"
+        " two neighbouring processes; p = Mann-Whitney U on the per-process medians;"
+        f" + / - = slower / faster past {factor}x with p < 0.05",
+        "",
+        "| workload | time | base | head | ratio | pairs | p | |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['metric']} | {fmt_time(r['base'])} | {fmt_time(r['head'])}"
+            f" | {r['ratio']:.2f} | {min(r['pairs']):.2f}-{max(r['pairs']):.2f} | {r['p']:.3f}"
+            f" | {r['mark']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="tools/bench --against", description=(__doc__ or "").splitlines()[0]
@@ -327,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=os.path.join(ROOT, "build", "bench", "against.json"))
     p.add_argument("--tmp", default=None, help="folder for the temporary checkout and stores")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--report", help="also write the table into this markdown file's section")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--reps-json", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -342,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = {name: args.reps or default for name, _, default in WORKLOADS}
     reps["populate"] = min(reps["populate"], args.size)
 
+    load = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="lightstore-against-", dir=args.tmp)
     sides: list[Side] = []
     started = time.time()
@@ -375,8 +419,6 @@ def main(argv: list[str] | None = None) -> int:
                     check=False,
                 )
         if not args.keep:
-            from bench_common import force_rmtree
-
             force_rmtree(tmp)
     rows = compare(base, head, args.factor)
     command = os.environ.get("LIGHTSTORE_BENCH_COMMAND") or shlex.join(
@@ -412,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\npyperf compare_to (mean +- std dev; Student's t-test):\n{compared.stdout.rstrip()}")
     print(f"\nJSON: {args.json}; pyperf files: {' '.join(paths)}")
+    if args.report:
+        body = markdown(rows, base, head, command, started, load, args.factor)
+        replace_section(args.report, "against", body)
+        print(f"Report: {args.report}")
     print(f"Took {(time.time() - started) / 60:.1f} min")
     return 1 if any(r["mark"] == "+" for r in rows) else 0
 
