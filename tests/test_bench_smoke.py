@@ -17,7 +17,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, "tools", "bench_driver.py")
 HUGE = os.path.join(ROOT, "tools", "bench_huge.py")
+AGAINST = os.path.join(ROOT, "tools", "bench_against.py")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import bench_against  # noqa: E402
 
 
 def test_bench_entry_point_is_valid_bash():
@@ -105,3 +108,55 @@ def test_bench_huge_small_store(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "building" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_against_head(tmp_path):
+    """`--against HEAD`: the revision checked out beside, both sides run interleaved in
+    their own processes, every workload compared; the checkout and stores are removed."""
+    out = tmp_path / "against.json"
+    cmd = [sys.executable, AGAINST, "--against", "HEAD", "--size", "10", "--rounds", "1"]
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\nfigures\n")
+    cmd += ["--reps", "1", "--json", str(out), "--tmp", str(tmp_path), "--report", str(report)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    # One round cannot reach p < 0.05, so nothing is marked and the exit status is 0.
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    head = subprocess.run(
+        ["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    doc = json.loads(out.read_text())
+    assert doc["base"]["commit"] == doc["head"]["commit"] == head
+    # The processes ran A B B A, each side's lightstore imported from its own tree.
+    assert proc.stderr.count("[") >= 4 and "working tree" in proc.stderr
+    rows = {(r["workload"], r["metric"]) for r in doc["rows"]}
+    assert rows == {(w, m) for w in bench_against.NAMES for m in ("cpu", "wall")}
+    for r in doc["rows"]:
+        assert len(r["base_runs"]) == len(r["head_runs"]) == 2
+        assert r["base"] > 0 and r["head"] > 0 and r["mark"] == ""
+        assert r["ratio"] == pytest.approx(r["head"] / r["base"])
+    for w in bench_against.NAMES:
+        assert w in proc.stdout
+    assert "pyperf compare_to" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["against.json", "BENCHMARKS.md", f"{head[:9]}.json", f"{head[:9]}-tree.json"]
+    )
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nfigures\n") and "<!-- against:start -->" in text
+    assert "| populate, per trivial realization | cpu |" in text
+    worktrees = subprocess.run(
+        ["git", "-C", ROOT, "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    assert str(tmp_path) not in worktrees
+
+
+def test_bench_against_refuses_unknown_revision(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, AGAINST, "--against", "no-such-revision", "--tmp", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0 and "not a commit" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
