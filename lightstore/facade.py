@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from lightstore.foundation.refs import DRef, RRef
-from lightstore.maintenance.gc import ForgetReport, GCReport, collect, forget
+from lightstore.maintenance.forget import ForgetReport, forget
+from lightstore.maintenance.gc import collect
+from lightstore.maintenance.marking import GCReport
+from lightstore.maintenance.reindex import ReindexReport, reindex
 from lightstore.maintenance.roots import pin, pins, unpin
-from lightstore.maintenance.verify import ReindexReport, VerifyReport, reindex, verify
+from lightstore.maintenance.verify import VerifyReport, verify
 from lightstore.remote.pull import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, pull
 from lightstore.remote.push import DEFAULT_JOBS, PushReport, push
 from lightstore.store import DEFAULT_GC_TIMEOUT_S, LocalStore

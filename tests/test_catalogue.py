@@ -25,8 +25,14 @@ from lightstore import (
     realize1,
     selfref,
 )
-from lightstore.catalogue import HOST, Catalogue, Database, schema_files, split_sql
-from lightstore.catalogue.database import MIGRATION_SET
+from lightstore.catalogue import (
+    HOST,
+    MIGRATION_SET,
+    Catalogue,
+    Database,
+    schema_files,
+    split_sql,
+)
 
 TABLES = {
     "derivations",

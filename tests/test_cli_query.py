@@ -30,8 +30,7 @@ from lightstore import (
     rref2dref,
     selfref,
 )
-from lightstore.catalogue import NewDerivation, NewRealization
-from lightstore.catalogue.database import register_functions
+from lightstore.catalogue import NewDerivation, NewRealization, register_functions
 from lightstore.cli.context import EXIT_NOT_FOUND
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import mkdref, mkrref

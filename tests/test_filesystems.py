@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lightstore.catalogue.database import filesystem_type, journal_mode_for
+from lightstore.catalogue import filesystem_type, journal_mode_for
 
 MOUNTINFO = [
     "22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n",

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import lightstore
 from lightstore import build_outpaths, build_wrapper, instantiate, match_all, mkdrv, realizeMany
 from lightstore.foundation.errors import InvalidReferenceError
-from lightstore.maintenance.gc import _mark
+from lightstore.maintenance.marking import _mark
 
 # A graph: node i depends on some nodes before it, and its build makes 1 or 2 outputs.
 graphs = st.integers(min_value=1, max_value=9).flatmap(
@@ -129,7 +129,7 @@ def test_dense_marking_checks_keeps_not_in_the_store(tmp_path):
 
 def test_a_collection_with_most_of_the_store_pinned_removes_only_the_rest(tmp_path):
     """The real collection (not a plan) in the dense mode: pins on all but one chain."""
-    from lightstore.maintenance.gc import _dense_roots
+    from lightstore.catalogue.marking import dense_roots
     from lightstore.maintenance.roots import roots
 
     store = build_graph(str(tmp_path / "s"), (set(), {0}, {1}, set(), {3}), [1, 1, 1, 1, 6])
@@ -140,7 +140,7 @@ def test_a_collection_with_most_of_the_store_pinned_removes_only_the_rest(tmp_pa
         store.pin(f"p{i}", rref)
     found = roots(store)
     with store.catalogue.conn:
-        assert _dense_roots(store.catalogue.conn, found.rrefs, found.drefs, None)
+        assert dense_roots(store.catalogue.conn, found.rrefs, found.drefs, None)
     report = store.gc()
     names = sorted(r.rsplit("-", 1)[1] for r in report.rrefs)
     assert names == ["n0", "n1", "n2"]

@@ -39,8 +39,7 @@ from lightstore import (
     spack,
     sunpack,
 )
-from lightstore.catalogue import database
-from lightstore.catalogue.database import translate_error
+from lightstore.catalogue import connection, translate_error
 from lightstore.facade import Store
 from lightstore.foundation.errors import (
     CatalogueCorruptError,
@@ -49,7 +48,7 @@ from lightstore.foundation.errors import (
     IntegrityError,
     QueryError,
 )
-from lightstore.maintenance import gc as gc_marking
+from lightstore.maintenance import marking as gc_marking
 from lightstore.query import derivations, history
 
 RUNS: list[str] = []
@@ -315,7 +314,7 @@ def test_keep_since_counts_the_later_of_built_and_imported(tmp_path):
 
 
 def test_a_busy_catalogue_is_a_lock_timeout(store, monkeypatch):
-    monkeypatch.setattr(database, "BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_S", 0.2)
     other = Store(store.root)  # a fresh instance: its own connection, with the short timeout
     blocker = sqlite3.connect(store.catalogue.path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")

@@ -98,7 +98,7 @@ def test_threads_each_get_their_own_log(S, store):
 
 
 def test_logs_stay_with_the_history_until_forgotten(S, store):
-    from lightstore.maintenance.gc import forget
+    from lightstore.maintenance.forget import forget
 
     kept = realize1(instantiate(noisy, 20, S=S))
     gone = realize1(instantiate(noisy, 21, S=S))
@@ -194,7 +194,7 @@ def test_a_subprocess_outliving_its_build_writes_into_no_log(S, store):
 
 
 def test_the_log_sweep_reads_build_ids_after_listing(tmp_path):
-    from lightstore.maintenance.gc import remove_orphan_logs
+    from lightstore.maintenance.forget import remove_orphan_logs
 
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -563,12 +563,14 @@ def test_open_recovers(tmp_path):
 def test_recover_with_dotted_hostname(store, monkeypatch):
     # Cluster nodes often report a fully qualified hostname; build areas made
     # under such a name must still be recognised as this host's.
-    import lightstore.catalogue.catalogue as catalogue_module
+    import lightstore.catalogue.builds as builds_module
+    import lightstore.catalogue.objects as objects_module
     import lightstore.store.layout as layout_module
     import lightstore.store.recovery as recovery_module
 
     dotted = "node7.cluster.example.org"
-    monkeypatch.setattr(catalogue_module, "HOST", dotted)
+    for module in (builds_module, objects_module):
+        monkeypatch.setattr(module, "HOST", dotted)
     for module in (layout_module, recovery_module):
         monkeypatch.setattr(module, "HOST_TAG", dotted.replace(".", "_"))
     area = store.new_build_area("build")

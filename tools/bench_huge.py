@@ -275,7 +275,7 @@ def measure(
 ) -> None:
     import lightstore as L
     from lightstore import Store
-    from lightstore.maintenance.verify import reindex
+    from lightstore.maintenance.reindex import reindex
     from lightstore.query import closure, history, open_view, realizations
 
     S = L.mkSS(root)

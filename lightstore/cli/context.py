@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from lightstore.catalogue.database import translate_error
+from lightstore.catalogue import translate_error
 from lightstore.cli.output import echo_text, terminal_safe
 from lightstore.defaults import ROOT_VARIABLE, default_root
 from lightstore.facade import Store

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -72,12 +71,7 @@ def unpack_command(env: Env, archive: str) -> None:
     started = time.time()
     rrefs = call_with_progress(unpack, "unpacking", store, archive)
     everything = sorted(set(rrefs) | store.catalogue.rrefdeps(rrefs))
-    created: dict[str, float] = dict(
-        store.catalogue.query(
-            "SELECT rref, created FROM realizations WHERE rref IN (SELECT value FROM json_each(?))",
-            (json.dumps(everything),),
-        )
-    )
+    created = store.catalogue.created_times(everything)
     old = {r for r in everything if created.get(r, started) < started}
     for r in rrefs:
         echo(r + ("  (already present)" if r in old else ""))

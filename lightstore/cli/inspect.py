@@ -466,20 +466,12 @@ def roots_command(env: Env, fmt: str) -> None:
     view = env.view()
     found = roots(view)
     rows: list[dict[str, Any]] = [
-        {"kind": "pin", "name": n, "ref": r, "status": ""}
-        for n, r in view.catalogue.query(
-            "SELECT name, coalesce(rref, dref) FROM pins ORDER BY name"
-        )
+        {"kind": "pin", "name": n, "ref": r, "status": ""} for n, r in view.catalogue.pins().items()
     ]
-    for path, ref in view.catalogue.query(
-        "SELECT path, coalesce(rref, dref) FROM links ORDER BY path"
-    ):
+    for path, ref in view.catalogue.links():
         stale = path in found.stale_links
         rows.append({"kind": "link", "name": path, "ref": ref, "status": "stale" if stale else ""})
-    for build_id, ref, host, pid in view.catalogue.query(
-        "SELECT i.build_id, i.rref, b.host, b.pid FROM build_inputs AS i "
-        "JOIN builds AS b ON b.id = i.build_id ORDER BY i.build_id, i.rref"
-    ):
+    for build_id, ref, host, pid in view.catalogue.build_inputs():
         gone = holder_gone({"status": "running", "host": host, "pid": pid})
         status = "holder gone (kept until a writer opens the store)" if gone else "running"
         rows.append({"kind": "build", "name": f"#{build_id}", "ref": ref, "status": status})

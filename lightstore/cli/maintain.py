@@ -27,7 +27,8 @@ from lightstore.cli.output import (
 )
 from lightstore.facade import Store
 from lightstore.foundation.errors import StoreNotFoundError
-from lightstore.maintenance.gc import GCReport, collect
+from lightstore.maintenance.gc import collect
+from lightstore.maintenance.marking import GCReport
 from lightstore.query import parse_time, resolve, sizes_of
 from lightstore.query.readonly import catalogue_path
 from lightstore.store.layout import OBJECTS_DIR
@@ -331,7 +332,7 @@ def reindex_command(env: Env, force: bool) -> None:
 
     A catalogue written by a newer lightstore is refused (exit 5) unless --force.
     """
-    from lightstore.maintenance.verify import reindex
+    from lightstore.maintenance.reindex import reindex
 
     if not os.path.isdir(os.path.join(env.root, OBJECTS_DIR)):
         raise StoreNotFoundError(f"no lightstore store at {env.root} (no objects/ folder)")

@@ -39,7 +39,7 @@ def store_gc(
     own roots (pins, live links, running builds), and everything those depend
     on. Returns ``(drefs, rrefs)`` that would go; `Store.gc` deletes.
     """
-    from lightstore.maintenance.gc import garbage_sets
+    from lightstore.maintenance.marking import garbage_sets
 
     drefs, rrefs, _, _ = garbage_sets(resolve_store(S), keep_drefs, keep_rrefs)
     return drefs, rrefs
@@ -98,7 +98,7 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
     return [*rrefs, *drefs]
 
 
-def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, name: str) -> Path:
+def _link(store: Any, target: str, ref: str, destdir: str | None, name: str) -> Path:
     link = os.path.abspath(os.path.join(destdir or os.getcwd(), name))
     if os.path.islink(link):
         os.unlink(link)
@@ -106,12 +106,8 @@ def _link(store: Any, target: str, column: str, ref: str, destdir: str | None, n
     try:
         # The check (the foreign key) and the insert under one hold: gc cannot
         # remove the target in between.
-        with store.realizing(), store.catalogue.write(f"linking {ref}") as conn:
-            conn.execute("DELETE FROM links WHERE path = ?", (link,))
-            conn.execute(
-                f"INSERT INTO links (path, {column}, created) VALUES (?, ?, ?)",
-                (link, ref, time.time()),
-            )
+        with store.realizing():
+            store.catalogue.replace_link(link, ref)
     except IntegrityError:
         with contextlib.suppress(OSError):
             os.unlink(link)
@@ -149,7 +145,7 @@ def linkrref(
     r = parse_rref(rref)
     name = name or format
     link = _link_name(name, store, rref2dref(r), r) if name else f"result-{r.rsplit('-', 1)[1]}"
-    return _link(store, store.rref_path(r), "rref", r, destdir, link)
+    return _link(store, store.rref_path(r), r, destdir, link)
 
 
 def linkdref(
@@ -168,7 +164,7 @@ def linkdref(
     d = parse_dref(dref)
     name = name or format
     link = _link_name(name, store, d, None) if name else f"drv-{d.rsplit('-', 1)[1]}"
-    return _link(store, store.dref_path(d), "dref", d, destdir, link)
+    return _link(store, store.dref_path(d), d, destdir, link)
 
 
 def _folder(ref: Any, store: Any) -> str:
@@ -202,10 +198,10 @@ def du(S: Any = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
     """Bytes used per derivation: ``{dref: (total, {rref: size})}`` (from the catalogue)."""
     store = resolve_store(S)
     out: dict[DRef, tuple[int, dict[RRef, int]]] = {}
-    for rref, dref, size in store.catalogue.query("SELECT rref, dref, size FROM realizations"):
+    for rref, dref, size in store.catalogue.sizes():
         total, per = out.get(dref, (0, {}))
-        per[RRef(rref)] = size
-        out[DRef(dref)] = (total + size, per)
+        per[rref] = size
+        out[dref] = (total + size, per)
     # Derivations without realizations are listed too (as Pylightnix's du does).
     for dref in store.catalogue.all_drefs():
         out.setdefault(DRef(dref), (0, {}))
@@ -220,21 +216,13 @@ def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RR
     (``newer=-3600``: the last hour).
     """
     store = resolve_store(S)
-    sql = "SELECT r.rref FROM realizations r JOIN derivations d ON d.dref = r.dref WHERE 1"
-    params: list[Any] = []
-    if name is not None:
-        if callable(name):
-            from lightstore.engine.registry import Registry, instantiate
+    if callable(name):
+        from lightstore.engine.registry import Registry, instantiate
 
-            _, closure = instantiate(name, r=Registry(store))
-            name = store.config(closure.targets[-1]).get("name", "unnamed")
-        sql += " AND d.name GLOB ?"
-        params.append(str(name))
-    if newer is not None:
-        sql += " AND coalesce(r.build_stopped, r.created) >= ?"
-        params.append(newer if newer > 0 else time.time() + newer)
-    sql += " ORDER BY coalesce(r.build_stopped, r.created)"
-    return [RRef(r) for r in store.catalogue.column(sql, params)]
+        _, closure = instantiate(name, r=Registry(store))
+        name = store.config(closure.targets[-1]).get("name", "unnamed")
+    since = None if newer is None else (newer if newer > 0 else time.time() + newer)
+    return store.catalogue.find_realizations(None if name is None else str(name), since)
 
 
 def diff(a: DRef | RRef, b: DRef | RRef, S: Any = None) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,17 +68,14 @@ def pin(store: LocalStore, name: str, ref: DRef | RRef | str) -> None:
     Raises UnknownReferenceError if `ref` is not in the store.
     """
     _check_name(name)
-    column, value = ("rref", parse_rref(ref)) if isrref(ref) else ("dref", parse_dref(ref))
+    value = parse_rref(ref) if isrref(ref) else parse_dref(ref)
     folder = store.pins_dir
     os.makedirs(folder, exist_ok=True)
     try:
         # Held shared like a realization: a collection marks and sweeps as one step.
-        with store.realizing(), store.catalogue.write() as conn:
-            conn.execute("DELETE FROM pins WHERE name = ?", (name,))
-            conn.execute(
-                f"INSERT INTO pins (name, {column}, created) VALUES (?, ?, ?)",
-                (name, value, time.time()),
-            )
+        # The row and the file go together: the file is written inside the transaction.
+        with store.realizing(), store.catalogue.write(f"pinning {value} as {name!r}"):
+            store.catalogue.set_pin(name, value)
             tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}")
             try:
                 with open(tmp, "w", encoding="utf-8") as f:
@@ -107,8 +103,8 @@ def unpin(store: LocalStore, name: str) -> bool:
     """
     if not (isinstance(name, str) and name.startswith(".") and is_pin_name(name[1:])):
         _check_name(name)
-    with store.realizing(), store.catalogue.write() as conn:
-        existed = conn.execute("DELETE FROM pins WHERE name = ?", (name,)).rowcount > 0
+    with store.realizing(), store.catalogue.write(f"removing the pin {name!r}"):
+        existed = store.catalogue.remove_pin(name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(store.pins_dir, name))
     return existed
@@ -116,12 +112,7 @@ def unpin(store: LocalStore, name: str) -> bool:
 
 def pins(store: LocalStore) -> dict[str, str]:
     """Every pin: name -> reference."""
-    return {
-        n: r
-        for n, r in store.catalogue.query(
-            "SELECT name, coalesce(rref, dref) FROM pins ORDER BY name"
-        )
-    }
+    return store.catalogue.pins()
 
 
 @dataclass(frozen=True)
@@ -137,25 +128,26 @@ def roots(store: StoreView) -> Roots:
     """All current GC roots: pins, live links, inputs of running builds."""
     drefs: set[DRef] = set()
     rrefs: set[RRef] = set()
-    for d, r in store.catalogue.query("SELECT dref, rref FROM pins"):
-        if r:
-            rrefs.add(RRef(r))
+    for ref in store.catalogue.pins().values():
+        if isrref(ref):
+            rrefs.add(RRef(ref))
         else:
-            drefs.add(DRef(d))
+            drefs.add(DRef(ref))
     stale: list[str] = []
-    for path, d, r in store.catalogue.query("SELECT path, dref, rref FROM links"):
-        target = store.rref_path(RRef(r)) if r else store.dref_path(DRef(d))
+    for path, ref in store.catalogue.links():
+        is_rref = isrref(ref)
+        target = store.rref_path(RRef(ref)) if is_rref else store.dref_path(DRef(ref))
         try:
             alive = os.path.realpath(path) == os.path.realpath(target) and os.path.islink(path)
         except OSError:
             alive = False
         if not alive:
             stale.append(path)
-        elif r:
-            rrefs.add(RRef(r))
+        elif is_rref:
+            rrefs.add(RRef(ref))
         else:
-            drefs.add(DRef(d))
-    rrefs |= {RRef(r) for r in store.catalogue.column("SELECT rref FROM build_inputs")}
+            drefs.add(DRef(ref))
+    rrefs |= {RRef(r) for r in store.catalogue.build_input_rrefs()}
     return Roots(drefs, rrefs, stale)
 
 

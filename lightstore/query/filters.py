@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lightstore.catalogue.database import COMPARE_JSON_FUNCTION
+from lightstore.catalogue import COMPARE_JSON_FUNCTION, name_condition
 from lightstore.foundation.times import parse_time
 from lightstore.query.errors import QueryError
 
@@ -112,10 +112,3 @@ def parse_condition(text: str) -> ConfigCondition:
     if isinstance(value, float) and math.isnan(value):
         raise QueryError(f"invalid config condition {text!r}: NaN is equal to nothing")
     return ConfigCondition(field, _OPERATORS[op], value)
-
-
-def name_condition(name: str, column: str = "name") -> tuple[str, list[Any]]:
-    """Equality on a derivation name, or GLOB when it has wildcards (``train*``)."""
-    if any(c in name for c in "*?["):
-        return f"{column} GLOB ?", [name]
-    return f"{column} = ?", [name]

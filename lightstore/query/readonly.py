@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from lightstore.catalogue import Catalogue
-from lightstore.catalogue.database import register_functions, sqlite_uri
+from lightstore.catalogue import Catalogue, register_functions, sqlite_uri
 from lightstore.foundation.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.query.sqlguard import (

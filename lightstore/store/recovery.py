@@ -11,20 +11,20 @@ aside in `tmp/quarantine/`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import stat
 from typing import TYPE_CHECKING
 
 from lightstore.catalogue import NewDerivation
-from lightstore.foundation.config import canonical_json, config_deps, mkconfig
+from lightstore.foundation.config import canonical_json, config_deps
 from lightstore.foundation.errors import LockTimeout
 from lightstore.foundation.failpoints import fault
 from lightstore.foundation.files import pid_alive, remove_tree
 from lightstore.foundation.locks import exclusive
 from lightstore.foundation.refs import DRef, RRef, rref2dref
 from lightstore.store.layout import CONFIG_FILE, HOST_TAG, OBJECTS_DIR, tmp_owner
+from lightstore.store.tree import read_config_file
 
 if TYPE_CHECKING:
     from lightstore.store.core import LocalStore
@@ -144,15 +144,11 @@ def _rollforward_derivations(store: LocalStore, drefs: list[DRef]) -> None:
     for dref in drefs:
         if store.catalogue.known_drefs([dref]):
             continue
-        try:
-            with open(os.path.join(store.dref_path(dref), CONFIG_FILE), encoding="utf-8") as f:
-                config = mkconfig(json.loads(f.read()))
-        except (OSError, ValueError, RecursionError):
-            # Died before config.json was in place: drop the empty folder, if any.
+        config = read_config_file(store.config_path(dref), dref)
+        if config is None:
+            # Died before config.json was in place: drop the folder if it is empty.
             with contextlib.suppress(OSError):
                 os.rmdir(store.dref_path(dref))
-            continue
-        if store.derivation_of(config) != dref:
             continue
         deps = config_deps(config)
         if len(store.catalogue.known_drefs(deps)) == len(deps):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from lightstore.catalogue.database import sqlite_uri
+from lightstore.catalogue import sqlite_uri
 from lightstore.foundation.errors import LightstoreError
 from lightstore.query.readonly import catalogue_path, open_view
 

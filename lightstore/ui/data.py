@@ -13,12 +13,13 @@ import math
 import mimetypes
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from lightstore.facade import Store
 from lightstore.foundation.errors import InvalidReferenceError, UnknownReferenceError
 from lightstore.foundation.refs import RRef, isdref, isrref, parse_rref, rref2dref
+from lightstore.query import browse
 from lightstore.query.describe import describe
 from lightstore.query.graph import closure_edges
 from lightstore.store.layout import CONTEXT_FILE
@@ -64,37 +65,12 @@ TEXT_SUFFIXES = frozenset(
 FAILED = ("failed", "interrupted")
 
 
-def _rows(
-    store: Store, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
-) -> list[dict[str, Any]]:
-    cur = store.catalogue.conn.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 # -- home ------------------------------------------------------------------------------------
 
 
 def stages(store: Store) -> list[dict[str, Any]]:
     """One row per stage name: runs, last run, failed builds, total size; newest activity first."""
-    return _rows(
-        store,
-        """
-        WITH names AS (SELECT name FROM derivations UNION SELECT name FROM history),
-        ran AS (SELECT name, count(*) FILTER (WHERE collected IS NULL) AS runs,
-                       count(*) FILTER (WHERE collected IS NOT NULL) AS collected,
-                       max(stopped) AS last_run,
-                       coalesce(sum(size) FILTER (WHERE collected IS NULL), 0) AS size
-                FROM history GROUP BY name),
-        failed AS (SELECT name, count(*) AS failures, max(started) AS last_failure
-                   FROM build_log WHERE status IN ('failed', 'interrupted') GROUP BY name)
-        SELECT n.name, coalesce(r.runs, 0) AS runs, coalesce(r.collected, 0) AS collected,
-               r.last_run,
-               coalesce(f.failures, 0) AS failures, coalesce(r.size, 0) AS size
-        FROM names AS n LEFT JOIN ran AS r USING (name) LEFT JOIN failed AS f USING (name)
-        ORDER BY max(coalesce(r.last_run, 0), coalesce(f.last_failure, 0)) DESC, n.name
-        """,
-    )
+    return browse.stage_summaries(store)
 
 
 # -- a stage ---------------------------------------------------------------------------------
@@ -152,13 +128,7 @@ def stage_table(
     and counts. Records that gc removed (history) are left out unless
     `include_collected`.
     """
-    runs = _rows(
-        store,
-        "SELECT rref, dref, started, stopped, duration, size, file_count, config, metrics, "
-        "collected FROM runs WHERE name = ? AND (? OR collected IS NULL) "
-        "ORDER BY stopped DESC, rref DESC",
-        (name, int(include_collected)),
-    )
+    runs = browse.stage_runs(store, name, include_collected)
     config_keys: dict[str, None] = {}
     metric_keys: dict[str, None] = {}
     for run in runs:
@@ -202,13 +172,8 @@ def stage_table(
         "config_keys": configs,
         "metric_keys": metrics,
         "facets": facets,
-        "collected": store.catalogue.query(
-            "SELECT count(*) FROM history WHERE name = ? AND collected IS NOT NULL", (name,)
-        )[0][0],
-        "failures": store.catalogue.query(
-            "SELECT count(*) FROM build_log WHERE name = ? AND status IN ('failed', 'interrupted')",
-            (name,),
-        )[0][0],
+        "collected": browse.collected_runs(store, name),
+        "failures": browse.failure_count(store, name),
     }
 
 
@@ -250,12 +215,10 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
     """
     rref = parse_rref(text)
     if not store.catalogue.known_rrefs([rref]):
-        gone = store.catalogue.query(
-            "SELECT max(collected), reason FROM collected_realizations WHERE rref = ?", (rref,)
-        )
-        if gone and gone[0][0] is not None:
+        gone = browse.removal(store, rref)
+        if gone is not None:
             raise UnknownReferenceError(
-                f"{rref} was removed from the store ({gone[0][1]}); its record stays in the "
+                f"{rref} was removed from the store ({gone[1]}); its record stays in the "
                 "history view, its artifacts are gone",
                 rref,
             )
@@ -280,12 +243,7 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
             if shown is not None:
                 texts.append({"path": entry["path"], "text": shown})
     dref = rref2dref(rref)
-    failed = _rows(
-        store,
-        "SELECT id, status, started, stopped, duration, host, pid, error FROM build_log "
-        "WHERE dref = ? AND status IN ('failed', 'interrupted') ORDER BY started DESC LIMIT 50",
-        (dref,),
-    )
+    failed = browse.failed_builds_of(store, dref)
     shown = sum(e["type"] != "dir" for e in entries)
     count = info.get("file_count")
     info.update(
@@ -411,38 +369,17 @@ def lineage(store: Store, rref: RRef) -> dict[str, Any]:
 
 def failed_builds(store: Store, name: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     """Failed and interrupted builds with their errors, newest first."""
-    where, params = "status IN ('failed', 'interrupted')", []
-    if name is not None:
-        where += " AND name = ?"
-        params.append(name)
-    return _rows(
-        store,
-        f"SELECT id, dref, name, status, started, stopped, duration, host, pid, error "
-        f"FROM build_log WHERE {where} ORDER BY started DESC, id DESC LIMIT ?",
-        [*params, int(limit)],
-    )
+    return browse.failed_builds(store, name, limit)
 
 
 def pins(store: Store) -> dict[str, list[dict[str, Any]]]:
     """Named pins and registered links (GC roots)."""
-    return {
-        "pins": _rows(
-            store, "SELECT name, coalesce(rref, dref) AS ref, created FROM pins ORDER BY name"
-        ),
-        "links": _rows(
-            store, "SELECT path, coalesce(rref, dref) AS ref, created FROM links ORDER BY path"
-        ),
-    }
+    return browse.pins_and_links(store)
 
 
 def disk_use(store: Store) -> list[dict[str, Any]]:
     """Bytes and files per stage name, largest first."""
-    return _rows(
-        store,
-        "SELECT name, count(*) AS runs, coalesce(sum(file_count), 0) AS files, "
-        "coalesce(sum(size), 0) AS size FROM history WHERE collected IS NULL "
-        "GROUP BY name ORDER BY size DESC, name",
-    )
+    return browse.disk_use_by_stage(store)
 
 
 def ref_label(ref: str) -> str:
