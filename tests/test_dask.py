@@ -32,11 +32,11 @@ from lightstore import (  # noqa: E402
     mkdrv,
     realize,
     realize1,
+    realize_closure,
     realizeMany,
     selfref,
 )
 from lightstore.engine.plan import BuildsFailed  # noqa: E402
-from lightstore.engine.realize import realize_closure  # noqa: E402
 from lightstore.facade import Store  # noqa: E402
 from lightstore.foundation.errors import StoreNotFoundError, UsageError  # noqa: E402
 from lightstore.remote import list_remote  # noqa: E402
@@ -334,10 +334,10 @@ def test_workers_that_cannot_see_the_root_say_so(client, S, store):
     cl.store.root, real = cl.store.root + "-elsewhere", cl.store.root
     try:
         from lightstore.engine.plan import Plan, RealizeOptions
-        from lightstore.executors.dask import run_dask
+        from lightstore.executors.dask import DaskExecutor
 
         plan = Plan(cl, RealizeOptions())
-        run_dask(plan, plan.options, client=client)
+        DaskExecutor(client=client).run(plan, plan.options)
     finally:
         cl.store.root = real
     with pytest.raises(StoreNotFoundError, match="shared-root mode needs the root"):

@@ -21,14 +21,13 @@ import urllib.parse
 import urllib.request
 from typing import IO, Any
 
-from lightstore.engine.build import Build, build_outpath, build_wrapper
+from lightstore.compat.registry import Registry, mkdrv
+from lightstore.compat.wrapper import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
-from lightstore.engine.registry import Registry, mkdrv
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
 from lightstore.foundation.errors import ArchiveError, BuildError, ChecksumError, InvalidConfigError
 from lightstore.foundation.files import remove_tree
-from lightstore.foundation.refs import DRef, mkname, selfref
-from lightstore.stages.trivial import check_file_name
+from lightstore.foundation.refs import DRef, check_file_name, mkname, selfref
 from lightstore.store.layout import CONTEXT_FILE
 
 _CHUNK = 1024 * 1024

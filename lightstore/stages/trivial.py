@@ -9,11 +9,11 @@ from typing import Any
 
 from blake3 import blake3
 
-from lightstore.engine.build import Build, build_outpath, build_wrapper
+from lightstore.compat.registry import Registry, mkdrv
+from lightstore.compat.wrapper import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
-from lightstore.engine.registry import Registry, mkdrv
 from lightstore.foundation.errors import InvalidConfigError
-from lightstore.foundation.refs import DRef, selfref
+from lightstore.foundation.refs import DRef, check_file_name, selfref
 from lightstore.store.layout import CONTEXT_FILE
 
 ARTIFACTS_KEY = "__artifacts__"
@@ -27,22 +27,6 @@ def _as_bytes(name: str, data: Any) -> bytes:
     raise InvalidConfigError(
         f"artifact {name!r} is a {type(data).__name__}; artifacts are bytes or str"
     )
-
-
-def check_file_name(name: Any, what: str = "file name") -> str:
-    """`name` if it is a plain file name (no folder part); raises InvalidConfigError."""
-    if (
-        not isinstance(name, str)
-        or not name
-        or name in (".", "..")
-        or "/" in name
-        or "\\" in name
-        or "\x00" in name
-    ):
-        raise InvalidConfigError(
-            f"{what} {name!r} must be a plain file name (no '/', not '.' or '..')"
-        )
-    return name
 
 
 def mknode(
