@@ -37,9 +37,9 @@ from lightstore.foundation.errors import (
     disk_full,
 )
 from lightstore.query import QueryError, open_view
-from lightstore.store import LocalStore
 from lightstore.store.default_root import ROOT_VARIABLE, default_root
 from lightstore.store.layout import CATALOGUE_FILE
+from lightstore.store.view import StoreView
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -128,9 +128,9 @@ class Env:
 
     def __init__(self, root: str | None) -> None:
         self.root = os.path.abspath(os.path.expanduser(root)) if root else default_root()
-        self._view: LocalStore | None = None
+        self._view: StoreView | None = None
 
-    def view(self) -> LocalStore:
+    def view(self) -> StoreView:
         """A read-only view of the store (no locks, no writes); raises StoreNotFoundError."""
         if self._view is None:
             self._view = open_view(self.root)

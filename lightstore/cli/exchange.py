@@ -39,7 +39,8 @@ def pack_command(env: Env, out: str, refs: tuple[str, ...]) -> None:
         if not found:
             raise CliError(f"{ref} has no realizations to pack", EXIT_NOT_FOUND)
         rrefs += [r for r in found if r not in rrefs]
-    call_with_progress(pack, "packing", view, rrefs, out)
+    # Packed under the store's shared lock, so that a gc waits rather than deleting midway.
+    call_with_progress(pack, "packing", env.store(), rrefs, out)
     closure = len(set(rrefs) | view.catalogue.rrefdeps(rrefs))
     echo(
         f"packed {len(rrefs)} realization(s) ({closure} with dependencies) into {out} "

@@ -31,10 +31,13 @@ How (tee: the terminal still shows everything):
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import selectors
+import struct
 import sys
+import termios
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -46,11 +49,15 @@ _DRAIN_TIMEOUT_S = 2.0
 
 
 class _Log:
-    """One build's log file, written with O_APPEND so the tee and the fd reader interleave safely."""
+    """One build's log file, written with O_APPEND so the tee and the fd reader interleave safely.
+
+    The file is created at the first write: most builds print nothing, and creating
+    and then deleting a file per build was the largest cost of capturing a silent one.
+    """
 
     def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self.path = path
+        self.fd: int | None = None
         self.closed = False
         # The pump may copy after the build ended (a subprocess still holds the pipe):
         # never write to the fd number after it was closed and perhaps reused.
@@ -63,13 +70,24 @@ class _Log:
             if self.closed:
                 return
             with suppress(OSError):  # a full disk must not fail the build: the log is a convenience
+                if self.fd is None:
+                    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                    self.fd = os.open(self.path, flags, 0o644)
                 os.write(self.fd, data)
 
     def close(self) -> None:
+        """Close the file; a build that printed nothing leaves none (a stale file of a reused
+        build id is removed)."""
         with self._lock:
-            if not self.closed:
-                self.closed = True
+            if self.closed:
+                return
+            self.closed = True
+            if self.fd is not None:
                 os.close(self.fd)
+                return
+        with suppress(OSError):
+            os.unlink(self.path)
 
 
 class _State:
@@ -179,9 +197,10 @@ class _Pump:
             os.close(self.wake_write)
             raise
 
-    def add(self, read_end: int, pipe: _Pipe) -> None:
+    def add(self, pipes: list[tuple[int, _Pipe]]) -> None:
+        """Start copying the pipes (read end, where it goes): one wake-up for all of them."""
         with self.lock:
-            self.pending.append((read_end, pipe))
+            self.pending += pipes
         os.write(self.wake_write, b"\0")
 
     def _run(self) -> None:
@@ -199,12 +218,14 @@ class _Pump:
                         self.selector.register(fd, selectors.EVENT_READ, pipe)
                     continue
                 pipe = key.data
-                try:
-                    data = os.read(key.fd, _READ_CHUNK)
-                except OSError:
-                    data = b""
+                with pipe.lock:  # read and copied as one step: see _FdCapture.stop
+                    try:
+                        data = os.read(key.fd, _READ_CHUNK)
+                    except OSError:
+                        data = b""
+                    if data:
+                        pipe.copy(data)
                 if data:
-                    pipe.copy(data)
                     continue
                 # End of file: every holder of the write end (the build, its
                 # subprocesses) has let go.
@@ -229,9 +250,11 @@ def _pump() -> _Pump:
 class _Pipe:
     """One captured fd's pipe, as the pump sees it: where its data goes."""
 
-    def __init__(self, capture: _FdCapture, terminal: int) -> None:
+    def __init__(self, capture: _FdCapture, read_end: int, terminal: int) -> None:
         self.capture = capture
+        self.read_end = read_end
         self.terminal = terminal  # the pump's own copy of the terminal fd
+        self.lock = threading.Lock()
 
     def copy(self, data: bytes) -> None:
         with suppress(OSError):
@@ -257,6 +280,7 @@ class _FdCapture:
         self.shared = False
         self.saved: dict[int, int] = {}
         self.terminal: dict[int, TextIO] = {}
+        self.pipes: list[_Pipe] = []
         self._open_pipes = 2
         self._lock = threading.Lock()
         self.drained = threading.Event()
@@ -290,7 +314,8 @@ class _FdCapture:
             )
             # The pump closes its own copy of the terminal fd at the pipe's end,
             # which may come after stop() when a subprocess keeps the pipe open.
-            pump.add(read_end, _Pipe(self, pump_terminal))
+            self.pipes.append(_Pipe(self, read_end, pump_terminal))
+        pump.add([(p.read_end, p) for p in self.pipes])
 
     def pipe_closed(self) -> None:
         with self._lock:
@@ -304,10 +329,26 @@ class _FdCapture:
             # Restoring the fd closes our write end of the pipe: the pump sees its
             # end once every other holder (a subprocess still running) lets go.
             os.dup2(self.saved[fd], fd)
-        self.drained.wait(_DRAIN_TIMEOUT_S)
+        # Waiting for the pump to see both ends costs a thread hand-off per build. When
+        # nothing is left in the pipes, what the build wrote is already in its log (the
+        # pump reads and copies under the pipe's lock); anything later comes from a
+        # process that outlived the build, which belongs to no log.
+        if any(_pending(p) for p in self.pipes):
+            self.drained.wait(_DRAIN_TIMEOUT_S)
         for fd in (1, 2):
             self.terminal[fd].close()
             os.close(self.saved[fd])
+
+
+def _pending(pipe: _Pipe) -> bool:
+    """Whether data waits in `pipe` (or that cannot be told)."""
+    with pipe.lock:
+        try:
+            return (
+                struct.unpack("i", fcntl.ioctl(pipe.read_end, termios.FIONREAD, b"\0" * 4))[0] > 0
+            )
+        except OSError:
+            return True
 
 
 def _flush(stream: Any) -> None:
@@ -354,11 +395,7 @@ def capture_output(path: str, fd_level: bool = True) -> Iterator[str]:
 
     Never raises for a log it cannot write: the build goes on without one.
     """
-    try:
-        log = _Log(path)
-    except OSError:
-        yield path
-        return
+    log = _Log(path)
     ident = threading.get_ident()
     with _state.lock:
         if _state.pid != os.getpid():  # a forked child: the parent's state is not ours
@@ -391,11 +428,6 @@ def capture_output(path: str, fd_level: bool = True) -> Iterator[str]:
             if _state.count == 0:
                 _remove_tees()
             log.close()
-        # A silent build leaves no file: on a big store most builds print nothing,
-        # and an empty file per build is an inode and a directory entry each.
-        with suppress(OSError):
-            if os.path.getsize(path) == 0:
-                os.remove(path)
 
 
 def read_log(path: str) -> bytes | None:

@@ -33,6 +33,7 @@ from lightstore.foundation.refs import (
 
 if TYPE_CHECKING:
     from lightstore.store import LocalStore
+    from lightstore.store.view import StoreView
 
 # A pin name never starts with '.': the temporary files of pins/ do, so
 # `reindex` can tell them apart by name alone.
@@ -132,7 +133,7 @@ class Roots:
     stale_links: list[str]
 
 
-def roots(store: LocalStore) -> Roots:
+def roots(store: StoreView) -> Roots:
     """All current GC roots: pins, live links, inputs of running builds."""
     drefs: set[DRef] = set()
     rrefs: set[RRef] = set()

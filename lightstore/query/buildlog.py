@@ -12,12 +12,12 @@ from lightstore.foundation.logs import read_log
 from lightstore.foundation.refs import isrref
 from lightstore.query.describe import live_status
 from lightstore.query.resolve import resolve
-from lightstore.store import LocalStore
+from lightstore.store.view import StoreView
 
 _BUILD_COLUMNS = "id, dref, name, status, started, stopped, duration, host, pid, error"
 
 
-def builds_of(store: LocalStore, ref: str) -> list[dict[str, Any]]:
+def builds_of(store: StoreView, ref: str) -> list[dict[str, Any]]:
     """The build attempts behind `ref`, newest first: for a realization the one that made
     it; for a derivation every attempt (failed and interrupted ones too).
 
@@ -39,7 +39,7 @@ def builds_of(store: LocalStore, ref: str) -> list[dict[str, Any]]:
 
 
 def build_log(
-    store: LocalStore, ref: str | None = None, build: int | None = None, *, read: bool = True
+    store: StoreView, ref: str | None = None, build: int | None = None, *, read: bool = True
 ) -> dict[str, Any]:
     """One build's record and captured output: ``{"build": {...}, "path", "log"}``, where
     ``log`` is the text printed (None if nothing was captured).

@@ -22,12 +22,12 @@ from lightstore.foundation.refs import DRef, RRef, isrref, rref2dref
 from lightstore.query.errors import AmbiguousReferenceError
 from lightstore.query.graph import differing_fields, flatten
 from lightstore.query.resolve import resolve
-from lightstore.store import LocalStore
+from lightstore.store.view import StoreView
 
 _MISSING: Any = None
 
 
-def _metrics_columns(store: LocalStore) -> tuple[str, str, str] | None:
+def _metrics_columns(store: StoreView) -> tuple[str, str, str] | None:
     """(realization column, name column, value column) of a ``metrics`` table, if there is one."""
     rows = store.catalogue.query("SELECT name FROM pragma_table_info('metrics')")
     columns = [r[0] for r in rows]
@@ -38,7 +38,7 @@ def _metrics_columns(store: LocalStore) -> tuple[str, str, str] | None:
     return ref, name, "value"
 
 
-def metrics(store: LocalStore, rref: str) -> dict[str, Any] | None:
+def metrics(store: StoreView, rref: str) -> dict[str, Any] | None:
     """The metrics recorded for `rref`, or None if the catalogue has no metrics table."""
     cols = _metrics_columns(store)
     if cols is None:
@@ -64,7 +64,7 @@ def _changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def compare(store: LocalStore, a: str, b: str) -> dict[str, Any]:
+def compare(store: StoreView, a: str, b: str) -> dict[str, Any]:
     """What differs between two objects (derivations or realizations, any REF form).
 
     Returns ``{"a", "b", "config": [...], "context": [...], "metrics": [...] or None}``;
@@ -88,7 +88,7 @@ def compare(store: LocalStore, a: str, b: str) -> dict[str, Any]:
     return {"a": ref_a, "b": ref_b, "config": config, "context": context, "metrics": found_metrics}
 
 
-def _inputs(store: LocalStore, rref: RRef) -> dict[str, Any]:
+def _inputs(store: StoreView, rref: RRef) -> dict[str, Any]:
     """The dependency realizations of `rref`, keyed by the dependency's name (or DRef if
     two dependencies share a name)."""
     context = store.context(rref)
@@ -101,7 +101,7 @@ def _inputs(store: LocalStore, rref: RRef) -> dict[str, Any]:
     return out
 
 
-def realization_of(store: LocalStore, ref: str) -> RRef:
+def realization_of(store: StoreView, ref: str) -> RRef:
     """The one realization `ref` designates: an RRef, or a derivation with exactly one.
 
     Raises AmbiguousReferenceError for a derivation with several (listing
@@ -123,7 +123,7 @@ def realization_of(store: LocalStore, ref: str) -> RRef:
     )
 
 
-def artifact_path(store: LocalStore, ref: str, path: str) -> str:
+def artifact_path(store: StoreView, ref: str, path: str) -> str:
     """The system path of `path` inside the realization `ref` designates (see `realization_of`).
 
     Raises InvalidReferenceError for an absolute path, a path with ``..``, or

@@ -10,8 +10,8 @@ from lightstore.catalogue import HOST
 from lightstore.foundation.files import pid_alive, walk_tree
 from lightstore.foundation.refs import DRef, RRef, isrref, rref2dref
 from lightstore.query.graph import neighbours
-from lightstore.store import LocalStore
 from lightstore.store.layout import CONTEXT_FILE
+from lightstore.store.view import StoreView
 
 #: How many build attempts `describe` lists for a derivation (newest).
 MAX_BUILDS = 20
@@ -36,13 +36,13 @@ def files(folder: str) -> list[dict[str, Any]] | None:
     return out
 
 
-def _one(store: LocalStore, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+def _one(store: StoreView, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
     cur = store.catalogue.conn.execute(sql, params)
     row = cur.fetchone()
     return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-def _all(store: LocalStore, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+def _all(store: StoreView, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
     cur = store.catalogue.conn.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -76,13 +76,13 @@ def live_status(build: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pins(store: LocalStore, ref: str) -> list[str]:
+def _pins(store: StoreView, ref: str) -> list[str]:
     return store.catalogue.column(
         "SELECT name FROM pins WHERE rref = ? OR dref = ? ORDER BY name", (ref, ref)
     )
 
 
-def describe(store: LocalStore, ref: DRef | RRef | str) -> dict[str, Any]:
+def describe(store: StoreView, ref: DRef | RRef | str) -> dict[str, Any]:
     """A dict describing one object (see `lightstore show --json`).
 
     `ref` is anything the command line accepts: a full reference, a hash
@@ -97,7 +97,7 @@ def describe(store: LocalStore, ref: DRef | RRef | str) -> dict[str, Any]:
     return _describe_rref(store, RRef(ref)) if isrref(ref) else _describe_dref(store, DRef(ref))
 
 
-def _describe_dref(store: LocalStore, dref: DRef) -> dict[str, Any]:
+def _describe_dref(store: StoreView, dref: DRef) -> dict[str, Any]:
     config = store.config(dref)
     row = _one(store, "SELECT name, created FROM derivations WHERE dref = ?", (dref,)) or {}
     builds = _all(
@@ -126,7 +126,7 @@ def _describe_dref(store: LocalStore, dref: DRef) -> dict[str, Any]:
     }
 
 
-def _describe_rref(store: LocalStore, rref: RRef) -> dict[str, Any]:
+def _describe_rref(store: StoreView, rref: RRef) -> dict[str, Any]:
     context = store.context(rref)
     record = store.catalogue.realization_record(rref) or {}
     build = None

@@ -20,7 +20,7 @@ from typing import Any
 from lightstore.catalogue import Catalogue
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import isdref, isrref, rref2dref
-from lightstore.store import LocalStore
+from lightstore.store.view import StoreView
 
 #: At most this many differing fields per label, each value cut to `_MAX_VALUE` characters.
 MAX_LABEL_FIELDS = 4
@@ -44,17 +44,17 @@ def _check_same_kind(refs: Sequence[str]) -> str:
     return kinds.pop()
 
 
-StoreLike = LocalStore | Catalogue
+StoreLike = StoreView | Catalogue
 
 
 def _catalogue(store: StoreLike) -> Catalogue:
-    return store.catalogue if isinstance(store, LocalStore) else store
+    return store.catalogue if isinstance(store, StoreView) else store
 
 
 def _targets(store: StoreLike, refs: str | Sequence[str]) -> list[str]:
-    """Resolve what a user typed (with a LocalStore), or take full references (with a Catalogue)."""
+    """Resolve what a user typed (with a StoreView), or take full references (with a Catalogue)."""
     texts = [refs] if isinstance(refs, str) else list(refs)
-    if isinstance(store, LocalStore):
+    if isinstance(store, StoreView):
         from lightstore.query.resolve import resolve_all
 
         return [str(r) for r in resolve_all(store, texts)]
@@ -62,7 +62,7 @@ def _targets(store: StoreLike, refs: str | Sequence[str]) -> list[str]:
 
 
 def _target(store: StoreLike, ref: str) -> str:
-    if isinstance(store, LocalStore):
+    if isinstance(store, StoreView):
         from lightstore.query.resolve import resolve
 
         return str(resolve(store, ref))

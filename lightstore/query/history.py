@@ -1,4 +1,4 @@
-"""LocalStore-wide listings as single SQL statements: history, derivations, realizations, disk usage.
+"""StoreView-wide listings as single SQL statements: history, derivations, realizations, disk usage.
 
 Each function takes a `Store` (or its catalogue) and returns plain rows
 (dicts), so the command line only formats them. Filters are bound
@@ -21,7 +21,7 @@ from lightstore.query.errors import QueryError
 from lightstore.query.filters import ConfigCondition, json_path, name_condition, parse_condition
 from lightstore.query.readonly import WHERE_TIMEOUT_S, run_sql
 from lightstore.query.rows import Rows
-from lightstore.store import LocalStore
+from lightstore.store.view import StoreView
 
 #: Columns of a history row, before the chosen config fields.
 HISTORY_COLUMNS = (
@@ -53,8 +53,8 @@ _PRESENT_HISTORY = """(SELECT r.rref, r.dref, d.name, d.config, r.context,
 FROM realizations AS r JOIN derivations AS d ON d.dref = r.dref) AS history"""
 
 
-def _catalogue(store: LocalStore | Catalogue) -> Catalogue:
-    return store.catalogue if isinstance(store, LocalStore) else store
+def _catalogue(store: StoreView | Catalogue) -> Catalogue:
+    return store.catalogue if isinstance(store, StoreView) else store
 
 
 class _Where:
@@ -170,7 +170,7 @@ def _time_window_is_smaller(
 
 
 def history(
-    store: LocalStore | Catalogue,
+    store: StoreView | Catalogue,
     name: str | None = None,
     where: str | None = None,
     fields: Sequence[str] = (),
@@ -288,7 +288,7 @@ def _first_of_pair(pair: Any) -> Any:
 
 
 def derivations(
-    store: LocalStore | Catalogue,
+    store: StoreView | Catalogue,
     name: str | None = None,
     *,
     config: Sequence[str | ConfigCondition] = (),
@@ -343,7 +343,7 @@ def derivations(
 
 
 def realizations(
-    store: LocalStore | Catalogue,
+    store: StoreView | Catalogue,
     name: str | None = None,
     *,
     config: Sequence[str | ConfigCondition] = (),
@@ -365,7 +365,7 @@ def realizations(
     )
 
 
-def disk_usage(store: LocalStore | Catalogue, name: str | None = None) -> list[dict[str, Any]]:
+def disk_usage(store: StoreView | Catalogue, name: str | None = None) -> list[dict[str, Any]]:
     """Bytes per derivation (dref, name, realizations, files, size), largest first."""
     w = _Where()
     if name is not None:
@@ -378,7 +378,7 @@ def disk_usage(store: LocalStore | Catalogue, name: str | None = None) -> list[d
     return _rows(_catalogue(store), sql, w.params)
 
 
-def sizes_of(store: LocalStore | Catalogue, rrefs: Sequence[str]) -> dict[str, int]:
+def sizes_of(store: StoreView | Catalogue, rrefs: Sequence[str]) -> dict[str, int]:
     """The recorded size in bytes of each of `rrefs` (unknown ones are left out)."""
     rows = _catalogue(store).query(
         "SELECT rref, size FROM realizations WHERE rref IN (SELECT value FROM json_each(?))",

@@ -39,6 +39,7 @@ from lightstore.query.sqlguard import (
     set_limits,
 )
 from lightstore.store import CATALOGUE_FILE, LocalStore
+from lightstore.store.view import StoreView
 
 _T = TypeVar("_T")
 
@@ -87,7 +88,7 @@ def catalogue_path(root: str) -> str:
     return os.path.join(os.path.abspath(root), CATALOGUE_FILE)
 
 
-def open_view(root: str) -> LocalStore:
+def open_view(root: str) -> StoreView:
     """A read-only view of the store at `root`: its paths, and a `ReadOnlyCatalogue`.
 
     Takes no lock and writes nothing, except that a catalogue still missing a
@@ -106,11 +107,7 @@ def open_view(root: str) -> LocalStore:
         catalogue.close()
         LocalStore.open(root)  # applies the pending migrations
         catalogue = ReadOnlyCatalogue(path)
-    # A LocalStore that was never opened has no side effects: it is used for its
-    # path arithmetic, with the read-only catalogue in place of its own.
-    view = LocalStore(root)
-    view.catalogue = catalogue
-    return view
+    return StoreView(root, catalogue)
 
 
 #: Default time limit of a user's `where` in `history` (seconds).

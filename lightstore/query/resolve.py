@@ -41,7 +41,7 @@ from lightstore.foundation.refs import DRef, RRef, isdref, isrref
 from lightstore.query.errors import AmbiguousReferenceError
 from lightstore.query.filters import name_condition
 from lightstore.query.selectors import Selector, is_selector, parse_selector
-from lightstore.store import LocalStore
+from lightstore.store.view import StoreView
 
 MIN_PREFIX = 4
 _MAX_LISTED = 10
@@ -128,7 +128,7 @@ def prefix_matches(
     return found
 
 
-def _from_path(store: LocalStore, text: str) -> str | None:
+def _from_path(store: StoreView, text: str) -> str | None:
     real = os.path.realpath(text)
     objects = os.path.realpath(store.objects_dir)
     if not real.startswith(objects + os.sep):
@@ -140,7 +140,7 @@ def _from_path(store: LocalStore, text: str) -> str | None:
     return f"rref:{parts[1]}-{head}-{name}"
 
 
-def _known(store: LocalStore, ref: str) -> DRef | RRef:
+def _known(store: StoreView, ref: str) -> DRef | RRef:
     if isrref(ref):
         if store.catalogue.known_rrefs([ref]):
             return RRef(ref)
@@ -149,7 +149,7 @@ def _known(store: LocalStore, ref: str) -> DRef | RRef:
     raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
 
 
-def resolve(store: LocalStore, text: str | os.PathLike[str]) -> DRef | RRef:
+def resolve(store: StoreView, text: str | os.PathLike[str]) -> DRef | RRef:
     """The one DRef or RRef of `store` that `text` designates (see the module docstring).
 
     Raises UnknownReferenceError if nothing matches, AmbiguousReferenceError
@@ -213,7 +213,7 @@ def resolve(store: LocalStore, text: str | os.PathLike[str]) -> DRef | RRef:
     )
 
 
-def _by_name(store: LocalStore, text: str, hex_prefix: bool = False) -> DRef | RRef:
+def _by_name(store: StoreView, text: str, hex_prefix: bool = False) -> DRef | RRef:
     pinned = store.catalogue.column("SELECT coalesce(rref, dref) FROM pins WHERE name = ?", (text,))
     if pinned:
         return _known(store, pinned[0])
@@ -238,7 +238,7 @@ def _by_name(store: LocalStore, text: str, hex_prefix: bool = False) -> DRef | R
     )
 
 
-def resolve_all(store: LocalStore, texts: list[str] | tuple[str, ...]) -> list[DRef | RRef]:
+def resolve_all(store: StoreView, texts: list[str] | tuple[str, ...]) -> list[DRef | RRef]:
     """`resolve` each of `texts`, keeping their order and dropping repeats.
 
     A selector stands for every object it matches (``train@all``, ``train[seed=1]``).
@@ -259,11 +259,11 @@ def resolve_all(store: LocalStore, texts: list[str] | tuple[str, ...]) -> list[D
     return out
 
 
-def _is_object_path(store: LocalStore, text: str) -> bool:
+def _is_object_path(store: StoreView, text: str) -> bool:
     return os.sep in text and _from_path(store, text) is not None
 
 
-def _selector_drefs(store: LocalStore, sel: Selector, text: str) -> list[str]:
+def _selector_drefs(store: StoreView, sel: Selector, text: str) -> list[str]:
     """The derivations the base and conditions of `sel` designate, oldest first."""
     base = sel.base
     if isrref(base):
@@ -308,7 +308,7 @@ def _selector_drefs(store: LocalStore, sel: Selector, text: str) -> list[str]:
     return drefs
 
 
-def _nothing_matched(store: LocalStore, sel: Selector, where: str, params: list[Any]) -> str:
+def _nothing_matched(store: StoreView, sel: Selector, where: str, params: list[Any]) -> str:
     """Say which part of a selector matched nothing, with the values that do exist."""
     named = store.catalogue.column(f"SELECT dref FROM derivations WHERE {where} LIMIT 1", params)
     if not named:
@@ -349,7 +349,7 @@ def _first_of_pair(pair: str) -> Any:
         return pair
 
 
-def select(store: LocalStore, text: str | Selector) -> list[DRef | RRef]:
+def select(store: StoreView, text: str | Selector) -> list[DRef | RRef]:
     """Every object selector `text` designates: derivations, or with ``@all`` their
     realizations (oldest first), or with ``@latest`` the newest one.
 

@@ -13,7 +13,6 @@ user-facing `lightstore.Store` adds maintenance and remote caches on top.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 import threading
@@ -34,12 +33,13 @@ from lightstore.foundation.errors import (
     disk_full,
 )
 from lightstore.foundation.failpoints import failpoint
-from lightstore.foundation.hashing import config_hash, context_hash
+from lightstore.foundation.hashing import config_hash
 from lightstore.foundation.locks import KeyedLocks, ProcessSharedLock, exclusive
 from lightstore.foundation.refs import Context, DRef, RRef, mkdref
 from lightstore.store import publish as _publish
 from lightstore.store import recovery as _recovery
 from lightstore.store.layout import CONFIG_FILE, OBJECTS_DIR, TMP_DIR, Layout
+from lightstore.store.view import StoreView
 
 #: How long gc and verify wait for running realizations before giving up.
 DEFAULT_GC_TIMEOUT_S = 60.0
@@ -62,8 +62,8 @@ class StorageSettings:
         return os.path.join(self.root, TMP_DIR)
 
 
-class LocalStore(Layout):
-    """A store: the tree under `root` and its catalogue.
+class LocalStore(StoreView):
+    """A store: the tree under `root` and its catalogue, for reading and writing.
 
     Open one with `open(root)`; instances are shared per process and root.
     """
@@ -72,18 +72,15 @@ class LocalStore(Layout):
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, root: str, *, durable: bool = False) -> None:
-        super().__init__(root)
+        layout = Layout(root)
+        super().__init__(layout.root, Catalogue(layout.catalogue_path, durable=durable))
         self.settings = StorageSettings(self.root)
-        self.catalogue = Catalogue(self.catalogue_path, durable=durable)
         self.durable = durable
         self.tmp_realpath = os.path.realpath(self.tmp_dir) + os.sep
         self.build_locks = KeyedLocks(self.lock_path("builds"))
         self._collector = ProcessSharedLock(
             self.lock_path("collector"), self.lock_path("gc-intent")
         )
-        # Configs and contexts are immutable for a given reference: cache them.
-        self._configs: dict[str, dict[str, Any]] = {}
-        self._contexts: dict[str, Context] = {}
         # Metrics recorded by running builds (`build_metric`), keyed by output
         # folder; `publish` takes them into its transaction.
         self.pending_metrics: dict[str, dict[str, int | float]] = {}
@@ -304,36 +301,7 @@ class LocalStore(Layout):
             self._configs.pop(ref, None)
             self._contexts.pop(ref, None)
 
-    def config(self, dref: DRef) -> dict[str, Any]:
-        """The config of a recorded derivation (selfrefs unresolved). Do not mutate it."""
-        cached = self._configs.get(dref)
-        if cached is None:
-            text = self.catalogue.config_json(dref)
-            if text is None:
-                raise UnknownReferenceError(
-                    f"derivation {dref} is not in the store {self.root}", dref
-                )
-            cached = self._configs[dref] = json.loads(text)
-        return cached
-
-    def context(self, rref: RRef) -> Context:
-        """The context of a recorded realization. Do not mutate it."""
-        cached = self._contexts.get(rref)
-        if cached is None:
-            text = self.catalogue.context_json(rref)
-            if text is None:
-                raise UnknownReferenceError(
-                    f"realization {rref} is not in the store {self.root}", rref
-                )
-            raw = json.loads(text)
-            cached = self._contexts[rref] = {DRef(k): [RRef(r) for r in v] for k, v in raw.items()}
-        return cached
-
     # -- realizations ------------------------------------------------------
-
-    def realizations(self, dref: DRef, context: Context) -> list[RRef]:
-        """Realizations of `dref` made in `context`, oldest first."""
-        return self.catalogue.realizations(dref, context_hash(context))
 
     def publish(
         self,
@@ -408,7 +376,3 @@ class LocalStore(Layout):
         checked = check_metrics(metrics)
         if not self.catalogue.set_metrics(rref, checked):
             raise UnknownReferenceError(f"realization {rref} is not in the store {self.root}", rref)
-
-    def metrics(self, rref: RRef) -> dict[str, int | float]:
-        """The metrics recorded for a realization (empty if none; unknown RRefs give {})."""
-        return self.catalogue.metrics_of([rref]).get(rref, {})
