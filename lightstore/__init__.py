@@ -76,6 +76,7 @@ from lightstore.compat.realize import (
 )
 from lightstore.compat.registry import Closure, Derivation, Registry, instantiate, mkdrv
 from lightstore.compat.repl import *  # noqa: F403
+from lightstore.compat.stages import fetchlocal, fetchurl, mkfile, mknode
 from lightstore.compat.storage import current_registry, current_storage, fsinit, mkregistry, mkSS
 from lightstore.compat.types import *  # noqa: F403
 from lightstore.compat.utils import *  # noqa: F403
@@ -145,7 +146,6 @@ from lightstore.foundation.refs import (
     undref,
     unrref,
 )
-from lightstore.stages import fetchlocal, fetchurl, mkfile, mknode
 from lightstore.store import StorageSettings
 
 __version__ = "0.1.0"

@@ -9,9 +9,9 @@ from typing import Any
 
 from blake3 import blake3
 
-from lightstore.compat.registry import Registry, mkdrv
-from lightstore.compat.wrapper import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
+from lightstore.engine.outputs import BuildContext, filling
+from lightstore.engine.registry import Registry
 from lightstore.foundation.errors import InvalidConfigError
 from lightstore.foundation.refs import DRef, check_file_name, selfref
 from lightstore.store.layout import CONTEXT_FILE
@@ -30,7 +30,7 @@ def _as_bytes(name: str, data: Any) -> bytes:
 
 
 def mknode(
-    r: Registry | None,
+    r: Registry,
     config: Mapping[str, Any],
     artifacts: Mapping[str, bytes | str] | None = None,
     name: str | None = None,
@@ -66,17 +66,17 @@ def mknode(
     cfg.setdefault("name", "mknode")
     cfg[ARTIFACTS_KEY] = {n: blake3(d).hexdigest()[:32] for n, d in sorted(files.items())}
 
-    def make(b: Build) -> None:
-        out = build_outpath(b)
+    def make(b: BuildContext) -> None:
+        out = b.output
         for fname, data in files.items():
             with open(os.path.join(out, fname), "wb") as f:
                 f.write(data)
 
-    return mkdrv(cfg, match_only(), build_wrapper(make), r)
+    return r.add(cfg, match_only(), filling(make))
 
 
 def mkfile(
-    r: Registry | None, name: str, contents: bytes | str, filename: str | None = None
+    r: Registry, name: str, contents: bytes | str, filename: str | None = None
 ) -> DRef:
     """A stage holding one file, `filename` (default: `name`), with `contents`.
 
