@@ -24,6 +24,7 @@ from lightstore.compat.types import ConfigAttrs
 from lightstore.compat.utils import traverse_dict
 from lightstore.engine.realize import unpack_closure
 from lightstore.engine.registry import Closure, find_drefs
+from lightstore.engine.registry import Registry as EngineRegistry
 from lightstore.foundation.config import Config, canonical_json, mkconfig, resolve_selfrefs
 from lightstore.foundation.errors import (
     InvalidConfigError,
@@ -70,9 +71,9 @@ def setstorage(S: Any) -> StorageSettings | None:
     return old
 
 
-def setregistry(r: Registry | None) -> Registry | None:
+def setregistry(r: EngineRegistry | None) -> EngineRegistry | None:
     """Make `r` this thread's current registry; return the previous one."""
-    if r is not None and not isinstance(r, Registry):
+    if r is not None and not isinstance(r, EngineRegistry):
         raise UsageError(f"setregistry expects a Registry or None, got {type(r).__name__}")
     old = current.registry
     current.registry = r

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lightstore.engine.registry import Registry
 from lightstore.facade import Store
 from lightstore.foundation.errors import UsageError
 from lightstore.store import LocalStore, StorageSettings
 from lightstore.store.default_root import default_root
-
-if TYPE_CHECKING:
-    from lightstore.compat.registry import Registry
 
 
 class _Current(threading.local):
@@ -93,4 +91,4 @@ def tlstorage(S: Any) -> Any:
     if current.storage is not None:
         return current.storage
     reg = current.registry
-    return reg.S if reg is not None else None
+    return reg.store.settings if reg is not None else None

@@ -19,7 +19,7 @@ from lightstore.compat.registry import current_registry_or_new, mkdrv
 from lightstore.engine import realize as _engine
 from lightstore.engine.plan import RealizeOptions
 from lightstore.engine.realize import force_list, unpack_closure
-from lightstore.engine.registry import Closure, Matcher, Realizer, Registry, find_drefs
+from lightstore.engine.registry import Closure, Registry, find_drefs
 from lightstore.executors import executor_for
 from lightstore.foundation.errors import LightstoreError
 from lightstore.foundation.refs import Context, DRef, RRef, parse_dref
@@ -189,11 +189,12 @@ def realize1(
 def redefine(
     stage: Callable[..., Any],
     new_config: Callable[[dict[str, Any]], Any] = lambda c: None,
-    new_matcher: Matcher | None = None,
-    new_realizer: Realizer | None = None,
+    new_matcher: Any = None,
+    new_realizer: Any = None,
 ) -> Callable[..., DRef]:
     """A stage like `stage` whose config is edited in place by `new_config`,
-    and whose matcher/realizer are replaced when given."""
+    and whose matcher/realizer are replaced when given (Pylightnix's, taking `S`,
+    or the engine's)."""
 
     def _stage(*args: Any, r: Registry | None = None, **kwargs: Any) -> DRef:
         reg = current_registry_or_new(r)

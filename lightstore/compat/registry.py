@@ -127,14 +127,14 @@ def as_matcher(matcher: Any) -> Matcher:
     """An engine matcher calling a Pylightnix one: ``matcher(S, rrefs)``, where `rrefs`
     is also an `Output` and the result may be one (engine matchers are kept as they are)."""
     if getattr(matcher, ENGINE_TYPED, False):
-        return matcher  # type: ignore[no-any-return]
+        return matcher
 
     def wrapped(store: Any, rrefs: list[RRef]) -> list[RRef] | None:
         S = store.settings if isinstance(store, LocalStore) else store
         result: Any = matcher(S, with_val(rrefs))
         if result is not None and not isinstance(result, list) and hasattr(result, "val"):
             result = list(result.val)
-        return result  # type: ignore[no-any-return]
+        return result
 
     setattr(wrapped, ENGINE_TYPED, True)
     wrapped.__wrapped__ = matcher  # type: ignore[attr-defined]
@@ -146,14 +146,14 @@ def as_realizer(realizer: Any) -> Realizer:
     """An engine realizer calling a Pylightnix one: ``realizer(S, dref, context, arg)``,
     which may return an `Output` (engine realizers are kept as they are)."""
     if getattr(realizer, ENGINE_TYPED, False):
-        return realizer  # type: ignore[no-any-return]
+        return realizer
 
     def wrapped(store: Any, dref: DRef, context: Context, args: Any) -> list[str]:
         S = store.settings if isinstance(store, LocalStore) else store
         result: Any = realizer(S, dref, context, args)
         if not isinstance(result, list) and hasattr(result, "val"):
             result = list(result.val)
-        return result  # type: ignore[no-any-return]
+        return result
 
     setattr(wrapped, ENGINE_TYPED, True)
     wrapped.__wrapped__ = realizer  # type: ignore[attr-defined]
@@ -179,4 +179,3 @@ def instantiate(
         )
     closure = _engine.instantiate(reg, stage, *args, **kwargs)
     return closure.result, closure
-

@@ -117,7 +117,9 @@ def _pause(
                     known = store.catalogue.known_rrefs(given)
                     bad = [r for r in given if rref2dref(r) != drv.dref or r not in known]
                     if bad:
-                        raise UsageError(f"{bad[0]} is not a realization of {drv.dref} in this store")
+                        raise UsageError(
+                            f"{bad[0]} is not a realization of {drv.dref} in this store"
+                        )
                     store.catalogue.finish_build(
                         build_id, "interrupted", "continued in the REPL with existing realizations"
                     )

@@ -44,7 +44,7 @@ def filling(fill: Callable[[BuildContext], None], nouts: int = 1) -> Realizer:
         st = store_of(store)
         # Each output folder is its own build area: publishing renames it away.
         label = dref.removeprefix("dref:")[:12]
-        outs = [st.new_build_area(label) for _ in range(nouts)]
+        outs: list[str] = [st.new_build_area(label) for _ in range(nouts)]
         try:
             fill(BuildContext(st, dref, context, args, outs))
         except BaseException:
@@ -55,4 +55,4 @@ def filling(fill: Callable[[BuildContext], None], nouts: int = 1) -> Realizer:
         return outs
 
     realizer.__name__ = getattr(fill, "__name__", "realizer")
-    return engine_typed(realizer)  # type: ignore[return-value]
+    return engine_typed(realizer)

@@ -106,5 +106,3 @@ def build_requests(
                         f"got {type(outcome).__name__}"
                     )
     return plan.result()
-
-

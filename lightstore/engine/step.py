@@ -183,5 +183,3 @@ def execute(
             drv.dref,
         )
     return check_matched(drv, matched, available)
-
-

@@ -107,9 +107,7 @@ def _build_separate(task: BuildTask, options: RealizeOptions, exchange: Exchange
             """The exchange remote, then the realize's own substituters."""
             context = {str(d): [str(r) for r in rs] for d, rs in t.context.items()}
             got = bool(
-                substitute(
-                    st, t.dref, context, [url], storage_options=so, trusted_keys=trusted
-                )
+                substitute(st, t.dref, context, [url], storage_options=so, trusted_keys=trusted)
             )
             if got and match_existing(st, t.derivation, t.context_hash) is not None:
                 return True

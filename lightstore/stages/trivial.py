@@ -75,9 +75,7 @@ def mknode(
     return r.add(cfg, match_only(), filling(make))
 
 
-def mkfile(
-    r: Registry, name: str, contents: bytes | str, filename: str | None = None
-) -> DRef:
+def mkfile(r: Registry, name: str, contents: bytes | str, filename: str | None = None) -> DRef:
     """A stage holding one file, `filename` (default: `name`), with `contents`.
 
     Its config promises the file as ``output`` (so ``mklens(rref).output.syspath``
