@@ -3,8 +3,8 @@
 A matcher receives the realizations of a derivation that exist in the current
 context and returns the ones to use, or None to ask for a build. The
 matchers here take the store as their first argument, as the engine calls
-them; they also accept a store's path or storage settings in its place, so
-Pylightnix code may call them with its `S`.
+them; they also accept anything that names a store in its place (a root),
+so code of the compatibility layer may call them with what it holds.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def match_all(store: Any = _NOT_GIVEN, rrefs: Any = _NOT_GIVEN) -> Any:
     if store is _NOT_GIVEN and rrefs is _NOT_GIVEN:
         return _match_all
     if rrefs is _NOT_GIVEN:
-        raise TypeError("match_all takes no argument (or, as a matcher, S and rrefs)")
+        raise TypeError("match_all takes no argument (or, as a matcher, a store and rrefs)")
     return _match_all(store, rrefs)
 
 

@@ -35,9 +35,10 @@ def engine_typed(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def store_of(S: Any) -> LocalStore:
-    """`S` if it is a store, else the store it names (a path or storage settings)."""
-    return S if isinstance(S, LocalStore) else LocalStore.open(S)
+def store_of(where: Any) -> LocalStore:
+    """`where` if it is a store, else the store it names (a root, or anything
+    `LocalStore.open` takes), so matchers serve callers that pass a root."""
+    return where if isinstance(where, LocalStore) else LocalStore.open(where)
 
 
 @dataclass(frozen=True)
