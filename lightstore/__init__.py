@@ -22,7 +22,6 @@ from lightstore.compat.autostage import autostage
 from lightstore.compat.bashlike import *  # noqa: F403
 from lightstore.compat.build import *  # noqa: F403
 from lightstore.compat.core import *  # noqa: F403
-from lightstore.compat.core import match
 from lightstore.compat.deco import *  # noqa: F403
 from lightstore.compat.either import *  # noqa: F403
 from lightstore.compat.exchange import copy_closure, spack, sunpack
@@ -40,6 +39,14 @@ from lightstore.compat.housekeeping import (
 )
 from lightstore.compat.lens import *  # noqa: F403
 from lightstore.compat.lens import Attrs, Lens, mklens
+from lightstore.compat.matchers import (
+    match,
+    match_all,
+    match_exact,
+    match_latest,
+    match_only,
+    match_some,
+)
 from lightstore.compat.queries import (
     alldrefs,
     allrrefs,
@@ -59,12 +66,21 @@ from lightstore.compat.queries import (
     rrefdeps,
     rrefdeps1,
 )
-from lightstore.compat.realize import realize, realize1, realized, realizeMany, redefine
+from lightstore.compat.realize import (
+    realize,
+    realize1,
+    realize_closure,
+    realized,
+    realizeMany,
+    redefine,
+)
+from lightstore.compat.registry import Closure, Derivation, Registry, instantiate, mkdrv
 from lightstore.compat.repl import *  # noqa: F403
+from lightstore.compat.stages import fetchlocal, fetchurl, mkfile, mknode
 from lightstore.compat.storage import current_registry, current_storage, fsinit, mkregistry, mkSS
 from lightstore.compat.types import *  # noqa: F403
 from lightstore.compat.utils import *  # noqa: F403
-from lightstore.engine.build import (
+from lightstore.compat.wrapper import (
     Build,
     BuildArgs,
     build_cattrs,
@@ -85,15 +101,7 @@ from lightstore.engine.build import (
     build_wrapper,
     build_wrapper_,
 )
-from lightstore.engine.matchers import (
-    match_all,
-    match_exact,
-    match_latest,
-    match_only,
-    match_some,
-)
-from lightstore.engine.realize import RealizeOptions, realize_closure
-from lightstore.engine.registry import Closure, Derivation, Registry, instantiate, mkdrv
+from lightstore.engine.plan import RealizeOptions
 from lightstore.facade import Store
 from lightstore.foundation.config import Config, cfgdict, mkconfig
 from lightstore.foundation.errors import (
@@ -138,7 +146,6 @@ from lightstore.foundation.refs import (
     undref,
     unrref,
 )
-from lightstore.stages import fetchlocal, fetchurl, mkfile, mknode
 from lightstore.store import StorageSettings
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import lightstore
-from lightstore.defaults import current
+from lightstore.compat.current import current
 
 settings.register_profile(
     "ci",

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import lightstore as ls
-from lightstore.defaults import current
+from lightstore.compat.current import current
 
 
 def _node(r, cfg, data="x"):

@@ -32,11 +32,11 @@ from lightstore import (  # noqa: E402
     mkdrv,
     realize,
     realize1,
+    realize_closure,
     realizeMany,
     selfref,
 )
 from lightstore.engine.plan import BuildsFailed  # noqa: E402
-from lightstore.engine.realize import realize_closure  # noqa: E402
 from lightstore.facade import Store  # noqa: E402
 from lightstore.foundation.errors import StoreNotFoundError, UsageError  # noqa: E402
 from lightstore.remote import list_remote  # noqa: E402
@@ -334,10 +334,10 @@ def test_workers_that_cannot_see_the_root_say_so(client, S, store):
     cl.store.root, real = cl.store.root + "-elsewhere", cl.store.root
     try:
         from lightstore.engine.plan import Plan, RealizeOptions
-        from lightstore.executors.dask import run_dask
+        from lightstore.executors.dask import DaskExecutor
 
         plan = Plan(cl, RealizeOptions())
-        run_dask(plan, plan.options, client=client)
+        DaskExecutor(client=client).run(plan, plan.options)
     finally:
         cl.store.root = real
     with pytest.raises(StoreNotFoundError, match="shared-root mode needs the root"):
@@ -405,6 +405,102 @@ def test_separate_roots_sign_with_the_callers_key(client, tmp_path, monkeypatch)
     reader = Store.open(str(tmp_path / "reader"), create=True)
     everything = [x.rref for x in list_remote(url)]
     assert len(reader.pull(url, everything, trusted_keys=[key.public])) == 7
+
+
+def test_separate_roots_also_ask_the_realizes_substituters(client, tmp_path):
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    other = f"file://{tmp_path}/other"
+    built = realize(instantiate(dag, r=Registry(alice)), push_to=other)[2]
+    caller = Store.open(str(tmp_path / "caller"), create=True)
+    ctx = realize(
+        instantiate(dag, r=Registry(caller)),
+        client=client,
+        remote=f"file://{tmp_path}/cache",
+        worker_root=str(tmp_path / "workers"),
+        substituters=[other],
+    )[2]
+    assert ctx == built
+    # Every derivation came from the substituter: no worker and not the caller built one.
+    assert builds(Store.open(str(tmp_path / "workers"))) == [] and builds(caller) == []
+    assert imported(caller) == [(7,)]  # the closures of the targets, pulled at the end
+
+
+def test_separate_roots_reach_the_remote_with_storage_options(
+    client, tmp_path, s3_url, aws_env, monkeypatch
+):
+    import s3fs
+
+    # Credentials only in storage_options: not in the caller's environment, nor the workers'.
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k)
+    s3fs.S3FileSystem.clear_instance_cache()
+    options = {
+        "key": aws_env["AWS_ACCESS_KEY_ID"],
+        "secret": aws_env["AWS_SECRET_ACCESS_KEY"],
+        "client_kwargs": {"endpoint_url": aws_env["AWS_ENDPOINT_URL"], "region_name": "us-east-1"},
+    }
+    caller = Store.open(str(tmp_path / "caller"), create=True)
+    ctx = realize(
+        instantiate(dag, r=Registry(caller)),
+        client=client,
+        remote=s3_url,
+        worker_root=str(tmp_path / "workers"),
+        storage_options=options,
+    )[2]
+    _, cl = instantiate(dag, r=Registry(caller))
+    for t in cl.targets:  # the caller's final pull reached the remote too
+        assert caller.catalogue.known_rrefs(ctx[t]) == set(ctx[t])
+    assert len(list_remote(s3_url, storage_options=options)) == 7
+
+
+def _record_warnings() -> None:
+    """On a worker: keep the lightstore warnings it logs from now on."""
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logger.kept.append(record.getMessage())  # type: ignore[attr-defined]
+
+    logger = logging.getLogger("lightstore")
+    logger.kept = []  # type: ignore[attr-defined]
+    logger.keeper = Keep(logging.WARNING)  # type: ignore[attr-defined]
+    logger.addHandler(logger.keeper)  # type: ignore[attr-defined]
+
+
+def _recorded_warnings() -> list[str]:
+    logger = logging.getLogger("lightstore")
+    logger.removeHandler(logger.keeper)  # type: ignore[attr-defined]
+    return list(logger.kept)  # type: ignore[attr-defined]
+
+
+def test_an_unreachable_substituter_is_asked_once_per_realize_on_dask(
+    client, S, store, caplog, monkeypatch
+):
+    pytest.importorskip("s3fs")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = {
+        "key": "testing-key-id",
+        "secret": "testing-secret",
+        # Nothing listens on port 9 (discard) of 127.0.0.1: every request fails at once.
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"},
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
+    }
+    client.run(_record_warnings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="lightstore"):
+            ctx = realize(
+                instantiate(fanout(4, 0), r=Registry(S)),
+                client=client,
+                substituters=["s3://no-bucket-here/cache"],
+                storage_options=options,
+            )[2]
+    finally:
+        on_workers = client.run(_recorded_warnings)
+    assert len(ctx) == 4 and len(builds(store)) == 4
+    here = [m for m in caplog.messages if "substituter" in m]
+    there = [m for ms in on_workers.values() for m in ms if "substituter" in m]
+    # Four derivations, one remote: one warning, and no worker asked it again.
+    assert len(here) + len(there) == 1, (here, there)
+    assert "not asked again" in (here + there)[0]
 
 
 def test_an_unpicklable_realizer_is_named_with_its_derivation(client, S, store):

@@ -26,7 +26,9 @@ from lightstore import (
     selfref,
 )
 from lightstore.engine.plan import BuildsFailed, Plan, RealizeOptions
-from lightstore.engine.realize import BUSY, _build, build_requests, execute, realize_closure
+from lightstore.engine.realize import realize_closure
+from lightstore.engine.serial import build_requests
+from lightstore.engine.step import BUSY, _build, execute
 
 
 def stage_of(name, calls, deps=(), fail=False, extra=None):

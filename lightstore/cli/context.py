@@ -24,7 +24,6 @@ import click
 
 from lightstore.catalogue import translate_error
 from lightstore.cli.output import echo_text, terminal_safe
-from lightstore.defaults import ROOT_VARIABLE, default_root
 from lightstore.facade import Store
 from lightstore.foundation.errors import (
     ArchiveError,
@@ -38,6 +37,7 @@ from lightstore.foundation.errors import (
     disk_full,
 )
 from lightstore.query import QueryError, open_view
+from lightstore.store.default_root import ROOT_VARIABLE, default_root
 from lightstore.store.layout import CATALOGUE_FILE
 from lightstore.store.view import StoreView
 

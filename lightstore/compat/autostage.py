@@ -17,9 +17,10 @@ from dataclasses import replace
 from typing import Any
 
 from lightstore.compat.lens import build_node, unroll_value
-from lightstore.engine.build import Build, build_wrapper
+from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
+from lightstore.compat.wrapper import Build, build_wrapper
 from lightstore.engine.matchers import match_latest
-from lightstore.engine.registry import Matcher, Registry, current_registry_or_new, mkdrv
+from lightstore.engine.registry import Matcher
 from lightstore.engine.sources import SOURCE_FIELD, sources_hash
 from lightstore.foundation.errors import InvalidConfigError
 from lightstore.foundation.refs import DRef

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lightstore.compat.current import resolve_store
 from lightstore.compat.housekeeping import linkrref, store_gc
 from lightstore.compat.queries import path2dref, path2rref
-from lightstore.defaults import resolve_store
-from lightstore.engine.build import Build
+from lightstore.compat.wrapper import Build
 from lightstore.foundation.errors import InvalidReferenceError, UsageError
 from lightstore.foundation.files import walk
 from lightstore.foundation.refs import DRef, Path, RRef, isdref, isrref, parse_dref, parse_rref

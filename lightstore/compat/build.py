@@ -9,12 +9,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from lightstore.compat.current import resolve_store
+from lightstore.compat.output import Output
 from lightstore.compat.queries import config_of
-from lightstore.compat.types import MatcherO, Output, RealizerO
+from lightstore.compat.types import Matcher, MatcherO, Realizer, RealizerO
 from lightstore.compat.utils import timestring
-from lightstore.defaults import resolve_store
-from lightstore.engine.build import Build, BuildArgs, build_paths
-from lightstore.engine.registry import Matcher, Realizer
+from lightstore.compat.wrapper import Build, BuildArgs, build_paths
 from lightstore.foundation.config import mkconfig
 from lightstore.foundation.errors import PromiseError, UnknownReferenceError
 from lightstore.foundation.refs import Context, DRef, Path, RRef, isrefpath, parse_dref, parse_rref

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from lightstore.compat.types import ConfigAttrs, RConfig
+from lightstore.compat.current import (
+    current,
+    resolve_store,
+    settings_of,
+    tlregistry,
+    tlstorage,
+)
+from lightstore.compat.matchers import Key, exact, latest, match, texthash
+from lightstore.compat.output import RConfig
+from lightstore.compat.registry import Registry
+from lightstore.compat.types import ConfigAttrs
 from lightstore.compat.utils import traverse_dict
-from lightstore.defaults import current, default_root, resolve_store
-from lightstore.engine import matchers as _matchers
 from lightstore.engine.realize import unpack_closure
-from lightstore.engine.registry import Closure, Matcher, Registry, find_drefs
+from lightstore.engine.registry import Closure, find_drefs
+from lightstore.engine.registry import Registry as EngineRegistry
 from lightstore.foundation.config import Config, canonical_json, mkconfig, resolve_selfrefs
 from lightstore.foundation.errors import (
     InvalidConfigError,
@@ -40,7 +49,6 @@ from lightstore.foundation.refs import (
     parse_dref,
     parse_rref,
     rref2dref,
-    unrref,
 )
 from lightstore.store import CONFIG_FILE, StorageSettings
 from lightstore.store.layout import OBJECTS_DIR, TMP_DIR
@@ -56,33 +64,16 @@ PYLIGHTNIX_RESERVED = ["context.json", "group.json"]
 TL = current
 
 
-def tlregistry(M: Registry | None) -> Registry | None:
-    """`M` if given, else this thread's current registry (or None)."""
-    return M if M is not None else current.registry
-
-
-def tlstorage(S: Any) -> Any:
-    """`S` if given, else this thread's current storage, else its current registry's, else None."""
-    if S is not None:
-        return S
-    if current.storage is not None:
-        return current.storage
-    reg = current.registry
-    return reg.S if reg is not None else None
-
-
 def setstorage(S: Any) -> StorageSettings | None:
     """Make `S` this thread's current storage (None: the default store); return the previous one."""
-    from lightstore.compat.storage import _settings
-
     old = current.storage
-    current.storage = None if S is None else _settings(S)
+    current.storage = None if S is None else settings_of(S)
     return old
 
 
-def setregistry(r: Registry | None) -> Registry | None:
+def setregistry(r: EngineRegistry | None) -> EngineRegistry | None:
     """Make `r` this thread's current registry; return the previous one."""
-    if r is not None and not isinstance(r, Registry):
+    if r is not None and not isinstance(r, EngineRegistry):
         raise UsageError(f"setregistry expects a Registry or None, got {type(r).__name__}")
     old = current.registry
     current.registry = r
@@ -94,16 +85,9 @@ def storagename() -> str:
     return OBJECTS_DIR
 
 
-def _settings_or_default(S: Any) -> StorageSettings:
-    from lightstore.compat.storage import _settings
-
-    return _settings(tlstorage(S))
-
-
 def fsroot(S: Any = None) -> Path:
     """The root folder of the store `S` (default: the current/default store)."""
-    S = tlstorage(S)
-    return Path(_settings_or_default(S).root if S is not None else default_root())
+    return Path(settings_of(tlstorage(S)).root)
 
 
 def fstmpdir(S: Any = None) -> Path:
@@ -313,55 +297,12 @@ def mkclosure(result: Any, r: Registry) -> Closure:
     if not targets:
         raise UsageError(f"no DRefs to instantiate in {result!r}")
     assert_have_realizers(r, targets)
-    derivations = r.closure_of(targets)
-    r.store.record_derivations([(d.dref, d.config) for d in derivations])
-    return Closure(result, targets, derivations, r.S, r.store)
+    return r.closure(result, targets)
 
 
 def unpack_closure_arg_(arg: Any) -> tuple[Any, Closure]:
     """``(result, closure)`` from a Closure or from what `instantiate` returns."""
     return unpack_closure(arg)
-
-
-#: ``(S, rref) -> sortable | None``: a score for `match` (higher is better; None excludes).
-Key = Callable[[Any, RRef], Any]
-
-
-def texthash() -> Key:
-    """A key ordering realizations by their hash text."""
-    return lambda S, rref: str(unrref(rref)[0])
-
-
-def latest() -> Key:
-    """A key ordering realizations by build time (from the catalogue)."""
-
-    def _key(S: Any, rref: RRef) -> float:
-        return resolve_store(S).catalogue.build_times([rref]).get(rref, 0.0)
-
-    return _key
-
-
-def exact(expected: list[RRef]) -> Key:
-    """A key accepting only the given realizations."""
-    chosen = set(expected)
-    return lambda S, rref: 1 if rref in chosen else None
-
-
-def match(
-    key: Key,
-    trim: Callable[[list[RRef]], list[RRef] | None],
-    mnext: Matcher | None = None,
-) -> Matcher:
-    """A matcher ordering realizations by `key` (best first), cut by `trim`, then passed to `mnext`."""
-    first = _matchers.match(key, trim)
-    if mnext is None:
-        return first
-
-    def matcher(S: Any, rrefs: list[RRef]) -> list[RRef] | None:
-        res = first(S, rrefs)
-        return mnext(S, res) if res else None
-
-    return matcher
 
 
 # -- checks --------------------------------------------------------------------

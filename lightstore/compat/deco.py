@@ -15,13 +15,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from lightstore.compat.autostage import SOURCE_FIELD, sources_hash
+from lightstore.compat.current import resolve_store
 from lightstore.compat.lens import Attrs, _Node, build_node, unroll_value
 from lightstore.compat.realize import realize
-from lightstore.defaults import resolve_store
-from lightstore.engine.build import Build, build_wrapper
+from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
+from lightstore.compat.wrapper import Build, build_wrapper
 from lightstore.engine.matchers import match_latest
 from lightstore.engine.realize import unpack_closure
-from lightstore.engine.registry import Matcher, Registry, current_registry_or_new, mkdrv
+from lightstore.engine.registry import Matcher
 from lightstore.foundation.errors import UsageError
 from lightstore.foundation.refs import Context, DRef, map_drefs
 

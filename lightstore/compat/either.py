@@ -22,18 +22,12 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from lightstore.compat.build import output_validate
+from lightstore.compat.current import resolve_store
+from lightstore.compat.output import Output, with_val
 from lightstore.compat.realize import realize, realize1
-from lightstore.compat.types import MatcherO, Output
-from lightstore.defaults import resolve_store
+from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
+from lightstore.compat.types import Matcher, MatcherO, Realizer
 from lightstore.engine.realize import unpack_closure
-from lightstore.engine.registry import (
-    Matcher,
-    Realizer,
-    Registry,
-    _with_val,
-    current_registry_or_new,
-    mkdrv,
-)
 from lightstore.facade import Store
 from lightstore.foundation.config import canonical_json
 from lightstore.foundation.errors import UsageError
@@ -195,7 +189,7 @@ def _as_matcher_o(m: Any) -> MatcherO:
     """A matcher over `Output` values from any matcher (mkdrv's matchers take either)."""
 
     def _m(S: Any, o: Output[RRef]) -> Output[RRef] | None:
-        res = m(S, _with_val(list(o.val)))
+        res = m(S, with_val(list(o.val)))
         if res is None:
             return None
         return res if isinstance(res, Output) else Output(res)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lightstore.defaults import resolve_store
+from lightstore.compat.current import resolve_store
 from lightstore.exchange import DEFAULT_MAX_BYTES, copy, pack, unpack
 from lightstore.foundation.refs import RRef
 

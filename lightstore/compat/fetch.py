@@ -14,16 +14,25 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from lightstore.compat.current import resolve_store, tlstorage
 from lightstore.compat.exchange import copy_closure
 from lightstore.compat.lens import mklens
+from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
 from lightstore.compat.utils import try_executable
-from lightstore.engine.build import Build, build_outpath, build_wrapper
+from lightstore.compat.wrapper import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
-from lightstore.engine.registry import Registry, current_registry_or_new, mkdrv
 from lightstore.exchange.extract import safe_extract
 from lightstore.foundation.errors import BuildError, ChecksumError, InvalidConfigError
-from lightstore.foundation.refs import DRef, RefPath, RRef, mkname, parse_rref, rref2dref, selfref
-from lightstore.stages.trivial import check_file_name
+from lightstore.foundation.refs import (
+    DRef,
+    RefPath,
+    RRef,
+    check_file_name,
+    mkname,
+    parse_rref,
+    rref2dref,
+    selfref,
+)
 
 WGET = try_executable(
     "wget", "PYLIGHTNIX_WGET", "wget not found (lightstore does not need it)", None
@@ -193,9 +202,6 @@ def deref_(ctxr: RRef, dref: DRef, S: Any) -> list[RRef]:
 def copyclosure(rrefs_S: Iterable[RRef], S: Any, D: Any = None) -> None:
     """Copy realizations and everything they depend on from store `S` to store `D`
     (default: the current store), keeping every RRef (see `copy_closure`)."""
-    from lightstore.compat.core import tlstorage
-    from lightstore.defaults import resolve_store
-
     copy_closure(list(rrefs_S), resolve_store(S), resolve_store(tlstorage(D)))
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from lightstore.defaults import resolve_store
+from lightstore.compat.current import resolve_store
 from lightstore.foundation.errors import (
     IntegrityError,
     InvalidReferenceError,
@@ -217,7 +217,7 @@ def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RR
     """
     store = resolve_store(S)
     if callable(name):
-        from lightstore.engine.registry import Registry, instantiate
+        from lightstore.compat.registry import Registry, instantiate
 
         _, closure = instantiate(name, r=Registry(store))
         name = store.config(closure.targets[-1]).get("name", "unnamed")
@@ -231,7 +231,7 @@ def diff(a: DRef | RRef, b: DRef | RRef, S: Any = None) -> str:
 
     def text(ref: Any) -> list[str]:
         if callable(ref):  # a stage, as Pylightnix's diff accepts: its one target
-            from lightstore.engine.registry import Registry, instantiate
+            from lightstore.compat.registry import Registry, instantiate
 
             _, closure = instantiate(ref, r=Registry(store))
             ref = closure.targets[-1]

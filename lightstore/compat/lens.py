@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from lightstore.defaults import resolve_store
-from lightstore.engine.build import Build
-from lightstore.engine.registry import Closure
+from lightstore.compat.current import resolve_store
+from lightstore.compat.wrapper import Build
+from lightstore.engine.registry import Closure, pending_config
 from lightstore.foundation.config import resolve_selfrefs
 from lightstore.foundation.errors import (
     InvalidReferenceError,
@@ -53,7 +53,6 @@ class _Node:
 
 def _config(store: LocalStore, dref: DRef) -> dict[str, Any]:
     """A derivation's config, also right after `mkdrv` (before `instantiate` records it)."""
-    from lightstore.engine.registry import pending_config
 
     pending = pending_config(store, dref)
     return pending if pending is not None else store.config(dref)
@@ -200,7 +199,7 @@ class Lens:
         if self._ctx is None or self._ctx.closure is None:
             raise UsageError("lens.closure needs a lens made from a Closure (mklens(closure))")
         c = self._ctx.closure
-        return Closure(DRef(v), [DRef(v)], c.derivations, c.S, c.store)
+        return type(c)(DRef(v), [DRef(v)], c.derivations, c.store)
 
     def __repr__(self) -> str:
         return f"Lens({'.'.join(self._path) or '<start>'} = {self._node.value!r})"

@@ -11,7 +11,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from lightstore.defaults import resolve_store
+from lightstore.compat.current import resolve_store, tlstorage
+from lightstore.compat.output import RConfig
+from lightstore.engine.registry import pending_config
 from lightstore.foundation.config import Config, mkconfig, resolve_selfrefs
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import (
@@ -85,9 +87,6 @@ def config_of(dref: DRef, S: Any = None) -> dict[str, Any]:
 
     Raises UnknownReferenceError if neither holds it.
     """
-    from lightstore.compat.core import tlstorage
-    from lightstore.engine.registry import pending_config
-
     d = parse_dref(dref)
     store = resolve_store(tlstorage(S))
     pending = pending_config(store, d)
@@ -101,8 +100,6 @@ def drefcfg_(dref: DRef, S: Any = None) -> Config:
 
 def drefcfg(dref: DRef, S: Any = None) -> dict[str, Any]:
     """The config of a derivation with ``[selfref, ...]`` resolved to its own DRef (an `RConfig`)."""
-    from lightstore.compat.types import RConfig
-
     d = parse_dref(dref)
     return RConfig(resolve_selfrefs(config_of(d, S), d))
 

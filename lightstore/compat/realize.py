@@ -1,23 +1,73 @@
-"""Pylightnix-style realize functions and stage combinators."""
+"""Pylightnix-style realize functions and stage combinators, and `realize_closure`.
+
+Here the keyword arguments of a realize become explicit objects for the
+engine: `client=`/`jobs=`/`remote=` an executor (`lightstore.executors`),
+`substituters=`/`push_to=` (and their environment variables) the remote
+caches' substitute hook and push step (`lightstore.remote.substitute`), and
+every realize passes the REPL's guard (`lightstore.compat.paused`).
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from lightstore.engine.realize import RealizeOptions, force_list, realize_closure, unpack_closure
-from lightstore.engine.registry import (
-    Matcher,
-    Realizer,
-    Registry,
-    current_registry_or_new,
-    find_drefs,
-    mkdrv,
-)
+from lightstore.compat.paused import guard
+from lightstore.compat.registry import current_registry_or_new, mkdrv
+from lightstore.engine import realize as _engine
+from lightstore.engine.plan import RealizeOptions
+from lightstore.engine.realize import force_list, unpack_closure
+from lightstore.engine.registry import Closure, Registry, find_drefs
+from lightstore.executors import executor_for
 from lightstore.foundation.errors import LightstoreError
 from lightstore.foundation.refs import Context, DRef, RRef, parse_dref
+
+
+def realize_closure(
+    closure: Closure,
+    options: RealizeOptions | None = None,
+    *,
+    client: Any = None,
+    jobs: int | None = None,
+    remote: str | None = None,
+    worker_root: str | None = None,
+    signing_key: Any = None,
+    trusted_keys: Iterable[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Context:
+    """Realize every derivation of the closure; return the chosen RRefs of each.
+
+    With `dry_run`, nothing is built: derivations that would be built, and
+    everything downstream of them, map to an empty list.
+
+    `client` (a `distributed.Client` or a scheduler address) or `jobs=N` (a
+    LocalCluster of N worker processes for this call) build on Dask, in the
+    caller's store root, or with `remote=URL, worker_root=PATH` in worker
+    stores exchanging through a remote cache (`lightstore.executors.dask`);
+    there the workers sign what they push with `signing_key` (default
+    ``$LIGHTSTORE_SIGNING_KEY``), pull with the caller's trust
+    (`trusted_keys`, default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's
+    ``trusted-keys`` file), both resolved here in the caller, and reach the
+    remote with `storage_options`. Without either, builds run in this process.
+    Raises BuildError (BuildsFailed when several builds failed), PromiseError,
+    MatcherError, NotRealizedError, UsageError (client/jobs without
+    `lightstore[dask]`, or bad arguments).
+    """
+    options = options or RealizeOptions()
+    if options.guard is None:
+        options = dataclasses.replace(options, guard=guard)
+    executor = executor_for(
+        client=client,
+        jobs=jobs,
+        remote=remote,
+        worker_root=worker_root,
+        signing_key=signing_key,
+        trusted_keys=trusted_keys,
+        storage_options=storage_options,
+    )
+    return _engine.realize_closure(closure, options, executor)
 
 
 def realize(
@@ -51,7 +101,8 @@ def realize(
     text or a SigningKey; default ``$LIGHTSTORE_SIGNING_KEY``). `trusted_keys`
     (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's ``trusted-keys``
     file) require signed substitutes; they are resolved here, once, and
-    travel to Dask workers. `storage_options` go to every remote's driver.
+    travel to Dask workers. `storage_options` go to every remote's driver
+    (the substituters', `push_to`'s and `remote=`'s, on the workers too).
 
     `parallel` takes `client=`, `jobs=`, `keep_going=`, `remote=`,
     `worker_root=` (Dask; see `realize_closure`, which also receives
@@ -70,9 +121,15 @@ def realize(
         dry_run=dry_run,
         keep_going=parallel.pop("keep_going", None),
         substitute=substitute,
+        guard=guard,
     )
     context = realize_closure(
-        cl, options, signing_key=signing_key, trusted_keys=trusted_keys, **parallel
+        cl,
+        options,
+        signing_key=signing_key,
+        trusted_keys=trusted_keys,
+        storage_options=storage_options,
+        **parallel,
     )
     if push is not None and not dry_run:
         push(cl.store, [r for rrefs in context.values() for r in rrefs])
@@ -132,11 +189,12 @@ def realize1(
 def redefine(
     stage: Callable[..., Any],
     new_config: Callable[[dict[str, Any]], Any] = lambda c: None,
-    new_matcher: Matcher | None = None,
-    new_realizer: Realizer | None = None,
+    new_matcher: Any = None,
+    new_realizer: Any = None,
 ) -> Callable[..., DRef]:
     """A stage like `stage` whose config is edited in place by `new_config`,
-    and whose matcher/realizer are replaced when given."""
+    and whose matcher/realizer are replaced when given (Pylightnix's, taking `S`,
+    or the engine's)."""
 
     def _stage(*args: Any, r: Registry | None = None, **kwargs: Any) -> DRef:
         reg = current_registry_or_new(r)

@@ -2,7 +2,7 @@
 ``pylightnix.repl``, and the ``repl_*`` functions of ``pylightnix.build``).
 
 `realizeSeq` is a driver of the one realization engine: it takes the builds
-from `lightstore.engine.realize.build_requests` (the same plan `realize`
+from `lightstore.engine.serial.build_requests` (the same plan `realize`
 follows) and executes each with `execute`, except those it was asked to
 interrupt. For those it pauses like a build in progress: it holds the build
 lock of (derivation, context), so other processes needing it wait as for any
@@ -20,17 +20,21 @@ itself: needing the paused build there raises UsageError.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Generator, Iterable
 from typing import Any
 
 from lightstore.compat.build import output_validate
+from lightstore.compat.output import Output
+from lightstore.compat.paused import guard, paused
 from lightstore.compat.realize import realize1
-from lightstore.compat.types import Output
-from lightstore.engine import realize as _engine
-from lightstore.engine.build import Build, BuildArgs, build_markstart, build_markstop
-from lightstore.engine.registry import Closure, Derivation, find_drefs, instantiate
+from lightstore.compat.registry import instantiate
+from lightstore.compat.wrapper import Build, BuildArgs, build_markstart, build_markstop
+from lightstore.engine.plan import RealizeOptions, check_matched
+from lightstore.engine.realize import unpack_closure
+from lightstore.engine.registry import Closure, Derivation, find_drefs
+from lightstore.engine.serial import build_requests
+from lightstore.engine.step import execute, run_build
 from lightstore.foundation.config import canonical_json
 from lightstore.foundation.errors import MatcherError, UsageError
 from lightstore.foundation.files import remove_tree
@@ -64,28 +68,9 @@ NO_OUTPUT = (
 #: The session `repl_realize` started last in this process (Pylightnix's global helper).
 PYLIGHTNIX_REPL_HELPER: ReplHelper | None = None
 
-# (store root, build lock key) -> thread that holds the paused build.
-_paused: dict[tuple[str, int], int] = {}
-_paused_lock = threading.Lock()
-
 
 class _Paths(list[str]):
     """Output folders sent back to a paused build: publish them as its realizations."""
-
-
-def _guard(store: LocalStore, dref: DRef, ctx_hash: str) -> None:
-    """Refuse to wait for a build that this very thread holds paused (it would wait forever)."""
-    key = (store.root, store.build_locks.key(dref, ctx_hash))
-    with _paused_lock:
-        owner = _paused.get(key)
-    if owner is not None and owner == threading.get_ident():
-        raise UsageError(
-            f"{dref} is paused in a REPL session of this thread; finish it with repl_continue() "
-            "or repl_cancel() before realizing it again"
-        )
-
-
-_engine.BUILD_GUARDS.append(_guard)
 
 
 def _pause(
@@ -93,7 +78,7 @@ def _pause(
 ) -> Generator[tuple[StorageSettings, DRef, Context, Derivation, Any], Any, list[RRef] | None]:
     """Hold the build of `task` paused; return its realizations, or None if cancelled."""
     drv: Derivation = task.derivation
-    _guard(store, drv.dref, task.context_hash)
+    guard(store, drv.dref, task.context_hash)
     key = store.build_locks.key(drv.dref, task.context_hash)
     with store.build_locks.hold(
         key, holders=lambda: store.catalogue.running_builds(drv.dref, task.context_hash)
@@ -105,61 +90,60 @@ def _pause(
         )
         started = time.time()
         closed = False
-        with _paused_lock:
-            _paused[(store.root, key)] = threading.get_ident()
-        try:
-            reply = yield (store.settings, drv.dref, task.context, drv, task.args)
-            if not (isinstance(reply, tuple) and len(reply) == 2):
-                raise UsageError(f"send (rrefs or None, abort) to realizeSeq, not {reply!r}")
-            rrefs, abort = reply
-            if abort:
-                store.catalogue.finish_build(build_id, "interrupted", "cancelled in the REPL")
-                closed = True
-                return None
-            if rrefs is not None and not rrefs:
-                raise UsageError(NO_OUTPUT.format(dref=drv.dref))
-            if isinstance(rrefs, _Paths):
-                closed = True  # publishing closes the build record, or marks it failed
-                try:
-                    store.publish(
-                        drv.dref, task.context, list(rrefs), drv.promises, build_id, started
+        with paused(store, key):
+            try:
+                reply = yield (store.settings, drv.dref, task.context, drv, task.args)
+                if not (isinstance(reply, tuple) and len(reply) == 2):
+                    raise UsageError(f"send (rrefs or None, abort) to realizeSeq, not {reply!r}")
+                rrefs, abort = reply
+                if abort:
+                    store.catalogue.finish_build(build_id, "interrupted", "cancelled in the REPL")
+                    closed = True
+                    return None
+                if rrefs is not None and not rrefs:
+                    raise UsageError(NO_OUTPUT.format(dref=drv.dref))
+                if isinstance(rrefs, _Paths):
+                    closed = True  # publishing closes the build record, or marks it failed
+                    try:
+                        store.publish(
+                            drv.dref, task.context, list(rrefs), drv.promises, build_id, started
+                        )
+                    except BaseException as e:
+                        store.catalogue.finish_build(build_id, "failed", f"{type(e).__name__}: {e}")
+                        raise
+                    return _matched(store, drv, task.context_hash)
+                if rrefs is not None:
+                    given = [parse_rref(r) for r in rrefs]
+                    known = store.catalogue.known_rrefs(given)
+                    bad = [r for r in given if rref2dref(r) != drv.dref or r not in known]
+                    if bad:
+                        raise UsageError(
+                            f"{bad[0]} is not a realization of {drv.dref} in this store"
+                        )
+                    store.catalogue.finish_build(
+                        build_id, "interrupted", "continued in the REPL with existing realizations"
                     )
-                except BaseException as e:
-                    store.catalogue.finish_build(build_id, "failed", f"{type(e).__name__}: {e}")
-                    raise
-                return _matched(store, drv, task.context_hash)
-            if rrefs is not None:
-                given = [parse_rref(r) for r in rrefs]
-                known = store.catalogue.known_rrefs(given)
-                bad = [r for r in given if rref2dref(r) != drv.dref or r not in known]
-                if bad:
-                    raise UsageError(f"{bad[0]} is not a realization of {drv.dref} in this store")
-                store.catalogue.finish_build(
-                    build_id, "interrupted", "continued in the REPL with existing realizations"
-                )
+                    closed = True
+                    return given
                 closed = True
-                return given
-            closed = True
-            _engine.run_build(store, drv, task.context, task.context_hash, options, build_id)
-            return _matched(store, drv, task.context_hash)
-        finally:
-            with _paused_lock:
-                _paused.pop((store.root, key), None)
-            if not closed:
-                store.catalogue.finish_build(
-                    build_id, "interrupted", "REPL session abandoned while paused"
-                )
+                run_build(store, drv, task.context, task.context_hash, options, build_id)
+                return _matched(store, drv, task.context_hash)
+            finally:
+                if not closed:
+                    store.catalogue.finish_build(
+                        build_id, "interrupted", "REPL session abandoned while paused"
+                    )
 
 
 def _matched(store: LocalStore, drv: Derivation, ctx_hash: str) -> list[RRef]:
     """What the matcher chooses once a build has published; MatcherError if it is unsatisfied."""
     available = store.catalogue.realizations(drv.dref, ctx_hash)
-    matched = drv.matcher(store.settings, available)
+    matched = drv.matcher(store, available)
     if matched is None:
         raise MatcherError(
             f"the matcher of {drv.dref} is still unsatisfied after its build", drv.dref
         )
-    return _engine.check_matched(drv, matched, available)
+    return check_matched(drv, matched, available)
 
 
 def realizeSeq(
@@ -176,14 +160,15 @@ def realizeSeq(
     Raises what `realize` raises, and UsageError for a malformed reply.
     """
     interrupt = {parse_dref(d) for d in force_interrupt}
-    options = _engine.RealizeOptions(
+    options = RealizeOptions(
         force_rebuild=interrupt,
         assert_realized={parse_dref(d) for d in assert_realized},
         realize_args=dict(realize_args or {}),
         dry_run=dry_run,
+        guard=guard,
     )
     store = closure.store
-    requests = _engine.build_requests(closure, options)
+    requests = build_requests(closure, options)
     try:
         task = next(requests)
         while True:
@@ -194,7 +179,7 @@ def realizeSeq(
                     if outcome is None:
                         return {}
                 else:
-                    outcome = _engine.execute(store, task, options)
+                    outcome = execute(store, task, options)
             except (KeyboardInterrupt, SystemExit, GeneratorExit):
                 raise
             except Exception as e:
@@ -265,7 +250,7 @@ def repl_realize(
     UsageError for a bad `force_interrupt`, and what `realize` raises.
     """
     global PYLIGHTNIX_REPL_HELPER
-    result, closure = _engine.unpack_closure(arg)
+    result, closure = unpack_closure(arg)
     if isinstance(force_interrupt, bool):
         interrupt = list(closure.targets) if force_interrupt else []
     elif isinstance(force_interrupt, list | tuple | set):

@@ -7,40 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from lightstore.defaults import current, default_root
-from lightstore.engine.registry import Registry
+from lightstore.compat.current import current, mkSS, settings_of
+from lightstore.compat.registry import Registry
 from lightstore.facade import Store
-from lightstore.foundation.errors import StoreError, UsageError
+from lightstore.foundation.errors import StoreError
 from lightstore.foundation.files import remove_tree
 from lightstore.store import CATALOGUE_FILE, StorageSettings
 
-
-def mkSS(root: str, stordir: str | None = None, tmpdir: str | None = None) -> StorageSettings:
-    """Storage settings for a store rooted at `root` (nothing is created).
-
-    A store's objects and build area are always `root`/objects and `root`/tmp;
-    `stordir`/`tmpdir` are accepted when they say the same, else UsageError.
-    """
-    ss = StorageSettings(os.path.abspath(os.path.expanduser(str(root))))
-    for given, fixed, what in ((stordir, ss.storage, "stordir"), (tmpdir, ss.tmpdir, "tmpdir")):
-        if given is not None and os.path.abspath(os.path.expanduser(given)) != fixed:
-            raise UsageError(
-                f"mkSS: {what}={given!r}, but a lightstore store keeps it at {fixed}; "
-                "give only the root"
-            )
-    return ss
-
-
-def _settings(S: Any) -> StorageSettings:
-    if isinstance(S, StorageSettings):
-        return S
-    if isinstance(S, Store):
-        return S.settings
-    if isinstance(S, str):
-        return mkSS(S)
-    if S is None:
-        return current.storage or mkSS(default_root())
-    raise TypeError(f"expected StorageSettings, Store, a path or None, got {type(S).__name__}")
+__all__ = ["current_registry", "current_storage", "fsinit", "mkSS", "mkregistry"]
 
 
 def fsinit(
@@ -56,7 +30,7 @@ def fsinit(
     that is not a lightstore store is never deleted (StoreError).
     `use_as_default` makes it this thread's current storage.
     """
-    ss = _settings(S)
+    ss = settings_of(S)
     if check_not_exist and os.path.isfile(os.path.join(ss.root, CATALOGUE_FILE)):
         raise StoreError(f"a store already exists at {ss.root} (check_not_exist=True)")
     if remove_existing and os.path.isdir(ss.root):
@@ -77,7 +51,7 @@ def fsinit(
 def current_storage(S: Any) -> Iterator[StorageSettings]:
     """Use `S` as this thread's current storage inside the block."""
     old = current.storage
-    current.storage = _settings(S)
+    current.storage = settings_of(S)
     try:
         yield current.storage
     finally:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NewType, TypeVar, Union
 
-from lightstore.engine.build import Build, BuildArgs
-from lightstore.engine.registry import Closure, Derivation, Matcher, Output, Realizer, Registry
+from lightstore.compat.output import Output, RConfig
+from lightstore.compat.registry import Closure, Derivation, Registry
+from lightstore.compat.wrapper import Build, BuildArgs
 from lightstore.foundation.errors import LightstoreError, PromiseError
 from lightstore.foundation.refs import Context, DRef, HashPart, Name, Path, RefPath, RRef
+from lightstore.store import StorageSettings
 
 #: A path to a store (a plain `str`, typed for readers).
 SPath = NewType("SPath", Path)
@@ -35,22 +37,14 @@ PromiseException = PromiseError
 InstantiateArg = dict[str, Any]
 #: The extra argument `realize(..., realize_args={dref: arg})` passes to a realizer.
 RealizeArg = Any
+#: ``(S, rrefs) -> None | [rref, ...]``: which realizations to use, or None to build.
+Matcher = Callable[[StorageSettings, list[RRef]], Union[list[RRef], None]]  # noqa: UP007
+#: ``(S, dref, context, realize_arg) -> [output folder, ...]``.
+Realizer = Callable[[StorageSettings, DRef, Context, Any], list[str]]
 #: ``(S, Output[RRef]) -> Output[RRef] | None``: a matcher over `Output` values.
 MatcherO = Callable[[Any, Output[RRef]], Union[Output[RRef], None]]  # noqa: UP007
 #: ``(S, dref, context, realize_arg) -> Output[Path]``: a realizer returning `Output`.
 RealizerO = Callable[[Any, DRef, Context, Any], Output[Path]]
-
-
-class RConfig(dict[str, Any]):
-    """A config dict whose ``[selfref, ...]`` promises are resolved to the derivation's DRef.
-
-    It is a `dict`; `val` gives the same dict, as Pylightnix's `RConfig.val` does.
-    """
-
-    @property
-    def val(self) -> dict[str, Any]:
-        """The dict itself."""
-        return self
 
 
 class ConfigAttrs:

@@ -9,8 +9,9 @@ one process among several, in a generator, on a Dask cluster) and reports
 back with `done(task, rrefs)` or `failed(task, error)`; dependents of a done
 task become ready, dependents of a failed one are never built.
 
-The plan itself never builds, locks or writes: `lightstore.engine.realize`
-holds the build step and the serial driver.
+The plan itself never builds, locks or writes: `lightstore.engine.step`
+holds the build step, `lightstore.engine.serial` the drivers of this process,
+and `lightstore.engine.executor` the interface of drivers elsewhere.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lightstore.engine.registry import Closure, Derivation
 from lightstore.foundation.errors import BuildError, MatcherError, NotRealizedError
@@ -28,12 +29,21 @@ from lightstore.foundation.refs import Context, DRef, RRef
 if TYPE_CHECKING:
     from lightstore.store import LocalStore
 
-#: ``(store, task) -> bool``: called with the task's build lock held when no
-#: local realization matches; may install realizations of ``(task.dref,
-#: task.context)`` from elsewhere (a remote cache) and returns True if it did.
-#: The matcher is then asked again, and the realizer runs only if it is still
-#: unsatisfied.
-Substituter = Callable[["LocalStore", "BuildTask"], bool]
+
+class Substituter(Protocol):
+    """Asked with the task's build lock held when no local realization matches: may
+    install realizations of ``(task.dref, task.context)`` from elsewhere (a remote
+    cache) and returns True if it did. The matcher is then asked again, and the
+    realizer runs only if it is still unsatisfied. Any such function will do;
+    `lightstore.remote.substitute.Substituter` is the remote caches' one."""
+
+    def __call__(self, store: LocalStore, task: BuildTask, /) -> bool: ...
+
+
+#: ``(store, dref, context hash)``: called before a build lock is taken; may raise
+#: to refuse a wait that could never end (a REPL session of this thread holding
+#: that build paused).
+BuildGuard = Callable[["LocalStore", DRef, str], None]
 
 
 @dataclass
@@ -43,7 +53,8 @@ class RealizeOptions:
     `keep_going` (parallel drivers default to True, the serial one to False):
     after a failed build, go on with everything that does not depend on it,
     then raise one error naming every failure. `substitute` is asked before
-    a build (see `Substituter`).
+    a build (see `Substituter`), `guard` before a build lock is taken (see
+    `BuildGuard`).
     """
 
     force_rebuild: Collection[DRef] = ()
@@ -52,6 +63,7 @@ class RealizeOptions:
     dry_run: bool = False
     keep_going: bool | None = None
     substitute: Substituter | None = None
+    guard: BuildGuard | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,7 @@ def check_matched(drv: Derivation, matched: Any, available: list[RRef]) -> list[
 def match_existing(store: LocalStore, drv: Derivation, ctx_hash: str) -> list[RRef] | None:
     """Ask the matcher about the realizations of `drv` in a context (one indexed lookup)."""
     available = store.catalogue.realizations(drv.dref, ctx_hash)
-    matched = drv.matcher(store.settings, available)
+    matched = drv.matcher(store, available)
     return None if matched is None else check_matched(drv, matched, available)
 
 

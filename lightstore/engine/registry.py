@@ -1,44 +1,44 @@
-"""Derivations, the registry that collects them, and the closure to realize."""
+"""Derivations, the registry that collects them, and the closure to realize.
+
+Everything here takes explicit objects: a `Registry` belongs to one store,
+matchers and realizers receive that store. The Pylightnix conventions (an
+`S` argument, the current registry, `Output` values) are `lightstore.compat`'s.
+"""
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar
 
-from lightstore.defaults import current, resolve_store
-from lightstore.engine.sources import SOURCE_FIELD, sources_hash
 from lightstore.foundation.config import Config, mkconfig
-from lightstore.foundation.errors import InvalidConfigError, UnknownReferenceError, UsageError
+from lightstore.foundation.errors import UnknownReferenceError, UsageError
 from lightstore.foundation.hashing import config_hash
 from lightstore.foundation.refs import Context, DRef, RRef, isdref
-from lightstore.store import LocalStore, StorageSettings
+from lightstore.store import LocalStore
 
-_REF = TypeVar("_REF")
+#: ``(store, rrefs) -> None | [rref, ...]``: which realizations to use, or None to build.
+Matcher = Callable[[LocalStore, list[RRef]], list[RRef] | None]
+#: ``(store, dref, context, realize_arg) -> [output folder, ...]``.
+Realizer = Callable[[LocalStore, DRef, Context, Any], list[str]]
 
-
-class Output(Generic[_REF]):
-    """An ordered collection of output folders (`Path`) or realizations (`RRef`) in `val`
-    (Pylightnix's type for matchers and realizers that use it)."""
-
-    def __init__(self, val: Iterable[_REF]) -> None:
-        self.val: list[_REF] = list(val)
-
-    def __repr__(self) -> str:
-        return f"Output({self.val!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Output) and self.val == other.val
-
-    __hash__ = None  # type: ignore[assignment]
+#: The attribute that marks a matcher or realizer as taking the store itself
+#: (the engine's own, and those `lightstore.compat` already wrapped).
+ENGINE_TYPED = "_lightstore_engine_typed"
 
 
-#: ``(S, rrefs) -> None | [rref, ...]``: which realizations to use, or None to build.
-Matcher = Callable[[StorageSettings, list[RRef]], list[RRef] | None]
-#: ``(S, dref, context, realize_arg) -> [output folder, ...]``.
-Realizer = Callable[[StorageSettings, DRef, Context, Any], list[str]]
+def engine_typed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark `fn` as a matcher or realizer of the engine's types (it receives the store)."""
+    setattr(fn, ENGINE_TYPED, True)
+    return fn
+
+
+def store_of(where: Any) -> LocalStore:
+    """`where` if it is a store, else the store it names (a root, or anything
+    `LocalStore.open` takes), so matchers serve callers that pass a root."""
+    return where if isinstance(where, LocalStore) else LocalStore.open(where)
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,41 @@ class Derivation:
         return f"<Derivation {self.dref}>"
 
 
+@dataclass
+class Closure:
+    """What `instantiate` returns: the stage's result and the derivations to realize."""
+
+    result: Any
+    targets: list[DRef]
+    derivations: list[Derivation]
+    store: LocalStore = field(repr=False)
+
+    def __repr__(self) -> str:
+        # Short: a sweep's closure holds hundreds of configs and functions.
+        counts: dict[str, int] = {}
+        for drv in self.derivations:
+            name = drv.dref.rsplit("-", 1)[1]
+            counts[name] = counts.get(name, 0) + 1
+        names = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+        if len(names) > 120:
+            names = names[:117] + "..."
+        targets = self.targets[0] if len(self.targets) == 1 else f"{len(self.targets)} targets"
+        return (
+            f"<Closure of {targets}: {len(self.derivations)} derivation(s) ({names}) "
+            f"in {self.store.root}>"
+        )
+
+
 class Registry:
-    """Collects the derivations that stage functions declare, in declaration order.
+    """Collects the derivations that stage functions declare for `store`, in declaration order."""
 
-    `S` is the store (LocalStore, StorageSettings, a root path, or None for the
-    current/default store).
-    """
+    #: The class of the closures `instantiate` makes from this registry.
+    closure_type: ClassVar[type[Closure]] = Closure
 
-    def __init__(self, S: Any = None) -> None:
-        self.store: LocalStore = resolve_store(S)
-        self.S: StorageSettings = self.store.settings
+    def __init__(self, store: LocalStore) -> None:
+        if not isinstance(store, LocalStore):
+            raise UsageError(f"a Registry belongs to a store, not to {type(store).__name__}")
+        self.store: LocalStore = store
         self.derivations: dict[DRef, Derivation] = {}
         self.in_instantiate = False
         with _live_lock:
@@ -120,34 +145,14 @@ class Registry:
             if d not in needed:
                 needed.add(d)
                 stack.extend(self[d].deps)
-        # Registration order is a topological order: mkdrv refuses unknown deps.
+        # Registration order is a topological order: `add` refuses unknown deps.
         return [drv for dref, drv in self.derivations.items() if dref in needed]
 
-
-@dataclass
-class Closure:
-    """What `instantiate` returns: the stage's result and the derivations to realize."""
-
-    result: Any
-    targets: list[DRef]
-    derivations: list[Derivation]
-    S: StorageSettings
-    store: LocalStore = field(repr=False)
-
-    def __repr__(self) -> str:
-        # Short: a sweep's closure holds hundreds of configs and functions.
-        counts: dict[str, int] = {}
-        for drv in self.derivations:
-            name = drv.dref.rsplit("-", 1)[1]
-            counts[name] = counts.get(name, 0) + 1
-        names = ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
-        if len(names) > 120:
-            names = names[:117] + "..."
-        targets = self.targets[0] if len(self.targets) == 1 else f"{len(self.targets)} targets"
-        return (
-            f"<Closure of {targets}: {len(self.derivations)} derivation(s) ({names}) "
-            f"in {self.S.root}>"
-        )
+    def closure(self, result: Any, targets: list[DRef]) -> Closure:
+        """The closure of `targets`, recorded in the store (`result` is what the stage returned)."""
+        derivations = self.closure_of(targets)
+        self.store.record_derivations([(d.dref, d.config) for d in derivations])
+        return self.closure_type(result, targets, derivations, self.store)
 
 
 # Registries alive in this process: the configs they hold are readable
@@ -187,137 +192,24 @@ def find_drefs(value: Any) -> list[DRef]:
     return found
 
 
-def current_registry_or_new(r: Registry | None, S: Any = None) -> Registry:
-    """`r`, else the thread's current registry, else a new one for `S`."""
-    if r is not None:
-        return r
-    if current.registry is not None:
-        return current.registry
-    return Registry(S)
+def instantiate(registry: Registry, stage: Any, *args: Any, **kwargs: Any) -> Closure:
+    """Run a stage function as ``stage(*args, r=registry, **kwargs)`` (or take DRefs) and
+    return the closure of the DRefs in its result, recorded in the registry's store.
 
-
-def mkdrv(
-    config: Config | dict[str, Any] | Registry,
-    matcher: Any,
-    realizer: Any,
-    r: Any = None,
-    *,
-    sourcedeps: Sequence[Any] = (),
-) -> DRef:
-    """Register a derivation (config + matcher + realizer) in `r` and return its DRef.
-
-    Both of Pylightnix's call forms work: ``mkdrv(config, matcher, realizer, r)``
-    and the older ``mkdrv(r, config, matcher, realizer)``; matchers and
-    realizers may work on plain lists or on `Output` values. The config is
-    readable at once (`drefcfg`, `mklens`) in this process; `instantiate`
-    records it in the store.
-
-    The realizer's code is not part of the config: editing it reuses old
-    results. `sourcedeps` (functions, classes, modules or source text) hashes
-    their source into the config field ``__source__``, so an edit makes a new
-    derivation.
-
-    Raises UsageError without a registry, InvalidConfigError (as
-    `Registry.add`, for unreadable source, or for a config that already has
-    ``__source__`` when `sourcedeps` is given) and UnknownReferenceError as
-    `Registry.add`.
+    Raises UnknownReferenceError if the result names DRefs the registry does not
+    hold, and UsageError if the stage returns no DRef or calls `instantiate`
+    with the same registry.
     """
-    if isinstance(config, Registry):
-        config, matcher, realizer, r = matcher, realizer, r, config
-    if sourcedeps and not isinstance(config, Registry):
-        val = dict(config.val if isinstance(config, Config) else config)
-        if SOURCE_FIELD in val:
-            raise InvalidConfigError(
-                f"mkdrv: the config already has a {SOURCE_FIELD!r} field; pass sourcedeps or "
-                "set the field yourself, not both"
-            )
-        val[SOURCE_FIELD] = sources_hash(list(sourcedeps))
-        config = val
-    if r is None:
-        r = current.registry
-        if r is None:
-            raise UsageError(
-                "mkdrv needs a registry: pass `r=` (stage functions receive it from instantiate) "
-                "or use `with current_registry(Registry()):`"
-            )
-    if not isinstance(r, Registry):
-        raise UsageError(f"mkdrv: r must be a Registry, got {type(r).__name__}")
-    if isinstance(config, Registry):
-        raise UsageError("mkdrv: give one registry, as r= or as the first argument")
-    return r.add(config, _any_matcher(matcher), _any_realizer(realizer))
-
-
-def _any_matcher(matcher: Matcher) -> Matcher:
-    """A matcher that also serves Pylightnix `MatcherO` functions (`Output` in and out)."""
-    if getattr(matcher, "_lightstore_any", False):
-        return matcher
-
-    def wrapped(S: Any, rrefs: list[RRef]) -> list[RRef] | None:
-        result: Any = matcher(S, _with_val(rrefs))
-        if result is not None and not isinstance(result, list) and hasattr(result, "val"):
-            result = list(result.val)
-        return result
-
-    wrapped._lightstore_any = True  # type: ignore[attr-defined]
-    wrapped.__wrapped__ = matcher  # type: ignore[attr-defined]
-    wrapped.__name__ = getattr(matcher, "__name__", "matcher")
-    return wrapped
-
-
-def _any_realizer(realizer: Realizer) -> Realizer:
-    """A realizer that also serves Pylightnix `RealizerO` functions (returning `Output`)."""
-    if getattr(realizer, "_lightstore_any", False):
-        return realizer
-
-    def wrapped(S: Any, dref: DRef, context: Context, args: Any) -> list[str]:
-        result: Any = realizer(S, dref, context, args)
-        if not isinstance(result, list) and hasattr(result, "val"):
-            result = list(result.val)
-        return result
-
-    wrapped._lightstore_any = True  # type: ignore[attr-defined]
-    wrapped.__wrapped__ = realizer  # type: ignore[attr-defined]
-    wrapped.__name__ = getattr(realizer, "__name__", "realizer")
-    return wrapped
-
-
-def _with_val(rrefs: list[RRef]) -> list[RRef]:
-    """`rrefs` as a list that is also an `Output` (with `.val`), keeping its class."""
-    cls = _VAL_CLASSES.get(type(rrefs))
-    if cls is None:
-        base = type(rrefs) if isinstance(rrefs, list) else list
-        cls = type(base.__name__, (base, Output), {"val": property(lambda self: list(self))})
-        _VAL_CLASSES[type(rrefs)] = cls
-    return cls(rrefs)
-
-
-_VAL_CLASSES: dict[type, type] = {}
-
-
-def instantiate(
-    stage: Any, *args: Any, S: Any = None, r: Registry | None = None, **kwargs: Any
-) -> tuple[Any, Closure]:
-    """Run a stage function (or take DRefs) and return ``(result, closure)``.
-
-    The derivations of the closure are recorded in the store. Raises
-    UnknownReferenceError if the result names DRefs the registry does not hold,
-    and UsageError if the stage returns no DRef.
-    """
-    reg = current_registry_or_new(r, S)
-    if S is not None and resolve_store(S) is not reg.store:
-        raise UsageError(
-            f"S={S} differs from the registry's store {reg.store.root}; pass one of them"
-        )
     if callable(stage):
-        if reg.in_instantiate:
+        if registry.in_instantiate:
             raise UsageError(
                 "instantiate was called recursively with the same registry; call stages directly"
             )
-        reg.in_instantiate = True
+        registry.in_instantiate = True
         try:
-            result = stage(*args, r=reg, **kwargs)
+            result = stage(*args, r=registry, **kwargs)
         finally:
-            reg.in_instantiate = False
+            registry.in_instantiate = False
     else:
         result = stage
     targets = find_drefs(result)
@@ -325,6 +217,4 @@ def instantiate(
         raise UsageError(
             f"nothing to instantiate: the stage returned {result!r}, which holds no DRef"
         )
-    derivations = reg.closure_of(targets)
-    reg.store.record_derivations([(d.dref, d.config) for d in derivations])
-    return result, Closure(result, targets, derivations, reg.S, reg.store)
+    return registry.closure(result, targets)

@@ -199,3 +199,19 @@ def map_drefs(value: Any, replace: Callable[[DRef], Any]) -> Any:
     if isinstance(value, dict):
         return {k: map_drefs(x, replace) for k, x in value.items()}
     return copy.deepcopy(value)
+
+
+def check_file_name(name: Any, what: str = "file name") -> str:
+    """`name` if it is a plain file name (no folder part); raises InvalidConfigError."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+    ):
+        raise InvalidConfigError(
+            f"{what} {name!r} must be a plain file name (no '/', not '.' or '..')"
+        )
+    return name

@@ -11,7 +11,9 @@ realize warns once per failing remote, and asks one it could not reach no
 more.
 
 Trust is resolved once, for the store the realize was asked for
-(`Substituter`), and travels inside the hook to every Dask worker.
+(`Substituter`), and travels inside the hook to every Dask worker; so does
+what the realize learnt about failing remotes (`Substituter.prepare`,
+`report`, `merge`: the engine's `TravellingSubstituter`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from lightstore.remote._layout import dref_folder
 from lightstore.remote._sign import TrustedKeys, signing_key_for, trusted_keys_for
 from lightstore.remote.listing import _derivation
 from lightstore.remote.pull import pull
-from lightstore.remote.push import open_remote, push
+from lightstore.remote.push import ensure_marker, open_remote, push
 from lightstore.store import LocalStore
 
 log = logging.getLogger("lightstore")
@@ -64,6 +66,20 @@ class _Failures:
         self.warned: set[str] = set()
         self.unreachable: set[str] = set()
         self.warned_left_out: set[str] = set()
+
+    def state(self) -> dict[str, list[str]]:
+        """What was learnt, as plain data (to travel back from a worker)."""
+        return {
+            "warned": sorted(self.warned),
+            "unreachable": sorted(self.unreachable),
+            "warned_left_out": sorted(self.warned_left_out),
+        }
+
+    def merge(self, state: Mapping[str, Iterable[str]]) -> None:
+        """Take in what another copy learnt (`state`)."""
+        self.warned.update(state.get("warned", ()))
+        self.unreachable.update(state.get("unreachable", ()))
+        self.warned_left_out.update(state.get("warned_left_out", ()))
 
     def left_out(self, url: str, rref: RRef, dref: DRef, error: LightstoreError) -> None:
         """A realization of the remote did not verify; its siblings were still taken."""
@@ -191,6 +207,28 @@ class Substituter:
     def __getstate__(self) -> dict[str, Any]:
         self.trusted()  # decided here, in the caller, before travelling
         return dict(self.__dict__)
+
+    def prepare(self, task: Any) -> None:
+        """Decide, before copies of this hook travel with tasks: resolve the trust, and ask
+        each remote once whether it can be reached (one small read), so that one that
+        cannot is warned about here, once, and asked by no copy."""
+        self.trusted()
+        for url in self.urls:
+            if url in self.failures.unreachable:
+                continue
+            try:
+                ensure_marker(open_remote(url, self.storage_options), create=False)
+            except LightstoreError as e:
+                self.failures.failed(url, task.dref, e)
+
+    def report(self) -> dict[str, list[str]]:
+        """What this copy learnt about failing remotes (see `merge`)."""
+        return self.failures.state()
+
+    def merge(self, report: Mapping[str, Iterable[str]]) -> None:
+        """Take in what a copy that ran elsewhere learnt: the remotes it found unreachable
+        are not asked again, those it warned about are not warned about again."""
+        self.failures.merge(report)
 
     def __call__(self, store: LocalStore, task: Any) -> bool:
         return bool(

@@ -21,14 +21,13 @@ import urllib.parse
 import urllib.request
 from typing import IO, Any
 
-from lightstore.engine.build import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
-from lightstore.engine.registry import Registry, mkdrv
+from lightstore.engine.outputs import BuildContext, filling
+from lightstore.engine.registry import Registry
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
 from lightstore.foundation.errors import ArchiveError, BuildError, ChecksumError, InvalidConfigError
 from lightstore.foundation.files import remove_tree
-from lightstore.foundation.refs import DRef, mkname, selfref
-from lightstore.stages.trivial import check_file_name
+from lightstore.foundation.refs import DRef, check_file_name, mkname, selfref
 from lightstore.store.layout import CONTEXT_FILE
 
 _CHUNK = 1024 * 1024
@@ -112,7 +111,7 @@ def _checked_sha256(sha256: Any) -> str:
 
 
 def _fetch_stage(
-    r: Registry | None,
+    r: Registry,
     kind: str,
     source: str,
     sha256: str,
@@ -148,8 +147,8 @@ def _fetch_stage(
     }
     local = os.path.abspath(source) if kind == "fetchlocal" else None
 
-    def make(b: Build) -> None:
-        out = build_outpath(b)
+    def make(b: BuildContext) -> None:
+        out = b.output
         if not unpack:
             _download(b, os.path.join(out, filename))
             return
@@ -164,7 +163,7 @@ def _fetch_stage(
         finally:
             remove_tree(folder)
 
-    def _download(b: Build, target: str) -> None:
+    def _download(b: BuildContext, target: str) -> None:
         try:
             if local is not None:
                 with open(local, "rb") as f:
@@ -185,11 +184,11 @@ def _fetch_stage(
             verb = "read" if local is not None else "download"
             raise BuildError(f"cannot {verb} {source}: {e}", b.dref, e) from e
 
-    return mkdrv(config, match_only(), build_wrapper(make), r)
+    return r.add(config, match_only(), filling(make))
 
 
 def fetchurl(
-    r: Registry | None,
+    r: Registry,
     url: str,
     sha256: str,
     name: str | None = None,
@@ -226,7 +225,7 @@ def fetchurl(
 
 
 def fetchlocal(
-    r: Registry | None,
+    r: Registry,
     path: str,
     sha256: str,
     name: str | None = None,

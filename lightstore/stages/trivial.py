@@ -9,11 +9,11 @@ from typing import Any
 
 from blake3 import blake3
 
-from lightstore.engine.build import Build, build_outpath, build_wrapper
 from lightstore.engine.matchers import match_only
-from lightstore.engine.registry import Registry, mkdrv
+from lightstore.engine.outputs import BuildContext, filling
+from lightstore.engine.registry import Registry
 from lightstore.foundation.errors import InvalidConfigError
-from lightstore.foundation.refs import DRef, selfref
+from lightstore.foundation.refs import DRef, check_file_name, selfref
 from lightstore.store.layout import CONTEXT_FILE
 
 ARTIFACTS_KEY = "__artifacts__"
@@ -29,24 +29,8 @@ def _as_bytes(name: str, data: Any) -> bytes:
     )
 
 
-def check_file_name(name: Any, what: str = "file name") -> str:
-    """`name` if it is a plain file name (no folder part); raises InvalidConfigError."""
-    if (
-        not isinstance(name, str)
-        or not name
-        or name in (".", "..")
-        or "/" in name
-        or "\\" in name
-        or "\x00" in name
-    ):
-        raise InvalidConfigError(
-            f"{what} {name!r} must be a plain file name (no '/', not '.' or '..')"
-        )
-    return name
-
-
 def mknode(
-    r: Registry | None,
+    r: Registry,
     config: Mapping[str, Any],
     artifacts: Mapping[str, bytes | str] | None = None,
     name: str | None = None,
@@ -82,18 +66,16 @@ def mknode(
     cfg.setdefault("name", "mknode")
     cfg[ARTIFACTS_KEY] = {n: blake3(d).hexdigest()[:32] for n, d in sorted(files.items())}
 
-    def make(b: Build) -> None:
-        out = build_outpath(b)
+    def make(b: BuildContext) -> None:
+        out = b.output
         for fname, data in files.items():
             with open(os.path.join(out, fname), "wb") as f:
                 f.write(data)
 
-    return mkdrv(cfg, match_only(), build_wrapper(make), r)
+    return r.add(cfg, match_only(), filling(make))
 
 
-def mkfile(
-    r: Registry | None, name: str, contents: bytes | str, filename: str | None = None
-) -> DRef:
+def mkfile(r: Registry, name: str, contents: bytes | str, filename: str | None = None) -> DRef:
     """A stage holding one file, `filename` (default: `name`), with `contents`.
 
     Its config promises the file as ``output`` (so ``mklens(rref).output.syspath``

@@ -1,4 +1,9 @@
-"""The Build object a realizer function receives, and `build_wrapper`."""
+"""The Build object a realizer function receives, `build_wrapper` that makes a realizer
+of a function of a Build, and the ``build_*`` accessors (Pylightnix's ``pylightnix.build``).
+
+The realizers made here are of the engine's types (they receive the store);
+Pylightnix code may still call them with its `S`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
-from lightstore.defaults import resolve_store
-from lightstore.engine.registry import Realizer
+from lightstore.compat.current import resolve_store
+from lightstore.compat.output import RConfig
+from lightstore.engine.registry import Realizer, engine_typed, pending_config
 from lightstore.foundation.config import resolve_selfrefs
 from lightstore.foundation.errors import (
     InvalidConfigError,
@@ -22,6 +28,11 @@ from lightstore.foundation.files import remove_tree
 from lightstore.foundation.metrics import check_metric_name, check_metric_value, check_metrics
 from lightstore.foundation.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
 from lightstore.store import LocalStore, StorageSettings
+
+
+def _store(S: Any) -> LocalStore:
+    # The engine passes its store; Pylightnix code calling a realizer passes its S.
+    return S if isinstance(S, LocalStore) else resolve_store(S)
 
 
 class Outputs(list[Path]):
@@ -73,7 +84,7 @@ class Build:
         self.S: StorageSettings = store.settings
         self.dref = dref
         self.context = context
-        self.config: dict[str, Any] = _rconfig(resolve_selfrefs(_config_of(store, dref), dref))
+        self.config: dict[str, Any] = RConfig(resolve_selfrefs(_config_of(store, dref), dref))
         self.outpaths = Outputs(Path(p) for p in outpaths)
         self.args = args
         self.started = time.time()
@@ -135,16 +146,8 @@ class Build:
 
 def _config_of(store: LocalStore, dref: DRef) -> dict[str, Any]:
     # A derivation registered but not yet recorded (a REPL build right after mkdrv).
-    from lightstore.engine.registry import pending_config
-
     pending = pending_config(store, dref)
     return pending if pending is not None else store.config(dref)
-
-
-def _rconfig(d: dict[str, Any]) -> dict[str, Any]:
-    from lightstore.compat.types import RConfig
-
-    return RConfig(d)
 
 
 def build_wrapper(
@@ -164,7 +167,7 @@ def build_wrapper(
         raise InvalidConfigError(f"build_wrapper: nouts must be a positive integer, got {nouts!r}")
 
     def realizer(S: Any, dref: DRef, context: Context, args: Any) -> list[str]:
-        store = resolve_store(S)
+        store = _store(S)
         # Each output folder is its own build area: publishing renames it away,
         # so nothing is left to delete (creating and removing folders is slow).
         label = dref.removeprefix("dref:")[:12]
@@ -179,7 +182,7 @@ def build_wrapper(
         return list(outs)
 
     realizer.__name__ = getattr(fn, "__name__", "realizer")
-    return realizer
+    return engine_typed(realizer)
 
 
 def _lazy_output(b: Build) -> None:
@@ -266,7 +269,7 @@ def build_wrapper_(
         raise InvalidConfigError(f"build_wrapper_: nouts must be a positive integer, got {nouts!r}")
 
     def realizer(S: Any, dref: DRef, context: Context, args: Any) -> list[str]:
-        b = ctr(BuildArgs(resolve_store(S), dref, context, starttime, stoptime, {}, args))
+        b = ctr(BuildArgs(_store(S), dref, context, starttime, stoptime, {}, args))
         try:
             if nouts is not None:
                 build_markstart(b, nouts)
@@ -284,7 +287,7 @@ def build_wrapper_(
         return list(b.outpaths)
 
     realizer.__name__ = getattr(fn, "__name__", "realizer")
-    return realizer
+    return engine_typed(realizer)
 
 
 def build_markstart(b: Build, nouts: int) -> list[Path]:
