@@ -506,7 +506,7 @@ def test_malformed_keys_are_refused_without_quoting_them(tmp_path):
         lightstore.remote._sign.TrustedKeys(["k:not base64!"])
     with pytest.raises(lightstore.LightstoreError, match="key name"):
         generate_signing_key("../x")
-    with pytest.raises(lightstore.LightstoreError, match="cannot read"):
+    with pytest.raises(lightstore.LightstoreError, match="neither a readable key file"):
         load_signing_key(str(tmp_path / "none.key"))
 
 
