@@ -36,6 +36,7 @@ from lightstore.foundation.errors import (
     StoreError,
     disk_full,
 )
+from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.files import pid_alive
 
 #: Protocols whose writes become visible atomically when complete (a PUT).
@@ -397,16 +398,27 @@ class Remote:
             out = open(local_path, "xb")  # noqa: SIM115 - closed below; its errors are the store's
         except OSError as e:
             raise local_error(e, local_path) from None
-        with out:
-            if not self.local and limit is not None and limit <= SMALL_OBJECT:
-                with self.guard("cannot read (download)"):
-                    data = self.fs.cat_file(self.path(key), start=0, end=limit)
-                self._write_local(out, data[:limit], local_path)
-                return
+        try:
+            self._fill(key, out, limit, local_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                out.close()
+            raise
+        try:
+            out.close()  # a full disk may show only now, when the buffer is written
+        except OSError as e:
+            raise local_error(e, local_path) from None
+
+    def _fill(self, key: str, out: BinaryIO, limit: int | None, local_path: str) -> None:
+        if not self.local and limit is not None and limit <= SMALL_OBJECT:
             with self.guard("cannot read (download)"):
-                source = self._open_local(key) if self.local else self._open_streamed(key)
-            with source:
-                self._copy(source.read, out, limit, local_path)
+                data = self.fs.cat_file(self.path(key), start=0, end=limit)
+            self._write_local(out, data[:limit], local_path)
+            return
+        with self.guard("cannot read (download)"):
+            source = self._open_local(key) if self.local else self._open_streamed(key)
+        with source:
+            self._copy(source.read, out, limit, local_path)
 
     def _open_streamed(self, key: str) -> Any:
         """A remote object opened so that each read asks for exactly its bytes (no
@@ -470,6 +482,7 @@ class Remote:
                 elif source is not None:
                     with open(source, "rb") as fin:
                         shutil.copyfileobj(fin, f, 1024 * 1024)
+            failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
             os.chmod(tmp, 0o444)
             if exclusive:
                 try:

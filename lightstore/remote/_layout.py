@@ -304,8 +304,8 @@ def parse_manifest(data: bytes, rref: RRef, where: str, max_entries: int | None 
         doc = _load_json(data, max_entries)
     except _TooManyEntries:
         raise ArchiveError(
-            f"{where}: the manifest of {rref} lists more than the {max_entries} files, folders "
-            "and links left under max_members; refused before reading it whole (raise "
+            f"{where}: the manifest of {rref} lists more than {max_entries} files, folders and "
+            "links (what max_members leaves); refused before reading it whole (raise "
             "max_members to allow it)"
         ) from None
     except (UnicodeError, ValueError, RecursionError) as e:

@@ -127,9 +127,9 @@ def _read_bounded(
         return data
     if cap < MAX_MANIFEST:
         raise ArchiveError(
-            f"{where}: the manifest of {rref} is larger than {cap} bytes, more than the "
-            f"{left} files, folders and links left under max_members can take; refused before "
-            "reading it (raise max_members to allow it)"
+            f"{where}: the manifest of {rref} is larger than {cap} bytes, too large to list "
+            f"at most {left} files, folders and links (what max_members leaves); refused "
+            "before reading it (raise max_members to allow it)"
         )
     raise RemoteIntegrityError(
         f"{where}: the manifest of {rref} is larger than {MAX_MANIFEST} bytes; the remote is "
