@@ -384,6 +384,41 @@ def test_limits_are_counted_while_manifests_are_read(bob, tmp_path, limit):
     assert bob.catalogue.all_rrefs() == []
 
 
+def _distinct_files(count: int):
+    """A `folder_stage` maker: `count` small files, each with its own content (own blob)."""
+
+    def make(out: bytes) -> None:
+        for i in range(count):
+            with open(os.path.join(out, b"f%d" % i), "wb") as f:
+                f.write(b"%d\n" % i)
+
+    return make
+
+
+def test_a_full_local_disk_is_the_stores_problem_not_the_remotes(
+    alice, file_url, small_disk, caplog
+):
+    import logging
+
+    from lightstore.foundation.errors import DiskFullError
+    from lightstore.remote.substitute import _Failures, substitute
+
+    # 1000 files of a few bytes: they fit the free space as declared, but each takes a
+    # page of the 3 MiB disk once written.
+    rref = realize1(instantiate(folder_stage, "distinct", _distinct_files(1000), S=alice.settings))
+    alice.push(file_url, [rref])
+    bob = Store.open(os.path.join(small_disk, "store"), create=True)
+    with pytest.raises(DiskFullError, match="disk holding the store is full") as e:
+        bob.pull(file_url, [rref])
+    assert file_url not in str(e.value)
+    assert bob.catalogue.all_rrefs() == [] and os.listdir(bob.tmp_dir) == []
+    failures = _Failures()
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        assert substitute(bob, rref2dref(rref), {}, [file_url], _failures=failures) == []
+    assert file_url not in failures.unreachable  # asked again for the next derivation
+    assert "disk holding the store is full" in caplog.text
+
+
 # -- push refuses what every pull refuses, before uploading anything -------------------
 
 
@@ -530,17 +565,16 @@ def test_repair_rewrites_damaged_manifests_and_derivation_records(alice, bob, fi
             os.unlink(path)
         else:
             rewrite(path, b"" if damage == "emptied" else data[:-20])
-    with pytest.raises(RemoteIntegrityError, match="push --repair"):
+    with pytest.raises(RemoteIntegrityError) as refused:
         bob.pull(file_url, [rref])
-    assert alice.push(file_url, [rref]).records_repaired == 0  # a plain push does not look
     report = alice.push(file_url, [rref], repair=True)
-    assert report.records_repaired == (2 if damage == "removed" else 3)
-    assert report.uploaded == []
     assert [pathlib.Path(p).read_bytes() for p in damaged] == good
     assert rref in bob.pull(file_url, [rref])
     assert bob.verify(check_contents=True).problems == []
-    # A manifest that verifies stays, though it is another store's (other build times).
+    assert report.records_repaired == (2 if damage == "removed" else 3)
+    assert report.uploaded == []
     assert alice.push(file_url, [rref], repair=True).records_repaired == 0
+    assert "push --repair" in str(refused.value)  # the refusal said what mends it
 
 
 # -- signatures -----------------------------------------------------------------
