@@ -110,7 +110,7 @@ def test_a_quoted_signing_key_in_the_environment_is_refused_without_showing_it(
     secret = key.secret_text()
     b64 = secret.rsplit(":", 1)[-1]
     rref = realize1(instantiate(pipeline, S=alice.settings))
-    for given in (
+    for pasted in (
         f'"{secret}"',
         f"'{secret}'",
         f"{secret[:30]}\n{secret[30:]}",  # wrapped over two lines
@@ -119,13 +119,13 @@ def test_a_quoted_signing_key_in_the_environment_is_refused_without_showing_it(
         secret.replace("+", "-").replace("/", "_") + "\n",
         f"export LIGHTSTORE_SIGNING_KEY={secret}",
     ):
-        monkeypatch.setenv("LIGHTSTORE_SIGNING_KEY", given)
+        monkeypatch.setenv("LIGHTSTORE_SIGNING_KEY", pasted)
         with pytest.raises(InvalidKeyError) as e:
             signing_key_for(None)
         assert not _shows(str(e.value), b64), str(e.value)
         result = run(alice.root, "push", file_url, rref)
         assert result.exit_code == 2 and not _shows(result.output, b64), result.output
-        result = run(alice.root, "push", file_url, rref, "--sign-key", given)
+        result = run(alice.root, "push", file_url, rref, "--sign-key", pasted)
         assert result.exit_code == 2 and not _shows(result.output, b64), result.output
     assert "quotes" in str(e.value) or "not shown" in str(e.value)
     assert remote_files(file_url[len("file://") :]) == []  # refused before anything
@@ -134,15 +134,15 @@ def test_a_quoted_signing_key_in_the_environment_is_refused_without_showing_it(
 def test_a_key_file_that_exists_is_named_in_errors(tmp_path):
     unreadable = tmp_path / "folder.key"
     unreadable.mkdir()
-    with pytest.raises(InvalidKeyError, match="folder.key"):
+    with pytest.raises(InvalidKeyError, match=r"folder\.key"):
         load_signing_key(str(unreadable))
     public = tmp_path / "public.key"
     public.write_text(generate_signing_key("alice-1").public)
-    with pytest.raises(InvalidKeyError, match="public.key.* holds a public key"):
+    with pytest.raises(InvalidKeyError, match=r"public\.key.* holds a public key"):
         load_signing_key(public)
     binary = tmp_path / "binary.key"
     binary.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(InvalidKeyError, match="binary.key.* not a text file"):
+    with pytest.raises(InvalidKeyError, match=r"binary\.key.* not a text file"):
         load_signing_key(str(binary))
 
 

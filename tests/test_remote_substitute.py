@@ -329,14 +329,7 @@ def test_a_bad_sibling_does_not_stop_substitution_of_the_good_one(
     carol = Store.open(str(tmp_path / "carol"), create=True)
     with pytest.raises(ArchiveError) as e:
         carol.pull(url, [rref2dref(rref)], trusted_keys=trusted)
-    assert (
-        fake in str(e.value)
-        and e.value.added
-        == (
-            *sorted(alice.catalogue.rrefdeps([rref])),
-            rref,
-        )
-        or set(e.value.added) == {rref} | alice.catalogue.rrefdeps([rref])
-    )
+    assert fake in str(e.value)
+    assert set(e.value.added) == {rref} | alice.catalogue.rrefdeps([rref])
     assert rref in carol.catalogue.all_rrefs() and fake not in carol.catalogue.all_rrefs()
     assert carol.verify(check_contents=True).problems == []

@@ -7,7 +7,13 @@ Every operation on the remote goes through `Remote`, which
   profiles and instance roles);
 - writes objects so that a reader never sees a torn one: object stores
   (S3, GCS, Azure, memory) make a PUT visible only when complete; on other
-  filesystems an object is written under a temporary name and renamed;
+  filesystems an object is written under a temporary name
+  (``.tmp.<name>.<host>.<pid>.<random>``) and renamed; on a local folder,
+  the first write into a folder removes the temporaries killed writers left
+  there (`stale_temporary`);
+- downloads never read more than the size the caller expects, plus one
+  byte, and a failure to write the local copy is the store's, not the
+  remote's;
 - creates write-once objects exclusively where the filesystem can (a local
   folder: a hard link fails if the name exists), else checks first;
 - turns driver errors into RemoteError with credentials removed: URLs lose

@@ -5,13 +5,17 @@ hashes to the DRef, context fits the config, paths stay inside and are UTF-8,
 entries and context hash to the RRef, a trusted signature when keys are
 configured), so a lying manifest is refused before any data moves. The
 closure is bounded as archives are (`max_bytes`, `max_members`, the free
-space), counting every path: a blob listed under many paths is written once
-per path. Then the blobs are
-downloaded into the store's temporary area (several at once, streamed), each
-hashed and compared with its name; the realizations are assembled, their
-folders hashed once more as archive imports do, and published by the same
-atomic install (intents, build locks, one catalogue transaction). Anything
-refused leaves the local store as it was.
+space), counting every path (a blob listed under many paths is written once
+per path) as each manifest is read. Then the blobs are downloaded into the
+store's temporary area (several at once, streamed, never past their size),
+each hashed and compared with its name; the realizations are assembled,
+their folders hashed once more as archive imports do, and published by the
+same atomic install (intents, build locks, one catalogue transaction).
+
+Each requested realization stands alone: one whose closure does not verify
+(a manifest, config, signature or file) or does not fit the limits next to
+the ones before it is left out with its reason, and the others are added.
+Anything refused leaves the local store as it was.
 """
 
 from __future__ import annotations
@@ -526,23 +530,27 @@ def pull(
     As for archives, the new realizations may hold at most `max_bytes` of
     files (default 64 GiB; None for no limit), counted per path, and at most
     `max_members` entries, and no more than the free space of the store's
-    filesystem; this is checked before anything is downloaded.
+    filesystem; this is checked as the manifests are read, before anything
+    is downloaded.
     With trusted keys (the call's, else ``$LIGHTSTORE_TRUSTED_KEYS`` and the
     store's ``trusted-keys`` file; an empty list requires none) every new
     realization must carry a valid signature by one of them, checked before
     its manifest is parsed. `held_locks`: (DRef, context hash) build locks
     the caller holds. Returns the RRefs added, dependencies first.
 
-    A requested realization whose manifest or signature (or a dependency's)
-    does not verify is left out; the others are added, then the refusal is
+    A requested realization whose manifest, config, signature or files (or a
+    dependency's) do not verify, or that does not fit the limits next to the
+    ones before it, is left out; the others are added, then the refusal is
     raised: RemoteIntegrityError (UntrustedError when only signatures
-    failed), its `added` naming what was added. With `refused` (a dict) the
-    refusals are recorded there instead, by requested RRef.
+    failed, ArchiveError when only the limits refused), its `added` naming
+    what was added (a single refusal with nothing added is raised as is).
+    With `refused` (a dict) the refusals are recorded there instead, by
+    requested RRef.
 
     Raises UnknownReferenceError if the remote lacks a requested reference,
-    RemoteIntegrityError if a file does not match its hash, ArchiveError if
-    the limits are exceeded, UsageError for a limit that is not a number,
-    RemoteError if the remote cannot be read; the store is then unchanged.
+    UsageError for a limit that is not a number, RemoteError if the remote
+    cannot be read, DiskFullError or StoreError if the store cannot be
+    written; the store is then unchanged.
     """
     remote = open_remote(url, storage_options)
     trusted = trusted_keys_for(store.root, trusted_keys)

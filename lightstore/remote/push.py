@@ -12,8 +12,11 @@ for older readers). A blob that is skipped is hashed on the remote too
 when that is cheap (a local remote), or with `repair=True`: a damaged one is
 uploaded again. A realization whose manifest is already there is skipped,
 apart from signing it, unless `repair=True` (then its blobs are checked as
-well). Every write is idempotent and write-once objects are never replaced
-(damaged blobs excepted), so pushes from many machines can overlap and a killed push is
+well, and its manifest and derivation records are written again if they do
+not verify). Signatures are per key name: one under the key's name that the
+key did not make (a rotated key, junk) is replaced. Every write is
+idempotent and write-once objects are never replaced (damaged ones
+excepted), so pushes from many machines can overlap and a killed push is
 finished by running it again.
 """
 
@@ -284,10 +287,13 @@ def push(
 
     `signing_key` (a SigningKey, its secret text or a key file; default
     ``$LIGHTSTORE_SIGNING_KEY``, False for none) signs every realization of
-    the closure, including the ones already on the remote. Blobs the remote
-    already holds are hashed there when the remote is local; `repair` hashes
-    them on any remote (a download each) and checks the realizations already
-    on the remote too: damaged blobs are uploaded again. Returns a PushReport.
+    the closure, including the ones already on the remote; a signature under
+    the key's name that the key did not make is replaced (with a warning),
+    one it made stays. Blobs the remote already holds are hashed there when
+    the remote is local; `repair` hashes them on any remote (a download each)
+    and checks the realizations already on the remote too: damaged blobs are
+    uploaded again, and manifests and derivation records that do not verify
+    are written again. Returns a PushReport.
 
     Raises UnknownReferenceError for a reference the store does not hold,
     ArchiveError, before anything is uploaded, for a realization no pull
