@@ -286,7 +286,7 @@ def test_push_to_s3_refuses_what_pull_refuses_before_uploading(tmp_path, s3_url)
     assert bob.catalogue.all_rrefs() == []
 
 
-@pytest.mark.parametrize("when", ["after the size is read", "before the pull"])
+@pytest.mark.parametrize("when", ["after the size is read", "before the pull", "while it is read"])
 def test_a_large_blob_replaced_on_s3_is_never_downloaded_past_its_size(
     tmp_path, s3_url, monkeypatch, when
 ):
@@ -312,6 +312,15 @@ def test_a_large_blob_replaced_on_s3_is_never_downloaded_past_its_size(
 
     if when == "before the pull":
         fs.pipe_file(obj, replacement)
+    elif when == "while it is read":
+        real_open = Remote._open_streamed
+
+        def open_then_swap(self, key):
+            opened = real_open(self, key)
+            fs.pipe_file(obj, replacement)
+            return opened
+
+        monkeypatch.setattr(Remote, "_open_streamed", open_then_swap)
     else:  # swapped right after any size check of the blob
         real_size = Remote.size
 
@@ -336,7 +345,7 @@ def test_a_large_blob_replaced_on_s3_is_never_downloaded_past_its_size(
     try:
         bob.pull(s3_url, [rref])
     except RemoteIntegrityError as e:
-        assert "does not match its hash" in str(e)
+        assert "does not match its hash" in str(e) or "changed while it was read" in str(e)
         assert bob.catalogue.all_rrefs() == []
     else:  # no size check left a window for the swap
         assert when == "after the size is read"

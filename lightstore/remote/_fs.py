@@ -424,7 +424,7 @@ class Remote:
         with self.guard("cannot read (download)"):
             source = self._open_local(key) if self.local else self._open_streamed(key)
         with source:
-            self._copy(source.read, out, limit, local_path)
+            self._copy(key, source.read, out, limit, local_path)
 
     def _open_streamed(self, key: str) -> Any:
         """A remote object opened so that each read asks for exactly its bytes (no
@@ -436,13 +436,29 @@ class Remote:
             return self.fs.open(path, "rb")
 
     def _copy(
-        self, read: Callable[[int], bytes], out: BinaryIO, limit: int | None, local_path: str
+        self,
+        key: str,
+        read: Callable[[int], bytes],
+        out: BinaryIO,
+        limit: int | None,
+        local_path: str,
     ) -> None:
+        """Copy at most `limit` bytes from `read` into `out` (errors writing `out` are the
+        store's, see `local_error`)."""
         remaining = limit
         while remaining is None or remaining > 0:
             want = _CHUNK if remaining is None else min(_CHUNK, remaining)
             with self.guard("cannot read (download)"):
-                chunk = read(want)
+                try:
+                    chunk = read(want)
+                except OSError as e:
+                    # s3fs and fsspec: the object's ETag changed since it was opened.
+                    if type(e).__name__ == "FileExpired":
+                        raise RemoteIntegrityError(
+                            f"the object {key} of {self.shown} changed while it was read; "
+                            "nothing of it was added"
+                        ) from None
+                    raise
             if not chunk:
                 return
             chunk = chunk[:want]
