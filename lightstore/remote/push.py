@@ -219,7 +219,10 @@ class _Uploader:
         intact: set[str] = set()
 
         def hashed(d: str) -> str | None:
-            return d if self.remote.digest(blob_key(d)) == d else None
+            try:
+                return d if self.remote.digest(blob_key(d)) == d else None
+            except RemoteIntegrityError:  # not a regular file: replaced like a damaged one
+                return None
 
         self._run(hashed, [(d,) for d in sorted(found)], lambda d: intact.add(d) if d else None)
         self.blobs_repaired += len(found) - len(intact)
