@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import subprocess
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -51,6 +52,29 @@ def _isolated_default_store(tmp_path, monkeypatch):
     yield
     current.storage = None
     current.registry = None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs at tmp_path/disk, unmounted afterwards (skipped where mounting is not
+    permitted)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {proc.stderr.strip()}")
+    try:
+        yield str(mnt)
+    finally:
+        for opened in set(lightstore.Store._instances.values()):
+            opened.catalogue.close()
+        lightstore.Store.forget_instances()
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
 
 
 # -- a real S3 endpoint: moto's server on 127.0.0.1 ------------------------------------------

@@ -7,7 +7,6 @@ mounting is not permitted.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
@@ -26,28 +25,6 @@ from lightstore import (
 )
 from lightstore.cli.context import EXIT_REFUSED
 from tests.test_cli import fails, ok
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MiB tmpfs at tmp_path/disk, unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {proc.stderr.strip()}")
-    try:
-        yield str(mnt)
-    finally:
-        for opened in set(Store._instances.values()):
-            opened.catalogue.close()
-        Store.forget_instances()
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
 
 
 def _writer(size: int, tag: str):

@@ -321,6 +321,104 @@ def test_pull_refuses_more_than_the_free_space(alice, bob, file_url):
     _refused(bob, file_url, rref, "bytes are free", ArchiveError, max_bytes=None)
 
 
+def _forge(
+    folder: str, name: str, files: list[FileEntry], deps: dict[str, str] | None = None
+) -> str:
+    """Write a realization that verifies straight onto a file:// remote (its manifest and
+    config), as a hostile pusher could; its RRef."""
+    from lightstore.foundation.config import canonical_json, mkconfig
+    from lightstore.foundation.hashing import config_hash, context_hash, realization_hash
+    from lightstore.foundation.refs import mkdref, mkrref, undref
+    from lightstore.remote._layout import Manifest, derivation_key
+
+    deps = deps or {}
+    config = mkconfig({"name": name, "deps": sorted(deps)})
+    dref = mkdref(config_hash(config.val), config.name)
+    context = {d: [r] for d, r in deps.items()}
+    rref = mkrref(realization_hash(context_hash(context), entries_digest(files)), *undref(dref))
+    for key, data in (
+        ("lightstore-remote.json", b'{"format":"lightstore-remote","version":1}'),
+        (derivation_key(dref), canonical_json(config.val).encode()),
+        (manifest_key(rref), Manifest(rref, dref, config, context, files).to_bytes()),
+    ):
+        path = os.path.join(folder, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    return rref
+
+
+def test_a_manifest_far_over_max_members_is_refused_before_it_is_read_whole(bob, tmp_path):
+    import tracemalloc
+
+    folder = str(tmp_path / "remote")
+    huge = _forge(folder, "huge", [FileEntry(f"d{i:06d}", "dir") for i in range(200_000)])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveError, match="more than 100 files, folders and links"):
+            bob.pull(f"file://{folder}", [huge], max_members=100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Its 6.6 MB of JSON, read and decoded; parsing all 200 000 entries takes 100 MB more.
+    assert peak < 30 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("limit", ["max_members", "max_bytes"])
+def test_limits_are_counted_while_manifests_are_read(bob, tmp_path, limit):
+    # The root needs `big` (over the limit), then `broken` (its manifest is not JSON): the
+    # limit refuses before the next manifest is read.
+    folder = str(tmp_path / "remote")
+    files = [FileEntry(f"f{i}", "file", False, 10**6, "0" * 64) for i in range(200)]
+    for i in range(50):
+        big = _forge(folder, f"big{i}", files)
+        broken = _forge(folder, f"broken{i}", [FileEntry("x", "dir")])
+        if big < broken:
+            break
+    with open(os.path.join(folder, manifest_key(broken)), "wb") as f:
+        f.write(b"{not json")
+    root = _forge(folder, "root", [], {rref2dref(big): big, rref2dref(broken): broken})
+    with pytest.raises(ArchiveError) as e:
+        bob.pull(f"file://{folder}", [root], **{limit: 100})
+    assert type(e.value) is ArchiveError and limit in str(e.value), e.value
+    assert bob.catalogue.all_rrefs() == []
+
+
+def _distinct_files(count: int):
+    """A `folder_stage` maker: `count` small files, each with its own content (own blob)."""
+
+    def make(out: bytes) -> None:
+        for i in range(count):
+            with open(os.path.join(out, b"f%d" % i), "wb") as f:
+                f.write(b"%d\n" % i)
+
+    return make
+
+
+def test_a_full_local_disk_is_the_stores_problem_not_the_remotes(
+    alice, file_url, small_disk, caplog
+):
+    import logging
+
+    from lightstore.foundation.errors import DiskFullError
+    from lightstore.remote.substitute import _Failures, substitute
+
+    # 1000 files of a few bytes: they fit the free space as declared, but each takes a
+    # page of the 3 MiB disk once written.
+    rref = realize1(instantiate(folder_stage, "distinct", _distinct_files(1000), S=alice.settings))
+    alice.push(file_url, [rref])
+    bob = Store.open(os.path.join(small_disk, "store"), create=True)
+    with pytest.raises(DiskFullError, match="disk holding the store is full") as e:
+        bob.pull(file_url, [rref])
+    assert file_url not in str(e.value)
+    assert bob.catalogue.all_rrefs() == [] and os.listdir(bob.tmp_dir) == []
+    failures = _Failures()
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        assert substitute(bob, rref2dref(rref), {}, [file_url], _failures=failures) == []
+    assert file_url not in failures.unreachable  # asked again for the next derivation
+    assert "disk holding the store is full" in caplog.text
+
+
 # -- push refuses what every pull refuses, before uploading anything -------------------
 
 
@@ -450,6 +548,35 @@ def test_a_same_size_damaged_blob_is_named_and_repaired(alice, bob, file_url):
     assert pathlib.Path(blob).read_bytes() == good
 
 
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "removed"])
+def test_repair_rewrites_damaged_manifests_and_derivation_records(alice, bob, file_url, damage):
+    from lightstore.remote._layout import derivation_key
+
+    rref, folder, _ = _pushed(alice, file_url)
+    params = _params_rref(alice, rref)
+    damaged = [
+        os.path.join(folder, manifest_key(rref)),
+        os.path.join(folder, manifest_key(params)),
+        os.path.join(folder, derivation_key(rref2dref(params))),
+    ]
+    good = [pathlib.Path(p).read_bytes() for p in damaged]
+    for path, data in zip(damaged, good, strict=True):
+        if damage == "removed" and path.endswith(".json") and "derivations" in path:
+            os.unlink(path)
+        else:
+            rewrite(path, b"" if damage == "emptied" else data[:-20])
+    with pytest.raises(RemoteIntegrityError) as refused:
+        bob.pull(file_url, [rref])
+    report = alice.push(file_url, [rref], repair=True)
+    assert [pathlib.Path(p).read_bytes() for p in damaged] == good
+    assert rref in bob.pull(file_url, [rref])
+    assert bob.verify(check_contents=True).problems == []
+    assert report.records_repaired == (2 if damage == "removed" else 3)
+    assert report.uploaded == []
+    assert alice.push(file_url, [rref], repair=True).records_repaired == 0
+    assert "push --repair" in str(refused.value)  # the refusal said what mends it
+
+
 # -- signatures -----------------------------------------------------------------
 
 
@@ -506,7 +633,7 @@ def test_malformed_keys_are_refused_without_quoting_them(tmp_path):
         lightstore.remote._sign.TrustedKeys(["k:not base64!"])
     with pytest.raises(lightstore.LightstoreError, match="key name"):
         generate_signing_key("../x")
-    with pytest.raises(lightstore.LightstoreError, match="cannot read"):
+    with pytest.raises(lightstore.LightstoreError, match="neither a readable key file"):
         load_signing_key(str(tmp_path / "none.key"))
 
 
@@ -584,6 +711,37 @@ def test_remote_write_once_and_torn_blob_repair(alice, file_url):
     os.unlink(os.path.join(folder, manifest_key(rref)))
     alice.push(file_url, [rref])  # the torn blob (wrong size) is uploaded again
     assert file_digest(blob).hex() == os.path.basename(blob)
+
+
+def test_temporary_files_of_killed_pushes_are_swept_by_later_pushes(alice, file_url, tmp_path):
+    import signal
+    import time
+
+    from remote_helpers import build, worker
+
+    from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
+    from lightstore.remote._fs import _HOST
+
+    folder = file_url[len("file://") :]
+    rref = build(alice.root, "a")
+    # Killed with a blob written under its temporary name, before the rename.
+    died = worker("push", alice.root, file_url, rref, env={FAILPOINT: "remote:temporary:blobs"})
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    (left,) = [f for f in remote_files(folder) if ".tmp." in f]
+    shard = os.path.join(folder, os.path.dirname(left))
+    # Beside it: a fresh one of another machine (kept), an old one (swept), one of a live
+    # process of this machine (kept).
+    kept = [f".tmp.x.0123456789ab.{os.getpid()}.aaaaaa", f".tmp.y.{_HOST}.1.bbbbbb"]
+    old = ".tmp.z.0123456789ab.77.cccccc"
+    for name in [*kept, old]:
+        pathlib.Path(shard, name).write_bytes(b"partial")
+    an_hour_ago = time.time() - 3700
+    os.utime(os.path.join(shard, old), (an_hour_ago, an_hour_ago))
+    done = worker("push", alice.root, file_url, rref)
+    assert done.returncode == 0, done.stderr
+    assert sorted(f for f in remote_files(folder) if ".tmp." in f) == sorted(
+        os.path.join(os.path.dirname(left), k) for k in kept
+    )
 
 
 # -- the manifest digest equals the store's tree digest ---------------------------

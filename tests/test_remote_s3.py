@@ -284,3 +284,69 @@ def test_push_to_s3_refuses_what_pull_refuses_before_uploading(tmp_path, s3_url)
     with pytest.raises(RemoteIntegrityError, match="not valid UTF-8"):
         bob.pull(s3_url, [ok])
     assert bob.catalogue.all_rrefs() == []
+
+
+@pytest.mark.parametrize("when", ["after the size is read", "before the pull", "while it is read"])
+def test_a_large_blob_replaced_on_s3_is_never_downloaded_past_its_size(
+    tmp_path, s3_url, monkeypatch, when
+):
+    from remote_helpers import folder_stage
+
+    from lightstore import instantiate, realize1
+    from lightstore.foundation.errors import RemoteIntegrityError
+    from lightstore.remote._fs import SMALL_OBJECT, Remote
+    from lightstore.remote._layout import blob_key
+
+    size = SMALL_OBJECT + 1024 * 1024  # streamed, not read in one request
+
+    def big(out: bytes) -> None:
+        with open(os.path.join(out, b"big"), "wb") as f:
+            f.write(os.urandom(size))
+
+    alice = Store.open(str(tmp_path / "alice"), create=True)
+    rref = realize1(instantiate(folder_stage, "big", big, S=alice.settings))
+    alice.push(s3_url, [rref])
+    fs = s3fs.S3FileSystem()
+    obj = f"{s3_url[len('s3://') :]}/{blob_key(_blob_of(alice, rref, 'big'))}"
+    replacement = b"\0" * (4 * size)
+
+    if when == "before the pull":
+        fs.pipe_file(obj, replacement)
+    elif when == "while it is read":
+        real_open = Remote._open_streamed
+
+        def open_then_swap(self, key):
+            opened = real_open(self, key)
+            fs.pipe_file(obj, replacement)
+            return opened
+
+        monkeypatch.setattr(Remote, "_open_streamed", open_then_swap)
+    else:  # swapped right after any size check of the blob
+        real_size = Remote.size
+
+        def size_then_swap(self, key):
+            found = real_size(self, key)
+            if key.startswith("blobs/"):
+                fs.pipe_file(obj, replacement)
+            return found
+
+        monkeypatch.setattr(Remote, "size", size_then_swap)
+    downloaded: list[int] = []
+    real_download = Remote.download_file
+
+    def measured(self, key, local_path, size=None):
+        try:
+            return real_download(self, key, local_path, size)
+        finally:
+            downloaded.append(os.path.getsize(local_path))
+
+    monkeypatch.setattr(Remote, "download_file", measured)
+    bob = Store.open(str(tmp_path / "bob"), create=True)
+    try:
+        bob.pull(s3_url, [rref])
+    except RemoteIntegrityError as e:
+        assert "does not match its hash" in str(e) or "changed while it was read" in str(e)
+        assert bob.catalogue.all_rrefs() == []
+    else:  # no size check left a window for the swap
+        assert when == "after the size is read"
+    assert downloaded and max(downloaded) <= size + 1, downloaded

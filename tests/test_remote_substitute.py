@@ -193,8 +193,14 @@ def test_a_damaged_substituter_is_warned_about_once_per_realize(alice, bob, url,
     with caplog.at_level(logging.WARNING, logger="lightstore"):
         realize1(instantiate(pipeline, S=bob.settings), substituters=[url])
     assert remote_helpers.RUNS == {"params": 1, "train": 1, "report": 1}
-    warned = _substituter_warnings(caplog)
+    # A damaged file leaves out the realizations using it, not the remote.
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and url in r.getMessage()
+    ]
     assert len(warned) == 1 and "does not match its hash" in warned[0], warned
+    assert "left out" in warned[0]
 
 
 def test_a_name_that_is_not_unicode_on_a_substituter_is_skipped(alice, bob, url, caplog):
@@ -226,3 +232,104 @@ def test_substitution_is_bounded_like_a_pull(alice, bob, url, caplog):
     assert "max_bytes" in caplog.text
     assert bob.catalogue.all_rrefs() == []
     assert substitute(bob, dref, {}, [url]) == [rref]
+
+
+# -- one damaged or hostile sibling does not hide the others ------------------------------
+
+
+def _plant_sibling(folder: str, alice: Store, rref: str, kind: str) -> str:
+    """Add, next to `rref` in its (derivation, context), a realization that does not verify
+    or does not fit the limits, as anyone who can write the remote can; its RRef."""
+    from lightstore.foundation.hashing import context_hash, realization_hash
+    from lightstore.remote._layout import (
+        FileEntry,
+        entries_digest,
+        index_key,
+        signature_folder,
+        signed_manifest_key,
+    )
+
+    ctx = {str(d): sorted(str(r) for r in rs) for d, rs in alice.context(rref).items()}
+    fake = "rref:" + "f" * 32 + rref[len("rref:") + 32 :]
+    if kind in ("claims-too-much", "missing-file"):
+        # A realization that verifies, but claims a file of 2**62 bytes (sizes are no part
+        # of the hash: more than max_bytes and any disk), or whose file is not there.
+        size = 2**62 if kind == "claims-too-much" else 10
+        entries = [FileEntry("data", "file", False, size, "0" * 64)]
+        h = realization_hash(context_hash(ctx), entries_digest(entries))
+        fake = f"rref:{h}" + rref[len("rref:") + 32 :]
+        with open(os.path.join(folder, manifest_key(rref))) as f:
+            doc = json.load(f)
+        doc.update(rref=fake, metrics={}, files=[e.to_json() for e in entries])
+        with open(os.path.join(folder, manifest_key(fake)), "w") as f:
+            json.dump(doc, f)
+    objects = {
+        "big-signature": (f"{signature_folder(fake)}/alice", b"A" * 5000),
+        "folder": (signed_manifest_key(fake, "alice"), None),
+        "fifo": (signed_manifest_key(fake, "alice"), "fifo"),
+        "huge-manifest": (manifest_key(fake), "huge"),
+        "claims-too-much": (None, None),
+        "missing-file": (None, None),
+    }
+    key, data = objects[kind]
+    if key is not None:
+        path = os.path.join(folder, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if data is None:
+            os.mkdir(path)
+        elif data == "fifo":
+            os.mkfifo(path)
+        elif data == "huge":
+            with open(path, "wb") as f:
+                f.truncate(65 * 1024 * 1024)  # sparse: costs no disk
+        else:
+            with open(path, "wb") as f:
+                f.write(data)
+    if kind in ("big-signature", "folder", "fifo"):  # listed as a realization of its derivation
+        os.makedirs(os.path.dirname(os.path.join(folder, manifest_key(fake))), exist_ok=True)
+        with open(os.path.join(folder, manifest_key(fake)), "wb") as f:
+            f.write(b"{}")
+    marker = os.path.join(folder, index_key(fake, context_hash(ctx)))
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    open(marker, "wb").close()
+    return fake
+
+
+@pytest.mark.parametrize(
+    "kind, signed",
+    [
+        ("big-signature", True),
+        ("folder", True),
+        ("fifo", True),
+        ("huge-manifest", False),
+        ("claims-too-much", False),
+        ("missing-file", False),
+    ],
+)
+def test_a_bad_sibling_does_not_stop_substitution_of_the_good_one(
+    alice, bob, url, tmp_path, caplog, kind, signed
+):
+    from lightstore.foundation.errors import ArchiveError
+
+    key = generate_signing_key("alice")
+    trusted = [key.public] if signed else []
+    rref = realize1(instantiate(pipeline, S=alice.settings))
+    alice.push(url, [rref], signing_key=key if signed else False)
+    fake = _plant_sibling(url[len("file://") :], alice, rref, kind)
+    remote_helpers.RUNS.clear()
+    with caplog.at_level(logging.WARNING, logger="lightstore"):
+        got = realize1(
+            instantiate(pipeline, S=bob.settings), substituters=[url], trusted_keys=trusted
+        )
+    assert got == rref and remote_helpers.RUNS == {}  # nothing was built
+    assert "left out" in caplog.text and fake in caplog.text
+    assert "not asked again" not in caplog.text
+    assert fake not in bob.catalogue.all_rrefs()
+    # Pulling the derivation: the good realization is added, the bad one named.
+    carol = Store.open(str(tmp_path / "carol"), create=True)
+    with pytest.raises(ArchiveError) as e:
+        carol.pull(url, [rref2dref(rref)], trusted_keys=trusted)
+    assert fake in str(e.value)
+    assert set(e.value.added) == {rref} | alice.catalogue.rrefdeps([rref])
+    assert rref in carol.catalogue.all_rrefs() and fake not in carol.catalogue.all_rrefs()
+    assert carol.verify(check_contents=True).problems == []

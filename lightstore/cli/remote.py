@@ -11,7 +11,7 @@ import click
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
 from lightstore.cli.output import call_with_progress, emit_rows, human_size, output_options
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
-from lightstore.foundation.errors import RemoteIntegrityError
+from lightstore.foundation.errors import ArchiveError
 from lightstore.foundation.refs import rref2dref
 from lightstore.query import resolve_all
 
@@ -79,7 +79,7 @@ def _jobs(fn: Any) -> Any:
     is_flag=True,
     help="Hash the files the remote already holds (a download each, unless the remote is "
     "local, where this is always done), also of realizations already there, and upload "
-    "damaged ones again.",
+    "damaged ones again; rewrite manifests and derivation records that do not verify.",
 )
 @_jobs
 @root_option
@@ -98,9 +98,11 @@ def push_command(
     URL is any fsspec URL: file:///srv/cache, s3://bucket/prefix (needs
     `pip install 'lightstore[s3]'`), memory://... A derivation stands for all
     its realizations. Files the remote already holds are not sent again; an
-    interrupted push is finished by running it again. A realization holding
+    interrupted push is finished by running it again (and its leftover
+    temporary files on a file:// remote are removed). A realization holding
     a symlink that leaves it, or a name that is not UTF-8, is refused before
-    anything is sent.
+    anything is sent. With a signing key, a signature under its name that it
+    did not make (an older key of the same name, junk) is replaced.
 
     \b
     Examples:
@@ -134,6 +136,13 @@ def push_command(
         f"({report.blobs_uploaded} file(s), {human_size(report.bytes_uploaded)} uploaded"
         f"{repaired})"
     )
+    if report.records_repaired:
+        click.echo(f"rewrote {report.records_repaired} damaged manifest(s) or derivation record(s)")
+    if report.signatures_replaced:
+        click.echo(
+            f"replaced the signatures of {report.signatures_replaced} realization(s) that "
+            "another key with the same name (or junk) had made"
+        )
 
 
 @click.command("pull")
@@ -182,10 +191,10 @@ def pull_command(
 
     REF is a full DRef (all its realizations on the remote) or RRef. Every
     hash is checked before anything is added. A realization that is damaged,
-    lying or unsigned (when keys are trusted) is left out and named (exit 2);
-    the others are added. One larger than --max-bytes or the free space
-    leaves the store unchanged (exit 2). Prints the RRefs added, and says
-    which requested ones were already present.
+    lying or unsigned (when keys are trusted), or that does not fit
+    --max-bytes, --max-members or the free space next to the ones before it,
+    is left out and named (exit 2); the others are added. Prints the RRefs
+    added, and says which requested ones were already present.
 
     \b
     Examples:
@@ -207,8 +216,8 @@ def pull_command(
             max_bytes=max_bytes,
             max_members=max_members,
         )
-    except RemoteIntegrityError as e:
-        for r in e.added:  # what verified was added; the error names the rest
+    except ArchiveError as e:
+        for r in getattr(e, "added", ()):  # what verified was added; the error names the rest
             click.echo(r)
         raise
     for r in added:

@@ -7,7 +7,13 @@ Every operation on the remote goes through `Remote`, which
   profiles and instance roles);
 - writes objects so that a reader never sees a torn one: object stores
   (S3, GCS, Azure, memory) make a PUT visible only when complete; on other
-  filesystems an object is written under a temporary name and renamed;
+  filesystems an object is written under a temporary name
+  (``.tmp.<name>.<host>.<pid>.<random>``) and renamed; on a local folder,
+  the first write into a folder removes the temporaries killed writers left
+  there (`stale_temporary`);
+- downloads never read more than the size the caller expects, plus one
+  byte, and a failure to write the local copy is the store's, not the
+  remote's;
 - creates write-once objects exclusively where the filesystem can (a local
   folder: a hard link fails if the name exists), else checks first;
 - turns driver errors into RemoteError with credentials removed: URLs lose
@@ -20,19 +26,69 @@ import contextlib
 import os
 import re
 import secrets
+import socket
 import stat
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 from blake3 import blake3
 
-from lightstore.foundation.errors import RemoteError
+from lightstore.foundation.errors import (
+    LightstoreError,
+    RemoteError,
+    RemoteIntegrityError,
+    StoreError,
+    disk_full,
+)
+from lightstore.foundation.failpoints import failpoint
+from lightstore.foundation.files import pid_alive
 
 #: Protocols whose writes become visible atomically when complete (a PUT).
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 #: Objects up to this size move in one request, held in memory; larger ones stream.
 SMALL_OBJECT = 8 * 1024 * 1024
+#: What one read of a streamed download asks for (one ranged request on object stores).
+_CHUNK = 8 * 1024 * 1024
+#: A temporary file of a writer untouched for this long is removed by the next push
+#: that writes next to it, whoever left it (a killed push on another machine).
+STALE_TEMPORARY = 3600.0
+
+
+def _host_tag() -> str:
+    """Names this machine in temporary files, so a push on it can tell that the process
+    that left one has died. The boot id keeps two machines with one host name apart."""
+    boot = ""
+    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id", "rb") as f:
+        boot = f.read().decode("ascii", "replace").strip()
+    return str(blake3(f"{socket.gethostname()}\0{boot}".encode()).hexdigest()[:12])
+
+
+_HOST = _host_tag()
+
+
+def stale_temporary(name: str, age: float) -> bool:
+    """Whether the temporary file `name`, last written `age` seconds ago, is left over:
+    old enough, or written on this machine by a process that no longer exists."""
+    if age > STALE_TEMPORARY:
+        return True
+    parts = name.rsplit(".", 3)  # .tmp.<name>.<host>.<pid>.<random>
+    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
+        pid = int(parts[2])
+        return pid != os.getpid() and not pid_alive(pid)
+    return False
+
+
+def local_error(error: OSError, path: str) -> StoreError:
+    """A failure to write `path` in the store (not the remote's fault): DiskFullError
+    for a full disk, else a StoreError naming the file."""
+    full = disk_full(error, f"downloading into {os.path.dirname(path)}")
+    if full is not None:
+        return full
+    return StoreError(f"cannot write {path}: {error.strerror or error}")
+
+
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 _DRIVERS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs"}
 
@@ -111,6 +167,7 @@ class Remote:
         self.local = self.protocol in ("file", "local")
         self.fs.invalidate_cache()
         self.atomic_put = self.protocol in _ATOMIC_PUT
+        self._swept: set[str] = set()  # local folders whose leftover temporaries are gone
 
     # -- errors ----------------------------------------------------------
 
@@ -136,7 +193,7 @@ class Remote:
         """
         try:
             yield
-        except RemoteError:
+        except LightstoreError:
             raise
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -182,25 +239,39 @@ class Remote:
             os.close(fd)
             raise
 
-    def _not_a_file(self, key: str) -> RemoteError:
-        return RemoteError(
+    def _not_a_file(self, key: str) -> RemoteIntegrityError:
+        # The object is damaged, not the remote unreachable: its readers refuse what
+        # needs it and keep the rest.
+        return RemoteIntegrityError(
             f"the object {key} of {self.shown} is not a regular file: the remote is damaged "
-            "or hostile; nothing was added"
+            "or hostile; nothing of it was added"
         )
 
-    def read(self, key: str, limit: int = 64 * 1024 * 1024) -> bytes | None:
-        """The bytes of a small object, or None if it does not exist."""
+    def read_prefix(self, key: str, limit: int) -> bytes | None:
+        """At most `limit` + 1 bytes from the start of an object (more than `limit`: it
+        is larger), or None if it does not exist."""
         with self.guard("cannot read"):
             try:
                 with (
                     self._open_local(key) if self.local else self.fs.open(self.path(key), "rb") as f
                 ):
-                    data = f.read(limit + 1)
+                    return bytes(f.read(limit + 1))
             except FileNotFoundError:
                 return None
-        if len(data) > limit:
-            raise RemoteError(f"the object {key} of {self.shown} is larger than {limit} bytes")
-        return bytes(data)
+
+    def read(self, key: str, limit: int = 64 * 1024 * 1024) -> bytes | None:
+        """The bytes of a small object, or None if it does not exist.
+
+        Raises RemoteIntegrityError if it is larger than `limit` or not a regular file
+        (a problem of that object), RemoteError if the remote cannot be read.
+        """
+        data = self.read_prefix(key, limit)
+        if data is not None and len(data) > limit:
+            raise RemoteIntegrityError(
+                f"the object {key} of {self.shown} is larger than {limit} bytes: the remote is "
+                "damaged or hostile; nothing of it was added"
+            )
+        return data
 
     def digest(self, key: str) -> str | None:
         """The blake3 (hex) of an object, read in chunks; None if it does not exist.
@@ -260,8 +331,25 @@ class Remote:
 
     def _temporary(self, key: str) -> str:
         folder, _, name = key.rpartition("/")
-        tmp = f".tmp.{name}.{os.getpid()}.{secrets.token_hex(6)}"
+        tmp = f".tmp.{name}.{_HOST}.{os.getpid()}.{secrets.token_hex(6)}"
         return f"{folder}/{tmp}" if folder else tmp
+
+    def _sweep(self, folder: str) -> None:
+        """Remove the temporary files killed writers left in the local `folder` (once
+        per folder and Remote): see `stale_temporary`."""
+        if folder in self._swept:
+            return
+        self._swept.add(folder)
+        now = time.time()
+        try:
+            with os.scandir(folder) as entries:
+                found = [e for e in entries if e.name.startswith(".tmp.")]
+        except OSError:
+            return  # not there yet: nothing to sweep
+        for e in found:
+            with contextlib.suppress(OSError):
+                if stale_temporary(e.name, now - e.stat(follow_symlinks=False).st_mtime):
+                    os.unlink(e.path)
 
     def write_bytes(self, key: str, data: bytes, exclusive: bool = False) -> bool:
         """Write a small object; with `exclusive`, never replace an existing one.
@@ -304,37 +392,86 @@ class Remote:
 
     def download_file(self, key: str, local_path: str, size: int | None = None) -> None:
         """Download `key` into the new local file `local_path`: small ones in one
-        request, large ones streamed by the driver."""
+        request, large ones streamed in bounded reads.
+
+        Never more than `size` + 1 bytes are read (a hostile remote may serve a huge
+        object under a small manifest entry, or swap it while it is read): the caller
+        sees a wrong size and refuses it. A failure to write `local_path` is the
+        store's (DiskFullError or StoreError), not the remote's.
+        """
+        limit = None if size is None else size + 1
+        try:
+            out = open(local_path, "xb")  # noqa: SIM115 - closed below; its errors are the store's
+        except OSError as e:
+            raise local_error(e, local_path) from None
+        try:
+            self._fill(key, out, limit, local_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                out.close()
+            raise
+        try:
+            out.close()  # a full disk may show only now, when the buffer is written
+        except OSError as e:
+            raise local_error(e, local_path) from None
+
+    def _fill(self, key: str, out: BinaryIO, limit: int | None, local_path: str) -> None:
+        if not self.local and limit is not None and limit <= SMALL_OBJECT:
+            with self.guard("cannot read (download)"):
+                data = self.fs.cat_file(self.path(key), start=0, end=limit)
+            self._write_local(out, data[:limit], local_path)
+            return
         with self.guard("cannot read (download)"):
-            if self.local:
-                # Never more than `size` + 1 bytes, from a regular file only.
-                remaining = -1 if size is None else size + 1
-                with self._open_local(key) as fin, open(local_path, "xb") as fout:
-                    while remaining != 0:
-                        chunk = fin.read(
-                            1024 * 1024 if remaining < 0 else min(remaining, 1024 * 1024)
-                        )
-                        if not chunk:
-                            break
-                        fout.write(chunk)
-                        remaining -= 0 if remaining < 0 else len(chunk)
+            source = self._open_local(key) if self.local else self._open_streamed(key)
+        with source:
+            self._copy(key, source.read, out, limit, local_path)
+
+    def _open_streamed(self, key: str) -> Any:
+        """A remote object opened so that each read asks for exactly its bytes (no
+        read-ahead past what the caller wants)."""
+        path = self.path(key)
+        try:
+            return self.fs.open(path, "rb", block_size=_CHUNK, cache_type="none")
+        except TypeError:  # a driver without these options
+            return self.fs.open(path, "rb")
+
+    def _copy(
+        self,
+        key: str,
+        read: Callable[[int], bytes],
+        out: BinaryIO,
+        limit: int | None,
+        local_path: str,
+    ) -> None:
+        """Copy at most `limit` bytes from `read` into `out` (errors writing `out` are the
+        store's, see `local_error`)."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+            with self.guard("cannot read (download)"):
+                try:
+                    chunk = read(want)
+                except OSError as e:
+                    # s3fs and fsspec: the object's ETag changed since it was opened.
+                    if type(e).__name__ == "FileExpired":
+                        raise RemoteIntegrityError(
+                            f"the object {key} of {self.shown} changed while it was read; "
+                            "nothing of it was added"
+                        ) from None
+                    raise
+            if not chunk:
                 return
-            # Never read more than `size` + 1 bytes: a hostile remote may serve a
-            # huge object under a small manifest entry.
-            if size is not None and size <= SMALL_OBJECT:
-                data = self.fs.cat_file(self.path(key), start=0, end=size + 1)
-                with open(local_path, "xb") as f:
-                    f.write(data)
-                return
-            if size is not None:
-                actual = self.size(key)
-                if actual is None:
-                    raise FileNotFoundError(key)
-                if actual != size:
-                    with open(local_path, "xb"):
-                        pass  # the caller sees the wrong size and refuses the blob
-                    return
-            self.fs.get_file(self.path(key), local_path)
+            chunk = chunk[:want]
+            self._write_local(out, chunk, local_path)
+            if remaining is not None:
+                remaining -= len(chunk)
+
+    @staticmethod
+    def _write_local(out: BinaryIO, data: bytes, local_path: str) -> None:
+        try:
+            out.write(data)
+        except OSError as e:
+            raise local_error(e, local_path) from None
 
     def list_sizes(self, key: str) -> dict[str, int]:
         """Name -> size of the objects directly below `key` (one listing)."""
@@ -358,6 +495,7 @@ class Remote:
 
         target = self.path(key)
         tmp = self.path(self._temporary(key))
+        self._sweep(os.path.dirname(target))
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(tmp, "xb") as f:
@@ -366,6 +504,7 @@ class Remote:
                 elif source is not None:
                     with open(source, "rb") as fin:
                         shutil.copyfileobj(fin, f, 1024 * 1024)
+            failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
             os.chmod(tmp, 0o444)
             if exclusive:
                 try:

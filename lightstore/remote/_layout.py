@@ -200,7 +200,8 @@ def local_entries(folder: str) -> list[FileEntry]:
 
 def _bad(where: str, why: str) -> RemoteIntegrityError:
     return RemoteIntegrityError(
-        f"{where}: {why}; the remote is damaged or hostile, nothing was added"
+        f"{where}: {why}; the remote is damaged or hostile, nothing of it was added (a store "
+        "that holds it repairs the remote with `lightstore push --repair`)"
     )
 
 
@@ -267,15 +268,46 @@ def _check_files(raw: Any, where: str) -> list[FileEntry]:
     return out
 
 
-def parse_manifest(data: bytes, rref: RRef, where: str) -> Manifest:
+class _TooManyEntries(Exception):
+    pass
+
+
+def _load_json(data: bytes, max_entries: int | None) -> Any:
+    """`data` parsed, stopping as soon as it holds more than `max_entries` objects that
+    look like entries (so a hostile manifest costs memory in proportion to the limit,
+    not to its size)."""
+    if max_entries is None:
+        return json.loads(data.decode("utf-8"))
+    count = 0
+
+    def counted(obj: dict[str, Any]) -> dict[str, Any]:
+        nonlocal count
+        if "path" in obj and "type" in obj:
+            count += 1
+            if count > max_entries:
+                raise _TooManyEntries
+        return obj
+
+    return json.loads(data.decode("utf-8"), object_hook=counted)
+
+
+def parse_manifest(data: bytes, rref: RRef, where: str, max_entries: int | None = None) -> Manifest:
     """Parse and check a manifest read from a remote for `rref`.
 
     Checks that the config hashes to the DRef, the context fits the config,
     every path stays inside the realization, and that the entries with the
-    context hash to `rref`. Raises RemoteIntegrityError otherwise.
+    context hash to `rref`. Raises RemoteIntegrityError otherwise, and
+    ArchiveError, while parsing, for a manifest listing more than
+    `max_entries` entries (None: no limit).
     """
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = _load_json(data, max_entries)
+    except _TooManyEntries:
+        raise ArchiveError(
+            f"{where}: the manifest of {rref} lists more than {max_entries} files, folders and "
+            "links (what max_members leaves); refused before reading it whole (raise "
+            "max_members to allow it)"
+        ) from None
     except (UnicodeError, ValueError, RecursionError) as e:
         raise _bad(where, f"the manifest of {rref} is not JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:

@@ -140,49 +140,95 @@ def generate_signing_key(name: str) -> SigningKey:
     return SigningKey(check_keyname(name), seed)
 
 
-_BASE64_KEY = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+#: A key file is one line; anything much larger is not one (and is not read whole).
+_MAX_KEY_FILE = 64 * 1024
+#: What the key part of a public key pasted where a secret key goes looks like.
+_PUBLIC_KEY_PART = re.compile(r"[A-Za-z0-9+/_-]{40,}={0,2}")
 
 
-def _looks_like_key(text: str) -> bool:
-    """Whether `text` may be key material rather than a file name (so it is not quoted)."""
-    return _BASE64_KEY.fullmatch(text.rsplit(":", 1)[-1]) is not None
+def _parse_secret(text: str, where: str) -> SigningKey:
+    """``ed25519-secret:<name>:<base64>`` as a SigningKey; no message quotes any of it."""
+    if not text.startswith(_SECRET_PREFIX) or text.count(":") != 2:
+        hint = ""
+        if _SECRET_PREFIX.rstrip(":") in text:
+            hint = (
+                " (it holds one with something around it, such as quotes, spaces, a line "
+                "break or a variable name: give the key alone, or better its file)"
+            )
+        raise InvalidKeyError(
+            f"{where} is not a secret key 'ed25519-secret:<name>:<base64>'{hint}; not shown, as "
+            "it may be one (make a key with `lightstore keygen NAME FILE`)"
+        )
+    _, name, b64 = text.split(":")
+    name = _name(name, where)
+    return SigningKey(name, _decode(b64, f"the base64 of {where}"))
+
+
+def _read_key_file(path: str, shown: str | None) -> str:
+    """The text of the key file `path`: UTF-8 (a byte order mark is allowed), stripped.
+
+    `shown` is how errors name the file: None when the caller's text may be a key
+    rather than a file name (then it is never quoted)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_KEY_FILE + 1)
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the text
+        why = getattr(e, "strerror", None) or "not a file name"
+        if shown is not None and os.path.lexists(path):
+            raise InvalidKeyError(f"cannot read the signing key file {shown!r}: {why}") from None
+        raise InvalidKeyError(
+            f"the signing key given is neither a readable key file ({why}) nor a secret key "
+            "'ed25519-secret:<name>:<base64>' (not shown: it may be a key)"
+        ) from None
+    where = f"the signing key file {shown!r}" if shown is not None else "the signing key file"
+    if len(raw) > _MAX_KEY_FILE:
+        raise InvalidKeyError(f"{where} is larger than a key file ({_MAX_KEY_FILE} bytes)")
+    try:
+        return raw.decode("utf-8-sig").strip()
+    except UnicodeError:
+        raise InvalidKeyError(f"{where} is not a text file") from None
 
 
 def load_signing_key(key: Any) -> SigningKey:
-    """A SigningKey from a SigningKey, its secret text, or the path of a file holding it.
+    """A SigningKey from a SigningKey, its secret text, or the path (str or os.PathLike)
+    of a file holding it.
 
-    Raises InvalidKeyError (without quoting the key) if it is malformed or unreadable.
+    Raises InvalidKeyError if it is malformed or unreadable. No message shows key
+    material: a text that names no file may be a key, so it is never quoted (only a
+    file that exists is named).
     """
     if isinstance(key, SigningKey):
         return key
+    if isinstance(key, os.PathLike):
+        path = os.fsdecode(os.fspath(key))
+        return _from_file(path, path if os.path.lexists(path) else None)
     if not isinstance(key, str):
         raise InvalidKeyError(f"a signing key is a key file or its text, got {type(key).__name__}")
     text = key.strip()
-    if not text.startswith(_SECRET_PREFIX):
-        try:
-            with open(os.path.expanduser(text), encoding="ascii") as f:
-                text = f.read().strip()
-        except (OSError, UnicodeError) as e:
-            why = getattr(e, "strerror", None) or "not a text file"
-            if text.count(":") == 1 and _looks_like_key(text):
-                raise InvalidKeyError(
-                    "the signing key given looks like a public key (NAME:KEY, not shown): "
-                    "signing needs the secret key file made by `lightstore keygen`"
-                ) from None
-            if _looks_like_key(text):
-                raise InvalidKeyError(
-                    f"the signing key given is neither a readable key file ({why}) nor a "
-                    "secret key 'ed25519-secret:<name>:<base64>' (not shown: it may be a key)"
-                ) from None
-            raise InvalidKeyError(f"cannot read the signing key file {text!r}: {why}") from None
-    if not text.startswith(_SECRET_PREFIX) or text.count(":") != 2:
+    if text.startswith(_SECRET_PREFIX):
+        return _parse_secret(text, "the signing key given")
+    path = os.path.expanduser(text)
+    if not os.path.lexists(path):
+        if text.count(":") == 1 and _PUBLIC_KEY_PART.fullmatch(text.rsplit(":", 1)[-1]):
+            raise InvalidKeyError(
+                "the signing key given looks like a public key (NAME:KEY, not shown): "
+                "signing needs the secret key file made by `lightstore keygen`"
+            )
+        if _SECRET_PREFIX.rstrip(":") in text:
+            return _parse_secret(text, "the signing key given")  # raises, with a hint
+    # Named only if it exists: a text that names no file may be a key.
+    return _from_file(path, text if os.path.lexists(path) else None)
+
+
+def _from_file(path: str, shown: str | None) -> SigningKey:
+    text = _read_key_file(path, shown)
+    where = f"the signing key file {shown!r}" if shown is not None else "the signing key file"
+    if text.count(":") == 1 and not text.startswith(_SECRET_PREFIX):
         raise InvalidKeyError(
-            "a signing key reads 'ed25519-secret:<name>:<base64>' (make one with "
-            "`lightstore keygen NAME FILE`)"
+            f"{where} holds a public key (NAME:KEY): signing needs the secret key file made "
+            "by `lightstore keygen`"
         )
-    _, name, b64 = text.split(":")
-    name = _name(name, "the signing key")
-    return SigningKey(name, _decode(b64, f"the signing key {name!r}"))
+    return _parse_secret(text, where)
 
 
 def signing_key_for(given: Any) -> SigningKey | None:
@@ -222,7 +268,7 @@ def parse_public_key(text: str, where: str = "a trusted public key") -> tuple[st
         )
     name, b64 = text.split(":")
     name = _name(name, where)
-    return name, _decode(b64, f"{where} ({name})")
+    return name, _decode(b64, where)
 
 
 class TrustedKeys:

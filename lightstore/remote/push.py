@@ -12,13 +12,17 @@ for older readers). A blob that is skipped is hashed on the remote too
 when that is cheap (a local remote), or with `repair=True`: a damaged one is
 uploaded again. A realization whose manifest is already there is skipped,
 apart from signing it, unless `repair=True` (then its blobs are checked as
-well). Every write is idempotent and write-once objects are never replaced
-(damaged blobs excepted), so pushes from many machines can overlap and a killed push is
+well, and its manifest and derivation records are written again if they do
+not verify). Signatures are per key name: one under the key's name that the
+key did not make (a rotated key, junk) is replaced. Every write is
+idempotent and write-once objects are never replaced (damaged ones
+excepted), so pushes from many machines can overlap and a killed push is
 finished by running it again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -28,7 +32,7 @@ from typing import Any
 from lightstore.exchange._ingest import closure_of, topological_rrefs
 from lightstore.exchange._tree import check_links
 from lightstore.foundation.config import canonical_json, mkconfig
-from lightstore.foundation.errors import IntegrityError, RemoteError
+from lightstore.foundation.errors import IntegrityError, RemoteError, RemoteIntegrityError
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
 from lightstore.foundation.refs import DRef, RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
@@ -40,20 +44,23 @@ from lightstore.remote._layout import (
     FileEntry,
     Manifest,
     blob_key,
+    config_bytes_match,
     derivation_key,
     entries_digest,
     index_key,
     local_entries,
     manifest_key,
+    parse_manifest,
     signature_folder,
     signed_manifest_key,
 )
-from lightstore.remote._sign import SigningKey, signing_key_for
+from lightstore.remote._sign import SigningKey, TrustedKeys, signing_key_for
 from lightstore.store import LocalStore
 
 #: ``progress(done_bytes, total_bytes)`` while transferring.
 Progress = Callable[[int, int], None]
 DEFAULT_JOBS = 8
+log = logging.getLogger("lightstore")
 
 
 @dataclass
@@ -65,6 +72,8 @@ class PushReport:
     blobs_uploaded: int = 0
     bytes_uploaded: int = 0
     blobs_repaired: int = 0  # damaged blobs of the remote found and uploaded again
+    records_repaired: int = 0  # damaged manifests and derivation records written again
+    signatures_replaced: int = 0  # signatures under the key's name that it did not make
 
 
 def open_remote(remote: Any, storage_options: Mapping[str, Any] | None = None) -> Remote:
@@ -210,7 +219,10 @@ class _Uploader:
         intact: set[str] = set()
 
         def hashed(d: str) -> str | None:
-            return d if self.remote.digest(blob_key(d)) == d else None
+            try:
+                return d if self.remote.digest(blob_key(d)) == d else None
+            except RemoteIntegrityError:  # not a regular file: replaced like a damaged one
+                return None
 
         self._run(hashed, [(d,) for d in sorted(found)], lambda d: intact.add(d) if d else None)
         self.blobs_repaired += len(found) - len(intact)
@@ -278,10 +290,13 @@ def push(
 
     `signing_key` (a SigningKey, its secret text or a key file; default
     ``$LIGHTSTORE_SIGNING_KEY``, False for none) signs every realization of
-    the closure, including the ones already on the remote. Blobs the remote
-    already holds are hashed there when the remote is local; `repair` hashes
-    them on any remote (a download each) and checks the realizations already
-    on the remote too: damaged blobs are uploaded again. Returns a PushReport.
+    the closure, including the ones already on the remote; a signature under
+    the key's name that the key did not make is replaced (with a warning),
+    one it made stays. Blobs the remote already holds are hashed there when
+    the remote is local; `repair` hashes them on any remote (a download each)
+    and checks the realizations already on the remote too: damaged blobs are
+    uploaded again, and manifests and derivation records that do not verify
+    are written again. Returns a PushReport.
 
     Raises UnknownReferenceError for a reference the store does not hold,
     ArchiveError, before anything is uploaded, for a realization no pull
@@ -292,6 +307,7 @@ def push(
     remote = open_remote(url, storage_options)
     key = signing_key_for(signing_key)
     roots = resolve_local_refs(store, refs)
+    where = f"push to {remote.shown}"
     with store.realizing():  # gc keeps what is being read
         closure, drefs = closure_of(store, roots)
         contexts = {r: store.context(r) for r in closure}
@@ -299,24 +315,29 @@ def push(
             {r: [x for v in contexts[r].values() for x in v] for r in closure}
         )
         present = {r for r in order if remote.exists(manifest_key(r))}
+        # With `repair`, a manifest that does not verify is written again.
+        damaged = {r for r in present if repair and not _manifest_intact(remote, r, where)}
         todo = [r for r in order if repair or r not in present]
         unsigned: set[RRef] = set()
+        forged: set[RRef] = set()
         if key is not None:
-            unsigned = {r for r in order if not remote.exists(signed_manifest_key(r, key.name))}
+            unsigned, forged = _signatures_to_write(remote, key, order)
         for r in order:
             if r in unsigned or r in todo:
                 _check_pushable(store, r)
         ensure_marker(remote, create=True)
+        report = PushReport(closure, [])
         for d in drefs:
             dkey = derivation_key(d)
+            data = canonical_json(store.config(d)).encode("utf-8")
             if not remote.exists(dkey):
-                remote.write_bytes(
-                    dkey, canonical_json(store.config(d)).encode("utf-8"), exclusive=True
-                )
+                remote.write_bytes(dkey, data, exclusive=True)
+            elif repair and not _derivation_intact(remote, d):
+                remote.write_bytes(dkey, data)
+                report.records_repaired += 1
         total = sum(
             int((store.catalogue.realization_record(r) or {}).get("size") or 0) for r in todo
         )  # an upper bound: blobs the remote has are not sent
-        report = PushReport(closure, [])
         uploader = _Uploader(remote, jobs, progress, total, verify=repair or remote.local)
         try:
             for r in order:
@@ -324,8 +345,12 @@ def push(
                 ctx_hash = context_hash(ctx)
                 manifest = None
                 if r not in present or repair:
-                    written, manifest = _push_one(store, remote, uploader, r, ctx, ctx_hash)
-                    if written:
+                    written, manifest = _push_one(
+                        store, remote, uploader, r, ctx, ctx_hash, replace=r in damaged
+                    )
+                    if written and r in damaged:
+                        report.records_repaired += 1
+                    elif written:
                         report.uploaded.append(r)
                 # Markers and signatures after the manifest, and re-written if a
                 # killed push wrote the manifest but not them.
@@ -333,17 +358,96 @@ def push(
                     remote.write_bytes(index_key(r, ctx_hash), b"", exclusive=True)
                     failpoint("push:indexed")
                 if key is not None and r in unsigned:
-                    _sign_one(store, remote, uploader, key, r, ctx, ctx_hash, manifest)
-                if key is not None:
-                    sig_key = f"{signature_folder(r)}/{key.name}"
-                    if not remote.exists(sig_key):  # what older lightstores check
-                        remote.write_bytes(sig_key, key.sign(r).encode("ascii"), exclusive=True)
+                    manifest = (
+                        manifest
+                        or _push_one(store, remote, uploader, r, ctx, ctx_hash, write=False)[1]
+                    )
+                    signed = key.sign_manifest(r, manifest)
+                    if r in forged:
+                        remote.write_bytes(signed_manifest_key(r, key.name), signed)
+                    else:
+                        remote.write_bytes(signed_manifest_key(r, key.name), signed, exclusive=True)
+                if key is not None and _sign_rref(remote, key, r):
+                    forged.add(r)
         finally:
             uploader.close()
+        if key is not None and forged:
+            report.signatures_replaced = len(forged)
+            log.warning(
+                "%s: replaced the signatures under the key name %s of %d realization(s), which "
+                "this key did not make (a rotated key, junk, or another signer using the same "
+                "name: give each signer its own key name)",
+                where,
+                key.name,
+                len(forged),
+            )
         report.blobs_uploaded = uploader.blobs_uploaded
         report.bytes_uploaded = uploader.bytes_uploaded
         report.blobs_repaired = uploader.blobs_repaired
         return report
+
+
+def _manifest_intact(remote: Remote, rref: RRef, where: str) -> bool:
+    """Whether the remote's manifest of `rref` verifies (it may be another store's)."""
+    try:
+        data = remote.read(manifest_key(rref))
+        if data is None:
+            return True  # removed meanwhile: written as new
+        parse_manifest(data, rref, where)
+    except RemoteIntegrityError:
+        return False
+    return True
+
+
+def _derivation_intact(remote: Remote, dref: DRef) -> bool:
+    """Whether the remote's record of `dref` is its canonical config (what pulls check)."""
+    try:
+        data = remote.read(derivation_key(dref))
+    except RemoteIntegrityError:
+        return False
+    return data is None or config_bytes_match(dref, data)
+
+
+def _signatures_to_write(
+    remote: Remote, key: SigningKey, order: list[RRef]
+) -> tuple[set[RRef], set[RRef]]:
+    """The realizations `key` must sign (no signed manifest under its name that verifies
+    with it), and among them those where another key's (or junk) is in the way.
+
+    Signatures are per key name: one under this name that this key made stays (it may
+    vouch for another store's build times); anything else there is replaced, else
+    every pull that trusts this key would find it forged."""
+    mine = TrustedKeys([key.public])
+    unsigned: set[RRef] = set()
+    forged: set[RRef] = set()
+    for r in order:
+        try:
+            data = remote.read(signed_manifest_key(r, key.name))
+        except RemoteIntegrityError:  # not a file, or far too large
+            data = b""
+        if data is None:
+            unsigned.add(r)
+        elif mine.signed_manifest(r, key.name, data) is None:
+            unsigned.add(r)
+            forged.add(r)
+    return unsigned, forged
+
+
+def _sign_rref(remote: Remote, key: SigningKey, rref: RRef) -> bool:
+    """Write `key`'s signature of `rref` alone (what older lightstores check) unless one
+    by `key` is there; whether it replaced one that `key` did not make."""
+    sig_key = f"{signature_folder(rref)}/{key.name}"
+    try:
+        old = remote.read(sig_key, limit=4096)
+    except RemoteIntegrityError:  # not a file, or far too large
+        old = b""
+    if old is None:
+        remote.write_bytes(sig_key, key.sign(rref).encode("ascii"), exclusive=True)
+        return False
+    if TrustedKeys([key.public]).valid(rref, key.name, old):
+        return False
+    remote.write_bytes(sig_key, key.sign(rref).encode("ascii"))
+    return True
 
 
 #: What to do about a name a remote cannot hold.
@@ -369,25 +473,6 @@ def _check_pushable(store: LocalStore, rref: RRef) -> None:
         raise _damaged(rref, e) from None
 
 
-def _sign_one(
-    store: LocalStore,
-    remote: Remote,
-    uploader: _Uploader,
-    key: SigningKey,
-    rref: RRef,
-    ctx: dict[str, list[str]],
-    ctx_hash: str,
-    manifest: bytes | None,
-) -> None:
-    """Write `key`'s signed manifest of `rref`: this store's manifest (`manifest`, or
-    made now), so another pusher's build times and metrics are never vouched for."""
-    if manifest is None:
-        manifest = _push_one(store, remote, uploader, rref, ctx, ctx_hash, write=False)[1]
-    remote.write_bytes(
-        signed_manifest_key(rref, key.name), key.sign_manifest(rref, manifest), exclusive=True
-    )
-
-
 def _push_one(
     store: LocalStore,
     remote: Remote,
@@ -396,9 +481,10 @@ def _push_one(
     ctx: dict[str, list[str]],
     ctx_hash: str,
     write: bool = True,
+    replace: bool = False,
 ) -> tuple[bool, bytes]:
-    """Upload the blobs of `rref`, then (if `write`) its manifest; whether this push
-    wrote the manifest, and the manifest."""
+    """Upload the blobs of `rref`, then (if `write`) its manifest (over a damaged one if
+    `replace`); whether this push wrote the manifest, and the manifest."""
     folder = store.rref_path(rref)
     try:
         entries = uploader.entries(folder)
@@ -423,6 +509,6 @@ def _push_one(
     data = manifest.to_bytes()
     if not write:
         return False, data
-    written = remote.write_bytes(manifest_key(rref), data, exclusive=True)
+    written = remote.write_bytes(manifest_key(rref), data, exclusive=not replace)
     failpoint("push:manifest")
     return written, data

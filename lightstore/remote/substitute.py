@@ -132,11 +132,11 @@ def substitute(
     One listing of each remote's index for (derivation, context); the
     dependencies named by the context are already local. `trusted_keys`: as
     for `pull` (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's file).
-    Returns the RRefs added. A realization whose manifest or signature does
-    not verify is left out with a warning (its siblings are still taken);
-    remotes that fail (unreachable, a file that does not verify, or more than
-    `max_bytes` / `max_members`, as for `pull`) are skipped with a warning,
-    logged without credentials. `held_lock`: the caller holds the build lock
+    Returns the RRefs added. A realization whose manifest, signature or files
+    do not verify, or that does not fit `max_bytes` / `max_members` (as for
+    `pull`), is left out with a warning (its siblings are still taken);
+    remotes that fail otherwise are skipped with a warning, logged without
+    credentials (only an unreachable one, a RemoteError, is not asked again). `held_lock`: the caller holds the build lock
     of (dref, context). Raises InvalidKeyError if a trusted key is malformed.
     """
     trusted = trusted_keys_for(store.root, trusted_keys)
