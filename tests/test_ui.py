@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -50,13 +51,26 @@ class Server:
             text=True,
             env=env,
         )
+        # stderr is read all along: a server whose pipe filled up would stop answering.
+        self._stderr: list[str] = []
+        self._drain = threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr))
+        self._drain.start()
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))
+
+        def read_stdout() -> None:  # the first line, then the rest is drained for the same reason
+            line.append(self.proc.stdout.readline())
+            for _ in self.proc.stdout:
+                pass
+
+        reader = threading.Thread(target=read_stdout, daemon=True)
         reader.start()
-        reader.join(60)
+        for _ in range(600):
+            if line or not reader.is_alive():
+                break
+            time.sleep(0.1)
         if not line or "http://" not in line[0]:
-            self.stop()
-            raise RuntimeError(f"lightstore ui did not start: {line} {self.proc.stderr.read()}")
+            errors = self.stop()
+            raise RuntimeError(f"lightstore ui did not start: {line} {errors}")
         self.url = line[0].split(" at ", 1)[1].split()[0].rstrip("/")
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname, parts.port
@@ -79,11 +93,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-        errors = self.proc.stderr.read() if self.proc.stderr else ""
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
-        return errors
+        self._drain.join(10)
+        return "".join(self._stderr)
 
 
 @pytest.fixture(scope="module")
