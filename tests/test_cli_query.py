@@ -10,6 +10,7 @@ import os
 import sqlite3
 import time
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -102,7 +103,7 @@ def test_json_path_and_conditions():
         with pytest.raises(QueryError):
             json_path(bad)
     c = parse_condition(" lr <= 1e-3 ")
-    assert (c.field, c.op, c.value) == ("lr", "<=", 1e-3)
+    assert (c.field, c.op, c.value) == ("lr", "<=", Decimal("0.001"))
     assert parse_condition("opt=adam").value == "adam"
     assert parse_condition('opt="adam"').value == "adam"
     assert parse_condition("flag==true").op == "="
@@ -130,14 +131,20 @@ _OPS = {
 }
 
 
+def _as_written(x):
+    """A number as its JSON text says: a float is the decimal of its shortest text."""
+    return Decimal(repr(x)) if isinstance(x, float) else x
+
+
 def _expected(op: str, x, v) -> bool:
-    """What a numeric condition means: numbers by value, exactly (ints of any size); true and
-    false as 1 and 0; text above every number (SQLite's order); a missing field never."""
+    """What a numeric condition means: numbers by value as written, exactly (ints of any
+    size, decimals digit by digit); true and false as 1 and 0; text above every number
+    (SQLite's order); a missing field never."""
     if x is None:
         return False
     if isinstance(x, str):
         return op in (">", ">=", "!=")
-    return _OPS[op](int(x) if isinstance(x, bool) else x, v)
+    return _OPS[op](int(x) if isinstance(x, bool) else _as_written(x), _as_written(v))
 
 
 @given(
@@ -154,10 +161,50 @@ def test_numeric_conditions_compare_exactly_whatever_the_size(values, op, value)
         [(i, json.dumps({} if x is None else {"n": x})) for i, x in enumerate(values)],
     )
     condition = parse_condition(f"n{op}{json.dumps(value)}")
-    assert condition.value == value
+    assert condition.value == _as_written(value)
     term, params = condition.sql()
     found = {i for (i,) in conn.execute(f"SELECT i FROM d WHERE {term}", params)}
     assert found == {i for i, x in enumerate(values) if _expected(op, x, value)}
+
+
+_DECIMALS = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.sampled_from(
+        [
+            Decimal("18446744073709551617.0"),  # REAL: 2**64
+            Decimal("1e-400"),  # REAL: 0.0
+            Decimal("1e400"),  # REAL: infinity
+            Decimal("0.1000000000000000001"),  # REAL: 0.1
+            Decimal("1152921504606846977"),  # between 2**60 and the text of float(2**60)
+        ]
+    ),
+)
+
+
+@given(
+    st.lists(st.one_of(_NUMBERS, st.booleans(), st.just("text"), st.none()), max_size=8),
+    st.sampled_from(sorted(_OPS)),
+    _DECIMALS,
+)
+def test_conditions_compare_the_digits_written(values, op, value):
+    """A condition's number is the one its digits say, never the nearest float: so
+    n=18446744073709551617.0 is not 2**64, and seed=1e-400 is not 0."""
+    conn = sqlite3.connect(":memory:")
+    register_functions(conn)
+    conn.execute("CREATE TABLE d (i INTEGER, config TEXT)")
+    conn.executemany(
+        "INSERT INTO d VALUES (?, ?)",
+        [(i, json.dumps({} if x is None else {"n": x})) for i, x in enumerate(values)],
+    )
+    term, params = parse_condition(f"n{op}{value}").sql()
+    found = {i for (i,) in conn.execute(f"SELECT i FROM d WHERE {term}", params)}
+    assert found == {i for i, x in enumerate(values) if _expected(op, x, value)}
+
+
+@pytest.mark.parametrize("text", ["n=Infinity", "n<-Infinity", "n>=NaN", "n=[1e400]"])
+def test_conditions_on_numbers_that_are_not_finite_are_refused(text):
+    with pytest.raises(QueryError, match=r"finite|float range"):
+        parse_condition(text)
 
 
 def test_integers_beyond_64_bits_in_listings_selectors_and_logs(S):
@@ -225,11 +272,11 @@ def test_parse_time_ages_property(amount, unit):
 )
 def test_conditions_round_trip_property(field, op, value):
     c = parse_condition(f"{field}{op}{json.dumps(value)}")
-    assert (c.field, c.op, c.value) == (field, op, value)
+    assert (c.field, c.op, c.value) == (field, op, _as_written(value))
     sql, params = c.sql()
-    row = sqlite3.connect(":memory:").execute(
-        f"SELECT {sql.replace('config', '?', 1)}", [json.dumps({}), *params]
-    )
+    conn = sqlite3.connect(":memory:")
+    register_functions(conn)
+    row = conn.execute(f"SELECT {sql} FROM (SELECT ? AS config)", [*params, json.dumps({})])
     assert row.fetchone() is not None
 
 
@@ -373,7 +420,7 @@ def test_open_view_is_read_only(store, pipeline, tmp_path):  # noqa: F811
     with pytest.raises(QueryError, match="not allowed"):
         run_sql(view.catalogue, f"ATTACH '{tmp_path}/x.db' AS x")
     assert not os.path.exists(tmp_path / "x.db")
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(sqlite3.DatabaseError):
         view.catalogue.conn.execute(
             "INSERT INTO pins (name, dref, created) VALUES ('x', ?, 0)",
             (pipeline.dref(pipeline.data),),

@@ -30,7 +30,7 @@ from lightstore import (
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.facade import Store
-from lightstore.query import QueryError, open_view, run_sql, sqlguard
+from lightstore.query import QueryError, history, open_view, run_sql, sqlguard
 from lightstore.query.sqlguard import MAX_LENGTH
 
 needs_datasette = pytest.mark.skipif(
@@ -249,3 +249,90 @@ def test_the_browser_reads_the_store_at_a_path_that_needs_quoting(tmp_path):
         realize1(instantiate(_stage("target"), S=store.settings))
         [(status, body)] = browser_sql(store.root, "SELECT name FROM derivations")
         assert status == 200 and body["rows"] == [{"name": "target"}], (name, body)
+
+
+# -- reading only, whatever the catalogue given --------------------------------------------------
+
+
+def _dump(root: str) -> list[str]:
+    """Everything in the catalogue file, schema and rows."""
+    conn = sqlite3.connect(os.path.join(root, "catalogue.sqlite"))
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+#: Statements that would make something, if only a temporary object of the connection.
+MAKES_SOMETHING = [
+    "CREATE TEMP TABLE t AS SELECT * FROM derivations",
+    "CREATE TEMP VIEW v AS SELECT 1",
+    "CREATE TEMP TRIGGER tr AFTER INSERT ON realizations BEGIN SELECT 1; END",
+    "CREATE TABLE zz (a)",
+    "DELETE FROM pins",
+    "UPDATE realizations SET size = 0",
+    "BEGIN",
+    "SAVEPOINT s",
+    "ANALYZE",
+    "PRAGMA foreign_keys = OFF",
+]
+
+
+@pytest.mark.parametrize("query", MAKES_SOMETHING)
+def test_sql_makes_nothing_not_even_temporary_objects(root, query):
+    before = _dump(root)
+    result = fails(EXIT_BAD_INPUT, root, "sql", query)
+    assert result.stderr.startswith("Error: refused:"), result.stderr
+    assert _dump(root) == before
+
+
+@pytest.mark.parametrize("query", MAKES_SOMETHING)
+def test_run_sql_on_a_writable_catalogue_reads_only(root, query):
+    store = Store.open(root)
+    before = _dump(root)
+    with pytest.raises(QueryError, match="refused"):
+        run_sql(store.catalogue, query)
+    assert _dump(root) == before
+    # Nothing was left on the store's own connection either (a temporary trigger on
+    # realizations would run inside lightstore's writes).
+    assert store.catalogue.conn.execute("SELECT * FROM sqlite_temp_master").fetchall() == []
+    assert not store.catalogue.conn.in_transaction
+    assert store.catalogue.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def test_history_where_on_a_writable_store_is_under_the_same_rules(root):
+    store = Store.open(root)
+    with pytest.raises(QueryError, match="fts3_tokenizer"):
+        history(store, where="hex(fts3_tokenizer('simple')) != ''")
+    with pytest.raises(QueryError, match="load_extension"):
+        history(store, where="load_extension('/tmp/nothing.so') IS NULL")
+    assert len(history(store, where="name = 'train'")) == 3
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "1) UNION ALL SELECT 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 /*",
+        "1) UNION ALL SELECT 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 --",
+        "name = 'a' /* not closed",
+        "name = 'a",
+        'name = "a',
+        "name = [a",
+        "(1",
+        "1; DELETE FROM pins",
+    ],
+)
+def test_a_where_condition_must_be_one_expression(root, where):
+    result = fails(EXIT_BAD_INPUT, root, "history", "-w", where)
+    assert "invalid SQL condition" in result.stderr, result.stderr
+    with pytest.raises(QueryError, match="one expression"):
+        history(Store.open(root), where=where)
+
+
+def test_where_conditions_that_are_one_expression_still_work(root):
+    for where in (
+        "name = 'train' -- a comment at the end",
+        "name IN (SELECT name FROM derivations WHERE name = 'train') /* (a comment) */",
+        "name = 'tr''ain' OR \"name\" = 'train' OR [name] = ')'",
+    ):
+        assert len(history(open_view(root), where=where)) == 3, where

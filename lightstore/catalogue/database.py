@@ -18,6 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -173,12 +174,14 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 
 def _compare_json(pair: Any, op: Any, value: Any) -> int | None:
     # `pair` is json_extract with the path given twice: JSON text '[x,x]' that keeps x's digits.
+    # Both are read as Decimals, which compare exactly as written (0.1 is not a binary 0.1).
     try:
-        x, v = json.loads(pair)[0], json.loads(value)
+        x = json.loads(pair, parse_float=Decimal, parse_int=Decimal)[0]
+        v = json.loads(value, parse_float=Decimal, parse_int=Decimal)
     except (TypeError, ValueError, IndexError, KeyError, RecursionError):
-        return None  # not JSON, or an integer longer than Python parses
+        return None  # not JSON
     compare = _COMPARISONS.get(op)
-    numbers = (int, float)
+    numbers = (int, float, Decimal)
     if compare is None or isinstance(x, bool) or not isinstance(x, numbers):
         return None
     if isinstance(v, bool) or not isinstance(v, numbers):

@@ -2,9 +2,10 @@
 
 Each function takes a `Store` (or its catalogue) and returns plain rows
 (dicts), so the command line only formats them. Filters are bound
-parameters, except `where`, which is raw SQL over the columns of the
-`history` view: give it only to a read-only catalogue (`open_view`) when the
-text comes from someone else.
+parameters, except `where`, an SQL expression over the columns of the
+`history` view: it must be one expression (`check_expression`), and a query
+with it runs as user SQL does, whatever the catalogue given (read-only,
+under the rules of `lightstore.query.sqlguard`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from lightstore.foundation.errors import InvalidMetricError
 from lightstore.foundation.metrics import check_metric_name
 from lightstore.foundation.times import TimeLike, parse_optional_time
 from lightstore.query.errors import QueryError
-from lightstore.query.filters import ConfigCondition, json_path, name_condition, parse_condition
-from lightstore.query.readonly import WHERE_TIMEOUT_S, run_sql
+from lightstore.query.filters import (
+    ConfigCondition,
+    json_path,
+    name_condition,
+    parse_condition,
+    utf8_text,
+)
+from lightstore.query.readonly import WHERE_TIMEOUT_S, query_rows
 from lightstore.query.rows import Rows
+from lightstore.query.sqlguard import check_expression
 from lightstore.store.view import StoreView
 
 #: Columns of a history row, before the chosen config fields.
@@ -119,10 +127,14 @@ def _unique_keys(names: Sequence[str], taken: Iterable[str], prefix: str) -> lis
 
 
 def _rows(
-    catalogue: Catalogue, sql: str, params: Sequence[Any], timeout: float | None = None
+    catalogue: Catalogue,
+    sql: str,
+    params: Sequence[Any],
+    timeout: float | None = None,
+    where: bool = False,
 ) -> Rows:
-    # run_sql turns SQLite's complaints about a user's `where` into QueryError.
-    names, rows = run_sql(catalogue, sql, params, timeout)
+    # query_rows turns SQLite's complaints about a user's `where` into QueryError.
+    names, rows = query_rows(catalogue, sql, params, timeout, user_sql=where)
     return Rows((dict(zip(names, row, strict=True)) for row in rows), names)
 
 
@@ -232,6 +244,7 @@ def history(
         name_column = "+name"  # unary + keeps SQLite off the name index
     _filters(w, name, config, t0, t1, "stopped", name_column=name_column)
     if where:
+        check_expression(utf8_text(where, "the condition"))
         w.add(f"({where}\n)")  # the newline ends a trailing -- comment
     source = "history" if include_collected else _PRESENT_HISTORY
     sql = f"SELECT {', '.join(select)} FROM {source}{w.sql()}"
@@ -252,7 +265,7 @@ def history(
         sql += " ORDER BY stopped, rref"
     if timeout is None and where:
         timeout = WHERE_TIMEOUT_S
-    rows = _rows(catalogue, sql, params, timeout)
+    rows = _rows(catalogue, sql, params, timeout, where=bool(where))
     if fields:
         _exact_integers(catalogue, rows, fields, keys)
     return rows

@@ -39,7 +39,7 @@ from lightstore.foundation.errors import (
 )
 from lightstore.foundation.refs import DRef, RRef, isdref, isrref
 from lightstore.query.errors import AmbiguousReferenceError
-from lightstore.query.filters import name_condition
+from lightstore.query.filters import condition_json, name_condition
 from lightstore.query.selectors import Selector, is_selector, parse_selector
 from lightstore.store.view import StoreView
 
@@ -332,14 +332,20 @@ def _nothing_matched(store: StoreView, sel: Selector, where: str, params: list[A
         if not store.catalogue.column(
             f"SELECT 1 FROM derivations WHERE {' AND '.join(terms)} LIMIT 1", args
         ):
-            shown = ", ".join(json.dumps(v) for v in values[:10]) + (
+            shown = ", ".join(_abridged(json.dumps(v)) for v in values[:10]) + (
                 ", ..." if len(values) > 10 else ""
             )
+            wanted = _abridged(condition_json(cond.value))
             return (
-                f"no derivation {sel.base!r} has {cond.field} {cond.op} {json.dumps(cond.value)}"
+                f"no derivation {sel.base!r} has {cond.field} {cond.op} {wanted}"
                 f" (values of {cond.field} there: {shown or 'none: the field is missing'})"
             )
     return f"nothing matches {sel}"
+
+
+def _abridged(text: str, most: int = 60) -> str:
+    """`text`, or its start and end around '...' (a number of 4,000 digits, a long string)."""
+    return text if len(text) <= most else f"{text[: most // 2]}...{text[-most // 4 :]}"
 
 
 def _first_of_pair(pair: str) -> Any:
