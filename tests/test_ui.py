@@ -24,7 +24,7 @@ pytest.importorskip("datasette")
 
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import run
+from test_cli import address_space, run
 from ui_store import FAILURE, make_store
 
 from lightstore import fsinit, match_only, mkSS
@@ -41,7 +41,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 class Server:
     """`python -m lightstore ui --port 0` as a child process; its URL is read from its first line."""
 
-    def __init__(self, root: str, *options: str) -> None:
+    def __init__(self, root: str, *options: str, memory: int | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lightstore", "--root", root, "ui", "--port", "0", *options],
@@ -49,6 +49,7 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            preexec_fn=address_space(memory) if memory else None,
         )
         line: list[str] = []
         reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()))
@@ -279,6 +280,28 @@ def test_sql_editor_is_read_only(server, sweep):
     assert json.loads(ok[2])[0]["n"] == 2 * (
         len(sweep["train"]) + 1
     )  # the collected run keeps its metrics
+
+
+def test_a_query_cannot_fill_the_servers_memory(sweep):
+    """Any web page can send these to a server on 127.0.0.1: each is refused with a message,
+    the server's memory bounded (here its address space, so a regression fails, no more)."""
+    many_rows = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) "
+        "SELECT zeroblob(8000000) AS z FROM c"
+    )
+    wide = "SELECT " + ", ".join(f"zeroblob(8000000) AS c{i}" for i in range(150))
+    srv = Server(sweep["root"], memory=2 << 30)
+    try:
+        for sql, message in ((many_rows, "larger than 16 MiB"), (wide, "too many columns")):
+            status, _, body = srv.get("/catalogue.json?sql=" + quote(sql))
+            assert status == 400 and message in body.decode(), (sql[:40], status, body[:300])
+            # Datasette's CSV of a failed query is empty.
+            status, _, body = srv.get("/catalogue.csv?sql=" + quote(sql))
+            assert status in (200, 400) and len(body) < 1000, (sql[:40], status, body[:300])
+        status, _, body = srv.get("/catalogue.json?sql=" + quote("SELECT 1 AS one"))
+        assert status == 200 and json.loads(body)["rows"] == [[1]]
+    finally:
+        srv.stop()
 
 
 # -- the artifact route ---------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import base64
 import csv
 import functools
 import inspect
-import io
 import json
 import math
 import re
@@ -177,24 +176,22 @@ def emit_rows(
     if fmt == "json":
         first = True
         for r in rows:
-            text = json.dumps({c: r.get(c) for c in columns}, indent=2, default=_json_default)
+            text = json_text({c: r.get(c) for c in columns}, indent=2)
             click.echo(("[\n" if first else ",\n") + textwrap.indent(text, "  "), nl=False)
             first = False
         click.echo("[]" if first else "\n]")
     elif fmt == "nl":
         for r in rows:
-            click.echo(json.dumps({c: r.get(c) for c in columns}, default=_json_default))
+            click.echo(json_text({c: r.get(c) for c in columns}))
     elif fmt in ("csv", "tsv"):
-        buf = io.StringIO()
-        writer = csv.writer(buf, dialect="excel-tab" if fmt == "tsv" else "excel")
+        lines = _Lines()
+        writer = csv.writer(lines, dialect="excel-tab" if fmt == "tsv" else "excel")
         writer.writerow(columns)
         for r in rows:
             writer.writerow([_csv_cell(r.get(c)) for c in columns])
-            if buf.tell() > 1 << 16:
-                click.echo(buf.getvalue(), nl=False)
-                buf.seek(0)
-                buf.truncate()
-        click.echo(buf.getvalue(), nl=False)
+            if lines.size > 1 << 16:
+                lines.flush()
+        lines.flush()
     else:
         rows = list(rows)
         display = display or {}
@@ -206,6 +203,24 @@ def emit_rows(
             click.echo(simple_table(names, cells, numeric))
         else:
             click.echo(tabulate(cells, headers=names, tablefmt=fmt, disable_numparse=True))
+
+
+class _Lines:
+    """Where `csv.writer` writes: lines kept as they are, printed together by `flush` (a
+    StringIO would copy a long line into a buffer of four bytes per character)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, line: str) -> None:
+        self.parts.append(line)
+        self.size += len(line)
+
+    def flush(self) -> None:
+        if self.parts:
+            click.echo("".join(self.parts), nl=False)
+        self.parts, self.size = [], 0
 
 
 def _is_numeric(rows: Sequence[Row], column: str) -> bool:
@@ -239,6 +254,26 @@ def simple_table(
     return "\n".join(out)
 
 
+def json_text(value: Any, indent: int | None = None) -> str:
+    """`value` as JSON that every parser reads: BLOBs as ``{"$base64": true, ...}``, and a
+    float that is not finite (SQL's ``9e999``), which JSON cannot hold, as the text
+    ``"Infinity"``, ``"-Infinity"`` or ``"NaN"`` (what ``float()`` reads back)."""
+    try:
+        return json.dumps(value, indent=indent, default=_json_default, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: rare, so looked for only then
+        return json.dumps(_finite(value), indent=indent, default=_json_default)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json_default(value: Any) -> Any:
     # BLOBs, as sqlite-utils writes them.
     if isinstance(value, bytes):
@@ -249,12 +284,14 @@ def _json_default(value: Any) -> Any:
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, bytes):  # a BLOB: its base64, as in JSON's {"$base64": ...}
+        return base64.b64encode(value).decode("ascii")
     return "" if value is None else value
 
 
 def emit_json(value: Any) -> None:
-    """Print one JSON document."""
-    click.echo(json.dumps(value, indent=2, default=_json_default))
+    """Print one JSON document (`json_text`)."""
+    click.echo(json_text(value, indent=2))
 
 
 def stdout_is_terminal() -> bool:

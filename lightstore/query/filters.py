@@ -224,6 +224,43 @@ def parse_condition(text: str) -> ConfigCondition:
     return ConfigCondition(field, _OPERATORS[op], value)
 
 
+#: The SQL function giving numbers a text key that orders exactly, whatever their digits:
+#: ``lightstore_number_key(json_extract(doc, path, path))`` (NULL when not a number).
+NUMBER_KEY_FUNCTION = "lightstore_number_key"
+
+
+def number_key(pair: Any) -> str | None:
+    """A text whose order is that of the number in JSON text `pair` (``'[x,x]'``, which
+    keeps x's digits), exactly; None if x is not a number."""
+    try:
+        x = json.loads(pair, parse_float=Decimal, parse_int=Decimal)[0]
+    except (TypeError, ValueError, IndexError, KeyError, RecursionError):
+        return None
+    if not isinstance(x, Decimal) or not x.is_finite():
+        return None
+    if x.is_zero():
+        return "1"
+    sign, digits, _ = x.as_tuple()
+    text = "".join(map(str, digits)).rstrip("0")
+    exponent = x.adjusted() + _EXPONENT_OFFSET  # the place of the first digit
+    if not sign:  # larger exponent, then larger digits: larger
+        return f"2{exponent:0{_EXPONENT_WIDTH}d}{text}"
+    # Negative: all reversed; '~' (after every digit) makes a shorter run of digits larger.
+    flipped = text.translate(_NINES)
+    return f"0{_EXPONENT_SPAN - exponent:0{_EXPONENT_WIDTH}d}{flipped}~"
+
+
+_EXPONENT_OFFSET = 10**18
+_EXPONENT_SPAN = 10**19 - 1
+_EXPONENT_WIDTH = 19
+_NINES = str.maketrans("0123456789", "9876543210")
+
+
+def register_query_functions(conn: Any) -> None:
+    """Add the query layer's SQL functions (`NUMBER_KEY_FUNCTION`) to a connection."""
+    conn.create_function(NUMBER_KEY_FUNCTION, 1, number_key, deterministic=True)
+
+
 def name_condition(name: str, column: str = "name") -> tuple[str, list[Any]]:
     """Equality on a derivation name, or GLOB when it has wildcards (``train*``).
 

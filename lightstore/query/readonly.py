@@ -24,7 +24,7 @@ from lightstore.catalogue import Catalogue
 from lightstore.catalogue.database import register_functions, sqlite_uri
 from lightstore.foundation.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
-from lightstore.query.filters import utf8_text
+from lightstore.query.filters import register_query_functions, utf8_text
 from lightstore.query.sqlguard import (
     BATCH_BYTES,
     DEADLINE_PASSED,
@@ -34,6 +34,7 @@ from lightstore.query.sqlguard import (
     MAX_LENGTH,
     MAX_PATTERN_LENGTH,
     MAX_RESULT_BYTES,
+    MAX_ROW_BYTES,
     USER_SQL_LIMITS,
     authorize,
     enter_user_sql,
@@ -237,6 +238,7 @@ def _statement(
         if owned:
             catalogue.close()
         raise
+    register_query_functions(conn)
     if user_sql:
         conn.set_authorizer(authorize)  # whatever was done to the connection before
     # The size limits bound what one function call can cost, which the deadline (checked
@@ -271,8 +273,11 @@ def _statement(
             row = cur.fetchone()
             if row is None:
                 break
+            one = row_bytes(row)
+            if one > MAX_ROW_BYTES:
+                raise QueryError(too_big(MAX_ROW_BYTES, "a row"))
             rows.append(row)
-            size += row_bytes(row)
+            size += one
         return rows, size
 
     def batches() -> Generator[tuple[list[tuple[Any, ...]], int], None, None]:

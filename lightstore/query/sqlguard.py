@@ -118,7 +118,7 @@ MAX_LENGTH = 8 * 1024 * 1024
 MAX_PATTERN_LENGTH = 100
 #: The most columns a statement may return: a row holds at most this many values of up to
 #: `MAX_LENGTH` bytes, all in memory at once (the widest view, `runs`, has 19).
-MAX_COLUMNS = 64
+MAX_COLUMNS = 32
 USER_SQL_LIMITS: dict[int, int] = {
     sqlite3.SQLITE_LIMIT_LENGTH: MAX_LENGTH,
     sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: MAX_PATTERN_LENGTH,
@@ -131,6 +131,9 @@ USER_SQL_LIMITS: dict[int, int] = {
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 #: The most bytes of values in one batch of streamed rows (at most 1,000 rows).
 BATCH_BYTES = 4 * 1024 * 1024
+#: A row of more bytes of values is refused as soon as it is read, before it is written
+#: out (which copies it several times: JSON, base64, the terminal's encoding).
+MAX_ROW_BYTES = 64 * 1024 * 1024
 #: What `row_bytes` counts for a value besides its text or bytes.
 _VALUE_OVERHEAD = 16
 
@@ -216,10 +219,10 @@ def row_bytes(row: Any) -> int:
     return size
 
 
-def too_big(limit: int) -> str:
-    """The refusal of a result larger than `limit` bytes."""
+def too_big(limit: int, what: str = "the result") -> str:
+    """The refusal of `what` (a result, a row) larger than `limit` bytes."""
     return (
-        f"refused: the result is larger than {limit // (1024 * 1024)} MiB, more than is "
+        f"refused: {what} is larger than {limit // (1024 * 1024)} MiB, more than is "
         "gathered in memory here; select fewer rows or columns (LIMIT, substr(), length())"
     )
 
@@ -239,7 +242,9 @@ def limit_process_heap(limit: int) -> None:
 class BudgetCursor(sqlite3.Cursor):
     """A cursor that refuses, with sqlite3.OperationalError, to fetch more than
     `BudgetConnection.result_bytes` bytes of values (`row_bytes`) for one statement, or
-    a statement that runs out of memory (instead of Python's MemoryError)."""
+    a statement that runs out of memory (instead of Python's MemoryError). For Datasette,
+    which gathers the rows of a query (at most its ``max_returned_rows``), then renders
+    them."""
 
     _spent = 0
 

@@ -23,10 +23,20 @@ from typing import Any
 
 from lightstore.catalogue.database import sqlite_uri
 from lightstore.foundation.errors import LightstoreError
+from lightstore.query import sqlguard
 from lightstore.query.readonly import catalogue_path, open_view
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
+#: How long one query of the browser may run (Datasette's sql_time_limit_ms).
+SQL_TIME_LIMIT_MS = 5000
+#: The most rows one query of the browser returns (Datasette's max_returned_rows).
+MAX_RETURNED_ROWS = 1000
+#: The most bytes of values one query of the browser returns (and of a CSV it writes).
+RESULT_BYTES = 16 * 1024 * 1024
+#: The most memory SQLite may take in the browser's process, all queries together: a page
+#: anywhere can send queries to a server on 127.0.0.1.
+HEAP_BYTES = 512 * 1024 * 1024
 #: The name Datasette gives the catalogue (its SQL editor is at /catalogue).
 DATABASE = "catalogue"
 
@@ -67,7 +77,9 @@ def make_datasette(root: str) -> Any:
         settings={
             "allow_download": False,  # a copy of a live WAL database would be inconsistent
             "default_page_size": 100,
-            "sql_time_limit_ms": 5000,
+            "sql_time_limit_ms": SQL_TIME_LIMIT_MS,
+            "max_returned_rows": MAX_RETURNED_ROWS,
+            "max_csv_mb": RESULT_BYTES // (1024 * 1024),
         },
         metadata={
             "title": f"lightstore: {view.root}",
@@ -81,11 +93,21 @@ def make_datasette(root: str) -> Any:
 
 
 def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection:
-    """Datasette's `Database.connect`, with the file name quoted: Datasette puts it into a
-    ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file."""
-    conn = sqlite3.connect(sqlite_uri(database.path, mode="ro"), uri=True, check_same_thread=False)
+    """Datasette's `Database.connect`, with the file name quoted (Datasette puts it into a
+    ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file), and
+    cursors that refuse a result of more than `RESULT_BYTES` (`sqlguard.BudgetCursor`)."""
+    conn = sqlite3.connect(
+        sqlite_uri(database.path, mode="ro"),
+        uri=True,
+        check_same_thread=False,
+        factory=_BrowserConnection,
+    )
     database._all_file_connections.append(conn)
     return conn
+
+
+class _BrowserConnection(sqlguard.BudgetConnection):
+    result_bytes = RESULT_BYTES
 
 
 def loopback_literal(host: str) -> bool:
@@ -211,6 +233,8 @@ def serve(
     """
     ds = make_datasette(root)
     import uvicorn
+
+    sqlguard.limit_process_heap(HEAP_BYTES)
 
     local = is_loopback(host)
     if not local:
