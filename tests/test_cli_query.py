@@ -33,7 +33,7 @@ from lightstore import (
 )
 from lightstore.catalogue import NewDerivation, NewRealization
 from lightstore.catalogue.database import register_functions
-from lightstore.cli.context import EXIT_NOT_FOUND
+from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import mkdref, mkrref
 from lightstore.query import (
@@ -236,6 +236,112 @@ def test_integers_beyond_64_bits_in_listings_selectors_and_logs(S):
     for build in (str(2**64), str(-(2**70))):
         assert "no build" in fails(EXIT_NOT_FOUND, root, "log", "--build", build).stderr
     assert history(open_view(root), since=10**30) == []
+
+
+def _strict_json(text: str):
+    """JSON as every parser reads it: no Infinity or NaN."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_numbers_beyond_the_float_range_and_written_exactly(S):
+    def stage(config, r):
+        def real(b):
+            with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+                f.write(json.dumps(config))
+
+        return mkdrv(
+            {"name": "exact", **config, "out": [selfref, "out.txt"]},
+            match_only(),
+            build_wrapper(real),
+            r,
+        )
+
+    configs = {
+        "2**64": {"n": 2**64, "seed": 0.0},
+        "2**64+1": {"n": 2**64 + 1, "seed": 1e-300},
+        "10**400": {"n": 10**400, "seed": 0.5},
+        "10**3999": {"n": 10**3999, "seed": -0.5},
+        "-10**3999": {"n": -(10**3999), "seed": 2.0},
+    }
+    runs = {k: realize1(instantiate(stage, c, S=S)) for k, c in configs.items()}
+    root = S.root
+
+    def ls(*args: str) -> set[str]:
+        return set(ok(root, "ls", "-q", *args).split())
+
+    def dref(k: str) -> str:
+        return rref2dref(runs[k])
+
+    # Integers beyond the float range in conditions (were OverflowError).
+    assert ls("-c", f"n={10**400}") == {dref("10**400")}
+    assert ls("-c", f"n>{10**400}") == {dref("10**3999")}
+    rows = json.loads(ok(root, "history", "-c", f"n<{10**400}", "--json"))
+    assert {r["rref"] for r in rows} == {runs[k] for k in ("2**64", "2**64+1", "-10**3999")}
+    assert ok(root, "show", f"exact@n={10**400}@latest").splitlines()[0] == runs["10**400"]
+    # Decimals as written, never the nearest float.
+    assert ls("-c", "n=18446744073709551617.0") == {dref("2**64+1")}
+    assert ls("-c", "n=18446744073709551616.0") == {dref("2**64")}
+    assert ls("-c", "n=1e400") == {dref("10**400")}
+    assert ls("-c", "seed=0") == {dref("2**64")}
+    assert ls("-c", "seed>0", "-c", "seed<1e-299") == {dref("2**64+1")}
+    fails(EXIT_NOT_FOUND, root, "show", "exact@seed=1e-400")
+    fails(EXIT_BAD_INPUT, root, "ls", "-c", "n=Infinity")
+    # Listings give the digits, sort exactly, and print valid JSON.
+    text = ok(root, "history", "-n", "exact", "-f", "n", "--sort", "n", "--json")
+    assert [r["n"] for r in _strict_json(text)] == sorted(c["n"] for c in configs.values())
+    text = ok(root, "history", "-n", "exact", "-f", "n", "--sort", "-n", "--limit", "3", "--nl")
+    assert [_strict_json(line)["n"] for line in text.splitlines()] == [
+        10**3999,
+        10**400,
+        2**64 + 1,
+    ]
+    table = ok(root, "history", "-n", "exact", "-f", "n")
+    assert str(10**3999) in table and "inf" not in table
+
+
+def test_sql_json_is_valid_json_for_any_float(pipeline):
+    query = "SELECT 9e999 AS big, -9e999 AS small, 0.5 AS half"
+    expected = {"big": "Infinity", "small": "-Infinity", "half": 0.5}
+    assert _strict_json(ok(pipeline.root, "sql", query, "--json")) == [expected]
+    assert _strict_json(ok(pipeline.root, "sql", query, "--nl")) == expected
+    assert float(expected["big"]) == float("inf")  # read back as it is written
+
+
+def test_sql_keeps_every_column_of_the_same_name(pipeline):
+    query = "SELECT 1 AS a, 2 AS a, 3 AS [a:1], 4 AS b"
+    assert json.loads(ok(pipeline.root, "sql", query, "--json")) == [
+        {"a": 1, "a:2": 2, "a:1": 3, "b": 4}
+    ]
+    assert ok(pipeline.root, "sql", query, "--csv").splitlines() == ["a,a:2,a:1,b", "1,2,3,4"]
+    table = ok(pipeline.root, "sql", query).splitlines()
+    assert table[0].split() == ["a", "a:2", "a:1", "b"] and table[2].split() == ["1", "2", "3", "4"]
+
+
+#: Arguments whose bytes are not UTF-8, as Python gets them from the command line.
+NOT_UTF8 = "\udcff"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "-n", NOT_UTF8],
+        ["ls", "-c", f"n={NOT_UTF8}"],
+        ["du", "-n", NOT_UTF8],
+        ["forget", "-n", NOT_UTF8],
+        ["show", f"train@v={NOT_UTF8}"],
+        ["show", f'train[n="{NOT_UTF8}"]'],
+        ["history", "-w", f"name = '{NOT_UTF8}'"],
+        ["sql", f"SELECT '{NOT_UTF8}'"],
+        ["sql", "SELECT :x", "-p", "x", NOT_UTF8],
+    ],
+)
+def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):
+    result = fails(EXIT_BAD_INPUT, pipeline.root, *args)
+    assert "not UTF-8" in result.stderr, result.stderr
 
 
 def test_parse_time():
