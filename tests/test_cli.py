@@ -409,10 +409,21 @@ def test_show_json_of_a_realization(pipeline):
     )
 
 
-def test_show_no_files_lists_no_files(pipeline):
+def test_show_no_files_lists_no_files(pipeline, monkeypatch):
+    import importlib
+
+    describing = importlib.import_module("lightstore.query.describe")  # the function shadows it
+
+    def no_walk(*_args, **_kw):
+        raise AssertionError("the folder was walked")
+
+    # A folder of a million files took seconds to walk, for nothing.
+    monkeypatch.setattr(describing, "walk_tree", no_walk)
     out = ok(pipeline.root, "show", pipeline.train[0.1], "--no-files")
     assert out.splitlines()[0] == pipeline.train[0.1] and '"lr": 0.1' in out
     assert "files: (" not in out and "logs/loss.txt" not in out
+    info = json.loads(ok(pipeline.root, "show", pipeline.train[0.1], "--no-files", "--json"))
+    assert info["rref"] == pipeline.train[0.1] and "files" not in info
     out = ok(pipeline.root, "show", "data", "--no-files")
     assert "realizations: (1)" in out and pipeline.data in out
 

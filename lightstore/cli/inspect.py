@@ -279,9 +279,7 @@ def show_command(env: Env, ref: str, as_json: bool, no_files: bool) -> None:
       lightstore show train
     """
     view = env.view()
-    info = describe(view, resolve(view, ref))
-    if no_files:
-        info.pop("files", None)
+    info = describe(view, resolve(view, ref), files=not no_files)
     if as_json:
         emit_json(info)
         return

@@ -260,7 +260,7 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
                 rref,
             )
         raise UnknownReferenceError(f"{rref} is not in this store", rref)
-    info = describe(store, rref)
+    info = describe(store, rref, files=False)  # listed below, up to MAX_FILES
     folder = store.rref_path(rref)
     try:
         listed = listing(folder, MAX_FILES)
