@@ -303,7 +303,7 @@ def test_numbers_beyond_the_float_range_and_written_exactly(S):
     assert str(10**3999) in table and "inf" not in table
 
 
-def test_sql_json_is_valid_json_for_any_float(pipeline):
+def test_sql_json_is_valid_json_for_any_float(pipeline):  # noqa: F811
     query = "SELECT 9e999 AS big, -9e999 AS small, 0.5 AS half"
     expected = {"big": "Infinity", "small": "-Infinity", "half": 0.5}
     assert _strict_json(ok(pipeline.root, "sql", query, "--json")) == [expected]
@@ -311,7 +311,7 @@ def test_sql_json_is_valid_json_for_any_float(pipeline):
     assert float(expected["big"]) == float("inf")  # read back as it is written
 
 
-def test_sql_keeps_every_column_of_the_same_name(pipeline):
+def test_sql_keeps_every_column_of_the_same_name(pipeline):  # noqa: F811
     query = "SELECT 1 AS a, 2 AS a, 3 AS [a:1], 4 AS b"
     assert json.loads(ok(pipeline.root, "sql", query, "--json")) == [
         {"a": 1, "a:2": 2, "a:1": 3, "b": 4}
@@ -339,7 +339,7 @@ NOT_UTF8 = "\udcff"
         ["sql", "SELECT :x", "-p", "x", NOT_UTF8],
     ],
 )
-def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):
+def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):  # noqa: F811
     result = fails(EXIT_BAD_INPUT, pipeline.root, *args)
     assert "not UTF-8" in result.stderr, result.stderr
 

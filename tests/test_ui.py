@@ -58,6 +58,7 @@ class Server:
         if not line or "http://" not in line[0]:
             self.stop()
             raise RuntimeError(f"lightstore ui did not start: {line} {self.proc.stderr.read()}")
+        self.first_line = line[0]
         self.url = line[0].split(" at ", 1)[1].split()[0].rstrip("/")
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname, parts.port
@@ -587,3 +588,27 @@ def test_file_names_that_are_not_utf8_or_need_quoting(tmp_path):
 
     got = asyncio.run(fetch())
     assert got == {"caf%FF.txt": (200, b"latin\n"), "a%20b%23c%3F%25.txt": (200, b"quoted\n")}
+
+
+def test_what_ui_prints_is_terminal_safe(tmp_path):
+    """The store's path and the host are printed escaped: the serving line, the exposure
+    warning and the error of a host that cannot be bound."""
+    root = str(tmp_path / "esc\x1b]0;PWN\x07root")
+    fsinit(mkSS(root))
+    srv = Server(root)
+    try:
+        assert "\x1b" not in srv.first_line and "\\x1b]0;PWN\\x07root" in srv.first_line
+        assert srv.get("/")[0] == 200
+    finally:
+        errors = srv.stop()
+    assert "\x1b" not in errors
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "lightstore", "--root", root, "ui", "--host", "\x1b]0;PWN\x07"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "warning: serving on \\x1b]0;PWN\\x07" in done.stderr
+    assert "\x1b" not in done.stderr + done.stdout, done.stderr

@@ -9,8 +9,9 @@ Text for people goes through `terminal_safe` (tables here, every other line
 through `echo`): file names, config values and host names come from
 realizations that may have been pulled from someone else, and a terminal
 acts on the escape sequences they could hold (set the title, write the
-clipboard with OSC 52, move the cursor, hide text). Control characters are
-shown escaped (``\x1b``, ``\n``) instead. JSON (which escapes them
+clipboard with OSC 52, move the cursor, hide text), and invisible characters
+(zero-width spaces, tag characters) can make one text look like another.
+These are shown escaped (``\x1b``, ``\n``, ``\u200b``) instead. JSON (which escapes them
 itself), CSV and TSV stay exact, as do `cat` and a build's log, which print
 bytes as they are.
 """
@@ -26,6 +27,7 @@ import math
 import re
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -43,31 +45,39 @@ FORMATS = ("table", "json", "nl", "csv", "tsv")
 MACHINE_FORMATS = ("json", "nl", "csv", "tsv")
 
 
-# What a terminal may act on: C0 controls (ESC starts CSI and OSC sequences), DEL, C1
-# controls (CSI and OSC in one character), the bidirectional overrides and isolates (text
-# shown in another order), and lone surrogates (bytes of a file name that are not UTF-8).
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+# What a terminal may act on, or hides: every character that is not printable but for
+# spaces, i.e. of the Unicode categories Cc (C0 and C1 controls: ESC starts CSI and OSC
+# sequences, C1 CSI and OSC are one character each; DEL), Cf (formats: the bidirectional
+# overrides and isolates show text in another order; zero-width spaces and joiners, the
+# soft hyphen, the byte order mark and the tag characters of U+E0000 hide text), Zl and Zp
+# (line and paragraph separators, which some terminals break lines on), and Cs (lone
+# surrogates: bytes of a file name that are not UTF-8).
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NOT_ASCII_PRINTABLE = re.compile("[^\x20-\x7e]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _escape(m: re.Match[str]) -> str:
     c = m.group()
-    code = ord(c)
+    if unicodedata.category(c) not in _HIDDEN_CATEGORIES:
+        return c
     if c in _NAMED:
         return _NAMED[c]
+    code = ord(c)
     if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def terminal_safe(text: str) -> str:
-    """`text` with every character a terminal would act on written as an escape
-    (``\x1b``, ``\n``, ``\u202e``; a non-UTF-8 byte of a file name as ``\xff``)."""
+    """`text` with every character a terminal would act on, or that hides text, written as
+    an escape (``\\x1b``, ``\\n``, ``\\u202e``, ``\\u200b``, ``\\U000e0041``; a non-UTF-8
+    byte of a file name as ``\\xff``); other characters, spaces included, are kept."""
     if text.isprintable():  # the common case, checked fast (isprintable is stricter)
         return text
-    return _UNSAFE.sub(_escape, text)
+    return _NOT_ASCII_PRINTABLE.sub(_escape, text)
 
 
 def echo(*lines: str, err: bool = False) -> None:

@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any
 
 from lightstore.catalogue.database import sqlite_uri
+from lightstore.cli.output import terminal_safe
 from lightstore.foundation.errors import LightstoreError
 from lightstore.query import sqlguard
 from lightstore.query.readonly import catalogue_path, open_view
@@ -238,12 +239,13 @@ def serve(
 
     local = is_loopback(host)
     if not local:
-        print(exposure_warning(host, root), file=sys.stderr, flush=True)
+        print(terminal_safe(exposure_warning(host, root)), file=sys.stderr, flush=True)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     url = f"http://{shown}:{actual}/"
-    say(f"Serving {os.path.abspath(root)} read-only at {url}  (Ctrl-C to stop)")
+    # The root and the host are the user's, but may hold what a terminal acts on.
+    say(terminal_safe(f"Serving {os.path.abspath(root)} read-only at {url}  (Ctrl-C to stop)"))
     sys.stdout.flush()
     if open_browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()
