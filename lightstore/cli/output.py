@@ -92,10 +92,15 @@ def echo_text(text: str, err: bool = False) -> None:
 
 
 def human_size(n: int | float | None) -> str:
-    """``1536`` -> ``1.5 KiB``."""
+    """``1536`` -> ``1.5 KiB``; what is not a finite number (an edited catalogue) as ``? (...)``."""
     if n is None:
         return ""
-    size = float(n)
+    try:
+        size = float(n)
+    except (TypeError, ValueError, OverflowError):
+        size = math.nan
+    if isinstance(n, bool) or not math.isfinite(size):
+        return f"? ({n!r})"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"

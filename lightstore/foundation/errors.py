@@ -16,7 +16,7 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     │   ├── StoreReadOnlyError                 the root is not writable
     │   ├── DiskFullError                      the disk holding the store is full (ENOSPC, SQLite 'disk is full')
     │   ├── CatalogueVersionError              the catalogue was written by a newer lightstore
-    │   ├── CatalogueCorruptError              the catalogue file is damaged (see `verify`, `reindex`)
+    │   ├── CatalogueCorruptError              the catalogue file is damaged (`reindex` rebuilds it)
     │   └── CatalogueError                     SQLite failed otherwise; the message says what lightstore was doing
     ├── BuildError                             a realizer raised; the original is `.cause`
     │   └── PromiseError                       a realizer did not create a promised path

@@ -24,10 +24,10 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from lightstore.catalogue.database import translate_error
-from lightstore.foundation.errors import InvalidReferenceError, UsageError
+from lightstore.foundation.errors import CatalogueCorruptError, InvalidReferenceError, UsageError
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.files import remove_tree
 from lightstore.foundation.refs import _DREF_RE, _RREF_RE, DRef, RRef, parse_dref, parse_rref
@@ -245,6 +245,19 @@ def _dense_roots(
     return total > 0 and estimate * 2 >= total
 
 
+def _bytes(conn: sqlite3.Connection, size: Any) -> int:
+    """A sum of recorded sizes as an int; CatalogueCorruptError if a size is not finite (an
+    edited catalogue: 9e999 is infinity to SQLite)."""
+    try:
+        return int(size)
+    except (OverflowError, ValueError, TypeError):
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
+        raise CatalogueCorruptError(
+            f"the catalogue {path} is damaged: the recorded sizes of realizations add up to "
+            f"{size!r}; run `lightstore reindex` to rebuild it from the tree"
+        ) from None
+
+
 def _mark_sparse(
     conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
 ) -> tuple[list[str], list[str], int]:
@@ -262,7 +275,7 @@ def _mark_sparse(
         dead_d = ",".join(d for (d,) in conn.execute(_DEAD_DREF_ROWS, params))
     # References hold no comma (they are checked when recorded). SQLite
     # returns them in order; sorting a sorted list is one linear pass.
-    return _split(dead_d), _split(dead_r), int(size)
+    return _split(dead_d), _split(dead_r), _bytes(conn, size)
 
 
 def _mark_dense(
@@ -304,7 +317,7 @@ def _mark_dense(
             conn.execute("DROP TABLE IF EXISTS temp.gc_cand")
         except sqlite3.OperationalError:  # "table is locked": a statement is still reading
             conn.execute("DELETE FROM temp.gc_cand")
-    return dead_d, dead_r, int(size)
+    return dead_d, dead_r, _bytes(conn, size)
 
 
 def _fill_candidates(conn: sqlite3.Connection, refs: list[str]) -> None:

@@ -144,6 +144,9 @@ def _describe_rref(store: StoreView, rref: RRef, with_files: bool) -> dict[str, 
         build = live_status(build) if build is not None else None
     dref = rref2dref(rref)
     started, stopped = record.get("build_started"), record.get("build_stopped")
+    duration = None
+    if isinstance(started, (int, float)) and isinstance(stopped, (int, float)):
+        duration = stopped - started
     info = {
         "rref": rref,
         "dref": dref,
@@ -153,7 +156,8 @@ def _describe_rref(store: StoreView, rref: RRef, with_files: bool) -> dict[str, 
         "context": {k: list(v) for k, v in context.items()},
         "started": started,
         "stopped": stopped,
-        "duration": None if started is None or stopped is None else stopped - started,
+        # A hand-edited catalogue may hold text there: shown as it is, no duration.
+        "duration": duration,
         "size": record.get("size"),
         "file_count": record.get("file_count"),
         "host": record.get("host"),

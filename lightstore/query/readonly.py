@@ -21,7 +21,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue
-from lightstore.catalogue.database import register_functions, sqlite_uri
+from lightstore.catalogue.database import register_functions, schema_files, sqlite_uri
 from lightstore.foundation.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.query.filters import register_query_functions, utf8_text
@@ -102,7 +102,8 @@ def open_view(root: str) -> StoreView:
     Takes no lock and writes nothing, except that a catalogue still missing a
     migration is first migrated by opening the store normally. Raises
     StoreNotFoundError if `root` holds no store, CatalogueVersionError if the
-    catalogue is newer than this code.
+    catalogue is newer than this code, CatalogueCorruptError if it is not a
+    lightstore catalogue at all (empty, say).
     """
     path = catalogue_path(root)
     if not os.path.isfile(path):
@@ -111,7 +112,21 @@ def open_view(root: str) -> StoreView:
             f"`lightstore --root {os.path.abspath(root)} init`, or pass --root / set $LIGHTSTORE_ROOT"
         )
     catalogue = ReadOnlyCatalogue(path)
-    if catalogue.check_version():
+    try:
+        pending = catalogue.check_version()
+        if pending and len(pending) == len(schema_files()):
+            # Every catalogue has its first migration from `init` on: this one is empty
+            # (0 bytes, say) or not ours. Opening the store would make it an empty
+            # catalogue of a store whose tree holds realizations.
+            raise CatalogueCorruptError(
+                f"the catalogue {path} is damaged: it holds no lightstore tables (it is "
+                f"{os.path.getsize(path)} bytes); run `lightstore reindex` to rebuild it from "
+                "the tree"
+            )
+    except BaseException:
+        catalogue.close()
+        raise
+    if pending:
         catalogue.close()
         LocalStore.open(root)  # applies the pending migrations
         catalogue = ReadOnlyCatalogue(path)
