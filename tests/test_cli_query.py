@@ -7,6 +7,7 @@ import fnmatch
 import json
 import operator
 import os
+import re
 import sqlite3
 import time
 from datetime import datetime
@@ -52,6 +53,7 @@ from lightstore.query import (
     open_view,
     parse_condition,
     parse_time,
+    realizations,
     resolve,
     run_sql,
     tree_lines,
@@ -657,3 +659,59 @@ def test_derivations_without_totals(store, pipeline):  # noqa: F811
     bare = derivations(store, "train", totals=False)
     assert [r["dref"] for r in bare] == [r["dref"] for r in full]
     assert set(bare[0]) == {"dref", "name", "created"}
+
+
+# -- short references ----------------------------------------------------------------------------
+
+
+def _same_output(k, r):
+    """Runs of different derivations with identical outputs: they share the hash <R>."""
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("the same\n")
+
+    return mkdrv({"name": "same", "k": k}, match_only(), build_wrapper(real), r)
+
+
+def _uses_them(r):
+    deps = [_same_output(k, r) for k in range(4)]
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("top\n")
+
+    return mkdrv({"name": "top", "deps": deps}, match_only(), build_wrapper(real), r)
+
+
+def test_short_references_in_tables_and_trees_designate_one_object(S):
+    top = realize1(instantiate(_uses_them, S=S))
+    root = S.root
+    view = open_view(root)
+    runs = list(realizations(view, "same"))
+    assert len({r["rref"].split(":")[1][:8] for r in runs}) == 1  # one <R8> for four runs
+    table = ok(root, "ls", "-r", "-n", "same").splitlines()[2:]
+    shown = [line.split()[0] for line in table]
+    assert len(set(shown)) == 4
+    for short, row in zip(shown, runs, strict=True):
+        assert resolve(view, short) == row["rref"], short
+    tree = ok(root, "deps", "--tree", top)
+    for row in runs:
+        (short,) = [t for t in tree.split() if "-" in t and resolve(view, t) == row["rref"]]
+    dot_text = ok(root, "graph", top)
+    assert all(resolve(view, s) for s in re.findall(r"same\\n([0-9a-f-]+)", dot_text))
+
+
+def test_short_references_tell_prefixes_shared_across_kinds_apart(store):
+    """A derivation's 8 digits shared with another derivation, and with a realization."""
+    from lightstore.query.resolve import short_refs
+
+    drefs = [DRef(mkdref("aaaaaaaa" + tail * 24, "x")) for tail in "01"]
+    store.catalogue.add_derivations([NewDerivation(d, "x", "{}", []) for d in drefs])
+    rref = RRef(mkrref("aaaaaaaa" + "2" * 24, drefs[0].split(":")[1][:32], "x"))
+    store.catalogue.add_realizations(
+        [NewRealization(rref, drefs[0], "{}", "h", [], 1, 1, 1.0, 2.0)], None
+    )
+    shorts = short_refs(store, [*drefs, rref])
+    assert shorts == {drefs[0]: "aaaaaaaa0", drefs[1]: "aaaaaaaa1", rref: "aaaaaaaa-aaaa"}
+    assert all(resolve(store, s) == r for r, s in shorts.items())
