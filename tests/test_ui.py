@@ -29,6 +29,7 @@ from ui_store import FAILURE, make_store
 
 from lightstore import fsinit, match_only, mkSS
 from lightstore.ui import exposure_warning, is_loopback, loopback_literal
+from lightstore.query.graph import flatten as graph_flatten
 from lightstore.ui.data import chart_points, flatten, lineage
 from lightstore.ui.svg import scatter_svg
 
@@ -459,12 +460,14 @@ def test_loopback_is_decided_by_address_not_spelling():
         assert not is_loopback(host) and not loopback_literal(host), host
 
 
-def test_a_loopback_address_in_another_spelling_is_served_locally(sweep):
-    """`--host 127.1` is loopback: no exposure warning, and the Host check stays on."""
-    srv = Server(sweep["root"], "--host", "127.1")
+@pytest.mark.parametrize(("host", "header"), [("127.1", "127.0.0.1"), ("localhost.", "localhost.")])
+def test_a_loopback_address_in_another_spelling_is_served_locally(sweep, host, header):
+    """`--host 127.1` and `localhost.` (with DNS's root) are loopback: no exposure warning,
+    they are bound, and the Host check stays on."""
+    srv = Server(sweep["root"], "--host", host)
     try:
         assert srv.get("/", host="evil.example")[0] == 421
-        assert srv.get("/", host=f"127.0.0.1:{srv.port}")[0] == 200
+        assert srv.get("/", host=f"{header}:{srv.port}")[0] == 200
     finally:
         errors = srv.stop()
     assert "warning" not in errors, errors
@@ -492,6 +495,10 @@ def test_a_missing_store_is_not_found(tmp_path):
 
 def test_flatten_and_lineage_levels(sweep):
     assert flatten({"a": {"b": {"c": 1}}, "d": [1], "e": {}}) == {"a.b.c": 1, "d": [1], "e": {}}
+    # A key with a dot of its own stays apart from the nested key it looks like.
+    both = {"a.b": 1, "a": {"b": 2}, "x": {"y.z": 3}}
+    assert flatten(both) == {'"a.b"': 1, "a.b": 2, 'x."y.z"': 3}
+    assert graph_flatten(both) == flatten(both)
     graph = lineage(sweep["store"], sweep["train"][(0.1, 2)])
     levels = {n["rref"]: n["level"] for n in graph["nodes"]}
     assert sorted(levels.values()) == [-1, 0, 1]

@@ -124,12 +124,15 @@ def label(ref: str, short: str | None = None) -> str:
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """A config as ``{"model.depth": 4, ...}``: nested dicts become dotted keys."""
+    """A config as ``{"model.depth": 4, ...}``: nested dicts become dotted keys (a key with a
+    dot of its own is quoted: ``"model.depth"``)."""
     if not isinstance(config, dict):
         return {prefix: config}
     out: dict[str, Any] = {}
     for key, value in config.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
+        # A key with a dot of its own is quoted, so {"a.b": 1} and {"a": {"b": 2}} differ.
+        part = json.dumps(key) if "." in str(key) or str(key).startswith('"') else str(key)
+        path = f"{prefix}.{part}" if prefix else part
         if isinstance(value, dict) and value:
             out.update(flatten(value, path))
         else:

@@ -202,16 +202,26 @@ def _loopback_host_header(scope: Any) -> bool:
     return loopback_literal(name)
 
 
+def bind_name(host: str) -> str:
+    """The name or address to bind for `host`: without brackets, and without the trailing
+    dot of a fully qualified name (``localhost.``), which the resolver may not take."""
+    name = host.strip().strip("[]")
+    if name.endswith(".") and not name.rstrip(".").replace(".", "").isdigit():
+        name = name.rstrip(".")
+    return name
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port); port 0 picks a free one.
 
     Raises LightstoreError if the address cannot be used.
     """
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    name = bind_name(host)
+    family = socket.AF_INET6 if ":" in name else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
+        sock.bind((name, port))
         sock.listen(128)
     except OSError as e:
         sock.close()
@@ -242,7 +252,8 @@ def serve(
         print(terminal_safe(exposure_warning(host, root)), file=sys.stderr, flush=True)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    name = bind_name(host)
+    shown = f"[{name}]" if ":" in name else name
     url = f"http://{shown}:{actual}/"
     # The root and the host are the user's, but may hold what a terminal acts on.
     say(terminal_safe(f"Serving {os.path.abspath(root)} read-only at {url}  (Ctrl-C to stop)"))
