@@ -28,8 +28,8 @@ from test_cli import address_space, run
 from ui_store import FAILURE, make_store
 
 from lightstore import fsinit, match_only, mkSS
-from lightstore.ui import exposure_warning, is_loopback, loopback_literal
 from lightstore.query.graph import flatten as graph_flatten
+from lightstore.ui import exposure_warning, is_loopback, loopback_literal
 from lightstore.ui.data import chart_points, flatten, lineage
 from lightstore.ui.svg import scatter_svg
 
