@@ -75,10 +75,8 @@ class CliError(click.ClickException):
     def format_message(self) -> str:
         # A line after the first is indented, so that a newline inside a value (a path, a
         # name) cannot start a line that passes for another message ("Error: ...").
-        first, *rest = self.message.split("\n")
-        lines = [terminal_safe(first)]
-        lines += [terminal_safe(ln if ln[:1].isspace() or not ln else "  " + ln) for ln in rest]
-        return "\n".join(lines)
+        first, *rest = (terminal_safe(line) for line in self.message.split("\n"))
+        return "\n".join([first, *(ln if ln[:1] in ("", " ") else "  " + ln for ln in rest)])
 
 
 def exit_code_for(error: LightstoreError) -> int:
