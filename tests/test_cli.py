@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -142,6 +146,60 @@ def fails(code: int, root: str | None, *args: str) -> Result:
     result = run(root, *args)
     assert result.exit_code == code, (result.exit_code, result.output)
     return result
+
+
+def address_space(limit: int):
+    """A `preexec_fn` capping a child's memory (its address space) at `limit` bytes, for
+    tests of what could otherwise fill the machine's memory: there it fails instead."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return cap
+
+
+@dataclass
+class Finished:
+    """How a child process ended: its exit status, stderr, and how many bytes it printed."""
+
+    returncode: int
+    stderr: str
+    printed: int
+
+
+def run_process(root: str, *args: str, memory: int = 2 << 30, timeout: float = 120) -> Finished:
+    """`python -m lightstore --root root args...` as a child process with at most `memory`
+    bytes of address space; its stdout is only counted, so it may print a lot."""
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightstore", "--root", root, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=address_space(memory),
+    )
+    printed = [0]
+
+    def count() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(1 << 20):
+            printed[0] += len(chunk)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        assert proc.stderr is not None
+        stderr = proc.stderr.read().decode("utf-8", "replace")
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        counter.join()
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+    return Finished(proc.returncode, stderr, printed[0])
 
 
 def hexpart(ref: str) -> str:
@@ -351,10 +409,21 @@ def test_show_json_of_a_realization(pipeline):
     )
 
 
-def test_show_no_files_lists_no_files(pipeline):
+def test_show_no_files_lists_no_files(pipeline, monkeypatch):
+    import importlib
+
+    describing = importlib.import_module("lightstore.query.describe")  # the function shadows it
+
+    def no_walk(*_args, **_kw):
+        raise AssertionError("the folder was walked")
+
+    # A folder of a million files took seconds to walk, for nothing.
+    monkeypatch.setattr(describing, "walk_tree", no_walk)
     out = ok(pipeline.root, "show", pipeline.train[0.1], "--no-files")
     assert out.splitlines()[0] == pipeline.train[0.1] and '"lr": 0.1' in out
     assert "files: (" not in out and "logs/loss.txt" not in out
+    info = json.loads(ok(pipeline.root, "show", pipeline.train[0.1], "--no-files", "--json"))
+    assert info["rref"] == pipeline.train[0.1] and "files" not in info
     out = ok(pipeline.root, "show", "data", "--no-files")
     assert "realizations: (1)" in out and pipeline.data in out
 

@@ -7,9 +7,11 @@ import fnmatch
 import json
 import operator
 import os
+import re
 import sqlite3
 import time
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -31,7 +33,7 @@ from lightstore import (
     selfref,
 )
 from lightstore.catalogue import NewDerivation, NewRealization, register_functions
-from lightstore.cli.context import EXIT_NOT_FOUND
+from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import mkdref, mkrref
 from lightstore.query import (
@@ -50,6 +52,7 @@ from lightstore.query import (
     open_view,
     parse_condition,
     parse_time,
+    realizations,
     resolve,
     run_sql,
     tree_lines,
@@ -101,7 +104,7 @@ def test_json_path_and_conditions():
         with pytest.raises(QueryError):
             json_path(bad)
     c = parse_condition(" lr <= 1e-3 ")
-    assert (c.field, c.op, c.value) == ("lr", "<=", 1e-3)
+    assert (c.field, c.op, c.value) == ("lr", "<=", Decimal("0.001"))
     assert parse_condition("opt=adam").value == "adam"
     assert parse_condition('opt="adam"').value == "adam"
     assert parse_condition("flag==true").op == "="
@@ -129,14 +132,20 @@ _OPS = {
 }
 
 
+def _as_written(x):
+    """A number as its JSON text says: a float is the decimal of its shortest text."""
+    return Decimal(repr(x)) if isinstance(x, float) else x
+
+
 def _expected(op: str, x, v) -> bool:
-    """What a numeric condition means: numbers by value, exactly (ints of any size); true and
-    false as 1 and 0; text above every number (SQLite's order); a missing field never."""
+    """What a numeric condition means: numbers by value as written, exactly (ints of any
+    size, decimals digit by digit); true and false as 1 and 0; text above every number
+    (SQLite's order); a missing field never."""
     if x is None:
         return False
     if isinstance(x, str):
         return op in (">", ">=", "!=")
-    return _OPS[op](int(x) if isinstance(x, bool) else x, v)
+    return _OPS[op](int(x) if isinstance(x, bool) else _as_written(x), _as_written(v))
 
 
 @given(
@@ -153,10 +162,50 @@ def test_numeric_conditions_compare_exactly_whatever_the_size(values, op, value)
         [(i, json.dumps({} if x is None else {"n": x})) for i, x in enumerate(values)],
     )
     condition = parse_condition(f"n{op}{json.dumps(value)}")
-    assert condition.value == value
+    assert condition.value == _as_written(value)
     term, params = condition.sql()
     found = {i for (i,) in conn.execute(f"SELECT i FROM d WHERE {term}", params)}
     assert found == {i for i, x in enumerate(values) if _expected(op, x, value)}
+
+
+_DECIMALS = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.sampled_from(
+        [
+            Decimal("18446744073709551617.0"),  # REAL: 2**64
+            Decimal("1e-400"),  # REAL: 0.0
+            Decimal("1e400"),  # REAL: infinity
+            Decimal("0.1000000000000000001"),  # REAL: 0.1
+            Decimal("1152921504606846977"),  # between 2**60 and the text of float(2**60)
+        ]
+    ),
+)
+
+
+@given(
+    st.lists(st.one_of(_NUMBERS, st.booleans(), st.just("text"), st.none()), max_size=8),
+    st.sampled_from(sorted(_OPS)),
+    _DECIMALS,
+)
+def test_conditions_compare_the_digits_written(values, op, value):
+    """A condition's number is the one its digits say, never the nearest float: so
+    n=18446744073709551617.0 is not 2**64, and seed=1e-400 is not 0."""
+    conn = sqlite3.connect(":memory:")
+    register_functions(conn)
+    conn.execute("CREATE TABLE d (i INTEGER, config TEXT)")
+    conn.executemany(
+        "INSERT INTO d VALUES (?, ?)",
+        [(i, json.dumps({} if x is None else {"n": x})) for i, x in enumerate(values)],
+    )
+    term, params = parse_condition(f"n{op}{value}").sql()
+    found = {i for (i,) in conn.execute(f"SELECT i FROM d WHERE {term}", params)}
+    assert found == {i for i, x in enumerate(values) if _expected(op, x, value)}
+
+
+@pytest.mark.parametrize("text", ["n=Infinity", "n<-Infinity", "n>=NaN", "n=[1e400]"])
+def test_conditions_on_numbers_that_are_not_finite_are_refused(text):
+    with pytest.raises(QueryError, match=r"finite|float range"):
+        parse_condition(text)
 
 
 def test_integers_beyond_64_bits_in_listings_selectors_and_logs(S):
@@ -188,6 +237,112 @@ def test_integers_beyond_64_bits_in_listings_selectors_and_logs(S):
     for build in (str(2**64), str(-(2**70))):
         assert "no build" in fails(EXIT_NOT_FOUND, root, "log", "--build", build).stderr
     assert history(open_view(root), since=10**30) == []
+
+
+def _strict_json(text: str):
+    """JSON as every parser reads it: no Infinity or NaN."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_numbers_beyond_the_float_range_and_written_exactly(S):
+    def stage(config, r):
+        def real(b):
+            with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+                f.write(json.dumps(config))
+
+        return mkdrv(
+            {"name": "exact", **config, "out": [selfref, "out.txt"]},
+            match_only(),
+            build_wrapper(real),
+            r,
+        )
+
+    configs = {
+        "2**64": {"n": 2**64, "seed": 0.0},
+        "2**64+1": {"n": 2**64 + 1, "seed": 1e-300},
+        "10**400": {"n": 10**400, "seed": 0.5},
+        "10**3999": {"n": 10**3999, "seed": -0.5},
+        "-10**3999": {"n": -(10**3999), "seed": 2.0},
+    }
+    runs = {k: realize1(instantiate(stage, c, S=S)) for k, c in configs.items()}
+    root = S.root
+
+    def ls(*args: str) -> set[str]:
+        return set(ok(root, "ls", "-q", *args).split())
+
+    def dref(k: str) -> str:
+        return rref2dref(runs[k])
+
+    # Integers beyond the float range in conditions (were OverflowError).
+    assert ls("-c", f"n={10**400}") == {dref("10**400")}
+    assert ls("-c", f"n>{10**400}") == {dref("10**3999")}
+    rows = json.loads(ok(root, "history", "-c", f"n<{10**400}", "--json"))
+    assert {r["rref"] for r in rows} == {runs[k] for k in ("2**64", "2**64+1", "-10**3999")}
+    assert ok(root, "show", f"exact@n={10**400}@latest").splitlines()[0] == runs["10**400"]
+    # Decimals as written, never the nearest float.
+    assert ls("-c", "n=18446744073709551617.0") == {dref("2**64+1")}
+    assert ls("-c", "n=18446744073709551616.0") == {dref("2**64")}
+    assert ls("-c", "n=1e400") == {dref("10**400")}
+    assert ls("-c", "seed=0") == {dref("2**64")}
+    assert ls("-c", "seed>0", "-c", "seed<1e-299") == {dref("2**64+1")}
+    fails(EXIT_NOT_FOUND, root, "show", "exact@seed=1e-400")
+    fails(EXIT_BAD_INPUT, root, "ls", "-c", "n=Infinity")
+    # Listings give the digits, sort exactly, and print valid JSON.
+    text = ok(root, "history", "-n", "exact", "-f", "n", "--sort", "n", "--json")
+    assert [r["n"] for r in _strict_json(text)] == sorted(c["n"] for c in configs.values())
+    text = ok(root, "history", "-n", "exact", "-f", "n", "--sort", "-n", "--limit", "3", "--nl")
+    assert [_strict_json(line)["n"] for line in text.splitlines()] == [
+        10**3999,
+        10**400,
+        2**64 + 1,
+    ]
+    table = ok(root, "history", "-n", "exact", "-f", "n")
+    assert str(10**3999) in table and "inf" not in table
+
+
+def test_sql_json_is_valid_json_for_any_float(pipeline):  # noqa: F811
+    query = "SELECT 9e999 AS big, -9e999 AS small, 0.5 AS half"
+    expected = {"big": "Infinity", "small": "-Infinity", "half": 0.5}
+    assert _strict_json(ok(pipeline.root, "sql", query, "--json")) == [expected]
+    assert _strict_json(ok(pipeline.root, "sql", query, "--nl")) == expected
+    assert float(expected["big"]) == float("inf")  # read back as it is written
+
+
+def test_sql_keeps_every_column_of_the_same_name(pipeline):  # noqa: F811
+    query = "SELECT 1 AS a, 2 AS a, 3 AS [a:1], 4 AS b"
+    assert json.loads(ok(pipeline.root, "sql", query, "--json")) == [
+        {"a": 1, "a:2": 2, "a:1": 3, "b": 4}
+    ]
+    assert ok(pipeline.root, "sql", query, "--csv").splitlines() == ["a,a:2,a:1,b", "1,2,3,4"]
+    table = ok(pipeline.root, "sql", query).splitlines()
+    assert table[0].split() == ["a", "a:2", "a:1", "b"] and table[2].split() == ["1", "2", "3", "4"]
+
+
+#: Arguments whose bytes are not UTF-8, as Python gets them from the command line.
+NOT_UTF8 = "\udcff"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "-n", NOT_UTF8],
+        ["ls", "-c", f"n={NOT_UTF8}"],
+        ["du", "-n", NOT_UTF8],
+        ["forget", "-n", NOT_UTF8],
+        ["show", f"train@v={NOT_UTF8}"],
+        ["show", f'train[n="{NOT_UTF8}"]'],
+        ["history", "-w", f"name = '{NOT_UTF8}'"],
+        ["sql", f"SELECT '{NOT_UTF8}'"],
+        ["sql", "SELECT :x", "-p", "x", NOT_UTF8],
+    ],
+)
+def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):  # noqa: F811
+    result = fails(EXIT_BAD_INPUT, pipeline.root, *args)
+    assert "not UTF-8" in result.stderr, result.stderr
 
 
 def test_parse_time():
@@ -224,11 +379,11 @@ def test_parse_time_ages_property(amount, unit):
 )
 def test_conditions_round_trip_property(field, op, value):
     c = parse_condition(f"{field}{op}{json.dumps(value)}")
-    assert (c.field, c.op, c.value) == (field, op, value)
+    assert (c.field, c.op, c.value) == (field, op, _as_written(value))
     sql, params = c.sql()
-    row = sqlite3.connect(":memory:").execute(
-        f"SELECT {sql.replace('config', '?', 1)}", [json.dumps({}), *params]
-    )
+    conn = sqlite3.connect(":memory:")
+    register_functions(conn)
+    row = conn.execute(f"SELECT {sql} FROM (SELECT ? AS config)", [*params, json.dumps({})])
     assert row.fetchone() is not None
 
 
@@ -372,7 +527,7 @@ def test_open_view_is_read_only(store, pipeline, tmp_path):  # noqa: F811
     with pytest.raises(QueryError, match="not allowed"):
         run_sql(view.catalogue, f"ATTACH '{tmp_path}/x.db' AS x")
     assert not os.path.exists(tmp_path / "x.db")
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(sqlite3.DatabaseError):
         view.catalogue.conn.execute(
             "INSERT INTO pins (name, dref, created) VALUES ('x', ?, 0)",
             (pipeline.dref(pipeline.data),),
@@ -503,3 +658,59 @@ def test_derivations_without_totals(store, pipeline):  # noqa: F811
     bare = derivations(store, "train", totals=False)
     assert [r["dref"] for r in bare] == [r["dref"] for r in full]
     assert set(bare[0]) == {"dref", "name", "created"}
+
+
+# -- short references ----------------------------------------------------------------------------
+
+
+def _same_output(k, r):
+    """Runs of different derivations with identical outputs: they share the hash <R>."""
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("the same\n")
+
+    return mkdrv({"name": "same", "k": k}, match_only(), build_wrapper(real), r)
+
+
+def _uses_them(r):
+    deps = [_same_output(k, r) for k in range(4)]
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write("top\n")
+
+    return mkdrv({"name": "top", "deps": deps}, match_only(), build_wrapper(real), r)
+
+
+def test_short_references_in_tables_and_trees_designate_one_object(S):
+    top = realize1(instantiate(_uses_them, S=S))
+    root = S.root
+    view = open_view(root)
+    runs = list(realizations(view, "same"))
+    assert len({r["rref"].split(":")[1][:8] for r in runs}) == 1  # one <R8> for four runs
+    table = ok(root, "ls", "-r", "-n", "same").splitlines()[2:]
+    shown = [line.split()[0] for line in table]
+    assert len(set(shown)) == 4
+    for short, row in zip(shown, runs, strict=True):
+        assert resolve(view, short) == row["rref"], short
+    tree = ok(root, "deps", "--tree", top)
+    for row in runs:
+        (short,) = [t for t in tree.split() if "-" in t and resolve(view, t) == row["rref"]]
+    dot_text = ok(root, "graph", top)
+    assert all(resolve(view, s) for s in re.findall(r"same\\n([0-9a-f-]+)", dot_text))
+
+
+def test_short_references_tell_prefixes_shared_across_kinds_apart(store):
+    """A derivation's 8 digits shared with another derivation, and with a realization."""
+    from lightstore.query.resolve import short_refs
+
+    drefs = [DRef(mkdref("aaaaaaaa" + tail * 24, "x")) for tail in "01"]
+    store.catalogue.add_derivations([NewDerivation(d, "x", "{}", []) for d in drefs])
+    rref = RRef(mkrref("aaaaaaaa" + "2" * 24, drefs[0].split(":")[1][:32], "x"))
+    store.catalogue.add_realizations(
+        [NewRealization(rref, drefs[0], "{}", "h", [], 1, 1, 1.0, 2.0)], None
+    )
+    shorts = short_refs(store, [*drefs, rref])
+    assert shorts == {drefs[0]: "aaaaaaaa0", drefs[1]: "aaaaaaaa1", rref: "aaaaaaaa-aaaa"}
+    assert all(resolve(store, s) == r for r, s in shorts.items())

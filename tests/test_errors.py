@@ -147,3 +147,59 @@ def test_messages_and_attributes_of_any_text_survive(message, extra):
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.candidates, copy.args) == (str(error), extra, error.args)
     assert isinstance(copy, LightstoreError) and isinstance(copy, ValueError)
+
+
+class TwoArguments(Exception):
+    """A realizer's own exception whose __init__ takes other arguments than its args: it
+    pickles, but unpickling calls TwoArguments(message) and fails."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def _realize_failing(root: str) -> None:
+    from lightstore import build_wrapper, instantiate, match_only, mkdrv, mkSS, realize1
+
+    def real(b):
+        raise TwoArguments(1, 2)
+
+    realize1(
+        instantiate(
+            lambda r: mkdrv({"name": "two"}, match_only(), build_wrapper(real), r), S=mkSS(root)
+        )
+    )
+
+
+def _round_trips() -> list[tuple[str, str]]:
+    """Pickle and load errors holding a TwoArguments; the type and text of what they hold.
+
+    Run in a fresh interpreter: tblib, which other tests load (Datasette, Dask), makes every
+    exception class loadable from then on."""
+    from lightstore.engine.plan import BuildsFailed
+
+    failures: dict[Any, BaseException] = {"dref:" + "a" * 32 + "-x": TwoArguments(1, 2)}
+    out = []
+    for error in (
+        BuildError("the realizer raised TwoArguments", "dref:x", TwoArguments(1, 2)),
+        BuildsFailed("one build failed", failures),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert str(copy) == str(error) and type(copy) is type(error)
+        out.append((type(copy.cause).__name__, str(copy.cause)))
+    out += [(type(e).__name__, str(e)) for e in copy.failures.values()]
+    return out
+
+
+def test_an_attribute_that_pickles_but_does_not_load_travels_as_text():
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        found = pool.submit(_round_trips).result(timeout=120)
+    assert found == [("Exception", "TwoArguments: 1/2")] * 3
+
+
+def test_a_realizer_error_that_does_not_unpickle_crosses_a_process_pool(tmp_path):
+    """Raised in a worker, it comes back as the BuildError (the pool is not broken)."""
+    root = str(tmp_path / "store")
+    lightstore.fsinit(lightstore.mkSS(root))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        got = pool.submit(_realize_failing, root).exception(timeout=120)
+    assert isinstance(got, BuildError) and "TwoArguments: 1/2" in str(got.cause)

@@ -312,3 +312,16 @@ def test_stdout_replaced_by_a_non_file_does_not_fail_the_build(S, store, monkeyp
     assert len(os.listdir("/proc/self/fd")) <= open_fds + 3  # at most the pump's fds
     text = build_log(store, rref)["log"]
     assert "python err 42" in text and "fd 42" in text and "child 42" in text
+
+
+def test_a_build_of_another_derivation_is_named_as_such(S, store):
+    one = realize1(instantiate(noisy, 1, S=S))
+    two = realize1(instantiate(noisy, 2, S=S))
+    id_one = build_log(store, one, read=False)["build"]["id"]
+    result = fails(EXIT_NOT_FOUND, S.root, "log", two, "--build", str(id_one))
+    assert "belongs to another derivation" in result.stderr, result.stderr
+    assert "unpack" not in result.stderr and f"--build {id_one}" in result.stderr
+    result = fails(EXIT_NOT_FOUND, S.root, "log", "noisy@i=2", "--build", str(id_one))
+    assert "belongs to another derivation" in result.stderr
+    result = fails(EXIT_NOT_FOUND, S.root, "log", two, "--build", "99999")
+    assert "no build #99999" in result.stderr

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sqlite3
+import unicodedata
 
 import pytest
 from click.testing import CliRunner
@@ -41,26 +42,41 @@ BIDI = "\u202etxt.exe"
 HOSTILE = [TITLE, CLIPBOARD, CLEAR, C1_CSI, BIDI]
 
 
-@given(st.text())
-def test_terminal_safe_leaves_nothing_a_terminal_acts_on(text):
+#: Characters that hide or reorder text: zero-width space, soft hyphen, byte order mark,
+#: line separator, tag characters (invisible letters), word joiner.
+INVISIBLE = ["\u200b", "\u00ad", "\ufeff", "\u2028", "\u2029", "\U000e0041", "\U000e007f", "\u2060"]
+#: The Unicode categories of what is shown escaped: controls, formats, line and paragraph
+#: separators, surrogates.
+HIDDEN = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+
+@given(st.text() | st.lists(st.sampled_from([*INVISIBLE, "a", " ", "\u00e9"])).map("".join))
+def test_terminal_safe_leaves_nothing_a_terminal_acts_on_or_hides(text):
     shown = terminal_safe(text)
     assert not UNSAFE.search(shown) and "\n" not in shown
-    assert not re.search("[\ud800-\udfff]", shown)
+    assert not [c for c in shown if unicodedata.category(c) in HIDDEN], ascii(shown)
     if text.isprintable():
         assert shown == text
+
+
+@pytest.mark.parametrize("hidden", INVISIBLE)
+def test_invisible_characters_are_shown_escaped(hidden):
+    shown = terminal_safe(f"pay{hidden}pal")
+    assert shown.startswith("pay\\") and shown.endswith("pal") and hidden not in shown
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\\")))
 def test_terminal_safe_keeps_every_character_visible(text):
     # Each unsafe character becomes its escape; everything else is kept, in order.
     shown = terminal_safe(text)
-    assert re.sub(r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})|\\([nrt])", _unescape, shown) == text
+    escapes = r"\\x([0-9a-f]{2})|\\u([0-9a-f]{4})|\\U([0-9a-f]{8})|\\([nrt])"
+    assert re.sub(escapes, _unescape, shown) == text
 
 
 def _unescape(m: re.Match[str]) -> str:
-    if m.group(3):
-        return {"n": "\n", "r": "\r", "t": "\t"}[m.group(3)]
-    return chr(int(m.group(1) or m.group(2), 16))
+    if m.group(4):
+        return {"n": "\n", "r": "\r", "t": "\t"}[m.group(4)]
+    return chr(int(m.group(1) or m.group(2) or m.group(3), 16))
 
 
 @given(st.lists(st.text(), min_size=1, max_size=5), st.sampled_from(["table", "github", "grid"]))
@@ -172,3 +188,19 @@ def test_what_was_escaped_is_shown_and_json_stays_exact(hostile):
     assert {r["note"] for r in rows} == {TITLE + C1_CSI}
     assert TITLE + C1_CSI in run(root, "history", "-n", "evil", "-f", "note", "--csv").stdout
     assert Store.open(root)  # nothing was changed
+
+
+def test_a_newline_in_a_value_cannot_forge_a_line_of_its_own(tmp_path):
+    result = run(str(tmp_path / "nowhere\nError: forged"), "ls")
+    assert result.exit_code == 3
+    first, *rest = result.stderr.splitlines()
+    assert first.startswith("Error: no lightstore store") and rest
+    assert all(line[:1] == " " for line in rest), result.stderr
+
+
+@given(st.text(), st.text())
+def test_only_the_first_line_of_an_error_starts_at_the_margin(first, more):
+    from lightstore.cli.context import CliError
+
+    lines = CliError(f"{first}\n{more}", 2).format_message().split("\n")
+    assert all(line[:1] in ("", " ") for line in lines[1:]), lines

@@ -25,10 +25,11 @@ pytest.importorskip("datasette")
 
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import run
+from test_cli import address_space, run
 from ui_store import FAILURE, make_store
 
 from lightstore import fsinit, match_only, mkSS
+from lightstore.query.graph import flatten as graph_flatten
 from lightstore.ui import exposure_warning, is_loopback, loopback_literal
 from lightstore.ui.data import chart_points, flatten, lineage
 from lightstore.ui.svg import scatter_svg
@@ -42,7 +43,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 class Server:
     """`python -m lightstore ui --port 0` as a child process; its URL is read from its first line."""
 
-    def __init__(self, root: str, *options: str) -> None:
+    def __init__(self, root: str, *options: str, memory: int | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lightstore", "--root", root, "ui", "--port", "0", *options],
@@ -50,6 +51,7 @@ class Server:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            preexec_fn=address_space(memory) if memory else None,
         )
         # stderr is read all along: a server whose pipe filled up would stop answering.
         self._stderr: list[str] = []
@@ -71,6 +73,7 @@ class Server:
         if not line or "http://" not in line[0]:
             errors = self.stop()
             raise RuntimeError(f"lightstore ui did not start: {line} {errors}")
+        self.first_line = line[0]
         self.url = line[0].split(" at ", 1)[1].split()[0].rstrip("/")
         parts = urlsplit(self.url)
         self.host, self.port = parts.hostname, parts.port
@@ -292,6 +295,28 @@ def test_sql_editor_is_read_only(server, sweep):
     )  # the collected run keeps its metrics
 
 
+def test_a_query_cannot_fill_the_servers_memory(sweep):
+    """Any web page can send these to a server on 127.0.0.1: each is refused with a message,
+    the server's memory bounded (here its address space, so a regression fails, no more)."""
+    many_rows = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) "
+        "SELECT zeroblob(8000000) AS z FROM c"
+    )
+    wide = "SELECT " + ", ".join(f"zeroblob(8000000) AS c{i}" for i in range(150))
+    srv = Server(sweep["root"], memory=2 << 30)
+    try:
+        for sql, message in ((many_rows, "larger than 16 MiB"), (wide, "too many columns")):
+            status, _, body = srv.get("/catalogue.json?sql=" + quote(sql))
+            assert status == 400 and message in body.decode(), (sql[:40], status, body[:300])
+            # Datasette's CSV of a failed query is empty.
+            status, _, body = srv.get("/catalogue.csv?sql=" + quote(sql))
+            assert status in (200, 400) and len(body) < 1000, (sql[:40], status, body[:300])
+        status, _, body = srv.get("/catalogue.json?sql=" + quote("SELECT 1 AS one"))
+        assert status == 200 and json.loads(body)["rows"] == [[1]]
+    finally:
+        srv.stop()
+
+
 # -- the artifact route ---------------------------------------------------------------------------
 
 
@@ -370,6 +395,15 @@ def test_run_page_lists_the_first_files_and_says_how_many_more(tmp_path, monkeyp
     fsinit(mkSS(root))
     (rref,) = _realize_runs(root, "many", [({}, {})], files=30)
     monkeypatch.setattr(ui_data, "MAX_FILES", 10)
+    import importlib
+
+    describing = importlib.import_module("lightstore.query.describe")  # the function shadows it
+
+    def no_walk(*_args, **_kw):
+        raise AssertionError("the whole folder was walked")
+
+    # Only the listing walks, and stops at MAX_FILES: a million files cost no more than 10.
+    monkeypatch.setattr(describing, "walk_tree", no_walk)
     entries, more = ui_data.listing(os.path.join(root, "objects"), 10)
     assert len(entries) == 10 and more
     ds = _in_process(root)
@@ -437,12 +471,14 @@ def test_loopback_is_decided_by_address_not_spelling():
         assert not is_loopback(host) and not loopback_literal(host), host
 
 
-def test_a_loopback_address_in_another_spelling_is_served_locally(sweep):
-    """`--host 127.1` is loopback: no exposure warning, and the Host check stays on."""
-    srv = Server(sweep["root"], "--host", "127.1")
+@pytest.mark.parametrize(("host", "header"), [("127.1", "127.0.0.1"), ("localhost.", "localhost.")])
+def test_a_loopback_address_in_another_spelling_is_served_locally(sweep, host, header):
+    """`--host 127.1` and `localhost.` (with DNS's root) are loopback: no exposure warning,
+    they are bound, and the Host check stays on."""
+    srv = Server(sweep["root"], "--host", host)
     try:
         assert srv.get("/", host="evil.example")[0] == 421
-        assert srv.get("/", host=f"127.0.0.1:{srv.port}")[0] == 200
+        assert srv.get("/", host=f"{header}:{srv.port}")[0] == 200
     finally:
         errors = srv.stop()
     assert "warning" not in errors, errors
@@ -470,6 +506,10 @@ def test_a_missing_store_is_not_found(tmp_path):
 
 def test_flatten_and_lineage_levels(sweep):
     assert flatten({"a": {"b": {"c": 1}}, "d": [1], "e": {}}) == {"a.b.c": 1, "d": [1], "e": {}}
+    # A key with a dot of its own stays apart from the nested key it looks like.
+    both = {"a.b": 1, "a": {"b": 2}, "x": {"y.z": 3}}
+    assert flatten(both) == {'"a.b"': 1, "a.b": 2, 'x."y.z"': 3}
+    assert graph_flatten(both) == flatten(both)
     graph = lineage(sweep["store"], sweep["train"][(0.1, 2)])
     levels = {n["rref"]: n["level"] for n in graph["nodes"]}
     assert sorted(levels.values()) == [-1, 0, 1]
@@ -566,3 +606,27 @@ def test_file_names_that_are_not_utf8_or_need_quoting(tmp_path):
 
     got = asyncio.run(fetch())
     assert got == {"caf%FF.txt": (200, b"latin\n"), "a%20b%23c%3F%25.txt": (200, b"quoted\n")}
+
+
+def test_what_ui_prints_is_terminal_safe(tmp_path):
+    """The store's path and the host are printed escaped: the serving line, the exposure
+    warning and the error of a host that cannot be bound."""
+    root = str(tmp_path / "esc\x1b]0;PWN\x07root")
+    fsinit(mkSS(root))
+    srv = Server(root)
+    try:
+        assert "\x1b" not in srv.first_line and "\\x1b]0;PWN\\x07root" in srv.first_line
+        assert srv.get("/")[0] == 200
+    finally:
+        errors = srv.stop()
+    assert "\x1b" not in errors
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "lightstore", "--root", root, "ui", "--host", "\x1b]0;PWN\x07"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "warning: serving on \\x1b]0;PWN\\x07" in done.stderr
+    assert "\x1b" not in done.stderr + done.stdout, done.stderr

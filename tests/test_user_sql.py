@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import build_pipeline, fails, ok
+from test_cli import build_pipeline, fails, ok, run_process
 
 from lightstore import (
     build_outpath,
@@ -30,7 +30,7 @@ from lightstore import (
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.facade import Store
-from lightstore.query import QueryError, open_view, run_sql, sqlguard
+from lightstore.query import QueryError, history, open_view, run_sql, sqlguard
 from lightstore.query.sqlguard import MAX_LENGTH
 
 needs_datasette = pytest.mark.skipif(
@@ -47,6 +47,12 @@ DENIED = [
     "SELECT sql FROM sqlite_stmt",  # the statements prepared on this connection
     "SELECT 1 FROM derivations WHERE fts3_tokenizer(name) IS NOT NULL",
 ]
+
+#: A JSON object of 400,000 keys (about 6.5 MB), its keys starting with a given letter.
+_OBJECT = (
+    "(SELECT json_group_object('%s' || x, x) FROM (WITH RECURSIVE c(x) AS "
+    "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400000) SELECT x FROM c))"
+)
 
 #: Single calls that ran for seconds or minutes, each refused at once.
 SLOW_CALLS = [
@@ -65,6 +71,8 @@ SLOW_CALLS = [
     "SELECT printf('%.*c', 1000000, 'a') LIKE '%' || printf('%.*c', 40000, 'a') || 'b'",
     "SELECT printf('%.*c', 1000000, 'a') GLOB '*' || printf('%.*c', 40000, 'a') || 'b'",
     "SELECT length(printf('%.*c', 1e9, 'x')) FROM realizations",
+    # json_patch looks up each key of one object among the other's: 400,000 keys each.
+    f"SELECT length(json_patch({_OBJECT % 'a'}, {_OBJECT % 'a'}))",
 ]
 
 
@@ -135,7 +143,7 @@ def test_the_deny_list_leaves_ordinary_sql_alone(root):
 # -- one call cannot outlast the deadline -----------------------------------------------------
 
 
-@pytest.mark.parametrize("query", SLOW_CALLS)
+@pytest.mark.parametrize("query", SLOW_CALLS, ids=lambda query: query[:70])
 def test_one_slow_function_call_is_refused_at_once(root, query):
     started = time.monotonic()
     result = fails(EXIT_BAD_INPUT, root, "sql", query)
@@ -249,3 +257,173 @@ def test_the_browser_reads_the_store_at_a_path_that_needs_quoting(tmp_path):
         realize1(instantiate(_stage("target"), S=store.settings))
         [(status, body)] = browser_sql(store.root, "SELECT name FROM derivations")
         assert status == 200 and body["rows"] == [{"name": "target"}], (name, body)
+
+
+# -- reading only, whatever the catalogue given --------------------------------------------------
+
+
+def _dump(root: str) -> list[str]:
+    """Everything in the catalogue file, schema and rows."""
+    conn = sqlite3.connect(os.path.join(root, "catalogue.sqlite"))
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+#: Statements that would make something, if only a temporary object of the connection.
+MAKES_SOMETHING = [
+    "CREATE TEMP TABLE t AS SELECT * FROM derivations",
+    "CREATE TEMP VIEW v AS SELECT 1",
+    "CREATE TEMP TRIGGER tr AFTER INSERT ON realizations BEGIN SELECT 1; END",
+    "CREATE TABLE zz (a)",
+    "DELETE FROM pins",
+    "UPDATE realizations SET size = 0",
+    "BEGIN",
+    "SAVEPOINT s",
+    "ANALYZE",
+    "PRAGMA foreign_keys = OFF",
+]
+
+
+@pytest.mark.parametrize("query", MAKES_SOMETHING)
+def test_sql_makes_nothing_not_even_temporary_objects(root, query):
+    before = _dump(root)
+    result = fails(EXIT_BAD_INPUT, root, "sql", query)
+    assert result.stderr.startswith("Error: refused:"), result.stderr
+    assert _dump(root) == before
+
+
+@pytest.mark.parametrize("query", MAKES_SOMETHING)
+def test_run_sql_on_a_writable_catalogue_reads_only(root, query):
+    store = Store.open(root)
+    before = _dump(root)
+    with pytest.raises(QueryError, match="refused"):
+        run_sql(store.catalogue, query)
+    assert _dump(root) == before
+    # Nothing was left on the store's own connection either (a temporary trigger on
+    # realizations would run inside lightstore's writes).
+    assert store.catalogue.conn.execute("SELECT * FROM sqlite_temp_master").fetchall() == []
+    assert not store.catalogue.conn.in_transaction
+    assert store.catalogue.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def test_history_where_on_a_writable_store_is_under_the_same_rules(root):
+    store = Store.open(root)
+    with pytest.raises(QueryError, match="fts3_tokenizer"):
+        history(store, where="hex(fts3_tokenizer('simple')) != ''")
+    with pytest.raises(QueryError, match="load_extension"):
+        history(store, where="load_extension('/tmp/nothing.so') IS NULL")
+    assert len(history(store, where="name = 'train'")) == 3
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "1) UNION ALL SELECT 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 /*",
+        "1) UNION ALL SELECT 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 --",
+        "name = 'a' /* not closed",
+        "name = 'a",
+        'name = "a',
+        "name = [a",
+        "(1",
+        "1; DELETE FROM pins",
+    ],
+)
+def test_a_where_condition_must_be_one_expression(root, where):
+    result = fails(EXIT_BAD_INPUT, root, "history", "-w", where)
+    assert "invalid SQL condition" in result.stderr, result.stderr
+    with pytest.raises(QueryError, match="one expression"):
+        history(Store.open(root), where=where)
+
+
+def test_where_conditions_that_are_one_expression_still_work(root):
+    for where in (
+        "name = 'train' -- a comment at the end",
+        "name IN (SELECT name FROM derivations WHERE name = 'train') /* (a comment) */",
+        "name = 'tr''ain' OR \"name\" = 'train' OR [name] = ')'",
+    ):
+        assert len(history(open_view(root), where=where)) == 3, where
+
+
+def test_json_patch_still_works_and_is_exactly_sqlites(root):
+    [row] = json.loads(
+        ok(
+            root,
+            "sql",
+            """SELECT json_patch('{"a":1,"b":{"c":2}}', '{"b":{"c":null,"d":3},"e":4}') AS p, """
+            "json(json_patch('[1]', '{\"x\":1}')) AS q",
+            "--json",
+        )
+    )
+    assert row == {"p": '{"a":1,"b":{"d":3},"e":4}', "q": '{"x":1}'}
+    assert (
+        "malformed JSON"
+        in fails(EXIT_BAD_INPUT, root, "sql", "SELECT json_patch('{', '{}')").stderr
+    )
+
+
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=3)),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_JSON, _JSON)
+def test_guarded_json_patch_gives_sqlites_result(target, patch):
+    plain = sqlite3.connect(":memory:")
+    guarded = sqlite3.connect(":memory:")
+    sqlguard.prepare_connection(guarded)
+    args = (json.dumps(target), json.dumps(patch))
+    expected = plain.execute("SELECT json_patch(?, ?)", args).fetchone()[0]
+    assert guarded.execute("SELECT json_patch(?, ?)", args).fetchone()[0] == expected
+
+
+# -- what a statement may return -------------------------------------------------------------------
+
+#: 300 rows of 8 MB each: gigabytes, were they gathered.
+MANY_BIG_ROWS = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) "
+    "SELECT zeroblob(8000000) AS z FROM c"
+)
+#: One row of 8 MB values.
+WIDE_ROW = "SELECT " + ", ".join(f"printf('%.*c', 8000000, 'x') AS c{i}" for i in range(31))
+TOO_MANY_COLUMNS = "SELECT " + ", ".join(f"zeroblob(8000000) AS c{i}" for i in range(150))
+
+
+def test_a_table_of_a_huge_result_is_refused_with_bounded_memory(root):
+    done = run_process(root, "sql", MANY_BIG_ROWS, memory=1536 << 20)
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert "larger than 64 MiB" in done.stderr and "--csv" in done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["--nl", "--csv"])
+def test_streamed_rows_come_in_batches_of_bounded_memory(root, fmt):
+    # 1.6 GB of rows: more than the process may hold at once, were they fetched together.
+    rows = MANY_BIG_ROWS.replace("x < 300", "x < 200")
+    done = run_process(root, "sql", rows, fmt, memory=1 << 30)
+    assert done.returncode == 0, done.stderr
+    assert done.printed > 200 * 8_000_000 * 4 // 3  # every row, in base64
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [(WIDE_ROW, "a row is larger than 64 MiB"), (TOO_MANY_COLUMNS, "at most 32 columns")],
+)
+def test_one_huge_row_is_refused_with_bounded_memory(root, query, message):
+    done = run_process(root, "sql", query, "--nl", memory=1536 << 20)
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert message in done.stderr
+
+
+def test_run_sql_gathers_at_most_max_bytes(root):
+    view = open_view(root)
+    headers, rows = run_sql(view.catalogue, "SELECT rref, config FROM history", max_bytes=None)
+    assert len(rows) == 5
+    with pytest.raises(QueryError, match="larger than"):
+        run_sql(view.catalogue, "SELECT printf('%.*c', 2000000, 'x')", max_bytes=1 << 20)
+    headers, rows = run_sql(view.catalogue, "SELECT 1 AS a, 2 AS a")
+    assert headers == ["a", "a"] and rows == [(1, 2)]

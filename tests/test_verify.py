@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import stat
 
 import pytest
@@ -20,8 +22,10 @@ from lightstore import (
     realize1,
     selfref,
 )
+from lightstore.cli.context import EXIT_REFUSED
 from lightstore.facade import Store
 from lightstore.maintenance import reindex
+from tests.test_cli import fails, ok
 
 
 def pipeline(r):
@@ -208,3 +212,74 @@ def test_reindex_rebuilds_everything(built):
     assert fresh.verify(check_contents=True).ok
     # The rebuilt catalogue serves cached realizations.
     assert realize1(instantiate(pipeline, S=fresh)) == top
+
+
+# -- reading a damaged catalogue -----------------------------------------------------------------
+
+
+def _edit(store, sql: str) -> None:
+    """Change the catalogue as a hand with sqlite3 could, checks off."""
+    store.catalogue.close()
+    Store.forget_instances()
+    conn = sqlite3.connect(store.catalogue.path)
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    with conn:
+        conn.executescript(sql)
+    conn.close()
+
+
+def _files(root: str) -> dict[str, int]:
+    """The store's top files and their sizes."""
+    return {n: os.path.getsize(os.path.join(root, n)) for n in sorted(os.listdir(root))}
+
+
+@pytest.mark.parametrize(
+    ("edit", "args"),
+    [
+        ("UPDATE derivations SET config = '{bad'", ["show", "c@latest"]),
+        ("UPDATE derivations SET config = '[1]'", ["show", "c"]),
+        ("UPDATE realizations SET size = 9e999; DELETE FROM pins", ["gc", "-n"]),
+    ],
+)
+def test_a_hand_edited_catalogue_is_refused_as_damaged(built, edit, args):
+    store, _ = built
+    _edit(store, edit)
+    result = fails(EXIT_REFUSED, store.root, *args)
+    assert "damaged" in result.stderr and "reindex" in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_hand_edited_time_is_shown_as_it_is(built):
+    store, top = built
+    _edit(store, "UPDATE realizations SET build_stopped = 'soon'")
+    out = ok(store.root, "show", top)
+    assert "? ('soon')" in out and "duration" not in out
+    assert json.loads(ok(store.root, "show", top, "--json"))["duration"] is None
+
+
+@pytest.mark.parametrize("args", [["ls"], ["history"], ["show", "c"], ["sql", "SELECT 1"]])
+def test_an_empty_catalogue_is_damage_that_reading_never_writes(built, args):
+    store, _ = built
+    store.catalogue.close()
+    Store.forget_instances()
+    for name in os.listdir(store.root):
+        if name.startswith("catalogue.sqlite"):
+            os.unlink(os.path.join(store.root, name))
+    open(store.catalogue.path, "w").close()  # 0 bytes
+    before = _files(store.root)
+    result = fails(EXIT_REFUSED, store.root, *args)
+    assert "damaged" in result.stderr and "reindex" in result.stderr, result.stderr
+    assert _files(store.root) == before
+    assert "recorded 3 derivation(s)" in ok(store.root, "reindex")
+    assert len(ok(store.root, "ls", "-q").split()) == 3
+
+
+def test_a_damaged_catalogue_points_at_reindex_not_verify(built):
+    store, _ = built
+    store.catalogue.close()
+    Store.forget_instances()
+    with open(store.catalogue.path, "r+b") as f:
+        f.write(b"this is no longer a database" * 10)
+    for args in (["ls"], ["verify"]):
+        result = fails(EXIT_REFUSED, store.root, *args)
+        assert "reindex" in result.stderr and "`lightstore verify`" not in result.stderr

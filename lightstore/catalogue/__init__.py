@@ -13,7 +13,12 @@ from lightstore.catalogue.filesystems import filesystem_type, journal_mode_for
 from lightstore.catalogue.migrations import MIGRATION_SET, schema_files, split_sql
 from lightstore.catalogue.records import NewDerivation, NewRealization
 from lightstore.catalogue.rows import Row
-from lightstore.catalogue.sql import COMPARE_JSON_FUNCTION, name_condition, register_functions
+from lightstore.catalogue.sql import (
+    COMPARE_JSON_FUNCTION,
+    name_condition,
+    register_functions,
+    utf8_text,
+)
 from lightstore.catalogue.sqlerrors import translate_error
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "fold_wal",
     "journal_mode_for",
     "name_condition",
+    "utf8_text",
     "register_functions",
     "schema_files",
     "split_sql",

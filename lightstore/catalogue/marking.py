@@ -13,8 +13,10 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from lightstore.catalogue.connection import Database
+from lightstore.foundation.errors import CatalogueCorruptError
 from lightstore.foundation.refs import _DREF_RE, _RREF_RE, parse_dref, parse_rref
 
 # `keep_since` keeps what was built or imported since: a run pulled today
@@ -170,6 +172,19 @@ def dense_roots(
     return total > 0 and estimate * 2 >= total
 
 
+def _bytes(conn: sqlite3.Connection, size: Any) -> int:
+    """A sum of recorded sizes as an int; CatalogueCorruptError if a size is not finite (an
+    edited catalogue: 9e999 is infinity to SQLite)."""
+    try:
+        return int(size)
+    except (OverflowError, ValueError, TypeError):
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
+        raise CatalogueCorruptError(
+            f"the catalogue {path} is damaged: the recorded sizes of realizations add up to "
+            f"{size!r}; run `lightstore reindex` to rebuild it from the tree"
+        ) from None
+
+
 def _mark_sparse(
     conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
 ) -> tuple[list[str], list[str], int]:
@@ -187,7 +202,7 @@ def _mark_sparse(
         dead_d = ",".join(d for (d,) in conn.execute(_DEAD_DREF_ROWS, params))
     # References hold no comma (they are checked when recorded). SQLite
     # returns them in order; sorting a sorted list is one linear pass.
-    return _split(dead_d), _split(dead_r), int(size)
+    return _split(dead_d), _split(dead_r), _bytes(conn, size)
 
 
 def _mark_dense(
@@ -229,7 +244,7 @@ def _mark_dense(
             conn.execute("DROP TABLE IF EXISTS temp.gc_cand")
         except sqlite3.OperationalError:  # "table is locked": a statement is still reading
             conn.execute("DELETE FROM temp.gc_cand")
-    return dead_d, dead_r, int(size)
+    return dead_d, dead_r, _bytes(conn, size)
 
 
 def _fill_candidates(conn: sqlite3.Connection, refs: list[str]) -> None:

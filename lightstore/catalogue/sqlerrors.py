@@ -38,8 +38,8 @@ def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
         )
     if "not a database" in low or "malformed" in low or "corrupt" in low or "CORRUPT" in code:
         return CatalogueCorruptError(
-            f"the catalogue {path} is damaged ({msg}) while {doing}; run `lightstore verify` to "
-            "see what is wrong and `lightstore reindex` to rebuild it from the tree"
+            f"the catalogue {path} is damaged ({msg}) while {doing}; run `lightstore reindex` "
+            "to rebuild it from the tree (verify needs a catalogue it can read)"
         )
     if "locked" in low or "busy" in low or code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         # Read when needed: the connection module's timeout is the one connections use.

@@ -62,7 +62,7 @@ class CliError(click.ClickException):
     """An error shown as ``Error: <message>`` with a chosen exit status.
 
     Messages quote file names, config values and references, so each line is shown
-    `terminal_safe`.
+    `terminal_safe`, and indented after the first.
     """
 
     def __init__(self, message: str, exit_code: int) -> None:
@@ -73,7 +73,10 @@ class CliError(click.ClickException):
         return type(self), (self.message, self.exit_code)
 
     def format_message(self) -> str:
-        return "\n".join(terminal_safe(line) for line in self.message.split("\n"))
+        # A line after the first is indented, so that a newline inside a value (a path, a
+        # name) cannot start a line that passes for another message ("Error: ...").
+        first, *rest = (terminal_safe(line) for line in self.message.split("\n"))
+        return "\n".join([first, *(ln if ln[:1] in ("", " ") else "  " + ln for ln in rest)])
 
 
 def exit_code_for(error: LightstoreError) -> int:

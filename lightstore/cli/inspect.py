@@ -6,6 +6,7 @@ beside realizations in progress and for users who may only read the store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -40,8 +41,9 @@ from lightstore.query import (
     tree_lines,
 )
 from lightstore.query.describe import config_text, holder_gone
+from lightstore.query.resolve import short_refs
+from lightstore.store.view import StoreView
 
-REF_DISPLAY = {"rref": short_ref, "dref": short_ref}
 TIME_DISPLAY = {
     "created": human_time,
     "started": human_time,
@@ -53,8 +55,17 @@ TIME_DISPLAY = {
 }
 
 
-def _display(full: bool) -> dict[str, Any]:
-    return TIME_DISPLAY if full else {**TIME_DISPLAY, **REF_DISPLAY}
+def _display(full: bool, view: StoreView, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How a table shows each column: references by their shortest unique form (unless
+    `full`), times, durations and sizes for people."""
+    if full:
+        return TIME_DISPLAY
+    shorts = short_refs(view, (r.get(c) for r in rows for c in ("rref", "dref")))
+
+    def short(ref: Any) -> str:
+        return shorts.get(ref) or short_ref(ref)
+
+    return {**TIME_DISPLAY, "rref": short, "dref": short}
 
 
 def filter_options(fn: Any) -> Any:
@@ -160,7 +171,7 @@ def ls_command(
         if rows:
             echo(*(row[key] for row in rows))
         return
-    emit_rows(rows, columns, fmt, _display(full))
+    emit_rows(rows, columns, fmt, _display(full or fmt in MACHINE_FORMATS, view, rows))
 
 
 @click.command("history")
@@ -236,8 +247,9 @@ def history_command(
       lightstore history --all --name train --since 90d
       lightstore history -n train -f lr -m loss --sort loss --limit 5
     """
+    view = env.view()
     rows = history(
-        env.view(),
+        view,
         name,
         where,
         fields,
@@ -257,7 +269,7 @@ def history_command(
         columns = ["name", "rref", "dref", "started", "duration", "size", *keys]
         if include_collected:
             columns.append("collected")
-    emit_rows(rows, columns, fmt, _display(full))
+    emit_rows(rows, columns, fmt, _display(full or fmt in MACHINE_FORMATS, view, rows))
 
 
 @click.command("show")
@@ -279,9 +291,7 @@ def show_command(env: Env, ref: str, as_json: bool, no_files: bool) -> None:
       lightstore show train
     """
     view = env.view()
-    info = describe(view, resolve(view, ref))
-    if no_files:
-        info.pop("files", None)
+    info = describe(view, resolve(view, ref), files=not no_files)
     if as_json:
         emit_json(info)
         return
@@ -438,11 +448,13 @@ def du_command(env: Env, name: str | None, limit: int | None, full: bool, fmt: s
       lightstore du --limit 10
       lightstore du --name 'train*' --json
     """
-    rows = disk_usage(env.view(), name)
+    view = env.view()
+    rows = disk_usage(view, name)
     total, count = sum(r["size"] or 0 for r in rows), len(rows)
     if limit is not None:
         rows = rows[:limit]
-    emit_rows(rows, ["size", "realizations", "files", "name", "dref"], fmt, _display(full))
+    display = _display(full or fmt in MACHINE_FORMATS, view, rows)
+    emit_rows(rows, ["size", "realizations", "files", "name", "dref"], fmt, display)
     if fmt == "table" and rows:
         echo(f"total {human_size(total)} in {count} derivation(s)")
 

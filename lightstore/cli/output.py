@@ -9,8 +9,9 @@ Text for people goes through `terminal_safe` (tables here, every other line
 through `echo`): file names, config values and host names come from
 realizations that may have been pulled from someone else, and a terminal
 acts on the escape sequences they could hold (set the title, write the
-clipboard with OSC 52, move the cursor, hide text). Control characters are
-shown escaped (``\x1b``, ``\n``) instead. JSON (which escapes them
+clipboard with OSC 52, move the cursor, hide text), and invisible characters
+(zero-width spaces, tag characters) can make one text look like another.
+These are shown escaped (``\x1b``, ``\n``, ``\u200b``) instead. JSON (which escapes them
 itself), CSV and TSV stay exact, as do `cat` and a build's log, which print
 bytes as they are.
 """
@@ -21,12 +22,12 @@ import base64
 import csv
 import functools
 import inspect
-import io
 import json
 import math
 import re
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -44,31 +45,39 @@ FORMATS = ("table", "json", "nl", "csv", "tsv")
 MACHINE_FORMATS = ("json", "nl", "csv", "tsv")
 
 
-# What a terminal may act on: C0 controls (ESC starts CSI and OSC sequences), DEL, C1
-# controls (CSI and OSC in one character), the bidirectional overrides and isolates (text
-# shown in another order), and lone surrogates (bytes of a file name that are not UTF-8).
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+# What a terminal may act on, or hides: every character that is not printable but for
+# spaces, i.e. of the Unicode categories Cc (C0 and C1 controls: ESC starts CSI and OSC
+# sequences, C1 CSI and OSC are one character each; DEL), Cf (formats: the bidirectional
+# overrides and isolates show text in another order; zero-width spaces and joiners, the
+# soft hyphen, the byte order mark and the tag characters of U+E0000 hide text), Zl and Zp
+# (line and paragraph separators, which some terminals break lines on), and Cs (lone
+# surrogates: bytes of a file name that are not UTF-8).
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NOT_ASCII_PRINTABLE = re.compile("[^\x20-\x7e]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _escape(m: re.Match[str]) -> str:
     c = m.group()
-    code = ord(c)
+    if unicodedata.category(c) not in _HIDDEN_CATEGORIES:
+        return c
     if c in _NAMED:
         return _NAMED[c]
+    code = ord(c)
     if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def terminal_safe(text: str) -> str:
-    """`text` with every character a terminal would act on written as an escape
-    (``\x1b``, ``\n``, ``\u202e``; a non-UTF-8 byte of a file name as ``\xff``)."""
+    """`text` with every character a terminal would act on, or that hides text, written as
+    an escape (``\\x1b``, ``\\n``, ``\\u202e``, ``\\u200b``, ``\\U000e0041``; a non-UTF-8
+    byte of a file name as ``\\xff``); other characters, spaces included, are kept."""
     if text.isprintable():  # the common case, checked fast (isprintable is stricter)
         return text
-    return _UNSAFE.sub(_escape, text)
+    return _NOT_ASCII_PRINTABLE.sub(_escape, text)
 
 
 def echo(*lines: str, err: bool = False) -> None:
@@ -83,10 +92,15 @@ def echo_text(text: str, err: bool = False) -> None:
 
 
 def human_size(n: int | float | None) -> str:
-    """``1536`` -> ``1.5 KiB``."""
+    """``1536`` -> ``1.5 KiB``; what is not a finite number (an edited catalogue) as ``? (...)``."""
     if n is None:
         return ""
-    size = float(n)
+    try:
+        size = float(n)
+    except (TypeError, ValueError, OverflowError):
+        size = math.nan
+    if isinstance(n, bool) or not math.isfinite(size):
+        return f"? ({n!r})"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
@@ -177,24 +191,22 @@ def emit_rows(
     if fmt == "json":
         first = True
         for r in rows:
-            text = json.dumps({c: r.get(c) for c in columns}, indent=2, default=_json_default)
+            text = json_text({c: r.get(c) for c in columns}, indent=2)
             click.echo(("[\n" if first else ",\n") + textwrap.indent(text, "  "), nl=False)
             first = False
         click.echo("[]" if first else "\n]")
     elif fmt == "nl":
         for r in rows:
-            click.echo(json.dumps({c: r.get(c) for c in columns}, default=_json_default))
+            click.echo(json_text({c: r.get(c) for c in columns}))
     elif fmt in ("csv", "tsv"):
-        buf = io.StringIO()
-        writer = csv.writer(buf, dialect="excel-tab" if fmt == "tsv" else "excel")
+        lines = _Lines()
+        writer = csv.writer(lines, dialect="excel-tab" if fmt == "tsv" else "excel")
         writer.writerow(columns)
         for r in rows:
             writer.writerow([_csv_cell(r.get(c)) for c in columns])
-            if buf.tell() > 1 << 16:
-                click.echo(buf.getvalue(), nl=False)
-                buf.seek(0)
-                buf.truncate()
-        click.echo(buf.getvalue(), nl=False)
+            if lines.size > 1 << 16:
+                lines.flush()
+        lines.flush()
     else:
         rows = list(rows)
         display = display or {}
@@ -206,6 +218,24 @@ def emit_rows(
             click.echo(simple_table(names, cells, numeric))
         else:
             click.echo(tabulate(cells, headers=names, tablefmt=fmt, disable_numparse=True))
+
+
+class _Lines:
+    """Where `csv.writer` writes: lines kept as they are, printed together by `flush` (a
+    StringIO would copy a long line into a buffer of four bytes per character)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, line: str) -> None:
+        self.parts.append(line)
+        self.size += len(line)
+
+    def flush(self) -> None:
+        if self.parts:
+            click.echo("".join(self.parts), nl=False)
+        self.parts, self.size = [], 0
 
 
 def _is_numeric(rows: Sequence[Row], column: str) -> bool:
@@ -239,6 +269,26 @@ def simple_table(
     return "\n".join(out)
 
 
+def json_text(value: Any, indent: int | None = None) -> str:
+    """`value` as JSON that every parser reads: BLOBs as ``{"$base64": true, ...}``, and a
+    float that is not finite (SQL's ``9e999``), which JSON cannot hold, as the text
+    ``"Infinity"``, ``"-Infinity"`` or ``"NaN"`` (what ``float()`` reads back)."""
+    try:
+        return json.dumps(value, indent=indent, default=_json_default, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: rare, so looked for only then
+        return json.dumps(_finite(value), indent=indent, default=_json_default)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json_default(value: Any) -> Any:
     # BLOBs, as sqlite-utils writes them.
     if isinstance(value, bytes):
@@ -249,12 +299,14 @@ def _json_default(value: Any) -> Any:
 def _csv_cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, bytes):  # a BLOB: its base64, as in JSON's {"$base64": ...}
+        return base64.b64encode(value).decode("ascii")
     return "" if value is None else value
 
 
 def emit_json(value: Any) -> None:
-    """Print one JSON document."""
-    click.echo(json.dumps(value, indent=2, default=_json_default))
+    """Print one JSON document (`json_text`)."""
+    click.echo(json_text(value, indent=2))
 
 
 def stdout_is_terminal() -> bool:

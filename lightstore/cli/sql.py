@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import click
 
 from lightstore.cli.context import Env, pass_env, root_option
 from lightstore.cli.output import emit_rows, output_options
+from lightstore.query import QueryError
 from lightstore.query.readonly import SQL_TIMEOUT_S, iter_sql
+from lightstore.query.sqlguard import row_bytes, too_big
 
 
 @click.command("sql")
@@ -51,7 +56,49 @@ def sql_command(
       lightstore sql "SELECT status, count(*) FROM build_log GROUP BY status" --csv
     """
     headers, rows = iter_sql(env.view().catalogue, query, dict(params), timeout or None)
-    emit_rows((dict(zip(headers, r, strict=True)) for r in rows), headers, fmt)
+    keys = unique_names(headers)
+    if fmt not in STREAMED_FORMATS:
+        rows = iter(_gathered(rows))
+    emit_rows((dict(zip(keys, r, strict=True)) for r in rows), keys, fmt)
+
+
+#: Formats written row by row; a table needs every row first (for its widths).
+STREAMED_FORMATS = ("json", "nl", "csv", "tsv")
+#: The most bytes of values a table gathers.
+TABLE_BYTES = 64 * 1024 * 1024
+
+
+def _gathered(rows: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Every row, for a table; QueryError past `TABLE_BYTES` bytes of values."""
+    out: list[tuple[Any, ...]] = []
+    spent = 0
+    for row in rows:
+        spent += row_bytes(row)
+        if spent > TABLE_BYTES:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+            raise QueryError(
+                f"{too_big(TABLE_BYTES)}; or write the rows with --csv, --tsv, --nl or --json, "
+                "which stream them"
+            )
+        out.append(row)
+    return out
+
+
+def unique_names(headers: list[str]) -> list[str]:
+    """Column names made unique as SQLite names a subquery's: a second ``a`` is ``a:1``
+    (``a:2`` if a column is named ``a:1`` already)."""
+    taken, used = set(headers), set()
+    out = []
+    for name in headers:
+        unique, n = name, 0
+        while unique in used or (unique != name and unique in taken):
+            n += 1
+            unique = f"{name}:{n}"
+        used.add(unique)
+        out.append(unique)
+    return out
 
 
 COMMANDS = [sql_command]

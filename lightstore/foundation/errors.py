@@ -16,7 +16,7 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     │   ├── StoreReadOnlyError                 the root is not writable
     │   ├── DiskFullError                      the disk holding the store is full (ENOSPC, SQLite 'disk is full')
     │   ├── CatalogueVersionError              the catalogue was written by a newer lightstore
-    │   ├── CatalogueCorruptError              the catalogue file is damaged (see `verify`, `reindex`)
+    │   ├── CatalogueCorruptError              the catalogue file is damaged (`reindex` rebuilds it)
     │   └── CatalogueError                     SQLite failed otherwise; the message says what lightstore was doing
     ├── BuildError                             a realizer raised; the original is `.cause`
     │   └── PromiseError                       a realizer did not create a promised path
@@ -76,17 +76,30 @@ def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, A
 
 
 def _picklable(state: dict[str, Any]) -> dict[str, Any]:
+    return {name: _portable(value) for name, value in state.items()}
+
+
+def _portable(value: Any, depth: int = 0) -> Any:
+    """`value` if a pickled copy of it loads again; else a dict or list of its values made
+    portable (`BuildsFailed.failures`), and anything else as text: an exception as an
+    Exception of its text. Loading is tried too, since what pickles may not load (an
+    exception whose ``__init__`` takes other arguments than its ``args``)."""
     import pickle
 
-    kept: dict[str, Any] = {}
-    for name, value in state.items():
-        try:
-            pickle.dumps(value)
-        except Exception:  # any failure of a foreign object's own pickling
-            text = f"{type(value).__name__}: {value}"
-            value = Exception(text) if isinstance(value, BaseException) else text
-        kept[name] = value
-    return kept
+    try:
+        pickle.loads(pickle.dumps(value))
+        return value
+    except Exception:  # any failure of a foreign object's own pickling or unpickling
+        pass
+    if depth < 2 and isinstance(value, dict):
+        return {k: _portable(v, depth + 1) for k, v in value.items()}
+    if depth < 2 and isinstance(value, (list, tuple)):
+        return [_portable(v, depth + 1) for v in value]
+    try:
+        text = f"{type(value).__name__}: {value}"
+    except Exception:  # its __str__ failed too
+        text = f"{type(value).__name__} (not shown: its text failed)"
+    return Exception(text) if isinstance(value, BaseException) else text
 
 
 class InvalidConfigError(LightstoreError, ValueError, AssertionError):

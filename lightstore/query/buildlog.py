@@ -9,7 +9,7 @@ from typing import Any
 
 from lightstore.foundation.errors import UnknownReferenceError
 from lightstore.foundation.logs import read_log
-from lightstore.foundation.refs import isrref
+from lightstore.foundation.refs import isrref, rref2dref
 from lightstore.query.describe import live_status
 from lightstore.query.resolve import resolve
 from lightstore.store.view import StoreView
@@ -38,6 +38,37 @@ def builds_of(store: StoreView, ref: str) -> list[dict[str, Any]]:
     return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
 
 
+def _build(store: StoreView, build: int | None) -> list[dict[str, Any]]:
+    cur = store.catalogue.conn.execute(
+        f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE id = ?", (build,)
+    )
+    names = [d[0] for d in cur.description]
+    return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+
+
+def _not_of(store: StoreView, ref: str, build: int, theirs: list[dict[str, Any]]) -> None:
+    """Raise UnknownReferenceError saying why build #`build` is not one of `ref`'s."""
+    other = _build(store, build)
+    target = resolve(store, ref)
+    if not other:
+        raise UnknownReferenceError(f"no build #{build} in {store.root}", str(build))
+    if isrref(target) and other[0]["dref"] == rref2dref(target):
+        made = f"; build #{theirs[0]['id']} made it" if theirs else ""
+        why = f"build #{build} of {other[0]['dref']} did not make {target}{made}"
+    elif isrref(target):
+        why = (
+            f"build #{build} belongs to another derivation, {other[0]['dref']}, not to "
+            f"{rref2dref(target)} of {target}"
+        )
+    else:
+        why = f"build #{build} belongs to another derivation, {other[0]['dref']}, not to {target}"
+    raise UnknownReferenceError(
+        f"{why}; `lightstore log --build {build}` shows it, `lightstore show "
+        f"{rref2dref(target) if isrref(target) else target}` lists the builds of {ref!r}",
+        str(build),
+    )
+
+
 def build_log(
     store: StoreView, ref: str | None = None, build: int | None = None, *, read: bool = True
 ) -> dict[str, Any]:
@@ -59,13 +90,12 @@ def build_log(
     if ref is not None:
         found = builds_of(store, ref)
         if build is not None:
-            found = [b for b in found if b["id"] == build]
+            mine = [b for b in found if b["id"] == build]
+            if not mine:
+                _not_of(store, ref, build, found)
+            found = mine
     else:
-        cur = store.catalogue.conn.execute(
-            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE id = ?", (build,)
-        )
-        names = [d[0] for d in cur.description]
-        found = [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+        found = _build(store, build)
     if not found:
         what = f"build #{build}" if build is not None else repr(ref)
         raise UnknownReferenceError(

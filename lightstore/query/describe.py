@@ -82,19 +82,23 @@ def _pins(store: StoreView, ref: str) -> list[str]:
     )
 
 
-def describe(store: StoreView, ref: DRef | RRef | str) -> dict[str, Any]:
+def describe(store: StoreView, ref: DRef | RRef | str, *, files: bool = True) -> dict[str, Any]:
     """A dict describing one object (see `lightstore show --json`).
 
     `ref` is anything the command line accepts: a full reference, a hash
-    prefix, a pin, a unique name, a selector (``train@latest``). Raises
-    UnknownReferenceError if it designates nothing in the store,
-    AmbiguousReferenceError if several objects, InvalidReferenceError if it
-    is not a reference.
+    prefix, a pin, a unique name, a selector (``train@latest``). A
+    realization's files are listed under ``files`` (every one: a walk of its
+    folder), unless `files` is False: then the folder is not walked and
+    there is no ``files`` key. Raises UnknownReferenceError if it designates
+    nothing in the store, AmbiguousReferenceError if several objects,
+    InvalidReferenceError if it is not a reference.
     """
     from lightstore.query.resolve import resolve
 
     ref = resolve(store, ref)
-    return _describe_rref(store, RRef(ref)) if isrref(ref) else _describe_dref(store, DRef(ref))
+    if isrref(ref):
+        return _describe_rref(store, RRef(ref), files)
+    return _describe_dref(store, DRef(ref))
 
 
 def _describe_dref(store: StoreView, dref: DRef) -> dict[str, Any]:
@@ -126,7 +130,7 @@ def _describe_dref(store: StoreView, dref: DRef) -> dict[str, Any]:
     }
 
 
-def _describe_rref(store: StoreView, rref: RRef) -> dict[str, Any]:
+def _describe_rref(store: StoreView, rref: RRef, with_files: bool) -> dict[str, Any]:
     context = store.context(rref)
     record = store.catalogue.realization_record(rref) or {}
     build = None
@@ -140,7 +144,10 @@ def _describe_rref(store: StoreView, rref: RRef) -> dict[str, Any]:
         build = live_status(build) if build is not None else None
     dref = rref2dref(rref)
     started, stopped = record.get("build_started"), record.get("build_stopped")
-    return {
+    duration = None
+    if isinstance(started, (int, float)) and isinstance(stopped, (int, float)):
+        duration = stopped - started
+    info = {
         "rref": rref,
         "dref": dref,
         "name": dref.rsplit("-", 1)[1],
@@ -149,7 +156,8 @@ def _describe_rref(store: StoreView, rref: RRef) -> dict[str, Any]:
         "context": {k: list(v) for k, v in context.items()},
         "started": started,
         "stopped": stopped,
-        "duration": None if started is None or stopped is None else stopped - started,
+        # A hand-edited catalogue may hold text there: shown as it is, no duration.
+        "duration": duration,
         "size": record.get("size"),
         "file_count": record.get("file_count"),
         "host": record.get("host"),
@@ -159,8 +167,10 @@ def _describe_rref(store: StoreView, rref: RRef) -> dict[str, Any]:
         "deps": neighbours(store.catalogue, rref),
         "referrers": neighbours(store.catalogue, rref, reverse=True),
         "pins": _pins(store, rref),
-        "files": files(store.rref_path(rref)),
     }
+    if with_files:
+        info["files"] = files(store.rref_path(rref))
+    return info
 
 
 def config_text(config: dict[str, Any]) -> str:

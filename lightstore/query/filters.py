@@ -9,13 +9,22 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from lightstore.catalogue import COMPARE_JSON_FUNCTION, name_condition
+from lightstore.catalogue import COMPARE_JSON_FUNCTION, name_condition, utf8_text
 from lightstore.foundation.times import parse_time
 from lightstore.query.errors import QueryError
 
-__all__ = ["ConfigCondition", "json_path", "name_condition", "parse_condition", "parse_time"]
+__all__ = [
+    "ConfigCondition",
+    "condition_json",
+    "json_path",
+    "name_condition",
+    "parse_condition",
+    "parse_time",
+    "utf8_text",
+]
 
 _FIELD = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
 _FIELD_RE = re.compile(_FIELD)
@@ -38,11 +47,24 @@ def json_path(field: str) -> str:
 
 @dataclass(frozen=True)
 class ConfigCondition:
-    """``field op value`` on a derivation's config; `value` is JSON (else a string)."""
+    """``field op value`` on a derivation's config; `value` is JSON (else a string), a number
+    that is not an integer being a `Decimal` with the digits as written (a float given is
+    made the Decimal of its shortest text). Raises QueryError for a float that is not
+    finite."""
 
     field: str
     op: str
     value: Any
+
+    def __post_init__(self) -> None:
+        # A float means the number its shortest text says (0.1, not the binary 0.1000...055).
+        if isinstance(self.value, float):
+            if not math.isfinite(self.value):
+                raise QueryError(
+                    f"invalid config condition on {self.field}: {self.value} is not a finite "
+                    "number (configs hold none)"
+                )
+            object.__setattr__(self, "value", Decimal(repr(self.value)))
 
     @property
     def path(self) -> str:
@@ -52,49 +74,104 @@ class ConfigCondition:
     def sql(self, column: str = "config") -> tuple[str, list[Any]]:
         """A SQL condition on the JSON `column`, with its parameters.
 
-        Numbers compare by value, exactly, integers of any size included.
+        Numbers compare by value, exactly, whatever their size or digits.
         """
         value, path = self.value, self.path
         if isinstance(value, (dict, list)):
-            return f"json_extract({column}, ?) {self.op} json(?)", [
-                path,
-                json.dumps(value, sort_keys=True, separators=(",", ":")),
-            ]
+            return f"json_extract({column}, ?) {self.op} json(?)", [path, condition_json(value)]
         if value is None:  # missing, or JSON null
             neg = "NOT " if self.op == "!=" else ""
             return f"json_extract({column}, ?) IS {neg}NULL", [path]
-        if _is_number(value) and abs(value) >= _EXACT_BOUND:
-            # SQLite compares 64-bit integers and reals exactly, but reads a JSON integer
-            # beyond 64 bits as the nearest REAL, which can only be equal to a value this
-            # large: there the numbers of the config are compared in Python. Other kinds
-            # (text, true/false) compare as below, against a stand-in of the same sign.
-            bindable = isinstance(value, float) or -(2**63) <= value < 2**63
-            stand_in = value if bindable else math.copysign(math.inf, value)
+        if _is_number(value):
+            # SQLite reads a config's number as a 64-bit integer or the nearest REAL, and
+            # rounding can make different numbers equal (2**64 + 1 and 2**64, 0.1 and
+            # 0.1000000000000000001), never reverse their order. So both sides are rounded
+            # to REALs: where those differ, their order is the numbers'; where they are
+            # equal, the digits are: the same text, or else compared in Python. Other kinds
+            # (text; true and false, 1 and 0 to SQLite) compare against a stand-in.
+            nearest = _nearest_float(value)
+            real = f"CAST(json_extract({column}, ?) AS REAL)"
+            text = condition_json(value)
+            same = 1 if self.op in ("=", "<=", ">=") else 0  # when the digits are the same
             return (
                 f"CASE WHEN json_type({column}, ?) IN ('integer', 'real') "
-                f"THEN {COMPARE_JSON_FUNCTION}(json_extract({column}, ?, ?), ?, ?) "
+                f"THEN CASE WHEN {real} <> ? THEN {real} {self.op} ? "
+                f"WHEN json_extract({column}, ?, ?) = ? THEN {same} "
+                f"ELSE {COMPARE_JSON_FUNCTION}(json_extract({column}, ?, ?), ?, ?) END "
                 f"ELSE json_extract({column}, ?) {self.op} ? END",
-                [path, path, path, self.op, json.dumps(value), path, stand_in],
+                [
+                    path,
+                    path,
+                    nearest,
+                    path,
+                    nearest,
+                    path,
+                    path,
+                    f"[{text},{text}]",
+                    path,
+                    path,
+                    self.op,
+                    text,
+                    path,
+                    _stand_in(value, nearest),
+                ],
             )
         return f"json_extract({column}, ?) {self.op} ?", [path, value]
 
 
-#: Numbers at least this large in magnitude (and -2**63 itself) may compare wrongly in SQLite.
-_EXACT_BOUND = 2**63
-
-
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def _nearest_float(value: int | float | Decimal) -> float:
+    """The REAL nearest to `value` (infinite beyond the largest)."""
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range
+        return math.inf if value > 0 else -math.inf
+
+
+def _stand_in(value: int | Decimal, nearest: float) -> float:
+    """A REAL that compares with 0 and 1 (JSON false and true) as `value` does: the nearest
+    one, unless `value` was rounded onto 0 or 1; then the next REAL towards `value`."""
+    if nearest in (0.0, 1.0) and Decimal(nearest) != value:
+        return math.nextafter(nearest, math.inf if value > nearest else -math.inf)
+    return nearest
+
+
+def condition_json(value: Any) -> str:
+    """A condition's value as JSON text; a number with its digits as written."""
+    if isinstance(value, Decimal):  # only ever alone: parse_condition reads lists with floats
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+#: Integers of more digits than this stay Decimals (Python refuses to read longer ones).
+_MAX_INT_DIGITS = 4000
+
+
+def _int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else Decimal(text)
+
+
+def _not_finite(text: str) -> Any:
+    raise _NotFinite(text)
+
+
+class _NotFinite(ValueError):
+    pass
 
 
 def parse_condition(text: str) -> ConfigCondition:
     """Parse ``lr<1e-3``, ``model.depth=4``, ``optimizer=adam``, ``flag=true``.
 
     The value is read as JSON when it parses (numbers, true/false/null, quoted
-    strings, lists), else taken as a plain string. ``field=null`` matches a
-    missing field too. Raises QueryError.
+    strings, lists), else taken as a plain string. A number that is not an
+    integer is kept exactly as written (a `Decimal`: ``1e-400`` is not 0).
+    ``field=null`` matches a missing field too. Raises QueryError, also for
+    ``NaN`` and ``Infinity`` (write ``"Infinity"`` for that text).
     """
-    m = _CONDITION_RE.fullmatch(text)
+    m = _CONDITION_RE.fullmatch(utf8_text(text, "the condition"))
     # An empty or operator-like value is a typo ('lr<', 'lr<<1'); '""' is the empty string.
     if not m or m.group(3)[:1] in ("", "<", ">", "=", "!"):
         raise QueryError(
@@ -104,11 +181,61 @@ def parse_condition(text: str) -> ConfigCondition:
     field, op, raw = m.groups()
     json_path(field)
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_int=_int, parse_constant=_not_finite)
+        if isinstance(value, float):  # a number alone: keep its digits
+            value = json.loads(raw, parse_float=Decimal, parse_int=_int)
+    except _NotFinite as e:
+        raise QueryError(
+            f"invalid config condition {text!r}: {e} is not a finite number (configs hold "
+            f'none); for the text, quote it: {field}{op}"{e}"'
+        ) from None
     except (ValueError, RecursionError):
         value = raw
+    if isinstance(value, (list, dict)):
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:  # 1e400 inside: a float, infinite
+            raise QueryError(
+                f"invalid config condition {text!r}: a number in it is beyond the float range "
+                "(configs hold none)"
+            ) from None
     if value is None and op not in ("=", "==", "!="):
         raise QueryError(f"invalid config condition {text!r}: null only compares with = or !=")
-    if isinstance(value, float) and math.isnan(value):
-        raise QueryError(f"invalid config condition {text!r}: NaN is equal to nothing")
     return ConfigCondition(field, _OPERATORS[op], value)
+
+
+#: The SQL function giving numbers a text key that orders exactly, whatever their digits:
+#: ``lightstore_number_key(json_extract(doc, path, path))`` (NULL when not a number).
+NUMBER_KEY_FUNCTION = "lightstore_number_key"
+
+
+def number_key(pair: Any) -> str | None:
+    """A text whose order is that of the number in JSON text `pair` (``'[x,x]'``, which
+    keeps x's digits), exactly; None if x is not a number."""
+    try:
+        x = json.loads(pair, parse_float=Decimal, parse_int=Decimal)[0]
+    except (TypeError, ValueError, IndexError, KeyError, RecursionError):
+        return None
+    if not isinstance(x, Decimal) or not x.is_finite():
+        return None
+    if x.is_zero():
+        return "1"
+    sign, digits, _ = x.as_tuple()
+    text = "".join(map(str, digits)).rstrip("0")
+    exponent = x.adjusted() + _EXPONENT_OFFSET  # the place of the first digit
+    if not sign:  # larger exponent, then larger digits: larger
+        return f"2{exponent:0{_EXPONENT_WIDTH}d}{text}"
+    # Negative: all reversed; '~' (after every digit) makes a shorter run of digits larger.
+    flipped = text.translate(_NINES)
+    return f"0{_EXPONENT_SPAN - exponent:0{_EXPONENT_WIDTH}d}{flipped}~"
+
+
+_EXPONENT_OFFSET = 10**18
+_EXPONENT_SPAN = 10**19 - 1
+_EXPONENT_WIDTH = 19
+_NINES = str.maketrans("0123456789", "9876543210")
+
+
+def register_query_functions(conn: Any) -> None:
+    """Add the query layer's SQL functions (`NUMBER_KEY_FUNCTION`) to a connection."""
+    conn.create_function(NUMBER_KEY_FUNCTION, 1, number_key, deterministic=True)

@@ -116,19 +116,23 @@ def closure(store: StoreLike, refs: str | Sequence[str], reverse: bool = False) 
     return sorted(found - set(refs))
 
 
-def label(ref: str) -> str:
-    """A short label: ``name 3fa2c9d1`` (the name and the first hex digits of its own hash)."""
+def label(ref: str, short: str | None = None) -> str:
+    """A short label: ``name 3fa2c9d1`` (the name and the first hex digits of its own hash,
+    or `short`: its shortest unique form, `lightstore.query.resolve.short_refs`)."""
     body = ref.split(":", 1)[1]
-    return f"{body.rsplit('-', 1)[1]} {body[:8]}"
+    return f"{body.rsplit('-', 1)[1]} {short or body[:8]}"
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """A config as ``{"model.depth": 4, ...}``: nested dicts become dotted keys."""
+    """A config as ``{"model.depth": 4, ...}``: nested dicts become dotted keys (a key with a
+    dot of its own is quoted: ``"model.depth"``)."""
     if not isinstance(config, dict):
         return {prefix: config}
     out: dict[str, Any] = {}
     for key, value in config.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
+        # A key with a dot of its own is quoted, so {"a.b": 1} and {"a": {"b": 2}} differ.
+        part = json.dumps(key) if "." in str(key) or str(key).startswith('"') else str(key)
+        path = f"{prefix}.{part}" if prefix else part
         if isinstance(value, dict) and value:
             out.update(flatten(value, path))
         else:
@@ -154,10 +158,21 @@ def differing_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def labels(store: StoreLike, refs: Sequence[str]) -> dict[str, str]:
-    """A label per reference: `label`, plus ``field=value`` for the config fields that
-    differ among the objects of the same name in `refs` (at most `MAX_LABEL_FIELDS`).
+    """A label per reference: `label` with the reference's shortest unique form, plus
+    ``field=value`` for the config fields that differ among the objects of the same name
+    in `refs` (at most `MAX_LABEL_FIELDS`).
     """
+    bases, extra = _labels(store, refs)
+    return {r: bases[r] + (f"  {extra[r]}" if extra.get(r) else "") for r in refs}
+
+
+def _labels(store: StoreLike, refs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each reference's `label` (with its shortest unique form), and the differing fields
+    of its config (see `labels`)."""
+    from lightstore.query.resolve import short_refs
+
     catalogue = _catalogue(store)
+    shorts = short_refs(catalogue, refs)
     drefs = {r: (rref2dref(r) if isrref(r) else r) for r in refs}
     rows = catalogue.query(
         "SELECT dref, config FROM derivations WHERE dref IN (SELECT value FROM json_each(?))",
@@ -182,7 +197,8 @@ def labels(store: StoreLike, refs: Sequence[str]) -> dict[str, str]:
             if len(fields) > MAX_LABEL_FIELDS:
                 shown.append("…")
             extra[d] = " ".join(shown)
-    return {r: (label(r) + (f"  {extra[d]}" if extra.get(d) else "")) for r, d in drefs.items()}
+    bases = {r: label(r, shorts.get(r)) for r in refs}
+    return bases, {r: extra[d] for r, d in drefs.items() if extra.get(d)}
 
 
 def tree_lines(store: StoreLike, ref: str, reverse: bool = False, full: bool = False) -> list[str]:
@@ -197,8 +213,12 @@ def tree_lines(store: StoreLike, ref: str, reverse: bool = False, full: bool = F
     for user, dep in edges:
         parent, child = (user, dep) if not reverse else (dep, user)
         children.setdefault(parent, []).append(child)
-    names = labels(store, sorted({ref} | {u for u, _ in edges} | {d for _, d in edges}))
-    show = (lambda r: r + names[r][len(label(r)) :]) if full else names.__getitem__
+    bases, extra = _labels(store, sorted({ref} | {u for u, _ in edges} | {d for _, d in edges}))
+
+    def show(r: str) -> str:
+        fields = f"  {extra[r]}" if r in extra else ""
+        return (r if full else bases[r]) + fields
+
     lines = [show(ref)]
     seen = {ref}
 
@@ -238,7 +258,7 @@ def dot(store: StoreLike, refs: str | Sequence[str], reverse: bool = False) -> s
     refs = _targets(store, refs)
     edges = closure_edges(_catalogue(store), refs, reverse)
     nodes = sorted(set(refs) | {u for u, _ in edges} | {d for _, d in edges})
-    names = labels(store, nodes)
+    bases, extra = _labels(store, nodes)
     lines = [
         "digraph lightstore {",
         "  rankdir=BT;",
@@ -247,8 +267,8 @@ def dot(store: StoreLike, refs: str | Sequence[str], reverse: bool = False) -> s
     for n in nodes:
         shape = "box" if kind_of(n) == "rref" else "ellipse"
         style = ", penwidth=2" if n in refs else ""
-        name, short = label(n).split(" ")
-        fields = names[n][len(label(n)) :].strip()
+        name, short = bases[n].split(" ")
+        fields = extra.get(n, "")
         text = f"{name}\\n{short}" + (f"\\n{_dot_text(fields)}" if fields else "")
         lines.append(f'  {_dot_id(n)} [label="{text}", shape={shape}{style}];')
     for user, dep in edges:

@@ -2,9 +2,10 @@
 
 Each function takes a `Store` (or its catalogue) and returns plain rows
 (dicts), so the command line only formats them. Filters are bound
-parameters, except `where`, which is raw SQL over the columns of the
-`history` view: give it only to a read-only catalogue (`open_view`) when the
-text comes from someone else.
+parameters, except `where`, an SQL expression over the columns of the
+`history` view: it must be one expression (`check_expression`), and a query
+with it runs as user SQL does, whatever the catalogue given (read-only,
+under the rules of `lightstore.query.sqlguard`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from lightstore.foundation.errors import InvalidMetricError
 from lightstore.foundation.metrics import check_metric_name
 from lightstore.foundation.times import TimeLike, parse_optional_time
 from lightstore.query.errors import QueryError
-from lightstore.query.filters import ConfigCondition, json_path, name_condition, parse_condition
-from lightstore.query.readonly import WHERE_TIMEOUT_S, run_sql
+from lightstore.query.filters import (
+    NUMBER_KEY_FUNCTION,
+    ConfigCondition,
+    json_path,
+    name_condition,
+    parse_condition,
+    utf8_text,
+)
+from lightstore.query.readonly import WHERE_TIMEOUT_S, query_rows
 from lightstore.query.rows import Rows
+from lightstore.query.sqlguard import check_expression
 from lightstore.store.view import StoreView
 
 #: Columns of a history row, before the chosen config fields.
@@ -119,10 +128,14 @@ def _unique_keys(names: Sequence[str], taken: Iterable[str], prefix: str) -> lis
 
 
 def _rows(
-    catalogue: Catalogue, sql: str, params: Sequence[Any], timeout: float | None = None
+    catalogue: Catalogue,
+    sql: str,
+    params: Sequence[Any],
+    timeout: float | None = None,
+    where: bool = False,
 ) -> Rows:
-    # run_sql turns SQLite's complaints about a user's `where` into QueryError.
-    names, rows = run_sql(catalogue, sql, params, timeout)
+    # query_rows turns SQLite's complaints about a user's `where` into QueryError.
+    names, rows = query_rows(catalogue, sql, params, timeout, user_sql=where)
     return Rows((dict(zip(names, row, strict=True)) for row in rows), names)
 
 
@@ -131,8 +144,18 @@ def metric_keys(metrics: Sequence[str], taken: Iterable[str]) -> list[str]:
     return _unique_keys(metrics, taken, "metric.")
 
 
-def _sort_order(sort: str, keys: Sequence[str]) -> str:
-    """ORDER BY terms for `sort` (a row key; ``-key`` for descending), missing values last."""
+#: The hidden column of the exact order of a config field's numbers (`_sort_order`).
+_SORT_KEY = "lightstore sort key"
+#: REALs at least this large in magnitude may be rounded, or compare wrongly with integers.
+_EXACT_REAL_BOUND = 2**53
+
+
+def _sort_order(sort: str, keys: Sequence[str], field: bool) -> str:
+    """ORDER BY terms for `sort` (a row key; ``-key`` for descending), missing values last.
+
+    For a config `field`, the select has `_SORT_KEY`: `NUMBER_KEY_FUNCTION` of the numbers
+    SQLite may order wrongly (2**64 + 1 and 2**64 are the same REAL), which order exactly
+    before the smaller numbers (negative) or after them (positive), then text."""
     descending = sort.startswith("-")
     key = sort[1:] if descending else sort
     if key not in keys:
@@ -141,7 +164,14 @@ def _sort_order(sort: str, keys: Sequence[str]) -> str:
             f"(columns: {', '.join(keys)}); add it with a field (-f) or a metric (-m)"
         )
     column = '"' + key.replace('"', '""') + '"'
-    return f"{column} IS NULL, {column}{' DESC' if descending else ''}, stopped, rref"
+    way = " DESC" if descending else ""
+    if not field:
+        return f"{column} IS NULL, {column}{way}, stopped, rref"
+    group = (
+        f"CASE WHEN typeof({column}) NOT IN ('integer', 'real') THEN 3 "
+        f'WHEN "{_SORT_KEY}" IS NULL THEN 1 WHEN "{_SORT_KEY}" < \'1\' THEN 0 ELSE 2 END'
+    )
+    return f'{column} IS NULL, {group}{way}, "{_SORT_KEY}"{way}, {column}{way}, stopped, rref'
 
 
 def _time_window_is_smaller(
@@ -232,14 +262,29 @@ def history(
         name_column = "+name"  # unary + keeps SQLite off the name index
     _filters(w, name, config, t0, t1, "stopped", name_column=name_column)
     if where:
+        check_expression(utf8_text(where, "the condition"))
         w.add(f"({where}\n)")  # the newline ends a trailing -- comment
     source = "history" if include_collected else _PRESENT_HISTORY
     sql = f"SELECT {', '.join(select)} FROM {source}{w.sql()}"
     params += w.params
     if sort is not None:
-        sql = (
-            f"SELECT * FROM ({sql}) ORDER BY {_sort_order(sort, [*HISTORY_COLUMNS, *keys, *mkeys])}"
-        )
+        every = [*HISTORY_COLUMNS, *keys, *mkeys]
+        sort_field = sort.removeprefix("-")
+        by_field = sort_field in keys
+        order = _sort_order(sort, every, by_field)
+        if by_field:
+            path = json_path(fields[keys.index(sort_field)])
+            select.append(
+                f"CASE WHEN abs(json_extract(config, ?)) >= {_EXACT_REAL_BOUND} "
+                f'THEN {NUMBER_KEY_FUNCTION}(json_extract(config, ?, ?)) END AS "{_SORT_KEY}"'
+            )
+            sort_params = [path, path, path]
+        else:
+            sort_params = []
+        sql = f"SELECT {', '.join(select)} FROM {source}{w.sql()}"
+        params = [*params[: len(params) - len(w.params)], *sort_params, *w.params]
+        shown = ", ".join('"' + k.replace('"', '""') + '"' for k in every)
+        sql = f"SELECT {shown} FROM ({sql}) ORDER BY {order}"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(_limit(limit))
@@ -252,7 +297,7 @@ def history(
         sql += " ORDER BY stopped, rref"
     if timeout is None and where:
         timeout = WHERE_TIMEOUT_S
-    rows = _rows(catalogue, sql, params, timeout)
+    rows = _rows(catalogue, sql, params, timeout, where=bool(where))
     if fields:
         _exact_integers(catalogue, rows, fields, keys)
     return rows
@@ -261,14 +306,15 @@ def history(
 def _exact_integers(
     catalogue: Catalogue, rows: Rows, fields: Sequence[str], keys: Sequence[str]
 ) -> None:
-    """Put back the digits of config integers beyond 64 bits, which SQLite read as REALs.
+    """Put back the digits of config integers beyond 64 bits, which SQLite read as REALs
+    (infinite beyond the float range).
 
-    Only a whole REAL that large can be one, so the common rows cost one test each.
+    Only a REAL that large can be one, so the common rows cost one test each.
     """
     for row in rows:
         for field, key in zip(fields, keys, strict=True):
             value = row.get(key)
-            if isinstance(value, float) and abs(value) >= 2**63 and value.is_integer():
+            if isinstance(value, float) and abs(value) >= 2**63:  # an integer, or infinite
                 path = json_path(field)
                 found = catalogue.column(
                     "SELECT json_extract(config, ?, ?) FROM derivations WHERE dref = ? UNION ALL "

@@ -29,12 +29,11 @@ missing field.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Literal
 
 from lightstore.foundation.errors import InvalidSelectorError, QueryError
-from lightstore.query.filters import ConfigCondition, parse_condition
+from lightstore.query.filters import ConfigCondition, condition_json, parse_condition
 
 Pick = Literal["latest", "all"]
 PICKS: tuple[Pick, ...] = ("latest", "all")
@@ -63,7 +62,7 @@ class Selector:
 
 def format_condition(c: ConfigCondition) -> str:
     """A condition as text that `parse_condition` reads back to the same condition."""
-    return f"{c.field}{c.op}{json.dumps(c.value, sort_keys=True, separators=(',', ':'))}"
+    return f"{c.field}{c.op}{condition_json(c.value)}"
 
 
 def is_selector(text: str) -> bool:

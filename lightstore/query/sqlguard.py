@@ -1,24 +1,37 @@
 """What SQL that users type may do: one set of rules for `lightstore sql`, `history --where`
 and the browser's SQL editor (`lightstore ui`).
 
-- `authorize` (a SQLite authorizer) refuses what a read-only connection
-  would still allow: ``ATTACH`` (which can create files; ``VACUUM INTO``
-  uses it), pragmas that change the connection, functions that reveal the
-  process's state or reach outside the catalogue (`DENIED_FUNCTIONS`:
-  ``fts3_tokenizer`` returns a memory address, ``load_extension`` loads
-  code), and `DENIED_TABLES` (``sqlite_stmt`` lists the statements prepared
-  on the connection, in the browser other people's).
+- `authorize` (a SQLite authorizer) lets a statement read and nothing else:
+  it refuses every write and every object a statement could make, temporary
+  ones included (``CREATE TEMP TRIGGER ... ON realizations`` would run
+  inside lightstore's own writes), transactions, ``ATTACH`` (which can
+  create files; ``VACUUM INTO`` uses it), pragmas other than introspection,
+  functions that reveal the process's state or reach outside the catalogue
+  (`DENIED_FUNCTIONS`: ``fts3_tokenizer`` returns a memory address,
+  ``load_extension`` loads code), and `DENIED_TABLES` (``sqlite_stmt`` lists
+  the statements prepared on the connection, in the browser other people's).
+  User SQL also runs on a connection opened read-only (``mode=ro``).
+- A ``where`` fragment (`history --where`) must be one expression:
+  `check_expression` refuses text that closes more parentheses than it
+  opens, or leaves a string, a quoted name or a comment open, which could
+  reach outside the parentheses it is put in.
 - A deadline (a progress handler) is checked between the steps of a
   statement, never inside one function call. So `USER_SQL_LIMITS` bound the
   size of values (and of LIKE/GLOB patterns, whose matching costs their
   length times the text's), and `install_guards` replaces the built-in
   functions whose one call could still run for seconds: ``printf``/
   ``format`` (``printf('%.*c', 1e9, 'x')`` loops a billion times whatever the
-  size limit), ``instr``, ``replace`` and the two-argument ``trim``,
-  ``ltrim`` and ``rtrim`` (quadratic in their arguments' lengths). A guard
-  checks the arguments, refuses what would take too long, and otherwise
-  lets SQLite's own function compute the result, on a private connection,
-  so results are exactly SQLite's.
+  size limit), ``instr``, ``replace``, the two-argument ``trim``, ``ltrim``
+  and ``rtrim``, and ``json_patch`` (quadratic in their arguments' lengths;
+  ``json_patch`` in their numbers of keys). A guard checks the arguments,
+  refuses what would take too long, and otherwise lets SQLite's own function
+  compute the result, on a private connection, so results are exactly
+  SQLite's (but ``json_patch``'s is plain JSON text, as if read from a table:
+  inside another JSON function, wrap it in ``json()``).
+- What a statement returns is bounded too: values by `MAX_LENGTH`, a row by
+  `MAX_COLUMNS` of them, and the rows a caller gathers by a byte budget
+  (`row_bytes`; `BudgetCursor` for the browser); streamed rows come in
+  batches of at most `BATCH_BYTES`.
 """
 
 from __future__ import annotations
@@ -31,7 +44,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-#: Pragmas user SQL may run: introspection only (writes fail on ``mode=ro`` anyway).
+from lightstore.foundation.errors import QueryError
+
+#: Pragmas user SQL may run: introspection only.
 SAFE_PRAGMAS = frozenset(
     {
         "collation_list",
@@ -61,6 +76,22 @@ SAFE_PRAGMAS = frozenset(
         "user_version",
     }
 )
+#: Of those, the ones whose argument names what to describe; on the others an argument
+#: (``PRAGMA foreign_keys = OFF``) would set something.
+_PRAGMAS_WITH_ARGUMENT = frozenset(
+    {
+        "foreign_key_check",
+        "foreign_key_list",
+        "index_info",
+        "index_list",
+        "index_xinfo",
+        "integrity_check",
+        "quick_check",
+        "table_info",
+        "table_list",
+        "table_xinfo",
+    }
+)
 
 #: Functions user SQL may not call: they reveal the process's state (``fts3_tokenizer``
 #: returns a pointer, ``fts5`` hands one out), load code or touch files (``load_extension``;
@@ -85,24 +116,81 @@ DENIED_TABLES = frozenset({"fsdir", "sqlite_stmt", "zipfile"})
 MAX_LENGTH = 8 * 1024 * 1024
 #: The longest LIKE or GLOB pattern; matching costs up to its length times the text's.
 MAX_PATTERN_LENGTH = 100
+#: The most columns a statement may return: a row holds at most this many values of up to
+#: `MAX_LENGTH` bytes, all in memory at once (the widest view, `runs`, has 19).
+MAX_COLUMNS = 32
 USER_SQL_LIMITS: dict[int, int] = {
     sqlite3.SQLITE_LIMIT_LENGTH: MAX_LENGTH,
     sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: MAX_PATTERN_LENGTH,
     sqlite3.SQLITE_LIMIT_ATTACHED: 0,
+    sqlite3.SQLITE_LIMIT_COLUMN: MAX_COLUMNS,
+}
+
+#: Rows gathered in memory (`run_sql`, a table of `lightstore sql`) stop at this many bytes
+#: of values (`row_bytes`); streamed rows do not, and come in batches of `BATCH_BYTES`.
+MAX_RESULT_BYTES = 256 * 1024 * 1024
+#: The most bytes of values in one batch of streamed rows (at most 1,000 rows).
+BATCH_BYTES = 4 * 1024 * 1024
+#: A row of more bytes of values is refused as soon as it is read, before it is written
+#: out (which copies it several times: JSON, base64, the terminal's encoding).
+MAX_ROW_BYTES = 64 * 1024 * 1024
+#: What `row_bytes` counts for a value besides its text or bytes.
+_VALUE_OVERHEAD = 16
+
+_local = threading.local()
+
+#: The authorizer's codes of what user SQL may do; `authorize` refuses the rest.
+_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE})
+#: SQLite's own tables, which it "updates" when a table-valued function is first used
+#: (and which no statement may change: "table sqlite_master may not be modified").
+_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master"})
+_CHANGES = {
+    sqlite3.SQLITE_INSERT: "INSERT",
+    sqlite3.SQLITE_UPDATE: "UPDATE",
+    sqlite3.SQLITE_DELETE: "DELETE",
+    sqlite3.SQLITE_TRANSACTION: "a transaction",
+    sqlite3.SQLITE_SAVEPOINT: "a savepoint",
+    sqlite3.SQLITE_ANALYZE: "ANALYZE",
+    sqlite3.SQLITE_REINDEX: "REINDEX",
+    sqlite3.SQLITE_ALTER_TABLE: "ALTER TABLE",
 }
 
 
 def authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
-    """The authorizer of connections that run user SQL (see the module docstring)."""
+    """The authorizer of connections that run user SQL (see the module docstring): reading
+    is allowed, everything else refused (`last_denial` says what was)."""
+    if action in _READS:
+        if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in DENIED_TABLES:
+            return _deny(f"the table {arg1}")
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION:
+        if (arg2 or "").lower() in DENIED_FUNCTIONS:
+            return _deny(f"the function {arg2}()")
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA:
+        name = (arg1 or "").lower()
+        if name in SAFE_PRAGMAS and (arg2 is None or name in _PRAGMAS_WITH_ARGUMENT):
+            return sqlite3.SQLITE_OK
+        return _deny(f"PRAGMA {name}" + ("" if arg2 is None else f" = {arg2}"))
+    if action == sqlite3.SQLITE_UPDATE and (arg1 or "").lower() in _SCHEMA_TABLES:
+        return sqlite3.SQLITE_OK
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() not in SAFE_PRAGMAS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in DENIED_TABLES:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+        return _deny("ATTACH (VACUUM INTO uses it)")
+    what = _CHANGES.get(action, "CREATE or DROP (temporary objects too)")
+    return _deny(f"{what}: a statement here may only read", write=True)
+
+
+def _deny(what: str, write: bool = False) -> int:
+    _local.denial = (what, write)
+    return sqlite3.SQLITE_DENY
+
+
+def last_denial() -> tuple[str, bool] | None:
+    """What the authorizer last refused on this thread, and whether it was a change (a
+    write, a new object, a transaction); then forget it. None if it refused nothing."""
+    denial: tuple[str, bool] | None = getattr(_local, "denial", None)
+    _local.denial = None
+    return denial
 
 
 def set_limits(conn: sqlite3.Connection, limits: dict[int, int]) -> dict[int, int]:
@@ -122,16 +210,160 @@ def prepare_connection(conn: sqlite3.Connection) -> None:
     install_guards(conn, limited=True)
 
 
+def row_bytes(row: Any) -> int:
+    """About how many bytes a row's values take: their text and bytes, plus a little each."""
+    size = _VALUE_OVERHEAD * len(row)
+    for value in row:
+        if type(value) is str or type(value) is bytes:
+            size += len(value)
+    return size
+
+
+def too_big(limit: int, what: str = "the result") -> str:
+    """The refusal of `what` (a result, a row) larger than `limit` bytes."""
+    return (
+        f"refused: {what} is larger than {limit // (1024 * 1024)} MiB, more than is "
+        "gathered in memory here; select fewer rows or columns (LIMIT, substr(), length())"
+    )
+
+
+def limit_process_heap(limit: int) -> None:
+    """Cap the memory SQLite may allocate in this whole process (all connections) at `limit`
+    bytes: a query that needs more fails with SQLite's 'out of memory' (Python's
+    MemoryError). For processes that serve user SQL to others (the browser); it cannot be
+    raised again, only lowered."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"PRAGMA hard_heap_limit = {int(limit)}")
+    finally:
+        conn.close()
+
+
+class BudgetCursor(sqlite3.Cursor):
+    """A cursor that refuses, with sqlite3.OperationalError, to fetch more than
+    `BudgetConnection.result_bytes` bytes of values (`row_bytes`) for one statement, or
+    a statement that runs out of memory (instead of Python's MemoryError). For Datasette,
+    which gathers the rows of a query (at most its ``max_returned_rows``), then renders
+    them."""
+
+    _spent = 0
+
+    def execute(self, sql: str, parameters: Any = (), /) -> BudgetCursor:
+        self._spent = 0
+        try:
+            super().execute(sql, parameters)
+        except MemoryError:
+            raise sqlite3.OperationalError(_OUT_OF_MEMORY) from None
+        return self
+
+    def fetchone(self) -> Any:
+        try:
+            row = super().fetchone()
+        except MemoryError:
+            raise sqlite3.OperationalError(_OUT_OF_MEMORY) from None
+        if row is not None:
+            self._spent += row_bytes(row)
+            limit: int = getattr(self.connection, "result_bytes", MAX_RESULT_BYTES)
+            if self._spent > limit:
+                raise sqlite3.OperationalError(too_big(limit))
+        return row
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        rows = []
+        for _ in range(self.arraysize if size is None else size):
+            row = self.fetchone()
+            if row is None:
+                break
+            rows.append(row)
+        return rows
+
+    def fetchall(self) -> list[Any]:
+        return list(iter(self.fetchone, None))
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+
+_OUT_OF_MEMORY = (
+    "refused: the query needs more memory than is allowed here; select fewer or smaller "
+    "values (LIMIT, substr(), length())"
+)
+
+
+class BudgetConnection(sqlite3.Connection):
+    """A connection whose cursors are `BudgetCursor`s, with `result_bytes` their budget:
+    ``sqlite3.connect(path, factory=BudgetConnection)``."""
+
+    result_bytes = MAX_RESULT_BYTES
+
+    def cursor(self, factory: Any = None) -> Any:
+        return super().cursor(factory or BudgetCursor)
+
+
+def check_expression(text: str) -> None:
+    """Raise QueryError unless `text`, put between parentheses, stays one expression there:
+    its parentheses balance and never close more than they opened, and every string
+    (``'..'``), quoted name (``".."``, ``[..]``, ```..```) and ``/* */`` comment ends;
+    ``;`` is refused. A ``--`` comment may end the text (the parentheses are closed on a
+    new line)."""
+
+    def refuse(why: str) -> QueryError:
+        return QueryError(
+            f"invalid SQL condition {text!r}: {why}; give one expression over the columns, "
+            "such as \"duration > 60 AND host = 'gpu1'\""
+        )
+
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "'\"`[":
+            close = "]" if c == "[" else c
+            j = i + 1
+            while True:
+                j = text.find(close, j)
+                if j < 0:
+                    raise refuse(f"{c} at {i} is not closed")
+                if close != "]" and text.startswith(close * 2, j):
+                    j += 2  # a doubled quote stands for itself
+                    continue
+                break
+            i = j + 1
+            continue
+        if text.startswith("--", i):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+            continue
+        if text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise refuse(f"the comment at {i} is not closed")
+            i = end + 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                raise refuse(f"')' at {i} closes a parenthesis it did not open")
+        elif c == ";":
+            raise refuse("';' ends the statement")
+        i += 1
+    if depth:
+        raise refuse("a '(' is not closed")
+
+
 # -- guards ---------------------------------------------------------------------------------
 
 #: How much work one call of a quadratic function may do, in pairs of characters compared
 #: (its arguments' lengths multiplied): a tenth of a second or so. instr and replace compare
-#: with memcmp, far faster than trim's character by character.
-WORK_LIMITS = {"instr": 2 * 10**9, "replace": 2 * 10**9, "trim": 5 * 10**7}
+#: with memcmp, far faster than trim's character by character. json_patch looks up each key
+#: of the patch among the target's keys: its work is counted in pairs of keys (``:``s).
+WORK_LIMITS = {"instr": 2 * 10**9, "replace": 2 * 10**9, "trim": 5 * 10**7, "json_patch": 5 * 10**7}
 #: What `last_refusal` says when a guard stopped a statement for its deadline.
 DEADLINE_PASSED = "the statement's deadline passed"
-
-_local = threading.local()
 
 
 def enter_user_sql(deadline: float | None) -> None:
@@ -197,7 +429,7 @@ def _guard(
             return _fail(f"{name}(): {reason}", limited)
         try:
             return _builtin().execute(sql.format(", ".join("?" * len(args))), args).fetchone()[0]
-        except sqlite3.DataError as e:  # 'string or blob too big'
+        except sqlite3.Error as e:  # 'string or blob too big', 'malformed JSON'
             return _fail(f"{name}(): {e}", limited)
 
     return guard
@@ -232,6 +464,25 @@ def _quadratic(limit: int) -> Callable[[tuple[Any, ...]], str | None]:
         return None
 
     return check
+
+
+def _keys(value: Any) -> int:
+    """At most how many keys JSON text `value` holds (its ``:``s)."""
+    if isinstance(value, str):
+        return value.count(":")
+    if isinstance(value, bytes):
+        return value.count(b":")
+    return 0
+
+
+def check_json_patch(args: tuple[Any, ...]) -> str | None:
+    """Why SQLite's json_patch(*args) is refused, or None: it looks up every key of the
+    patch among the target's keys, one by one, so two objects of many keys could keep it
+    busy for minutes."""
+    a, b = _keys(args[0]), _keys(args[1])
+    if a * b > WORK_LIMITS["json_patch"]:
+        return f"on objects of this many keys (up to {a} and {b}) it could run for minutes"
+    return None
 
 
 # One printf conversion: '%', its flags, width, precision and size, then its type.
@@ -276,9 +527,9 @@ def check_printf(args: tuple[Any, ...]) -> str | None:
     return None
 
 
-def _has_function(name: str) -> bool:
+def _has_function(name: str, args: str = "''") -> bool:
     try:
-        _builtin().execute(f"SELECT {name}('')").fetchone()
+        _builtin().execute(f"SELECT {name}({args})").fetchone()
     except sqlite3.OperationalError:  # no such function
         return False
     return True
@@ -301,3 +552,6 @@ def install_guards(conn: sqlite3.Connection, limited: bool = False) -> None:
     ):
         guard = _guard(name, _quadratic(limit), limited)
         conn.create_function(name, nargs, guard, deterministic=True)
+    if _has_function("json_patch", "'{}', '{}'"):  # JSON is built in since SQLite 3.38
+        guard = _guard("json_patch", check_json_patch, limited)
+        conn.create_function("json_patch", 2, guard, deterministic=True)

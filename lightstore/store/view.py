@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from lightstore.catalogue import Catalogue
-from lightstore.foundation.errors import UnknownReferenceError
+from lightstore.foundation.errors import CatalogueCorruptError, UnknownReferenceError
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import Context, DRef, RRef
 from lightstore.store.layout import Layout
@@ -31,7 +31,8 @@ class StoreView(Layout):
     def config(self, dref: DRef) -> dict[str, Any]:
         """The config of a recorded derivation (selfrefs unresolved). Do not mutate it.
 
-        Raises UnknownReferenceError if the catalogue does not record `dref`.
+        Raises UnknownReferenceError if the catalogue does not record `dref`,
+        CatalogueCorruptError if its config there is not a JSON object.
         """
         cached = self._configs.get(dref)
         if cached is None:
@@ -40,7 +41,17 @@ class StoreView(Layout):
                 raise UnknownReferenceError(
                     f"derivation {dref} is not in the store {self.root}", dref
                 )
-            cached = self._configs[dref] = json.loads(text)
+            try:
+                parsed: Any = json.loads(text)
+            except (ValueError, RecursionError) as e:
+                parsed = e
+            if not isinstance(parsed, dict):
+                raise CatalogueCorruptError(
+                    f"the catalogue {self.catalogue.path} is damaged: the config of {dref} is "
+                    f"not a JSON object ({parsed!r:.100}); run `lightstore reindex` to rebuild "
+                    "it from the tree"
+                )
+            cached = self._configs[dref] = parsed
         return cached
 
     def context(self, rref: RRef) -> Context:

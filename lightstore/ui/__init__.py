@@ -22,11 +22,22 @@ from importlib import resources
 from typing import Any
 
 from lightstore.catalogue import sqlite_uri
+from lightstore.cli.output import terminal_safe
 from lightstore.foundation.errors import LightstoreError
+from lightstore.query import sqlguard
 from lightstore.query.readonly import catalogue_path, open_view
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
+#: How long one query of the browser may run (Datasette's sql_time_limit_ms).
+SQL_TIME_LIMIT_MS = 5000
+#: The most rows one query of the browser returns (Datasette's max_returned_rows).
+MAX_RETURNED_ROWS = 1000
+#: The most bytes of values one query of the browser returns (and of a CSV it writes).
+RESULT_BYTES = 16 * 1024 * 1024
+#: The most memory SQLite may take in the browser's process, all queries together: a page
+#: anywhere can send queries to a server on 127.0.0.1.
+HEAP_BYTES = 512 * 1024 * 1024
 #: The name Datasette gives the catalogue (its SQL editor is at /catalogue).
 DATABASE = "catalogue"
 
@@ -67,7 +78,9 @@ def make_datasette(root: str) -> Any:
         settings={
             "allow_download": False,  # a copy of a live WAL database would be inconsistent
             "default_page_size": 100,
-            "sql_time_limit_ms": 5000,
+            "sql_time_limit_ms": SQL_TIME_LIMIT_MS,
+            "max_returned_rows": MAX_RETURNED_ROWS,
+            "max_csv_mb": RESULT_BYTES // (1024 * 1024),
         },
         metadata={
             "title": f"lightstore: {view.root}",
@@ -81,11 +94,21 @@ def make_datasette(root: str) -> Any:
 
 
 def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection:
-    """Datasette's `Database.connect`, with the file name quoted: Datasette puts it into a
-    ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file."""
-    conn = sqlite3.connect(sqlite_uri(database.path, mode="ro"), uri=True, check_same_thread=False)
+    """Datasette's `Database.connect`, with the file name quoted (Datasette puts it into a
+    ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file), and
+    cursors that refuse a result of more than `RESULT_BYTES` (`sqlguard.BudgetCursor`)."""
+    conn = sqlite3.connect(
+        sqlite_uri(database.path, mode="ro"),
+        uri=True,
+        check_same_thread=False,
+        factory=_BrowserConnection,
+    )
     database._all_file_connections.append(conn)
     return conn
+
+
+class _BrowserConnection(sqlguard.BudgetConnection):
+    result_bytes = RESULT_BYTES
 
 
 def loopback_literal(host: str) -> bool:
@@ -179,16 +202,26 @@ def _loopback_host_header(scope: Any) -> bool:
     return loopback_literal(name)
 
 
+def bind_name(host: str) -> str:
+    """The name or address to bind for `host`: without brackets, and without the trailing
+    dot of a fully qualified name (``localhost.``), which the resolver may not take."""
+    name = host.strip().strip("[]")
+    if name.endswith(".") and not name.rstrip(".").replace(".", "").isdigit():
+        name = name.rstrip(".")
+    return name
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on (host, port); port 0 picks a free one.
 
     Raises LightstoreError if the address cannot be used.
     """
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    name = bind_name(host)
+    family = socket.AF_INET6 if ":" in name else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host.strip("[]"), port))
+        sock.bind((name, port))
         sock.listen(128)
     except OSError as e:
         sock.close()
@@ -212,14 +245,18 @@ def serve(
     ds = make_datasette(root)
     import uvicorn
 
+    sqlguard.limit_process_heap(HEAP_BYTES)
+
     local = is_loopback(host)
     if not local:
-        print(exposure_warning(host, root), file=sys.stderr, flush=True)
+        print(terminal_safe(exposure_warning(host, root)), file=sys.stderr, flush=True)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    name = bind_name(host)
+    shown = f"[{name}]" if ":" in name else name
     url = f"http://{shown}:{actual}/"
-    say(f"Serving {os.path.abspath(root)} read-only at {url}  (Ctrl-C to stop)")
+    # The root and the host are the user's, but may hold what a terminal acts on.
+    say(terminal_safe(f"Serving {os.path.abspath(root)} read-only at {url}  (Ctrl-C to stop)"))
     sys.stdout.flush()
     if open_browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()

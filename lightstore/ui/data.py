@@ -77,18 +77,26 @@ def stages(store: Store) -> list[dict[str, Any]]:
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config keys joined by dots (``{"model": {"depth": 4}}`` -> ``model.depth``).
+    """Nested config keys joined by dots (``{"model": {"depth": 4}}`` -> ``model.depth``); a
+    key with a dot of its own is quoted as JSON (``{"model.depth": 4}`` -> ``"model.depth"``),
+    so both stay columns of their own.
 
     Lists stay values (shown as JSON).
     """
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{key_segment(key)}"
         if isinstance(value, dict) and value:
             flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
     return flat
+
+
+def key_segment(key: str) -> str:
+    """A config key as one part of a dotted name: as it is, or quoted as JSON if it holds
+    a dot (or starts with a quote), which would read as more parts."""
+    return json.dumps(key) if "." in key or key.startswith('"') else key
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -223,7 +231,7 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
                 rref,
             )
         raise UnknownReferenceError(f"{rref} is not in this store", rref)
-    info = describe(store, rref)
+    info = describe(store, rref, files=False)  # listed below, up to MAX_FILES
     folder = store.rref_path(rref)
     try:
         listed = listing(folder, MAX_FILES)
