@@ -36,10 +36,13 @@ SQL_WRITE = re.compile(
     re.X | re.I,
 )
 
-#: Strings outside the catalogue that name write statements without being SQL: the
-#: refusal message of the user-SQL guard, as (module, function, the string's start).
+#: Strings outside the catalogue that name write statements without being SQL: what the
+#: user-SQL guard says it refused, as (module, function, the string's start).
 NOT_SQL = {
     ("query/readonly.py", "_explain", "refused: "),
+    ("query/readonly.py", "_denied", "refused: "),
+    ("query/sqlguard.py", "", "ALTER TABLE"),  # the names of refused actions
+    ("query/sqlguard.py", "authorize", "ATTACH (VACUUM INTO uses it)"),
 }
 
 

@@ -8,7 +8,13 @@ class `Catalogue` combines.
 """
 
 from lightstore.catalogue.catalogue import HOST, ByBuildTime, Catalogue
-from lightstore.catalogue.connection import BUSY_TIMEOUT_S, Database, fold_wal, sqlite_uri
+from lightstore.catalogue.connection import (
+    BUSY_TIMEOUT_S,
+    Database,
+    fold_wal,
+    limit_process_heap,
+    sqlite_uri,
+)
 from lightstore.catalogue.filesystems import filesystem_type, journal_mode_for
 from lightstore.catalogue.migrations import MIGRATION_SET, schema_files, split_sql
 from lightstore.catalogue.records import NewDerivation, NewRealization
@@ -34,6 +40,7 @@ __all__ = [
     "Row",
     "filesystem_type",
     "fold_wal",
+    "limit_process_heap",
     "journal_mode_for",
     "name_condition",
     "utf8_text",

@@ -317,3 +317,15 @@ class Database:
     def migrate(self) -> int:
         """Apply pending migrations in order, each in its own transaction; return the version."""
         return migrations.migrate(self)
+
+
+def limit_process_heap(limit: int) -> None:
+    """Cap the memory SQLite may allocate in this whole process (all connections) at `limit`
+    bytes: a query that needs more fails with SQLite's 'out of memory' (Python's
+    MemoryError). For processes that serve user SQL to others (the browser); it cannot be
+    raised again, only lowered."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"PRAGMA hard_heap_limit = {int(limit)}")
+    finally:
+        conn.close()

@@ -227,18 +227,6 @@ def too_big(limit: int, what: str = "the result") -> str:
     )
 
 
-def limit_process_heap(limit: int) -> None:
-    """Cap the memory SQLite may allocate in this whole process (all connections) at `limit`
-    bytes: a query that needs more fails with SQLite's 'out of memory' (Python's
-    MemoryError). For processes that serve user SQL to others (the browser); it cannot be
-    raised again, only lowered."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute(f"PRAGMA hard_heap_limit = {int(limit)}")
-    finally:
-        conn.close()
-
-
 class BudgetCursor(sqlite3.Cursor):
     """A cursor that refuses, with sqlite3.OperationalError, to fetch more than
     `BudgetConnection.result_bytes` bytes of values (`row_bytes`) for one statement, or

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from lightstore.catalogue import sqlite_uri
+from lightstore.catalogue import limit_process_heap, sqlite_uri
 from lightstore.cli.output import terminal_safe
 from lightstore.foundation.errors import LightstoreError
 from lightstore.query import sqlguard
@@ -245,7 +245,7 @@ def serve(
     ds = make_datasette(root)
     import uvicorn
 
-    sqlguard.limit_process_heap(HEAP_BYTES)
+    limit_process_heap(HEAP_BYTES)
 
     local = is_loopback(host)
     if not local:
