@@ -36,7 +36,7 @@ from lightstore.foundation.refs import Context, DRef, RRef, mkrref, undref
 from lightstore.store.layout import CONTEXT_FILE, realization_digest
 
 if TYPE_CHECKING:
-    from lightstore.store.core import LocalStore
+    from lightstore.store.base import StoreBase
 
 
 def _unstorable(dref: DRef) -> Callable[[Entry], BuildError]:
@@ -51,7 +51,7 @@ def _unstorable(dref: DRef) -> Callable[[Entry], BuildError]:
 
 
 def publish(
-    store: LocalStore,
+    store: StoreBase,
     dref: DRef,
     context: Context,
     outputs: Sequence[str],
@@ -76,7 +76,7 @@ def publish(
 
 
 def _publish(
-    store: LocalStore,
+    store: StoreBase,
     dref: DRef,
     context: Context,
     outputs: Sequence[str],
@@ -135,7 +135,7 @@ def _publish(
 
 
 def _check_output(
-    store: LocalStore, dref: DRef, out: str, promises: Sequence[Sequence[str]]
+    store: StoreBase, dref: DRef, out: str, promises: Sequence[Sequence[str]]
 ) -> None:
     """Refuse an output that is not a folder, lacks a promised path, or uses a reserved name."""
     if not os.path.isdir(out):
@@ -157,7 +157,7 @@ def _check_output(
 
 
 def install(
-    store: LocalStore,
+    store: StoreBase,
     installs: Sequence[tuple[NewRealization, str]],
     build_id: int | None = None,
     derivations: Sequence[tuple[DRef, Config]] = (),

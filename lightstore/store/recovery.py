@@ -27,12 +27,12 @@ from lightstore.store.layout import CONFIG_FILE, HOST_TAG, OBJECTS_DIR, tmp_owne
 from lightstore.store.tree import read_config_file
 
 if TYPE_CHECKING:
-    from lightstore.store.core import LocalStore
+    from lightstore.store.base import StoreBase
 
 log = logging.getLogger("lightstore")
 
 
-def recover(store: LocalStore) -> dict[str, int]:
+def recover(store: StoreBase) -> dict[str, int]:
     """Clean up after processes of this host that died.
 
     Builds they left 'running' become 'interrupted'; their intents are
@@ -86,7 +86,7 @@ def recover(store: LocalStore) -> dict[str, int]:
     return counts
 
 
-def _remove_leftover(store: LocalStore, name: str, gc: bool) -> str:
+def _remove_leftover(store: StoreBase, name: str, gc: bool) -> str:
     """Delete the area `tmp/<name>` of a dead process; never raise.
 
     Returns which count of `recover` it adds to. What cannot be deleted is
@@ -138,7 +138,7 @@ def _remove_leftover(store: LocalStore, name: str, gc: bool) -> str:
     return "set_aside"
 
 
-def _rollforward_derivations(store: LocalStore, drefs: list[DRef]) -> None:
+def _rollforward_derivations(store: StoreBase, drefs: list[DRef]) -> None:
     """Record the derivations a dead process wrote but did not commit."""
 
     for dref in drefs:
@@ -157,7 +157,7 @@ def _rollforward_derivations(store: LocalStore, drefs: list[DRef]) -> None:
             )
 
 
-def _rollback_install(store: LocalStore, refs: list[list[str]]) -> bool:
+def _rollback_install(store: StoreBase, refs: list[list[str]]) -> bool:
     """Remove folders a dead process renamed into the tree but never recorded.
 
     Returns False if a live process holds one of their build locks (it is
@@ -175,7 +175,7 @@ def _rollback_install(store: LocalStore, refs: list[list[str]]) -> bool:
     return True
 
 
-def restore_trash(store: LocalStore, area: str) -> None:
+def restore_trash(store: StoreBase, area: str) -> None:
     """Finish or undo a gc that died or failed: put back what the catalogue still lists.
 
     Whatever is already back in place (an identical realization rebuilt
