@@ -21,7 +21,8 @@ from lightstore.maintenance.reindex import ReindexReport, reindex
 from lightstore.maintenance.roots import pin, pins, unpin
 from lightstore.maintenance.verify import VerifyReport, verify
 from lightstore.remote.pull import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, pull
-from lightstore.remote.push import DEFAULT_JOBS, PushReport, push
+from lightstore.remote.push import PushReport, push
+from lightstore.remote.transfers import DEFAULT_JOBS
 from lightstore.store import DEFAULT_GC_TIMEOUT_S, LocalStore
 
 Progress = Callable[[int, int], None]
