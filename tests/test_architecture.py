@@ -45,8 +45,8 @@ SQL_WRITE = re.compile(
 NOT_SQL = {
     ("query/readonly.py", "_explain", "refused: "),
     ("query/readonly.py", "_denied", "refused: "),
-    ("query/sqlguard.py", "", "ALTER TABLE"),  # the names of refused actions
-    ("query/sqlguard.py", "authorize", "ATTACH (VACUUM INTO uses it)"),
+    ("query/sqlauthorizer.py", "", "ALTER TABLE"),  # the names of refused actions
+    ("query/sqlauthorizer.py", "authorize", "ATTACH (VACUUM INTO uses it)"),
 }
 
 

@@ -24,8 +24,8 @@ from typing import Any
 from lightstore.catalogue import limit_process_heap, sqlite_uri
 from lightstore.cli.output import terminal_safe
 from lightstore.foundation.errors import LightstoreError
-from lightstore.query import sqlguard
 from lightstore.query.readonly import catalogue_path, open_view
+from lightstore.query.sqlbudget import BudgetConnection
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
@@ -96,7 +96,7 @@ def make_datasette(root: str) -> Any:
 def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection:
     """Datasette's `Database.connect`, with the file name quoted (Datasette puts it into a
     ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file), and
-    cursors that refuse a result of more than `RESULT_BYTES` (`sqlguard.BudgetCursor`)."""
+    cursors that refuse a result of more than `RESULT_BYTES` (`lightstore.query.sqlbudget.BudgetCursor`)."""
     conn = sqlite3.connect(
         sqlite_uri(database.path, mode="ro"),
         uri=True,
@@ -107,7 +107,7 @@ def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection
     return conn
 
 
-class _BrowserConnection(sqlguard.BudgetConnection):
+class _BrowserConnection(BudgetConnection):
     result_bytes = RESULT_BYTES
 
 
