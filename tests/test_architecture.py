@@ -138,7 +138,7 @@ def test_only_the_catalogue_writes_sql():
 )
 def test_the_check_finds_each_kind_of_write(statement):
     source = f"def f(conn):\n    conn.execute({statement!r})\n"
-    assert sql_writes(source, "maintenance/roots.py"), statement
+    assert sql_writes(source, "maintenance/pins.py"), statement
 
 
 def test_the_check_finds_writes_in_f_strings_and_split_literals():
@@ -148,7 +148,7 @@ def test_the_check_finds_writes_in_f_strings_and_split_literals():
         '    conn.execute("DELETE FROM pins "\n'
         '                 "WHERE name = ?")\n'
     )
-    assert len(sql_writes(source, "maintenance/roots.py")) == 2
+    assert len(sql_writes(source, "maintenance/pins.py")) == 2
 
 
 def test_the_check_leaves_reads_and_prose_alone():
@@ -160,7 +160,7 @@ def test_the_check_leaves_reads_and_prose_alone():
         '    conn.execute("PRAGMA quick_check")\n'
         '    raise ValueError("cannot delete the folder; begin again")\n'
     )
-    assert sql_writes(source, "maintenance/roots.py") == []
+    assert sql_writes(source, "maintenance/pins.py") == []
 
 
 def test_the_guard_message_is_allowed_only_where_it_is():

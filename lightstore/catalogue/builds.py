@@ -54,7 +54,7 @@ class BuildTables(Database):
     def start_build(
         self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
     ) -> int:
-        """Record a running build and pin its inputs as temporary roots; return its id."""
+        """Record a running build, whose inputs gc keeps while it runs; return its id."""
         with self.write(f"recording the start of a build of {dref}") as conn:
             cur = conn.execute(
                 "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
@@ -135,7 +135,7 @@ class BuildTables(Database):
         return set(self.column("SELECT id FROM builds"))
 
     def build_inputs(self) -> list[tuple[int, str, str, int]]:
-        """The inputs running builds hold as GC roots: (build id, rref, host, pid), by build."""
+        """The inputs running builds hold, which gc keeps: (build id, rref, host, pid), by build."""
         rows = self.query(
             "SELECT i.build_id, i.rref, b.host, b.pid FROM build_inputs AS i "
             "JOIN builds AS b ON b.id = i.build_id ORDER BY i.build_id, i.rref"

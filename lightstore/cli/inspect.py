@@ -397,7 +397,7 @@ def du_command(env: Env, name: str | None, limit: int | None, full: bool, fmt: s
 @root_option
 @pass_env
 def roots_command(env: Env, fmt: str) -> None:
-    """List the GC roots: pins, registered symlinks, inputs of running builds.
+    """List what gc keeps: pins, registered symlinks, inputs of running builds.
 
     Garbage collection keeps these and everything they depend on.
 
@@ -406,10 +406,10 @@ def roots_command(env: Env, fmt: str) -> None:
       lightstore roots
       lightstore roots --json
     """
-    from lightstore.maintenance.roots import roots
+    from lightstore.maintenance.pins import gc_keeps
 
     view = env.view()
-    found = roots(view)
+    found = gc_keeps(view)
     rows: list[dict[str, Any]] = [
         {"kind": "pin", "name": n, "ref": r, "status": ""} for n, r in view.catalogue.pins().items()
     ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from lightstore.compat.wrapper import Build
 from lightstore.engine.registry import pending_config
-from lightstore.foundation.config import resolve_selfrefs
+from lightstore.foundation.config import replace_selfrefs
 from lightstore.foundation.errors import (
     InvalidReferenceError,
     LightstoreError,
@@ -89,7 +89,7 @@ def enter_config(node: ConfigNode) -> ConfigNode:
         rref = RRef(v)
         dref = rref2dref(rref)
         return ConfigNode(
-            store, resolve_selfrefs(_config(store, dref), dref), dref, rref, store.context(rref)
+            store, replace_selfrefs(_config(store, dref), dref), dref, rref, store.context(rref)
         )
     if isrefpath(v):
         # A RefPath to a JSON file holding a dict: navigate into that dict (as Pylightnix does).
@@ -112,7 +112,7 @@ def enter_config(node: ConfigNode) -> ConfigNode:
         chosen = context_rref(node, dref)
         if chosen is not None:
             return enter_config(replace(node, value=chosen, build=None))
-        return ConfigNode(store, resolve_selfrefs(_config(store, dref), dref), dref)
+        return ConfigNode(store, replace_selfrefs(_config(store, dref), dref), dref)
     raise LightstoreError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
 
 

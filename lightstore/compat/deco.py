@@ -16,7 +16,7 @@ from typing import Any
 
 from lightstore.compat.autostage import SOURCE_FIELD, sources_hash
 from lightstore.compat.config_nodes import Attrs, ConfigNode, build_node, unroll_value
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.realize import realize
 from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
 from lightstore.compat.wrapper import Build, build_wrapper
@@ -42,7 +42,7 @@ def unroll(
     """
     if b is not None and dref == b.dref:
         return Attrs(build_node(b, rindex))
-    store = b.store if b is not None else resolve_store(S)
+    store = b.store if b is not None else store_of(S)
     return Attrs(ConfigNode(store, DRef(dref), deps=ctx))
 
 
@@ -55,7 +55,7 @@ def unrollR(
 ) -> Any:
     """A stage result with each DRef replaced by the `Attrs` of its realization(s) in `ctx`
     (a list when there are several, or always with `always_multiref`)."""
-    store = resolve_store(S)
+    store = store_of(S)
 
     def attrs_of(dref: DRef) -> Any:
         attrs = [Attrs(ConfigNode(store, r, deps=ctx)) for r in ctx.get(dref, [])]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.foundation.errors import (
     IntegrityError,
     InvalidReferenceError,
@@ -35,13 +35,13 @@ def store_gc(
 ) -> tuple[set[DRef], set[RRef]]:
     """What garbage collection would remove if these were kept too (nothing is deleted).
 
-    Kept: `keep_drefs` with all their realizations, `keep_rrefs`, the store's
-    own roots (pins, live links, running builds), and everything those depend
+    Kept: `keep_drefs` with all their realizations, `keep_rrefs`, what the store
+    keeps anyway (pins, live links, running builds), and everything those depend
     on. Returns ``(drefs, rrefs)`` that would go; `Store.gc` deletes.
     """
     from lightstore.maintenance.marking import garbage_sets
 
-    drefs, rrefs, _, _ = garbage_sets(resolve_store(S), keep_drefs, keep_rrefs)
+    drefs, rrefs, _, _ = garbage_sets(store_of(S), keep_drefs, keep_rrefs)
     return drefs, rrefs
 
 
@@ -52,7 +52,7 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
     `with_referrers` is set, which removes those referrers too. The catalogue
     rows go first, in one transaction, then the folders.
     """
-    store = resolve_store(S)
+    store = store_of(S)
     cat = store.catalogue
     if isrref(ref):
         rrefs = [parse_rref(ref)]
@@ -137,11 +137,11 @@ def linkrref(
     *,
     format: str | None = None,
 ) -> Path:
-    """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists.
+    """Make a symlink to a realization's folder (default `./result-<name>`); gc keeps the realization while the link exists.
 
     `name` may be a Pylightnix `format` such as ``'_rref_%(T)s_%(N)s'``.
     """
-    store = resolve_store(S)
+    store = store_of(S)
     r = parse_rref(rref)
     name = name or format
     link = _link_name(name, store, rref2dref(r), r) if name else f"result-{r.rsplit('-', 1)[1]}"
@@ -156,11 +156,11 @@ def linkdref(
     *,
     format: str | None = None,
 ) -> Path:
-    """Make a symlink to a derivation's folder; it is a GC root while it exists.
+    """Make a symlink to a derivation's folder; gc keeps the derivation while the link exists.
 
     `name` may be a Pylightnix `format` such as ``'_rref_%(N)s'``.
     """
-    store = resolve_store(S)
+    store = store_of(S)
     d = parse_dref(dref)
     name = name or format
     link = _link_name(name, store, d, None) if name else f"drv-{d.rsplit('-', 1)[1]}"
@@ -177,12 +177,12 @@ def _folder(ref: Any, store: Any) -> str:
 
 def lsref(ref: DRef | RRef, S: Any = None) -> list[str]:
     """Names in the folder of a derivation or realization."""
-    return sorted(os.listdir(_folder(ref, resolve_store(S))))
+    return sorted(os.listdir(_folder(ref, store_of(S))))
 
 
 def catref(ref: Any, fn: list[str] | None = None, S: Any = None) -> list[str]:
     """Lines of a file in a realization: ``catref(rref, ['out.txt'])`` or ``catref([dref, 'out.txt'])``."""
-    store = resolve_store(S)
+    store = store_of(S)
     if isrefpath(ref):
         rrefs = store.catalogue.realizations_any_context(parse_dref(ref[0]))
         if len(rrefs) != 1:
@@ -196,7 +196,7 @@ def catref(ref: Any, fn: list[str] | None = None, S: Any = None) -> list[str]:
 
 def du(S: Any = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
     """Bytes used per derivation: ``{dref: (total, {rref: size})}`` (from the catalogue)."""
-    store = resolve_store(S)
+    store = store_of(S)
     out: dict[DRef, tuple[int, dict[RRef, int]]] = {}
     for rref, dref, size in store.catalogue.sizes():
         total, per = out.get(dref, (0, {}))
@@ -215,7 +215,7 @@ def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RR
     used). `newer` is a Unix time; zero or negative counts back from now
     (``newer=-3600``: the last hour).
     """
-    store = resolve_store(S)
+    store = store_of(S)
     if callable(name):
         from lightstore.compat.registry import Registry, instantiate
 
@@ -227,7 +227,7 @@ def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RR
 
 def diff(a: DRef | RRef, b: DRef | RRef, S: Any = None) -> str:
     """A unified diff of the configs of two derivations (or realizations)."""
-    store = resolve_store(S)
+    store = store_of(S)
 
     def text(ref: Any) -> list[str]:
         if callable(ref):  # a stage, as Pylightnix's diff accepts: its one target

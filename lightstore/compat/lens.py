@@ -21,7 +21,7 @@ from lightstore.compat.config_nodes import (
     only_realization,
     step_into,
 )
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.wrapper import Build
 from lightstore.engine.registry import Closure
 from lightstore.foundation.errors import (
@@ -204,7 +204,7 @@ def mklens(
     if isinstance(x, Closure):
         lens = mklens(x.result, o, b, rref, ctx, x, build_output_idx, S or x.store, r)
         return lens
-    store = b.store if b is not None and S is None else resolve_store(S)
+    store = b.store if b is not None and S is None else store_of(S)
     if ctx is None and rref is not None:
         parsed = RRef(rref)
         ctx = {**store.context(parsed), rref2dref(parsed): [parsed]}
@@ -226,7 +226,7 @@ def mklens(
 
 
 def _lens_node(v: Any, ctx: LensContext) -> ConfigNode:
-    store = resolve_store(ctx.S)
+    store = store_of(ctx.S)
     return ConfigNode(store, v, deps=ctx.context)
 
 

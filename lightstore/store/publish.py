@@ -176,7 +176,7 @@ def install(
     intent = store.catalogue.open_intent("install", [[r.rref, r.context_hash] for r, _ in installs])
     for record, folder in installs:
         if not readonly_done:
-            make_readonly(folder, include_root=False)
+            make_readonly(folder, include_top=False)
         if store.durable:
             fsync_tree(folder)
         target = store.rref_path(record.rref)

@@ -381,7 +381,7 @@ def failed_builds(store: Store, name: str | None = None, limit: int = 200) -> li
 
 
 def pins(store: Store) -> dict[str, list[dict[str, Any]]]:
-    """Named pins and registered links (GC roots)."""
+    """Named pins and registered links (gc keeps what they name)."""
     return browse.pins_and_links(store)
 
 

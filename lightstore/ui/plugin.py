@@ -27,7 +27,7 @@ from lightstore.foundation.errors import (
 from lightstore.foundation.refs import isdref, isrref
 from lightstore.query import sqlguard
 from lightstore.ui import data, svg
-from lightstore.ui.artifacts import ArtifactRefused, resolve_artifact
+from lightstore.ui.artifacts import ArtifactRefused, artifact_file
 
 #: Headers of every served artifact: never run its scripts, never guess its type.
 ARTIFACT_HEADERS = {
@@ -197,7 +197,7 @@ async def artifact(datasette: Any, request: Any) -> Any:
     try:
         # Datasette routes on the raw path: the parts are still percent-encoded.
         path = await asyncio.to_thread(
-            resolve_artifact,
+            artifact_file,
             store,
             unquote(request.url_vars["rref"]),
             unquote(request.url_vars["path"], errors="surrogateescape"),
