@@ -309,8 +309,7 @@ def test_the_cycle_check_finds_lazy_and_typing_imports():
         "pkg.sub": ("from pkg.sub import low\n", True),
         "pkg.sub.low": ("def f():\n    from ..top import T\n", False),
         "pkg.top": (
-            "from typing import TYPE_CHECKING\n"
-            "if TYPE_CHECKING:\n    from pkg.mid import M\n",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.mid import M\n",
             False,
         ),
         "pkg.mid": ("import pkg.sub.low\n", False),
