@@ -124,6 +124,33 @@ class BuildTables(Database):
                 close_build(conn, build_id, "interrupted", "the building process died")
         return len(ids)
 
+    def running_builds_of(self, pids: Iterable[int]) -> list[tuple[int, str, str]]:
+        """This host's builds recorded as running by processes `pids`: (id, dref, context hash)."""
+        pids = list(pids)
+        if not pids:
+            return []
+        rows = self.query(
+            "SELECT id, dref, context_hash FROM builds WHERE status = 'running' AND host = ? "
+            "AND pid IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (HOST, json.dumps(pids)),
+        )
+        return [(i, d, c) for i, d, c in rows]
+
+    def interrupt_builds(self, build_ids: Sequence[int], why: str) -> int:
+        """Close the given running builds as interrupted; returns how many were running."""
+        if not build_ids:
+            return 0
+        closed = 0
+        with self.write("marking the builds of dead processes interrupted") as conn:
+            for build_id in build_ids:
+                running = conn.execute(
+                    "SELECT 1 FROM builds WHERE id = ? AND status = 'running'", (build_id,)
+                ).fetchone()
+                if running:
+                    close_build(conn, build_id, "interrupted", why)
+                    closed += 1
+        return closed
+
     def running_build_pids(self) -> list[int]:
         """Pids of this host's builds recorded as running."""
         return self.column(

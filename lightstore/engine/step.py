@@ -172,7 +172,7 @@ def execute(
                     return matched
         # Holding the lock, no other live process is building this: a build
         # still recorded as running belongs to a dead process.
-        store.catalogue.interrupt_stale_builds(drv.dref, ctx_hash)
+        store.interrupt_stale_builds(drv.dref, ctx_hash)
         _build(store, drv, task.context, ctx_hash, options)
         available = store.catalogue.realizations(drv.dref, ctx_hash)
         matched = drv.matcher(store, available)

@@ -130,6 +130,12 @@ class LocalStore(StoreBase):
         returns counts of what was done. Never raises for a leftover it cannot remove."""
         return _recovery.recover(self)
 
+    def interrupt_stale_builds(self, dref: DRef, ctx_hash: str) -> None:
+        """Close the builds of `dref` in a context still recorded as running, removing what
+        they published but did not record. Call it holding the build lock, which makes
+        every such record one of a dead process. Reads once when there is none."""
+        _recovery.interrupt_stale_builds(self, dref, ctx_hash)
+
     # -- realizations ------------------------------------------------------
 
     def publish(

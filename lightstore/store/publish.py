@@ -165,15 +165,19 @@ def install(
 ) -> None:
     """Move verified realization folders into the tree, then record them in one transaction.
 
-    An intent listing the targets is recorded first: if this process dies
-    between a rename and the commit, `recover` finds the intent and removes
-    the unrecorded folders (under their build locks), so the tree never
-    keeps a realization the catalogue does not know. `derivations`
-    (dependencies first) not yet recorded are recorded by the same
-    transaction.
+    If this process dies between a rename and the commit, recovery removes the
+    unrecorded folders (under their build locks), so the tree never keeps a
+    realization the catalogue does not know. A build (`build_id`) is its own
+    intent: its running record names the derivation and context it publishes
+    into. Anything else (an import) records an intent listing its targets
+    first. `derivations` (dependencies first) not yet recorded are recorded by
+    the same transaction.
     """
     staged = store._stage_derivations(derivations)
-    intent = store.catalogue.open_intent("install", [[r.rref, r.context_hash] for r, _ in installs])
+    intent = None
+    if build_id is None:
+        targets = [[r.rref, r.context_hash] for r, _ in installs]
+        intent = store.catalogue.open_intent("install", targets)
     for record, folder in installs:
         if not readonly_done:
             make_readonly(folder, include_top=False)
