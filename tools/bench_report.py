@@ -527,13 +527,30 @@ REDUN_EQUIVALENCE = [
     "history store was built, less the empty store's: lightstore's tree and catalogue (WAL "
     "checkpointed); redun's sqlite repo and the files its tasks wrote.",
     "**Settings.** Each library at its defaults in a fresh store per process. redun's sqlite "
-    "repo commits (and syncs) the records of every job, so its wall time includes waiting "
-    "for the disk; CPU time (of the measuring process) does not. Turned off or raised for "
+    "repo (SQLite's defaults: rollback journal, `synchronous=FULL`) commits, and syncs, "
+    "several times per job, so its wall time includes waiting for the disk and for its "
+    "executor threads; CPU time (of the measuring process, all threads) does not. Turned "
+    "off or raised for "
     "redun: its INFO log line per job, and Python's recursion limit, which its 200-deep "
     "chain exceeds (RecursionError) when it hashes the nested task calls.",
     "**Checks.** Each timed call counts the stage bodies it ran: a new workload must run "
     "every stage, a cached one none, and both sides must find the same history rows; the "
     "run reports any difference as a problem.",
+]
+
+
+#: What the design of each side means for the rows, whatever the figures of a run.
+REDUN_READING = [
+    '**Cached deep chain, `check_valid="shallow"`**: redun looks up one call (the top '
+    "`chain` call) and checks only its result file; lightstore declares every stage again "
+    "(each config hashed) and finds each in its catalogue, so its cost grows with the depth "
+    "and redun's does not.",
+    '**`check_valid="full"`** (redun\'s default) evaluates the `chain` task again and '
+    "looks up every call of its subtree in the repo, recording a cached job for each (21 "
+    "job records for a 20-stage chain, against 1 with `shallow`).",
+    "**Disk**: lightstore keeps each result as folders and files (derivation folder with "
+    "config.json, realization folder with context.json and the output: 5 inodes) plus "
+    "catalogue rows; redun keeps rows in one sqlite file and the output file (1 inode).",
 ]
 
 
@@ -583,6 +600,13 @@ def redun_markdown(doc: dict[str, Any]) -> str:
         f"{lib} {fmt(h['cpu'] / plan['results'], 's')} CPU ({fmt(h['wall'] / plan['results'], 's')} wall)"
         for lib, h in hist.items()
     )
+    answers = doc.get("answers", {}).get("lightstore", {})
+    found = (
+        f" The history question finds {answers['history-api']} of p3's "
+        f"{plan['results'] // 10} results on each side."
+        if "history-api" in answers
+        else ""
+    )
     lines = [
         f"## redun {v.get('redun', '?')} side by side (`tools/bench --redun`)",
         "",
@@ -613,13 +637,17 @@ def redun_markdown(doc: dict[str, Any]) -> str:
         *["| " + " | ".join(_redun_cells(r)) + " |" for r in doc["rows"]],
         "",
         f"Building each history store of {plan['results']} results, one process each (not "
-        f"interleaved), per result: {built}.",
+        f"interleaved), per result: {built}.{found}",
         "",
         *(
             ["Problems found by the run:", "", *[f"- {p}" for p in doc["problems"]], ""]
             if doc.get("problems")
             else []
         ),
+        "### Reading the rows",
+        "",
+        *[f"- {text}" for text in REDUN_READING],
+        "",
         "### What each side does",
         "",
         *[f"- {text}" for text in REDUN_EQUIVALENCE],
