@@ -175,7 +175,7 @@ def test_bench_redun_tiny(tmp_path):
     tmp.mkdir()
     report.write_text("# Benchmarks\n\nfigures\n")
     cmd = [sys.executable, REDUN, "--quick", "--chain", "3", "--deep", "4", "--sweep", "5"]
-    cmd += ["--results", "40", "--reps", "1", "--rounds", "2", "--json", str(out)]
+    cmd += ["--results", "50", "--reps", "1", "--rounds", "2", "--json", str(out)]
     cmd += ["--report", str(report), "--tmp", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     if proc.returncode == bench_redun.NOT_INSTALLABLE:
@@ -184,9 +184,9 @@ def test_bench_redun_tiny(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["versions"]["redun"] == bench_redun.REDUN_VERSION and not doc["full"]
     assert doc["problems"] == []
-    # Both sides found the same history rows (lr_of(i) < 0.05 for some i = 3 mod 10 below 40).
+    # Both sides found the same history row (i = 43 is the one p3 result below 50 with lr < 0.05).
     answers = doc["answers"]
-    assert answers["lightstore"]["history-api"] == answers["redun"]["history-sql"] >= 1
+    assert answers["lightstore"]["history-api"] == answers["redun"]["history-sql"] == 1
     timed = {(w, m) for w, _ in bench_redun.WORKLOADS for m in bench_redun.METRICS}
     disk = {("disk", "bytes"), ("disk", "inodes")}
     assert {(r["workload"], r["metric"]) for r in doc["rows"]} == timed | disk
@@ -210,6 +210,7 @@ def test_bench_redun_tiny(tmp_path):
     assert list(tmp.iterdir()) == []  # temporary stores removed
 
 
+@pytest.mark.slow
 def test_bench_redun_not_installable_exits_3(tmp_path):
     """Without a package index redun cannot be installed: exit status 3, nothing measured."""
     env = dict(os.environ)
