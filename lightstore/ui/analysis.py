@@ -94,11 +94,12 @@ def stage_table(
     metrics = data.run_metrics(store, rrefs)
     upstream = data.upstream_fields(store, rrefs)
     tags = data.run_tags(store, rrefs)
+    shorts = data.short_labels(store, rrefs)
     keys: dict[str, None] = {}
     for run in runs:
         config = flatten(json.loads(run["config"]))
         config.pop("name", None)
-        run["label"] = data.ref_label(run["rref"]).split(" ")[1]
+        run["label"] = shorts[run["rref"]]
         run["tags"] = list(tags.get(run["rref"], {}).get("tags", []))
         run["note"] = tags.get(run["rref"], {}).get("note")
         run["values"] = {
@@ -251,10 +252,11 @@ def compare_runs(store: Store, texts: Sequence[str]) -> dict[str, Any]:
     upstream = data.upstream_fields(store, rrefs)
     tags = data.run_tags(store, rrefs)
     series = data.run_series(store, [r["rref"] for r in runs if not r.get("collected")])
+    shorts = data.short_labels(store, rrefs)
     for run in runs:
         config = flatten(json.loads(run["config"]))
         config.pop("name", None)
-        run["label"] = data.ref_label(run["rref"])
+        run["label"] = f"{run['name']} {shorts[run['rref']]}"
         run["config"] = config
         run["metrics"] = metrics.get(run["rref"], {})
         run["upstream"] = upstream.get(run["rref"], {})

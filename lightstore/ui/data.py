@@ -21,6 +21,7 @@ from lightstore.query import browse
 from lightstore.query.buildlog import build_log
 from lightstore.query.describe import describe
 from lightstore.query.graph import closure_edges
+from lightstore.query.resolve import short_refs
 from lightstore.store.layout import CONTEXT_FILE
 from lightstore.ui.curves import Series, artifact_series
 from lightstore.ui.fields import (
@@ -148,6 +149,13 @@ def upstream_fields(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, A
         }
         for run, fields in gathered.items()
     }
+
+
+def short_labels(store: Store, rrefs: Sequence[str]) -> dict[str, str]:
+    """The shortest form that names each of `rrefs` alone (``3fa2c9d1``, or
+    ``3fa2c9d1-0b7e`` where runs of two derivations made identical outputs)."""
+    shorts = short_refs(store, rrefs)
+    return {r: shorts.get(r) or r.split(":", 1)[1][:8] for r in rrefs}
 
 
 def varying_fields(
@@ -372,10 +380,12 @@ def lineage(store: Store, rref: RRef) -> dict[str, Any]:
     kept = set(nodes)
     edges = sorted({(u, d) for u, d in [*up, *down] if u in kept and d in kept})
     fields = stage_labels(store, {rref2dref(RRef(r)) for r in nodes})
+    shorts = short_labels(store, nodes)
     labels = {}
     for r in nodes:
         shown = fields.get(rref2dref(RRef(r)), [])
-        labels[r] = [ref_label(r)] + ([" ".join(f"{k}={v}" for k, v in shown)] if shown else [])
+        first = f"{r.rsplit('-', 1)[1]} {shorts[r]}"
+        labels[r] = [first] + ([" ".join(f"{k}={v}" for k, v in shown)] if shown else [])
     return {
         "root": rref,
         "nodes": [{"rref": r, "level": level[r]} for r in nodes],

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from lightstore.foundation.refs import isdref, isrref
+
 #: Text that stands for a non-finite metric value (how a catalogue may hand one back).
 NON_FINITE_TEXT = {
     "nan": math.nan,
@@ -136,6 +138,9 @@ def script_json(value: Any) -> str:
 
 
 def short_value(value: Any, limit: int = 24) -> str:
-    """A value cut to `limit` characters, for labels."""
+    """A value cut to `limit` characters, for labels; a reference as ``name:3fa2c9d1``."""
+    if isinstance(value, str) and (isdref(value) or isrref(value)):
+        body = value.split(":", 1)[1]
+        return f"{body.rsplit('-', 1)[1]}:{body[:8]}"
     text = cell_text(value) if not isinstance(value, list | dict) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"

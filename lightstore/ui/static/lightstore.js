@@ -50,6 +50,12 @@
       return String(value);
     }
 
+    function describe(field, value, reason) {
+      if (value === undefined) return `${field.name}: no value`;
+      if (value !== null && typeof value === "object") return `${field.name}: ${value.nf}`;
+      return `${field.name} = ${show(value)}` + (reason ? ` (${reason})` : "");
+    }
+
     function remember() {
       const url = new URL(window.location.href);
       for (const key of ["x", "y", "color"]) url.searchParams.set(key, state[key] || "");
@@ -91,11 +97,10 @@
       const plotted = [], skipped = [];
       for (const run of chart.runs) {
         const xv = run.v[state.x], yv = run.v[state.y];
-        const reason = why(xv, xf, state.logx) || why(yv, yf, state.logy);
-        if (reason) {
-          const which = why(xv, xf, state.logx) ? `${xf.name} = ${show(xv)}` : `${yf.name} = ${show(yv)}`;
-          skipped.push([run, `${which} (${reason})`]);
-        } else plotted.push(run);
+        const xwhy = why(xv, xf, state.logx), ywhy = why(yv, yf, state.logy);
+        if (xwhy) skipped.push([run, describe(xf, xv, xwhy)]);
+        else if (ywhy) skipped.push([run, describe(yf, yv, ywhy)]);
+        else plotted.push(run);
       }
       const hover = (run) => esc(`${run.label}\n${xf.name} = ${show(run.v[state.x])}\n${yf.name} = ${show(run.v[state.y])}` +
         (cf ? `\n${cf.name} = ${show(run.v[state.color])}` : "")).replace(/\n/g, "<br>");
@@ -154,16 +159,26 @@
     function parcoords() {
       const dims = [], skipped = [], kept = [];
       const wanted = chart.fields.filter((f) => f.kind !== "run");
+      // A field some runs lack is drawn only if most runs have it; runs without it are listed.
+      const drawn = wanted.filter((f) => chart.runs.filter((r) => r.v[f.key] !== undefined).length * 2 > chart.runs.length);
       for (const run of chart.runs) {
-        const bad = wanted.find((f) => run.v[f.key] !== null && typeof run.v[f.key] === "object");
-        if (bad) skipped.push([run, `${bad.name} = ${run.v[bad.key].nf}`]);
+        const bad = drawn.find((f) => run.v[f.key] === undefined || (run.v[f.key] !== null && typeof run.v[f.key] === "object"));
+        if (bad) skipped.push([run, describe(bad, run.v[bad.key], null)]);
         else kept.push(run);
       }
-      for (const f of wanted) {
+      for (const f of drawn) {
         const values = kept.map((r) => r.v[f.key]);
-        if (values.every((v) => v === undefined)) continue;
-        if (f.numeric && values.every((v) => v === undefined || typeof v === "number")) {
-          dims.push({ label: esc(f.name), values: values.map((v) => (v === undefined ? null : v)) });
+        if (f.numeric && values.every((v) => typeof v === "number")) {
+          const low = Math.min(...values), high = Math.max(...values);
+          if (low > 0 && high / low >= 100) {
+            // Plotly's parallel axes are linear: a log-spaced field is drawn as its log10.
+            const ticks = [];
+            for (let e = Math.ceil(Math.log10(low)); e <= Math.floor(Math.log10(high)); e++) ticks.push(e);
+            dims.push({ label: esc(f.name + " (log)"), values: values.map(Math.log10),
+              tickvals: ticks, ticktext: ticks.map((e) => esc(String(Number("1e" + e)))) });
+          } else {
+            dims.push({ label: esc(f.name), values });
+          }
         } else {
           const categories = [...new Set(values.map(show))].sort();
           if (categories.length > 30) continue;
