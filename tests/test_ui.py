@@ -230,7 +230,7 @@ def test_any_numbers_reach_the_chart_as_finite_floats_or_marked(values):
                 assert math.isfinite(got) and got == float(value)
             else:
                 assert got["nf"] in ("NaN", "inf", "-inf", "too large for a float")
-                assert isinstance(value, float) and not math.isfinite(value) or abs(value) > 1e308
+                assert (isinstance(value, float) and not math.isfinite(value)) or abs(value) > 1e308
     text = script_json([[chart_value(v) for v in pair] for pair in values])
     # JSON.parse in the browser refuses NaN and Infinity: the text must hold none.
     parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in {text}"))

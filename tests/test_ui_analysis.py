@@ -22,6 +22,8 @@ pytest.importorskip("datasette")
 pytest.importorskip("plotly")
 pytest.importorskip("grandalf")
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ui import Server, chart_of, run, url_of
@@ -333,7 +335,7 @@ def crosses(points: list[tuple[float, float]], box: ui_lineage.Box) -> bool:
     """Whether the polyline enters the inside of `box` (its border excluded)."""
     eps = 0.5
     x0, y0, x1, y1 = box.x + eps, box.y + eps, box.x + box.w - eps, box.y + box.h - eps
-    for (ax, ay), (bx, by) in zip(points, points[1:], strict=False):
+    for (ax, ay), (bx, by) in itertools.pairwise(points):
         # Clip the segment to the box (Liang-Barsky): does any part remain?
         t0, t1 = 0.0, 1.0
         dx, dy = bx - ax, by - ay

@@ -20,8 +20,9 @@ import pytest
 pytest.importorskip("datasette")
 pytest.importorskip("plotly")
 pytest.importorskip("grandalf")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
+from playwright import sync_api
 from test_ui import CHROMIUM, Server
 from test_ui_analysis import crosses
 from ui_sweep import DIVERGED_LR, LRS, SEEDS, make_sweep
@@ -199,7 +200,9 @@ def test_runs_without_a_plottable_value_are_listed(page, sweep):
         for label in page.locator("#runs tr.not-plotted td.run code").all_inner_texts()
     }
     diverged = {sweep["train"][(DIVERGED_LR, s)] for s in SEEDS}
-    marked = page.locator("#runs tr.not-plotted").evaluate_all("rows => rows.map(r => r.dataset.rref)")
+    marked = page.locator("#runs tr.not-plotted").evaluate_all(
+        "rows => rows.map(r => r.dataset.rref)"
+    )
     assert set(marked) == diverged
     # Back to a metric every run has: nothing is listed.
     page.select_option("#chart-y", "metric:acc")
@@ -214,7 +217,9 @@ def test_parallel_coordinates_of_a_stage(page):
     page.click("#view-parcoords")
     page.wait_for_selector("#parcoords .parcoords")
     assert page.locator("#chart").is_hidden()
-    dims = page.evaluate("() => document.getElementById('parcoords').data[0].dimensions.map(d => d.label)")
+    dims = page.evaluate(
+        "() => document.getElementById('parcoords').data[0].dimensions.map(d => d.label)"
+    )
     assert dims == ["lr (log)", "seed", "acc", "diverged", "loss"]
     assert page.locator("#not-plotted li").count() == DIVERGED  # no loss to draw
     assert "view=parcoords" in page.url

@@ -104,7 +104,12 @@ def evaluate_stage(lr: float, seed: int):
                 json.dump({"r2": score}, f)
             build_metrics(b, {"r2": score})
 
-        config = {"name": "evaluate", "model": model, "split": "test", "out": [selfref, "scores.json"]}
+        config = {
+            "name": "evaluate",
+            "model": model,
+            "split": "test",
+            "out": [selfref, "scores.json"],
+        }
         return mkdrv(config, match_only(), build_wrapper(real), r)
 
     return stage

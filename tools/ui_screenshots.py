@@ -73,9 +73,9 @@ def shoot(url: str, made: dict, out: Path) -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.route(
                 "**/*",
-                lambda route: route.continue_()
-                if route.request.url.startswith(url)
-                else route.abort(),
+                lambda route: (
+                    route.continue_() if route.request.url.startswith(url) else route.abort()
+                ),
             )
             page.goto(f"{url}/stage/train")
             page.wait_for_selector("#chart .main-svg")

@@ -192,8 +192,8 @@ def chart_defaults(table: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "x": x,
         "y": y,
-        "logx": bool(x) and _log_worthy(runs, x),
-        "logy": bool(y) and _log_worthy(runs, y),
+        "logx": x is not None and _log_worthy(runs, x),
+        "logy": y is not None and _log_worthy(runs, y),
     }
 
 
@@ -286,7 +286,9 @@ def compare_runs(store: Store, texts: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _rows(runs: Sequence[Mapping[str, Any]], part: str, keep_order: bool = False) -> list[dict[str, Any]]:
+def _rows(
+    runs: Sequence[Mapping[str, Any]], part: str, keep_order: bool = False
+) -> list[dict[str, Any]]:
     keys = sorted({k for r in runs for k in r[part]})
     missing = object()
     rows = []

@@ -109,9 +109,16 @@ def _csv_series(text: str) -> dict[str | None, list[tuple[float, float | None]]]
         points: list[tuple[float, float | None]] = []
         for i, row in enumerate(rows[1:]):
             cell = row[col].strip() if col < len(row) else ""
-            step = float(i) if step_col is None else _float(row[step_col] if step_col < len(row) else "")
+            step = (
+                float(i)
+                if step_col is None
+                else _float(row[step_col] if step_col < len(row) else "")
+            )
             value = _float(cell)
-            if step is None or (value is None and cell.lower() not in ("nan", "inf", "-inf", "infinity", "-infinity")):
+            if step is None or (
+                value is None
+                and cell.lower() not in ("nan", "inf", "-inf", "infinity", "-infinity")
+            ):
                 points = []
                 break
             points.append((step, value))

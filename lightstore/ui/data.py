@@ -182,13 +182,14 @@ def stage_labels(store: Store, drefs: Iterable[str]) -> dict[str, list[tuple[str
             d: json.loads(c) for d, c in browse.stage_configs(store, name, MAX_STAGE).items()
         }
         missing = sorted(group - set(configs))
-        configs.update({d: json.loads(c) for d, c in browse.derivation_configs(store, missing).items()})
+        configs.update(
+            {d: json.loads(c) for d, c in browse.derivation_configs(store, missing).items()}
+        )
         fields = varying_fields(configs.values())
         for dref in group:
             flat = flatten(configs.get(dref, {}))
             out[dref] = [(k, short_value(flat[k]) if k in flat else "-") for k in fields]
     return out
-
 
 
 # -- a run -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ gap, inside a layer only along its own slot.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ def _separate(sug: Any) -> None:
     (grandalf averages four placements, which may bring two closer than either did)."""
     for layer in sug.layers:
         ordered = sorted(layer, key=lambda v: v.view.xy[0])
-        for prev, v in zip(ordered, ordered[1:], strict=False):
+        for prev, v in itertools.pairwise(ordered):
             least = prev.view.xy[0] + (prev.view.w + v.view.w) / 2 + GAP_NODES
             if v.view.xy[0] < least:
                 v.view.xy = (least, v.view.xy[1])

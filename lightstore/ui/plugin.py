@@ -210,14 +210,22 @@ async def stage(datasette: Any, request: Any) -> Response:
 async def compare(datasette: Any, request: Any) -> Response:
     texts = request.args.getlist("r")
     if not texts:
-        return _not_found("choose runs to compare: /compare?r=RREF&r=RREF (or tick them on a stage page)", 400)
+        return _not_found(
+            "choose runs to compare: /compare?r=RREF&r=RREF (or tick them on a stage page)", 400
+        )
     try:
         found = await asyncio.to_thread(analysis.compare_runs, store_of(datasette), texts)
     except InvalidReferenceError as e:
         return _not_found(str(e), 400)
     if not found["runs"]:
         return _not_found("none of these runs is in this store: " + ", ".join(found["unknown"]))
-    curves = {"curves": found["curves"], "runs": [{"rref": r["rref"], "label": r["label"], "url": run_url(r["rref"])} for r in found["runs"]]}
+    curves = {
+        "curves": found["curves"],
+        "runs": [
+            {"rref": r["rref"], "label": r["label"], "url": run_url(r["rref"])}
+            for r in found["runs"]
+        ],
+    }
     return await _page(datasette, request, "compare", {**found, "curves_data": curves})
 
 
@@ -234,7 +242,14 @@ async def run(datasette: Any, request: Any) -> Response:
     drawing = await asyncio.to_thread(_lineage_svg, info["lineage"])
     series = {
         "curves": {
-            name: [{"rref": info["rref"], "label": data.ref_label(info["rref"]), "steps": [p[0] for p in points], "values": [p[1] for p in points]}]
+            name: [
+                {
+                    "rref": info["rref"],
+                    "label": data.ref_label(info["rref"]),
+                    "steps": [p[0] for p in points],
+                    "values": [p[1] for p in points],
+                }
+            ]
             for name, points in info["series"].items()
         },
         "runs": [],
