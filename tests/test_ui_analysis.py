@@ -14,6 +14,7 @@ import math
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import pytest
@@ -27,12 +28,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ui import Server, chart_of, run, url_of
-from ui_sweep import DIVERGED_LR, FAILED_LR, FAILURE, LRS, SEEDS, make_sweep
+from ui_sweep import DIVERGED_LR, FAILED_LR, FAILURE, LRS, make_sweep
 
 from lightstore import fsinit, mkSS
-from lightstore.ui import lineage as ui_lineage
-from lightstore.ui.assets import plotly_js
-from lightstore.ui.curves import artifact_series
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +273,8 @@ def test_datasette_pages_keep_the_navigation_and_start_from_the_views(server):
 
 
 def test_assets_are_served_from_the_installed_files(server):
+    from lightstore.ui.assets import plotly_js
+
     status, headers, body = server.get("/-/lightstore/plotly.min.js")
     assert status == 200 and headers["content-type"].startswith("text/javascript")
     assert body == Path(plotly_js()).read_bytes()
@@ -313,6 +313,8 @@ def test_without_a_drawing_library_the_error_names_it_and_the_extra(tmp_path, mo
 
 
 def test_curve_files_are_read_as_series(tmp_path):
+    from lightstore.ui.curves import artifact_series
+
     (tmp_path / "curve.json").write_text("[3, 2.5, NaN, 1]")
     (tmp_path / "val_curve.json").write_text('{"acc": [[0, 0.5], [10, 0.75]], "note": "x"}')
     (tmp_path / "curves.csv").write_text("epoch,loss,lr\n0,1.5,0.1\n1,1.25,0.1\n2,inf,0.05\n")
@@ -331,7 +333,16 @@ def test_curve_files_are_read_as_series(tmp_path):
 # -- the lineage layout -------------------------------------------------------------------------------
 
 
-def crosses(points: list[tuple[float, float]], box: ui_lineage.Box) -> bool:
+class Rect(NamedTuple):
+    """A box as the lineage drawing places it: top-left corner and size."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+def crosses(points: list[tuple[float, float]], box: Any) -> bool:
     """Whether the polyline enters the inside of `box` (its border excluded)."""
     eps = 0.5
     x0, y0, x1, y1 = box.x + eps, box.y + eps, box.x + box.w - eps, box.y + box.h - eps
@@ -356,7 +367,7 @@ def crosses(points: list[tuple[float, float]], box: ui_lineage.Box) -> bool:
     return False
 
 
-def check_layout(drawn: ui_lineage.Layout, edges: list[tuple[str, str]]) -> None:
+def check_layout(drawn: Any, edges: list[tuple[str, str]]) -> None:
     boxes = drawn.boxes
     for (a, box_a), (b, box_b) in ((p, q) for p in boxes.items() for q in boxes.items()):
         if a < b:  # no two boxes overlap
@@ -391,11 +402,15 @@ def dags(draw):
 @settings(max_examples=60, deadline=None)
 @given(dags())
 def test_no_lineage_edge_passes_through_a_box(graph):
+    from lightstore.ui import lineage as ui_lineage
+
     nodes, edges, labels = graph
     check_layout(ui_lineage.layout(nodes, edges, labels), edges)
 
 
 def test_lineage_svg_escapes_labels_and_draws_the_layout():
+    from lightstore.ui import lineage as ui_lineage
+
     nodes = ["rref:a", "rref:b", "rref:c"]
     edges = [("rref:b", "rref:a"), ("rref:c", "rref:a"), ("rref:c", "rref:b")]
     labels = {n: [f"<b>{n}</b>", 'x="1" & y'] for n in nodes}
@@ -404,7 +419,3 @@ def test_lineage_svg_escapes_labels_and_draws_the_layout():
     svg = ui_lineage.svg(drawn, "rref:b", lambda r: "/run/" + r + '"><script>', {})
     assert "<b>" not in svg and "<script>" not in svg and "&lt;b&gt;rref:a&lt;/b&gt;" in svg
     assert svg.count('<polyline class="edge"') == 3 and svg.count('class="node root"') == 1
-
-
-def test_the_sweep_has_what_the_tests_expect(sweep):
-    assert len(sweep["train"]) == len(LRS) * len(SEEDS)

@@ -24,11 +24,10 @@ pytest.importorskip("playwright.sync_api")
 
 from playwright import sync_api
 from test_ui import CHROMIUM, Server
-from test_ui_analysis import crosses
+from test_ui_analysis import Rect, crosses
 from ui_sweep import DIVERGED_LR, LRS, SEEDS, make_sweep
 
 from lightstore import build_wrapper, fsinit, instantiate, match_only, mkdrv, mkSS, realize1
-from lightstore.ui.lineage import Box
 
 pytestmark = pytest.mark.slow
 
@@ -273,7 +272,7 @@ def test_run_page_log_and_lineage_without_edges_through_boxes(page, sweep):
     assert nodes.count() == 3  # data -> train -> evaluate
     assert "lr=0.003 seed=1" in page.locator("#lineage g.root").text_content()
     boxes = {
-        g["ref"]: Box(g["x"], g["y"], g["w"], g["h"])
+        g["ref"]: Rect(g["x"], g["y"], g["w"], g["h"])
         for g in page.locator("#lineage g.node").evaluate_all(
             """gs => gs.map(g => { const r = g.querySelector('rect');
               return {ref: g.dataset.ref, x: +r.getAttribute('x'), y: +r.getAttribute('y'),
