@@ -85,6 +85,7 @@ def shoot(url: str, made: dict, out: Path) -> None:
             page.wait_for_selector("#curves .main-svg")
             time.sleep(0.5)
             page.screenshot(path=str(out / "ui-compare.png"), full_page=True)
+            page.set_viewport_size({"width": 1280, "height": 1180})
             page.goto(f"{url}/run/{quote(shown, safe=':')}")
             page.wait_for_selector("#lineage svg")
             page.wait_for_selector("#curves .main-svg")

@@ -293,7 +293,7 @@
         }
       }
       const layout = {
-        margin: { l: 70, r: 20, t: 20, b: 50 }, height: 360, showlegend: true,
+        margin: { l: 70, r: 20, t: 20, b: 50 }, height: Number(div.dataset.height) || 360, showlegend: true,
         xaxis: { title: { text: "step" } },
         yaxis: { title: { text: select ? esc(select.value) : "" }, type: logy && logy.checked ? "log" : "linear" },
       };
