@@ -419,3 +419,34 @@ def test_lineage_svg_escapes_labels_and_draws_the_layout():
     svg = ui_lineage.svg(drawn, "rref:b", lambda r: "/run/" + r + '"><script>', {})
     assert "<b>" not in svg and "<script>" not in svg and "&lt;b&gt;rref:a&lt;/b&gt;" in svg
     assert svg.count('<polyline class="edge"') == 3 and svg.count('class="node root"') == 1
+
+
+def test_tags_and_notes_become_facets_filters_and_chips(sweep, monkeypatch):
+    """The catalogue records no tags yet: the pages read them through `run_tags`, which the
+    catalogue's tags will feed; given some, they are a facet, a filter and chips."""
+    import asyncio
+
+    from lightstore.ui import data, make_datasette
+
+    best, other = sweep["train"][(3e-3, 1)], sweep["train"][(1e-3, 1)]
+    given = {best: {"tags": ["best", "<i>x</i>"], "note": "the one"}, other: {"tags": ["best"]}}
+    monkeypatch.setattr(
+        data, "run_tags", lambda store, rrefs: {r: given[r] for r in rrefs if r in given}
+    )
+    ds = make_datasette(sweep["root"])
+
+    async def fetch(path: str) -> str:
+        await ds.invoke_startup()
+        got = await ds.client.get(path)
+        assert got.status_code == 200, path
+        return got.text
+
+    stage = asyncio.run(fetch("/stage/train"))
+    assert 'class="facet tag"' in stage and 'href="/stage/train?f.tag=best">best</a>' in stage
+    assert '<span class="ls-chip">&lt;i&gt;x&lt;/i&gt;</span>' in stage and "the one" in stage
+    assert chart_of(stage)["runs"][0]["tags"] is not None
+    tagged = asyncio.run(fetch("/stage/train?f.tag=best"))
+    assert tagged.count('class="run-link"') == 2
+    both = f"/compare?r={quote(best, safe=':')}&r={quote(other, safe=':')}"
+    assert '<span class="ls-chip">best</span>' in asyncio.run(fetch(both))
+    assert "the one" in asyncio.run(fetch(url_of(best)))
