@@ -15,7 +15,6 @@ import threading
 
 import pytest
 import sqlite_utils
-from test_cli import pipeline  # noqa: F401 - the fixture
 
 from lightstore import (
     build_outpath,
@@ -63,7 +62,7 @@ def test_the_installed_script():
     assert proc.returncode == 0 and "Examples:" in proc.stdout
 
 
-def test_exit_statuses_in_a_process(pipeline, tmp_path):  # noqa: F811
+def test_exit_statuses_in_a_process(pipeline, tmp_path):
     root = pipeline.root
     assert lightstore("show", pipeline.eval, root=root).returncode == 0
     missing = lightstore("ls", root=str(tmp_path / "nowhere"))
@@ -78,7 +77,7 @@ def test_exit_statuses_in_a_process(pipeline, tmp_path):  # noqa: F811
     assert usage.returncode == EXIT_BAD_INPUT and "Usage:" in usage.stderr
 
 
-def test_history_csv_in_a_process(pipeline):  # noqa: F811
+def test_history_csv_in_a_process(pipeline):
     proc = lightstore("history", "-n", "train", "-f", "lr", "--csv", root=pipeline.root)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
@@ -86,7 +85,7 @@ def test_history_csv_in_a_process(pipeline):  # noqa: F811
     assert {r["rref"] for r in rows} == set(pipeline.train.values())
 
 
-def test_graph_output_is_valid_dot(pipeline, tmp_path):  # noqa: F811
+def test_graph_output_is_valid_dot(pipeline, tmp_path):
     proc = lightstore("graph", pipeline.eval, root=pipeline.root)
     assert proc.returncode == 0
     dot = shutil.which("dot")
@@ -127,7 +126,7 @@ def _in_terminal(args: list[str], root: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("args", [["verify", "--check-contents"], ["reindex"]])
-def test_progress_bar_on_a_terminal_only(pipeline, args):  # noqa: F811
+def test_progress_bar_on_a_terminal_only(pipeline, args):
     status, shown = _in_terminal(args, pipeline.root)
     assert status == 0, shown
     label = "verifying" if args[0] == "verify" else "reindexing"
@@ -137,7 +136,7 @@ def test_progress_bar_on_a_terminal_only(pipeline, args):  # noqa: F811
     assert label not in piped.stdout + piped.stderr and "\r" not in piped.stdout
 
 
-def test_verify_problems_exit_4_in_a_process(pipeline, store):  # noqa: F811
+def test_verify_problems_exit_4_in_a_process(pipeline, store):
     folder = store.rref_path(pipeline.eval)
     os.chmod(folder, 0o755)
     os.chmod(os.path.join(folder, "score.txt"), 0o644)
@@ -151,7 +150,7 @@ def test_verify_problems_exit_4_in_a_process(pipeline, store):  # noqa: F811
 # -- reading while others write ----------------------------------------------------------------
 
 
-def test_sqlite_tools_and_sql_read_while_a_writer_holds_the_catalogue(pipeline, store):  # noqa: F811
+def test_sqlite_tools_and_sql_read_while_a_writer_holds_the_catalogue(pipeline, store):
     """WAL: readers (the sql command, sqlite3, sqlite-utils) are not blocked by a write
     transaction in progress, and do not see its uncommitted rows."""
     path = os.path.join(pipeline.root, CATALOGUE_FILE)
@@ -210,7 +209,7 @@ def test_history_shows_a_build_while_it_runs(S, tmp_path):
     assert [r["rref"] for r in json.loads(proc.stdout)] == results
 
 
-def test_read_commands_work_on_a_read_only_store(pipeline):  # noqa: F811
+def test_read_commands_work_on_a_read_only_store(pipeline):
     """Reading needs no write access: the view takes no lock and writes nothing."""
     if os.geteuid() == 0:
         pytest.skip("root ignores permissions")

@@ -14,9 +14,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
+from helpers import LRS, Pipeline, build_pipeline, fails, ok
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import LRS, Pipeline, build_pipeline, fails, ok, pipeline  # noqa: F401 - the fixture
 
 from lightstore import (
     DRef,
@@ -60,7 +60,7 @@ from lightstore.query import (
 from lightstore.query.readonly import ReadOnlyCatalogue
 
 
-def test_history_rows_and_fields(store, pipeline):  # noqa: F811
+def test_history_rows_and_fields(store, pipeline):
     rows = history(store, name="train", fields=["lr", "model.depth", "name"])
     assert [r["lr"] for r in rows] == list(LRS)
     assert all(r["model.depth"] == 4 and r["config.name"] == "train" for r in rows)
@@ -73,7 +73,7 @@ def test_history_rows_and_fields(store, pipeline):  # noqa: F811
     assert field_keys(["lr", "size"]) == ["lr", "config.size"]
 
 
-def test_history_filters(store, pipeline):  # noqa: F811
+def test_history_filters(store, pipeline):
     assert [r["rref"] for r in history(store, config=["lr<0.05"])] == [
         pipeline.train[0.01],
         pipeline.train[0.001],
@@ -87,7 +87,7 @@ def test_history_filters(store, pipeline):  # noqa: F811
         history(store, where="nope = 1")
 
 
-def test_derivations_and_disk_usage(store, pipeline):  # noqa: F811
+def test_derivations_and_disk_usage(store, pipeline):
     rows = derivations(store)
     assert [r["name"] for r in rows].count("train") == 3
     assert all(r["realizations"] == 1 for r in rows)
@@ -304,7 +304,7 @@ def test_numbers_beyond_the_float_range_and_written_exactly(S):
     assert str(10**3999) in table and "inf" not in table
 
 
-def test_sql_json_is_valid_json_for_any_float(pipeline):  # noqa: F811
+def test_sql_json_is_valid_json_for_any_float(pipeline):
     query = "SELECT 9e999 AS big, -9e999 AS small, 0.5 AS half"
     expected = {"big": "Infinity", "small": "-Infinity", "half": 0.5}
     assert _strict_json(ok(pipeline.root, "sql", query, "--json")) == [expected]
@@ -312,7 +312,7 @@ def test_sql_json_is_valid_json_for_any_float(pipeline):  # noqa: F811
     assert float(expected["big"]) == float("inf")  # read back as it is written
 
 
-def test_sql_keeps_every_column_of_the_same_name(pipeline):  # noqa: F811
+def test_sql_keeps_every_column_of_the_same_name(pipeline):
     query = "SELECT 1 AS a, 2 AS a, 3 AS [a:1], 4 AS b"
     assert json.loads(ok(pipeline.root, "sql", query, "--json")) == [
         {"a": 1, "a:2": 2, "a:1": 3, "b": 4}
@@ -340,7 +340,7 @@ NOT_UTF8 = "\udcff"
         ["sql", "SELECT :x", "-p", "x", NOT_UTF8],
     ],
 )
-def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):  # noqa: F811
+def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):
     result = fails(EXIT_BAD_INPUT, pipeline.root, *args)
     assert "not UTF-8" in result.stderr, result.stderr
 
@@ -387,7 +387,7 @@ def test_conditions_round_trip_property(field, op, value):
     assert row.fetchone() is not None
 
 
-def test_resolve_every_form(store, pipeline):  # noqa: F811
+def test_resolve_every_form(store, pipeline):
     rref = pipeline.eval
     assert resolve(store, rref) == rref
     assert resolve(store, rref.split(":")[1][:12]) == rref
@@ -472,7 +472,7 @@ def test_resolve_lists_at_most_ten_candidates(store):
     assert resolve(store, f"beef{3:028x}") == mkdref(f"beef{3:028x}", "many")
 
 
-def test_graph_functions(store, pipeline):  # noqa: F811
+def test_graph_functions(store, pipeline):
     cat = store.catalogue
     assert neighbours(cat, pipeline.eval) == [pipeline.train[0.01]]
     assert closure(cat, [pipeline.eval]) == sorted([pipeline.train[0.01], pipeline.data])
@@ -509,7 +509,7 @@ def test_tree_marks_repeated_subtrees(S, store):
     assert any(ln.endswith("(see above)") for ln in lines)
 
 
-def test_describe(store, pipeline):  # noqa: F811
+def test_describe(store, pipeline):
     info = describe(store, pipeline.train[0.1])
     assert info["config"]["lr"] == 0.1
     assert [f["path"] for f in info["files"]] == ["logs/", "logs/loss.txt", "model.txt"]
@@ -518,7 +518,7 @@ def test_describe(store, pipeline):  # noqa: F811
     assert len(d["referrers"]) == 3 and d["builds"][0]["status"] == "succeeded"
 
 
-def test_open_view_is_read_only(store, pipeline, tmp_path):  # noqa: F811
+def test_open_view_is_read_only(store, pipeline, tmp_path):
     view = open_view(store.root)
     assert isinstance(view.catalogue, ReadOnlyCatalogue)
     assert history(view) == history(store)
@@ -653,7 +653,7 @@ def test_progress_is_silent_off_a_terminal_and_draws_on_one(monkeypatch, capsys)
     assert output.call_with_progress(lambda x: x, "work", 2) == 2
 
 
-def test_derivations_without_totals(store, pipeline):  # noqa: F811
+def test_derivations_without_totals(store, pipeline):
     full = derivations(store, "train")
     bare = derivations(store, "train", totals=False)
     assert [r["dref"] for r in bare] == [r["dref"] for r in full]

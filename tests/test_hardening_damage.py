@@ -7,6 +7,7 @@ import shutil
 import stat
 
 import pytest
+from helpers import fails, ok
 
 from lightstore import (
     LightstoreError,
@@ -24,7 +25,6 @@ from lightstore import (
 )
 from lightstore.cli.context import EXIT_REFUSED
 from lightstore.facade import Store
-from tests.test_cli import fails, ok
 
 
 def _stage(text: str = "x"):

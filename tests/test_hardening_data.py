@@ -6,6 +6,7 @@ import os
 import sqlite3
 
 import pytest
+from helpers import fails, ok
 
 from lightstore import (
     allrrefs,
@@ -26,7 +27,6 @@ from lightstore.foundation.hashing import config_hash
 from lightstore.foundation.refs import mkdref
 from lightstore.maintenance import reindex
 from lightstore.store import CATALOGUE_FILE
-from tests.test_cli import fails, ok
 
 
 def _writer(text):

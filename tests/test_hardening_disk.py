@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import fails, ok
 
 from lightstore import (
     DiskFullError,
@@ -24,7 +25,6 @@ from lightstore import (
     realize1,
 )
 from lightstore.cli.context import EXIT_REFUSED
-from tests.test_cli import fails, ok
 
 
 def _writer(size: int, tag: str):

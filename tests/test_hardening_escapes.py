@@ -6,6 +6,7 @@ import os
 import stat
 
 import pytest
+from helpers import fails
 
 from lightstore import (
     ArchiveError,
@@ -28,7 +29,6 @@ from lightstore import (
     sunpack,
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
-from tests.test_cli import fails
 
 
 def test_hard_linked_output_is_copied_and_the_outside_file_untouched(store, tmp_path):

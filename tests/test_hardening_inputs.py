@@ -13,6 +13,7 @@ import tarfile
 import time
 
 import pytest
+from helpers import build_pipeline, fails, ok
 
 from lightstore import (
     build_wrapper,
@@ -36,7 +37,6 @@ from lightstore.foundation.errors import (
 )
 from lightstore.maintenance import reindex
 from lightstore.query import history, iter_sql, open_view
-from tests.test_cli import build_pipeline, fails, ok
 
 
 @pytest.mark.parametrize("started,stopped", [(1e300, -1e300), (-1e300, 1e300), (None, 1e308)])

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from test_cli import fails, ok
+from helpers import fails, ok
 
 from lightstore import (
     LockTimeout,

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import fails, ok
-from test_cli import run as run_cli
+from helpers import fails, ok
+from helpers import run as run_cli
 
 from lightstore import (
     BuildError,

@@ -11,9 +11,9 @@ import sys
 import zipfile
 
 import pytest
+from helpers import ok, run
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import ok, run
 
 from lightstore import (
     BuildError,

@@ -644,7 +644,7 @@ def _leaks(output: str, secret: str) -> bool:
 
 
 def test_a_misplaced_key_is_bad_input_and_never_shown(alice, bob, file_url, tmp_path):
-    from test_cli import fails, run
+    from helpers import fails, run
 
     key = generate_signing_key("alice-1")
     secret, public = key.secret_text(), key.public
@@ -674,7 +674,7 @@ def test_a_misplaced_key_is_bad_input_and_never_shown(alice, bob, file_url, tmp_
 
 
 def test_keygen_makes_a_private_folder_for_the_key(tmp_path, monkeypatch):
-    from test_cli import ok
+    from helpers import ok
 
     monkeypatch.setenv("HOME", str(tmp_path / "fresh-home"))
     os.mkdir(tmp_path / "fresh-home")
@@ -787,7 +787,7 @@ def test_rref_hash_parts_are_used_as_names(alice, file_url):
 
 
 def test_cli_push_ls_pull_keygen_trust(alice, bob, file_url, tmp_path):
-    from test_cli import fails, ok
+    from helpers import fails, ok
 
     rref = built(alice)
     out = ok(alice.root, "push", file_url, "report")
@@ -819,7 +819,7 @@ def test_cli_push_ls_pull_keygen_trust(alice, bob, file_url, tmp_path):
 
 
 def test_cli_options_reach_the_driver_and_secrets_stay_hidden(bob, tmp_path):
-    from test_cli import run
+    from helpers import run
 
     result = run(
         bob.root,
@@ -854,7 +854,7 @@ def test_deeply_nested_manifest_is_refused_cleanly(alice, bob, file_url, depth):
 
 
 def test_cli_says_what_is_already_there_bounds_pulls_and_repairs(alice, bob, file_url):
-    from test_cli import fails, ok
+    from helpers import fails, ok
 
     rref = built(alice)
     first = ok(alice.root, "push", file_url, rref)

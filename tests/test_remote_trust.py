@@ -172,7 +172,7 @@ def test_with_trusted_keys_an_unsigned_manifest_is_never_parsed(tmp_path, s3_url
 
 
 def test_an_unsigned_sibling_does_not_hide_a_signed_realization(tmp_path, s3_url, key, caplog):
-    from test_cli import run
+    from helpers import run
 
     k, keyfile = key
     roots = {name: str(tmp_path / name) for name in ("alice", "carol", "dave")}

@@ -15,9 +15,9 @@ import unicodedata
 
 import pytest
 from click.testing import CliRunner
+from helpers import run
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import run
 
 from lightstore import (
     build_outpath,

@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from helpers import build_pipeline, fails, ok, run_process
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import build_pipeline, fails, ok, run_process
 
 from lightstore import (
     build_outpath,

@@ -9,6 +9,7 @@ import sqlite3
 import stat
 
 import pytest
+from helpers import fails, ok
 
 from lightstore import (
     CatalogueCorruptError,
@@ -25,7 +26,6 @@ from lightstore import (
 from lightstore.cli.context import EXIT_REFUSED
 from lightstore.facade import Store
 from lightstore.maintenance import reindex
-from tests.test_cli import fails, ok
 
 
 def pipeline(r):
