@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from helpers import read
 
 from lightstore import allrrefs, fsinit, mkSS
 from lightstore.facade import Store
@@ -48,11 +49,6 @@ def root(tmp_path) -> str:
     r = str(tmp_path / "store")
     fsinit(mkSS(r))
     return r
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 def go(root: str) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from helpers import read
 
 from lightstore import allrrefs, fsinit, mkSS
 from lightstore.facade import Store
@@ -31,11 +32,6 @@ def run_worker(root: str, *args: str, failpoint: str | None = None) -> subproces
         text=True,
         timeout=120,
     )
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 def check_clean(root: str) -> Store:

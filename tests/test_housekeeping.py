@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from helpers import write
 
 from lightstore import (
     IntegrityError,
@@ -37,11 +38,6 @@ from lightstore import (
     selfref,
     store_gc,
 )
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def node(r, name, deps=(), text=None, matcher=None, extra=None):

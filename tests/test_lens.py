@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import write
 
 from lightstore import (
     InvalidReferenceError,
@@ -24,11 +25,6 @@ from lightstore import (
     rref2path,
     selfref,
 )
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def dep_stage(r, text="dep text", matcher=None):

@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import read, write
 
 from lightstore import (
     Build,
@@ -57,16 +58,6 @@ from lightstore import (
 )
 
 # -- helpers -----------------------------------------------------------------
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 def text_stage(name, text="x", calls=None, deps=(), matcher=None, extra=None):
