@@ -40,6 +40,7 @@ from lightstore.cli import cli
 from lightstore.facade import Store
 from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
 from lightstore.store import CATALOGUE_FILE
+from lightstore.store.layout import LOCKS_DIR
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: The repository: child processes import this checkout's lightstore.
@@ -69,14 +70,18 @@ def read(path: str | os.PathLike[str]) -> str:
 
 # -- everything a store holds ---------------------------------------------------------------------
 
-#: The catalogue's own files, whose bytes change when SQLite checkpoints; their content is
-#: compared row by row instead.
+#: The catalogue's own files: SQLite rewrites them as it reads, and a process that opens one
+#: and closes it drops the SQLite locks of every connection it has to it (POSIX locks).
 CATALOGUE_FILES = frozenset(CATALOGUE_FILE + s for s in ("", "-wal", "-shm", "-journal"))
 
 
-def tree_state(folder: str, skip: Iterable[str] = ()) -> dict[str, tuple]:
+def tree_state(
+    folder: str, skip: Iterable[str] = (), unopened: Callable[[str], bool] = lambda rel: False
+) -> dict[str, tuple]:
     """Every entry below `folder` by relative path: its kind and permission bits, and a file's
-    bytes or a link's target (entries named in `skip` are left out)."""
+    bytes or a link's target. Entries named in `skip` are left out; files for which
+    `unopened(path)` holds are never opened: their size and modification time stand in for
+    their bytes."""
     skipped = set(skip)
     state: dict[str, tuple] = {}
     for parent, dirs, files in os.walk(folder):
@@ -86,24 +91,29 @@ def tree_state(folder: str, skip: Iterable[str] = ()) -> dict[str, tuple]:
             if rel in skipped:
                 continue
             st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
             if stat.S_ISLNK(st.st_mode):
                 state[rel] = ("link", os.readlink(path))
             elif stat.S_ISDIR(st.st_mode):
-                state[rel] = ("dir", stat.S_IMODE(st.st_mode))
+                state[rel] = ("dir", mode)
+            elif stat.S_ISREG(st.st_mode) and unopened(rel):
+                state[rel] = ("file", mode, ("size", st.st_size, "mtime", st.st_mtime_ns))
             elif stat.S_ISREG(st.st_mode):
                 with open(path, "rb") as f:
-                    state[rel] = ("file", stat.S_IMODE(st.st_mode), f.read())
+                    state[rel] = ("file", mode, f.read())
             else:  # a FIFO, socket or device: never opened
-                state[rel] = ("special", stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode))
+                state[rel] = ("special", stat.S_IFMT(st.st_mode), mode)
     return state
 
 
 def catalogue_state(path: str) -> dict[str, Any] | None:
     """The catalogue file at `path`: its schema, user_version and every row of every table
-    (None if there is no such file; its raw bytes if SQLite cannot read it)."""
+    (None if there is no such file, "unreadable" if SQLite cannot read it)."""
     if not os.path.lexists(path):
         return None
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    # mode=rw never creates the file; a read-write connection, the last to close, removes
+    # the -wal and -shm files it made.
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=rw"
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
@@ -118,19 +128,29 @@ def catalogue_state(path: str) -> dict[str, Any] | None:
             }
         finally:
             conn.close()
-    except sqlite3.DatabaseError:
-        with open(path, "rb") as f:
-            return {"unreadable": f.read()}
+    except sqlite3.DatabaseError as e:
+        return {"unreadable": str(e)}
 
 
-def snapshot(store: Store | str) -> dict[str, Any]:
+def snapshot(store: Store | str, catalogue_files: bool = False) -> dict[str, Any]:
     """Everything the store at `store` (a Store or its root) holds: every entry of its tree
-    (see `tree_state`; the catalogue's own files aside) and every row of its catalogue."""
+    (see `tree_state`) and every row of its catalogue.
+
+    The catalogue's own files are left out of the tree (their rows are compared), unless
+    `catalogue_files`: then their size and modification time are compared too, which only
+    holds still while no connection has the catalogue open. Lock files are never opened
+    (that would drop this process's locks); empty ones, which any operation makes on first
+    taking a lock, are left out."""
     root = store if isinstance(store, str) else store.root
-    return {
-        "tree": tree_state(root, skip=CATALOGUE_FILES),
-        "catalogue": catalogue_state(os.path.join(root, CATALOGUE_FILE)),
-    }
+
+    def unopened(rel: str) -> bool:
+        return rel in CATALOGUE_FILES or os.path.dirname(rel) == LOCKS_DIR
+
+    tree = tree_state(root, skip=() if catalogue_files else CATALOGUE_FILES, unopened=unopened)
+    for rel, entry in list(tree.items()):
+        if os.path.dirname(rel) == LOCKS_DIR and entry[0] == "file" and entry[2][1] == 0:
+            del tree[rel]
+    return {"tree": tree, "catalogue": catalogue_state(os.path.join(root, CATALOGUE_FILE))}
 
 
 def difference(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -158,9 +178,12 @@ def difference(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "\n".join(lines) or "snapshots differ"
 
 
-def assert_unchanged(store: Store | str, before: dict[str, Any]) -> None:
-    """Fail, saying what changed, unless the store holds exactly what `before` recorded."""
-    after = snapshot(store)
+def assert_unchanged(
+    store: Store | str, before: dict[str, Any], catalogue_files: bool = False
+) -> None:
+    """Fail, saying what changed, unless the store holds exactly what `before` recorded
+    (taken by `snapshot` with the same `catalogue_files`)."""
+    after = snapshot(store, catalogue_files)
     assert after == before, difference(before, after)
 
 

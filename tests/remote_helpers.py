@@ -16,7 +16,6 @@ from lightstore import (
     mkconfig,
     mkdrv,
 )
-from lightstore.facade import Store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "remote_worker.py")
@@ -73,15 +72,6 @@ def pipeline(r, scale: int = 1, nondeterministic: bool = False):
         build_wrapper(report),
         r,
     )
-
-
-def snapshot(store: Store) -> tuple[list[str], list[str], list[str]]:
-    """What a store holds: realizations, derivations and every path under objects/."""
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(store.objects_dir):
-        for n in dirnames + filenames:
-            paths.append(os.path.relpath(os.path.join(dirpath, n), store.objects_dir))
-    return sorted(store.catalogue.all_rrefs()), sorted(store.catalogue.all_drefs()), sorted(paths)
 
 
 def remote_files(folder: str) -> list[str]:

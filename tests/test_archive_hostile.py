@@ -9,13 +9,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import sqlite3
 import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass, replace
 
 import pytest
+from helpers import assert_unchanged, snapshot
 
 from lightstore import (
     ArchiveError,
@@ -119,31 +119,7 @@ def realization_dir(members: list[M], name: str) -> str:
     )
 
 
-# -- fixtures and the "unchanged" check ------------------------------------------
-
-
-def dump(store: Store) -> tuple:
-    """Every catalogue row of every table, the objects/ tree byte for byte, and tmp/."""
-    conn = sqlite3.connect(store.catalogue.path)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        rows = {t: sorted(map(repr, conn.execute(f"SELECT * FROM [{t}]"))) for t in tables}
-    finally:
-        conn.close()
-    tree = {}
-    for folder, dirs, files in os.walk(store.objects_dir):
-        for n in dirs + files:
-            p = os.path.join(folder, n)
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                content: str | bytes | None = os.readlink(p)
-            elif stat.S_ISDIR(st.st_mode):
-                content = None
-            else:
-                with open(p, "rb") as f:
-                    content = f.read()
-            tree[os.path.relpath(p, store.root)] = (st.st_mode, content)
-    return rows, tree, sorted(os.listdir(store.tmp_dir))
+# -- fixtures and the refusal check ------------------------------------------
 
 
 @pytest.fixture
@@ -186,10 +162,10 @@ def members(src, tmp_path) -> list[M]:
 
 
 def refused(dst: Store, path: str, match: str | None = None, **kw) -> ArchiveError:
-    before = dump(dst)
+    before = snapshot(dst)
     with pytest.raises(ArchiveError, match=match) as e:
         sunpack(path, dst, **kw)
-    assert dump(dst) == before
+    assert_unchanged(dst, before)
     assert os.listdir(dst.tmp_dir) == []
     return e.value
 

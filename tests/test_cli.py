@@ -8,11 +8,13 @@ import os
 
 import pytest
 from helpers import (
+    assert_unchanged,
     data_stage,
     fails,
     hexpart,
     ok,
     run,
+    snapshot,
     write,
 )
 
@@ -543,11 +545,11 @@ def test_sql_table_json_csv_and_params(pipeline):
     ],
 )
 def test_sql_refuses_writes_and_reports_bad_sql(pipeline, tmp_path, query, message):
-    before = ok(pipeline.root, "sql", "SELECT count(*) FROM realizations")
+    before = snapshot(pipeline.root)
     result = fails(EXIT_BAD_INPUT, pipeline.root, "sql", query.format(tmp=tmp_path))
     assert message in result.stderr, result.stderr
     assert not os.path.exists(tmp_path / "other.db") and not os.path.exists(tmp_path / "copy.db")
-    assert ok(pipeline.root, "sql", "SELECT count(*) FROM realizations") == before
+    assert_unchanged(pipeline.root, before)
 
 
 def test_sql_introspection_pragmas_work(pipeline):

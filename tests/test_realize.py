@@ -14,7 +14,7 @@ import sys
 import textwrap
 
 import pytest
-from helpers import read, write
+from helpers import assert_unchanged, read, snapshot, write
 
 from lightstore import (
     Build,
@@ -463,18 +463,16 @@ def test_dry_run_builds_nothing(store, S):
     c = text_stage("c", "C", calls, deps=[b])
     rref_a = realize1(instantiate(a, S=S))
     calls.clear()
-    before_rrefs = allrrefs(S)
-    before_builds = builds_rows(store)
-
     result, clo = instantiate(c, S=S)
+    before = snapshot(store)
+
     assert realize1(clo, dry_run=True) is None
     assert realizeMany(clo, dry_run=True) == []
     _, _, ctx = realize(clo, dry_run=True)
     a_dref, b_dref = clo.derivations[0].dref, clo.derivations[1].dref
     assert ctx == {a_dref: [rref_a], b_dref: [], result: []}
     assert calls == []
-    assert allrrefs(S) == before_rrefs
-    assert builds_rows(store) == before_builds
+    assert_unchanged(store, before)
     assert os.listdir(store.tmp_dir) == []
     # A dry run of something already realized returns it.
     assert realize1(instantiate(a, S=S), dry_run=True) == rref_a

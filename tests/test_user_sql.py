@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from helpers import build_pipeline, fails, ok, run_process
+from helpers import assert_unchanged, build_pipeline, fails, ok, run_process, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -262,15 +262,6 @@ def test_the_browser_reads_the_store_at_a_path_that_needs_quoting(tmp_path):
 # -- reading only, whatever the catalogue given --------------------------------------------------
 
 
-def _dump(root: str) -> list[str]:
-    """Everything in the catalogue file, schema and rows."""
-    conn = sqlite3.connect(os.path.join(root, "catalogue.sqlite"))
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
-
-
 #: Statements that would make something, if only a temporary object of the connection.
 MAKES_SOMETHING = [
     "CREATE TEMP TABLE t AS SELECT * FROM derivations",
@@ -288,19 +279,19 @@ MAKES_SOMETHING = [
 
 @pytest.mark.parametrize("query", MAKES_SOMETHING)
 def test_sql_makes_nothing_not_even_temporary_objects(root, query):
-    before = _dump(root)
+    before = snapshot(root)
     result = fails(EXIT_BAD_INPUT, root, "sql", query)
     assert result.stderr.startswith("Error: refused:"), result.stderr
-    assert _dump(root) == before
+    assert_unchanged(root, before)
 
 
 @pytest.mark.parametrize("query", MAKES_SOMETHING)
 def test_run_sql_on_a_writable_catalogue_reads_only(root, query):
     store = Store.open(root)
-    before = _dump(root)
+    before = snapshot(root)
     with pytest.raises(QueryError, match="refused"):
         run_sql(store.catalogue, query)
-    assert _dump(root) == before
+    assert_unchanged(root, before)
     # Nothing was left on the store's own connection either (a temporary trigger on
     # realizations would run inside lightstore's writes).
     assert store.catalogue.conn.execute("SELECT * FROM sqlite_temp_master").fetchall() == []

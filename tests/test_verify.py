@@ -9,7 +9,7 @@ import sqlite3
 import stat
 
 import pytest
-from helpers import fails, ok
+from helpers import assert_unchanged, fails, ok, snapshot
 
 from lightstore import (
     CatalogueCorruptError,
@@ -228,11 +228,6 @@ def _edit(store, sql: str) -> None:
     conn.close()
 
 
-def _files(root: str) -> dict[str, int]:
-    """The store's top files and their sizes."""
-    return {n: os.path.getsize(os.path.join(root, n)) for n in sorted(os.listdir(root))}
-
-
 @pytest.mark.parametrize(
     ("edit", "args"),
     [
@@ -266,10 +261,10 @@ def test_an_empty_catalogue_is_damage_that_reading_never_writes(built, args):
         if name.startswith("catalogue.sqlite"):
             os.unlink(os.path.join(store.root, name))
     open(store.catalogue.path, "w").close()  # 0 bytes
-    before = _files(store.root)
+    before = snapshot(store.root, catalogue_files=True)
     result = fails(EXIT_REFUSED, store.root, *args)
     assert "damaged" in result.stderr and "reindex" in result.stderr, result.stderr
-    assert _files(store.root) == before
+    assert_unchanged(store.root, before, catalogue_files=True)
     assert "recorded 3 derivation(s)" in ok(store.root, "reindex")
     assert len(ok(store.root, "ls", "-q").split()) == 3
 
