@@ -549,6 +549,15 @@ class Workers:
         self.started.append(worker)
         return worker
 
+    def together(self, job: str, root: str, *args_of_each: Iterable[str]) -> list[Worker]:
+        """Start one worker of `job` on the store `root` per argument list; once every one
+        is ready at the starting line, release them all at the same instant."""
+        started = [self.start(job, root, *args) for args in args_of_each]
+        for w in started:
+            w.wait_for("ready")
+        go(root)
+        return started
+
     def results(self, workers: Iterable[Worker], timeout: float = TIMEOUT) -> list[Any]:
         """Wait for each worker to succeed; their results, in order."""
         return [w.result(timeout) for w in workers]

@@ -15,6 +15,7 @@ import threading
 
 import pytest
 import sqlite_utils
+from helpers import cli_process
 
 from lightstore import (
     build_outpath,
@@ -31,18 +32,9 @@ from lightstore.store import CATALOGUE_FILE
 TIMEOUT = 60
 
 
-def lightstore(*args: str, root: str | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, **kw.pop("env", {})}
-    if root is not None:
-        env["LIGHTSTORE_ROOT"] = root
-    return subprocess.run(
-        [sys.executable, "-m", "lightstore", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-        **kw,
-    )
+def lightstore(*args: str, root: str | None = None) -> subprocess.CompletedProcess:
+    """The command in a child process, on the store that $LIGHTSTORE_ROOT names."""
+    return cli_process(*args, env={"LIGHTSTORE_ROOT": root} if root else None, timeout=TIMEOUT)
 
 
 def test_python_m_lightstore_help_and_version():

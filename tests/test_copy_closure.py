@@ -6,12 +6,10 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from helpers import assert_unchanged, holdings, snapshot
+from helpers import assert_unchanged, holdings, run_job, snapshot
 
 from lightstore import (
     ArchiveError,
@@ -26,15 +24,6 @@ from lightstore import (
     realize,
     rrefdeps,
 )
-from lightstore.foundation.failpoints import VARIABLE
-
-CHILD = """
-import sys
-from lightstore import copy_closure
-print("start", flush=True)
-copy_closure(sys.argv[3:], sys.argv[1], sys.argv[2])
-print("done", flush=True)
-"""
 
 
 def wide_stage(n: int, tag: str = "w"):
@@ -168,19 +157,6 @@ def test_unrecorded_folder_in_destination(tmp_path, valid):
 # -- killed half way, then run again ---------------------------------------------------
 
 
-def run_child(src: Store, dst: Store, top: str, failpoint: str | None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
-    if failpoint:
-        env[VARIABLE] = failpoint
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, src.root, dst.root, top],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def check_consistent(dst: Store) -> None:
     """What a killed copy left: every recorded realization has its folder and its dependencies."""
     Store.forget_instances()
@@ -205,9 +181,8 @@ def test_resume_after_kill_at_failpoint(tmp_path, point):
         # Copy part of the closure first, so the child dies half way through the rest.
         part = next(r for r in rrefdeps([top], src) if r.endswith("-w2a"))
         copy_closure([part], src, dst)
-    child = run_child(src, dst, top, point)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGKILL, err
+    died = run_job("copy", src.root, dst.root, top, failpoint=point, timeout=60)
+    assert died.returncode == -signal.SIGKILL, died.stderr
     recorded = set(allrrefs(dst))
     assert top not in recorded
     if point == "publish:renamed":  # the window between rename and commit was hit
@@ -221,15 +196,14 @@ def test_resume_after_kill_at_failpoint(tmp_path, point):
     assert_complete(src, dst, top)
 
 
-def test_resume_after_kills_at_random_instants(tmp_path):
+def test_resume_after_kills_at_random_instants(tmp_path, workers):
     src, top = make_source(tmp_path / "src", n=12)
     dst = fsinit(mkSS(str(tmp_path / "dst")))
     # How long a whole copy takes in a child, once it has started.
-    probe = run_child(src, fsinit(mkSS(str(tmp_path / "probe"))), top, None)
-    assert probe.stdout is not None
-    assert probe.stdout.readline() == "start\n"
+    probe = workers.start("copy", src.root, fsinit(mkSS(str(tmp_path / "probe"))).root, top)
+    probe.wait_for("start")
     started = time.monotonic()
-    probe.communicate(timeout=60)
+    probe.result(timeout=60)
     duration = time.monotonic() - started
     rng = random.Random(7)
     progress: list[int] = []
@@ -240,12 +214,10 @@ def test_resume_after_kills_at_random_instants(tmp_path):
     # kill lands in the middle of the copy.
     fresh = 0
     while len(progress) < 16 and not any(0 < n < total for n in progress):
-        child = run_child(src, dst, top, None)
-        assert child.stdout is not None
-        assert child.stdout.readline() == "start\n"
+        child = workers.start("copy", src.root, dst.root, top)
+        child.wait_for("start")
         time.sleep(rng.uniform(0.8, 1.2) * fraction * duration)
-        child.send_signal(signal.SIGKILL)
-        child.communicate(timeout=60)
+        child.kill()
         progress.append(len(allrrefs(dst)))
         check_consistent(dst)
         dst = Store.open(dst.root)

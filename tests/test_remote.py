@@ -723,15 +723,15 @@ def test_temporary_files_of_killed_pushes_are_swept_by_later_pushes(alice, file_
     import signal
     import time
 
-    from remote_helpers import build, worker
+    from helpers import run_job
+    from remote_helpers import build
 
-    from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
     from lightstore.remote._fs import _HOST
 
     folder = file_url[len("file://") :]
     rref = build(alice.root, "a")
     # Killed with a blob written under its temporary name, before the rename.
-    died = worker("push", alice.root, file_url, rref, env={FAILPOINT: "remote:temporary:blobs"})
+    died = run_job("push", alice.root, file_url, rref, failpoint="remote:temporary:blobs")
     assert died.returncode == -signal.SIGKILL, died.stderr
     (left,) = [f for f in remote_files(folder) if ".tmp." in f]
     shard = os.path.join(folder, os.path.dirname(left))
@@ -743,8 +743,7 @@ def test_temporary_files_of_killed_pushes_are_swept_by_later_pushes(alice, file_
         pathlib.Path(shard, name).write_bytes(b"partial")
     an_hour_ago = time.time() - 3700
     os.utime(os.path.join(shard, old), (an_hour_ago, an_hour_ago))
-    done = worker("push", alice.root, file_url, rref)
-    assert done.returncode == 0, done.stderr
+    run_job("push", alice.root, file_url, rref).result()
     assert sorted(f for f in remote_files(folder) if ".tmp." in f) == sorted(
         os.path.join(os.path.dirname(left), k) for k in kept
     )

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import dead_pid
 
 from lightstore import (
     BuildError,
@@ -44,13 +45,6 @@ UNKNOWN_RREF = mkrref("f" * 32, "0" * 32, "nothing")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait(timeout=30)
-    return proc.pid
 
 
 def simple_stage(writer, name="a", promises=(("out.txt",),), matcher=None, nouts=1, **extra):
