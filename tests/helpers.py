@@ -68,6 +68,26 @@ def read(path: str | os.PathLike[str]) -> str:
         return f.read()
 
 
+def make_writable(path: str) -> None:
+    """Give the owner write access to the folder `path` and everything in it (stored objects
+    are read-only), so that a test can damage or remove them."""
+    for folder, _dirs, files in os.walk(path):
+        os.chmod(folder, stat.S_IRWXU)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o644)
+
+
+#: Path tails (after a reference or `selfref`) that would leave the folder they start in.
+ESCAPING_TAILS = [
+    ["/etc/passwd"],
+    ["..", "..", "etc", "passwd"],
+    ["a", ""],
+    ["a/../../b"],
+    ["x\0y"],
+    ["a//b"],
+]
+
+
 # -- everything a store holds ---------------------------------------------------------------------
 
 #: The catalogue's own files: SQLite rewrites them as it reads, and a process that opens one

@@ -1,4 +1,4 @@
-"""Hostile and damaged archives are refused and leave the destination exactly as it was (SPEC §6).
+"""Hostile and damaged archives are refused and leave the destination exactly as it was.
 
 Each archive is built by hand with zipfile/tarfile, usually by editing the
 members of a valid archive made by `spack`.
@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass, replace
 
 import pytest
-from helpers import assert_unchanged, snapshot
+from helpers import assert_unchanged, fails, snapshot
 
 from lightstore import (
     ArchiveError,
@@ -33,6 +33,7 @@ from lightstore import (
     spack,
     sunpack,
 )
+from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.exchange import safe_extract
 
 # -- building archives by hand -------------------------------------------------
@@ -466,3 +467,16 @@ def test_absurd_build_times_are_refused(dst, members, tmp_path, key, value):
     manifest["realizations"][0][key] = value
     path = write_archive(str(tmp_path / "a.tar"), with_manifest(members, manifest))
     refused(dst, path, "build time")
+
+
+def test_deeply_nested_archive_manifest_is_refused(dst, tmp_path):
+    path = str(tmp_path / "deep.tar")
+    data = ('{"format": "lightstore-archive", "x": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    refused(dst, path)
+    before = snapshot(dst)
+    assert fails(EXIT_BAD_INPUT, dst.root, "unpack", path)
+    assert_unchanged(dst, before)

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 import sqlite_utils
-from helpers import cli_process
+from helpers import build_pipeline, cli_process
 
 from lightstore import (
     build_outpath,
@@ -27,6 +27,7 @@ from lightstore import (
     selfref,
 )
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_PROBLEMS
+from lightstore.facade import Store
 from lightstore.store import CATALOGUE_FILE
 
 TIMEOUT = 60
@@ -217,3 +218,64 @@ def test_read_commands_work_on_a_read_only_store(pipeline):
     finally:
         for p, m in modes.items():
             os.chmod(p, m)
+
+
+# -- a user who can only read ---------------------------------------------------------------
+
+
+def as_reader(root: str) -> list[str]:
+    """A command prefix that runs as a user who can read but not write `root` (nothing if
+    this user is not root: the permission bits do), or skip."""
+    if os.geteuid() != 0:
+        return []
+    # Root ignores permissions: drop the capabilities that let it, and give the
+    # store to another user, so the usual permission bits apply.
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop root's capabilities")
+    for folder, dirs, files in os.walk(root):
+        for name in [folder, *(os.path.join(folder, f) for f in dirs + files)]:
+            os.lchown(name, 65534, 65534)
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+
+def close_every_store() -> None:
+    """Close the catalogues this process has open (the last writer closes: -wal and -shm go)."""
+    for opened in set(Store._instances.values()):
+        opened.catalogue.close()
+    Store.forget_instances()
+
+
+def test_a_user_who_can_only_read_can_run_every_reading_command(S, tmp_path):
+    p = build_pipeline(S)
+    close_every_store()
+    for suffix in ("-wal", "-shm"):
+        assert not os.path.exists(os.path.join(p.root, "catalogue.sqlite" + suffix))
+    for folder in (tmp_path, p.root):
+        os.chmod(folder, 0o755)
+    prefix = as_reader(p.root)
+    if not prefix:
+        os.chmod(p.root, 0o555)
+    for args in (
+        ["ls"],
+        ["history", "--json"],
+        ["show", p.eval],
+        ["sql", "SELECT count(*) FROM realizations"],
+    ):
+        proc = cli_process(*args, root=p.root, prefix=prefix)
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert not os.path.exists(os.path.join(p.root, "catalogue.sqlite-shm"))
+    os.chmod(p.root, 0o755)
+
+
+def test_reindex_without_write_access_is_a_store_error(S):
+    p = build_pipeline(S)
+    close_every_store()
+    prefix = as_reader(p.root)
+    if not prefix:
+        os.chmod(p.root, 0o555)
+    try:
+        proc = cli_process("reindex", root=p.root, prefix=prefix)
+    finally:
+        os.chmod(p.root, 0o755)
+    assert proc.returncode == 5, proc.stderr
+    assert "write access" in proc.stderr and "Traceback" not in proc.stderr

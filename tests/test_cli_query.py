@@ -27,6 +27,7 @@ from lightstore import (
     build_wrapper,
     instantiate,
     match_only,
+    mkconfig,
     mkdrv,
     realize1,
     rref2dref,
@@ -34,8 +35,10 @@ from lightstore import (
 )
 from lightstore.catalogue import NewDerivation, NewRealization, register_functions
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
+from lightstore.facade import Store
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import mkdref, mkrref
+from lightstore.maintenance import reindex
 from lightstore.query import (
     AmbiguousReferenceError,
     QueryError,
@@ -304,6 +307,30 @@ def test_numbers_beyond_the_float_range_and_written_exactly(S):
     assert str(10**3999) in table and "inf" not in table
 
 
+@pytest.mark.parametrize("started,stopped", [(1e300, -1e300), (-1e300, 1e300), (None, 1e308)])
+def test_listings_tolerate_absurd_times_in_the_catalogue(S, started, stopped):
+    p = build_pipeline(S)
+    with Store.open(p.root).catalogue.write() as conn:
+        conn.execute(
+            "UPDATE realizations SET build_started = ?, build_stopped = ?", (started, stopped)
+        )
+        conn.execute("UPDATE builds SET started = ?, stopped = ?", (started or 0, stopped))
+    for args in (["ls"], ["ls", "-r"], ["history"], ["show", p.eval]):
+        ok(p.root, *args)
+        ok(p.root, *args, "--json")
+    json.loads(ok(p.root, "history", "--json"))
+
+
+def test_limit_beyond_64_bits(S):
+    p = build_pipeline(S)
+    for cmd in ("history", "ls", "du"):
+        ok(p.root, cmd, "--limit", str(2**63 - 1))
+        fails(EXIT_BAD_INPUT, p.root, cmd, "--limit", "99999999999999999999")
+    assert len(history(Store.open(p.root), limit=10**20)) == 5
+    with pytest.raises(QueryError):
+        history(Store.open(p.root), limit=-1)
+
+
 def test_sql_json_is_valid_json_for_any_float(pipeline):
     query = "SELECT 9e999 AS big, -9e999 AS small, 0.5 AS half"
     expected = {"big": "Infinity", "small": "-Infinity", "half": 0.5}
@@ -485,6 +512,32 @@ def test_graph_functions(store, pipeline):
     assert text.count("->") == 2
     with pytest.raises(ValueError):
         dot(cat, [pipeline.eval, pipeline.dref(pipeline.eval)])
+
+
+def _chain(S, n: int):
+    """A pipeline of `n` stages, each depending on the one before."""
+
+    def stages(r):
+        prev = None
+        for i in range(n):
+            config = {"name": f"s{i}"} if prev is None else {"name": f"s{i}", "prev": prev}
+            prev = mkdrv(config, match_only(), build_wrapper(lambda b: None), r)
+        return prev
+
+    return instantiate(stages, S=S)
+
+
+@pytest.mark.slow
+def test_deep_chains_are_walked_without_recursion(S):
+    top = realize1(_chain(S, 1100))
+    first = Store.open(S.root).catalogue.column("SELECT rref FROM history WHERE name = 's0'")[0]
+    tree = ok(S.root, "deps", top, "--tree")
+    assert tree.count("\n") == 1100
+    tree = ok(S.root, "referrers", first, "--tree")
+    assert tree.count("\n") == 1100
+    ok(S.root, "deps", rref2dref(top), "--tree")
+    report = reindex(S.root)
+    assert (report.derivations, report.realizations, report.skipped) == (1100, 1100, [])
 
 
 def test_tree_marks_repeated_subtrees(S, store):
@@ -714,3 +767,25 @@ def test_short_references_tell_prefixes_shared_across_kinds_apart(store):
     shorts = short_refs(store, [*drefs, rref])
     assert shorts == {drefs[0]: "aaaaaaaa0", drefs[1]: "aaaaaaaa1", rref: "aaaaaaaa-aaaa"}
     assert all(resolve(store, s) == r for r, s in shorts.items())
+
+
+def _parent_and_child(r):
+    def build(b):
+        with open(os.path.join(build_outpath(b), "ok"), "w") as f:
+            f.write("ok")
+
+    p = mkdrv(mkconfig({"name": "p"}), match_only(), build_wrapper(build), r)
+    return mkdrv(mkconfig({"name": "c", "p": p}), match_only(), build_wrapper(build), r)
+
+
+def test_a_pin_named_like_a_hash_prefix_is_never_silently_shadowed(tmp_path):
+    # `pin 1a2b REF` must not let `cat 1a2b ...` / `resolve("1a2b")` answer with whatever
+    # object's hash starts with 1a2b instead of the pin, nor the other way round.
+    store = Store.open(str(tmp_path / "s"), create=True)
+    child = realize1(instantiate(_parent_and_child, S=store.settings))
+    parent = next(iter(store.catalogue.rrefdeps([child])))
+    prefix = child[len("rref:") :][:6]
+    store.pin(prefix, parent)
+    with pytest.raises(AmbiguousReferenceError, match="pin"):
+        resolve(store, prefix)
+    assert resolve(store, child) == child

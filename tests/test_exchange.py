@@ -7,7 +7,7 @@ import shutil
 import zipfile
 
 import pytest
-from helpers import assert_unchanged, holdings, snapshot
+from helpers import assert_unchanged, fails, holdings, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +33,7 @@ from lightstore import (
     spack,
     sunpack,
 )
+from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.exchange import archive_kind
 
 FORMATS = ["zip", "tar", "tar.gz", "tgz", "tar.bz2", "tar.xz"]
@@ -185,13 +186,38 @@ def test_spack_refuses_links_leaving_the_realization(store, tmp_path):
     assert not (tmp_path / "a.tar").exists()
 
 
+def test_non_utf8_names_pack_to_tar_and_are_refused_by_zip(store, tmp_path):
+    raw = os.fsdecode(b"caf\xe9.txt")
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), raw), "w") as f:
+            f.write("latin-1 name")
+
+    def stage(r):
+        return mkdrv({"name": "latin"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=store.settings))
+    spack([rref], str(tmp_path / "ok.tar"), store)
+    with pytest.raises(ArchiveError, match=r"caf\\\\xe9.*tar"):
+        spack([rref], str(tmp_path / "bad.zip"), store)
+    assert not (tmp_path / "bad.zip").exists()
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
+    result = fails(EXIT_BAD_INPUT, store.root, "pack", str(tmp_path / "bad2.zip"), rref)
+    assert "tar" in result.output
+    other = fsinit(mkSS(str(tmp_path / "other")))
+    sunpack(str(tmp_path / "ok.tar"), other)
+    assert os.path.isfile(os.path.join(other.rref_path(rref), raw))
+
+
 def test_sunpack_missing_or_foreign_file(store, tmp_path):
+    before = snapshot(store)
     with pytest.raises(ArchiveError, match="no such file"):
         sunpack(str(tmp_path / "missing.zip"), store)
     with zipfile.ZipFile(tmp_path / "foreign.zip", "w") as z:
         z.writestr("readme.txt", "hello")
     with pytest.raises(ArchiveError, match="manifest"):
         sunpack(str(tmp_path / "foreign.zip"), store)
+    assert_unchanged(store, before)
     assert os.listdir(store.tmp_dir) == []
 
 

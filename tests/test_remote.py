@@ -6,6 +6,8 @@ import json
 import os
 import pathlib
 import secrets
+import signal
+from contextlib import contextmanager
 
 import pytest
 from helpers import assert_unchanged, snapshot
@@ -14,7 +16,16 @@ from hypothesis import strategies as st
 from remote_helpers import copies, folder_stage, pipeline, remote_files, rewrite
 
 import lightstore
-from lightstore import instantiate, realize1
+from lightstore import (
+    LightstoreError,
+    build_outpath,
+    build_wrapper,
+    instantiate,
+    match_only,
+    mkconfig,
+    mkdrv,
+    realize1,
+)
 from lightstore.exchange._tree import check_links, walk_tree
 from lightstore.facade import Store
 from lightstore.foundation.errors import (
@@ -286,6 +297,71 @@ def test_not_json_manifest_and_foreign_marker(alice, bob, file_url):
     rewrite(os.path.join(folder, "lightstore-remote.json"), b'{"format": "other"}')
     with pytest.raises(RemoteError, match="not a lightstore remote"):
         bob.pull(file_url, [rref])
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail (instead of hanging the suite) if the block takes longer than `seconds`."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds}s: the call hangs")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _with_empty_file(r):
+    def build(b):
+        out = build_outpath(b)
+        open(os.path.join(out, "empty"), "w").close()
+        with open(os.path.join(out, "a"), "w") as f:
+            f.write("x" * 10)
+
+    return mkdrv(mkconfig({"name": "e"}), match_only(), build_wrapper(build), r)
+
+
+def _replace(path: str, make) -> None:
+    """Put what `make(path)` makes in place of the file at `path` of a file:// remote."""
+    os.chmod(os.path.dirname(path), 0o755)
+    os.unlink(path)
+    make(path)
+
+
+@pytest.mark.parametrize("what", ["manifest", "empty-blob", "blob"])
+@pytest.mark.parametrize("special", ["fifo", "zero"])
+def test_special_files_on_a_file_remote_are_refused(alice, bob, file_url, what, special):
+    # A hostile file:// remote serves a FIFO (a pull would block forever) or a symlink to
+    # /dev/zero (an endless stream) in place of an object.
+    rref = realize1(instantiate(_with_empty_file, S=alice.settings))
+    alice.push(file_url, [rref])
+    if what == "manifest":
+        key = manifest_key(rref)
+    else:
+        name = "empty" if what == "empty-blob" else "a"
+        key = blob_key(file_digest(os.path.join(alice.rref_path(rref), name)).hex())
+    path = os.path.join(file_url[len("file://") :], key)
+    _replace(path, os.mkfifo if special == "fifo" else lambda p: os.symlink("/dev/zero", p))
+    before = snapshot(bob)
+    with deadline(8), pytest.raises(LightstoreError, match=r"not a regular file|missing"):
+        bob.pull(file_url, [rref])
+    assert_unchanged(bob, before)
+    assert os.listdir(bob.tmp_dir) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300, -5.0, 10**400, "soon"])
+def test_remote_manifest_with_absurd_build_times_is_refused(alice, bob, file_url, value):
+    # Archives refuse such times; a remote manifest must too.
+    rref = realize1(instantiate(_with_empty_file, S=alice.settings))
+    alice.push(file_url, [rref])
+    path, doc = _manifest(file_url[len("file://") :], rref)
+    doc["build_started"] = value
+    _replace(path, lambda p: pathlib.Path(p).write_text(json.dumps(doc)))
+    _refused(bob, file_url, rref, "build time")
 
 
 # -- limits: pulls are bounded as archives are ----------------------------------------

@@ -30,7 +30,7 @@ from lightstore import (
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.facade import Store
-from lightstore.query import QueryError, history, open_view, run_sql, sqlguard
+from lightstore.query import QueryError, history, iter_sql, open_view, run_sql, sqlguard
 from lightstore.query.sqlguard import MAX_LENGTH
 
 needs_datasette = pytest.mark.skipif(
@@ -244,6 +244,23 @@ def test_guards_give_exactly_sqlites_results(fmt, args, three):
             assert got == expected or (got != got and expected != expected), (call, params)
 
 
+FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+
+
+def test_user_sql_has_a_deadline(S):
+    p = build_pipeline(S)
+    started = time.monotonic()
+    result = fails(EXIT_BAD_INPUT, p.root, "sql", FOREVER, "--timeout", "0.5")
+    assert "longer than 0.5 s" in result.output
+    with pytest.raises(QueryError, match="longer than"):
+        history(Store.open(p.root), where=f"({FOREVER}) > 0", timeout=0.3)
+    result = fails(EXIT_BAD_INPUT, p.root, "history", "-w", f"({FOREVER}) > 0")
+    assert "longer than" in result.output
+    assert time.monotonic() - started < 30
+    # The connection is usable afterwards, without a deadline left behind.
+    assert len(history(Store.open(p.root))) == 5
+
+
 # -- the store that is read ---------------------------------------------------------------------
 
 
@@ -418,3 +435,18 @@ def test_run_sql_gathers_at_most_max_bytes(root):
         run_sql(view.catalogue, "SELECT printf('%.*c', 2000000, 'x')", max_bytes=1 << 20)
     headers, rows = run_sql(view.catalogue, "SELECT 1 AS a, 2 AS a")
     assert headers == ["a", "a"] and rows == [(1, 2)]
+
+
+def test_sql_streams_rows(S):
+    p = build_pipeline(S)
+    many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) SELECT x FROM c"
+    headers, rows = iter_sql(open_view(p.root).catalogue, many, timeout=30)
+    assert headers == ["x"] and next(rows) == (1,) and next(rows) == (2,)
+    rows.close()
+    out = ok(p.root, "sql", many, "--csv")
+    assert out.count("\n") == 200001
+    assert json.loads(ok(p.root, "sql", "SELECT 1 AS a UNION ALL SELECT 2", "--json")) == [
+        {"a": 1},
+        {"a": 2},
+    ]
+    assert json.loads(ok(p.root, "sql", "SELECT 1 AS a WHERE 0", "--json")) == []
