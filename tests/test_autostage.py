@@ -1,4 +1,4 @@
-"""`autostage` (SPEC §2 "Decorator"): plain functions as stages."""
+"""`autostage`, the decorator: plain functions as stages."""
 
 from __future__ import annotations
 

@@ -166,7 +166,7 @@ def test_lens_pylightnix_signature_and_helpers(S):
         ls.mklens(d, S=S).nope.val = 1
     with pytest.raises(AssertionError):
         ls.mklens(rref, S=S).dep.d.x.val = 42
-    # A Build passed second (SPEC's mklens(x, b)) still counts as the build.
+    # A Build passed second (Pylightnix's mklens(x, b)) still counts as the build.
     seen = {}
 
     def make(b):

@@ -1,5 +1,5 @@
 """History that outlives gc (schema version 2), forget, gc that asks, import provenance,
-and SQLite errors mapped into lightstore's hierarchy (issue 9)."""
+and SQLite errors mapped into lightstore's hierarchy."""
 
 from __future__ import annotations
 

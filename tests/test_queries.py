@@ -1,4 +1,4 @@
-"""Queries (SPEC §2 "Queries"), answered from the catalogue, and reference helpers."""
+"""Queries, answered from the catalogue, and reference helpers."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""The realization engine: DRefs, caching, context-sensitive reuse, options, failures.
-
-SPEC §1 (concepts) and §2 (registry and stages). Everything runs against a
-real store in a tmp folder; processes are real subprocesses.
+"""The realization engine: DRefs, caching, context-sensitive reuse, options, failures, the
+registry and stages. Everything runs against a real store in a tmp folder; processes are
+real subprocesses.
 """
 
 from __future__ import annotations
