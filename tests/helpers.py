@@ -413,8 +413,9 @@ def wait_until(
     """Poll `condition` until it holds; fail after `timeout` seconds, or as soon as one of
     the workers in `alive` has exited."""
     deadline = time.monotonic() + timeout
+    watched = tuple(alive)
     while not condition():
-        for w in alive:
+        for w in watched:
             assert w.running, f"{w} exited while waiting for {what}:\n{w.stderr}"
         assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
         time.sleep(0.01)
@@ -496,7 +497,9 @@ class Worker:
 
     @property
     def stderr(self) -> str:
-        """What it printed on stderr so far (all of it once it has been reaped)."""
+        """What it printed on stderr (once it has exited; nothing before)."""
+        if not self.running:
+            self._readers[1].join(timeout=60)
         return "".join(self._stderr)
 
     def wait_for(self, marker: str, timeout: float = 60) -> None:

@@ -63,6 +63,7 @@ def test_waiter_takes_over_when_builder_dies(root, tmp_path, workers):
     assert statuses == ["interrupted", "succeeded"]
 
 
+@pytest.mark.slow
 def test_distinct_stages_in_parallel(root, workers):
     results = workers.results(
         workers.together("distinct", root, *[(str(i * 200), "200") for i in range(8)])

@@ -65,6 +65,7 @@ def test_kill_at_failpoint(root, point):
             assert rref in allrrefs(store)
 
 
+@pytest.mark.slow
 def test_kill_at_random_instants(root):
     rng = random.Random(1234)
     kills = 0

@@ -101,6 +101,7 @@ def test_counts_and_failures(checkout, tmp_path):
     assert not any("test_realize" in f or "test_submodules" in f for f in failing)
 
 
+@pytest.mark.slow
 def test_min_fails_below(checkout, tmp_path):
     assert run("--checkout", str(checkout), "--min", "3").returncode == 0
     done = run("--checkout", str(checkout), "--min", "4")

@@ -171,6 +171,7 @@ def test_with_trusted_keys_an_unsigned_manifest_is_never_parsed(tmp_path, s3_url
 # -- unsigned siblings ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unsigned_sibling_does_not_hide_a_signed_realization(tmp_path, s3_url, key, caplog):
     from helpers import run
 
@@ -237,6 +238,7 @@ def test_an_unsigned_sibling_does_not_hide_a_signed_realization(tmp_path, s3_url
 # -- where the signing key comes from ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_signing_key_variable_signs_every_push(tmp_path, s3_url, key, monkeypatch):
     k, keyfile = key
     # A build process pushing through $LIGHTSTORE_PUSH, keyed by $LIGHTSTORE_SIGNING_KEY.

@@ -247,6 +247,7 @@ def test_guards_give_exactly_sqlites_results(fmt, args, three):
 FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
 
 
+@pytest.mark.slow
 def test_user_sql_has_a_deadline(S):
     p = build_pipeline(S)
     started = time.monotonic()
@@ -408,6 +409,7 @@ def test_a_table_of_a_huge_result_is_refused_with_bounded_memory(root):
     assert "larger than 64 MiB" in done.stderr and "--csv" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["--nl", "--csv"])
 def test_streamed_rows_come_in_batches_of_bounded_memory(root, fmt):
     # 1.6 GB of rows: more than the process may hold at once, were they fetched together.
