@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own real store in a tmp folder."""
+"""Shared fixtures: every test gets its own real store in a tmp folder; the sample pipeline,
+child processes (always reaped), a small disk and a real S3 endpoint when asked."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import subprocess
 
 import pytest
+from helpers import Pipeline, Workers, build_pipeline
 from hypothesis import HealthCheck, settings
 
 import lightstore
@@ -34,6 +36,23 @@ def store(tmp_path) -> lightstore.Store:
 def S(store) -> lightstore.StorageSettings:
     """Storage settings of the fresh store."""
     return store.settings
+
+
+@pytest.fixture
+def pipeline(S) -> Pipeline:
+    """The sample pipeline (data <- train(lr) x3, eval <- train(0.01)) realized in the store."""
+    return build_pipeline(S)
+
+
+@pytest.fixture
+def workers():
+    """Starts child processes running jobs of tests/workers.py; kills and reaps every one
+    still running when the test ends."""
+    started = Workers()
+    try:
+        yield started
+    finally:
+        started.reap()
 
 
 @pytest.fixture(autouse=True)

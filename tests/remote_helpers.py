@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
+
+from helpers import run_job
 
 from lightstore import (
     build_outpath,
@@ -16,11 +16,6 @@ from lightstore import (
     mkconfig,
     mkdrv,
 )
-from lightstore.facade import Store
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER = os.path.join(HERE, "remote_worker.py")
-ROOT = os.path.dirname(HERE)
 
 #: Realizer runs of this process, per stage name (tests check "no realizer ran").
 RUNS: dict[str, int] = {}
@@ -73,15 +68,6 @@ def pipeline(r, scale: int = 1, nondeterministic: bool = False):
         build_wrapper(report),
         r,
     )
-
-
-def snapshot(store: Store) -> tuple[list[str], list[str], list[str]]:
-    """What a store holds: realizations, derivations and every path under objects/."""
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(store.objects_dir):
-        for n in dirnames + filenames:
-            paths.append(os.path.relpath(os.path.join(dirpath, n), store.objects_dir))
-    return sorted(store.catalogue.all_rrefs()), sorted(store.catalogue.all_drefs()), sorted(paths)
 
 
 def remote_files(folder: str) -> list[str]:
@@ -138,18 +124,7 @@ def copies(count: int, size: int):
     return make
 
 
-def worker(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
-    """Run ``remote_worker.py args...`` in a child process (this environment plus `env`)."""
-    full = dict(os.environ)
-    full["PYTHONPATH"] = ROOT + os.pathsep + full.get("PYTHONPATH", "")
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, WORKER, *args], capture_output=True, text=True, env=full, timeout=timeout
-    )
-
-
 def build(root: str, variant: str, env: dict[str, str] | None = None) -> str:
-    """Realize the test pipeline `variant` in a child process; its target's RRef."""
-    done = worker("build", root, variant, env=env)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()[-1]
+    """Realize the test pipeline `variant` (see the `build` job of tests/workers.py) in a
+    child process; its target's RRef."""
+    return run_job("build", root, variant, env=env).result()["rref"]

@@ -1,4 +1,4 @@
-"""Hostile and damaged archives are refused and leave the destination exactly as it was (SPEC §6).
+"""Hostile and damaged archives are refused and leave the destination exactly as it was.
 
 Each archive is built by hand with zipfile/tarfile, usually by editing the
 members of a valid archive made by `spack`.
@@ -9,13 +9,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import sqlite3
 import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass, replace
 
 import pytest
+from helpers import assert_unchanged, fails, snapshot
 
 from lightstore import (
     ArchiveError,
@@ -33,6 +33,7 @@ from lightstore import (
     spack,
     sunpack,
 )
+from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.exchange import safe_extract
 
 # -- building archives by hand -------------------------------------------------
@@ -119,31 +120,7 @@ def realization_dir(members: list[M], name: str) -> str:
     )
 
 
-# -- fixtures and the "unchanged" check ------------------------------------------
-
-
-def dump(store: Store) -> tuple:
-    """Every catalogue row of every table, the objects/ tree byte for byte, and tmp/."""
-    conn = sqlite3.connect(store.catalogue.path)
-    try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        rows = {t: sorted(map(repr, conn.execute(f"SELECT * FROM [{t}]"))) for t in tables}
-    finally:
-        conn.close()
-    tree = {}
-    for folder, dirs, files in os.walk(store.objects_dir):
-        for n in dirs + files:
-            p = os.path.join(folder, n)
-            st = os.lstat(p)
-            if stat.S_ISLNK(st.st_mode):
-                content: str | bytes | None = os.readlink(p)
-            elif stat.S_ISDIR(st.st_mode):
-                content = None
-            else:
-                with open(p, "rb") as f:
-                    content = f.read()
-            tree[os.path.relpath(p, store.root)] = (st.st_mode, content)
-    return rows, tree, sorted(os.listdir(store.tmp_dir))
+# -- fixtures and the refusal check ------------------------------------------
 
 
 @pytest.fixture
@@ -186,10 +163,10 @@ def members(src, tmp_path) -> list[M]:
 
 
 def refused(dst: Store, path: str, match: str | None = None, **kw) -> ArchiveError:
-    before = dump(dst)
+    before = snapshot(dst)
     with pytest.raises(ArchiveError, match=match) as e:
         sunpack(path, dst, **kw)
-    assert dump(dst) == before
+    assert_unchanged(dst, before)
     assert os.listdir(dst.tmp_dir) == []
     return e.value
 
@@ -490,3 +467,16 @@ def test_absurd_build_times_are_refused(dst, members, tmp_path, key, value):
     manifest["realizations"][0][key] = value
     path = write_archive(str(tmp_path / "a.tar"), with_manifest(members, manifest))
     refused(dst, path, "build time")
+
+
+def test_deeply_nested_archive_manifest_is_refused(dst, tmp_path):
+    path = str(tmp_path / "deep.tar")
+    data = ('{"format": "lightstore-archive", "x": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    refused(dst, path)
+    before = snapshot(dst)
+    assert fails(EXIT_BAD_INPUT, dst.root, "unpack", path)
+    assert_unchanged(dst, before)

@@ -1,4 +1,4 @@
-"""`autostage` (SPEC §2 "Decorator"): plain functions as stages."""
+"""`autostage`, the decorator: plain functions as stages."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import read, write
 
 from lightstore import (
     Attrs,
@@ -31,16 +32,6 @@ from lightstore import (
     rref2path,
     selfref,
 )
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 def test_bare_autostage_with_keyword_defaults(S):

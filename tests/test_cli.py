@@ -1,21 +1,22 @@
-"""The `lightstore` command (SPEC §7): every command against a real store, through click's runner.
-
-Also the shared helpers of the other `test_cli_*` files: `pipeline` builds a
-small store (data -> three train runs -> eval), `run` invokes the command.
-"""
+"""The `lightstore` command: every command against a real store, through click's runner
+(the `pipeline` fixture is a small store: data -> three train runs -> eval)."""
 
 from __future__ import annotations
 
 import json
 import os
-import resource
-import subprocess
-import sys
-import threading
-from dataclasses import dataclass
 
 import pytest
-from click.testing import CliRunner, Result
+from helpers import (
+    assert_unchanged,
+    data_stage,
+    fails,
+    hexpart,
+    ok,
+    run,
+    snapshot,
+    write,
+)
 
 from lightstore import (
     DRef,
@@ -28,7 +29,6 @@ from lightstore import (
     match_only,
     mkdrv,
     realize1,
-    rref2dref,
     selfref,
 )
 from lightstore.catalogue import NewDerivation
@@ -42,169 +42,6 @@ from lightstore.cli.context import (
 )
 from lightstore.facade import Store
 from lightstore.store import CATALOGUE_FILE
-
-LRS = (0.1, 0.01, 0.001)
-
-
-# -- helpers shared by the test_cli_* files ----------------------------------------------------
-
-
-@dataclass
-class Pipeline:
-    """A small realized pipeline: data <- train(lr) x3, and eval <- train(0.01)."""
-
-    root: str
-    data: RRef
-    train: dict[float, RRef]
-    eval: RRef
-
-    def dref(self, rref: RRef) -> DRef:
-        return rref2dref(rref)
-
-
-def _write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def data_stage(r):
-    def real(b):
-        _write(os.path.join(build_outpath(b), "data.csv"), "x,y\n1,2\n")
-
-    return mkdrv(
-        {"name": "data", "rows": 1, "out": [selfref, "data.csv"]},
-        match_only(),
-        build_wrapper(real),
-        r,
-    )
-
-
-def train_stage(lr, r):
-    data = data_stage(r)
-
-    def real(b):
-        _write(os.path.join(build_outpath(b), "model.txt"), f"lr={lr}\n")
-        _write(os.path.join(build_outpath(b), "logs", "loss.txt"), "0.5\n" * int(10 / lr))
-
-    return mkdrv(
-        {
-            "name": "train",
-            "lr": lr,
-            "model": {"depth": 4},
-            "data": data,
-            "out": [selfref, "model.txt"],
-        },
-        match_only(),
-        build_wrapper(real),
-        r,
-    )
-
-
-def eval_stage(r):
-    train = train_stage(0.01, r)
-
-    def real(b):
-        _write(os.path.join(build_outpath(b), "score.txt"), "0.93\n")
-
-    return mkdrv(
-        {"name": "eval", "model": train, "out": [selfref, "score.txt"]},
-        match_only(),
-        build_wrapper(real),
-        r,
-    )
-
-
-def build_pipeline(S) -> Pipeline:
-    """Realize data, three train runs and one eval into the store `S`."""
-    train = {lr: realize1(instantiate(train_stage, lr, S=S)) for lr in LRS}
-    ev = realize1(instantiate(eval_stage, S=S))
-    data = next(iter(Store.open(S.root).context(train[0.1]).values()))[0]
-    return Pipeline(S.root, data, train, ev)
-
-
-@pytest.fixture
-def pipeline(S) -> Pipeline:
-    return build_pipeline(S)
-
-
-def run(root: str | None, *args: str, env: dict[str, str] | None = None) -> Result:
-    """Invoke `lightstore [--root root] args...` in-process."""
-    argv = (["--root", root] if root else []) + list(args)
-    return CliRunner().invoke(cli, argv, env=env)
-
-
-def ok(root: str | None, *args: str) -> str:
-    """Run a command that must succeed; return its stdout."""
-    result = run(root, *args)
-    assert result.exit_code == 0, (result.exit_code, result.output)
-    return result.stdout
-
-
-def fails(code: int, root: str | None, *args: str) -> Result:
-    """Run a command that must exit with `code`."""
-    result = run(root, *args)
-    assert result.exit_code == code, (result.exit_code, result.output)
-    return result
-
-
-def address_space(limit: int):
-    """A `preexec_fn` capping a child's memory (its address space) at `limit` bytes, for
-    tests of what could otherwise fill the machine's memory: there it fails instead."""
-
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return cap
-
-
-@dataclass
-class Finished:
-    """How a child process ended: its exit status, stderr, and how many bytes it printed."""
-
-    returncode: int
-    stderr: str
-    printed: int
-
-
-def run_process(root: str, *args: str, memory: int = 2 << 30, timeout: float = 120) -> Finished:
-    """`python -m lightstore --root root args...` as a child process with at most `memory`
-    bytes of address space; its stdout is only counted, so it may print a lot."""
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lightstore", "--root", root, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        preexec_fn=address_space(memory),
-    )
-    printed = [0]
-
-    def count() -> None:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(1 << 20):
-            printed[0] += len(chunk)
-
-    counter = threading.Thread(target=count)
-    counter.start()
-    try:
-        assert proc.stderr is not None
-        stderr = proc.stderr.read().decode("utf-8", "replace")
-        proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        counter.join()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-    return Finished(proc.returncode, stderr, printed[0])
-
-
-def hexpart(ref: str) -> str:
-    return ref.split(":", 1)[1].split("-", 1)[0]
-
 
 # -- init and the root -------------------------------------------------------------------------
 
@@ -228,7 +65,7 @@ def test_root_option_after_the_command_and_from_the_environment(tmp_path, pipeli
 
 def _metric_stage(r):
     def real(b):
-        _write(os.path.join(build_outpath(b), "out.txt"), "same\n")
+        write(os.path.join(build_outpath(b), "out.txt"), "same\n")
         build_metric(b, "loss", float(os.environ.get("TEST_LOSS", "1")))
 
     return mkdrv({"name": "m", "out": [selfref, "out.txt"]}, match_only(), build_wrapper(real), r)
@@ -624,7 +461,7 @@ def _tamper(store: Store, rref: RRef) -> None:
     os.chmod(folder, 0o755)
     path = os.path.join(folder, "model.txt")
     os.chmod(path, 0o644)
-    _write(path, "edited\n")
+    write(path, "edited\n")
 
 
 def test_verify_clean_then_damaged_then_repaired(pipeline, store):
@@ -708,11 +545,11 @@ def test_sql_table_json_csv_and_params(pipeline):
     ],
 )
 def test_sql_refuses_writes_and_reports_bad_sql(pipeline, tmp_path, query, message):
-    before = ok(pipeline.root, "sql", "SELECT count(*) FROM realizations")
+    before = snapshot(pipeline.root)
     result = fails(EXIT_BAD_INPUT, pipeline.root, "sql", query.format(tmp=tmp_path))
     assert message in result.stderr, result.stderr
     assert not os.path.exists(tmp_path / "other.db") and not os.path.exists(tmp_path / "copy.db")
-    assert ok(pipeline.root, "sql", "SELECT count(*) FROM realizations") == before
+    assert_unchanged(pipeline.root, before)
 
 
 def test_sql_introspection_pragmas_work(pipeline):

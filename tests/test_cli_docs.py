@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 import pytest
-from test_cli import Pipeline, ok, pipeline  # noqa: F401 - the fixture
+from helpers import Pipeline, ok
 
 from lightstore.cli import cli
 from lightstore.cli import context as cli_context
@@ -112,7 +112,7 @@ def test_every_example_parses(line):
 # -- schema ------------------------------------------------------------------------------------
 
 
-def test_every_table_view_and_column_is_documented(pipeline):  # noqa: F811
+def test_every_table_view_and_column_is_documented(pipeline):
     objects = json.loads(
         ok(
             pipeline.root,
@@ -141,7 +141,7 @@ def test_schema_doc_has_three_history_examples():
 
 
 @pytest.mark.parametrize("sql", SQL_BLOCKS)
-def test_schema_sql_examples_run(pipeline: Pipeline, sql):  # noqa: F811
+def test_schema_sql_examples_run(pipeline: Pipeline, sql):
     query = "\n".join(ln for ln in sql.splitlines() if not ln.startswith("--")).strip()
     query = query.rstrip(";")
     rows = json.loads(ok(pipeline.root, "sql", query, "--json"))

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 import sqlite_utils
-from test_cli import pipeline  # noqa: F401 - the fixture
+from helpers import build_pipeline, cli_process
 
 from lightstore import (
     build_outpath,
@@ -27,23 +27,15 @@ from lightstore import (
     selfref,
 )
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_PROBLEMS
+from lightstore.facade import Store
 from lightstore.store import CATALOGUE_FILE
 
 TIMEOUT = 60
 
 
-def lightstore(*args: str, root: str | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, **kw.pop("env", {})}
-    if root is not None:
-        env["LIGHTSTORE_ROOT"] = root
-    return subprocess.run(
-        [sys.executable, "-m", "lightstore", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-        **kw,
-    )
+def lightstore(*args: str, root: str | None = None) -> subprocess.CompletedProcess:
+    """The command in a child process, on the store that $LIGHTSTORE_ROOT names."""
+    return cli_process(*args, env={"LIGHTSTORE_ROOT": root} if root else None, timeout=TIMEOUT)
 
 
 def test_python_m_lightstore_help_and_version():
@@ -63,7 +55,7 @@ def test_the_installed_script():
     assert proc.returncode == 0 and "Examples:" in proc.stdout
 
 
-def test_exit_statuses_in_a_process(pipeline, tmp_path):  # noqa: F811
+def test_exit_statuses_in_a_process(pipeline, tmp_path):
     root = pipeline.root
     assert lightstore("show", pipeline.eval, root=root).returncode == 0
     missing = lightstore("ls", root=str(tmp_path / "nowhere"))
@@ -78,7 +70,7 @@ def test_exit_statuses_in_a_process(pipeline, tmp_path):  # noqa: F811
     assert usage.returncode == EXIT_BAD_INPUT and "Usage:" in usage.stderr
 
 
-def test_history_csv_in_a_process(pipeline):  # noqa: F811
+def test_history_csv_in_a_process(pipeline):
     proc = lightstore("history", "-n", "train", "-f", "lr", "--csv", root=pipeline.root)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
@@ -86,7 +78,7 @@ def test_history_csv_in_a_process(pipeline):  # noqa: F811
     assert {r["rref"] for r in rows} == set(pipeline.train.values())
 
 
-def test_graph_output_is_valid_dot(pipeline, tmp_path):  # noqa: F811
+def test_graph_output_is_valid_dot(pipeline, tmp_path):
     proc = lightstore("graph", pipeline.eval, root=pipeline.root)
     assert proc.returncode == 0
     dot = shutil.which("dot")
@@ -127,7 +119,7 @@ def _in_terminal(args: list[str], root: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("args", [["verify", "--check-contents"], ["reindex"]])
-def test_progress_bar_on_a_terminal_only(pipeline, args):  # noqa: F811
+def test_progress_bar_on_a_terminal_only(pipeline, args):
     status, shown = _in_terminal(args, pipeline.root)
     assert status == 0, shown
     label = "verifying" if args[0] == "verify" else "reindexing"
@@ -137,7 +129,7 @@ def test_progress_bar_on_a_terminal_only(pipeline, args):  # noqa: F811
     assert label not in piped.stdout + piped.stderr and "\r" not in piped.stdout
 
 
-def test_verify_problems_exit_4_in_a_process(pipeline, store):  # noqa: F811
+def test_verify_problems_exit_4_in_a_process(pipeline, store):
     folder = store.rref_path(pipeline.eval)
     os.chmod(folder, 0o755)
     os.chmod(os.path.join(folder, "score.txt"), 0o644)
@@ -151,7 +143,7 @@ def test_verify_problems_exit_4_in_a_process(pipeline, store):  # noqa: F811
 # -- reading while others write ----------------------------------------------------------------
 
 
-def test_sqlite_tools_and_sql_read_while_a_writer_holds_the_catalogue(pipeline, store):  # noqa: F811
+def test_sqlite_tools_and_sql_read_while_a_writer_holds_the_catalogue(pipeline, store):
     """WAL: readers (the sql command, sqlite3, sqlite-utils) are not blocked by a write
     transaction in progress, and do not see its uncommitted rows."""
     path = os.path.join(pipeline.root, CATALOGUE_FILE)
@@ -210,7 +202,7 @@ def test_history_shows_a_build_while_it_runs(S, tmp_path):
     assert [r["rref"] for r in json.loads(proc.stdout)] == results
 
 
-def test_read_commands_work_on_a_read_only_store(pipeline):  # noqa: F811
+def test_read_commands_work_on_a_read_only_store(pipeline):
     """Reading needs no write access: the view takes no lock and writes nothing."""
     if os.geteuid() == 0:
         pytest.skip("root ignores permissions")
@@ -226,3 +218,64 @@ def test_read_commands_work_on_a_read_only_store(pipeline):  # noqa: F811
     finally:
         for p, m in modes.items():
             os.chmod(p, m)
+
+
+# -- a user who can only read ---------------------------------------------------------------
+
+
+def as_reader(root: str) -> list[str]:
+    """A command prefix that runs as a user who can read but not write `root` (nothing if
+    this user is not root: the permission bits do), or skip."""
+    if os.geteuid() != 0:
+        return []
+    # Root ignores permissions: drop the capabilities that let it, and give the
+    # store to another user, so the usual permission bits apply.
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop root's capabilities")
+    for folder, dirs, files in os.walk(root):
+        for name in [folder, *(os.path.join(folder, f) for f in dirs + files)]:
+            os.lchown(name, 65534, 65534)
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+
+def close_every_store() -> None:
+    """Close the catalogues this process has open (the last writer closes: -wal and -shm go)."""
+    for opened in set(Store._instances.values()):
+        opened.catalogue.close()
+    Store.forget_instances()
+
+
+def test_a_user_who_can_only_read_can_run_every_reading_command(S, tmp_path):
+    p = build_pipeline(S)
+    close_every_store()
+    for suffix in ("-wal", "-shm"):
+        assert not os.path.exists(os.path.join(p.root, "catalogue.sqlite" + suffix))
+    for folder in (tmp_path, p.root):
+        os.chmod(folder, 0o755)
+    prefix = as_reader(p.root)
+    if not prefix:
+        os.chmod(p.root, 0o555)
+    for args in (
+        ["ls"],
+        ["history", "--json"],
+        ["show", p.eval],
+        ["sql", "SELECT count(*) FROM realizations"],
+    ):
+        proc = cli_process(*args, root=p.root, prefix=prefix)
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert not os.path.exists(os.path.join(p.root, "catalogue.sqlite-shm"))
+    os.chmod(p.root, 0o755)
+
+
+def test_reindex_without_write_access_is_a_store_error(S):
+    p = build_pipeline(S)
+    close_every_store()
+    prefix = as_reader(p.root)
+    if not prefix:
+        os.chmod(p.root, 0o555)
+    try:
+        proc = cli_process("reindex", root=p.root, prefix=prefix)
+    finally:
+        os.chmod(p.root, 0o755)
+    assert proc.returncode == 5, proc.stderr
+    assert "write access" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,9 +14,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
+from helpers import LRS, Pipeline, build_pipeline, fails, ok
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import LRS, Pipeline, build_pipeline, fails, ok, pipeline  # noqa: F401 - the fixture
 
 from lightstore import (
     DRef,
@@ -27,6 +27,7 @@ from lightstore import (
     build_wrapper,
     instantiate,
     match_only,
+    mkconfig,
     mkdrv,
     realize1,
     rref2dref,
@@ -34,8 +35,10 @@ from lightstore import (
 )
 from lightstore.catalogue import NewDerivation, NewRealization, register_functions
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
+from lightstore.facade import Store
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import mkdref, mkrref
+from lightstore.maintenance import reindex
 from lightstore.query import (
     AmbiguousReferenceError,
     QueryError,
@@ -60,7 +63,7 @@ from lightstore.query import (
 from lightstore.query.readonly import ReadOnlyCatalogue
 
 
-def test_history_rows_and_fields(store, pipeline):  # noqa: F811
+def test_history_rows_and_fields(store, pipeline):
     rows = history(store, name="train", fields=["lr", "model.depth", "name"])
     assert [r["lr"] for r in rows] == list(LRS)
     assert all(r["model.depth"] == 4 and r["config.name"] == "train" for r in rows)
@@ -73,7 +76,7 @@ def test_history_rows_and_fields(store, pipeline):  # noqa: F811
     assert field_keys(["lr", "size"]) == ["lr", "config.size"]
 
 
-def test_history_filters(store, pipeline):  # noqa: F811
+def test_history_filters(store, pipeline):
     assert [r["rref"] for r in history(store, config=["lr<0.05"])] == [
         pipeline.train[0.01],
         pipeline.train[0.001],
@@ -87,7 +90,7 @@ def test_history_filters(store, pipeline):  # noqa: F811
         history(store, where="nope = 1")
 
 
-def test_derivations_and_disk_usage(store, pipeline):  # noqa: F811
+def test_derivations_and_disk_usage(store, pipeline):
     rows = derivations(store)
     assert [r["name"] for r in rows].count("train") == 3
     assert all(r["realizations"] == 1 for r in rows)
@@ -304,7 +307,31 @@ def test_numbers_beyond_the_float_range_and_written_exactly(S):
     assert str(10**3999) in table and "inf" not in table
 
 
-def test_sql_json_is_valid_json_for_any_float(pipeline):  # noqa: F811
+@pytest.mark.parametrize("started,stopped", [(1e300, -1e300), (-1e300, 1e300), (None, 1e308)])
+def test_listings_tolerate_absurd_times_in_the_catalogue(S, started, stopped):
+    p = build_pipeline(S)
+    with Store.open(p.root).catalogue.write() as conn:
+        conn.execute(
+            "UPDATE realizations SET build_started = ?, build_stopped = ?", (started, stopped)
+        )
+        conn.execute("UPDATE builds SET started = ?, stopped = ?", (started or 0, stopped))
+    for args in (["ls"], ["ls", "-r"], ["history"], ["show", p.eval]):
+        ok(p.root, *args)
+        ok(p.root, *args, "--json")
+    json.loads(ok(p.root, "history", "--json"))
+
+
+def test_limit_beyond_64_bits(S):
+    p = build_pipeline(S)
+    for cmd in ("history", "ls", "du"):
+        ok(p.root, cmd, "--limit", str(2**63 - 1))
+        fails(EXIT_BAD_INPUT, p.root, cmd, "--limit", "99999999999999999999")
+    assert len(history(Store.open(p.root), limit=10**20)) == 5
+    with pytest.raises(QueryError):
+        history(Store.open(p.root), limit=-1)
+
+
+def test_sql_json_is_valid_json_for_any_float(pipeline):
     query = "SELECT 9e999 AS big, -9e999 AS small, 0.5 AS half"
     expected = {"big": "Infinity", "small": "-Infinity", "half": 0.5}
     assert _strict_json(ok(pipeline.root, "sql", query, "--json")) == [expected]
@@ -312,7 +339,7 @@ def test_sql_json_is_valid_json_for_any_float(pipeline):  # noqa: F811
     assert float(expected["big"]) == float("inf")  # read back as it is written
 
 
-def test_sql_keeps_every_column_of_the_same_name(pipeline):  # noqa: F811
+def test_sql_keeps_every_column_of_the_same_name(pipeline):
     query = "SELECT 1 AS a, 2 AS a, 3 AS [a:1], 4 AS b"
     assert json.loads(ok(pipeline.root, "sql", query, "--json")) == [
         {"a": 1, "a:2": 2, "a:1": 3, "b": 4}
@@ -340,7 +367,7 @@ NOT_UTF8 = "\udcff"
         ["sql", "SELECT :x", "-p", "x", NOT_UTF8],
     ],
 )
-def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):  # noqa: F811
+def test_arguments_that_are_not_utf8_are_bad_input(pipeline, args):
     result = fails(EXIT_BAD_INPUT, pipeline.root, *args)
     assert "not UTF-8" in result.stderr, result.stderr
 
@@ -387,7 +414,7 @@ def test_conditions_round_trip_property(field, op, value):
     assert row.fetchone() is not None
 
 
-def test_resolve_every_form(store, pipeline):  # noqa: F811
+def test_resolve_every_form(store, pipeline):
     rref = pipeline.eval
     assert resolve(store, rref) == rref
     assert resolve(store, rref.split(":")[1][:12]) == rref
@@ -472,7 +499,7 @@ def test_resolve_lists_at_most_ten_candidates(store):
     assert resolve(store, f"beef{3:028x}") == mkdref(f"beef{3:028x}", "many")
 
 
-def test_graph_functions(store, pipeline):  # noqa: F811
+def test_graph_functions(store, pipeline):
     cat = store.catalogue
     assert neighbours(cat, pipeline.eval) == [pipeline.train[0.01]]
     assert closure(cat, [pipeline.eval]) == sorted([pipeline.train[0.01], pipeline.data])
@@ -485,6 +512,32 @@ def test_graph_functions(store, pipeline):  # noqa: F811
     assert text.count("->") == 2
     with pytest.raises(ValueError):
         dot(cat, [pipeline.eval, pipeline.dref(pipeline.eval)])
+
+
+def _chain(S, n: int):
+    """A pipeline of `n` stages, each depending on the one before."""
+
+    def stages(r):
+        prev = None
+        for i in range(n):
+            config = {"name": f"s{i}"} if prev is None else {"name": f"s{i}", "prev": prev}
+            prev = mkdrv(config, match_only(), build_wrapper(lambda b: None), r)
+        return prev
+
+    return instantiate(stages, S=S)
+
+
+@pytest.mark.slow
+def test_deep_chains_are_walked_without_recursion(S):
+    top = realize1(_chain(S, 1100))
+    first = Store.open(S.root).catalogue.column("SELECT rref FROM history WHERE name = 's0'")[0]
+    tree = ok(S.root, "deps", top, "--tree")
+    assert tree.count("\n") == 1100
+    tree = ok(S.root, "referrers", first, "--tree")
+    assert tree.count("\n") == 1100
+    ok(S.root, "deps", rref2dref(top), "--tree")
+    report = reindex(S.root)
+    assert (report.derivations, report.realizations, report.skipped) == (1100, 1100, [])
 
 
 def test_tree_marks_repeated_subtrees(S, store):
@@ -509,7 +562,7 @@ def test_tree_marks_repeated_subtrees(S, store):
     assert any(ln.endswith("(see above)") for ln in lines)
 
 
-def test_describe(store, pipeline):  # noqa: F811
+def test_describe(store, pipeline):
     info = describe(store, pipeline.train[0.1])
     assert info["config"]["lr"] == 0.1
     assert [f["path"] for f in info["files"]] == ["logs/", "logs/loss.txt", "model.txt"]
@@ -518,7 +571,7 @@ def test_describe(store, pipeline):  # noqa: F811
     assert len(d["referrers"]) == 3 and d["builds"][0]["status"] == "succeeded"
 
 
-def test_open_view_is_read_only(store, pipeline, tmp_path):  # noqa: F811
+def test_open_view_is_read_only(store, pipeline, tmp_path):
     view = open_view(store.root)
     assert isinstance(view.catalogue, ReadOnlyCatalogue)
     assert history(view) == history(store)
@@ -653,7 +706,7 @@ def test_progress_is_silent_off_a_terminal_and_draws_on_one(monkeypatch, capsys)
     assert output.call_with_progress(lambda x: x, "work", 2) == 2
 
 
-def test_derivations_without_totals(store, pipeline):  # noqa: F811
+def test_derivations_without_totals(store, pipeline):
     full = derivations(store, "train")
     bare = derivations(store, "train", totals=False)
     assert [r["dref"] for r in bare] == [r["dref"] for r in full]
@@ -714,3 +767,25 @@ def test_short_references_tell_prefixes_shared_across_kinds_apart(store):
     shorts = short_refs(store, [*drefs, rref])
     assert shorts == {drefs[0]: "aaaaaaaa0", drefs[1]: "aaaaaaaa1", rref: "aaaaaaaa-aaaa"}
     assert all(resolve(store, s) == r for r, s in shorts.items())
+
+
+def _parent_and_child(r):
+    def build(b):
+        with open(os.path.join(build_outpath(b), "ok"), "w") as f:
+            f.write("ok")
+
+    p = mkdrv(mkconfig({"name": "p"}), match_only(), build_wrapper(build), r)
+    return mkdrv(mkconfig({"name": "c", "p": p}), match_only(), build_wrapper(build), r)
+
+
+def test_a_pin_named_like_a_hash_prefix_is_never_silently_shadowed(tmp_path):
+    # `pin 1a2b REF` must not let `cat 1a2b ...` / `resolve("1a2b")` answer with whatever
+    # object's hash starts with 1a2b instead of the pin, nor the other way round.
+    store = Store.open(str(tmp_path / "s"), create=True)
+    child = realize1(instantiate(_parent_and_child, S=store.settings))
+    parent = next(iter(store.catalogue.rrefdeps([child])))
+    prefix = child[len("rref:") :][:6]
+    store.pin(prefix, parent)
+    with pytest.raises(AmbiguousReferenceError, match="pin"):
+        resolve(store, prefix)
+    assert resolve(store, child) == child

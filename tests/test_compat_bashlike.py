@@ -10,13 +10,9 @@ import sys
 import tarfile
 
 import pytest
+from helpers import read
 
 import lightstore as ls
-
-
-def _read(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 def _stage(r, name, text):
@@ -115,7 +111,7 @@ def test_fetchurl2_and_unpack(S, tmp_path):
     assert ls.drefcfg(f2, S)["sha256"] == sha
     u = ls.unpack(refpath=ls.mklens(f1, r=r).out.refpath, sha256=sha, r=r)
     rref = ls.realize1(ls.instantiate(u, r=r))
-    assert _read(os.path.join(ls.rref2path(rref, S), "pkg", "hello.txt")) == "hello"
+    assert read(os.path.join(ls.rref2path(rref, S), "pkg", "hello.txt")) == "hello"
     u2 = ls.unpack(path=str(archive), name="local", r=r)
     rref2 = ls.realize1(ls.instantiate(u2, r=r))
     assert sorted(os.listdir(ls.rref2path(rref2, S))) == ["context.json", "pkg"]

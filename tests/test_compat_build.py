@@ -6,13 +6,9 @@ import os
 import time
 
 import pytest
+from helpers import read
 
 import lightstore as ls
-
-
-def _read(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 def _writer(name, text):
@@ -93,7 +89,7 @@ def test_build_environ(S):
     )
     ls.realize1(ls.instantiate(top, r=r))
     assert got["KEEP"] == "1" and got["n"] == "3" and got["name"] == "top"
-    assert _read(got["src"]) == "x"
+    assert read(got["src"]) == "x"
 
 
 def test_output_typed_matchers_and_realizers(S):
@@ -170,7 +166,7 @@ def test_lens_pylightnix_signature_and_helpers(S):
         ls.mklens(d, S=S).nope.val = 1
     with pytest.raises(AssertionError):
         ls.mklens(rref, S=S).dep.d.x.val = 42
-    # A Build passed second (SPEC's mklens(x, b)) still counts as the build.
+    # A Build passed second (Pylightnix's mklens(x, b)) still counts as the build.
     seen = {}
 
     def make(b):
@@ -179,7 +175,7 @@ def test_lens_pylightnix_signature_and_helpers(S):
 
     user = ls.mkdrv({"name": "user", "dep": dep}, ls.match_only(), ls.build_wrapper(make), r)
     ls.realize1(ls.instantiate(user, r=r))
-    assert _read(seen["p"]) == "dep" and seen["own"].startswith(S.tmpdir)
+    assert read(seen["p"]) == "dep" and seen["own"].startswith(S.tmpdir)
 
 
 def test_deco_helpers(S):
@@ -197,7 +193,7 @@ def test_deco_helpers(S):
             f.write(f"{ref.a}{b}{rindex}")
 
     rrefs = ls.realizeMany(ls.instantiate(second, r=r))
-    assert sorted(_read(ls.mklens(x, S=S).out.syspath) for x in rrefs) == ["120", "121"]
+    assert sorted(read(ls.mklens(x, S=S).out.syspath) for x in rrefs) == ["120", "121"]
 
     @ls.autostage_(nouts=1, c=3, out=[ls.selfref, "o"])
     def third(build, arglist):
@@ -207,7 +203,7 @@ def test_deco_helpers(S):
     rref = ls.realize1(ls.instantiate(third, S=S))
     assert ls.mklens(rref, S=S).out.contents == "3"
     unrolled = ls.realizeU(ls.instantiate(third, c=4, S=S))
-    assert _read(unrolled.out) == "4"
+    assert read(unrolled.out) == "4"
     u2 = ls.unrollR([ls.rref2dref(rref)], {ls.rref2dref(rref): [rref]}, always_multiref=True, S=S)
     assert u2[0][0].c == 3
     attrs = ls.unroll({ls.rref2dref(rref): [rref]}, ls.rref2dref(rref), None, 0, S=S)

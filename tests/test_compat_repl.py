@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import pytest
+from helpers import Worker
 
 import lightstore as ls
 
@@ -113,36 +111,14 @@ def test_paused_build_is_running_holds_its_inputs_and_its_lock(S):
         (1,)
     ]
     # Another process needing n2 waits on the build lock while the session is paused.
-    code = textwrap.dedent(
-        f"""
-        import os, lightstore as ls
-        def make(b):
-            open(os.path.join(ls.build_outpath(b), "artifact"), "w").write("other")
-        def stage(r):
-            n1 = ls.mkdrv(ls.mkconfig({{"name": "n1", "a": "1"}}), ls.match_only(), ls.build_wrapper(make), r)
-            return ls.mkdrv(ls.mkconfig({{"name": "n2", "maman": n1}}), ls.match_only(), ls.build_wrapper(make), r)
-        print(ls.realize1(ls.instantiate(stage, S=ls.mkSS({S.root!r}))), flush=True)
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    try:
+    with Worker("repl_pair", S.root) as proc:
         time.sleep(1.5)
-        assert proc.poll() is None  # still waiting for the paused build
+        assert proc.running  # still waiting for the paused build
         b = ls.repl_build(rh)
         with open(os.path.join(ls.build_outpath(b), "artifact"), "w") as f:
             f.write("mine")
         mine = ls.repl_continueBuild(b, rh)
-        out, _ = proc.communicate(timeout=60)
-        assert out.strip() == mine  # it reused what the REPL published
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert proc.result(timeout=60)["rref"] == mine  # it reused what the REPL published
 
 
 def test_same_thread_cannot_wait_for_its_own_pause(S):
@@ -192,35 +168,9 @@ def test_abandoned_session_is_recorded(S):
 
 
 def test_process_killed_while_paused(S):
-    code = textwrap.dedent(
-        f"""
-        import os, sys, lightstore as ls
-        def make(b):
-            open(os.path.join(ls.build_outpath(b), "artifact"), "w").write("x")
-        def stage(r):
-            return ls.mkdrv(ls.mkconfig({{"name": "k"}}), ls.match_only(), ls.build_wrapper(make), r)
-        rh = ls.repl_realize(ls.instantiate(stage, S=ls.mkSS({S.root!r})), force_interrupt=True)
-        b = ls.repl_build(rh)
-        open(os.path.join(ls.build_outpath(b), "half"), "w").write("half done")
-        print("paused", flush=True)
-        sys.stdin.read()
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    try:
-        assert proc.stdout.readline().strip() == "paused"
+    with Worker("repl_paused", S.root) as proc:
+        proc.wait_for("paused")
         proc.kill()
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     ls.Store.forget_instances()
     store = ls.Store.open(S.root)
     store.recover()

@@ -1,46 +1,16 @@
-"""Many real processes realizing into one store (SPEC §5)."""
+"""Many real processes realizing into one store."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from helpers import go, read, wait_until
 
 from lightstore import allrrefs, fsinit, mkSS
 from lightstore.facade import Store
-
-WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
-TIMEOUT = 120
-
-
-def spawn(mode: str, root: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, WORKERS, mode, root, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(procs: list[subprocess.Popen]) -> list[dict]:
-    """Wait for every child (killing them all on timeout) and parse their JSON line."""
-    results = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, f"worker failed:\n{err}"
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return results
 
 
 @pytest.fixture
@@ -50,21 +20,9 @@ def root(tmp_path) -> str:
     return r
 
 
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
-def go(root: str) -> None:
-    open(os.path.join(os.path.dirname(root), "go"), "w").close()
-
-
-def test_same_stage_is_built_once(root, tmp_path):
+def test_same_stage_is_built_once(root, tmp_path, workers):
     log = str(tmp_path / "builds.log")
-    procs = [spawn("same", root, log, "0.5") for _ in range(8)]
-    time.sleep(0.5)  # let them all import and wait at the barrier
-    go(root)
-    results = finish(procs)
+    results = workers.results(workers.together("same", root, *[(log, "0.5")] * 8))
     assert len({r["rref"] for r in results}) == 1
     with open(log) as f:
         assert len(f.read().split()) == 1, "the realizer ran more than once"
@@ -74,12 +32,9 @@ def test_same_stage_is_built_once(root, tmp_path):
     assert all(r["cpu"] < 0.5 * r["wall"] for r in waiters), waiters
 
 
-def test_nondeterministic_stage_gets_exactly_k(root, tmp_path):
+def test_nondeterministic_stage_gets_exactly_k(root, tmp_path, workers):
     log = str(tmp_path / "builds.log")
-    procs = [spawn("nondet", root, log, "3") for _ in range(8)]
-    time.sleep(0.5)
-    go(root)
-    results = finish(procs)
+    results = workers.results(workers.together("nondet", root, *[(log, "3")] * 8))
     assert len({tuple(r["rrefs"]) for r in results}) == 1
     assert len(results[0]["rrefs"]) == 3
     assert len(allrrefs(mkSS(root))) == 3
@@ -87,19 +42,16 @@ def test_nondeterministic_stage_gets_exactly_k(root, tmp_path):
         assert len(f.read().split()) == 1
 
 
-def test_waiter_takes_over_when_builder_dies(root, tmp_path):
+def test_waiter_takes_over_when_builder_dies(root, tmp_path, workers):
     log = str(tmp_path / "builds.log")
-    builder = spawn("same", root, log, "30")
+    builder = workers.start("same", root, log, "30")
     go(root)
-    deadline = time.monotonic() + 30
-    while not (os.path.exists(log) and read(log).strip()):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    waiter = spawn("same", root, log, "0")
-    time.sleep(0.5)
-    builder.send_signal(signal.SIGKILL)
-    builder.wait()
-    (result,) = finish([waiter])
+    wait_until(lambda: os.path.exists(log) and read(log).strip(), 30, "the build", alive=[builder])
+    waiter = workers.start("same", root, log, "0")
+    waiter.wait_for("ready")
+    time.sleep(0.5)  # the waiter blocks on the builder's lock
+    assert builder.kill().returncode == -signal.SIGKILL
+    result = waiter.result()
     with open(log) as f:
         pids = f.read().split()
     assert len(pids) == 2 and pids[0] == str(builder.pid)
@@ -111,11 +63,11 @@ def test_waiter_takes_over_when_builder_dies(root, tmp_path):
     assert statuses == ["interrupted", "succeeded"]
 
 
-def test_distinct_stages_in_parallel(root):
-    procs = [spawn("distinct", root, str(i * 200), "200") for i in range(8)]
-    time.sleep(0.5)
-    go(root)
-    results = finish(procs)
+@pytest.mark.slow
+def test_distinct_stages_in_parallel(root, workers):
+    results = workers.results(
+        workers.together("distinct", root, *[(str(i * 200), "200") for i in range(8)])
+    )
     assert sum(r["count"] for r in results) == 1600
     store = Store.open(root)
     assert len(allrrefs(store)) == 1600

@@ -9,11 +9,14 @@ import random
 from typing import Any
 
 import pytest
+from helpers import ESCAPING_TAILS
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from lightstore import build_wrapper, instantiate, match_only, mkdrv
 from lightstore.foundation.config import (
     DEFAULT_NAME,
+    MAX_CONFIG_DEPTH,
     Config,
     canonical_json,
     cfgdict,
@@ -218,6 +221,30 @@ def test_invalid_config_error_is_value_error():
         mkconfig({"a": (1,)})
 
 
+def test_deeply_nested_configs_are_refused():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InvalidConfigError, match="nested"):
+        mkconfig({"name": "deep", "x": deep})
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(InvalidConfigError, match="nested"):
+        mkconfig({"x": loop})
+    fine: list = []
+    for _ in range(MAX_CONFIG_DEPTH - 2):
+        fine = [fine]
+    mkconfig({"x": fine})
+
+
+def test_huge_integers_in_configs_are_refused():
+    with pytest.raises(InvalidConfigError, match="digits"):
+        mkconfig({"x": 10**5000})
+    with pytest.raises(InvalidConfigError, match="digits"):
+        mkconfig({"x": [-(10**4300)]})
+    mkconfig({"x": 10**3000})
+
+
 # -- canonical JSON --------------------------------------------------------------------
 
 
@@ -352,3 +379,22 @@ def test_resolve_selfrefs():
 @given(configs)
 def test_resolve_selfrefs_without_promises_is_identity(d):
     assert resolve_selfrefs(d, D1) == d
+
+
+@pytest.mark.parametrize("tail", ESCAPING_TAILS)
+def test_promises_and_refpaths_must_stay_inside(store, tail):
+    with pytest.raises(InvalidConfigError):
+        mkconfig({"name": "p", "out": [selfref, *tail]})
+
+    def stage(r):
+        dep = mkdrv({"name": "dep"}, match_only(), build_wrapper(lambda b: None), r)
+        return mkdrv(
+            {"name": "user", "in": [dep, *tail]}, match_only(), build_wrapper(lambda b: None), r
+        )
+
+    with pytest.raises(InvalidConfigError):
+        instantiate(stage, S=store.settings)
+
+
+def test_good_relative_paths_are_accepted():
+    assert mkconfig({"out": [selfref, "sub/f.txt"], "o2": [selfref, ".", "f"]}).promises

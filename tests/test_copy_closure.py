@@ -6,13 +6,10 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
-import stat
-import subprocess
-import sys
 import time
 
 import pytest
+from helpers import assert_unchanged, holdings, run_job, snapshot
 
 from lightstore import (
     ArchiveError,
@@ -27,59 +24,6 @@ from lightstore import (
     realize,
     rrefdeps,
 )
-from lightstore.foundation.failpoints import VARIABLE
-
-CHILD = """
-import sys
-from lightstore import copy_closure
-print("start", flush=True)
-copy_closure(sys.argv[3:], sys.argv[1], sys.argv[2])
-print("done", flush=True)
-"""
-
-
-def tree_state(store: Store, rrefs=None) -> dict[str, tuple]:
-    """Entries under objects/ (only those of `rrefs` and their derivations, if given)."""
-    folders: set[str] = set()
-    exact: set[str] = set()
-    if rrefs is not None:
-        folders = {os.path.relpath(store.rref_path(r), store.objects_dir) for r in rrefs}
-        exact = {os.path.dirname(f) for f in folders}
-        exact |= {f"{d}/config.json" for d in exact}
-    state: dict[str, tuple] = {}
-    for folder, dirs, files in os.walk(store.objects_dir):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, store.objects_dir)
-            wanted = rel in exact or any(rel == f or rel.startswith(f + "/") for f in folders)
-            if rrefs is not None and not wanted:
-                continue
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                state[rel] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                state[rel] = ("dir", stat.S_IMODE(st.st_mode))
-            else:
-                with open(path, "rb") as f:
-                    state[rel] = ("file", stat.S_IMODE(st.st_mode), f.read())
-    return state
-
-
-def rows(store: Store) -> dict[str, set]:
-    conn = sqlite3.connect(store.catalogue.path)
-    try:
-        return {
-            "realizations": set(
-                conn.execute(
-                    "SELECT rref, dref, context, context_hash, size, file_count FROM realizations"
-                )
-            ),
-            "realization_deps": set(conn.execute("SELECT rref, dep FROM realization_deps")),
-            "derivations": set(conn.execute("SELECT dref, config FROM derivations")),
-            "derivation_deps": set(conn.execute("SELECT dref, dep FROM derivation_deps")),
-        }
-    finally:
-        conn.close()
 
 
 def wide_stage(n: int, tag: str = "w"):
@@ -100,6 +44,19 @@ def wide_stage(n: int, tag: str = "w"):
     return stage
 
 
+def closure_tree(store: Store, rrefs: set[str]) -> dict[str, tuple]:
+    """The entries of objects/ belonging to `rrefs`: their folders, and their derivations'
+    folders and config files."""
+    folders = {os.path.relpath(store.rref_path(r), store.objects_dir) for r in rrefs}
+    exact = {os.path.dirname(f) for f in folders}
+    exact |= {f"{d}/config.json" for d in exact}
+    return {
+        rel: entry
+        for rel, entry in holdings(store)["tree"].items()
+        if rel in exact or any(rel == f or rel.startswith(f + "/") for f in folders)
+    }
+
+
 def make_source(path, n: int = 5) -> tuple[Store, str]:
     src = fsinit(mkSS(str(path)))
     _, closure, ctx = realize(instantiate(wide_stage(n), S=src))
@@ -110,8 +67,8 @@ def make_source(path, n: int = 5) -> tuple[Store, str]:
 def assert_complete(src: Store, dst: Store, top: str) -> None:
     closure = {top} | rrefdeps([top], src)
     assert closure <= set(allrrefs(dst))
-    assert tree_state(dst, closure) == tree_state(src, closure)
-    src_rows, dst_rows = rows(src), rows(dst)
+    assert closure_tree(dst, closure) == closure_tree(src, closure)
+    src_rows, dst_rows = holdings(src)["rows"], holdings(dst)["rows"]
     for key in src_rows:
         assert src_rows[key] <= dst_rows[key], key
     report = dst.verify(check_contents=True)
@@ -132,8 +89,7 @@ def test_copy_into_empty_store(tmp_path):
     assert set(added) == {top} | rrefdeps([top], src)
     assert added[-1] == top  # dependencies first
     assert seen[-1] == (len(added), len(added))
-    assert rows(dst) == rows(src)
-    assert tree_state(dst) == tree_state(src)
+    assert holdings(dst) == holdings(src)
     assert_complete(src, dst, top)
     assert copy_closure([top], src, dst) == []
 
@@ -159,9 +115,10 @@ def test_unknown_rref(tmp_path):
     src, top = make_source(tmp_path / "src", n=1)
     dst = fsinit(mkSS(str(tmp_path / "dst")))
     ghost = "rref:" + "1" * 32 + top[37:]
+    before = snapshot(dst)
     with pytest.raises(UnknownReferenceError):
         copy_closure([ghost], src, dst)
-    assert allrrefs(dst) == []
+    assert_unchanged(dst, before)
 
 
 def test_corrupt_source_is_refused(tmp_path):
@@ -200,19 +157,6 @@ def test_unrecorded_folder_in_destination(tmp_path, valid):
 # -- killed half way, then run again ---------------------------------------------------
 
 
-def run_child(src: Store, dst: Store, top: str, failpoint: str | None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != VARIABLE}
-    if failpoint:
-        env[VARIABLE] = failpoint
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, src.root, dst.root, top],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def check_consistent(dst: Store) -> None:
     """What a killed copy left: every recorded realization has its folder and its dependencies."""
     Store.forget_instances()
@@ -237,9 +181,8 @@ def test_resume_after_kill_at_failpoint(tmp_path, point):
         # Copy part of the closure first, so the child dies half way through the rest.
         part = next(r for r in rrefdeps([top], src) if r.endswith("-w2a"))
         copy_closure([part], src, dst)
-    child = run_child(src, dst, top, point)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == -signal.SIGKILL, err
+    died = run_job("copy", src.root, dst.root, top, failpoint=point, timeout=60)
+    assert died.returncode == -signal.SIGKILL, died.stderr
     recorded = set(allrrefs(dst))
     assert top not in recorded
     if point == "publish:renamed":  # the window between rename and commit was hit
@@ -253,15 +196,14 @@ def test_resume_after_kill_at_failpoint(tmp_path, point):
     assert_complete(src, dst, top)
 
 
-def test_resume_after_kills_at_random_instants(tmp_path):
+def test_resume_after_kills_at_random_instants(tmp_path, workers):
     src, top = make_source(tmp_path / "src", n=12)
     dst = fsinit(mkSS(str(tmp_path / "dst")))
     # How long a whole copy takes in a child, once it has started.
-    probe = run_child(src, fsinit(mkSS(str(tmp_path / "probe"))), top, None)
-    assert probe.stdout is not None
-    assert probe.stdout.readline() == "start\n"
+    probe = workers.start("copy", src.root, fsinit(mkSS(str(tmp_path / "probe"))).root, top)
+    probe.wait_for("start")
     started = time.monotonic()
-    probe.communicate(timeout=60)
+    probe.result(timeout=60)
     duration = time.monotonic() - started
     rng = random.Random(7)
     progress: list[int] = []
@@ -272,12 +214,10 @@ def test_resume_after_kills_at_random_instants(tmp_path):
     # kill lands in the middle of the copy.
     fresh = 0
     while len(progress) < 16 and not any(0 < n < total for n in progress):
-        child = run_child(src, dst, top, None)
-        assert child.stdout is not None
-        assert child.stdout.readline() == "start\n"
+        child = workers.start("copy", src.root, dst.root, top)
+        child.wait_for("start")
         time.sleep(rng.uniform(0.8, 1.2) * fraction * duration)
-        child.send_signal(signal.SIGKILL)
-        child.communicate(timeout=60)
+        child.kill()
         progress.append(len(allrrefs(dst)))
         check_consistent(dst)
         dst = Store.open(dst.root)

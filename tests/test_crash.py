@@ -1,41 +1,17 @@
-"""kill -9 at chosen and at random instants leaves a store that verifies clean (SPEC §5)."""
+"""kill -9 at chosen and at random instants leaves a store that verifies clean."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from helpers import Worker, read, run_job
 
 from lightstore import allrrefs, fsinit, mkSS
 from lightstore.facade import Store
-from lightstore.foundation.failpoints import VARIABLE
-
-WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
-
-
-def run_worker(root: str, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop(VARIABLE, None)
-    if failpoint:
-        env[VARIABLE] = failpoint
-    return subprocess.run(
-        [sys.executable, WORKERS, *args[:1], root, *args[1:]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 def check_clean(root: str) -> Store:
@@ -73,7 +49,7 @@ POINTS = [
 def test_kill_at_failpoint(root, point):
     collect = "gc" if point.startswith("gc:") else "no"
     for i in range(5):
-        died = run_worker(root, "crashpoint", f"{point}{i}", collect, failpoint=point)
+        died = run_job("crashpoint", root, f"{point}{i}", collect, failpoint=point)
         assert died.returncode == -signal.SIGKILL, died.stderr
         store = check_clean(root)
         if point == "publish:renamed":
@@ -83,38 +59,24 @@ def test_kill_at_failpoint(root, point):
                 for r in allrrefs(store)
                 if "-top" in r
             )
-        again = run_worker(root, "crashpoint", f"{point}{i}", collect)
-        assert again.returncode == 0, again.stderr
-        rref = json.loads(again.stdout.strip().splitlines()[-1])["rref"]
+        rref = run_job("crashpoint", root, f"{point}{i}", collect).result()["rref"]
         store = check_clean(root)
         if collect == "no":
             assert rref in allrrefs(store)
 
 
+@pytest.mark.slow
 def test_kill_at_random_instants(root):
     rng = random.Random(1234)
     kills = 0
     for round_ in range(25):
-        env = {k: v for k, v in os.environ.items() if k != VARIABLE}
-        child = subprocess.Popen(
-            [sys.executable, WORKERS, "churn", root, str(round_)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with Worker("churn", root, str(round_)) as child:
             # Time the kill from when the child has opened the store, so a slow
             # start on a loaded machine does not turn every kill into a kill at import.
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            child.wait_for("ready")
             time.sleep(rng.uniform(0.05, 1.2))
-            assert child.poll() is None, child.stderr.read() if child.stderr else ""
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.wait(timeout=30)
-            for stream in (child.stdout, child.stderr):
-                if stream:
-                    stream.close()
+            assert child.running, child.stderr
+            assert child.kill().returncode == -signal.SIGKILL
         kills += 1
         check_clean(root)
     assert kills == 25

@@ -1,4 +1,4 @@
-"""Realizing on a real Dask LocalCluster of 2 worker processes (issue 12).
+"""Realizing on a real Dask LocalCluster of 2 worker processes.
 
 One cluster serves the module (starting one takes seconds). Realizers are
 closures shipped by cloudpickle; this module is pickled by value because

@@ -4,13 +4,11 @@ the temporary area; paths longer than realizations allow."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
+from helpers import cli_process, dead_pid, run_job
 from workers import make_deep
 
 from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, realize1
@@ -22,17 +20,10 @@ from lightstore.store import HOST_TAG
 #: Past Python's recursion limit (1,000), yet within PATH_MAX with one-letter names.
 DEPTH = 1500
 TIMEOUT = 300
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def lightstore(root: str, *args: str, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "lightstore", "--root", root, *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env={**os.environ, **(env or {})},
-    )
+    return cli_process(*args, root=root, env=env, timeout=TIMEOUT)
 
 
 def ok(root: str, *args: str, env: dict[str, str] | None = None) -> str:
@@ -43,24 +34,11 @@ def ok(root: str, *args: str, env: dict[str, str] | None = None) -> str:
 
 def realize_deep(root: str, depth: int = DEPTH) -> str:
     """Realize the deep stage in a child process; its RRef."""
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "workers.py"), "deep", root, str(depth)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)["rref"]
+    return run_job("deep", root, str(depth), timeout=TIMEOUT).result()["rref"]
 
 
 def leaf(depth: int = DEPTH) -> str:
     return "d/" * depth + "leaf.txt"
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait(timeout=30)
-    return proc.pid
 
 
 @pytest.mark.slow

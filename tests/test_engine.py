@@ -7,11 +7,9 @@ child process.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from helpers import Worker
 
 from lightstore import (
     BuildError,
@@ -210,44 +208,19 @@ def test_dry_run_assert_realized_and_force_rebuild_keep_their_meaning(S):
     assert first[cl.targets[0]] == second[cl.targets[0]]  # deterministic: same RRef
 
 
-HOLD = textwrap.dedent(
-    """
-    import sys, time
-    from lightstore.facade import Store
-    store = Store.open(sys.argv[1])
-    with store.build_lock(sys.argv[2], sys.argv[3]):
-        print("held", flush=True)
-        sys.stdin.readline()
-    """
-)
-
-
 def test_execute_without_waiting_returns_busy_while_another_process_builds(S, store):
     calls: list[str] = []
     _, cl = instantiate(stage_of("a", calls), r=Registry(S))
     plan = Plan(cl)
     (task,) = plan.next_tasks()
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, store.root, task.dref, task.context_hash],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert child.stdout is not None and child.stdin is not None
-        assert child.stdout.readline().strip() == "held"
+    with Worker("hold_build_lock", store.root, task.dref, task.context_hash) as child:
+        child.wait_for("held")
         assert execute(store, task, plan.options, wait=False) is BUSY
         assert calls == []
-        child.stdin.write("\n")
-        child.stdin.flush()
-        child.wait(timeout=30)
+        child.release()
+        child.finish(timeout=30)
         assert execute(store, task, plan.options, wait=False) != BUSY
         assert calls == ["a"]
-    finally:
-        child.kill()
-        child.wait(timeout=30)
 
 
 def test_build_requests_refuses_a_wrong_outcome(S):

@@ -1,14 +1,13 @@
-"""Packing closures into archives and unpacking them into other stores (SPEC §2 "Exchange")."""
+"""Packing closures into archives and unpacking them into other stores."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
-import stat
 import zipfile
 
 import pytest
+from helpers import assert_unchanged, fails, holdings, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +15,6 @@ import lightstore.exchange.archive as archive_module
 from lightstore import (
     ArchiveError,
     StorageSettings,
-    Store,
     UnknownReferenceError,
     allrrefs,
     build_outpath,
@@ -35,46 +33,13 @@ from lightstore import (
     spack,
     sunpack,
 )
+from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.exchange import archive_kind
 
 FORMATS = ["zip", "tar", "tar.gz", "tgz", "tar.bz2", "tar.xz"]
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def tree_state(store: Store) -> dict[str, tuple]:
-    """Every entry under objects/: kind, permission bits, bytes or link target."""
-    state: dict[str, tuple] = {}
-    for folder, dirs, files in os.walk(store.objects_dir):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, store.objects_dir)
-            st_ = os.lstat(path)
-            if stat.S_ISLNK(st_.st_mode):
-                state[rel] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st_.st_mode):
-                state[rel] = ("dir", stat.S_IMODE(st_.st_mode))
-            else:
-                with open(path, "rb") as f:
-                    state[rel] = ("file", stat.S_IMODE(st_.st_mode), f.read())
-    return state
-
-
-def catalogue_state(store: Store) -> dict[str, set]:
-    """The rows that say what the store holds (not when or by whom it was added)."""
-    conn = sqlite3.connect(store.catalogue.path)
-    try:
-        q = {
-            "derivations": "SELECT dref, name, config FROM derivations",
-            "derivation_deps": "SELECT dref, dep FROM derivation_deps",
-            "realizations": "SELECT rref, dref, context, context_hash, size, file_count "
-            "FROM realizations",
-            "realization_deps": "SELECT rref, dep FROM realization_deps",
-        }
-        return {k: set(conn.execute(sql).fetchall()) for k, sql in q.items()}
-    finally:
-        conn.close()
 
 
 def union(a: dict, b: dict) -> dict:
@@ -124,8 +89,7 @@ def test_roundtrip_keeps_every_rref_and_byte(store, tmp_path, fmt):
     spack([top], archive, store)
     dst = fsinit(mkSS(str(tmp_path / "dst")))
     assert sunpack(archive, dst) == [top]
-    assert tree_state(dst) == tree_state(store)
-    assert catalogue_state(dst) == catalogue_state(store)
+    assert holdings(dst) == holdings(store)
     assert set(allrrefs(dst)) == {top} | rrefdeps([top], store)
     assert os.listdir(dst.tmp_dir) == []
     assert dst.verify(check_contents=True).ok
@@ -165,12 +129,9 @@ def test_sunpack_skips_what_is_present(store, tmp_path):
     top = realize1(instantiate(pipeline, S=store))
     archive = str(tmp_path / "a.tar")
     spack([top], archive, store)
-    before_tree, before_rows = tree_state(store), catalogue_state(store)
-    created = store.catalogue.query("SELECT rref, created FROM realizations ORDER BY rref")
+    before = snapshot(store)
     assert sunpack(archive, store) == [top]
-    assert tree_state(store) == before_tree
-    assert catalogue_state(store) == before_rows
-    assert store.catalogue.query("SELECT rref, created FROM realizations ORDER BY rref") == created
+    assert_unchanged(store, before)
 
 
 def test_pylightnix_call_shapes(store, tmp_path):
@@ -225,13 +186,38 @@ def test_spack_refuses_links_leaving_the_realization(store, tmp_path):
     assert not (tmp_path / "a.tar").exists()
 
 
+def test_non_utf8_names_pack_to_tar_and_are_refused_by_zip(store, tmp_path):
+    raw = os.fsdecode(b"caf\xe9.txt")
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), raw), "w") as f:
+            f.write("latin-1 name")
+
+    def stage(r):
+        return mkdrv({"name": "latin"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=store.settings))
+    spack([rref], str(tmp_path / "ok.tar"), store)
+    with pytest.raises(ArchiveError, match=r"caf\\\\xe9.*tar"):
+        spack([rref], str(tmp_path / "bad.zip"), store)
+    assert not (tmp_path / "bad.zip").exists()
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".part")] == []
+    result = fails(EXIT_BAD_INPUT, store.root, "pack", str(tmp_path / "bad2.zip"), rref)
+    assert "tar" in result.output
+    other = fsinit(mkSS(str(tmp_path / "other")))
+    sunpack(str(tmp_path / "ok.tar"), other)
+    assert os.path.isfile(os.path.join(other.rref_path(rref), raw))
+
+
 def test_sunpack_missing_or_foreign_file(store, tmp_path):
+    before = snapshot(store)
     with pytest.raises(ArchiveError, match="no such file"):
         sunpack(str(tmp_path / "missing.zip"), store)
     with zipfile.ZipFile(tmp_path / "foreign.zip", "w") as z:
         z.writestr("readme.txt", "hello")
     with pytest.raises(ArchiveError, match="manifest"):
         sunpack(str(tmp_path / "foreign.zip"), store)
+    assert_unchanged(store, before)
     assert os.listdir(store.tmp_dir) == []
 
 
@@ -251,7 +237,7 @@ def test_sunpack_handles_unrecorded_folder_in_destination(store, tmp_path, valid
             f.write("junk")
         os.chmod(leftover, 0o555)
     sunpack(archive, dst)
-    assert tree_state(dst) == tree_state(store)
+    assert holdings(dst)["tree"] == holdings(store)["tree"]
     assert dst.verify(check_contents=True).ok
 
 
@@ -319,19 +305,19 @@ def test_property_unpack_gives_exact_union(tmp_path_factory, nodes, overlap, fmt
 
     empty = fsinit(mkSS(str(base / "empty")))
     assert sorted(sunpack(archive, empty)) == roots
-    assert tree_state(empty) == tree_state(src)
-    assert catalogue_state(empty) == catalogue_state(src)
+    assert holdings(empty) == holdings(src)
 
     # A store holding part of the same DAG (same RRefs) and something unrelated.
     part = fsinit(mkSS(str(base / "part")))
     if overlap:
         realize_all(dag_stage(nodes, min(overlap, len(nodes))), part)
     realize1(instantiate(lambda r: mknode(r, {"name": "unrelated"}, {"u": "u"}), S=part))
-    tree_before, rows_before = tree_state(part), catalogue_state(part)
+    before, held_by_src = holdings(part), holdings(src)
     sunpack(archive, part)
-    assert tree_state(part) == union(tree_before, tree_state(src))
-    rows_src = catalogue_state(src)
-    assert catalogue_state(part) == {k: rows_before[k] | rows_src[k] for k in rows_src}
+    after = holdings(part)
+    assert after["tree"] == union(before["tree"], held_by_src["tree"])
+    rows_src = held_by_src["rows"]
+    assert after["rows"] == {k: before["rows"][k] | rows_src[k] for k in rows_src}
     assert os.listdir(part.tmp_dir) == []
 
 

@@ -1,4 +1,4 @@
-"""The public surface: `lightstore.__all__` is pinned, and SPEC §2 names are all there.
+"""The public surface: `lightstore.__all__` is pinned, and the documented API is all there.
 
 Adding or removing an export is a deliberate act: update EXPECTED here too.
 """
@@ -23,7 +23,7 @@ PYLIGHTNIX_NAMES = [
 #: Pylightnix names not provided yet (the list shrinks to nothing).
 NOT_YET: set[str] = set()
 
-#: lightstore's own names (its core API, errors, and the SPEC's vocabulary).
+#: lightstore's own names (its core API, errors, and the vocabulary of its documentation).
 EXPECTED_CORE = [
     "ArchiveError",
     "Attrs",
@@ -146,8 +146,8 @@ EXPECTED = sorted(
     set(EXPECTED_CORE) | {name for _, name in PYLIGHTNIX_NAMES if name not in NOT_YET}
 )
 
-#: SPEC §2, group by group: what `from lightstore import *` must provide.
-SPEC_NAMES = {
+#: The API, group by group: what `from lightstore import *` must provide.
+API_NAMES = {
     "conventions": [
         "Path",
         "cfgdict",
@@ -267,13 +267,13 @@ def test_exported_functions_and_classes_are_documented():
     assert undocumented == []
 
 
-@pytest.mark.parametrize("group", sorted(SPEC_NAMES))
-def test_star_import_provides_the_spec_names(group):
+@pytest.mark.parametrize("group", sorted(API_NAMES))
+def test_star_import_provides_the_api_names(group):
     namespace: dict[str, object] = {}
     exec("from lightstore import *", namespace)
-    missing = [n for n in SPEC_NAMES[group] if n not in namespace]
+    missing = [n for n in API_NAMES[group] if n not in namespace]
     assert missing == []
-    for name in SPEC_NAMES[group]:
+    for name in API_NAMES[group]:
         assert namespace[name] is getattr(lightstore, name)
 
 
@@ -307,7 +307,7 @@ def test_calling_conventions():
     import inspect
 
     # Queries and housekeeping take the storage as an optional argument `S`.
-    for name in [*SPEC_NAMES["queries"][:15], "store_gc", "rmref", "lsref", "du", "find", "diff"]:
+    for name in [*API_NAMES["queries"][:15], "store_gc", "rmref", "lsref", "du", "find", "diff"]:
         if name in ("rref2dref",):
             continue
         params = inspect.signature(getattr(lightstore, name)).parameters

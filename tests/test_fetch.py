@@ -1,4 +1,4 @@
-"""fetchurl and fetchlocal against a real HTTP server on 127.0.0.1 (SPEC §2 "Built-in stages")."""
+"""fetchurl and fetchlocal, built-in stages, against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 

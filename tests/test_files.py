@@ -33,6 +33,7 @@ def refuse(entry):
     return ValueError(entry.rel)
 
 
+@pytest.mark.slow
 def test_walk_copy_chmod_and_fsync_a_tree_deeper_than_the_recursion_limit(tmp_path):
     src = str(tmp_path / "src")
     os.mkdir(src)

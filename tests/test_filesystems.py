@@ -1,4 +1,4 @@
-"""Network filesystems are detected and get a journal mode that is safe on them (SPEC §5)."""
+"""Network filesystems are detected and get a journal mode that is safe on them."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
-"""Garbage collection: roots, closures, concurrency with realizing processes (SPEC §5)."""
+"""Garbage collection: roots, closures, concurrency with realizing processes."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -26,8 +23,6 @@ from lightstore import (
     selfref,
 )
 from lightstore.foundation.errors import UnknownReferenceError
-
-WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
 
 
 def chain(tag: str, n: int = 3):
@@ -143,37 +138,18 @@ def test_gc_shrinks_catalogue(store):
     assert allrrefs(store) == [rref] and drefrrefs(rref2dref(rref), store) == [rref]
 
 
-def test_gc_while_processes_realize(tmp_path):
+def test_gc_while_processes_realize(tmp_path, workers):
     from lightstore import fsinit, mkSS
     from lightstore.facade import Store
 
     root = str(tmp_path / "store")
     store = fsinit(mkSS(root))
-    (tmp_path / "go").touch()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKERS, "pipeline", root, str(seed), "12"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in range(4)
-    ]
+    procs = [workers.start("pipeline", root, str(seed), "12") for seed in range(4)]
     collections = 0
-    try:
-        while any(p.poll() is None for p in procs):
-            store.gc(timeout=60)
-            collections += 1
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    while any(p.running for p in procs):
+        store.gc(timeout=60)
+        collections += 1
+    results = workers.results(procs)
     assert collections > 1
     store.gc()
     Store.forget_instances()

@@ -1,4 +1,4 @@
-"""Soak: three processes realize new pipelines while a fourth pins and collects (issue 9).
+"""Soak: three processes realize new pipelines while a fourth pins and collects.
 
 Real processes, real locks, real SQLite. No process may raise; at the end the store
 verifies clean with contents, every pin resolves, and the history of everything
@@ -7,10 +7,7 @@ collected is still in the catalogue.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -18,42 +15,22 @@ from lightstore import LightstoreError, allrrefs, fsinit, mkSS
 from lightstore.facade import Store
 from lightstore.query import history
 
-WORKERS = os.path.join(os.path.dirname(__file__), "soak_workers.py")
 SECONDS = float(os.environ.get("LIGHTSTORE_SOAK_SECONDS", "25"))
 REALIZERS = 3
 
 
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, WORKERS, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _result(proc: subprocess.Popen, timeout: float) -> dict:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, f"a soak worker failed:\n{err}"
-    return json.loads(out.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_realizers_and_a_collector_side_by_side(tmp_path):
+def test_realizers_and_a_collector_side_by_side(tmp_path, workers):
     root = str(tmp_path / "store")
     fsinit(mkSS(root))
-    procs = [_spawn("realize", root, str(SECONDS), str(seed)) for seed in range(REALIZERS)]
-    collector = _spawn("collect", root, str(SECONDS), "99")
-    try:
-        made = [_result(p, timeout=SECONDS + 120) for p in procs]
-        (tmp_path / "stop").touch()
-        collected = _result(collector, timeout=120)
-    finally:
-        for p in [*procs, collector]:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    procs = [
+        workers.start("soak_realize", root, str(SECONDS), str(seed)) for seed in range(REALIZERS)
+    ]
+    collector = workers.start("soak_collect", root, str(SECONDS), "99")
+    made = workers.results(procs, timeout=SECONDS + 120)
+    (tmp_path / "stop").touch()
+    collected = collector.result(timeout=120)
     pipelines = sum(m["pipelines"] for m in made)
     assert pipelines >= REALIZERS and all(m["pipelines"] > 0 for m in made), made
     assert collected["gc_rounds"] >= 2 and collected["collected"] > 0, collected

@@ -7,6 +7,7 @@ import random
 
 import pytest
 from blake3 import blake3
+from helpers import write
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -188,13 +189,6 @@ def test_realization_hash_depends_on_both_parts():
 
 
 # -- tree digest ----------------------------------------------------------------------------
-
-
-def write(path, data: bytes | str, mode: int = 0o644) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.chmod(path, mode)
 
 
 def digest(root) -> str:

@@ -1,5 +1,5 @@
 """History that outlives gc (schema version 2), forget, gc that asks, import provenance,
-and SQLite errors mapped into lightstore's hierarchy (issue 9)."""
+and SQLite errors mapped into lightstore's hierarchy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from test_cli import fails, ok
+from helpers import assert_unchanged, fails, ok, snapshot
 
 from lightstore import (
     LockTimeout,
@@ -369,9 +369,11 @@ def _pipeline_root(store) -> str:
 
 def test_cli_gc_refuses_without_a_terminal_and_yes(store):
     root = _pipeline_root(store)
+    before = snapshot(store)
     result = fails(5, root, "gc")
     assert "--yes" in result.output and "terminal" in result.output
-    assert len(allrrefs(store)) == 8  # nothing went
+    assert_unchanged(store, before)  # nothing went
+    assert len(allrrefs(store)) == 8
     assert "would remove 8 realization(s)" in ok(root, "gc", "--dry-run")
     ok(root, "gc", "--yes")
     assert allrrefs(store) == []
@@ -443,10 +445,12 @@ def _converse(argv: list[str], answer: bytes, timeout: float = 60) -> tuple[int,
 def test_cli_gc_asks_on_a_terminal(store, monkeypatch):
     root = _pipeline_root(store)
     monkeypatch.setenv("PYTHONPATH", os.getcwd())
+    before = snapshot(store)
     status, out = _converse(["--root", root, "gc"], b"n\n")
     assert status == 5, out
     assert "would remove 8 realization(s)" in out and "largest:" in out and "bytes" in out
     assert "nothing was removed" in out
+    assert_unchanged(store, before)
     assert len(allrrefs(store)) == 8
     status, out = _converse(["--root", root, "gc"], b"y\n")
     assert status == 0, out

@@ -1,4 +1,4 @@
-"""Housekeeping (SPEC §2 "Garbage collection and housekeeping"), Pylightnix-style."""
+"""Housekeeping (garbage collection, removal, links, listing), Pylightnix-style."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from helpers import assert_unchanged, snapshot, write
 
 from lightstore import (
     IntegrityError,
@@ -39,11 +40,6 @@ from lightstore import (
 )
 
 
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def node(r, name, deps=(), text=None, matcher=None, extra=None):
     cfg = {"name": name, "out": [selfref, "out.txt"], **(extra or {})}
     for i, d in enumerate(deps):
@@ -74,11 +70,6 @@ def tree(S):
     return r1, r2, r3
 
 
-def snapshot(store):
-    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(store.objects_dir) for f in fs)
-    return files, sorted(alldrefs(store)), sorted(allrrefs(store))
-
-
 # -- store_gc ------------------------------------------------------------------------
 
 
@@ -88,7 +79,7 @@ def test_store_gc_reports_without_deleting(store, S, tree):
     rm_drefs, rm_rrefs = store_gc([], [r2], S)
     assert rm_drefs == {rref2dref(r3)}
     assert rm_rrefs == {r3}
-    assert snapshot(store) == before
+    assert_unchanged(store, before)
 
     rm_drefs, rm_rrefs = store_gc([rref2dref(r1)], [], S)
     assert rm_drefs == {rref2dref(r2), rref2dref(r3)}
@@ -103,7 +94,7 @@ def test_store_gc_reports_without_deleting(store, S, tree):
     assert rm_drefs == {rref2dref(r) for r in tree}
     assert rm_rrefs == set(tree)
     assert store_gc([], [r2, r3], S) == (set(), set())
-    assert snapshot(store) == before
+    assert_unchanged(store, before)
 
 
 def test_store_gc_keeps_unrealized_derivations_only_if_asked(S):
@@ -113,7 +104,7 @@ def test_store_gc_keeps_unrealized_derivations_only_if_asked(S):
 
 
 def test_store_gc_treats_links_as_roots(store, S, tree, tmp_path):
-    """SPEC: links made by linkrref/linkdref act as GC roots."""
+    """Links made by linkrref/linkdref act as GC roots."""
     _r1, r2, r3 = tree
     linkrref(r2, str(tmp_path), S=S)
     rm_drefs, rm_rrefs = store_gc([], [], S)
@@ -131,7 +122,7 @@ def test_rmref_refuses_to_break_references(store, S, tree):
         rmref(r1, S)
     with pytest.raises(IntegrityError):
         rmref(rref2dref(r1), S)
-    assert snapshot(store) == before
+    assert_unchanged(store, before)
 
 
 def test_rmref_of_a_leaf_realization(store, S, tree):

@@ -1,34 +1,35 @@
-"""Lenses (SPEC §2 "Lenses"): dotted navigation from DRefs, RRefs, Builds, dicts, closures."""
+"""Lenses: dotted navigation from DRefs, RRefs, Builds, dicts, closures, never leaving the store."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from helpers import ESCAPING_TAILS, write
 
 from lightstore import (
+    InvalidConfigError,
     InvalidReferenceError,
     LightstoreError,
     UnknownReferenceError,
     build_outpath,
+    build_path,
+    build_paths,
     build_wrapper,
+    fsinit,
     instantiate,
     isrref,
     match_latest,
     match_only,
     mkdrv,
     mklens,
+    mkSS,
     realize,
     realize1,
     rref2dref,
     rref2path,
     selfref,
 )
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def dep_stage(r, text="dep text", matcher=None):
@@ -220,3 +221,65 @@ def test_lens_follows_the_realization_context(S):
     with pytest.raises(InvalidReferenceError):
         mklens(dep_dref, S=S).out.syspath  # noqa: B018
     assert isrref(mklens(second, S=S).ref_dep.rref)
+
+
+# -- paths that would leave the store -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("tail", ESCAPING_TAILS)
+def test_lens_and_build_path_refuse_escaping_tails(store, tail):
+    def real(b):
+        with open(os.path.join(build_outpath(b), "f"), "w") as f:
+            f.write("x")
+
+    def stage(r):
+        return mkdrv({"name": "dep"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=store.settings))
+    dref = rref2dref(rref)
+    lens = mklens({"p": [dref, *tail]}, S=store.settings).p
+    with pytest.raises(InvalidConfigError):
+        _ = lens.syspath
+    with pytest.raises(InvalidConfigError):
+        _ = lens.contents
+    seen = []
+
+    def user(b):
+        seen.append(b)
+        with pytest.raises(InvalidConfigError):
+            build_path(b, [dref, *tail])
+        with pytest.raises(InvalidConfigError):
+            build_path(b, [b.dref, *tail])
+        with pytest.raises(InvalidConfigError):
+            build_paths(b, [dref, *tail])
+        with open(os.path.join(build_outpath(b), "f"), "w") as f:
+            f.write("y")
+
+    def stage2(r):
+        d = stage(r)
+        return mkdrv({"name": "user", "in": d}, match_only(), build_wrapper(user), r)
+
+    realize1(instantiate(stage2, S=store.settings))
+    assert seen
+
+
+def test_lens_contents_stays_inside_the_store(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    S = fsinit(mkSS(str(tmp_path / "store"))).settings
+
+    def stage(r):
+        def real(b):
+            out = build_outpath(b)
+            os.symlink(str(secret), os.path.join(out, "leak"))
+            with open(os.path.join(out, "ok"), "w") as f:
+                f.write("inside")
+            os.symlink(os.path.join(out, "ok"), os.path.join(out, "alias"))
+
+        config = {"name": "links", "leak": [selfref, "leak"], "ok": [selfref, "ok"]}
+        return mkdrv(config, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=S))
+    assert mklens(rref, S=S).ok.contents == "inside"
+    with pytest.raises(InvalidReferenceError, match="outside the store"):
+        _ = mklens(rref, S=S).leak.contents

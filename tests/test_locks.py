@@ -6,30 +6,19 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from helpers import Worker, child_env
 
 from lightstore.foundation import locks
 from lightstore.foundation.errors import LockTimeout
 from lightstore.foundation.locks import LOCKS_VARIABLE, KeyedLocks
-
-HOLD = textwrap.dedent(
-    """
-    import sys
-    from lightstore.foundation.locks import KeyedLocks
-    with KeyedLocks(sys.argv[1]).hold(int(sys.argv[2])):
-        print("held", flush=True)
-        sys.stdin.readline()
-    """
-)
 
 
 @pytest.fixture(params=["ofd", "posix"])
@@ -45,35 +34,19 @@ def mode(request, monkeypatch) -> str:
 
 
 def _env(mode: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != LOCKS_VARIABLE}
-    if mode == "posix":
-        env[LOCKS_VARIABLE] = "posix"
-    return {**env, "PYTHONPATH": os.getcwd()}
+    """The variables of a child using the lock implementation `mode`."""
+    return {LOCKS_VARIABLE: "posix" if mode == "posix" else ""}
 
 
 @contextmanager
-def held_by_child(path: str, key: int, mode: str) -> Iterator[subprocess.Popen]:
+def held_by_child(path: str, key: int, mode: str) -> Iterator[Worker]:
     """A child process that holds `key` until the block ends (or it is killed)."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, path, str(key)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_env(mode),
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    with Worker("hold_key", path, str(key), env=_env(mode)) as child:
+        child.wait_for("held")
         yield child
-    finally:
-        if child.poll() is None and child.stdin is not None:
-            child.stdin.write("\n")
-            child.stdin.flush()
-        try:
-            child.wait(timeout=30)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        if child.running:
+            child.release()
+            child.finish(timeout=30)
 
 
 def _free(path: str, key: int) -> bool:
@@ -120,7 +93,7 @@ def test_a_killed_holder_releases_its_key(tmp_path, mode):
         waiter.start()
         time.sleep(0.3)
         assert not waited
-        child.send_signal(signal.SIGKILL)
+        child.kill()
         waiter.join(60)
     assert waited, "the waiter never got the key of a dead holder"
 
@@ -170,7 +143,7 @@ def test_releasing_one_key_keeps_the_others_held(tmp_path, mode):
                 path,
                 str(kept),
             ],
-            env=_env(mode),
+            env=child_env(_env(mode)),
             capture_output=True,
             text=True,
             check=True,

@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from test_cli import fails, ok
-from test_cli import run as run_cli
+from helpers import Worker, fails, ok, wait_until
+from helpers import run as run_cli
 
 from lightstore import (
     BuildError,
@@ -125,44 +124,16 @@ def test_logs_stay_with_the_history_until_forgotten(S, store):
     fails(EXIT_NOT_FOUND, S.root, "log", "--build", str(gone_log["build"]["id"]))
 
 
-SCRIPT = textwrap.dedent(
-    """
-    import os, sys, time
-    from lightstore import *
-    def stage(r=None):
-        def real(b):
-            print("working", flush=True)
-            time.sleep(60)
-        return mkdrv({"name": "slow"}, match_only(), build_wrapper(real), r)
-    realize1(instantiate(stage, S=mkSS(sys.argv[1])))
-    """
-)
+def test_killed_build_shows_interrupted_to_readers(S, store):
+    logs = os.path.join(S.root, "logs")
 
+    def printed() -> bool:
+        found = os.listdir(logs) if os.path.isdir(logs) else []
+        return bool(found) and "working" in Path(logs, found[0]).read_text()
 
-def test_killed_build_shows_interrupted_to_readers(S, store, tmp_path):
-    script = tmp_path / "slow.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), S.root],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 60
-        logs = os.path.join(S.root, "logs")
-        while time.time() < deadline:
-            found = os.listdir(logs) if os.path.isdir(logs) else []
-            if found and "working" in Path(logs, found[0]).read_text():
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the build never printed")
+    with Worker("slow_build", S.root) as proc:
+        wait_until(printed, 60, "the build to print", alive=[proc])
         assert "running" in build_log(store, "slow")["build"]["status"]
-    finally:
-        proc.kill()
-        proc.wait(30)
     # Read-only: nothing opened the store for writing since the kill.
     info = build_log(store, "slow")
     assert info["build"]["status"] == "interrupted" and info["build"]["holder_gone"]

@@ -1,4 +1,4 @@
-"""Matchers (SPEC §1 "Matcher"): built-ins, custom ones, and how misuse fails."""
+"""Matchers: built-ins, custom ones, and how misuse fails."""
 
 from __future__ import annotations
 

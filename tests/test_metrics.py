@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
+import signal
 import sys
 import zipfile
 
 import pytest
+from helpers import ok, run, run_job
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import ok, run
 
 from lightstore import (
     BuildError,
@@ -368,54 +368,15 @@ def test_reindex_keeps_metrics_of_a_readable_catalogue(store, sweep):
 
 # -- processes -------------------------------------------------------------------------------------
 
-_CHILD = """
-import os, sys
-from lightstore import (Store, build_metric, build_outpath, build_wrapper, instantiate,
-                        match_only, mkdrv, mkSS, realize1, selfref)
-
-def train(lr, loss):
-    def real(b):
-        with open(os.path.join(build_outpath(b), "model.txt"), "w") as f:
-            f.write(f"lr={lr}\\n")
-        build_metric(b, "loss", loss)
-    return lambda r: mkdrv({"name": "train", "lr": lr, "out": [selfref, "model.txt"]},
-                           match_only(), build_wrapper(real), r)
-
-root, lr = sys.argv[1], float(sys.argv[2])
-S = mkSS(root)
-rref = realize1(instantiate(train(lr, lr * 2), S=S))
-shared = realize1(instantiate(train(0.5, 1.0), S=S))
-for i in range(10):
-    Store.open(root).set_metric(shared, "counter", i)
-print(rref, shared)
-"""
-
-
-def _child(root: str, lr: float, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", _CHILD, root, str(lr)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
 
 @pytest.mark.slow
-def test_many_processes_record_metrics_at_once(store):
-    procs = [_child(store.root, lr) for lr in (0.1, 0.2, 0.3)]
-    try:
-        outs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
-    shared = {o[0].split()[1] for o in outs}
+def test_many_processes_record_metrics_at_once(store, workers):
+    lrs = (0.1, 0.2, 0.3)
+    results = workers.results([workers.start("metrics", store.root, str(lr)) for lr in lrs])
+    shared = {r["shared"] for r in results}
     assert len(shared) == 1  # one build of the shared derivation, reused by the others
-    for (out, _), lr in zip(outs, (0.1, 0.2, 0.3), strict=True):
-        assert store.metrics(out.split()[0])["loss"] == lr * 2
+    for r, lr in zip(results, lrs, strict=True):
+        assert store.metrics(r["rref"])["loss"] == lr * 2
     assert store.metrics(shared.pop()) == {"loss": 1.0, "counter": 9}
     assert store.verify(check_contents=True).ok
 
@@ -423,9 +384,7 @@ def test_many_processes_record_metrics_at_once(store):
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["publish:renamed", "publish:committed"])
 def test_killed_while_publishing_leaves_metrics_with_their_realization(store, point):
-    proc = _child(store.root, 0.7, env={"LIGHTSTORE_FAILPOINT": point})
-    proc.communicate(timeout=120)
-    assert proc.returncode == -9
+    assert run_job("metrics", store.root, "0.7", failpoint=point).returncode == -signal.SIGKILL
     Store.forget_instances()
     again = Store.open(store.root)
     rows = again.catalogue.query("SELECT rref FROM realizations")

@@ -1,4 +1,4 @@
-"""mknode and mkfile: stages built from in-memory data (SPEC §2 "Built-in stages")."""
+"""mknode and mkfile: built-in stages made from in-memory data."""
 
 from __future__ import annotations
 

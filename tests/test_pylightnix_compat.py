@@ -1,6 +1,6 @@
 """A pipeline written exactly as a Pylightnix 0.3 user writes it, run by `from lightstore import *`.
 
-Only names from the star import are used in the pipeline itself (SPEC §2).
+Only names from the star import are used in the pipeline itself.
 """
 
 from __future__ import annotations

@@ -16,14 +16,10 @@ import sys
 import textwrap
 
 import pytest
+from helpers import write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "pylightnix_suite.py")
-
-
-def write(path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
 
 
 @pytest.fixture
@@ -37,7 +33,8 @@ def checkout(tmp_path):
     write(root / "tests" / "__init__.py", "from tests.test_broken import *\n")
     write(
         root / "tests" / "test_store.py",
-        """
+        textwrap.dedent(
+            """
         import functools, os
         from tempfile import gettempdir
         from pylightnix import (mkSS, fsinit, instantiate, realize1, mknode, isrref,
@@ -55,21 +52,25 @@ def checkout(tmp_path):
 
         def test_fails():
             assert 1 == 2, 'deliberate failure'
-        """,
+        """
+        ),
     )
     write(
         root / "tests" / "test_submodules.py",
-        """
+        textwrap.dedent(
+            """
         from pylightnix.either import mkdrvE
         import pylightnix.stages.fetch
 
         def test_submodules():
             assert callable(mkdrvE) and callable(pylightnix.stages.fetch.fetchurl)
-        """,
+        """
+        ),
     )
     write(
         root / "tests" / "test_broken.py",
-        """
+        textwrap.dedent(
+            """
         from pylightnix import no_such_name
 
         def test_one():
@@ -77,7 +78,8 @@ def checkout(tmp_path):
 
         def test_two():
             pass
-        """,
+        """
+        ),
     )
     return root
 
@@ -99,6 +101,7 @@ def test_counts_and_failures(checkout, tmp_path):
     assert not any("test_realize" in f or "test_submodules" in f for f in failing)
 
 
+@pytest.mark.slow
 def test_min_fails_below(checkout, tmp_path):
     assert run("--checkout", str(checkout), "--min", "3").returncode == 0
     done = run("--checkout", str(checkout), "--min", "4")

@@ -1,10 +1,11 @@
-"""Queries (SPEC §2 "Queries"), answered from the catalogue, and reference helpers."""
+"""Queries, answered from the catalogue, and reference helpers."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from helpers import write
 
 from lightstore import (
     InvalidConfigError,
@@ -45,11 +46,6 @@ from lightstore import (
     undref,
     unrref,
 )
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def node(r, name, deps=(), matcher=None, random=False):

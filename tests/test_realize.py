@@ -1,7 +1,6 @@
-"""The realization engine: DRefs, caching, context-sensitive reuse, options, failures.
-
-SPEC §1 (concepts) and §2 (registry and stages). Everything runs against a
-real store in a tmp folder; processes are real subprocesses.
+"""The realization engine: DRefs, caching, context-sensitive reuse, options, failures, the
+registry and stages. Everything runs against a real store in a tmp folder; processes are
+real subprocesses.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import assert_unchanged, read, snapshot, write
 
 from lightstore import (
     Build,
@@ -57,16 +57,6 @@ from lightstore import (
 )
 
 # -- helpers -----------------------------------------------------------------
-
-
-def write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
 
 
 def text_stage(name, text="x", calls=None, deps=(), matcher=None, extra=None):
@@ -472,18 +462,16 @@ def test_dry_run_builds_nothing(store, S):
     c = text_stage("c", "C", calls, deps=[b])
     rref_a = realize1(instantiate(a, S=S))
     calls.clear()
-    before_rrefs = allrrefs(S)
-    before_builds = builds_rows(store)
-
     result, clo = instantiate(c, S=S)
+    before = snapshot(store)
+
     assert realize1(clo, dry_run=True) is None
     assert realizeMany(clo, dry_run=True) == []
     _, _, ctx = realize(clo, dry_run=True)
     a_dref, b_dref = clo.derivations[0].dref, clo.derivations[1].dref
     assert ctx == {a_dref: [rref_a], b_dref: [], result: []}
     assert calls == []
-    assert allrrefs(S) == before_rrefs
-    assert builds_rows(store) == before_builds
+    assert_unchanged(store, before)
     assert os.listdir(store.tmp_dir) == []
     # A dry run of something already realized returns it.
     assert realize1(instantiate(a, S=S), dry_run=True) == rref_a

@@ -1,16 +1,21 @@
-"""References: formats, round trips, and refusal of malformed strings."""
+"""References: formats, round trips, refusal of malformed strings, and the names of
+derivations and pins."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from helpers import fails
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lightstore import build_wrapper, instantiate, match_only, mkdrv, mknode, realize1
+from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.foundation.errors import InvalidConfigError, InvalidReferenceError, LightstoreError
 from lightstore.foundation.refs import (
     HASH_LEN,
+    MAX_NAME_LENGTH,
     DRef,
     RRef,
     isdref,
@@ -27,6 +32,7 @@ from lightstore.foundation.refs import (
     undref,
     unrref,
 )
+from lightstore.maintenance import reindex
 
 H1 = "0123456789abcdef" * 2
 H2 = "fedcba9876543210" * 2
@@ -350,3 +356,29 @@ def test_isrefpath(value, expected):
 )
 def test_isselfpath(value, expected):
     assert isselfpath(value) is expected
+
+
+# -- names of derivations and pins --------------------------------------------------
+
+
+def test_names_longer_than_the_limit_are_refused_up_front(store):
+    def stage(name):
+        return lambda r: mkdrv({"name": name}, match_only(), build_wrapper(lambda b: None), r)
+
+    with pytest.raises(InvalidConfigError, match="at most"):
+        instantiate(stage("n" * 250), S=store.settings)
+    rref = realize1(instantiate(stage("n" * MAX_NAME_LENGTH), S=store.settings))
+    assert store.verify(check_contents=True).problems == []
+    with pytest.raises(InvalidReferenceError, match="at most"):
+        store.pin("p" * 300, rref)
+    store.pin("p" * MAX_NAME_LENGTH, rref)
+    assert fails(EXIT_BAD_INPUT, store.root, "pin", "p" * 300, rref)
+    assert reindex(store.root).pins == 1
+
+
+@pytest.mark.parametrize("name", [".best", "..", ".", ".x.1234abcd"])
+def test_pin_names_never_look_like_temporary_files(store, name):
+    rref = realize1(instantiate(lambda r: mknode(r, {"name": "target"}, {"f": "x"}), S=store))
+    with pytest.raises(InvalidReferenceError):
+        store.pin(name, rref)
+    assert fails(EXIT_BAD_INPUT, store.root, "pin", name, rref)

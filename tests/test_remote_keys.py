@@ -104,7 +104,7 @@ def test_no_error_about_a_signing_key_shows_it(noisy):
 def test_a_quoted_signing_key_in_the_environment_is_refused_without_showing_it(
     alice, file_url, monkeypatch
 ):
-    from test_cli import run
+    from helpers import run
 
     key = SigningKey("ci", b"\xfb\xef\xbe" * 5 + b"\xff" * 17)  # its base64 has + and /
     secret = key.secret_text()

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from remote_helpers import ROOT, WORKER, build, remote_files, snapshot, worker
+from helpers import Worker, assert_unchanged, go, run_job, snapshot
+from remote_helpers import build, remote_files
 
 from lightstore.facade import Store
-from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
 from lightstore.remote import list_remote
 from lightstore.remote._layout import parse_manifest
 
@@ -48,7 +46,7 @@ def test_push_pull_on_s3(tmp_path, s3_url):
     check_remote(s3_url, bob, [rref])
     before = snapshot(bob)
     assert bob.pull(s3_url, [rref]) == []
-    assert snapshot(bob) == before
+    assert_unchanged(bob, before)
 
 
 def test_storage_options_instead_of_the_environment(tmp_path, s3_url, aws_env, monkeypatch):
@@ -69,7 +67,7 @@ def test_storage_options_instead_of_the_environment(tmp_path, s3_url, aws_env, m
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["s3", "file"])
-def test_two_processes_push_overlapping_closures_at_once(tmp_path, s3_url, kind):
+def test_two_processes_push_overlapping_closures_at_once(tmp_path, s3_url, kind, workers):
     url = s3_url if kind == "s3" else f"file://{tmp_path}/remote"
     # Two stores built the same deterministic pipeline (equal RRefs, different build
     # times), and each also has a target of its own; both push at the same instant.
@@ -77,30 +75,16 @@ def test_two_processes_push_overlapping_closures_at_once(tmp_path, s3_url, kind)
     shared = [build(r, "a") for r in roots]
     assert shared[0] == shared[1]
     own = build(roots[1], "b")
-    full = dict(os.environ, PYTHONPATH=ROOT)
     procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, "--wait", "push", root, url, *refs],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=full,
-        )
+        workers.start("push_at_go", root, url, *refs)
         for root, refs in ((roots[0], [shared[0]]), (roots[1], [shared[1], own]))
     ]
-    try:
-        time.sleep(0.5)
-        for root in roots:
-            open(os.path.join(os.path.dirname(root), "go"), "w").close()
-        outs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err
-    uploaded = [set(json.loads(out)["uploaded"]) for out, _ in outs]
+    for p in procs:
+        p.wait_for("ready")
+    for root in roots:
+        go(root)
+    results = workers.results(procs)
+    uploaded = [set(r["uploaded"]) for r in results]
     assert own in uploaded[1]
     check_remote(url, Store.open(str(tmp_path / "reader"), create=True), [shared[0], own])
     if kind == "file":
@@ -114,18 +98,17 @@ def test_push_killed_then_run_again(tmp_path, s3_url, kind):
     root = str(tmp_path / "alice")
     rref = build(root, "many")
     # Killed by SIGKILL after 40 blobs, then after the manifest but before the marker.
-    died = worker("push", root, url, rref, env={FAILPOINT: "push:blob:40"})
+    died = run_job("push", root, url, rref, failpoint="push:blob:40")
     assert died.returncode == -signal.SIGKILL, died.stderr
     assert list_remote(url) == []
     reader = Store.open(str(tmp_path / "early-reader"), create=True)
+    before = snapshot(reader)
     with pytest.raises(KeyError):
         reader.pull(url, [rref])
-    assert reader.catalogue.all_rrefs() == []
-    died = worker("push", root, url, rref, env={FAILPOINT: "push:manifest"})
+    assert_unchanged(reader, before)
+    died = run_job("push", root, url, rref, failpoint="push:manifest")
     assert died.returncode == -signal.SIGKILL, died.stderr
-    done = worker("push", root, url, rref)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = run_job("push", root, url, rref).result()
     assert report["blobs"] == 0  # everything had been uploaded before the kills
     assert [x.rref for x in list_remote(url)] == [rref]
     check_remote(url, Store.open(str(tmp_path / "bob"), create=True), [rref])
@@ -136,19 +119,10 @@ def test_push_killed_at_a_random_instant(tmp_path):
     url = f"file://{tmp_path}/remote"
     root = str(tmp_path / "alice")
     rref = build(root, "many")
-    full = dict(os.environ, PYTHONPATH=ROOT)
     for delay in (0.3, 0.6):
-        p = subprocess.Popen(
-            [sys.executable, WORKER, "push", root, url, rref],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=full,
-        )
-        time.sleep(delay)
-        p.kill()
-        p.wait(timeout=30)
-    done = worker("push", root, url, rref)
-    assert done.returncode == 0, done.stderr
+        with Worker("push", root, url, rref):
+            time.sleep(delay)
+    run_job("push", root, url, rref).result()
     check_remote(url, Store.open(str(tmp_path / "bob"), create=True), [rref])
 
 
@@ -177,14 +151,13 @@ def test_pull_killed_leaves_a_clean_store_and_runs_again(tmp_path, point):
     rref = build(root, "a")
     Store.open(root).push(url, [rref])
     bob_root = str(tmp_path / "bob")
-    died = worker("pull", bob_root, url, rref, env={FAILPOINT: point})
+    died = run_job("pull", bob_root, url, rref, failpoint=point)
     assert died.returncode == -signal.SIGKILL, died.stderr
     Store.forget_instances()
     bob = Store.open(bob_root)
     assert bob.verify(check_contents=True).problems == []
     assert os.listdir(bob.tmp_dir) == []
-    done = worker("pull", bob_root, url, rref)
-    assert done.returncode == 0, done.stderr
+    run_job("pull", bob_root, url, rref).result()
     Store.forget_instances()
     bob = Store.open(bob_root)
     assert rref in bob.catalogue.all_rrefs()
@@ -220,7 +193,7 @@ def test_damaged_blob_on_s3_is_named_by_pull_and_mended_by_repair(tmp_path, s3_u
         bob.pull(s3_url, [rref])
     for part in (digest, "'report.txt'", rref, "push --repair"):
         assert part in str(e.value)
-    assert snapshot(bob) == before
+    assert_unchanged(bob, before)
     # Hashing an S3 object is a download: only a repairing push does it.
     assert alice.push(s3_url, [rref]).blobs_repaired == 0
     report = alice.push(s3_url, [rref], repair=True)
@@ -245,7 +218,8 @@ def test_pull_from_s3_is_bounded_before_downloading(tmp_path, s3_url):
     before = snapshot(bob)
     with pytest.raises(ArchiveError, match="max_bytes"):
         bob.pull(s3_url, [rref], max_bytes=10**6)  # 1.2 MB over 300 paths
-    assert snapshot(bob) == before and os.listdir(bob.tmp_dir) == []
+    assert_unchanged(bob, before)
+    assert os.listdir(bob.tmp_dir) == []
     assert alice.push(s3_url, [rref], repair=True).blobs_uploaded == 1
     assert bob.pull(s3_url, [rref], max_bytes=2 * 10**6) == [rref]
 
@@ -281,9 +255,10 @@ def test_push_to_s3_refuses_what_pull_refuses_before_uploading(tmp_path, s3_url)
     doc["files"].append({"path": "\ud800", "type": "dir"})
     fs.pipe_file(key, json.dumps(doc).encode())
     bob = Store.open(str(tmp_path / "bob"), create=True)
+    before = snapshot(bob)
     with pytest.raises(RemoteIntegrityError, match="not valid UTF-8"):
         bob.pull(s3_url, [ok])
-    assert bob.catalogue.all_rrefs() == []
+    assert_unchanged(bob, before)
 
 
 @pytest.mark.parametrize("when", ["after the size is read", "before the pull", "while it is read"])
@@ -342,11 +317,12 @@ def test_a_large_blob_replaced_on_s3_is_never_downloaded_past_its_size(
 
     monkeypatch.setattr(Remote, "download_file", measured)
     bob = Store.open(str(tmp_path / "bob"), create=True)
+    before = snapshot(bob)
     try:
         bob.pull(s3_url, [rref])
     except RemoteIntegrityError as e:
         assert "does not match its hash" in str(e) or "changed while it was read" in str(e)
-        assert bob.catalogue.all_rrefs() == []
+        assert_unchanged(bob, before)
     else:  # no size check left a window for the swap
         assert when == "after the size is read"
     assert downloaded and max(downloaded) <= size + 1, downloaded

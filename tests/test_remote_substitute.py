@@ -8,7 +8,8 @@ import os
 
 import pytest
 import remote_helpers
-from remote_helpers import pipeline, rewrite, snapshot
+from helpers import assert_unchanged, snapshot
+from remote_helpers import pipeline, rewrite
 
 from lightstore import (
     build_outpath,
@@ -135,8 +136,10 @@ def test_trusted_keys_refuse_unsigned_substitutes(alice, bob, url, tmp_path):
 
 def test_dry_run_and_force_rebuild_do_not_fetch(alice, bob, url):
     rref = realize1(instantiate(pipeline, S=alice.settings), push_to=url)
-    assert realize1(instantiate(pipeline, S=bob.settings), substituters=[url], dry_run=True) is None
-    assert bob.catalogue.all_rrefs() == []
+    _, closure = instantiate(pipeline, S=bob.settings)
+    before = snapshot(bob)
+    assert realize1(closure, substituters=[url], dry_run=True) is None
+    assert_unchanged(bob, before)
     remote_helpers.RUNS.clear()
     got = realize1(instantiate(pipeline, S=bob.settings), substituters=[url], force_rebuild=True)
     assert got == rref and remote_helpers.RUNS == {"report": 1}
@@ -227,10 +230,11 @@ def test_substitution_is_bounded_like_a_pull(alice, bob, url, caplog):
     rref = realize1(instantiate(folder_stage, "copies", copies(300, 4096), S=alice.settings))
     alice.push(url, [rref])
     dref = rref2dref(rref)
+    before = snapshot(bob)
     with caplog.at_level(logging.WARNING, logger="lightstore"):
         assert substitute(bob, dref, {}, [url], max_bytes=10**6) == []
     assert "max_bytes" in caplog.text
-    assert bob.catalogue.all_rrefs() == []
+    assert_unchanged(bob, before)
     assert substitute(bob, dref, {}, [url]) == [rref]
 
 

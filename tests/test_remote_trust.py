@@ -10,12 +10,12 @@ import signal
 
 import pytest
 import remote_helpers
-from remote_helpers import build, pipeline, snapshot, worker
+from helpers import assert_unchanged, run_job, snapshot
+from remote_helpers import build, pipeline
 
 from lightstore import instantiate, realize, realize1
 from lightstore.facade import Store
 from lightstore.foundation.errors import RemoteIntegrityError, UntrustedError
-from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
 from lightstore.remote import add_trusted_key, generate_signing_key, list_remote
 from lightstore.remote._layout import manifest_key, signed_manifest_key
 
@@ -162,7 +162,7 @@ def test_with_trusted_keys_an_unsigned_manifest_is_never_parsed(tmp_path, s3_url
     with pytest.raises(UntrustedError, match="forged") as e:
         bob.pull(s3_url, [rref], trusted_keys=[k.public])
     assert "JSON" not in str(e.value)
-    assert snapshot(bob) == before
+    assert_unchanged(bob, before)
     # Without trusted keys the same manifest is parsed, and refused as damaged.
     with pytest.raises(RemoteIntegrityError, match=r"not JSON|deep"):
         bob.pull(s3_url, [rref], trusted_keys=[])
@@ -171,8 +171,9 @@ def test_with_trusted_keys_an_unsigned_manifest_is_never_parsed(tmp_path, s3_url
 # -- unsigned siblings ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unsigned_sibling_does_not_hide_a_signed_realization(tmp_path, s3_url, key, caplog):
-    from test_cli import run
+    from helpers import run
 
     k, keyfile = key
     roots = {name: str(tmp_path / name) for name in ("alice", "carol", "dave")}
@@ -182,14 +183,14 @@ def test_an_unsigned_sibling_does_not_hide_a_signed_realization(tmp_path, s3_url
     alice = Store.open(roots["alice"])
     alice.push(s3_url, [targets["alice"]], signing_key=k)
     # Carol pushes without a key; Dave's signed push is killed between index and signature.
-    done = worker("push", roots["carol"], s3_url, targets["carol"])
-    assert done.returncode == 0, done.stderr
-    died = worker(
+    run_job("push", roots["carol"], s3_url, targets["carol"]).result()
+    died = run_job(
         "push",
         roots["dave"],
         s3_url,
         targets["dave"],
-        env={"LIGHTSTORE_SIGNING_KEY": keyfile, FAILPOINT: "push:indexed"},
+        env={"LIGHTSTORE_SIGNING_KEY": keyfile},
+        failpoint="push:indexed",
     )
     assert died.returncode == -signal.SIGKILL, died.stderr
     trains = {x.rref for x in list_remote(s3_url, name="train")}
@@ -237,6 +238,7 @@ def test_an_unsigned_sibling_does_not_hide_a_signed_realization(tmp_path, s3_url
 # -- where the signing key comes from ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_signing_key_variable_signs_every_push(tmp_path, s3_url, key, monkeypatch):
     k, keyfile = key
     # A build process pushing through $LIGHTSTORE_PUSH, keyed by $LIGHTSTORE_SIGNING_KEY.
@@ -251,8 +253,7 @@ def test_the_signing_key_variable_signs_every_push(tmp_path, s3_url, key, monkey
     other = str(tmp_path / "other-bucket")
     url2 = s3_url.rsplit("/", 1)[0] + "/second"
     rref_b = build(other, "b")
-    done = worker("push", other, url2, rref_b, env=signing)
-    assert done.returncode == 0, done.stderr
+    run_job("push", other, url2, rref_b, env=signing).result()
     carol = new_store(tmp_path, "carol")
     assert rref_b in carol.pull(url2, [rref_b], trusted_keys=[k.public])
 

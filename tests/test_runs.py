@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from test_cli import LRS, fails, ok, pipeline  # noqa: F401 - the fixture
+from helpers import LRS, fails, ok
 
 from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, realize1
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
@@ -22,7 +22,7 @@ from lightstore.query.compare import artifact_path, compare
 from lightstore.query.graph import differing_fields, flatten, labels
 
 
-def test_query_functions_take_a_store_and_any_ref(store, pipeline):  # noqa: F811
+def test_query_functions_take_a_store_and_any_ref(store, pipeline):
     ev = pipeline.eval
     assert neighbours(store, "eval@latest") == [pipeline.train[0.01]]
     assert neighbours(store, "eval") == [pipeline.dref(pipeline.train[0.01])]
@@ -39,7 +39,7 @@ def test_query_functions_take_a_store_and_any_ref(store, pipeline):  # noqa: F81
         dot(store, ["eval", "eval@latest"])
 
 
-def test_labels_show_the_fields_that_differ(store, pipeline):  # noqa: F811
+def test_labels_show_the_fields_that_differ(store, pipeline):
     lines = tree_lines(store, "data@latest", reverse=True)
     for lr in LRS:
         assert sum(ln.endswith(f"lr={lr}") for ln in lines) == 1, lines
@@ -72,7 +72,7 @@ def test_label_values_are_safe_in_dot(S, store):
     assert len(labels(store, [*store.catalogue.all_rrefs()])) == 3
 
 
-def test_diff(store, pipeline):  # noqa: F811
+def test_diff(store, pipeline):
     d = compare(store, "train[lr=0.1]@latest", "train[lr=0.01]@latest")
     assert [(c["field"], c["a"], c["b"]) for c in d["config"]] == [("lr", 0.1, 0.01)]
     assert d["context"] == [] and not d["metrics"]  # the same data run; no metrics recorded
@@ -87,7 +87,7 @@ def test_diff(store, pipeline):  # noqa: F811
     fails(EXIT_NOT_FOUND, pipeline.root, "diff", "eval", "nothing-here")
 
 
-def test_diff_shows_metrics_when_the_catalogue_has_them(store, pipeline):  # noqa: F811
+def test_diff_shows_metrics_when_the_catalogue_has_them(store, pipeline):
     for rref, name, value in [
         (pipeline.train[0.1], "loss", 0.5),
         (pipeline.train[0.01], "loss", 0.25),
@@ -102,7 +102,7 @@ def test_diff_shows_metrics_when_the_catalogue_has_them(store, pipeline):  # noq
     )
 
 
-def test_cat(S, store, pipeline):  # noqa: F811
+def test_cat(S, store, pipeline):
     root = pipeline.root
     assert ok(root, "cat", "train[lr=0.01]@latest", "model.txt").strip() == "lr=0.01"
     assert ok(root, "cat", "train[lr=0.01]", "./logs//loss.txt").startswith("0.5")
@@ -140,7 +140,7 @@ def test_cat(S, store, pipeline):  # noqa: F811
         artifact_path(store, rref, "missing")
 
 
-def test_second_unpack_says_what_was_already_present(pipeline, tmp_path):  # noqa: F811
+def test_second_unpack_says_what_was_already_present(pipeline, tmp_path):
     archive = str(tmp_path / "eval.tar.gz")
     ok(pipeline.root, "pack", archive, "eval@latest")
     bob = str(tmp_path / "bob")
@@ -153,7 +153,7 @@ def test_second_unpack_says_what_was_already_present(pipeline, tmp_path):  # noq
     assert "added 0 realization(s); 3 of the 3" in second.stderr
 
 
-def test_catalogue_query_rows_have_column_names(store, pipeline):  # noqa: F811
+def test_catalogue_query_rows_have_column_names(store, pipeline):
     import pickle
 
     rows = store.catalogue.query("SELECT rref, size, size AS bytes FROM realizations ORDER BY rref")
@@ -171,7 +171,7 @@ def test_catalogue_query_rows_have_column_names(store, pipeline):  # noqa: F811
 
 
 def test_instantiate_prints_short(S):
-    from test_cli import train_stage
+    from helpers import train_stage
 
     def sweep(r=None):
         return [train_stage(lr, r) for lr in (0.1, 0.2, 0.3)]

@@ -6,9 +6,9 @@ import json
 import pathlib
 
 import pytest
+from helpers import LRS, fails, ok
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import LRS, fails, ok, pipeline  # noqa: F401 - the fixture
 
 from lightstore.cli.context import EXIT_BAD_INPUT, EXIT_NOT_FOUND
 from lightstore.foundation.errors import (
@@ -97,7 +97,7 @@ def test_parser_raises_only_selector_errors_property(text):
     assert sel.base and parse_selector(str(sel)) == sel
 
 
-def test_resolve_selectors(store, pipeline):  # noqa: F811
+def test_resolve_selectors(store, pipeline):
     train = pipeline.train
     newest = max(train.values(), key=lambda r: store.catalogue.build_times([r])[r])
     assert resolve(store, "train@latest") == newest
@@ -129,7 +129,7 @@ def test_resolve_selectors(store, pipeline):  # noqa: F811
         resolve(store, pipeline.eval + "@latest")
 
 
-def test_selectors_on_the_command_line(pipeline):  # noqa: F811
+def test_selectors_on_the_command_line(pipeline):
     root = pipeline.root
     assert ok(root, "show", "train@lr=0.01@latest").startswith(pipeline.train[0.01])
     out = ok(root, "pack", f"{root}/../runs.zip", "train@all")
@@ -141,7 +141,7 @@ def test_selectors_on_the_command_line(pipeline):  # noqa: F811
     assert "train@latest" in ok(None, "--help")
 
 
-def test_huge_selectors_are_refused_cleanly(store, pipeline):  # noqa: F811
+def test_huge_selectors_are_refused_cleanly(store, pipeline):
     with pytest.raises(InvalidSelectorError, match="more than 64 conditions"):
         resolve(store, "train" + "@lr=1" * 65)
     with pytest.raises(InvalidSelectorError, match="longer than"):

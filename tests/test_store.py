@@ -1,21 +1,27 @@
-"""The store: layout, opening, publishing, recovery and removal."""
+"""The store: layout, opening, publishing, a full disk, recovery and removal."""
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
+import shutil
 import stat
 import subprocess
 import sys
 
 import pytest
+from helpers import dead_pid, fails, make_writable, ok
 
 from lightstore import (
     BuildError,
+    DiskFullError,
+    LightstoreError,
     PromiseError,
     StoreError,
     StoreNotFoundError,
     UnknownReferenceError,
+    allrrefs,
     build_outpath,
     build_outpaths,
     build_wrapper,
@@ -32,6 +38,7 @@ from lightstore import (
     selfref,
 )
 from lightstore.catalogue import HOST
+from lightstore.cli.context import EXIT_REFUSED
 from lightstore.facade import Store
 from lightstore.foundation.config import canonical_json
 from lightstore.foundation.errors import InvalidReferenceError
@@ -44,13 +51,6 @@ UNKNOWN_RREF = mkrref("f" * 32, "0" * 32, "nothing")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait(timeout=30)
-    return proc.pid
 
 
 def simple_stage(writer, name="a", promises=(("out.txt",),), matcher=None, nouts=1, **extra):
@@ -157,6 +157,36 @@ def test_fsinit_remove_existing_refuses_foreign_folder(tmp_path):
     with pytest.raises(StoreError, match="refusing"):
         fsinit(mkSS(str(root)), remove_existing=True)
     assert (root / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("which", ["objects", "tmp", "locks"])
+def test_store_folder_replaced_by_a_file_is_a_clear_error(store, which):
+    path = os.path.join(store.root, which)
+    make_writable(path)
+    shutil.rmtree(path)
+    with open(path, "w") as f:
+        f.write("junk")
+    Store.forget_instances()
+    with pytest.raises(StoreError, match="file where the store needs a folder"):
+        Store.open(store.root)
+    for args in (["gc"], ["verify", "--repair"], ["unpin", "x"]):
+        assert "folder" in fails(EXIT_REFUSED, store.root, *args).output
+
+
+def test_init_on_an_existing_file(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("not a store")
+    with pytest.raises(StoreError):
+        fsinit(mkSS(str(path)))
+    fails(EXIT_REFUSED, str(path), "init")
+
+
+def test_store_open_accepts_a_store_and_refuses_nonsense(store, tmp_path):
+    assert Store.open(store) is store
+    assert Store.open(pathlib.Path(store.root)) is store
+    for bad in (None, 42, "", b"/tmp"):
+        with pytest.raises(LightstoreError):
+            Store.open(bad)
 
 
 # -- paths and derivations ---------------------------------------------------------------------
@@ -482,6 +512,30 @@ def test_publish_refuses_a_file(store, tmp_path):
     assert_nothing_stored(store)
 
 
+def test_hard_linked_output_is_copied_and_the_outside_file_untouched(store, tmp_path):
+    outside = tmp_path / "big.bin"
+    outside.write_bytes(b"original")
+    os.chmod(outside, 0o664)
+
+    def real(b):
+        os.link(outside, os.path.join(build_outpath(b), "big.bin"))
+        os.makedirs(os.path.join(build_outpath(b), "sub"))
+        os.link(outside, os.path.join(build_outpath(b), "sub", "again.bin"))
+
+    def stage(r):
+        return mkdrv({"name": "linker"}, match_only(), build_wrapper(real), r)
+
+    rref = realize1(instantiate(stage, S=store.settings))
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o664
+    assert os.stat(outside).st_nlink == 1
+    stored = os.path.join(store.rref_path(rref), "big.bin")
+    assert not os.path.samestat(os.stat(stored), os.stat(outside))
+    outside.write_bytes(b"edited later")
+    with open(stored, "rb") as f:
+        assert f.read() == b"original"
+    assert store.verify(check_contents=True).problems == []
+
+
 # -- recovery ---------------------------------------------------------------------------------
 
 
@@ -616,6 +670,62 @@ def test_recovery_reports_what_it_sets_aside(store, monkeypatch, caplog):
     assert counts["set_aside"] == 1 and counts["removed_build_areas"] == 0
     assert name in caplog.text and "quarantine" in caplog.text
     assert os.listdir(os.path.join(store.tmp_dir, "quarantine")) == [name]
+
+
+# -- a full disk: DiskFullError, and a store that stays consistent -----------------------------
+
+
+def big_stage(size: int, tag: str):
+    def real(b):
+        with open(os.path.join(build_outpath(b), "big"), "wb") as f:
+            f.write(tag.encode() * (size // len(tag)))
+
+    def stage(r):
+        return mkdrv(
+            {"name": "big", "tag": tag, "size": size}, match_only(), build_wrapper(real), r
+        )
+
+    return stage
+
+
+def fill(root: str) -> str:
+    """Fill the filesystem of `root` to the last byte; return the filler's path."""
+    filler = os.path.join(os.path.dirname(root), "filler")
+    with open(filler, "wb", buffering=0) as f:
+        for block in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    f.write(b"\0" * block)
+            except OSError:
+                pass
+    return filler
+
+
+def test_full_disk_is_a_lightstore_error_and_the_store_verifies_after(small_disk):
+    root = os.path.join(small_disk, "store")
+    store = fsinit(mkSS(root))
+    kept = realize1(instantiate(big_stage(1000, "a"), S=store.settings))
+    # An output larger than the disk: the realizer's own write fails.
+    with pytest.raises(DiskFullError, match="disk holding the store is full"):
+        realize1(instantiate(big_stage(8 << 20, "b"), S=store.settings))
+    assert os.listdir(os.path.join(root, "tmp")) == []
+    # No space at all: recording and pinning fail in SQLite or in the tree.
+    filler = fill(root)
+    with pytest.raises(DiskFullError):
+        for i in range(200):
+            store.pin(f"p{i}", kept)
+    with pytest.raises(DiskFullError):
+        for i in range(200):
+            realize1(instantiate(big_stage(1000, f"c{i}"), S=store.settings))
+    result = fails(EXIT_REFUSED, root, "pin", "best", kept)
+    assert "full" in result.output
+    os.unlink(filler)
+    Store.forget_instances()
+    store = Store.open(root)
+    assert store.verify(check_contents=True).ok
+    assert kept in allrrefs(store)
+    ok(root, "verify", "--check-contents")
+    ok(root, "pin", "best", kept)
 
 
 # -- removal ----------------------------------------------------------------------------------

@@ -1,20 +1,17 @@
-"""Sweeps in practice (issue 15): processes share the work, shapes are checked
-before building, both matcher spellings, code tracked with sourcedeps.
+"""Sweeps in practice: processes share the work, shapes are checked before building, both
+matcher spellings, code tracked with sourcedeps.
 
-The process tests run tests/workers.py in real processes on one store.
+The process tests run jobs of tests/workers.py in real processes on one store.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
+from helpers import go, wait_until
 
 from lightstore import (
     LightstoreError,
@@ -34,33 +31,7 @@ from lightstore import (
 from lightstore.facade import Store
 from lightstore.foundation.errors import InvalidConfigError
 
-WORKERS = os.path.join(os.path.dirname(__file__), "workers.py")
-TIMEOUT = 120
 BRANCH_S = 0.5
-
-
-def spawn(root: str, log: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, WORKERS, "sweep", root, log, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(procs: list[subprocess.Popen]) -> list[dict]:
-    results = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, f"worker failed:\n{err}"
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-    return results
 
 
 def new_root(tmp_path, name: str) -> str:
@@ -70,31 +41,20 @@ def new_root(tmp_path, name: str) -> str:
     return root
 
 
-def go(root: str) -> None:
-    open(os.path.join(os.path.dirname(root), "go"), "w").close()
-
-
 def built(log: str) -> list[tuple[int, str]]:
     with open(log) as f:
         return [(int(p), n) for p, n in (line.split() for line in f if line.strip())]
 
 
 @pytest.mark.slow
-def test_three_processes_share_one_sweep(tmp_path):
+def test_three_processes_share_one_sweep(tmp_path, workers):
     serial_root = new_root(tmp_path, "serial")
     serial_log = str(tmp_path / "serial.log")
-    go(serial_root)
-    (serial,) = finish([spawn(serial_root, serial_log, str(BRANCH_S))])
+    (serial,) = workers.results(workers.together("sweep", serial_root, (serial_log, str(BRANCH_S))))
 
     root = new_root(tmp_path, "shared")
     log = str(tmp_path / "shared.log")
-    procs = [spawn(root, log, str(BRANCH_S)) for _ in range(3)]
-    deadline = time.monotonic() + 60
-    while len([f for f in os.listdir(tmp_path / "shared") if f.startswith("ready-")]) < 3:
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
-        time.sleep(0.02)  # all imported and waiting at the barrier
-    go(root)
-    results = finish(procs)
+    results = workers.results(workers.together("sweep", root, *[(log, str(BRANCH_S))] * 3))
 
     names = [n for _, n in built(log)]
     assert sorted(names) == sorted(n for _, n in built(serial_log))
@@ -107,31 +67,27 @@ def test_three_processes_share_one_sweep(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_holder_that_dies_hands_its_work_to_a_waiter(tmp_path):
+def test_a_holder_that_dies_hands_its_work_to_a_waiter(tmp_path, workers):
     root = new_root(tmp_path, "shared")
     log = str(tmp_path / "shared.log")
     go(root)
-    holder = spawn(root, log, str(BRANCH_S), "0.1")  # its first branch hangs
-    waiter = None
-    try:
-        deadline = time.monotonic() + 60
-        while not (os.path.exists(log) and any(n == "train0.1" for _, n in built(log))):
-            assert time.monotonic() < deadline and holder.poll() is None
-            time.sleep(0.05)
-        waiter = spawn(root, log, str(BRANCH_S))
-        # The waiter builds the 5 free branches, then waits for the held one.
-        while len([n for pid, n in built(log) if pid == waiter.pid]) < 5:
-            assert time.monotonic() < deadline and waiter.poll() is None
-            time.sleep(0.05)
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=30)
-        (result,) = finish([waiter])
-    finally:
-        for p in (holder, waiter):
-            if p is not None and p.poll() is None:
-                p.kill()
-            if p is not None:
-                p.wait()
+    holder = workers.start("sweep", root, log, str(BRANCH_S), "0.1")  # its first branch hangs
+    wait_until(
+        lambda: os.path.exists(log) and any(n == "train0.1" for _, n in built(log)),
+        60,
+        "the holder to start the branch that hangs",
+        alive=[holder],
+    )
+    waiter = workers.start("sweep", root, log, str(BRANCH_S))
+    # The waiter builds the 5 free branches, then waits for the held one.
+    wait_until(
+        lambda: len([n for pid, n in built(log) if pid == waiter.pid]) >= 5,
+        60,
+        "the waiter to build the free branches",
+        alive=[waiter],
+    )
+    assert holder.kill().returncode == -signal.SIGKILL
+    result = waiter.result()
     mine = [n for pid, n in built(log) if pid == waiter.pid]
     assert "train0.1" in mine and "evaluate" in mine
     assert len(result["context"]) == 8

@@ -15,9 +15,9 @@ import unicodedata
 
 import pytest
 from click.testing import CliRunner
+from helpers import assert_unchanged, run, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import run
 
 from lightstore import (
     build_outpath,
@@ -28,7 +28,6 @@ from lightstore import (
     realize1,
 )
 from lightstore.cli.output import emit_rows, terminal_safe
-from lightstore.facade import Store
 from lightstore.store import CATALOGUE_FILE
 
 #: What a terminal would act on (as in lightstore.cli.output, written out again here).
@@ -178,6 +177,7 @@ def test_commands_print_nothing_a_terminal_acts_on(hostile, args):
 
 def test_what_was_escaped_is_shown_and_json_stays_exact(hostile):
     root, a, _ = hostile
+    before = snapshot(root)
     out = run(root, "show", a).stdout
     assert "\\x1b]0;pwned\\x07.txt" in out and "caf\\xff" in out
     info = json.loads(run(root, "show", a, "--json").stdout)
@@ -187,7 +187,7 @@ def test_what_was_escaped_is_shown_and_json_stays_exact(hostile):
     rows = json.loads(run(root, "history", "-n", "evil", "-f", "note", "--json").stdout)
     assert {r["note"] for r in rows} == {TITLE + C1_CSI}
     assert TITLE + C1_CSI in run(root, "history", "-n", "evil", "-f", "note", "--csv").stdout
-    assert Store.open(root)  # nothing was changed
+    assert_unchanged(root, before)
 
 
 def test_a_newline_in_a_value_cannot_forge_a_line_of_its_own(tmp_path):

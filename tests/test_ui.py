@@ -22,9 +22,9 @@ import pytest
 
 pytest.importorskip("datasette")
 
+from helpers import address_space, run
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import address_space, run
 from ui_store import FAILURE, make_store
 
 from lightstore import fsinit, match_only, mkSS

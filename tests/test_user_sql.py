@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from helpers import assert_unchanged, build_pipeline, fails, ok, run_process, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import build_pipeline, fails, ok, run_process
 
 from lightstore import (
     build_outpath,
@@ -30,7 +30,7 @@ from lightstore import (
 )
 from lightstore.cli.context import EXIT_BAD_INPUT
 from lightstore.facade import Store
-from lightstore.query import QueryError, history, open_view, run_sql, sqlguard
+from lightstore.query import QueryError, history, iter_sql, open_view, run_sql, sqlguard
 from lightstore.query.sqlguard import MAX_LENGTH
 
 needs_datasette = pytest.mark.skipif(
@@ -244,6 +244,24 @@ def test_guards_give_exactly_sqlites_results(fmt, args, three):
             assert got == expected or (got != got and expected != expected), (call, params)
 
 
+FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+
+
+@pytest.mark.slow
+def test_user_sql_has_a_deadline(S):
+    p = build_pipeline(S)
+    started = time.monotonic()
+    result = fails(EXIT_BAD_INPUT, p.root, "sql", FOREVER, "--timeout", "0.5")
+    assert "longer than 0.5 s" in result.output
+    with pytest.raises(QueryError, match="longer than"):
+        history(Store.open(p.root), where=f"({FOREVER}) > 0", timeout=0.3)
+    result = fails(EXIT_BAD_INPUT, p.root, "history", "-w", f"({FOREVER}) > 0")
+    assert "longer than" in result.output
+    assert time.monotonic() - started < 30
+    # The connection is usable afterwards, without a deadline left behind.
+    assert len(history(Store.open(p.root))) == 5
+
+
 # -- the store that is read ---------------------------------------------------------------------
 
 
@@ -260,15 +278,6 @@ def test_the_browser_reads_the_store_at_a_path_that_needs_quoting(tmp_path):
 
 
 # -- reading only, whatever the catalogue given --------------------------------------------------
-
-
-def _dump(root: str) -> list[str]:
-    """Everything in the catalogue file, schema and rows."""
-    conn = sqlite3.connect(os.path.join(root, "catalogue.sqlite"))
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
 
 
 #: Statements that would make something, if only a temporary object of the connection.
@@ -288,19 +297,19 @@ MAKES_SOMETHING = [
 
 @pytest.mark.parametrize("query", MAKES_SOMETHING)
 def test_sql_makes_nothing_not_even_temporary_objects(root, query):
-    before = _dump(root)
+    before = snapshot(root)
     result = fails(EXIT_BAD_INPUT, root, "sql", query)
     assert result.stderr.startswith("Error: refused:"), result.stderr
-    assert _dump(root) == before
+    assert_unchanged(root, before)
 
 
 @pytest.mark.parametrize("query", MAKES_SOMETHING)
 def test_run_sql_on_a_writable_catalogue_reads_only(root, query):
     store = Store.open(root)
-    before = _dump(root)
+    before = snapshot(root)
     with pytest.raises(QueryError, match="refused"):
         run_sql(store.catalogue, query)
-    assert _dump(root) == before
+    assert_unchanged(root, before)
     # Nothing was left on the store's own connection either (a temporary trigger on
     # realizations would run inside lightstore's writes).
     assert store.catalogue.conn.execute("SELECT * FROM sqlite_temp_master").fetchall() == []
@@ -400,6 +409,7 @@ def test_a_table_of_a_huge_result_is_refused_with_bounded_memory(root):
     assert "larger than 64 MiB" in done.stderr and "--csv" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["--nl", "--csv"])
 def test_streamed_rows_come_in_batches_of_bounded_memory(root, fmt):
     # 1.6 GB of rows: more than the process may hold at once, were they fetched together.
@@ -427,3 +437,18 @@ def test_run_sql_gathers_at_most_max_bytes(root):
         run_sql(view.catalogue, "SELECT printf('%.*c', 2000000, 'x')", max_bytes=1 << 20)
     headers, rows = run_sql(view.catalogue, "SELECT 1 AS a, 2 AS a")
     assert headers == ["a", "a"] and rows == [(1, 2)]
+
+
+def test_sql_streams_rows(S):
+    p = build_pipeline(S)
+    many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) SELECT x FROM c"
+    headers, rows = iter_sql(open_view(p.root).catalogue, many, timeout=30)
+    assert headers == ["x"] and next(rows) == (1,) and next(rows) == (2,)
+    rows.close()
+    out = ok(p.root, "sql", many, "--csv")
+    assert out.count("\n") == 200001
+    assert json.loads(ok(p.root, "sql", "SELECT 1 AS a UNION ALL SELECT 2", "--json")) == [
+        {"a": 1},
+        {"a": 2},
+    ]
+    assert json.loads(ok(p.root, "sql", "SELECT 1 AS a WHERE 0", "--json")) == []

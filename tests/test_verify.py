@@ -1,4 +1,5 @@
-"""verify, repair and reindex against stores damaged in every way verify must catch (SPEC §5)."""
+"""verify, repair and reindex against stores damaged in every way verify must catch: files,
+folders and catalogues, whatever order names sort in; never a crash, never valid data lost."""
 
 from __future__ import annotations
 
@@ -6,26 +7,32 @@ import json
 import os
 import shutil
 import sqlite3
-import stat
 
 import pytest
+from helpers import assert_unchanged, fails, make_writable, ok, snapshot
 
 from lightstore import (
     CatalogueCorruptError,
+    LightstoreError,
     alldrefs,
     allrrefs,
     build_outpath,
     build_wrapper,
     instantiate,
     match_only,
+    mkconfig,
     mkdrv,
     realize1,
+    rref2dref,
     selfref,
 )
 from lightstore.cli.context import EXIT_REFUSED
 from lightstore.facade import Store
+from lightstore.foundation.errors import CatalogueVersionError
+from lightstore.foundation.hashing import config_hash
+from lightstore.foundation.refs import mkdref
 from lightstore.maintenance import reindex
-from tests.test_cli import fails, ok
+from lightstore.store import CATALOGUE_FILE
 
 
 def pipeline(r):
@@ -51,13 +58,6 @@ def built(store):
     return store, top
 
 
-def writable(path: str) -> None:
-    for folder, _dirs, files in os.walk(path):
-        os.chmod(folder, stat.S_IRWXU)
-        for f in files:
-            os.chmod(os.path.join(folder, f), 0o644)
-
-
 def kinds(report) -> set[tuple[str, str]]:
     return {(p.kind, p.ref) for p in report.problems}
 
@@ -71,7 +71,7 @@ def test_clean_store_verifies(built):
 
 def test_missing_realization_folder(built):
     store, top = built
-    writable(store.rref_path(top))
+    make_writable(store.rref_path(top))
     shutil.rmtree(store.rref_path(top))
     report = store.verify()
     assert kinds(report) == {("missing", top)}
@@ -85,7 +85,7 @@ def test_missing_realization_folder(built):
 def test_missing_dependency_folder_cannot_be_repaired(built):
     store, _top = built
     (dep,) = [r for r in allrrefs(store) if r.endswith("-b")]
-    writable(store.rref_path(dep))
+    make_writable(store.rref_path(dep))
     shutil.rmtree(store.rref_path(dep))
     report = store.verify(repair=True)
     (problem,) = report.problems
@@ -96,7 +96,7 @@ def test_missing_dependency_folder_cannot_be_repaired(built):
 def test_edited_artifact_needs_check_contents(built):
     store, top = built
     path = os.path.join(store.rref_path(top), "sub", "g")
-    writable(store.rref_path(top))
+    make_writable(store.rref_path(top))
     with open(path, "a") as f:
         f.write("tampered")
     assert store.verify().problems == []
@@ -214,6 +214,199 @@ def test_reindex_rebuilds_everything(built):
     assert realize1(instantiate(pipeline, S=fresh)) == top
 
 
+# -- damaged trees: reported and repaired, never a crash of verify or of a writer --------------
+
+
+def thing(text: str = "x"):
+    """A stage whose output has a file in a sub-folder."""
+
+    def real(b):
+        os.makedirs(os.path.join(build_outpath(b), "sub"))
+        with open(os.path.join(build_outpath(b), "sub", "f"), "w") as f:
+            f.write(text)
+
+    def stage(r):
+        return mkdrv({"name": "thing", "text": text}, match_only(), build_wrapper(real), r)
+
+    return stage
+
+
+def replace_by_folder(path: str) -> None:
+    os.chmod(os.path.dirname(path), 0o755)
+    os.chmod(path, 0o644)
+    os.unlink(path)
+    os.mkdir(path)
+
+
+@pytest.mark.parametrize("which", ["config.json", "context.json"])
+def test_metadata_file_replaced_by_a_folder_is_repaired(store, which):
+    rref = realize1(instantiate(thing(), S=store.settings))
+    folder = store.rref_path(rref) if which == "context.json" else store.dref_path(rref2dref(rref))
+    replace_by_folder(os.path.join(folder, which))
+    assert not store.verify().ok
+    assert store.verify(repair=True).ok
+    assert os.path.isfile(os.path.join(folder, which))
+    assert store.verify(check_contents=True).problems == []
+
+
+def test_derivation_folder_replaced_by_a_file(store):
+    rref = realize1(instantiate(thing(), S=store.settings))
+    folder = store.dref_path(rref2dref(rref))
+    make_writable(folder)
+    shutil.rmtree(folder)
+    with open(folder, "w") as f:
+        f.write("junk")
+    Store.forget_instances()
+    with pytest.raises(LightstoreError, match="verify --repair"):
+        realize1(instantiate(thing(), S=store.settings), force_rebuild=True)
+    report = Store.open(store.root).verify(repair=True)
+    assert report.ok, report.problems
+    assert os.path.isdir(folder)
+    assert rref not in allrrefs(store)
+    assert realize1(instantiate(thing(), S=store.settings)) == rref
+    assert store.verify(check_contents=True).problems == []
+
+
+def test_fifo_inside_a_realization_is_reported_for_that_realization(store):
+    good = realize1(instantiate(thing("good"), S=store.settings))
+    bad = realize1(instantiate(thing("bad"), S=store.settings))
+    sub = os.path.join(store.rref_path(bad), "sub")
+    os.chmod(sub, 0o755)
+    os.mkfifo(os.path.join(sub, "pipe"))
+    report = store.verify(check_contents=True)
+    assert {(p.kind, p.ref) for p in report.problems} == {("content", bad)}
+    assert "cannot be hashed" in report.problems[0].detail
+    out = fails(4, store.root, "verify", "--check-contents").output
+    assert bad in out or bad.split(":")[1][:8] in out
+    assert store.verify(check_contents=True, repair=True).ok
+    assert allrrefs(store) == [good]
+    ok(store.root, "verify", "--check-contents")
+
+
+def test_unregistered_folder_with_a_fifo_is_removed_by_repair(store):
+    rref = realize1(instantiate(thing(), S=store.settings))
+    bogus = os.path.join(os.path.dirname(store.rref_path(rref)), "e" * 32)
+    shutil.copytree(store.rref_path(rref), bogus)
+    make_writable(bogus)
+    os.mkfifo(os.path.join(bogus, "sub", "pipe"))
+    assert store.verify(repair=True).ok
+    assert not os.path.exists(bogus)
+
+
+# -- repair and reindex never lose valid data, whatever order names sort in ----------------------
+
+
+def writes_f(text):
+    def real(b):
+        with open(os.path.join(build_outpath(b), "f"), "w") as f:
+            f.write(text)
+
+    return build_wrapper(real)
+
+
+def dref_of(config):
+    return mkdref(config_hash(mkconfig(config).val), config["name"])
+
+
+def sorted_pipeline(store, dependent_first: bool):
+    """A realized pipeline dep <- top whose folder names sort as asked."""
+    for salt in range(200):
+        dep_config = {"name": "dep", "salt": salt, "out": [selfref, "f"]}
+        top_config = {"name": "top", "in": [dref_of(dep_config), "f"]}
+        top_hash, dep_hash = dref_of(top_config)[5:], dref_of(dep_config)[5:]
+        if (top_hash < dep_hash) == dependent_first:
+
+            def stages(r, dep_config=dep_config, top_config=top_config):
+                dep = mkdrv(dep_config, match_only(), writes_f("d"), r)
+                return mkdrv({**top_config, "in": [dep, "f"]}, match_only(), writes_f("t"), r)
+
+            return realize1(instantiate(stages, S=store.settings))
+    raise AssertionError("no salt gave the wanted order")
+
+
+def empty_catalogue(store) -> None:
+    path = os.path.join(store.root, CATALOGUE_FILE)
+    Store.forget_instances()
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+    open(path, "w").close()
+
+
+def test_repair_registers_dependencies_first_and_keeps_valid_realizations(store):
+    top = sorted_pipeline(store, dependent_first=True)
+    folder = store.rref_path(top)
+    empty_catalogue(store)
+    out = ok(store.root, "verify", "--repair")
+    assert os.path.isdir(folder), out
+    repaired = Store.open(store.root)
+    assert top in allrrefs(repaired)
+    assert rref2dref(top) in repaired.catalogue.column("SELECT dref FROM derivations")
+    assert repaired.verify(check_contents=True).problems == []
+
+
+def test_repair_keeps_a_valid_realization_it_cannot_register(store):
+    top = sorted_pipeline(store, dependent_first=False)
+    dep = store.context(top)
+    (dep_rref,) = next(iter(dep.values()))
+    # The dependency's config is gone: neither can be registered, but top's content verifies.
+    dep_folder = os.path.dirname(store.rref_path(dep_rref))
+    empty_catalogue(store)
+    os.chmod(dep_folder, 0o755)
+    os.chmod(os.path.join(dep_folder, "config.json"), 0o644)
+    os.unlink(os.path.join(dep_folder, "config.json"))
+    repaired = Store.open(store.root)
+    report = repaired.verify(repair=True)
+    assert os.path.isdir(repaired.rref_path(top))
+    assert not report.ok
+
+
+def test_reindex_restores_every_pin_and_gc_keeps_them(store):
+    top = sorted_pipeline(store, dependent_first=True)
+    store.pin("best.v1", top)
+    store.pin("a-b_c", rref2dref(top))
+    report = reindex(store.root)
+    assert report.pins == 2
+    fresh = Store.open(store.root)
+    assert fresh.pins() == {"best.v1": top, "a-b_c": rref2dref(top)}
+    fresh.gc()
+    assert os.path.isdir(fresh.rref_path(top))
+
+
+def test_reindex_restores_a_legacy_dot_pin_but_not_temporary_files(store):
+    top = sorted_pipeline(store, dependent_first=True)
+    os.makedirs(os.path.join(store.root, "pins"), exist_ok=True)
+    with open(os.path.join(store.root, "pins", ".best"), "w") as f:
+        f.write(top + "\n")  # as written by older versions
+    with open(os.path.join(store.root, "pins", ".best.0123abcd"), "w") as f:
+        f.write(top[:20])  # a temporary file left by a crash
+    assert reindex(store.root).pins == 1
+    fresh = Store.open(store.root)
+    assert fresh.pins() == {".best": top}
+    assert fresh.unpin(".best")
+
+
+def test_reindex_refuses_a_newer_catalogue_unless_forced(store):
+    top = sorted_pipeline(store, dependent_first=True)
+    cat = os.path.join(store.root, CATALOGUE_FILE)
+    for opened in set(Store._instances.values()):
+        opened.catalogue.close()
+    Store.forget_instances()
+    conn = sqlite3.connect(cat)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = snapshot(store.root)
+    with pytest.raises(CatalogueVersionError, match="--force"):
+        reindex(store.root)
+    result = fails(EXIT_REFUSED, store.root, "reindex")
+    assert "newer" in result.output or "99" in result.output
+    assert_unchanged(store.root, before)
+    assert before["catalogue"]["user_version"] == 99
+    assert not [n for n in os.listdir(store.root) if ".old-" in n]
+    ok(store.root, "reindex", "--force")
+    assert top in allrrefs(Store.open(store.root))
+
+
 # -- reading a damaged catalogue -----------------------------------------------------------------
 
 
@@ -226,11 +419,6 @@ def _edit(store, sql: str) -> None:
     with conn:
         conn.executescript(sql)
     conn.close()
-
-
-def _files(root: str) -> dict[str, int]:
-    """The store's top files and their sizes."""
-    return {n: os.path.getsize(os.path.join(root, n)) for n in sorted(os.listdir(root))}
 
 
 @pytest.mark.parametrize(
@@ -266,10 +454,10 @@ def test_an_empty_catalogue_is_damage_that_reading_never_writes(built, args):
         if name.startswith("catalogue.sqlite"):
             os.unlink(os.path.join(store.root, name))
     open(store.catalogue.path, "w").close()  # 0 bytes
-    before = _files(store.root)
+    before = snapshot(store.root, catalogue_files=True)
     result = fails(EXIT_REFUSED, store.root, *args)
     assert "damaged" in result.stderr and "reindex" in result.stderr, result.stderr
-    assert _files(store.root) == before
+    assert_unchanged(store.root, before, catalogue_files=True)
     assert "recorded 3 derivation(s)" in ok(store.root, "reindex")
     assert len(ok(store.root, "ls", "-q").split()) == 3
 
