@@ -11,6 +11,7 @@ import functools
 import getpass
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,3 +112,68 @@ def parse_tag(text: str) -> tuple[str, str | None]:
     """
     name, eq, value = text.partition("=")
     return check_tag_name(name.strip()), (value if eq else None)
+
+
+# -- JSON (archives and remote manifests) -----------------------------------------------------
+
+#: The latest time a recorded tag or note may carry: the end of year 9999.
+_MAX_TIME = 253402300799
+
+
+def _recorded(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _MAX_TIME:
+        raise InvalidAnnotationError(f"{what} has the time {value!r:.40}, not one of 1970-9999")
+    return float(value)
+
+
+def encode_tags(tags: Iterable[Tag]) -> list[dict[str, Any]]:
+    """Tags as JSON: ``[{"name", "value", "recorded", "author"}, ...]`` by name."""
+    return [
+        {"name": t.name, "value": t.value, "recorded": t.recorded, "author": t.author}
+        for t in sorted(tags, key=lambda t: t.name)
+    ]
+
+
+def decode_tags(raw: Any) -> list[Tag]:
+    """Tags read from JSON (`encode_tags`); raise InvalidAnnotationError if malformed."""
+    if not isinstance(raw, list):
+        raise InvalidAnnotationError(f"tags are a list, not {type(raw).__name__}")
+    out: dict[str, Tag] = {}
+    for item in raw:
+        if not isinstance(item, dict):
+            raise InvalidAnnotationError(f"a tag is an object, not {item!r:.60}")
+        name = check_tag_name(item.get("name"))
+        if name in out:
+            raise InvalidAnnotationError(f"the tag {name!r} is listed twice")
+        out[name] = Tag(
+            name,
+            check_tag_value(name, item.get("value")),
+            _recorded(item.get("recorded"), f"the tag {name!r}"),
+            check_author(item.get("author")),
+        )
+    return list(out.values())
+
+
+def encode_notes(notes: Iterable[Note]) -> list[dict[str, Any]]:
+    """Notes as JSON: ``[{"text", "recorded", "author"}, ...]``, oldest first (their ids
+    are this store's own)."""
+    return [{"text": n.text, "recorded": n.recorded, "author": n.author} for n in notes]
+
+
+def decode_notes(raw: Any) -> list[Note]:
+    """Notes read from JSON (`encode_notes`); raise InvalidAnnotationError if malformed."""
+    if not isinstance(raw, list):
+        raise InvalidAnnotationError(f"notes are a list, not {type(raw).__name__}")
+    out: list[Note] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise InvalidAnnotationError(f"a note is an object, not {item!r:.60}")
+        out.append(
+            Note(
+                None,
+                check_note_text(item.get("text")),
+                _recorded(item.get("recorded"), "a note"),
+                check_author(item.get("author")),
+            )
+        )
+    return out
