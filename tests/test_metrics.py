@@ -204,7 +204,9 @@ def test_the_database_refuses_bad_rows(store, S):
                 (rref, value),
             )
     with pytest.raises(IntegrityError), store.catalogue.write() as conn:
-        conn.execute("INSERT INTO metrics (rref, name, value, recorded) VALUES ('rref:nope', 'x', 1, 0)")
+        conn.execute(
+            "INSERT INTO metrics (rref, name, value, recorded) VALUES ('rref:nope', 'x', 1, 0)"
+        )
 
 
 def test_metrics_outlive_gc_and_go_with_forget(store, S):

@@ -62,9 +62,7 @@ def _known(conn: sqlite3.Connection, rref: str) -> bool:
     )
 
 
-def record_annotations(
-    conn: sqlite3.Connection, new: Sequence[NewRealization], now: float
-) -> None:
+def record_annotations(conn: sqlite3.Connection, new: Sequence[NewRealization], now: float) -> None:
     """Record the metrics, series, tags and notes of realizations just recorded, inside
     the caller's transaction. A realization already recorded keeps what it had: a name
     it has is not overwritten, and notes are added only to a realization new here."""
@@ -78,9 +76,7 @@ def record_annotations(
             if not points:
                 continue
             last = max(points)
-            cur = conn.execute(
-                _NEW_SERIES_ROW, (r.rref, name, _stored(points[last]), last, now)
-            )
+            cur = conn.execute(_NEW_SERIES_ROW, (r.rref, name, _stored(points[last]), last, now))
             if cur.rowcount != 1:  # the name is already there: keep what it has
                 continue
             conn.executemany(
@@ -278,7 +274,9 @@ class AnnotationTables(Database):
         """Remove the note `note_id` of a realization; whether it was there."""
         with self.write("removing a note") as conn:
             return (
-                conn.execute("DELETE FROM notes WHERE rref = ? AND id = ?", (rref, note_id)).rowcount
+                conn.execute(
+                    "DELETE FROM notes WHERE rref = ? AND id = ?", (rref, note_id)
+                ).rowcount
                 == 1
             )
 

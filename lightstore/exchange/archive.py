@@ -38,8 +38,8 @@ from typing import IO, Any
 from lightstore.exchange._ingest import (
     Annotations,
     Incoming,
-    annotations_of,
     add_to_store,
+    annotations_of,
     check_references,
     checked_config,
     checked_context,

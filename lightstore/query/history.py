@@ -56,8 +56,7 @@ HISTORY_COLUMNS = (
 
 #: What the `tags` column of a history row is: the realization's tags as one JSON object.
 _TAGS_COLUMN = (
-    "(SELECT json_group_object(t.name, t.value) FROM tags AS t WHERE t.rref = history.rref) "
-    "AS tags"
+    "(SELECT json_group_object(t.name, t.value) FROM tags AS t WHERE t.rref = history.rref) AS tags"
 )
 
 # The `history` view's rows for what is present (what version 1's view

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightstore.exchange._ingest import Annotations, checked_config, checked_context
-from lightstore.exchange.archive import _time, annotation_fields
 from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
+from lightstore.exchange.archive import _time, annotation_fields
 from lightstore.foundation.config import Config, canonical_json
 from lightstore.foundation.errors import (
     ArchiveError,
