@@ -76,7 +76,9 @@ def _train(lr: float, epochs: int = 4, diverge_at: int | None = None, name: str 
         for epoch in range(epochs):
             loss = math.nan if diverge_at is not None and epoch >= diverge_at else loss / 2
             build_metric(b, "loss", loss, step=epoch)
-        build_metrics(b, {"final_loss": loss, "grad_norm": math.inf if diverge_at is not None else 1.5})
+        build_metrics(
+            b, {"final_loss": loss, "grad_norm": math.inf if diverge_at is not None else 1.5}
+        )
 
     def stage(r):
         return mkdrv(
@@ -102,9 +104,7 @@ def test_a_diverged_run_is_recorded_not_failed(store, S):
     assert math.isnan(diverged["loss"])  # a series' value is the one at its last step
     # SQLite has no NaN: it is a NULL value; infinities stay REALs.
     rows = dict(
-        store.catalogue.query(
-            "SELECT name, typeof(value) FROM metrics WHERE rref = ?", (rrefs[1],)
-        )
+        store.catalogue.query("SELECT name, typeof(value) FROM metrics WHERE rref = ?", (rrefs[1],))
     )
     assert rows == {"final_loss": "null", "grad_norm": "real", "loss": "null"}
     # The runs view stays valid JSON.
