@@ -40,7 +40,7 @@ from lightstore import (
 )
 from lightstore.catalogue import Catalogue, schema_files, split_sql
 from lightstore.foundation.errors import ArchiveError
-from lightstore.query import history, metric_points, metric_table, open_view
+from lightstore.query import history, metric_points, metric_table
 
 #: Any value a metric may take: floats of every kind (NaN, infinities, -0.0, subnormals)
 #: and 64-bit integers.
@@ -60,7 +60,9 @@ def same(a, b) -> bool:
 def same_series(got: dict, want: dict) -> bool:
     return got.keys() == want.keys() and all(
         len(got[k]) == len(want[k])
-        and all(gs == ws and same(gv, wv) for (gs, gv), (ws, wv) in zip(got[k], want[k]))
+        and all(
+            gs == ws and same(gv, wv) for (gs, gv), (ws, wv) in zip(got[k], want[k], strict=True)
+        )
         for k in got
     )
 
