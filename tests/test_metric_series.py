@@ -522,3 +522,22 @@ def test_the_signature_covers_series(tmp_path, store, S, caplog):
         carol.pull(url, [rref], trusted_keys=[key.public])
     assert carol.metric_series(rref) == {} and carol.metrics(rref) == {}
     assert "series" in caplog.text and "does not verify" in caplog.text
+
+
+def test_diff_shows_non_finite_metrics(store, S):
+    a = realize1(instantiate(_train(0.1), S=S))
+    b = realize1(instantiate(_train(0.2, diverge_at=1), S=S))
+    result = json.loads(ok(store.root, "diff", a, b, "--json"))
+    changes = {c["field"]: (c["a"], c["b"]) for c in result["metrics"]}
+    assert changes["final_loss"] == (0.0625, "NaN") and changes["grad_norm"] == (1.5, "Infinity")
+
+
+def test_the_demo_matcher_never_picks_a_nan(store, S):
+    pytest.importorskip("numpy")
+    from lightstore.demo.pipeline import match_lowest_value
+
+    nan_run = realize1(instantiate(_train(0.1), S=S))
+    fine_run = realize1(instantiate(_train(0.2), S=S))
+    store.set_metric(nan_run, "final_value", math.nan)
+    store.set_metric(fine_run, "final_value", 3.0)
+    assert match_lowest_value(S, [nan_run, fine_run]) == [fine_run]
