@@ -84,11 +84,13 @@ def record_annotations(conn: sqlite3.Connection, new: Sequence[NewRealization], 
                 "VALUES (?, ?, ?, ?, ?)",
                 [(r.rref, name, s, _stored(v), now) for s, v in points.items()],
             )
-    conn.executemany(
-        "INSERT INTO tags (rref, name, value, recorded, author) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (rref, name) DO NOTHING",
-        [(r.rref, t.name, t.value, t.recorded, t.author) for r in new for t in r.tags],
-    )
+    tags = [(r.rref, t.name, t.value, t.recorded, t.author) for r in new for t in r.tags]
+    if tags:  # imports only: a build publishes none
+        conn.executemany(
+            "INSERT INTO tags (rref, name, value, recorded, author) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (rref, name) DO NOTHING",
+            tags,
+        )
 
 
 def notes_to_add(conn: sqlite3.Connection, new: Sequence[NewRealization]) -> list[NewRealization]:
@@ -100,6 +102,8 @@ def notes_to_add(conn: sqlite3.Connection, new: Sequence[NewRealization]) -> lis
 
 def record_notes(conn: sqlite3.Connection, new: Sequence[NewRealization]) -> None:
     """Record the notes of `new` (from `notes_to_add`) inside the caller's transaction."""
+    if not new:
+        return
     conn.executemany(
         "INSERT INTO notes (rref, text, recorded, author) VALUES (?, ?, ?, ?)",
         [(r.rref, n.text, n.recorded, n.author) for r in new for n in r.notes],
