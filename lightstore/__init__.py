@@ -114,6 +114,7 @@ from lightstore.foundation.errors import (
     DiskFullError,
     IntegrityError,
     InvalidConfigError,
+    InvalidAnnotationError,
     InvalidMetricError,
     InvalidReferenceError,
     LightstoreError,
@@ -257,6 +258,7 @@ __all__ = [
     # errors
     "LightstoreError",
     "InvalidConfigError",
+    "InvalidAnnotationError",
     "InvalidMetricError",
     "InvalidReferenceError",
     "UnknownReferenceError",
