@@ -113,6 +113,7 @@ from lightstore.foundation.errors import (
     ChecksumError,
     DiskFullError,
     IntegrityError,
+    InvalidAnnotationError,
     InvalidConfigError,
     InvalidMetricError,
     InvalidReferenceError,
@@ -257,6 +258,7 @@ __all__ = [
     # errors
     "LightstoreError",
     "InvalidConfigError",
+    "InvalidAnnotationError",
     "InvalidMetricError",
     "InvalidReferenceError",
     "UnknownReferenceError",

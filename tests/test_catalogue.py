@@ -640,14 +640,17 @@ def test_every_foreign_key_column_is_indexed(store):
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert {"pins", "links", "realizations", "realization_deps"} <= set(tables)
     for table in tables:
-        leading = set()
+        # The columns each index (the rowid alias too) starts with.
+        prefixes = []
         for _, index, *_ in conn.execute(f"PRAGMA index_list({table})"):
-            first = conn.execute(f"PRAGMA index_info({index})").fetchone()
-            if first is not None:
-                leading.add(first[2])
+            info = sorted(conn.execute(f"PRAGMA index_info({index})"))
+            prefixes.append(tuple(r[2] for r in info))
         pk = [r for r in conn.execute(f"PRAGMA table_info({table})") if r[5] == 1]
         if pk and pk[0][2].upper() == "INTEGER":
-            leading.add(pk[0][1])  # the rowid alias is its own index
+            prefixes.append((pk[0][1],))  # the rowid alias is its own index
+        keys: dict[int, list[str]] = {}
         for fk in conn.execute(f"PRAGMA foreign_key_list({table})"):
-            column = fk[3]
-            assert column in leading, f"{table}.{column} refers to {fk[2]} without an index"
+            keys.setdefault(fk[0], []).append(fk[3])  # a key of several columns, in order
+        for columns in keys.values():
+            found = any(p[: len(columns)] == tuple(columns) for p in prefixes)
+            assert found, f"{table}.{columns} refers to another table without an index"

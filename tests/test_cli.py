@@ -660,7 +660,7 @@ def test_exported_names():
             "label", "metric_keys", "neighbours", "open_view", "parse_condition", "parse_time", "realizations",
             "resolve", "resolve_all", "run_sql", "iter_sql", "sizes_of", "tree_lines",
             "Selector", "artifact_path", "build_log", "compare", "labels", "parse_selector",
-            "select",
+            "select", "metric_points", "metric_table", "series_summaries",
         ]
     )  # fmt: skip
     for name in lightstore.query.__all__:

@@ -71,7 +71,7 @@ def test_history_rows_and_fields(store, pipeline):
     assert set(rows[0]) == {
         "rref", "dref", "name", "started", "stopped", "duration", "size", "file_count",
         "host", "pid", "build_id", "imported", "import_host", "collected",
-        "collected_reason", "lr", "model.depth", "config.name",
+        "collected_reason", "tags", "lr", "model.depth", "config.name",
     }  # fmt: skip
     assert field_keys(["lr", "size"]) == ["lr", "config.size"]
 

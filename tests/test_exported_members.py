@@ -40,6 +40,7 @@ EXPECTED_CORE = [
     "DiskFullError",
     "IntegrityError",
     "InvalidConfigError",
+    "InvalidAnnotationError",
     "InvalidMetricError",
     "InvalidReferenceError",
     "Lens",

@@ -117,9 +117,7 @@ def test_bad_metric_names_are_refused(store, S, name):
     assert metric_rows(store) == []
 
 
-@pytest.mark.parametrize(
-    "value", [math.nan, math.inf, -math.inf, True, "1.0", None, [1], 2**63, -(2**63) - 1, 1j]
-)
+@pytest.mark.parametrize("value", [True, "1.0", None, [1], 2**63, -(2**63) - 1, 1j])
 def test_bad_metric_values_are_refused(value):
     with pytest.raises(InvalidMetricError) as info:
         check_metric_value("loss", value)
@@ -130,8 +128,7 @@ def test_numpy_scalars_are_accepted():
     np = pytest.importorskip("numpy")
     assert check_metric_value("m", np.float32(0.5)) == 0.5
     assert type(check_metric_value("m", np.int64(7))) is int
-    with pytest.raises(InvalidMetricError):
-        check_metric_value("m", np.float64("nan"))
+    assert math.isnan(check_metric_value("m", np.float64("nan")))
     with pytest.raises(InvalidMetricError):
         check_metric_value("m", np.array([1.0, 2.0]))
 
@@ -191,8 +188,6 @@ def test_set_metric_after_the_fact(store, S):
     store.set_metric(rref, "val/acc", 3)
     assert store.metrics(rref) == {"loss": 0.25, "val/acc": 3}
     with pytest.raises(InvalidMetricError):
-        store.set_metric(rref, "loss", math.nan)
-    with pytest.raises(InvalidMetricError):
         store.set_metrics(rref, {"ok": 1, "bad": "x"})
     assert store.metrics(rref) == {"loss": 0.25, "val/acc": 3}  # nothing of a refused call
     missing = rref.replace(rref[5:9], "0000" if rref[5:9] != "0000" else "1111")
@@ -202,14 +197,16 @@ def test_set_metric_after_the_fact(store, S):
 
 def test_the_database_refuses_bad_rows(store, S):
     rref = realize1(instantiate(_train(0.1), S=S))
-    for value in ("text", None, b"blob"):
+    for value in ("text", b"blob"):  # NULL is NaN
         with pytest.raises(IntegrityError), store.catalogue.write() as conn:
             conn.execute(
                 "INSERT INTO metrics (rref, name, value, recorded) VALUES (?, 'x', ?, 0)",
                 (rref, value),
             )
     with pytest.raises(IntegrityError), store.catalogue.write() as conn:
-        conn.execute("INSERT INTO metrics VALUES ('rref:nope', 'x', 1, 0)")
+        conn.execute(
+            "INSERT INTO metrics (rref, name, value, recorded) VALUES ('rref:nope', 'x', 1, 0)"
+        )
 
 
 def test_metrics_outlive_gc_and_go_with_forget(store, S):
@@ -328,7 +325,7 @@ def test_pack_unpack_and_copy_carry_metrics(tmp_path, store, sweep):
     assert third.metrics(sweep[0.001]) == {"loss": 0.2}
 
 
-@pytest.mark.parametrize("bad", [{"loss": "x"}, {"bad name": 1}, [1, 2], {"loss": math.inf}])
+@pytest.mark.parametrize("bad", [{"loss": "x"}, {"bad name": 1}, [1, 2], {"loss": "nan"}])
 def test_unpack_refuses_invalid_metrics(tmp_path, store, sweep, bad):
     archive = str(tmp_path / "a.zip")
     spack([sweep[0.01]], archive, store.settings)

@@ -3,7 +3,7 @@
 The only code that writes SQL: every other layer asks `Catalogue` methods.
 `connection` holds the connections and transactions, `migrations` the schema,
 `sqlerrors` turns SQLite's errors into lightstore's; each table family is a
-module (`objects`, `builds`, `graph`, `pins`, `history`, `marking`) whose
+module (`objects`, `annotations`, `builds`, `graph`, `pins`, `history`, `marking`) whose
 class `Catalogue` combines.
 """
 

@@ -1,5 +1,6 @@
 """The records that outlive the tree: forgetting those of collected objects, and carrying
-what the tree cannot restore (links, metrics) from an old catalogue into a rebuilt one."""
+what the tree cannot restore (links, metrics, series, tags, notes) from an old catalogue
+into a rebuilt one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from lightstore.catalogue.sql import name_condition
 
 
 class HistoryTables(Database):
-    """The collected_* tables, build records and metrics as history."""
+    """The collected_* tables, build records, metrics, tags and notes as history."""
 
     def forget_collected(
         self, *, before: float | None, name: str | None, dry_run: bool
@@ -25,7 +26,7 @@ class HistoryTables(Database):
         neither selects every one. A collected derivation's record goes once
         none of its realization records is left and it matches the same
         filters; build attempts go with the last record of their derivation,
-        metrics with the last record of their realization.
+        metrics, series, tags and notes with the last record of their realization.
         """
         terms_r: list[str] = []
         terms_d: list[str] = []
@@ -70,10 +71,13 @@ class HistoryTables(Database):
                 f"DELETE FROM collected_derivations WHERE dref IN ({doomed_d})", params_d
             ).rowcount
             builds = conn.execute(f"DELETE FROM builds WHERE id IN ({orphan_builds})").rowcount
-            conn.execute(
-                "DELETE FROM metrics WHERE rref NOT IN (SELECT rref FROM realizations) "
-                "AND rref NOT IN (SELECT rref FROM collected_realizations)"
-            )
+            # What was said about forgotten records goes with them (a series first:
+            # its steps refer to its row in metrics).
+            for table in ("metric_steps", "metrics", "tags", "notes"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE rref NOT IN (SELECT rref FROM realizations) "
+                    "AND rref NOT IN (SELECT rref FROM collected_realizations)"
+                )
             if dry_run:
                 conn.execute("ROLLBACK TO forget")
             conn.execute("RELEASE forget")
@@ -81,25 +85,46 @@ class HistoryTables(Database):
 
     def copy_history_from(self, old_path: str) -> None:
         """Copy from the old catalogue file `old_path` what the tree does not hold: the
-        registered links and the metrics, of the objects this catalogue holds.
+        registered links, and the metrics, series, tags and notes of the objects this
+        catalogue holds.
 
         Nothing is copied from an old catalogue that cannot be read; a row this
-        catalogue's constraints refuse (its object is gone) is left out.
+        catalogue's constraints refuse (its object is gone) is left out. An old
+        catalogue of an older schema gives what it has.
         """
-        for table, columns in (
-            ("links", "path, dref, rref, created"),
-            ("metrics", "rref, name, value, recorded"),
+        for table, columns, older in (
+            ("links", "path, dref, rref, created", None),
+            # Parents (metrics) before their series' steps.
+            ("metrics", "rref, name, value, step, recorded", "rref, name, value, recorded"),
+            ("metric_steps", "rref, name, step, value, recorded", None),
+            ("tags", "rref, name, value, recorded, author", None),
+            ("notes", "id, rref, text, recorded, author", None),
         ):
-            try:
-                old = sqlite3.connect(sqlite_uri(old_path, mode="ro"), uri=True, timeout=1)
-                try:
-                    rows = old.execute(f"SELECT {columns} FROM {table}").fetchall()
-                finally:
-                    old.close()
-            except sqlite3.Error:
+            found = _old_rows(old_path, table, columns, older)
+            if found is None:
                 continue
+            columns, rows = found
             marks = ", ".join("?" * len(columns.split(",")))
             with self.write(f"copying the {table} of {old_path}") as conn:
                 for row in rows:
                     with contextlib.suppress(sqlite3.IntegrityError):
                         conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", row)
+
+
+def _old_rows(
+    path: str, table: str, columns: str, older: str | None
+) -> tuple[str, list[tuple[Any, ...]]] | None:
+    """The columns read and the rows of `table` in the catalogue file `path` (the
+    `older` columns if it lacks some), or None if it cannot be read."""
+    for wanted in (columns, older):
+        if wanted is None:
+            continue
+        try:
+            old = sqlite3.connect(sqlite_uri(path, mode="ro"), uri=True, timeout=1)
+            try:
+                return wanted, old.execute(f"SELECT {wanted} FROM {table}").fetchall()
+            finally:
+                old.close()
+        except sqlite3.Error:
+            continue
+    return None

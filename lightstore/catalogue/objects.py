@@ -1,4 +1,4 @@
-"""The catalogue's derivations, realizations and metrics: recording, reading, removing."""
+"""The catalogue's derivations and realizations: recording, reading, removing."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
+from lightstore.catalogue.annotations import notes_to_add, record_annotations, record_notes
 from lightstore.catalogue.builds import close_build
 from lightstore.catalogue.connection import Database
 from lightstore.catalogue.records import (
@@ -27,7 +28,7 @@ class ByBuildTime(list[RRef]):
 
 
 class ObjectTables(Database):
-    """The tables `derivations`, `realizations` (with their dependency edges) and `metrics`."""
+    """The tables `derivations` and `realizations` (with their dependency edges)."""
 
     # -- derivations -------------------------------------------------------
 
@@ -191,6 +192,7 @@ class ObjectTables(Database):
         with self.write("recording realizations") as conn:
             if intent is not None:
                 conn.execute("DELETE FROM intents WHERE id = ?", (intent,))
+            noted = notes_to_add(conn, new) if any(r.notes for r in new) else []
             conn.executemany(
                 f"INSERT OR IGNORE INTO realizations ({REALIZATION_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -219,46 +221,10 @@ class ObjectTables(Database):
                 "INSERT OR IGNORE INTO realization_deps (rref, dep) VALUES (?, ?)",
                 [(r.rref, dep) for r in new for dep in r.deps],
             )
-            # A realization already recorded keeps the values it had.
-            conn.executemany(
-                "INSERT OR IGNORE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
-                [(r.rref, k, v, now) for r in new for k, v in r.metrics.items()],
-            )
+            record_annotations(conn, new, now)
+            record_notes(conn, noted)
             if build_id is not None:
                 close_build(conn, build_id, "succeeded", None)
-
-    # -- metrics -------------------------------------------------------------
-
-    def set_metrics(self, rref: str, metrics: dict[str, int | float]) -> bool:
-        """Set (insert or replace) validated metrics of a realization, present or collected;
-        False if the catalogue has no record of it."""
-        now = time.time()
-        with self.write() as conn:
-            known = conn.execute(
-                "SELECT 1 FROM realizations WHERE rref = ? "
-                "UNION ALL SELECT 1 FROM collected_realizations WHERE rref = ? LIMIT 1",
-                (rref, rref),
-            ).fetchone()
-            if known is None:
-                return False
-            conn.executemany(
-                "INSERT OR REPLACE INTO metrics (rref, name, value, recorded) VALUES (?, ?, ?, ?)",
-                [(rref, k, v, now) for k, v in metrics.items()],
-            )
-        return True
-
-    def metrics_of(self, rrefs: Sequence[str]) -> dict[str, dict[str, int | float]]:
-        """The metrics of each of `rrefs` that has any: rref -> {name: value}."""
-        if not rrefs:
-            return {}
-        found: dict[str, dict[str, int | float]] = {}
-        for rref, name, value in self.query(
-            "SELECT rref, name, value FROM metrics WHERE rref IN (SELECT value FROM json_each(?)) "
-            "ORDER BY rref, name",
-            (json_list(rrefs),),
-        ):
-            found.setdefault(rref, {})[name] = value
-        return found
 
     # -- removal -------------------------------------------------------------
 

@@ -7,7 +7,9 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from lightstore.foundation.metrics import Number, Series
 from lightstore.foundation.refs import DRef, RRef
+from lightstore.foundation.tags import Note, Tag
 
 HOST = socket.gethostname()
 
@@ -41,8 +43,12 @@ class NewRealization:
     #: True for an import (unpack, copy, pull): this process is recorded as
     #: the importer, `host`/`pid` stay the builder's (None if unknown).
     imported: bool = False
-    #: Validated metrics (name -> finite number), recorded by the same transaction.
-    metrics: dict[str, int | float] = field(default_factory=dict)
+    #: Validated metrics (name -> number, NaN included), recorded by the same transaction,
+    #: with the series (name -> {step: number}), tags and notes.
+    metrics: dict[str, Number] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+    tags: Sequence[Tag] = ()
+    notes: Sequence[Note] = ()
 
 
 #: Why objects left the store (the `reason` of the collected_* tables).

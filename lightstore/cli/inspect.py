@@ -36,11 +36,21 @@ from lightstore.query import (
     realizations,
     resolve,
 )
+from lightstore.query.curves import value_text
 from lightstore.query.describe import config_text, holder_gone
 from lightstore.query.resolve import short_refs
 from lightstore.store.view import StoreView
 
+
+def tags_text(tags: Any) -> str:
+    """A run's tags in a table cell: ``baseline, status=diverged``."""
+    if not isinstance(tags, dict):
+        return plain(tags)
+    return ", ".join(k if v == "" else f"{k}={v}" for k, v in sorted(tags.items()))
+
+
 TIME_DISPLAY = {
+    "tags": tags_text,
     "created": human_time,
     "started": human_time,
     "stopped": human_time,
@@ -65,7 +75,7 @@ def _display(full: bool, view: StoreView, rows: Sequence[dict[str, Any]]) -> dic
 
 
 def filter_options(fn: Any) -> Any:
-    """--name, --config, --since, --until, --limit, --full."""
+    """--name, --config, --since, --until, --limit, --tag, --full."""
     for decorator in reversed(
         [
             click.option(
@@ -90,6 +100,14 @@ def filter_options(fn: Any) -> Any:
                 type=click.IntRange(min=0, max=2**63 - 1),
                 metavar="N",
                 help="Only the newest N rows.",
+            ),
+            click.option(
+                "--tag",
+                "-t",
+                "tags",
+                metavar="NAME[=VALUE]",
+                multiple=True,
+                help="Only runs with this tag (with this value, if given); repeatable, ANDed.",
             ),
             click.option("--full", is_flag=True, help="Show full references in tables."),
         ]
@@ -127,6 +145,7 @@ def ls_command(
     since: str | None,
     until: str | None,
     limit: int | None,
+    tags: tuple[str, ...],
     full: bool,
     quiet: bool,
     fmt: str,
@@ -134,8 +153,9 @@ def ls_command(
     """List derivations (or realizations with -r), oldest first.
 
     Filters combine with AND; times filter on when a derivation was recorded,
-    or when a realization's build finished. Only what is in the store is
-    listed, unless --all.
+    or when a realization's build finished; --tag keeps the realizations with
+    the tag (derivations: those with such a realization). Only what is in the
+    store is listed, unless --all.
 
     \b
     Examples:
@@ -143,6 +163,7 @@ def ls_command(
       lightstore ls --name train --config 'lr<1e-3'
       lightstore ls -r --since 7d --json
       lightstore ls -r --all -n train
+      lightstore ls -r --tag baseline
       lightstore ls -r -n 'eval*' -q | xargs -n1 lightstore show
     """
     view = env.view()
@@ -152,11 +173,14 @@ def ls_command(
         "until": until,
         "limit": limit,
         "include_collected": include_collected,
+        "tags": tags,
     }
     if list_realizations:
         rows = realizations(view, name, **kw)
         key = "rref"
         columns = ["rref", "name", "started", "duration", "size", "dref"]
+        if fmt in MACHINE_FORMATS or tags or any(r["tags"] for r in rows):
+            columns.append("tags")
     else:
         rows = derivations(view, name, totals=not quiet, **kw)
         key = "dref"
@@ -178,7 +202,7 @@ def ls_command(
     metavar="SQL",
     help="Extra SQL condition over the history view's columns (rref, dref, name, config, "
     "context, started, stopped, duration, size, file_count, host, pid, build_id, created, "
-    "imported, import_host, collected, collected_reason).",
+    "imported, import_host, collected, collected_reason; tags, a JSON object).",
 )
 @click.option(
     "--all",
@@ -201,7 +225,8 @@ def ls_command(
     "metrics",
     metavar="NAME",
     multiple=True,
-    help="Add a metric as a column (repeatable): -m loss -m accuracy.",
+    help="Add a metric as a column (repeatable): -m loss -m accuracy; a series gives its "
+    "last value, or NAME:min, NAME:max, NAME:first, NAME:steps.",
 )
 @click.option(
     "--sort",
@@ -219,6 +244,7 @@ def history_command(
     since: str | None,
     until: str | None,
     limit: int | None,
+    tags: tuple[str, ...],
     full: bool,
     where: str | None,
     include_collected: bool,
@@ -227,10 +253,15 @@ def history_command(
     sort: str | None,
     fmt: str,
 ) -> None:
-    """One row per realization: name, references, start, duration, size, config fields, metrics.
+    """One row per realization: name, references, start, duration, size, config fields, metrics,
+    tags.
 
     In the order they finished (with --limit N, the newest N); --since and
-    --until filter on the finish time. Only what is in the store is shown,
+    --until filter on the finish time, --tag on tags. A metric that is a
+    series (a curve) shows its value at its last step, or a summary of it
+    (-m loss:min); `lightstore metrics REF` shows every step. NaN and
+    infinite values are shown as they are (JSON: "NaN", "Infinity").
+    Only what is in the store is shown,
     unless --all: then also the records of what gc, rmref or a repair
     removed. The catalogue is opened read-only, so --where cannot change
     anything.
@@ -242,6 +273,7 @@ def history_command(
       lightstore history --limit 20 --csv > recent.csv
       lightstore history --all --name train --since 90d
       lightstore history -n train -f lr -m loss --sort loss --limit 5
+      lightstore history -n train -f lr -m loss:min --sort loss:min --tag baseline
     """
     view = env.view()
     rows = history(
@@ -256,6 +288,7 @@ def history_command(
         include_collected=include_collected,
         metrics=metrics,
         sort=sort,
+        tags=tags,
     )
     keys = field_keys(fields)
     keys += metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
@@ -263,6 +296,8 @@ def history_command(
         columns = [*HISTORY_COLUMNS, *keys]
     else:
         columns = ["name", "rref", "dref", "started", "duration", "size", *keys]
+        if tags or any(r["tags"] for r in rows):
+            columns.append("tags")
         if include_collected:
             columns.append("collected")
     emit_rows(rows, columns, fmt, _display(full or fmt in MACHINE_FORMATS, view, rows))
@@ -275,7 +310,9 @@ def history_command(
 @root_option
 @pass_env
 def show_command(env: Env, ref: str, as_json: bool, no_files: bool) -> None:
-    """Show one derivation or realization: config, context, files, build record.
+    """Show one derivation or realization: config, context, files, build record; for a
+    realization also its metrics (a series summarised: steps, last, min, max), tags and
+    notes.
 
     REF is a full reference, a unique prefix of its hash (at least 4 hex
     digits, as with git), a pin name, or a derivation name that is unique.
@@ -329,6 +366,8 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
         for dref, rrefs in sorted(info["context"].items()):
             for r in rrefs:
                 lines.append(f"  {dref} -> {r}")
+    if is_rref:
+        lines += annotation_lines(info)
     lines.append("depends on:" if info["deps"] else "depends on: nothing")
     lines += [f"  {d}" for d in info["deps"]]
     lines.append("used by:" if info["referrers"] else "used by: nothing")
@@ -360,6 +399,42 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
             if b["error"]:
                 last = [ln for ln in b["error"].strip().splitlines() if ln.strip()]
                 lines.append(f"         {last[-1] if last else ''}")
+    return lines
+
+
+def annotation_lines(info: dict[str, Any]) -> list[str]:
+    """The metrics (series summarised), tags and notes of a realization, for `show`."""
+    lines: list[str] = []
+    series = info.get("series") or {}
+    metrics = info.get("metrics") or {}
+    if metrics:
+        lines.append("metrics:")
+        width = max(len(n) for n in metrics)
+    for name, value in sorted(metrics.items()):
+        text = value_text(value)
+        s = series.get(name)
+        if s is not None:  # the value shown is the one at its last step
+            text += f"  (series: {s['steps']} step(s) {s['first_step']}..{s['last_step']}"
+            if s["min"] is not None:
+                text += (
+                    f"; min {value_text(s['min'])} at step {s['min_step']}"
+                    f", max {value_text(s['max'])} at step {s['max_step']}"
+                )
+            text += ")"
+        lines.append(f"  {name:<{width}}  {text}")
+    tags = info.get("tags") or []
+    if tags:
+        lines.append("tags:")
+    shown = [t["name"] if t["value"] == "" else f"{t['name']}={t['value']}" for t in tags]
+    width = max((len(x) for x in shown), default=0)
+    for t, text in zip(tags, shown, strict=True):
+        lines.append(f"  {text:<{width}}  ({t['author'] or '?'}, {human_time(t['recorded'])})")
+    notes = info.get("notes") or []
+    if notes:
+        lines.append("notes:")
+    for n in notes:
+        lines.append(f"  #{n['id']} {human_time(n['recorded'])} {n['author'] or '?'}:")
+        lines += ["    " + ln for ln in n["text"].splitlines()]
     return lines
 
 

@@ -25,7 +25,13 @@ from lightstore.foundation.errors import (
     UnknownReferenceError,
 )
 from lightstore.foundation.files import remove_tree
-from lightstore.foundation.metrics import check_metric_name, check_metric_value, check_metrics
+from lightstore.foundation.metrics import (
+    PendingMetrics,
+    check_metric_name,
+    check_metric_value,
+    check_metrics,
+    check_step,
+)
 from lightstore.foundation.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
 from lightstore.store import LocalStore, StorageSettings
 
@@ -321,20 +327,29 @@ def build_markstop_noexcept(b: Build) -> None:
         build_markstop(b)
 
 
-def build_metric(b: Build, name: str, value: Any, output: int | None = None) -> None:
+def build_metric(
+    b: Build, name: str, value: Any, output: int | None = None, step: int | None = None
+) -> None:
     """Record metric `name` = `value` for the build's output (every output, or output #`output`).
 
     Stored in the catalogue's `metrics` table by the transaction that
-    publishes the realization; not part of its hash. Recording a name again
+    publishes the realization; not part of its hash. NaN and infinities are
+    recorded as they are (a diverged run is a result). With `step` (an
+    integer: an epoch, an iteration) the value is one point of the series
+    `name` (a curve, in `metric_steps`). Recording a name (at a step) again
     replaces the value. Raises InvalidMetricError for a bad name, a value
-    that is not a finite int or float, or an output index out of range.
+    that is not an int or a float, a step that is not an integer, a name
+    recorded both with and without steps, or an output index out of range.
     """
-    build_metrics(b, {check_metric_name(name): check_metric_value(name, value)}, output)
+    build_metrics(b, {check_metric_name(name): check_metric_value(name, value)}, output, step)
 
 
-def build_metrics(b: Build, metrics: Mapping[str, Any], output: int | None = None) -> None:
+def build_metrics(
+    b: Build, metrics: Mapping[str, Any], output: int | None = None, step: int | None = None
+) -> None:
     """Record several metrics at once (see `build_metric`); all are checked before any is kept."""
     checked = check_metrics(metrics)
+    at = None if step is None else check_step(next(iter(checked), "metric"), step)
     if output is None:
         indexes = range(len(b.outpaths))
     elif isinstance(output, int) and not isinstance(output, bool) and 0 <= output < len(b.outpaths):
@@ -343,5 +358,11 @@ def build_metrics(b: Build, metrics: Mapping[str, Any], output: int | None = Non
         raise InvalidMetricError(
             f"build of {b.dref} has {len(b.outpaths)} output(s); output={output!r} is not one of them"
         )
-    for i in indexes:
-        b.store.pending_metrics.setdefault(os.path.normpath(b.outpaths[i]), {}).update(checked)
+    pending = [
+        b.store.pending_metrics.setdefault(os.path.normpath(b.outpaths[i]), PendingMetrics())
+        for i in indexes
+    ]
+    for p in pending:  # checked on every output before any keeps them
+        p.check(checked, at)
+    for p in pending:
+        p.record(checked, at)

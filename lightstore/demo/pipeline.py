@@ -282,11 +282,12 @@ def final_value(rref: RRef, S: StorageSettings) -> float:
 
 
 #: The matcher's question, over the catalogue's `metrics` table: the best
-#: candidate, and how many candidates have the metric at all.
+#: candidate, and how many candidates have the metric at all. A NaN value is NULL
+#: there, which SQL orders first: it goes last.
 LOWEST_VALUE_SQL = """
 SELECT rref, count(*) OVER () FROM metrics
 WHERE name = 'final_value' AND rref IN (SELECT value FROM json_each(:rrefs))
-ORDER BY value, rref LIMIT 1
+ORDER BY value IS NULL, value, rref LIMIT 1
 """
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,9 @@ from lightstore.foundation.hashing import (
     context_hash,
     realization_hash,
 )
+from lightstore.foundation.metrics import Number, Series
 from lightstore.foundation.refs import DRef, RRef, mkdref, parse_dref, parse_rref, rref2dref, unrref
+from lightstore.foundation.tags import Note, Tag
 from lightstore.store import LocalStore
 from lightstore.store.layout import CONTEXT_FILE, realization_digest
 
@@ -59,7 +61,10 @@ class Incoming:
     file_count: int = 0
     host: str | None = None  # the builder's, when the source says
     pid: int | None = None
-    metrics: dict[str, int | float] = field(default_factory=dict)
+    metrics: dict[str, Number] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+    tags: Sequence[Tag] = ()
+    notes: Sequence[Note] = ()
 
     @property
     def context_json(self) -> str:
@@ -87,8 +92,37 @@ class Incoming:
             host=self.host,
             pid=self.pid,
             imported=True,
-            metrics=self.metrics,
+            # A series' value at its last step may come as a plain metric too (for older
+            # readers): the series defines it.
+            metrics={k: v for k, v in self.metrics.items() if k not in self.series},
+            series=self.series,
+            tags=self.tags,
+            notes=self.notes,
         )
+
+
+@dataclass
+class Annotations:
+    """What travels with a realization besides its content: metrics (a series' value at
+    its last step included), series, tags and notes."""
+
+    metrics: dict[str, Number] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+    tags: list[Tag] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+
+
+def annotations_of(store: LocalStore, rrefs: Sequence[str]) -> dict[str, Annotations]:
+    """The `Annotations` of each of `rrefs` (empty ones for those without): four queries."""
+    catalogue = store.catalogue
+    metrics = catalogue.metrics_of(rrefs)
+    series = catalogue.series_of(rrefs)
+    tags = catalogue.tags_of(rrefs)
+    notes = catalogue.notes_of(rrefs)
+    return {
+        r: Annotations(metrics.get(r, {}), series.get(r, {}), tags.get(r, []), notes.get(r, []))
+        for r in rrefs
+    }
 
 
 def checked_config(dref: Any, config: Any, where: str) -> tuple[DRef, Config]:

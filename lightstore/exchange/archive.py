@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from lightstore.exchange._ingest import (
+    Annotations,
     Incoming,
     add_to_store,
+    annotations_of,
     check_references,
     checked_config,
     checked_context,
@@ -49,8 +51,14 @@ from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_ex
 from lightstore.foundation.config import Config, canonical_json
 from lightstore.foundation.errors import ArchiveError, LightstoreError
 from lightstore.foundation.files import remove_tree
-from lightstore.foundation.metrics import check_metrics
+from lightstore.foundation.metrics import (
+    decode_metrics,
+    decode_series,
+    encode_metrics,
+    encode_series,
+)
 from lightstore.foundation.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+from lightstore.foundation.tags import decode_notes, decode_tags, encode_notes, encode_tags
 from lightstore.store import CONFIG_FILE, LocalStore
 from lightstore.store.layout import CONTEXT_FILE, OBJECTS_DIR
 
@@ -78,7 +86,7 @@ class _Member:
 
 def _members(store: LocalStore, packed: list[RRef], progress: Progress | None) -> Iterator[_Member]:
     rrefs, drefs = closure_of(store, packed)
-    metrics = store.catalogue.metrics_of(rrefs)
+    said = annotations_of(store, rrefs)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -94,8 +102,9 @@ def _members(store: LocalStore, packed: list[RRef], progress: Progress | None) -
                 "build_stopped": rec.get("build_stopped"),
                 "host": rec.get("host"),
                 "pid": rec.get("pid"),
-                # Optional: only realizations with metrics carry the field.
-                **({"metrics": metrics[r]} if r in metrics else {}),
+                # Optional: only realizations with metrics (series, tags, notes) carry
+                # the field.
+                **annotation_fields(said[r]),
             }
             for r in rrefs
         ],
@@ -298,13 +307,41 @@ def _time(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def _metrics(value: Any, rref: RRef, where: str) -> dict[str, int | float]:
-    if value is None:
-        return {}
-    try:
-        return check_metrics(value)
-    except LightstoreError as e:
-        raise ArchiveError(f"{where}: the metrics of {rref} are invalid: {e}") from e
+def annotation_fields(said: Annotations) -> dict[str, Any]:
+    """The optional fields of a realization's entry in a manifest (an archive's or a
+    remote's) for its metrics, series, tags and notes: only those it has. JSON holds no
+    NaN nor infinity: they are the texts "NaN", "Infinity" and "-Infinity"."""
+    fields: dict[str, Any] = {}
+    if said.metrics:
+        fields["metrics"] = encode_metrics(said.metrics)
+    if said.series:
+        fields["series"] = encode_series(said.series)
+    if said.tags:
+        fields["tags"] = encode_tags(said.tags)
+    if said.notes:
+        fields["notes"] = encode_notes(said.notes)
+    return fields
+
+
+def read_annotations(entry: dict[str, Any], rref: RRef, where: str) -> Annotations:
+    """The metrics, series, tags and notes of a manifest's entry (`annotation_fields`).
+
+    Raises ArchiveError for a field that is malformed."""
+    said = Annotations()
+    for key, decode in (
+        ("metrics", decode_metrics),
+        ("series", decode_series),
+        ("tags", decode_tags),
+        ("notes", decode_notes),
+    ):
+        value = entry.get(key)
+        if value is None:
+            continue
+        try:
+            setattr(said, key, decode(value))
+        except LightstoreError as e:
+            raise ArchiveError(f"{where}: the {key} of {rref} are invalid: {e}") from e
+    return said
 
 
 def _plan(
@@ -335,6 +372,7 @@ def _plan(
             raise ArchiveError(f"{where}: {rref} has no derivation in the manifest")
         context = checked_context(rref, entry.get("context"), derivations[dref], where)
         rhash, dhash, name = unrref(rref)
+        said = read_annotations(entry, rref, where)
         incoming[rref] = Incoming(
             rref,
             dref,
@@ -344,7 +382,10 @@ def _plan(
             _time(entry.get("build_stopped"), where),
             host=_provenance(entry.get("host"), str),
             pid=_provenance(entry.get("pid"), int),
-            metrics=_metrics(entry.get("metrics"), rref, where),
+            metrics=said.metrics,
+            series=said.series,
+            tags=said.tags,
+            notes=said.notes,
         )
     packed: list[RRef] = []
     for r in manifest["roots"]:

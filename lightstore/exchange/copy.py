@@ -18,6 +18,7 @@ from typing import Any
 
 from lightstore.exchange._ingest import (
     Incoming,
+    annotations_of,
     check_references,
     checked_config,
     checked_context,
@@ -90,7 +91,7 @@ def copy(
         for d in drefs:
             derivations[d] = checked_config(d, src.config(d), where)[1]
         incoming: dict[RRef, Incoming] = {}
-        metrics = src.catalogue.metrics_of(closure)
+        said = annotations_of(src, closure)
         for r in closure:
             dref = rref2dref(r)
             record = src.catalogue.realization_record(r) or {}
@@ -103,7 +104,10 @@ def copy(
                 record.get("build_stopped"),
                 host=record.get("host"),
                 pid=record.get("pid"),
-                metrics=metrics.get(r, {}),
+                metrics=said[r].metrics,
+                series=said[r].series,
+                tags=said[r].tags,
+                notes=said[r].notes,
             )
         check_references(dst, derivations, incoming, where)
         new_drefs = set(drefs) - dst.catalogue.known_drefs(drefs)

@@ -5,7 +5,8 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
 
     LightstoreError
     ├── InvalidConfigError (ValueError)        a config is not JSON-compatible, or has a bad name
-    │   └── InvalidMetricError                 a metric name or value is invalid (not finite, ...)
+    │   ├── InvalidMetricError                 a metric's name, value or step is invalid
+    │   └── InvalidAnnotationError             a tag's name or value, or a note, is invalid
     ├── InvalidReferenceError (ValueError)     a string is not a well-formed DRef/RRef/RefPath
     │   ├── AmbiguousReferenceError            a prefix or name matches several objects (`.candidates`)
     │   └── InvalidSelectorError               a selector (`train@latest`, `train[lr=0.01]`) does not parse
@@ -107,7 +108,12 @@ class InvalidConfigError(LightstoreError, ValueError, AssertionError):
 
 
 class InvalidMetricError(InvalidConfigError):
-    """A metric's name is malformed or its value is not a finite int or float."""
+    """A metric's name is malformed, its value is not an int or a float, its step is not an
+    integer, or it would be both one number and a series."""
+
+
+class InvalidAnnotationError(InvalidConfigError):
+    """A tag's name or value, or a note's text, is invalid."""
 
 
 class InvalidReferenceError(LightstoreError, ValueError, AssertionError):

@@ -6,7 +6,9 @@
   name, selector such as ``train@latest`` or ``train[lr=0.01]``) -> DRef(s)/RRef(s);
 - `neighbours`, `closure`, `tree_lines`, `dot`, `labels`: the dependency graph;
 - `describe`: everything about one object; `compare`: two of them side by
-  side; `build_log`: what a build printed; `artifact_path`: a file of a run.
+  side; `build_log`: what a build printed; `artifact_path`: a file of a run;
+- `metric_points`, `metric_table`, `series_summaries`: the metrics of runs,
+  curves (series over steps) included, as rows.
 
 Every function that takes a reference takes a `Store` and anything the
 command line accepts as REF.
@@ -24,10 +26,16 @@ Example::
 
     # runs of train with their lr and loss, best first, as a DataFrame
     history(store, "train", fields=["lr"], metrics=["loss"], sort="loss").to_pandas()
+
+    # the loss curves of the runs tagged baseline, one row per (run, step)
+    runs = [r["rref"] for r in history(store, "train", tags=["baseline"])]
+    curves = metric_points(store, runs, ["loss"], plain=False).to_pandas()
+    curves.pivot(index="step", columns="rref", values="value").plot(logy=True)
 """
 
 from lightstore.query.buildlog import build_log
 from lightstore.query.compare import artifact_path, compare
+from lightstore.query.curves import metric_points, metric_table, series_summaries
 from lightstore.query.describe import describe, files
 from lightstore.query.errors import AmbiguousReferenceError, QueryError
 from lightstore.query.filters import ConfigCondition, json_path, parse_condition, parse_time
@@ -86,6 +94,8 @@ __all__ = [
     "label",
     "labels",
     "metric_keys",
+    "metric_points",
+    "metric_table",
     "neighbours",
     "open_view",
     "parse_condition",
@@ -97,6 +107,7 @@ __all__ = [
     "iter_sql",
     "run_sql",
     "select",
+    "series_summaries",
     "sizes_of",
     "tree_lines",
 ]

@@ -13,6 +13,7 @@ symlink that leads outside).
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -47,7 +48,8 @@ def metrics(store: StoreView, rref: str) -> dict[str, Any] | None:
     rows = store.catalogue.query(
         f'SELECT "{name}", "{value}" FROM metrics WHERE "{ref}" = ? ORDER BY 1', (rref,)
     )
-    return {n: v for n, v in rows}
+    # In lightstore's own table a NULL value is NaN (SQLite has none).
+    return {n: math.nan if v is None else v for n, v in rows}
 
 
 def _changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 from lightstore.catalogue import HOST
 from lightstore.foundation.files import pid_alive, walk_tree
 from lightstore.foundation.refs import DRef, RRef, isrref, rref2dref
+from lightstore.query.curves import series_summaries
 from lightstore.query.graph import neighbours
 from lightstore.store.layout import CONTEXT_FILE
 from lightstore.store.view import StoreView
@@ -83,7 +84,8 @@ def _pins(store: StoreView, ref: str) -> list[str]:
 
 
 def describe(store: StoreView, ref: DRef | RRef | str, *, files: bool = True) -> dict[str, Any]:
-    """A dict describing one object (see `lightstore show --json`).
+    """A dict describing one object (see `lightstore show --json`); a realization's has
+    its metrics, series summaries, tags and notes (`run_annotations`).
 
     `ref` is anything the command line accepts: a full reference, a hash
     prefix, a pin, a unique name, a selector (``train@latest``). A
@@ -167,10 +169,30 @@ def _describe_rref(store: StoreView, rref: RRef, with_files: bool) -> dict[str, 
         "deps": neighbours(store.catalogue, rref),
         "referrers": neighbours(store.catalogue, rref, reverse=True),
         "pins": _pins(store, rref),
+        **run_annotations(store, rref),
     }
     if with_files:
         info["files"] = files(store.rref_path(rref))
     return info
+
+
+def run_annotations(store: StoreView, rref: str) -> dict[str, Any]:
+    """What was said about a realization besides its content: ``metrics`` (name -> value;
+    a series' at its last step), ``series`` (name -> `series_summary`), ``tags`` and
+    ``notes`` (lists of dicts with who wrote them and when)."""
+    catalogue = store.catalogue
+    return {
+        "metrics": catalogue.metrics_of([rref]).get(rref, {}),
+        "series": series_summaries(store, rref),
+        "tags": [
+            {"name": t.name, "value": t.value, "recorded": t.recorded, "author": t.author}
+            for t in catalogue.tags_of([rref]).get(rref, [])
+        ],
+        "notes": [
+            {"id": n.id, "text": n.text, "recorded": n.recorded, "author": n.author}
+            for n in catalogue.notes_of([rref]).get(rref, [])
+        ],
+    }
 
 
 def config_text(config: dict[str, Any]) -> str:

@@ -11,12 +11,14 @@ under the rules of `lightstore.query.sqlguard`).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
-from lightstore.foundation.errors import InvalidMetricError
+from lightstore.foundation.errors import InvalidAnnotationError, InvalidMetricError
 from lightstore.foundation.metrics import check_metric_name
+from lightstore.foundation.tags import parse_tag
 from lightstore.foundation.times import TimeLike, parse_optional_time
 from lightstore.query.errors import QueryError
 from lightstore.query.filters import (
@@ -49,6 +51,12 @@ HISTORY_COLUMNS = (
     "import_host",
     "collected",
     "collected_reason",
+    "tags",
+)
+
+#: What the `tags` column of a history row is: the realization's tags as one JSON object.
+_TAGS_COLUMN = (
+    "(SELECT json_group_object(t.name, t.value) FROM tags AS t WHERE t.rref = history.rref) AS tags"
 )
 
 # The `history` view's rows for what is present (what version 1's view
@@ -150,7 +158,7 @@ _SORT_KEY = "lightstore sort key"
 _EXACT_REAL_BOUND = 2**53
 
 
-def _sort_order(sort: str, keys: Sequence[str], field: bool) -> str:
+def _sort_order(sort: str, keys: Sequence[str], field: bool, by_metric: bool = False) -> str:
     """ORDER BY terms for `sort` (a row key; ``-key`` for descending), missing values last.
 
     For a config `field`, the select has `_SORT_KEY`: `NUMBER_KEY_FUNCTION` of the numbers
@@ -165,6 +173,8 @@ def _sort_order(sort: str, keys: Sequence[str], field: bool) -> str:
         )
     column = '"' + key.replace('"', '""') + '"'
     way = " DESC" if descending else ""
+    if by_metric:  # NaN (the text 'NaN') last, as missing values, in either direction
+        return f"typeof({column}) NOT IN ('integer', 'real'), {column}{way}, stopped, rref"
     if not field:
         return f"{column} IS NULL, {column}{way}, stopped, rref"
     group = (
@@ -213,6 +223,7 @@ def history(
     metrics: Sequence[str] = (),
     sort: str | None = None,
     timeout: float | None = None,
+    tags: Sequence[str | tuple[str, str | None]] = (),
 ) -> Rows:
     """One row per realization, in the order they finished (with `limit`, the newest `limit`).
 
@@ -223,12 +234,16 @@ def history(
     Each row has `HISTORY_COLUMNS` plus one key per config field in `fields`
     (``lr``, ``model.depth``; prefixed ``config.`` if the name is taken) and
     one per metric in `metrics` (``loss``; ``metric.loss`` if taken; None
-    where a realization has no such metric). `sort` orders by one of the
+    where a realization has no such metric; NaN and infinities as floats; a
+    series gives its value at its last step, and ``loss:min``, ``loss:max``,
+    ``loss:first``, ``loss:steps`` summarise it), and `tags`: the realization's
+    tags as a dict (name -> value). `sort` orders by one of the
     row's keys instead (``-key``: descending), missing values last; with
     `limit`, the first `limit` in that order. The result is a list of dicts
     with `.to_pandas()`.
     Filters: `name` (exact, or a GLOB with ``*?[``), `config` conditions
-    (``'lr<1e-3'``), `since`/`until` on when the build finished (Unix
+    (``'lr<1e-3'``), `tags` (``'baseline'``: has the tag; ``'status=diverged'``:
+    with that value), `since`/`until` on when the build finished (Unix
     seconds, or text such as ``'7d'``/``'2024-05-01'``), and `where`, raw SQL
     over the columns of the `history` view. A query with `where` is stopped
     after `timeout` seconds (default `WHERE_TIMEOUT_S`). Raises QueryError
@@ -244,16 +259,10 @@ def history(
         params.append(json_path(field))
     mkeys = metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
     for metric, key in zip(metrics, mkeys, strict=True):
-        try:
-            check_metric_name(metric)
-        except InvalidMetricError as e:
-            raise QueryError(str(e)) from None
-        # One primary-key lookup per row.
-        select.append(
-            "(SELECT m.value FROM metrics AS m WHERE m.rref = history.rref AND m.name = ?) "
-            f'AS "{key}"'
-        )
-        params.append(metric)
+        term, args = metric_column(metric)
+        select.append(f'{term} AS "{key}"')
+        params.extend(args)
+    select[select.index("tags")] = _TAGS_COLUMN
     w = _Where()
     t0, t1 = parse_optional_time(since, "since"), parse_optional_time(until, "until")
     name_column = "name"
@@ -261,6 +270,8 @@ def history(
     if name is not None and timed and _time_window_is_smaller(catalogue, name, t0, t1):
         name_column = "+name"  # unary + keeps SQLite off the name index
     _filters(w, name, config, t0, t1, "stopped", name_column=name_column)
+    for tag in tags:
+        w.add(*tag_condition(tag, "history.rref"))
     if where:
         check_expression(utf8_text(where, "the condition"))
         w.add(f"({where}\n)")  # the newline ends a trailing -- comment
@@ -271,7 +282,7 @@ def history(
         every = [*HISTORY_COLUMNS, *keys, *mkeys]
         sort_field = sort.removeprefix("-")
         by_field = sort_field in keys
-        order = _sort_order(sort, every, by_field)
+        order = _sort_order(sort, every, by_field, by_metric=sort_field in mkeys)
         if by_field:
             path = json_path(fields[keys.index(sort_field)])
             select.append(
@@ -300,7 +311,86 @@ def history(
     rows = _rows(catalogue, sql, params, timeout, where=bool(where))
     if fields:
         _exact_integers(catalogue, rows, fields, keys)
+    _decode_annotations(rows, mkeys)
     return rows
+
+
+#: What a history column of a metric gives for a series (``-m loss:min``): SQL over
+#: metric_steps, or None for the value in `metrics` (the last step's).
+_SERIES_AGGREGATES = {
+    "last": None,
+    "min": "min(s.value)",
+    "max": "max(s.value)",
+    "steps": "count(*)",
+    "first": "(SELECT s2.value FROM metric_steps AS s2 WHERE s2.rref = history.rref "
+    "AND s2.name = ? ORDER BY s2.step LIMIT 1)",
+}
+
+
+def metric_column(metric: str) -> tuple[str, list[Any]]:
+    """The SQL term (and its parameters) of a history column for `metric`: a name
+    (the value; a series' at its last step), or ``name:min``, ``name:max``,
+    ``name:first``, ``name:last``, ``name:steps`` for a series (a plain metric gives its
+    value, and 0 steps). A NaN is the text 'NaN' (SQL has none; made a float again).
+
+    Raises QueryError for an invalid name or an unknown aggregate.
+    """
+    if not isinstance(metric, str):
+        raise QueryError(f"a metric is a name, not {metric!r}")
+    name, colon, aggregate = metric.partition(":")
+    try:
+        check_metric_name(name)
+    except InvalidMetricError as e:
+        raise QueryError(str(e)) from None
+    if colon and aggregate not in _SERIES_AGGREGATES:
+        raise QueryError(
+            f"unknown summary {aggregate!r} of the metric {name!r}: use "
+            f"{', '.join(f'{name}:{a}' for a in _SERIES_AGGREGATES)}"
+        )
+    # One primary-key lookup per row.
+    value = (
+        "(SELECT CASE WHEN m.value IS NULL THEN 'NaN' ELSE m.value END FROM metrics AS m "
+        "WHERE m.rref = history.rref AND m.name = ?)"
+    )
+    over = _SERIES_AGGREGATES.get(aggregate) if colon else None
+    if over is None:
+        return value, [name]
+    if aggregate == "steps":
+        return (
+            "(SELECT count(*) FROM metric_steps AS s WHERE s.rref = history.rref AND s.name = ?)",
+            [name],
+        )
+    if aggregate == "first":
+        return f"coalesce({over}, {value})", [name, name]
+    # min() and max() leave NaN (NULL) out; a plain metric gives its value.
+    return (
+        f"coalesce((SELECT {over} FROM metric_steps AS s WHERE s.rref = history.rref "
+        f"AND s.name = ?), {value})",
+        [name, name],
+    )
+
+
+def tag_condition(tag: str | tuple[str, str | None], rref_column: str) -> tuple[str, list[Any]]:
+    """The SQL condition that the realization in `rref_column` has the tag `tag`:
+    ``NAME`` (any value) or ``NAME=VALUE`` (that value), or a (name, value or None)
+    pair. Raises QueryError for a malformed tag name."""
+    try:
+        name, value = parse_tag(tag) if isinstance(tag, str) else (parse_tag(tag[0])[0], tag[1])
+    except InvalidAnnotationError as e:
+        raise QueryError(str(e)) from None
+    if value is None:
+        return f"{rref_column} IN (SELECT rref FROM tags WHERE name = ?)", [name]
+    return f"{rref_column} IN (SELECT rref FROM tags WHERE name = ? AND value = ?)", [name, value]
+
+
+def _decode_annotations(rows: Rows, mkeys: Sequence[str]) -> None:
+    """Tags as a dict, and a metric's 'NaN' (SQL has no NaN) as a float NaN."""
+    for row in rows:
+        text = row.get("tags")
+        row["tags"] = json.loads(text) if text and text != "{}" else {}
+        for key in mkeys:
+            if row.get(key) == "NaN":
+                row[key] = math.nan
 
 
 def _exact_integers(
@@ -343,6 +433,7 @@ def derivations(
     limit: int | None = None,
     totals: bool = True,
     include_collected: bool = False,
+    tags: Sequence[str | tuple[str, str | None]] = (),
 ) -> list[dict[str, Any]]:
     """One row per derivation (dref, name, created, and with `totals` its number of
     realizations, their size and last_built), oldest first.
@@ -351,10 +442,13 @@ def derivations(
     Without `totals` no realization is read, which is faster on big stores.
     With `include_collected`, derivations gc removed are listed too, with
     `collected` set (and, with `totals`, their collected realization records
-    counted); present ones have ``collected = None``.
+    counted); present ones have ``collected = None``. With `tags`, only derivations
+    with a realization (present, or with `include_collected` collected) that has
+    them (see `history`).
     """
     w = _Where()
     _filters(w, name, config, since, until, "d.created", "d.config", "d.name")
+    _tagged_derivations(w, tags, "realizations")
     collected = ", NULL AS collected" if include_collected else ""
     if totals:
         sql = (
@@ -369,6 +463,7 @@ def derivations(
     if include_collected:
         c = _Where()
         _filters(c, name, config, since, until, "d.created", "d.config", "d.name")
+        _tagged_derivations(c, tags, "collected_realizations")
         if totals:
             sql += (
                 " UNION ALL SELECT d.dref, d.name, d.created, count(r.id), "
@@ -388,6 +483,15 @@ def derivations(
     return _rows(_catalogue(store), f"SELECT * FROM ({sql}) ORDER BY created, dref", params)
 
 
+def _tagged_derivations(
+    where: _Where, tags: Sequence[str | tuple[str, str | None]], table: str
+) -> None:
+    """Keep the derivations with a realization in `table` that has every one of `tags`."""
+    for tag in tags:
+        term, params = tag_condition(tag, "x.rref")
+        where.add(f"d.dref IN (SELECT x.dref FROM {table} AS x WHERE {term})", params)
+
+
 def realizations(
     store: StoreView | Catalogue,
     name: str | None = None,
@@ -397,6 +501,7 @@ def realizations(
     until: TimeLike = None,
     limit: int | None = None,
     include_collected: bool = False,
+    tags: Sequence[str | tuple[str, str | None]] = (),
 ) -> list[dict[str, Any]]:
     """One row per realization (the `history` columns), oldest first; filters and
     `include_collected` as in `history`."""
@@ -408,6 +513,7 @@ def realizations(
         until=until,
         limit=limit,
         include_collected=include_collected,
+        tags=tags,
     )
 
 

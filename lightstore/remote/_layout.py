@@ -21,7 +21,9 @@ listing of ``index/<H>-<name>/<context hash>/``.
 
 A manifest records the RRef, DRef, config, context and every entry of the
 realization (path, type, executable bit, size, blake3, link target), plus
-informational fields (build times, metrics) that no hash covers. The tree
+informational fields (build times, metrics, metric series, tags, notes) that no
+hash covers; a value that is not finite is the text "NaN", "Infinity" or
+"-Infinity" there (JSON has none), as in archives. The tree
 digest, and so the RRef, can be recomputed from the entries alone, which lets
 a pull refuse a lying manifest before downloading anything. A signed
 manifest covers the informational fields too (see `lightstore.remote._sign`).
@@ -35,11 +37,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightstore.exchange._ingest import checked_config, checked_context
+from lightstore.exchange._ingest import Annotations, checked_config, checked_context
 from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
+from lightstore.exchange.archive import _time, annotation_fields
 from lightstore.foundation.config import Config, canonical_json
 from lightstore.foundation.errors import (
     ArchiveError,
+    InvalidAnnotationError,
     InvalidMetricError,
     LightstoreError,
     RemoteError,
@@ -51,8 +55,9 @@ from lightstore.foundation.hashing import (
     config_bytes_hash,
     realization_hash,
 )
-from lightstore.foundation.metrics import check_metric_name, check_metric_value
+from lightstore.foundation.metrics import check_metric_name, decode_series, decode_value
 from lightstore.foundation.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+from lightstore.foundation.tags import decode_notes, decode_tags
 from lightstore.remote._fs import Remote
 from lightstore.store.layout import CONTEXT_FILE
 
@@ -130,7 +135,12 @@ class Manifest:
     files: list[FileEntry]
     build_started: float | None = None
     build_stopped: float | None = None
-    metrics: dict[str, int | float] = field(default_factory=dict)
+    #: Metrics, series, tags and notes (informational: no hash covers them).
+    said: Annotations = field(default_factory=Annotations)
+
+    @property
+    def metrics(self) -> dict[str, int | float]:
+        return self.said.metrics
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
@@ -144,18 +154,21 @@ class Manifest:
             "build_started": self.build_started,
             "build_stopped": self.build_stopped,
         }
-        if self.metrics:
-            doc["metrics"] = self.metrics
+        doc.update(annotation_fields(self.said))
         return canonical_json(doc).encode("utf-8")
 
     def without_unsigned(self) -> tuple[Manifest, list[str]]:
         """This manifest without what a signature of its RRef alone does not cover
-        (build times, metrics), and the names of what was dropped."""
+        (build times, metrics, series, tags, notes), and the names of what was dropped."""
+        said = self.said
         dropped = [
             k
             for k, v in (
                 ("build times", self.build_started is not None or self.build_stopped is not None),
-                ("metrics", bool(self.metrics)),
+                ("metrics", bool(said.metrics)),
+                ("series", bool(said.series)),
+                ("tags", bool(said.tags)),
+                ("notes", bool(said.notes)),
             )
             if v
         ]
@@ -339,20 +352,38 @@ def parse_manifest(data: bytes, rref: RRef, where: str, max_entries: int | None 
         )
     # The same bounds as archives: a hostile time (NaN, 1e300, a 400-digit int)
     # must not reach the catalogue (an int that large overflowed SQLite).
-    from lightstore.exchange.archive import _time
-
     try:
         times = [_time(doc.get(k), f"{where}: {rref}") for k in ("build_started", "build_stopped")]
     except ArchiveError as e:
         raise _bad(where, str(e)) from None
-    raw_metrics = doc.get("metrics") or {}
-    # Informational: entries that are not valid metrics are dropped, not fatal.
-    metrics: dict[str, int | float] = {}
-    if isinstance(raw_metrics, dict):
-        for k, v in raw_metrics.items():
+    return Manifest(rref, dref, config, context, files, times[0], times[1], _annotations(doc))
+
+
+def _annotations(doc: dict[str, Any]) -> Annotations:
+    """The metrics, series, tags and notes of a manifest. Informational: an entry that
+    is not valid is dropped, not fatal (one of the rest may still be taken)."""
+    said = Annotations()
+    raw = doc.get("metrics")
+    if isinstance(raw, dict):
+        for k, v in raw.items():
             with contextlib.suppress(InvalidMetricError):
-                metrics[check_metric_name(k)] = check_metric_value(k, v)
-    return Manifest(rref, dref, config, context, files, times[0], times[1], metrics)
+                said.metrics[check_metric_name(k)] = decode_value(k, v)
+    raw = doc.get("series")
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            with contextlib.suppress(InvalidMetricError):
+                said.series.update(decode_series({k: v}))
+    for key, decode in (("tags", decode_tags), ("notes", decode_notes)):
+        raw = doc.get(key)
+        if isinstance(raw, list):
+            kept: list[Any] = []
+            for item in raw:
+                with contextlib.suppress(InvalidAnnotationError):
+                    kept += decode([item])
+            setattr(said, key, kept)
+    # A tag listed twice (a forged manifest) is kept once.
+    said.tags = list({t.name: t for t in said.tags}.values())
+    return said
 
 
 def check_keyname(name: str) -> str:

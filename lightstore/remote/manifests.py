@@ -29,7 +29,7 @@ log = logging.getLogger("lightstore")
 #: No manifest is larger than this, whatever the limits.
 MAX_MANIFEST = 64 * 1024 * 1024
 
-#: What a manifest may hold besides its entries (config, context, times, metrics).
+#: What a manifest may hold besides its entries (config, context, times, metrics, tags...).
 _MANIFEST_OVERHEAD = 4 * 1024 * 1024
 
 #: The most one entry takes in a manifest: a path and a link target of PATH_MAX bytes,
@@ -115,8 +115,8 @@ def read_trusted_manifest(
     A signed manifest's signature is checked over its raw bytes before they
     are parsed, and covers everything the pull imports. A signature by an
     older lightstore covers the RRef alone: it is checked before the shared
-    manifest is parsed, and the build times and metrics, which it does not
-    cover, are dropped with a warning. A signature object that is damaged (too
+    manifest is parsed, and the build times, metrics, series, tags and notes,
+    which it does not cover, are dropped with a warning. A signature object that is damaged (too
     large, not a file) counts as one that does not verify. Raises
     UntrustedError otherwise.
     """

@@ -298,6 +298,17 @@ def pull(
 
 def _incoming(plan: PullPlan) -> dict[RRef, Incoming]:
     return {
-        r: Incoming(r, m.dref, m.context, "", m.build_started, m.build_stopped, metrics=m.metrics)
+        r: Incoming(
+            r,
+            m.dref,
+            m.context,
+            "",
+            m.build_started,
+            m.build_stopped,
+            metrics=m.said.metrics,
+            series=m.said.series,
+            tags=m.said.tags,
+            notes=m.said.notes,
+        )
         for r, m in plan.manifests.items()
     }

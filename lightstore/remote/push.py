@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from lightstore.exchange._ingest import closure_of, topological_rrefs
+from lightstore.exchange._ingest import annotations_of, closure_of, topological_rrefs
 from lightstore.exchange._tree import check_links
 from lightstore.foundation.config import canonical_json, mkconfig
 from lightstore.foundation.errors import IntegrityError, RemoteIntegrityError
@@ -427,7 +427,7 @@ def _push_one(
         entries,
         record.get("build_started"),
         record.get("build_stopped"),
-        store.metrics(rref),
+        annotations_of(store, [rref])[rref],
     )
     data = manifest.to_bytes()
     if not write:

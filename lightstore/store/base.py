@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +29,7 @@ from lightstore.foundation.errors import (
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.hashing import config_hash
 from lightstore.foundation.locks import KeyedLocks, ProcessSharedLock
+from lightstore.foundation.metrics import PendingMetrics
 from lightstore.foundation.refs import DRef, RRef, mkdref
 from lightstore.store.layout import CONFIG_FILE, OBJECTS_DIR, TMP_DIR, Layout
 from lightstore.store.view import StoreView
@@ -72,7 +73,7 @@ class StoreBase(StoreView):
         )
         # Metrics recorded by running builds (`build_metric`), keyed by output
         # folder; `publish` takes them into its transaction.
-        self.pending_metrics: dict[str, dict[str, int | float]] = {}
+        self.pending_metrics: dict[str, PendingMetrics] = {}
 
     @contextmanager
     def realizing(self) -> Iterator[None]:
@@ -223,27 +224,94 @@ class StoreBase(StoreView):
         """The DRef a config would have."""
         return mkdref(config_hash(config.val), config.name)
 
-    # -- metrics -------------------------------------------------------------
+    # -- metrics, tags and notes ------------------------------------------------
 
-    def set_metric(self, rref: RRef, name: str, value: int | float) -> None:
+    def set_metric(
+        self, rref: RRef, name: str, value: int | float, step: int | None = None
+    ) -> None:
         """Attach (or replace) metric `name` of a realization; not part of any hash.
 
-        The realization may be present or collected (its record is history).
-        Raises InvalidMetricError for a bad name or a value that is not a
-        finite int or float, UnknownReferenceError if the catalogue has no
-        record of `rref`.
+        With `step` (an integer: an epoch, an iteration) the value is one point of
+        the series `name` (a curve), whose value in `metrics` is the one at its last
+        step. NaN and infinities are recorded as they are. The realization may be
+        present or collected (its record is history). Raises InvalidMetricError for a
+        bad name, value or step, or for a name that is already of the other kind (one
+        number, or a series), UnknownReferenceError if the catalogue has no record of
+        `rref`.
         """
-        self.set_metrics(rref, {name: value})
+        self.set_metrics(rref, {name: value}, step=step)
 
-    def set_metrics(self, rref: RRef, metrics: dict[str, int | float]) -> None:
-        """Attach (or replace) several metrics of a realization in one transaction.
+    def set_metrics(
+        self, rref: RRef, metrics: Mapping[str, int | float], step: int | None = None
+    ) -> None:
+        """Attach (or replace) several metrics of a realization (at `step`) in one
+        transaction; nothing of a refused call is kept. Raises as `set_metric`."""
+        from lightstore.foundation.metrics import check_metrics, check_step
 
-        Raises as `set_metric`.
-        """
-        from lightstore.foundation.metrics import check_metrics
+        rref = self._record_ref(rref)
+        checked = check_metrics(metrics)
+        if step is None:
+            known = self.catalogue.set_metrics(rref, checked)
+        else:
+            at = check_step(next(iter(checked), "metric"), step)
+            known = self.catalogue.set_series(rref, {k: {at: v} for k, v in checked.items()})
+        self._known_or_raise(rref, known)
+
+    def set_metric_series(
+        self, rref: RRef, name: str, points: Iterable[tuple[int, int | float]]
+    ) -> None:
+        """Add the (step, value) `points` to the series `name` of a realization in one
+        transaction (a step given again replaces its value). Raises as `set_metric`."""
+        from lightstore.foundation.metrics import check_metric_name, check_metric_value, check_step
+
+        rref = self._record_ref(rref)
+        check_metric_name(name)
+        series = {check_step(name, s): check_metric_value(name, v) for s, v in points}
+        self._known_or_raise(rref, self.catalogue.set_series(rref, {name: series}))
+
+    def remove_metric(self, rref: RRef, name: str) -> bool:
+        """Remove metric `name` (and its series) of a realization; whether it had one."""
+        return self.catalogue.remove_metrics(self._record_ref(rref), [name]) > 0
+
+    def set_tag(self, rref: RRef, name: str, value: str = "") -> None:
+        """Tag a realization (present or collected): `name`, with a text `value` (often
+        empty); a tag of that name is replaced. Not part of any hash; who set it and when
+        are recorded. Raises InvalidAnnotationError for a bad name or value,
+        UnknownReferenceError if the catalogue has no record of `rref`."""
+        self.set_tags(rref, {name: value})
+
+    def set_tags(self, rref: RRef, tags: Mapping[str, str]) -> None:
+        """Set several tags of a realization in one transaction. Raises as `set_tag`."""
+        from lightstore.foundation.tags import author, check_tag_name, check_tag_value
+
+        rref = self._record_ref(rref)
+        checked = {check_tag_name(k): check_tag_value(k, v) for k, v in tags.items()}
+        self._known_or_raise(rref, self.catalogue.set_tags(rref, checked, author()))
+
+    def remove_tag(self, rref: RRef, name: str) -> bool:
+        """Remove the tag `name` of a realization; whether it had one."""
+        return self.catalogue.remove_tags(self._record_ref(rref), [name]) > 0
+
+    def add_note(self, rref: RRef, text: str) -> int:
+        """Add a note (free text) about a realization, present or collected; returns its
+        id. Who wrote it and when are recorded. Raises InvalidAnnotationError for empty
+        or invalid text, UnknownReferenceError if the catalogue has no record of `rref`."""
+        from lightstore.foundation.tags import author, check_note_text
+
+        rref = self._record_ref(rref)
+        note_id = self.catalogue.add_note(rref, check_note_text(text), author())
+        self._known_or_raise(rref, note_id is not None)
+        return int(note_id or 0)
+
+    def remove_note(self, rref: RRef, note_id: int) -> bool:
+        """Remove the note `note_id` of a realization; whether it was there."""
+        return self.catalogue.remove_note(self._record_ref(rref), int(note_id))
+
+    def _record_ref(self, rref: str) -> RRef:
         from lightstore.foundation.refs import parse_rref
 
-        rref = parse_rref(rref)
-        checked = check_metrics(metrics)
-        if not self.catalogue.set_metrics(rref, checked):
+        return parse_rref(rref)
+
+    def _known_or_raise(self, rref: RRef, known: bool) -> None:
+        if not known:
             raise UnknownReferenceError(f"realization {rref} is not in the store {self.root}", rref)

@@ -86,7 +86,7 @@ def _publish(
 ) -> list[RRef]:
     dhash, name = undref(dref)
     # Taken first, so that a failed publish leaves none behind.
-    metrics = [store.pending_metrics.pop(os.path.normpath(out), {}) for out in outputs]
+    metrics = [store.pending_metrics.pop(os.path.normpath(out), None) for out in outputs]
     ctx = canonical_context(context)
     ctx_json = canonical_json(ctx)
     ctx_hash = context_hash(ctx)
@@ -124,7 +124,8 @@ def _publish(
                 digest.files,
                 started,
                 stopped,
-                metrics=out_metrics,
+                metrics=out_metrics.values if out_metrics is not None else {},
+                series=out_metrics.series if out_metrics is not None else {},
             )
             installs.append((record, out))
         install(store, installs, build_id, readonly_done=True)

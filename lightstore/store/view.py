@@ -9,12 +9,14 @@ the store. `LocalStore` is a view that can also write.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
 from lightstore.foundation.errors import CatalogueCorruptError, UnknownReferenceError
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import Context, DRef, RRef
+from lightstore.foundation.tags import Note
 from lightstore.store.layout import Layout
 
 
@@ -75,5 +77,24 @@ class StoreView(Layout):
         return self.catalogue.realizations(dref, context_hash(context))
 
     def metrics(self, rref: RRef) -> dict[str, int | float]:
-        """The metrics recorded for a realization (empty if none; unknown RRefs give {})."""
+        """The metrics recorded for a realization (empty if none; unknown RRefs give {}).
+
+        A series gives its value at its last step; NaN and infinities are floats."""
         return self.catalogue.metrics_of([rref]).get(rref, {})
+
+    def metric_series(
+        self, rref: RRef, names: Sequence[str] | None = None
+    ) -> dict[str, list[tuple[int, int | float]]]:
+        """The metric series (curves) of a realization: name -> [(step, value), ...] in
+        step order; only `names` if given (empty if none; unknown RRefs give {})."""
+        found = self.catalogue.series_of([rref], names).get(rref, {})
+        return {name: sorted(points.items()) for name, points in found.items()}
+
+    def tags(self, rref: RRef) -> dict[str, str]:
+        """The tags of a realization: name -> value (empty if none)."""
+        return {t.name: t.value for t in self.catalogue.tags_of([rref]).get(rref, [])}
+
+    def notes(self, rref: RRef) -> list[Note]:
+        """The notes about a realization, oldest first (each with its id, text, recorded
+        time and author)."""
+        return self.catalogue.notes_of([rref]).get(rref, [])
