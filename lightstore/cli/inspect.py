@@ -7,6 +7,7 @@ beside realizations in progress and for users who may only read the store.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,14 +31,14 @@ from lightstore.query import (
     derivations,
     describe,
     disk_usage,
-    field_keys,
     history,
-    metric_keys,
     realizations,
     resolve,
 )
 from lightstore.query.describe import config_text, holder_gone
+from lightstore.query.history import empty_column_hints
 from lightstore.query.resolve import short_refs
+from lightstore.query.rows import DIGITS, cell_text
 from lightstore.store.view import StoreView
 
 TIME_DISPLAY = {
@@ -193,7 +194,15 @@ def ls_command(
     "fields",
     metavar="FIELD",
     multiple=True,
-    help="Add a config field as a column (repeatable): -f lr -f model.depth.",
+    help="Add a config field as a column (repeatable): -f lr -f model.depth; across stages: "
+    "-f model.lr (through a reference in the config), -f train.lr (the train run this run "
+    "was built on); -f '*' for every field that varies.",
+)
+@click.option(
+    "--varying",
+    is_flag=True,
+    help="Add every field whose value varies among the rows: own config fields, then those "
+    "of the stages they were built on.",
 )
 @click.option(
     "--metric",
@@ -209,6 +218,15 @@ def ls_command(
     help="Order by a column (a field, a metric or e.g. duration; -COLUMN for descending), "
     "missing values last; with --limit N, the first N.",
 )
+@click.option(
+    "--precision",
+    type=click.IntRange(min=1, max=17),
+    default=DIGITS,
+    show_default=True,
+    metavar="N",
+    help="Significant digits of numbers in the table (--full: every digit; JSON and CSV are "
+    "always exact).",
+)
 @output_options
 @root_option
 @pass_env
@@ -223,8 +241,10 @@ def history_command(
     where: str | None,
     include_collected: bool,
     fields: tuple[str, ...],
+    varying: bool,
     metrics: tuple[str, ...],
     sort: str | None,
+    precision: int,
     fmt: str,
 ) -> None:
     """One row per realization: name, references, start, duration, size, config fields, metrics.
@@ -235,9 +255,18 @@ def history_command(
     removed. The catalogue is opened read-only, so --where cannot change
     anything.
 
+    A field FIELD.SUB reads across stages: through a reference the config
+    holds (model.lr: the config of the derivation in `model`), or, where the
+    config has no FIELD, from the run of stage FIELD this run was built on
+    (train.lr). A run built on several runs of that stage that disagree
+    shows each value, joined by ' | ' (JSON: a list). Conditions (-c) and
+    --sort take such fields too; a condition holds if one of the values does.
+
     \b
     Examples:
       lightstore history --name train --field lr --since 7d
+      lightstore history -n evaluate -f train.lr -f train.hidden -m r2
+      lightstore history -n evaluate --varying -m r2 -c 'train.lr<0.01' --sort -r2
       lightstore history -n train -f lr -w "json_extract(config, '$.lr') < 1e-3 AND duration > 60"
       lightstore history --limit 20 --csv > recent.csv
       lightstore history --all --name train --since 90d
@@ -256,16 +285,22 @@ def history_command(
         include_collected=include_collected,
         metrics=metrics,
         sort=sort,
+        varying=varying,
     )
-    keys = field_keys(fields)
-    keys += metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
+    # The fields and metrics asked for (and found varying), as history named them.
+    keys = [c for c in rows.columns if c not in HISTORY_COLUMNS]
     if fmt in MACHINE_FORMATS:
         columns = [*HISTORY_COLUMNS, *keys]
     else:
         columns = ["name", "rref", "dref", "started", "duration", "size", *keys]
         if include_collected:
             columns.append("collected")
-    emit_rows(rows, columns, fmt, _display(full or fmt in MACHINE_FORMATS, view, rows))
+        for line in empty_column_hints(view, rows, fields, metrics):
+            echo(line, err=True)
+    display = _display(full or fmt in MACHINE_FORMATS, view, rows)
+    digits = None if full else precision
+    display.update({k: functools.partial(cell_text, digits=digits) for k in keys})
+    emit_rows(rows, columns, fmt, display)
 
 
 @click.command("show")
