@@ -33,12 +33,12 @@ from lightstore.query import (
     disk_usage,
     history,
     realizations,
-    resolve,
 )
 from lightstore.query.describe import config_text, holder_gone
 from lightstore.query.history import empty_column_hints
-from lightstore.query.resolve import short_refs
+from lightstore.query.resolve import removal_text, short_refs
 from lightstore.query.rows import DIGITS, cell_text
+from lightstore.query.selectors import is_selector
 from lightstore.store.view import StoreView
 
 TIME_DISPLAY = {
@@ -307,27 +307,59 @@ def history_command(
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @click.option("--no-files", is_flag=True, help="Do not list a realization's files.")
+@click.option(
+    "--all",
+    "-a",
+    "include_collected",
+    is_flag=True,
+    help="Let a selector (train@latest) pick a collected run too (a reference or hash "
+    "prefix finds one without it).",
+)
 @root_option
 @pass_env
-def show_command(env: Env, ref: str, as_json: bool, no_files: bool) -> None:
+def show_command(
+    env: Env, ref: str, as_json: bool, no_files: bool, include_collected: bool
+) -> None:
     """Show one derivation or realization: config, context, files, build record.
 
     REF is a full reference, a unique prefix of its hash (at least 4 hex
     digits, as with git), a pin name, or a derivation name that is unique.
+    A run gc (or rmref) removed is shown from its record, which the
+    catalogue keeps until `lightstore forget`: when and why it was
+    collected, its config, context, metrics and build; its files are gone.
 
     \b
     Examples:
       lightstore show 3fa2c9d1
       lightstore show rref:3fa2 --json
       lightstore show train
+      lightstore show --all 'train[lr=0.01]@latest'
     """
     view = env.view()
-    info = describe(view, resolve(view, ref), files=not no_files)
+    info = describe(
+        view,
+        ref,
+        files=not no_files,
+        include_collected=finds_collected(ref, include_collected),
+    )
     if as_json:
         emit_json(info)
         return
     for line in _show_lines(info):
         echo(line)
+
+
+def finds_collected(ref: str, include_collected: bool) -> bool:
+    """Whether `ref` may designate a collected record: a reference or hash prefix always
+    may (it names one object); a selector (``train@latest``) only with --all."""
+    return include_collected or not is_selector(ref)
+
+
+def _collected_line(gone: dict[str, Any]) -> str:
+    return (
+        f"{removal_text(gone)}: its files are gone; this is its record, kept until "
+        "`lightstore forget`"
+    )
 
 
 def _show_lines(info: dict[str, Any]) -> list[str]:
@@ -340,6 +372,9 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
             lines.append(f"  {key:<12}{value}")
 
     field("name", info["name"])
+    gone = info.get("collected")
+    if gone:
+        field("collected", _collected_line(gone))
     if is_rref:
         field("derivation", info["dref"])
         field("path", info["path"])
@@ -364,6 +399,11 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
         for dref, rrefs in sorted(info["context"].items()):
             for r in rrefs:
                 lines.append(f"  {dref} -> {r}")
+    metrics = info.get("metrics") or {}
+    if metrics:
+        lines.append("metrics:")
+        width = max(len(n) for n in metrics)
+        lines += [f"  {n:<{width}}  {cell_text(v, None)}" for n, v in sorted(metrics.items())]
     lines.append("depends on:" if info["deps"] else "depends on: nothing")
     lines += [f"  {d}" for d in info["deps"]]
     lines.append("used by:" if info["referrers"] else "used by: nothing")
@@ -372,7 +412,9 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
         if "files" not in info:  # --no-files
             return lines
         files = info["files"]
-        if files is None:
+        if files is None and gone:
+            lines.append("files: gone (collected)")
+        elif files is None:
             lines.append("files: the folder is missing (run `lightstore verify`)")
         else:
             lines.append(f"files: ({len(files)})")
@@ -384,7 +426,8 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
         rs = info["realizations"]
         lines.append(f"realizations: ({len(rs)})")
         for r in rs:
-            lines.append(f"  {r['rref']}  {human_time(r['stopped'])}  {human_size(r['size'])}")
+            was = f"  collected {human_time(r['collected'])}" if r.get("collected") else ""
+            lines.append(f"  {r['rref']}  {human_time(r['stopped'])}  {human_size(r['size'])}{was}")
         if info["builds"]:
             lines.append("builds:")
         for b in info["builds"]:

@@ -292,7 +292,13 @@ def history(
     if name is not None and timed and _time_window_is_smaller(catalogue, name, t0, t1):
         name_column = "+name"  # unary + keeps SQLite off the name index
     _filters(
-        w, name, [c for c in conditions if c not in across], t0, t1, "stopped", name_column=name_column
+        w,
+        name,
+        [c for c in conditions if c not in across],
+        t0,
+        t1,
+        "stopped",
+        name_column=name_column,
     )
     for c in across:
         term, more = c.sql("config")

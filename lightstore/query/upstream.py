@@ -119,22 +119,42 @@ def upstream_pairs(
 
 def derivation_pairs(store: StoreView | Catalogue, drefs: Sequence[str]) -> list[tuple[str, str]]:
     """(derivation, upstream derivation) for every derivation each of `drefs` names in its
-    config, directly or not (`derivation_deps`)."""
-    if not drefs:
-        return []
-    rows = _catalogue(store).query(
-        """
-        WITH RECURSIVE up(top, dep) AS (
-          SELECT d.dref, d.dep FROM json_each(:drefs) AS j
-            CROSS JOIN derivation_deps AS d ON d.dref = j.value
-          UNION
-          SELECT up.top, d.dep FROM up CROSS JOIN derivation_deps AS d ON d.dref = up.dep
-        )
-        SELECT top, dep FROM up
-        """,
-        {"drefs": json.dumps(sorted(set(drefs)))},
-    )
-    return [(top, dep) for top, dep in rows]
+    config, directly or not. Read from the configs (present or collected: a collected
+    derivation's edges are gone, its config is kept), one statement per level."""
+    configs = record_configs(store, drefs)
+    direct: dict[str, set[str]] = {}
+    level = set(configs)
+    while level:
+        for dref in level:
+            direct[dref] = set(_config_references(configs.get(dref)))
+        level = {d for ds in direct.values() for d in ds} - set(direct)
+        configs.update(record_configs(store, level - set(configs)))
+    pairs = []
+    for top in sorted(set(drefs)):
+        seen: set[str] = set()
+        todo = list(direct.get(top, ()))
+        while todo:
+            dep = todo.pop()
+            if dep not in seen:
+                seen.add(dep)
+                todo += direct.get(dep, ())
+        pairs += [(top, dep) for dep in sorted(seen)]
+    return pairs
+
+
+def _config_references(value: Any) -> list[str]:
+    """Every DRef a config value holds, at any depth (RefPaths' heads included)."""
+    found: list[str] = []
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isdref(v):
+            found.append(str(v))
+        elif isinstance(v, dict):
+            todo += v.values()
+        elif isinstance(v, list):
+            todo += v
+    return found
 
 
 def record_configs(store: StoreView | Catalogue, drefs: Iterable[str]) -> dict[str, Any]:
