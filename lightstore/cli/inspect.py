@@ -136,7 +136,9 @@ def ls_command(
 
     Filters combine with AND; times filter on when a derivation was recorded,
     or when a realization's build finished. Only what is in the store is
-    listed, unless --all.
+    listed, unless --all. Derivations with failed (or interrupted) builds
+    get a 'failed' column: how many, and '(only)' where no build succeeded
+    (`lightstore log DREF` prints the newest attempt).
 
     \b
     Examples:
@@ -162,6 +164,12 @@ def ls_command(
         rows = derivations(view, name, totals=not quiet, **kw)
         key = "dref"
         columns = ["dref", "name", "realizations", "size", "created", "last_built"]
+        if fmt in MACHINE_FORMATS:
+            columns.append("failures")
+        elif any(r.get("failures") for r in rows):
+            columns.append("failed")
+            for r in rows:
+                r["failed"] = failed_text(r)
     if include_collected:
         columns.append("collected")
     if quiet:
@@ -347,6 +355,15 @@ def show_command(
         return
     for line in _show_lines(info):
         echo(line)
+
+
+def failed_text(row: dict[str, Any]) -> str:
+    """The `failed` cell of `ls`: how many builds of a derivation failed, and ``only`` where
+    none succeeded (it has no realization)."""
+    n = row.get("failures") or 0
+    if not n:
+        return ""
+    return f"{n} (only)" if not row.get("realizations") else str(n)
 
 
 def finds_collected(ref: str, include_collected: bool) -> bool:

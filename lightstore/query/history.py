@@ -495,6 +495,13 @@ def _first_of_pair(pair: Any) -> Any:
         return None
 
 
+#: Failed and interrupted builds of derivation ``d`` (an index range of `builds_by_dref`).
+_FAILURES = (
+    "(SELECT count(*) FROM builds AS b WHERE b.dref = d.dref "
+    "AND b.status IN ('failed', 'interrupted'))"
+)
+
+
 def derivations(
     store: StoreView | Catalogue,
     name: str | None = None,
@@ -507,7 +514,8 @@ def derivations(
     include_collected: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per derivation (dref, name, created, and with `totals` its number of
-    realizations, their size and last_built), oldest first.
+    realizations, their size, last_built and `failures`: how many of its builds failed
+    or were interrupted), oldest first.
 
     Filters as in `history`; `since`/`until` apply to when it was recorded.
     Without `totals` no realization is read, which is faster on big stores.
@@ -521,7 +529,8 @@ def derivations(
     if totals:
         sql = (
             "SELECT d.dref, d.name, d.created, count(r.rref) AS realizations, "
-            f"coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built{collected} "
+            f"coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built, "
+            f"{_FAILURES} AS failures{collected} "
             f"FROM derivations AS d LEFT JOIN realizations AS r ON r.dref = d.dref{w.sql()} "
             "GROUP BY d.dref"
         )
@@ -534,7 +543,7 @@ def derivations(
         if totals:
             sql += (
                 " UNION ALL SELECT d.dref, d.name, d.created, count(r.id), "
-                "coalesce(sum(r.size), 0), max(r.build_stopped), d.collected "
+                f"coalesce(sum(r.size), 0), max(r.build_stopped), {_FAILURES}, d.collected "
                 "FROM collected_derivations AS d LEFT JOIN collected_realizations AS r "
                 f"ON r.dref = d.dref{c.sql()} GROUP BY d.dref"
             )
