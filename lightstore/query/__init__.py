@@ -6,7 +6,10 @@
   name, selector such as ``train@latest`` or ``train[lr=0.01]``) -> DRef(s)/RRef(s);
 - `neighbours`, `closure`, `tree_lines`, `dot`, `labels`: the dependency graph;
 - `describe`: everything about one object; `compare`: two of them side by
-  side; `build_log`: what a build printed; `artifact_path`: a file of a run.
+  side; `build_log`: what a build printed; `artifact_path`: a file of a run;
+- `upstream_fields`: the config fields of the stages runs were built on
+  (``train.lr`` for an evaluate run); `history` reads such fields too, and a
+  `Several` stands for the values of several upstream runs that disagree.
 
 Every function that takes a reference takes a `Store` and anything the
 command line accepts as REF.
@@ -24,6 +27,9 @@ Example::
 
     # runs of train with their lr and loss, best first, as a DataFrame
     history(store, "train", fields=["lr"], metrics=["loss"], sort="loss").to_pandas()
+
+    # evaluate's r2 by the lr and hidden size of the train run each one used
+    history(store, "evaluate", fields=["train.lr", "train.hidden"], metrics=["r2"])
 """
 
 from lightstore.query.buildlog import build_log
@@ -58,8 +64,9 @@ from lightstore.query.readonly import (
     run_sql,
 )
 from lightstore.query.resolve import resolve, resolve_all, select
-from lightstore.query.rows import Rows
+from lightstore.query.rows import Rows, Several
 from lightstore.query.selectors import Selector, parse_selector
+from lightstore.query.upstream import upstream_fields
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -69,6 +76,7 @@ __all__ = [
     "ReadOnlyCatalogue",
     "Rows",
     "Selector",
+    "Several",
     "artifact_path",
     "build_log",
     "catalogue_path",
@@ -99,4 +107,5 @@ __all__ = [
     "select",
     "sizes_of",
     "tree_lines",
+    "upstream_fields",
 ]
