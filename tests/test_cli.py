@@ -823,7 +823,7 @@ def test_exported_names():
             "label", "metric_keys", "neighbours", "open_view", "parse_condition", "parse_time", "realizations",
             "resolve", "resolve_all", "run_sql", "iter_sql", "sizes_of", "tree_lines",
             "Selector", "artifact_path", "build_log", "compare", "labels", "parse_selector",
-            "select",
+            "select", "Several", "upstream_fields",
         ]
     )  # fmt: skip
     for name in lightstore.query.__all__:
