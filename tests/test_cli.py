@@ -661,6 +661,7 @@ def test_exported_names():
             "resolve", "resolve_all", "run_sql", "iter_sql", "sizes_of", "tree_lines",
             "Selector", "artifact_path", "build_log", "compare", "labels", "parse_selector",
             "select", "metric_points", "metric_table", "series_summaries",
+            "Several", "upstream_fields",
         ]
     )  # fmt: skip
     for name in lightstore.query.__all__:

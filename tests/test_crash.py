@@ -92,7 +92,7 @@ def test_a_build_that_died_elsewhere_is_cleaned_up_by_the_next_builder(root):
     before building, and closes the dead build as interrupted."""
     import sqlite3
 
-    died = run_worker(root, "crashpoint", "elsewhere", "no", failpoint="publish:renamed")
+    died = run_job("crashpoint", root, "elsewhere", "no", failpoint="publish:renamed")
     assert died.returncode == -signal.SIGKILL, died.stderr
     conn = sqlite3.connect(os.path.join(root, "catalogue.sqlite"))
     with conn:
@@ -104,7 +104,7 @@ def test_a_build_that_died_elsewhere_is_cleaned_up_by_the_next_builder(root):
     (base,) = [d for d in store.catalogue.all_drefs() if d.endswith("-base")]
     orphans = [n for n in os.listdir(store.dref_path(base)) if n != "config.json"]
     assert len(orphans) == 1 and not store.catalogue.realizations_any_context(base)
-    again = run_worker(root, "crashpoint", "elsewhere", "no")
+    again = run_job("crashpoint", root, "elsewhere", "no")
     assert again.returncode == 0, again.stderr
     store = check_clean(root)
     statuses = store.catalogue.column("SELECT status FROM builds WHERE dref = ?", (base,))

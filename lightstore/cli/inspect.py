@@ -7,6 +7,7 @@ beside realizations in progress and for users who may only read the store.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,15 +31,15 @@ from lightstore.query import (
     derivations,
     describe,
     disk_usage,
-    field_keys,
     history,
-    metric_keys,
     realizations,
-    resolve,
 )
 from lightstore.query.curves import value_text
 from lightstore.query.describe import config_text, holder_gone
-from lightstore.query.resolve import short_refs
+from lightstore.query.history import empty_column_hints
+from lightstore.query.resolve import removal_text, short_refs
+from lightstore.query.rows import DIGITS, cell_text
+from lightstore.query.selectors import is_selector
 from lightstore.store.view import StoreView
 
 
@@ -155,7 +156,9 @@ def ls_command(
     Filters combine with AND; times filter on when a derivation was recorded,
     or when a realization's build finished; --tag keeps the realizations with
     the tag (derivations: those with such a realization). Only what is in the
-    store is listed, unless --all.
+    store is listed, unless --all. Derivations with failed (or interrupted) builds
+    get a 'failed' column: how many, and '(only)' where no build succeeded
+    (`lightstore log DREF` prints the newest attempt).
 
     \b
     Examples:
@@ -185,6 +188,12 @@ def ls_command(
         rows = derivations(view, name, totals=not quiet, **kw)
         key = "dref"
         columns = ["dref", "name", "realizations", "size", "created", "last_built"]
+        if fmt in MACHINE_FORMATS:
+            columns.append("failures")
+        elif any(r.get("failures") for r in rows):
+            columns.append("failed")
+            for r in rows:
+                r["failed"] = failed_text(r)
     if include_collected:
         columns.append("collected")
     if quiet:
@@ -217,7 +226,15 @@ def ls_command(
     "fields",
     metavar="FIELD",
     multiple=True,
-    help="Add a config field as a column (repeatable): -f lr -f model.depth.",
+    help="Add a config field as a column (repeatable): -f lr -f model.depth; across stages: "
+    "-f model.lr (through a reference in the config), -f train.lr (the train run this run "
+    "was built on); -f '*' for every field that varies.",
+)
+@click.option(
+    "--varying",
+    is_flag=True,
+    help="Add every field whose value varies among the rows: own config fields, then those "
+    "of the stages they were built on.",
 )
 @click.option(
     "--metric",
@@ -234,6 +251,15 @@ def ls_command(
     help="Order by a column (a field, a metric or e.g. duration; -COLUMN for descending), "
     "missing values last; with --limit N, the first N.",
 )
+@click.option(
+    "--precision",
+    type=click.IntRange(min=1, max=17),
+    default=DIGITS,
+    show_default=True,
+    metavar="N",
+    help="Significant digits of numbers in the table (--full: every digit; JSON and CSV are "
+    "always exact).",
+)
 @output_options
 @root_option
 @pass_env
@@ -249,8 +275,10 @@ def history_command(
     where: str | None,
     include_collected: bool,
     fields: tuple[str, ...],
+    varying: bool,
     metrics: tuple[str, ...],
     sort: str | None,
+    precision: int,
     fmt: str,
 ) -> None:
     """One row per realization: name, references, start, duration, size, config fields, metrics,
@@ -266,9 +294,18 @@ def history_command(
     removed. The catalogue is opened read-only, so --where cannot change
     anything.
 
+    A field FIELD.SUB reads across stages: through a reference the config
+    holds (model.lr: the config of the derivation in `model`), or, where the
+    config has no FIELD, from the run of stage FIELD this run was built on
+    (train.lr). A run built on several runs of that stage that disagree
+    shows each value, joined by ' | ' (JSON: a list). Conditions (-c) and
+    --sort take such fields too; a condition holds if one of the values does.
+
     \b
     Examples:
       lightstore history --name train --field lr --since 7d
+      lightstore history -n evaluate -f train.lr -f train.hidden -m r2
+      lightstore history -n evaluate --varying -m r2 -c 'train.lr<0.01' --sort -r2
       lightstore history -n train -f lr -w "json_extract(config, '$.lr') < 1e-3 AND duration > 60"
       lightstore history --limit 20 --csv > recent.csv
       lightstore history --all --name train --since 90d
@@ -289,9 +326,10 @@ def history_command(
         metrics=metrics,
         sort=sort,
         tags=tags,
+        varying=varying,
     )
-    keys = field_keys(fields)
-    keys += metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
+    # The fields and metrics asked for (and found varying), as history named them.
+    keys = [c for c in rows.columns if c not in HISTORY_COLUMNS]
     if fmt in MACHINE_FORMATS:
         columns = [*HISTORY_COLUMNS, *keys]
     else:
@@ -300,36 +338,82 @@ def history_command(
             columns.append("tags")
         if include_collected:
             columns.append("collected")
-    emit_rows(rows, columns, fmt, _display(full or fmt in MACHINE_FORMATS, view, rows))
+        for line in empty_column_hints(view, rows, fields, metrics):
+            echo(line, err=True)
+    display = _display(full or fmt in MACHINE_FORMATS, view, rows)
+    digits = None if full else precision
+    display.update({k: functools.partial(cell_text, digits=digits) for k in keys})
+    emit_rows(rows, columns, fmt, display)
 
 
 @click.command("show")
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @click.option("--no-files", is_flag=True, help="Do not list a realization's files.")
+@click.option(
+    "--all",
+    "-a",
+    "include_collected",
+    is_flag=True,
+    help="Let a selector (train@latest) pick a collected run too (a reference or hash "
+    "prefix finds one without it).",
+)
 @root_option
 @pass_env
-def show_command(env: Env, ref: str, as_json: bool, no_files: bool) -> None:
+def show_command(
+    env: Env, ref: str, as_json: bool, no_files: bool, include_collected: bool
+) -> None:
     """Show one derivation or realization: config, context, files, build record; for a
     realization also its metrics (a series summarised: steps, last, min, max), tags and
     notes.
 
     REF is a full reference, a unique prefix of its hash (at least 4 hex
     digits, as with git), a pin name, or a derivation name that is unique.
+    A run gc (or rmref) removed is shown from its record, which the
+    catalogue keeps until `lightstore forget`: when and why it was
+    collected, its config, context, metrics and build; its files are gone.
 
     \b
     Examples:
       lightstore show 3fa2c9d1
       lightstore show rref:3fa2 --json
       lightstore show train
+      lightstore show --all 'train[lr=0.01]@latest'
     """
     view = env.view()
-    info = describe(view, resolve(view, ref), files=not no_files)
+    info = describe(
+        view,
+        ref,
+        files=not no_files,
+        include_collected=finds_collected(ref, include_collected),
+    )
     if as_json:
         emit_json(info)
         return
     for line in _show_lines(info):
         echo(line)
+
+
+def failed_text(row: dict[str, Any]) -> str:
+    """The `failed` cell of `ls`: how many builds of a derivation failed, and ``only`` where
+    none succeeded (it has no realization)."""
+    n = row.get("failures") or 0
+    if not n:
+        return ""
+    return f"{n} (only)" if not row.get("realizations") else str(n)
+
+
+def finds_collected(ref: str, include_collected: bool) -> bool:
+    """Whether `ref` may designate a collected record: a reference or hash prefix always
+    may (it names one object); a selector (``train@latest``) only with --all."""
+    return include_collected or not is_selector(ref)
+
+
+def _collected_line(gone: dict[str, Any]) -> str:
+    return (
+        f"{removal_text(gone)}: its files are gone; this is its record, kept until "
+        "`lightstore forget`"
+    )
 
 
 def _show_lines(info: dict[str, Any]) -> list[str]:
@@ -342,6 +426,9 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
             lines.append(f"  {key:<12}{value}")
 
     field("name", info["name"])
+    gone = info.get("collected")
+    if gone:
+        field("collected", _collected_line(gone))
     if is_rref:
         field("derivation", info["dref"])
         field("path", info["path"])
@@ -376,7 +463,9 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
         if "files" not in info:  # --no-files
             return lines
         files = info["files"]
-        if files is None:
+        if files is None and gone:
+            lines.append("files: gone (collected)")
+        elif files is None:
             lines.append("files: the folder is missing (run `lightstore verify`)")
         else:
             lines.append(f"files: ({len(files)})")
@@ -388,7 +477,8 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
         rs = info["realizations"]
         lines.append(f"realizations: ({len(rs)})")
         for r in rs:
-            lines.append(f"  {r['rref']}  {human_time(r['stopped'])}  {human_size(r['size'])}")
+            was = f"  collected {human_time(r['collected'])}" if r.get("collected") else ""
+            lines.append(f"  {r['rref']}  {human_time(r['stopped'])}  {human_size(r['size'])}{was}")
         if info["builds"]:
             lines.append("builds:")
         for b in info["builds"]:

@@ -8,38 +8,66 @@ import sys
 import click
 
 from lightstore.cli.context import Env, pass_env, root_option
+from lightstore.cli.inspect import finds_collected
 from lightstore.cli.output import echo, echo_text, emit_json, human_duration, human_time
+from lightstore.foundation.refs import isrref
 from lightstore.query.buildlog import build_log
+from lightstore.query.resolve import collected_record, removal_text, resolve
+from lightstore.store.view import StoreView
+
+
+def _present(view: StoreView, ref: str) -> bool:
+    if isrref(ref):
+        return bool(view.catalogue.known_rrefs([ref]))
+    return bool(view.catalogue.known_drefs([ref]))
 
 
 @click.command("log")
 @click.argument("ref", required=False)
 @click.option("--build", "-b", "build", type=int, metavar="ID", help="This build attempt (#ID).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record and the log as JSON.")
+@click.option(
+    "--all",
+    "-a",
+    "include_collected",
+    is_flag=True,
+    help="Let a selector (train@latest) pick a collected run too (a reference or hash "
+    "prefix finds one without it).",
+)
 @root_option
 @pass_env
-def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> None:
+def log_command(
+    env: Env, ref: str | None, build: int | None, as_json: bool, include_collected: bool
+) -> None:
     """Print what a build printed (its realizer's stdout and stderr), failed builds too.
 
     For a realization, the build that made it; for a derivation, its newest
     attempt (--build ID picks another: `lightstore show DREF` lists them). A
     failed build's error follows its output. Logs are kept in
     <root>/logs/<build id>.log as long as their build record (gc keeps it;
-    `lightstore forget` deletes both).
+    `lightstore forget` deletes both), so a run gc removed keeps its log.
 
     \b
     Examples:
       lightstore log train@latest
       lightstore log 'train[lr=0.01]'
       lightstore log --build 42
+      lightstore log --all 'train[lr=0.01]@latest'
     """
     if ref is None and build is None:
         raise click.UsageError("give a REF, or --build ID")
-    info = build_log(env.view(), ref, build, read=as_json)
+    view = env.view()
+    collected = finds_collected(ref, include_collected) if ref is not None else False
+    info = build_log(view, ref, build, read=as_json, include_collected=collected)
     if as_json:
         emit_json(info)
         return
     b = info["build"]
+    if ref is not None and collected:
+        target = resolve(view, ref, include_collected=True)
+        gone = collected_record(view, target) if not _present(view, target) else None
+        if gone is not None:
+            echo(f"# {target} was {removal_text(gone)}; its log is kept", err=True)
     status = b["status"] + (" (holder gone)" if b.get("holder_gone") else "")
     echo(
         f"# build #{b['id']} of {b['dref']}: {status}, started {human_time(b['started'])}, "

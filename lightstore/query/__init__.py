@@ -9,6 +9,9 @@
   side; `build_log`: what a build printed; `artifact_path`: a file of a run;
 - `metric_points`, `metric_table`, `series_summaries`: the metrics of runs,
   curves (series over steps) included, as rows.
+- `upstream_fields`: the config fields of the stages runs were built on
+  (``train.lr`` for an evaluate run); `history` reads such fields too, and a
+  `Several` stands for the values of several upstream runs that disagree.
 
 Every function that takes a reference takes a `Store` and anything the
 command line accepts as REF.
@@ -31,6 +34,8 @@ Example::
     runs = [r["rref"] for r in history(store, "train", tags=["baseline"])]
     curves = metric_points(store, runs, ["loss"], plain=False).to_pandas()
     curves.pivot(index="step", columns="rref", values="value").plot(logy=True)
+    # evaluate's r2 by the lr and hidden size of the train run each one used
+    history(store, "evaluate", fields=["train.lr", "train.hidden"], metrics=["r2"])
 """
 
 from lightstore.query.buildlog import build_log
@@ -66,8 +71,9 @@ from lightstore.query.readonly import (
     run_sql,
 )
 from lightstore.query.resolve import resolve, resolve_all, select
-from lightstore.query.rows import Rows
+from lightstore.query.rows import Rows, Several
 from lightstore.query.selectors import Selector, parse_selector
+from lightstore.query.upstream import upstream_fields
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -77,6 +83,7 @@ __all__ = [
     "ReadOnlyCatalogue",
     "Rows",
     "Selector",
+    "Several",
     "artifact_path",
     "build_log",
     "catalogue_path",
@@ -110,4 +117,5 @@ __all__ = [
     "series_summaries",
     "sizes_of",
     "tree_lines",
+    "upstream_fields",
 ]

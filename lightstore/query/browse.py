@@ -149,48 +149,6 @@ def disk_use_by_stage(store: LocalStore) -> list[dict[str, Any]]:
     )
 
 
-def upstream_runs(
-    store: LocalStore, rrefs: Sequence[str], limit: int = 100_000
-) -> list[tuple[str, str]]:
-    """(run, upstream realization) for every realization each of `rrefs` was built on,
-    directly or not, following `realization_deps`; at most `limit` pairs.
-
-    A collected run has no edges left: its direct dependencies are read from
-    its recorded context instead (and followed further while they are present).
-    """
-    if not rrefs:
-        return []
-    rows = store.catalogue.query(
-        """
-        WITH RECURSIVE up(run, dep) AS (
-          SELECT d.rref, d.dep FROM json_each(:runs) AS j
-            CROSS JOIN realization_deps AS d ON d.rref = j.value
-          UNION
-          SELECT c.rref, r.value FROM json_each(:runs) AS j
-            CROSS JOIN collected_realizations AS c ON c.rref = j.value,
-            json_each(c.context) AS d, json_each(d.value) AS r
-          UNION
-          SELECT up.run, d.dep FROM up CROSS JOIN realization_deps AS d ON d.rref = up.dep
-        )
-        SELECT run, dep FROM up LIMIT :limit
-        """,
-        {"runs": json.dumps(list(rrefs)), "limit": int(limit)},
-    )
-    return [(run, dep) for run, dep in rows]
-
-
-def run_configs(store: LocalStore, rrefs: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """The stage name and config (JSON text) of each of `rrefs` the history knows."""
-    if not rrefs:
-        return {}
-    rows = store.catalogue.query(
-        "SELECT rref, name, config FROM history "
-        "WHERE rref IN (SELECT value FROM json_each(?)) GROUP BY rref",
-        (json.dumps(sorted(set(rrefs))),),
-    )
-    return {rref: (name, config) for rref, name, config in rows}
-
-
 def stage_configs(store: LocalStore, name: str, limit: int = 2000) -> dict[str, str]:
     """The configs (JSON text) of up to `limit` derivations named `name`, present or
     collected, newest first: what the runs of a stage differ in."""

@@ -17,23 +17,27 @@ from lightstore.store.view import StoreView
 _BUILD_COLUMNS = "id, dref, name, status, started, stopped, duration, host, pid, error"
 
 
-def builds_of(store: StoreView, ref: str) -> list[dict[str, Any]]:
+def builds_of(store: StoreView, ref: str, include_collected: bool = False) -> list[dict[str, Any]]:
     """The build attempts behind `ref`, newest first: for a realization the one that made
-    it; for a derivation every attempt (failed and interrupted ones too).
+    it; for a derivation every attempt (failed and interrupted ones too). With
+    `include_collected`, `ref` may be a collected run (its record names its build).
 
     Raises the errors of `resolve`.
     """
-    target = resolve(store, ref)
+    target = resolve(store, ref, include_collected)
     if isrref(target):
+        # A collected run's record keeps its build id (a present record wins).
         sql = (
-            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE id = "
-            "(SELECT build_id FROM realizations WHERE rref = ?)"
+            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE id = coalesce("
+            "(SELECT build_id FROM realizations WHERE rref = :t), "
+            "(SELECT build_id FROM collected_realizations WHERE rref = :t "
+            "ORDER BY collected DESC LIMIT 1))"
         )
     else:
         sql = (
-            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE dref = ? ORDER BY started DESC, id DESC"
+            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE dref = :t ORDER BY started DESC, id DESC"
         )
-    cur = store.catalogue.conn.execute(sql, (target,))
+    cur = store.catalogue.conn.execute(sql, {"t": target})
     names = [d[0] for d in cur.description]
     return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
 
@@ -46,10 +50,16 @@ def _build(store: StoreView, build: int | None) -> list[dict[str, Any]]:
     return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
 
 
-def _not_of(store: StoreView, ref: str, build: int, theirs: list[dict[str, Any]]) -> None:
+def _not_of(
+    store: StoreView,
+    ref: str,
+    build: int,
+    theirs: list[dict[str, Any]],
+    include_collected: bool = False,
+) -> None:
     """Raise UnknownReferenceError saying why build #`build` is not one of `ref`'s."""
     other = _build(store, build)
-    target = resolve(store, ref)
+    target = resolve(store, ref, include_collected)
     if not other:
         raise UnknownReferenceError(f"no build #{build} in {store.root}", str(build))
     if isrref(target) and other[0]["dref"] == rref2dref(target):
@@ -70,7 +80,12 @@ def _not_of(store: StoreView, ref: str, build: int, theirs: list[dict[str, Any]]
 
 
 def build_log(
-    store: StoreView, ref: str | None = None, build: int | None = None, *, read: bool = True
+    store: StoreView,
+    ref: str | None = None,
+    build: int | None = None,
+    *,
+    read: bool = True,
+    include_collected: bool = False,
 ) -> dict[str, Any]:
     """One build's record and captured output: ``{"build": {...}, "path", "log"}``, where
     ``log`` is the text printed (None if nothing was captured).
@@ -78,7 +93,8 @@ def build_log(
     `ref` picks the realization's build, or a derivation's newest attempt;
     `build` picks an attempt by id (of `ref`'s derivation, if `ref` is given).
     With `read` false, ``log`` is left out (stream the file at ``path``
-    instead: a realizer may print gigabytes). Raises UnknownReferenceError if there is no such build record (a
+    instead: a realizer may print gigabytes). With `include_collected`, `ref` may
+    designate a run gc removed: its log stays until `lightstore forget`. Raises UnknownReferenceError if there is no such build record (a
     realization imported from another store has none here), and the errors of
     `resolve`.
     """
@@ -88,11 +104,11 @@ def build_log(
         # No build id is that large (SQLite's integers have 64 bits).
         raise UnknownReferenceError(f"no build #{build} in {store.root}", str(build))
     if ref is not None:
-        found = builds_of(store, ref)
+        found = builds_of(store, ref, include_collected)
         if build is not None:
             mine = [b for b in found if b["id"] == build]
             if not mine:
-                _not_of(store, ref, build, found)
+                _not_of(store, ref, build, found, include_collected)
             found = mine
     else:
         found = _build(store, build)

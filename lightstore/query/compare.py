@@ -19,10 +19,12 @@ from typing import Any
 
 from lightstore.foundation.errors import InvalidReferenceError, UnknownReferenceError
 from lightstore.foundation.files import MAX_SYMLINKS, real_path
-from lightstore.foundation.refs import DRef, RRef, isrref, rref2dref
+from lightstore.foundation.refs import DRef, RRef, isdref, isrref, rref2dref
+from lightstore.query.describe import collected_realization, config_of
 from lightstore.query.errors import AmbiguousReferenceError
 from lightstore.query.graph import differing_fields, flatten
-from lightstore.query.resolve import resolve
+from lightstore.query.resolve import collected_record, resolve
+from lightstore.query.upstream import derivation_upstream_fields, upstream_fields
 from lightstore.store.view import StoreView
 
 _MISSING: Any = None
@@ -52,8 +54,19 @@ def metrics(store: StoreView, rref: str) -> dict[str, Any] | None:
     return {n: math.nan if v is None else v for n, v in rows}
 
 
-def _changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    fields = differing_fields([a, b])
+def _changes(a: dict[str, Any], b: dict[str, Any], flat: bool = False) -> list[dict[str, Any]]:
+    """The fields of `a` and `b` whose values differ (dicts flattened, unless `flat`: the
+    keys are taken as they are)."""
+    if flat:
+        missing = object()
+        fields = sorted(
+            k
+            for k in {*a, *b}
+            if json.dumps(a.get(k, missing), sort_keys=True, default=str)
+            != json.dumps(b.get(k, missing), sort_keys=True, default=str)
+        )
+    else:
+        fields = differing_fields([a, b])
     return [
         {
             "field": f,
@@ -66,34 +79,74 @@ def _changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def compare(store: StoreView, a: str, b: str) -> dict[str, Any]:
+def compare(store: StoreView, a: str, b: str, include_collected: bool = False) -> dict[str, Any]:
     """What differs between two objects (derivations or realizations, any REF form).
 
-    Returns ``{"a", "b", "config": [...], "context": [...], "metrics": [...] or None}``;
-    each change is ``{"field", "a", "b", "in_a", "in_b"}`` (``in_x`` is false
-    where the field is missing). ``context`` compares the dependency
-    realizations of two realizations (by dependency name); ``metrics`` is None
-    unless both are realizations and the catalogue has a metrics table.
-    Raises the errors of `resolve`.
+    Returns ``{"a", "b", "config": [...], "upstream": [...], "context": [...],
+    "metrics": [...] or None, "collected": {...}}``; each change is ``{"field", "a", "b",
+    "in_a", "in_b"}`` (``in_x`` is false where the field is missing). ``upstream``
+    compares the config fields of the stages they were built on (``train.lr``: for
+    realizations through the runs they used, for derivations through the derivations
+    their configs name; references left out, their stages' fields stand for them).
+    ``context`` compares the dependency realizations of two realizations (by dependency
+    name); ``metrics`` is None unless both are realizations and the catalogue has a
+    metrics table. With `include_collected`, `a` and `b` may designate objects gc
+    removed (compared by their records); ``collected`` says, for ``"a"`` and ``"b"``,
+    when and why (None where present). Raises the errors of `resolve`.
     """
-    ref_a, ref_b = resolve(store, a), resolve(store, b)
+    ref_a = resolve(store, a, include_collected)
+    ref_b = resolve(store, b, include_collected)
     dref_a = rref2dref(ref_a) if isrref(ref_a) else DRef(ref_a)
     dref_b = rref2dref(ref_b) if isrref(ref_b) else DRef(ref_b)
-    config = _changes(flatten(store.config(dref_a)), flatten(store.config(dref_b)))
+    config = _changes(flatten(config_of(store, dref_a)), flatten(config_of(store, dref_b)))
     context: list[dict[str, Any]] = []
     found_metrics: list[dict[str, Any]] | None = None
-    if isrref(ref_a) and isrref(ref_b):
+    both_runs = isrref(ref_a) and isrref(ref_b)
+    if both_runs:
         context = _changes(_inputs(store, RRef(ref_a)), _inputs(store, RRef(ref_b)))
         ma, mb = metrics(store, ref_a), metrics(store, ref_b)
         if ma is not None and mb is not None:
             found_metrics = _changes(ma, mb)
-    return {"a": ref_a, "b": ref_b, "config": config, "context": context, "metrics": found_metrics}
+        up = upstream_fields(store, [ref_a, ref_b])
+    else:
+        up = derivation_upstream_fields(store, [dref_a, dref_b])
+    ua = {k: v for k, v in up.get(ref_a if both_runs else dref_a, {}).items() if not _ref(v)}
+    ub = {k: v for k, v in up.get(ref_b if both_runs else dref_b, {}).items() if not _ref(v)}
+    return {
+        "a": ref_a,
+        "b": ref_b,
+        "config": config,
+        "upstream": _changes(ua, ub, flat=True),
+        "context": context,
+        "metrics": found_metrics,
+        "collected": {
+            "a": collected_record(store, ref_a) if not _present(store, ref_a) else None,
+            "b": collected_record(store, ref_b) if not _present(store, ref_b) else None,
+        },
+    }
+
+
+def _present(store: StoreView, ref: str) -> bool:
+    if isrref(ref):
+        return bool(store.catalogue.known_rrefs([ref]))
+    return bool(store.catalogue.known_drefs([ref]))
+
+
+def _ref(value: Any) -> bool:
+    """Whether a config value is a reference (or a list of them)."""
+    if isinstance(value, list):
+        return bool(value) and all(_ref(v) for v in value)
+    return isdref(value) or isrref(value)
 
 
 def _inputs(store: StoreView, rref: RRef) -> dict[str, Any]:
     """The dependency realizations of `rref`, keyed by the dependency's name (or DRef if
-    two dependencies share a name)."""
-    context = store.context(rref)
+    two dependencies share a name); a collected run's from its record."""
+    if store.catalogue.known_rrefs([rref]):
+        context = dict(store.context(rref))
+    else:
+        record = collected_realization(store, rref) or {}
+        context = {DRef(k): [RRef(r) for r in v] for k, v in record.get("context", {}).items()}
     names = [d.rsplit("-", 1)[1] for d in context]
     out: dict[str, Any] = {}
     for dref, rrefs in context.items():

@@ -20,7 +20,7 @@ from lightstore.catalogue import Catalogue
 from lightstore.foundation.errors import InvalidMetricError
 from lightstore.foundation.metrics import Number, check_metric_name, series_summary
 from lightstore.query.errors import QueryError
-from lightstore.query.rows import Rows
+from lightstore.query.rows import Rows, cell_text
 from lightstore.store.view import StoreView
 
 #: The columns of `metric_points`.
@@ -110,6 +110,4 @@ def value_text(value: Number | None) -> str:
     None."""
     if value is None:
         return ""
-    if isinstance(value, float):
-        return repr(value) if value == value else "nan"
-    return str(value)
+    return cell_text(value, None)

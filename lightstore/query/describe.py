@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from lightstore.catalogue import HOST
+from lightstore.foundation.errors import UnknownReferenceError
 from lightstore.foundation.files import pid_alive, walk_tree
 from lightstore.foundation.refs import DRef, RRef, isrref, rref2dref
 from lightstore.query.curves import series_summaries
@@ -83,7 +84,13 @@ def _pins(store: StoreView, ref: str) -> list[str]:
     )
 
 
-def describe(store: StoreView, ref: DRef | RRef | str, *, files: bool = True) -> dict[str, Any]:
+def describe(
+    store: StoreView,
+    ref: DRef | RRef | str,
+    *,
+    files: bool = True,
+    include_collected: bool = False,
+) -> dict[str, Any]:
     """A dict describing one object (see `lightstore show --json`); a realization's has
     its metrics, series summaries, tags and notes (`run_annotations`).
 
@@ -91,16 +98,126 @@ def describe(store: StoreView, ref: DRef | RRef | str, *, files: bool = True) ->
     prefix, a pin, a unique name, a selector (``train@latest``). A
     realization's files are listed under ``files`` (every one: a walk of its
     folder), unless `files` is False: then the folder is not walked and
-    there is no ``files`` key. Raises UnknownReferenceError if it designates
-    nothing in the store, AmbiguousReferenceError if several objects,
-    InvalidReferenceError if it is not a reference.
+    there is no ``files`` key. Every description has ``collected``: None for
+    an object in the store. With `include_collected`, an object gc (or
+    rmref, or a repair) removed is described from its record (`resolve`
+    finds it): ``collected`` is then ``{"collected": time, "reason": ...}``,
+    and a realization's ``files`` is None (they are gone) while its config,
+    context, metrics and build record remain. Raises UnknownReferenceError
+    if it designates nothing in the store, AmbiguousReferenceError if
+    several objects, InvalidReferenceError if it is not a reference.
     """
-    from lightstore.query.resolve import resolve
+    from lightstore.query.resolve import collected_record, resolve
 
-    ref = resolve(store, ref)
+    ref = resolve(store, ref, include_collected)
     if isrref(ref):
+        if include_collected and not store.catalogue.known_rrefs([ref]):
+            return _describe_collected_rref(store, RRef(ref), collected_record(store, ref))
         return _describe_rref(store, RRef(ref), files)
+    if include_collected and not store.catalogue.known_drefs([ref]):
+        return _describe_collected_dref(store, DRef(ref), collected_record(store, ref))
     return _describe_dref(store, DRef(ref))
+
+
+def config_of(store: StoreView, dref: str) -> dict[str, Any]:
+    """The config of a derivation, present or collected (its record keeps it).
+
+    Raises UnknownReferenceError if the catalogue has neither."""
+    if store.catalogue.known_drefs([dref]):
+        return store.config(DRef(dref))
+    rows = store.catalogue.column(
+        "SELECT config FROM collected_derivations WHERE dref = ?", (dref,)
+    )
+    if not rows:
+        raise UnknownReferenceError(f"derivation {dref} is not in the store {store.root}", dref)
+    parsed = json.loads(rows[0])
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def collected_realization(store: StoreView, rref: str) -> dict[str, Any] | None:
+    """The newest collected record of realization `rref` (a row of
+    `collected_realizations`, its context parsed), or None."""
+    row = _one(
+        store,
+        "SELECT * FROM collected_realizations WHERE rref = ? ORDER BY collected DESC LIMIT 1",
+        (rref,),
+    )
+    if row is not None:
+        row["context"] = json.loads(row["context"])
+    return row
+
+
+def _describe_collected_rref(
+    store: StoreView, rref: RRef, gone: dict[str, Any] | None
+) -> dict[str, Any]:
+    record = collected_realization(store, rref) or {}
+    build = None
+    if record.get("build_id") is not None:
+        build = _one(
+            store,
+            "SELECT id, status, started, stopped, duration, host, pid, error FROM build_log "
+            "WHERE id = ?",
+            (record["build_id"],),
+        )
+    dref = rref2dref(rref)
+    started, stopped = record.get("build_started"), record.get("build_stopped")
+    duration = None
+    if isinstance(started, (int, float)) and isinstance(stopped, (int, float)):
+        duration = stopped - started
+    context = record.get("context") or {}
+    return {
+        "rref": rref,
+        "dref": dref,
+        "name": dref.rsplit("-", 1)[1],
+        "path": store.rref_path(rref),
+        "config": config_of(store, dref),
+        "context": {k: list(v) for k, v in context.items()},
+        "started": started,
+        "stopped": stopped,
+        "duration": duration,
+        "size": record.get("size"),
+        "file_count": record.get("file_count"),
+        "host": record.get("host"),
+        "pid": record.get("pid"),
+        "created": record.get("created"),
+        "build": build,
+        "deps": sorted({r for rs in context.values() for r in rs}),
+        "referrers": [],
+        "pins": [],
+        **run_annotations(store, rref),
+        "collected": gone,
+        "files": None,
+    }
+
+
+def _describe_collected_dref(
+    store: StoreView, dref: DRef, gone: dict[str, Any] | None
+) -> dict[str, Any]:
+    row = _one(store, "SELECT name, created FROM collected_derivations WHERE dref = ?", (dref,))
+    builds = _all(
+        store,
+        "SELECT * FROM (SELECT id, status, started, stopped, duration, host, pid, error "
+        "FROM build_log WHERE dref = ? ORDER BY started DESC, id DESC LIMIT ?) ORDER BY started, id",
+        (dref, MAX_BUILDS),
+    )
+    return {
+        "dref": dref,
+        "name": (row or {}).get("name"),
+        "created": (row or {}).get("created"),
+        "path": store.dref_path(dref),
+        "config": config_of(store, dref),
+        "deps": [],
+        "referrers": [],
+        "pins": [],
+        "realizations": _all(
+            store,
+            "SELECT rref, build_started AS started, build_stopped AS stopped, size, file_count, "
+            "collected FROM collected_realizations WHERE dref = ? ORDER BY collected, rref",
+            (dref,),
+        ),
+        "builds": builds,
+        "collected": gone,
+    }
 
 
 def _describe_dref(store: StoreView, dref: DRef) -> dict[str, Any]:
@@ -129,6 +246,7 @@ def _describe_dref(store: StoreView, dref: DRef) -> dict[str, Any]:
             (dref,),
         ),
         "builds": builds,
+        "collected": None,
     }
 
 
@@ -170,6 +288,7 @@ def _describe_rref(store: StoreView, rref: RRef, with_files: bool) -> dict[str, 
         "referrers": neighbours(store.catalogue, rref, reverse=True),
         "pins": _pins(store, rref),
         **run_annotations(store, rref),
+        "collected": None,
     }
     if with_files:
         info["files"] = files(store.rref_path(rref))

@@ -18,6 +18,7 @@ from typing import Any
 from lightstore.catalogue import Catalogue
 from lightstore.foundation.errors import InvalidAnnotationError, InvalidMetricError
 from lightstore.foundation.metrics import check_metric_name
+from lightstore.foundation.refs import isdref, isrefpath
 from lightstore.foundation.tags import parse_tag
 from lightstore.foundation.times import TimeLike, parse_optional_time
 from lightstore.query.errors import QueryError
@@ -29,9 +30,11 @@ from lightstore.query.filters import (
     parse_condition,
     utf8_text,
 )
+from lightstore.query.graph import flatten
 from lightstore.query.readonly import WHERE_TIMEOUT_S, query_rows
-from lightstore.query.rows import Rows
+from lightstore.query.rows import TIME_COLUMNS, Rows
 from lightstore.query.sqlguard import check_expression
+from lightstore.query.upstream import FieldResolver, Several, upstream_fields, value_order
 from lightstore.store.view import StoreView
 
 #: Columns of a history row, before the chosen config fields.
@@ -144,7 +147,8 @@ def _rows(
 ) -> Rows:
     # query_rows turns SQLite's complaints about a user's `where` into QueryError.
     names, rows = query_rows(catalogue, sql, params, timeout, user_sql=where)
-    return Rows((dict(zip(names, row, strict=True)) for row in rows), names)
+    times = [n for n in names if n in TIME_COLUMNS]
+    return Rows((dict(zip(names, row, strict=True)) for row in rows), names, times)
 
 
 def metric_keys(metrics: Sequence[str], taken: Iterable[str]) -> list[str]:
@@ -224,6 +228,7 @@ def history(
     sort: str | None = None,
     timeout: float | None = None,
     tags: Sequence[str | tuple[str, str | None]] = (),
+    varying: bool = False,
 ) -> Rows:
     """One row per realization, in the order they finished (with `limit`, the newest `limit`).
 
@@ -237,13 +242,23 @@ def history(
     where a realization has no such metric; NaN and infinities as floats; a
     series gives its value at its last step, and ``loss:min``, ``loss:max``,
     ``loss:first``, ``loss:steps`` summarise it), and `tags`: the realization's
-    tags as a dict (name -> value). `sort` orders by one of the
+    tags as a dict (name -> value). A field reads across stages
+    (`lightstore.query.upstream`): ``model.lr`` follows a reference held in
+    ``model`` to that derivation's config, and ``train.lr``, where the config
+    has no ``train``, reads the run of stage ``train`` this run was built on
+    (a `Several` of the values where it was built on several that disagree).
+    With `varying` (or a field ``'*'``), every field of the runs' configs and
+    of the stages they were built on whose value is not the same in all the
+    rows is added too, own fields first (references left out: the fields of
+    their stages stand for them). `sort` orders by one of the
     row's keys instead (``-key``: descending), missing values last; with
-    `limit`, the first `limit` in that order. The result is a list of dicts
-    with `.to_pandas()`.
+    `limit`, the first `limit` in that order. The result is a `Rows`: a list
+    of dicts with `.to_pandas()`.
     Filters: `name` (exact, or a GLOB with ``*?[``), `config` conditions
-    (``'lr<1e-3'``), `tags` (``'baseline'``: has the tag; ``'status=diverged'``:
-    with that value), `since`/`until` on when the build finished (Unix
+    (``'lr<1e-3'``, ``'train.lr<1e-3'`` across stages: a run built on several
+    runs of train matches if one of them does), `tags` (``'baseline'``: has the
+    tag; ``'status=diverged'``: with that value), `since`/`until` on when the
+    build finished (Unix
     seconds, or text such as ``'7d'``/``'2024-05-01'``), and `where`, raw SQL
     over the columns of the `history` view. A query with `where` is stopped
     after `timeout` seconds (default `WHERE_TIMEOUT_S`). Raises QueryError
@@ -251,13 +266,29 @@ def history(
     metric name, or a `sort` that is not a column.
     """
     catalogue = _catalogue(store)
+    varying = varying or "*" in fields
+    fields = [f for f in fields if f != "*"]
+    if varying and sort is not None:
+        # Sorting by a field --varying shows: it is read like one given.
+        wanted = sort.removeprefix("-")
+        if wanted not in [*HISTORY_COLUMNS, *field_keys(fields), *metrics]:
+            fields.append(wanted)
+    for field in fields:
+        json_path(field)
+    conditions = [parse_condition(c) if isinstance(c, str) else c for c in config]
+    # A dotted field may be read across stages: held in SQL where the run's own config has
+    # it, decided after the query (with `upstream`) where it does not.
+    across = [c for c in conditions if "." in c.field]
     keys = field_keys(fields)
+    mkeys = metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
+    sort_key = sort.removeprefix("-") if sort is not None else ""
+    sort_across = sort_key in keys and "." in fields[keys.index(sort_key)]
+    after = bool(across) or sort_across
     select = list(HISTORY_COLUMNS)
     params: list[Any] = []
     for field, key in zip(fields, keys, strict=True):
         select.append(f'json_extract(config, ?) AS "{key}"')
         params.append(json_path(field))
-    mkeys = metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
     for metric, key in zip(metrics, mkeys, strict=True):
         term, args = metric_column(metric)
         select.append(f'{term} AS "{key}"')
@@ -269,7 +300,18 @@ def history(
     timed = t0 is not None or t1 is not None
     if name is not None and timed and _time_window_is_smaller(catalogue, name, t0, t1):
         name_column = "+name"  # unary + keeps SQLite off the name index
-    _filters(w, name, config, t0, t1, "stopped", name_column=name_column)
+    _filters(
+        w,
+        name,
+        [c for c in conditions if c not in across],
+        t0,
+        t1,
+        "stopped",
+        name_column=name_column,
+    )
+    for c in across:
+        term, more = c.sql("config")
+        w.add(f"(json_type(config, ?) IS NULL OR {term})", [c.path, *more])
     for tag in tags:
         w.add(*tag_condition(tag, "history.rref"))
     if where:
@@ -278,13 +320,12 @@ def history(
     source = "history" if include_collected else _PRESENT_HISTORY
     sql = f"SELECT {', '.join(select)} FROM {source}{w.sql()}"
     params += w.params
-    if sort is not None:
+    if sort is not None and not sort_across:
         every = [*HISTORY_COLUMNS, *keys, *mkeys]
-        sort_field = sort.removeprefix("-")
-        by_field = sort_field in keys
-        order = _sort_order(sort, every, by_field, by_metric=sort_field in mkeys)
+        by_field = sort_key in keys
+        order = _sort_order(sort, every, by_field, by_metric=sort_key in mkeys)
         if by_field:
-            path = json_path(fields[keys.index(sort_field)])
+            path = json_path(fields[keys.index(sort_key)])
             select.append(
                 f"CASE WHEN abs(json_extract(config, ?)) >= {_EXACT_REAL_BOUND} "
                 f'THEN {NUMBER_KEY_FUNCTION}(json_extract(config, ?, ?)) END AS "{_SORT_KEY}"'
@@ -296,15 +337,17 @@ def history(
         params = [*params[: len(params) - len(w.params)], *sort_params, *w.params]
         shown = ", ".join('"' + k.replace('"', '""') + '"' for k in every)
         sql = f"SELECT {shown} FROM ({sql}) ORDER BY {order}"
-        if limit is not None:
+        if limit is not None and not after:
             sql += " LIMIT ?"
             params.append(_limit(limit))
-    elif limit is not None:
+    elif limit is not None and not after:
         # Newest first, so the time index answers it, then back to oldest first.
         sql += " ORDER BY stopped DESC, rref DESC LIMIT ?"
         params.append(_limit(limit))
         sql = f"SELECT * FROM ({sql}) ORDER BY stopped, rref"
     else:
+        if sort is not None:
+            _sort_order(sort, [*HISTORY_COLUMNS, *keys, *mkeys], True)  # checks the key
         sql += " ORDER BY stopped, rref"
     if timeout is None and where:
         timeout = WHERE_TIMEOUT_S
@@ -312,7 +355,126 @@ def history(
     if fields:
         _exact_integers(catalogue, rows, fields, keys)
     _decode_annotations(rows, mkeys)
+    resolver = FieldResolver(catalogue, rows)
+    for c in across:
+        rows[:] = resolver.matching(rows, c)
+    _fields_across_stages(resolver, rows, fields, keys)
+    if after:
+        if sort_across and sort is not None:
+            _sort_rows(rows, sort_key, sort.startswith("-"))
+        if limit is not None:
+            n = _limit(limit)
+            rows[:] = rows[:n] if sort is not None else rows[max(len(rows) - n, 0) :]
+    if varying:
+        _add_varying(resolver, rows, [*HISTORY_COLUMNS, *keys, *mkeys])
     return rows
+
+
+def empty_column_hints(
+    store: StoreView | Catalogue,
+    rows: Rows,
+    fields: Sequence[str],
+    metrics: Sequence[str],
+) -> list[str]:
+    """A line for each field or metric in `fields`/`metrics` that no row of `rows` (from
+    `history`) has, saying what the runs do have: their metrics, their config's fields
+    and the stages they were built on."""
+    if not rows:
+        return []
+    fields = [f for f in fields if f != "*"]
+    keys = field_keys(fields)
+    mkeys = metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
+    lines = []
+    rrefs = json.dumps(sorted({str(r["rref"]) for r in rows}))
+    for metric, key in zip(metrics, mkeys, strict=True):
+        if all(r.get(key) is None for r in rows):
+            names = _catalogue(store).column(
+                "SELECT DISTINCT name FROM metrics WHERE rref IN (SELECT value FROM json_each(?)) "
+                "ORDER BY name",
+                (rrefs,),
+            )
+            lines.append(
+                f"note: no run listed has a metric {metric!r}; "
+                + (f"their metrics: {', '.join(names)}" if names else "they have no metrics")
+            )
+    resolver: FieldResolver | None = None
+    for field, key in zip(fields, keys, strict=True):
+        if any(r.get(key) is not None for r in rows):
+            continue
+        if resolver is None:
+            resolver = FieldResolver(store, rows)
+            resolver.load_own()
+        own = sorted(
+            {k for r in rows for k in (resolver.configs.get(str(r["dref"])) or {}) if k != "name"}
+        )
+        stages = sorted({s for r in rows for s in resolver.lineage(str(r["rref"]))})
+        lines.append(
+            f"note: no run listed has a value for {field!r}; their configs have "
+            f"{', '.join(own) or 'no fields'}"
+            + (f"; they were built on the stages {', '.join(stages)}" if stages else "")
+            + " (FIELD.SUB reads a field of a referenced config or of such a stage)"
+        )
+    return lines
+
+
+def _fields_across_stages(
+    resolver: FieldResolver, rows: Rows, fields: Sequence[str], keys: Sequence[str]
+) -> None:
+    """Fill in the dotted fields a run's own config does not hold, read across stages."""
+    for field, key in zip(fields, keys, strict=True):
+        if "." not in field:
+            continue
+        for row in rows:
+            if row.get(key) is None:
+                row[key] = resolver.value(row, field)
+
+
+def _sort_rows(rows: Rows, key: str, descending: bool) -> None:
+    """Order `rows` by `key` as SQL orders a config field (`_sort_order`): numbers exactly,
+    then text, then the rest; a `Several` by its smallest value; missing values last."""
+    rows.sort(key=lambda r: (r.get("stopped") is not None, r.get("stopped") or 0, r["rref"]))
+
+    def order(row: dict[str, Any]) -> tuple[int, Any]:
+        value = row.get(key)
+        return value_order(value[0] if isinstance(value, Several) else value)
+
+    present = [r for r in rows if r.get(key) is not None]
+    present.sort(key=order, reverse=descending)
+    rows[:] = present + [r for r in rows if r.get(key) is None]
+
+
+def _add_varying(resolver: FieldResolver, rows: Rows, taken: Sequence[str]) -> None:
+    """Add the fields (own, then of upstream stages) whose values differ among `rows`."""
+    if not rows:
+        return
+    resolver.load_own()
+    own = [flatten(resolver.configs.get(str(r["dref"])) or {}) for r in rows]
+    up = upstream_fields(resolver.catalogue, [str(r["rref"]) for r in rows])
+    ups = [up.get(str(r["rref"]), {}) for r in rows]
+    shown = {c for c in rows.columns}
+    missing = object()
+    names: list[str] = []
+    for flats in (own, ups):
+        for field in sorted({k for f in flats for k in f} - {"name"}):
+            values = [f.get(field, missing) for f in flats]
+            if any(_is_reference(v) for v in values):
+                continue
+            texts = {json.dumps(v, sort_keys=True, default=str) for v in values}
+            if len(texts) > 1 and field not in names:
+                names.append(field)
+    names = [n for n in names if n not in shown]
+    keys = _unique_keys(names, [*taken, *shown], "config.")
+    for name, key in zip(names, keys, strict=True):
+        source = own if name in {k for f in own for k in f} else ups
+        for row, flat in zip(rows, source, strict=True):
+            row[key] = flat.get(name)
+    rows.columns = [*rows.columns, *keys]
+
+
+def _is_reference(value: Any) -> bool:
+    if isinstance(value, Several):
+        return any(_is_reference(v) for v in value)
+    return isdref(value) or isrefpath(value)
 
 
 #: What a history column of a metric gives for a series (``-m loss:min``): SQL over
@@ -423,6 +585,13 @@ def _first_of_pair(pair: Any) -> Any:
         return None
 
 
+#: Failed and interrupted builds of derivation ``d`` (an index range of `builds_by_dref`).
+_FAILURES = (
+    "(SELECT count(*) FROM builds AS b WHERE b.dref = d.dref "
+    "AND b.status IN ('failed', 'interrupted'))"
+)
+
+
 def derivations(
     store: StoreView | Catalogue,
     name: str | None = None,
@@ -436,7 +605,8 @@ def derivations(
     tags: Sequence[str | tuple[str, str | None]] = (),
 ) -> list[dict[str, Any]]:
     """One row per derivation (dref, name, created, and with `totals` its number of
-    realizations, their size and last_built), oldest first.
+    realizations, their size, last_built and `failures`: how many of its builds failed
+    or were interrupted), oldest first.
 
     Filters as in `history`; `since`/`until` apply to when it was recorded.
     Without `totals` no realization is read, which is faster on big stores.
@@ -453,7 +623,8 @@ def derivations(
     if totals:
         sql = (
             "SELECT d.dref, d.name, d.created, count(r.rref) AS realizations, "
-            f"coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built{collected} "
+            f"coalesce(sum(r.size), 0) AS size, max(r.build_stopped) AS last_built, "
+            f"{_FAILURES} AS failures{collected} "
             f"FROM derivations AS d LEFT JOIN realizations AS r ON r.dref = d.dref{w.sql()} "
             "GROUP BY d.dref"
         )
@@ -467,7 +638,7 @@ def derivations(
         if totals:
             sql += (
                 " UNION ALL SELECT d.dref, d.name, d.created, count(r.id), "
-                "coalesce(sum(r.size), 0), max(r.build_stopped), d.collected "
+                f"coalesce(sum(r.size), 0), max(r.build_stopped), {_FAILURES}, d.collected "
                 "FROM collected_derivations AS d LEFT JOIN collected_realizations AS r "
                 f"ON r.dref = d.dref{c.sql()} GROUP BY d.dref"
             )

@@ -167,13 +167,21 @@ def short_refs(store: StoreView | Catalogue, refs: Iterable[Any]) -> dict[str, s
 
 
 def prefix_matches(
-    catalogue: Catalogue, prefix: str, kind: str | None = None, dprefix: str | None = None
+    catalogue: Catalogue,
+    prefix: str,
+    kind: str | None = None,
+    dprefix: str | None = None,
+    collected: bool = False,
 ) -> list[str]:
     """References whose hash starts with `prefix` (hex); `kind` 'dref'/'rref' restricts them.
-    With `dprefix`, only RRefs whose derivation hash also starts with it.
+    With `dprefix`, only RRefs whose derivation hash also starts with it. With
+    `collected`, the records of removed objects are searched instead.
 
     GLOB on the primary key is an index range scan, so this is fast on big stores.
     """
+    realizations, derivations = "realizations", "derivations"
+    if collected:
+        realizations, derivations = "collected_realizations", "collected_derivations"
     found: list[str] = []
     if dprefix is not None:
         if kind == "dref":
@@ -181,17 +189,17 @@ def prefix_matches(
         # The class pins the '-' to the end of <R>: a bare '*' could reach into the name.
         pattern = f"rref:{prefix}{'[0-9a-f]' * (32 - len(prefix))}-{dprefix}*"
         return catalogue.column(
-            "SELECT rref FROM realizations WHERE rref GLOB ? ORDER BY rref LIMIT ?",
+            f"SELECT DISTINCT rref FROM {realizations} WHERE rref GLOB ? ORDER BY rref LIMIT ?",
             (pattern, _MAX_LISTED + 1),
         )
     if kind in (None, "dref"):
         found += catalogue.column(
-            "SELECT dref FROM derivations WHERE dref GLOB ? ORDER BY dref LIMIT ?",
+            f"SELECT DISTINCT dref FROM {derivations} WHERE dref GLOB ? ORDER BY dref LIMIT ?",
             (f"dref:{prefix}*", _MAX_LISTED + 1),
         )
     if kind in (None, "rref"):
         found += catalogue.column(
-            "SELECT rref FROM realizations WHERE rref GLOB ? ORDER BY rref LIMIT ?",
+            f"SELECT DISTINCT rref FROM {realizations} WHERE rref GLOB ? ORDER BY rref LIMIT ?",
             (f"rref:{prefix}*", _MAX_LISTED + 1),
         )
     return found
@@ -209,19 +217,63 @@ def _from_path(store: StoreView, text: str) -> str | None:
     return f"rref:{parts[1]}-{head}-{name}"
 
 
-def _known(store: StoreView, ref: str) -> DRef | RRef:
+def _known(store: StoreView, ref: str, include_collected: bool = False) -> DRef | RRef:
     if isrref(ref):
         if store.catalogue.known_rrefs([ref]):
             return RRef(ref)
     elif isdref(ref) and store.catalogue.known_drefs([ref]):
         return DRef(ref)
+    gone = collected_record(store, ref)
+    if gone is not None and include_collected:
+        return RRef(ref) if isrref(ref) else DRef(ref)
+    if gone is not None:
+        raise UnknownReferenceError(
+            f"{ref} is no longer in the store {store.root}: {removal_text(gone)}; its record "
+            "is kept (`lightstore show`, `lightstore log`, `lightstore history --all`)",
+            ref,
+        )
     raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
 
 
-def resolve(store: StoreView, text: str | os.PathLike[str]) -> DRef | RRef:
+def collected_record(store: StoreView | Catalogue, ref: str) -> dict[str, Any] | None:
+    """When and why (``{"collected": time, "reason": "gc" | "rmref" | "repair"}``) the
+    object `ref` was last removed from the store, if the catalogue keeps its record; None
+    for an object never removed (or forgotten)."""
+    catalogue = store.catalogue if isinstance(store, StoreView) else store
+    table = (
+        "collected_realizations WHERE rref = ?"
+        if isrref(ref)
+        else ("collected_derivations WHERE dref = ?")
+    )
+    rows = catalogue.query(
+        f"SELECT collected, reason FROM {table} ORDER BY collected DESC LIMIT 1", (ref,)
+    )
+    return {"collected": rows[0][0], "reason": rows[0][1]} if rows else None
+
+
+def removal_text(gone: dict[str, Any]) -> str:
+    """``collected by gc on 2024-05-01 12:00:00`` (local time) for a `collected_record`."""
+    import datetime
+
+    try:
+        at = datetime.datetime.fromtimestamp(gone["collected"]).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        at = repr(gone["collected"])
+    how = {"gc": "by gc", "rmref": "by rmref", "repair": "by a repair"}.get(
+        gone["reason"], f"({gone['reason']})"
+    )
+    return f"collected {how} on {at}"
+
+
+def resolve(
+    store: StoreView, text: str | os.PathLike[str], include_collected: bool = False
+) -> DRef | RRef:
     """The one DRef or RRef of `store` that `text` designates (see the module docstring).
 
-    Raises UnknownReferenceError if nothing matches, AmbiguousReferenceError
+    With `include_collected`, an object gc (or rmref, or a repair) removed is found too, by
+    its record: a full reference or hash prefix that matches nothing present, a name only
+    collected derivations have, and the runs of a selector (``train@latest`` may then be a
+    collected run). Raises UnknownReferenceError if nothing matches, AmbiguousReferenceError
     if several objects do, InvalidReferenceError if `text` cannot be a reference.
     """
     if isinstance(text, os.PathLike):
@@ -230,9 +282,9 @@ def resolve(store: StoreView, text: str | os.PathLike[str]) -> DRef | RRef:
         raise InvalidReferenceError(f"a reference is text, not {type(text).__name__}: {text!r}")
     text = text.strip()
     if isdref(text) or isrref(text):
-        return _known(store, text)
+        return _known(store, text, include_collected)
     if is_selector(text) and not _is_object_path(store, text):
-        selected = select(store, text)
+        selected = select(store, text, include_collected)
         if len(selected) == 1:
             return selected[0]
         raise _ambiguous(text, list(selected), selector=True)
@@ -244,6 +296,10 @@ def resolve(store: StoreView, text: str | os.PathLike[str]) -> DRef | RRef:
                 "realization (rref:<R>-<H>)"
             )
         found = prefix_matches(store.catalogue, m.group(2), m.group(1), m.group(3))
+        if not found and include_collected:
+            found = prefix_matches(
+                store.catalogue, m.group(2), m.group(1), m.group(3), collected=True
+            )
         pinned = store.catalogue.column(
             "SELECT coalesce(rref, dref) FROM pins WHERE name = ?", (text,)
         )
@@ -273,16 +329,18 @@ def resolve(store: StoreView, text: str | os.PathLike[str]) -> DRef | RRef:
             raise InvalidReferenceError(
                 f"{text!r} is not the folder of an object in the store {store.root}"
             )
-        return _known(store, ref)
+        return _known(store, ref, include_collected)
     if _NAME_RE.fullmatch(text):
-        return _by_name(store, text, hex_prefix=m is not None)
+        return _by_name(store, text, hex_prefix=m is not None, include_collected=include_collected)
     raise InvalidReferenceError(
         f"{text!r} is not a reference: give a DRef, an RRef, a hash prefix of at least "
         f"{MIN_PREFIX} hex digits, a pin name or a derivation name"
     )
 
 
-def _by_name(store: StoreView, text: str, hex_prefix: bool = False) -> DRef | RRef:
+def _by_name(
+    store: StoreView, text: str, hex_prefix: bool = False, include_collected: bool = False
+) -> DRef | RRef:
     pinned = store.catalogue.column("SELECT coalesce(rref, dref) FROM pins WHERE name = ?", (text,))
     if pinned:
         return _known(store, pinned[0])
@@ -290,6 +348,11 @@ def _by_name(store: StoreView, text: str, hex_prefix: bool = False) -> DRef | RR
         "SELECT dref FROM derivations WHERE name = ? ORDER BY dref LIMIT ?",
         (text, _MAX_LISTED + 1),
     )
+    if not drefs and include_collected:
+        drefs = store.catalogue.column(
+            "SELECT dref FROM collected_derivations WHERE name = ? ORDER BY dref LIMIT ?",
+            (text, _MAX_LISTED + 1),
+        )
     if len(drefs) == 1:
         return DRef(drefs[0])
     if drefs:
@@ -332,8 +395,11 @@ def _is_object_path(store: StoreView, text: str) -> bool:
     return os.sep in text and _from_path(store, text) is not None
 
 
-def _selector_drefs(store: StoreView, sel: Selector, text: str) -> list[str]:
-    """The derivations the base and conditions of `sel` designate, oldest first."""
+def _selector_drefs(
+    store: StoreView, sel: Selector, text: str, include_collected: bool = False
+) -> list[str]:
+    """The derivations the base and conditions of `sel` designate, oldest first (with
+    `include_collected`, the records of removed ones too)."""
     base = sel.base
     if isrref(base):
         raise InvalidSelectorError(
@@ -349,7 +415,7 @@ def _selector_drefs(store: StoreView, sel: Selector, text: str) -> list[str]:
         or pinned
         or (m and prefix_matches(store.catalogue, m.group(2), m.group(1), m.group(3)))
     ):
-        target = resolve(store, base)
+        target = resolve(store, base, include_collected)
         if isrref(target):
             raise InvalidSelectorError(
                 f"invalid selector {text!r}: {base} designates the realization {target}; "
@@ -368,8 +434,15 @@ def _selector_drefs(store: StoreView, sel: Selector, text: str) -> list[str]:
         term, more = cond.sql("config")
         terms.append(term)
         args += more
+    source = "derivations"
+    if include_collected:
+        source = (
+            "(SELECT dref, name, config, created FROM derivations UNION ALL "
+            "SELECT dref, name, config, created FROM collected_derivations WHERE dref NOT IN "
+            "(SELECT dref FROM derivations))"
+        )
     drefs = store.catalogue.column(
-        f"SELECT dref FROM derivations WHERE {' AND '.join(terms)} ORDER BY created, dref",
+        f"SELECT dref FROM {source} WHERE {' AND '.join(terms)} ORDER BY created, dref",
         args,
     )
     if not drefs:
@@ -424,25 +497,40 @@ def _first_of_pair(pair: str) -> Any:
         return pair
 
 
-def select(store: StoreView, text: str | Selector) -> list[DRef | RRef]:
+def select(
+    store: StoreView, text: str | Selector, include_collected: bool = False
+) -> list[DRef | RRef]:
     """Every object selector `text` designates: derivations, or with ``@all`` their
     realizations (oldest first), or with ``@latest`` the newest one.
+
+    With `include_collected`, the records of what gc (or rmref, or a repair) removed are
+    selected too: ``train@all`` lists collected runs beside present ones, and
+    ``train@latest`` is the newest of either.
 
     Raises InvalidSelectorError if `text` does not parse, UnknownReferenceError
     if nothing matches (naming the condition that matched nothing, and the
     values that exist), AmbiguousReferenceError if its base is an ambiguous prefix.
     """
     sel = text if isinstance(text, Selector) else parse_selector(text)
-    drefs = _selector_drefs(store, sel, str(text))
+    drefs = _selector_drefs(store, sel, str(text), include_collected)
     if sel.pick is None:
         return [DRef(d) for d in drefs]
     order = "DESC" if sel.pick == "latest" else "ASC"
-    rrefs = store.catalogue.column(
-        "SELECT rref FROM realizations WHERE dref IN (SELECT value FROM json_each(?)) "
-        f"ORDER BY coalesce(build_stopped, created) {order}, rowid {order}"
-        + (" LIMIT 1" if sel.pick == "latest" else ""),
-        (json.dumps(drefs),),
-    )
+    limit = " LIMIT 1" if sel.pick == "latest" else ""
+    if include_collected:
+        # A run collected and built again has two records: its newest one counts.
+        rrefs = store.catalogue.column(
+            "SELECT rref FROM (SELECT rref, max(coalesce(stopped, created)) AS t FROM history "
+            "WHERE dref IN (SELECT value FROM json_each(?)) GROUP BY rref) "
+            f"ORDER BY t {order}, rref {order}{limit}",
+            (json.dumps(drefs),),
+        )
+    else:
+        rrefs = store.catalogue.column(
+            "SELECT rref FROM realizations WHERE dref IN (SELECT value FROM json_each(?)) "
+            f"ORDER BY coalesce(build_stopped, created) {order}, rowid {order}{limit}",
+            (json.dumps(drefs),),
+        )
     if not rrefs:
         raise UnknownReferenceError(
             f"{str(text)!r} matches {len(drefs)} derivation(s) but none has a realization yet "

@@ -17,7 +17,7 @@ from typing import Any
 from lightstore.facade import Store
 from lightstore.foundation.errors import InvalidReferenceError, UnknownReferenceError
 from lightstore.foundation.refs import RRef, isdref, isrref, parse_rref, rref2dref
-from lightstore.query import browse
+from lightstore.query import browse, upstream
 from lightstore.query.buildlog import build_log
 from lightstore.query.describe import describe
 from lightstore.query.graph import closure_edges
@@ -32,7 +32,6 @@ from lightstore.ui.fields import (
     key_segment,
     metric_number,
     short_value,
-    sort_key,
 )
 
 __all__ = ["cell_text", "finite_float", "flatten", "key_segment"]  # shared with the tests
@@ -127,28 +126,9 @@ def upstream_fields(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, A
     """The config fields of the stages each of `rrefs` was built on, directly or not, as
     ``{rref: {"train.lr": 0.1, ...}}`` (the upstream stage's name, a dot, its flattened
     field). Where a run was built on several realizations of one stage that disagree on a
-    field, the value is the sorted list of their values."""
-    pairs = browse.upstream_runs(store, rrefs, MAX_UPSTREAM_PAIRS)
-    configs = browse.run_configs(store, sorted({dep for _, dep in pairs}))
-    flat: dict[str, dict[str, Any]] = {}
-    for dep, (name, config) in configs.items():
-        fields = flatten(json.loads(config))
-        fields.pop("name", None)
-        flat[dep] = {f"{key_segment(name)}.{k}": v for k, v in fields.items()}
-    gathered: dict[str, dict[str, list[Any]]] = {}
-    for run, dep in pairs:
-        into = gathered.setdefault(run, {})
-        for key, value in flat.get(dep, {}).items():
-            values = into.setdefault(key, [])
-            if value not in values:
-                values.append(value)
-    return {
-        run: {
-            key: values[0] if len(values) == 1 else sorted(values, key=sort_key)
-            for key, values in sorted(fields.items())
-        }
-        for run, fields in gathered.items()
-    }
+    field, the value is the sorted list of their values (`lightstore.query.upstream`, which
+    `lightstore history -f train.lr` reads too)."""
+    return upstream.upstream_fields(store, rrefs, MAX_UPSTREAM_PAIRS)
 
 
 def short_labels(store: Store, rrefs: Sequence[str]) -> dict[str, str]:
