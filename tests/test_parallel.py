@@ -431,6 +431,21 @@ def test_a_realizers_own_exception_comes_back_as_its_cause(S):
     assert "Unloadable: the data is bad" in str(info.value.cause)
 
 
+def test_a_build_paused_in_the_callers_repl_is_refused_not_waited_for(S):
+    """The paused build's lock is the caller's: a worker would wait for it forever."""
+    import lightstore as ls
+
+    r = Registry(S)
+    closure = instantiate(lambda r: node(r, "top", [node(r, "base")]), r=r)
+    rh = ls.repl_realize(closure, force_interrupt=True)
+    try:
+        with pytest.raises(UsageError, match="paused in a REPL session"):
+            realize1(closure, jobs=2)
+    finally:
+        ls.repl_cancel(rh)
+    assert realize1(closure, jobs=2)
+
+
 def test_a_cached_realize_with_jobs_starts_no_worker(S, monkeypatch):
     closure = instantiate(fanout(2, 0), r=Registry(S))
     ctx = realize(closure)[2]

@@ -58,6 +58,7 @@ from lightstore.executors.driving import (
     build_failure,
     not_shippable,
     pull_targets,
+    refusal,
     start,
     task_options,
 )
@@ -138,8 +139,15 @@ def _drive(
     progress = Progress(plan.total)
     queue = distributed.as_completed()
 
-    def submit(tasks: list[BuildTask]) -> None:
+    def submit(tasks: list[BuildTask]) -> bool:
+        """Submit `tasks`; False if one was refused and `keep_going` is false."""
         for task in tasks:
+            refused = refusal(plan, task, options)
+            if refused is not None:
+                plan.failed(task, refused)
+                if not keep_going:
+                    return False
+                continue
             opts = task_options(task, options)
             try:
                 future = client.submit(
@@ -158,9 +166,11 @@ def _drive(
                 raise problem from e
             pending[future] = task
             queue.add(future)
+        return True
 
     try:
-        submit(first)
+        if not submit(first):
+            return
         progress.show(len(plan.chosen))
         for future in queue:
             task = pending.pop(future)
@@ -175,7 +185,8 @@ def _drive(
             if shared is not None and answer.get("substituter") is not None:
                 shared.merge(answer["substituter"])
             plan.done(task, answer["rrefs"])
-            submit(plan.next_tasks())
+            if not submit(plan.next_tasks()):
+                break
             progress.show(len(plan.chosen))
     finally:
         for future in pending:

@@ -65,6 +65,18 @@ def task_options(task: BuildTask, options: RealizeOptions) -> RealizeOptions:
     return RealizeOptions(realize_args=args, substitute=options.substitute)
 
 
+def refusal(plan: Plan, task: BuildTask, options: RealizeOptions) -> Exception | None:
+    """What `options.guard` raises for `task`, asked in the caller before the task leaves
+    (the REPL's paused builds are the caller's thread's: a worker would wait for one forever)."""
+    if options.guard is None:
+        return None
+    try:
+        options.guard(plan.store, task.dref, task.context_hash)
+    except Exception as e:  # the guard's refusal fails this task, as in a serial realize
+        return e
+    return None
+
+
 def not_shippable(task: BuildTask, options: RealizeOptions, where: str) -> UsageError | None:
     """A UsageError naming the part of `task` that cannot be pickled; None if all can.
 

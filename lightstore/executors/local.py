@@ -56,6 +56,7 @@ from lightstore.executors.driving import (
     build_failure,
     not_shippable,
     pull_targets,
+    refusal,
     start,
     task_options,
 )
@@ -330,6 +331,11 @@ class _Run:
         self.idle.append(worker)
 
     def _send(self, task: BuildTask, pending: collections.deque[BuildTask]) -> None:
+        refused = refusal(self.plan, task, self.options)
+        if refused is not None:
+            self.plan.failed(task, refused)
+            self.stopped = not self.keep_going
+            return
         opts = task_options(task, self.options)
         try:
             payload = self.dumps((self.root, task, opts, self.exchange))
