@@ -284,6 +284,20 @@ def test_workers_that_cannot_see_the_root_say_so(client, S, store):
         plan.result()
 
 
+def test_a_build_paused_in_the_callers_repl_is_refused_not_waited_for(client, S):
+    """The paused build's lock is the caller's: a worker would wait for it forever."""
+    import lightstore as ls
+
+    closure = instantiate(lambda r: node(r, "top", [node(r, "base")]), r=Registry(S))
+    rh = ls.repl_realize(closure, force_interrupt=True)
+    try:
+        with pytest.raises(UsageError, match="paused in a REPL session"):
+            realize1(closure, client=client)
+    finally:
+        ls.repl_cancel(rh)
+    assert realize1(closure, client=client)
+
+
 # -- trust and keys: decided where the realize was asked for, shipped to the workers ------
 
 
