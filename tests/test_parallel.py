@@ -229,7 +229,7 @@ def test_one_failure_raises_it_and_keep_going_false_stops(S, store, tmp_path):
     # Stopped at the first failure: the build still running was stopped, not waited for,
     # and nothing more was sent.
     assert time.monotonic() - t0 < 4
-    assert len([f for f in os.listdir(log) if f.startswith("x")]) == 1
+    assert len([f for f in os.listdir(log) if f.startswith("x")]) <= 1
     assert store.verify(check_contents=True).ok and os.listdir(store.tmp_dir) == []
     assert "running" not in {row[1] for row in builds(store)}
 
