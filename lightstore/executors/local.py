@@ -70,7 +70,10 @@ log = logging.getLogger("lightstore")
 MAX_DEATHS = 3
 
 _WHERE = "the worker processes of jobs="
-_HINT = "see the error printed above"
+_HINT = (
+    "a worker loads the realizer, matcher and config with cloudpickle, importing by name "
+    "the modules they use: those must be importable there, with the caller's sys.path"
+)
 _EXTRA_HINT = "install it with `pip install 'lightstore[dask]'` (or `pip install cloudpickle`)"
 
 # Run by `python -c` in a new worker: the caller's sys.path first, then the loop.
