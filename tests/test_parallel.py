@@ -414,6 +414,32 @@ def test_an_unpicklable_realizer_is_named_with_its_derivation(S, store):
     assert builds(store) == [] and store.verify().ok
 
 
+def test_a_realizer_the_workers_cannot_load_fails_naming_its_derivation(
+    S, store, tmp_path, monkeypatch
+):
+    (tmp_path / "only_in_the_caller.py").write_text("def text():\n    return 'x'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_in_the_caller  # pickled by name: the workers import it
+
+    def real(b):
+        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
+            f.write(only_in_the_caller.text())
+
+    def stage(r):
+        cfg = {"name": "needs-a-module", "out": [selfref, "out.txt"]}
+        return mkdrv(cfg, match_only(), build_wrapper(real), r)
+
+    (tmp_path / "only_in_the_caller.py").unlink()
+    closure = instantiate(stage, r=Registry(S))
+    with pytest.raises(BuildError) as info:
+        realize1(closure, jobs=2)
+    message = str(info.value)
+    assert info.value.dref == closure[0] and closure[0] in message
+    assert "only_in_the_caller" in message and "importable" in message
+    assert builds(store) == [] and store.verify().ok
+    monkeypatch.delitem(sys.modules, "only_in_the_caller")
+
+
 def test_a_realizers_own_exception_comes_back_as_its_cause(S):
     class Unloadable(Exception):
         def __reduce__(self):
