@@ -193,6 +193,14 @@ def compare(python: str, repeat: int, stages: int, work: float, trivial: int) ->
         unc, cac = o[f"{way} uncached"] * 1e3, o[f"{way} cached"] * 1e3
         extra = unc - o["serial uncached"] * 1e3
         print(f"  {way:<26}  {unc:8.2f} {cac:8.3f}   {extra:+.2f}")
+    paired = {
+        k: _median([s / t for s, t in zip(cpu["serial"], cpu[k], strict=True)])
+        for k in ("pool", "dask")
+    }
+    print(
+        f"  speedup of each run against its own serial time (median): jobs=2 "
+        f"{paired['pool']:.2f}x, LocalCluster {paired['dask']:.2f}x"
+    )
     print(f"  per-run samples: {json.dumps({'cpu': cpu, 'overhead': ovh})}")
 
 
