@@ -11,7 +11,9 @@
 - parallel-overhead: per-derivation time of trivial stages, serial vs
   through the already running pool of `jobs=2` vs an already running
   2-worker LocalCluster, uncached and cached; the overhead per derivation
-  is (parallel - serial).
+  is (parallel - serial). Also the CPU time per uncached derivation of the
+  caller and the pool's workers against serial (a direct measure of the
+  pool's cost, which the machine's load does not stretch).
 
 The driver (tools/bench_driver.py) calls `records()`; each measurement runs
 in a fresh subprocess of the lightstore interpreter: ``python
@@ -149,7 +151,7 @@ def records(python: str, env: dict[str, str], tmp: str, only: set[str]) -> list[
 
 OVERHEAD_KEYS = [
     f"{way} {state}" for way in ("serial", "pool", "cluster") for state in ("uncached", "cached")
-]
+] + ["cpu serial", "cpu pool"]
 
 
 def _median(xs: list[float]) -> float:
@@ -193,6 +195,11 @@ def compare(python: str, repeat: int, stages: int, work: float, trivial: int) ->
         unc, cac = o[f"{way} uncached"] * 1e3, o[f"{way} cached"] * 1e3
         extra = unc - o["serial uncached"] * 1e3
         print(f"  {way:<26}  {unc:8.2f} {cac:8.3f}   {extra:+.2f}")
+    cpu_s, cpu_p = o["cpu serial"] * 1e3, o["cpu pool"] * 1e3
+    print(
+        f"  CPU per uncached derivation, caller and workers: serial {cpu_s:.2f} ms, "
+        f"pool {cpu_p:.2f} ms ({cpu_p - cpu_s:+.2f})"
+    )
     paired = {
         k: _median([s / t for s, t in zip(cpu["serial"], cpu[k], strict=True)])
         for k in ("pool", "dask")
@@ -294,6 +301,15 @@ def _trivial_stage(n: int) -> Any:
     return stage
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time the processes have run, in seconds (Linux: /proc/PID/schedstat, in ns)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
 @contextlib.contextmanager
 def _cluster(distributed: Any) -> Iterator[Any]:
     """A 2-worker Dask LocalCluster and its client, closed after."""
@@ -377,10 +393,18 @@ def main(argv: list[str] | None = None) -> None:
                     warm = Store.open(tempfile.mkdtemp(prefix="ovh-warm-", dir=a.tmp), create=True)
                     realize(instantiate(_trivial_stage(2), r=Registry(warm)), jobs=2)
                 store = Store.open(tempfile.mkdtemp(prefix=f"ovh-{name}-", dir=a.tmp), create=True)
+                pids = [os.getpid()]
+                if name == "pool":
+                    from lightstore.executors import local
+
+                    pids += [w.pid for w in local._idle]
                 for state in ("uncached", "cached"):
+                    cpu0 = _cpu_seconds(pids)
                     t0 = time.perf_counter()
                     realize(instantiate(_trivial_stage(a.stages), r=Registry(store)), **kw)
                     answer[f"{name} {state}"] = (time.perf_counter() - t0) / a.stages
+                    if state == "uncached" and name != "cluster":
+                        answer[f"cpu {name}"] = (_cpu_seconds(pids) - cpu0) / a.stages
     print(json.dumps(answer), flush=True)
 
 
