@@ -11,7 +11,6 @@ import builtins
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,6 +19,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
+
+from parallel_stages import builds, dag, fanout, imported, node  # noqa: E402
 
 from lightstore import (  # noqa: E402
     BuildError,
@@ -32,7 +33,6 @@ from lightstore import (  # noqa: E402
     mkdrv,
     realize,
     realize1,
-    realize_closure,
     realizeMany,
     selfref,
 )
@@ -64,56 +64,6 @@ def client(tmp_path_factory):
     finally:
         c.close()
         cluster.close()
-
-
-def writer(name, sleep=0.0, log=None, fail=False, pid=False):
-    def real(b):
-        if log:
-            with open(os.path.join(log, f"{name}.{os.getpid()}.{time.monotonic_ns()}"), "w"):
-                pass
-        time.sleep(sleep)
-        if fail:
-            raise RuntimeError(f"{name} broke")
-        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
-            f.write(name)
-        if pid:  # which process built it (makes the content differ per process)
-            with open(os.path.join(build_outpath(b), "pid"), "w") as f:
-                f.write(str(os.getpid()))
-
-    return real
-
-
-def node(r, name, deps=(), **kw):
-    cfg = {"name": name, "out": [selfref, "out.txt"]}
-    for i, d in enumerate(deps):
-        cfg[f"dep{i}"] = d
-    return mkdrv(cfg, match_only(), build_wrapper(writer(name, **kw)), r)
-
-
-def fanout(n, sleep, log=None, fail=()):
-    def stage(r):
-        leaves = [
-            node(r, f"leaf{i}", sleep=sleep, log=log, fail=i in fail, pid=True) for i in range(n)
-        ]
-        return leaves
-
-    return stage
-
-
-def dag(r):
-    """A diamond under a deeper chain: a -> (b, c) -> d -> e -> f, plus g(a, e)."""
-    a = node(r, "a")
-    b = node(r, "b", [a])
-    c = node(r, "c", [a])
-    d = node(r, "d", [b, c])
-    e = node(r, "e", [d])
-    f = node(r, "f", [e])
-    g = node(r, "g", [a, e])
-    return [f, g]
-
-
-def builds(store):
-    return store.catalogue.query("SELECT dref, status, pid, host FROM builds ORDER BY id")
 
 
 def test_fan_out_runs_in_parallel_on_workers(client, S, store, tmp_path):
@@ -301,14 +251,6 @@ def test_a_worker_killed_mid_build_is_rerun_and_the_store_verifies(client, S, st
     client.wait_for_workers(2, timeout=60)
 
 
-@pytest.mark.slow
-def test_jobs_starts_and_closes_a_local_cluster(S, store):
-    ctx = realize_closure(instantiate(fanout(2, 0.1), r=Registry(S))[1], jobs=2)
-    assert len(ctx) == 2
-    with pytest.raises(UsageError, match="positive integer"):
-        realize_closure(instantiate(fanout(2, 0.1), r=Registry(S))[1], jobs=0)
-
-
 def test_without_dask_the_error_names_the_extra(S, monkeypatch):
     real_import = builtins.__import__
 
@@ -322,8 +264,6 @@ def test_without_dask_the_error_names_the_extra(S, monkeypatch):
         monkeypatch.delitem(sys.modules, mod)
     closure = instantiate(fanout(1, 0), r=Registry(S))
     with pytest.raises(UsageError, match=r"pip install 'lightstore\[dask\]'"):
-        realize(closure, jobs=2)
-    with pytest.raises(UsageError, match=r"lightstore\[dask\]"):
         realize1(closure, client="tcp://127.0.0.1:1")
 
 
@@ -344,18 +284,21 @@ def test_workers_that_cannot_see_the_root_say_so(client, S, store):
         plan.result()
 
 
-def test_a_cached_realize_with_jobs_starts_no_cluster(S, store, monkeypatch):
-    closure = instantiate(fanout(2, 0), r=Registry(S))
-    ctx = realize(closure)[2]
-    monkeypatch.setattr(distributed, "LocalCluster", None)  # starting one would raise
-    assert realize(closure, jobs=2)[2] == ctx
+def test_a_build_paused_in_the_callers_repl_is_refused_not_waited_for(client, S):
+    """The paused build's lock is the caller's: a worker would wait for it forever."""
+    import lightstore as ls
+
+    closure = instantiate(lambda r: node(r, "top", [node(r, "base")]), r=Registry(S))
+    rh = ls.repl_realize(closure, force_interrupt=True)
+    try:
+        with pytest.raises(UsageError, match="paused in a REPL session"):
+            realize1(closure, client=client)
+    finally:
+        ls.repl_cancel(rh)
+    assert realize1(closure, client=client)
 
 
 # -- trust and keys: decided where the realize was asked for, shipped to the workers ------
-
-
-def imported(store):
-    return store.catalogue.query("SELECT count(*) FROM realizations WHERE imported IS NOT NULL")
 
 
 def test_workers_trust_what_the_caller_trusts(client, tmp_path, monkeypatch):
@@ -521,75 +464,3 @@ def test_an_unpicklable_realizer_is_named_with_its_derivation(client, S, store):
     message = str(raised.value)
     assert closure[0] in message and "realizer" in message and "_thread.lock" in message
     assert builds(store) == [] and store.verify().ok
-
-
-SCRIPT = """
-import os, sys
-from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, mkSS
-from lightstore import realize1, selfref
-
-def stage(r):
-    def real(b):
-        with open(os.path.join(build_outpath(b), "out.txt"), "w") as f:
-            f.write("x")
-    return mkdrv({"name": "scripted", "out": [selfref, "out.txt"]}, match_only(),
-                 build_wrapper(real), r)
-
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        # No guard at all: refused before any worker starts.
-        ("print(realize1(instantiate(stage, S=mkSS(sys.argv[1])), jobs=2))\n", "no `if __name__"),
-        # A guard, but the realize outside it: the workers fail to start, the error says why.
-        (
-            "print(realize1(instantiate(stage, S=mkSS(sys.argv[1])), jobs=2))\n"
-            "if __name__ == '__main__':\n    pass\n",
-            "did not start",
-        ),
-        ("if __name__ == '__main__':\n"
-         "    print(realize1(instantiate(stage, S=mkSS(sys.argv[1])), jobs=2))\n", None),
-    ],
-    ids=["no-guard", "realize-outside-the-guard", "guarded"],
-)  # fmt: skip
-def test_a_script_using_jobs_needs_the_main_guard(tmp_path, body, expected):
-    """A real script run as a subprocess: without `if __name__ == "__main__":` its workers
-    would import it and start clusters of their own (Dask: "Nanny failed to start", or a hang)."""
-    from lightstore import fsinit, mkSS
-
-    root = str(tmp_path / "store")
-    fsinit(mkSS(root))
-    script = tmp_path / "pipeline.py"
-    script.write_text(SCRIPT + body)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    # Its own process group, so that a hang is reaped with every worker it started.
-    proc = subprocess.Popen(
-        [sys.executable, str(script), root],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    if expected is None:
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip().startswith("rref:")
-        return
-    assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("lightstore.foundation.errors.UsageError") and expected in last, (
-        done.stderr
-    )
-    assert 'under `if __name__ == "__main__":`' in last and "README" in last
-    assert Store.open(root).catalogue.query("SELECT count(*) FROM builds") == [(0,)]

@@ -4,25 +4,35 @@
   by 3 processes on one store started together: wall time of each, speedup
   (ideal 3), builds counted (each realization once).
 - parallel-cpu: 32 independent stages of 0.2 s of CPU work each, serial vs
-  `jobs=2` (an embedded LocalCluster, its start-up included): speedup
+  `jobs=2` (the local worker pool, started by that realize: start-up
+  included) vs `client=` a Dask LocalCluster of 2 workers (started and
+  closed around the realize, as `jobs=2` did before the pool): speedups
   (ideal 2 on 2 cores).
 - parallel-overhead: per-derivation time of trivial stages, serial vs
-  through an already running 2-worker cluster, uncached and cached.
+  through the already running pool of `jobs=2` vs an already running
+  2-worker LocalCluster, uncached and cached; the overhead per derivation
+  is (parallel - serial). Also the CPU time per uncached derivation of the
+  caller and the pool's workers against serial (a direct measure of the
+  pool's cost, which the machine's load does not stretch).
 
 The driver (tools/bench_driver.py) calls `records()`; each measurement runs
 in a fresh subprocess of the lightstore interpreter: ``python
-tools/bench_parallel.py MODE ...`` answers one JSON line.
+tools/bench_parallel.py MODE ...`` answers one JSON line. ``python
+tools/bench_parallel.py compare [--repeat N]`` runs both parallel workloads
+(each in a fresh process, N times) and prints a table with the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -124,17 +134,81 @@ def records(python: str, env: dict[str, str], tmp: str, only: set[str]) -> list[
             )
         )
     if "parallel-cpu" in only:
-        _log("[lightstore] 32 stages x 0.2 s CPU: serial vs jobs=2")
+        _log("[lightstore] 32 stages x 0.2 s CPU: serial vs jobs=2 vs a Dask LocalCluster")
         a = _answer(_start(python, env, "cpu", "--tmp", tmp, "--stages", "32", "--work", "0.2"))
         out.append(_record("parallel-cpu", "time serial", [a["serial"]], "s"))
-        out.append(_record("parallel-cpu", "time jobs=2", [a["parallel"]], "s"))
-        out.append(_record("parallel-cpu", "speedup", [a["serial"] / a["parallel"]], "x", ideal=2))
+        out.append(_record("parallel-cpu", "time jobs=2", [a["pool"]], "s"))
+        out.append(_record("parallel-cpu", "time Dask LocalCluster", [a["dask"]], "s"))
+        out.append(_record("parallel-cpu", "speedup", [a["serial"] / a["pool"]], "x", ideal=2))
+        out.append(_record("parallel-cpu", "speedup Dask", [a["serial"] / a["dask"]], "x", ideal=2))
     if "parallel-overhead" in only:
-        _log("[lightstore] per-derivation overhead: serial vs a running 2-worker cluster")
+        _log("[lightstore] per-derivation overhead: serial vs the jobs=2 pool vs a cluster")
         a = _answer(_start(python, env, "overhead", "--tmp", tmp, "--stages", "40"))
-        for k in ("serial uncached", "serial cached", "cluster uncached", "cluster cached"):
+        for k in OVERHEAD_KEYS:
             out.append(_record("parallel-overhead", k, [a[k]], "s", stages=a["stages"]))
     return out
+
+
+OVERHEAD_KEYS = [
+    f"{way} {state}" for way in ("serial", "pool", "cluster") for state in ("uncached", "cached")
+] + ["cpu serial", "cpu pool"]
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def compare(python: str, repeat: int, stages: int, work: float, trivial: int) -> None:
+    """Both parallel workloads `repeat` times, each in a fresh process; print medians and
+    ratios (the figures of the README and BENCHMARKS.md)."""
+    env = dict(os.environ)
+    cpu: dict[str, list[float]] = {"serial": [], "pool": [], "dask": []}
+    ovh: dict[str, list[float]] = {k: [] for k in OVERHEAD_KEYS}
+    with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
+        for i in range(repeat):
+            _log(f"run {i + 1}/{repeat}: {stages} stages x {work} s CPU")
+            args = ["--tmp", tmp, "--stages", str(stages), "--work", str(work)]
+            a = _answer(_start(python, env, "cpu", *args))
+            for k in cpu:
+                cpu[k].append(a[k])
+            _log(f"run {i + 1}/{repeat}: {trivial} trivial stages")
+            a = _answer(_start(python, env, "overhead", "--tmp", tmp, "--stages", str(trivial)))
+            for k in ovh:
+                ovh[k].append(a[k])
+    c = {k: _median(v) for k, v in cpu.items()}
+    o = {k: _median(v) for k, v in ovh.items()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"medians of {repeat} run(s); load average at the end {load:.2f}")
+    print(f"{stages} stages x {work} s CPU (start-up of the workers included):")
+    print(f"  serial                      {c['serial']:7.2f} s")
+    print(
+        f"  jobs=2 (local pool)         {c['pool']:7.2f} s   {c['serial'] / c['pool']:.2f}x serial"
+    )
+    print(
+        f"  client=LocalCluster(2)      {c['dask']:7.2f} s   {c['serial'] / c['dask']:.2f}x serial"
+    )
+    print(f"{trivial} trivial stages, workers already running (ms per derivation):")
+    print("                              uncached   cached   overhead vs serial (uncached)")
+    for way in ("serial", "pool", "cluster"):
+        unc, cac = o[f"{way} uncached"] * 1e3, o[f"{way} cached"] * 1e3
+        extra = unc - o["serial uncached"] * 1e3
+        print(f"  {way:<26}  {unc:8.2f} {cac:8.3f}   {extra:+.2f}")
+    cpu_s, cpu_p = o["cpu serial"] * 1e3, o["cpu pool"] * 1e3
+    print(
+        f"  CPU per uncached derivation, caller and workers: serial {cpu_s:.2f} ms, "
+        f"pool {cpu_p:.2f} ms ({cpu_p - cpu_s:+.2f})"
+    )
+    paired = {
+        k: _median([s / t for s, t in zip(cpu["serial"], cpu[k], strict=True)])
+        for k in ("pool", "dask")
+    }
+    print(
+        f"  speedup of each run against its own serial time (median): jobs=2 "
+        f"{paired['pool']:.2f}x, LocalCluster {paired['dask']:.2f}x"
+    )
+    print(f"  per-run samples: {json.dumps({'cpu': cpu, 'overhead': ovh})}")
 
 
 # -- runner side (imports lightstore) ---------------------------------------
@@ -227,9 +301,38 @@ def _trivial_stage(n: int) -> Any:
     return stage
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time the processes have run, in seconds (Linux: /proc/PID/schedstat, in ns)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
+@contextlib.contextmanager
+def _cluster(distributed: Any) -> Iterator[Any]:
+    """A 2-worker Dask LocalCluster and its client, closed after."""
+    import logging
+
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["sweep", "cpu", "overhead"])
+    p.add_argument("mode", choices=["sweep", "cpu", "overhead", "compare"])
     p.add_argument("--root")
     p.add_argument("--go")
     p.add_argument("--log")
@@ -237,7 +340,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tmp")
     p.add_argument("--stages", type=int, default=32)
     p.add_argument("--work", type=float, default=0.2)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--trivial", type=int, default=40)
     a = p.parse_args(argv)
+    if a.mode == "compare":
+        compare(sys.executable, a.repeat, a.stages, a.work, a.trivial)
+        return
 
     import cloudpickle
 
@@ -257,38 +365,46 @@ def main(argv: list[str] | None = None) -> None:
             "stop": time.time(),
         }
     elif a.mode == "cpu":
-        times = {}
-        for name, kw in (("serial", {}), ("parallel", {"jobs": 2})):
+        answer = {}
+        for name in ("serial", "pool", "dask"):
             store = Store.open(tempfile.mkdtemp(prefix=f"cpu-{name}-", dir=a.tmp), create=True)
             t0 = time.perf_counter()
-            realize(instantiate(_cpu_stage(a.stages, a.work), r=Registry(store)), **kw)
-            times[name] = time.perf_counter() - t0
-        answer = times
-    else:
-        import logging
+            closure = instantiate(_cpu_stage(a.stages, a.work), r=Registry(store))
+            if name == "dask":  # as jobs=2 did before the pool: import, start, realize, close
+                import distributed
 
+                with _cluster(distributed) as client:
+                    realize(closure, client=client)
+            else:
+                realize(closure, **({"jobs": 2} if name == "pool" else {}))
+            answer[name] = time.perf_counter() - t0
+    else:
         import distributed
 
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
-        )
-        client = distributed.Client(cluster)
-        client.run(lambda: __import__("lightstore.executors.dask"))
         answer = {"stages": a.stages}
-        try:
-            for name, kw in (("serial", {}), ("cluster", {"client": client})):
+        with _cluster(distributed) as client:
+            client.run(lambda: __import__("lightstore.executors.dask"))
+            for name, kw in (
+                ("serial", {}),
+                ("pool", {"jobs": 2}),
+                ("cluster", {"client": client}),
+            ):
+                if name == "pool":  # started beforehand, as the cluster is
+                    warm = Store.open(tempfile.mkdtemp(prefix="ovh-warm-", dir=a.tmp), create=True)
+                    realize(instantiate(_trivial_stage(2), r=Registry(warm)), jobs=2)
                 store = Store.open(tempfile.mkdtemp(prefix=f"ovh-{name}-", dir=a.tmp), create=True)
+                pids = [os.getpid()]
+                if name == "pool":
+                    from lightstore.executors import local
+
+                    pids += [w.pid for w in local._idle]
                 for state in ("uncached", "cached"):
+                    cpu0 = _cpu_seconds(pids)
                     t0 = time.perf_counter()
                     realize(instantiate(_trivial_stage(a.stages), r=Registry(store)), **kw)
                     answer[f"{name} {state}"] = (time.perf_counter() - t0) / a.stages
-        finally:
-            client.close()
-            cluster.close()
+                    if state == "uncached" and name != "cluster":
+                        answer[f"cpu {name}"] = (_cpu_seconds(pids) - cpu0) / a.stages
     print(json.dumps(answer), flush=True)
 
 

@@ -30,8 +30,8 @@ WORKLOADS = {
     "contention-same": "8 processes realize the same stage at once: builds, errors, realizations left",
     "contention-distinct": "8 processes x M distinct stages vs 1 process doing all 8M",
     "sweep-share": "a 6-branch sweep (1 s a branch): 1 process vs 3 processes on one store",
-    "parallel-cpu": "32 stages x 0.2 s CPU: serial vs jobs=2 (Dask LocalCluster, start-up included)",
-    "parallel-overhead": "per-derivation time of trivial stages: serial vs a running 2-worker cluster",
+    "parallel-cpu": "32 stages x 0.2 s CPU: serial vs jobs=2 vs a Dask LocalCluster (start-up included)",
+    "parallel-overhead": "per-derivation time of trivial stages: serial vs the jobs=2 pool vs a 2-worker cluster",
 }
 
 #: Metrics with a direction: ratios say how many times better lightstore is.

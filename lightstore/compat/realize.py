@@ -42,18 +42,19 @@ def realize_closure(
     With `dry_run`, nothing is built: derivations that would be built, and
     everything downstream of them, map to an empty list.
 
-    `client` (a `distributed.Client` or a scheduler address) or `jobs=N` (a
-    LocalCluster of N worker processes for this call) build on Dask, in the
+    `jobs=N` (N worker processes of this machine, kept for the process;
+    `lightstore.executors.local`) or `client` (a `distributed.Client` or a
+    scheduler address; `lightstore.executors.dask`) build in parallel, in the
     caller's store root, or with `remote=URL, worker_root=PATH` in worker
-    stores exchanging through a remote cache (`lightstore.executors.dask`);
+    stores exchanging through a remote cache;
     there the workers sign what they push with `signing_key` (default
     ``$LIGHTSTORE_SIGNING_KEY``), pull with the caller's trust
     (`trusted_keys`, default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's
     ``trusted-keys`` file), both resolved here in the caller, and reach the
     remote with `storage_options`. Without either, builds run in this process.
     Raises BuildError (BuildsFailed when several builds failed), PromiseError,
-    MatcherError, NotRealizedError, UsageError (client/jobs without
-    `lightstore[dask]`, or bad arguments).
+    MatcherError, NotRealizedError, UsageError (client= without
+    `lightstore[dask]`, jobs= without cloudpickle, or bad arguments).
     """
     options = options or RealizeOptions()
     if options.guard is None:
@@ -101,11 +102,11 @@ def realize(
     text or a SigningKey; default ``$LIGHTSTORE_SIGNING_KEY``). `trusted_keys`
     (default ``$LIGHTSTORE_TRUSTED_KEYS`` and the store's ``trusted-keys``
     file) require signed substitutes; they are resolved here, once, and
-    travel to Dask workers. `storage_options` go to every remote's driver
+    travel to the workers of `jobs=`/`client=`. `storage_options` go to every remote's driver
     (the substituters', `push_to`'s and `remote=`'s, on the workers too).
 
-    `parallel` takes `client=`, `jobs=`, `keep_going=`, `remote=`,
-    `worker_root=` (Dask; see `realize_closure`, which also receives
+    `parallel` takes `jobs=`, `client=`, `keep_going=`, `remote=`,
+    `worker_root=` (see `realize_closure`, which also receives
     `signing_key` and `trusted_keys`).
     """
     from lightstore.remote.substitute import remote_hooks

@@ -37,62 +37,58 @@ dies mid-build is handled the Dask way (the task runs again on another
 worker, which takes the freed build lock, records the dead build as
 interrupted and builds); the dead worker's build area is removed by the
 caller's recovery at the end of the call.
+
+`jobs=N` does not come here: it runs on the local pool of
+`lightstore.executors.local`, which starts in a fraction of a LocalCluster's
+time and answers faster; a LocalCluster of your own still works as `client=`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from lightstore.engine.executor import TravellingSubstituter
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
-from lightstore.executors.dask_cluster import distributed_module, local_cluster
-from lightstore.executors.dask_worker import Exchange, build_on_worker, exchange_for
-from lightstore.foundation.errors import BuildError, LightstoreError, UsageError
+from lightstore.executors.dask_cluster import distributed_module
+from lightstore.executors.driving import (
+    Progress,
+    SeparateRoots,
+    build_failure,
+    not_shippable,
+    pull_targets,
+    refusal,
+    start,
+    task_options,
+)
+from lightstore.executors.worker import Exchange, build_on_worker
+from lightstore.foundation.errors import UsageError
 
 log = logging.getLogger("lightstore")
 
-
-@dataclass(frozen=True)
-class SeparateRoots:
-    """What a realize asked for separate roots (``remote=``, ``worker_root=`` and the
-    keys and driver options that go with them), before the caller resolves it."""
-
-    remote: str | None
-    worker_root: str | None
-    signing_key: Any = None
-    trusted_keys: Iterable[str] | None = None
-    storage_options: Mapping[str, Any] | None = None
+_WHERE = "the Dask cluster"
+_HINT = "a worker that keeps dying is out of memory or killed; see the cluster's logs"
 
 
 class DaskExecutor:
     """Builds a plan's tasks on a Dask cluster (an `Executor`; see the module docstring).
 
-    `client` is a `distributed.Client` or a scheduler address; `jobs=N`
-    starts a LocalCluster of N worker processes for each run. Raises
+    `client` is a `distributed.Client` or a scheduler address. Raises
     UsageError without Dask or for arguments that do not fit together.
     """
 
-    def __init__(
-        self, client: Any = None, jobs: int | None = None, separate: SeparateRoots | None = None
-    ) -> None:
+    def __init__(self, client: Any, separate: SeparateRoots | None = None) -> None:
         self.distributed = distributed_module()
-        if client is not None and jobs is not None:
-            raise UsageError("give client= or jobs=, not both")
-        if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
-            raise UsageError(f"jobs must be a positive integer, got {jobs!r}")
-        if separate is not None and (separate.remote is None or separate.worker_root is None):
-            raise UsageError("separate roots need both remote= (a cache URL) and worker_root=")
+        if client is None:
+            raise UsageError("the Dask executor needs client= (a Client or a scheduler address)")
+        if separate is not None:
+            separate.check()
         self.client = client
-        self.jobs = jobs
         self.separate = separate
 
     def __repr__(self) -> str:
-        return f"DaskExecutor(client={self.client!r}, jobs={self.jobs!r})"
+        return f"DaskExecutor(client={self.client!r})"
 
     def run(self, plan: Plan, options: RealizeOptions) -> None:
         """Build the plan's tasks on the cluster; the caller then reads `plan.result()`.
@@ -105,60 +101,26 @@ class DaskExecutor:
         """
         distributed = self.distributed
         keep_going = True if options.keep_going is None else options.keep_going
-        first = plan.next_tasks()
-        if not first and plan.finished:
-            return  # all cached: no cluster needed
-        if isinstance(options.substitute, TravellingSubstituter):
-            options.substitute.prepare(first[0])  # decided in the caller, before tasks travel
-        exchange = None
-        sep = self.separate
-        if sep is not None and sep.remote is not None and sep.worker_root is not None:
-            exchange = exchange_for(
-                plan.store,
-                sep.remote,
-                sep.worker_root,
-                sep.signing_key,
-                sep.trusted_keys,
-                sep.storage_options,
-            )
+        started = start(plan, options, self.separate)
+        if started is None:
+            return
+        first, exchange = started
         client = self.client
-        owned: list[Any] = []
+        owned = None
         try:
-            if client is None:
-                cluster = local_cluster(distributed, self.jobs)
-                owned.append(cluster)
-                client = distributed.Client(cluster)
-                owned.insert(0, client)
-            elif isinstance(client, str):
-                client = distributed.Client(client)
-                owned.append(client)
+            if isinstance(client, str):
+                client = owned = distributed.Client(client)
             if getattr(client, "dashboard_link", None) and client.dashboard_link:
                 log.info("Dask dashboard: %s", client.dashboard_link)
             _drive(distributed, client, plan, first, options, keep_going, exchange)
         finally:
-            for thing in owned:
-                thing.close()
+            if owned is not None:
+                owned.close()
             if exchange is None:
                 # A worker that died mid-build left a build area behind.
                 plan.store.recover()
         if exchange is not None and not plan.failures:
-            _pull_targets(plan, exchange)
-
-
-def _pull_targets(plan: Plan, exchange: Exchange) -> None:
-    """Pull what the workers chose for the targets into the caller's store."""
-    from lightstore.remote import pull
-
-    wanted = sorted({r for d in plan.closure.targets for r in plan.chosen.get(d, [])})
-    missing = sorted(set(wanted) - plan.store.catalogue.known_rrefs(wanted))
-    if missing:
-        pull(
-            plan.store,
-            exchange.url,
-            missing,
-            storage_options=exchange.storage_options,
-            trusted_keys=exchange.trusted,
-        )
+            pull_targets(plan, exchange)
 
 
 def _drive(
@@ -174,15 +136,19 @@ def _drive(
     sub = options.substitute
     shared = sub if isinstance(sub, TravellingSubstituter) else None
     pending: dict[Any, BuildTask] = {}
-    done_count = 0
-    progress = _Progress(plan.total)
+    progress = Progress(plan.total)
     queue = distributed.as_completed()
 
-    def submit(tasks: list[BuildTask]) -> None:
+    def submit(tasks: list[BuildTask]) -> bool:
+        """Submit `tasks`; False if one was refused and `keep_going` is false."""
         for task in tasks:
-            # Only this task's realize argument travels, not everyone's.
-            args = {task.dref: task.args} if task.args is not None else {}
-            opts = RealizeOptions(realize_args=args, substitute=options.substitute)
+            refused = refusal(plan, task, options)
+            if refused is not None:
+                plan.failed(task, refused)
+                if not keep_going:
+                    return False
+                continue
+            opts = task_options(task, options)
             try:
                 future = client.submit(
                     build_on_worker,
@@ -194,30 +160,24 @@ def _drive(
                     key=f"lightstore-{task.dref.removeprefix('dref:')}-{os.urandom(4).hex()}",
                 )
             except Exception as e:  # Dask serializes here: TypeError, PicklingError, ...
-                problem = _not_shippable(task, opts)
+                problem = not_shippable(task, opts, _WHERE)
                 if problem is None:
                     raise
                 raise problem from e
             pending[future] = task
             queue.add(future)
+        return True
 
     try:
-        submit(first)
+        if not submit(first):
+            return
         progress.show(len(plan.chosen))
         for future in queue:
             task = pending.pop(future)
             try:
                 answer = future.result()
             except Exception as e:  # the realizer's error, or KilledWorker
-                if not isinstance(e, LightstoreError):
-                    e = BuildError(
-                        f"building {task.dref} on the cluster failed: {type(e).__name__}: {e} "
-                        "(a worker that keeps dying is out of memory or killed; see the "
-                        "cluster's logs)",
-                        task.dref,
-                        e,
-                    )
-                plan.failed(task, e)
+                plan.failed(task, build_failure(task, e, f"on {_WHERE}", _HINT))
                 if not keep_going:
                     break
                 continue
@@ -225,56 +185,10 @@ def _drive(
             if shared is not None and answer.get("substituter") is not None:
                 shared.merge(answer["substituter"])
             plan.done(task, answer["rrefs"])
-            done_count += 1
-            submit(plan.next_tasks())
+            if not submit(plan.next_tasks()):
+                break
             progress.show(len(plan.chosen))
     finally:
         for future in pending:
             future.cancel()
         progress.close()
-
-
-def _not_shippable(task: BuildTask, options: RealizeOptions) -> UsageError | None:
-    """A UsageError naming the part of `task` that cannot be pickled; None if all can."""
-    import cloudpickle
-
-    drv = task.derivation
-    parts = {
-        "realizer": drv.realizer,
-        "matcher": drv.matcher,
-        "config": drv.config,
-        "realize argument": task.args,
-        "substitute= function": options.substitute,
-    }
-    for what, value in parts.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as e:  # whatever the object's own pickling raises
-            return UsageError(
-                f"cannot ship the build of {drv.dref} to the Dask cluster: its {what} cannot be "
-                f"pickled ({type(e).__name__}: {e}). Everything a realizer uses travels to the "
-                "worker processes with cloudpickle: create locks, open files, connections and "
-                "sockets inside the realizer, or realize without client=/jobs="
-            )
-    return None
-
-
-class _Progress:
-    """derivations done/total on a terminal (stderr), nothing elsewhere."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.on = sys.stderr.isatty()
-
-    def show(self, done: int) -> None:
-        if self.on:
-            width = 30
-            filled = width * done // max(self.total, 1)
-            sys.stderr.write(
-                f"\rrealize [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}"
-            )
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")

@@ -1,10 +1,12 @@
-"""What runs on a Dask worker: the build step in the caller's store (shared root) or in
-the worker's own store, exchanging through a remote cache (separate roots)."""
+"""What runs in a worker process (a Dask worker, or one of the local pool of `jobs=N`):
+the build step in the caller's store (shared root) or in the worker's own store,
+exchanging through a remote cache (separate roots)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,19 +56,22 @@ def exchange_for(
 
 
 def worker_name() -> str:
-    """The Dask worker's address (host:pid outside a worker)."""
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
+    """The Dask worker's address; host:pid elsewhere (a local pool's worker)."""
+    # A process that has not imported distributed is no Dask worker (and importing it
+    # here would cost a local worker a second).
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            return str(distributed.get_worker().address)
+        except (AttributeError, ValueError):
+            pass
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def build_on_worker(
     root: str, task: BuildTask, options: RealizeOptions, exchange: Exchange | None
 ) -> dict[str, Any]:
-    """The Dask task: build `task` in the store at `root` (or, with `exchange`, a worker store).
+    """A worker's task: build `task` in the store at `root` (or, with `exchange`, a worker store).
 
     Returns the chosen RRefs, where they were built, and what the substituter
     learnt (`TravellingSubstituter.report`). Raises what `execute` raises.

@@ -1,0 +1,75 @@
+"""The worker process of `jobs=N` (`lightstore.executors.local`).
+
+Started by the caller as a fresh interpreter (``python -c`` with the caller's
+sys.path), it answers ``("ready", pid)`` once imported, then takes one message
+at a time on its pipe: ``("setup", {...})`` (the caller's environment, working
+directory and sys.path, sent at the start of each run) or ``("build",
+payload)`` (a task pickled with cloudpickle), answered with ``("done",
+answer)`` or ``("failed", pickled error or None, its text)``. It exits when
+the caller closes the pipe. The build itself is the Dask workers' task,
+`lightstore.executors.worker.build_on_worker`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from lightstore.executors.worker import build_on_worker
+
+
+def main(fd: int) -> None:
+    """Serve the caller on the socket `fd` until it closes it."""
+    conn = Connection(fd)
+    conn.send_bytes(pickle.dumps(("ready", os.getpid())))
+    while True:
+        try:
+            kind, body = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return  # the caller closed the pipe, or is gone
+        if kind == "setup":
+            _setup(body)
+        elif kind == "build":
+            conn.send_bytes(_build(body))
+
+
+def _setup(caller: dict[str, Any]) -> None:
+    """Take the caller's sys.path, environment and working directory, so that a kept
+    worker builds as a fresh one started now would."""
+    sys.path[:] = caller["path"]
+    env = caller["env"]
+    for name in [n for n in os.environ if n not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+    if caller["cwd"] is not None:
+        with contextlib.suppress(OSError):  # the caller's folder is gone: stay here
+            os.chdir(caller["cwd"])
+
+
+def _build(payload: bytes) -> bytes:
+    try:
+        root, task, options, exchange = pickle.loads(payload)
+        answer = build_on_worker(root, task, options, exchange)
+        return pickle.dumps(("done", answer))
+    except BaseException as e:  # every failure goes back to the caller, named there
+        return _failure(e)
+
+
+def _failure(error: BaseException) -> bytes:
+    import cloudpickle
+
+    try:
+        text = f"{type(error).__name__}: {error}"
+    except Exception:  # an exception whose str() fails
+        text = type(error).__name__
+    try:
+        blob: bytes | None = cloudpickle.dumps(error)
+    except Exception:  # travels as text
+        blob = None
+    return pickle.dumps(("failed", blob, text))
