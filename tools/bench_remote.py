@@ -268,7 +268,8 @@ def _summary(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     def num(v: float | None, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
+        width = int(fmt.split(".")[0])
+        return "-".rjust(width) if v is None else format(v, fmt)
 
     lines = [
         f"{'data':6} {'code':10} {'remote':6} {'operation':22} {'reps':>4} {'median s':>9} "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import mmap
 import os
@@ -49,6 +50,7 @@ from lightstore.foundation.errors import (
     StoreError,
     disk_full,
 )
+from lightstore.foundation.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.files import pid_alive
 from lightstore.remote._redact import redact_url, secrets_of
@@ -258,6 +260,47 @@ def _hash_result(pending: Future[None], hash_written: bool) -> None:
         raise CopyError(e, source=not hash_written) from None
 
 
+#: File system types (Linux) whose operations are network round trips.
+_NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "glusterfs",
+    "9p",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "afs",
+    "davfs",
+    "orangefs",
+}
+
+
+def file_system_type(path: str) -> str:
+    """The type of the file system holding `path`, from /proc/self/mountinfo ("" where
+    there is none)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    path = os.path.realpath(path)
+    longest, kind = -1, ""
+    for line in lines:
+        fields, sep, rest = line.partition(" - ")
+        parts = fields.split(" ")
+        if not sep or len(parts) < 5:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= longest:  # the last mount on a point is the visible one
+            longest, kind = len(point), rest.split(" ", 1)[0]
+    return kind
+
+
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 _DRIVERS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs"}
 
@@ -300,6 +343,8 @@ class Remote:
         self.atomic_put = self.protocol in _ATOMIC_PUT
         self._swept: set[str] = set()  # local folders whose leftover temporaries are gone
         self._folders: set[str] = set()  # local folders known to exist
+        # Armed (by a crash test) before the remote is opened: looked up once, not per file.
+        self._failpoints = bool(os.environ.get(FAILPOINT_VARIABLE))
         # Temporary names: a random part per Remote, then a counter (no entropy per file).
         self._token = secrets.token_hex(4)
         self._serial = itertools.count()
@@ -359,7 +404,18 @@ class Remote:
 
     def _open_local(self, key: str) -> BinaryIO:
         """Open an object of a local remote (see `_open_local_fd`)."""
-        return os.fdopen(self._open_local_fd(key), "rb")
+        fd = self._open_local_fd(key)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    @functools.cached_property
+    def networked(self) -> bool:
+        """Whether this local remote's folder is on a network file system (NFS, SMB, FUSE,
+        ...), where each file operation is a round trip that threads can overlap."""
+        if not self.local:
+            return False
+        kind = file_system_type(self.root or "/")
+        return kind in _NETWORK_FS or kind.startswith("fuse")
 
     def _open_local_fd(self, key: str) -> int:
         """Open an object of a local remote; refuse anything but a regular file
@@ -369,10 +425,10 @@ class Remote:
             raise self._not_a_file(key)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            # Checked again on the open file: the name may have been swapped.
+            # Checked again on the open file: the name may have been swapped. (O_NONBLOCK
+            # does nothing to a regular file.)
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise self._not_a_file(key)
-            os.set_blocking(fd, True)
             return fd
         except BaseException:
             os.close(fd)
@@ -588,7 +644,8 @@ class Remote:
         tmp = self.path(tmp_key)
         try:
             self._prepare(os.path.dirname(target))
-            failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
+            if self._failpoints:
+                failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
             try:
                 os.replace(tmp, target)
             except FileNotFoundError:  # the target's folder was removed since
@@ -764,7 +821,8 @@ class Remote:
                 os.fchmod(fd, 0o444)
             finally:
                 os.close(fd)
-            failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
+            if self._failpoints:
+                failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
             if exclusive:
                 try:
                     os.link(tmp, target)

@@ -22,7 +22,7 @@ Anything refused leaves the local store as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,7 +41,7 @@ from lightstore.foundation.errors import (
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.files import MAX_RELATIVE_PATH, MAX_SYMLINKS, remove_tree
 from lightstore.foundation.refs import RRef
-from lightstore.remote._fs import Remote, copy_local, open_remote
+from lightstore.remote._fs import WHOLE_FILE, Remote, copy_local, open_remote
 from lightstore.remote._layout import Manifest, blob_key, ensure_marker
 from lightstore.remote._sign import TrustedKeys, trusted_keys_for
 from lightstore.remote.listing import remote_realizations_of
@@ -157,10 +157,19 @@ class _Downloader:
             if progress is not None:
                 progress(done, total)
 
+        # Small files of a local disk go through this thread (see `run_all`).
+        small = WHOLE_FILE if self.remote.local and not self.remote.networked else 0
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="pull") as pool:
             items = [(blob, used, places) for blob, (used, places) in wanted.items()]
-            weight: Callable[[Any], int] = lambda item: item[0][1] * len(item[2])  # noqa: E731
-            run_all(pool, self._one, items, advanced, weight, self.jobs)
+            run_all(
+                pool,
+                self._one,
+                items,
+                advanced,
+                weight=lambda item: item[0][1] * len(item[2]),
+                workers=self.jobs,
+                here=lambda item: item[0][1] < small,
+            )
         return refused
 
 

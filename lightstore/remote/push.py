@@ -36,6 +36,7 @@ from lightstore.exchange._ingest import closure_of, topological_rrefs
 from lightstore.exchange._tree import check_links
 from lightstore.foundation.config import canonical_json, mkconfig
 from lightstore.foundation.errors import IntegrityError, RemoteIntegrityError
+from lightstore.foundation.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
 from lightstore.foundation.refs import DRef, RRef, rref2dref, unrref
@@ -101,6 +102,9 @@ class _Uploader:
         self.verify = verify
         self.jobs = max(1, jobs)
         self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="push")
+        # Small files of a local disk go through this thread (see `run_all`).
+        self.here_below = WHOLE_FILE if remote.local and not remote.networked else 0
+        self.failpoints = bool(os.environ.get(FAILPOINT_VARIABLE))  # armed before a push
         self.lock = threading.Lock()
         self.present: set[str] = set()
         self.progress = progress
@@ -116,8 +120,9 @@ class _Uploader:
         items: list[Any],
         on_done: Callable[[Any], None],
         weight: Callable[[Any], int] | None = None,
+        here: Callable[[Any], bool] | None = None,
     ) -> None:
-        run_all(self.pool, fn, items, on_done, weight, self.jobs)
+        run_all(self.pool, fn, items, on_done, weight, self.jobs, here)
 
     def _hash(self, index: int, path: str, size: int) -> tuple[int, str]:
         return index, file_digest(path, size).hex()
@@ -172,7 +177,8 @@ class _Uploader:
             self.blobs_uploaded += 1
             self.bytes_uploaded += size
             count = self.blobs_uploaded
-        failpoint(f"push:blob:{count}")
+        if self.failpoints:
+            failpoint(f"push:blob:{count}")
         return size
 
     def _claim(self, digest: str) -> bool:
@@ -240,7 +246,14 @@ class _Uploader:
                 self._progressed(sent)
 
             items = [(i, path, entries[i].size) for i, path in paths.items()]
-            self._run(self._put_local, items, placed, weight=lambda item: item[2])
+            small = self.here_below
+            self._run(
+                self._put_local,
+                items,
+                placed,
+                weight=lambda item: item[2],
+                here=lambda item: item[2] < small,
+            )
             return entries
 
         def hashed(result: tuple[int, str]) -> None:

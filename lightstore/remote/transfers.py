@@ -29,14 +29,30 @@ def run_all(
     on_done: Callable[[Any], None],
     weight: Callable[[Any], int] | None = None,
     workers: int = 1,
+    here: Callable[[Any], bool] | None = None,
 ) -> None:
     """Run `fn(*item)` for every item in `pool`; stop at the first error and raise it.
 
     With `weight` (an item's size in bytes), items go in batches (see `batches`; `workers`
-    is the pool's size), each one task; `on_done` still sees every result.
+    is the pool's size), each one task. Items that `here` picks are run by the calling
+    thread itself while the pool runs the others: small files on a local disk, where
+    threads would only contend for the interpreter. `on_done` sees every result, always
+    in the calling thread.
     """
+    items = list(items)
+    mine: list[Any] = []
+    if here is not None:
+        mine = [item for item in items if here(item)]
+        items = [item for item in items if not here(item)]
     groups = [[item] for item in items] if weight is None else batches(items, weight, workers)
     pending: set[Future[Any]] = {pool.submit(_run_group, fn, group) for group in groups}
+    try:
+        for item in mine:
+            on_done(fn(*item))
+    except BaseException:
+        for p in pending:
+            p.cancel()
+        raise
     while pending:
         finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
         for f in finished:
