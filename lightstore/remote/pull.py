@@ -7,11 +7,16 @@ configured), so a lying manifest is refused before any data moves (that
 plan is `lightstore.remote.plan`, reading manifests `lightstore.remote.manifests`). The
 closure is bounded as archives are (`max_bytes`, `max_members`, the free
 space), counting every path (a blob listed under many paths is written once
-per path) as each manifest is read. Then the blobs are downloaded into the
-store's temporary area (several at once, streamed, never past their size),
-each hashed and compared with its name; the realizations are assembled,
-their folders hashed once more as archive imports do, and published by the
-same atomic install (intents, build locks, one catalogue transaction).
+per path) as each manifest is read. Then the folders and links of the new
+realizations are made in the store's temporary area, and each blob is
+downloaded straight into the first place that uses it (several at once,
+streamed, never past its size), hashed as it is written and compared with
+its name and size, then copied locally to its other places. As the entries
+of each manifest hash to its RRef, and each file now holds the blob its entry
+names, the folder's tree digest is the RRef's without reading it again.
+The new realizations are published by the same atomic install as archives
+(intents, build locks, one catalogue transaction), their files already
+read-only.
 
 Each requested realization stands alone: one whose closure does not verify
 (a manifest, config, signature or file) or does not fit the limits next to

@@ -8,9 +8,12 @@ Realizations go dependencies first; for each one its files are hashed and
 uploaded (several at once, each streamed by the driver), skipping blobs the
 remote already holds with the right size, then its manifest, then its index
 marker and signatures (its own signed manifest, and a signature of the RRef
-for older readers). A blob that is skipped is hashed on the remote too
-when that is cheap (a local remote), or with `repair=True`: a damaged one is
-uploaded again. A realization whose manifest is already there is skipped,
+for older readers). To a local folder each file is read once: hashed as it
+is copied (a small one read whole, a large one copied by the kernel into a
+temporary file while a second thread hashes it), then named by its hash, or
+dropped if the remote has that blob. A blob that is skipped is hashed on the
+remote too when that is cheap (a local remote), or with `repair=True`: a
+damaged one is uploaded again. A realization whose manifest is already there is skipped,
 apart from signing it, unless `repair=True` (then its blobs are checked as
 well, and its manifest and derivation records are written again if they do
 not verify). Signatures are per key name: one under the key's name that the
