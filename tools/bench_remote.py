@@ -1,16 +1,26 @@
 """Benchmarks of remote caches: push and pull to file:// and to a local S3 server (moto).
 
-Usage: tools/bench remote [--quick] [--json PATH] [--tmp DIR] [--only big,small]
+Usage: tools/bench remote [--quick] [--reps N] [--against REV] [--remotes file,s3]
+                          [--only big,small] [--json PATH] [--tmp DIR]
 
 Two realizations are measured: one holding a single 1 GiB file ("big") and
 one holding 20,000 small files of 100-2000 bytes ("small"); `--quick` uses
-64 MiB and 2,000 files. For each, and for each remote (a file:// folder on
-the same disk, and moto's S3 server started as a separate process on
-127.0.0.1), it times a push from Alice's store, a pull into Bob's empty
-store, and a pull of the closure Bob already has (no data moves). Every push
-and pull runs in its own process, which reports its wall time and peak RSS.
-The local baseline on the same run is a plain copy of the realization's
-folder (`cp -r`), so throughputs can be read as a ratio of it.
+64 MiB and 2,000 files. For each, and for each remote (a file:// folder in
+the same place as the stores, and moto's S3 server started as a separate
+process on 127.0.0.1), it times a push from Alice's store, a pull into Bob's
+empty store, and a pull of the closure Bob already has (no data moves).
+Every push and pull runs in its own process, which reports its wall time and
+peak RSS. The baseline is `cp -r` of the realization's folder, timed in every
+repetition just before the transfers, so each transfer is also given as a
+ratio of it (the median of the per-repetition ratios: a change of machine load
+falls on both).
+
+`--against REV` measures the lightstore of another revision in the same run
+(checked out with `git worktree add` into the temporary folder, imported
+through PYTHONPATH by this venv's interpreter), its processes interleaved
+with this tree's: before/after figures under the same load. `--tmp` picks the
+filesystem (a tmpfs such as /dev/shm keeps the disk out of it); the stores,
+the remote and the copy are all there.
 """
 
 from __future__ import annotations
@@ -18,8 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +47,8 @@ AWS = {
     "AWS_SECRET_ACCESS_KEY": "bench-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+#: The lightstore a child process imports (another revision's with --against).
+CODE_ENV = "LIGHTSTORE_BENCH_CODE"
 
 
 # -- child side ------------------------------------------------------------------------
@@ -44,7 +56,7 @@ AWS = {
 
 def _child(argv: list[str]) -> int:
     """``_build ROOT KIND SIZE`` / ``_push ROOT URL RREF`` / ``_pull ROOT URL RREF``."""
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.environ.get(CODE_ENV) or ROOT)
     from lightstore import build_outpath, build_wrapper, instantiate, match_only, mkdrv, realize1
     from lightstore.facade import Store
 
@@ -98,8 +110,8 @@ def _child(argv: list[str]) -> int:
 # -- driver side -----------------------------------------------------------------------
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    full = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
+def _run(*args: str, env: dict[str, str] | None = None, code: str = ROOT) -> dict[str, Any]:
+    full = dict(os.environ, PYTHONPATH=code, **{CODE_ENV: code}, **(env or {}))
     done = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *args],
         capture_output=True,
@@ -109,7 +121,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     )
     if done.returncode != 0:
         raise SystemExit(f"bench_remote {args[0]} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def _free_port() -> int:
@@ -137,11 +149,141 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("moto server did not start")
 
 
-def _folder_bytes(path: str) -> int:
-    total = 0
+def _folder_stats(path: str) -> tuple[int, int]:
+    """Bytes and files below `path`."""
+    total = count = 0
     for dirpath, _, files in os.walk(path):
         total += sum(os.lstat(os.path.join(dirpath, f)).st_size for f in files)
-    return total
+        count += len(files)
+    return total, count
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", ROOT, *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _moto_ceiling() -> dict[str, Any]:
+    """500 one-KiB PUTs from 8 threads, s3fs alone: the endpoint's own ceiling."""
+    import s3fs
+    from concurrent.futures import ThreadPoolExecutor
+
+    fs = s3fs.S3FileSystem()
+    fs.call_s3("create_bucket", Bucket="bench")
+    payload = os.urandom(1024)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: fs.pipe_file(f"bench/raw/{i}", payload), range(500)))
+    raw_s = time.perf_counter() - t0
+    log(f"moto ceiling: {500 / raw_s:.0f} PUT/s")
+    return {"requests_per_s": 500 / raw_s, "seconds": raw_s}
+
+
+_OPS = ("push", "pull", "pull, already present")
+
+
+def _measure(
+    kind: str,
+    size: int,
+    tmp: str,
+    sides: list[tuple[str, str]],
+    remotes: list[str],
+    reps: int,
+    env: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Every sample of one realization: `cp -r`, then push and pulls by each side, `reps`
+    times; the sides' order alternates between repetitions."""
+    alice = os.path.join(tmp, f"alice-{kind}")
+    log(f"building the {kind} realization ({size})")
+    rref = _run("_build", alice, kind, str(size))["rref"]
+    sys.path.insert(0, ROOT)
+    from lightstore.facade import Store
+
+    folder = Store.open(alice).rref_path(rref)
+    nbytes, nfiles = _folder_stats(folder)
+    samples: list[dict[str, Any]] = []
+    try:
+        for rep in range(reps):
+            copy = os.path.join(tmp, f"copy-{kind}")
+            t0 = time.perf_counter()
+            subprocess.run(["cp", "-r", folder, copy], check=True)
+            samples.append(
+                {"data": kind, "code": "-", "remote": "-", "op": "cp -r", "rep": rep}
+                | {"seconds": time.perf_counter() - t0, "peak_rss": None}
+            )
+            force_rmtree(copy)
+            for label, code in sides if rep % 2 == 0 else list(reversed(sides)):
+                for remote in remotes:
+                    tag = f"{kind}-{label}-{rep}"
+                    url = f"file://{tmp}/remote-{tag}" if remote == "file" else f"s3://bench/{tag}"
+                    bob = os.path.join(tmp, f"bob-{tag}")
+                    for op, mode, root in zip(_OPS, ("_push", "_pull", "_pull"), (alice, bob, bob)):
+                        log(f"{kind} {label} {remote} #{rep + 1}: {op}")
+                        r = _run(mode, root, url, rref, env=env, code=code)
+                        samples.append(
+                            {"data": kind, "code": label, "remote": remote, "op": op, "rep": rep}
+                            | {"seconds": r["seconds"], "peak_rss": r["peak_rss"]}
+                        )
+                    force_rmtree(bob)
+                    if remote == "file":
+                        force_rmtree(url[len("file://") :])
+    finally:
+        force_rmtree(alice)
+    for s in samples:
+        s.update(bytes=nbytes, files=nfiles)
+    return samples
+
+
+def _summary(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (data, code, remote, op): medians, and the ratio to `cp -r` of the same
+    repetition (its throughput over cp's; > 1 is faster than cp)."""
+    cp = {(s["data"], s["rep"]): s["seconds"] for s in samples if s["op"] == "cp -r"}
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for s in samples:
+        groups.setdefault((s["data"], s["code"], s["remote"], s["op"]), []).append(s)
+    rows = []
+    for (data, code, remote, op), group in groups.items():
+        seconds = statistics.median(s["seconds"] for s in group)
+        moves = op in ("push", "pull", "cp -r")
+        ratios = [cp[(data, s["rep"])] / s["seconds"] for s in group if s["seconds"] > 0]
+        rss = [s["peak_rss"] for s in group if s["peak_rss"]]
+        rows.append(
+            {
+                "data": data,
+                "code": code,
+                "remote": remote,
+                "op": op,
+                "reps": len(group),
+                "seconds": seconds,
+                "mib_s": group[0]["bytes"] / MiB / seconds if moves and seconds else None,
+                "files_s": group[0]["files"] / seconds if moves and seconds else None,
+                "x_cp": statistics.median(ratios) if moves and ratios else None,
+                "x_cp_range": (min(ratios), max(ratios)) if moves and ratios else None,
+                "peak_rss": max(rss) if rss else None,
+            }
+        )
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    def num(v: float | None, fmt: str) -> str:
+        width = int(fmt.split(".")[0])
+        return "-".rjust(width) if v is None else format(v, fmt)
+
+    lines = [
+        f"{'data':6} {'code':10} {'remote':6} {'operation':22} {'reps':>4} {'median s':>9} "
+        f"{'MiB/s':>8} {'files/s':>8} {'x cp -r':>8} {'(min-max)':>12} {'peak RSS':>9}"
+    ]
+    for r in rows:
+        spread = "-" if r["x_cp_range"] is None else "{:.2f}-{:.2f}".format(*r["x_cp_range"])
+        rss = "-" if r["peak_rss"] is None else f"{r['peak_rss'] / MiB:.0f} MiB"
+        lines.append(
+            f"{r['data']:6} {r['code']:10} {r['remote']:6} {r['op']:22} {r['reps']:4} "
+            f"{r['seconds']:9.3f} {num(r['mib_s'], '8.1f')} {num(r['files_s'], '8.0f')} "
+            f"{num(r['x_cp'], '8.2f')} {spread:>12} {rss:>9}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,112 +294,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="64 MiB and 2,000 files")
     parser.add_argument("--only", default="big,small", help="big, small or both")
     parser.add_argument("--remotes", default="file,s3", help="file, s3 or both")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (medians are reported)")
+    parser.add_argument("--against", default=None, help="also measure this git revision")
     parser.add_argument("--json", default=os.path.join(ROOT, "build", "bench", "remote.json"))
     parser.add_argument("--tmp", default=None, help="where to put stores and the file:// remote")
     args = parser.parse_args(argv)
     sizes = {"big": 64 * MiB if args.quick else GiB, "small": 2000 if args.quick else 20000}
     tmp = tempfile.mkdtemp(prefix="lightstore-bench-remote-", dir=args.tmp)
     moto: subprocess.Popen[bytes] | None = None
-    results: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    ceiling: dict[str, Any] | None = None
+    sides = [("this", ROOT)]
+    worktree = None
     try:
+        if args.against:
+            sha = _git("rev-parse", "--verify", f"{args.against}^{{commit}}")
+            worktree = os.path.join(tmp, f"rev-{sha[:9]}")
+            _git("worktree", "add", "--detach", "--quiet", worktree, sha)
+            sides.insert(0, (sha[:9], worktree))
         remotes = args.remotes.split(",")
         env: dict[str, str] = {}
         if "s3" in remotes:
             moto, endpoint = _start_moto()
             env = dict(AWS, AWS_ENDPOINT_URL=endpoint)
             os.environ.update(env)
-            import s3fs
-
-            fs = s3fs.S3FileSystem()
-            fs.call_s3("create_bucket", Bucket="bench")
-            # The endpoint's own ceiling: 500 one-KiB PUTs from 8 threads, no lightstore.
-            from concurrent.futures import ThreadPoolExecutor
-
-            payload = os.urandom(1024)
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda i: fs.pipe_file(f"bench/raw/{i}", payload), range(500)))
-            raw_s = time.perf_counter() - t0
-            results.append(
-                {
-                    "data": "raw",
-                    "remote": "s3",
-                    "op": "500 PUTs, s3fs alone",
-                    "seconds": raw_s,
-                    "bytes": 500 * 1024,
-                    "peak_rss": None,
-                    "requests_per_s": 500 / raw_s,
-                }
-            )
-            log(f"moto ceiling: {500 / raw_s:.0f} PUT/s")
+            ceiling = _moto_ceiling()
         for kind in args.only.split(","):
-            alice = os.path.join(tmp, f"alice-{kind}")
-            log(f"building the {kind} realization ({sizes[kind]})")
-            rref = _run("_build", alice, kind, str(sizes[kind]))["rref"]
-            sys.path.insert(0, ROOT)
-            from lightstore.facade import Store
-
-            folder = Store.open(alice).rref_path(rref)
-            nbytes = _folder_bytes(folder)
-            t0 = time.perf_counter()
-            shutil.copytree(folder, os.path.join(tmp, f"copy-{kind}"), symlinks=True)
-            copy_s = time.perf_counter() - t0
-            force_rmtree(os.path.join(tmp, f"copy-{kind}"))
-            results.append(
-                {
-                    "data": kind,
-                    "remote": "-",
-                    "op": "local copy (baseline)",
-                    "seconds": copy_s,
-                    "bytes": nbytes,
-                    "peak_rss": None,
-                }
-            )
-            for remote in remotes:
-                url = f"file://{tmp}/remote-{kind}" if remote == "file" else f"s3://bench/{kind}"
-                bob = os.path.join(tmp, f"bob-{kind}-{remote}")
-                for op, mode, root in (
-                    ("push", "_push", alice),
-                    ("pull", "_pull", bob),
-                    ("pull, already present", "_pull", bob),
-                ):
-                    log(f"{kind} {remote}: {op}")
-                    r = _run(mode, root, url, rref, env=env)
-                    results.append(
-                        {
-                            "data": kind,
-                            "remote": remote,
-                            "op": op,
-                            "seconds": r["seconds"],
-                            "bytes": nbytes,
-                            "peak_rss": r["peak_rss"],
-                        }
-                    )
-                force_rmtree(bob)
-            force_rmtree(alice)
+            samples += _measure(kind, sizes[kind], tmp, sides, remotes, args.reps, env)
     finally:
         if moto is not None:
             moto.kill()
             moto.wait()
+        if worktree is not None:
+            subprocess.run(
+                ["git", "-C", ROOT, "worktree", "remove", "--force", worktree],
+                capture_output=True,
+                check=False,
+            )
         force_rmtree(tmp)
-    print(
-        f"{'data':6} {'remote':6} {'operation':24} {'seconds':>9} {'MiB/s':>9} {'files/s':>9} {'peak RSS':>10}"
-    )
-    for r in results:
-        rate = r["bytes"] / MiB / r["seconds"] if r["seconds"] > 0 else float("inf")
-        files = (
-            sizes["small"] / r["seconds"]
-            if r["data"] == "small"
-            else (500 / r["seconds"] if r["data"] == "raw" else None)
-        )
-        rss = f"{r['peak_rss'] / MiB:.0f} MiB" if r["peak_rss"] else "-"
-        print(
-            f"{r['data']:6} {r['remote']:6} {r['op']:24} {r['seconds']:9.2f} {rate:9.1f} "
-            f"{(f'{files:.0f}' if files else '-'):>9} {rss:>10}"
-        )
+    rows = _summary(samples)
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; tmp: {tmp}")
+    if ceiling is not None:
+        print(f"moto ceiling: {ceiling['requests_per_s']:.0f} PUT/s (s3fs alone, 8 threads)")
+    print(_table(rows))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"sizes": sizes, "results": results}, f, indent=2)
+        json.dump(
+            {"sizes": sizes, "sides": sides, "ceiling": ceiling, "rows": rows, "samples": samples},
+            f,
+            indent=2,
+        )
     log(f"wrote {args.json}")
     return 0
 

@@ -303,6 +303,7 @@ def add_to_store(
     derivations: Mapping[DRef, Config],
     incoming: Iterable[Incoming],
     held: Iterable[tuple[str, str]] = (),
+    readonly_done: bool = False,
 ) -> list[RRef]:
     """Record new derivations, then install the new realizations in one transaction.
 
@@ -310,6 +311,7 @@ def add_to_store(
     already recorded are skipped; folders left unrecorded in the tree are
     verified and kept, or replaced. `held` lists (DRef, context hash) build
     locks the caller already holds (a substitution inside a build step).
+    `readonly_done`: everything below each folder is read-only already.
     Returns the RRefs added.
     """
     items = list(incoming)
@@ -336,5 +338,10 @@ def add_to_store(
         pairs = {(str(inc.dref), inc.context_hash) for inc in todo} - set(held)
         for dref, ctx_hash in sorted(pairs):
             locks.enter_context(store.build_lock(DRef(dref), ctx_hash))
-        store.install([(inc.record(), inc.folder) for inc in todo], None, derivations=ordered)
+        store.install(
+            [(inc.record(), inc.folder) for inc in todo],
+            None,
+            derivations=ordered,
+            readonly_done=readonly_done,
+        )
     return [inc.rref for inc in todo]

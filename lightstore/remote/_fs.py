@@ -12,8 +12,11 @@ Every operation on the remote goes through `Remote`, which
   the first write into a folder removes the temporaries killed writers left
   there (`stale_temporary`);
 - downloads never read more than the size the caller expects, plus one
-  byte, and a failure to write the local copy is the store's, not the
-  remote's;
+  byte, hash what they write as they write it (the caller compares), and a
+  failure to write the local copy is the store's, not the remote's;
+- on a local folder, a file moves in one pass: small ones in one read and
+  one write, large ones copied by the kernel (`copy_file_range`) window by
+  window while another thread hashes the window before (`copy_hashed`);
 - creates write-once objects exclusively where the filesystem can (a local
   folder: a hard link fails if the name exists), else checks first;
 - turns driver errors into RemoteError with credentials removed: URLs lose
@@ -23,13 +26,19 @@ Every operation on the remote goes through `Remote`, which
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import itertools
+import mmap
 import os
 import re
 import secrets
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from blake3 import blake3
@@ -41,6 +50,7 @@ from lightstore.foundation.errors import (
     StoreError,
     disk_full,
 )
+from lightstore.foundation.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.files import pid_alive
 from lightstore.remote._redact import redact_url, secrets_of
@@ -51,6 +61,12 @@ _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 SMALL_OBJECT = 8 * 1024 * 1024
 #: What one read of a streamed download asks for (one ranged request on object stores).
 _CHUNK = 8 * 1024 * 1024
+#: Local files up to this size move in one read and one write (held in memory); larger
+#: ones are copied by the kernel in windows of `_WINDOW`, hashed by a second thread.
+WHOLE_FILE = 1024 * 1024
+_WINDOW = 8 * 1024 * 1024
+#: Errors of copy_file_range that mean "not between these files": copied through memory.
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 #: A temporary file of a writer untouched for this long is removed by the next push
 #: that writes next to it, whoever left it (a killed push on another machine).
 STALE_TEMPORARY = 3600.0
@@ -87,6 +103,202 @@ def local_error(error: OSError, path: str) -> StoreError:
     if full is not None:
         return full
     return StoreError(f"cannot write {path}: {error.strerror or error}")
+
+
+class CopyError(Exception):
+    """A copy between two local files failed: `error` on its `source` side, or its
+    destination's."""
+
+    def __init__(self, error: OSError, source: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.source = source
+
+
+#: Errors of a kernel copy that are the destination's (copy_file_range does not say which
+#: side failed).
+_DESTINATION_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def read_upto(fd: int, limit: int) -> bytes:
+    """At most `limit` bytes from `fd` (fewer only at its end)."""
+    data = os.read(fd, limit)
+    if len(data) == limit or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < limit:
+        more = os.read(fd, limit - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of `data` to `fd` (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _kernel_copy(src: int, dst: int, want: int) -> int | None:
+    """Bytes copied by the kernel (copy_file_range), or None where it cannot copy
+    between these files."""
+    try:
+        return os.copy_file_range(src, dst, want)
+    except OSError as e:
+        if e.errno in _NO_KERNEL_COPY:
+            return None
+        raise CopyError(e, source=e.errno not in _DESTINATION_ERRNOS) from None
+
+
+def _memory_copy(src: int, dst: int, want: int) -> int:
+    try:
+        data = os.read(src, want)
+    except OSError as e:
+        raise CopyError(e, source=True) from None
+    try:
+        write_all(dst, data)
+    except OSError as e:
+        raise CopyError(e, source=False) from None
+    return len(data)
+
+
+def _hash_window(h: blake3, fd: int, offset: int, length: int) -> None:
+    """Feed bytes [offset, offset + length) of the file `fd` to `h`, through a memory map
+    (no copy) where the file system allows one."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        window = mmap.mmap(
+            fd, offset + length - start, mmap.MAP_SHARED | _POPULATE, mmap.PROT_READ, offset=start
+        )
+    except (OSError, ValueError):
+        h.update(os.pread(fd, length, offset))
+        return
+    with window, memoryview(window) as view, view[offset - start :] as part:
+        h.update(part)
+
+
+def copy_hashed(src: int, dst: int, limit: int, hash_written: bool) -> tuple[int, bytes]:
+    """Copy at most `limit` bytes from the file `src` into the new file `dst` (both at
+    offset 0) in one pass; return how many, with the blake3 of those bytes.
+
+    With `hash_written`, what is hashed is what `dst` holds (it must be open for reading
+    too): for a source that may change meanwhile, such as a remote's file. Otherwise the
+    source is hashed (a store's file, which does not change). Up to `WHOLE_FILE` bytes
+    are read whole; more are copied by the kernel, window by window, while a second
+    thread hashes the window before through a memory map: memory stays bounded by the
+    window, and copying and hashing use two cores. Raises CopyError.
+    """
+    if limit <= WHOLE_FILE:
+        try:
+            data = read_upto(src, limit)
+        except OSError as e:
+            raise CopyError(e, source=True) from None
+        try:
+            write_all(dst, data)
+        except OSError as e:
+            raise CopyError(e, source=False) from None
+        return len(data), blake3(data).digest()
+    h = blake3()
+    hashed = dst if hash_written else src
+    done = 0
+    kernel = True
+    pending: Future[None] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="hash") as hasher:
+        while done < limit:
+            want = min(_WINDOW, limit - done)
+            n = _kernel_copy(src, dst, want) if kernel else None
+            if not n:
+                # Not possible between these files, or the end: a file system whose files
+                # report no size (procfs, some FUSE) is read through memory to be sure.
+                kernel = False
+                n = _memory_copy(src, dst, want)
+                if not n:
+                    break
+            if pending is not None:
+                _hash_result(pending, hash_written)
+            pending = hasher.submit(_hash_window, h, hashed, done, n)
+            done += n
+        if pending is not None:
+            _hash_result(pending, hash_written)
+    return done, h.digest()
+
+
+def copy_local(source: str, target: str, size: int) -> None:
+    """Copy the local file `source` (`size` bytes, already checked) into the new file
+    `target`, by the kernel where it can. Raises OSError."""
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            left = size
+            kernel = True
+            while left > 0:
+                n = _kernel_copy(src, dst, min(left, 1 << 30)) if kernel else None
+                if not n:
+                    kernel = False
+                    n = _memory_copy(src, dst, min(left, _WINDOW))
+                    if not n:
+                        break
+                left -= n
+        except CopyError as e:
+            raise e.error from None
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _hash_result(pending: Future[None], hash_written: bool) -> None:
+    try:
+        pending.result()
+    except OSError as e:
+        raise CopyError(e, source=not hash_written) from None
+
+
+#: File system types (Linux) whose operations are network round trips.
+_NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "glusterfs",
+    "9p",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "afs",
+    "davfs",
+    "orangefs",
+}
+
+
+def file_system_type(path: str) -> str:
+    """The type of the file system holding `path`, from /proc/self/mountinfo ("" where
+    there is none)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    path = os.path.realpath(path)
+    longest, kind = -1, ""
+    for line in lines:
+        fields, sep, rest = line.partition(" - ")
+        parts = fields.split(" ")
+        if not sep or len(parts) < 5:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= longest:  # the last mount on a point is the visible one
+            longest, kind = len(point), rest.split(" ", 1)[0]
+    return kind
 
 
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
@@ -130,6 +342,12 @@ class Remote:
         self.fs.invalidate_cache()
         self.atomic_put = self.protocol in _ATOMIC_PUT
         self._swept: set[str] = set()  # local folders whose leftover temporaries are gone
+        self._folders: set[str] = set()  # local folders known to exist
+        # Armed (by a crash test) before the remote is opened: looked up once, not per file.
+        self._failpoints = bool(os.environ.get(FAILPOINT_VARIABLE))
+        # Temporary names: a random part per Remote, then a counter (no entropy per file).
+        self._token = secrets.token_hex(4)
+        self._serial = itertools.count()
 
     # -- errors ----------------------------------------------------------
 
@@ -185,6 +403,21 @@ class Remote:
             return int(info.get("size") or 0)
 
     def _open_local(self, key: str) -> BinaryIO:
+        """Open an object of a local remote (see `_open_local_fd`)."""
+        fd = self._open_local_fd(key)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    @functools.cached_property
+    def networked(self) -> bool:
+        """Whether this local remote's folder is on a network file system (NFS, SMB, FUSE,
+        ...), where each file operation is a round trip that threads can overlap."""
+        if not self.local:
+            return False
+        kind = file_system_type(self.root or "/")
+        return kind in _NETWORK_FS or kind.startswith("fuse")
+
+    def _open_local_fd(self, key: str) -> int:
         """Open an object of a local remote; refuse anything but a regular file
         (a hostile remote's FIFO would block a pull forever, a device never end)."""
         path = self.path(key)
@@ -192,11 +425,11 @@ class Remote:
             raise self._not_a_file(key)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            # Checked again on the open file: the name may have been swapped.
+            # Checked again on the open file: the name may have been swapped. (O_NONBLOCK
+            # does nothing to a regular file.)
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise self._not_a_file(key)
-            os.set_blocking(fd, True)
-            return os.fdopen(fd, "rb")
+            return fd
         except BaseException:
             os.close(fd)
             raise
@@ -243,14 +476,32 @@ class Remote:
         h = blake3()
         with self.guard("cannot read"):
             try:
-                with (
-                    self._open_local(key) if self.local else self.fs.open(self.path(key), "rb") as f
-                ):
-                    while chunk := f.read(1024 * 1024):
-                        h.update(chunk)
+                if self.local:
+                    fd = self._open_local_fd(key)
+                    try:
+                        buffer = bytearray(min(_CHUNK, max(os.fstat(fd).st_size, 1)))
+                        with memoryview(buffer) as view:
+                            while n := os.readv(fd, [buffer]):
+                                h.update(view[:n])
+                    finally:
+                        os.close(fd)
+                else:
+                    with self.fs.open(self.path(key), "rb") as f:
+                        while chunk := f.read(1024 * 1024):
+                            h.update(chunk)
             except FileNotFoundError:
                 return None
         return str(h.hexdigest())
+
+    def local_size(self, key: str) -> int | None:
+        """The size of an object of a local remote (one stat), None if there is no file."""
+        try:
+            st = os.stat(self.path(key))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise self.error("cannot read", e) from None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def listdir(self, key: str) -> list[str]:
         """Names directly below `key` ([] if there is nothing)."""
@@ -293,7 +544,8 @@ class Remote:
 
     def _temporary(self, key: str) -> str:
         folder, _, name = key.rpartition("/")
-        tmp = f".tmp.{name}.{_HOST}.{os.getpid()}.{secrets.token_hex(6)}"
+        unique = f"{self._token}{next(self._serial):x}"
+        tmp = f".tmp.{name}.{_HOST}.{os.getpid()}.{unique}"
         return f"{folder}/{tmp}" if folder else tmp
 
     def _sweep(self, folder: str) -> None:
@@ -352,41 +604,116 @@ class Remote:
             if not self.atomic_put:
                 self.fs.mv(target, self.path(key))
 
-    def download_file(self, key: str, local_path: str, size: int | None = None) -> None:
-        """Download `key` into the new local file `local_path`: small ones in one
-        request, large ones streamed in bounded reads.
+    def stage_file(self, folder: str, local_path: str, size: int) -> tuple[str, int, str]:
+        """Copy the file `local_path` of the store into a temporary object in `folder` of
+        this local remote, hashing it on the way (one read of it): its temporary key, the
+        bytes copied and their blake3 (hex). `commit_staged` names it, `discard_staged`
+        drops it.
+
+        Raises OSError if the local file cannot be read (the store's problem),
+        RemoteError if the remote cannot be written.
+        """
+        tmp_key = self._temporary(f"{folder}/staged")
+        tmp = self.path(tmp_key)
+        src = os.open(local_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                dst = self._create(tmp)
+            except OSError as e:
+                raise self.error("cannot write to", e) from None
+            try:
+                count, digest = copy_hashed(src, dst, size + 1, hash_written=False)
+                os.fchmod(dst, 0o444)
+            except CopyError as e:
+                self._unlink(tmp)
+                if e.source:
+                    raise e.error from None
+                raise self.error("cannot write to", e.error) from None
+            except OSError as e:
+                self._unlink(tmp)
+                raise self.error("cannot write to", e) from None
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        return tmp_key, count, digest.hex()
+
+    def commit_staged(self, tmp_key: str, key: str) -> None:
+        """Name a staged temporary object `key` (replacing what is there)."""
+        target = self.path(key)
+        tmp = self.path(tmp_key)
+        try:
+            self._prepare(os.path.dirname(target))
+            if self._failpoints:
+                failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:  # the target's folder was removed since
+                self._folders.discard(os.path.dirname(target))
+                self._prepare(os.path.dirname(target))
+                os.replace(tmp, target)
+        except OSError as e:
+            self._unlink(tmp)
+            raise self.error("cannot write to", e) from None
+
+    def discard_staged(self, tmp_key: str) -> None:
+        """Remove a staged temporary object."""
+        self._unlink(self.path(tmp_key))
+
+    @staticmethod
+    def _unlink(path: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    def download_file(self, key: str, local_path: str, size: int | None = None) -> tuple[int, str]:
+        """Download `key` into the new local file `local_path`, hashing it as it is
+        written: the bytes written and their blake3 (hex), for the caller to compare.
+        From a local folder in one pass (see `copy_hashed`); elsewhere small objects in
+        one request, large ones streamed in bounded reads.
 
         Never more than `size` + 1 bytes are read (a hostile remote may serve a huge
         object under a small manifest entry, or swap it while it is read): the caller
         sees a wrong size and refuses it. A failure to write `local_path` is the
         store's (DiskFullError or StoreError), not the remote's.
         """
-        limit = None if size is None else size + 1
+        limit = sys.maxsize if size is None else size + 1
         try:
-            out = open(local_path, "xb")  # noqa: SIM115 - closed below; its errors are the store's
+            fd = os.open(local_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as e:
             raise local_error(e, local_path) from None
         try:
-            self._fill(key, out, limit, local_path)
+            count, digest = self._fill(key, fd, limit, local_path)
         except BaseException:
             with contextlib.suppress(OSError):
-                out.close()
+                os.close(fd)
             raise
         try:
-            out.close()  # a full disk may show only now, when the buffer is written
+            os.close(fd)
         except OSError as e:
             raise local_error(e, local_path) from None
+        return count, digest.hex()
 
-    def _fill(self, key: str, out: BinaryIO, limit: int | None, local_path: str) -> None:
-        if not self.local and limit is not None and limit <= SMALL_OBJECT:
+    def _fill(self, key: str, out: int, limit: int, local_path: str) -> tuple[int, bytes]:
+        if self.local:
             with self.guard("cannot read (download)"):
-                data = self.fs.cat_file(self.path(key), start=0, end=limit)
-            self._write_local(out, data[:limit], local_path)
-            return
+                src = self._open_local_fd(key)
+            try:
+                return copy_hashed(src, out, limit, hash_written=True)
+            except CopyError as e:
+                if e.source:
+                    raise self.error("cannot read (download)", e.error) from None
+                raise local_error(e.error, local_path) from None
+            finally:
+                os.close(src)
+        if limit <= SMALL_OBJECT:
+            with self.guard("cannot read (download)"):
+                data = self.fs.cat_file(self.path(key), start=0, end=limit)[:limit]
+            self._write_local(out, data, local_path)
+            return len(data), blake3(data).digest()
         with self.guard("cannot read (download)"):
-            source = self._open_local(key) if self.local else self._open_streamed(key)
+            source = self._open_streamed(key)
         with source:
-            self._copy(key, source.read, out, limit, local_path)
+            return self._copy(key, source.read, out, limit, local_path)
 
     def _open_streamed(self, key: str) -> Any:
         """A remote object opened so that each read asks for exactly its bytes (no
@@ -401,15 +728,16 @@ class Remote:
         self,
         key: str,
         read: Callable[[int], bytes],
-        out: BinaryIO,
-        limit: int | None,
+        out: int,
+        limit: int,
         local_path: str,
-    ) -> None:
-        """Copy at most `limit` bytes from `read` into `out` (errors writing `out` are the
-        store's, see `local_error`)."""
-        remaining = limit
-        while remaining is None or remaining > 0:
-            want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+    ) -> tuple[int, bytes]:
+        """Copy at most `limit` bytes from `read` into `out`, hashing them: how many, and
+        their blake3 (errors writing `out` are the store's, see `local_error`)."""
+        h = blake3()
+        done = 0
+        while done < limit:
+            want = min(_CHUNK, limit - done)
             with self.guard("cannot read (download)"):
                 try:
                     chunk = read(want)
@@ -422,16 +750,17 @@ class Remote:
                         ) from None
                     raise
             if not chunk:
-                return
+                break
             chunk = chunk[:want]
             self._write_local(out, chunk, local_path)
-            if remaining is not None:
-                remaining -= len(chunk)
+            h.update(chunk)
+            done += len(chunk)
+        return done, h.digest()
 
     @staticmethod
-    def _write_local(out: BinaryIO, data: bytes, local_path: str) -> None:
+    def _write_local(out: int, data: bytes, local_path: str) -> None:
         try:
-            out.write(data)
+            write_all(out, data)
         except OSError as e:
             raise local_error(e, local_path) from None
 
@@ -449,25 +778,51 @@ class Remote:
                 out[str(e["name"]).rstrip("/").rsplit("/", 1)[-1]] = int(e.get("size") or 0)
         return out
 
+    def _prepare(self, folder: str) -> None:
+        """Make a local folder exist, and sweep it (both once per folder and Remote)."""
+        if folder in self._folders:
+            return
+        self._sweep(folder)
+        os.makedirs(folder, exist_ok=True)
+        self._folders.add(folder)
+
+    def _create(self, path: str) -> int:
+        """Create the new local file `path` (its folder made if need be) for writing."""
+        folder = os.path.dirname(path)
+        self._prepare(folder)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:  # removed since this Remote made it
+            self._folders.discard(folder)
+            self._prepare(folder)
+            return os.open(path, flags, 0o644)
+
     def _local_write(
         self, key: str, *, data: bytes | None = None, source: str | None = None, exclusive: bool
     ) -> bool:
         """Write on a local filesystem: a temporary file, then a link (exclusive) or a rename."""
-        import shutil
-
         target = self.path(key)
         tmp = self.path(self._temporary(key))
-        self._sweep(os.path.dirname(target))
         try:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(tmp, "xb") as f:
+            fd = self._create(tmp)
+        except OSError as e:
+            raise self.error("cannot write to", e) from None
+        try:
+            try:
                 if data is not None:
-                    f.write(data)
+                    write_all(fd, data)
                 elif source is not None:
-                    with open(source, "rb") as fin:
-                        shutil.copyfileobj(fin, f, 1024 * 1024)
-            failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
-            os.chmod(tmp, 0o444)
+                    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        copy_hashed(src, fd, sys.maxsize, hash_written=False)
+                    finally:
+                        os.close(src)
+                os.fchmod(fd, 0o444)
+            finally:
+                os.close(fd)
+            if self._failpoints:
+                failpoint(f"remote:temporary:{key.split('/', 1)[0]}")
             if exclusive:
                 try:
                     os.link(tmp, target)
@@ -477,12 +832,13 @@ class Remote:
                 os.replace(tmp, target)
                 tmp = ""
             return True
+        except CopyError as e:
+            raise self.error("cannot write to", e.error) from None
         except OSError as e:
             raise self.error("cannot write to", e) from None
         finally:
             if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                self._unlink(tmp)
 
 
 def open_remote(remote: Any, storage_options: Mapping[str, Any] | None = None) -> Remote:

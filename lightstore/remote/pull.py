@@ -7,11 +7,16 @@ configured), so a lying manifest is refused before any data moves (that
 plan is `lightstore.remote.plan`, reading manifests `lightstore.remote.manifests`). The
 closure is bounded as archives are (`max_bytes`, `max_members`, the free
 space), counting every path (a blob listed under many paths is written once
-per path) as each manifest is read. Then the blobs are downloaded into the
-store's temporary area (several at once, streamed, never past their size),
-each hashed and compared with its name; the realizations are assembled,
-their folders hashed once more as archive imports do, and published by the
-same atomic install (intents, build locks, one catalogue transaction).
+per path) as each manifest is read. Then the folders and links of the new
+realizations are made in the store's temporary area, and each blob is
+downloaded straight into the first place that uses it (several at once,
+streamed, never past its size), hashed as it is written and compared with
+its name and size, then copied locally to its other places. As the entries
+of each manifest hash to its RRef, and each file now holds the blob its entry
+names, the folder's tree digest is the RRef's without reading it again.
+The new realizations are published by the same atomic install as archives
+(intents, build locks, one catalogue transaction), their files already
+read-only.
 
 Each requested realization stands alone: one whose closure does not verify
 (a manifest, config, signature or file) or does not fit the limits next to
@@ -21,14 +26,13 @@ Anything refused leaves the local store as it was.
 
 from __future__ import annotations
 
-import collections
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lightstore.exchange._ingest import Incoming, add_to_store, check_references, verify_folder
+from lightstore.exchange._ingest import Incoming, add_to_store, check_references
+from lightstore.exchange._tree import inside
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, Limits
 from lightstore.foundation.errors import (
     ArchiveError,
@@ -40,18 +44,15 @@ from lightstore.foundation.errors import (
     disk_full,
 )
 from lightstore.foundation.failpoints import failpoint
-from lightstore.foundation.files import remove_tree
-from lightstore.foundation.hashing import file_digest
+from lightstore.foundation.files import MAX_RELATIVE_PATH, MAX_SYMLINKS, remove_tree
 from lightstore.foundation.refs import RRef
-from lightstore.remote._fs import Remote, open_remote
+from lightstore.remote._fs import WHOLE_FILE, Remote, copy_local, open_remote
 from lightstore.remote._layout import Manifest, blob_key, ensure_marker
 from lightstore.remote._sign import TrustedKeys, trusted_keys_for
 from lightstore.remote.listing import remote_realizations_of
 from lightstore.remote.plan import PullPlan, plan_pull
 from lightstore.remote.transfers import DEFAULT_JOBS, Progress, expand_refs, run_all
 from lightstore.store import LocalStore
-
-_CHUNK = 1024 * 1024
 
 
 def _expand_remote_refs(remote: Remote, refs: Iterable[str]) -> list[RRef]:
@@ -92,87 +93,125 @@ def _left_out(
     raise error
 
 
-class _Downloader:
-    """Downloads blobs into a folder with a pool of threads, checking each hash."""
+#: Modes of pulled files: final (read-only) at once, so publishing need not walk the tree.
+_MODES = {False: 0o444, True: 0o555}
 
-    def __init__(self, remote: Remote, folder: str, jobs: int) -> None:
+#: A blob as a manifest names it: its hash and size (a size no hash covers: entries that
+#: claim another size for the same hash are downloaded and checked on their own).
+_Blob = tuple[str, int]
+
+
+class _Downloader:
+    """Downloads blobs with a pool of threads, each straight into the first place that
+    uses it, hashed as it is written and compared with its name; then copied locally to
+    the other places that use it."""
+
+    def __init__(self, remote: Remote, jobs: int) -> None:
         self.remote = remote
-        self.folder = folder
         self.jobs = max(1, jobs)
 
-    def path(self, digest: str) -> str:
-        return os.path.join(self.folder, digest)
-
-    def _one(self, digest: str, size: int, used_by: str) -> tuple[str, int, LightstoreError | None]:
-        """Download one blob: (digest, size, None), or the RemoteIntegrityError that
-        refuses it (the realizations using it are left out, not the whole pull)."""
+    def _one(
+        self, blob: _Blob, used_by: str, places: list[tuple[str, bool]]
+    ) -> tuple[_Blob, LightstoreError | None]:
+        """Download one blob: (blob, None), or the RemoteIntegrityError that refuses it
+        (the realizations using it are left out, not the whole pull)."""
         try:
-            return digest, self._download(digest, size, used_by), None
+            self._download(blob, used_by, places)
+            return blob, None
         except RemoteIntegrityError as e:
-            return digest, 0, e
+            return blob, e
 
-    def _download(self, digest: str, size: int, used_by: str) -> int:
-        part = self.path(digest) + ".part"
+    def _download(self, blob: _Blob, used_by: str, places: list[tuple[str, bool]]) -> None:
+        digest, size = blob
+        first, executable = places[0]
         try:
-            self.remote.download_file(blob_key(digest), part, size)
+            got, found = self.remote.download_file(blob_key(digest), first, size)
         except FileNotFoundError:
             raise RemoteIntegrityError(
                 f"the blob {digest} ({used_by}) is missing on the remote {self.remote.shown}; "
                 "nothing was added"
             ) from None
-        got = os.path.getsize(part)
-        if got != size or file_digest(part).hex() != digest:
+        if got != size or found != digest:
             what = "its content" if got == size else f"its size ({got} bytes, {size} expected)"
             raise RemoteIntegrityError(
                 f"the blob {digest} ({used_by}) on the remote {self.remote.shown} does not match "
                 f"its hash: {what} differs, tampered or truncated; nothing was added (a store "
                 "that holds it repairs the remote with `lightstore push --repair`)"
             )
-        os.rename(part, self.path(digest))
-        return size
+        os.chmod(first, _MODES[executable])
+        for path, exe in places[1:]:
+            copy_local(first, path, size)
+            os.chmod(path, _MODES[exe])
 
     def fetch(
-        self, wanted: Mapping[str, tuple[int, str]], progress: Progress | None
-    ) -> dict[str, LightstoreError]:
-        """Download the `wanted` blobs; the ones refused (missing, not matching their
-        hash), with why. Any other failure stops them all."""
-        total = sum(size for size, _ in wanted.values())
+        self, wanted: Mapping[_Blob, tuple[str, list[tuple[str, bool]]]], progress: Progress | None
+    ) -> dict[_Blob, LightstoreError]:
+        """Download the `wanted` blobs to their places; the ones refused (missing, not
+        matching their hash), with why. Any other failure stops them all."""
+        total = sum(size for _, size in wanted)
         done = 0
-        refused: dict[str, LightstoreError] = {}
+        refused: dict[_Blob, LightstoreError] = {}
 
-        def advanced(result: tuple[str, int, LightstoreError | None]) -> None:
+        def advanced(result: tuple[_Blob, LightstoreError | None]) -> None:
             nonlocal done
-            digest, size, error = result
+            blob, error = result
             if error is not None:
-                refused[digest] = error
-            done += size
+                refused[blob] = error
+            else:
+                done += blob[1]
             if progress is not None:
                 progress(done, total)
 
+        # Small files of a local disk go through this thread (see `run_all`).
+        small = WHOLE_FILE if self.remote.local and not self.remote.networked else 0
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="pull") as pool:
-            items = [(d, size, used) for d, (size, used) in wanted.items()]
-            run_all(pool, self._one, items, advanced)
+            items = [(blob, used, places) for blob, (used, places) in wanted.items()]
+            run_all(
+                pool,
+                self._one,
+                items,
+                advanced,
+                weight=lambda item: item[0][1] * len(item[2]),
+                workers=self.jobs,
+                here=lambda item: item[0][1] < small,
+            )
         return refused
 
 
-def _assemble(m: Manifest, out: str, blobs: _Downloader, uses: collections.Counter[str]) -> None:
-    """Make the folder of `m` from downloaded blobs (moved on their last use, else copied)."""
+def _skeleton(m: Manifest, out: str, where: str) -> None:
+    """Make the folders and links of `m` in the new folder `out` (its files come from the
+    downloads), and check that its links stay inside it on disk (a chain of links that
+    each stay inside by their text may leave it)."""
     os.mkdir(out, 0o755)
     for e in m.files:
+        raw = len(e.path.encode("utf-8", "surrogateescape"))
+        if raw > MAX_RELATIVE_PATH:
+            raise RemoteIntegrityError(
+                f"{where}: {m.rref}: the path {e.path[:60]!r}... is {raw} bytes long; paths "
+                f"inside a realization are at most {MAX_RELATIVE_PATH} bytes"
+            )
         target = os.path.join(out, *e.path.split("/"))
         if e.type == "dir":
             os.mkdir(target, 0o755)
         elif e.type == "link":
             os.symlink(e.target, target)
-        else:
-            uses[e.blake3] -= 1
-            source = blobs.path(e.blake3)
-            if uses[e.blake3] == 0:
-                os.rename(source, target)
-            else:
-                with open(source, "rb") as fin, open(target, "xb") as fout:
-                    shutil.copyfileobj(fin, fout, _CHUNK)
-            os.chmod(target, 0o755 if e.executable else 0o644)
+    for e in m.files:
+        if e.type == "link" and not inside(os.path.join(out, *e.path.split("/")), out):
+            raise RemoteIntegrityError(
+                f"{where}: {m.rref}: {e.path!r} is a symlink pointing outside its realization "
+                f"({e.target!r}), or through more than {MAX_SYMLINKS} links; refused"
+            )
+
+
+def _finish(m: Manifest, inc: Incoming) -> None:
+    """Make the folders of `m` (in place, at `inc.folder`) read-only, deepest first, and
+    fill in the size and count of `inc`."""
+    for e in reversed(m.files):
+        if e.type == "dir":
+            path = os.path.join(inc.folder, *e.path.split("/"))
+            os.chmod(path, os.lstat(path).st_mode & ~0o222)
+    inc.size = sum(e.size for e in m.files if e.type == "file")
+    inc.file_count = sum(1 for e in m.files if e.type != "dir")
 
 
 def pull(
@@ -247,43 +286,41 @@ def pull(
     store.recover()
     area = store.new_build_area("pull")
     try:
-        blobs = _Downloader(remote, os.path.join(area, "blobs"), jobs)
-        os.mkdir(blobs.folder)
-        wanted: dict[str, tuple[int, str]] = {}
+        # Folders and links first, then every blob downloaded straight into its places:
+        # each is hashed as it is written, and the manifests' entries already hash to
+        # their RRefs, so nothing is read again before publishing.
+        folders = {r: os.path.join(area, f"r{i}") for i, r in enumerate(sorted(plan.manifests))}
+        wanted: dict[_Blob, tuple[str, list[tuple[str, bool]]]] = {}
         for r, m in plan.manifests.items():
+            _skeleton(m, folders[r], where)
             for e in m.files:
                 if e.type == "file":
-                    wanted.setdefault(e.blake3, (e.size, f"the file {e.path!r} of {r}"))
-        bad_blobs = blobs.fetch(wanted, progress)
+                    _, places = wanted.setdefault(
+                        (e.blake3, e.size), (f"the file {e.path!r} of {r}", [])
+                    )
+                    places.append((os.path.join(folders[r], *e.path.split("/")), e.executable))
+        bad_blobs = _Downloader(remote, jobs).fetch(wanted, progress)
         if bad_blobs:
             plan.leave_out(
                 {
-                    r: bad_blobs[e.blake3]
+                    r: bad_blobs[(e.blake3, e.size)]
                     for r, m in plan.manifests.items()
                     for e in m.files
-                    if e.blake3 in bad_blobs
+                    if e.type == "file" and (e.blake3, e.size) in bad_blobs
                 }
             )
             if not plan.manifests:
                 return _left_out(plan.failures, [], refused, where)
         incoming = _incoming(plan)
-        uses = collections.Counter(
-            e.blake3 for m in plan.manifests.values() for e in m.files if e.type == "file"
-        )
-        for i, (r, m) in enumerate(sorted(plan.manifests.items())):
-            inc = incoming[r]
-            inc.folder = os.path.join(area, f"r{i}")
-            _assemble(m, inc.folder, blobs, uses)
-            try:
-                verify_folder(inc, where)  # the same check as an archive import
-            except ArchiveError as e:
-                if isinstance(e, RemoteIntegrityError):
-                    raise
-                raise RemoteIntegrityError(str(e)) from None
+        for r, m in plan.manifests.items():
+            incoming[r].folder = folders[r]
+            _finish(m, incoming[r])
         failpoint("pull:assembled")
         with store.realizing():
             check_references(store, plan.derivations, incoming, where)
-            added = add_to_store(store, plan.derivations, incoming.values(), held_locks)
+            added = add_to_store(
+                store, plan.derivations, incoming.values(), held_locks, readonly_done=True
+            )
         return _left_out(plan.failures, added, refused, where)
     except OSError as e:
         if isinstance(e, LightstoreError):

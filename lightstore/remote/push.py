@@ -8,9 +8,12 @@ Realizations go dependencies first; for each one its files are hashed and
 uploaded (several at once, each streamed by the driver), skipping blobs the
 remote already holds with the right size, then its manifest, then its index
 marker and signatures (its own signed manifest, and a signature of the RRef
-for older readers). A blob that is skipped is hashed on the remote too
-when that is cheap (a local remote), or with `repair=True`: a damaged one is
-uploaded again. A realization whose manifest is already there is skipped,
+for older readers). To a local folder each file is read once: hashed as it
+is copied (a small one read whole, a large one copied by the kernel into a
+temporary file while a second thread hashes it), then named by its hash, or
+dropped if the remote has that blob. A blob that is skipped is hashed on the
+remote too when that is cheap (a local remote), or with `repair=True`: a
+damaged one is uploaded again. A realization whose manifest is already there is skipped,
 apart from signing it, unless `repair=True` (then its blobs are checked as
 well, and its manifest and derivation records are written again if they do
 not verify). Signatures are per key name: one under the key's name that the
@@ -23,20 +26,24 @@ finished by running it again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from blake3 import blake3
+
 from lightstore.exchange._ingest import annotations_of, closure_of, topological_rrefs
 from lightstore.exchange._tree import check_links
 from lightstore.foundation.config import canonical_json, mkconfig
 from lightstore.foundation.errors import IntegrityError, RemoteIntegrityError
+from lightstore.foundation.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
 from lightstore.foundation.refs import DRef, RRef, rref2dref, unrref
-from lightstore.remote._fs import Remote, open_remote
+from lightstore.remote._fs import WHOLE_FILE, Remote, open_remote, read_upto
 from lightstore.remote._layout import (
     FileEntry,
     Manifest,
@@ -96,7 +103,11 @@ class _Uploader:
     ) -> None:
         self.remote = remote
         self.verify = verify
-        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push")
+        self.jobs = max(1, jobs)
+        self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="push")
+        # Small files of a local disk go through this thread (see `run_all`).
+        self.here_below = WHOLE_FILE if remote.local and not remote.networked else 0
+        self.failpoints = bool(os.environ.get(FAILPOINT_VARIABLE))  # armed before a push
         self.lock = threading.Lock()
         self.present: set[str] = set()
         self.progress = progress
@@ -107,12 +118,17 @@ class _Uploader:
         self.blobs_repaired = 0
 
     def _run(
-        self, fn: Callable[..., Any], items: list[Any], on_done: Callable[[Any], None]
+        self,
+        fn: Callable[..., Any],
+        items: list[Any],
+        on_done: Callable[[Any], None],
+        weight: Callable[[Any], int] | None = None,
+        here: Callable[[Any], bool] | None = None,
     ) -> None:
-        run_all(self.pool, fn, items, on_done)
+        run_all(self.pool, fn, items, on_done, weight, self.jobs, here)
 
-    def _hash(self, index: int, path: str) -> tuple[int, str]:
-        return index, file_digest(path).hex()
+    def _hash(self, index: int, path: str, size: int) -> tuple[int, str]:
+        return index, file_digest(path, size).hex()
 
     def _existing(self, digests: list[str], sizes: dict[str, int]) -> set[str]:
         """Which blobs the remote holds intact.
@@ -140,43 +156,116 @@ class _Uploader:
         if not self.verify:
             return found
         intact: set[str] = set()
-
-        def hashed(d: str) -> str | None:
-            try:
-                return d if self.remote.digest(blob_key(d)) == d else None
-            except RemoteIntegrityError:  # not a regular file: replaced like a damaged one
-                return None
-
-        self._run(hashed, [(d,) for d in sorted(found)], lambda d: intact.add(d) if d else None)
+        self._run(
+            lambda d: d if self._hashes_to(d) else None,
+            [(d,) for d in sorted(found)],
+            lambda d: intact.add(d) if d else None,
+        )
         self.blobs_repaired += len(found) - len(intact)
         return intact
 
+    def _hashes_to(self, digest: str) -> bool:
+        """Whether the remote's blob `digest` hashes to its name."""
+        try:
+            return self.remote.digest(blob_key(digest)) == digest
+        except RemoteIntegrityError:  # not a regular file: replaced like a damaged one
+            return False
+
     def _upload(self, digest: str, path: str, size: int) -> int:
         self.remote.upload_file(blob_key(digest), path, size)
+        return self._uploaded(size)
+
+    def _uploaded(self, size: int) -> int:
         with self.lock:
             self.blobs_uploaded += 1
             self.bytes_uploaded += size
             count = self.blobs_uploaded
-        failpoint(f"push:blob:{count}")
+        if self.failpoints:
+            failpoint(f"push:blob:{count}")
         return size
+
+    def _claim(self, digest: str) -> bool:
+        """Whether this thread is the one to upload `digest` (no other one of this push
+        has it, or had it)."""
+        with self.lock:
+            if digest in self.present:
+                return False
+            self.present.add(digest)
+            return True
+
+    def _intact_on_local(self, digest: str, size: int) -> bool:
+        """Whether the local remote holds the blob `digest` intact (with `verify`, hashed)."""
+        if self.remote.local_size(blob_key(digest)) != size:
+            return False  # missing, or torn by a killed pusher
+        if not self.verify or self._hashes_to(digest):
+            return True
+        with self.lock:
+            self.blobs_repaired += 1
+        return False
+
+    def _put_local(self, index: int, path: str, size: int) -> tuple[int, str, int, int]:
+        """Hash and upload one file to a local remote in one read of it: (its index, blob,
+        size, bytes uploaded). Small files are read whole; larger ones are copied into a
+        temporary object while they are hashed, then named (or dropped if the remote has
+        the blob)."""
+        remote = self.remote
+        if size < WHOLE_FILE:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = read_upto(fd, size + 1)
+            finally:
+                os.close(fd)
+            digest, count = blake3(data).hexdigest(), len(data)
+            if not self._claim(digest) or self._intact_on_local(digest, count):
+                return index, digest, count, 0
+            remote.write_bytes(blob_key(digest), data)
+        else:
+            tmp, count, digest = remote.stage_file("blobs", path, size)
+            if not self._claim(digest) or self._intact_on_local(digest, count):
+                remote.discard_staged(tmp)
+                return index, digest, count, 0
+            remote.commit_staged(tmp, blob_key(digest))
+        return index, digest, count, self._uploaded(count)
+
+    def _progressed(self, size: int) -> None:
+        self.done_bytes += size
+        if self.progress is not None and size:
+            self.progress(self.done_bytes, self.total)
 
     def entries(self, folder: str) -> list[FileEntry]:
         """Every entry of the folder, with its blob on the remote; in the folder's order."""
-        import os
-
         entries = local_entries(folder)
         paths = {
             i: os.path.join(folder, *e.path.split("/"))
             for i, e in enumerate(entries)
             if e.type == "file"
         }
+        if self.remote.local:
+
+            def placed(result: tuple[int, str, int, int]) -> None:
+                i, digest, size, sent = result
+                e = entries[i]
+                entries[i] = FileEntry(e.path, "file", e.executable, size, digest)
+                self._progressed(sent)
+
+            items = [(i, path, entries[i].size) for i, path in paths.items()]
+            small = self.here_below
+            self._run(
+                self._put_local,
+                items,
+                placed,
+                weight=lambda item: item[2],
+                here=lambda item: item[2] < small,
+            )
+            return entries
 
         def hashed(result: tuple[int, str]) -> None:
             i, digest = result
             e = entries[i]
             entries[i] = FileEntry(e.path, "file", e.executable, e.size, digest)
 
-        self._run(self._hash, list(paths.items()), hashed)
+        items = [(i, path, entries[i].size) for i, path in paths.items()]
+        self._run(self._hash, items, hashed, weight=lambda item: item[2])
         sizes: dict[str, int] = {}
         source: dict[str, str] = {}
         for i, path in paths.items():
@@ -184,13 +273,7 @@ class _Uploader:
             source.setdefault(entries[i].blake3, path)
         new = sorted(d for d in sizes if d not in self.present)
         missing = sorted(set(new) - self._existing(new, sizes))
-
-        def uploaded(size: int) -> None:
-            self.done_bytes += size
-            if self.progress is not None:
-                self.progress(self.done_bytes, self.total)
-
-        self._run(self._upload, [(d, source[d], sizes[d]) for d in missing], uploaded)
+        self._run(self._upload, [(d, source[d], sizes[d]) for d in missing], self._progressed)
         self.present.update(new)
         return entries
 
