@@ -26,7 +26,16 @@ from lightstore.foundation.errors import (
 )
 from lightstore.foundation.files import remove_tree
 from lightstore.foundation.metrics import check_metric_name, check_metric_value, check_metrics
-from lightstore.foundation.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
+from lightstore.foundation.refs import (
+    Context,
+    DRef,
+    Path,
+    RefPath,
+    RRef,
+    check_relpath,
+    isrefpath,
+    undref,
+)
 from lightstore.store import LocalStore, StorageSettings
 
 
@@ -250,7 +259,7 @@ def build_deref_(b: Build, dref: DRef) -> list[RRef]:
 
 def build_name(b: Build) -> str:
     """The name of the derivation being built."""
-    return str(b.config.get("name", "unnamed"))
+    return undref(b.dref)[1]  # the config's name as its DRef carries it
 
 
 def build_wrapper_(
