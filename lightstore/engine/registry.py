@@ -175,9 +175,8 @@ class Registry:
         Pylightnix's `mkdrv` wrote each at once), in one transaction.
         """
         derivations = self.closure_of(targets)
-        with unrecorded(self.store) as others:
-            wanted = {d.dref for d in derivations}
-            batch = derivations + [d for d in others if d.dref not in wanted]
+        with unrecorded(self.store, {d.dref for d in derivations}) as others:
+            batch = derivations + others if others else derivations
             self.store.record_derivations([(d.dref, d.config) for d in batch])
         return self.closure_type(result, targets, derivations, self.store)
 
@@ -214,9 +213,10 @@ def _unrecorded_config(store: LocalStore, dref: str) -> dict[str, Any] | None:
 
 
 @contextmanager
-def unrecorded(store: LocalStore) -> Iterator[list[Derivation]]:
+def unrecorded(store: LocalStore, recording: set[DRef] | None = None) -> Iterator[list[Derivation]]:
     """Take the derivations of `store` not recorded yet (with the dependencies they need),
-    dependencies first, for the block to record; if the block raises, they stay pending."""
+    dependencies first, for the block to record with `recording` (derivations it records
+    anyway, left out of the list); if the block raises, they stay pending."""
     with _unrecorded_lock:
         entry = _unrecorded.pop(id(store), None)
     if entry is None:
@@ -224,7 +224,7 @@ def unrecorded(store: LocalStore) -> Iterator[list[Derivation]]:
         return
     pending = entry[1]
     try:
-        yield _dependencies_first(pending)
+        yield _dependencies_first(pending, recording or set())
     except BaseException:
         with _unrecorded_lock:
             again = _unrecorded.setdefault(id(store), (store, {}))[1]
@@ -234,15 +234,18 @@ def unrecorded(store: LocalStore) -> Iterator[list[Derivation]]:
 
 
 def _dependencies_first(
-    pending: dict[DRef, tuple[Derivation, dict[DRef, Derivation]]],
+    pending: dict[DRef, tuple[Derivation, dict[DRef, Derivation]]], recording: set[DRef]
 ) -> list[Derivation]:
-    """The pending derivations and the dependencies their registries hold, dependencies first.
+    """The pending derivations and the dependencies their registries hold, dependencies
+    first, leaving out those in `recording` (recorded with them, with their own closure).
 
     A dependency recorded earlier is listed again: recording skips known ones
     in the same query, and re-creates one a garbage collection removed since.
     """
     out: dict[DRef, Derivation] = {}
     for drv, owner in pending.values():
+        if drv.dref in recording:
+            continue  # the common case of instantiate: its closure is all there is
         stack: list[tuple[Derivation, bool]] = [(drv, False)]
         while stack:
             d, expanded = stack.pop()
@@ -253,7 +256,7 @@ def _dependencies_first(
                 continue
             stack.append((d, True))
             for dep in d.deps:
-                if dep not in out:
+                if dep not in out and dep not in recording:
                     found = pending.get(dep)
                     dep_drv = found[0] if found is not None else owner.get(dep)
                     if dep_drv is not None:

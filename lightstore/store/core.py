@@ -84,6 +84,10 @@ class LocalStore(StoreView):
         # Metrics recorded by running builds (`build_metric`), keyed by output
         # folder; `publish` takes them into its transaction.
         self.pending_metrics: dict[str, dict[str, int | float]] = {}
+        # Build times a realizer declared for an output folder (Pylightnix's
+        # `starttime`/`stoptime`: "started"/"stopped", a Unix time or None);
+        # `publish` records them instead of the times it measured.
+        self.declared_times: dict[str, dict[str, float | None]] = {}
 
     # -- opening -----------------------------------------------------------
 
