@@ -74,16 +74,6 @@ def _resolve_dref(node: _Node, dref: DRef) -> RRef | None:
     return None
 
 
-def _unique_realization(store: LocalStore, dref: DRef) -> RRef:
-    rrefs = store.catalogue.realizations_any_context(dref)
-    if len(rrefs) != 1:
-        raise InvalidReferenceError(
-            f"{dref} has {len(rrefs)} realizations in the store and the lens has no realization "
-            "context to choose one; start the lens from an RRef instead"
-        )
-    return rrefs[0]
-
-
 def _enter(node: _Node) -> _Node:
     """Turn a reference-valued node into the node of the referenced config."""
     v = node.value
@@ -140,7 +130,13 @@ def _syspath(node: _Node) -> Path:
         dref, rest = DRef(v[0]), check_relpath(v[1:], f"RefPath {v!r}")
         if node.build is not None and dref == node.build.dref:
             return node.build.path(v, node.index)
-        rref = _resolve_dref(node, dref) or _unique_realization(store, dref)
+        rref = _resolve_dref(node, dref)
+        if rref is None:
+            # As Pylightnix: a derivation's realizations are not the lens's to choose.
+            raise InvalidReferenceError(
+                f"{v} points into {dref}, and the lens has no realization context to "
+                "choose its realization; start the lens from an RRef or a Build"
+            )
         return Path(os.path.join(store.rref_path(rref), *rest))
     if isrref(v):
         return store.rref_path(RRef(v))
@@ -242,7 +238,12 @@ class Lens:
             return self._node.owner_rref
         dref = self.dref
         rref = _resolve_dref(self._node, dref)
-        return rref if rref is not None else _unique_realization(self._node.store, dref)
+        if rref is None:  # as in Pylightnix: only a context chooses a realization
+            raise InvalidReferenceError(
+                f"{dref} has no realization in the lens's context; start the lens from an "
+                "RRef or a Build"
+            )
+        return rref
 
     @property
     def refpath(self) -> RefPath:
