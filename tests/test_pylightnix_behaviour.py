@@ -321,6 +321,8 @@ def test_a_lens_on_a_derivation_chooses_no_realization(S):
     with pytest.raises(AssertionError, match="context"):
         lens.dep.out.syspath  # noqa: B018
     assert ls.mklens(rref, S=S).dep.out.contents == "dep"
+    with pytest.raises(AssertionError, match="navigate"):  # a plain value has no fields
+        ls.mklens(rref, S=S).name.get("x")
 
 
 # -- spack ---------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def _enter(node: _Node) -> _Node:
         if chosen is not None:
             return _enter(replace(node, value=chosen, build=None))
         return _Node(store, resolve_selfrefs(_config(store, dref), dref), dref)
-    raise LightstoreError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
+    raise UsageError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
 
 
 def _step(node: _Node, key: str) -> _Node:
