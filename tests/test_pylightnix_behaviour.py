@@ -306,6 +306,16 @@ def test_du_counts_the_config_and_the_realization_folder(S):
     assert ls.du(S) == {dref: (config_bytes + files, {rref: files})}
 
 
+def test_catref_reads_realizations_and_files_not_derivations(S, tmp_path):
+    dref, clo = ls.instantiate(lambda r: _node(r, {"name": "n"}, "line one\nline two\n"), S=S)
+    rref = ls.realize1(clo)
+    assert ls.catref(rref, ["out.txt"], S) == ["line one\n", "line two\n"]
+    (tmp_path / "plain.txt").write_text("a\nb")
+    assert ls.catref(str(tmp_path / "plain.txt"), S=S) == ["a\n", "b"]
+    with pytest.raises(AssertionError, match="derivation"):
+        ls.catref(dref, ["out.txt"], S)
+
+
 # -- lenses ----------------------------------------------------------------------------------
 
 

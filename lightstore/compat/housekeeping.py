@@ -183,13 +183,24 @@ def lsref(ref: DRef | RRef, S: Any = None) -> list[str]:
 
 
 def catref(ref: Any, fn: list[str] | None = None, S: Any = None) -> list[str]:
-    """Lines of a file in a realization: ``catref(rref, ['out.txt'])`` or ``catref([dref, 'out.txt'])``."""
+    """Lines of a file in a realization: ``catref(rref, ['out.txt'])``, ``catref([dref,
+    'out.txt'])`` (a derivation with one realization), or of a file path, as in Pylightnix.
+
+    Raises InvalidReferenceError (an AssertionError) for a DRef alone: a derivation has
+    no artifacts (Pylightnix asserts there too).
+    """
     store = resolve_store(S)
     if isrefpath(ref):
         rrefs = store.catalogue.realizations_any_context(parse_dref(ref[0]))
         if len(rrefs) != 1:
             raise InvalidReferenceError(f"{ref[0]} has {len(rrefs)} realizations; pass an RRef")
         path = os.path.join(store.rref_path(rrefs[0]), *ref[1:])
+    elif isdref(ref):
+        raise InvalidReferenceError(
+            f"catref reads a realization's file; {ref} is a derivation, give one of its RRefs"
+        )
+    elif isinstance(ref, str) and not isrref(ref) and os.path.isfile(ref):
+        path = ref
     else:
         path = os.path.join(_folder(ref, store), *(fn or []))
     with open(path, encoding="utf-8") as f:
