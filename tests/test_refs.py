@@ -290,7 +290,8 @@ def test_mkdref_rejects_bad_hash(dhash, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["", "a b", "a/b", "..", ".", "a.b", "é", "\n", "a\n\n", "\na", "a\r\n", "a:b", 1.5, [1]]
+    "name",
+    ["", "a b", "a/b", "..", ".", "a.b", "é", "\n", "a\n\n", "\na", "a\r\n", "a:b", 1.5, [1]],
 )
 def test_mkname_rejects(name):
     with pytest.raises(InvalidConfigError, match="name"):

@@ -31,8 +31,8 @@ def spack(
         for d in sorted({rref2dref(r) for r in closure})
         for r in store.catalogue.realizations_any_context(d)
     ]
-    chosen = set(roots)
-    pack(store, roots + [r for r in siblings if r not in chosen], archive_path, progress=progress)
+    # The closure's own realizations stay out of the roots: archives name what was asked for.
+    pack(store, roots + [r for r in siblings if r not in closure], archive_path, progress=progress)
 
 
 def sunpack(

@@ -107,7 +107,8 @@ def _enter(node: _Node) -> _Node:
         chosen = _resolve_dref(node, dref)
         if chosen is not None:
             return _enter(replace(node, value=chosen, build=None))
-        return _Node(store, resolve_selfrefs(_config(store, dref), dref), dref)
+        # The lens's context goes on: it may resolve what this config refers to.
+        return _Node(store, resolve_selfrefs(_config(store, dref), dref), dref, deps=node.deps)
     raise UsageError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
 
 

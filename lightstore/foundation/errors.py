@@ -147,6 +147,10 @@ class NotInStoreError(UnknownReferenceError, FileNotFoundError):
     """A well-formed reference the store does not hold: Pylightnix, reading its file
     there, raised FileNotFoundError, so this is one too."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> NotInStoreError:
+        # Instances have OSError's layout: build them (and their pickled copies) with it.
+        return FileNotFoundError.__new__(cls, *args)
+
 
 class StoreError(LightstoreError, OSError):
     """The store root or its catalogue cannot be used."""
