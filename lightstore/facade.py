@@ -17,11 +17,12 @@ from lightstore.foundation.refs import DRef, RRef
 from lightstore.maintenance.forget import ForgetReport, forget
 from lightstore.maintenance.gc import collect
 from lightstore.maintenance.marking import GCReport
+from lightstore.maintenance.pins import pin, pins, unpin
 from lightstore.maintenance.reindex import ReindexReport, reindex
-from lightstore.maintenance.roots import pin, pins, unpin
 from lightstore.maintenance.verify import VerifyReport, verify
 from lightstore.remote.pull import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, pull
-from lightstore.remote.push import DEFAULT_JOBS, PushReport, push
+from lightstore.remote.push import PushReport, push
+from lightstore.remote.transfers import DEFAULT_JOBS
 from lightstore.store import DEFAULT_GC_TIMEOUT_S, LocalStore
 
 Progress = Callable[[int, int], None]
@@ -33,7 +34,7 @@ class Store(LocalStore):
     Open one with `Store.open(root)`; instances are shared per process and root.
     """
 
-    # -- pins (GC roots) -----------------------------------------------------
+    # -- pins (what gc keeps) --------------------------------------------------
 
     def pin(self, name: str, ref: DRef | RRef | str) -> None:
         """Pin a DRef or RRef under `name`: gc keeps it and everything it depends on."""

@@ -126,7 +126,7 @@ def test_output_typed_matchers_and_realizers(S):
 
 
 def _area(S):
-    from lightstore.compat.current import resolve_store
+    from lightstore.compat.current import store_of as resolve_store
 
     return resolve_store(S).new_build_area("test")
 

@@ -11,7 +11,7 @@ ATTEMPT = {"n": 0}
 
 
 def _area(S):
-    from lightstore.compat.current import resolve_store
+    from lightstore.compat.current import store_of as resolve_store
 
     return resolve_store(S).new_build_area("e2e")
 

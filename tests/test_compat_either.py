@@ -30,7 +30,7 @@ def _stage(r, name, fail, dep=None, text="ok"):
 
 
 def _area(S):
-    from lightstore.compat.current import resolve_store
+    from lightstore.compat.current import store_of as resolve_store
 
     return resolve_store(S).new_build_area("t")
 

@@ -21,7 +21,9 @@ from lightstore.foundation.config import (
     config_deps,
     config_promises,
     mkconfig,
-    resolve_selfrefs,
+)
+from lightstore.foundation.config import (
+    replace_selfrefs as resolve_selfrefs,
 )
 from lightstore.foundation.errors import InvalidConfigError
 from lightstore.foundation.hashing import config_hash

@@ -121,3 +121,33 @@ def test_kill_at_random_instants(root):
     # gc in the churn may have collected everything; the history keeps the record.
     made = Store.open(root).catalogue.column("SELECT count(*) FROM history")[0]
     assert made > 0, "the churn workers realized nothing"
+
+
+def test_a_build_that_died_elsewhere_is_cleaned_up_by_the_next_builder(root):
+    """A build is its own publishing intent. One that died between its rename and its commit
+    on another host (so recovery here leaves it alone) is cleaned up by the next builder of
+    that derivation and context: holding the build lock, it removes the unrecorded folder
+    before building, and closes the dead build as interrupted."""
+    import sqlite3
+
+    died = run_worker(root, "crashpoint", "elsewhere", "no", failpoint="publish:renamed")
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    conn = sqlite3.connect(os.path.join(root, "catalogue.sqlite"))
+    with conn:
+        conn.execute("UPDATE builds SET host = 'another-host' WHERE status = 'running'")
+    conn.close()
+    Store.forget_instances()
+    store = Store.open(root)
+    # The first build to publish died: the pipeline's base stage.
+    (base,) = [d for d in store.catalogue.all_drefs() if d.endswith("-base")]
+    orphans = [n for n in os.listdir(store.dref_path(base)) if n != "config.json"]
+    assert len(orphans) == 1 and not store.catalogue.realizations_any_context(base)
+    again = run_worker(root, "crashpoint", "elsewhere", "no")
+    assert again.returncode == 0, again.stderr
+    store = check_clean(root)
+    statuses = store.catalogue.column("SELECT status FROM builds WHERE dref = ?", (base,))
+    assert sorted(statuses) == ["interrupted", "succeeded"]
+    (kept,) = store.catalogue.realizations_any_context(base)
+    assert sorted(os.listdir(store.dref_path(base))) == sorted(
+        ["config.json", kept.split("-")[0][5:]]
+    )

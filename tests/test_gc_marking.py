@@ -129,8 +129,8 @@ def test_dense_marking_checks_keeps_not_in_the_store(tmp_path):
 
 def test_a_collection_with_most_of_the_store_pinned_removes_only_the_rest(tmp_path):
     """The real collection (not a plan) in the dense mode: pins on all but one chain."""
-    from lightstore.catalogue.marking import dense_roots
-    from lightstore.maintenance.roots import roots
+    from lightstore.catalogue.marking import dense_keeps as dense_roots
+    from lightstore.maintenance.pins import gc_keeps as roots
 
     store = build_graph(str(tmp_path / "s"), (set(), {0}, {1}, set(), {3}), [1, 1, 1, 1, 6])
     tips = sorted(store.catalogue.root_rrefs())

@@ -2,8 +2,8 @@
 HTTP-level checks of every page and of the artifact route against path traversal, and a real
 browser (Playwright driving Debian's Chromium) clicking through it.
 
-The browser test also writes a screenshot; set LIGHTSTORE_UPDATE_SCREENSHOT=1 to refresh the
-README's docs/ui.png with it (it is written there too when that file is missing).
+The README's screenshots (docs/ui-*.png) are made by tools/ui_screenshots.py; the browser's
+own tests of charts, comparison, lineage and navigation are in tests/test_ui_browser.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -31,8 +30,8 @@ from ui_store import FAILURE, make_store
 from lightstore import fsinit, match_only, mkSS
 from lightstore.query.graph import flatten as graph_flatten
 from lightstore.ui import exposure_warning, is_loopback, loopback_literal
-from lightstore.ui.data import chart_points, flatten, lineage
-from lightstore.ui.svg import scatter_svg
+from lightstore.ui.data import flatten, lineage
+from lightstore.ui.fields import chart_value, script_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -143,8 +142,8 @@ def test_stage_page_has_config_and_metric_columns_facets_and_chart(server, sweep
     assert status == 200
     for column in ("lr", "model.depth", "model.act", "loss", "steps"):
         assert f">{column}</a>" in text
-    assert 'id="facets"' in text and 'class="chart"' in text
-    assert text.count('class="point"') == len(sweep["train"])
+    assert 'id="facets"' in text and 'id="chart"' in text
+    assert len(chart_of(text)["runs"]) == len(sweep["train"])
     losses = [float(v) for v in _cells(text, "metric-value")[::2]]
     assert losses == sorted(losses)
     status, _, body = server.get("/stage/train?f.config:lr=0.1")
@@ -153,9 +152,8 @@ def test_stage_page_has_config_and_metric_columns_facets_and_chart(server, sweep
     assert "show 1 collected" in text and ">collected<" not in text
     everything = server.get("/stage/train?all=1&sort=metric:loss")[2].decode()
     assert everything.count('class="run-link"') == len(sweep["train"])
-    assert (
-        ">collected<" in everything and everything.count('class="point"') == len(sweep["train"]) + 1
-    )
+    assert ">collected<" in everything
+    assert len(chart_of(everything)["runs"]) == len(sweep["train"]) + 1
     status, _, body = server.get(url_of(sweep["collected"]))
     assert status == 404 and b"removed from the store" in body
     assert server.get("/stage/no-such-stage")[0] == 404
@@ -220,21 +218,32 @@ finite_or_not = st.one_of(
 
 
 @given(st.lists(st.tuples(finite_or_not, finite_or_not), min_size=1, max_size=8))
-def test_any_numbers_make_a_chart_with_finite_coordinates(values):
+def test_any_numbers_reach_the_chart_as_finite_floats_or_marked(values):
+    """What the page's script gets for a number is a finite float, or a mark saying why a
+    chart cannot place it (NaN, inf, too large for a float): never dropped, never NaN in JSON."""
     import math
+
+    for pair in values:
+        for value in pair:
+            got = chart_value(value)
+            if isinstance(got, float):
+                assert math.isfinite(got) and got == float(value)
+            else:
+                assert got["nf"] in ("NaN", "inf", "-inf", "too large for a float")
+                assert (isinstance(value, float) and not math.isfinite(value)) or abs(value) > 1e308
+    text = script_json([[chart_value(v) for v in pair] for pair in values])
+    # JSON.parse in the browser refuses NaN and Infinity: the text must hold none.
+    parsed = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in {text}"))
+    assert parsed == [[chart_value(v) for v in pair] for pair in values]
+
+
+def chart_of(html: str) -> dict:
+    """The chart data a stage page hands its script."""
     import re
 
-    runs = [
-        {"config": {"x": x}, "metrics": {"y": y}, "rref": f"rref:{i}"}
-        for i, (x, y) in enumerate(values)
-    ]
-    points = chart_points(runs, "x", "y")
-    assert all(math.isfinite(a) and math.isfinite(b) for a, b, _ in points)
-    chart = scatter_svg(points, "x", "y", lambda r: "/run/" + r)
-    coordinates = [float(v) for v in re.findall(r'(?:cx|cy|x1|x2|y1|y2)="([^"]+)"', chart)]
-    assert all(math.isfinite(c) and -1 <= c <= 641 for c in coordinates)
-    assert chart.count('class="point"') == len(points)
-    assert "inf" not in chart and "nan" not in chart
+    found = re.search(r'<script type="application/json" id="ls-chart-data">(.*?)</script>', html)
+    assert found, "no chart data"
+    return json.loads(found.group(1))
 
 
 def _cells(html: str, css: str) -> list[str]:
@@ -539,7 +548,8 @@ def test_browse_in_chromium(server, sweep, tmp_path):
             cells = page.locator("#runs td.metric-value").all_inner_texts()
             losses = [float(c) for c in cells[::2]]
             assert losses == sorted(losses) and len(losses) == len(sweep["train"])
-            assert page.locator("#chart svg circle.point").count() == len(sweep["train"])
+            page.wait_for_selector("#chart .scatterlayer .point")
+            assert page.locator("#chart .scatterlayer .point").count() == len(sweep["train"])
             shot = tmp_path / "ui.png"
             page.screenshot(path=str(shot), full_page=False)
             page.locator("#runs a.run-link").first.click()
@@ -552,15 +562,12 @@ def test_browse_in_chromium(server, sweep, tmp_path):
             assert image.evaluate("img => img.naturalWidth") == 120
             assert page.locator("#lineage svg g.node").count() >= 2
             assert page.locator("#lineage svg g.root").count() == 1
-            page.click("nav.ls-nav a:text-is('Failed builds')")
+            page.click(".ls-nav a:text-is('Failed builds')")
             page.wait_for_url("**/failures")
             assert FAILURE in page.locator("pre.traceback").first.inner_text()
         finally:
             browser.close()
     assert shot.read_bytes().startswith(PNG_MAGIC)
-    target = REPO / "docs" / "ui.png"
-    if os.environ.get("LIGHTSTORE_UPDATE_SCREENSHOT") == "1" or not target.exists():
-        shutil.copyfile(shot, target)
 
 
 def test_file_names_that_are_not_utf8_or_need_quoting(tmp_path):

@@ -50,8 +50,8 @@ GROUPS = {
 }
 ALL_WORKLOADS = [w for ws in GROUPS.values() for w in ws]
 #: Marked sections of BENCHMARKS.md that other benchmarks write (`--huge`, the parallel and
-#: remote-cache runs, `--against`); a full run keeps them.
-KEPT_SECTIONS = ["million", "parallel", "remote", "against"]
+#: remote-cache runs, `--against`, `--redun`); a full run keeps them.
+KEPT_SECTIONS = ["million", "parallel", "remote", "against", "redun"]
 
 
 @dataclasses.dataclass

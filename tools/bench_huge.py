@@ -314,7 +314,7 @@ def measure(
     res.add(size, "referrers --closure (popular)", samples, rows=len(out))
     view.catalogue.close()
     # Chain tips are what nothing depends on; the kept chain's tip is one of them.
-    tips = sorted(store.catalogue.root_rrefs())
+    tips = sorted(store.catalogue.top_rrefs())
     for share in (0.01, 0.99):
         keep = tips[: max(1, int(len(tips) * share))]
         samples, out = timed(lambda keep=keep: L.store_gc([], keep, S), reps)

@@ -484,3 +484,173 @@ def markdown(doc: dict[str, Any], entries: list[Entry]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# -- redun side by side (tools/bench --redun, tools/bench_redun.py) ---------------------------
+
+#: What each side does in `tools/bench --redun`, for the report (why the work is the same).
+REDUN_EQUIVALENCE = [
+    "**A stage.** lightstore: a derivation (a config dict, `match_only`) whose realizer "
+    'writes `out.txt` ("result\\n") into its output folder. redun: a `@task` whose body '
+    "writes a file of the same text into a folder of the run and returns it as a "
+    "`redun.File`. Each records the result its own way: lightstore a derivation folder, a "
+    "realization folder and catalogue rows; redun call-node, job, argument and value rows in "
+    "its sqlite repo, beside the file.",
+    "**Chains.** lightstore: stage k's config names stage k-1's derivation; one stage "
+    "function declares the chain, realized by `realize1(instantiate(...))` (declaration "
+    "included). redun: a task `chain(tag, depth)` calls `step(tag, k, prev)` with the "
+    "previous step's File and is run by `scheduler.run(chain(tag, depth))`; that makes one "
+    "job more than stages (the `chain` task itself).",
+    "**Cached** is the same call again in the same process. redun's default "
+    '`check_valid="full"` checks the whole call subtree again (task hashes and the files); '
+    '`chain.options(check_valid="shallow")` trusts the top call\'s cached result. lightstore '
+    "has one way, measured in both rows.",
+    "**Sweep.** lightstore: one stage function declares a `params` stage and N `point` "
+    "stages whose configs name it, realized as one closure of N targets by "
+    "`realize(instantiate(...))`. redun: a task returns `[point(params(tag), tag, i) for i "
+    "in range(N)]`.",
+    "**History.** A store of each built once, untimed (one process each): ten stage names "
+    "p0..p9 (one task each in redun, with the same body) taking `i` and a pseudo-random "
+    "`lr`, realized as one closure (lightstore) or returned by one task (redun). The "
+    'question: "results of p3 with lr < 0.05, with their durations" (about 5 % of p3\'s). '
+    'lightstore API: `history(store, "p3", fields=["lr"], config=["lr<0.05"])`; SQL: '
+    "`SELECT rref, json_extract(config, '$.lr'), duration FROM history WHERE name = ? AND "
+    "json_extract(config, '$.lr') < ?`. redun API: `CallGraphQuery(session)"
+    '.filter_types({"Job"}).filter_task_names(["<namespace>.p3"])` (the query behind '
+    "`redun log --task`), then each job's `call_node.arguments` (`value_parsed`) and "
+    "`job.duration`; the ORM session is emptied before each question, which otherwise "
+    "answers from what it loaded. redun SQL: `task` JOIN `call_node` JOIN `argument` (`lr`) "
+    "JOIN `value` JOIN `job` on the indexed columns; arguments are pickled, so `lr` is "
+    "unpickled and compared in Python and the duration computed from the job's start and "
+    "end.",
+    "**Disk** per result: allocated blocks and inodes of the whole store folder after the "
+    "history store was built, less the empty store's: lightstore's tree and catalogue (WAL "
+    "checkpointed); redun's sqlite repo and the files its tasks wrote.",
+    "**Settings.** Each library at its defaults in a fresh store per process. redun's sqlite "
+    "repo (SQLite's defaults: rollback journal, `synchronous=FULL`) commits, and syncs, "
+    "several times per job, so its wall time includes waiting for the disk and for its "
+    "executor threads; CPU time (of the measuring process, all threads) does not. Turned "
+    "off or raised for "
+    "redun: its INFO log line per job, and Python's recursion limit, which its 200-deep "
+    "chain exceeds (RecursionError) when it hashes the nested task calls.",
+    "**Checks.** Each timed call counts the stage bodies it ran: a new workload must run "
+    "every stage, a cached one none, and both sides must find the same history rows; the "
+    "run reports any difference as a problem.",
+]
+
+
+#: What the design of each side means for the rows, whatever the figures of a run.
+REDUN_READING = [
+    '**Cached deep chain, `check_valid="shallow"`**: redun looks up one call (the top '
+    "`chain` call) and checks only its result file; lightstore declares every stage again "
+    "(each config hashed) and finds each in its catalogue, so its cost grows with the depth "
+    "and redun's does not.",
+    '**`check_valid="full"`** (redun\'s default) evaluates the `chain` task again and '
+    "looks up every call of its subtree in the repo, recording a cached job for each (21 "
+    "job records for a 20-stage chain, against 1 with `shallow`).",
+    "**Disk**: lightstore keeps each result as folders and files (derivation folder with "
+    "config.json, realization folder with context.json and the output: 5 inodes) plus "
+    "catalogue rows; redun keeps rows in one sqlite file and the output file (1 inode).",
+]
+
+
+def _redun_value(r: dict[str, Any], lib: str) -> str:
+    v = r[lib]
+    return f"{v:.2f}" if r["unit"] == "count" else fmt(v, r["unit"])
+
+
+def _redun_cells(r: dict[str, Any]) -> list[str]:
+    return [
+        r["label"],
+        r["metric"],
+        _redun_value(r, "lightstore"),
+        _redun_value(r, "redun"),
+        "-"
+        if r["ratio"] is None
+        else f"{r['ratio']:.2f}x"
+        if r["ratio"] < 10
+        else fmt_ratio(r["ratio"]),
+        r["status"],
+    ]
+
+
+def redun_table_text(doc: dict[str, Any]) -> str:
+    """The redun comparison as a plain-text table."""
+    head = ["workload", "time", "lightstore", "redun", "ratio", f"goal >= {doc['goal']:g}x"]
+    rows = [head, *(_redun_cells(r) for r in doc["rows"])]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for n, r in enumerate(rows):
+        cells = [
+            c.rjust(w) if 2 <= i <= 4 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def redun_markdown(doc: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section of `tools/bench --redun`."""
+    m, plan, v = doc["machine"], doc["plan"], doc["versions"]
+    reps = ", ".join(f"{k} {n}" for k, n in plan["reps"].items())
+    hist = doc.get("history", {})
+    built = "; ".join(
+        f"{lib} {fmt(h['cpu'] / plan['results'], 's')} CPU ({fmt(h['wall'] / plan['results'], 's')} wall)"
+        for lib, h in hist.items()
+    )
+    answers = doc.get("answers", {}).get("lightstore", {})
+    found = (
+        f" The history question finds {answers['history-api']} of p3's "
+        f"{plan['results'] // 10} results on each side."
+        if "history-api" in answers
+        else ""
+    )
+    lines = [
+        f"## redun {v.get('redun', '?')} side by side (`tools/bench --redun`)",
+        "",
+        "Written by `tools/bench --redun` (tools/bench_redun.py); re-run instead of editing.",
+        "redun (insitro's memoized tasks in a SQLite call graph) is the closest modern peer;",
+        "it is installed into a scratch venv, never a dependency of lightstore.",
+        "",
+        *(
+            []
+            if doc["full"]
+            else ["> **Partial run** (small sizes or fewer rounds): figures are indicative.", ""]
+        ),
+        f"- Machine: {m['line']}",
+        f"- Command: `{doc['command']}`; started {doc['started']}, took "
+        f"{doc['duration_s'] / 60:.1f} min; load average {doc['load'][0]:.1f} at the start, "
+        f"{doc['load'][1]:.1f} at the end",
+        f"- lightstore {v.get('lightstore', '?')} ({m.get('commit', '?')}), redun "
+        f"{v.get('redun', '?')}",
+        f"- {plan['rounds']} rounds of one process per side, in the order lightstore, redun, "
+        "lightstore, redun, ...; each process works on fresh stores and repeats each workload "
+        f"({reps}). Figures are medians of every sample of a side: CPU time of the measuring "
+        "process, and wall time.",
+        f"- ratio = redun / lightstore (> 1: lightstore is faster or smaller); goal: "
+        f"≥ {doc['goal']:g}x.",
+        "",
+        f"| workload | time | lightstore | redun | ratio | goal ≥ {doc['goal']:g}x |",
+        "|---|---|---:|---:|---:|---|",
+        *["| " + " | ".join(_redun_cells(r)) + " |" for r in doc["rows"]],
+        "",
+        f"Building each history store of {plan['results']} results, one process each (not "
+        f"interleaved), per result: {built}.{found}",
+        "",
+        *(
+            ["Problems found by the run:", "", *[f"- {p}" for p in doc["problems"]], ""]
+            if doc.get("problems")
+            else []
+        ),
+        "### Reading the rows",
+        "",
+        *[f"- {text}" for text in REDUN_READING],
+        "",
+        "### What each side does",
+        "",
+        *[f"- {text}" for text in REDUN_EQUIVALENCE],
+        "",
+    ]
+    return "\n".join(lines)

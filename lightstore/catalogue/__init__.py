@@ -3,18 +3,12 @@
 The only code that writes SQL: every other layer asks `Catalogue` methods.
 `connection` holds the connections and transactions, `migrations` the schema,
 `sqlerrors` turns SQLite's errors into lightstore's; each table family is a
-module (`objects`, `builds`, `graph`, `roots`, `history`, `marking`) whose
+module (`objects`, `builds`, `graph`, `pins`, `history`, `marking`) whose
 class `Catalogue` combines.
 """
 
 from lightstore.catalogue.catalogue import HOST, ByBuildTime, Catalogue
-from lightstore.catalogue.connection import (
-    BUSY_TIMEOUT_S,
-    Database,
-    fold_wal,
-    limit_process_heap,
-    sqlite_uri,
-)
+from lightstore.catalogue.connection import Database, fold_wal, limit_process_heap, sqlite_uri
 from lightstore.catalogue.filesystems import filesystem_type, journal_mode_for
 from lightstore.catalogue.migrations import MIGRATION_SET, schema_files, split_sql
 from lightstore.catalogue.records import NewDerivation, NewRealization
@@ -25,7 +19,7 @@ from lightstore.catalogue.sql import (
     register_functions,
     utf8_text,
 )
-from lightstore.catalogue.sqlerrors import translate_error
+from lightstore.catalogue.sqlerrors import BUSY_TIMEOUT_S, translate_error
 
 __all__ = [
     "BUSY_TIMEOUT_S",

@@ -54,7 +54,7 @@ class BuildTables(Database):
     def start_build(
         self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
     ) -> int:
-        """Record a running build and pin its inputs as temporary roots; return its id."""
+        """Record a running build, whose inputs gc keeps while it runs; return its id."""
         with self.write(f"recording the start of a build of {dref}") as conn:
             cur = conn.execute(
                 "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
@@ -124,6 +124,33 @@ class BuildTables(Database):
                 close_build(conn, build_id, "interrupted", "the building process died")
         return len(ids)
 
+    def running_builds_of(self, pids: Iterable[int]) -> list[tuple[int, str, str]]:
+        """This host's builds recorded as running by processes `pids`: (id, dref, context hash)."""
+        pids = list(pids)
+        if not pids:
+            return []
+        rows = self.query(
+            "SELECT id, dref, context_hash FROM builds WHERE status = 'running' AND host = ? "
+            "AND pid IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (HOST, json.dumps(pids)),
+        )
+        return [(i, d, c) for i, d, c in rows]
+
+    def interrupt_builds(self, build_ids: Sequence[int], why: str) -> int:
+        """Close the given running builds as interrupted; returns how many were running."""
+        if not build_ids:
+            return 0
+        closed = 0
+        with self.write("marking the builds of dead processes interrupted") as conn:
+            for build_id in build_ids:
+                running = conn.execute(
+                    "SELECT 1 FROM builds WHERE id = ? AND status = 'running'", (build_id,)
+                ).fetchone()
+                if running:
+                    close_build(conn, build_id, "interrupted", why)
+                    closed += 1
+        return closed
+
     def running_build_pids(self) -> list[int]:
         """Pids of this host's builds recorded as running."""
         return self.column(
@@ -135,7 +162,7 @@ class BuildTables(Database):
         return set(self.column("SELECT id FROM builds"))
 
     def build_inputs(self) -> list[tuple[int, str, str, int]]:
-        """The inputs running builds hold as GC roots: (build id, rref, host, pid), by build."""
+        """The inputs running builds hold, which gc keeps: (build id, rref, host, pid), by build."""
         rows = self.query(
             "SELECT i.build_id, i.rref, b.host, b.pid FROM build_inputs AS i "
             "JOIN builds AS b ON b.id = i.build_id ORDER BY i.build_id, i.rref"

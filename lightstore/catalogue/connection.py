@@ -22,10 +22,8 @@ from lightstore.catalogue import migrations
 from lightstore.catalogue.filesystems import filesystem_type, journal_mode_for
 from lightstore.catalogue.rows import Row, row_class
 from lightstore.catalogue.sql import register_functions
-from lightstore.catalogue.sqlerrors import translate_error
+from lightstore.catalogue.sqlerrors import BUSY_TIMEOUT_S, translate_error
 from lightstore.foundation.errors import LightstoreError, StoreReadOnlyError
-
-BUSY_TIMEOUT_S = 60.0
 
 
 def sqlite_uri(path: str, **params: str) -> str:
@@ -100,7 +98,7 @@ class Database:
 
     def _translate(self, e: sqlite3.Error, doing: str = "reading the catalogue") -> LightstoreError:
         """The error of our hierarchy for a SQLite error met while `doing` something."""
-        return translate_error(e, self.path, doing)
+        return translate_error(e, self.path, doing, busy_timeout_s=BUSY_TIMEOUT_S)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -316,7 +314,10 @@ class Database:
 
     def migrate(self) -> int:
         """Apply pending migrations in order, each in its own transaction; return the version."""
-        return migrations.migrate(self)
+        try:
+            return migrations.migrate(self)
+        except sqlite3.Error as e:
+            raise self._translate(e, "upgrading the catalogue's schema") from e
 
 
 def limit_process_heap(limit: int) -> None:

@@ -75,12 +75,16 @@ class GraphQueries(Database):
             RRef(r) for r in self._neighbours("realization_deps", rrefs, reverse=True, closure=True)
         }
 
-    def root_drefs(self) -> set[DRef]:
+    def top_drefs(self) -> set[DRef]:
         """Derivations no other derivation depends on."""
         sql = "SELECT dref FROM derivations WHERE dref NOT IN (SELECT dep FROM derivation_deps)"
         return set(map(DRef, self.column(sql)))
 
-    def root_rrefs(self) -> set[RRef]:
+    def top_rrefs(self) -> set[RRef]:
         """Realizations no other realization depends on."""
         sql = "SELECT rref FROM realizations WHERE rref NOT IN (SELECT dep FROM realization_deps)"
         return cast(set[RRef], set(self.column(sql)))
+
+    # Their former names, which tests still call; "root" is the store's folder only.
+    root_drefs = top_drefs
+    root_rrefs = top_rrefs

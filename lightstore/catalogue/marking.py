@@ -1,9 +1,10 @@
-"""Marking for garbage collection, in SQL: which derivations and realizations no root reaches.
+"""Marking for garbage collection, in SQL: which derivations and realizations nothing kept
+reaches (kept: what the caller passes, pins, links and running builds' inputs among them).
 
-Two ways to the same answer, chosen by how much of the store the roots hold
-(`dense_roots`): few roots, walk forward from them (`_LIVE_SQL`, work in
-proportion to what is live); roots covering most of the store, decide only
-the realizations that are not roots (`_mark_dense`, work in proportion to
+Two ways to the same answer, chosen by how much of the store is kept
+(`dense_keeps`): little, walk forward from it (`_LIVE_SQL`, work in
+proportion to what is live); most of the store, decide only
+the realizations that are not kept (`_mark_dense`, work in proportion to
 those). Both run in one read transaction, writing only a temporary table.
 """
 
@@ -26,21 +27,21 @@ _KEPT_SINCE = (
 )
 _LIVE_CTE = f"""
 WITH RECURSIVE
-  root_rrefs(rref) AS (
+  kept_rrefs(rref) AS (
     SELECT value FROM json_each(:rrefs)
     UNION SELECT rref FROM realizations WHERE dref IN (SELECT value FROM json_each(:drefs))
     UNION SELECT rref FROM realizations WHERE :since IS NOT NULL AND {_KEPT_SINCE}
   ),
   live_rrefs(rref) AS (
-    SELECT rref FROM root_rrefs
+    SELECT rref FROM kept_rrefs
     UNION SELECT d.dep FROM realization_deps AS d JOIN live_rrefs AS l ON d.rref = l.rref
   ),
-  root_drefs(dref) AS (
+  kept_drefs(dref) AS (
     SELECT value FROM json_each(:drefs)
     UNION SELECT r.dref FROM realizations AS r JOIN live_rrefs AS l ON r.rref = l.rref
   ),
   live_drefs(dref) AS (
-    SELECT dref FROM root_drefs
+    SELECT dref FROM kept_drefs
     UNION SELECT d.dep FROM derivation_deps AS d JOIN live_drefs AS l ON d.dref = l.dref
   )
 """
@@ -61,10 +62,10 @@ SELECT
 FROM dead_rrefs
 """
 )
-# Dense marking (`_mark_dense`). The realizations that are not roots; all of
-# them (from the covering index) when no root is given by derivation or time.
+# Dense marking (`_mark_dense`). The realizations that are not kept; all of
+# them (from the covering index) when nothing is kept by derivation or time.
 _ALL_RREFS = "SELECT group_concat(rref) FROM realizations INDEXED BY realizations_by_rref_size"
-_NON_ROOT_RREFS = f"""
+_NOT_KEPT_RREFS = f"""
 SELECT group_concat(rref) FROM realizations
 WHERE dref NOT IN (SELECT value FROM json_each(:drefs))
   AND (:since IS NULL OR NOT {_KEPT_SINCE})
@@ -142,7 +143,7 @@ class Marking(Database):
             with self.snapshot():
                 marked = None
                 if mode == "dense" or (
-                    mode == "auto" and dense_roots(conn, keep_rrefs, keep_drefs, since)
+                    mode == "auto" and dense_keeps(conn, keep_rrefs, keep_drefs, since)
                 ):
                     marked = _mark_dense(conn, keep_rrefs, keep_drefs, since)
                 if marked is None:
@@ -153,10 +154,10 @@ class Marking(Database):
         return marked
 
 
-def dense_roots(
+def dense_keeps(
     conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
 ) -> bool:
-    """Whether the roots are (about) half the realizations or more: an estimate, from
+    """Whether what is kept is (about) half the realizations or more: an estimate, from
     indexes, that only chooses between two ways to the same answer."""
     total = conn.execute("SELECT count(*) FROM realizations").fetchone()[0]
     estimate = len(rrefs)
@@ -188,7 +189,7 @@ def _bytes(conn: sqlite3.Connection, size: Any) -> int:
 def _mark_sparse(
     conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
 ) -> tuple[list[str], list[str], int]:
-    """Mark by walking forward from the roots: one SQL statement that also sorts and
+    """Mark by walking forward from what is kept: one SQL statement that also sorts and
     joins the dead references, so Python only splits two strings."""
     # NOT IN builds one temporary index of the live set: linear in the store,
     # where a correlated NOT EXISTS would rescan the live set for every row.
@@ -208,16 +209,16 @@ def _mark_sparse(
 def _mark_dense(
     conn: sqlite3.Connection, rrefs: set[str], drefs: set[str], since: float | None
 ) -> tuple[list[str], list[str], int] | None:
-    """Mark when the roots are most of the store, or None past SQLite's longest string.
+    """Mark when most of the store is kept, or None past SQLite's longest string.
 
-    A realization that is not a root is live only if a live realization
-    depends on it, so only the non-roots are decided: those nothing depends
-    on are dead; the rest are live if a root depends on them, or (walking
+    A realization that is not kept is live only if a live realization
+    depends on it, so only those are decided: those nothing depends
+    on are dead; the rest are live if a kept one depends on them, or (walking
     down) a realization found live that way. Derivations the same way, with
-    the derivations of live realizations as roots.
+    the derivations of live realizations as kept.
     """
     if drefs or since is not None:
-        query, params = _NON_ROOT_RREFS, {"drefs": json.dumps(list(drefs)), "since": since}
+        query, params = _NOT_KEPT_RREFS, {"drefs": json.dumps(list(drefs)), "since": since}
     else:
         query, params = _ALL_RREFS, {}
     try:
@@ -260,7 +261,7 @@ def _fill_candidates(conn: sqlite3.Connection, refs: list[str]) -> None:
 def _live_candidates(
     conn: sqlite3.Connection, candidates: list[str], edges: str, src: str, dst: str
 ) -> set[str]:
-    """Of `candidates` (references that are not roots), those a root reaches along `edges`."""
+    """Of `candidates` (references that are not kept), those a kept one reaches along `edges`."""
     _fill_candidates(conn, candidates)
     sql = _LIVE_CANDIDATES.format(edges=edges, src=src, dst=dst)
     joined = conn.execute(sql).fetchone()[0]

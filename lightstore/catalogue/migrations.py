@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lightstore.foundation.errors import CatalogueVersionError
 
@@ -14,7 +15,21 @@ if TYPE_CHECKING:
     import sqlite_utils
     from sqlite_utils.migrations import Migrations
 
-    from lightstore.catalogue.connection import Database
+
+class DatabaseLike(Protocol):
+    """What the migrations read and write through: `lightstore.catalogue.connection.Database`
+    (described here so that this module, which it calls, does not import it)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def conn(self) -> sqlite3.Connection: ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]: ...
+
+    def column(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
 
 MIGRATION_SET = "lightstore"
 #: The table where sqlite-utils' Migrations records what was applied.
@@ -58,12 +73,12 @@ def _migrations() -> Migrations:
     return migrations
 
 
-def schema_version(db: Database) -> int:
+def schema_version(db: DatabaseLike) -> int:
     """How many migrations the catalogue has applied (also `PRAGMA user_version`)."""
     return int(db.query("PRAGMA user_version")[0][0])
 
 
-def applied_migrations(db: Database) -> list[str]:
+def applied_migrations(db: DatabaseLike) -> list[str]:
     """Names of the applied migrations, in order (what `Migrations.applied` reads)."""
     exists = db.query(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (MIGRATIONS_TABLE,)
@@ -76,7 +91,7 @@ def applied_migrations(db: Database) -> list[str]:
     )
 
 
-def check_version(db: Database) -> list[str]:
+def check_version(db: DatabaseLike) -> list[str]:
     """Raise CatalogueVersionError if the catalogue is newer than this code; return pending names."""
     known = [name for name, _ in schema_files()]
     applied = applied_migrations(db)
@@ -94,8 +109,11 @@ def check_version(db: Database) -> list[str]:
     return [name for name in known if name not in applied]
 
 
-def migrate(db: Database) -> int:
-    """Apply pending migrations in order, each in its own transaction; return the version."""
+def migrate(db: DatabaseLike) -> int:
+    """Apply pending migrations in order, each in its own transaction; return the version.
+
+    Raises sqlite3.Error if one fails (the caller says what it was doing).
+    """
     if not check_version(db):
         return schema_version(db)
     import sqlite_utils
@@ -110,8 +128,6 @@ def migrate(db: Database) -> int:
     try:
         _migrations().apply(utils_db)
         conn.execute(f"PRAGMA user_version = {len(schema_files())}")
-    except sqlite3.Error as e:
-        raise db._translate(e, "upgrading the catalogue's schema") from e
     finally:
         conn.execute("PRAGMA foreign_keys = ON")
     return schema_version(db)

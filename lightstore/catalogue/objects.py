@@ -35,6 +35,8 @@ class ObjectTables(Database):
         """Which of `drefs` are recorded."""
         if not drefs:
             return set()
+        if len(drefs) == 1:  # the common case of a one-stage realize: no JSON to parse
+            return set(self.column("SELECT dref FROM derivations WHERE dref = ?", (drefs[0],)))
         return set(
             self.column(
                 "SELECT dref FROM derivations WHERE dref IN (SELECT value FROM json_each(?))",

@@ -15,11 +15,17 @@ from lightstore.foundation.errors import (
     StoreReadOnlyError,
 )
 
+#: How long a connection waits for another's lock before SQLite says it is busy.
+BUSY_TIMEOUT_S = 60.0
 
-def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
+
+def translate_error(
+    e: sqlite3.Error, path: str, doing: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S
+) -> LightstoreError:
     """The error of lightstore's hierarchy for a SQLite error met while `doing` something.
 
-    Busy/locked becomes LockTimeout, damage CatalogueCorruptError (naming
+    Busy/locked becomes LockTimeout (saying it waited `busy_timeout_s`, the
+    connection's busy timeout), damage CatalogueCorruptError (naming
     verify and reindex), a refused constraint IntegrityError, anything else
     CatalogueError; each message says what lightstore was doing.
     """
@@ -42,11 +48,8 @@ def translate_error(e: sqlite3.Error, path: str, doing: str) -> LightstoreError:
             "to rebuild it from the tree (verify needs a catalogue it can read)"
         )
     if "locked" in low or "busy" in low or code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        # Read when needed: the connection module's timeout is the one connections use.
-        from lightstore.catalogue import connection
-
         return LockTimeout(
-            f"timed out after {connection.BUSY_TIMEOUT_S:g} s waiting for the catalogue {path} "
+            f"timed out after {busy_timeout_s:g} s waiting for the catalogue {path} "
             f"while {doing} ({msg}): another process kept it locked; retry when it is done"
         )
     if "readonly" in low or "read-only" in low:

@@ -3,9 +3,10 @@
 Each command parses its options, calls one function of the library
 (`lightstore.query` for questions, `Store` and `lightstore.maintenance` for
 changes, `lightstore.exchange` for archives) and formats the result. Commands
-live in small modules: `inspect` (reading), `runs` (diff, cat, log), `maintain` (changing), `sql`,
-`exchange`, `demo`, `ui`; shared pieces in `context` (store, errors, exit statuses)
-and `output` (tables, JSON, CSV, progress bars).
+live in small modules: `inspect` (reading), `graph` (deps, referrers, graph),
+`diff`, `cat`, `log`, `maintain` (changing), `sql`, `exchange`, `remote`,
+`demo`, `ui`; shared pieces in `context` (store, errors, exit statuses) and
+`output` (tables, JSON, CSV, progress bars).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from lightstore.cli import demo, exchange, inspect, maintain, remote, runs, sql, ui
+from lightstore.cli import cat, demo, diff, exchange, graph, inspect, log, maintain, remote, sql, ui
 from lightstore.cli.context import EXIT_STATUS_HELP, Env, LightstoreGroup
 
 __all__ = ["cli", "main"]
@@ -75,7 +76,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
     ctx.call_on_close(env.close)
 
 
-for _module in (maintain, inspect, runs, sql, exchange, remote, demo, ui):
+for _module in (maintain, inspect, graph, diff, cat, log, sql, exchange, remote, demo, ui):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

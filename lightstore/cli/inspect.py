@@ -1,4 +1,5 @@
-"""Commands that read the store: ls, history, show, deps, referrers, graph, du, roots.
+"""Commands that read the store: ls, history, show, du, roots (deps, referrers and graph are
+in `lightstore.cli.graph`).
 
 They use a read-only view of the catalogue: no locks, no writes, so they run
 beside realizations in progress and for users who may only read the store.
@@ -26,19 +27,14 @@ from lightstore.cli.output import (
 )
 from lightstore.query import (
     HISTORY_COLUMNS,
-    closure,
     derivations,
     describe,
     disk_usage,
-    dot,
     field_keys,
     history,
     metric_keys,
-    neighbours,
     realizations,
     resolve,
-    resolve_all,
-    tree_lines,
 )
 from lightstore.query.describe import config_text, holder_gone
 from lightstore.query.resolve import short_refs
@@ -367,69 +363,6 @@ def _show_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _graph_command(reverse: bool) -> Any:
-    what = "what REF uses" if not reverse else "what uses REF"
-
-    @click.option("--closure", "-a", "whole", is_flag=True, help="All of them, transitively.")
-    @click.option("--tree", "-t", is_flag=True, help="Draw the whole closure as a tree.")
-    @click.option("--full", is_flag=True, help="Full references in the tree.")
-    @click.argument("ref")
-    @root_option
-    @pass_env
-    def command(env: Env, ref: str, whole: bool, tree: bool, full: bool) -> None:
-        view = env.view()
-        target = resolve(view, ref)
-        if tree:
-            lines = tree_lines(view.catalogue, target, reverse=reverse, full=full)
-        elif whole:
-            lines = closure(view.catalogue, [target], reverse=reverse)
-        else:
-            lines = neighbours(view.catalogue, target, reverse=reverse)
-        for line in lines:
-            echo(line)
-
-    command.__doc__ = f"""List {what}: direct by default, --closure for all, --tree to draw them.
-
-    A derivation's edges come from its config; a realization's from its
-    context (the dependency realizations it was built on).
-
-    \b
-    Examples:
-      lightstore {"referrers" if reverse else "deps"} 3fa2c9d1
-      lightstore {"referrers" if reverse else "deps"} --closure dref:3fa2
-      lightstore {"referrers" if reverse else "deps"} --tree train
-    """
-    return click.command("referrers" if reverse else "deps")(command)
-
-
-deps_command = _graph_command(reverse=False)
-referrers_command = _graph_command(reverse=True)
-
-
-@click.command("graph")
-@click.argument("refs", metavar="REF...", nargs=-1, required=True)
-@click.option("--referrers", is_flag=True, help="Draw what uses REF instead of what REF uses.")
-@root_option
-@pass_env
-def graph_command(env: Env, refs: tuple[str, ...], referrers: bool) -> None:
-    """Print the dependency graph of REF as Graphviz DOT.
-
-    One node per derivation (ellipse) or realization (box), an edge from each
-    object to each of its dependencies. Give DRefs or RRefs, not both.
-
-    \b
-    Examples:
-      lightstore graph 3fa2c9d1 | dot -Tpng > graph.png
-      lightstore graph --referrers dref:1b7e > users.dot
-    """
-    view = env.view()
-    targets = resolve_all(view, refs)
-    kinds = {t.split(":", 1)[0] for t in targets}
-    if len(kinds) > 1:
-        raise click.UsageError("give either derivations or realizations, not both")
-    click.echo(dot(view.catalogue, targets, reverse=referrers), nl=False)  # DOT: for programs
-
-
 @click.command("du")
 @click.option("--name", "-n", metavar="NAME", help="Only derivations of this name (or glob).")
 @click.option(
@@ -464,7 +397,7 @@ def du_command(env: Env, name: str | None, limit: int | None, full: bool, fmt: s
 @root_option
 @pass_env
 def roots_command(env: Env, fmt: str) -> None:
-    """List the GC roots: pins, registered symlinks, inputs of running builds.
+    """List what gc keeps: pins, registered symlinks, inputs of running builds.
 
     Garbage collection keeps these and everything they depend on.
 
@@ -473,10 +406,10 @@ def roots_command(env: Env, fmt: str) -> None:
       lightstore roots
       lightstore roots --json
     """
-    from lightstore.maintenance.roots import roots
+    from lightstore.maintenance.pins import gc_keeps
 
     view = env.view()
-    found = roots(view)
+    found = gc_keeps(view)
     rows: list[dict[str, Any]] = [
         {"kind": "pin", "name": n, "ref": r, "status": ""} for n, r in view.catalogue.pins().items()
     ]
@@ -494,9 +427,6 @@ COMMANDS = [
     ls_command,
     history_command,
     show_command,
-    deps_command,
-    referrers_command,
-    graph_command,
     du_command,
     roots_command,
 ]

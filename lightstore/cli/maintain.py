@@ -147,12 +147,12 @@ def gc_command(
     as_json: bool,
     timeout: float | None,
 ) -> None:
-    """Remove from the tree everything the GC roots do not need, and show what went and the
+    """Remove from the tree what pins, links and running builds do not need, and show what went and the
     bytes freed. The catalogue keeps their records (`history --all`; `forget` deletes them).
 
-    Roots are pins, live symlinks made by linkrref/linkdref, the inputs of
-    running builds and, with --keep-since, what was built in that period; gc
-    keeps their closures. It waits for running realizations to finish.
+    gc keeps pins, live symlinks made by linkrref/linkdref, the inputs of
+    running builds and, with --keep-since, what was built in that period, with
+    their closures. It waits for running realizations to finish.
 
     On a terminal gc first shows what it would remove (count, bytes, the
     largest) and asks; it then removes nothing that was not shown. --yes
@@ -322,7 +322,7 @@ def reindex_command(env: Env, force: bool) -> None:
     Works when the catalogue is damaged or deleted. The old catalogue is kept
     beside the new one. Build records and the records of collected objects
     (`history --all`) are not in the tree, so the new catalogue does not have
-    them; query the old one for them. Symlink roots are carried over when the
+    them; query the old one for them. Registered symlinks are carried over when the
     old catalogue can be read.
 
     \b

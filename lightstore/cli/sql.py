@@ -11,7 +11,7 @@ from lightstore.cli.context import Env, pass_env, root_option
 from lightstore.cli.output import emit_rows, output_options
 from lightstore.query import QueryError
 from lightstore.query.readonly import SQL_TIMEOUT_S, iter_sql
-from lightstore.query.sqlguard import row_bytes, too_big
+from lightstore.query.sqlbudget import row_bytes, too_big
 
 
 @click.command("sql")

@@ -23,11 +23,13 @@ def ui_command(env: Env, port: int, host: str, open_browser: bool) -> None:
     """Browse the store's experiments in a web browser, read-only (Ctrl-C stops it).
 
     Pages: stages (runs, last run, failures, size), a stage's runs with every
-    config field and metric as a sortable, faceted column and a chart of a
-    metric against a field, a run (config, context, files, images, build
-    record, lineage graph), failed builds, pins, disk use, and Datasette's
-    read-only SQL editor on the catalogue. Listens on 127.0.0.1 unless
-    --host says otherwise. Needs Datasette: `pip install 'lightstore[ui]'`.
+    config field, metric and upstream stage's field as sortable, faceted
+    columns (what varies first), a chart with log axes and colour by a field,
+    parallel coordinates, runs compared side by side with their curves, a run
+    (config, context, files, images, build log, lineage graph), failed builds
+    with their configs, pins, disk use, and Datasette's read-only SQL editor
+    on the catalogue. Listens on 127.0.0.1 unless --host says otherwise.
+    Needs Datasette, Plotly and grandalf: `pip install 'lightstore[ui]'`.
 
     \b
     Examples:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from lightstore.compat.lens import build_node, unroll_value
+from lightstore.compat.config_nodes import build_node, unroll_value
 from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
 from lightstore.compat.wrapper import Build, build_wrapper
 from lightstore.engine.matchers import match_latest

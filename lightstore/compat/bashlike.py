@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.housekeeping import linkrref, store_gc
 from lightstore.compat.queries import path2dref, path2rref
 from lightstore.compat.wrapper import Build
@@ -20,7 +20,7 @@ from lightstore.foundation.refs import DRef, Path, RRef, isdref, isrref, parse_d
 
 def lsdref_(r: DRef, S: Any = None) -> Iterable[str]:
     """The realization hashes (folder names) of a derivation."""
-    store = resolve_store(S)
+    store = store_of(S)
     d = parse_dref(r)
     for rref in store.catalogue.realizations_any_context(d):
         yield rref[5:37]
@@ -28,7 +28,7 @@ def lsdref_(r: DRef, S: Any = None) -> Iterable[str]:
 
 def lsrref_(r: RRef, fn: Sequence[str] = (), S: Any = None) -> Iterable[str]:
     """The names in a realization's folder (or in its sub-folder `fn`)."""
-    yield from sorted(os.listdir(os.path.join(resolve_store(S).rref_path(parse_rref(r)), *fn)))
+    yield from sorted(os.listdir(os.path.join(store_of(S).rref_path(parse_rref(r)), *fn)))
 
 
 def lsrref(r: RRef, fn: Sequence[str] = (), S: Any = None) -> list[str]:
@@ -38,12 +38,12 @@ def lsrref(r: RRef, fn: Sequence[str] = (), S: Any = None) -> list[str]:
 
 def catrref_(r: RRef, fn: Sequence[str], S: Any = None) -> Iterable[str]:
     """The lines of file `fn` of a realization."""
-    with open(os.path.join(resolve_store(S).rref_path(parse_rref(r)), *fn), encoding="utf-8") as f:
+    with open(os.path.join(store_of(S).rref_path(parse_rref(r)), *fn), encoding="utf-8") as f:
         yield from f
 
 
 def _shell_folder(r: Any, S: Any) -> str:
-    store = resolve_store(S)
+    store = store_of(S)
     if r is None:
         return store.objects_dir
     if isinstance(r, Build):
@@ -139,7 +139,7 @@ def gc_exceptions(keep_paths: list[Path]) -> tuple[list[DRef], list[RRef]]:
 def gc_candidates(
     keep: tuple[list[DRef], list[RRef]], S: Any = None
 ) -> tuple[set[DRef], set[RRef]]:
-    """What would be removed if only `keep` (and the store's own roots) were kept."""
+    """What would be removed if only `keep` (and what the store keeps anyway: pins, links, running builds) were kept."""
     return store_gc(keep_drefs=keep[0], keep_rrefs=keep[1], S=S)
 
 
@@ -155,7 +155,7 @@ def gc(
     from lightstore.maintenance.gc import collect, garbage
     from lightstore.query.history import sizes_of
 
-    store = resolve_store(S)
+    store = store_of(S)
     keep_drefs, keep_rrefs = gc_exceptions(keep_dirs)
     plan = garbage(store, keep_drefs, keep_rrefs)
     drefs, rrefs = plan.drefs, plan.rrefs

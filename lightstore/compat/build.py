@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.output import Output
 from lightstore.compat.queries import config_of
 from lightstore.compat.types import Matcher, MatcherO, Realizer, RealizerO
@@ -35,7 +35,7 @@ def mkbuildargs(
 
 
 def _record(rref: RRef, S: Any) -> dict[str, Any]:
-    record = resolve_store(S).catalogue.realization_record(parse_rref(rref))
+    record = store_of(S).catalogue.realization_record(parse_rref(rref))
     if record is None:
         raise UnknownReferenceError(f"{rref} is not in the store", rref)
     return record

@@ -12,8 +12,8 @@ from typing import Any
 
 from lightstore.compat.current import (
     current,
-    resolve_store,
     settings_of,
+    store_of,
     tlregistry,
     tlstorage,
 )
@@ -25,7 +25,7 @@ from lightstore.compat.utils import traverse_dict
 from lightstore.engine.realize import unpack_closure
 from lightstore.engine.registry import Closure, find_drefs
 from lightstore.engine.registry import Registry as EngineRegistry
-from lightstore.foundation.config import Config, canonical_json, mkconfig, resolve_selfrefs
+from lightstore.foundation.config import Config, canonical_json, mkconfig, replace_selfrefs
 from lightstore.foundation.errors import (
     InvalidConfigError,
     InvalidReferenceError,
@@ -103,7 +103,7 @@ def fsstorage(S: Any = None) -> Path:
 def assert_valid_storage(S: Any = None) -> None:
     """Raise UsageError (an AssertionError) unless `S` names a usable store."""
     try:
-        resolve_store(tlstorage(S))
+        store_of(tlstorage(S))
     except StoreError as e:
         raise UsageError(f"{e}; create the store with fsinit() first") from e
 
@@ -172,19 +172,19 @@ def mkrefpath(r: DRef, items: list[str] | None = None) -> RefPath:
 
 def resolve(c: Any, r: DRef) -> RConfig:
     """The config with every ``[selfref, ...]`` turned into ``[r, ...]``."""
-    return RConfig(resolve_selfrefs(_cfg(c).val, parse_dref(r)))
+    return RConfig(replace_selfrefs(_cfg(c).val, parse_dref(r)))
 
 
 def drefcfgpath(r: DRef, S: Any = None) -> Path:
     """The path of a derivation's config.json."""
-    return Path(os.path.join(resolve_store(S).dref_path(parse_dref(r)), CONFIG_FILE))
+    return Path(os.path.join(store_of(S).dref_path(parse_dref(r)), CONFIG_FILE))
 
 
 def rrefpath2path(r: RRef, refpath: RefPath, S: Any = None) -> Path:
     """The system path of a RefPath into realization `r`; raises InvalidReferenceError if it points elsewhere."""
     if not isrefpath(refpath) or rref2dref(parse_rref(r)) != refpath[0]:
         raise InvalidReferenceError(f"{refpath!r} is not a RefPath into {r}")
-    return Path(os.path.join(resolve_store(S).rref_path(RRef(r)), *refpath[1:]))
+    return Path(os.path.join(store_of(S).rref_path(RRef(r)), *refpath[1:]))
 
 
 def drefattrs(r: DRef, S: Any = None) -> Any:
@@ -201,7 +201,7 @@ def rrefattrs(r: RRef, S: Any = None) -> Any:
 
 def rrefdata(rref: RRef, S: Any = None) -> Iterable[Path]:
     """The top-level artifacts of a realization (reserved files left out)."""
-    root = resolve_store(S).rref_path(parse_rref(rref))
+    root = store_of(S).rref_path(parse_rref(rref))
     for e in sorted(os.scandir(root), key=lambda e: e.name):
         if not (e.is_file(follow_symlinks=False) and e.name in PYLIGHTNIX_RESERVED):
             yield Path(e.path)
@@ -212,7 +212,7 @@ def mkdrv_(c: Any, S: Any = None) -> DRef:
 
     Raises UnknownReferenceError if the config depends on derivations the store lacks.
     """
-    store = resolve_store(tlstorage(S))
+    store = store_of(tlstorage(S))
     cfg = _cfg(c)
     missing = set(cfg.deps) - store.catalogue.known_drefs(list(cfg.deps))
     if missing:
@@ -232,7 +232,7 @@ def mkrealization(dref: DRef, l: Context, o: Path, S: Any = None) -> RRef:  # no
     store. Raises UnknownReferenceError for an unrecorded `dref` and
     PromiseError if a promised path is missing.
     """
-    store = resolve_store(tlstorage(S))
+    store = store_of(tlstorage(S))
     d = store.check_known_dref(parse_dref(dref))
     cfg = mkconfig(store.config(d))
     with store.realizing():
@@ -272,7 +272,7 @@ def context_derefpath(context: Context, refpath: RefPath, S: Any = None) -> list
     """The system paths of a RefPath in each realization the context gives for its DRef."""
     if not isrefpath(refpath):
         raise InvalidReferenceError(f"not a RefPath: {refpath!r}")
-    store = resolve_store(S)
+    store = store_of(S)
     return [
         Path(os.path.join(store.rref_path(r), *refpath[1:]))
         for r in context_deref(context, DRef(refpath[0]))

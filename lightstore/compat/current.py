@@ -30,7 +30,7 @@ class _Current(threading.local):
 current = _Current()
 
 
-def resolve_store(S: Any = None) -> Store:
+def store_of(S: Any = None) -> Store:
     """The store meant by `S` (see the module docstring).
 
     Raises StoreNotFoundError for an explicit root that holds no store.

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from lightstore.compat.autostage import SOURCE_FIELD, sources_hash
-from lightstore.compat.current import resolve_store
-from lightstore.compat.lens import Attrs, _Node, build_node, unroll_value
+from lightstore.compat.config_nodes import Attrs, ConfigNode, build_node, unroll_value
+from lightstore.compat.current import store_of
 from lightstore.compat.realize import realize
 from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
 from lightstore.compat.wrapper import Build, build_wrapper
@@ -42,8 +42,8 @@ def unroll(
     """
     if b is not None and dref == b.dref:
         return Attrs(build_node(b, rindex))
-    store = b.store if b is not None else resolve_store(S)
-    return Attrs(_Node(store, DRef(dref), deps=ctx))
+    store = b.store if b is not None else store_of(S)
+    return Attrs(ConfigNode(store, DRef(dref), deps=ctx))
 
 
 def unrollR(
@@ -55,10 +55,10 @@ def unrollR(
 ) -> Any:
     """A stage result with each DRef replaced by the `Attrs` of its realization(s) in `ctx`
     (a list when there are several, or always with `always_multiref`)."""
-    store = resolve_store(S)
+    store = store_of(S)
 
     def attrs_of(dref: DRef) -> Any:
-        attrs = [Attrs(_Node(store, r, deps=ctx)) for r in ctx.get(dref, [])]
+        attrs = [Attrs(ConfigNode(store, r, deps=ctx)) for r in ctx.get(dref, [])]
         return attrs[0] if len(attrs) == 1 and not always_multiref else attrs
 
     return map_drefs(sr, attrs_of)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from lightstore.compat.build import output_validate
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.output import Output, with_val
 from lightstore.compat.realize import realize, realize1
 from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
@@ -115,7 +115,7 @@ def _status(store: Store, rref: RRef) -> str | None:
 
 def either_loadR(rrefs: list[RRef], S: Any) -> Either[RRef]:
     """LEFT (all of `rrefs`, with their error texts) if any of them is LEFT, else RIGHT."""
-    store = resolve_store(S)
+    store = store_of(S)
     errors = [s for r in rrefs if (s := _status(store, parse_rref(r))) is not None]
     if errors:
         return Either(None, (list(rrefs), "\n".join(errors)))
@@ -145,7 +145,7 @@ def either_realizer(f: Callable[[Any, DRef, Context, Any], Output[Path]]) -> Rea
     """
 
     def _either(S: Any, dref: DRef, ctx: Context, ra: Any) -> Either[Path]:
-        store = resolve_store(S)
+        store = store_of(S)
         for dep, rrefs in sorted(ctx.items()):
             e = either_loadR(list(rrefs or []), store)
             if e.left is not None:
@@ -173,7 +173,7 @@ def either_matcher(m: MatcherO) -> Matcher:
     are used only while no RIGHT one exists."""
 
     def _matcher(S: Any, rrefs: list[RRef]) -> list[RRef] | None:
-        store = resolve_store(S)
+        store = store_of(S)
         right = [r for r in rrefs if _status(store, r) is None]
         left = [r for r in rrefs if r not in set(right)]
         if right:

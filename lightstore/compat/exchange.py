@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.exchange import DEFAULT_MAX_BYTES, copy, pack, unpack
 from lightstore.foundation.refs import RRef, parse_rref, rref2dref
 
@@ -23,7 +23,7 @@ def spack(
     matchers did not pick) are packed too, each with what it depends on.
     Raises as `lightstore.exchange.pack`.
     """
-    store = resolve_store(S)
+    store = store_of(S)
     roots = [parse_rref(r) for r in rrefs]
     closure = store.catalogue.rrefdeps(roots) | set(roots)
     siblings = [
@@ -42,9 +42,9 @@ def sunpack(
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     progress: Progress | None = None,
 ) -> list[RRef]:
-    """Add an archive made by `spack` to the store, verifying every hash; return its root
-    RRefs. See `lightstore.exchange.unpack`."""
-    return unpack(resolve_store(S), archive_path, max_bytes=max_bytes, progress=progress)
+    """Add an archive made by `spack` to the store, verifying every hash; return the RRefs
+    it was packed from. See `lightstore.exchange.unpack`."""
+    return unpack(store_of(S), archive_path, max_bytes=max_bytes, progress=progress)
 
 
 def copy_closure(
@@ -52,4 +52,4 @@ def copy_closure(
 ) -> list[RRef]:
     """Copy the realizations `rrefs` and their closure from one store to another (each a
     Store, StorageSettings or root path); see `lightstore.exchange.copy`."""
-    return copy(resolve_store(src_store), resolve_store(dst_store), rrefs, progress=progress)
+    return copy(store_of(src_store), store_of(dst_store), rrefs, progress=progress)

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from lightstore.compat.current import resolve_store, tlstorage
+from lightstore.compat.current import store_of, tlstorage
 from lightstore.compat.exchange import copy_closure
 from lightstore.compat.lens import mklens
 from lightstore.compat.registry import Registry, current_registry_or_new, mkdrv
@@ -202,7 +202,7 @@ def deref_(ctxr: RRef, dref: DRef, S: Any) -> list[RRef]:
 def copyclosure(rrefs_S: Iterable[RRef], S: Any, D: Any = None) -> None:
     """Copy realizations and everything they depend on from store `S` to store `D`
     (default: the current store), keeping every RRef (see `copy_closure`)."""
-    copy_closure(list(rrefs_S), resolve_store(S), resolve_store(tlstorage(D)))
+    copy_closure(list(rrefs_S), store_of(S), store_of(tlstorage(D)))
 
 
 __all__ = [

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.queries import recorded_store
 from lightstore.foundation.errors import (
     IntegrityError,
@@ -37,8 +37,8 @@ def store_gc(
 ) -> tuple[set[DRef], set[RRef]]:
     """What garbage collection would remove if these were kept too (nothing is deleted).
 
-    Kept: `keep_drefs` with all their realizations, `keep_rrefs`, the store's
-    own roots (pins, live links, running builds), and everything those depend
+    Kept: `keep_drefs` with all their realizations, `keep_rrefs`, what the store
+    keeps anyway (pins, live links, running builds), and everything those depend
     on. Returns ``(drefs, rrefs)`` that would go; `Store.gc` deletes.
     """
     from lightstore.maintenance.marking import garbage_sets
@@ -139,11 +139,11 @@ def linkrref(
     *,
     format: str | None = None,
 ) -> Path:
-    """Make a symlink to a realization's folder (default `./result-<name>`); it is a GC root while it exists.
+    """Make a symlink to a realization's folder (default `./result-<name>`); gc keeps the realization while the link exists.
 
     `name` may be a Pylightnix `format` such as ``'_rref_%(T)s_%(N)s'``.
     """
-    store = resolve_store(S)
+    store = store_of(S)
     r = parse_rref(rref)
     name = name or format
     link = _link_name(name, store, rref2dref(r), r) if name else f"result-{undref(rref2dref(r))[1]}"
@@ -158,7 +158,7 @@ def linkdref(
     *,
     format: str | None = None,
 ) -> Path:
-    """Make a symlink to a derivation's folder; it is a GC root while it exists.
+    """Make a symlink to a derivation's folder; gc keeps the derivation while the link exists.
 
     `name` may be a Pylightnix `format` such as ``'_rref_%(N)s'``.
     """
@@ -189,7 +189,7 @@ def catref(ref: Any, fn: list[str] | None = None, S: Any = None) -> list[str]:
     Raises InvalidReferenceError (an AssertionError) for a DRef alone: a derivation has
     no artifacts (Pylightnix asserts there too).
     """
-    store = resolve_store(S)
+    store = store_of(S)
     if isrefpath(ref):
         rrefs = store.catalogue.realizations_any_context(parse_dref(ref[0]))
         if len(rrefs) != 1:
@@ -232,7 +232,7 @@ def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RR
     used). `newer` is a Unix time; zero or negative counts back from now
     (``newer=-3600``: the last hour).
     """
-    store = resolve_store(S)
+    store = store_of(S)
     if callable(name):
         from lightstore.compat.registry import Registry, instantiate
 
@@ -244,7 +244,7 @@ def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RR
 
 def diff(a: DRef | RRef, b: DRef | RRef, S: Any = None) -> str:
     """A unified diff of the configs of two derivations (or realizations)."""
-    store = resolve_store(S)
+    store = store_of(S)
 
     def text(ref: Any) -> list[str]:
         if callable(ref):  # a stage, as Pylightnix's diff accepts: its one target

@@ -10,13 +10,20 @@ RefPath) and ends with its system path. A lens ends with ``.val``,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.config_nodes import (
+    Attrs,
+    ConfigNode,
+    context_rref,
+    enter_config,
+    node_syspath,
+    no_context_error,
+    step_into,
+)
+from lightstore.compat.current import store_of
 from lightstore.compat.wrapper import Build
-from lightstore.engine.registry import Closure, pending_config
-from lightstore.foundation.config import resolve_selfrefs
+from lightstore.engine.registry import Closure
 from lightstore.foundation.errors import (
     InvalidReferenceError,
     LightstoreError,
@@ -29,140 +36,24 @@ from lightstore.foundation.refs import (
     Path,
     RefPath,
     RRef,
-    check_relpath,
     isdref,
     isrefpath,
     isrref,
     rref2dref,
 )
-from lightstore.store import LocalStore
-
-
-@dataclass(frozen=True)
-class _Node:
-    """A value inside the config of `owner`, with what is needed to resolve references in it."""
-
-    store: LocalStore
-    value: Any
-    owner: DRef | None = None
-    owner_rref: RRef | None = None
-    deps: Context | None = None
-    build: Build | None = None
-    index: int = 0
-
-
-def _config(store: LocalStore, dref: DRef) -> dict[str, Any]:
-    """A derivation's config, also right after `mkdrv` (before `instantiate` records it)."""
-
-    pending = pending_config(store, dref)
-    return pending if pending is not None else store.config(dref)
-
-
-def _resolve_dref(node: _Node, dref: DRef) -> RRef | None:
-    """The realization of `dref` that the node's context designates, if any."""
-    if dref == node.owner and node.owner_rref is not None:
-        return node.owner_rref
-    if node.build is not None and dref == node.build.dref:
-        return None
-    if node.deps is not None and dref in node.deps:
-        rrefs = node.deps[dref]
-        if len(rrefs) != 1:
-            raise InvalidReferenceError(
-                f"{dref} has {len(rrefs)} realizations in this context; a lens cannot pick one"
-            )
-        return rrefs[0]
-    return None
-
-
-def _enter(node: _Node) -> _Node:
-    """Turn a reference-valued node into the node of the referenced config."""
-    v = node.value
-    store = node.store
-    if isinstance(v, dict):
-        return node
-    if isrref(v):
-        rref = RRef(v)
-        dref = rref2dref(rref)
-        return _Node(
-            store, resolve_selfrefs(_config(store, dref), dref), dref, rref, store.context(rref)
-        )
-    if isrefpath(v):
-        # A RefPath to a JSON file holding a dict: navigate into that dict (as Pylightnix does).
-        import json
-
-        path = _syspath(node)
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
-            raise InvalidReferenceError(f"cannot read {v} ({path}) as JSON: {e}") from e
-        if not isinstance(data, dict):
-            raise InvalidReferenceError(f"{v} ({path}) holds no JSON dict")
-        return replace(node, value=data)
-    if isdref(v):
-        dref = DRef(v)
-        if node.build is not None and dref == node.build.dref:
-            b = node.build
-            return _Node(store, b.config, dref, None, b.context, b, node.index)
-        chosen = _resolve_dref(node, dref)
-        if chosen is not None:
-            return _enter(replace(node, value=chosen, build=None))
-        # The lens's context goes on: it may resolve what this config refers to.
-        return _Node(store, resolve_selfrefs(_config(store, dref), dref), dref, deps=node.deps)
-    raise UsageError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
-
-
-def _step(node: _Node, key: str) -> _Node:
-    inner = _enter(node)
-    cfg = inner.value
-    if key not in cfg:
-        raise UnknownReferenceError(
-            f"field {key!r} not found in the config of {inner.owner or 'the dict'}; "
-            f"fields: {', '.join(sorted(cfg))}",
-            key,
-        )
-    return replace(inner, value=cfg[key])
-
-
-def _syspath(node: _Node) -> Path:
-    v = node.value
-    store = node.store
-    if isrefpath(v):
-        dref, rest = DRef(v[0]), check_relpath(v[1:], f"RefPath {v!r}")
-        if node.build is not None and dref == node.build.dref:
-            return node.build.path(v, node.index)
-        rref = _resolve_dref(node, dref)
-        if rref is None:
-            # As Pylightnix: a derivation's realizations are not the lens's to choose.
-            raise InvalidReferenceError(
-                f"{v} points into {dref}, and the lens has no realization context to "
-                "choose its realization; start the lens from an RRef or a Build"
-            )
-        return Path(os.path.join(store.rref_path(rref), *rest))
-    if isrref(v):
-        return store.rref_path(RRef(v))
-    if isdref(v):
-        dref = DRef(v)
-        if node.build is not None and dref == node.build.dref:
-            return node.build.outpaths[node.index]
-        chosen = _resolve_dref(node, dref)
-        return store.rref_path(chosen) if chosen is not None else store.dref_path(dref)
-    if isinstance(v, str) and os.path.isabs(v):
-        return Path(v)
-    raise InvalidReferenceError(f"{v!r} is not a path, a RefPath, a DRef or an RRef")
 
 
 class Lens:
     """A position inside a config tree; see the module docstring."""
 
-    _node: _Node
+    _node: ConfigNode
     _path: tuple[str, ...]
     _start: Any
     _ctx: LensContext | None
 
     def __init__(
         self,
-        node: _Node,
+        node: ConfigNode,
         path: tuple[str, ...] = (),
         start: Any = None,
         ctx: LensContext | None = None,
@@ -185,7 +76,7 @@ class Lens:
 
     def get(self, key: str) -> Lens:
         """The lens of field `key`."""
-        return Lens(_step(self._node, key), (*self._path, key), self._start, self._ctx)
+        return Lens(step_into(self._node, key), (*self._path, key), self._start, self._ctx)
 
     @property
     def closure(self) -> Closure:
@@ -238,12 +129,9 @@ class Lens:
         if isinstance(v, dict) and self._node.owner_rref is not None:
             return self._node.owner_rref
         dref = self.dref
-        rref = _resolve_dref(self._node, dref)
-        if rref is None:  # as in Pylightnix: only a context chooses a realization
-            raise InvalidReferenceError(
-                f"{dref} has no realization in the lens's context; start the lens from an "
-                "RRef or a Build"
-            )
+        rref = context_rref(self._node, dref)
+        if rref is None:
+            raise no_context_error(dref, dref)
         return rref
 
     @property
@@ -257,7 +145,7 @@ class Lens:
     @property
     def syspath(self) -> Path:
         """The system path this value designates."""
-        return _syspath(self._node)
+        return node_syspath(self._node)
 
     @property
     def contents(self) -> str:
@@ -313,19 +201,19 @@ def mklens(
     if S is None and r is not None:
         S = r.S
     if isinstance(x, Build):
-        node = _Node(x.store, x.dref, build=x, index=build_output_idx)
+        node = ConfigNode(x.store, x.dref, build=x, index=build_output_idx)
         return Lens(node, ctx=LensContext(x.S, None, x.context, None))
     if isinstance(x, Closure):
         lens = mklens(x.result, o, b, rref, ctx, x, build_output_idx, S or x.store, r)
         return lens
-    store = b.store if b is not None and S is None else resolve_store(S)
+    store = b.store if b is not None and S is None else store_of(S)
     if ctx is None and rref is not None:
         parsed = RRef(rref)
         ctx = {**store.context(parsed), rref2dref(parsed): [parsed]}
     if ctx is None and b is not None:
         ctx = b.context
     if isinstance(x, dict | str):
-        node = _Node(
+        node = ConfigNode(
             store,
             x,
             build=b,
@@ -339,9 +227,9 @@ def mklens(
     )
 
 
-def _lens_node(v: Any, ctx: LensContext) -> _Node:
-    store = resolve_store(ctx.S)
-    return _Node(store, v, deps=ctx.context)
+def _lens_node(v: Any, ctx: LensContext) -> ConfigNode:
+    store = store_of(ctx.S)
+    return ConfigNode(store, v, deps=ctx.context)
 
 
 def val2dict(v: Any, ctx: LensContext) -> dict[str, Any] | None:
@@ -363,7 +251,7 @@ def val2dict(v: Any, ctx: LensContext) -> dict[str, Any] | None:
             raise InvalidReferenceError(f"the file of {v} holds no JSON dict")
         return d
     if isdref(v) or isrref(v):
-        return dict(_enter(_lens_node(v, ctx)).value)
+        return dict(enter_config(_lens_node(v, ctx)).value)
     return None
 
 
@@ -403,7 +291,7 @@ def val2path(v: Any, ctx: LensContext) -> Path:
         and (ctx.context is None or v[0] not in ctx.context)
     ):
         return Path(os.path.join(ctx.build_path, *v[1:]))
-    return _syspath(_lens_node(v, ctx))
+    return node_syspath(_lens_node(v, ctx))
 
 
 def traverse(l: Lens, hint: str) -> Any:  # noqa: E741
@@ -437,62 +325,6 @@ def mutate(l: Lens, v: Any, hint: str) -> None:  # noqa: E741
 def lens_repr(l: Lens, accessor: str) -> str:  # noqa: E741
     """How a lens reads in code: ``mklens(x).a.b.<accessor>``."""
     return f"mklens(x).{'.'.join([*l._path, accessor])}"
-
-
-class Attrs:
-    """A read-only view of a realization's config whose references are resolved:
-    DRefs become `Attrs` of the dependency realization, RefPaths become system paths.
-    `_rref` is the realization."""
-
-    _node: _Node
-
-    def __init__(self, node: _Node) -> None:
-        object.__setattr__(self, "_node", _enter(node))
-
-    @property
-    def _rref(self) -> RRef | None:
-        return self._node.owner_rref
-
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("__"):
-            raise AttributeError(key)
-        return unroll_value(_step(self._node, key))
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        raise AttributeError("Attrs are read-only")
-
-    def __dir__(self) -> list[str]:
-        return sorted(self._node.value)
-
-    def __repr__(self) -> str:
-        return f"Attrs({self._node.owner_rref or self._node.owner})"
-
-
-def unroll_value(node: _Node, always_multiref: bool = False) -> Any:
-    """A config value as a stage function receives it (see `Attrs`)."""
-    v = node.value
-    if isdref(v):
-        dref = DRef(v)
-        if node.deps is not None and dref in node.deps and len(node.deps[dref]) != 1:
-            return [Attrs(replace(node, value=r)) for r in node.deps[dref]]
-        attrs = Attrs(node)
-        return [attrs] if always_multiref else attrs
-    if isrefpath(v):
-        dref = DRef(v[0])
-        if node.deps is not None and dref in node.deps and len(node.deps[dref]) != 1:
-            rest = check_relpath(v[1:], f"RefPath {v!r}")
-            return [Path(os.path.join(node.store.rref_path(r), *rest)) for r in node.deps[dref]]
-        return _syspath(node)
-    if isinstance(v, list):
-        return [unroll_value(replace(node, value=x), always_multiref) for x in v]
-    if isinstance(v, dict):
-        return {k: unroll_value(replace(node, value=x), always_multiref) for k, x in v.items()}
-    return v
-
-
-def build_node(b: Build, index: int = 0) -> _Node:
-    """The node of a build's own config, for output `index`."""
-    return _Node(b.store, b.config, b.dref, None, b.context, b, index)
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.registry import as_matcher
 from lightstore.engine import matchers as _engine
 from lightstore.engine.matchers import match_all, match_exact, match_latest, match_only
@@ -58,7 +58,7 @@ def latest() -> Key:
     """A key ordering realizations by build time (from the catalogue)."""
 
     def _key(S: Any, rref: RRef) -> float:
-        return resolve_store(S).catalogue.build_times([rref]).get(rref, 0.0)
+        return store_of(S).catalogue.build_times([rref]).get(rref, 0.0)
 
     return _key
 

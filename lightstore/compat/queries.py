@@ -11,11 +11,11 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from lightstore.compat.current import resolve_store, tlstorage
+from lightstore.compat.current import store_of, tlstorage
 from lightstore.compat.output import RConfig
 from lightstore.engine.registry import pending_config, record_unrecorded
 from lightstore.facade import Store
-from lightstore.foundation.config import Config, mkconfig, resolve_selfrefs
+from lightstore.foundation.config import Config, mkconfig, replace_selfrefs
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import (
     HASH_LEN,
@@ -35,7 +35,7 @@ from lightstore.store.layout import OBJECTS_DIR
 def recorded_store(S: Any = None) -> Store:
     """The store `S` names, once the derivations this process registered for it are recorded
     (as Pylightnix's `mkdrv` wrote each at once, store-wide questions see them all)."""
-    store = resolve_store(S)
+    store = store_of(S)
     record_unrecorded(store)
     return store
 
@@ -47,27 +47,27 @@ def alldrefs(S: Any = None) -> list[DRef]:
 
 def allrrefs(S: Any = None) -> list[RRef]:
     """Every realization in the store."""
-    return resolve_store(S).catalogue.all_rrefs()
+    return store_of(S).catalogue.all_rrefs()
 
 
 def drefrrefs(dref: DRef, S: Any = None) -> list[RRef]:
     """Every realization of a derivation, in any context, oldest first."""
-    return resolve_store(S).catalogue.realizations_any_context(parse_dref(dref))
+    return store_of(S).catalogue.realizations_any_context(parse_dref(dref))
 
 
 def drefrrefsC(dref: DRef, context: Context, S: Any = None) -> list[RRef]:
     """Realizations of a derivation made in `context`, oldest first."""
-    return resolve_store(S).catalogue.realizations(parse_dref(dref), context_hash(context))
+    return store_of(S).catalogue.realizations(parse_dref(dref), context_hash(context))
 
 
 def rootdrefs(S: Any = None) -> set[DRef]:
     """Derivations no other derivation depends on."""
-    return recorded_store(S).catalogue.root_drefs()
+    return recorded_store(S).catalogue.top_drefs()
 
 
 def rootrrefs(S: Any = None) -> set[RRef]:
     """Realizations no other realization depends on."""
-    return resolve_store(S).catalogue.root_rrefs()
+    return store_of(S).catalogue.top_rrefs()
 
 
 def drefdeps1(drefs: Iterable[DRef], S: Any = None) -> set[DRef]:
@@ -82,12 +82,12 @@ def drefdeps(drefs: Iterable[DRef], S: Any = None) -> set[DRef]:
 
 def rrefdeps1(rrefs: Iterable[RRef], S: Any = None) -> set[RRef]:
     """Direct dependency realizations of `rrefs`."""
-    return resolve_store(S).catalogue.rrefdeps1([parse_rref(r) for r in rrefs])
+    return store_of(S).catalogue.rrefdeps1([parse_rref(r) for r in rrefs])
 
 
 def rrefdeps(rrefs: Iterable[RRef], S: Any = None) -> set[RRef]:
     """All dependency realizations of `rrefs`, transitively."""
-    return resolve_store(S).catalogue.rrefdeps([parse_rref(r) for r in rrefs])
+    return store_of(S).catalogue.rrefdeps([parse_rref(r) for r in rrefs])
 
 
 def config_of(dref: DRef, S: Any = None) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def config_of(dref: DRef, S: Any = None) -> dict[str, Any]:
     Raises UnknownReferenceError if neither holds it.
     """
     d = parse_dref(dref)
-    store = resolve_store(tlstorage(S))
+    store = store_of(tlstorage(S))
     pending = pending_config(store, d)
     return pending if pending is not None else store.config(d)
 
@@ -110,17 +110,17 @@ def drefcfg_(dref: DRef, S: Any = None) -> Config:
 def drefcfg(dref: DRef, S: Any = None) -> dict[str, Any]:
     """The config of a derivation with ``[selfref, ...]`` resolved to its own DRef (an `RConfig`)."""
     d = parse_dref(dref)
-    return RConfig(resolve_selfrefs(config_of(d, S), d))
+    return RConfig(replace_selfrefs(config_of(d, S), d))
 
 
 def rrefctx(rref: RRef, S: Any = None) -> Context:
     """The context of a realization: dependency DRef -> RRefs it used."""
-    return {k: list(v) for k, v in resolve_store(S).context(parse_rref(rref)).items()}
+    return {k: list(v) for k, v in store_of(S).context(parse_rref(rref)).items()}
 
 
 def rref2path(rref: RRef, S: Any = None) -> Path:
     """The folder of a realization's artifacts."""
-    return resolve_store(S).rref_path(parse_rref(rref))
+    return store_of(S).rref_path(parse_rref(rref))
 
 
 def dref2path(dref: DRef, S: Any = None) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lightstore.compat.current import current, resolve_store
+from lightstore.compat.current import current, store_of
 from lightstore.compat.output import with_val
 from lightstore.engine import registry as _engine
 from lightstore.engine.registry import ENGINE_TYPED, Derivation, Matcher, Realizer
@@ -55,7 +55,7 @@ class Registry(_engine.Registry):
     closure_type = Closure
 
     def __init__(self, S: Any = None) -> None:
-        super().__init__(resolve_store(S))
+        super().__init__(store_of(S))
 
     @property
     def S(self) -> StorageSettings:
@@ -173,7 +173,7 @@ def instantiate(
     than `r`'s.
     """
     reg = current_registry_or_new(r, S)
-    if S is not None and resolve_store(S) is not reg.store:
+    if S is not None and store_of(S) is not reg.store:
         raise UsageError(
             f"S={S} differs from the registry's store {reg.store.root}; pass one of them"
         )

@@ -7,7 +7,7 @@ follows) and executes each with `execute`, except those it was asked to
 interrupt. For those it pauses like a build in progress: it holds the build
 lock of (derivation, context), so other processes needing it wait as for any
 build; the catalogue shows a ``running`` build (host, pid, since when) whose
-inputs are GC roots; and it yields ``(S, dref, context, derivation, realize
+inputs gc keeps; and it yields ``(S, dref, context, derivation, realize
 arg)``. The consumer sends back ``(rrefs, abort)``: realizations to use, None
 to run the realizer, or ``abort=True`` to cancel. A cancelled or abandoned
 pause is recorded as an ``interrupted`` build; its build folders are removed.

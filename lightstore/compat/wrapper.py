@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
-from lightstore.compat.current import resolve_store
+from lightstore.compat.current import store_of
 from lightstore.compat.output import RConfig
 from lightstore.compat.utils import parsetime
 from lightstore.engine.registry import Realizer, engine_typed, pending_config
-from lightstore.foundation.config import resolve_selfrefs
+from lightstore.foundation.config import replace_selfrefs
 from lightstore.foundation.errors import (
     InvalidConfigError,
     InvalidMetricError,
@@ -43,7 +43,7 @@ from lightstore.store import LocalStore, StorageSettings
 
 def _store(S: Any) -> LocalStore:
     # The engine passes its store; Pylightnix code calling a realizer passes its S.
-    return S if isinstance(S, LocalStore) else resolve_store(S)
+    return S if isinstance(S, LocalStore) else store_of(S)
 
 
 class Outputs(list[Path]):
@@ -87,7 +87,7 @@ class Build:
         self.from_buildargs = isinstance(store, BuildArgs)
         if isinstance(store, BuildArgs):
             ba = store
-            store, dref, context, args = resolve_store(ba.S), ba.dref, ba.context, ba.rarg
+            store, dref, context, args = store_of(ba.S), ba.dref, ba.context, ba.rarg
             starttime, stoptime = ba.starttime, ba.stoptime
         if dref is None or context is None:
             raise TypeError("Build(store, dref, context, outpaths) or Build(BuildArgs)")
@@ -95,7 +95,7 @@ class Build:
         self.S: StorageSettings = store.settings
         self.dref = dref
         self.context = context
-        self.config: dict[str, Any] = RConfig(resolve_selfrefs(_config_of(store, dref), dref))
+        self.config: dict[str, Any] = RConfig(replace_selfrefs(_config_of(store, dref), dref))
         self.outpaths = Outputs(Path(p) for p in outpaths)
         self.args = args
         self.started = time.time()

@@ -41,15 +41,16 @@ log = logging.getLogger("lightstore")
 __all__ = ["BUSY", "execute", "run_build"]
 
 
-def _tmp_roots(store: LocalStore, outputs: list[str]) -> set[str]:
-    """The top-level build-area folders holding `outputs` (to delete after publishing)."""
+def _build_areas(store: LocalStore, outputs: list[str]) -> set[str]:
+    """The build areas (top-level folders of the store's tmp/) holding `outputs`, to delete
+    after publishing."""
     tmp = store.tmp_realpath
-    roots = set()
+    areas = set()
     for out in outputs:
         real = os.path.realpath(out)
         if real.startswith(tmp):
-            roots.add(os.path.join(store.tmp_dir, real[len(tmp) :].split(os.sep, 1)[0]))
-    return {r for r in roots if os.path.lexists(r)}
+            areas.add(os.path.join(store.tmp_dir, real[len(tmp) :].split(os.sep, 1)[0]))
+    return {a for a in areas if os.path.lexists(a)}
 
 
 def run_build(
@@ -110,8 +111,8 @@ def _build(
             e,
         ) from e
     finally:
-        for root in _tmp_roots(store, outputs):
-            remove_tree(root)
+        for area in _build_areas(store, outputs):
+            remove_tree(area)
 
 
 class _Busy:
@@ -175,7 +176,7 @@ def execute(
             # Holding the lock, no other live process is building this: a build
             # still recorded as running belongs to a dead process (held here, it
             # is this thread's paused one).
-            store.catalogue.interrupt_stale_builds(drv.dref, ctx_hash)
+            store.interrupt_stale_builds(drv.dref, ctx_hash)
         _build(store, drv, task.context, ctx_hash, options)
         available = store.catalogue.realizations(drv.dref, ctx_hash)
         matched = drv.matcher(store, available)

@@ -211,19 +211,19 @@ def orphan_is_valid(store: LocalStore, inc: Incoming) -> bool:
     return False
 
 
-def closure_of(store: LocalStore, roots: list[RRef]) -> tuple[list[RRef], list[DRef]]:
-    """The realizations `roots` depend on (with them) and their derivations, with dependencies.
+def closure_of(store: LocalStore, rrefs: list[RRef]) -> tuple[list[RRef], list[DRef]]:
+    """The realizations `rrefs` depend on (with them) and their derivations, with dependencies.
 
-    Raises UnknownReferenceError if a root is not in `store`.
+    Raises UnknownReferenceError if one of `rrefs` is not in `store`.
     """
-    known = store.catalogue.known_rrefs(roots)
-    for r in roots:
+    known = store.catalogue.known_rrefs(rrefs)
+    for r in rrefs:
         if r not in known:
             raise UnknownReferenceError(f"{r} is not in the store {store.root}", r)
-    rrefs = sorted(set(roots) | store.catalogue.rrefdeps(roots))
-    drefs = {rref2dref(r) for r in rrefs}
+    closure = sorted(set(rrefs) | store.catalogue.rrefdeps(rrefs))
+    drefs = {rref2dref(r) for r in closure}
     drefs |= store.catalogue.drefdeps(sorted(drefs))
-    return rrefs, sorted(drefs)
+    return closure, sorted(drefs)
 
 
 def topological_derivations(derivations: Mapping[DRef, Config]) -> list[tuple[DRef, Config]]:

@@ -32,26 +32,26 @@ def _special(entry: Entry) -> ArchiveError:
     )
 
 
-def walk_tree(root: str, skip_top: frozenset[str] = frozenset()) -> Iterator[Entry]:
-    """Every entry below `root` in sorted order, folders before their contents.
+def walk_tree(top: str, skip_top: frozenset[str] = frozenset()) -> Iterator[Entry]:
+    """Every entry below `top` in sorted order, folders before their contents.
 
     Symlinks are reported, never followed. Raises ArchiveError for devices,
     fifos and sockets. `skip_top` names entries of the top folder to leave out.
     """
-    for entry in files.walk_tree(root, skip_top):
+    for entry in files.walk_tree(top, skip_top):
         if entry.kind == "other":
             raise _special(entry)
         yield entry
 
 
-def inside(path: str, root: str) -> bool:
-    """True if the real location of `path` is `root` or below it (both resolved).
+def inside(path: str, top: str) -> bool:
+    """True if the real location of `path` is `top` or below it (both resolved).
 
     A chain of more links than the system follows resolves nowhere: False.
     """
     try:
         real = files.real_path(path)
-        base = files.real_path(root)
+        base = files.real_path(top)
     except OSError:
         return False
     return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
@@ -79,8 +79,8 @@ def check_utf8_name(text: str, what: str, hint: str = "") -> None:
 
 
 def link_leaves(path: str, target: str) -> bool:
-    """True if a symlink at `path` ('/'-separated, below a root) pointing to `target`
-    leaves the root by its text alone: more '..' than the folders above it."""
+    """True if a symlink at `path` ('/'-separated, below the walked folder) pointing to
+    `target` leaves that folder by its text alone: more '..' than the folders above it."""
     depth = len(path.split("/")) - 1
     for part in target.split("/"):
         depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
@@ -90,19 +90,19 @@ def link_leaves(path: str, target: str) -> bool:
 
 
 def check_links(
-    root: str, what: str, *, portable: bool = False, utf8_hint: str | None = None
+    top: str, what: str, *, portable: bool = False, utf8_hint: str | None = None
 ) -> None:
-    """Refuse symlinks below `root` that are absolute or resolve outside `root`.
+    """Refuse symlinks below `top` that are absolute or resolve outside `top`.
 
     Links are resolved on disk, so a chain of individually harmless links
     (``a -> b/..``, ``b -> ..``) that escapes is caught as well. With
     `portable` (before packing or pushing), also what every reader of an
-    archive or a remote refuses: a link that leaves `root` by its text alone,
+    archive or a remote refuses: a link that leaves `top` by its text alone,
     and a name holding a backslash. With `utf8_hint`, names and link targets
     that are not valid UTF-8 too (see `check_utf8_name`; the hint says what
     to do). One walk; raises ArchiveError.
     """
-    for entry in walk_tree(root):
+    for entry in walk_tree(top):
         if portable and "\\" in entry.rel:
             raise ArchiveError(
                 f"{what}: the file name {entry.rel!r} holds a backslash, which archives and "
@@ -119,7 +119,7 @@ def check_links(
                 f"{what}: {entry.rel!r} is a symlink to the absolute path {entry.target!r}; "
                 "only relative links inside a realization can be exchanged"
             )
-        if (portable and link_leaves(entry.rel, entry.target)) or not inside(entry.path, root):
+        if (portable and link_leaves(entry.rel, entry.target)) or not inside(entry.path, top):
             raise ArchiveError(
                 f"{what}: {entry.rel!r} is a symlink pointing outside its realization "
                 f"({entry.target!r}), or through more than {files.MAX_SYMLINKS} links; refused"

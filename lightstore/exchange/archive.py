@@ -3,7 +3,8 @@
 An archive holds ``manifest.json`` first, then the ``objects/`` folders of
 the closure of the packed realizations, laid out as in a store::
 
-    manifest.json                       format, version, roots, configs, contexts
+    manifest.json                       format, version, roots (the packed RRefs), configs,
+                                        contexts
     objects/<H>-<name>/config.json      canonical config of each derivation
     objects/<H>-<name>/<R>/context.json canonical context of each realization
     objects/<H>-<name>/<R>/...          its artifacts (files, folders, relative symlinks)
@@ -75,13 +76,13 @@ class _Member:
     target: str = ""
 
 
-def _members(store: LocalStore, roots: list[RRef], progress: Progress | None) -> Iterator[_Member]:
-    rrefs, drefs = closure_of(store, roots)
+def _members(store: LocalStore, packed: list[RRef], progress: Progress | None) -> Iterator[_Member]:
+    rrefs, drefs = closure_of(store, packed)
     metrics = store.catalogue.metrics_of(rrefs)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "roots": sorted(set(roots)),
+        "roots": sorted(set(packed)),
         "derivations": [{"dref": d, "config": store.config(d)} for d in drefs],
         "realizations": [
             {
@@ -226,7 +227,7 @@ def pack(
     that leaves it or a name with a backslash (`sunpack` would refuse it), or
     a write error.
     """
-    roots = [parse_rref(r) for r in rrefs]
+    packed = [parse_rref(r) for r in rrefs]
     path = os.path.abspath(os.fspath(archive_path))
     kind = archive_kind(path)
     tmp = os.path.join(
@@ -234,7 +235,7 @@ def pack(
     )
     try:
         with store.realizing(), open(tmp, "xb") as out:
-            members = _members(store, roots, progress)
+            members = _members(store, packed, progress)
             if kind == "zip":
                 _write_zip(out, members)
             else:
@@ -345,13 +346,13 @@ def _plan(
             pid=_provenance(entry.get("pid"), int),
             metrics=_metrics(entry.get("metrics"), rref, where),
         )
-    roots: list[RRef] = []
+    packed: list[RRef] = []
     for r in manifest["roots"]:
         if not isinstance(r, str) or r not in incoming:
             raise ArchiveError(f"{where}: the manifest's root {r!r} is not among its realizations")
-        roots.append(RRef(r))
+        packed.append(RRef(r))
     _check_layout(area, derivations, incoming, where)
-    return derivations, incoming, roots
+    return derivations, incoming, packed
 
 
 def _provenance(value: Any, kind: type) -> Any:
@@ -431,7 +432,8 @@ def unpack(
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     progress: Progress | None = None,
 ) -> list[RRef]:
-    """Add the contents of an archive made by `pack` to the store; return its root RRefs.
+    """Add the contents of an archive made by `pack` to the store; return the RRefs it was
+    packed from (the closure's others come along).
 
     Every RRef stays identical: each realization's content hash is recomputed
     and must match its RRef. Objects already in the store are skipped; the new
@@ -453,7 +455,7 @@ def unpack(
         safe_extract(archive, area, max_bytes=max_bytes)
         where = os.path.basename(archive)
         manifest = _read_manifest(area, archive)
-        derivations, incoming, roots = _plan(area, manifest, where)
+        derivations, incoming, packed = _plan(area, manifest, where)
         for done, inc in enumerate(incoming.values(), 1):
             verify_folder(inc, where)
             if progress is not None:
@@ -462,6 +464,6 @@ def unpack(
         with store.realizing():
             check_references(store, derivations, incoming, where)
             add_to_store(store, derivations, incoming.values())
-        return roots
+        return packed
     finally:
         remove_tree(area)

@@ -79,11 +79,11 @@ def copy(
     Raises UnknownReferenceError if a realization is not in the source, and
     ArchiveError (nothing more is added) if a source object does not verify.
     """
-    roots = [parse_rref(r) for r in rrefs]
+    requested = [parse_rref(r) for r in rrefs]
     where = f"copy from {src.root}"
     dst.recover()
     with src.realizing(), dst.realizing():
-        closure, drefs = closure_of(src, roots)
+        closure, drefs = closure_of(src, requested)
         if os.path.realpath(src.root) == os.path.realpath(dst.root):
             return []
         derivations: dict[DRef, Any] = {}

@@ -51,7 +51,7 @@ from typing import Any
 from lightstore.engine.executor import TravellingSubstituter
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
 from lightstore.executors.dask_cluster import distributed_module, local_cluster
-from lightstore.executors.dask_worker import Exchange, build_on_worker, resolve_exchange
+from lightstore.executors.dask_worker import Exchange, build_on_worker, exchange_for
 from lightstore.foundation.errors import BuildError, LightstoreError, UsageError
 
 log = logging.getLogger("lightstore")
@@ -113,7 +113,7 @@ class DaskExecutor:
         exchange = None
         sep = self.separate
         if sep is not None and sep.remote is not None and sep.worker_root is not None:
-            exchange = resolve_exchange(
+            exchange = exchange_for(
                 plan.store,
                 sep.remote,
                 sep.worker_root,

@@ -29,7 +29,7 @@ class Exchange:
     storage_options: Mapping[str, Any] | None = None
 
 
-def resolve_exchange(
+def exchange_for(
     store: LocalStore,
     url: str,
     worker_root: str,

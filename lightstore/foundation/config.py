@@ -200,14 +200,14 @@ def config_promises(c: Config) -> list[list[str]]:
     return [list(p) for p in c.promises]
 
 
-def resolve_selfrefs(value: Any, dref: DRef) -> Any:
+def replace_selfrefs(value: Any, dref: DRef) -> Any:
     """A copy of `value` in which every ``[selfref, ...]`` reads ``[dref, ...]``."""
     if isinstance(value, list):
         if isselfpath(value):
             return [dref, *value[1:]]
-        return [resolve_selfrefs(v, dref) for v in value]
+        return [replace_selfrefs(v, dref) for v in value]
     if isinstance(value, dict):
-        return {k: resolve_selfrefs(v, dref) for k, v in value.items()}
+        return {k: replace_selfrefs(v, dref) for k, v in value.items()}
     return value
 
 
@@ -220,6 +220,6 @@ __all__ = [
     "config_deps",
     "config_promises",
     "mkconfig",
-    "resolve_selfrefs",
+    "replace_selfrefs",
     "selfref",
 ]

@@ -52,7 +52,7 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Entry:
-    """One entry below a root: its '/'-separated relative path, kind and details."""
+    """One entry below a walked folder: its '/'-separated relative path, kind and details."""
 
     rel: str
     path: str
@@ -63,15 +63,15 @@ class Entry:
     mode: int = 0
 
 
-def walk_tree(root: str, skip_top: frozenset[str] = frozenset()) -> Iterator[Entry]:
-    """Every entry below `root` in sorted order (by name), folders before their contents.
+def walk_tree(top: str, skip_top: frozenset[str] = frozenset()) -> Iterator[Entry]:
+    """Every entry below `top` in sorted order (by name), folders before their contents.
 
     Symlinks are reported, never followed. `skip_top` names entries of the
     top folder to leave out. A folder's entries are listed when the walk
     reaches it, after the folder itself was yielded, so a caller may change
     its permissions first.
     """
-    stack: list[tuple[str, str]] = [(root, "")]
+    stack: list[tuple[str, str]] = [(top, "")]
     while stack:
         folder, rel = stack.pop()
         with os.scandir(folder) as it:
@@ -161,32 +161,32 @@ def copy_tree(
         os.chmod(dst, stat.S_IMODE(os.stat(src).st_mode))
 
 
-def make_readonly(root: str, *, include_root: bool = True) -> None:
-    """Remove write permission below `root` (folders last, deepest first).
+def make_readonly(top: str, *, include_top: bool = True) -> None:
+    """Remove write permission below `top` (folders last, deepest first).
 
     Moving a folder to another parent needs write permission on the folder
-    itself (its `..` entry changes), so publishing keeps the root writable
+    itself (its `..` entry changes), so publishing keeps the top folder writable
     until after the rename.
     """
     folders: list[str] = []
-    for e in walk_tree(root):
+    for e in walk_tree(top):
         if e.kind == "file":
             os.chmod(e.path, e.mode & ~0o222)
         elif e.kind == "dir":
             folders.append(e.path)
     for folder in reversed(folders):
         os.chmod(folder, os.lstat(folder).st_mode & ~0o222)
-    if include_root:
-        os.chmod(root, os.stat(root).st_mode & ~0o222)
+    if include_top:
+        os.chmod(top, os.stat(top).st_mode & ~0o222)
 
 
-def make_writable(root: str) -> None:
-    """Give the owner write permission on `root` and every file and folder below it.
+def make_writable(top: str) -> None:
+    """Give the owner write permission on `top` and every file and folder below it.
 
     Symlinks are left alone: their targets may lie outside the tree.
     """
-    os.chmod(root, os.stat(root).st_mode | stat.S_IWUSR)
-    for e in walk_tree(root):
+    os.chmod(top, os.stat(top).st_mode | stat.S_IWUSR)
+    for e in walk_tree(top):
         if e.kind in ("file", "dir"):
             os.chmod(e.path, e.mode | stat.S_IWUSR)
 
@@ -200,10 +200,10 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def fsync_tree(root: str) -> None:
-    """Flush every file and folder below `root`, then `root`, for `durable` stores."""
+def fsync_tree(top: str) -> None:
+    """Flush every file and folder below `top`, then `top`, for `durable` stores."""
     folders: list[str] = []
-    for e in walk_tree(root):
+    for e in walk_tree(top):
         if e.kind == "file":
             fsync_path(e.path)
         elif e.kind == "dir":
@@ -211,7 +211,7 @@ def fsync_tree(root: str) -> None:
     # A folder after everything below it, as a bottom-up walk would.
     for folder in reversed(folders):
         fsync_path(folder)
-    fsync_path(root)
+    fsync_path(top)
 
 
 def real_path(path: str) -> str:

@@ -128,16 +128,16 @@ class TreeDigest:
 
 
 def tree_digest(
-    root: str,
+    top: str,
     skip_top: frozenset[str] = frozenset(),
     make_readonly: bool = False,
     max_path: int | None = None,
 ) -> TreeDigest:
-    """Hash every entry below `root` (not `root` itself, nor the top-level names in `skip_top`)
+    """Hash every entry below `top` (not `top` itself, nor the top-level names in `skip_top`)
     in a canonical order.
 
     With `make_readonly`, write permission is removed from every file and
-    folder below `root` in the same pass (folders after their contents), which
+    folder below `top` in the same pass (folders after their contents), which
     saves publishing a second walk of the tree. Iterative: any depth works.
     Raises BuildError for entries that are neither files, folders nor symlinks
     (devices, sockets, fifos): they cannot be stored; and, with `max_path`,
@@ -149,7 +149,7 @@ def tree_digest(
     total = 0
     count = 0
     # An explicit stack keeps memory proportional to the depth, not the size.
-    stack: list[tuple[str, str]] = [(root, "")]
+    stack: list[tuple[str, str]] = [(top, "")]
     while stack:
         folder, rel = stack.pop()
         with os.scandir(folder) as it:

@@ -31,13 +31,10 @@ How (tee: the terminal still shows everything):
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
-import selectors
-import struct
+import select
 import sys
-import termios
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -120,7 +117,7 @@ class _Tee(io.TextIOBase):
         capture = _state.fd
         if capture is not None and _writes_to(self.original, self.fd):
             # fd 1/2 lead to the capture pipe now: write past it, to what they were.
-            return capture.terminal[self.fd]
+            return capture.terminal_stream(self.fd, self.encoding)
         return self.original
 
     def write(self, text: str) -> int:
@@ -170,71 +167,105 @@ def _writes_to(stream: Any, fd: int) -> bool:
 
 
 class _Pump:
-    """One daemon thread per process that copies every capture pipe to its terminal and log.
+    """One daemon thread per process that copies the capture pipes to their terminal and log.
 
     Starting and joining two threads per build cost about 0.6 ms of CPU,
     most of the price of capturing a trivial build; the pump is started once.
-    Pipes are handed to it through `add` (its selector is its own).
+    With epoll (Linux) a build registers and unregisters its pipes itself, and
+    reads what is left at its end itself: a build wakes the pump only when it
+    prints. Elsewhere pipes are handed over through a wake-up pipe and the end
+    of a build waits for the pump to see the pipes close.
     """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
-        self.pending: list[tuple[int, _Pipe]] = []
-        self.wake_read, self.wake_write = os.pipe()
-        selector: selectors.BaseSelector | None = None
+        self.pipes: dict[int, _Pipe] = {}  # read end -> pipe, as registered
+        self.pending: list[_Pipe] = []
+        self.direct = _HAS_EPOLL
+        opened: list[Any] = []
         try:
-            selector = selectors.DefaultSelector()
-            selector.register(self.wake_read, selectors.EVENT_READ, None)
-            self.selector = selector
+            if self.direct:
+                self.poller: Any = select.epoll()
+                opened.append(self.poller)
+            else:
+                self.wake_read, self.wake_write = os.pipe()
+                opened += [self.wake_read, self.wake_write]
+                self.poller = select.poll()
+                self.poller.register(self.wake_read, select.POLLIN)
             self.thread = threading.Thread(target=self._run, daemon=True, name="lightstore-log")
             self.thread.start()
         except BaseException:
             # EMFILE (or no thread to start): leave the process's fds as they were.
-            if selector is not None:
-                selector.close()
-            os.close(self.wake_read)
-            os.close(self.wake_write)
+            for x in opened:
+                with suppress(OSError):
+                    x.close() if hasattr(x, "close") else os.close(x)
             raise
 
-    def add(self, pipes: list[tuple[int, _Pipe]]) -> None:
-        """Start copying the pipes (read end, where it goes): one wake-up for all of them."""
+    def add(self, pipes: list[_Pipe]) -> None:
+        """Start copying `pipes` (from any thread)."""
+        if self.direct:
+            for pipe in pipes:
+                with self.lock:
+                    self.pipes[pipe.read_end] = pipe
+                self.poller.register(pipe.read_end, select.EPOLLIN)
+            return
         with self.lock:
             self.pending += pipes
         os.write(self.wake_write, b"\0")
 
+    def detach(self, pipe: _Pipe) -> None:
+        """Stop watching `pipe` (epoll only; from any thread, holding `pipe.lock`)."""
+        with self.lock:
+            self.pipes.pop(pipe.read_end, None)
+        with suppress(OSError, ValueError):
+            self.poller.unregister(pipe.read_end)
+
     def _run(self) -> None:
         while True:
-            for key, _events in self.selector.select():
-                if key.data is None:
+            try:
+                events = self.poller.poll()
+            except InterruptedError:
+                continue
+            for fd, _mask in events:
+                if not self.direct and fd == self.wake_read:
                     os.read(self.wake_read, _READ_CHUNK)
                     with self.lock:
                         new, self.pending = self.pending, []
-                    for fd, pipe in new:
-                        # A number closed behind the pump's back (a realizer closing every
-                        # fd) may be registered still: the new pipe replaces it.
-                        with suppress(KeyError, ValueError):
-                            self.selector.unregister(fd)
-                        self.selector.register(fd, selectors.EVENT_READ, pipe)
+                    for added in new:
+                        self.pipes[added.read_end] = added
+                        self.poller.register(added.read_end, select.POLLIN)
                     continue
-                pipe = key.data
-                with pipe.lock:  # read and copied as one step: see _FdCapture.stop
-                    try:
-                        data = os.read(key.fd, _READ_CHUNK)
-                    except OSError:
-                        data = b""
-                    if data:
-                        pipe.copy(data)
-                if data:
-                    continue
-                # End of file: every holder of the write end (the build, its
-                # subprocesses) has let go.
-                self.selector.unregister(key.fd)
-                with suppress(OSError):
-                    os.close(key.fd)
-                pipe.close()
+                with self.lock:
+                    pipe = self.pipes.get(fd)
+                if pipe is not None:
+                    self._copy(pipe)
+
+    def _copy(self, pipe: _Pipe) -> None:
+        with pipe.lock:  # read and copied as one step, and never after a build took it back
+            if pipe.closed:
+                return
+            try:
+                data = os.read(pipe.read_end, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                pipe.copy(data)
+                return
+            # End of file: every holder of the write end (the build, its
+            # subprocesses) has let go.
+            if self.direct:
+                self.detach(pipe)
+            else:
+                with self.lock:
+                    self.pipes.pop(pipe.read_end, None)
+                self.poller.unregister(pipe.read_end)
+            pipe.close()
 
 
+_HAS_EPOLL = hasattr(select, "epoll")
 _pump_instance: _Pump | None = None
 
 
@@ -248,13 +279,15 @@ def _pump() -> _Pump:
 
 
 class _Pipe:
-    """One captured fd's pipe, as the pump sees it: where its data goes."""
+    """One captured fd's pipe: its read end, and where its data goes."""
 
-    def __init__(self, capture: _FdCapture, read_end: int, terminal: int) -> None:
+    def __init__(self, capture: _FdCapture, fd: int, read_end: int, terminal: int) -> None:
         self.capture = capture
+        self.fd = fd  # 1 or 2
         self.read_end = read_end
-        self.terminal = terminal  # the pump's own copy of the terminal fd
+        self.terminal = terminal  # the terminal fd (the capture's saved copy, or the pump's own)
         self.lock = threading.Lock()
+        self.closed = False
 
     def copy(self, data: bytes) -> None:
         with suppress(OSError):
@@ -263,14 +296,32 @@ class _Pipe:
         if not self.capture.shared:
             self.capture.owner.write(data)
 
+    def drain(self) -> bool:
+        """Copy what waits in the pipe (holding `lock`); whether every writer let go."""
+        while True:
+            try:
+                data = os.read(self.read_end, _READ_CHUNK)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+            if not data:
+                return True
+            self.copy(data)
+
     def close(self) -> None:
+        """Close the read end and the terminal copy (holding `lock`)."""
+        self.closed = True
         with suppress(OSError):
-            os.close(self.terminal)
+            os.close(self.read_end)
+        if self.terminal != self.capture.saved.get(self.fd):
+            with suppress(OSError):
+                os.close(self.terminal)
         self.capture.pipe_closed()
 
 
 class _FdCapture:
-    """fds 1 and 2 pointed at pipes; the process's pump copies them to the terminal and a log."""
+    """fds 1 and 2 pointed at pipes; their data is copied to the terminal and a log."""
 
     def __init__(self, owner: _Log) -> None:
         self.owner = owner
@@ -279,12 +330,12 @@ class _FdCapture:
         # the terminal only. Output is never put into the wrong log; some may be left out.
         self.shared = False
         self.saved: dict[int, int] = {}
-        self.terminal: dict[int, TextIO] = {}
+        self.terminal: dict[int, TextIO] = {}  # opened when the Python-level tee needs them
         self.pipes: list[_Pipe] = []
         self._open_pipes = 2
         self._lock = threading.Lock()
         self.drained = threading.Event()
-        pump = _pump()
+        self.pump = pump = _pump()
         # Every fd is allocated before fds 1 and 2 change, so running out of fds
         # (EMFILE) leaves the process as it was.
         opened: list[int] = []
@@ -295,27 +346,33 @@ class _FdCapture:
                 opened.append(saved)
                 read_end, write_end = os.pipe()
                 opened += [read_end, write_end]
-                pump_terminal = os.dup(saved)
-                opened.append(pump_terminal)
-                plan.append((fd, saved, read_end, write_end, pump_terminal))
+                os.set_blocking(read_end, False)
+                plan.append((fd, saved, read_end, write_end))
         except OSError:
             for x in opened:
                 os.close(x)
             raise
-        for fd, saved, read_end, write_end, pump_terminal in plan:
-            stream = sys.stdout if fd == 1 else sys.stderr
-            _flush(stream)  # None or a non-file object: nothing to flush
+        for fd, saved, read_end, write_end in plan:
+            _flush(sys.stdout if fd == 1 else sys.stderr)  # None or a non-file: nothing to do
             os.dup2(write_end, fd)
             os.close(write_end)
             self.saved[fd] = saved
-            encoding = getattr(stream, "encoding", None) or "utf-8"
-            self.terminal[fd] = open(  # noqa: SIM115 - closed in stop()
-                saved, "w", encoding=encoding, errors="replace", closefd=False, buffering=1
+            self.pipes.append(_Pipe(self, fd, read_end, saved))
+        if not pump.direct:
+            # The pump may copy after stop() closed `saved` (a subprocess still holds
+            # the pipe): it writes through a terminal fd of its own.
+            for pipe in self.pipes:
+                pipe.terminal = os.dup(pipe.terminal)
+        pump.add(self.pipes)
+
+    def terminal_stream(self, fd: int, encoding: str) -> TextIO:
+        """Where the Python-level tee writes text meant for the terminal of `fd`."""
+        stream = self.terminal.get(fd)
+        if stream is None:
+            stream = self.terminal[fd] = open(  # noqa: SIM115 - closed in stop()
+                self.saved[fd], "w", encoding=encoding, errors="replace", closefd=False, buffering=1
             )
-            # The pump closes its own copy of the terminal fd at the pipe's end,
-            # which may come after stop() when a subprocess keeps the pipe open.
-            self.pipes.append(_Pipe(self, read_end, pump_terminal))
-        pump.add([(p.read_end, p) for p in self.pipes])
+        return stream
 
     def pipe_closed(self) -> None:
         with self._lock:
@@ -324,31 +381,44 @@ class _FdCapture:
                 self.drained.set()
 
     def stop(self) -> None:
-        for fd in (1, 2):
-            self.terminal[fd].flush()
-            # Restoring the fd closes our write end of the pipe: the pump sees its
-            # end once every other holder (a subprocess still running) lets go.
-            os.dup2(self.saved[fd], fd)
-        # Waiting for the pump to see both ends costs a thread hand-off per build. When
-        # nothing is left in the pipes, what the build wrote is already in its log (the
-        # pump reads and copies under the pipe's lock); anything later comes from a
-        # process that outlived the build, which belongs to no log.
-        if any(_pending(p) for p in self.pipes):
+        """Put fds 1 and 2 back and copy what the build left in the pipes to its log.
+
+        A pipe that a process started by the build still holds (it outlived the
+        build) is left to the pump, which copies what comes later to the terminal
+        only: it belongs to no log.
+        """
+        for stream in self.terminal.values():
+            stream.flush()
+        if not self.pump.direct:
+            for fd in (1, 2):
+                os.dup2(self.saved[fd], fd)
             self.drained.wait(_DRAIN_TIMEOUT_S)
+        else:
+            for pipe in self.pipes:
+                with pipe.lock:
+                    self.pump.detach(pipe)
+            for fd in (1, 2):
+                # Restoring the fd closes the build's write end of the pipe.
+                os.dup2(self.saved[fd], fd)
+            for pipe in self.pipes:
+                with pipe.lock:
+                    if pipe.closed:
+                        continue
+                    if pipe.drain():
+                        pipe.close()
+                        continue
+                    # Still held by another process: the pump copies the rest to the
+                    # terminal, through its own copy of the terminal fd.
+                    try:
+                        pipe.terminal = os.dup(self.saved[pipe.fd])
+                    except OSError:
+                        pipe.close()
+                        continue
+                self.pump.add([pipe])
+        for stream in self.terminal.values():
+            stream.close()
         for fd in (1, 2):
-            self.terminal[fd].close()
             os.close(self.saved[fd])
-
-
-def _pending(pipe: _Pipe) -> bool:
-    """Whether data waits in `pipe` (or that cannot be told)."""
-    with pipe.lock:
-        try:
-            return (
-                struct.unpack("i", fcntl.ioctl(pipe.read_end, termios.FIONREAD, b"\0" * 4))[0] > 0
-            )
-        except OSError:
-            return True
 
 
 def _flush(stream: Any) -> None:

@@ -1,11 +1,11 @@
-"""Keeping a store healthy: GC roots, garbage collection (marking, then sweeping),
+"""Keeping a store healthy: pins (what gc keeps), garbage collection (marking, then sweeping),
 forgetting collected records, verify/repair, reindex."""
 
 from lightstore.maintenance.forget import ForgetReport, forget
 from lightstore.maintenance.gc import collect
 from lightstore.maintenance.marking import GCReport, garbage
+from lightstore.maintenance.pins import GCKeeps, gc_keeps, pin, pins, unpin
 from lightstore.maintenance.reindex import ReindexReport, reindex
-from lightstore.maintenance.roots import Roots, pin, pins, roots, unpin
 from lightstore.maintenance.verify import Problem, VerifyReport, verify
 
 __all__ = [
@@ -13,15 +13,15 @@ __all__ = [
     "GCReport",
     "Problem",
     "ReindexReport",
-    "Roots",
+    "GCKeeps",
     "VerifyReport",
     "collect",
     "forget",
     "garbage",
+    "gc_keeps",
     "pin",
     "pins",
     "reindex",
-    "roots",
     "unpin",
     "verify",
 ]

@@ -47,7 +47,7 @@ def collect(
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
 ) -> GCReport:
-    """Remove everything not reachable from the roots from the tree; keep its record.
+    """Remove everything not reachable from what gc keeps from the tree; keep its record.
 
     Realizations built or imported at or after `keep_since` (Unix time), and `keep_drefs` /
     `keep_rrefs`, are kept as if pinned. With `only` (a dry run's report),

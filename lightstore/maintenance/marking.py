@@ -1,7 +1,7 @@
 """Garbage collection's plan: what nothing kept reaches, and so what a collection removes.
 
-The roots (pins, live links, inputs of running builds) and the caller's keeps
-are gathered here; the catalogue marks in SQL (`Catalogue.unreachable`).
+What gc keeps (pins, live links, inputs of running builds, `gc_keeps`) and the
+caller's keeps are gathered here; the catalogue marks in SQL (`Catalogue.unreachable`).
 Nothing is removed: `gc.collect` sweeps what the plan names.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import DRef, RRef, parse_dref, parse_rref
 from lightstore.foundation.times import parse_optional_time
-from lightstore.maintenance.roots import roots
+from lightstore.maintenance.pins import gc_keeps
 
 if TYPE_CHECKING:
     from lightstore.store import LocalStore
@@ -50,7 +50,7 @@ def _mark(
     store: LocalStore,
     keep_drefs: Iterable[str],
     keep_rrefs: Iterable[str],
-    use_roots: bool,
+    use_gc_keeps: bool,
     keep_since: float | str | None,
     mode: str = "auto",
 ) -> tuple[list[str], list[str], int, list[str]]:
@@ -63,8 +63,8 @@ def _mark(
     drefs = _as_set(keep_drefs, parse_dref)
     rrefs = _as_set(keep_rrefs, parse_rref)
     stale: list[str] = []
-    if use_roots:
-        found = roots(store)
+    if use_gc_keeps:
+        found = gc_keeps(store)
         drefs |= found.drefs
         rrefs |= found.rrefs
         stale = found.stale_links
@@ -76,13 +76,13 @@ def garbage_sets(
     store: LocalStore,
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
-    use_roots: bool = True,
+    use_gc_keeps: bool = True,
     keep_since: float | None = None,
 ) -> tuple[set[DRef], set[RRef], int, list[str]]:
-    """Mark: the derivations and realizations not reachable from the roots (and the extra
+    """Mark: the derivations and realizations not reachable from what gc keeps (and the extra
     keeps, and realizations built or imported at or after `keep_since`), the bytes they hold, and the
     stale links. One SQL statement."""
-    dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_roots, keep_since)
+    dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_gc_keeps, keep_since)
     return cast(set[DRef], set(dead_d)), cast(set[RRef], set(dead_r)), size, stale
 
 
@@ -90,7 +90,7 @@ def garbage(
     store: LocalStore,
     keep_drefs: Iterable[str] = (),
     keep_rrefs: Iterable[str] = (),
-    use_roots: bool = True,
+    use_gc_keeps: bool = True,
     keep_since: float | str | None = None,
     only: GCReport | None = None,
 ) -> GCReport:
@@ -99,13 +99,13 @@ def garbage(
     With `only` (an earlier report, say one a user confirmed), nothing outside
     it is removed: what became garbage since is kept, with its closure.
     """
-    dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_roots, keep_since)
+    dead_d, dead_r, size, stale = _mark(store, keep_drefs, keep_rrefs, use_gc_keeps, keep_since)
     if only is not None:
         extra_d = set(dead_d) - set(only.drefs)
         extra_r = set(dead_r) - set(only.rrefs)
         if extra_d or extra_r:
             dead_d, dead_r, size, stale = _mark(
-                store, [*keep_drefs, *extra_d], [*keep_rrefs, *extra_r], use_roots, keep_since
+                store, [*keep_drefs, *extra_d], [*keep_rrefs, *extra_r], use_gc_keeps, keep_since
             )
         stale = [s for s in stale if s in set(only.stale_links)]
     return GCReport(cast(list[DRef], dead_d), cast(list[RRef], dead_r), size, stale, dry_run=True)

@@ -21,7 +21,7 @@ from lightstore.foundation.errors import (
     StoreReadOnlyError,
 )
 from lightstore.foundation.refs import DRef, isdref
-from lightstore.maintenance.roots import is_pin_name
+from lightstore.maintenance.pins import is_pin_name
 from lightstore.maintenance.verify import Problem, Progress
 from lightstore.store import CATALOGUE_FILE, CONFIG_FILE, DEFAULT_GC_TIMEOUT_S, LocalStore
 from lightstore.store.layout import OBJECTS_DIR

@@ -19,7 +19,7 @@ from lightstore.foundation.files import remove_tree
 from lightstore.foundation.hashing import TreeDigest, realization_hash
 from lightstore.foundation.refs import DRef, isdref, isrref
 from lightstore.foundation.times import parse_timeout
-from lightstore.maintenance.roots import roots
+from lightstore.maintenance.pins import gc_keeps
 from lightstore.store import CONFIG_FILE, CONTEXT_FILE, DEFAULT_GC_TIMEOUT_S, LocalStore
 from lightstore.store.layout import realization_digest
 from lightstore.store.tree import is_hash, read_config_file, read_json, read_realization
@@ -107,7 +107,7 @@ def verify(
         _check_derivations(store, report, repair)
         _check_realizations(store, report, check_contents, repair, progress)
         _check_unregistered(store, report, repair)
-        for path in roots(store).stale_links:
+        for path in gc_keeps(store).stale_links:
             p = Problem("stale_link", path, "the symlink no longer points at its object")
             if repair:
                 store.catalogue.forget_links([path])

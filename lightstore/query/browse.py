@@ -6,6 +6,7 @@ The browser (`lightstore.ui.data`) shapes them for its pages.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,15 +43,30 @@ def stage_summaries(store: LocalStore) -> list[dict[str, Any]]:
 
 
 def stage_runs(store: LocalStore, name: str, include_collected: bool) -> list[dict[str, Any]]:
-    """The runs of stage `name` from the `runs` view (config and metrics as JSON text),
-    newest first; collected ones only with `include_collected`."""
+    """The runs of stage `name` from the `history` view (config as JSON text), newest
+    first; collected ones only with `include_collected`."""
     return _dicts(
         store,
-        "SELECT rref, dref, started, stopped, duration, size, file_count, config, metrics, "
-        "collected FROM runs WHERE name = ? AND (? OR collected IS NULL) "
+        "SELECT rref, dref, started, stopped, duration, size, file_count, config, "
+        "collected FROM history WHERE name = ? AND (? OR collected IS NULL) "
         "ORDER BY stopped DESC, rref DESC",
         (name, int(include_collected)),
     )
+
+
+def runs_by_rref(store: LocalStore, rrefs: Sequence[str]) -> list[dict[str, Any]]:
+    """The history records of `rrefs` (name, config as JSON text, times, size, collected),
+    one per realization (its newest record)."""
+    if not rrefs:
+        return []
+    rows = _dicts(
+        store,
+        "SELECT rref, dref, name, started, stopped, duration, size, file_count, config, "
+        "collected FROM history WHERE rref IN (SELECT value FROM json_each(?)) "
+        "ORDER BY collected IS NULL, coalesce(collected, 0), coalesce(stopped, 0)",
+        (json.dumps(sorted(set(rrefs))),),
+    )
+    return list({row["rref"]: row for row in rows}.values())  # the present or newest last
 
 
 def collected_runs(store: LocalStore, name: str) -> int:
@@ -131,3 +147,70 @@ def disk_use_by_stage(store: LocalStore) -> list[dict[str, Any]]:
         "coalesce(sum(size), 0) AS size FROM history WHERE collected IS NULL "
         "GROUP BY name ORDER BY size DESC, name",
     )
+
+
+def upstream_runs(
+    store: LocalStore, rrefs: Sequence[str], limit: int = 100_000
+) -> list[tuple[str, str]]:
+    """(run, upstream realization) for every realization each of `rrefs` was built on,
+    directly or not, following `realization_deps`; at most `limit` pairs.
+
+    A collected run has no edges left: its direct dependencies are read from
+    its recorded context instead (and followed further while they are present).
+    """
+    if not rrefs:
+        return []
+    rows = store.catalogue.query(
+        """
+        WITH RECURSIVE up(run, dep) AS (
+          SELECT d.rref, d.dep FROM json_each(:runs) AS j
+            CROSS JOIN realization_deps AS d ON d.rref = j.value
+          UNION
+          SELECT c.rref, r.value FROM json_each(:runs) AS j
+            CROSS JOIN collected_realizations AS c ON c.rref = j.value,
+            json_each(c.context) AS d, json_each(d.value) AS r
+          UNION
+          SELECT up.run, d.dep FROM up CROSS JOIN realization_deps AS d ON d.rref = up.dep
+        )
+        SELECT run, dep FROM up LIMIT :limit
+        """,
+        {"runs": json.dumps(list(rrefs)), "limit": int(limit)},
+    )
+    return [(run, dep) for run, dep in rows]
+
+
+def run_configs(store: LocalStore, rrefs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """The stage name and config (JSON text) of each of `rrefs` the history knows."""
+    if not rrefs:
+        return {}
+    rows = store.catalogue.query(
+        "SELECT rref, name, config FROM history "
+        "WHERE rref IN (SELECT value FROM json_each(?)) GROUP BY rref",
+        (json.dumps(sorted(set(rrefs))),),
+    )
+    return {rref: (name, config) for rref, name, config in rows}
+
+
+def stage_configs(store: LocalStore, name: str, limit: int = 2000) -> dict[str, str]:
+    """The configs (JSON text) of up to `limit` derivations named `name`, present or
+    collected, newest first: what the runs of a stage differ in."""
+    rows = store.catalogue.query(
+        "SELECT dref, config FROM (SELECT dref, config, created FROM derivations WHERE name = ? "
+        "UNION ALL SELECT dref, config, created FROM collected_derivations WHERE name = ?) "
+        "GROUP BY dref ORDER BY max(created) DESC LIMIT ?",
+        (name, name, int(limit)),
+    )
+    return {dref: config for dref, config in rows}
+
+
+def derivation_configs(store: LocalStore, drefs: Sequence[str]) -> dict[str, str]:
+    """The config (JSON text) of each of `drefs`, present or collected."""
+    if not drefs:
+        return {}
+    rows = store.catalogue.query(
+        "SELECT dref, config FROM derivations WHERE dref IN (SELECT value FROM json_each(:d)) "
+        "UNION ALL SELECT dref, config FROM collected_derivations "
+        "WHERE dref IN (SELECT value FROM json_each(:d))",
+        {"d": json.dumps(sorted(set(drefs)))},
+    )
+    return {dref: config for dref, config in rows}

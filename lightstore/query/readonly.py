@@ -25,26 +25,25 @@ from lightstore.catalogue.migrations import schema_files
 from lightstore.foundation.errors import CatalogueCorruptError, StoreError, StoreNotFoundError
 from lightstore.query.errors import QueryError
 from lightstore.query.filters import register_query_functions, utf8_text
-from lightstore.query.sqlguard import (
+from lightstore.query.sqlauthorizer import DENIED_FUNCTIONS, DENIED_TABLES, authorize, last_denial
+from lightstore.query.sqlbudget import (
     BATCH_BYTES,
+    MAX_RESULT_BYTES,
+    MAX_ROW_BYTES,
+    row_bytes,
+    too_big,
+)
+from lightstore.query.sqlguard import (
     DEADLINE_PASSED,
-    DENIED_FUNCTIONS,
-    DENIED_TABLES,
     MAX_COLUMNS,
     MAX_LENGTH,
     MAX_PATTERN_LENGTH,
-    MAX_RESULT_BYTES,
-    MAX_ROW_BYTES,
     USER_SQL_LIMITS,
-    authorize,
     enter_user_sql,
     install_guards,
-    last_denial,
     last_refusal,
     leave_user_sql,
-    row_bytes,
     set_limits,
-    too_big,
 )
 from lightstore.store import CATALOGUE_FILE, LocalStore
 from lightstore.store.view import StoreView

@@ -1,16 +1,11 @@
 """What SQL that users type may do: one set of rules for `lightstore sql`, `history --where`
 and the browser's SQL editor (`lightstore ui`).
 
-- `authorize` (a SQLite authorizer) lets a statement read and nothing else:
-  it refuses every write and every object a statement could make, temporary
-  ones included (``CREATE TEMP TRIGGER ... ON realizations`` would run
-  inside lightstore's own writes), transactions, ``ATTACH`` (which can
-  create files; ``VACUUM INTO`` uses it), pragmas other than introspection,
-  functions that reveal the process's state or reach outside the catalogue
-  (`DENIED_FUNCTIONS`: ``fts3_tokenizer`` returns a memory address,
-  ``load_extension`` loads code), and `DENIED_TABLES` (``sqlite_stmt`` lists
-  the statements prepared on the connection, in the browser other people's).
-  User SQL also runs on a connection opened read-only (``mode=ro``).
+- `lightstore.query.sqlauthorizer.authorize` (a SQLite authorizer) lets a
+  statement read and nothing else: no write, no object (temporary ones
+  included), no transaction, no ``ATTACH``, only introspection pragmas, and
+  neither the functions nor the tables of its deny-lists. User SQL also
+  runs on a connection opened read-only (``mode=ro``).
 - A ``where`` fragment (`history --where`) must be one expression:
   `check_expression` refuses text that closes more parentheses than it
   opens, or leaves a string, a quoted name or a comment open, which could
@@ -30,8 +25,9 @@ and the browser's SQL editor (`lightstore ui`).
   inside another JSON function, wrap it in ``json()``).
 - What a statement returns is bounded too: values by `MAX_LENGTH`, a row by
   `MAX_COLUMNS` of them, and the rows a caller gathers by a byte budget
-  (`row_bytes`; `BudgetCursor` for the browser); streamed rows come in
-  batches of at most `BATCH_BYTES`.
+  (`lightstore.query.sqlbudget`).
+
+`prepare_connection` puts all of them on a connection for good.
 """
 
 from __future__ import annotations
@@ -45,72 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lightstore.foundation.errors import QueryError
-
-#: Pragmas user SQL may run: introspection only.
-SAFE_PRAGMAS = frozenset(
-    {
-        "collation_list",
-        "compile_options",
-        "data_version",
-        "database_list",
-        "foreign_key_check",
-        "foreign_key_list",
-        "foreign_keys",
-        "freelist_count",
-        "function_list",
-        "index_info",
-        "index_list",
-        "index_xinfo",
-        "integrity_check",
-        "module_list",
-        "page_count",
-        "page_size",
-        "pragma_list",
-        "quick_check",
-        "recursive_triggers",
-        "schema_version",
-        "synchronous",
-        "table_info",
-        "table_list",
-        "table_xinfo",
-        "user_version",
-    }
-)
-#: Of those, the ones whose argument names what to describe; on the others an argument
-#: (``PRAGMA foreign_keys = OFF``) would set something.
-_PRAGMAS_WITH_ARGUMENT = frozenset(
-    {
-        "foreign_key_check",
-        "foreign_key_list",
-        "index_info",
-        "index_list",
-        "index_xinfo",
-        "integrity_check",
-        "quick_check",
-        "table_info",
-        "table_list",
-        "table_xinfo",
-    }
-)
-
-#: Functions user SQL may not call: they reveal the process's state (``fts3_tokenizer``
-#: returns a pointer, ``fts5`` hands one out), load code or touch files (``load_extension``;
-#: ``readfile``, ``writefile``, ``edit`` where the build has them), or write to SQLite's log.
-DENIED_FUNCTIONS = frozenset(
-    {
-        "edit",
-        "fts3_tokenizer",
-        "fts5",
-        "load_extension",
-        "readfile",
-        "sqlite_log",
-        "writefile",
-    }
-)
-
-#: Tables (virtual) user SQL may not read: ``sqlite_stmt`` shows the SQL prepared on the
-#: connection; ``fsdir`` and ``zipfile`` (where the build has them) read files.
-DENIED_TABLES = frozenset({"fsdir", "sqlite_stmt", "zipfile"})
+from lightstore.query.sqlauthorizer import authorize
 
 #: The longest string or blob user SQL may make or read (bytes).
 MAX_LENGTH = 8 * 1024 * 1024
@@ -126,71 +57,8 @@ USER_SQL_LIMITS: dict[int, int] = {
     sqlite3.SQLITE_LIMIT_COLUMN: MAX_COLUMNS,
 }
 
-#: Rows gathered in memory (`run_sql`, a table of `lightstore sql`) stop at this many bytes
-#: of values (`row_bytes`); streamed rows do not, and come in batches of `BATCH_BYTES`.
-MAX_RESULT_BYTES = 256 * 1024 * 1024
-#: The most bytes of values in one batch of streamed rows (at most 1,000 rows).
-BATCH_BYTES = 4 * 1024 * 1024
-#: A row of more bytes of values is refused as soon as it is read, before it is written
-#: out (which copies it several times: JSON, base64, the terminal's encoding).
-MAX_ROW_BYTES = 64 * 1024 * 1024
-#: What `row_bytes` counts for a value besides its text or bytes.
-_VALUE_OVERHEAD = 16
 
 _local = threading.local()
-
-#: The authorizer's codes of what user SQL may do; `authorize` refuses the rest.
-_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE})
-#: SQLite's own tables, which it "updates" when a table-valued function is first used
-#: (and which no statement may change: "table sqlite_master may not be modified").
-_SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_temp_master"})
-_CHANGES = {
-    sqlite3.SQLITE_INSERT: "INSERT",
-    sqlite3.SQLITE_UPDATE: "UPDATE",
-    sqlite3.SQLITE_DELETE: "DELETE",
-    sqlite3.SQLITE_TRANSACTION: "a transaction",
-    sqlite3.SQLITE_SAVEPOINT: "a savepoint",
-    sqlite3.SQLITE_ANALYZE: "ANALYZE",
-    sqlite3.SQLITE_REINDEX: "REINDEX",
-    sqlite3.SQLITE_ALTER_TABLE: "ALTER TABLE",
-}
-
-
-def authorize(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
-    """The authorizer of connections that run user SQL (see the module docstring): reading
-    is allowed, everything else refused (`last_denial` says what was)."""
-    if action in _READS:
-        if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in DENIED_TABLES:
-            return _deny(f"the table {arg1}")
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_FUNCTION:
-        if (arg2 or "").lower() in DENIED_FUNCTIONS:
-            return _deny(f"the function {arg2}()")
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA:
-        name = (arg1 or "").lower()
-        if name in SAFE_PRAGMAS and (arg2 is None or name in _PRAGMAS_WITH_ARGUMENT):
-            return sqlite3.SQLITE_OK
-        return _deny(f"PRAGMA {name}" + ("" if arg2 is None else f" = {arg2}"))
-    if action == sqlite3.SQLITE_UPDATE and (arg1 or "").lower() in _SCHEMA_TABLES:
-        return sqlite3.SQLITE_OK
-    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-        return _deny("ATTACH (VACUUM INTO uses it)")
-    what = _CHANGES.get(action, "CREATE or DROP (temporary objects too)")
-    return _deny(f"{what}: a statement here may only read", write=True)
-
-
-def _deny(what: str, write: bool = False) -> int:
-    _local.denial = (what, write)
-    return sqlite3.SQLITE_DENY
-
-
-def last_denial() -> tuple[str, bool] | None:
-    """What the authorizer last refused on this thread, and whether it was a change (a
-    write, a new object, a transaction); then forget it. None if it refused nothing."""
-    denial: tuple[str, bool] | None = getattr(_local, "denial", None)
-    _local.denial = None
-    return denial
 
 
 def set_limits(conn: sqlite3.Connection, limits: dict[int, int]) -> dict[int, int]:
@@ -208,87 +76,6 @@ def prepare_connection(conn: sqlite3.Connection) -> None:
     conn.set_authorizer(authorize)
     set_limits(conn, USER_SQL_LIMITS)
     install_guards(conn, limited=True)
-
-
-def row_bytes(row: Any) -> int:
-    """About how many bytes a row's values take: their text and bytes, plus a little each."""
-    size = _VALUE_OVERHEAD * len(row)
-    for value in row:
-        if type(value) is str or type(value) is bytes:
-            size += len(value)
-    return size
-
-
-def too_big(limit: int, what: str = "the result") -> str:
-    """The refusal of `what` (a result, a row) larger than `limit` bytes."""
-    return (
-        f"refused: {what} is larger than {limit // (1024 * 1024)} MiB, more than is "
-        "gathered in memory here; select fewer rows or columns (LIMIT, substr(), length())"
-    )
-
-
-class BudgetCursor(sqlite3.Cursor):
-    """A cursor that refuses, with sqlite3.OperationalError, to fetch more than
-    `BudgetConnection.result_bytes` bytes of values (`row_bytes`) for one statement, or
-    a statement that runs out of memory (instead of Python's MemoryError). For Datasette,
-    which gathers the rows of a query (at most its ``max_returned_rows``), then renders
-    them."""
-
-    _spent = 0
-
-    def execute(self, sql: str, parameters: Any = (), /) -> BudgetCursor:
-        self._spent = 0
-        try:
-            super().execute(sql, parameters)
-        except MemoryError:
-            raise sqlite3.OperationalError(_OUT_OF_MEMORY) from None
-        return self
-
-    def fetchone(self) -> Any:
-        try:
-            row = super().fetchone()
-        except MemoryError:
-            raise sqlite3.OperationalError(_OUT_OF_MEMORY) from None
-        if row is not None:
-            self._spent += row_bytes(row)
-            limit: int = getattr(self.connection, "result_bytes", MAX_RESULT_BYTES)
-            if self._spent > limit:
-                raise sqlite3.OperationalError(too_big(limit))
-        return row
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        rows = []
-        for _ in range(self.arraysize if size is None else size):
-            row = self.fetchone()
-            if row is None:
-                break
-            rows.append(row)
-        return rows
-
-    def fetchall(self) -> list[Any]:
-        return list(iter(self.fetchone, None))
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
-
-
-_OUT_OF_MEMORY = (
-    "refused: the query needs more memory than is allowed here; select fewer or smaller "
-    "values (LIMIT, substr(), length())"
-)
-
-
-class BudgetConnection(sqlite3.Connection):
-    """A connection whose cursors are `BudgetCursor`s, with `result_bytes` their budget:
-    ``sqlite3.connect(path, factory=BudgetConnection)``."""
-
-    result_bytes = MAX_RESULT_BYTES
-
-    def cursor(self, factory: Any = None) -> Any:
-        return super().cursor(factory or BudgetCursor)
 
 
 def check_expression(text: str) -> None:

@@ -16,6 +16,11 @@ configuration applies. See `lightstore.remote._layout` for the layout.
   (``pip install 'lightstore[sign]'``). The key a push signs with is its
   `signing_key`, else ``$LIGHTSTORE_SIGNING_KEY``; see `_sign` for what a
   signature covers and where trust comes from.
+
+Inside: `_fs` reads and writes a remote's objects, `_layout` names them,
+`_redact` keeps credentials out of messages, `transfers` runs them in a
+pool; `push`, `plan` then `pull` (reading `manifests`), `listing` and
+`substitute` are the operations.
 """
 
 from lightstore.foundation.errors import (
@@ -24,7 +29,8 @@ from lightstore.foundation.errors import (
     RemoteIntegrityError,
     UntrustedError,
 )
-from lightstore.remote._fs import Remote, redact_url
+from lightstore.remote._fs import Remote
+from lightstore.remote._redact import redact_url
 from lightstore.remote._sign import (
     SIGNING_KEY_VARIABLE,
     TRUSTED_KEYS_VARIABLE,

@@ -29,7 +29,6 @@ import secrets
 import socket
 import stat
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
@@ -44,6 +43,7 @@ from lightstore.foundation.errors import (
 )
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.files import pid_alive
+from lightstore.remote._redact import redact_url, secrets_of
 
 #: Protocols whose writes become visible atomically when complete (a PUT).
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
@@ -93,44 +93,6 @@ _EXTRAS = {"s3": "s3", "s3a": "s3"}
 _DRIVERS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs"}
 
 
-def redact_url(url: str) -> str:
-    """`url` without user name, password or query string (which may hold tokens)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    if parts.username or parts.password:
-        netloc = "***@" + netloc
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _secrets_of(url: str, options: Mapping[str, Any]) -> list[str]:
-    """Strings that must never be shown: option values and URL credentials."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str) and len(value) >= 4:
-            found.append(value)
-        elif isinstance(value, Mapping):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list | tuple):
-            for v in value:
-                walk(v)
-
-    walk(dict(options))
-    with contextlib.suppress(ValueError):
-        parts = urllib.parse.urlsplit(url)
-        for s in (parts.username, parts.password, parts.query):
-            if s and len(s) >= 4:
-                found.append(s)
-    # Longest first, so a secret containing another is removed whole.
-    return sorted(set(found), key=len, reverse=True)
-
-
 class Remote:
     """One remote cache: an fsspec filesystem and the root path of the cache in it.
 
@@ -141,7 +103,7 @@ class Remote:
         if not isinstance(url, str) or not url.strip():
             raise RemoteError(f"a remote is an fsspec URL such as file:///srv/cache, got {url!r}")
         self.options = dict(storage_options or {})
-        self._secrets = _secrets_of(url, self.options)
+        self._secrets = secrets_of(url, self.options)
         self.url = url
         self.shown = redact_url(url)
         try:
@@ -521,3 +483,8 @@ class Remote:
             if tmp:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+
+def open_remote(remote: Any, storage_options: Mapping[str, Any] | None = None) -> Remote:
+    """A Remote for a URL (or the Remote itself)."""
+    return remote if isinstance(remote, Remote) else Remote(remote, storage_options)

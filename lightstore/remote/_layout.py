@@ -42,6 +42,7 @@ from lightstore.foundation.errors import (
     ArchiveError,
     InvalidMetricError,
     LightstoreError,
+    RemoteError,
     RemoteIntegrityError,
 )
 from lightstore.foundation.hashing import (
@@ -52,6 +53,7 @@ from lightstore.foundation.hashing import (
 )
 from lightstore.foundation.metrics import check_metric_name, check_metric_value
 from lightstore.foundation.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
+from lightstore.remote._fs import Remote
 from lightstore.store.layout import CONTEXT_FILE
 
 FORMAT = "lightstore-remote"
@@ -369,3 +371,29 @@ def parse_rref_key(folder: str, name: str) -> RRef | None:
         return parse_rref(f"rref:{r}-{folder}")
     except LightstoreError:
         return None
+
+
+def ensure_marker(remote: Remote, create: bool) -> bool:
+    """Check the remote's format marker (write it if `create`); False if absent."""
+    data = remote.read(MARKER, limit=4096)
+    if data is None:
+        if not create:
+            return False
+        remote.write_bytes(
+            MARKER, canonical_json({"format": FORMAT, "version": VERSION}).encode(), exclusive=True
+        )
+        return True
+    try:
+        doc = json.loads(data)
+        ok = isinstance(doc, dict) and doc.get("format") == FORMAT
+        version = doc.get("version") if ok else None
+    except (ValueError, RecursionError):
+        ok, version = False, None
+    if not ok:
+        raise RemoteError(f"{remote.shown} is not a lightstore remote (its {MARKER} is not ours)")
+    if version != VERSION:
+        raise RemoteError(
+            f"the remote {remote.shown} has layout version {version!r}; this lightstore uses "
+            f"version {VERSION} (upgrade lightstore)"
+        )
+    return True

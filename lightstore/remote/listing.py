@@ -9,8 +9,8 @@ from typing import Any
 from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import HASH_LEN, DRef, RRef, mkname, parse_dref, rref2dref
+from lightstore.remote._fs import Remote, open_remote
 from lightstore.remote._layout import dref_folder, parse_rref_key
-from lightstore.remote.push import open_remote
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,15 @@ def list_remote(
     for folder in folders:
         out += _derivation(remote, folder, ctx)
     return sorted(out, key=lambda x: (x.dref, x.rref))
+
+
+def remote_realizations_of(remote: Remote, dref: DRef) -> list[RRef]:
+    """Every realization of `dref` the remote holds (one listing)."""
+    folder = dref_folder(dref)
+    out = []
+    for name in remote.listdir(f"realizations/{folder}"):
+        if name.endswith(".json"):
+            r = parse_rref_key(folder, name)
+            if r is not None:
+                out.append(r)
+    return out

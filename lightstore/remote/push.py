@@ -25,27 +25,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from lightstore.exchange._ingest import closure_of, topological_rrefs
 from lightstore.exchange._tree import check_links
 from lightstore.foundation.config import canonical_json, mkconfig
-from lightstore.foundation.errors import IntegrityError, RemoteError, RemoteIntegrityError
+from lightstore.foundation.errors import IntegrityError, RemoteIntegrityError
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
-from lightstore.foundation.refs import DRef, RRef, isdref, parse_dref, parse_rref, rref2dref, unrref
-from lightstore.remote._fs import Remote
+from lightstore.foundation.refs import DRef, RRef, rref2dref, unrref
+from lightstore.remote._fs import Remote, open_remote
 from lightstore.remote._layout import (
-    FORMAT,
-    MARKER,
-    VERSION,
     FileEntry,
     Manifest,
     blob_key,
     config_bytes_match,
     derivation_key,
+    ensure_marker,
     entries_digest,
     index_key,
     local_entries,
@@ -55,11 +53,9 @@ from lightstore.remote._layout import (
     signed_manifest_key,
 )
 from lightstore.remote._sign import SigningKey, TrustedKeys, signing_key_for
+from lightstore.remote.transfers import DEFAULT_JOBS, Progress, expand_refs, run_all
 from lightstore.store import LocalStore
 
-#: ``progress(done_bytes, total_bytes)`` while transferring.
-Progress = Callable[[int, int], None]
-DEFAULT_JOBS = 8
 log = logging.getLogger("lightstore")
 
 
@@ -76,80 +72,7 @@ class PushReport:
     signatures_replaced: int = 0  # signatures under the key's name that it did not make
 
 
-def open_remote(remote: Any, storage_options: Mapping[str, Any] | None = None) -> Remote:
-    """A Remote for a URL (or the Remote itself)."""
-    return remote if isinstance(remote, Remote) else Remote(remote, storage_options)
-
-
-def ensure_marker(remote: Remote, create: bool) -> bool:
-    """Check the remote's format marker (write it if `create`); False if absent."""
-    data = remote.read(MARKER, limit=4096)
-    if data is None:
-        if not create:
-            return False
-        remote.write_bytes(
-            MARKER, canonical_json({"format": FORMAT, "version": VERSION}).encode(), exclusive=True
-        )
-        return True
-    import json
-
-    try:
-        doc = json.loads(data)
-        ok = isinstance(doc, dict) and doc.get("format") == FORMAT
-        version = doc.get("version") if ok else None
-    except (ValueError, RecursionError):
-        ok, version = False, None
-    if not ok:
-        raise RemoteError(f"{remote.shown} is not a lightstore remote (its {MARKER} is not ours)")
-    if version != VERSION:
-        raise RemoteError(
-            f"the remote {remote.shown} has layout version {version!r}; this lightstore uses "
-            f"version {VERSION} (upgrade lightstore)"
-        )
-    return True
-
-
-def run_all(
-    pool: ThreadPoolExecutor,
-    fn: Callable[..., Any],
-    items: Iterable[Any],
-    on_done: Callable[[Any], None],
-) -> None:
-    """Run `fn(*item)` for every item in `pool`; stop at the first error and raise it."""
-    pending: set[Future[Any]] = {pool.submit(fn, *item) for item in items}
-    while pending:
-        finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-        for f in finished:
-            exc = f.exception()
-            if exc is not None:
-                for p in pending:
-                    p.cancel()
-                raise exc
-            on_done(f.result())
-
-
-def expand_refs(
-    refs: Iterable[str], realizations_of: Callable[[DRef], list[RRef]], nothing: str
-) -> list[RRef]:
-    """RRefs for `refs`: an RRef stands for itself, a DRef for `realizations_of` it.
-
-    Raises UnknownReferenceError for a DRef with none (`nothing` ends the message).
-    """
-    from lightstore.foundation.errors import UnknownReferenceError
-
-    out: list[RRef] = []
-    for ref in refs:
-        if isdref(ref):
-            found = realizations_of(parse_dref(ref))
-            if not found:
-                raise UnknownReferenceError(f"{ref} has no realizations {nothing}", ref)
-            out += found
-        else:
-            out.append(parse_rref(ref))
-    return sorted(set(out))
-
-
-def resolve_local_refs(store: LocalStore, refs: Iterable[str]) -> list[RRef]:
+def local_rrefs(store: LocalStore, refs: Iterable[str]) -> list[RRef]:
     """RRefs for `refs`: an RRef stands for itself, a DRef for all its local realizations."""
     return expand_refs(
         refs, store.catalogue.realizations_any_context, f"in the store {store.root} to push"
@@ -306,10 +229,10 @@ def push(
     """
     remote = open_remote(url, storage_options)
     key = signing_key_for(signing_key)
-    roots = resolve_local_refs(store, refs)
+    requested = local_rrefs(store, refs)
     where = f"push to {remote.shown}"
     with store.realizing():  # gc keeps what is being read
-        closure, drefs = closure_of(store, roots)
+        closure, drefs = closure_of(store, requested)
         contexts = {r: store.context(r) for r in closure}
         order = topological_rrefs(
             {r: [x for v in contexts[r].values() for x in v] for r in closure}

@@ -27,12 +27,13 @@ from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from lightstore.foundation.errors import LightstoreError, RemoteError
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import DRef, RRef
-from lightstore.remote._fs import redact_url
-from lightstore.remote._layout import dref_folder
+from lightstore.remote._fs import open_remote
+from lightstore.remote._layout import dref_folder, ensure_marker
+from lightstore.remote._redact import redact_url
 from lightstore.remote._sign import TrustedKeys, signing_key_for, trusted_keys_for
 from lightstore.remote.listing import _derivation
 from lightstore.remote.pull import pull
-from lightstore.remote.push import ensure_marker, open_remote, push
+from lightstore.remote.push import push
 from lightstore.store import LocalStore
 
 log = logging.getLogger("lightstore")

@@ -1,12 +1,13 @@
 """The store layer: the tree of one root and its catalogue, as every layer above sees it.
 
-`layout` names every file and folder; `core.LocalStore` opens a store and
-holds its locks and derivations; `publish` makes realizations; `recovery`
-cleans up after dead processes; `view.StoreView` is the read-only store of
+`layout` names every file and folder; `base.StoreBase` holds a store's locks
+and derivations; `core.LocalStore` opens a store on top of it; `publish` makes
+realizations; `recovery` cleans up after dead processes; `view.StoreView` is the read-only store of
 the reading commands.
 """
 
-from lightstore.store.core import DEFAULT_GC_TIMEOUT_S, LocalStore, StorageSettings
+from lightstore.store.base import DEFAULT_GC_TIMEOUT_S, StorageSettings
+from lightstore.store.core import LocalStore
 from lightstore.store.layout import (
     CATALOGUE_FILE,
     CONFIG_FILE,

@@ -9,7 +9,7 @@ Layout of a store root::
             context.json        which dependency realizations it used
             ...                 the artifacts
     logs/<build id>.log         what each build printed (absent for a silent build)
-    pins/<name>                 named GC roots: a file holding the pinned reference
+    pins/<name>                 named pins (gc keeps them): a file holding the pinned reference
     locks/                      lock files
     tmp/<host>.<pid>.<rand>.<label>/
                                 build, import and gc areas, on the same filesystem

@@ -36,7 +36,7 @@ from lightstore.foundation.refs import Context, DRef, RRef, mkrref, undref
 from lightstore.store.layout import CONTEXT_FILE, realization_digest
 
 if TYPE_CHECKING:
-    from lightstore.store.core import LocalStore
+    from lightstore.store.base import StoreBase
 
 
 def _unstorable(dref: DRef) -> Callable[[Entry], BuildError]:
@@ -51,7 +51,7 @@ def _unstorable(dref: DRef) -> Callable[[Entry], BuildError]:
 
 
 def publish(
-    store: LocalStore,
+    store: StoreBase,
     dref: DRef,
     context: Context,
     outputs: Sequence[str],
@@ -78,7 +78,7 @@ def publish(
 
 
 def _publish(
-    store: LocalStore,
+    store: StoreBase,
     dref: DRef,
     context: Context,
     outputs: Sequence[str],
@@ -138,7 +138,7 @@ def _publish(
 
 
 def _check_output(
-    store: LocalStore, dref: DRef, out: str, promises: Sequence[Sequence[str]]
+    store: StoreBase, dref: DRef, out: str, promises: Sequence[Sequence[str]]
 ) -> None:
     """Refuse an output that is not a folder, lacks a promised path, or uses a reserved name."""
     if not os.path.isdir(out):
@@ -160,7 +160,7 @@ def _check_output(
 
 
 def install(
-    store: LocalStore,
+    store: StoreBase,
     installs: Sequence[tuple[NewRealization, str]],
     build_id: int | None = None,
     derivations: Sequence[tuple[DRef, Config]] = (),
@@ -168,18 +168,22 @@ def install(
 ) -> None:
     """Move verified realization folders into the tree, then record them in one transaction.
 
-    An intent listing the targets is recorded first: if this process dies
-    between a rename and the commit, `recover` finds the intent and removes
-    the unrecorded folders (under their build locks), so the tree never
-    keeps a realization the catalogue does not know. `derivations`
-    (dependencies first) not yet recorded are recorded by the same
-    transaction.
+    If this process dies between a rename and the commit, recovery removes the
+    unrecorded folders (under their build locks), so the tree never keeps a
+    realization the catalogue does not know. A build (`build_id`) is its own
+    intent: its running record names the derivation and context it publishes
+    into. Anything else (an import) records an intent listing its targets
+    first. `derivations` (dependencies first) not yet recorded are recorded by
+    the same transaction.
     """
     staged = store._stage_derivations(derivations)
-    intent = store.catalogue.open_intent("install", [[r.rref, r.context_hash] for r, _ in installs])
+    intent = None
+    if build_id is None:
+        targets = [[r.rref, r.context_hash] for r, _ in installs]
+        intent = store.catalogue.open_intent("install", targets)
     for record, folder in installs:
         if not readonly_done:
-            make_readonly(folder, include_root=False)
+            make_readonly(folder, include_top=False)
         if store.durable:
             fsync_tree(folder)
         target = store.rref_path(record.rref)

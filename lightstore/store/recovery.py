@@ -11,8 +11,10 @@ aside in `tmp/quarantine/`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import stat
 from typing import TYPE_CHECKING
 
@@ -21,18 +23,20 @@ from lightstore.foundation.config import canonical_json, config_deps
 from lightstore.foundation.errors import LockTimeout
 from lightstore.foundation.failpoints import fault
 from lightstore.foundation.files import pid_alive, remove_tree
+from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.locks import exclusive
-from lightstore.foundation.refs import DRef, RRef, rref2dref
-from lightstore.store.layout import CONFIG_FILE, HOST_TAG, OBJECTS_DIR, tmp_owner
+from lightstore.foundation.refs import HASH_LEN, DRef, RRef, mkrref, rref2dref, undref
+from lightstore.store.layout import CONFIG_FILE, CONTEXT_FILE, HOST_TAG, OBJECTS_DIR, tmp_owner
 from lightstore.store.tree import read_config_file
 
 if TYPE_CHECKING:
-    from lightstore.store.core import LocalStore
+    from lightstore.store.base import StoreBase
 
 log = logging.getLogger("lightstore")
+_HASH_RE = re.compile("[0-9a-f]+")
 
 
-def recover(store: LocalStore) -> dict[str, int]:
+def recover(store: StoreBase) -> dict[str, int]:
     """Clean up after processes of this host that died.
 
     Builds they left 'running' become 'interrupted'; their intents are
@@ -44,7 +48,7 @@ def recover(store: LocalStore) -> dict[str, int]:
     """
     dead = [pid for pid in store.catalogue.running_build_pids() if not pid_alive(pid)]
     counts = {
-        "interrupted_builds": store.catalogue.mark_interrupted(dead),
+        "interrupted_builds": _interrupt_dead_builds(store, dead),
         "intents": 0,
         "removed_build_areas": 0,
         "set_aside": 0,
@@ -86,7 +90,79 @@ def recover(store: LocalStore) -> dict[str, int]:
     return counts
 
 
-def _remove_leftover(store: LocalStore, name: str, gc: bool) -> str:
+def _interrupt_dead_builds(store: StoreBase, pids: list[int]) -> int:
+    """Close the running builds of dead processes of this host as interrupted, each once the
+    realizations it may have renamed into the tree but not recorded are removed.
+
+    A build is its own publishing intent: its record names the derivation and
+    context it publishes into. A build whose lock a live process holds now is left
+    running: that process removes what the dead one left when it takes the lock.
+    """
+    by_target: dict[tuple[str, str], list[int]] = {}
+    for build_id, dref, ctx_hash in store.catalogue.running_builds_of(pids):
+        by_target.setdefault((dref, ctx_hash), []).append(build_id)
+    closed = 0
+    for (dref, ctx_hash), ids in by_target.items():
+        try:
+            with store.build_lock(DRef(dref), ctx_hash, timeout=0):
+                remove_unrecorded(store, DRef(dref), ctx_hash)
+                closed += store.catalogue.interrupt_builds(ids, "the building process died")
+        except LockTimeout:
+            continue
+        except OSError as e:  # kept running: tried again at the next open
+            log.warning(
+                "lightstore: could not remove a realization a dead build of %s left "
+                "unrecorded (%s); it is tried again at the next open",
+                dref,
+                e,
+            )
+    return closed
+
+
+def interrupt_stale_builds(store: StoreBase, dref: DRef, ctx_hash: str) -> None:
+    """Close the builds of `dref` in a context still recorded as running, after removing
+    what they left unrecorded. The caller holds the build lock, so they are of processes
+    that died (on any host). Reads once when there are none."""
+    if store.catalogue.running_builds(dref, ctx_hash):
+        remove_unrecorded(store, dref, ctx_hash)
+        store.catalogue.interrupt_stale_builds(dref, ctx_hash)
+
+
+def remove_unrecorded(store: StoreBase, dref: DRef, ctx_hash: str) -> int:
+    """Delete the realization folders of `dref` in context `ctx_hash` that the catalogue does
+    not record (a build died between its rename and its commit); returns how many.
+
+    The caller holds the build lock of (dref, context): no live process is
+    publishing there. Folders of other contexts and folders without a readable
+    context file are left alone (`verify` reports those).
+    """
+    folder = store.dref_path(dref)
+    try:
+        names = [n for n in os.listdir(folder) if len(n) == HASH_LEN and _HASH_RE.fullmatch(n)]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    if not names:
+        return 0
+    dhash, name = undref(dref)
+    candidates = {mkrref(n, dhash, name): n for n in names}
+    known = store.catalogue.known_rrefs(list(candidates))
+    removed = 0
+    for rref, n in candidates.items():
+        if rref in known:
+            continue
+        path = os.path.join(folder, n)
+        try:
+            with open(os.path.join(path, CONTEXT_FILE), encoding="utf-8") as f:
+                found = context_hash(json.loads(f.read()))
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+            continue
+        if found == ctx_hash:
+            remove_tree(path)
+            removed += 1
+    return removed
+
+
+def _remove_leftover(store: StoreBase, name: str, gc: bool) -> str:
     """Delete the area `tmp/<name>` of a dead process; never raise.
 
     Returns which count of `recover` it adds to. What cannot be deleted is
@@ -138,7 +214,7 @@ def _remove_leftover(store: LocalStore, name: str, gc: bool) -> str:
     return "set_aside"
 
 
-def _rollforward_derivations(store: LocalStore, drefs: list[DRef]) -> None:
+def _rollforward_derivations(store: StoreBase, drefs: list[DRef]) -> None:
     """Record the derivations a dead process wrote but did not commit."""
 
     for dref in drefs:
@@ -157,7 +233,7 @@ def _rollforward_derivations(store: LocalStore, drefs: list[DRef]) -> None:
             )
 
 
-def _rollback_install(store: LocalStore, refs: list[list[str]]) -> bool:
+def _rollback_install(store: StoreBase, refs: list[list[str]]) -> bool:
     """Remove folders a dead process renamed into the tree but never recorded.
 
     Returns False if a live process holds one of their build locks (it is
@@ -175,7 +251,7 @@ def _rollback_install(store: LocalStore, refs: list[list[str]]) -> bool:
     return True
 
 
-def restore_trash(store: LocalStore, area: str) -> None:
+def restore_trash(store: StoreBase, area: str) -> None:
     """Finish or undo a gc that died or failed: put back what the catalogue still lists.
 
     Whatever is already back in place (an identical realization rebuilt

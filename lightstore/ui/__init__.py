@@ -2,8 +2,10 @@
 
 `make_datasette(root)` returns a Datasette serving the store's catalogue
 read-only (``mode=ro``, as `lightstore sql`), with lightstore's pages from
-`lightstore.ui.plugin` in front; `serve` runs it. Datasette is imported only
-here, lazily: without it the error says ``pip install 'lightstore[ui]'``.
+`lightstore.ui.plugin` in front; `serve` runs it. Datasette, Plotly (whose own
+``plotly.min.js`` the pages load from this server) and grandalf (graph
+layout) are looked for only here, lazily: without one of them the error
+names it and says ``pip install 'lightstore[ui]'``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 from lightstore.catalogue import limit_process_heap, sqlite_uri
 from lightstore.cli.output import terminal_safe
 from lightstore.foundation.errors import LightstoreError
-from lightstore.query import sqlguard
 from lightstore.query.readonly import catalogue_path, open_view
+from lightstore.query.sqlbudget import BudgetConnection
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
@@ -40,6 +42,38 @@ RESULT_BYTES = 16 * 1024 * 1024
 HEAP_BYTES = 512 * 1024 * 1024
 #: The name Datasette gives the catalogue (its SQL editor is at /catalogue).
 DATABASE = "catalogue"
+#: Bookkeeping tables Datasette's catalogue page lists only under "hidden tables".
+HIDDEN_TABLES = ("_sqlite_migrations", "intents", "build_inputs", "sqlite_stat1", "sqlite_stat4")
+#: The views a user starts from, described on Datasette's catalogue page.
+VIEWS = {
+    "runs": "One row per realization, present or collected, with its config and metrics (JSON).",
+    "history": "One row per realization record, present or collected (`collected` is NULL "
+    "while present): name, config, context, times, size, build.",
+    "build_history": "One row per build attempt with its outputs, whether they are present, "
+    "and their size.",
+    "build_log": "One row per build attempt with its derivation's name, status, duration "
+    "and error.",
+}
+#: Canned queries, listed first on Datasette's catalogue page.
+QUERIES = {
+    "runs_of_a_stage": {
+        "title": "Runs of a stage, newest first, with config and metrics",
+        "sql": "SELECT rref, datetime(stopped, 'unixepoch', 'localtime') AS finished, "
+        "round(duration, 2) AS seconds, config, metrics FROM runs WHERE name = :stage "
+        "AND collected IS NULL ORDER BY stopped DESC LIMIT 1000",
+    },
+    "failed_builds": {
+        "title": "Failed and interrupted builds, newest first",
+        "sql": "SELECT id, name, status, datetime(started, 'unixepoch', 'localtime') AS "
+        "started_at, host, pid, error FROM build_log WHERE status IN ('failed', "
+        "'interrupted') ORDER BY started DESC LIMIT 200",
+    },
+    "stages": {
+        "title": "Runs, time and space per stage",
+        "sql": "SELECT name, count(*) AS runs, round(sum(duration), 1) AS seconds, sum(size) "
+        "AS bytes FROM history WHERE collected IS NULL GROUP BY name ORDER BY bytes DESC",
+    },
+}
 
 
 def _datasette() -> Any:
@@ -51,6 +85,18 @@ def _datasette() -> Any:
             "`pip install 'lightstore[ui]'`"
         ) from e
     return datasette.app
+
+
+def require_libraries() -> None:
+    """Check for the browser's drawing libraries before serving.
+
+    Raises LightstoreError naming the missing one and the extra that brings it.
+    """
+    from lightstore.ui.assets import plotly_js
+    from lightstore.ui.lineage import require_grandalf
+
+    plotly_js()
+    require_grandalf()
 
 
 def templates_dir() -> str:
@@ -65,6 +111,7 @@ def make_datasette(root: str) -> Any:
     holds no store, CatalogueVersionError if its catalogue is newer than this code.
     """
     app = _datasette()
+    require_libraries()
     from datasette.plugins import pm
 
     from lightstore.ui import plugin
@@ -85,6 +132,18 @@ def make_datasette(root: str) -> Any:
         metadata={
             "title": f"lightstore: {view.root}",
             "description": "Experiment history of a lightstore store (read-only).",
+            "databases": {
+                DATABASE: {
+                    "description": "The catalogue of the store (read-only). Start from the "
+                    "views runs, history, build_history and build_log; every table is "
+                    "described in lightstore's docs/schema.md.",
+                    "tables": {
+                        **{t: {"hidden": True} for t in HIDDEN_TABLES},
+                        **{v: {"description": text} for v, text in VIEWS.items()},
+                    },
+                    "queries": QUERIES,
+                }
+            },
         },
     )
     ds.lightstore_store = view
@@ -96,7 +155,7 @@ def make_datasette(root: str) -> Any:
 def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection:
     """Datasette's `Database.connect`, with the file name quoted (Datasette puts it into a
     ``file:`` URI as it is, where ``?``, ``#`` or ``%XX`` would name another file), and
-    cursors that refuse a result of more than `RESULT_BYTES` (`sqlguard.BudgetCursor`)."""
+    cursors that refuse a result of more than `RESULT_BYTES` (`lightstore.query.sqlbudget.BudgetCursor`)."""
     conn = sqlite3.connect(
         sqlite_uri(database.path, mode="ro"),
         uri=True,
@@ -107,7 +166,7 @@ def _connect_read_only(database: Any, write: bool = False) -> sqlite3.Connection
     return conn
 
 
-class _BrowserConnection(sqlguard.BudgetConnection):
+class _BrowserConnection(BudgetConnection):
     result_bytes = RESULT_BYTES
 
 

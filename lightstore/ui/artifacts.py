@@ -28,7 +28,7 @@ class ArtifactRefused(LightstoreError):
         self.status = status
 
 
-def resolve_artifact(store: Store, rref_text: str, relative: str) -> str:
+def artifact_file(store: Store, rref_text: str, relative: str) -> str:
     """The real path of the file `relative` inside realization `rref_text`.
 
     Raises ArtifactRefused with status 400 (malformed), 403 (escapes the

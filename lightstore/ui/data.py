@@ -2,27 +2,40 @@
 
 Every function takes a `Store` whose catalogue is a `ReadOnlyCatalogue`
 (`lightstore.query.open_view`) and returns dicts and lists; the web layer
-only renders them. Runs are read from the `runs` view, so whatever the
-`history` view means (for example, leaving collected records out) applies.
+only renders them. Runs are read from the `history` view, so whatever it
+means (for example, keeping collected records) applies.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import mimetypes
 import os
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lightstore.facade import Store
 from lightstore.foundation.errors import InvalidReferenceError, UnknownReferenceError
 from lightstore.foundation.refs import RRef, isdref, isrref, parse_rref, rref2dref
 from lightstore.query import browse
+from lightstore.query.buildlog import build_log
 from lightstore.query.describe import describe
 from lightstore.query.graph import closure_edges
+from lightstore.query.resolve import short_refs
 from lightstore.store.layout import CONTEXT_FILE
+from lightstore.ui.curves import Series, artifact_series
+from lightstore.ui.fields import (
+    cell_text,
+    distinct,
+    finite_float,
+    flatten,
+    key_segment,
+    metric_number,
+    short_value,
+    sort_key,
+)
+
+__all__ = ["cell_text", "finite_float", "flatten", "key_segment"]  # shared with the tests
 
 #: Most runs a stage page lists (newest first, or in the chosen order).
 MAX_RUNS = 1000
@@ -63,6 +76,13 @@ TEXT_SUFFIXES = frozenset(
     ]
 )
 FAILED = ("failed", "interrupted")
+#: Most bytes of a build's log a run page shows (its end).
+MAX_LOG_BYTES = 128 * 1024
+#: Most (run, upstream realization) pairs read for a page; most derivations of a stage
+#: read to find what its runs differ in; most fields in a label.
+MAX_UPSTREAM_PAIRS = 200_000
+MAX_STAGE = 2000
+MAX_LABEL_FIELDS = 4
 
 
 # -- home ------------------------------------------------------------------------------------
@@ -73,143 +93,103 @@ def stages(store: Store) -> list[dict[str, Any]]:
     return browse.stage_summaries(store)
 
 
-# -- a stage ---------------------------------------------------------------------------------
+# -- what the pages read about runs ----------------------------------------------------------
+# Each page reads metrics, curves, tags and upstream fields through these functions only, so
+# that they can follow the catalogue's query API as it grows.
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config keys joined by dots (``{"model": {"depth": 4}}`` -> ``model.depth``); a
-    key with a dot of its own is quoted as JSON (``{"model.depth": 4}`` -> ``"model.depth"``),
-    so both stay columns of their own.
-
-    Lists stay values (shown as JSON).
-    """
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key_segment(key)}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+def run_metrics(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The metrics of each of `rrefs` that has any: ``{rref: {name: value}}``; a non-finite
+    value (which a catalogue may hand back as text, ``"NaN"``) is a float."""
+    found = store.catalogue.metrics_of(list(rrefs))
+    return {r: {k: metric_number(v) for k, v in m.items()} for r, m in found.items()}
 
 
-def key_segment(key: str) -> str:
-    """A config key as one part of a dotted name: as it is, or quoted as JSON if it holds
-    a dot (or starts with a quote), which would read as more parts."""
-    return json.dumps(key) if "." in key or key.startswith('"') else key
+def run_series(store: Store, rrefs: Sequence[str]) -> dict[str, Series]:
+    """The curves of each of `rrefs` that has any: ``{rref: {name: [(step, value), ...]}}``,
+    a value None where it is not finite. Read from curve files among its artifacts
+    (`lightstore.ui.curves`)."""
+    found: dict[str, Series] = {}
+    for rref in rrefs:
+        series = artifact_series(store.rref_path(RRef(rref)))
+        if series:
+            found[rref] = series
+    return found
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
-    # Numbers before text before the rest; missing values go last in either direction.
-    if isinstance(value, bool):
-        return (1, str(value))
-    if isinstance(value, int | float):
-        return (0, value)
-    if isinstance(value, str):
-        return (1, value)
-    return (2, json.dumps(value, sort_keys=True))
+def run_tags(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The tags and note of each of `rrefs` that has any: ``{rref: {"tags": [str],
+    "note": str | None}}``. The catalogue records neither yet: empty."""
+    return {}
 
 
-def cell_text(value: Any) -> str:
-    """How a config or metric value is written in a table cell and in a facet link."""
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
-def stage_table(
-    store: Store,
-    name: str,
-    sort: str | None = None,
-    descending: bool = False,
-    filters: Mapping[str, str] | None = None,
-    include_collected: bool = False,
-) -> dict[str, Any]:
-    """The runs of stage `name` with every config field and metric as columns.
-
-    `sort` is ``config:<field>``, ``metric:<name>`` or one of ``stopped``,
-    ``duration``, ``size`` (default: newest first). `filters` keep runs whose
-    config field (``config:<field>``) has the given `cell_text`. Returns the
-    rows, the column names, facets (value counts of fields with 2-20 values),
-    and counts. Records that gc removed (history) are left out unless
-    `include_collected`.
-    """
-    runs = browse.stage_runs(store, name, include_collected)
-    config_keys: dict[str, None] = {}
-    metric_keys: dict[str, None] = {}
-    for run in runs:
-        run["config"] = flatten(json.loads(run["config"]))
-        run["metrics"] = json.loads(run["metrics"] or "{}")
-        config_keys.update(dict.fromkeys(run["config"]))
-        metric_keys.update(dict.fromkeys(run["metrics"]))
-    configs = sorted(k for k in config_keys if k != "name")
-    metrics = sorted(metric_keys)
-    facets = []
-    for key in configs:
-        counts = Counter(cell_text(run["config"].get(key)) for run in runs)
-        if 2 <= len(counts) <= 20:
-            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            facets.append({"key": key, "values": ranked})
-    total = len(runs)
-    for column, wanted in (filters or {}).items():
-        kind, _, key = column.partition(":")
-        if kind == "config" and key in config_keys:
-            runs = [r for r in runs if cell_text(r["config"].get(key)) == wanted]
-    if sort:
-        kind, _, key = sort.partition(":")
-
-        def value(run: dict[str, Any]) -> Any:
-            if kind == "config":
-                return run["config"].get(key)
-            if kind == "metric":
-                return run["metrics"].get(key)
-            return run.get(sort) if sort in ("stopped", "duration", "size", "started") else None
-
-        present = [r for r in runs if value(r) is not None]
-        missing = [r for r in runs if value(r) is None]
-        present.sort(key=lambda r: _sort_key(value(r)), reverse=descending)
-        runs = present + missing
+def upstream_fields(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The config fields of the stages each of `rrefs` was built on, directly or not, as
+    ``{rref: {"train.lr": 0.1, ...}}`` (the upstream stage's name, a dot, its flattened
+    field). Where a run was built on several realizations of one stage that disagree on a
+    field, the value is the sorted list of their values."""
+    pairs = browse.upstream_runs(store, rrefs, MAX_UPSTREAM_PAIRS)
+    configs = browse.run_configs(store, sorted({dep for _, dep in pairs}))
+    flat: dict[str, dict[str, Any]] = {}
+    for dep, (name, config) in configs.items():
+        fields = flatten(json.loads(config))
+        fields.pop("name", None)
+        flat[dep] = {f"{key_segment(name)}.{k}": v for k, v in fields.items()}
+    gathered: dict[str, dict[str, list[Any]]] = {}
+    for run, dep in pairs:
+        into = gathered.setdefault(run, {})
+        for key, value in flat.get(dep, {}).items():
+            values = into.setdefault(key, [])
+            if value not in values:
+                values.append(value)
     return {
-        "name": name,
-        "runs": runs[:MAX_RUNS],
-        "shown": min(len(runs), MAX_RUNS),
-        "matching": len(runs),
-        "total": total,
-        "config_keys": configs,
-        "metric_keys": metrics,
-        "facets": facets,
-        "collected": browse.collected_runs(store, name),
-        "failures": browse.failure_count(store, name),
+        run: {
+            key: values[0] if len(values) == 1 else sorted(values, key=sort_key)
+            for key, values in sorted(fields.items())
+        }
+        for run, fields in gathered.items()
     }
 
 
-def chart_points(
-    runs: Iterable[Mapping[str, Any]], x: str, y: str
-) -> list[tuple[float, float, str]]:
-    """(config field `x`, metric `y`, rref) of the runs where both are finite floats.
-
-    Integers too large for a float (configs take integers of any size) and
-    non-finite values are left out of the chart; the table still shows them.
-    """
-    points = []
-    for run in runs:
-        xv, yv = finite_float(run["config"].get(x)), finite_float(run["metrics"].get(y))
-        if xv is not None and yv is not None:
-            points.append((xv, yv, run["rref"]))
-    return points
+def short_labels(store: Store, rrefs: Sequence[str]) -> dict[str, str]:
+    """The shortest form that names each of `rrefs` alone (``3fa2c9d1``, or
+    ``3fa2c9d1-0b7e`` where runs of two derivations made identical outputs)."""
+    shorts = short_refs(store, rrefs)
+    return {r: shorts.get(r) or r.split(":", 1)[1][:8] for r in rrefs}
 
 
-def finite_float(value: Any) -> float | None:
-    """`value` as a finite float, or None if it is not a number or has no finite float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond 1.8e308
-        return None
-    return number if math.isfinite(number) else None
+def varying_fields(
+    configs: Iterable[Mapping[str, Any]], limit: int = MAX_LABEL_FIELDS
+) -> list[str]:
+    """The (flattened) fields whose values are not the same in all of `configs` (a missing
+    field differs from a present one), fewest distinct values last; at most `limit`."""
+    flats = [flatten(c) for c in configs]
+    keys = sorted({k for f in flats for k in f if k != "name"})
+    missing = object()
+    counts = {k: distinct(f.get(k, missing) for f in flats) for k in keys}
+    return sorted((k for k in keys if counts[k] > 1), key=lambda k: (-counts[k], k))[:limit]
+
+
+def stage_labels(store: Store, drefs: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """For each of `drefs`, the ``(field, value)`` of the fields in which the derivations
+    of its stage differ (as the command line's trees label runs)."""
+    by_name: dict[str, set[str]] = {}
+    for dref in drefs:
+        by_name.setdefault(dref.rsplit("-", 1)[1], set()).add(dref)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name, group in by_name.items():
+        configs = {
+            d: json.loads(c) for d, c in browse.stage_configs(store, name, MAX_STAGE).items()
+        }
+        missing = sorted(group - set(configs))
+        configs.update(
+            {d: json.loads(c) for d, c in browse.derivation_configs(store, missing).items()}
+        )
+        fields = varying_fields(configs.values())
+        for dref in group:
+            flat = flatten(configs.get(dref, {}))
+            out[dref] = [(k, short_value(flat[k]) if k in flat else "-") for k in fields]
+    return out
 
 
 # -- a run -----------------------------------------------------------------------------------
@@ -252,8 +232,11 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
                 texts.append({"path": entry["path"], "text": shown})
     dref = rref2dref(rref)
     failed = browse.failed_builds_of(store, dref)
+    for build in failed:
+        build["log"] = log_tail(store.log_path(build["id"]))
     shown = sum(e["type"] != "dir" for e in entries)
     count = info.get("file_count")
+    tags = run_tags(store, [rref]).get(rref, {})
     info.update(
         files=None if listed is None else entries,
         files_truncated=more,
@@ -261,11 +244,44 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
         files_more=max(count - shown, 1) if more and isinstance(count, int) else 0,
         images=images,
         texts=texts,
-        metrics=store.metrics(rref),
+        metrics=run_metrics(store, [rref]).get(rref, {}),
+        series=run_series(store, [rref]).get(rref, {}),
+        tags=tags.get("tags", []),
+        note=tags.get("note"),
+        upstream=upstream_fields(store, [rref]).get(rref, {}),
         failed_builds=failed,
         lineage=lineage(store, rref),
+        log=own_log(store, rref),
     )
     return info
+
+
+def own_log(store: Store, rref: RRef) -> dict[str, Any]:
+    """What the build that made `rref` printed (its end, at most MAX_LOG_BYTES):
+    ``{"build": id or None, "log": tail or None, "why": why there is none}``."""
+    try:
+        found = build_log(store, rref, read=False)
+    except UnknownReferenceError:
+        return {"build": None, "log": None, "why": "no build record (imported, or reindexed)"}
+    tail = log_tail(found["path"])
+    why = None if tail is not None else "nothing was captured (or the log was removed)"
+    return {"build": found["build"]["id"], **(tail or {"log": None}), "why": why}
+
+
+def log_tail(path: str) -> dict[str, Any] | None:
+    """The end of the log file at `path`: ``{"log": text, "size": bytes, "cut": bytes left
+    out before}``, or None if there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            start = max(0, size - MAX_LOG_BYTES)
+            f.seek(start)
+            data = f.read(MAX_LOG_BYTES)
+    except OSError:
+        return None
+    if start:  # begin at a whole line
+        data = data.split(b"\n", 1)[-1]
+    return {"log": data.decode("utf-8", errors="replace"), "size": size, "cut": size - len(data)}
 
 
 def listing(folder: str, limit: int) -> tuple[list[dict[str, Any]], bool] | None:
@@ -364,10 +380,18 @@ def lineage(store: Store, rref: RRef) -> dict[str, Any]:
     nodes = sorted(level, key=lambda r: (abs(level[r]), level[r], r))[:MAX_LINEAGE]
     kept = set(nodes)
     edges = sorted({(u, d) for u, d in [*up, *down] if u in kept and d in kept})
+    fields = stage_labels(store, {rref2dref(RRef(r)) for r in nodes})
+    shorts = short_labels(store, nodes)
+    labels = {}
+    for r in nodes:
+        shown = fields.get(rref2dref(RRef(r)), [])
+        first = f"{r.rsplit('-', 1)[1]} {shorts[r]}"
+        labels[r] = [first] + ([" ".join(f"{k}={v}" for k, v in shown)] if shown else [])
     return {
         "root": rref,
         "nodes": [{"rref": r, "level": level[r]} for r in nodes],
         "edges": edges,
+        "labels": labels,
         "truncated": len(level) > len(nodes),
     }
 
@@ -376,12 +400,20 @@ def lineage(store: Store, rref: RRef) -> dict[str, Any]:
 
 
 def failed_builds(store: Store, name: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Failed and interrupted builds with their errors, newest first."""
-    return browse.failed_builds(store, name, limit)
+    """Failed and interrupted builds with their errors, newest first; each with its
+    derivation's ``config`` and ``fields``: the ``(field, value)`` in which the derivations
+    of its stage differ, so that a failure says which run it was."""
+    builds = browse.failed_builds(store, name, limit)
+    configs = browse.derivation_configs(store, sorted({b["dref"] for b in builds}))
+    labels = stage_labels(store, {b["dref"] for b in builds})
+    for b in builds:
+        b["config"] = json.loads(configs[b["dref"]]) if b["dref"] in configs else None
+        b["fields"] = labels.get(b["dref"], [])
+    return builds
 
 
 def pins(store: Store) -> dict[str, list[dict[str, Any]]]:
-    """Named pins and registered links (GC roots)."""
+    """Named pins and registered links (gc keeps what they name)."""
     return browse.pins_and_links(store)
 
 

@@ -2,7 +2,9 @@
 
 Datasette itself keeps serving the catalogue as a database (`/catalogue`),
 with its read-only SQL editor. Pages: ``/`` (stages), ``/stage/NAME``,
-``/run/RREF``, ``/artifact/RREF/PATH``, ``/failures``, ``/pins``, ``/disk``.
+``/run/RREF``, ``/compare?r=RREF&r=RREF...``, ``/artifact/RREF/PATH``,
+``/failures``, ``/pins``, ``/disk``; the scripts they load are served from
+installed files at ``/-/lightstore/NAME`` (`lightstore.ui.assets`).
 Imported only when Datasette is installed (`lightstore.ui.make_datasette`).
 """
 
@@ -26,8 +28,9 @@ from lightstore.foundation.errors import (
 )
 from lightstore.foundation.refs import isdref, isrref
 from lightstore.query import sqlguard
-from lightstore.ui import data, svg
-from lightstore.ui.artifacts import ArtifactRefused, resolve_artifact
+from lightstore.ui import analysis, assets, data, lineage
+from lightstore.ui.artifacts import ArtifactRefused, artifact_file
+from lightstore.ui.fields import is_number, plot_number, script_json
 
 #: Headers of every served artifact: never run its scripts, never guess its type.
 ARTIFACT_HEADERS = {
@@ -84,6 +87,22 @@ def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
         sqlguard.prepare_connection(conn)
 
 
+def _nonfinite(value: Any) -> str | None:
+    """Why a chart cannot place the number `value` (NaN, inf, too large), or None."""
+    return plot_number(value)[1] if is_number(value) else None
+
+
+@hookimpl
+def extra_template_vars(datasette: Any) -> dict[str, Any]:
+    store: Store | None = getattr(datasette, "lightstore_store", None)
+    return {"ls_store_root": store.root if store is not None else None}
+
+
+@hookimpl
+def extra_css_urls(datasette: Any) -> list[str]:
+    return [assets.url("lightstore.css")]
+
+
 @hookimpl
 def prepare_jinja2_environment(env: Any, datasette: Any) -> None:
     env.filters.update(
@@ -97,12 +116,16 @@ def prepare_jinja2_environment(env: Any, datasette: Any) -> None:
         ls_artifact_url=artifact_url,
         ls_json=lambda v: json.dumps(v, indent=2, sort_keys=True),
         ls_name=shown_name,
+        ls_script_json=script_json,
+        ls_nonfinite=_nonfinite,
     )
+    env.globals.update(ls_asset=assets.url)
 
 
 async def _page(datasette: Any, request: Any, template: str, context: dict[str, Any]) -> Response:
     store = store_of(datasette)
     context = {"store_root": store.root, "page": template, **context}
+
     html = await datasette.render_template(f"lightstore/{template}.html", context, request=request)
     return Response.html(html)
 
@@ -116,6 +139,12 @@ async def home(datasette: Any, request: Any) -> Response:
     return await _page(datasette, request, "home", {"stages": rows})
 
 
+def _flag(args: Any, name: str, default: bool) -> bool:
+    """A checkbox sent with a hidden ``0`` before it: the last value counts."""
+    values = args.getlist(name)
+    return default if not values else values[-1] == "1"
+
+
 async def stage(datasette: Any, request: Any) -> Response:
     name = unquote(request.url_vars["name"])
     args = request.args
@@ -125,27 +154,28 @@ async def stage(datasette: Any, request: Any) -> Response:
     everything = args.get("all") == "1"
     store = store_of(datasette)
     table = await asyncio.to_thread(
-        data.stage_table, store, name, sort, descending, filters, everything
+        analysis.stage_table, store, name, sort, descending, filters, everything
     )
     if not table["total"] and not table["failures"] and not table["collected"]:
         return _not_found(f"no stage named {name!r} has runs or failed builds in this store")
-    numeric_configs = [
-        k
-        for k in table["config_keys"]
-        if any(isinstance(r["config"].get(k), int | float) for r in table["runs"])
-    ]
-    x = args.get("x") or (numeric_configs[0] if numeric_configs else None)
-    y = args.get("y") or (table["metric_keys"][0] if table["metric_keys"] else None)
-    chart = ""
-    if x and y:
-        points = data.chart_points(table["runs"], x, y)
-        chart = svg.scatter_svg(points, x, y, run_url, width=560, height=300)
+    chart = analysis.chart_data(table, run_url)
+    keys = {f["key"] for f in chart["fields"]}
+    defaults = analysis.chart_defaults(table)
+    x = args.get("x") if args.get("x") in keys else defaults["x"]
+    y = args.get("y") if args.get("y") in keys else defaults["y"]
+    color = args.get("color") if args.get("color") in keys else ""
+    chart["state"] = {
+        "x": x,
+        "y": y,
+        "color": color,
+        "logx": _flag(args, "logx", defaults["logx"] if x == defaults["x"] else False),
+        "logy": _flag(args, "logy", defaults["logy"] if y == defaults["y"] else False),
+        "view": "parcoords" if args.get("view") == "parcoords" else "scatter",
+    }
     failures_list = await asyncio.to_thread(data.failed_builds, store, name, 20)
     state = {
         "sort": sort,
         "desc": "1" if descending else None,
-        "x": x,
-        "y": y,
         "all": "1" if everything else None,
     }
     state.update({f"f.{k}": v for k, v in filters.items()})
@@ -167,15 +197,36 @@ async def stage(datasette: Any, request: Any) -> Response:
             "descending": descending,
             "everything": everything,
             "filters": filters,
-            "x": x,
-            "y": y,
-            "numeric_configs": numeric_configs,
             "chart": chart,
+            "fields": chart["fields"],
+            "show_constants": args.get("const") == "1",
             "link": link,
             "sort_link": sort_link,
             "failures_list": failures_list,
         },
     )
+
+
+async def compare(datasette: Any, request: Any) -> Response:
+    texts = request.args.getlist("r")
+    if not texts:
+        return _not_found(
+            "choose runs to compare: /compare?r=RREF&r=RREF (or tick them on a stage page)", 400
+        )
+    try:
+        found = await asyncio.to_thread(analysis.compare_runs, store_of(datasette), texts)
+    except InvalidReferenceError as e:
+        return _not_found(str(e), 400)
+    if not found["runs"]:
+        return _not_found("none of these runs is in this store: " + ", ".join(found["unknown"]))
+    curves = {
+        "curves": found["curves"],
+        "runs": [
+            {"rref": r["rref"], "label": r["label"], "url": run_url(r["rref"])}
+            for r in found["runs"]
+        ],
+    }
+    return await _page(datasette, request, "compare", {**found, "curves_data": curves})
 
 
 async def run(datasette: Any, request: Any) -> Response:
@@ -188,8 +239,30 @@ async def run(datasette: Any, request: Any) -> Response:
         return _not_found(str(e), 400)
     except UnknownReferenceError as e:
         return _not_found(str(e))
-    graph = svg.lineage_svg(info["lineage"], run_url)
-    return await _page(datasette, request, "run", {"run": info, "lineage_svg": graph})
+    drawing = await asyncio.to_thread(_lineage_svg, info["lineage"])
+    series = {
+        "curves": {
+            name: [
+                {
+                    "rref": info["rref"],
+                    "label": data.ref_label(info["rref"]),
+                    "steps": [p[0] for p in points],
+                    "values": [p[1] for p in points],
+                }
+            ]
+            for name, points in info["series"].items()
+        },
+        "runs": [],
+    }
+    return await _page(
+        datasette, request, "run", {"run": info, "lineage_svg": drawing, "curves_data": series}
+    )
+
+
+def _lineage_svg(graph: dict[str, Any]) -> str:
+    nodes = [n["rref"] for n in graph["nodes"]]
+    drawn = lineage.layout(nodes, graph["edges"], graph["labels"])
+    return lineage.svg(drawn, graph["root"], run_url, {n: n for n in nodes})
 
 
 async def artifact(datasette: Any, request: Any) -> Any:
@@ -197,7 +270,7 @@ async def artifact(datasette: Any, request: Any) -> Any:
     try:
         # Datasette routes on the raw path: the parts are still percent-encoded.
         path = await asyncio.to_thread(
-            resolve_artifact,
+            artifact_file,
             store,
             unquote(request.url_vars["rref"]),
             unquote(request.url_vars["path"], errors="surrogateescape"),
@@ -227,6 +300,19 @@ async def disk(datasette: Any, request: Any) -> Response:
     return await _page(datasette, request, "disk", {"rows": rows, "total": total})
 
 
+async def asset(datasette: Any, request: Any) -> Any:
+    found = assets.asset(request.url_vars["name"])
+    if found is None:
+        return _not_found("no such asset")
+    path, kind = found
+    # The URL carries the version: a browser may keep the file (Plotly's is 4.6 MB).
+    return AsgiFileDownload(
+        path,
+        content_type=kind,
+        headers={"cache-control": "max-age=86400", "x-content-type-options": "nosniff"},
+    )
+
+
 def _guarded(view: Any) -> Any:
     """A catalogue problem (damaged, locked for too long) becomes a plain 500 page that says so."""
 
@@ -246,6 +332,8 @@ def register_routes(datasette: Any) -> list[tuple[str, Any]]:
         (r"^/$", _guarded(home)),
         (r"^/stage/(?P<name>[^/]+)$", _guarded(stage)),
         (r"^/run/(?P<rref>[^/]+)$", _guarded(run)),
+        (r"^/compare$", _guarded(compare)),
+        (r"^/-/lightstore/(?P<name>[A-Za-z0-9_.-]+)$", _guarded(asset)),
         (r"^/artifact/(?P<rref>[^/]+)/(?P<path>.*)$", _guarded(artifact)),
         (r"^/failures$", _guarded(failures)),
         (r"^/pins$", _guarded(pins)),

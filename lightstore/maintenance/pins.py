@@ -1,8 +1,9 @@
-"""GC roots: named pins, registered symlinks, and the inputs of running builds.
+"""Pins, and what garbage collection keeps: named pins, registered symlinks (links), and
+the inputs of running builds.
 
 A pin is a row of the `pins` table and a file ``pins/<name>`` holding the
-reference, so that `reindex` can restore pins from the tree. A link is a root
-while the symlink exists and still points at its object.
+reference, so that `reindex` can restore pins from the tree. A link keeps its object
+while the symlink exists and still points at it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from lightstore.foundation.refs import (
     MAX_NAME_LENGTH,
     DRef,
     RRef,
-    isdref,
     isrref,
     parse_dref,
     parse_rref,
@@ -116,16 +116,17 @@ def pins(store: LocalStore) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Roots:
-    """What garbage collection keeps, before taking closures."""
+class GCKeeps:
+    """What garbage collection keeps, before taking closures; and the links it no longer
+    counts (their symlink is gone or points elsewhere)."""
 
     drefs: set[DRef]
     rrefs: set[RRef]
     stale_links: list[str]
 
 
-def roots(store: StoreView) -> Roots:
-    """All current GC roots: pins, live links, inputs of running builds."""
+def gc_keeps(store: StoreView) -> GCKeeps:
+    """What garbage collection keeps now: pins, live links, inputs of running builds."""
     drefs: set[DRef] = set()
     rrefs: set[RRef] = set()
     for ref in store.catalogue.pins().values():
@@ -148,17 +149,4 @@ def roots(store: StoreView) -> Roots:
         else:
             drefs.add(DRef(ref))
     rrefs |= {RRef(r) for r in store.catalogue.build_input_rrefs()}
-    return Roots(drefs, rrefs, stale)
-
-
-def resolve_ref(store: LocalStore, ref: str) -> DRef | RRef:
-    """`ref` as a DRef or RRef known to the store, or raise."""
-    if isrref(ref):
-        if not store.catalogue.known_rrefs([ref]):
-            raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
-        return RRef(ref)
-    if isdref(ref):
-        if not store.catalogue.known_drefs([ref]):
-            raise UnknownReferenceError(f"{ref} is not in the store {store.root}", ref)
-        return DRef(ref)
-    raise InvalidReferenceError(f"{ref!r} is neither a DRef nor an RRef")
+    return GCKeeps(drefs, rrefs, stale)

@@ -1,4 +1,4 @@
-"""The catalogue's named GC roots: pins and registered symlinks (links).
+"""The catalogue's pins and registered symlinks (links), which garbage collection keeps.
 
 Each change is its own transaction, or joins the caller's (`Database.write`),
 so that the file a pin or link also needs is made under the same transaction.
@@ -17,7 +17,7 @@ def _column_of(ref: str) -> str:
     return "rref" if isrref(ref) else "dref"
 
 
-class RootTables(Database):
+class PinTables(Database):
     """The tables `pins` and `links`."""
 
     # -- pins --------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""The `log` command: print what a build printed (its realizer's stdout and stderr)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import click
+
+from lightstore.cli.context import Env, pass_env, root_option
+from lightstore.cli.output import echo, echo_text, emit_json, human_duration, human_time
+from lightstore.query.buildlog import build_log
+
+
+@click.command("log")
+@click.argument("ref", required=False)
+@click.option("--build", "-b", "build", type=int, metavar="ID", help="This build attempt (#ID).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record and the log as JSON.")
+@root_option
+@pass_env
+def log_command(env: Env, ref: str | None, build: int | None, as_json: bool) -> None:
+    """Print what a build printed (its realizer's stdout and stderr), failed builds too.
+
+    For a realization, the build that made it; for a derivation, its newest
+    attempt (--build ID picks another: `lightstore show DREF` lists them). A
+    failed build's error follows its output. Logs are kept in
+    <root>/logs/<build id>.log as long as their build record (gc keeps it;
+    `lightstore forget` deletes both).
+
+    \b
+    Examples:
+      lightstore log train@latest
+      lightstore log 'train[lr=0.01]'
+      lightstore log --build 42
+    """
+    if ref is None and build is None:
+        raise click.UsageError("give a REF, or --build ID")
+    info = build_log(env.view(), ref, build, read=as_json)
+    if as_json:
+        emit_json(info)
+        return
+    b = info["build"]
+    status = b["status"] + (" (holder gone)" if b.get("holder_gone") else "")
+    echo(
+        f"# build #{b['id']} of {b['dref']}: {status}, started {human_time(b['started'])}, "
+        f"{human_duration(b['duration'])} on {b['host']} (pid {b['pid']})",
+        err=True,
+    )
+    try:
+        with open(info["path"], "rb") as f:
+            sys.stdout.flush()
+            shutil.copyfileobj(f, sys.stdout.buffer)  # streamed: logs may be large
+            sys.stdout.buffer.flush()
+    except FileNotFoundError:
+        echo("# (no output was captured for this build)", err=True)
+    if b["status"] != "succeeded" and b.get("error"):
+        echo(f"# build #{b['id']} {b['status']}:", err=True)
+        echo_text(b["error"].rstrip("\n"), err=True)
+
+
+COMMANDS = [log_command]
