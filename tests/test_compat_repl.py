@@ -121,22 +121,30 @@ def test_paused_build_is_running_holds_its_inputs_and_its_lock(S):
         assert proc.result(timeout=60)["rref"] == mine  # it reused what the REPL published
 
 
-def test_same_thread_cannot_wait_for_its_own_pause(S):
+def test_same_thread_builds_its_own_paused_derivation(S):
     r = ls.Registry(S)
     _, n2 = _pair(r)
     x = ls.instantiate(n2, r=r)
     rh = ls.repl_realize(x, force_interrupt=True)
-    with pytest.raises(AssertionError, match="paused in a REPL session"):
-        ls.realize1(x)
-    # Another thread waits, and gets the result once the session continues.
+    # Another thread waits for the session...
     got = {}
     t = threading.Thread(target=lambda: got.setdefault("r", ls.realize1(x)))
     t.start()
     time.sleep(0.5)
     assert t.is_alive()
-    ls.repl_continue(rh=rh)
+    # ...while the thread holding the pause builds it under that hold, as Pylightnix would.
+    mine = ls.realize1(x)
+    assert [s for d, s, _, _ in _builds(S) if d == n2] == ["running", "succeeded"]
+    assert t.is_alive()
+    ls.repl_cancel(rh)
     t.join(30)
-    assert got["r"] == ls.repl_rref(rh)
+    assert got["r"] == mine  # the waiter reuses it
+    assert [s for d, s, _, _ in _builds(S) if d == n2] == ["interrupted", "succeeded"]
+    # Pausing it twice in one thread is refused: both pauses cannot hold the lock.
+    rh = ls.repl_realize(ls.instantiate(n2, r=r), force_interrupt=True)
+    with pytest.raises(AssertionError, match="already paused in a REPL session"):
+        ls.repl_realize(ls.instantiate(n2, r=r), force_interrupt=True)
+    ls.repl_cancel(rh)
 
 
 def test_cancel_leaves_no_trace_and_is_recorded(S):

@@ -204,7 +204,7 @@ def test_lone_surrogates_are_refused(value):
         mkconfig({value: 1})
 
 
-@pytest.mark.parametrize("name", ["", "a b", "a/b", "..", "x.y", "é", 5, None, ["a"]])
+@pytest.mark.parametrize("name", ["", "a b", "a/b", "..", "x.y", "é", "a\n\n", 1.5, ["a"]])
 def test_bad_name_is_refused(name):
     with pytest.raises(InvalidConfigError, match="name"):
         mkconfig({"name": name})

@@ -255,10 +255,21 @@ def test_du(S):
     _, _, ctx = realize(clo)
     usage = du(S)
     a_dref = clo.derivations[0].dref
-    total_b, per_b = usage[result]
-    assert per_b == {ctx[result][0]: 1000}
-    assert total_b == 1000
-    assert usage[a_dref] == (100, {ctx[a_dref][0]: 100})
+    # As in Pylightnix: a realization counts its folder's files (context.json too), a
+    # derivation its config.json and its realizations.
+    ra, rb = ctx[a_dref][0], ctx[result][0]
+    assert usage[result] == (_bytes(S, result) + _bytes(S, rb), {rb: _bytes(S, rb)})
+    assert usage[a_dref] == (_bytes(S, a_dref) + _bytes(S, ra), {ra: _bytes(S, ra)})
+    assert _bytes(S, rb) == 1000 + _bytes(S, rb, "context.json")
+
+
+def _bytes(S, ref, name=None):
+    """Bytes of the files of a realization's folder, or of a derivation's config.json."""
+    if name is None and ref.startswith("dref:"):
+        name = "config.json"
+    folder = rref2path(ref, S) if ref.startswith("rref:") else dref2path(ref, S)
+    names = [name] if name else os.listdir(folder)
+    return sum(os.path.getsize(os.path.join(folder, n)) for n in names)
 
 
 def test_du_sums_several_realizations(S):
@@ -274,7 +285,9 @@ def test_du_sums_several_realizations(S):
     realize1(clo)
     realize1(clo, force_rebuild=True)
     total, per = du(S)[clo[0]]
-    assert total == 6 and sorted(per.values()) == [2, 4]
+    context = _bytes(S, next(iter(per)), "context.json")
+    assert sorted(per.values()) == [2 + context, 4 + context]
+    assert total == _bytes(S, clo[0]) + 6 + 2 * context
 
 
 def test_find_by_name(S, tree):

@@ -108,13 +108,18 @@ def test_val_and_optval(S, realized):
 
 
 def test_lens_from_a_dref(S, realized):
-    top, dep = realized
+    top, _ = realized
     lens = mklens(rref2dref(top), S=S)
     assert lens.msg.val == "hi"
-    assert lens.ref_dep.out.syspath == os.path.join(rref2path(dep, S), "out.txt")
-    assert lens.ref_dep.rref == dep
-    assert lens.rref == top
-    assert lens.out.contents == "top"
+    # As in Pylightnix, without a realization context a lens chooses no realization.
+    for resolve in (
+        lambda: lens.ref_dep.out.syspath,
+        lambda: lens.ref_dep.rref,
+        lambda: lens.rref,
+        lambda: lens.out.contents,
+    ):
+        with pytest.raises(AssertionError, match="context"):
+            resolve()
 
 
 def test_lens_from_a_build(S):
@@ -136,7 +141,9 @@ def test_lens_from_a_build(S):
 def test_lens_from_a_dict(S, realized):
     _top, dep = realized
     d = {"a": {"b": 3}, "ref": rref2dref(dep), "p": [rref2dref(dep), "out.txt"], "abs": "/x/y"}
-    lens = mklens(d, S=S)
+    with pytest.raises(AssertionError, match="context"):  # as in Pylightnix
+        mklens(d, S=S).p.syspath  # noqa: B018
+    lens = mklens(d, S=S, rref=dep)
     assert lens.a.b.val == 3
     assert lens.ref.n.val == 5
     assert lens.p.syspath == os.path.join(rref2path(dep, S), "out.txt")
@@ -146,12 +153,17 @@ def test_lens_from_a_dict(S, realized):
 
 
 def test_lens_from_a_closure(S, realized):
-    top, _dep = realized
+    top, dep = realized
     _, clo = instantiate(top_stage, S=S)
     lens = mklens(clo)
     assert lens.msg.val == "hi"
-    assert lens.ref_dep.out.contents == "dep text"
-    assert lens.rref == top
+    assert lens.ref_dep.out.refpath[0] == rref2dref(dep)
+    # As in Pylightnix, a closure is no realization context: paths need one.
+    with pytest.raises(AssertionError, match="context"):
+        lens.ref_dep.out.contents  # noqa: B018
+    with pytest.raises(AssertionError, match="context"):
+        lens.rref  # noqa: B018
+    assert mklens(clo, rref=top).ref_dep.out.contents == "dep text"
 
 
 def test_lens_from_an_rref_string_and_its_config(S, realized):

@@ -295,7 +295,10 @@ def test_mkdref_rejects_bad_hash(dhash, name):
         mkrref(dhash, H1, name)
 
 
-@pytest.mark.parametrize("name", ["", "a b", "a/b", "..", ".", "a.b", "é", "a\n", "a:b", 5, None])
+@pytest.mark.parametrize(
+    "name",
+    ["", "a b", "a/b", "..", ".", "a.b", "é", "\n", "a\n\n", "\na", "a\r\n", "a:b", 1.5, [1]],
+)
 def test_mkname_rejects(name):
     with pytest.raises(InvalidConfigError, match="name"):
         mkname(name)

@@ -154,9 +154,17 @@ class ObjectTables(Database):
         return {r: t for r, t in rows}
 
     def sizes(self) -> list[tuple[RRef, DRef, int]]:
-        """Every realization with its derivation and size in bytes."""
-        rows = self.query("SELECT rref, dref, size FROM realizations")
+        """Every realization with its derivation and the bytes of its folder's files (the
+        artifacts and context.json, which holds the context as recorded here)."""
+        rows = self.query(
+            "SELECT rref, dref, size + length(CAST(context AS BLOB)) FROM realizations"
+        )
         return [(RRef(r), DRef(d), s) for r, d, s in rows]
+
+    def config_sizes(self) -> list[tuple[DRef, int]]:
+        """Every derivation with the bytes of its config.json (the config as recorded here)."""
+        rows = self.query("SELECT dref, length(CAST(config AS BLOB)) FROM derivations")
+        return [(DRef(d), s) for d, s in rows]
 
     def find_realizations(self, name: str | None, since: float | None) -> list[RRef]:
         """Realizations whose derivation name matches the glob `name` and whose build

@@ -16,8 +16,8 @@ from lightstore.engine.registry import pending_config
 from lightstore.foundation.config import replace_selfrefs
 from lightstore.foundation.errors import (
     InvalidReferenceError,
-    LightstoreError,
     UnknownReferenceError,
+    UsageError,
 )
 from lightstore.foundation.refs import (
     Context,
@@ -69,14 +69,12 @@ def context_rref(node: ConfigNode, dref: DRef) -> RRef | None:
     return None
 
 
-def only_realization(store: LocalStore, dref: DRef) -> RRef:
-    rrefs = store.catalogue.realizations_any_context(dref)
-    if len(rrefs) != 1:
-        raise InvalidReferenceError(
-            f"{dref} has {len(rrefs)} realizations in the store and the lens has no realization "
-            "context to choose one; start the lens from an RRef instead"
-        )
-    return rrefs[0]
+def no_context_error(what: str, dref: DRef) -> InvalidReferenceError:
+    # As Pylightnix: a derivation's realizations are not the lens's to choose.
+    return InvalidReferenceError(
+        f"{what} points into {dref}, and the lens has no realization context to "
+        "choose its realization; start the lens from an RRef or a Build"
+    )
 
 
 def enter_config(node: ConfigNode) -> ConfigNode:
@@ -112,8 +110,9 @@ def enter_config(node: ConfigNode) -> ConfigNode:
         chosen = context_rref(node, dref)
         if chosen is not None:
             return enter_config(replace(node, value=chosen, build=None))
-        return ConfigNode(store, replace_selfrefs(_config(store, dref), dref), dref)
-    raise LightstoreError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
+        # The lens's context goes on: it may resolve what this config refers to.
+        return ConfigNode(store, replace_selfrefs(_config(store, dref), dref), dref, deps=node.deps)
+    raise UsageError(f"cannot navigate into {v!r}: it is neither a config, a DRef nor an RRef")
 
 
 def step_into(node: ConfigNode, key: str) -> ConfigNode:
@@ -135,7 +134,9 @@ def node_syspath(node: ConfigNode) -> Path:
         dref, rest = DRef(v[0]), check_relpath(v[1:], f"RefPath {v!r}")
         if node.build is not None and dref == node.build.dref:
             return node.build.path(v, node.index)
-        rref = context_rref(node, dref) or only_realization(store, dref)
+        rref = context_rref(node, dref)
+        if rref is None:
+            raise no_context_error(str(v), dref)
         return Path(os.path.join(store.rref_path(rref), *rest))
     if isrref(v):
         return store.rref_path(RRef(v))

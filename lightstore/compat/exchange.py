@@ -7,7 +7,7 @@ from typing import Any
 
 from lightstore.compat.current import store_of
 from lightstore.exchange import DEFAULT_MAX_BYTES, copy, pack, unpack
-from lightstore.foundation.refs import RRef
+from lightstore.foundation.refs import RRef, parse_rref, rref2dref
 
 Progress = Callable[[int, int, RRef], None]
 
@@ -16,8 +16,23 @@ def spack(
     rrefs: Iterable[RRef], archive_path: str, S: Any = None, *, progress: Progress | None = None
 ) -> None:
     """Pack the realizations `rrefs` and everything they depend on into `archive_path`
-    (.zip, .tar, .tar.gz, ...); see `lightstore.exchange.pack`."""
-    pack(store_of(S), rrefs, archive_path, progress=progress)
+    (.zip, .tar, .tar.gz, ...); see `lightstore.exchange.pack`.
+
+    As Pylightnix's spack packs the folders of their derivations whole, the
+    other realizations of every derivation in that closure (those its
+    matchers did not pick) are packed too, each with what it depends on.
+    Raises as `lightstore.exchange.pack`.
+    """
+    store = store_of(S)
+    roots = [parse_rref(r) for r in rrefs]
+    closure = store.catalogue.rrefdeps(roots) | set(roots)
+    siblings = [
+        r
+        for d in sorted({rref2dref(r) for r in closure})
+        for r in store.catalogue.realizations_any_context(d)
+    ]
+    # The closure's own realizations stay out of the roots: archives name what was asked for.
+    pack(store, roots + [r for r in siblings if r not in closure], archive_path, progress=progress)
 
 
 def sunpack(

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lightstore.compat.current import store_of
+from lightstore.compat.queries import recorded_store
 from lightstore.foundation.errors import (
     IntegrityError,
     InvalidReferenceError,
@@ -27,6 +28,7 @@ from lightstore.foundation.refs import (
     parse_dref,
     parse_rref,
     rref2dref,
+    undref,
 )
 
 
@@ -41,7 +43,7 @@ def store_gc(
     """
     from lightstore.maintenance.marking import garbage_sets
 
-    drefs, rrefs, _, _ = garbage_sets(store_of(S), keep_drefs, keep_rrefs)
+    drefs, rrefs, _, _ = garbage_sets(recorded_store(S), keep_drefs, keep_rrefs)
     return drefs, rrefs
 
 
@@ -52,7 +54,7 @@ def rmref(ref: DRef | RRef, S: Any = None, *, with_referrers: bool = False) -> l
     `with_referrers` is set, which removes those referrers too. The catalogue
     rows go first, in one transaction, then the folders.
     """
-    store = store_of(S)
+    store = recorded_store(S)
     cat = store.catalogue
     if isrref(ref):
         rrefs = [parse_rref(ref)]
@@ -124,7 +126,7 @@ def _link_name(name: str, store: Any, dref: DRef, rref: RRef | None) -> str:
     from lightstore.compat.utils import timestring
 
     try:
-        return name % {"T": timestring(started) if started else "", "N": dref.rsplit("-", 1)[1]}
+        return name % {"T": timestring(started) if started else "", "N": undref(dref)[1]}
     except (KeyError, ValueError, TypeError) as e:
         raise InvalidReferenceError(f"bad link name format {name!r}: {e}") from e
 
@@ -144,7 +146,7 @@ def linkrref(
     store = store_of(S)
     r = parse_rref(rref)
     name = name or format
-    link = _link_name(name, store, rref2dref(r), r) if name else f"result-{r.rsplit('-', 1)[1]}"
+    link = _link_name(name, store, rref2dref(r), r) if name else f"result-{undref(rref2dref(r))[1]}"
     return _link(store, store.rref_path(r), r, destdir, link)
 
 
@@ -160,10 +162,10 @@ def linkdref(
 
     `name` may be a Pylightnix `format` such as ``'_rref_%(N)s'``.
     """
-    store = store_of(S)
+    store = recorded_store(S)
     d = parse_dref(dref)
     name = name or format
-    link = _link_name(name, store, d, None) if name else f"drv-{d.rsplit('-', 1)[1]}"
+    link = _link_name(name, store, d, None) if name else f"drv-{undref(d)[1]}"
     return _link(store, store.dref_path(d), d, destdir, link)
 
 
@@ -177,17 +179,28 @@ def _folder(ref: Any, store: Any) -> str:
 
 def lsref(ref: DRef | RRef, S: Any = None) -> list[str]:
     """Names in the folder of a derivation or realization."""
-    return sorted(os.listdir(_folder(ref, store_of(S))))
+    return sorted(os.listdir(_folder(ref, recorded_store(S))))
 
 
 def catref(ref: Any, fn: list[str] | None = None, S: Any = None) -> list[str]:
-    """Lines of a file in a realization: ``catref(rref, ['out.txt'])`` or ``catref([dref, 'out.txt'])``."""
+    """Lines of a file in a realization: ``catref(rref, ['out.txt'])``, ``catref([dref,
+    'out.txt'])`` (a derivation with one realization), or of a file path, as in Pylightnix.
+
+    Raises InvalidReferenceError (an AssertionError) for a DRef alone: a derivation has
+    no artifacts (Pylightnix asserts there too).
+    """
     store = store_of(S)
     if isrefpath(ref):
         rrefs = store.catalogue.realizations_any_context(parse_dref(ref[0]))
         if len(rrefs) != 1:
             raise InvalidReferenceError(f"{ref[0]} has {len(rrefs)} realizations; pass an RRef")
         path = os.path.join(store.rref_path(rrefs[0]), *ref[1:])
+    elif isdref(ref):
+        raise InvalidReferenceError(
+            f"catref reads a realization's file; {ref} is a derivation, give one of its RRefs"
+        )
+    elif isinstance(ref, str) and not isrref(ref) and os.path.isfile(ref):
+        path = ref
     else:
         path = os.path.join(_folder(ref, store), *(fn or []))
     with open(path, encoding="utf-8") as f:
@@ -195,16 +208,20 @@ def catref(ref: Any, fn: list[str] | None = None, S: Any = None) -> list[str]:
 
 
 def du(S: Any = None) -> dict[DRef, tuple[int, dict[RRef, int]]]:
-    """Bytes used per derivation: ``{dref: (total, {rref: size})}`` (from the catalogue)."""
-    store = store_of(S)
-    out: dict[DRef, tuple[int, dict[RRef, int]]] = {}
+    """Bytes used per derivation: ``{dref: (total, {rref: size})}`` (from the catalogue).
+
+    As in Pylightnix, a realization counts the files of its folder, and a
+    derivation's total is its config.json plus its realizations, so every
+    derivation, realized or not, uses some bytes.
+    """
+    store = recorded_store(S)
+    out: dict[DRef, tuple[int, dict[RRef, int]]] = {
+        d: (size, {}) for d, size in store.catalogue.config_sizes()
+    }
     for rref, dref, size in store.catalogue.sizes():
         total, per = out.get(dref, (0, {}))
         per[rref] = size
         out[dref] = (total + size, per)
-    # Derivations without realizations are listed too (as Pylightnix's du does).
-    for dref in store.catalogue.all_drefs():
-        out.setdefault(DRef(dref), (0, {}))
     return out
 
 
@@ -220,7 +237,7 @@ def find(name: Any = None, newer: float | None = None, S: Any = None) -> list[RR
         from lightstore.compat.registry import Registry, instantiate
 
         _, closure = instantiate(name, r=Registry(store))
-        name = store.config(closure.targets[-1]).get("name", "unnamed")
+        name = undref(closure.targets[-1])[1]  # the name its DRef carries
     since = None if newer is None else (newer if newer > 0 else time.time() + newer)
     return store.catalogue.find_realizations(None if name is None else str(name), since)
 

@@ -17,8 +17,8 @@ from lightstore.compat.config_nodes import (
     ConfigNode,
     context_rref,
     enter_config,
+    no_context_error,
     node_syspath,
-    only_realization,
     step_into,
 )
 from lightstore.compat.current import store_of
@@ -130,7 +130,9 @@ class Lens:
             return self._node.owner_rref
         dref = self.dref
         rref = context_rref(self._node, dref)
-        return rref if rref is not None else only_realization(self._node.store, dref)
+        if rref is None:
+            raise no_context_error(dref, dref)
+        return rref
 
     @property
     def refpath(self) -> RefPath:

@@ -1,5 +1,5 @@
-"""The builds that REPL sessions of this process hold paused, and the guard that keeps a
-thread from waiting for its own paused build (it would wait forever).
+"""The builds that REPL sessions of this process hold paused, and the guard that lets
+the thread holding one build it itself (waiting for its own pause would never end).
 
 Every realize of the Pylightnix layer passes `guard` as its
 `RealizeOptions.guard`; `lightstore.compat.repl` records pauses here.
@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lightstore.foundation.errors import UsageError
 from lightstore.foundation.refs import DRef
 from lightstore.store import LocalStore
 
@@ -20,18 +19,19 @@ _paused: dict[tuple[str, int], int] = {}
 _paused_lock = threading.Lock()
 
 
-def guard(store: LocalStore, dref: DRef, ctx_hash: str) -> None:
-    """Refuse (UsageError) to wait for a build that this very thread holds paused."""
+def guard(store: LocalStore, dref: DRef, ctx_hash: str) -> bool:
+    """True if this very thread holds the build of `dref` in that context paused.
+
+    The build then runs under the session's hold of its build lock (as
+    Pylightnix would build it again): the session cannot go on while this
+    thread builds, and other threads and processes still wait for the session.
+    """
     if not _paused:
-        return  # no session is paused: the common case costs one check
+        return False  # no session is paused: the common case costs one check
     key = (store.root, store.build_locks.key(dref, ctx_hash))
     with _paused_lock:
         owner = _paused.get(key)
-    if owner is not None and owner == threading.get_ident():
-        raise UsageError(
-            f"{dref} is paused in a REPL session of this thread; finish it with repl_continue() "
-            "or repl_cancel() before realizing it again"
-        )
+    return owner is not None and owner == threading.get_ident()
 
 
 @contextmanager

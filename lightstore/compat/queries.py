@@ -13,7 +13,8 @@ from typing import Any
 
 from lightstore.compat.current import store_of, tlstorage
 from lightstore.compat.output import RConfig
-from lightstore.engine.registry import pending_config
+from lightstore.engine.registry import pending_config, record_unrecorded
+from lightstore.facade import Store
 from lightstore.foundation.config import Config, mkconfig, replace_selfrefs
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import (
@@ -31,9 +32,17 @@ from lightstore.foundation.refs import (
 from lightstore.store.layout import OBJECTS_DIR
 
 
+def recorded_store(S: Any = None) -> Store:
+    """The store `S` names, once the derivations this process registered for it are recorded
+    (as Pylightnix's `mkdrv` wrote each at once, store-wide questions see them all)."""
+    store = store_of(S)
+    record_unrecorded(store)
+    return store
+
+
 def alldrefs(S: Any = None) -> list[DRef]:
-    """Every derivation in the store."""
-    return store_of(S).catalogue.all_drefs()
+    """Every derivation in the store (those `mkdrv` registered in this process included)."""
+    return recorded_store(S).catalogue.all_drefs()
 
 
 def allrrefs(S: Any = None) -> list[RRef]:
@@ -53,7 +62,7 @@ def drefrrefsC(dref: DRef, context: Context, S: Any = None) -> list[RRef]:
 
 def rootdrefs(S: Any = None) -> set[DRef]:
     """Derivations no other derivation depends on."""
-    return store_of(S).catalogue.top_drefs()
+    return recorded_store(S).catalogue.top_drefs()
 
 
 def rootrrefs(S: Any = None) -> set[RRef]:
@@ -63,12 +72,12 @@ def rootrrefs(S: Any = None) -> set[RRef]:
 
 def drefdeps1(drefs: Iterable[DRef], S: Any = None) -> set[DRef]:
     """Direct dependencies of `drefs`."""
-    return store_of(S).catalogue.drefdeps1([parse_dref(d) for d in drefs])
+    return recorded_store(S).catalogue.drefdeps1([parse_dref(d) for d in drefs])
 
 
 def drefdeps(drefs: Iterable[DRef], S: Any = None) -> set[DRef]:
     """All dependencies of `drefs`, transitively."""
-    return store_of(S).catalogue.drefdeps([parse_dref(d) for d in drefs])
+    return recorded_store(S).catalogue.drefdeps([parse_dref(d) for d in drefs])
 
 
 def rrefdeps1(rrefs: Iterable[RRef], S: Any = None) -> set[RRef]:
@@ -115,8 +124,8 @@ def rref2path(rref: RRef, S: Any = None) -> Path:
 
 
 def dref2path(dref: DRef, S: Any = None) -> Path:
-    """The folder of a derivation."""
-    return store_of(S).dref_path(parse_dref(dref))
+    """The folder of a derivation (there once it is recorded, see `recorded_store`)."""
+    return recorded_store(S).dref_path(parse_dref(dref))
 
 
 def _hex(s: str) -> bool:

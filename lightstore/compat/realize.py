@@ -91,7 +91,7 @@ def realize(
     even if matchers are satisfied; `assert_realized` lists DRefs that must not
     need a build (NotRealizedError); `realize_args` passes an extra argument to
     the realizers of the given DRefs; `dry_run` builds nothing and maps what
-    would be built (and everything after it) to ``[]``.
+    would be built (and everything after it) to None, as Pylightnix does.
 
     Remote caches (`lightstore.remote`): `substituters` (default
     ``$LIGHTSTORE_SUBSTITUTERS``, space-separated URLs) are asked before a
@@ -134,6 +134,9 @@ def realize(
     )
     if push is not None and not dry_run:
         push(cl.store, [r for rrefs in context.values() for r in rrefs])
+    if dry_run:
+        # As in Pylightnix: what would be built (and what follows it) maps to None.
+        context = {d: rrefs or None for d, rrefs in context.items()}  # type: ignore[misc]
     return result, cl, context
 
 
@@ -150,7 +153,7 @@ def realizeMany(
     Takes the keyword options of `realize` (remote caches, Dask)."""
     _one_target(closure, "realizeMany")
     _, cl, ctx = realize(closure, force_rebuild, assert_realized, realize_args, dry_run, **options)
-    return list(ctx[cl.targets[0]])
+    return list(ctx[cl.targets[0]] or [])  # a dry run gives [] for a target it would build
 
 
 def _one_target(closure: Any, function: str) -> None:

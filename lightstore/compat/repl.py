@@ -15,7 +15,10 @@ pause is recorded as an ``interrupted`` build; its build folders are removed.
 While a session is paused, the process holds the store's realization lock
 shared, so a garbage collection elsewhere waits for it (up to its timeout).
 A realization in the thread that owns a paused session cannot wait for
-itself: needing the paused build there raises UsageError.
+itself: needing the paused build there, it builds it under the session's
+hold of the build lock (as Pylightnix builds it again), while other threads
+and processes wait for the session. Pausing it a second time in that thread
+raises UsageError.
 """
 
 from __future__ import annotations
@@ -78,7 +81,11 @@ def _pause(
 ) -> Generator[tuple[StorageSettings, DRef, Context, Derivation, Any], Any, list[RRef] | None]:
     """Hold the build of `task` paused; return its realizations, or None if cancelled."""
     drv: Derivation = task.derivation
-    guard(store, drv.dref, task.context_hash)
+    if guard(store, drv.dref, task.context_hash):
+        raise UsageError(
+            f"{drv.dref} is already paused in a REPL session of this thread; finish that one "
+            "with repl_continue() or repl_cancel() before pausing it again"
+        )
     key = store.build_locks.key(drv.dref, task.context_hash)
     with store.build_locks.hold(
         key, holders=lambda: store.catalogue.running_builds(drv.dref, task.context_hash)

@@ -1,9 +1,9 @@
 """Pylightnix's utilities (module ``pylightnix.utils``; ``pylightnix.tz`` is `lightstore.compat.tz`,
 re-exported here).
 
-Hashes are blake3 (64 hex digits) and, unlike Pylightnix's, cover file names,
-modes and files whose names start with ``_``: `dirhash` is the digest that
-names realizations. Checks raise errors of `lightstore.foundation.errors` that are also
+`datahash`, `dirhash`, `filehash` and `dicthash` are Pylightnix's sha256 digests, the
+same values (users compare them with sha256sum); the store's own content hash is
+blake3 (`lightstore.foundation.hashing`). Checks raise errors of `lightstore.foundation.errors` that are also
 `AssertionError`s, so Pylightnix's ``except AssertionError`` still catches them.
 """
 
@@ -13,6 +13,7 @@ import ast
 import contextlib
 import datetime as _dt
 import errno
+import hashlib
 import inspect
 import json
 import logging
@@ -56,7 +57,6 @@ from lightstore.foundation.files import (
     remove_tree,
     walk,
 )
-from lightstore.foundation.hashing import file_digest, tree_digest
 from lightstore.foundation.refs import (
     DRef,
     Path,
@@ -139,8 +139,8 @@ def encode(s: str, encoding: str = "utf-8") -> bytes:
 
 
 def datahash(data: Iterable[tuple[str, bytes]], verbose: bool = False) -> str:
-    """The blake3 hex digest of the byte strings of ``(hint, bytes)`` pairs, in order."""
-    h = blake3()
+    """The sha256 hex digest of the byte strings of ``(hint, bytes)`` pairs, in order."""
+    h = hashlib.sha256()
     for hint, chunk in data:
         h.update(chunk)
         if verbose:
@@ -148,50 +148,61 @@ def datahash(data: Iterable[tuple[str, bytes]], verbose: bool = False) -> str:
     return h.hexdigest()
 
 
+_CHUNK = 1024 * 1024
+
+
+def _chunks(path: str) -> Iterable[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
+
+
 def dirhash_iter(path: Path) -> Iterable[tuple[str, bytes]]:
-    """``(path, bytes)`` of each file below `path` (symlinks give their target text).
+    """``(path, bytes)`` of what `dirhash` hashes below `path`, as Pylightnix reads it: the
+    bytes of each file, top-down, by name, leaving out files whose names start with ``_``;
+    a symlink gives its target text, then the bytes of the file it points to (if any).
+    Large files come in several pieces.
 
     Raises InvalidConfigError if `path` is not a folder.
     """
     if not os.path.isdir(path):
         raise InvalidConfigError(f"dirhash() expects a folder, not {path!r}")
     for root, dirs, filenames in walk(os.path.abspath(path)):
-        dirs.sort()
+        dirs.sort()  # Pylightnix takes the file system's order here; sorted is the same everywhere
         for filename in sorted(filenames):
+            if filename.startswith("_"):
+                continue
             local = os.path.join(root, filename)
             if os.path.islink(local):
                 yield (f"link:{local}", encode(os.readlink(local)))
-            else:
-                with open(local, "rb") as f:
-                    yield (local, f.read())
+                if not os.path.isfile(local):
+                    continue  # a link to nothing: its text alone
+            for chunk in _chunks(local):
+                yield (local, chunk)
 
 
 def dirshash(paths: Iterable[Path], verbose: bool = False) -> str:
-    """One digest over several folders (each hashed as `dirhash` does), in order."""
-    h = blake3()
-    for p in paths:
-        h.update(dirhash(p, verbose).encode())
-    return h.hexdigest()
+    """The sha256 of what `dirhash_iter` gives for each folder, in order (Pylightnix's)."""
+    return datahash((item for p in paths for item in dirhash_iter(p)), verbose)
 
 
 def dirhash(path: Path, verbose: bool = False) -> str:
-    """The blake3 digest of a folder's tree: names, types, executable bits, bytes, symlinks.
+    """Pylightnix's sha256 digest of a folder: the bytes of its files in order, names and
+    files starting with ``_`` left out, so a folder of one file has that file's sha256.
 
     Raises InvalidConfigError if `path` is not a folder.
     """
-    if not os.path.isdir(path):
-        raise InvalidConfigError(f"dirhash() expects a folder, not {path!r}")
-    digest = tree_digest(path).digest
-    if verbose:
-        debug("dirhash %s: %s", path, digest)
-    return digest
+    return dirshash([path], verbose)
 
 
 def filehash(path: Path) -> str:
-    """The blake3 hex digest of a file's bytes. Raises InvalidConfigError if it is no file."""
+    """The sha256 hex digest of a file's bytes (what sha256sum prints).
+
+    Raises InvalidConfigError if it is no file.
+    """
     if not os.path.isfile(path):
         raise InvalidConfigError(f"filehash() expects a file, not {path!r}")
-    return file_digest(path).hex()
+    return datahash((path, chunk) for chunk in _chunks(path))
 
 
 def pyobjhash(pyobjs: list[Any]) -> str:
@@ -369,9 +380,9 @@ def scanref_dict(d: dict[Any, Any]) -> tuple[list[DRef], list[RRef]]:
 
 
 def dicthash(d: dict[str, Any]) -> str:
-    """A hash of a dict's top-level items, ignoring keys that start with ``_``."""
+    """Pylightnix's sha256 of a dict's top-level items, ignoring keys that start with ``_``."""
     text = "_".join(f"{k}={v}" for k, v in sorted(d.items()) if k and k[0] != "_")
-    return blake3(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def assert_serializable(d: Any, argname: str = "dict") -> Any:

@@ -8,6 +8,7 @@ Pylightnix code may still call them with its `S`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 
 from lightstore.compat.current import store_of
 from lightstore.compat.output import RConfig
+from lightstore.compat.utils import parsetime
 from lightstore.engine.registry import Realizer, engine_typed, pending_config
 from lightstore.foundation.config import replace_selfrefs
 from lightstore.foundation.errors import (
@@ -32,7 +34,16 @@ from lightstore.foundation.metrics import (
     check_metrics,
     check_step,
 )
-from lightstore.foundation.refs import Context, DRef, Path, RefPath, RRef, check_relpath, isrefpath
+from lightstore.foundation.refs import (
+    Context,
+    DRef,
+    Path,
+    RefPath,
+    RRef,
+    check_relpath,
+    isrefpath,
+    undref,
+)
 from lightstore.store import LocalStore, StorageSettings
 
 
@@ -164,11 +175,16 @@ def build_wrapper(
 ) -> Realizer:
     """Turn a function of a `Build` into a realizer producing `nouts` output folders.
 
-    `starttime`/`stoptime` are accepted for Pylightnix code; build times come
-    from the catalogue's build records. Raises InvalidConfigError for a bad `nouts`.
+    `starttime`/`stoptime` are the build times to record, as in Pylightnix:
+    ``'AUTO'`` (the default) for the real ones, a `timestring` for that time,
+    None for none; `rrefbstart`, `rrefbstop`, `match_latest` and the
+    catalogue's ``build_started``/``build_stopped`` then show what was given.
+    Raises InvalidConfigError for a bad `nouts` or time.
     """
-    if nouts is None:
-        return build_wrapper_(fn, Build, None, starttime, stoptime)
+    _declared_time("starttime", starttime)
+    _declared_time("stoptime", stoptime)
+    if nouts is None or starttime != "AUTO" or stoptime != "AUTO":
+        return build_wrapper_(fn, Build, nouts, starttime, stoptime)
     if not isinstance(nouts, int) or isinstance(nouts, bool) or nouts < 1:
         raise InvalidConfigError(f"build_wrapper: nouts must be a positive integer, got {nouts!r}")
 
@@ -181,14 +197,33 @@ def build_wrapper(
         try:
             fn(Build(store, dref, context, outs, args))
         except BaseException:
-            for out in outs:
-                store.pending_metrics.pop(os.path.normpath(out), None)
-                remove_tree(out)
+            _forget_outputs(store, outs)
             raise
         return list(outs)
 
     realizer.__name__ = getattr(fn, "__name__", "realizer")
     return engine_typed(realizer)
+
+
+def _declared_time(what: str, value: Any) -> float | None:
+    """The Unix time a `starttime`/`stoptime` of ``'AUTO'``, None or a `timestring` stands
+    for (None for both 'AUTO' and None); InvalidConfigError for anything else."""
+    if value is None or value == "AUTO":
+        return None
+    seconds = parsetime(value) if isinstance(value, str) else None
+    if seconds is None or not math.isfinite(seconds):
+        raise InvalidConfigError(
+            f"{what} is 'AUTO', None or a time as timestring() writes it, not {value!r}"
+        )
+    return seconds
+
+
+def _forget_outputs(store: LocalStore, outs: Sequence[str]) -> None:
+    """Remove output folders that will not be published, with what was noted for them."""
+    for out in outs:
+        store.pending_metrics.pop(os.path.normpath(out), None)
+        store.declared_times.pop(os.path.normpath(out), None)
+        remove_tree(out)
 
 
 def _lazy_output(b: Build) -> None:
@@ -256,7 +291,7 @@ def build_deref_(b: Build, dref: DRef) -> list[RRef]:
 
 def build_name(b: Build) -> str:
     """The name of the derivation being built."""
-    return str(b.config.get("name", "unnamed"))
+    return undref(b.dref)[1]  # the config's name as its DRef carries it
 
 
 def build_wrapper_(
@@ -281,9 +316,7 @@ def build_wrapper_(
                 build_markstart(b, nouts)
             fn(b)
         except BaseException:
-            for out in b.outpaths:
-                b.store.pending_metrics.pop(os.path.normpath(out), None)
-                remove_tree(out)
+            _forget_outputs(b.store, b.outpaths)
             raise
         build_markstop(b)
         if not b.outpaths:
@@ -310,15 +343,24 @@ def build_markstart(b: Build, nouts: int) -> list[Path]:
         )
     if b.outpaths:
         raise UsageError(f"the build of {b.dref} already has output folders: {list(b.outpaths)}")
+    started = _declared_time("starttime", b.starttime)
     label = b.dref.removeprefix("dref:")[:12]
     b.outpaths = Outputs(b.store.new_build_area(label) for _ in range(nouts))
     b.started = time.time()
+    if b.starttime != "AUTO":
+        for out in b.outpaths:
+            b.store.declared_times.setdefault(os.path.normpath(out), {})["started"] = started
     return list(b.outpaths)
 
 
 def build_markstop(b: Build) -> None:
-    """Note the stop time of a build (recorded in the catalogue when it is published)."""
+    """Note the stop time of a build (recorded in the catalogue when it is published):
+    now, or the build's declared `stoptime`."""
     b.stopped = time.time()
+    if b.stoptime != "AUTO":
+        stopped = _declared_time("stoptime", b.stoptime)
+        for out in b.outpaths:
+            b.store.declared_times.setdefault(os.path.normpath(out), {})["stopped"] = stopped
 
 
 def build_markstop_noexcept(b: Build) -> None:

@@ -40,10 +40,11 @@ class Substituter(Protocol):
     def __call__(self, store: LocalStore, task: BuildTask, /) -> bool: ...
 
 
-#: ``(store, dref, context hash)``: called before a build lock is taken; may raise
-#: to refuse a wait that could never end (a REPL session of this thread holding
-#: that build paused).
-BuildGuard = Callable[["LocalStore", DRef, str], None]
+#: ``(store, dref, context hash) -> held``: called before a build lock is taken.
+#: True means this thread already holds that lock (a REPL session of this thread
+#: holds that build paused, and cannot go on while the thread builds): the build
+#: runs under that hold instead of waiting for itself forever. It may also raise.
+BuildGuard = Callable[["LocalStore", DRef, str], bool | None]
 
 
 @dataclass

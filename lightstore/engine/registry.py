@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lightstore.foundation.config import Config, mkconfig
-from lightstore.foundation.errors import UnknownReferenceError, UsageError
+from lightstore.foundation.errors import NotInStoreError, UnknownReferenceError, UsageError
 from lightstore.foundation.hashing import config_hash
 from lightstore.foundation.refs import Context, DRef, RRef, isdref
 from lightstore.store import LocalStore
@@ -127,13 +128,11 @@ class Registry:
         deps = cfg.deps
         for dep in deps:
             if dep not in self.derivations:
-                raise UnknownReferenceError(
-                    f"the config of {dref} depends on {dep}, which this registry does not know; "
-                    "create the dependency with a stage called with the same registry `r`",
-                    dep,
-                )
+                self._unknown_dependency(dref, dep)
         promises = cfg.promises
-        self.derivations[dref] = Derivation(dref, cfg, matcher, realizer, deps, promises)
+        drv = Derivation(dref, cfg, matcher, realizer, deps, promises)
+        self.derivations[dref] = drv
+        _note_unrecorded(self, drv)
         return dref
 
     def closure_of(self, targets: list[DRef]) -> list[Derivation]:
@@ -148,10 +147,37 @@ class Registry:
         # Registration order is a topological order: `add` refuses unknown deps.
         return [drv for dref, drv in self.derivations.items() if dref in needed]
 
+    def _unknown_dependency(self, dref: DRef, dep: DRef) -> None:
+        """Raise for a dependency this registry lacks: NotInStoreError if the store lacks
+        it too (it comes from another store, where Pylightnix found no file),
+        UnknownReferenceError if only this registry does."""
+        if (
+            not self.store.catalogue.known_drefs([dep])
+            and _unrecorded_config(self.store, dep) is None
+        ):
+            raise NotInStoreError(
+                f"the config of {dref} depends on {dep}, which neither this registry nor its "
+                f"store {self.store.root} holds (a derivation of another store?); create the "
+                "dependency with a stage called with the same registry `r`",
+                dep,
+            )
+        raise UnknownReferenceError(
+            f"the config of {dref} depends on {dep}, which this registry does not know; "
+            "create the dependency with a stage called with the same registry `r`",
+            dep,
+        )
+
     def closure(self, result: Any, targets: list[DRef]) -> Closure:
-        """The closure of `targets`, recorded in the store (`result` is what the stage returned)."""
+        """The closure of `targets` (`result` is what the stage returned).
+
+        It is recorded in the store, together with every other derivation
+        registered in this process for the store and not recorded yet (as
+        Pylightnix's `mkdrv` wrote each at once), in one transaction.
+        """
         derivations = self.closure_of(targets)
-        self.store.record_derivations([(d.dref, d.config) for d in derivations])
+        with unrecorded(self.store, {d.dref for d in derivations}) as others:
+            batch = derivations + others if others else derivations
+            self.store.record_derivations([(d.dref, d.config) for d in batch])
         return self.closure_type(result, targets, derivations, self.store)
 
 
@@ -160,9 +186,100 @@ class Registry:
 _live_registries: weakref.WeakSet[Registry] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
+# Derivations registered in this process and not recorded in their store yet,
+# per store (keyed by id, the store kept alive with them), each with the
+# derivations of its registry (to find its dependencies). Recording each at
+# `add` would cost a transaction per derivation; instead `instantiate` records
+# them with its closure, and the store-wide queries (`record_unrecorded`)
+# before they answer, so no question can tell the difference.
+_unrecorded: dict[
+    int, tuple[LocalStore, dict[DRef, tuple[Derivation, dict[DRef, Derivation]]]]
+] = {}
+_unrecorded_lock = threading.Lock()
+
+
+def _note_unrecorded(registry: Registry, drv: Derivation) -> None:
+    with _unrecorded_lock:
+        entry = _unrecorded.get(id(registry.store))
+        if entry is None:
+            entry = _unrecorded[id(registry.store)] = (registry.store, {})
+        entry[1][drv.dref] = (drv, registry.derivations)
+
+
+def _unrecorded_config(store: LocalStore, dref: str) -> dict[str, Any] | None:
+    entry = _unrecorded.get(id(store))
+    found = entry[1].get(dref) if entry is not None else None  # type: ignore[call-overload]
+    return found[0].config.val if found is not None else None
+
+
+@contextmanager
+def unrecorded(store: LocalStore, recording: set[DRef] | None = None) -> Iterator[list[Derivation]]:
+    """Take the derivations of `store` not recorded yet (with the dependencies they need),
+    dependencies first, for the block to record with `recording` (derivations it records
+    anyway, left out of the list); if the block raises, they stay pending."""
+    with _unrecorded_lock:
+        entry = _unrecorded.pop(id(store), None)
+    if entry is None:
+        yield []
+        return
+    pending = entry[1]
+    try:
+        yield _dependencies_first(pending, recording or set())
+    except BaseException:
+        with _unrecorded_lock:
+            again = _unrecorded.setdefault(id(store), (store, {}))[1]
+            for dref, item in pending.items():
+                again.setdefault(dref, item)
+        raise
+
+
+def _dependencies_first(
+    pending: dict[DRef, tuple[Derivation, dict[DRef, Derivation]]], recording: set[DRef]
+) -> list[Derivation]:
+    """The pending derivations and the dependencies their registries hold, dependencies
+    first, leaving out those in `recording` (recorded with them, with their own closure).
+
+    A dependency recorded earlier is listed again: recording skips known ones
+    in the same query, and re-creates one a garbage collection removed since.
+    """
+    out: dict[DRef, Derivation] = {}
+    for drv, owner in pending.values():
+        if drv.dref in recording:
+            continue  # the common case of instantiate: its closure is all there is
+        stack: list[tuple[Derivation, bool]] = [(drv, False)]
+        while stack:
+            d, expanded = stack.pop()
+            if d.dref in out:
+                continue
+            if expanded:
+                out[d.dref] = d
+                continue
+            stack.append((d, True))
+            for dep in d.deps:
+                if dep not in out and dep not in recording:
+                    found = pending.get(dep)
+                    dep_drv = found[0] if found is not None else owner.get(dep)
+                    if dep_drv is not None:
+                        stack.append((dep_drv, False))
+    return list(out.values())
+
+
+def record_unrecorded(store: LocalStore) -> None:
+    """Record in `store` the derivations registered for it in this process and not recorded
+    yet (one query when there are none to record, nothing at all when none are pending)."""
+    if id(store) not in _unrecorded:
+        return
+    with unrecorded(store) as batch:
+        if batch:
+            store.record_derivations([(d.dref, d.config) for d in batch])
+
 
 def pending_config(store: LocalStore, dref: str) -> dict[str, Any] | None:
-    """The config of `dref` if a live registry of `store` holds it (recorded or not), else None."""
+    """The config of `dref` if a registry of this process holds it for `store` (recorded
+    or not), else None."""
+    config = _unrecorded_config(store, dref)
+    if config is not None:
+        return config
     with _live_lock:
         registries = list(_live_registries)
     for reg in registries:

@@ -11,6 +11,7 @@ context) once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -140,17 +141,18 @@ def execute(
 
     Under the lock the catalogue is read again (another process may have
     built it meanwhile), then `options.substitute` is asked, then the
-    realizer runs. `options.guard` is asked first. With `wait=False`, returns
+    realizer runs. `options.guard` is asked first (see `BuildGuard`). With `wait=False`, returns
     BUSY at once if another process holds the lock. Raises BuildError,
     PromiseError, MatcherError.
     """
     drv, ctx_hash = task.derivation, task.context_hash
-    if options.guard is not None:
-        options.guard(store, drv.dref, ctx_hash)
+    held_here = options.guard is not None and options.guard(store, drv.dref, ctx_hash)
     locks = store.build_locks
     key = locks.key(drv.dref, ctx_hash)
     lock: AbstractContextManager[bool | None]
-    if wait:
+    if held_here:
+        lock = contextlib.nullcontext()
+    elif wait:
         lock = locks.hold(
             key,
             holders=lambda: store.catalogue.running_builds(drv.dref, ctx_hash),
@@ -170,9 +172,11 @@ def execute(
                 matched = match_existing(store, drv, ctx_hash)
                 if matched is not None:
                     return matched
-        # Holding the lock, no other live process is building this: a build
-        # still recorded as running belongs to a dead process.
-        store.interrupt_stale_builds(drv.dref, ctx_hash)
+        if not held_here:
+            # Holding the lock, no other live process is building this: a build
+            # still recorded as running belongs to a dead process (held here, it
+            # is this thread's paused one).
+            store.interrupt_stale_builds(drv.dref, ctx_hash)
         _build(store, drv, task.context, ctx_hash, options)
         available = store.catalogue.realizations(drv.dref, ctx_hash)
         matched = drv.matcher(store, available)

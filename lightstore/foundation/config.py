@@ -133,9 +133,10 @@ class Config:
 
     val: dict[str, Any]
 
-    @property
+    @cached_property
     def name(self) -> Name:
-        return Name(self.val.get("name", DEFAULT_NAME))
+        """The name its DRef carries: the `name` field as `mkname` reads it, else `unnamed`."""
+        return mkname(self.val["name"]) if "name" in self.val else Name(DEFAULT_NAME)
 
     @cached_property
     def deps(self) -> tuple[DRef, ...]:
@@ -163,10 +164,10 @@ def mkconfig(d: dict[str, Any] | Config) -> Config:
         raise InvalidConfigError(f"a config must be a dict, not {type(d).__name__}")
     scan = _Scan()
     val = scan.value(d, ())
-    if "name" in val:
-        mkname(val["name"])
+    name = mkname(val["name"]) if "name" in val else Name(DEFAULT_NAME)
     config = Config(val)
     # Fill the cached properties from this scan (cached_property stores in __dict__).
+    config.__dict__["name"] = name
     config.__dict__["deps"] = tuple(DRef(x) for x in sorted(scan.deps))
     config.__dict__["promises"] = tuple(scan.promises)
     return config

@@ -12,6 +12,7 @@ matching built-in where one fits, so ``except KeyError`` keeps working::
     │   └── InvalidSelectorError               a selector (`train@latest`, `train[lr=0.01]`) does not parse
     ├── QueryError (ValueError)                a catalogue query is malformed or would write
     ├── UnknownReferenceError (KeyError)       a well-formed reference the registry/store does not know
+    │   └── NotInStoreError (FileNotFoundError) the store does not hold it (Pylightnix found no file there)
     ├── StoreError (OSError)                   the store root or its catalogue cannot be used
     │   ├── StoreNotFoundError                 the root is missing or is not a lightstore store
     │   ├── StoreReadOnlyError                 the root is not writable
@@ -146,6 +147,15 @@ class UnknownReferenceError(LightstoreError, KeyError, AssertionError):
     def __init__(self, message: str, ref: str | None = None) -> None:
         super().__init__(message)
         self.ref = ref
+
+
+class NotInStoreError(UnknownReferenceError, FileNotFoundError):
+    """A well-formed reference the store does not hold: Pylightnix, reading its file
+    there, raised FileNotFoundError, so this is one too."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> NotInStoreError:
+        # Instances have OSError's layout: build them (and their pickled copies) with it.
+        return FileNotFoundError.__new__(cls, *args)
 
 
 class StoreError(LightstoreError, OSError):

@@ -130,7 +130,8 @@ class KeyedLocks:
     # The fallback's per-key thread locks, shared by every instance on one file (as the
     # process's record locks are): (path, pid, key) -> (lock, users).
     _threads: ClassVar[dict[tuple[str, int, int], tuple[threading.Lock, int]]] = {}
-    _guard: ClassVar[threading.Lock] = threading.Lock()
+    # Re-entrant: see ProcessSharedLock._guard.
+    _guard: ClassVar[threading.RLock] = threading.RLock()
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -306,7 +307,10 @@ class ProcessSharedLock:
     """
 
     _registry: ClassVar[dict[tuple[str, int], list[int]]] = {}  # (path, pid) -> [count, fd]
-    _guard: ClassVar[threading.Lock] = threading.Lock()
+    # Re-entrant: the garbage collector may finalize an abandoned holder (a REPL
+    # session's paused generator) at any allocation, also one made under the guard,
+    # and its release takes the guard in the same thread.
+    _guard: ClassVar[threading.RLock] = threading.RLock()
 
     def __init__(self, path: str, intent_path: str) -> None:
         self.path = path

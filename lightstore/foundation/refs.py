@@ -55,23 +55,39 @@ RRef = NewType("RRef", str)
 Path = NewType("Path", str)
 
 
-def mkname(s: str) -> Name:
+def mkname(s: Any) -> Name:
     """Check that `s` is a valid object name and return it.
 
-    Raises InvalidConfigError for names outside ``[A-Za-z0-9_-]+`` or longer
-    than `MAX_NAME_LENGTH`.
+    As in Pylightnix, a name that is not a string stands for its text (``1``
+    names ``1``), and one trailing newline, which Pylightnix's check lets
+    through, is dropped: a reference or a folder name never holds a line
+    break. Raises InvalidConfigError for names outside ``[A-Za-z0-9_-]+`` or
+    longer than `MAX_NAME_LENGTH`.
     """
-    if not isinstance(s, str) or not _NAME_RE.fullmatch(s):
+    if type(s) is str and len(s) <= MAX_NAME_LENGTH and _NAME_RE.fullmatch(s):
+        return Name(s)  # the common case, checked once
+    text = _name_text(s)
+    if text is None or not _NAME_RE.fullmatch(text):
         raise InvalidConfigError(
             f"invalid name {s!r}: names use only letters, digits, '_' and '-' "
             f"(pattern {NAME_PATTERN}); rename the config's 'name' field"
         )
-    if len(s) > MAX_NAME_LENGTH:
+    if len(text) > MAX_NAME_LENGTH:
         raise InvalidConfigError(
-            f"the name {s[:40]}... is {len(s)} characters long; names may have at most "
+            f"the name {text[:40]}... is {len(text)} characters long; names may have at most "
             f"{MAX_NAME_LENGTH} (they become folder names); shorten the config's 'name' field"
         )
-    return Name(s)
+    return Name(text)
+
+
+def _name_text(s: Any) -> str | None:
+    """The text a name value stands for, without one trailing newline; None if it has none."""
+    if isinstance(s, int) and s.bit_length() > 4 * MAX_NAME_LENGTH:
+        return None  # far too long to be a name (and Python would refuse to print it)
+    if not (s is None or isinstance(s, str | int | float)):
+        return None
+    text = str(s)
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _hashpart(h: str) -> HashPart:

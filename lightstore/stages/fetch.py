@@ -35,7 +35,7 @@ _CHUNK = 1024 * 1024
 PROGRESS_MIN_BYTES = 8 * _CHUNK
 _PROGRESS_EVERY_S = 0.25
 _SCHEMES = ("http", "https", "file")
-_RESERVED = ("name", "url", "path", "sha256", "filename", "unpack", "out_path")
+_RESERVED = ("name", "url", "path", "sha256", "filename", "unpack", "out_path", "keep_archive")
 
 
 class _Progress:
@@ -121,11 +121,17 @@ def _fetch_stage(
     max_bytes: int | None,
     timeout: float,
     extra: dict[str, Any],
+    keep_archive: bool = False,
 ) -> DRef:
     sha = _checked_sha256(sha256)
     check_file_name(filename, f"{kind}: file name")
     if not isinstance(unpack, bool):
         raise InvalidConfigError(f"{kind}: unpack must be True or False, not {unpack!r}")
+    if not isinstance(keep_archive, bool):
+        raise InvalidConfigError(
+            f"{kind}: keep_archive must be True or False, not {keep_archive!r}"
+        )
+    keep_archive = keep_archive and unpack
     if unpack:
         try:
             archive_kind(filename)  # refuse an unknown archive type now, not at build time
@@ -145,6 +151,8 @@ def _fetch_stage(
         "unpack": unpack,
         "out_path": [selfref] if unpack else [selfref, filename],
     }
+    if keep_archive:  # only then: the configs (and DRefs) of other fetches stay as they were
+        config["keep_archive"] = True
     local = os.path.abspath(source) if kind == "fetchlocal" else None
 
     def make(b: BuildContext) -> None:
@@ -160,6 +168,14 @@ def _fetch_stage(
             target = os.path.join(folder, filename)
             _download(b, target)
             safe_extract(target, out, max_bytes=max_bytes)
+            if keep_archive:
+                kept = os.path.join(out, filename)
+                if os.path.lexists(kept):
+                    raise ArchiveError(
+                        f"{source}: the archive holds {filename!r} at its top, where the "
+                        "archive itself was to be kept; unpack without keeping it"
+                    )
+                os.rename(target, kept)
         finally:
             remove_tree(folder)
 
@@ -197,13 +213,15 @@ def fetchurl(
     *,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     timeout: float = 60.0,
+    keep_archive: bool = False,
     **config: Any,
 ) -> DRef:
     """A stage that downloads `url` (http, https or file), checks its sha256, and maybe unpacks it.
 
     The output holds `filename` (default: the last part of the URL path),
     promised as ``out_path``; with `unpack`, it holds the archive's contents
-    instead (safely extracted, at most `max_bytes`). Extra keyword arguments
+    instead (safely extracted, at most `max_bytes`), and also the archive
+    itself with `keep_archive`. Extra keyword arguments
     become config fields. `timeout` (seconds) bounds each network wait.
 
     Raises InvalidConfigError at once for a bad URL, checksum or file name. When
@@ -220,7 +238,17 @@ def fetchurl(
                 f"fetchurl: cannot tell a file name from {url!r}; pass filename="
             )
     return _fetch_stage(
-        r, "fetchurl", url, sha256, name or "fetchurl", filename, unpack, max_bytes, timeout, config
+        r,
+        "fetchurl",
+        url,
+        sha256,
+        name or "fetchurl",
+        filename,
+        unpack,
+        max_bytes,
+        timeout,
+        config,
+        keep_archive,
     )
 
 
@@ -233,6 +261,7 @@ def fetchlocal(
     unpack: bool = False,
     *,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    keep_archive: bool = False,
     **config: Any,
 ) -> DRef:
     """A stage that copies the local file `path`, checks its sha256, and maybe unpacks it.
@@ -245,5 +274,15 @@ def fetchlocal(
         raise InvalidConfigError(f"fetchlocal: invalid path {path!r}")
     fname = filename if filename is not None else os.path.basename(source.rstrip("/"))
     return _fetch_stage(
-        r, "fetchlocal", source, sha256, name or "fetchlocal", fname, unpack, max_bytes, 0.0, config
+        r,
+        "fetchlocal",
+        source,
+        sha256,
+        name or "fetchlocal",
+        fname,
+        unpack,
+        max_bytes,
+        0.0,
+        config,
+        keep_archive,
     )

@@ -74,6 +74,10 @@ class StoreBase(StoreView):
         # Metrics recorded by running builds (`build_metric`), keyed by output
         # folder; `publish` takes them into its transaction.
         self.pending_metrics: dict[str, PendingMetrics] = {}
+        # Build times a realizer declared for an output folder (Pylightnix's
+        # `starttime`/`stoptime`: "started"/"stopped", a Unix time or None);
+        # `publish` records them instead of the times it measured.
+        self.declared_times: dict[str, dict[str, float | None]] = {}
 
     @contextmanager
     def realizing(self) -> Iterator[None]:

@@ -64,6 +64,8 @@ def publish(
     Each output is checked against the config's promises, hashed, made
     read-only and renamed into place; then all are recorded in one
     transaction. Outputs outside the store's temporary area are copied.
+    The build times recorded are `started` and the time of publishing, or
+    those the realizer declared for an output (`store.declared_times`).
     Raises PromiseError (nothing stored) if a promised path is missing.
     """
     try:
@@ -87,6 +89,7 @@ def _publish(
     dhash, name = undref(dref)
     # Taken first, so that a failed publish leaves none behind.
     metrics = [store.pending_metrics.pop(os.path.normpath(out), None) for out in outputs]
+    declared = [store.declared_times.pop(os.path.normpath(out), {}) for out in outputs]
     ctx = canonical_context(context)
     ctx_json = canonical_json(ctx)
     ctx_hash = context_hash(ctx)
@@ -105,7 +108,7 @@ def _publish(
             staged.append(out)
         stopped = time.time()
         installs: list[tuple[NewRealization, str]] = []
-        for out, out_metrics in zip(staged, metrics, strict=True):
+        for out, out_metrics, times in zip(staged, metrics, declared, strict=True):
             failpoint("publish:hashing")
             digest = realization_digest(out, make_readonly=True, max_path=MAX_RELATIVE_PATH)
             rref = mkrref(realization_hash(ctx_hash, digest.digest), dhash, name)
@@ -122,8 +125,8 @@ def _publish(
                 deps,
                 digest.size,
                 digest.files,
-                started,
-                stopped,
+                times.get("started", started),
+                times.get("stopped", stopped),
                 metrics=out_metrics.values if out_metrics is not None else {},
                 series=out_metrics.series if out_metrics is not None else {},
             )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
-from lightstore.foundation.errors import CatalogueCorruptError, UnknownReferenceError
+from lightstore.foundation.errors import CatalogueCorruptError, NotInStoreError
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import Context, DRef, RRef
 from lightstore.foundation.tags import Note
@@ -33,16 +33,14 @@ class StoreView(Layout):
     def config(self, dref: DRef) -> dict[str, Any]:
         """The config of a recorded derivation (selfrefs unresolved). Do not mutate it.
 
-        Raises UnknownReferenceError if the catalogue does not record `dref`,
+        Raises NotInStoreError (an UnknownReferenceError) if the catalogue does not record `dref`,
         CatalogueCorruptError if its config there is not a JSON object.
         """
         cached = self._configs.get(dref)
         if cached is None:
             text = self.catalogue.config_json(dref)
             if text is None:
-                raise UnknownReferenceError(
-                    f"derivation {dref} is not in the store {self.root}", dref
-                )
+                raise NotInStoreError(f"derivation {dref} is not in the store {self.root}", dref)
             try:
                 parsed: Any = json.loads(text)
             except (ValueError, RecursionError) as e:
@@ -59,15 +57,13 @@ class StoreView(Layout):
     def context(self, rref: RRef) -> Context:
         """The context of a recorded realization. Do not mutate it.
 
-        Raises UnknownReferenceError if the catalogue does not record `rref`.
+        Raises NotInStoreError (an UnknownReferenceError) if the catalogue does not record `rref`.
         """
         cached = self._contexts.get(rref)
         if cached is None:
             text = self.catalogue.context_json(rref)
             if text is None:
-                raise UnknownReferenceError(
-                    f"realization {rref} is not in the store {self.root}", rref
-                )
+                raise NotInStoreError(f"realization {rref} is not in the store {self.root}", rref)
             raw = json.loads(text)
             cached = self._contexts[rref] = {DRef(k): [RRef(r) for r in v] for k, v in raw.items()}
         return cached
