@@ -13,14 +13,14 @@ import sys
 
 import pytest
 from blake3 import blake3
+from helpers import run_job, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from remote_helpers import copies, folder_stage, remote_files, rewrite, snapshot, worker
+from remote_helpers import copies, folder_stage, remote_files, rewrite
 
 from lightstore import instantiate, realize1
 from lightstore.facade import Store
 from lightstore.foundation.errors import RemoteIntegrityError
-from lightstore.foundation.failpoints import VARIABLE as FAILPOINT
 from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
 from lightstore.foundation.refs import mkrref, unrref
 from lightstore.remote import Remote, _fs
@@ -187,7 +187,7 @@ def test_a_push_killed_with_a_staged_large_blob_is_cleaned_up_by_the_next(tmp_pa
     root = str(tmp_path / "alice")
     alice = Store.open(root, create=True)
     rref = realize1(instantiate(folder_stage, "large", _large_files, S=alice.settings))
-    died = worker("push", root, url, rref, env={FAILPOINT: "remote:temporary:blobs"})
+    died = run_job("push", root, url, rref, failpoint="remote:temporary:blobs")
     assert died.returncode == -signal.SIGKILL, died.stderr
     folder = str(tmp_path / "remote")
     assert [f for f in remote_files(folder) if ".tmp." in f]
@@ -195,8 +195,7 @@ def test_a_push_killed_with_a_staged_large_blob_is_cleaned_up_by_the_next(tmp_pa
     bob = Store.open(str(tmp_path / "bob"), create=True)
     with pytest.raises(KeyError):
         bob.pull(url, [rref])  # nothing is listed, no blob is half there
-    done = worker("push", root, url, rref)
-    assert done.returncode == 0, done.stderr
+    run_job("push", root, url, rref).result()
     assert not [f for f in remote_files(folder) if ".tmp." in f]
     assert bob.pull(url, [rref]) == [rref]
     assert bob.verify(check_contents=True).problems == []
