@@ -115,7 +115,7 @@ def stage_table(
         }
         keys.update(dict.fromkeys(run["values"]))
     facets = _facets(runs, keys)
-    total = len(runs)
+    total, every = len(runs), runs
     for column, wanted in (filters or {}).items():
         if column == "tag":
             runs = [r for r in runs if has_tag(tags.get(r["rref"], {}).get("tags", {}), wanted)]
@@ -123,7 +123,8 @@ def stage_table(
             runs = [r for r in runs if cell_text(r["values"].get(column)) == wanted]
     if sort:
         runs = _sorted(runs, sort, descending)
-    columns = _order(_column(k, runs) for k in keys)
+    # Filters that leave no run still show the stage's columns (as all its runs have them).
+    columns = _order(_column(k, runs or every) for k in keys)
     for c in columns:
         c["title"] = _title(c, keys)
     shown = runs[:MAX_RUNS]
