@@ -344,7 +344,9 @@ def test_a_curve_keeps_its_steps_and_says_where_it_is_not_finite(points, most):
     bad = [s for s in steps if not math.isfinite(points[s])]
     assert line["steps"] == steps and line["gaps"] == len(bad)
     assert [v is None for v in line["values"]] == [s in bad for s in steps]
-    assert all(v == float(points[s]) for s, v in zip(steps, line["values"]) if v is not None)
+    assert all(
+        v == float(points[s]) for s, v in zip(steps, line["values"], strict=True) if v is not None
+    )
     # The runs of non-finite steps cover exactly those steps, each with its reason.
     covered = [s for first, last, _, _ in line["nonfinite"] for s in steps if first <= s <= last]
     assert covered == bad[: len(covered)] and sum(r[3] for r in line["nonfinite"]) == len(covered)
@@ -375,13 +377,13 @@ def test_series_are_read_through_the_query_api_as_history_reads_them(sweep):
         for r in history(view, "train", metrics=["loss", "loss:min", "acc", "acc:min", "diverged"])
     }
     assert len(table["runs"]) == len(rows) == len(LRS) * 2
-    for run in table["runs"]:
+    for row in table["runs"]:
         for name in ("loss", "loss:min", "acc", "acc:min", "diverged"):
-            mine, theirs = run["values"][f"metric:{name}"], rows[run["rref"]][name]
-            assert mine == theirs or (math.isnan(mine) and math.isnan(theirs)), (name, run)
+            mine, theirs = row["values"][f"metric:{name}"], rows[row["rref"]][name]
+            assert mine == theirs or (math.isnan(mine) and math.isnan(theirs)), (name, row)
     diverged = sweep["train"][(DIVERGED_LR, 1)]
-    run = next(r for r in table["runs"] if r["rref"] == diverged)
-    assert math.isnan(run["values"]["metric:loss"]) and run["values"]["metric:loss:min"] < 3
+    row = next(r for r in table["runs"] if r["rref"] == diverged)
+    assert math.isnan(row["values"]["metric:loss"]) and row["values"]["metric:loss:min"] < 3
     chart = analysis.chart_data(table, lambda r: r)
     plotted = next(r for r in chart["runs"] if r["rref"] == diverged)["v"]
     assert plotted["metric:loss"] == {"nf": "NaN"} and isinstance(plotted["metric:loss:min"], float)
@@ -483,7 +485,7 @@ def test_tags_and_notes_become_a_column_facets_filters_and_chips(server, sweep):
     name too), a filter by ``NAME`` or ``NAME=VALUE``; notes beside them; text stays text."""
     from lightstore import Store
 
-    best, other = sweep["train"][(3e-3, 1)], sweep["train"][(1e-3, 2)]
+    other = sweep["train"][(1e-3, 2)]
     store = Store.open(sweep["root"])
     store.set_tag(other, "status", "<i>x</i>")
     try:
@@ -492,7 +494,7 @@ def test_tags_and_notes_become_a_column_facets_filters_and_chips(server, sweep):
         for text, count in (("baseline", 2), ("status", 3), ("status=diverged", 2), ("best", 1)):
             assert re.search(rf">{re.escape(text)}</a> <span class=\"ls-muted\">{count}<", facet)
         assert "status=&lt;i&gt;x&lt;/i&gt;</a>" in html and "<i>x</i>" not in html
-        assert f'href="/stage/train?f.tag=best">best</a>' in html
+        assert 'href="/stage/train?f.tag=best">best</a>' in html
         assert "The one for the paper" in html  # the note, beside the tags
         for wanted, runs in (("status", 3), ("status=diverged", 2), ("best", 1), ("nope", 0)):
             shown = page(server, f"/stage/train?f.tag={quote(wanted)}")
