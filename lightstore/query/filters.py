@@ -133,9 +133,15 @@ class ConfigCondition:
             return _sql_compare(_sql_value(value), self.op, condition_json(target))
         if _is_number(target):
             if _is_number(value):
-                return _COMPARE[self.op](Decimal(repr(value)) if isinstance(value, float) else value, target)
-            return _sql_compare(_sql_value(value), self.op, _stand_in(target, _nearest_float(target)))
-        return _sql_compare(_sql_value(value), self.op, int(target) if isinstance(target, bool) else target)
+                return _COMPARE[self.op](
+                    Decimal(repr(value)) if isinstance(value, float) else value, target
+                )
+            return _sql_compare(
+                _sql_value(value), self.op, _stand_in(target, _nearest_float(target))
+            )
+        return _sql_compare(
+            _sql_value(value), self.op, int(target) if isinstance(target, bool) else target
+        )
 
 
 _COMPARE: dict[str, Any] = {
