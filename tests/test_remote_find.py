@@ -337,3 +337,17 @@ def test_the_log_travels_with_pack_and_unpack(alice, bob, tmp_path):
         assert manifest["version"] == 1 and not any(n.startswith("logs") for n in t.getnames())
     ok(bob.root, "unpack", plain)
     assert fails(3, bob.root, "log", runs[0.1]).stdout == ""
+
+
+def test_an_imported_log_lives_as_long_as_the_record_of_its_run(alice, bob, tmp_path):
+    url = f"file://{tmp_path}/remote"
+    runs = sweep(alice)
+    alice.push(url, [runs[0.01]])
+    bob.pull(url, ["train@latest"])
+    path = bob.imported_log_path(runs[0.01])
+    assert os.path.isfile(path)
+    bob.gc()  # the run goes; its record, and so its log, stays
+    assert bob.catalogue.all_rrefs() == [] and os.path.isfile(path)
+    assert ok(bob.root, "log", runs[0.01]) == "training with lr=0.01\n"
+    bob.forget(everything=True)
+    assert not os.path.exists(path)
