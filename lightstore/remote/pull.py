@@ -16,7 +16,8 @@ of each manifest hash to its RRef, and each file now holds the blob its entry
 names, the folder's tree digest is the RRef's without reading it again.
 The new realizations are published by the same atomic install as archives
 (intents, build locks, one catalogue transaction), their files already
-read-only.
+read-only. The build log a manifest names is a blob like the files (counted in
+the limits, checked against its hash), kept in the store's ``logs/imported/``.
 
 Each requested realization stands alone: one whose closure does not verify
 (a manifest, config, signature or file) or does not fit the limits next to
