@@ -84,8 +84,11 @@ def _cell(value: Any) -> str:
 def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
     """Every connection that serves the browser's SQL runs under `lightstore sql`'s rules:
     the same authorizer (deny-list), size limits and function guards."""
-    if database != "_internal":  # Datasette's own bookkeeping, which no user query reaches
-        sqlguard.prepare_connection(conn)
+    if database == "_internal":  # Datasette's own bookkeeping, which no user query reaches
+        return
+    if database == "_memory" and database not in datasette.databases:
+        return  # /-/versions' scratch connection probing SQLite; no such database is served
+    sqlguard.prepare_connection(conn)
 
 
 def _nonfinite(value: Any) -> str | None:
