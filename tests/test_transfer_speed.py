@@ -23,9 +23,10 @@ from lightstore.facade import Store
 from lightstore.foundation.errors import RemoteIntegrityError
 from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
 from lightstore.foundation.refs import mkrref, unrref
-from lightstore.remote import Remote, _fs
-from lightstore.remote._fs import copy_hashed, file_system_type
+from lightstore.remote import Remote, _localcopy
 from lightstore.remote._layout import _check_files, blob_key, entries_digest, manifest_key
+from lightstore.remote._localcopy import copy_hashed
+from lightstore.remote._reading import file_system_type
 
 MiB = 1024 * 1024
 
@@ -75,8 +76,8 @@ def test_copy_hashed_returns_the_hash_of_what_it_wrote(tmp_path_factory, size, c
     limit = size + 1 if cut is None else cut
     with pytest.MonkeyPatch.context() as mp:
         # Small windows, not a multiple of the page size: many windows, unaligned offsets.
-        mp.setattr(_fs, "WHOLE_FILE", 4096)
-        mp.setattr(_fs, "_WINDOW", 10_000)
+        mp.setattr(_localcopy, "WHOLE_FILE", 4096)
+        mp.setattr(_localcopy, "_WINDOW", 10_000)
         count, digest = _copy(str(folder / "src"), str(folder / "dst"), limit, hash_written)
     expected = data[:limit]
     assert count == len(expected)

@@ -17,7 +17,8 @@ configuration applies. See `lightstore.remote._layout` for the layout.
   `signing_key`, else ``$LIGHTSTORE_SIGNING_KEY``; see `_sign` for what a
   signature covers and where trust comes from.
 
-Inside: `_fs` reads and writes a remote's objects, `_layout` names them,
+Inside: `_reading` opens a remote and reads its objects, `_fs` writes them
+and downloads them (local files moved by `_localcopy`), `_layout` names them,
 `_redact` keeps credentials out of messages, `transfers` runs them in a
 pool; `push`, `plan` then `pull` (reading `manifests`), `listing` and
 `substitute` are the operations.

@@ -48,8 +48,9 @@ from lightstore.foundation.errors import (
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.files import MAX_RELATIVE_PATH, MAX_SYMLINKS, remove_tree
 from lightstore.foundation.refs import RRef
-from lightstore.remote._fs import WHOLE_FILE, Remote, copy_local, open_remote
+from lightstore.remote._fs import Remote, open_remote
 from lightstore.remote._layout import Manifest, blob_key, ensure_marker
+from lightstore.remote._localcopy import WHOLE_FILE, copy_local
 from lightstore.remote._sign import TrustedKeys, trusted_keys_for
 from lightstore.remote.listing import remote_realizations_of
 from lightstore.remote.plan import PullPlan, plan_pull

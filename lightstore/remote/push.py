@@ -44,7 +44,7 @@ from lightstore.foundation.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from lightstore.foundation.failpoints import failpoint
 from lightstore.foundation.hashing import context_hash, file_digest, realization_hash
 from lightstore.foundation.refs import DRef, RRef, rref2dref, unrref
-from lightstore.remote._fs import WHOLE_FILE, Remote, open_remote, read_upto
+from lightstore.remote._fs import Remote, open_remote
 from lightstore.remote._layout import (
     FileEntry,
     Manifest,
@@ -60,6 +60,7 @@ from lightstore.remote._layout import (
     signature_folder,
     signed_manifest_key,
 )
+from lightstore.remote._localcopy import WHOLE_FILE, read_upto
 from lightstore.remote._sign import SigningKey, TrustedKeys, signing_key_for
 from lightstore.remote.transfers import DEFAULT_JOBS, Progress, expand_refs, run_all
 from lightstore.store import LocalStore
