@@ -11,16 +11,24 @@ under the rules of `lightstore.query.sqlguard`).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lightstore.catalogue import Catalogue
-from lightstore.foundation.errors import InvalidAnnotationError, InvalidMetricError
-from lightstore.foundation.metrics import check_metric_name
-from lightstore.foundation.refs import isdref, isrefpath
-from lightstore.foundation.tags import parse_tag
 from lightstore.foundation.times import TimeLike, parse_optional_time
+from lightstore.query.across import add_varying, fields_across_stages, sort_rows
+from lightstore.query.across import (
+    empty_column_hints as empty_column_hints,  # the command line imports it from here
+)
+from lightstore.query.columns import (
+    HISTORY_COLUMNS,
+    TAGS_COLUMN,
+    decode_annotations,
+    field_keys,
+    metric_column,
+    metric_keys,
+    tag_condition,
+)
 from lightstore.query.errors import QueryError
 from lightstore.query.filters import (
     NUMBER_KEY_FUNCTION,
@@ -30,37 +38,11 @@ from lightstore.query.filters import (
     parse_condition,
     utf8_text,
 )
-from lightstore.query.graph import flatten
 from lightstore.query.readonly import WHERE_TIMEOUT_S, query_rows
 from lightstore.query.rows import TIME_COLUMNS, Rows
 from lightstore.query.sqlguard import check_expression
-from lightstore.query.upstream import FieldResolver, Several, upstream_fields, value_order
+from lightstore.query.upstream import FieldResolver
 from lightstore.store.view import StoreView
-
-#: Columns of a history row, before the chosen config fields.
-HISTORY_COLUMNS = (
-    "rref",
-    "dref",
-    "name",
-    "started",
-    "stopped",
-    "duration",
-    "size",
-    "file_count",
-    "host",
-    "pid",
-    "build_id",
-    "imported",
-    "import_host",
-    "collected",
-    "collected_reason",
-    "tags",
-)
-
-#: What the `tags` column of a history row is: the realization's tags as one JSON object.
-_TAGS_COLUMN = (
-    "(SELECT json_group_object(t.name, t.value) FROM tags AS t WHERE t.rref = history.rref) AS tags"
-)
 
 # The `history` view's rows for what is present (what version 1's view
 # returned), with the same columns: the default listings read this, so
@@ -121,23 +103,6 @@ def _limit(limit: Any) -> int:
     return min(limit, 2**63 - 1)
 
 
-def field_keys(fields: Sequence[str], taken: Iterable[str] = HISTORY_COLUMNS) -> list[str]:
-    """The row keys `history` uses for config `fields`: the field, or ``config.<field>``
-    when a history column already has that name."""
-    return _unique_keys(fields, taken, "config.")
-
-
-def _unique_keys(names: Sequence[str], taken: Iterable[str], prefix: str) -> list[str]:
-    # A name already used by a column (or an earlier key) gets the prefix.
-    used = set(taken)
-    keys = []
-    for n in names:
-        key = n if n not in used else f"{prefix}{n}"
-        used.add(key)
-        keys.append(key)
-    return keys
-
-
 def _rows(
     catalogue: Catalogue,
     sql: str,
@@ -149,11 +114,6 @@ def _rows(
     names, rows = query_rows(catalogue, sql, params, timeout, user_sql=where)
     times = [n for n in names if n in TIME_COLUMNS]
     return Rows((dict(zip(names, row, strict=True)) for row in rows), names, times)
-
-
-def metric_keys(metrics: Sequence[str], taken: Iterable[str]) -> list[str]:
-    """The row keys `history` uses for `metrics`: the name, or ``metric.<name>`` when taken."""
-    return _unique_keys(metrics, taken, "metric.")
 
 
 #: The hidden column of the exact order of a config field's numbers (`_sort_order`).
@@ -293,7 +253,7 @@ def history(
         term, args = metric_column(metric)
         select.append(f'{term} AS "{key}"')
         params.extend(args)
-    select[select.index("tags")] = _TAGS_COLUMN
+    select[select.index("tags")] = TAGS_COLUMN
     w = _Where()
     t0, t1 = parse_optional_time(since, "since"), parse_optional_time(until, "until")
     name_column = "name"
@@ -354,205 +314,20 @@ def history(
     rows = _rows(catalogue, sql, params, timeout, where=bool(where))
     if fields:
         _exact_integers(catalogue, rows, fields, keys)
-    _decode_annotations(rows, mkeys)
+    decode_annotations(rows, mkeys)
     resolver = FieldResolver(catalogue, rows)
     for c in across:
         rows[:] = resolver.matching(rows, c)
-    _fields_across_stages(resolver, rows, fields, keys)
+    fields_across_stages(resolver, rows, fields, keys)
     if after:
         if sort_across and sort is not None:
-            _sort_rows(rows, sort_key, sort.startswith("-"))
+            sort_rows(rows, sort_key, sort.startswith("-"))
         if limit is not None:
             n = _limit(limit)
             rows[:] = rows[:n] if sort is not None else rows[max(len(rows) - n, 0) :]
     if varying:
-        _add_varying(resolver, rows, [*HISTORY_COLUMNS, *keys, *mkeys])
+        add_varying(resolver, rows, [*HISTORY_COLUMNS, *keys, *mkeys])
     return rows
-
-
-def empty_column_hints(
-    store: StoreView | Catalogue,
-    rows: Rows,
-    fields: Sequence[str],
-    metrics: Sequence[str],
-) -> list[str]:
-    """A line for each field or metric in `fields`/`metrics` that no row of `rows` (from
-    `history`) has, saying what the runs do have: their metrics, their config's fields
-    and the stages they were built on."""
-    if not rows:
-        return []
-    fields = [f for f in fields if f != "*"]
-    keys = field_keys(fields)
-    mkeys = metric_keys(metrics, [*HISTORY_COLUMNS, *keys])
-    lines = []
-    rrefs = json.dumps(sorted({str(r["rref"]) for r in rows}))
-    for metric, key in zip(metrics, mkeys, strict=True):
-        if all(r.get(key) is None for r in rows):
-            names = _catalogue(store).column(
-                "SELECT DISTINCT name FROM metrics WHERE rref IN (SELECT value FROM json_each(?)) "
-                "ORDER BY name",
-                (rrefs,),
-            )
-            lines.append(
-                f"note: no run listed has a metric {metric!r}; "
-                + (f"their metrics: {', '.join(names)}" if names else "they have no metrics")
-            )
-    resolver: FieldResolver | None = None
-    for field, key in zip(fields, keys, strict=True):
-        if any(r.get(key) is not None for r in rows):
-            continue
-        if resolver is None:
-            resolver = FieldResolver(store, rows)
-            resolver.load_own()
-        own = sorted(
-            {k for r in rows for k in (resolver.configs.get(str(r["dref"])) or {}) if k != "name"}
-        )
-        stages = sorted({s for r in rows for s in resolver.lineage(str(r["rref"]))})
-        lines.append(
-            f"note: no run listed has a value for {field!r}; their configs have "
-            f"{', '.join(own) or 'no fields'}"
-            + (f"; they were built on the stages {', '.join(stages)}" if stages else "")
-            + " (FIELD.SUB reads a field of a referenced config or of such a stage)"
-        )
-    return lines
-
-
-def _fields_across_stages(
-    resolver: FieldResolver, rows: Rows, fields: Sequence[str], keys: Sequence[str]
-) -> None:
-    """Fill in the dotted fields a run's own config does not hold, read across stages."""
-    for field, key in zip(fields, keys, strict=True):
-        if "." not in field:
-            continue
-        for row in rows:
-            if row.get(key) is None:
-                row[key] = resolver.value(row, field)
-
-
-def _sort_rows(rows: Rows, key: str, descending: bool) -> None:
-    """Order `rows` by `key` as SQL orders a config field (`_sort_order`): numbers exactly,
-    then text, then the rest; a `Several` by its smallest value; missing values last."""
-    rows.sort(key=lambda r: (r.get("stopped") is not None, r.get("stopped") or 0, r["rref"]))
-
-    def order(row: dict[str, Any]) -> tuple[int, Any]:
-        value = row.get(key)
-        return value_order(value[0] if isinstance(value, Several) else value)
-
-    present = [r for r in rows if r.get(key) is not None]
-    present.sort(key=order, reverse=descending)
-    rows[:] = present + [r for r in rows if r.get(key) is None]
-
-
-def _add_varying(resolver: FieldResolver, rows: Rows, taken: Sequence[str]) -> None:
-    """Add the fields (own, then of upstream stages) whose values differ among `rows`."""
-    if not rows:
-        return
-    resolver.load_own()
-    own = [flatten(resolver.configs.get(str(r["dref"])) or {}) for r in rows]
-    up = upstream_fields(resolver.catalogue, [str(r["rref"]) for r in rows], bounded=True)
-    ups = [up.get(str(r["rref"]), {}) for r in rows]
-    shown = {c for c in rows.columns}
-    missing = object()
-    names: list[str] = []
-    for flats in (own, ups):
-        for field in sorted({k for f in flats for k in f} - {"name"}):
-            values = [f.get(field, missing) for f in flats]
-            if any(_is_reference(v) for v in values):
-                continue
-            texts = {json.dumps(v, sort_keys=True, default=str) for v in values}
-            if len(texts) > 1 and field not in names:
-                names.append(field)
-    names = [n for n in names if n not in shown]
-    keys = _unique_keys(names, [*taken, *shown], "config.")
-    for name, key in zip(names, keys, strict=True):
-        source = own if name in {k for f in own for k in f} else ups
-        for row, flat in zip(rows, source, strict=True):
-            row[key] = flat.get(name)
-    rows.columns = [*rows.columns, *keys]
-
-
-def _is_reference(value: Any) -> bool:
-    if isinstance(value, Several):
-        return any(_is_reference(v) for v in value)
-    return isdref(value) or isrefpath(value)
-
-
-#: What a history column of a metric gives for a series (``-m loss:min``): SQL over
-#: metric_steps, or None for the value in `metrics` (the last step's).
-_SERIES_AGGREGATES = {
-    "last": None,
-    "min": "min(s.value)",
-    "max": "max(s.value)",
-    "steps": "count(*)",
-    "first": "(SELECT s2.value FROM metric_steps AS s2 WHERE s2.rref = history.rref "
-    "AND s2.name = ? ORDER BY s2.step LIMIT 1)",
-}
-
-
-def metric_column(metric: str) -> tuple[str, list[Any]]:
-    """The SQL term (and its parameters) of a history column for `metric`: a name
-    (the value; a series' at its last step), or ``name:min``, ``name:max``,
-    ``name:first``, ``name:last``, ``name:steps`` for a series (a plain metric gives its
-    value, and 0 steps). A NaN is the text 'NaN' (SQL has none; made a float again).
-
-    Raises QueryError for an invalid name or an unknown aggregate.
-    """
-    if not isinstance(metric, str):
-        raise QueryError(f"a metric is a name, not {metric!r}")
-    name, colon, aggregate = metric.partition(":")
-    try:
-        check_metric_name(name)
-    except InvalidMetricError as e:
-        raise QueryError(str(e)) from None
-    if colon and aggregate not in _SERIES_AGGREGATES:
-        raise QueryError(
-            f"unknown summary {aggregate!r} of the metric {name!r}: use "
-            f"{', '.join(f'{name}:{a}' for a in _SERIES_AGGREGATES)}"
-        )
-    # One primary-key lookup per row.
-    value = (
-        "(SELECT CASE WHEN m.value IS NULL THEN 'NaN' ELSE m.value END FROM metrics AS m "
-        "WHERE m.rref = history.rref AND m.name = ?)"
-    )
-    over = _SERIES_AGGREGATES.get(aggregate) if colon else None
-    if over is None:
-        return value, [name]
-    if aggregate == "steps":
-        return (
-            "(SELECT count(*) FROM metric_steps AS s WHERE s.rref = history.rref AND s.name = ?)",
-            [name],
-        )
-    if aggregate == "first":
-        return f"coalesce({over}, {value})", [name, name]
-    # min() and max() leave NaN (NULL) out; a plain metric gives its value.
-    return (
-        f"coalesce((SELECT {over} FROM metric_steps AS s WHERE s.rref = history.rref "
-        f"AND s.name = ?), {value})",
-        [name, name],
-    )
-
-
-def tag_condition(tag: str | tuple[str, str | None], rref_column: str) -> tuple[str, list[Any]]:
-    """The SQL condition that the realization in `rref_column` has the tag `tag`:
-    ``NAME`` (any value) or ``NAME=VALUE`` (that value), or a (name, value or None)
-    pair. Raises QueryError for a malformed tag name."""
-    try:
-        name, value = parse_tag(tag) if isinstance(tag, str) else (parse_tag(tag[0])[0], tag[1])
-    except InvalidAnnotationError as e:
-        raise QueryError(str(e)) from None
-    if value is None:
-        return f"{rref_column} IN (SELECT rref FROM tags WHERE name = ?)", [name]
-    return f"{rref_column} IN (SELECT rref FROM tags WHERE name = ? AND value = ?)", [name, value]
-
-
-def _decode_annotations(rows: Rows, mkeys: Sequence[str]) -> None:
-    """Tags as a dict, and a metric's 'NaN' (SQL has no NaN) as a float NaN."""
-    for row in rows:
-        text = row.get("tags")
-        row["tags"] = json.loads(text) if text and text != "{}" else {}
-        for key in mkeys:
-            if row.get(key) == "NaN":
-                row[key] = math.nan
 
 
 def _exact_integers(
