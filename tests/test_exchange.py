@@ -11,7 +11,7 @@ from helpers import assert_unchanged, fails, holdings, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lightstore.exchange.archive as archive_module
+import lightstore.exchange.packing as packing_module
 from lightstore import (
     ArchiveError,
     StorageSettings,
@@ -166,7 +166,7 @@ def test_spack_failure_keeps_previous_archive(store, tmp_path, monkeypatch):
         out.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(archive_module, "_write_zip", broken)
+    monkeypatch.setattr(packing_module, "_write_zip", broken)
     with pytest.raises(ArchiveError, match="No space left"):
         spack([top], str(archive), store)
     assert archive.read_bytes() == b"previous"

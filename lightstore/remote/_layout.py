@@ -39,7 +39,7 @@ from typing import Any
 
 from lightstore.exchange._ingest import Annotations, checked_config, checked_context
 from lightstore.exchange._tree import check_utf8_name, link_leaves, walk_tree
-from lightstore.exchange.archive import _time, annotation_fields
+from lightstore.exchange.manifest import annotation_fields, build_time
 from lightstore.foundation.config import Config, canonical_json
 from lightstore.foundation.errors import (
     ArchiveError,
@@ -359,7 +359,9 @@ def parse_manifest(data: bytes, rref: RRef, where: str, max_entries: int | None 
     # The same bounds as archives: a hostile time (NaN, 1e300, a 400-digit int)
     # must not reach the catalogue (an int that large overflowed SQLite).
     try:
-        times = [_time(doc.get(k), f"{where}: {rref}") for k in ("build_started", "build_stopped")]
+        times = [
+            build_time(doc.get(k), f"{where}: {rref}") for k in ("build_started", "build_stopped")
+        ]
     except ArchiveError as e:
         raise _bad(where, str(e)) from None
     return Manifest(
