@@ -20,7 +20,7 @@ configuration applies. See `lightstore.remote._layout` for the layout.
 Inside: `_reading` opens a remote and reads its objects, `_fs` writes them
 and downloads them (local files moved by `_localcopy`), `_layout` names them,
 `_redact` keeps credentials out of messages, `transfers` runs them in a
-pool; `push`, `plan` then `pull` (reading `manifests`), `listing` and
+pool; `push` (its files sent by `uploads`), `plan` then `pull` (reading `manifests`), `listing` and
 `substitute` are the operations.
 """
 
