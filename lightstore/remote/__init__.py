@@ -20,8 +20,8 @@ configuration applies. See `lightstore.remote._layout` for the layout.
 Inside: `_reading` opens a remote and reads its objects, `_fs` writes them
 and downloads them (local files moved by `_localcopy`), `_layout` names them,
 `_redact` keeps credentials out of messages, `transfers` runs them in a
-pool; `push` (its files sent by `uploads`), `plan` then `pull` (reading `manifests`), `listing` and
-`substitute` are the operations.
+pool; `push` (its files sent by `uploads`), `plan` then `pull` (reading
+`manifests`), `listing` and `substitute` are the operations.
 """
 
 from lightstore.foundation.errors import (
