@@ -131,7 +131,15 @@ class _Tee(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        self._terminal().flush()
+        capture = _state.fd
+        if capture is not None and _writes_to(self.original, self.fd):
+            # Only a terminal stream the tee opened holds text; opening one to flush
+            # nothing cost four system calls per build.
+            stream = capture.terminal.get(self.fd)
+            if stream is not None:
+                stream.flush()
+            return
+        self.original.flush()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -334,8 +342,9 @@ class _FdCapture:
         self.pipes: list[_Pipe] = []
         self._open_pipes = 2
         self._lock = threading.Lock()
-        self.drained = threading.Event()
         self.pump = pump = _pump()
+        # Only the portable pump's builds wait for it to see their pipes close.
+        self.drained = None if pump.direct else threading.Event()
         # Every fd is allocated before fds 1 and 2 change, so running out of fds
         # (EMFILE) leaves the process as it was.
         opened: list[int] = []
@@ -377,7 +386,7 @@ class _FdCapture:
     def pipe_closed(self) -> None:
         with self._lock:
             self._open_pipes -= 1
-            if self._open_pipes == 0:
+            if self._open_pipes == 0 and self.drained is not None:
                 self.drained.set()
 
     def stop(self) -> None:
@@ -392,7 +401,8 @@ class _FdCapture:
         if not self.pump.direct:
             for fd in (1, 2):
                 os.dup2(self.saved[fd], fd)
-            self.drained.wait(_DRAIN_TIMEOUT_S)
+            if self.drained is not None:
+                self.drained.wait(_DRAIN_TIMEOUT_S)
         else:
             for pipe in self.pipes:
                 with pipe.lock:
@@ -449,15 +459,6 @@ def _remove_tees() -> None:
         sys.stderr = sys.stderr.original
 
 
-def _fds_usable() -> bool:
-    try:
-        os.fstat(1)
-        os.fstat(2)
-    except OSError:
-        return False
-    return True
-
-
 @contextmanager
 def capture_output(path: str, fd_level: bool = True) -> Iterator[str]:
     """Tee what the current thread (and, when it is the only build, the process's fds 1
@@ -475,7 +476,8 @@ def capture_output(path: str, fd_level: bool = True) -> Iterator[str]:
             _state.fd.shared = True
         _state.logs.setdefault(ident, []).append(log)
         _install_tees()
-        if fd_level and _state.fd is None and _state.count == 1 and _fds_usable():
+        if fd_level and _state.fd is None and _state.count == 1:
+            # Closed fds 1 or 2 make `os.dup` fail (EBADF) before anything changed.
             try:
                 _state.fd = _FdCapture(log)
             except (OSError, RuntimeError):  # out of fds, or no thread for the pump
