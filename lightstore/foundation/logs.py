@@ -83,8 +83,10 @@ class _Log:
             if self.fd is not None:
                 os.close(self.fd)
                 return
-        with suppress(OSError):
+        try:  # noqa: SIM105 - per build: suppress() costs a context manager
             os.unlink(self.path)
+        except OSError:
+            pass
 
 
 class _State:
@@ -226,8 +228,10 @@ class _Pump:
         """Stop watching `pipe` (epoll only; from any thread, holding `pipe.lock`)."""
         with self.lock:
             self.pipes.pop(pipe.read_end, None)
-        with suppress(OSError, ValueError):
+        try:  # noqa: SIM105 - per build: suppress() costs a context manager
             self.poller.unregister(pipe.read_end)
+        except (OSError, ValueError):
+            pass
 
     def _run(self) -> None:
         while True:
@@ -320,11 +324,15 @@ class _Pipe:
     def close(self) -> None:
         """Close the read end and the terminal copy (holding `lock`)."""
         self.closed = True
-        with suppress(OSError):
+        try:  # noqa: SIM105 - per build: suppress() costs a context manager
             os.close(self.read_end)
+        except OSError:
+            pass
         if self.terminal != self.capture.saved.get(self.fd):
-            with suppress(OSError):
+            try:  # noqa: SIM105 - per build: suppress() costs a context manager
                 os.close(self.terminal)
+            except OSError:
+                pass
         self.capture.pipe_closed()
 
 
@@ -432,8 +440,10 @@ class _FdCapture:
 
 
 def _flush(stream: Any) -> None:
-    with suppress(OSError, ValueError, AttributeError):
+    try:  # noqa: SIM105 - per build: suppress() costs a context manager
         stream.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -443,11 +453,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+#: The tees last installed, by fd: a build of the same streams takes them again.
+_tees: dict[int, _Tee] = {}
+
+
+def _tee(stream: TextIO, fd: int) -> _Tee:
+    tee = _tees.get(fd)
+    if tee is None or tee.original is not stream:
+        tee = _tees[fd] = _Tee(stream, fd)
+    return tee
+
+
 def _install_tees() -> None:
     if not isinstance(sys.stdout, _Tee) and sys.stdout is not None:
-        sys.stdout = _Tee(sys.stdout, 1)
+        sys.stdout = _tee(sys.stdout, 1)
     if not isinstance(sys.stderr, _Tee) and sys.stderr is not None:
-        sys.stderr = _Tee(sys.stderr, 2)
+        sys.stderr = _tee(sys.stderr, 2)
 
 
 def _remove_tees() -> None:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,16 +80,14 @@ class StoreBase(StoreView):
         # `publish` records them instead of the times it measured.
         self.declared_times: dict[str, dict[str, float | None]] = {}
 
-    @contextmanager
-    def realizing(self) -> Iterator[None]:
+    def realizing(self) -> AbstractContextManager[None]:
         """Held (shared) while a realization, an import or a pin runs; gc waits for all of them.
 
         Re-entrant within a process (a realizer may realize other stages, in
         any thread). A waiting gc holds the intent lock, so new realizations
         queue behind it instead of starving it.
         """
-        with self._collector.shared():
-            yield
+        return self._collector.shared()
 
     @contextmanager
     def collecting(self, timeout: float | None = DEFAULT_GC_TIMEOUT_S) -> Iterator[None]:
@@ -144,11 +142,13 @@ class StoreBase(StoreView):
         """Write the config files of unrecorded derivations under an intent; return what to record."""
         if not derivations:
             return None
-        known = self.catalogue.known_drefs([d for d, _ in derivations])
-        missing = [(d, c) for d, c in derivations if d not in known]
-        if not missing:
-            return None
-        intent = self.catalogue.open_intent("derive", [d for d, _ in missing])
+        # The check and the intent in one transaction: nothing is read before it.
+        with self.catalogue.write("recording derivations"):
+            known = self.catalogue.known_drefs([d for d, _ in derivations])
+            missing = [(d, c) for d, c in derivations if d not in known]
+            if not missing:
+                return None
+            intent = self.catalogue.open_intent("derive", [d for d, _ in missing])
         new: list[NewDerivation] = []
         for dref, config in missing:
             text = canonical_json(config.val)
