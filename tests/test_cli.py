@@ -19,15 +19,18 @@ from helpers import (
 )
 
 from lightstore import (
+    CatalogueCorruptError,
     DRef,
     RRef,
     build_metric,
     build_outpath,
     build_wrapper,
+    fsinit,
     instantiate,
     linkrref,
     match_only,
     mkdrv,
+    mkSS,
     realize1,
     selfref,
 )
@@ -502,6 +505,49 @@ def test_reindex_rebuilds_a_deleted_or_damaged_catalogue(pipeline, store):
     ok(root, "reindex")
     assert sorted(ok(root, "ls", "-r", "-q").split()) == before
     assert "keep" in ok(root, "roots")
+
+
+def test_a_zero_byte_catalogue_is_refused_never_recreated_empty(pipeline, store, tmp_path):
+    """An emptied catalogue (0 bytes) beside a tree of realizations is damage: writing
+    commands and the API refuse it (exit 5, naming reindex) rather than start an empty
+    catalogue that would forget the tree."""
+    root = pipeline.root
+    before = sorted(ok(root, "ls", "-r", "-q").split())
+    path = os.path.join(root, CATALOGUE_FILE)
+    store.catalogue.close()
+    Store.forget_instances()
+    for name in ("-wal", "-shm"):
+        if os.path.exists(path + name):
+            os.unlink(path + name)
+    open(path, "wb").close()
+    for args in (
+        ["gc", "--yes"],
+        ["pin", "keep", pipeline.eval],
+        ["init"],
+        ["ls"],
+        ["verify"],
+        ["history"],
+    ):
+        result = fails(EXIT_REFUSED, root, *args)
+        assert "reindex" in result.output and "internal error" not in result.output, args
+        assert os.path.getsize(path) == 0, args
+    S = mkSS(root)
+    for attempt in (
+        lambda: Store.open(root),
+        lambda: fsinit(S),
+        lambda: realize1(instantiate(data_stage, S=S)),
+    ):
+        with pytest.raises(CatalogueCorruptError, match="reindex"):
+            attempt()
+        assert os.path.getsize(path) == 0
+    ok(root, "reindex")
+    assert sorted(ok(root, "ls", "-r", "-q").split()) == before
+    # An init cut short (no objects yet) is no damage: the store opens and works.
+    fresh = tmp_path / "fresh"
+    (fresh / "objects").mkdir(parents=True)
+    (fresh / CATALOGUE_FILE).write_bytes(b"")
+    Store.forget_instances()
+    assert realize1(instantiate(data_stage, S=mkSS(str(fresh))))
 
 
 # -- sql ---------------------------------------------------------------------------------------

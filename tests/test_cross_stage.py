@@ -468,3 +468,23 @@ def test_non_finite_digits_stay_readable():
     assert cell_text(math.inf) == "inf" and cell_text(math.nan) == "nan"
     assert cell_text(1 / 3) == "0.333333" and cell_text(1 / 3, None) == repr(1 / 3)
     assert cell_text(Several([1e-7, 0.5])) == "1e-07 | 0.5"
+
+
+def test_fields_across_long_lineages_are_refused_not_read_for_minutes(sweep, monkeypatch):
+    """A chain of checkpoints, each built on the one before, has N * N / 2 (run, upstream
+    run) pairs: past `MAX_PAIRS` a field across stages is a QueryError naming what to do,
+    not minutes and gigabytes (the browser reads at most that many too)."""
+    from lightstore.query import upstream
+
+    store = sweep["store"]
+    monkeypatch.setattr(upstream, "MAX_PAIRS", 5)
+    for asked in (
+        {"fields": ["train.lr"]},
+        {"config": ["train.lr<0.05"]},
+        {"varying": True},
+    ):
+        with pytest.raises(QueryError, match="--limit"):
+            history(store, "evaluate", **asked)
+    assert history(store, "evaluate", fields=["lr"])  # own fields need no lineage
+    monkeypatch.setattr(upstream, "MAX_PAIRS", 200_000)
+    assert history(store, "evaluate", fields=["train.lr"], varying=True)

@@ -14,6 +14,7 @@ from functools import partial
 
 import pytest
 
+import lightstore.compat.fetch as compat_fetch
 import lightstore.stages.fetch as fetch_module
 from lightstore import (
     ArchiveError,
@@ -25,6 +26,7 @@ from lightstore import (
     drefcfg,
     fetchlocal,
     fetchurl,
+    fetchurl2,
     instantiate,
     mklens,
     realize1,
@@ -336,4 +338,116 @@ def test_unpacking_fetches_work_repeatedly_and_leave_no_download(S, www, server,
     b = realize1(instantiate(lambda r: fetchurl(r, f"{base}/b.tgz", sha(second), unpack=True), S=S))
     assert os.path.isfile(os.path.join(mklens(a, S=S).out_path.syspath, "one.txt"))
     assert os.path.isfile(os.path.join(mklens(b, S=S).out_path.syspath, "two.txt"))
+    assert os.listdir(S.tmpdir) == []
+
+
+# -- a download program the user chose (Pylightnix's WGET/CURL) ----------------------------
+
+
+def mock_program(folder, source, status: int = 0):
+    """A real program that records its arguments, leaves a stray file in its working folder
+    and, as Pylightnix's mock wget/curl do, copies `source` to the path after --output*."""
+    program = folder / "mockget"
+    program.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > "{folder}/args"\n'
+        "touch stray-log\n"
+        'while [ "$#" -gt 0 ]; do\n'
+        '  case "$1" in --output|--output-document) out="$2";; esac; shift\n'
+        "done\n"
+        f'cp "{source}" "$out"\n'
+        f"exit {status}\n"
+    )
+    program.chmod(0o755)
+    return program
+
+
+@pytest.fixture
+def no_program_env(monkeypatch):
+    monkeypatch.delenv("PYLIGHTNIX_WGET", raising=False)
+    monkeypatch.delenv("PYLIGHTNIX_CURL", raising=False)
+
+
+def test_replaced_wget_downloads_as_in_pylightnix(S, tmp_path, monkeypatch, no_program_env):
+    """Pylightnix's test_fetchurl: WGET replaced, a URL only the program knows, unpacked."""
+    archive = tmp_path / "data.tar.gz"
+    data = make_tar_gz(archive, {"mockdata": b"blala"})
+    program = mock_program(tmp_path, archive)
+    url = "mockwget://result.tar.gz"
+    with pytest.raises(InvalidConfigError, match="http, https or file"):
+        instantiate(lambda r: fetchurl(url, sha256=sha(data), filename="v.tar.gz", r=r), S=S)
+    monkeypatch.setattr(compat_fetch, "WGET", lambda: str(program))
+    rref = realize1(
+        instantiate(lambda r: fetchurl(url, sha256=sha(data), filename="v.tar.gz", r=r), S=S)
+    )
+    out = mklens(rref, S=S).syspath
+    assert sorted(os.listdir(out)) == ["context.json", "mockdata"]  # no stray-log, no archive
+    with open(os.path.join(out, "mockdata"), "rb") as f:
+        assert f.read() == b"blala"
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:2] == ["--continue", "--output-document"] and args[3] == url
+    assert args[2].endswith("v.tar.gz.tmp")
+    assert os.listdir(S.tmpdir) == []
+
+
+def test_pylightnix_wget_variable_downloads_with_the_same_dref(
+    S, www, server, tmp_path, monkeypatch, no_program_env
+):
+    base, hits = server
+    (tmp_path / "data.bin").write_bytes(b"from the program")
+    (www / "data.bin").write_bytes(b"from the program")
+    url, digest = f"{base}/data.bin", sha(b"from the program")
+    plain = instantiate(lambda r: fetchurl(r, url, digest), S=S)[0]
+    monkeypatch.setenv("PYLIGHTNIX_WGET", str(mock_program(tmp_path, tmp_path / "data.bin")))
+    closure = instantiate(lambda r: fetchurl(r, url, digest), S=S)
+    assert closure[0] == plain  # the program is not part of the config
+    rref = realize1(closure)
+    assert mklens(rref, S=S).out_path.contents == "from the program"
+    assert hits == []  # the program fetched it, not urllib
+
+
+def test_download_program_failures_store_nothing(S, tmp_path, monkeypatch, no_program_env):
+    (tmp_path / "data.bin").write_bytes(b"actual")
+    url = "mock://host/data.bin"
+
+    def fetch(digest):
+        return realize1(instantiate(lambda r: fetchurl(r, url, digest), S=S))
+
+    monkeypatch.setattr(compat_fetch, "WGET", lambda: str(tmp_path / "no-such-program"))
+    with pytest.raises(BuildError, match="cannot run the download program"):
+        fetch(sha(b"actual"))
+    monkeypatch.setattr(
+        compat_fetch, "WGET", lambda: str(mock_program(tmp_path, tmp_path / "data.bin", 3))
+    )
+    with pytest.raises(BuildError, match="exited with status 3"):
+        fetch(sha(b"actual"))
+    monkeypatch.setattr(
+        compat_fetch, "WGET", lambda: str(mock_program(tmp_path, tmp_path / "data.bin"))
+    )
+    with pytest.raises((ChecksumError, BuildError)) as e:
+        fetch(sha(b"expected"))
+    assert isinstance(cause(e.value), ChecksumError)
+    assert allrrefs(S) == []
+    assert os.listdir(S.tmpdir) == []
+
+
+def test_replaced_curl_downloads_for_fetchurl2(S, tmp_path, monkeypatch, no_program_env):
+    """Pylightnix's test_fetchurl2: CURL replaced; sha256 and sha1 both checked."""
+    (tmp_path / "data.tar.gz").write_bytes(b"curl data")
+    program = mock_program(tmp_path, tmp_path / "data.tar.gz")
+    monkeypatch.setattr(compat_fetch, "CURL", lambda: str(program))
+    url = "mockcurl://result.tar.gz"
+    rref = realize1(
+        instantiate(
+            lambda r: fetchurl2(url, sha256=sha(b"curl data"), filename="v.tar.gz", r=r), S=S
+        )
+    )
+    assert mklens(rref, S=S).out.contents == "curl data"
+    assert sorted(os.listdir(mklens(rref, S=S).syspath)) == ["context.json", "v.tar.gz"]
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:3] == ["--continue-at", "-", "--output"] and args[4] == url
+    wrong_sha1 = hashlib.sha1(b"other").hexdigest()
+    with pytest.raises((ChecksumError, BuildError)) as e:
+        realize1(instantiate(lambda r: fetchurl2(url, sha1=wrong_sha1, filename="w", r=r), S=S))
+    assert isinstance(cause(e.value), ChecksumError)
     assert os.listdir(S.tmpdir) == []

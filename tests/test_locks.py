@@ -149,3 +149,39 @@ def test_releasing_one_key_keeps_the_others_held(tmp_path, mode):
             check=True,
         )
         assert probe.stdout.strip() == "False", "another process could take a held key"
+
+
+def _fork_lingering_child() -> int:
+    """Fork a child that lives on (a server or a data loader a build started): its pid,
+    once it runs its own code."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only sleeps
+        os.write(w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    return pid
+
+
+@pytest.mark.parametrize("kind", ["build", "collector"])
+def test_a_child_forked_under_a_lock_does_not_keep_it(tmp_path, kind):
+    if kind == "build" and not hasattr(fcntl, "F_OFD_SETLKW"):
+        pytest.skip("record locks are not inherited anyway")
+    path = str(tmp_path / "builds.lock")
+    key = KeyedLocks.key("k")
+    collector = locks.ProcessSharedLock(str(tmp_path / "gc.lock"), str(tmp_path / "intent.lock"))
+    held = KeyedLocks(path).hold(key) if kind == "build" else collector.shared()
+    with held:
+        child = _fork_lingering_child()
+    try:
+        if kind == "build":
+            assert _free(path, key), "the forked child kept the build lock"
+        else:
+            with collector.exclusive(timeout=2):
+                pass
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)

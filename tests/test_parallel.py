@@ -8,6 +8,7 @@ test that kills workers leaves it to heal itself.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import signal
 import subprocess
@@ -574,3 +575,38 @@ def test_a_script_using_jobs_needs_no_main_guard(tmp_path, body):
     assert out.strip().startswith("rref:") and len(out.strip().splitlines()) == 1
     rows = Store.open(root).catalogue.query("SELECT status, pid FROM builds")
     assert len(rows) == 1 and rows[0][0] == "succeeded" and rows[0][1] != proc.pid
+
+
+def test_a_worker_dying_is_seen_though_its_build_forked_a_lasting_child(S, store, tmp_path):
+    """A build that forks a child living on (a server, a data loader), then dies: the
+    child holds neither the worker's pipe nor the build lock, so the task runs again at
+    once instead of when the child ends."""
+    flag, pids = tmp_path / "died-once", tmp_path / "children"
+
+    def real(b):
+        child = os.fork()
+        if child == 0:
+            time.sleep(30)
+            os._exit(0)
+        with open(pids, "a") as f:
+            f.write(f"{child}\n")
+        if not flag.exists():
+            flag.write_text("")
+            os._exit(1)
+        with open(os.path.join(build_outpath(b), "out"), "w") as f:
+            f.write("built")
+
+    def stage(r):
+        return mkdrv(
+            {"name": "forks", "out": [selfref, "out"]}, match_only(), build_wrapper(real), r
+        )
+
+    started = time.monotonic()
+    try:
+        rref = realize1(instantiate(stage, r=Registry(S)), jobs=2)
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert time.monotonic() - started < 15
+    assert store.verify(check_contents=True).ok and rref

@@ -64,6 +64,16 @@ def checkout(tmp_path):
 
         def test_submodules():
             assert callable(mkdrvE) and callable(pylightnix.stages.fetch.fetchurl)
+
+        def test_replaced_setting_reaches_lightstore():
+            import lightstore.compat.fetch
+            old = pylightnix.stages.fetch.WGET
+            try:
+                pylightnix.stages.fetch.WGET = lambda: '/bin/mockwget'
+                assert lightstore.compat.fetch.WGET() == '/bin/mockwget'
+            finally:
+                pylightnix.stages.fetch.WGET = old
+            assert lightstore.compat.fetch.WGET is old
         """
         ),
     )
@@ -84,15 +94,17 @@ def checkout(tmp_path):
     return root
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, TOOL, "--python", sys.executable, *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def run(
+    *args: str, python: str = sys.executable, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, TOOL, "--python", python, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def test_counts_and_failures(checkout, tmp_path):
     done = run("--checkout", str(checkout), "--cache", str(tmp_path / "cache"))
     assert done.returncode == 0, done.stderr
-    assert "lightstore: passed 3 of 6" in done.stdout
+    assert "lightstore: passed 4 of 7" in done.stdout
     failing = done.stdout.split("failing on lightstore:")[1].splitlines()
     assert any("test_store.py::test_fails" in f and "deliberate failure" in f for f in failing)
     for name in ("test_one", "test_two"):
@@ -101,12 +113,22 @@ def test_counts_and_failures(checkout, tmp_path):
     assert not any("test_realize" in f or "test_submodules" in f for f in failing)
 
 
+def test_a_relative_python_path(checkout, tmp_path):
+    """--python relative to the folder the tool is started in, not the one pytest runs in."""
+    relative = os.path.relpath(sys.executable, ROOT)
+    done = run(
+        "--checkout", str(checkout), "--cache", str(tmp_path / "c"), python=relative, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "lightstore: passed 4 of 7" in done.stdout
+
+
 @pytest.mark.slow
 def test_min_fails_below(checkout, tmp_path):
-    assert run("--checkout", str(checkout), "--min", "3").returncode == 0
-    done = run("--checkout", str(checkout), "--min", "4")
+    assert run("--checkout", str(checkout), "--min", "4").returncode == 0
+    done = run("--checkout", str(checkout), "--min", "5")
     assert done.returncode == 1
-    assert "fewer than --min 4" in done.stderr
+    assert "fewer than --min 5" in done.stderr
 
 
 def test_cannot_run_without_tests(tmp_path):

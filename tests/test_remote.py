@@ -899,7 +899,8 @@ def test_cli_push_ls_pull_keygen_trust(alice, bob, file_url, tmp_path):
     added = ok(bob.root, "pull", file_url, rref).split()
     assert rref in added and len(added) == 3
     fails(3, bob.root, "pull", file_url, "dref:" + "0" * 32 + "-x")
-    fails(2, bob.root, "pull", file_url, "not-a-ref")
+    fails(2, bob.root, "pull", file_url, "not a ref!")
+    fails(3, bob.root, "pull", file_url, "not-a-ref")  # a name no derivation has there
     fails(2, None, "remote-ls", file_url, "-o", "novalue")
 
 

@@ -304,6 +304,19 @@ def test_sql_editor_is_read_only(server, sweep):
     )  # the collected run keeps its metrics
 
 
+def test_datasette_pages_about_itself_work(server):
+    """/-/versions probes SQLite on a scratch in-memory connection of its own, which no user
+    SQL reaches: the guard of the catalogue's connections is not applied there."""
+    status, _, body = server.get("/-/versions.json")
+    assert status == 200, body[:300]
+    info = json.loads(body)
+    assert info["sqlite"]["version"] and "compile_options" in info["sqlite"]
+    assert server.get("/-/versions")[0] == 200
+    for page in ("/-/plugins.json", "/-/settings.json", "/-/databases.json"):
+        assert server.get(page)[0] == 200, page
+    assert server.get("/_memory.json?sql=" + quote("SELECT 1"))[0] == 404  # no database to query
+
+
 def test_a_query_cannot_fill_the_servers_memory(sweep):
     """Any web page can send these to a server on 127.0.0.1: each is refused with a message,
     the server's memory bounded (here its address space, so a regression fails, no more)."""

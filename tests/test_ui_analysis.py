@@ -65,6 +65,13 @@ def header_keys(html: str, css: str = "") -> list[str]:
     ]
 
 
+def curves_of(html: str) -> dict[str, Any]:
+    """The curves a compare or run page hands its script."""
+    found = re.search(r'id="ls-curves-data">(.*?)</script>', html, re.S)
+    assert found is not None
+    return json.loads(found.group(1))["curves"]
+
+
 # -- the stage page --------------------------------------------------------------------------
 
 
@@ -110,8 +117,10 @@ def test_constant_columns_come_last_and_are_hidden(server):
         "config:lr",
         "config:seed",
         "metric:acc",
+        "metric:acc:min",
         "metric:diverged",
         "metric:loss",
+        "metric:loss:min",
     ]
     assert keys == varying + [k for k in keys if k in constant]  # what varies first
     assert 'id="show-constants"' in html and "7 columns with the same value" in html
@@ -204,15 +213,22 @@ def test_compare_shows_configs_metrics_and_curves_side_by_side(server, sweep):
     assert config.count('<td class="differs">') == 3
     assert "6 fields the same in every run" in html  # batch, epochs, seed, ...
     metrics = html.split('id="compare-metrics"', 1)[1].split("</table>", 1)[0]
-    # The diverged run has no loss: its cell says so, and differs.
-    assert 'class="differs missing">—<' in metrics
-    curves = json.loads(
-        re.search(r'id="ls-curves-data">(.*?)</script>', html, re.S).group(1)  # type: ignore[union-attr]
-    )["curves"]
-    assert list(curves) == ["loss"] and len(curves["loss"]) == 3
+    # The diverged run's loss ends NaN: its cell says so, marked, and differs; its smallest
+    # loss is a number.
+    assert '<th>loss</th><td class="differs">' in metrics
+    assert 'class="differs nonfinite">NaN<' in metrics and "<th>loss:min</th>" in metrics
+    curves = curves_of(html)
+    assert list(curves) == ["acc", "loss"] and len(curves["loss"]) == 3
     diverged = next(c for c in curves["loss"] if c["rref"] == picked[2])
     assert diverged["values"][:3] == [2.5, 2.2121, 1.9627] and diverged["values"][3] is None
-    assert diverged["gaps"] == 7
+    assert diverged["gaps"] == 7 and diverged["nonfinite"] == [[3, 9, "NaN", 7]]
+    assert diverged["why"] == "NaN at steps 3-9"
+    # Each run's line is labelled by the field in which these runs differ.
+    assert [c["label"] for c in curves["loss"]] == ["lr=0.001", "lr=0.01", "lr=0.1"]
+    # Tags differ: highlighted; the diverged run's note is shown.
+    tags = html.split('id="compare-tags"', 1)[1].split("</tr>", 1)[0]
+    assert tags.startswith(' class="differs"') and "status=diverged" in tags
+    assert "baseline" in tags and "Diverges at epoch 3" in html
     # Upstream fields are compared too (all the same here: one data run).
     assert "upstream field" in html
 
@@ -309,25 +325,68 @@ def test_without_a_drawing_library_the_error_names_it_and_the_extra(tmp_path, mo
     assert "lightstore[ui]" in result.output
 
 
-# -- curves from artifacts ---------------------------------------------------------------------------
+# -- curves -------------------------------------------------------------------------------------------
 
 
-def test_curve_files_are_read_as_series(tmp_path):
-    from lightstore.ui.curves import artifact_series
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+)
 
-    (tmp_path / "curve.json").write_text("[3, 2.5, NaN, 1]")
-    (tmp_path / "val_curve.json").write_text('{"acc": [[0, 0.5], [10, 0.75]], "note": "x"}')
-    (tmp_path / "curves.csv").write_text("epoch,loss,lr\n0,1.5,0.1\n1,1.25,0.1\n2,inf,0.05\n")
-    (tmp_path / "curve_bad.json").write_text('{"not": "numbers"}')
-    (tmp_path / "other.json").write_text("[1, 2]")  # not named like a curve
-    got = artifact_series(str(tmp_path))
-    assert got == {
-        "curve": [(0.0, 3.0), (1.0, 2.5), (2.0, None), (3.0, 1.0)],
-        "acc": [(0.0, 0.5), (10.0, 0.75)],
-        "curves/loss": [(0.0, 1.5), (1.0, 1.25), (2.0, None)],
-        "curves/lr": [(0.0, 0.1), (1.0, 0.1), (2.0, 0.05)],
+
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(st.integers(-1000, 10**6), NUMBERS, max_size=60), st.integers(2, 8))
+def test_a_curve_keeps_its_steps_and_says_where_it_is_not_finite(points, most):
+    import lightstore.ui.curves as ui_curves
+
+    line = ui_curves.curve_line(points)
+    steps = sorted(points)
+    bad = [s for s in steps if not math.isfinite(points[s])]
+    assert line["steps"] == steps and line["gaps"] == len(bad)
+    assert [v is None for v in line["values"]] == [s in bad for s in steps]
+    assert all(
+        v == float(points[s]) for s, v in zip(steps, line["values"], strict=True) if v is not None
+    )
+    # The runs of non-finite steps cover exactly those steps, each with its reason.
+    covered = [s for first, last, _, _ in line["nonfinite"] for s in steps if first <= s <= last]
+    assert covered == bad[: len(covered)] and sum(r[3] for r in line["nonfinite"]) == len(covered)
+    for first, _, why, _ in line["nonfinite"]:
+        value = points[first]
+        assert why == ("NaN" if math.isnan(value) else "inf" if value > 0 else "-inf")
+    assert bool(ui_curves.gap_text(line)) == bool(bad)
+    # A long series is thinned for drawing, its last point kept.
+    old, ui_curves.MAX_POINTS = ui_curves.MAX_POINTS, most
+    try:
+        thin = ui_curves.curve_line(points)
+    finally:
+        ui_curves.MAX_POINTS = old
+    assert len(thin["steps"]) == min(len(steps), most) and thin["gaps"] == len(bad)
+    assert thin["steps"][-1:] == steps[-1:] and thin["steps"] == sorted(thin["steps"])
+
+
+def test_series_are_read_through_the_query_api_as_history_reads_them(sweep):
+    """A stage's columns of a series (its last value, its smallest) are the values
+    `lightstore history -m loss -m loss:min` gives, NaN included; a chart marks a NaN."""
+    from lightstore.query import history, open_view
+    from lightstore.ui import analysis
+
+    view = open_view(sweep["root"])
+    table = analysis.stage_table(view, "train")
+    rows = {
+        r["rref"]: r
+        for r in history(view, "train", metrics=["loss", "loss:min", "acc", "acc:min", "diverged"])
     }
-    assert artifact_series(str(tmp_path / "missing")) == {}
+    assert len(table["runs"]) == len(rows) == len(LRS) * 2
+    for row in table["runs"]:
+        for name in ("loss", "loss:min", "acc", "acc:min", "diverged"):
+            mine, theirs = row["values"][f"metric:{name}"], rows[row["rref"]][name]
+            assert mine == theirs or (math.isnan(mine) and math.isnan(theirs)), (name, row)
+    diverged = sweep["train"][(DIVERGED_LR, 1)]
+    row = next(r for r in table["runs"] if r["rref"] == diverged)
+    assert math.isnan(row["values"]["metric:loss"]) and row["values"]["metric:loss:min"] < 3
+    chart = analysis.chart_data(table, lambda r: r)
+    plotted = next(r for r in chart["runs"] if r["rref"] == diverged)["v"]
+    assert plotted["metric:loss"] == {"nf": "NaN"} and isinstance(plotted["metric:loss:min"], float)
 
 
 # -- the lineage layout -------------------------------------------------------------------------------
@@ -421,32 +480,49 @@ def test_lineage_svg_escapes_labels_and_draws_the_layout():
     assert svg.count('<polyline class="edge"') == 3 and svg.count('class="node root"') == 1
 
 
-def test_tags_and_notes_become_facets_filters_and_chips(sweep, monkeypatch):
-    """The catalogue records no tags yet: the pages read them through `run_tags`, which the
-    catalogue's tags will feed; given some, they are a facet, a filter and chips."""
-    import asyncio
+def test_tags_and_notes_become_a_column_facets_filters_and_chips(server, sweep):
+    """The catalogue's tags: a column of chips, a facet (a tag with several values by its
+    name too), a filter by ``NAME`` or ``NAME=VALUE``; notes beside them; text stays text."""
+    from lightstore import Store
 
-    from lightstore.ui import data, make_datasette
+    other = sweep["train"][(1e-3, 2)]
+    store = Store.open(sweep["root"])
+    store.set_tag(other, "status", "<i>x</i>")
+    try:
+        html = page(server, "/stage/train")
+        facet = html.split('class="facet tag"', 1)[1].split("</div>", 1)[0]
+        for text, count in (("baseline", 2), ("status", 3), ("status=diverged", 2), ("best", 1)):
+            assert re.search(rf">{re.escape(text)}</a> <span class=\"ls-muted\">{count}<", facet)
+        assert "status=&lt;i&gt;x&lt;/i&gt;</a>" in html and "<i>x</i>" not in html
+        assert 'href="/stage/train?f.tag=best">best</a>' in html
+        assert "The one for the paper" in html  # the note, beside the tags
+        for wanted, runs in (("status", 3), ("status=diverged", 2), ("best", 1), ("nope", 0)):
+            shown = page(server, f"/stage/train?f.tag={quote(wanted)}")
+            assert shown.count('class="run-link"') == runs, wanted
+        # A filter that leaves no run is an empty table, not an error.
+        assert "0 matching the filters" in page(server, "/stage/train?f.config:lr=5")
+        chart = chart_of(page(server, "/stage/train?f.tag=best"))
+        assert [r["tags"] for r in chart["runs"]] == [["best"]]
+    finally:
+        store.remove_tag(other, "status")
 
-    best, other = sweep["train"][(3e-3, 1)], sweep["train"][(1e-3, 1)]
-    given = {best: {"tags": ["best", "<i>x</i>"], "note": "the one"}, other: {"tags": ["best"]}}
-    monkeypatch.setattr(
-        data, "run_tags", lambda store, rrefs: {r: given[r] for r in rrefs if r in given}
-    )
-    ds = make_datasette(sweep["root"])
 
-    async def fetch(path: str) -> str:
-        await ds.invoke_startup()
-        got = await ds.client.get(path)
-        assert got.status_code == 200, path
-        return got.text
-
-    stage = asyncio.run(fetch("/stage/train"))
-    assert 'class="facet tag"' in stage and 'href="/stage/train?f.tag=best">best</a>' in stage
-    assert '<span class="ls-chip">&lt;i&gt;x&lt;/i&gt;</span>' in stage and "the one" in stage
-    assert chart_of(stage)["runs"][0]["tags"] is not None
-    tagged = asyncio.run(fetch("/stage/train?f.tag=best"))
-    assert tagged.count('class="run-link"') == 2
-    both = f"/compare?r={quote(best, safe=':')}&r={quote(other, safe=':')}"
-    assert '<span class="ls-chip">best</span>' in asyncio.run(fetch(both))
-    assert "the one" in asyncio.run(fetch(url_of(best)))
+def test_run_page_draws_its_curves_and_shows_its_tags_and_notes(server, sweep):
+    rref = sweep["train"][(DIVERGED_LR, 1)]
+    html = page(server, url_of(rref))
+    curves = curves_of(html)
+    assert sorted(curves) == ["acc", "loss"]
+    loss = curves["loss"][0]
+    assert loss["steps"] == list(range(10)) and loss["values"][3:] == [None] * 7
+    series = html.split('id="series"', 1)[1].split("</table>", 1)[0]
+    row = series.split('data-series="loss"', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="num nonfinite">NaN</td>' in row  # the last value
+    assert "1.9627 <span" in row and "@2" in row  # the smallest, at its step
+    assert "NaN at steps 3-9" in row and "nonfinite gaps" in row
+    assert 'id="curve-logy"' in html and "plotly.min.js" in html
+    tags = html.split('id="tags"', 1)[1].split("</p>", 1)[0]
+    assert 'href="/stage/train?f.tag=status%3Ddiverged" title="set by ' in tags
+    assert ">status=diverged</a>" in tags
+    assert "Diverges at epoch 3: lr too large." in html.split('id="notes"', 1)[1]
+    # The metrics table says which values are a series' last.
+    assert "(step 9)" in html.split('id="metrics"', 1)[1].split("</table>", 1)[0]

@@ -124,16 +124,20 @@ def wait_drawn(page, count: int | None = None) -> None:
 def test_the_chart_is_drawn_from_local_assets(page):
     """Plotly comes from this server (the network is blocked): points, a log x axis."""
     page.goto(page.base + "/stage/train")
-    wait_drawn(page, RUNS)
+    wait_drawn(page, RUNS - DIVERGED)  # their accuracy ends NaN: listed, not plotted
     assert page.evaluate("() => typeof Plotly") == "object"
     state = chart_state(page)
-    assert state["points"] == RUNS and state["xaxis"] == "log" and state["yaxis"] == "linear"
+    assert (
+        state["points"] == RUNS - DIVERGED
+        and state["xaxis"] == "log"
+        and state["yaxis"] == "linear"
+    )
     assert page.locator("#chart .xtitle").text_content() == "lr"
     assert page.locator("#chart .ytitle").text_content() == "acc"
 
 
 def test_log_axis_toggle_and_colour_by(page):
-    page.goto(page.base + "/stage/train")
+    page.goto(page.base + "/stage/train?y=metric:loss:min")
     wait_drawn(page, RUNS)
     page.uncheck("#chart-logx")
     page.wait_for_function("() => document.getElementById('chart').layout.xaxis.type === 'linear'")
@@ -195,7 +199,7 @@ def test_runs_without_a_plottable_value_are_listed(page, sweep):
     items = page.locator("#not-plotted li")
     assert items.count() == DIVERGED
     assert set(items.all_inner_texts()) == {
-        f"{label}: loss: no value"
+        f"{label}: loss: NaN"
         for label in page.locator("#runs tr.not-plotted td.run code").all_inner_texts()
     }
     diverged = {sweep["train"][(DIVERGED_LR, s)] for s in SEEDS}
@@ -203,8 +207,8 @@ def test_runs_without_a_plottable_value_are_listed(page, sweep):
         "rows => rows.map(r => r.dataset.rref)"
     )
     assert set(marked) == diverged
-    # Back to a metric every run has: nothing is listed.
-    page.select_option("#chart-y", "metric:acc")
+    # Back to a metric every run has a number for (the smallest loss): nothing is listed.
+    page.select_option("#chart-y", "metric:loss:min")
     wait_drawn(page, RUNS)
     assert page.locator("#not-plotted li").count() == 0
     assert page.locator("#runs tr.not-plotted").count() == 0
@@ -219,8 +223,8 @@ def test_parallel_coordinates_of_a_stage(page):
     dims = page.evaluate(
         "() => document.getElementById('parcoords').data[0].dimensions.map(d => d.label)"
     )
-    assert dims == ["lr (log)", "seed", "acc", "diverged", "loss"]
-    assert page.locator("#not-plotted li").count() == DIVERGED  # no loss to draw
+    assert dims == ["lr (log)", "seed", "acc", "acc:min", "diverged", "loss", "loss:min"]
+    assert page.locator("#not-plotted li").count() == DIVERGED  # a NaN loss is not drawn
     assert "view=parcoords" in page.url
 
 
@@ -261,6 +265,50 @@ def test_select_runs_and_compare_them(page, sweep):
     assert page.locator("#curves .scatterlayer .trace").count() == 3
     page.check("#curve-logy")
     page.wait_for_function("() => document.getElementById('curves').layout.yaxis.type === 'log'")
+
+
+def test_compare_overlays_curves_labelled_by_what_differs(page, sweep):
+    picked = [sweep["train"][(lr, 1)] for lr in (1e-3, 3e-3, DIVERGED_LR)]
+    page.goto(page.base + "/compare?" + "&".join(f"r={quote(r, safe=':')}" for r in picked))
+    page.wait_for_function("() => document.getElementById('curves').dataset.lines === '3'")
+    page.select_option("#curve-name", "loss")
+    page.wait_for_function(
+        "() => document.getElementById('curves').layout.yaxis.title.text === 'loss'"
+    )
+    names = page.evaluate("() => document.getElementById('curves').data.map(t => t.name)")
+    assert names == ["lr=0.001", "lr=0.003", "lr=0.1"]
+    assert page.locator("#curves .legend .traces").count() == 3
+    # The diverged run's NaN steps are shaded and labelled on the chart, and listed below.
+    assert page.evaluate("() => document.getElementById('curves').layout.shapes.length") == 1
+    marks = page.locator("#curves .annotation-text").evaluate_all(
+        "ts => ts.map(t => t.textContent)"
+    )
+    assert marks == ["NaN \u00d77"]  # NaN at 7 steps
+    assert page.locator("#curve-gaps li").all_inner_texts() == ["lr=0.1: NaN at steps 3-9"]
+    # Tags differ between the runs: highlighted like any difference.
+    assert page.locator("#compare-tags td.differs").count() == 3
+    assert "status=diverged" in page.locator("#compare-tags").inner_text()
+
+
+def test_run_page_draws_one_chart_per_series_with_a_log_toggle(page, sweep):
+    rref = sweep["train"][(DIVERGED_LR, 1)]
+    page.goto(page.base + "/run/" + quote(rref, safe=":"))
+    page.wait_for_function("() => document.getElementById('curves').dataset.drawn === '2'")
+    charts = page.locator("#curves .ls-plot")
+    assert charts.evaluate_all("cs => cs.map(c => c.dataset.series)") == ["acc", "loss"]
+    assert page.locator("#curves .ls-plot .main-svg").count() >= 2
+    # Its NaN steps are shaded in both, and said in the table.
+    assert charts.evaluate_all("cs => cs.map(c => c.dataset.shaded)") == ["1", "1"]
+    assert "NaN at steps 3-9" in page.locator('#series tr[data-series="loss"]').inner_text()
+    page.check("#curve-logy")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#curves .ls-plot')]"
+        ".every(c => c.layout.yaxis.type === 'log')"
+    )
+    assert page.locator("#tags a.ls-chip").all_inner_texts() == ["status=diverged"]
+    page.locator("#tags a.ls-chip").click()
+    page.wait_for_url("**/stage/train?f.tag=status%3Ddiverged")
+    assert page.locator("#runs a.run-link").count() == DIVERGED
 
 
 def test_run_page_log_and_lineage_without_edges_through_boxes(page, sweep):

@@ -355,7 +355,7 @@ def test_repair_keeps_a_valid_realization_it_cannot_register(store):
     os.chmod(dep_folder, 0o755)
     os.chmod(os.path.join(dep_folder, "config.json"), 0o644)
     os.unlink(os.path.join(dep_folder, "config.json"))
-    repaired = Store.open(store.root)
+    repaired = Store.open(store.root, repair=True)
     report = repaired.verify(repair=True)
     assert os.path.isdir(repaired.rref_path(top))
     assert not report.ok

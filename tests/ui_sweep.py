@@ -1,6 +1,8 @@
 """A learning-rate sweep as an experiment browser shows it: log-spaced learning rates and two
-seeds, constant fields (batch, epochs, a source hash), a loss curve per run (curve.json), a
-diverged run, a failed build, and an evaluate stage built on the trained runs.
+seeds, constant fields (batch, epochs, a source hash), loss and accuracy curves per run (metric
+series by epoch, and a curve.json artifact), diverged runs (NaN from epoch 3), a failed build,
+an evaluate stage built on the trained runs, and tags and notes (best, baseline,
+status=diverged).
 
 The browser's tests and tools/ui_screenshots.py use it. Run as a script to make one:
 python tests/ui_sweep.py DIR
@@ -16,6 +18,7 @@ import sys
 
 from lightstore import (
     BuildError,
+    Store,
     build_cattrs,
     build_metrics,
     build_outpath,
@@ -32,6 +35,8 @@ from lightstore import (
 LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 SEEDS = (1, 2)
 DIVERGED_LR = 1e-1
+BEST_LR = 3e-3
+BASELINE_LR = 1e-3
 FAILED_LR = 1.0
 FAILURE = "loss became NaN at epoch 2"
 
@@ -69,14 +74,12 @@ def train_stage(lr: float, seed: int):
                 json.dump({"loss": curve}, f)
             for epoch, loss in enumerate(curve):
                 print(f"epoch {epoch:2d}  lr={c.lr:g}  loss={loss}")
+                build_metrics(b, {"loss": loss, "acc": round(1 - loss / 3, 4)}, step=epoch)
             if c.lr >= FAILED_LR:
                 raise FloatingPointError(FAILURE)
-            final = curve[-1]
-            if math.isnan(final):
+            if math.isnan(curve[-1]):
                 print("diverged: the loss is NaN")
-                build_metrics(b, {"diverged": 1, "acc": 0.1})
-            else:
-                build_metrics(b, {"loss": final, "diverged": 0, "acc": round(1 - final / 3, 4)})
+            build_metrics(b, {"diverged": int(math.isnan(curve[-1]))})
 
         config = {
             "name": "train",
@@ -127,6 +130,13 @@ def make_sweep(root: str) -> dict[str, object]:
     }
     with contextlib.suppress(BuildError):
         realize1(instantiate(train_stage(FAILED_LR, 1), S=S))
+    store = Store.open(root)
+    store.set_tag(train[(BEST_LR, 1)], "best")
+    store.add_note(train[(BEST_LR, 1)], "The one for the paper: lowest loss of the sweep.")
+    for seed in SEEDS:
+        store.set_tag(train[(BASELINE_LR, seed)], "baseline")
+        store.set_tag(train[(DIVERGED_LR, seed)], "status", "diverged")
+    store.add_note(train[(DIVERGED_LR, 1)], "Diverges at epoch 3: lr too large.")
     return {"root": root, "train": train, "evaluate": evaluate}
 
 

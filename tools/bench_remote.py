@@ -166,8 +166,9 @@ def _git(*args: str) -> str:
 
 def _moto_ceiling() -> dict[str, Any]:
     """500 one-KiB PUTs from 8 threads, s3fs alone: the endpoint's own ceiling."""
-    import s3fs
     from concurrent.futures import ThreadPoolExecutor
+
+    import s3fs
 
     fs = s3fs.S3FileSystem()
     fs.call_s3("create_bucket", Bucket="bench")
@@ -218,7 +219,9 @@ def _measure(
                     tag = f"{kind}-{label}-{rep}"
                     url = f"file://{tmp}/remote-{tag}" if remote == "file" else f"s3://bench/{tag}"
                     bob = os.path.join(tmp, f"bob-{tag}")
-                    for op, mode, root in zip(_OPS, ("_push", "_pull", "_pull"), (alice, bob, bob)):
+                    for op, mode, root in zip(
+                        _OPS, ("_push", "_pull", "_pull"), (alice, bob, bob), strict=True
+                    ):
                         log(f"{kind} {label} {remote} #{rep + 1}: {op}")
                         r = _run(mode, root, url, rref, env=env, code=code)
                         samples.append(

@@ -7,9 +7,11 @@ temporary folder and run with pytest there, with a package named
 plus the standard-library names Pylightnix re-exports (read from the
 checkout's `src/pylightnix/imports.py` and `types.py`). The test files are
 not edited: their `from pylightnix import ...` lines reach lightstore through
-that package. Only the copy's `tests/__init__.py`, which star-imports every
-test module for interactive use, is emptied so that one module failing to
-import fails alone. Every run gets its own TMPDIR (the suite keeps its
+that package; a test replacing a setting of a Pylightnix module (such as
+`pylightnix.stages.fetch.WGET`) replaces it in the lightstore module that
+reads it (`lightstore.compat.fetch`). Only the copy's `tests/__init__.py`,
+which star-imports every test module for interactive use, is emptied so
+that one module failing to import fails alone. Every run gets its own TMPDIR (the suite keeps its
 stores under `gettempdir()/pylightnix/<test>`), LIGHTSTORE_ROOT and
 PYLIGHTNIX_ROOT. Hypothesis runs with a fixed seed so counts are repeatable.
 
@@ -102,6 +104,31 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     with open(os.environ["PLX_SUITE_REPORT"], "w") as f:
         json.dump({"outcomes": _outcomes, "uncollected": _uncollected}, f)
+"""
+
+# Pylightnix modules whose settings a test may replace (`pylightnix.stages.fetch.WGET =
+# ...`), and the lightstore module that reads them: a write to one of its names on the
+# shim module is made on lightstore's module too.
+SETTINGS_MODULES = {
+    "pylightnix.stages.fetch": "lightstore.compat.fetch",
+    "pylightnix.stages.fetch2": "lightstore.compat.fetch",
+    "pylightnix.arch": "lightstore.compat.fetch",
+}
+
+FORWARDING_SHIM = """from pylightnix import *
+import sys as _sys
+import types as _types
+import {target} as _target
+
+
+class _Forwarding(_types.ModuleType):
+    def __setattr__(self, name, value):
+        if not name.startswith("_") and hasattr(_target, name):
+            setattr(_target, name, value)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Forwarding
 """
 
 DISTUTILS_SPAWN = """
@@ -238,9 +265,12 @@ def make_shim(folder: str, checkout: str, tests: str) -> None:
     for module in suite_modules(tests):
         parts = module.split(".")
         for depth in range(2, len(parts) + 1):
+            name = ".".join(parts[:depth])
             target = os.path.join(folder, *parts[:depth], "__init__.py")
             if not os.path.exists(target):
-                write(target, "from pylightnix import *\n")
+                settings = SETTINGS_MODULES.get(name)
+                text = FORWARDING_SHIM.format(target=settings) if settings else None
+                write(target, text or "from pylightnix import *\n")
 
 
 def make_reference_package(folder: str, checkout: str) -> None:
@@ -473,6 +503,11 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     args = parse_args(argv)
     args.cache = os.path.abspath(args.cache)
+    # pytest runs in another folder: a relative path or a bare name must not depend on it.
+    if os.sep in args.python:
+        args.python = os.path.abspath(args.python)
+    else:
+        args.python = shutil.which(args.python) or args.python
     try:
         if not interpreter_has(args.python, "import lightstore"):
             raise CannotRun(f"{args.python} cannot import lightstore (try tools/setup test)")

@@ -3,9 +3,10 @@ temporary store, served, and shot in headless Chromium with every request off th
 server refused (the pages must draw from local assets).
 
 Usage: .venv/bin/python tools/ui_screenshots.py [OUT_DIR]     (default: docs/)
-Writes ui-stage.png (a stage's runs and chart), ui-compare.png (runs side by side, curves
-overlaid) and ui-run.png (a run with its curve, lineage graph and build log). Needs Playwright and
-Debian's chromium (/usr/bin/chromium).
+Writes ui-stage.png (a stage's runs with their tags, series columns and chart), ui-compare.png
+(runs side by side, their loss curves overlaid, a diverged run's NaN steps shaded) and
+ui-run.png (a diverged run with its tags, note, a chart per series and lineage graph). Needs
+Playwright and Debian's chromium (/usr/bin/chromium).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from ui_sweep import make_sweep  # noqa: E402
+from ui_sweep import DIVERGED_LR, make_sweep  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 #: Flags for a headless Chromium on a machine without network or GPU.
@@ -66,7 +67,7 @@ def shoot(url: str, made: dict, out: Path) -> None:
 
     train = made["train"]
     picked = [train[(lr, 1)] for lr in (1e-3, 3e-3, 1e-2, 1e-1)]
-    shown = train[(3e-3, 1)]
+    shown = train[(DIVERGED_LR, 1)]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -83,12 +84,16 @@ def shoot(url: str, made: dict, out: Path) -> None:
             page.screenshot(path=str(out / "ui-stage.png"), full_page=True)
             page.goto(f"{url}/compare?" + "&".join(f"r={quote(r, safe=':')}" for r in picked))
             page.wait_for_selector("#curves .main-svg")
+            page.select_option("#curve-name", "loss")
+            page.wait_for_function(
+                "() => document.getElementById('curves').layout.yaxis.title.text === 'loss'"
+            )
             time.sleep(0.5)
             page.screenshot(path=str(out / "ui-compare.png"), full_page=True)
-            page.set_viewport_size({"width": 1280, "height": 1180})
+            page.set_viewport_size({"width": 1280, "height": 1300})
             page.goto(f"{url}/run/{quote(shown, safe=':')}")
             page.wait_for_selector("#lineage svg")
-            page.wait_for_selector("#curves .main-svg")
+            page.wait_for_function("() => document.getElementById('curves').dataset.drawn")
             time.sleep(0.5)
             page.screenshot(path=str(out / "ui-run.png"))
         finally:

@@ -139,9 +139,9 @@ class Env:
             self._view = open_view(self.root)
         return self._view
 
-    def store(self, create: bool = False) -> Store:
-        """The store, opened for writing (migrated and recovered)."""
-        return Store.open(self.root, create=create)
+    def store(self, create: bool = False, repair: bool = False) -> Store:
+        """The store, opened for writing (migrated and recovered); see `LocalStore.open`."""
+        return Store.open(self.root, create=create, repair=repair)
 
     def close(self) -> None:
         if self._view is not None:

@@ -45,7 +45,9 @@ def log_command(
     attempt (--build ID picks another: `lightstore show DREF` lists them). A
     failed build's error follows its output. Logs are kept in
     <root>/logs/<build id>.log as long as their build record (gc keeps it;
-    `lightstore forget` deletes both), so a run gc removed keeps its log.
+    `lightstore forget` deletes both), so a run gc removed keeps its log. A
+    realization that came with `pull` or `unpack` shows the log of its build
+    where it was built, when its source carried one.
 
     \b
     Examples:
@@ -69,11 +71,19 @@ def log_command(
         if gone is not None:
             echo(f"# {target} was {removal_text(gone)}; its log is kept", err=True)
     status = b["status"] + (" (holder gone)" if b.get("holder_gone") else "")
-    echo(
-        f"# build #{b['id']} of {b['dref']}: {status}, started {human_time(b['started'])}, "
-        f"{human_duration(b['duration'])} on {b['host']} (pid {b['pid']})",
-        err=True,
-    )
+    if b["id"] is None:  # the log that came with an imported realization
+        echo(
+            f"# imported {human_time(b['imported'])}; built elsewhere, started "
+            f"{human_time(b['started'])}, {human_duration(b['duration'])}"
+            + (f" on {b['host']}" if b["host"] else ""),
+            err=True,
+        )
+    else:
+        echo(
+            f"# build #{b['id']} of {b['dref']}: {status}, started {human_time(b['started'])}, "
+            f"{human_duration(b['duration'])} on {b['host']} (pid {b['pid']})",
+            err=True,
+        )
     try:
         with open(info["path"], "rb") as f:
             sys.stdout.flush()

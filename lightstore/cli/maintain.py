@@ -273,7 +273,7 @@ def verify_command(
     """
     from lightstore.maintenance.verify import verify
 
-    store = env.store()
+    store = env.store(repair=repair)
     report = call_with_progress(
         verify,
         "verifying",

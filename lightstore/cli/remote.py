@@ -10,6 +10,7 @@ import click
 
 from lightstore.cli.context import EXIT_BAD_INPUT, CliError, Env, pass_env, root_option
 from lightstore.cli.output import call_with_progress, emit_rows, human_size, output_options
+from lightstore.cli.remote_runs import emit_runs
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from lightstore.foundation.errors import ArchiveError
 from lightstore.foundation.refs import rref2dref
@@ -64,6 +65,25 @@ def _jobs(fn: Any) -> Any:
     )(fn)
 
 
+def _sort_options(what: str) -> Any:
+    def decorate(fn: Any) -> Any:
+        fn = click.option(
+            "--limit",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="N",
+            help="Keep the first N runs (of each REF, after --sort).",
+        )(fn)
+        return click.option(
+            "--sort",
+            metavar="COLUMN",
+            help=f"{what}: a metric (loss, loss:min for a series), a config field, started, "
+            "stopped or duration; -COLUMN for descending; missing values last.",
+        )(fn)
+
+    return decorate
+
+
 @click.command("push")
 @click.argument("url")
 @click.argument("refs", metavar="REF...", nargs=-1, required=True)
@@ -95,6 +115,10 @@ def push_command(
 ) -> None:
     """Upload REF... and everything they depend on to the remote cache at URL.
 
+    REF is anything `lightstore show` takes: a reference, a hash prefix, a
+    name, a selector (train@latest, 'train[lr=0.01]@all'), evaluated in the
+    store. Build logs go with their realizations.
+
     URL is any fsspec URL: file:///srv/cache, s3://bucket/prefix (needs
     `pip install 'lightstore[s3]'`), memory://... A derivation stands for all
     its realizations. Files the remote already holds are not sent again; an
@@ -110,6 +134,7 @@ def push_command(
       lightstore push s3://team-bucket/cache 3fa2c9d1 --sign-key ~/.config/lightstore/me.key
       lightstore push s3://bucket/cache train -o client_kwargs.endpoint_url=http://127.0.0.1:9000
       lightstore push s3://team-bucket/cache train --repair
+      lightstore push s3://team-bucket/cache 'train@all'
     """
     from lightstore.remote import push
 
@@ -174,6 +199,7 @@ def push_command(
     metavar="N",
     help="Refuse a pull whose new realizations hold more files, folders and links.",
 )
+@_sort_options("Order the runs of each REF by COLUMN")
 @_jobs
 @root_option
 @pass_env
@@ -185,11 +211,19 @@ def pull_command(
     trusted_keys: tuple[str, ...],
     max_bytes: int,
     max_members: int,
+    sort: str | None,
+    limit: int | None,
     jobs: int,
 ) -> None:
     """Download REF... and everything they depend on from the remote cache at URL.
 
-    REF is a full DRef (all its realizations on the remote) or RRef. Every
+    REF designates runs of the remote as REFs do in a store: a DRef (all its
+    runs), an RRef, a hash prefix unique on the remote (3fa2, 3fa2-1b7e), a
+    derivation name, a selector (train@latest, 'train[lr=0.01]@all'). Selectors
+    are evaluated against the remote's manifests (configs, build times,
+    metrics; with trusted keys only signed ones), never its files. --sort
+    orders the runs of each REF as `history --sort` does and --limit N keeps
+    the first N: `--sort loss --limit 1` pulls the run of lowest loss. Every
     hash is checked before anything is added. A realization that is damaged,
     lying or unsigned (when keys are trusted), or that does not fit
     --max-bytes, --max-members or the free space next to the ones before it,
@@ -200,18 +234,35 @@ def pull_command(
     Examples:
       lightstore pull file:///srv/lightstore-cache rref:5d0c41aa9e8b7a6f5d4c3b2a1f0e9d8c-3fa2c9d1e8b7a6f5d4c3b2a1f0e9d8c7-train
       lightstore pull s3://team-bucket/cache dref:3fa2c9d1e8b7a6f5d4c3b2a1f0e9d8c7-train
+      lightstore pull s3://team-bucket/cache 5d0c41aa
+      lightstore pull s3://team-bucket/cache 'train@all' --sort loss --limit 1
+      lightstore pull s3://team-bucket/cache 'train[lr=0.01]@latest'
     """
+    from lightstore.facade import find_on_remote
     from lightstore.remote import pull
 
+    store = env.store()
+    storage_options = _parse_options(options)
+    keys = list(trusted_keys) or None
+    targets = find_on_remote(
+        url,
+        refs,
+        sort=sort,
+        limit=limit,
+        storage_options=storage_options,
+        trusted_keys=keys,
+        store_root=store.root,
+        jobs=jobs,
+    )
     try:
         added = call_with_progress(
             pull,
             "pulling",
-            env.store(),
+            store,
             url,
-            list(refs),
-            storage_options=_parse_options(options),
-            trusted_keys=list(trusted_keys) or None,
+            targets,
+            storage_options=storage_options,
+            trusted_keys=keys,
             jobs=jobs,
             max_bytes=max_bytes,
             max_members=max_members,
@@ -223,7 +274,7 @@ def pull_command(
     for r in added:
         click.echo(r)
     new = set(added) | {rref2dref(r) for r in added}
-    for ref in dict.fromkeys(refs):
+    for ref in targets:
         if ref not in new:
             # pull raises for what the remote lacks: anything not added was here already.
             click.echo(f"already present: {ref}")
@@ -231,7 +282,9 @@ def pull_command(
 
 @click.command("remote-ls")
 @click.argument("url")
-@click.option("--name", default=None, help="Only realizations of derivations with this name.")
+@click.option(
+    "--name", default=None, help="Only realizations of derivations with this name (or glob)."
+)
 @click.option("--derivation", "dref", default=None, metavar="DREF", help="Only this derivation.")
 @click.option(
     "--context",
@@ -239,42 +292,140 @@ def pull_command(
     metavar="HASH",
     help="Only realizations in this context (its hash, as `lightstore show` prints); needs --derivation.",
 )
+@click.option(
+    "--select",
+    "-s",
+    "selectors",
+    multiple=True,
+    metavar="REF",
+    help="Only the runs REF designates, as `pull` takes it (repeatable): a selector "
+    "('train[lr=0.01]@all', train@latest), a hash prefix, a name, a reference.",
+)
+@click.option(
+    "--field",
+    "-f",
+    "fields",
+    multiple=True,
+    metavar="FIELD",
+    help="Add a config field as a column (repeatable): -f lr -f model.depth.",
+)
+@click.option(
+    "--varying", is_flag=True, help="Add every config field whose value varies among the runs."
+)
+@click.option(
+    "--metric",
+    "-m",
+    "metrics",
+    multiple=True,
+    metavar="NAME",
+    help="Add a metric as a column (repeatable): -m loss; a series gives its last value, or "
+    "NAME:min, NAME:max, NAME:first, NAME:steps; -m '*' adds every metric.",
+)
+@_sort_options("Order the runs by COLUMN")
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    metavar="NAME:KEY",
+    help="Read only manifests signed by this public key (repeatable). Default: as `pull` "
+    "(with --root, that store's trusted keys).",
+)
+@_jobs
 @remote_options
 @output_options
 @root_option
+@click.pass_context
 def remote_ls_command(
+    ctx: click.Context,
     url: str,
     name: str | None,
     dref: str | None,
     context: str | None,
+    selectors: tuple[str, ...],
+    fields: tuple[str, ...],
+    varying: bool,
+    metrics: tuple[str, ...],
+    sort: str | None,
+    limit: int | None,
+    trusted_keys: tuple[str, ...],
+    jobs: int,
     options: tuple[str, ...],
     fmt: str,
 ) -> None:
     """List the realizations the remote cache at URL holds.
 
-    Reads the remote's index only (one listing per derivation); no store is
-    needed.
+    Reads the remote's index only (one listing), unless runs are selected
+    (--select), sorted, or shown with fields or metrics: then their
+    manifests too (small JSON, several at once; with trusted keys only
+    signed ones count), never their files. No store is needed. Columns of
+    config fields and metrics are as in `lightstore history`.
 
     \b
     Examples:
       lightstore remote-ls file:///srv/lightstore-cache
       lightstore remote-ls s3://team-bucket/cache --name train --json
+      lightstore remote-ls s3://team-bucket/cache --name train --varying -m loss --sort loss
+      lightstore remote-ls s3://team-bucket/cache -s 'train[lr<0.1]@all' -f lr -m '*'
     """
+    from lightstore.facade import find_on_remote
     from lightstore.remote import list_remote
+    from lightstore.remote.runs import remote_runs
 
-    found = list_remote(
-        url, name=name, dref=dref, context=context, storage_options=_parse_options(options)
+    storage_options = _parse_options(options)
+    details = bool(selectors or fields or varying or metrics or sort or limit)
+    if not details:
+        found = list_remote(
+            url, name=name, dref=dref, context=context, storage_options=storage_options
+        )
+        rows = [
+            {
+                "rref": x.rref,
+                "dref": x.dref,
+                "name": x.dref.rsplit("-", 1)[-1],
+                "context": x.context_hash,
+            }
+            for x in found
+        ]
+        emit_rows(rows, ["name", "rref", "dref", "context"], fmt)
+        return
+    root = _root_if_any(ctx)
+    keys = list(trusted_keys) or None
+    runs = remote_runs(
+        url,
+        name=name,
+        storage_options=storage_options,
+        trusted_keys=keys,
+        store_root=root,
+        jobs=jobs,
     )
-    rows = [
-        {
-            "rref": x.rref,
-            "dref": x.dref,
-            "name": x.dref.rsplit("-", 1)[-1],
-            "context": x.context_hash,
-        }
-        for x in found
-    ]
-    emit_rows(rows, ["name", "rref", "dref", "context"], fmt)
+    if dref is not None or context is not None:
+        if context is not None and dref is None:
+            raise CliError("--context needs --derivation", EXIT_BAD_INPUT)
+        runs = [
+            r
+            for r in runs
+            if (dref is None or r.dref == dref) and (context is None or r.context_hash == context)
+        ]
+    if selectors:
+        wanted = set(
+            find_on_remote(
+                url,
+                selectors,
+                storage_options=storage_options,
+                trusted_keys=keys,
+                store_root=root,
+                jobs=jobs,
+            )
+        )
+        runs = [r for r in runs if r.rref in wanted or r.dref in wanted]
+    emit_runs(runs, fields, varying, metrics, sort, limit, fmt)
+
+
+def _root_if_any(ctx: click.Context) -> str | None:
+    """The store given with --root or $LIGHTSTORE_ROOT, if it exists (for its trusted keys)."""
+    env = ctx.find_object(Env)
+    root = env.root if env is not None else None
+    return root if root and os.path.isdir(root) else None
 
 
 @click.command("keygen")

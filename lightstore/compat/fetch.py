@@ -1,7 +1,10 @@
 """Pylightnix's ``pylightnix.stages.fetch2`` stages (`fetchurl2`, `unpack`) and
-``pylightnix.arch`` helpers, with Python's standard library only (no curl,
-wget or atool). `WGET`, `CURL`, `APACK` and `AUNPACK` remain for code that
-asks where those programs are; lightstore itself never runs them.
+``pylightnix.arch`` helpers, with Python's standard library (no curl, wget
+or atool needed). `WGET`, `CURL`, `APACK` and `AUNPACK` say where those
+programs are. As in Pylightnix, replacing this module's `WGET` (or `CURL`)
+with another function, or setting ``$PYLIGHTNIX_WGET`` (``$PYLIGHTNIX_CURL``),
+makes `fetchurl` (`fetchurl2`) download by running that program; otherwise
+lightstore downloads with urllib and never runs them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ from lightstore.foundation.refs import (
     rref2dref,
     selfref,
 )
+from lightstore.stages.download import (
+    DownloadCommand,
+    curl_command,
+    download_with,
+    wget_command,
+)
 
 WGET = try_executable(
     "wget", "PYLIGHTNIX_WGET", "wget not found (lightstore does not need it)", None
@@ -48,6 +57,22 @@ AUNPACK = try_executable(
 )
 
 _CHUNK = 1024 * 1024
+# As imported: a `WGET`/`CURL` that is not one of these was replaced by the user.
+_SHIPPED = {"WGET": WGET, "CURL": CURL}
+
+
+def chosen_downloader(name: str) -> DownloadCommand | None:
+    """How to run the download program the user chose in place of `name` ("WGET" or
+    "CURL"), with Pylightnix's arguments; None to download with urllib.
+
+    Chosen means this module's attribute was replaced (its function is called
+    now), or else ``$PYLIGHTNIX_<name>`` is set.
+    """
+    found = globals()[name]
+    program = found() if found is not _SHIPPED[name] else os.environ.get(f"PYLIGHTNIX_{name}")
+    if not program:
+        return None
+    return (wget_command if name == "WGET" else curl_command)(os.fspath(program))
 
 
 def _check_hex(value: Any, n: int, what: str) -> str | None:
@@ -92,7 +117,9 @@ def fetchurl2(
     """A stage that downloads `url` (http, https or file) into ``out`` = ``[selfref, filename]``.
 
     The sha256 and/or sha1 given are checked (a local file path without them
-    is hashed now and fetched as a file URL). Extra keyword arguments become
+    is hashed now and fetched as a file URL). With a replaced `CURL` or
+    ``$PYLIGHTNIX_CURL`` (see `chosen_downloader`), that program downloads, and
+    `url` may have any scheme it knows. Extra keyword arguments become
     config fields; `force_download` is kept for Pylightnix code (every
     download starts afresh). Raises InvalidConfigError at once for a bad URL,
     checksum or file name; when realized, ChecksumError or BuildError (nothing is stored).
@@ -111,8 +138,14 @@ def fetchurl2(
             url = "file://" + urllib.parse.quote(path)
         else:
             raise InvalidConfigError("fetchurl2: give sha256 or sha1 for a URL")
+    command = chosen_downloader("CURL")
     parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https", "file"):
+    # A program the user chose may know other schemes (ftp, s3...).
+    if (
+        parts is None
+        or not parts.scheme
+        or (command is None and parts.scheme not in ("http", "https", "file"))
+    ):
         raise InvalidConfigError(f"fetchurl2: {url!r} is not an http, https or file URL")
     fname = filename or urllib.parse.unquote(os.path.basename(parts.path))
     check_file_name(fname, "fetchurl2: file name")
@@ -126,6 +159,10 @@ def fetchurl2(
 
     def make(b: Build) -> None:
         target = os.path.join(build_outpath(b), fname)
+        if command is not None:
+            download_with(b.store, command, url, target, b.dref)
+            _check_digests(target, sha256, sha1, url)
+            return
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "lightstore"})
             with (

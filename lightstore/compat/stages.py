@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightstore.compat.current import current
+from lightstore.compat.fetch import chosen_downloader
 from lightstore.engine.registry import Registry
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind
 from lightstore.foundation.errors import ArchiveError, InvalidConfigError, UsageError
@@ -106,7 +107,10 @@ def fetchurl(*args: Any, **kwargs: Any) -> DRef:
     library, no atool) and ``remove`` drops the archive; otherwise the file
     is promised as ``out_path``. `force_download` and `check_promises` are
     accepted (every download starts afresh; promises are always checked);
-    a checksum must be a sha256 (fetchurl2 also takes a sha1).
+    a checksum must be a sha256 (fetchurl2 also takes a sha1). As in
+    Pylightnix, a replaced ``lightstore.compat.fetch.WGET`` or
+    ``$PYLIGHTNIX_WGET`` downloads instead of urllib, called as
+    ``WGET --continue --output-document PART URL`` (any URL scheme then).
 
     Raises InvalidConfigError at once for a bad URL, checksum, file name or
     mode; when realized, as `lightstore.stages.fetch.fetchurl`.
@@ -139,6 +143,7 @@ def _fetchurl(
         max_bytes=max_bytes,
         timeout=timeout,
         keep_archive=keep_archive,
+        download_command=chosen_downloader("WGET"),
         **config,
     )
 
@@ -166,7 +171,15 @@ def _fetchurl_pylightnix(
     fname = filename or urllib.parse.unquote(os.path.basename(urllib.parse.urlsplit(url).path))
     unpack, keep = _mode("fetchurl", mode, fname)
     return _fetch.fetchurl(
-        _registry(r), url, sha256, name, filename, unpack, keep_archive=keep, **config
+        _registry(r),
+        url,
+        sha256,
+        name,
+        filename,
+        unpack,
+        keep_archive=keep,
+        download_command=chosen_downloader("WGET"),
+        **config,
     )
 
 

@@ -8,6 +8,8 @@ the closure of the packed realizations, laid out as in a store::
     objects/<H>-<name>/config.json      canonical config of each derivation
     objects/<H>-<name>/<R>/context.json canonical context of each realization
     objects/<H>-<name>/<R>/...          its artifacts (files, folders, relative symlinks)
+    logs/<R>-<H>-<name>.log             the build log of a realization, if it has one
+                                        (its size in the manifest; format version 2)
 
 The format follows the file name: ``.zip``, ``.tar``, ``.tar.gz``/``.tgz``,
 ``.tar.bz2``, ``.tar.xz`` (Python's standard library only). Archives are
@@ -48,6 +50,13 @@ from lightstore.exchange._ingest import (
 )
 from lightstore.exchange._tree import COPY_CHUNK, check_links, check_utf8_name, walk_tree
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_extract
+from lightstore.exchange.logs import (
+    MAX_LOG_BYTES,
+    archive_log_name,
+    check_archive_logs,
+    keep_imported_log,
+    log_of,
+)
 from lightstore.foundation.config import Config, canonical_json
 from lightstore.foundation.errors import ArchiveError, LightstoreError
 from lightstore.foundation.files import remove_tree
@@ -60,11 +69,12 @@ from lightstore.foundation.metrics import (
 from lightstore.foundation.refs import DRef, RRef, parse_rref, rref2dref, undref, unrref
 from lightstore.foundation.tags import decode_notes, decode_tags, encode_notes, encode_tags
 from lightstore.store import CONFIG_FILE, LocalStore
-from lightstore.store.layout import CONTEXT_FILE, OBJECTS_DIR
+from lightstore.store.layout import CONTEXT_FILE, LOGS_DIR, OBJECTS_DIR
 
 MANIFEST = "manifest.json"
 FORMAT = "lightstore-archive"
-VERSION = 1
+#: 2: build logs travel in ``logs/`` (an archive without logs is still written as 1).
+VERSION = 2
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 #: ``progress(done, total, rref)``, called once per realization.
@@ -87,9 +97,11 @@ class _Member:
 def _members(store: LocalStore, packed: list[RRef], progress: Progress | None) -> Iterator[_Member]:
     rrefs, drefs = closure_of(store, packed)
     said = annotations_of(store, rrefs)
+    logs = {r: found for r in rrefs if (found := log_of(store, r)) is not None}
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        # Older readers refuse a `logs/` folder: only an archive that has one says so.
+        "version": VERSION if logs else 1,
         "roots": sorted(set(packed)),
         "derivations": [{"dref": d, "config": store.config(d)} for d in drefs],
         "realizations": [
@@ -105,6 +117,7 @@ def _members(store: LocalStore, packed: list[RRef], progress: Progress | None) -
                 # Optional: only realizations with metrics (series, tags, notes) carry
                 # the field.
                 **annotation_fields(said[r]),
+                **({"log": logs[r][1]} if r in logs else {}),
             }
             for r in rrefs
         ],
@@ -139,6 +152,10 @@ def _members(store: LocalStore, packed: list[RRef], progress: Progress | None) -
             done += 1
             if progress is not None:
                 progress(done, len(rrefs), r)
+    if logs:
+        yield _Member(LOGS_DIR, "dir")
+        for r, (path, size) in sorted(logs.items()):
+            yield _Member(f"{LOGS_DIR}/{archive_log_name(r)}", "file", None, path, size)
 
 
 def _open_source(m: _Member) -> IO[bytes]:
@@ -346,7 +363,7 @@ def read_annotations(entry: dict[str, Any], rref: RRef, where: str) -> Annotatio
 
 def _plan(
     area: str, manifest: dict[str, Any], where: str
-) -> tuple[dict[DRef, Config], dict[RRef, Incoming], list[RRef]]:
+) -> tuple[dict[DRef, Config], dict[RRef, Incoming], list[RRef], dict[RRef, int]]:
     """Check the manifest against itself and against the extracted tree."""
     derivations: dict[DRef, Config] = {}
     for entry in manifest["derivations"]:
@@ -357,6 +374,7 @@ def _plan(
             raise ArchiveError(f"{where}: the manifest lists {dref} twice")
         derivations[dref] = config
     incoming: dict[RRef, Incoming] = {}
+    logs: dict[RRef, int] = {}
     objects = os.path.join(area, OBJECTS_DIR)
     for entry in manifest["realizations"]:
         if not isinstance(entry, dict):
@@ -373,6 +391,15 @@ def _plan(
         context = checked_context(rref, entry.get("context"), derivations[dref], where)
         rhash, dhash, name = unrref(rref)
         said = read_annotations(entry, rref, where)
+        log_size = entry.get("log")
+        if log_size is not None and (
+            not isinstance(log_size, int)
+            or isinstance(log_size, bool)
+            or not 0 <= log_size <= MAX_LOG_BYTES
+        ):
+            raise ArchiveError(f"{where}: the build log of {rref} has the size {log_size!r}")
+        if log_size is not None:
+            logs[rref] = log_size
         incoming[rref] = Incoming(
             rref,
             dref,
@@ -393,7 +420,8 @@ def _plan(
             raise ArchiveError(f"{where}: the manifest's root {r!r} is not among its realizations")
         packed.append(RRef(r))
     _check_layout(area, derivations, incoming, where)
-    return derivations, incoming, packed
+    check_archive_logs(os.path.join(area, LOGS_DIR), logs, where)
+    return derivations, incoming, packed, logs
 
 
 def _provenance(value: Any, kind: type) -> Any:
@@ -417,8 +445,9 @@ def _check_layout(
 ) -> None:
     """The extracted tree holds exactly what the manifest lists, and agrees with it."""
     top = set(os.listdir(area))
-    if not top <= {MANIFEST, OBJECTS_DIR} or os.path.islink(os.path.join(area, MANIFEST)):
-        extra = sorted(top - {MANIFEST, OBJECTS_DIR})
+    allowed = {MANIFEST, OBJECTS_DIR, LOGS_DIR}
+    if not top <= allowed or os.path.islink(os.path.join(area, MANIFEST)):
+        extra = sorted(top - allowed)
         raise ArchiveError(f"{where}: unexpected member(s) at the top: {extra or [MANIFEST]}")
     objects = os.path.join(area, OBJECTS_DIR)
     if os.path.lexists(objects) and (os.path.islink(objects) or not os.path.isdir(objects)):
@@ -496,7 +525,7 @@ def unpack(
         safe_extract(archive, area, max_bytes=max_bytes)
         where = os.path.basename(archive)
         manifest = _read_manifest(area, archive)
-        derivations, incoming, packed = _plan(area, manifest, where)
+        derivations, incoming, packed, logs = _plan(area, manifest, where)
         for done, inc in enumerate(incoming.values(), 1):
             verify_folder(inc, where)
             if progress is not None:
@@ -504,7 +533,10 @@ def unpack(
         store.recover()
         with store.realizing():
             check_references(store, derivations, incoming, where)
-            add_to_store(store, derivations, incoming.values())
+            added = add_to_store(store, derivations, incoming.values())
+        for r in added:
+            if r in logs:
+                keep_imported_log(store, r, os.path.join(area, LOGS_DIR, archive_log_name(r)))
         return packed
     finally:
         remove_tree(area)

@@ -71,9 +71,16 @@ def refusal(plan: Plan, task: BuildTask, options: RealizeOptions) -> Exception |
     if options.guard is None:
         return None
     try:
-        options.guard(plan.store, task.dref, task.context_hash)
+        held_here = options.guard(plan.store, task.dref, task.context_hash)
     except Exception as e:  # the guard's refusal fails this task, as in a serial realize
         return e
+    if held_here:
+        # Serially this thread would build it under the pause's lock; a worker cannot.
+        return UsageError(
+            f"{task.dref} is paused in a REPL session of this thread, which holds its build "
+            "lock: a worker would wait for it forever; continue or cancel the session, or "
+            "realize it without jobs=/client="
+        )
     return None
 
 

@@ -13,6 +13,7 @@ the caller closes the pipe. The build itself is the Dask workers' task,
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import sys
@@ -25,7 +26,11 @@ from lightstore.executors.worker import build_on_worker
 def main(fd: int) -> None:
     """Serve the caller on the socket `fd` until it closes it."""
     conn = Connection(fd)
-    conn.send_bytes(pickle.dumps(("ready", os.getpid())))
+    os.register_at_fork(after_in_child=functools.partial(_disown, fd))
+    try:
+        conn.send_bytes(pickle.dumps(("ready", os.getpid())))
+    except OSError:
+        return  # the caller is gone already (it exited while this worker started)
     while True:
         try:
             kind, body = pickle.loads(conn.recv_bytes())
@@ -35,6 +40,19 @@ def main(fd: int) -> None:
             _setup(body)
         elif kind == "build":
             conn.send_bytes(_build(body))
+
+
+def _disown(fd: int) -> None:
+    """In a child a build forked (without exec), put /dev/null where the caller's pipe
+    was: the caller learns that its worker died only once every process holding the
+    pipe closed it (a forked child living on would hide the death, and the caller
+    would wait for it), and a child falling back into `main` must not answer in the
+    worker's name (it reads the end of /dev/null, and returns)."""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
 
 
 def _setup(caller: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ realize pays, so the collector lock uses `fcntl.flock` directly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -32,6 +33,42 @@ from lightstore.foundation.errors import LockTimeout
 
 POLL_INTERVAL_S = 0.05
 REPORT_EVERY_S = 10.0
+
+
+#: The descriptors this process holds locks through (OFD and flock locks belong to the
+#: open file, which a fork shares).
+_lock_fds: set[int] = set()
+
+
+def _open_lock_file(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _lock_fds.add(fd)
+    return fd
+
+
+def _close_lock_file(fd: int) -> None:
+    _lock_fds.discard(fd)
+    os.close(fd)
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child, /dev/null in place of the parent's lock descriptors: a child a
+    build forks (a server, a data loader) that outlives the build must not keep its
+    build lock, nor the collector lock, held for as long as it lives. The parent's
+    locks stay held by the parent's own descriptors."""
+    if not _lock_fds:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in list(_lock_fds):
+            with contextlib.suppress(OSError):  # already closed: nothing to drop
+                os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+    _lock_fds.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def describe_holders(holders: list[dict[str, Any]]) -> str:
@@ -90,7 +127,7 @@ def shared_flock(
     path: str, *, exclusive_mode: bool = False, timeout: float | None = None
 ) -> Iterator[None]:
     """Hold a shared (or exclusive) flock on `path` (blocks in the kernel, no polling)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(path)
     try:
         op = fcntl.LOCK_EX if exclusive_mode else fcntl.LOCK_SH
         if timeout is None:
@@ -107,7 +144,7 @@ def shared_flock(
                     time.sleep(POLL_INTERVAL_S)
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the flock
+        _close_lock_file(fd)  # closing the descriptor releases the flock
 
 
 class KeyedLocks:
@@ -188,11 +225,11 @@ class KeyedLocks:
                     else:
                         self._threads[slot] = (tlock, users - 1)
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path)
         try:
             yield _try_lock(fd, key, ofd=True, wait=False)
         finally:
-            os.close(fd)  # closing the descriptor releases its lock
+            _close_lock_file(fd)  # closing the descriptor releases its lock
 
     @contextmanager
     def _thread_lock(self, key: int, timeout: float | None) -> Iterator[None]:
@@ -258,7 +295,7 @@ def _held(
 ) -> Iterator[None]:
     # Record locks (the fallback) belong to the process: closing any descriptor
     # of the file would drop them all, so that case shares one that stays open.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644) if ofd else _shared_descriptor(path)
+    fd = _open_lock_file(path) if ofd else _shared_descriptor(path)
     try:
         if not _try_lock(fd, key, ofd, wait=False):
             if on_wait is not None:
@@ -283,7 +320,7 @@ def _held(
                 fcntl.lockf(fd, fcntl.LOCK_UN, 1, key)
     finally:
         if ofd:
-            os.close(fd)  # closing the descriptor releases its lock
+            _close_lock_file(fd)  # closing the descriptor releases its lock
 
 
 _shared: dict[tuple[str, int], int] = {}
@@ -351,7 +388,7 @@ class _SharedHold:
             if entry is None or entry[0] == 0:
                 with shared_flock(lock.intent_path):
                     pass  # queue behind a waiting collector
-                fd = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = _open_lock_file(lock.path)
                 fcntl.flock(fd, fcntl.LOCK_SH)
                 entry = lock._registry[key] = [0, fd]
             entry[0] += 1
@@ -362,4 +399,4 @@ class _SharedHold:
         with self.lock._guard:
             entry[0] -= 1
             if entry[0] == 0:
-                os.close(entry[1])
+                _close_lock_file(entry[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from lightstore.foundation.errors import QueryError
 from lightstore.foundation.times import parse_optional_time
-from lightstore.store.layout import Layout, log_build_id
+from lightstore.store.layout import IMPORTED_LOGS_DIR, Layout, log_build_id
 
 if TYPE_CHECKING:
     from lightstore.store import LocalStore
@@ -57,6 +59,7 @@ def forget(
     )
     if not dry_run:
         remove_orphan_logs(store, store.catalogue.build_ids)
+        remove_orphan_imported_logs(store)
         store.catalogue.shrink()
     return report
 
@@ -84,4 +87,31 @@ def remove_orphan_logs(store: Layout, known_build_ids: Callable[[], set[int]] | 
             removed += 1
         except FileNotFoundError:
             pass
+    return removed
+
+
+def remove_orphan_imported_logs(store: LocalStore) -> int:
+    """Delete the logs that came with imported realizations whose record (present or
+    collected) is gone; return how many went. The folder is listed before the records are
+    read, so a pull that records a realization before placing its log keeps it."""
+    folder = os.path.join(store.logs_dir, IMPORTED_LOGS_DIR)
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".log")]
+    except FileNotFoundError:
+        return 0
+    rrefs = {f"rref:{n[: -len('.log')]}": n for n in names}
+    known = set(
+        store.catalogue.column(
+            "SELECT rref FROM realizations WHERE rref IN (SELECT value FROM json_each(:r)) "
+            "UNION SELECT rref FROM collected_realizations "
+            "WHERE rref IN (SELECT value FROM json_each(:r))",
+            {"r": json.dumps(sorted(rrefs))},
+        )
+    )
+    removed = 0
+    for rref, name in rrefs.items():
+        if rref not in known:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+                removed += 1
     return removed

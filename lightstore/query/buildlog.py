@@ -1,15 +1,17 @@
 """What a build printed (`lightstore log`): its record and captured output.
 
-Logs are written by `lightstore.foundation.logs` to ``<root>/logs/<build id>.log``.
+Logs are written by `lightstore.foundation.logs` to ``<root>/logs/<build id>.log``; the
+log that came with an imported realization (pull, unpack) is ``logs/imported/<rref>.log``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from lightstore.foundation.errors import UnknownReferenceError
 from lightstore.foundation.logs import read_log
-from lightstore.foundation.refs import isrref, rref2dref
+from lightstore.foundation.refs import RRef, isrref, rref2dref
 from lightstore.query.describe import live_status
 from lightstore.query.resolve import resolve
 from lightstore.store.view import StoreView
@@ -112,16 +114,60 @@ def build_log(
             found = mine
     else:
         found = _build(store, build)
+    if not found and ref is not None and build is None:
+        imported = _imported(store, ref, include_collected, read)
+        if imported is not None:
+            return imported
     if not found:
         what = f"build #{build}" if build is not None else repr(ref)
         raise UnknownReferenceError(
-            f"no build record for {what} in {store.root}: realizations imported with unpack "
-            "or built before a reindex have none; see `lightstore show REF` for the builds",
+            f"no build record for {what} in {store.root}: a realization imported (pull, "
+            "unpack) without its build's log, or built before a reindex, has none; see "
+            "`lightstore show REF` for the builds",
             str(ref or build),
         )
     record = found[0]
     out: dict[str, Any] = {"build": record, "path": store.log_path(record["id"])}
     if read:
         data = read_log(store.log_path(record["id"]))
+        out["log"] = None if data is None else data.decode("utf-8", errors="replace")
+    return out
+
+
+def _imported(
+    store: StoreView, ref: str, include_collected: bool, read: bool
+) -> dict[str, Any] | None:
+    """The log that came with an imported realization (pull, unpack), as `build_log` gives
+    a build's: its record has no id, the status ``imported``, and the build times and
+    host the source gave; None if `ref` is not such a realization."""
+    target = resolve(store, ref, include_collected)
+    if not isrref(target):
+        return None
+    path = store.imported_log_path(RRef(target))
+    if not os.path.isfile(path):
+        return None
+    rows = store.catalogue.query(
+        "SELECT build_started, build_stopped, host, pid, imported FROM realizations "
+        "WHERE rref = :t UNION ALL SELECT build_started, build_stopped, host, pid, imported "
+        "FROM collected_realizations WHERE rref = :t LIMIT 1",
+        {"t": target},
+    )
+    started, stopped, host, pid, imported = rows[0] if rows else (None,) * 5
+    record = {
+        "id": None,
+        "dref": rref2dref(target),
+        "name": rref2dref(target).rsplit("-", 1)[-1],
+        "status": "imported",
+        "started": started,
+        "stopped": stopped,
+        "duration": stopped - started if started is not None and stopped is not None else None,
+        "host": host,
+        "pid": pid,
+        "error": None,
+        "imported": imported,
+    }
+    out: dict[str, Any] = {"build": record, "path": path}
+    if read:
+        data = read_log(path)
         out["log"] = None if data is None else data.decode("utf-8", errors="replace")
     return out

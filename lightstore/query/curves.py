@@ -13,6 +13,7 @@ Values are ints or floats, NaN and infinities included.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -103,6 +104,34 @@ def series_summaries(store: StoreView | Catalogue, rref: str) -> dict[str, dict[
     smallest and largest values with their steps (see `series_summary`)."""
     found = _catalogue(store).series_of([rref]).get(rref, {})
     return {name: series_summary(points) for name, points in sorted(found.items())}
+
+
+def metric_values(
+    store: StoreView | Catalogue, rrefs: Iterable[str]
+) -> dict[str, dict[str, Number]]:
+    """The metrics of each of `rrefs` that has any, one number per name: ``{rref: {name:
+    value}}``, a series' value at its last step (what ``lightstore history -m NAME`` shows)."""
+    return _catalogue(store).metrics_of(list(dict.fromkeys(rrefs)))
+
+
+def series_ranges(
+    store: StoreView | Catalogue, rrefs: Iterable[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """For each series of each of `rrefs`: ``{rref: {name: {"steps", "min", "max"}}}``,
+    NaN never the smallest nor the largest (None when every value is NaN), as
+    ``lightstore history -m NAME:min`` reads them. One grouped statement over the
+    catalogue's index, not the points: for tables of many runs."""
+    order = list(dict.fromkeys(rrefs))
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    if not order:
+        return found
+    for rref, name, steps, low, high in _catalogue(store).query(
+        "SELECT rref, name, count(*), min(value), max(value) FROM metric_steps "
+        "WHERE rref IN (SELECT value FROM json_each(?)) GROUP BY rref, name",
+        (json.dumps(order),),
+    ):
+        found.setdefault(rref, {})[name] = {"steps": steps, "min": low, "max": high}
+    return found
 
 
 def value_text(value: Number | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from lightstore.catalogue import HOST
@@ -299,18 +300,32 @@ def run_annotations(store: StoreView, rref: str) -> dict[str, Any]:
     """What was said about a realization besides its content: ``metrics`` (name -> value;
     a series' at its last step), ``series`` (name -> `series_summary`), ``tags`` and
     ``notes`` (lists of dicts with who wrote them and when)."""
-    catalogue = store.catalogue
     return {
-        "metrics": catalogue.metrics_of([rref]).get(rref, {}),
+        "metrics": store.catalogue.metrics_of([rref]).get(rref, {}),
         "series": series_summaries(store, rref),
-        "tags": [
-            {"name": t.name, "value": t.value, "recorded": t.recorded, "author": t.author}
-            for t in catalogue.tags_of([rref]).get(rref, [])
-        ],
-        "notes": [
-            {"id": n.id, "text": n.text, "recorded": n.recorded, "author": n.author}
-            for n in catalogue.notes_of([rref]).get(rref, [])
-        ],
+        **tags_and_notes(store, [rref]).get(rref, {"tags": [], "notes": []}),
+    }
+
+
+def tags_and_notes(store: StoreView, rrefs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The tags (by name) and notes (oldest first) of each of `rrefs` that has any:
+    ``{rref: {"tags": [{"name", "value", "recorded", "author"}], "notes": [{"id", "text",
+    "recorded", "author"}]}}``."""
+    catalogue = store.catalogue
+    tags, notes = catalogue.tags_of(rrefs), catalogue.notes_of(rrefs)
+    return {
+        rref: {
+            "tags": [
+                {"name": t.name, "value": t.value, "recorded": t.recorded, "author": t.author}
+                for t in tags.get(rref, [])
+            ],
+            "notes": [
+                {"id": n.id, "text": n.text, "recorded": n.recorded, "author": n.author}
+                for n in notes.get(rref, [])
+            ],
+        }
+        for rref in rrefs
+        if rref in tags or rref in notes
     }
 
 

@@ -118,6 +118,72 @@ class ConfigCondition:
             )
         return f"json_extract({column}, ?) {self.op} ?", [path, value]
 
+    def holds(self, config: Any) -> bool:
+        """Whether a config (a parsed JSON object) satisfies the condition, exactly as
+        `sql` decides it in SQLite: for the runs of a remote cache, whose configs are in
+        no catalogue."""
+        found, value = _at_path(config, self.field.split("."))
+        target = self.value
+        if target is None:
+            missing = not found or value is None
+            return missing if self.op == "=" else not missing
+        if not found or value is None:
+            return False  # NULL compares with nothing
+        if isinstance(target, (dict, list)):
+            return _sql_compare(_sql_value(value), self.op, condition_json(target))
+        if _is_number(target):
+            if _is_number(value):
+                return _COMPARE[self.op](
+                    Decimal(repr(value)) if isinstance(value, float) else value, target
+                )
+            return _sql_compare(
+                _sql_value(value), self.op, _stand_in(target, _nearest_float(target))
+            )
+        return _sql_compare(
+            _sql_value(value), self.op, int(target) if isinstance(target, bool) else target
+        )
+
+
+_COMPARE: dict[str, Any] = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _at_path(config: Any, parts: list[str]) -> tuple[bool, Any]:
+    """(found, value) of a dotted field in a config, as SQLite's json_extract finds it."""
+    for part in parts:
+        if not isinstance(config, dict) or part not in config:
+            return False, None
+        config = config[part]
+    return True, config
+
+
+def _sql_value(value: Any) -> Any:
+    """A JSON value as json_extract gives it to SQL: true and false as 1 and 0, lists and
+    dicts as their JSON text."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return value
+
+
+def _sql_compare(a: Any, op: str, b: Any) -> bool:
+    """`a op b` as SQLite compares an INTEGER/REAL or TEXT with another: any number is less
+    than any text; text compares by its UTF-8 bytes (code points)."""
+    rank_a, rank_b = isinstance(a, str), isinstance(b, str)
+    if rank_a != rank_b:
+        return _COMPARE[op](int(rank_a), int(rank_b))
+    if not rank_a:
+        a = Decimal(repr(a)) if isinstance(a, float) else a
+        b = Decimal(repr(b)) if isinstance(b, float) else b
+    return bool(_COMPARE[op](a, b))
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)

@@ -449,7 +449,7 @@ def _add_varying(resolver: FieldResolver, rows: Rows, taken: Sequence[str]) -> N
         return
     resolver.load_own()
     own = [flatten(resolver.configs.get(str(r["dref"])) or {}) for r in rows]
-    up = upstream_fields(resolver.catalogue, [str(r["rref"]) for r in rows])
+    up = upstream_fields(resolver.catalogue, [str(r["rref"]) for r in rows], bounded=True)
     ups = [up.get(str(r["rref"]), {}) for r in rows]
     shown = {c for c in rows.columns}
     missing = object()

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from lightstore.catalogue import Catalogue
 from lightstore.foundation.refs import isdref, isrefpath, rref2dref
+from lightstore.query.errors import QueryError
 from lightstore.query.filters import ConfigCondition, json_path
 from lightstore.query.graph import flatten
 from lightstore.query.rows import Several
@@ -33,6 +34,7 @@ __all__ = [
     "FieldResolver",
     "Several",
     "derivation_upstream_fields",
+    "lineage_pairs",
     "record_configs",
     "stage_name",
     "upstream_fields",
@@ -40,7 +42,8 @@ __all__ = [
 ]
 from lightstore.store.view import StoreView
 
-#: Most (run, upstream realization) pairs the browser reads for one page.
+#: Most (run, upstream realization) pairs the browser reads for one page, and `history`
+#: for fields across stages (a chain of N checkpoints has N * N / 2 of them).
 MAX_PAIRS = 200_000
 
 _MISSING: Any = object()
@@ -117,6 +120,19 @@ def upstream_pairs(
     return [(run, dep) for run, dep in rows]
 
 
+def lineage_pairs(store: StoreView | Catalogue, rrefs: Sequence[str]) -> list[tuple[str, str]]:
+    """`upstream_pairs` of `rrefs`, all of them: QueryError if there are more than
+    `MAX_PAIRS` (reading them all would take minutes and gigabytes)."""
+    pairs = upstream_pairs(store, rrefs, MAX_PAIRS + 1)
+    if len(pairs) > MAX_PAIRS:
+        raise QueryError(
+            f"the lineages of the {len(set(rrefs))} runs asked about hold more than {MAX_PAIRS} "
+            "runs (counted once per run asked about), too many to read fields across stages: "
+            "ask about fewer runs (--limit, -n, --since, -t)"
+        )
+    return pairs
+
+
 def derivation_pairs(store: StoreView | Catalogue, drefs: Sequence[str]) -> list[tuple[str, str]]:
     """(derivation, upstream derivation) for every derivation each of `drefs` names in its
     config, directly or not. Read from the configs (present or collected: a collected
@@ -191,13 +207,18 @@ def _references(value: Any) -> list[str]:
 
 
 def upstream_fields(
-    store: StoreView | Catalogue, rrefs: Sequence[str], limit: int | None = None
+    store: StoreView | Catalogue,
+    rrefs: Sequence[str],
+    limit: int | None = None,
+    *,
+    bounded: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """The config fields of the stages each of `rrefs` was built on, directly or not:
     ``{rref: {"train.lr": 0.1, "data.rows": 500, ...}}`` (the stage's name, a dot, its
     flattened field; `name` left out). Where a run was built on several runs of one stage
-    that disagree on a field, the value is a `Several`. `limit` bounds the pairs read."""
-    pairs = upstream_pairs(store, rrefs, limit)
+    that disagree on a field, the value is a `Several`. `limit` bounds the pairs read;
+    `bounded` reads them all, or raises QueryError past `MAX_PAIRS` (`lineage_pairs`)."""
+    pairs = lineage_pairs(store, rrefs) if bounded else upstream_pairs(store, rrefs, limit)
     configs = record_configs(store, {rref2dref(dep) for _, dep in pairs})
     return _gather(pairs, lambda dep: configs.get(rref2dref(dep)))
 
@@ -268,7 +289,7 @@ class FieldResolver:
     def lineage(self, rref: str) -> dict[str, list[str]]:
         """The derivations of the runs `rref` was built on, by stage name."""
         if self._lineage is None:
-            pairs = upstream_pairs(self.catalogue, [str(r["rref"]) for r in self.rows])
+            pairs = lineage_pairs(self.catalogue, [str(r["rref"]) for r in self.rows])
             self._lineage = {}
             for run, dep in pairs:
                 drefs = self._lineage.setdefault(run, {}).setdefault(stage_name(dep), [])

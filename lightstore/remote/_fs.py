@@ -114,6 +114,9 @@ class CopyError(Exception):
         self.error = error
         self.source = source
 
+    def __reduce__(self) -> tuple[type[CopyError], tuple[OSError, bool]]:
+        return (CopyError, (self.error, self.source))  # pickles (a pool's worker raises it)
+
 
 #: Errors of a kernel copy that are the destination's (copy_file_range does not say which
 #: side failed).

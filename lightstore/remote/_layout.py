@@ -21,8 +21,8 @@ listing of ``index/<H>-<name>/<context hash>/``.
 
 A manifest records the RRef, DRef, config, context and every entry of the
 realization (path, type, executable bit, size, blake3, link target), plus
-informational fields (build times, metrics, metric series, tags, notes) that no
-hash covers; a value that is not finite is the text "NaN", "Infinity" or
+informational fields (build times, metrics, metric series, tags, notes, and the
+build log: a blob named by its hash and size) that no hash covers; a value that is not finite is the text "NaN", "Infinity" or
 "-Infinity" there (JSON has none), as in archives. The tree
 digest, and so the RRef, can be recomputed from the entries alone, which lets
 a pull refuse a lying manifest before downloading anything. A signed
@@ -137,6 +137,8 @@ class Manifest:
     build_stopped: float | None = None
     #: Metrics, series, tags and notes (informational: no hash covers them).
     said: Annotations = field(default_factory=Annotations)
+    #: The build log, a blob: (blake3, size); informational, like `said`.
+    log: tuple[str, int] | None = None
 
     @property
     def metrics(self) -> dict[str, int | float]:
@@ -155,11 +157,14 @@ class Manifest:
             "build_stopped": self.build_stopped,
         }
         doc.update(annotation_fields(self.said))
+        if self.log is not None:
+            doc["log"] = {"blake3": self.log[0], "size": self.log[1]}
         return canonical_json(doc).encode("utf-8")
 
     def without_unsigned(self) -> tuple[Manifest, list[str]]:
         """This manifest without what a signature of its RRef alone does not cover
-        (build times, metrics, series, tags, notes), and the names of what was dropped."""
+        (build times, metrics, series, tags, notes, the log), and the names of what was
+        dropped."""
         said = self.said
         dropped = [
             k
@@ -169,6 +174,7 @@ class Manifest:
                 ("series", bool(said.series)),
                 ("tags", bool(said.tags)),
                 ("notes", bool(said.notes)),
+                ("build log", self.log is not None),
             )
             if v
         ]
@@ -356,7 +362,23 @@ def parse_manifest(data: bytes, rref: RRef, where: str, max_entries: int | None 
         times = [_time(doc.get(k), f"{where}: {rref}") for k in ("build_started", "build_stopped")]
     except ArchiveError as e:
         raise _bad(where, str(e)) from None
-    return Manifest(rref, dref, config, context, files, times[0], times[1], _annotations(doc))
+    return Manifest(
+        rref, dref, config, context, files, times[0], times[1], _annotations(doc), _log(doc)
+    )
+
+
+def _log(doc: dict[str, Any]) -> tuple[str, int] | None:
+    """The build log a manifest names (a blob and its size), or None; informational, so a
+    malformed one is dropped."""
+    raw = doc.get("log")
+    if not isinstance(raw, dict):
+        return None
+    digest, size = raw.get("blake3"), raw.get("size")
+    if not isinstance(digest, str) or not _BLOB_RE.fullmatch(digest):
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return None
+    return digest, size
 
 
 def _annotations(doc: dict[str, Any]) -> Annotations:

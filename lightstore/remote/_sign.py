@@ -2,12 +2,12 @@
 
 A signer stores, per realization, its own copy of the manifest with a
 signature of its exact bytes (`signed_manifest_key`): everything a pull
-imports (files, config, context, metrics, series, tags, notes, build times)
-is in those bytes, so it is all covered, and a pull that requires signatures
+imports (files, config, context, metrics, series, tags, notes, build times,
+the build log's hash and size) is in those bytes, so it is all covered, and a pull that requires signatures
 checks the signature over the raw bytes before it parses anything. Older
 lightstores signed the RRef alone (`signature_folder`); a pull still accepts
 such a signature (the RRef covers files, context and config) but drops what
-it does not cover (metrics, series, tags, notes, build times) with a warning.
+it does not cover (metrics, series, tags, notes, build times, log) with a warning.
 Pushes write both, so older readers keep working.
 
 Keys are text, as in Nix: a public key is ``<name>:<base64 of 32 bytes>``;

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from lightstore.exchange.extract import Limits
+from lightstore.exchange.logs import MAX_LOG_BYTES
 from lightstore.foundation.errors import (
     ArchiveError,
     RemoteIntegrityError,
@@ -72,8 +73,19 @@ def _read_bounded(
 
 
 def _counted(m: Manifest, limits: Limits | None) -> Manifest:
-    """`m`, once its entries are counted against `limits` (ArchiveError past them)."""
+    """`m`, once its entries (and its build log) are counted against `limits`
+    (ArchiveError past them). A log larger than `MAX_LOG_BYTES` is dropped, said so."""
+    if m.log is not None and m.log[1] > MAX_LOG_BYTES:
+        log.warning(
+            "%s names a build log of %d bytes, more than the %d a pull takes: it is left out",
+            m.rref,
+            m.log[1],
+            MAX_LOG_BYTES,
+        )
+        m.log = None
     if limits is not None:
+        if m.log is not None:
+            limits.declare(m.log[1], f"the build log of {m.rref}")
         for e in m.files:
             limits.count_member(f"{e.path} of {m.rref}")
             if e.type == "file":
@@ -115,8 +127,8 @@ def read_trusted_manifest(
     A signed manifest's signature is checked over its raw bytes before they
     are parsed, and covers everything the pull imports. A signature by an
     older lightstore covers the RRef alone: it is checked before the shared
-    manifest is parsed, and the build times, metrics, series, tags and notes,
-    which it does not cover, are dropped with a warning. A signature object that is damaged (too
+    manifest is parsed, and the build times, metrics, series, tags, notes and
+    build log, which it does not cover, are dropped with a warning. A signature object that is damaged (too
     large, not a file) counts as one that does not verify. Raises
     UntrustedError otherwise.
     """

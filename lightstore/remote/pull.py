@@ -16,7 +16,8 @@ of each manifest hash to its RRef, and each file now holds the blob its entry
 names, the folder's tree digest is the RRef's without reading it again.
 The new realizations are published by the same atomic install as archives
 (intents, build locks, one catalogue transaction), their files already
-read-only.
+read-only. The build log a manifest names is a blob like the files (counted in
+the limits, checked against its hash), kept in the store's ``logs/imported/``.
 
 Each requested realization stands alone: one whose closure does not verify
 (a manifest, config, signature or file) or does not fit the limits next to
@@ -34,6 +35,7 @@ from typing import Any
 from lightstore.exchange._ingest import Incoming, add_to_store, check_references
 from lightstore.exchange._tree import inside
 from lightstore.exchange.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, Limits
+from lightstore.exchange.logs import keep_imported_log
 from lightstore.foundation.errors import (
     ArchiveError,
     LightstoreError,
@@ -290,6 +292,7 @@ def pull(
         # each is hashed as it is written, and the manifests' entries already hash to
         # their RRefs, so nothing is read again before publishing.
         folders = {r: os.path.join(area, f"r{i}") for i, r in enumerate(sorted(plan.manifests))}
+        logs = {r: f"{folder}.log" for r, folder in folders.items()}
         wanted: dict[_Blob, tuple[str, list[tuple[str, bool]]]] = {}
         for r, m in plan.manifests.items():
             _skeleton(m, folders[r], where)
@@ -299,14 +302,17 @@ def pull(
                         (e.blake3, e.size), (f"the file {e.path!r} of {r}", [])
                     )
                     places.append((os.path.join(folders[r], *e.path.split("/")), e.executable))
+            if m.log is not None:
+                _, places = wanted.setdefault(m.log, (f"the build log of {r}", []))
+                places.append((logs[r], False))
         bad_blobs = _Downloader(remote, jobs).fetch(wanted, progress)
         if bad_blobs:
             plan.leave_out(
                 {
-                    r: bad_blobs[(e.blake3, e.size)]
+                    r: bad_blobs[blob]
                     for r, m in plan.manifests.items()
-                    for e in m.files
-                    if e.type == "file" and (e.blake3, e.size) in bad_blobs
+                    for blob in [*((e.blake3, e.size) for e in m.files if e.type == "file"), m.log]
+                    if blob in bad_blobs
                 }
             )
             if not plan.manifests:
@@ -321,6 +327,9 @@ def pull(
             added = add_to_store(
                 store, plan.derivations, incoming.values(), held_locks, readonly_done=True
             )
+        for r in added:
+            if plan.manifests[r].log is not None:
+                keep_imported_log(store, r, logs[r])
         return _left_out(plan.failures, added, refused, where)
     except OSError as e:
         if isinstance(e, LightstoreError):

@@ -4,8 +4,8 @@ Before anything is uploaded, every realization to send is checked as `pack`
 checks it: a symlink that is absolute or leaves its realization, or a name
 that is not UTF-8, is refused (every pull would refuse it).
 
-Realizations go dependencies first; for each one its files are hashed and
-uploaded (several at once, each streamed by the driver), skipping blobs the
+Realizations go dependencies first; for each one its files (and its build log,
+see `lightstore.exchange.logs`) are hashed and uploaded (several at once, each streamed by the driver), skipping blobs the
 remote already holds with the right size, then its manifest, then its index
 marker and signatures (its own signed manifest, and a signature of the RRef
 for older readers). To a local folder each file is read once: hashed as it
@@ -37,6 +37,7 @@ from blake3 import blake3
 
 from lightstore.exchange._ingest import annotations_of, closure_of, topological_rrefs
 from lightstore.exchange._tree import check_links
+from lightstore.exchange.logs import log_of
 from lightstore.foundation.config import canonical_json, mkconfig
 from lightstore.foundation.errors import IntegrityError, RemoteIntegrityError
 from lightstore.foundation.failpoints import VARIABLE as FAILPOINT_VARIABLE
@@ -277,6 +278,13 @@ class _Uploader:
         self.present.update(new)
         return entries
 
+    def log_blob(self, path: str, size: int) -> tuple[str, int]:
+        """Upload a build log as a blob unless the remote has it: (its blake3, its size)."""
+        digest = file_digest(path, size).hex()
+        if self._claim(digest) and self.remote.size(blob_key(digest)) != size:
+            self._upload(digest, path, size)
+        return digest, size
+
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
@@ -502,6 +510,11 @@ def _push_one(
             "(run `lightstore verify --check-contents`)"
         )
     record = store.catalogue.realization_record(rref) or {}
+    found = log_of(store, rref)
+    try:
+        log_blob = uploader.log_blob(*found) if found is not None else None
+    except FileNotFoundError:
+        log_blob = None  # forgotten meanwhile: the realization goes without it
     manifest = Manifest(
         rref,
         rref2dref(rref),
@@ -511,6 +524,7 @@ def _push_one(
         record.get("build_started"),
         record.get("build_stopped"),
         annotations_of(store, [rref])[rref],
+        log_blob,
     )
     data = manifest.to_bytes()
     if not write:

@@ -1,6 +1,7 @@
 """Stages that bring outside data into the store, checked against a sha256.
 
-`fetchurl` downloads an http, https or file URL with the standard library;
+`fetchurl` downloads an http, https or file URL with the standard library
+(or with a program the caller names, see `lightstore.stages.download`);
 `fetchlocal` copies a local file. Either writes into the build area, checks
 the sha256 the caller gave (what upstreams publish), and optionally unpacks a
 .zip/.tar archive with the same safety rules as `sunpack` (see
@@ -28,6 +29,7 @@ from lightstore.exchange.extract import DEFAULT_MAX_BYTES, archive_kind, safe_ex
 from lightstore.foundation.errors import ArchiveError, BuildError, ChecksumError, InvalidConfigError
 from lightstore.foundation.files import remove_tree
 from lightstore.foundation.refs import DRef, check_file_name, mkname, selfref
+from lightstore.stages.download import DownloadCommand, download_with
 from lightstore.store.layout import CONTEXT_FILE
 
 _CHUNK = 1024 * 1024
@@ -88,7 +90,19 @@ def _copy_checked(
             "cut short, try again",
             dref,
         )
-    actual = h.hexdigest()
+    _compare(h.hexdigest(), sha256, what)
+
+
+def _check_file(path: str, sha256: str, what: str) -> None:
+    """Raise ChecksumError if the file at `path` has another sha256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    _compare(h.hexdigest(), sha256, what)
+
+
+def _compare(actual: str, sha256: str, what: str) -> None:
     if actual != sha256:
         raise ChecksumError(
             f"{what} has sha256 {actual}, but {sha256} was expected; either the data or the "
@@ -122,6 +136,7 @@ def _fetch_stage(
     timeout: float,
     extra: dict[str, Any],
     keep_archive: bool = False,
+    download_command: DownloadCommand | None = None,
 ) -> DRef:
     sha = _checked_sha256(sha256)
     check_file_name(filename, f"{kind}: file name")
@@ -184,6 +199,9 @@ def _fetch_stage(
             if local is not None:
                 with open(local, "rb") as f:
                     _copy_checked(f, target, sha, os.fstat(f.fileno()).st_size, source, b.dref)
+            elif download_command is not None:
+                download_with(b.store, download_command, source, target, b.dref)
+                _check_file(target, sha, source)
             else:
                 request = urllib.request.Request(source, headers={"User-Agent": "lightstore"})
                 with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -214,6 +232,7 @@ def fetchurl(
     max_bytes: int | None = DEFAULT_MAX_BYTES,
     timeout: float = 60.0,
     keep_archive: bool = False,
+    download_command: DownloadCommand | None = None,
     **config: Any,
 ) -> DRef:
     """A stage that downloads `url` (http, https or file), checks its sha256, and maybe unpacks it.
@@ -223,13 +242,18 @@ def fetchurl(
     instead (safely extracted, at most `max_bytes`), and also the archive
     itself with `keep_archive`. Extra keyword arguments
     become config fields. `timeout` (seconds) bounds each network wait.
+    With `download_command` (see `lightstore.stages.download`), that program downloads
+    instead of the standard library, and `url` may have any scheme it knows;
+    the config, hence the DRef, is the same either way.
 
     Raises InvalidConfigError at once for a bad URL, checksum or file name. When
     realized: ChecksumError for a wrong sha256, BuildError for HTTP or network
     errors, ArchiveError for an archive that cannot be unpacked safely (the
     realization engine may wrap these in a BuildError whose `.cause` is the original); nothing is stored.
     """
-    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in _SCHEMES:
+    scheme = urllib.parse.urlsplit(url).scheme if isinstance(url, str) else ""
+    # A program the caller chose may know other schemes (ftp, s3...).
+    if scheme not in _SCHEMES and not (download_command is not None and scheme):
         raise InvalidConfigError(f"fetchurl: {url!r} is not an http, https or file URL")
     if filename is None:
         filename = urllib.parse.unquote(os.path.basename(urllib.parse.urlsplit(url).path))
@@ -249,6 +273,7 @@ def fetchurl(
         timeout,
         config,
         keep_archive,
+        download_command,
     )
 
 

@@ -18,9 +18,14 @@ import threading
 from collections.abc import Sequence
 from typing import ClassVar, Self
 
-from lightstore.catalogue import NewRealization
+from lightstore.catalogue import NewRealization, schema_files
 from lightstore.foundation.config import Config
-from lightstore.foundation.errors import StoreError, StoreNotFoundError, StoreReadOnlyError
+from lightstore.foundation.errors import (
+    CatalogueCorruptError,
+    StoreError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+)
 from lightstore.foundation.locks import exclusive
 from lightstore.foundation.refs import Context, DRef, RRef
 from lightstore.store import publish as _publish
@@ -46,6 +51,7 @@ class LocalStore(StoreBase):
         *,
         create: bool = False,
         durable: bool = False,
+        repair: bool = False,
     ) -> Self:
         """Open the store at `root` (creating it if `create`), migrating its catalogue.
 
@@ -55,7 +61,9 @@ class LocalStore(StoreBase):
 
         Raises StoreNotFoundError if the root holds no store and `create` is
         false, StoreReadOnlyError if it cannot be written, CatalogueVersionError
-        if its catalogue is newer than this code.
+        if its catalogue is newer than this code, CatalogueCorruptError if the catalogue
+        is missing or holds no tables while the tree holds results, unless `repair` (the
+        caller is about to register the tree again, as `verify --repair` does).
         """
         if isinstance(root, LocalStore | StorageSettings):
             root = root.root
@@ -75,7 +83,7 @@ class LocalStore(StoreBase):
                 store = instances.get(key)
                 if store is None or not os.path.isfile(store.catalogue.path):
                     store = cls(root, durable=durable)
-                    store._initialize(create)
+                    store._initialize(create, repair)
                     instances[key] = store
                 instances[(root, pid)] = store
         if not isinstance(store, cls):
@@ -90,13 +98,16 @@ class LocalStore(StoreBase):
         with LocalStore._instances_lock:
             LocalStore._instances.clear()
 
-    def _initialize(self, create: bool) -> None:
+    def _initialize(self, create: bool, repair: bool = False) -> None:
         catalogue_exists = os.path.isfile(self.catalogue.path)
         if not catalogue_exists and not create:
             raise StoreNotFoundError(
                 f"no lightstore store at {self.root}; create one with `lightstore init --root {self.root}` "
                 "or fsinit()"
             )
+        if not repair and (not catalogue_exists or os.path.getsize(self.catalogue.path) == 0):
+            # Before SQLite touches the file, so that it is left as it was found.
+            self._refuse_a_catalogue_without_tables(catalogue_exists)
         for d in (self.root, self.objects_dir, self.tmp_dir, self.locks_dir):
             if os.path.exists(d) and not os.path.isdir(d):
                 raise StoreError(
@@ -118,12 +129,34 @@ class LocalStore(StoreBase):
                 f"the store at {self.root} is read-only for this user; realizing needs write access "
                 "(check the folder's permissions or choose another root)"
             )
-        # Re-check the version after taking the lock: another process may have
+        if len(self.catalogue.check_version()) == len(schema_files()) and not repair:
+            self._refuse_a_catalogue_without_tables(catalogue_exists)
+        # `migrate` checks the version again under the lock: another process may have
         # migrated while this one waited.
-        self.catalogue.check_version()
         with exclusive(os.path.join(self.locks_dir, "schema.lock")):
             self.catalogue.migrate()
         self.recover()
+
+    def _refuse_a_catalogue_without_tables(self, exists: bool) -> None:
+        """Raise CatalogueCorruptError if the tree holds anything: every catalogue has its
+        first migration from `init` on, so this one (missing, empty, or not lightstore's)
+        was lost, and starting it afresh would forget every result. Asked only then."""
+        try:
+            with os.scandir(self.objects_dir) as entries:
+                if not any(True for _ in entries):
+                    return  # an `init` cut short: nothing to forget
+        except OSError:
+            return  # no tree (yet), or one the checks that follow report
+        what = (
+            f"it holds no lightstore tables ({os.path.getsize(self.catalogue.path)} bytes)"
+            if exists
+            else "it is missing"
+        )
+        raise CatalogueCorruptError(
+            f"the catalogue {self.catalogue.path} is damaged: {what}, while {self.objects_dir} "
+            "holds results; run `lightstore reindex` (or `lightstore verify --repair`) to "
+            "rebuild it from the tree"
+        )
 
     def recover(self) -> dict[str, int]:
         """Clean up after dead processes of this host (see `lightstore.store.recovery`);

@@ -9,6 +9,9 @@ Layout of a store root::
             context.json        which dependency realizations it used
             ...                 the artifacts
     logs/<build id>.log         what each build printed (absent for a silent build)
+    logs/imported/<R>-<H>-<name>.log
+                                what the build of an imported realization printed, where
+                                it was built (came with pull or unpack)
     pins/<name>                 named pins (gc keeps them): a file holding the pinned reference
     locks/                      lock files
     tmp/<host>.<pid>.<rand>.<label>/
@@ -35,6 +38,8 @@ OBJECTS_DIR = "objects"
 TMP_DIR = "tmp"
 LOCKS_DIR = "locks"
 LOGS_DIR = "logs"
+#: Below `LOGS_DIR`: the logs that came with imported realizations, by RRef.
+IMPORTED_LOGS_DIR = "imported"
 PINS_DIR = "pins"
 #: The folder of `tmp/` where recovery sets aside leftovers it cannot delete.
 QUARANTINE_DIR = "quarantine"
@@ -78,6 +83,12 @@ class Layout:
     def log_path(self, build_id: int) -> str:
         """The log file of build `build_id` (it need not exist)."""
         return os.path.join(self.logs_dir, f"{int(build_id)}.log")
+
+    def imported_log_path(self, rref: RRef) -> str:
+        """Where the build log that came with an imported realization is kept (it need not
+        exist): it was built elsewhere, so no build record of this store names it."""
+        r, h, name = unrref(rref)
+        return os.path.join(self.logs_dir, IMPORTED_LOGS_DIR, f"{r}-{h}-{name}.log")
 
     def lock_path(self, *parts: str) -> str:
         """Path of a lock file under `locks/`."""

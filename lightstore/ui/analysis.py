@@ -19,14 +19,18 @@ from lightstore.foundation.errors import InvalidReferenceError
 from lightstore.foundation.refs import parse_rref
 from lightstore.query import browse
 from lightstore.ui import data
+from lightstore.ui.curves import curve_line, gap_text
 from lightstore.ui.fields import (
     cell_text,
     chart_value,
     distinct,
     flatten,
+    has_tag,
     is_number,
     plot_number,
+    short_value,
     sort_key,
+    tag_texts,
 )
 
 #: Most runs a stage page lists (newest first, or in the chosen order).
@@ -67,7 +71,7 @@ def _order(columns: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         key=lambda c: (
             not c["varying"] and c["kind"] != "metric",
             rank[c["kind"]],
-            c["name"],
+            c["name"].partition(":"),  # a series' summaries after its last value
         ),
     )
 
@@ -84,7 +88,9 @@ def stage_table(
 
     `sort` is a column key (``config:lr``, ``metric:loss``, ``up:train.lr``) or one of
     ``stopped``, ``duration``, ``size`` (default: newest first). `filters` keep the runs
-    whose column (a key, or ``tag``) has the given `cell_text` (holds the tag). Returns the
+    whose column (a key) has the given `cell_text`, or (``tag``) that have the tag ``NAME``
+    or ``NAME=VALUE``. A metric series ``loss`` gives two columns: ``metric:loss`` (its
+    value at the last step) and ``metric:loss:min``. Returns the
     rows (each with ``values`` by column key, ``tags``), the columns in display order
     (varying first), facets, and counts. Records that gc removed (history) are left out
     unless `include_collected`.
@@ -100,8 +106,8 @@ def stage_table(
         config = flatten(json.loads(run["config"]))
         config.pop("name", None)
         run["label"] = shorts[run["rref"]]
-        run["tags"] = list(tags.get(run["rref"], {}).get("tags", []))
-        run["note"] = tags.get(run["rref"], {}).get("note")
+        run["tags"] = tag_texts(tags.get(run["rref"], {}).get("tags", {}))
+        run["notes"] = [n["text"] for n in tags.get(run["rref"], {}).get("notes", [])]
         run["values"] = {
             **{f"config:{k}": v for k, v in config.items()},
             **{f"metric:{k}": v for k, v in metrics.get(run["rref"], {}).items()},
@@ -109,15 +115,18 @@ def stage_table(
         }
         keys.update(dict.fromkeys(run["values"]))
     facets = _facets(runs, keys)
-    total = len(runs)
+    total, every = len(runs), runs
     for column, wanted in (filters or {}).items():
         if column == "tag":
-            runs = [r for r in runs if wanted in r["tags"]]
+            runs = [r for r in runs if has_tag(tags.get(r["rref"], {}).get("tags", {}), wanted)]
         elif column in keys:
             runs = [r for r in runs if cell_text(r["values"].get(column)) == wanted]
     if sort:
         runs = _sorted(runs, sort, descending)
-    columns = _order(_column(k, runs) for k in keys)
+    # Filters that leave no run still show the stage's columns (as all its runs have them).
+    columns = _order(_column(k, runs or every) for k in keys)
+    for c in columns:
+        c["title"] = _title(c, keys)
     shown = runs[:MAX_RUNS]
     return {
         "name": name,
@@ -129,11 +138,25 @@ def stage_table(
         "varying": [c for c in columns if c["varying"] or c["kind"] == "metric"],
         "constants": [c for c in columns if not c["varying"] and c["kind"] != "metric"],
         "metric_keys": [c["name"] for c in columns if c["kind"] == "metric"],
-        "has_tags": any(r["tags"] or r["note"] for r in runs),
+        "has_tags": any(r["tags"] or r["notes"] for r in runs),
         "facets": facets,
         "collected": browse.collected_runs(store, name),
         "failures": browse.failure_count(store, name),
     }
+
+
+def _title(column: Mapping[str, Any], keys: Mapping[str, Any]) -> str:
+    """What a column's header says when pointed at."""
+    name = column["name"]
+    if column["kind"] == "up":
+        return f"a config field of the upstream stage {name.split('.')[0]}"
+    if column["kind"] != "metric":
+        return "a config field"
+    if name.endswith(data.SERIES_MIN):
+        return f"the smallest value of the series {name[: -len(data.SERIES_MIN)]} (NaN if all are)"
+    if f"{column['key']}{data.SERIES_MIN}" in keys:
+        return f"the value at the last step of the series {name}"
+    return "a metric"
 
 
 def _facets(runs: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> list[dict[str, Any]]:
@@ -147,6 +170,12 @@ def _facets(runs: Sequence[Mapping[str, Any]], keys: Iterable[str]) -> list[dict
             kind, _, name = key.partition(":")
             facets.append({"key": key, "kind": kind, "name": name, "values": ranked})
     tagged = Counter(t for r in runs for t in r["tags"])
+    # A tag with several values is also offered by its name alone (any value).
+    values_of = Counter(t.partition("=")[0] for t in tagged if "=" in t)
+    names = Counter(
+        t.partition("=")[0] for r in runs for t in r["tags"] if values_of[t.partition("=")[0]] > 1
+    )
+    tagged.update(names)
     if tagged:
         ranked = sorted(tagged.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FACET_VALUES]
         facets.insert(0, {"key": "tag", "kind": "tag", "name": "tags", "values": ranked})
@@ -231,7 +260,8 @@ def chart_data(table: Mapping[str, Any], url: Any) -> dict[str, Any]:
 def compare_runs(store: Store, texts: Sequence[str]) -> dict[str, Any]:
     """Runs side by side: their config fields, upstream fields, metrics and tags as rows
     (``{"key", "name", "cells": [text per run], "differs"}``, differing rows first), and
-    their curves (``{series name: [{"rref", "label", "points"}]}``).
+    their curves (``{series name: [{"rref", "label", **curve_line}]}``), each run's
+    labelled by the fields in which the runs differ.
 
     Raises InvalidReferenceError for a malformed RRef or more than MAX_COMPARE runs;
     runs the catalogue has no record of are listed in ``unknown``.
@@ -251,7 +281,7 @@ def compare_runs(store: Store, texts: Sequence[str]) -> dict[str, Any]:
     metrics = data.run_metrics(store, rrefs)
     upstream = data.upstream_fields(store, rrefs)
     tags = data.run_tags(store, rrefs)
-    series = data.run_series(store, [r["rref"] for r in runs if not r.get("collected")])
+    series = data.run_series(store, rrefs)  # kept for collected runs too, until forget
     shorts = data.short_labels(store, rrefs)
     for run in runs:
         config = flatten(json.loads(run["config"]))
@@ -260,22 +290,19 @@ def compare_runs(store: Store, texts: Sequence[str]) -> dict[str, Any]:
         run["config"] = config
         run["metrics"] = metrics.get(run["rref"], {})
         run["upstream"] = upstream.get(run["rref"], {})
-        run["tags"] = tags.get(run["rref"], {}).get("tags", [])
-        run["note"] = tags.get(run["rref"], {}).get("note")
+        run["tags"] = tag_texts(tags.get(run["rref"], {}).get("tags", {}))
+        run["notes"] = tags.get(run["rref"], {}).get("notes", [])
     names = sorted({r["name"] for r in runs})
+    labels = _trace_labels(runs, several_stages=len(names) > 1)
     curves: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         for name, points in series.get(run["rref"], {}).items():
+            line = curve_line(points)
             curves.setdefault(name, []).append(
-                {
-                    "rref": run["rref"],
-                    "label": run["label"],
-                    "steps": [p[0] for p in points],
-                    "values": [p[1] for p in points],
-                    "gaps": sum(p[1] is None for p in points),
-                }
+                {"rref": run["rref"], "label": labels[run["rref"]], **line, "why": gap_text(line)}
             )
     return {
+        "tags_differ": distinct(r["tags"] for r in runs) > 1,
         "runs": runs,
         "unknown": [r for r in wanted if r not in records],
         "stages": names,
@@ -284,6 +311,32 @@ def compare_runs(store: Store, texts: Sequence[str]) -> dict[str, Any]:
         "metrics": _rows(runs, "metrics", keep_order=True),
         "curves": dict(sorted(curves.items())),
     }
+
+
+def _trace_labels(runs: Sequence[Mapping[str, Any]], several_stages: bool) -> dict[str, str]:
+    """A curve's label for each run: the config and upstream fields in which the runs
+    differ (``lr=0.001 seed=1``; most distinct values first), the stage's name first if
+    they are of several stages, the run's short name where that leaves two alike."""
+    values = [{**r["config"], **{f"up:{k}": v for k, v in r["upstream"].items()}} for r in runs]
+    missing = object()
+    keys = sorted({k for v in values for k in v})
+    counts = {k: distinct(v.get(k, missing) for v in values) for k in keys}
+    fields = sorted((k for k in keys if counts[k] > 1), key=lambda k: (-counts[k], k))
+    fields = fields[: data.MAX_LABEL_FIELDS]
+    labels = {}
+    for run, shown in zip(runs, values, strict=True):
+        parts = [run["name"]] if several_stages else []
+        parts += [
+            f"{k.removeprefix('up:')}={short_value(shown[k]) if k in shown else '-'}"
+            for k in fields
+        ]
+        labels[run["rref"]] = " ".join(parts)
+    alike = Counter(labels.values())
+    for run in runs:
+        text = labels[run["rref"]]
+        if not text or alike[text] > 1:
+            labels[run["rref"]] = f"{text} ({run['label']})" if text else run["label"]
+    return labels
 
 
 def _rows(

@@ -9,6 +9,7 @@ means (for example, keeping collected records) applies.
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -17,13 +18,13 @@ from typing import Any
 from lightstore.facade import Store
 from lightstore.foundation.errors import InvalidReferenceError, UnknownReferenceError
 from lightstore.foundation.refs import RRef, isdref, isrref, parse_rref, rref2dref
-from lightstore.query import browse, upstream
+from lightstore.query import browse, curves, upstream
 from lightstore.query.buildlog import build_log
-from lightstore.query.describe import describe
+from lightstore.query.describe import describe, tags_and_notes
 from lightstore.query.graph import closure_edges
 from lightstore.query.resolve import short_refs
 from lightstore.store.layout import CONTEXT_FILE
-from lightstore.ui.curves import Series, artifact_series
+from lightstore.ui.curves import curve_line
 from lightstore.ui.fields import (
     cell_text,
     distinct,
@@ -77,6 +78,8 @@ TEXT_SUFFIXES = frozenset(
 FAILED = ("failed", "interrupted")
 #: Most bytes of a build's log a run page shows (its end).
 MAX_LOG_BYTES = 128 * 1024
+#: The column of a series' smallest value: ``loss:min`` (as `lightstore history -m` names it).
+SERIES_MIN = ":min"
 #: Most (run, upstream realization) pairs read for a page; most derivations of a stage
 #: read to find what its runs differ in; most fields in a label.
 MAX_UPSTREAM_PAIRS = 200_000
@@ -98,28 +101,40 @@ def stages(store: Store) -> list[dict[str, Any]]:
 
 
 def run_metrics(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The metrics of each of `rrefs` that has any: ``{rref: {name: value}}``; a non-finite
-    value (which a catalogue may hand back as text, ``"NaN"``) is a float."""
-    found = store.catalogue.metrics_of(list(rrefs))
-    return {r: {k: metric_number(v) for k, v in m.items()} for r, m in found.items()}
+    """The metrics of each of `rrefs` that has any, one number per name: ``{rref: {name:
+    value}}``, a series' value at its last step, and for a series ``NAME`` also
+    ``NAME:min``, its smallest value (NaN if every value is NaN), as ``lightstore history
+    -m loss -m loss:min`` shows them; a non-finite value is a float."""
+    found = {
+        r: {k: metric_number(v) for k, v in m.items()}
+        for r, m in curves.metric_values(store, rrefs).items()
+    }
+    for rref, series in curves.series_ranges(store, rrefs).items():
+        values = found.setdefault(rref, {})
+        for name, summary in series.items():
+            low = summary["min"]
+            values[f"{name}{SERIES_MIN}"] = math.nan if low is None else metric_number(low)
+    return found
 
 
-def run_series(store: Store, rrefs: Sequence[str]) -> dict[str, Series]:
-    """The curves of each of `rrefs` that has any: ``{rref: {name: [(step, value), ...]}}``,
-    a value None where it is not finite. Read from curve files among its artifacts
-    (`lightstore.ui.curves`)."""
-    found: dict[str, Series] = {}
-    for rref in rrefs:
-        series = artifact_series(store.rref_path(RRef(rref)))
-        if series:
-            found[rref] = series
+def run_series(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, dict[int, Any]]]:
+    """The metric series of each of `rrefs` that has any: ``{rref: {name: {step: value}}}``
+    (NaN and infinities as they are)."""
+    found: dict[str, dict[str, dict[int, Any]]] = {}
+    for point in curves.metric_points(store, rrefs, plain=False):
+        found.setdefault(point["rref"], {}).setdefault(point["metric"], {})[point["step"]] = point[
+            "value"
+        ]
     return found
 
 
 def run_tags(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The tags and note of each of `rrefs` that has any: ``{rref: {"tags": [str],
-    "note": str | None}}``. The catalogue records neither yet: empty."""
-    return {}
+    """The tags and notes of each of `rrefs` that has any: ``{rref: {"tags": {name:
+    value}, "notes": [{"id", "text", "recorded", "author"}]}}``."""
+    return {
+        rref: {"tags": {t["name"]: t["value"] for t in found["tags"]}, "notes": found["notes"]}
+        for rref, found in tags_and_notes(store, list(rrefs)).items()
+    }
 
 
 def upstream_fields(store: Store, rrefs: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -216,7 +231,6 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
         build["log"] = log_tail(store.log_path(build["id"]))
     shown = sum(e["type"] != "dir" for e in entries)
     count = info.get("file_count")
-    tags = run_tags(store, [rref]).get(rref, {})
     info.update(
         files=None if listed is None else entries,
         files_truncated=more,
@@ -224,10 +238,11 @@ def run_details(store: Store, text: str) -> dict[str, Any]:
         files_more=max(count - shown, 1) if more and isinstance(count, int) else 0,
         images=images,
         texts=texts,
-        metrics=run_metrics(store, [rref]).get(rref, {}),
-        series=run_series(store, [rref]).get(rref, {}),
-        tags=tags.get("tags", []),
-        note=tags.get("note"),
+        # describe() gave metrics, series summaries, tags and notes; the points to draw:
+        curves={
+            name: curve_line(points)
+            for name, points in run_series(store, [rref]).get(rref, {}).items()
+        },
         upstream=upstream_fields(store, [rref]).get(rref, {}),
         failed_builds=failed,
         lineage=lineage(store, rref),

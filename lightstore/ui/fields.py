@@ -144,3 +144,17 @@ def short_value(value: Any, limit: int = 24) -> str:
         return f"{body.rsplit('-', 1)[1]}:{body[:8]}"
     text = cell_text(value) if not isinstance(value, list | dict) else json.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tag_texts(tags: Mapping[str, str]) -> list[str]:
+    """Tags as the command line writes them, by name: ``baseline`` (no value) or
+    ``status=diverged``."""
+    return [f"{k}={v}" if v else k for k, v in sorted(tags.items())]
+
+
+def has_tag(tags: Mapping[str, str], wanted: str) -> bool:
+    """Whether `tags` (name -> value) hold `wanted`: ``NAME`` (with any value) or
+    ``NAME=VALUE`` (that value), as ``lightstore history --tag`` reads it."""
+    name, eq, value = wanted.partition("=")
+    name = name.strip()
+    return name in tags and (not eq or tags[name] == value)

@@ -30,7 +30,8 @@ from lightstore.foundation.refs import isdref, isrref
 from lightstore.query import sqlguard
 from lightstore.ui import analysis, assets, data, lineage
 from lightstore.ui.artifacts import ArtifactRefused, artifact_file
-from lightstore.ui.fields import is_number, plot_number, script_json
+from lightstore.ui.curves import gap_text
+from lightstore.ui.fields import is_number, plot_number, script_json, tag_texts
 
 #: Headers of every served artifact: never run its scripts, never guess its type.
 ARTIFACT_HEADERS = {
@@ -83,8 +84,11 @@ def _cell(value: Any) -> str:
 def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
     """Every connection that serves the browser's SQL runs under `lightstore sql`'s rules:
     the same authorizer (deny-list), size limits and function guards."""
-    if database != "_internal":  # Datasette's own bookkeeping, which no user query reaches
-        sqlguard.prepare_connection(conn)
+    if database == "_internal":  # Datasette's own bookkeeping, which no user query reaches
+        return
+    if database == "_memory" and database not in datasette.databases:
+        return  # /-/versions' scratch connection probing SQLite; no such database is served
+    sqlguard.prepare_connection(conn)
 
 
 def _nonfinite(value: Any) -> str | None:
@@ -118,6 +122,7 @@ def prepare_jinja2_environment(env: Any, datasette: Any) -> None:
         ls_name=shown_name,
         ls_script_json=script_json,
         ls_nonfinite=_nonfinite,
+        ls_tags=tag_texts,
     )
     env.globals.update(ls_asset=assets.url)
 
@@ -240,17 +245,11 @@ async def run(datasette: Any, request: Any) -> Response:
     except UnknownReferenceError as e:
         return _not_found(str(e))
     drawing = await asyncio.to_thread(_lineage_svg, info["lineage"])
+    label = data.ref_label(info["rref"])
     series = {
         "curves": {
-            name: [
-                {
-                    "rref": info["rref"],
-                    "label": data.ref_label(info["rref"]),
-                    "steps": [p[0] for p in points],
-                    "values": [p[1] for p in points],
-                }
-            ]
-            for name, points in info["series"].items()
+            name: [{"rref": info["rref"], "label": label, **line, "why": gap_text(line)}]
+            for name, line in info["curves"].items()
         },
         "runs": [],
     }

@@ -271,35 +271,86 @@
   }
 
   // -- curves (compare and run pages) -------------------------------------------------------
+  // A value that is not finite is a gap in its line (null), and the steps where it is so are
+  // shaded and labelled (NaN, inf) in the line's colour: a diverged run shows as such.
+
+  function curveFigure(lines, title, height, log) {
+    const traces = [], shapes = [], annotations = [];
+    lines.forEach((line, i) => {
+      const colour = PALETTE[i % PALETTE.length];
+      traces.push({
+        type: "scatter", mode: line.steps.length > 1 ? "lines" : "markers",
+        name: esc(line.label), x: line.steps, y: line.values, connectgaps: false,
+        line: { color: colour, width: 2 }, marker: { color: colour },
+        hovertemplate: esc(line.label) + "<br>step %{x}: %{y}<extra></extra>",
+      });
+      for (const [first, last, why, count] of line.nonfinite || []) {
+        shapes.push({ type: "rect", xref: "x", yref: "paper", x0: first - 0.5, x1: last + 0.5,
+          y0: 0, y1: 1, fillcolor: colour, opacity: 0.12, line: { width: 0 }, layer: "below" });
+        annotations.push({ x: first - 0.5, xref: "x", xanchor: "left", y: 1 - 0.07 * (i % 8),
+          yref: "paper", yanchor: "top", showarrow: false,
+          text: esc(count > 1 ? `${why} ×${count}` : why), font: { color: colour, size: 11 } });
+      }
+    });
+    const layout = {
+      margin: { l: 70, r: 20, t: title ? 30 : 20, b: 45 }, height, showlegend: lines.length > 1,
+      title: title ? { text: esc(title), font: { size: 14 }, x: 0.02 } : undefined,
+      xaxis: { title: { text: "step" } },
+      yaxis: { type: log ? "log" : "linear" },
+      shapes, annotations,
+    };
+    return { traces, layout };
+  }
+
+  function listGaps(box, lines) {
+    if (!box) return;
+    box.replaceChildren();
+    for (const line of lines) {
+      if (!line.why) continue;
+      const item = document.createElement("li");
+      item.textContent = `${line.label}: ${line.why}`;
+      item.dataset.rref = line.rref;
+      box.appendChild(item);
+    }
+  }
 
   function curvesPage() {
     const data = readJSON("ls-curves-data");
-    const div = document.getElementById("curves");
-    if (!data || !div || typeof Plotly === "undefined") return;
+    const box = document.getElementById("curves");
+    if (!data || !box || typeof Plotly === "undefined") return;
     const select = document.getElementById("curve-name");
     const logy = document.getElementById("curve-logy");
-    function draw() {
-      const names = select ? [select.value] : Object.keys(data.curves);
-      const traces = [];
-      let i = 0;
+    const names = Object.keys(data.curves);
+    const height = Number(box.dataset.height) || 360;
+    const charts = new Map();
+    if (box.dataset.each === "1") {
+      // One chart per series (a run's page).
       for (const name of names) {
-        for (const line of data.curves[name] || []) {
-          traces.push({
-            type: "scatter", mode: "lines",
-            name: esc(select ? line.label : name),
-            x: line.steps, y: line.values, connectgaps: false,
-            line: { color: PALETTE[i++ % PALETTE.length], width: 2 },
-          });
-        }
+        const div = document.createElement("div");
+        div.className = "ls-plot";
+        div.dataset.series = name;
+        box.appendChild(div);
+        charts.set(name, div);
       }
-      const layout = {
-        margin: { l: 70, r: 20, t: 20, b: 50 }, height: Number(div.dataset.height) || 360, showlegend: true,
-        xaxis: { title: { text: "step" } },
-        yaxis: { title: { text: select ? esc(select.value) : "" }, type: logy && logy.checked ? "log" : "linear" },
-      };
-      Plotly.react(div, traces, layout, CONFIG).then(() => {
-        div.dataset.lines = String(traces.length);
-      });
+    } else {
+      charts.set(null, box);
+    }
+    function draw() {
+      const log = Boolean(logy && logy.checked);
+      let drawn = 0;
+      for (const [name, div] of charts) {
+        const shown = name === null ? (select ? select.value : names[0]) : name;
+        const lines = data.curves[shown] || [];
+        const figure = curveFigure(lines, name === null ? "" : shown, height, log);
+        figure.layout.yaxis.title = { text: esc(shown) };
+        Plotly.react(div, figure.traces, figure.layout, CONFIG).then(() => {
+          div.dataset.lines = String(figure.traces.length);
+          div.dataset.shaded = String(figure.layout.shapes.length);
+          drawn += 1;
+          if (drawn === charts.size) box.dataset.drawn = String(drawn);
+        });
+        if (name === null) listGaps(document.getElementById("curve-gaps"), lines);
+      }
     }
     if (select) select.addEventListener("change", draw);
     if (logy) logy.addEventListener("change", draw);
