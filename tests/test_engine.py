@@ -231,3 +231,35 @@ def test_build_requests_refuses_a_wrong_outcome(S):
     next(steps)
     with pytest.raises(UsageError, match="expects the RRefs"):
         steps.send(None)
+
+
+def test_a_new_build_reads_outside_its_transactions_only_to_ask_questions(S, store):
+    """The catalogue work of one new realization, a guard of its cost: four write
+    transactions (the derivation's intent, its record, the build's start, the publish),
+    and outside them only the questions a realize must ask (is the derivation known,
+    at instantiate and at realize; what exists in its context, planning, under the build
+    lock and after the build). Checks made where a transaction is open anyway are made
+    inside it: each read on its own is a read transaction of its own."""
+    statements: list[str] = []
+    conn = store.catalogue.conn
+    conn.set_trace_callback(statements.append)
+    try:
+        realize(instantiate(stage_of("solo", []), r=Registry(S)))
+    finally:
+        conn.set_trace_callback(None)
+    outside, depth = [], 0
+    for s in statements:
+        if s.startswith("BEGIN"):
+            depth += 1
+        elif s.startswith(("COMMIT", "ROLLBACK")):
+            depth -= 1
+        elif depth == 0:
+            outside.append(s.split(" WHERE")[0])
+    assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) == 4
+    assert sorted(outside) == [
+        "SELECT dref FROM derivations",
+        "SELECT dref FROM derivations",
+        "SELECT rref FROM realizations",
+        "SELECT rref FROM realizations",
+        "SELECT rref FROM realizations",
+    ]

@@ -237,6 +237,33 @@ def test_a_silent_build_leaves_no_log_file(S, store):
     assert result.exit_code == 0 and "no output was captured" in result.stderr
 
 
+def test_a_silent_build_opens_no_terminal_stream(S, store, monkeypatch):
+    """Flushing the tee at the end of a build that printed nothing opens nothing (it
+    opened a text stream on each saved terminal fd, four system calls a build)."""
+    import lightstore.foundation.logs as logs
+
+    opened = []
+    real = logs._FdCapture.terminal_stream
+
+    def counted(self, fd, encoding):
+        opened.append(fd)
+        return real(self, fd, encoding)
+
+    monkeypatch.setattr(logs._FdCapture, "terminal_stream", counted)
+    for name, fd in (("stdout", 1), ("stderr", 2)):  # streams on fds 1 and 2, as outside pytest
+        monkeypatch.setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115
+
+    def quiet(r=None):
+        def real_build(b):
+            with open(os.path.join(build_outpath(b), "x"), "w") as f:
+                f.write("quiet")
+
+        return mkdrv({"name": "quiet2"}, match_only(), build_wrapper(real_build), r)
+
+    realize1(instantiate(quiet, S=S))
+    assert opened == []
+
+
 def test_one_pump_thread_serves_every_build_and_forked_children(S, store):
     """fd-level capture starts one copying thread per process, not two per build; a forked
     child (whose parent's pump thread does not exist in it) starts its own."""

@@ -66,11 +66,13 @@ def record_annotations(conn: sqlite3.Connection, new: Sequence[NewRealization], 
     """Record the metrics, series, tags and notes of realizations just recorded, inside
     the caller's transaction. A realization already recorded keeps what it had: a name
     it has is not overwritten, and notes are added only to a realization new here."""
-    conn.executemany(
-        "INSERT INTO metrics (rref, name, value, step, recorded) VALUES (?, ?, ?, NULL, ?) "
-        "ON CONFLICT (rref, name) DO NOTHING",
-        [(r.rref, k, _stored(v), now) for r in new for k, v in r.metrics.items()],
-    )
+    metrics = [(r.rref, k, _stored(v), now) for r in new for k, v in r.metrics.items()]
+    if metrics:  # most builds record none: no statement then
+        conn.executemany(
+            "INSERT INTO metrics (rref, name, value, step, recorded) VALUES (?, ?, ?, NULL, ?) "
+            "ON CONFLICT (rref, name) DO NOTHING",
+            metrics,
+        )
     for r in new:
         for name, points in r.series.items():
             if not points:

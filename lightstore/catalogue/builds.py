@@ -55,17 +55,45 @@ class BuildTables(Database):
         self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
     ) -> int:
         """Record a running build, whose inputs gc keeps while it runs; return its id."""
+        build_id = self._start_build(dref, context_hash, context_json, inputs, False)
+        return build_id or 0
+
+    def start_build_unless_running(
+        self, dref: str, context_hash: str, context_json: str, inputs: Sequence[str]
+    ) -> int | None:
+        """`start_build`, unless a build of `dref` in that context is recorded as running:
+        then None, and nothing is recorded. One transaction, no read before it."""
+        return self._start_build(dref, context_hash, context_json, inputs, True)
+
+    def _start_build(
+        self,
+        dref: str,
+        context_hash: str,
+        context_json: str,
+        inputs: Sequence[str],
+        unless_running: bool,
+    ) -> int | None:
         with self.write(f"recording the start of a build of {dref}") as conn:
+            if (
+                unless_running
+                and conn.execute(
+                    "SELECT 1 FROM builds WHERE dref = ? AND context_hash = ? AND status = 'running'",
+                    (dref, context_hash),
+                ).fetchone()
+                is not None
+            ):
+                return None
             cur = conn.execute(
                 "INSERT INTO builds (dref, context_hash, context, status, started, host, pid) "
                 "VALUES (?, ?, ?, 'running', ?, ?, ?)",
                 (dref, context_hash, context_json, time.time(), HOST, os.getpid()),
             )
             build_id = int(cur.lastrowid or 0)
-            conn.executemany(
-                "INSERT OR IGNORE INTO build_inputs (build_id, rref) VALUES (?, ?)",
-                [(build_id, r) for r in inputs],
-            )
+            if inputs:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO build_inputs (build_id, rref) VALUES (?, ?)",
+                    [(build_id, r) for r in inputs],
+                )
         return build_id
 
     def finish_build(self, build_id: int, status: str, error: str | None = None) -> None:

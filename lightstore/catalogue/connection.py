@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from lightstore.catalogue import migrations
@@ -188,8 +188,9 @@ class Database:
         out.sort()  # in index order already: one linear pass
         return out
 
-    @contextmanager
-    def write(self, doing: str = "writing the catalogue") -> Iterator[sqlite3.Connection]:
+    def write(
+        self, doing: str = "writing the catalogue"
+    ) -> AbstractContextManager[sqlite3.Connection]:
         """A short ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on error.
 
         A SQLite error inside it is rolled back and raised as an error of
@@ -197,33 +198,7 @@ class Database:
         Catalogue methods called inside it join it, so that several changes
         (and work on the tree between them) commit or roll back together.
         """
-        current = getattr(self._local, "conn", None)
-        if current is None or not current.in_transaction:
-            self._follow_replacement()
-        conn = self.conn
-        if conn.in_transaction:
-            # Nested use joins the outer transaction (which rolls back).
-            try:
-                yield conn
-            except sqlite3.Error as e:
-                raise self._translate(e, doing) from e
-            return
-        self._begin_immediate(conn, doing)
-        try:
-            yield conn
-        except BaseException as e:
-            self._rollback(conn)
-            if isinstance(e, sqlite3.Error):
-                raise self._translate(e, doing) from e
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._rollback(conn)
-            raise self._translate(e, doing) from e
-        except BaseException:
-            self._rollback(conn)
-            raise
+        return _Write(self, doing)
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         # After some errors (a full disk) SQLite has already rolled back.
@@ -318,6 +293,45 @@ class Database:
             return migrations.migrate(self)
         except sqlite3.Error as e:
             raise self._translate(e, "upgrading the catalogue's schema") from e
+
+
+class _Write:
+    """`Database.write`'s transaction (a class: a build opens several, and a generator
+    context manager costs about three times as much)."""
+
+    __slots__ = ("conn", "db", "doing", "outer")
+
+    def __init__(self, db: Database, doing: str) -> None:
+        self.db = db
+        self.doing = doing
+
+    def __enter__(self) -> sqlite3.Connection:
+        db = self.db
+        current = getattr(db._local, "conn", None)
+        if current is None or not current.in_transaction:
+            db._follow_replacement()
+        conn = self.conn = db.conn
+        # Nested use joins the outer transaction (which rolls back).
+        self.outer = not conn.in_transaction
+        if self.outer:
+            db._begin_immediate(conn, self.doing)
+        return conn
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        db, conn = self.db, self.conn
+        if error is None and self.outer:
+            try:
+                conn.execute("COMMIT")
+            except BaseException as e:
+                db._rollback(conn)
+                if isinstance(e, sqlite3.Error):
+                    raise db._translate(e, self.doing) from e
+                raise
+            return
+        if error is not None and self.outer:
+            db._rollback(conn)
+        if isinstance(error, sqlite3.Error):
+            raise db._translate(error, self.doing) from error
 
 
 def limit_process_heap(limit: int) -> None:

@@ -64,10 +64,11 @@ class ObjectTables(Database):
             conn.executemany(
                 "DELETE FROM collected_derivations WHERE dref = ?", [(d.dref,) for d in new]
             )
-            conn.executemany(
-                "INSERT OR IGNORE INTO derivation_deps (dref, dep) VALUES (?, ?)",
-                [(d.dref, dep) for d in new for dep in d.deps],
-            )
+            edges = [(d.dref, dep) for d in new for dep in d.deps]
+            if edges:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO derivation_deps (dref, dep) VALUES (?, ?)", edges
+                )
 
     def config_json(self, dref: str) -> str | None:
         """The canonical JSON config of a derivation, or None if unknown."""
@@ -89,9 +90,9 @@ class ObjectTables(Database):
 
         The list is a `ByBuildTime`, so `match_latest` needs no second query.
         """
+        # RRef is `str` at run time: the column's values need no wrapping.
         return ByBuildTime(
-            RRef(r)
-            for r in self.column(
+            self.column(
                 "SELECT rref FROM realizations WHERE dref = ? AND context_hash = ? ORDER BY build_stopped, rowid",
                 (dref, context_hash),
             )
@@ -225,10 +226,11 @@ class ObjectTables(Database):
                     for r in new
                 ],
             )
-            conn.executemany(
-                "INSERT OR IGNORE INTO realization_deps (rref, dep) VALUES (?, ?)",
-                [(r.rref, dep) for r in new for dep in r.deps],
-            )
+            edges = [(r.rref, dep) for r in new for dep in r.deps]
+            if edges:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO realization_deps (rref, dep) VALUES (?, ?)", edges
+                )
             record_annotations(conn, new, now)
             record_notes(conn, noted)
             if build_id is not None:

@@ -41,15 +41,20 @@ log = logging.getLogger("lightstore")
 __all__ = ["BUSY", "execute", "run_build"]
 
 
-def _build_areas(store: LocalStore, outputs: list[str]) -> set[str]:
+def _build_areas(store: LocalStore, outputs: list[str], published: bool) -> set[str]:
     """The build areas (top-level folders of the store's tmp/) holding `outputs`, to delete
-    after publishing."""
-    tmp = store.tmp_realpath
+    after the build. An output that is an area itself (as `new_build_area` makes them) is
+    gone once published, so a successful build checks no path for it."""
+    tmp_dir, tmp = store.tmp_dir, store.tmp_realpath
     areas = set()
     for out in outputs:
+        if os.path.dirname(out) == tmp_dir:
+            if not published:
+                areas.add(out)
+            continue
         real = os.path.realpath(out)
         if real.startswith(tmp):
-            areas.add(os.path.join(store.tmp_dir, real[len(tmp) :].split(os.sep, 1)[0]))
+            areas.add(os.path.join(tmp_dir, real[len(tmp) :].split(os.sep, 1)[0]))
     return {a for a in areas if os.path.lexists(a)}
 
 
@@ -75,13 +80,26 @@ def _build(
     ctx_hash: str,
     options: RealizeOptions,
     build_id: int | None = None,
+    close_stale: bool = False,
 ) -> list[RRef]:
-    """Run the realizer of `drv` once and publish its outputs. Caller holds the build lock."""
+    """Run the realizer of `drv` once and publish its outputs. Caller holds the build lock.
+
+    With `close_stale`, builds recorded as running in this context (of dead processes,
+    as the lock is held) are closed first; a build's start reads nothing when there is none.
+    """
     ctx = canonical_context(context)
     inputs = sorted({r for rrefs in ctx.values() for r in rrefs})
     if build_id is None:
-        build_id = store.catalogue.start_build(drv.dref, ctx_hash, canonical_json(ctx), inputs)
+        ctx_json = canonical_json(ctx)
+        catalogue = store.catalogue
+        if close_stale:
+            build_id = catalogue.start_build_unless_running(drv.dref, ctx_hash, ctx_json, inputs)
+            if build_id is None:
+                store.interrupt_stale_builds(drv.dref, ctx_hash)
+        if build_id is None:
+            build_id = catalogue.start_build(drv.dref, ctx_hash, ctx_json, inputs)
     outputs: list[str] = []
+    published = False
     try:
         started = time.time()
         with capture_output(store.log_path(build_id)):  # stdout/stderr -> logs/<build id>.log
@@ -90,7 +108,9 @@ def _build(
             )
         if not outputs:
             raise BuildError(f"the realizer of {drv.dref} returned no output folder", drv.dref)
-        return store.publish(drv.dref, context, outputs, drv.promises, build_id, started)
+        rrefs = store.publish(drv.dref, context, outputs, drv.promises, build_id, started)
+        published = True
+        return rrefs
     except (KeyboardInterrupt, SystemExit):
         store.catalogue.finish_build(build_id, "interrupted", "interrupted by the user")
         raise
@@ -111,7 +131,7 @@ def _build(
             e,
         ) from e
     finally:
-        for area in _build_areas(store, outputs):
+        for area in _build_areas(store, outputs, published):
             remove_tree(area)
 
 
@@ -172,12 +192,10 @@ def execute(
                 matched = match_existing(store, drv, ctx_hash)
                 if matched is not None:
                     return matched
-        if not held_here:
-            # Holding the lock, no other live process is building this: a build
-            # still recorded as running belongs to a dead process (held here, it
-            # is this thread's paused one).
-            store.interrupt_stale_builds(drv.dref, ctx_hash)
-        _build(store, drv, task.context, ctx_hash, options)
+        # Holding the lock, no other live process is building this: a build still
+        # recorded as running belongs to a dead process, which `_build` closes (held
+        # here, it is this thread's paused one, left alone).
+        _build(store, drv, task.context, ctx_hash, options, close_stale=not held_here)
         available = store.catalogue.realizations(drv.dref, ctx_hash)
         matched = drv.matcher(store, available)
     if matched is None:

@@ -149,6 +149,10 @@ class Config:
         return mkconfig(self.val).promises
 
 
+#: Set in the `__dict__` of a Config that `mkconfig` validated.
+_VALID = "_validated"
+
+
 def mkconfig(d: dict[str, Any] | Config) -> Config:
     """Validate a dict and return it as a `Config`.
 
@@ -157,8 +161,11 @@ def mkconfig(d: dict[str, Any] | Config) -> Config:
     paths that leave their folder, or nesting deeper than `MAX_CONFIG_DEPTH`.
     """
     if isinstance(d, Config):
-        # Pylightnix code builds Config({...}) directly: validate it too.
-        mkconfig(d.val)
+        # Pylightnix code builds Config({...}) directly: validate it too. One this function
+        # made is valid already (its `val` is not to be changed), as a stage passes it on.
+        if _VALID not in d.__dict__:
+            mkconfig(d.val)
+            d.__dict__[_VALID] = True
         return d
     if not isinstance(d, dict):
         raise InvalidConfigError(f"a config must be a dict, not {type(d).__name__}")
@@ -170,6 +177,7 @@ def mkconfig(d: dict[str, Any] | Config) -> Config:
     config.__dict__["name"] = name
     config.__dict__["deps"] = tuple(DRef(x) for x in sorted(scan.deps))
     config.__dict__["promises"] = tuple(scan.promises)
+    config.__dict__[_VALID] = True
     return config
 
 

@@ -24,7 +24,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 from filelock import FileLock, Timeout
@@ -358,26 +358,9 @@ class ProcessSharedLock:
         entry = self._registry.get((self.path, os.getpid()))
         return entry is not None and entry[0] > 0
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
+    def shared(self) -> AbstractContextManager[None]:
         """Hold the lock shared (waits while an exclusive holder waits or holds)."""
-        key = (self.path, os.getpid())
-        with self._guard:
-            entry = self._registry.get(key)
-            if entry is None or entry[0] == 0:
-                with shared_flock(self.intent_path):
-                    pass  # queue behind a waiting collector
-                fd = _open_lock_file(self.path)
-                fcntl.flock(fd, fcntl.LOCK_SH)
-                entry = self._registry[key] = [0, fd]
-            entry[0] += 1
-        try:
-            yield
-        finally:
-            with self._guard:
-                entry[0] -= 1
-                if entry[0] == 0:
-                    _close_lock_file(entry[1])
+        return _SharedHold(self)
 
     @contextmanager
     def exclusive(self, timeout: float | None = None) -> Iterator[None]:
@@ -387,3 +370,33 @@ class ProcessSharedLock:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             with shared_flock(self.path, exclusive_mode=True, timeout=left):
                 yield
+
+
+class _SharedHold:
+    """One hold of `ProcessSharedLock.shared` (a class: every realize takes two)."""
+
+    __slots__ = ("entry", "lock")
+
+    def __init__(self, lock: ProcessSharedLock) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        lock = self.lock
+        key = (lock.path, os.getpid())
+        with lock._guard:
+            entry = lock._registry.get(key)
+            if entry is None or entry[0] == 0:
+                with shared_flock(lock.intent_path):
+                    pass  # queue behind a waiting collector
+                fd = _open_lock_file(lock.path)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                entry = lock._registry[key] = [0, fd]
+            entry[0] += 1
+        self.entry = entry
+
+    def __exit__(self, *exc: object) -> None:
+        entry = self.entry
+        with self.lock._guard:
+            entry[0] -= 1
+            if entry[0] == 0:
+                _close_lock_file(entry[1])

@@ -83,8 +83,10 @@ class _Log:
             if self.fd is not None:
                 os.close(self.fd)
                 return
-        with suppress(OSError):
+        try:  # noqa: SIM105 - per build: suppress() costs a context manager
             os.unlink(self.path)
+        except OSError:
+            pass
 
 
 class _State:
@@ -131,7 +133,15 @@ class _Tee(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        self._terminal().flush()
+        capture = _state.fd
+        if capture is not None and _writes_to(self.original, self.fd):
+            # Only a terminal stream the tee opened holds text; opening one to flush
+            # nothing cost four system calls per build.
+            stream = capture.terminal.get(self.fd)
+            if stream is not None:
+                stream.flush()
+            return
+        self.original.flush()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -218,8 +228,10 @@ class _Pump:
         """Stop watching `pipe` (epoll only; from any thread, holding `pipe.lock`)."""
         with self.lock:
             self.pipes.pop(pipe.read_end, None)
-        with suppress(OSError, ValueError):
+        try:  # noqa: SIM105 - per build: suppress() costs a context manager
             self.poller.unregister(pipe.read_end)
+        except (OSError, ValueError):
+            pass
 
     def _run(self) -> None:
         while True:
@@ -312,11 +324,15 @@ class _Pipe:
     def close(self) -> None:
         """Close the read end and the terminal copy (holding `lock`)."""
         self.closed = True
-        with suppress(OSError):
+        try:  # noqa: SIM105 - per build: suppress() costs a context manager
             os.close(self.read_end)
+        except OSError:
+            pass
         if self.terminal != self.capture.saved.get(self.fd):
-            with suppress(OSError):
+            try:  # noqa: SIM105 - per build: suppress() costs a context manager
                 os.close(self.terminal)
+            except OSError:
+                pass
         self.capture.pipe_closed()
 
 
@@ -334,8 +350,9 @@ class _FdCapture:
         self.pipes: list[_Pipe] = []
         self._open_pipes = 2
         self._lock = threading.Lock()
-        self.drained = threading.Event()
         self.pump = pump = _pump()
+        # Only the portable pump's builds wait for it to see their pipes close.
+        self.drained = None if pump.direct else threading.Event()
         # Every fd is allocated before fds 1 and 2 change, so running out of fds
         # (EMFILE) leaves the process as it was.
         opened: list[int] = []
@@ -377,7 +394,7 @@ class _FdCapture:
     def pipe_closed(self) -> None:
         with self._lock:
             self._open_pipes -= 1
-            if self._open_pipes == 0:
+            if self._open_pipes == 0 and self.drained is not None:
                 self.drained.set()
 
     def stop(self) -> None:
@@ -392,7 +409,8 @@ class _FdCapture:
         if not self.pump.direct:
             for fd in (1, 2):
                 os.dup2(self.saved[fd], fd)
-            self.drained.wait(_DRAIN_TIMEOUT_S)
+            if self.drained is not None:
+                self.drained.wait(_DRAIN_TIMEOUT_S)
         else:
             for pipe in self.pipes:
                 with pipe.lock:
@@ -422,8 +440,10 @@ class _FdCapture:
 
 
 def _flush(stream: Any) -> None:
-    with suppress(OSError, ValueError, AttributeError):
+    try:  # noqa: SIM105 - per build: suppress() costs a context manager
         stream.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -433,11 +453,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+#: The tees last installed, by fd: a build of the same streams takes them again.
+_tees: dict[int, _Tee] = {}
+
+
+def _tee(stream: TextIO, fd: int) -> _Tee:
+    tee = _tees.get(fd)
+    if tee is None or tee.original is not stream:
+        tee = _tees[fd] = _Tee(stream, fd)
+    return tee
+
+
 def _install_tees() -> None:
     if not isinstance(sys.stdout, _Tee) and sys.stdout is not None:
-        sys.stdout = _Tee(sys.stdout, 1)
+        sys.stdout = _tee(sys.stdout, 1)
     if not isinstance(sys.stderr, _Tee) and sys.stderr is not None:
-        sys.stderr = _Tee(sys.stderr, 2)
+        sys.stderr = _tee(sys.stderr, 2)
 
 
 def _remove_tees() -> None:
@@ -447,15 +478,6 @@ def _remove_tees() -> None:
     if isinstance(sys.stderr, _Tee):
         _flush(sys.stderr)
         sys.stderr = sys.stderr.original
-
-
-def _fds_usable() -> bool:
-    try:
-        os.fstat(1)
-        os.fstat(2)
-    except OSError:
-        return False
-    return True
 
 
 @contextmanager
@@ -475,7 +497,8 @@ def capture_output(path: str, fd_level: bool = True) -> Iterator[str]:
             _state.fd.shared = True
         _state.logs.setdefault(ident, []).append(log)
         _install_tees()
-        if fd_level and _state.fd is None and _state.count == 1 and _fds_usable():
+        if fd_level and _state.fd is None and _state.count == 1:
+            # Closed fds 1 or 2 make `os.dup` fail (EBADF) before anything changed.
             try:
                 _state.fd = _FdCapture(log)
             except (OSError, RuntimeError):  # out of fds, or no thread for the pump

@@ -13,7 +13,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from lightstore.foundation.errors import (
     disk_full,
 )
 from lightstore.foundation.failpoints import failpoint
+from lightstore.foundation.files import write_all
 from lightstore.foundation.hashing import config_hash
 from lightstore.foundation.locks import KeyedLocks, ProcessSharedLock
 from lightstore.foundation.metrics import PendingMetrics
@@ -79,16 +80,14 @@ class StoreBase(StoreView):
         # `publish` records them instead of the times it measured.
         self.declared_times: dict[str, dict[str, float | None]] = {}
 
-    @contextmanager
-    def realizing(self) -> Iterator[None]:
+    def realizing(self) -> AbstractContextManager[None]:
         """Held (shared) while a realization, an import or a pin runs; gc waits for all of them.
 
         Re-entrant within a process (a realizer may realize other stages, in
         any thread). A waiting gc holds the intent lock, so new realizations
         queue behind it instead of starving it.
         """
-        with self._collector.shared():
-            yield
+        return self._collector.shared()
 
     @contextmanager
     def collecting(self, timeout: float | None = DEFAULT_GC_TIMEOUT_S) -> Iterator[None]:
@@ -143,11 +142,13 @@ class StoreBase(StoreView):
         """Write the config files of unrecorded derivations under an intent; return what to record."""
         if not derivations:
             return None
-        known = self.catalogue.known_drefs([d for d, _ in derivations])
-        missing = [(d, c) for d, c in derivations if d not in known]
-        if not missing:
-            return None
-        intent = self.catalogue.open_intent("derive", [d for d, _ in missing])
+        # The check and the intent in one transaction: nothing is read before it.
+        with self.catalogue.write("recording derivations"):
+            known = self.catalogue.known_drefs([d for d, _ in derivations])
+            missing = [(d, c) for d, c in derivations if d not in known]
+            if not missing:
+                return None
+            intent = self.catalogue.open_intent("derive", [d for d, _ in missing])
         new: list[NewDerivation] = []
         for dref, config in missing:
             text = canonical_json(config.val)
@@ -159,29 +160,35 @@ class StoreBase(StoreView):
     def _write_config(self, dref: DRef, text: str) -> None:
         folder = self.dref_path(dref)
         target = os.path.join(folder, CONFIG_FILE)
-        # One lstat decides: another process may create the file between two
-        # separate checks, which must not look like damage.
         try:
-            mode = os.lstat(target).st_mode
-        except FileNotFoundError:
-            pass
-        except NotADirectoryError:
-            raise self._damaged(dref) from None
-        else:
-            if stat.S_ISREG(mode):
-                return
-            raise self._damaged(dref)
-        with contextlib.suppress(FileNotFoundError):
-            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            os.mkdir(folder)  # a new derivation: nothing there to check
+        except FileExistsError:
+            # One lstat decides: another process may create the file between two
+            # separate checks, which must not look like damage.
+            try:
+                mode = os.lstat(target).st_mode
+            except FileNotFoundError:
+                pass
+            except NotADirectoryError:
+                raise self._damaged(dref) from None
+            else:
+                if stat.S_ISREG(mode):
+                    return
                 raise self._damaged(dref)
-        os.makedirs(folder, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    raise self._damaged(dref) from None
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(self.tmp_dir, self.tmp_name("config"))
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            write_all(fd, text.encode("utf-8"))
             if self.durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o444)
+                os.fsync(fd)
+            os.fchmod(fd, 0o444)
+        finally:
+            os.close(fd)
         try:
             os.replace(tmp, target)
         except FileNotFoundError:

@@ -101,7 +101,10 @@ class Layout:
     def new_build_area(self, label: str = "build") -> Path:
         """A fresh, unique folder in the store's temporary area (same filesystem as objects)."""
         path = os.path.join(self.tmp_dir, self.tmp_name(label))
-        os.makedirs(path)
+        try:
+            os.mkdir(path)  # tmp/ is there: one system call, not makedirs' two
+        except FileNotFoundError:
+            os.makedirs(path)
         return Path(path)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from lightstore.foundation.files import (
     fsync_tree,
     make_readonly,
     remove_tree,
+    write_all,
 )
 from lightstore.foundation.hashing import (
     canonical_context,
@@ -92,15 +94,15 @@ def _publish(
     declared = [store.declared_times.pop(os.path.normpath(out), {}) for out in outputs]
     ctx = canonical_context(context)
     ctx_json = canonical_json(ctx)
+    ctx_bytes = ctx_json.encode("utf-8")
     ctx_hash = context_hash(ctx)
     deps = sorted({r for rrefs in ctx.values() for r in rrefs})
-    for out in outputs:
-        _check_output(store, dref, out, promises)
+    inside = [_check_output(store, dref, out, promises) for out in outputs]
     copies: list[str] = []
     try:
         staged: list[str] = []
-        for out in outputs:
-            if not os.path.realpath(out).startswith(store.tmp_realpath):
+        for out, in_tmp in zip(outputs, inside, strict=True):
+            if not in_tmp:
                 area = store.new_build_area("copy")
                 copies.append(area)
                 copy_tree(out, os.path.join(area, "out"), _unstorable(dref))
@@ -115,8 +117,10 @@ def _publish(
             fd = os.open(
                 os.path.join(out, CONTEXT_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444
             )
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(ctx_json)
+            try:
+                write_all(fd, ctx_bytes)
+            finally:
+                os.close(fd)
             record = NewRealization(
                 rref,
                 dref,
@@ -140,9 +144,14 @@ def _publish(
 
 def _check_output(
     store: StoreBase, dref: DRef, out: str, promises: Sequence[Sequence[str]]
-) -> None:
-    """Refuse an output that is not a folder, lacks a promised path, or uses a reserved name."""
-    if not os.path.isdir(out):
+) -> bool:
+    """Refuse an output that is not a folder, lacks a promised path, or uses a reserved name;
+    return whether it lies in the store's tmp/ (and can be renamed into place)."""
+    try:
+        mode = os.lstat(out).st_mode
+    except OSError:
+        mode = 0
+    if not stat.S_ISDIR(mode) and not os.path.isdir(out):
         raise BuildError(f"the realizer of {dref} returned {out!r}, which is not a folder", dref)
     missing = [p for p in promises if not os.path.lexists(os.path.join(out, *p))]
     if missing:
@@ -158,6 +167,11 @@ def _check_output(
             "that name is reserved for the store, rename the artifact",
             dref,
         )
+    if stat.S_ISDIR(mode) and os.path.dirname(out) == store.tmp_dir:
+        # A folder (no symlink) right under tmp/, as `new_build_area` makes them: its real
+        # path is tmp/'s, without resolving every component of the path again.
+        return True
+    return os.path.realpath(out).startswith(store.tmp_realpath)
 
 
 def install(
