@@ -51,7 +51,6 @@ from typing import Any, cast
 from lightstore.engine.executor import TravellingSubstituter
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
 from lightstore.executors.driving import (
-    Progress,
     SeparateRoots,
     build_failure,
     not_shippable,
@@ -62,6 +61,7 @@ from lightstore.executors.driving import (
 )
 from lightstore.executors.worker import Exchange
 from lightstore.foundation.errors import BuildError, UsageError
+from lightstore.foundation.terminal import Progress
 
 log = logging.getLogger("lightstore")
 
@@ -291,7 +291,6 @@ class _Run:
         self.root = str(plan.store.root)
         sub = options.substitute
         self.shared = sub if isinstance(sub, TravellingSubstituter) else None
-        self.progress = Progress(plan.total)
         self.deaths: collections.Counter[str] = collections.Counter()
         self.died = False
         self.stopped = False
@@ -305,6 +304,7 @@ class _Run:
         self.busy: dict[Connection, _Worker] = {}
         for worker in self.workers:
             self._welcome(worker)
+        self.progress = Progress(plan.total)  # last: nothing above may fail with the bar on
 
     def drive(self, first: list[BuildTask]) -> None:
         pending = collections.deque(first)
@@ -341,7 +341,7 @@ class _Run:
             return
         opts = task_options(task, self.options)
         try:
-            payload = self.dumps((self.root, task, opts, self.exchange))
+            payload = self.dumps((self.root, task, opts, self.exchange, self.progress.on))
         except Exception as e:  # whatever an object's own pickling raises
             problem = not_shippable(task, opts, _WHERE) or UsageError(
                 f"cannot ship the build of {task.dref} to {_WHERE}: {type(e).__name__}: {e}"
@@ -369,6 +369,9 @@ class _Run:
             message = ("failed", None, f"its answer could not be loaded: {type(e).__name__}: {e}")
         if message[0] == "ready":
             worker.ready = True
+            return
+        if message[0] == "output":  # what the build printed: above the progress bar
+            self.progress.output(message[1], message[2])
             return
         task = worker.task
         if task is None:  # not ours to read (no task was sent)
