@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from lightstore.foundation.refs import DRef, RRef
+from lightstore.maintenance.cancel import DEFAULT_CANCEL_TIMEOUT_S, CancelReport, cancel_build
 from lightstore.maintenance.forget import ForgetReport, forget
 from lightstore.maintenance.gc import collect
 from lightstore.maintenance.marking import GCReport
@@ -47,6 +48,20 @@ class Store(LocalStore):
     def pins(self) -> dict[str, str]:
         """Every pin: name -> reference."""
         return pins(self)
+
+    # -- running builds --------------------------------------------------------
+
+    def builds(self, recent: int = 0) -> list[dict[str, Any]]:
+        """The builds running now, then the `recent` that finished last (see
+        `lightstore.query.buildlog.builds`)."""
+        from lightstore.query.buildlog import builds
+
+        return builds(self, recent)
+
+    def cancel(self, build_id: int, timeout: float = DEFAULT_CANCEL_TIMEOUT_S) -> CancelReport:
+        """Stop the process of this host running build #`build_id` (SIGTERM) and record the
+        build as interrupted (see `lightstore.maintenance.cancel.cancel_build`)."""
+        return cancel_build(self, build_id, timeout)
 
     # -- garbage collection and history -------------------------------------
 

@@ -28,7 +28,8 @@ dependents (`keep_going=False` stops at the first failure and stops the
 builds still running). A worker that dies mid-build (killed, out of memory)
 is replaced and its task runs again (the new worker takes the freed build
 lock and records the dead build as interrupted); a task whose worker dies
-more than `MAX_DEATHS` times fails. The caller's recovery then removes what
+more than `MAX_DEATHS` times fails, and so does one whose worker was
+stopped with SIGTERM (`lightstore cancel`). The caller's recovery then removes what
 a dead worker left in the store.
 """
 
@@ -399,7 +400,8 @@ class _Run:
         """A worker's pipe closed: it died. Replace it and run its task again."""
         del self.busy[worker.conn]
         task, was_ready = worker.task, worker.ready
-        status = _status(worker.reap())
+        code = worker.reap()
+        status = _status(code)
         self.died = True
         self.workers.remove(worker)
         if not was_ready:
@@ -408,6 +410,16 @@ class _Run:
             )
         self._replace(None)
         if task is None:
+            return
+        if code == -signal.SIGTERM:  # stopped on purpose (`lightstore cancel`): not again
+            self._failed(
+                task,
+                BuildError(
+                    f"the build of {task.dref} was cancelled: its worker process {worker.pid} "
+                    "was stopped with SIGTERM; nothing of it was published",
+                    task.dref,
+                ),
+            )
             return
         self.deaths[task.dref] += 1
         if self.deaths[task.dref] > MAX_DEATHS:
