@@ -21,6 +21,7 @@ from lightstore.maintenance.marking import GCReport
 from lightstore.maintenance.pins import pin, pins, unpin
 from lightstore.maintenance.reindex import ReindexReport, reindex
 from lightstore.maintenance.verify import VerifyReport, verify
+from lightstore.query.rows import Rows
 from lightstore.remote.pull import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, pull
 from lightstore.remote.push import PushReport, push
 from lightstore.remote.transfers import DEFAULT_JOBS
@@ -51,7 +52,7 @@ class Store(LocalStore):
 
     # -- running builds --------------------------------------------------------
 
-    def builds(self, recent: int = 0) -> list[dict[str, Any]]:
+    def builds(self, recent: int = 0) -> Rows:
         """The builds running now, then the `recent` that finished last (see
         `lightstore.query.buildlog.builds`)."""
         from lightstore.query.buildlog import builds

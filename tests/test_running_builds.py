@@ -108,6 +108,13 @@ def test_builds_all_lists_recent_finished_builds_newest_first(tmp_path, pipeline
     assert "no build is running" in run(pipeline.root, "builds").output
 
 
+def test_builds_in_a_notebook_are_a_table_with_datetimes(pipeline):
+    rows = Store.open(pipeline.root).builds(recent=3)
+    assert "<table" in rows._repr_html_() and "succeeded" in rows._repr_html_()
+    df = rows.to_pandas()
+    assert str(df.started.dt.tz) == "UTC" and df.elapsed.dtype.kind == "f"
+
+
 def test_a_running_record_of_a_dead_process_shows_as_interrupted(tmp_path):
     root = str(tmp_path / "store")
     Store.open(root, create=True)

@@ -13,6 +13,7 @@ from lightstore.foundation.logs import read_log
 from lightstore.foundation.refs import isrref, rref2dref
 from lightstore.query.describe import live_status
 from lightstore.query.resolve import resolve
+from lightstore.query.rows import Rows
 from lightstore.store.view import StoreView
 
 _BUILD_COLUMNS = "id, dref, name, status, started, stopped, duration, host, pid, error"
@@ -43,14 +44,14 @@ def builds_of(store: StoreView, ref: str, include_collected: bool = False) -> li
     return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
 
 
-def builds(store: StoreView, recent: int = 0) -> list[dict[str, Any]]:
+def builds(store: StoreView, recent: int = 0) -> Rows:
     """The builds recorded as running, oldest first, then the `recent` newest finished ones,
     newest first: id, dref, name, status, started, stopped, elapsed (seconds, so far for a
     running build), host, pid, error.
 
     A running record whose process of this host is gone shows as interrupted
     (``holder_gone``) among the finished ones: a writer records it so when it next opens
-    the store.
+    the store. `Rows`: a table in a notebook, datetimes in `to_pandas()`.
     """
     conn = store.catalogue.conn
     cur = conn.execute(
@@ -73,7 +74,9 @@ def builds(store: StoreView, recent: int = 0) -> list[dict[str, Any]]:
     for b in out:
         b["elapsed"] = b["duration"] if b["stopped"] is not None else now - (b["started"] or now)
         b.pop("duration", None)
-    return out
+    columns = [*names, "holder_gone", "elapsed"]
+    columns.remove("duration")
+    return Rows(out, columns, ("started", "stopped"))
 
 
 def _build(store: StoreView, build: int | None) -> list[dict[str, Any]]:
