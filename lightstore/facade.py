@@ -16,6 +16,7 @@ from typing import Any
 
 from lightstore.foundation.errors import LightstoreError, QueryError
 from lightstore.foundation.refs import DRef, RRef, isdref, isrref
+from lightstore.maintenance.cancel import DEFAULT_CANCEL_TIMEOUT_S, CancelReport, cancel_build
 from lightstore.maintenance.forget import ForgetReport, forget
 from lightstore.maintenance.gc import collect
 from lightstore.maintenance.marking import GCReport
@@ -24,6 +25,7 @@ from lightstore.maintenance.reindex import ReindexReport, reindex
 from lightstore.maintenance.verify import VerifyReport, verify
 from lightstore.query import resolve_all
 from lightstore.query.among import needs_details, select_among, sort_runs
+from lightstore.query.rows import Rows
 from lightstore.remote._redact import redact_url
 from lightstore.remote.pull import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, pull
 from lightstore.remote.push import PushReport, push
@@ -54,6 +56,20 @@ class Store(LocalStore):
     def pins(self) -> dict[str, str]:
         """Every pin: name -> reference."""
         return pins(self)
+
+    # -- running builds --------------------------------------------------------
+
+    def builds(self, recent: int = 0) -> Rows:
+        """The builds running now, then the `recent` that finished last (see
+        `lightstore.query.buildlog.builds`)."""
+        from lightstore.query.buildlog import builds
+
+        return builds(self, recent)
+
+    def cancel(self, build_id: int, timeout: float = DEFAULT_CANCEL_TIMEOUT_S) -> CancelReport:
+        """Stop the process of this host running build #`build_id` (SIGTERM) and record the
+        build as interrupted (see `lightstore.maintenance.cancel.cancel_build`)."""
+        return cancel_build(self, build_id, timeout)
 
     # -- garbage collection and history -------------------------------------
 

@@ -159,6 +159,45 @@ def test_keep_going_builds_independent_branches_and_names_every_failure(S, store
     realize(instantiate(e, r=r), assert_realized=[e(r)])
 
 
+def test_keep_going_with_one_failure_raises_it_naming_the_dependents_not_built(S, store):
+    calls: list[str] = []
+    a = stage_of("a", calls)
+    b = stage_of("b", calls, [a], fail=True)
+    c = stage_of("c", calls, [b])
+    d = stage_of("d", calls, [c])
+    e = stage_of("e", calls, [a])
+
+    def top(r):
+        return [d(r), e(r)]
+
+    r = Registry(S)
+    _, cl = instantiate(top, r=r)
+    with pytest.raises(BuildError) as info:
+        realize_closure(cl, RealizeOptions(keep_going=True))
+    err = info.value
+    assert not isinstance(err, BuildsFailed) and err.dref == b(r)  # the failure itself
+    text = str(err)
+    assert text.startswith(f"building {b(r)}") or "b broke" in text.splitlines()[0]
+    _, _, skipped = text.partition("2 dependent(s) were not built:\n")
+    assert sorted(line.strip() for line in skipped.splitlines()) == sorted(
+        [f"{c(r)} (needs {b(r)})", f"{d(r)} (needs {b(r)})"]
+    )
+    assert sorted(calls) == ["a", "b", "e"]
+
+
+def test_a_foreign_error_gets_the_dependents_not_built_as_a_note(S, store):
+    calls: list[str] = []
+    a = stage_of("a", calls)
+    b = stage_of("b", calls, [a])
+    r = Registry(S)
+    _, cl = instantiate(b, r=r)
+    steps = build_requests(cl, RealizeOptions(keep_going=True))
+    next(steps)
+    with pytest.raises(ValueError, match="from the driver") as info:
+        steps.send(ValueError("from the driver"))
+    assert info.value.__notes__ == [f"1 dependent(s) were not built:\n  {b(r)} (needs {a(r)})"]
+
+
 def test_serial_default_stops_at_first_failure(S):
     calls: list[str] = []
     a = stage_of("a", calls)

@@ -531,8 +531,9 @@ def hold_build_lock(root: str, dref: str, context_hash: str) -> dict:
     return {}
 
 
-def slow_build(root: str) -> dict:
-    """Realize a stage that prints "working", then sleeps a minute (to be killed)."""
+def slow_build(root: str, jobs: str = "0") -> dict:
+    """Realize a stage that prints "working", then sleeps a minute (to be killed); with
+    `jobs` > 0 on that many worker processes."""
 
     def stage(r=None):
         def real(b):
@@ -541,7 +542,8 @@ def slow_build(root: str) -> dict:
 
         return mkdrv({"name": "slow"}, match_only(), build_wrapper(real), r)
 
-    return {"rref": realize1(instantiate(stage, S=mkSS(root)))}
+    parallel = {"jobs": int(jobs)} if int(jobs) else {}
+    return {"rref": realize1(instantiate(stage, S=mkSS(root)), **parallel)}
 
 
 # -- Pylightnix's REPL --------------------------------------------------------------------

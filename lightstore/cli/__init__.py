@@ -19,6 +19,7 @@ import click
 
 from lightstore.cli import (
     annotate,
+    builds,
     cat,
     demo,
     diff,
@@ -98,6 +99,7 @@ for _module in (
     diff,
     cat,
     log,
+    builds,
     sql,
     exchange,
     remote,

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lightstore.engine.registry import Closure, Derivation
-from lightstore.foundation.errors import BuildError, MatcherError, NotRealizedError
+from lightstore.foundation.errors import (
+    BuildError,
+    LightstoreError,
+    MatcherError,
+    NotRealizedError,
+)
 from lightstore.foundation.hashing import context_hash
 from lightstore.foundation.refs import Context, DRef, RRef
 
@@ -102,6 +107,17 @@ class BuildsFailed(BuildError):
 
 #: How many derivations that were not built a BuildsFailed message names.
 _MAX_SKIPPED_LISTED = 20
+
+
+def _name_skipped(error: BaseException, lines: list[str]) -> None:
+    """Add the dependents not built to the message of the one failure (raised as it is, so
+    its type and attributes stay); an error not of lightstore's gets them as a note."""
+    text = "\n".join(lines)
+    if isinstance(error, LightstoreError) and error.args and isinstance(error.args[0], str):
+        if text not in error.args[0]:  # result() may be asked twice
+            error.args = (f"{error.args[0]}\n{text}", *error.args[1:])
+    elif text not in getattr(error, "__notes__", ()):
+        error.add_note(text)
 
 
 def check_matched(drv: Derivation, matched: Any, available: list[RRef]) -> list[RRef]:
@@ -220,18 +236,27 @@ class Plan:
         return self.chosen
 
     def error(self) -> BaseException:
-        """The error to raise for the failures: the failure itself if there is one, else BuildsFailed."""
+        """The error to raise for the failures: the failure itself if there is one (its
+        message then names the dependents not built), else BuildsFailed."""
         if len(self.failures) == 1:
-            return next(iter(self.failures.values()))
+            error = next(iter(self.failures.values()))
+            if self.skipped:
+                _name_skipped(error, self._skipped_lines())
+            return error
         lines = [f"{len(self.failures)} builds failed:"]
         lines += [f"  {d}: {type(e).__name__}: {e}" for d, e in self.failures.items()]
-        if self.skipped:
-            lines.append(f"{len(self.skipped)} dependent(s) were not built:")
-            listed = list(self.skipped.items())[:_MAX_SKIPPED_LISTED]
-            lines += [f"  {d} (needs {failed})" for d, failed in listed]
-            if len(self.skipped) > len(listed):
-                lines.append(f"  ... and {len(self.skipped) - len(listed)} more")
+        lines += self._skipped_lines()
         return BuildsFailed("\n".join(lines), dict(self.failures), dict(self.skipped))
+
+    def _skipped_lines(self) -> list[str]:
+        if not self.skipped:
+            return []
+        lines = [f"{len(self.skipped)} dependent(s) were not built:"]
+        listed = list(self.skipped.items())[:_MAX_SKIPPED_LISTED]
+        lines += [f"  {d} (needs {failed})" for d, failed in listed]
+        if len(self.skipped) > len(listed):
+            lines.append(f"  ... and {len(self.skipped) - len(listed)} more")
+        return lines
 
     def _choose(self, dref: DRef, rrefs: list[RRef]) -> None:
         self.chosen[dref] = rrefs

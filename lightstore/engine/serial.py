@@ -19,6 +19,7 @@ from lightstore.engine.step import _Busy, execute
 from lightstore.foundation.errors import UsageError
 from lightstore.foundation.locks import POLL_INTERVAL_S
 from lightstore.foundation.refs import Context, DRef, RRef
+from lightstore.foundation.terminal import Progress
 
 log = logging.getLogger("lightstore")
 
@@ -42,14 +43,24 @@ def _run_serial(plan: Plan, options: RealizeOptions) -> None:
     start is held elsewhere (then it reuses the holder's result, or builds
     it if the holder died).
     """
+    queue: list[BuildTask] = plan.next_tasks()
+    if not queue:
+        return  # all cached: no progress bar, not even a look at the terminal
+    with Progress(plan.total) as progress:
+        _build_queue(plan, options, queue, progress)
+
+
+def _build_queue(
+    plan: Plan, options: RealizeOptions, queue: list[BuildTask], progress: Progress
+) -> None:
     store = plan.store
-    queue: list[BuildTask] = []
     deferred: set[DRef] = set()
     keep_going = bool(options.keep_going)
     while not plan.finished:
         queue.extend(plan.next_tasks())
         if not queue:
             break
+        progress.show(len(plan.chosen))
         queue.sort(key=lambda t: t.index)  # dependencies first, as a serial realize
         # Only one candidate left: sleep in the kernel until its lock is free.
         wait = len(queue) == 1

@@ -53,7 +53,6 @@ from lightstore.engine.executor import TravellingSubstituter
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
 from lightstore.executors.dask_cluster import distributed_module
 from lightstore.executors.driving import (
-    Progress,
     SeparateRoots,
     build_failure,
     not_shippable,
@@ -62,8 +61,9 @@ from lightstore.executors.driving import (
     start,
     task_options,
 )
-from lightstore.executors.worker import Exchange, build_on_worker
+from lightstore.executors.worker import OUTPUT_TOPIC, Exchange, build_on_worker
 from lightstore.foundation.errors import UsageError
+from lightstore.foundation.terminal import Progress
 
 log = logging.getLogger("lightstore")
 
@@ -156,6 +156,7 @@ def _drive(
                     task,
                     opts,
                     exchange,
+                    progress.on,
                     pure=False,
                     key=f"lightstore-{task.dref.removeprefix('dref:')}-{os.urandom(4).hex()}",
                 )
@@ -168,6 +169,11 @@ def _drive(
             queue.add(future)
         return True
 
+    if progress.on:
+        # What builds print comes as events, written above the bar.
+        client.subscribe_topic(
+            OUTPUT_TOPIC, lambda event: progress.output(event[1]["fd"], event[1]["data"])
+        )
     try:
         if not submit(first):
             return
@@ -191,4 +197,6 @@ def _drive(
     finally:
         for future in pending:
             future.cancel()
+        if progress.on:
+            client.unsubscribe_topic(OUTPUT_TOPIC)
         progress.close()

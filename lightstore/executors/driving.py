@@ -1,10 +1,9 @@
 """The caller's side of every executor that builds in other processes (Dask's and the
 local pool's): starting a run, what travels with each task, what a failure becomes,
-the progress bar, and the final pull of separate roots."""
+and the final pull of separate roots."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,24 +137,3 @@ def pull_targets(plan: Plan, exchange: Exchange) -> None:
             storage_options=exchange.storage_options,
             trusted_keys=exchange.trusted,
         )
-
-
-class Progress:
-    """derivations done/total on a terminal (stderr), nothing elsewhere."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.on = sys.stderr.isatty()
-
-    def show(self, done: int) -> None:
-        if self.on:
-            width = 30
-            filled = width * done // max(self.total, 1)
-            sys.stderr.write(
-                f"\rrealize [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}"
-            )
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")

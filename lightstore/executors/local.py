@@ -28,7 +28,8 @@ dependents (`keep_going=False` stops at the first failure and stops the
 builds still running). A worker that dies mid-build (killed, out of memory)
 is replaced and its task runs again (the new worker takes the freed build
 lock and records the dead build as interrupted); a task whose worker dies
-more than `MAX_DEATHS` times fails. The caller's recovery then removes what
+more than `MAX_DEATHS` times fails, and so does one whose worker was
+stopped with SIGTERM (`lightstore cancel`). The caller's recovery then removes what
 a dead worker left in the store.
 """
 
@@ -51,7 +52,6 @@ from typing import Any, cast
 from lightstore.engine.executor import TravellingSubstituter
 from lightstore.engine.plan import BuildTask, Plan, RealizeOptions
 from lightstore.executors.driving import (
-    Progress,
     SeparateRoots,
     build_failure,
     not_shippable,
@@ -62,6 +62,7 @@ from lightstore.executors.driving import (
 )
 from lightstore.executors.worker import Exchange
 from lightstore.foundation.errors import BuildError, UsageError
+from lightstore.foundation.terminal import Progress
 
 log = logging.getLogger("lightstore")
 
@@ -291,7 +292,6 @@ class _Run:
         self.root = str(plan.store.root)
         sub = options.substitute
         self.shared = sub if isinstance(sub, TravellingSubstituter) else None
-        self.progress = Progress(plan.total)
         self.deaths: collections.Counter[str] = collections.Counter()
         self.died = False
         self.stopped = False
@@ -305,6 +305,7 @@ class _Run:
         self.busy: dict[Connection, _Worker] = {}
         for worker in self.workers:
             self._welcome(worker)
+        self.progress = Progress(plan.total)  # last: nothing above may fail with the bar on
 
     def drive(self, first: list[BuildTask]) -> None:
         pending = collections.deque(first)
@@ -341,7 +342,7 @@ class _Run:
             return
         opts = task_options(task, self.options)
         try:
-            payload = self.dumps((self.root, task, opts, self.exchange))
+            payload = self.dumps((self.root, task, opts, self.exchange, self.progress.on))
         except Exception as e:  # whatever an object's own pickling raises
             problem = not_shippable(task, opts, _WHERE) or UsageError(
                 f"cannot ship the build of {task.dref} to {_WHERE}: {type(e).__name__}: {e}"
@@ -370,6 +371,9 @@ class _Run:
         if message[0] == "ready":
             worker.ready = True
             return
+        if message[0] == "output":  # what the build printed: above the progress bar
+            self.progress.output(message[1], message[2])
+            return
         task = worker.task
         if task is None:  # not ours to read (no task was sent)
             return
@@ -396,7 +400,8 @@ class _Run:
         """A worker's pipe closed: it died. Replace it and run its task again."""
         del self.busy[worker.conn]
         task, was_ready = worker.task, worker.ready
-        status = _status(worker.reap())
+        code = worker.reap()
+        status = _status(code)
         self.died = True
         self.workers.remove(worker)
         if not was_ready:
@@ -405,6 +410,16 @@ class _Run:
             )
         self._replace(None)
         if task is None:
+            return
+        if code == -signal.SIGTERM:  # stopped on purpose (`lightstore cancel`): not again
+            self._failed(
+                task,
+                BuildError(
+                    f"the build of {task.dref} was cancelled: its worker process {worker.pid} "
+                    "was stopped with SIGTERM; nothing of it was published",
+                    task.dref,
+                ),
+            )
             return
         self.deaths[task.dref] += 1
         if self.deaths[task.dref] > MAX_DEATHS:

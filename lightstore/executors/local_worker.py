@@ -5,7 +5,9 @@ sys.path), it answers ``("ready", pid)`` once imported, then takes one message
 at a time on its pipe: ``("setup", {...})`` (the caller's environment, working
 directory and sys.path, sent at the start of each run) or ``("build",
 payload)`` (a task pickled with cloudpickle), answered with ``("done",
-answer)`` or ``("failed", pickled error or None, its text)``. It exits when
+answer)`` or ``("failed", pickled error or None, its text)``, after any
+number of ``("output", fd, bytes)``: what the build printed, sent to a caller
+that draws a progress bar (it writes the output above the bar). It exits when
 the caller closes the pipe. The build itself is the Dask workers' task,
 `lightstore.executors.worker.build_on_worker`.
 """
@@ -17,10 +19,20 @@ import functools
 import os
 import pickle
 import sys
+import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
 from lightstore.executors.worker import build_on_worker
+from lightstore.foundation import terminal
+
+# The pipe is written by the build's thread and by the log pump (relayed output).
+_send_lock = threading.Lock()
+
+
+def _send(conn: Connection, message: tuple[Any, ...]) -> None:
+    with _send_lock:
+        conn.send_bytes(pickle.dumps(message))
 
 
 def main(fd: int) -> None:
@@ -28,7 +40,7 @@ def main(fd: int) -> None:
     conn = Connection(fd)
     os.register_at_fork(after_in_child=functools.partial(_disown, fd))
     try:
-        conn.send_bytes(pickle.dumps(("ready", os.getpid())))
+        _send(conn, ("ready", os.getpid()))
     except OSError:
         return  # the caller is gone already (it exited while this worker started)
     while True:
@@ -39,7 +51,9 @@ def main(fd: int) -> None:
         if kind == "setup":
             _setup(body)
         elif kind == "build":
-            conn.send_bytes(_build(body))
+            answer = _build(conn, body)
+            with _send_lock:
+                conn.send_bytes(answer)
 
 
 def _disown(fd: int) -> None:
@@ -70,13 +84,25 @@ def _setup(caller: dict[str, Any]) -> None:
             os.chdir(caller["cwd"])
 
 
-def _build(payload: bytes) -> bytes:
+def _build(conn: Connection, payload: bytes) -> bytes:
     try:
-        root, task, options, exchange = pickle.loads(payload)
-        answer = build_on_worker(root, task, options, exchange)
+        root, task, options, exchange, relay = pickle.loads(payload)
+        if not relay:
+            answer = build_on_worker(root, task, options, exchange)
+        else:
+            previous = terminal.set_sink(terminal.Relay(lambda fd, data: _relay(conn, fd, data)))
+            try:
+                answer = build_on_worker(root, task, options, exchange)
+            finally:
+                terminal.set_sink(previous)
         return pickle.dumps(("done", answer))
     except BaseException as e:  # every failure goes back to the caller, named there
         return _failure(e)
+
+
+def _relay(conn: Connection, fd: int, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # the caller is gone: nobody to show it to
+        _send(conn, ("output", fd, data))
 
 
 def _failure(error: BaseException) -> bytes:

@@ -4,16 +4,19 @@ exchanging through a remote cache (separate roots)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from lightstore.engine.executor import TravellingSubstituter
 from lightstore.engine.plan import BuildTask, RealizeOptions, match_existing
 from lightstore.engine.step import execute
+from lightstore.foundation import terminal
 from lightstore.foundation.errors import StoreNotFoundError, UsageError
 from lightstore.foundation.refs import RRef
 from lightstore.store import LocalStore
@@ -68,14 +71,67 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+#: The Dask event topic of what builds print, for a caller that draws a progress bar.
+OUTPUT_TOPIC = "lightstore-output"
+
+_relaying = 0
+_relaying_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _output_to_client() -> Iterator[None]:
+    """On a Dask worker: send what builds print to the client as `OUTPUT_TOPIC` events
+    instead of the worker's terminal (the sink is the process's: counted across tasks)."""
+    global _relaying
+    distributed = sys.modules.get("distributed")
+    try:
+        worker = distributed.get_worker() if distributed is not None else None
+    except (AttributeError, ValueError):  # not on a Dask worker
+        worker = None
+    if worker is None:
+        yield
+        return
+
+    def send(fd: int, data: bytes) -> None:
+        with contextlib.suppress(Exception):  # a worker shutting down: the output is lost
+            worker.log_event(OUTPUT_TOPIC, {"fd": fd, "data": data})
+
+    with _relaying_lock:
+        _relaying += 1
+        if _relaying == 1:
+            terminal.set_sink(terminal.Relay(send))
+    try:
+        yield
+    finally:
+        with _relaying_lock:
+            _relaying -= 1
+            if _relaying == 0:
+                terminal.set_sink(None)
+
+
 def build_on_worker(
-    root: str, task: BuildTask, options: RealizeOptions, exchange: Exchange | None
+    root: str,
+    task: BuildTask,
+    options: RealizeOptions,
+    exchange: Exchange | None,
+    output_to_client: bool = False,
 ) -> dict[str, Any]:
     """A worker's task: build `task` in the store at `root` (or, with `exchange`, a worker store).
 
     Returns the chosen RRefs, where they were built, and what the substituter
     learnt (`TravellingSubstituter.report`). Raises what `execute` raises.
+    With `output_to_client` (a Dask client drawing a progress bar), what the
+    build prints goes to the client (`OUTPUT_TOPIC`).
     """
+    if not output_to_client:
+        return _build(root, task, options, exchange)
+    with _output_to_client():
+        return _build(root, task, options, exchange)
+
+
+def _build(
+    root: str, task: BuildTask, options: RealizeOptions, exchange: Exchange | None
+) -> dict[str, Any]:
     if exchange is None:
         try:
             store = LocalStore.open(root)

@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
+from lightstore.foundation import terminal
+
 _READ_CHUNK = 65536
 #: How long the end of a build waits for the fd reader to drain the pipe.
 _DRAIN_TIMEOUT_S = 2.0
@@ -123,14 +125,29 @@ class _Tee(io.TextIOBase):
         return self.original
 
     def write(self, text: str) -> int:
-        try:
-            self._terminal().write(text)
-        except ValueError:  # the fd capture ended under us: its terminal stream is closed
-            self.original.write(text)
+        sink = terminal.current()
         log = _state.current()
+        if sink is None and log is None:
+            self._write_terminal(text)
+            return len(text)
+        data = text.encode(self.encoding or "utf-8", errors="replace")
+        if sink is None:
+            self._write_terminal(text)
+        else:  # above a progress bar, or to the caller drawing it
+            sink.output(self.fd, data, lambda: self._write_terminal(text, flush=True))
         if log is not None:
-            log.write(text.encode(self.encoding or "utf-8", errors="replace"))
+            log.write(data)
         return len(text)
+
+    def _write_terminal(self, text: str, flush: bool = False) -> None:
+        try:
+            stream = self._terminal()
+            stream.write(text)
+        except ValueError:  # the fd capture ended under us: its terminal stream is closed
+            stream = self.original
+            stream.write(text)
+        if flush:  # before the bar is drawn again
+            _flush(stream)
 
     def flush(self) -> None:
         capture = _state.fd
@@ -302,11 +319,19 @@ class _Pipe:
         self.closed = False
 
     def copy(self, data: bytes) -> None:
-        with suppress(OSError):
-            _write_all(self.terminal, data)
+        sink = terminal.current()
+        if sink is None:
+            with suppress(OSError):
+                _write_all(self.terminal, data)
+        else:  # above a progress bar, or to the caller drawing it
+            sink.output(self.fd, data, lambda: self._to_terminal(data))
         # Never attributed once shared; a closed log drops what comes late.
         if not self.capture.shared:
             self.capture.owner.write(data)
+
+    def _to_terminal(self, data: bytes) -> None:
+        with suppress(OSError):
+            _write_all(self.terminal, data)
 
     def drain(self) -> bool:
         """Copy what waits in the pipe (holding `lock`); whether every writer let go."""

@@ -7,6 +7,7 @@ log that came with an imported realization (pull, unpack) is ``logs/imported/<rr
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from lightstore.foundation.errors import UnknownReferenceError
@@ -14,6 +15,7 @@ from lightstore.foundation.logs import read_log
 from lightstore.foundation.refs import RRef, isrref, rref2dref
 from lightstore.query.describe import live_status
 from lightstore.query.resolve import resolve
+from lightstore.query.rows import Rows
 from lightstore.store.view import StoreView
 
 _BUILD_COLUMNS = "id, dref, name, status, started, stopped, duration, host, pid, error"
@@ -42,6 +44,41 @@ def builds_of(store: StoreView, ref: str, include_collected: bool = False) -> li
     cur = store.catalogue.conn.execute(sql, {"t": target})
     names = [d[0] for d in cur.description]
     return [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+
+
+def builds(store: StoreView, recent: int = 0) -> Rows:
+    """The builds recorded as running, oldest first, then the `recent` newest finished ones,
+    newest first: id, dref, name, status, started, stopped, elapsed (seconds, so far for a
+    running build), host, pid, error.
+
+    A running record whose process of this host is gone shows as interrupted
+    (``holder_gone``) among the finished ones: a writer records it so when it next opens
+    the store. `Rows`: a table in a notebook, datetimes in `to_pandas()`.
+    """
+    conn = store.catalogue.conn
+    cur = conn.execute(
+        f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE status = 'running' ORDER BY started, id"
+    )
+    names = [d[0] for d in cur.description]
+    running = [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+    out = [b for b in running if not b["holder_gone"]]
+    finished = [b for b in running if b["holder_gone"]][::-1]
+    if recent > 0:
+        cur = conn.execute(
+            f"SELECT {_BUILD_COLUMNS} FROM build_log WHERE status != 'running' "
+            "ORDER BY coalesce(stopped, started) DESC, id DESC LIMIT ?",
+            (recent,),
+        )
+        finished += [live_status(dict(zip(names, row, strict=True))) for row in cur.fetchall()]
+        finished.sort(key=lambda b: -(b["stopped"] or b["started"] or 0))
+        out += finished[:recent]
+    now = time.time()
+    for b in out:
+        b["elapsed"] = b["duration"] if b["stopped"] is not None else now - (b["started"] or now)
+        b.pop("duration", None)
+    columns = [*names, "holder_gone", "elapsed"]
+    columns.remove("duration")
+    return Rows(out, columns, ("started", "stopped"))
 
 
 def _build(store: StoreView, build: int | None) -> list[dict[str, Any]]:
