@@ -316,7 +316,8 @@ def test_ctrl_c_in_the_caller_stops_the_running_builds(S, store, tmp_path):
 
     def interrupt_when_started():
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(os.listdir(log)) < 2:
+        # One running build is enough (on a loaded machine the second may start later).
+        while time.monotonic() < deadline and not os.listdir(log):
             time.sleep(0.01)
         # What a terminal's Ctrl-C does: SIGINT to the process, taken by its main thread.
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
