@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How fast `lightstore history` and `ls` answer on a big store (SPEC §9, the CLI issue).
+"""How fast `lightstore history` and `ls` answer on a big store.
 
 Builds a store of N realizations (default 50,000) by writing catalogue rows
 directly through the catalogue API in big transactions -- the tree is not
