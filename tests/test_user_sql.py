@@ -412,11 +412,11 @@ def test_a_table_of_a_huge_result_is_refused_with_bounded_memory(root):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["--nl", "--csv"])
 def test_streamed_rows_come_in_batches_of_bounded_memory(root, fmt):
-    # 1.6 GB of rows: more than the process may hold at once, were they fetched together.
-    rows = MANY_BIG_ROWS.replace("x < 300", "x < 200")
-    done = run_process(root, "sql", rows, fmt, memory=1 << 30)
+    # 640 MB of rows: more than the process may hold at once, were they fetched together.
+    rows = MANY_BIG_ROWS.replace("x < 300", "x < 80")
+    done = run_process(root, "sql", rows, fmt, memory=512 << 20)
     assert done.returncode == 0, done.stderr
-    assert done.printed > 200 * 8_000_000 * 4 // 3  # every row, in base64
+    assert done.printed > 80 * 8_000_000 * 4 // 3  # every row, in base64
 
 
 @pytest.mark.parametrize(
