@@ -168,4 +168,14 @@ def root_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+#: ``--all``/``-a`` of the commands that designate one run (show, log, diff).
+collected_option = click.option(
+    "--all",
+    "-a",
+    "include_collected",
+    is_flag=True,
+    help="Let a selector (train@latest) pick a collected run too (a reference or hash "
+    "prefix finds one without it).",
+)
+
 pass_env = click.make_pass_decorator(Env)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from lightstore.cli.context import Env, pass_env, root_option
+from lightstore.cli.context import Env, collected_option, pass_env, root_option
 from lightstore.cli.inspect import finds_collected
 from lightstore.cli.output import echo, emit_json
 from lightstore.query.compare import compare, json_value
@@ -27,14 +27,7 @@ def _change_lines(changes: list[dict[str, Any]]) -> list[str]:
 @click.argument("a", metavar="A")
 @click.argument("b", metavar="B")
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as one JSON object.")
-@click.option(
-    "--all",
-    "-a",
-    "include_collected",
-    is_flag=True,
-    help="Let a selector (train@latest) pick a collected run too (a reference or hash "
-    "prefix finds one without it).",
-)
+@collected_option
 @root_option
 @pass_env
 def diff_command(env: Env, a: str, b: str, as_json: bool, include_collected: bool) -> None:

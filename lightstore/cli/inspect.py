@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from lightstore.cli.context import Env, pass_env, root_option
+from lightstore.cli.context import Env, collected_option, pass_env, root_option
 from lightstore.cli.output import (
     MACHINE_FORMATS,
     echo,
@@ -350,14 +350,7 @@ def history_command(
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @click.option("--no-files", is_flag=True, help="Do not list a realization's files.")
-@click.option(
-    "--all",
-    "-a",
-    "include_collected",
-    is_flag=True,
-    help="Let a selector (train@latest) pick a collected run too (a reference or hash "
-    "prefix finds one without it).",
-)
+@collected_option
 @root_option
 @pass_env
 def show_command(

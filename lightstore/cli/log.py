@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from lightstore.cli.context import Env, pass_env, root_option
+from lightstore.cli.context import Env, collected_option, pass_env, root_option
 from lightstore.cli.inspect import finds_collected
 from lightstore.cli.output import echo, echo_text, emit_json, human_duration, human_time
 from lightstore.foundation.refs import isrref
@@ -26,14 +26,7 @@ def _present(view: StoreView, ref: str) -> bool:
 @click.argument("ref", required=False)
 @click.option("--build", "-b", "build", type=int, metavar="ID", help="This build attempt (#ID).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record and the log as JSON.")
-@click.option(
-    "--all",
-    "-a",
-    "include_collected",
-    is_flag=True,
-    help="Let a selector (train@latest) pick a collected run too (a reference or hash "
-    "prefix finds one without it).",
-)
+@collected_option
 @root_option
 @pass_env
 def log_command(

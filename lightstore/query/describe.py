@@ -152,6 +152,22 @@ def _describe_collected_rref(
     store: StoreView, rref: RRef, gone: dict[str, Any] | None
 ) -> dict[str, Any]:
     record = collected_realization(store, rref) or {}
+    context = record.get("context") or {}
+    info = _run_info(store, rref, record, context, live=False)
+    info.update(
+        deps=sorted({r for rs in context.values() for r in rs}),
+        referrers=[],
+        pins=[],
+        collected=gone,
+        files=None,
+    )
+    return info
+
+
+def _run_info(
+    store: StoreView, rref: RRef, record: dict[str, Any], context: Any, live: bool
+) -> dict[str, Any]:
+    """What a realization's record says, present (`live`) or collected."""
     build = None
     if record.get("build_id") is not None:
         build = _one(
@@ -160,18 +176,20 @@ def _describe_collected_rref(
             "WHERE id = ?",
             (record["build_id"],),
         )
+        if live and build is not None:
+            build = live_status(build)
     dref = rref2dref(rref)
     started, stopped = record.get("build_started"), record.get("build_stopped")
+    # A hand-edited catalogue may hold text there: shown as it is, no duration.
     duration = None
     if isinstance(started, (int, float)) and isinstance(stopped, (int, float)):
         duration = stopped - started
-    context = record.get("context") or {}
     return {
         "rref": rref,
         "dref": dref,
         "name": dref.rsplit("-", 1)[1],
         "path": store.rref_path(rref),
-        "config": config_of(store, dref),
+        "config": store.config(dref) if live else config_of(store, dref),
         "context": {k: list(v) for k, v in context.items()},
         "started": started,
         "stopped": stopped,
@@ -182,12 +200,7 @@ def _describe_collected_rref(
         "pid": record.get("pid"),
         "created": record.get("created"),
         "build": build,
-        "deps": sorted({r for rs in context.values() for r in rs}),
-        "referrers": [],
-        "pins": [],
         **run_annotations(store, rref),
-        "collected": gone,
-        "files": None,
     }
 
 
@@ -252,45 +265,14 @@ def _describe_dref(store: StoreView, dref: DRef) -> dict[str, Any]:
 
 
 def _describe_rref(store: StoreView, rref: RRef, with_files: bool) -> dict[str, Any]:
-    context = store.context(rref)
     record = store.catalogue.realization_record(rref) or {}
-    build = None
-    if record.get("build_id") is not None:
-        build = _one(
-            store,
-            "SELECT id, status, started, stopped, duration, host, pid, error FROM build_log "
-            "WHERE id = ?",
-            (record["build_id"],),
-        )
-        build = live_status(build) if build is not None else None
-    dref = rref2dref(rref)
-    started, stopped = record.get("build_started"), record.get("build_stopped")
-    duration = None
-    if isinstance(started, (int, float)) and isinstance(stopped, (int, float)):
-        duration = stopped - started
-    info = {
-        "rref": rref,
-        "dref": dref,
-        "name": dref.rsplit("-", 1)[1],
-        "path": store.rref_path(rref),
-        "config": store.config(dref),
-        "context": {k: list(v) for k, v in context.items()},
-        "started": started,
-        "stopped": stopped,
-        # A hand-edited catalogue may hold text there: shown as it is, no duration.
-        "duration": duration,
-        "size": record.get("size"),
-        "file_count": record.get("file_count"),
-        "host": record.get("host"),
-        "pid": record.get("pid"),
-        "created": record.get("created"),
-        "build": build,
-        "deps": neighbours(store.catalogue, rref),
-        "referrers": neighbours(store.catalogue, rref, reverse=True),
-        "pins": _pins(store, rref),
-        **run_annotations(store, rref),
-        "collected": None,
-    }
+    info = _run_info(store, rref, record, store.context(rref), live=True)
+    info.update(
+        deps=neighbours(store.catalogue, rref),
+        referrers=neighbours(store.catalogue, rref, reverse=True),
+        pins=_pins(store, rref),
+        collected=None,
+    )
     if with_files:
         info["files"] = files(store.rref_path(rref))
     return info
