@@ -313,6 +313,9 @@ def test_an_idle_worker_that_died_is_replaced(S, store):
 def test_ctrl_c_in_the_caller_stops_the_running_builds(S, store, tmp_path):
     log = tmp_path / "log"
     log.mkdir()
+    # Python's own Ctrl-C handler: a browser test's event loop, still open in this process,
+    # may have left asyncio's (which swallows the first SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def interrupt_when_started():
         deadline = time.monotonic() + 60
@@ -330,6 +333,7 @@ def test_ctrl_c_in_the_caller_stops_the_running_builds(S, store, tmp_path):
             realize(instantiate(fanout(2, 60, log=str(log)), r=Registry(S)), jobs=2)
     finally:
         thread.join(timeout=60)
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - t0 < 30
     started = {int(f.split(".")[1]) for f in os.listdir(log)}
     for pid in started:  # the workers and their builds are gone
