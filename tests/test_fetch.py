@@ -31,6 +31,7 @@ from lightstore import (
     mklens,
     realize1,
 )
+from lightstore.stages.download import download_with, wget_command
 
 
 def sha(data: bytes) -> str:
@@ -360,6 +361,16 @@ def mock_program(folder, source, status: int = 0):
     )
     program.chmod(0o755)
     return program
+
+
+@pytest.mark.parametrize("url", ["-O/tmp/elsewhere", "--execute=x"])
+def test_a_download_program_never_gets_a_url_it_would_take_for_an_option(store, tmp_path, url):
+    (tmp_path / "data.bin").write_bytes(b"data")
+    program = mock_program(tmp_path, tmp_path / "data.bin")
+    with pytest.raises(BuildError, match="may not start with '-'"):
+        download_with(store, wget_command(str(program)), url, str(tmp_path / "out"), "dref:x")
+    assert not (tmp_path / "args").exists()  # the program did not run
+    assert os.listdir(store.tmp_dir) == []
 
 
 @pytest.fixture

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import sqlite3
+import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from helpers import assert_unchanged, fails, ok, run, snapshot
+from helpers import REPO, assert_unchanged, child_env, fails, ok, run, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -351,3 +354,60 @@ def test_an_imported_log_lives_as_long_as_the_record_of_its_run(alice, bob, tmp_
     assert ok(bob.root, "log", runs[0.01]) == "training with lr=0.01\n"
     bob.forget(everything=True)
     assert not os.path.exists(path)
+
+
+HOSTILE_OUTPUT = "ok\x1b]52;c;cHduZWQ=\x07\x1b[2Jhidden\ttab\n"
+
+
+def _log_on_a_terminal(root: str, ref: str) -> bytes:
+    """What `lightstore log REF` prints to stdout when stdout is a terminal (a pty)."""
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "lightstore", "--root", root, "log", ref],
+            stdout=follower,
+            stderr=subprocess.DEVNULL,
+            env=child_env(),
+            cwd=REPO,
+            timeout=60,
+            check=True,
+        )
+        assert done.returncode == 0
+        os.close(follower)
+        follower = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the pty has nothing more
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+
+
+def test_a_log_from_elsewhere_is_shown_escaped_on_a_terminal(alice, bob, tmp_path):
+    def real(b):
+        print(HOSTILE_OUTPUT, end="")
+        open(os.path.join(build_outpath(b), "x"), "w").close()
+
+    rref = realize1(
+        instantiate(
+            lambda r: mkdrv(mkconfig({"name": "loud"}), match_only(), build_wrapper(real), r),
+            S=alice.settings,
+        )
+    )
+    archive = str(tmp_path / "loud.tar")
+    ok(alice.root, "pack", archive, rref)
+    ok(bob.root, "unpack", archive)
+    shown = _log_on_a_terminal(bob.root, rref)
+    assert b"\x1b" not in shown and b"\x07" not in shown
+    assert b"ok\\x1b]52;c;cHduZWQ=\\x07\\x1b[2Jhidden\\ttab" in shown
+    # Piped, it stays exact; a log built here is printed as it is on a terminal too.
+    assert run(bob.root, "log", rref).stdout == HOSTILE_OUTPUT
+    assert b"\x1b]52" in _log_on_a_terminal(alice.root, rref)

@@ -125,3 +125,45 @@ def test_a_running_record_of_a_dead_process_shows_as_interrupted(tmp_path):
     wait_until(lambda: not _running(root), what="the dead build to leave the list")
     (gone,) = json.loads(ok(root, "builds", "--all", "--json"))
     assert gone["id"] == build["id"] and gone["status"] == "interrupted"
+
+
+def _record_running_build(root: str, pid: int, started_ago: float) -> int:
+    """A running build recorded for process `pid`, started `started_ago` seconds ago."""
+    store = Store.open(root, create=True)
+    build_id = store.catalogue.start_build("dref:" + "0" * 32 + "-x", "h", "{}", [])
+    conn = sqlite3.connect(os.path.join(root, CATALOGUE_FILE))
+    with conn:
+        conn.execute(
+            "UPDATE builds SET pid = ?, started = started - ? WHERE id = ?",
+            (pid, started_ago, build_id),
+        )
+    conn.close()
+    return build_id
+
+
+def test_cancel_leaves_alone_a_later_process_given_the_builds_pid(tmp_path):
+    root = str(tmp_path / "store")
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        build_id = _record_running_build(root, stranger.pid, started_ago=120)
+        report = Store.open(root).cancel(build_id, timeout=1)
+        assert stranger.poll() is None  # not signalled: it started after the build
+        assert report.stopped
+        (after,) = json.loads(ok(root, "builds", "--all", "--json"))
+        assert after["status"] == "interrupted"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_cancel_refuses_a_recorded_pid_that_names_no_single_process(tmp_path, pid):
+    root = str(tmp_path / "store")
+    build_id = _record_running_build(root, pid, started_ago=0)
+    assert "no process to stop" in fails(5, root, "cancel", str(build_id)).output
+
+
+def test_cancel_an_id_beyond_sqlite_integers_is_not_found(tmp_path):
+    root = str(tmp_path / "store")
+    Store.open(root, create=True)
+    assert "no build #" in fails(3, root, "cancel", str(2**64)).output

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import shutil
 import sys
+from typing import BinaryIO
 
 import click
 
 from lightstore.cli.context import Env, collected_option, pass_env, root_option
 from lightstore.cli.inspect import finds_collected
-from lightstore.cli.output import echo, echo_text, emit_json, human_duration, human_time
+from lightstore.cli.output import (
+    echo,
+    echo_text,
+    emit_json,
+    human_duration,
+    human_time,
+    stdout_is_terminal,
+    terminal_safe,
+)
 from lightstore.foundation.refs import isrref
 from lightstore.query.buildlog import build_log
 from lightstore.query.resolve import collected_record, removal_text, resolve
@@ -40,7 +49,8 @@ def log_command(
     <root>/logs/<build id>.log as long as their build record (gc keeps it;
     `lightstore forget` deletes both), so a run gc removed keeps its log. A
     realization that came with `pull` or `unpack` shows the log of its build
-    where it was built, when its source carried one.
+    where it was built, when its source carried one; on a terminal, what in
+    such a log a terminal would act on is shown escaped (``\\x1b``).
 
     \b
     Examples:
@@ -80,13 +90,26 @@ def log_command(
     try:
         with open(info["path"], "rb") as f:
             sys.stdout.flush()
-            shutil.copyfileobj(f, sys.stdout.buffer)  # streamed: logs may be large
+            if b["id"] is None and stdout_is_terminal():
+                _print_foreign(f)
+            else:
+                shutil.copyfileobj(f, sys.stdout.buffer)  # streamed: logs may be large
             sys.stdout.buffer.flush()
     except FileNotFoundError:
         echo("# (no output was captured for this build)", err=True)
     if b["status"] != "succeeded" and b.get("error"):
         echo(f"# build #{b['id']} {b['status']}:", err=True)
         echo_text(b["error"].rstrip("\n"), err=True)
+
+
+def _print_foreign(f: BinaryIO) -> None:
+    """Print a log that was written elsewhere line by line, each made `terminal_safe`: its
+    escape sequences could set the title, write the clipboard or hide text."""
+    out = sys.stdout.buffer
+    for line in iter(lambda: f.readline(1 << 16), b""):  # bounded: a line may be huge
+        text = line.decode("utf-8", "surrogateescape")
+        body = text.rstrip("\n")
+        out.write(terminal_safe(body).encode("utf-8") + b"\n"[: len(text) - len(body)])
 
 
 COMMANDS = [log_command]

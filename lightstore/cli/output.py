@@ -13,7 +13,7 @@ clipboard with OSC 52, move the cursor, hide text), and invisible characters
 (zero-width spaces, tag characters) can make one text look like another.
 These are shown escaped (``\x1b``, ``\n``, ``\u200b``) instead. JSON (which escapes them
 itself), CSV and TSV stay exact, as do `cat` and a build's log, which print
-bytes as they are.
+bytes as they are (but for a log built elsewhere, escaped on a terminal).
 """
 
 from __future__ import annotations

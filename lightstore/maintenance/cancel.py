@@ -6,6 +6,8 @@ process, or a worker of `jobs=`); it is stopped as a whole. Once it is gone,
 the build is recorded as interrupted and what it left (its build area, an
 unfinished install) is removed by recovery, as after any process that died.
 A build on another host is refused: its process cannot be signalled from here.
+A process that started after the build is not its process but a later one given
+the same pid: it is left alone, and the build is recorded as interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from lightstore.store import LocalStore
 
 #: How long `cancel_build` waits for the process to stop by default.
 DEFAULT_CANCEL_TIMEOUT_S = 10.0
+#: Slack between a process's age (clock ticks since boot) and its build's (the wall clock).
+_AGE_SLACK_S = 2.0
 #: The error recorded for a cancelled build.
 CANCELLED = "cancelled (its process was stopped with SIGTERM by `lightstore cancel`)"
 
@@ -46,12 +50,14 @@ def cancel_build(
     Raises UnknownReferenceError (no such build), UsageError (the build is not
     running, runs on another host, or its process may not be signalled).
     """
-    rows = store.catalogue.query(
-        "SELECT dref, status, host, pid FROM builds WHERE id = ?", (build_id,)
-    )
+    rows = []
+    if 0 < build_id < 2**63:  # SQLite's integers; beyond them, no build has that id
+        rows = store.catalogue.query(
+            "SELECT dref, status, host, pid, started FROM builds WHERE id = ?", (build_id,)
+        )
     if not rows:
         raise UnknownReferenceError(f"no build #{build_id} in {store.root}", str(build_id))
-    dref, status, host, pid = rows[0]
+    dref, status, host, pid, started = rows[0]
     if status != "running":
         raise UsageError(f"build #{build_id} of {dref} is not running: it {status}")
     if host != HOST:
@@ -59,7 +65,9 @@ def cancel_build(
             f"build #{build_id} of {dref} runs on host {host!r}, not on this one ({HOST!r}): "
             "cancel it there"
         )
-    if pid_alive(pid):
+    if not isinstance(pid, int) or pid <= 0:  # 0 and -1 would signal a group or everyone
+        raise UsageError(f"build #{build_id} of {dref} records no process to stop (pid {pid!r})")
+    if _is_the_builder(pid, started):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -72,8 +80,35 @@ def cancel_build(
         deadline = time.monotonic() + timeout
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    stopped = not pid_alive(pid)
+    stopped = not _is_the_builder(pid, started)
     if stopped:
         store.catalogue.interrupt_builds([build_id], CANCELLED)
         store.recover()  # the build area and any install the process left
     return CancelReport(build_id, dref, pid, stopped)
+
+
+def _is_the_builder(pid: int, started: float) -> bool:
+    """True if process `pid` is alive and may be the one that started the build at `started`:
+    one younger than the build only reuses its pid. Where /proc tells no age, alive is enough.
+    """
+    if not pid_alive(pid):
+        return False
+    age = _process_age(pid)
+    return age is None or age >= time.time() - started - _AGE_SLACK_S
+
+
+def _process_age(pid: int) -> float | None:
+    """Seconds since process `pid` started, from /proc (Linux), or None if unknown.
+
+    Measured on the boot clock, so a change of the wall clock since boot does not count."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        # The fields after the command name (which may hold spaces and parentheses);
+        # the 22nd, its start time in clock ticks since boot, is the 20th of them.
+        ticks = int(stat[stat.rindex(")") + 2 :].split()[19])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -38,8 +38,11 @@ def download_with(
     """Run ``command(url, part)`` in a fresh build area and move `part` to `target`.
 
     Raises BuildError if the program cannot be started, exits with another
-    status than 0, or leaves no file. The checksum is the caller's to check.
+    status than 0, or leaves no file, and for a `url` starting with ``-``, which the
+    program would take for an option. The checksum is the caller's to check.
     """
+    if url.startswith("-"):  # the callers' scheme checks refuse it; this does not rely on them
+        raise BuildError(f"cannot download {url!r}: a URL may not start with '-'", dref)
     folder = store.new_build_area("download")
     try:
         part = os.path.join(folder, os.path.basename(target) + ".tmp")
