@@ -3,9 +3,9 @@
 Each command parses its options, calls one function of the library
 (`lightstore.query` for questions, `Store` and `lightstore.maintenance` for
 changes, `lightstore.exchange` for archives) and formats the result. Commands
-live in small modules: `inspect` (reading), `annotate` (metrics, tags, notes),
-`graph` (deps, referrers, graph),
-`diff`, `cat`, `log`, `maintain` (changing), `sql`, `exchange`, `remote`,
+live in small modules: `inspect` (ls, history, du, roots), `show`, `annotate`
+(metrics, tags, notes), `graph` (deps, referrers, graph), `diff`, `cat`, `log`,
+`builds` (builds, cancel), `maintain` (changing), `sql`, `exchange`, `remote`,
 `demo`, `ui`; shared pieces in `context` (store, errors, exit statuses) and
 `output` (tables, JSON, CSV, progress bars).
 """
@@ -29,6 +29,7 @@ from lightstore.cli import (
     log,
     maintain,
     remote,
+    show,
     sql,
     ui,
 )
@@ -94,6 +95,7 @@ def cli(ctx: click.Context, root: str | None) -> None:
 for _module in (
     maintain,
     inspect,
+    show,
     annotate,
     graph,
     diff,

@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from lightstore.cli.context import Env, collected_option, pass_env, root_option
-from lightstore.cli.inspect import finds_collected
 from lightstore.cli.output import echo, emit_json
+from lightstore.cli.show import finds_collected
 from lightstore.query.compare import compare, json_value
 from lightstore.query.resolve import removal_text
 

@@ -9,7 +9,6 @@ from typing import BinaryIO
 import click
 
 from lightstore.cli.context import Env, collected_option, pass_env, root_option
-from lightstore.cli.inspect import finds_collected
 from lightstore.cli.output import (
     echo,
     echo_text,
@@ -19,6 +18,7 @@ from lightstore.cli.output import (
     stdout_is_terminal,
     terminal_safe,
 )
+from lightstore.cli.show import finds_collected
 from lightstore.foundation.refs import isrref
 from lightstore.query.buildlog import build_log
 from lightstore.query.resolve import collected_record, removal_text, resolve
