@@ -756,7 +756,7 @@ def test_short_references_in_tables_and_trees_designate_one_object(S):
 
 def test_short_references_tell_prefixes_shared_across_kinds_apart(store):
     """A derivation's 8 digits shared with another derivation, and with a realization."""
-    from lightstore.query.resolve import short_refs
+    from lightstore.query.shortrefs import short_refs
 
     drefs = [DRef(mkdref("aaaaaaaa" + tail * 24, "x")) for tail in "01"]
     store.catalogue.add_derivations([NewDerivation(d, "x", "{}", []) for d in drefs])

@@ -36,7 +36,7 @@ from lightstore.foundation.refs import RRef, isrref, parse_rref
 from lightstore.foundation.tags import parse_tag
 from lightstore.query import metric_points, metric_table, resolve_all
 from lightstore.query.curves import value_text
-from lightstore.query.resolve import short_refs
+from lightstore.query.shortrefs import short_refs
 from lightstore.store.view import StoreView
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -34,8 +34,8 @@ from lightstore.query import (
 )
 from lightstore.query.describe import holder_gone
 from lightstore.query.history import empty_column_hints
-from lightstore.query.resolve import short_refs
 from lightstore.query.rows import DIGITS, cell_text
+from lightstore.query.shortrefs import short_refs
 from lightstore.store.view import StoreView
 
 

@@ -26,8 +26,9 @@ from lightstore.foundation.errors import (
 )
 from lightstore.foundation.metrics import Number, Series, check_metric_name
 from lightstore.foundation.refs import isdref, isrref
-from lightstore.query.resolve import _NAME_RE, _PREFIX_RE, MIN_PREFIX, _ambiguous
+from lightstore.query.resolve import _NAME_RE, _PREFIX_RE, _ambiguous
 from lightstore.query.selectors import Selector, is_selector, parse_selector
+from lightstore.query.shortrefs import MIN_PREFIX
 from lightstore.query.upstream import value_order
 
 

@@ -169,7 +169,7 @@ def labels(store: StoreLike, refs: Sequence[str]) -> dict[str, str]:
 def _labels(store: StoreLike, refs: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
     """Each reference's `label` (with its shortest unique form), and the differing fields
     of its config (see `labels`)."""
-    from lightstore.query.resolve import short_refs
+    from lightstore.query.shortrefs import short_refs
 
     catalogue = _catalogue(store)
     shorts = short_refs(catalogue, refs)

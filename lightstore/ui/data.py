@@ -22,7 +22,7 @@ from lightstore.query import browse, curves, upstream
 from lightstore.query.buildlog import build_log
 from lightstore.query.describe import describe, tags_and_notes
 from lightstore.query.graph import closure_edges
-from lightstore.query.resolve import short_refs
+from lightstore.query.shortrefs import short_refs
 from lightstore.store.layout import CONTEXT_FILE
 from lightstore.ui.curves import curve_line
 from lightstore.ui.fields import (
