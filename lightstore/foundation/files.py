@@ -191,7 +191,7 @@ def make_writable(top: str) -> None:
             os.chmod(e.path, e.mode | stat.S_IWUSR)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of `data` to the file descriptor `fd` (no buffered file object: a small
     file written this way costs no system calls beyond its open, write and close)."""
     view = memoryview(data)

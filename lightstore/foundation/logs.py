@@ -41,6 +41,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
 from lightstore.foundation import terminal
+from lightstore.foundation.files import write_all
 
 _READ_CHUNK = 65536
 #: How long the end of a build waits for the fd reader to drain the pipe.
@@ -322,7 +323,7 @@ class _Pipe:
         sink = terminal.current()
         if sink is None:
             with suppress(OSError):
-                _write_all(self.terminal, data)
+                write_all(self.terminal, data)
         else:  # above a progress bar, or to the caller drawing it
             sink.output(self.fd, data, lambda: self._to_terminal(data))
         # Never attributed once shared; a closed log drops what comes late.
@@ -331,7 +332,7 @@ class _Pipe:
 
     def _to_terminal(self, data: bytes) -> None:
         with suppress(OSError):
-            _write_all(self.terminal, data)
+            write_all(self.terminal, data)
 
     def drain(self) -> bool:
         """Copy what waits in the pipe (holding `lock`); whether every writer let go."""
@@ -469,13 +470,6 @@ def _flush(stream: Any) -> None:
         stream.flush()
     except (OSError, ValueError, AttributeError):
         pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 #: The tees last installed, by fd: a build of the same streams takes them again.

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from lightstore.foundation.files import write_all
+
 #: A bar is first drawn this long after the realize starts: instant builds show none.
 SHOW_AFTER_S = 0.3
 #: A notebook's bar is updated at most this often (each update is a message to the browser).
@@ -85,10 +87,10 @@ class _TerminalLine:
 
     def draw(self, text: str, below: bool = False) -> None:
         start = b"\n" if below else _CLEAR
-        _write_all(self.fd, start + text.encode("utf-8", "replace"))
+        write_all(self.fd, start + text.encode("utf-8", "replace"))
 
     def clear(self) -> None:
-        _write_all(self.fd, _CLEAR)
+        write_all(self.fd, _CLEAR)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -241,10 +243,3 @@ def _write_stream(fd: int, data: bytes) -> None:
         stream.flush()
     except (OSError, ValueError):  # closed: the output is lost, as it would be
         pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]

@@ -33,8 +33,8 @@ from blake3 import blake3
 from lightstore.foundation.errors import RemoteIntegrityError, StoreError, disk_full
 from lightstore.foundation.failpoints import VARIABLE as FAILPOINT_VARIABLE
 from lightstore.foundation.failpoints import failpoint
-from lightstore.foundation.files import pid_alive
-from lightstore.remote._localcopy import CopyError, copy_hashed, write_all
+from lightstore.foundation.files import pid_alive, write_all
+from lightstore.remote._localcopy import CopyError, copy_hashed
 from lightstore.remote._reading import _CHUNK, RemoteReader
 
 #: Objects up to this size move in one request, held in memory; larger ones stream.

@@ -17,6 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from blake3 import blake3
 
+from lightstore.foundation.files import write_all
+
 #: Local files up to this size move in one read and one write (held in memory); larger
 #: ones are copied by the kernel in windows of `_WINDOW`, hashed by a second thread.
 WHOLE_FILE = 1024 * 1024
@@ -60,13 +62,6 @@ def read_upto(fd: int, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    """Write all of `data` to `fd` (os.write may write less)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _kernel_copy(src: int, dst: int, want: int) -> int | None:
     """Bytes copied by the kernel (copy_file_range), or None where it cannot copy
     between these files."""
@@ -78,16 +73,18 @@ def _kernel_copy(src: int, dst: int, want: int) -> int | None:
         raise CopyError(e, source=e.errno not in _DESTINATION_ERRNOS) from None
 
 
-def _memory_copy(src: int, dst: int, want: int) -> int:
+def _memory_copy(src: int, dst: int, want: int, whole: bool = False) -> bytes:
+    """Copy up to `want` bytes of `src` into `dst` through memory (all of them with
+    `whole`, else one read); the bytes copied. Raises CopyError naming the side."""
     try:
-        data = os.read(src, want)
+        data = read_upto(src, want) if whole else os.read(src, want)
     except OSError as e:
         raise CopyError(e, source=True) from None
     try:
         write_all(dst, data)
     except OSError as e:
         raise CopyError(e, source=False) from None
-    return len(data)
+    return data
 
 
 def _hash_window(h: blake3, fd: int, offset: int, length: int) -> None:
@@ -117,14 +114,7 @@ def copy_hashed(src: int, dst: int, limit: int, hash_written: bool) -> tuple[int
     window, and copying and hashing use two cores. Raises CopyError.
     """
     if limit <= WHOLE_FILE:
-        try:
-            data = read_upto(src, limit)
-        except OSError as e:
-            raise CopyError(e, source=True) from None
-        try:
-            write_all(dst, data)
-        except OSError as e:
-            raise CopyError(e, source=False) from None
+        data = _memory_copy(src, dst, limit, whole=True)
         return len(data), blake3(data).digest()
     h = blake3()
     hashed = dst if hash_written else src
@@ -139,7 +129,7 @@ def copy_hashed(src: int, dst: int, limit: int, hash_written: bool) -> tuple[int
                 # Not possible between these files, or the end: a file system whose files
                 # report no size (procfs, some FUSE) is read through memory to be sure.
                 kernel = False
-                n = _memory_copy(src, dst, want)
+                n = len(_memory_copy(src, dst, want))
                 if not n:
                     break
             if pending is not None:
@@ -164,7 +154,7 @@ def copy_local(source: str, target: str, size: int) -> None:
                 n = _kernel_copy(src, dst, min(left, 1 << 30)) if kernel else None
                 if not n:
                     kernel = False
-                    n = _memory_copy(src, dst, min(left, _WINDOW))
+                    n = len(_memory_copy(src, dst, min(left, _WINDOW)))
                     if not n:
                         break
                 left -= n
